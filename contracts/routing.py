@@ -1,0 +1,62 @@
+"""Every exchange, routing key and queue name on the broker, in one place.
+
+Commands go to the ``faceproof.commands`` topic exchange, events to ``faceproof.events``.
+Each consuming queue dead-letters to ``faceproof.dead-letters`` with its own name as the
+routing key, into ``<queue>.dlq``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+COMMANDS_EXCHANGE = "faceproof.commands"
+EVENTS_EXCHANGE = "faceproof.events"
+DEAD_LETTER_EXCHANGE = "faceproof.dead-letters"
+
+
+class CommandKey:
+    COMPARE_FACES = "compare.faces"
+    START_SESSION = "session.start"
+    JOIN_CALL = "call.join"
+    MATCH_REFERENCES = "references.match"
+    DELIVER_CALLBACK = "callback.deliver"
+
+
+class EventKey:
+    FACES_COMPARED = "faces.compared"
+    SESSION_STARTED = "session.started"
+    FRAME_CAPTURED = "frame.captured"
+    CHALLENGE_ISSUED = "challenge.issued"
+    CHALLENGE_VERDICT = "challenge.verdict"
+    LIVENESS_DECIDED = "liveness.decided"
+    REFERENCES_MATCHED = "references.matched"
+    SESSION_FINISHED = "session.finished"
+    CALLBACK_DELIVERED = "callback.delivered"
+
+
+@dataclass(frozen=True)
+class Route:
+    """A consuming queue and what it is bound to."""
+
+    queue: str
+    exchange: str
+    routing_key: str
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.queue}.dlq"
+
+
+MATCHER_COMPARE = Route("matcher.compare-faces", COMMANDS_EXCHANGE, CommandKey.COMPARE_FACES)
+MATCHER_REFERENCES = Route("matcher.match-references", COMMANDS_EXCHANGE, CommandKey.MATCH_REFERENCES)
+CALL_AGENT_SESSIONS = Route("call-agent.start-session", COMMANDS_EXCHANGE, CommandKey.START_SESSION)
+CALL_AGENT_CALLS = Route("call-agent.join-call", COMMANDS_EXCHANGE, CommandKey.JOIN_CALL)
+NOTIFIER_CALLBACKS = Route("notifier.deliver-callback", COMMANDS_EXCHANGE, CommandKey.DELIVER_CALLBACK)
+
+ALL_ROUTES: tuple[Route, ...] = (
+    MATCHER_COMPARE,
+    MATCHER_REFERENCES,
+    CALL_AGENT_SESSIONS,
+    CALL_AGENT_CALLS,
+    NOTIFIER_CALLBACKS,
+)

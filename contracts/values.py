@@ -1,0 +1,97 @@
+"""Value objects shared by several messages."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Value(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class ImageData(Value):
+    """An image, carried inline (base64 in JSON) or as a key in object storage."""
+
+    model_config = ConfigDict(frozen=True, ser_json_bytes="base64", val_json_bytes="base64")
+
+    inline: bytes | None = None
+    storage_key: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ImageData:
+        if (self.inline is None) == (self.storage_key is None):
+            raise ValueError("exactly one of inline or storage_key must be set")
+        return self
+
+
+class FaceBox(Value):
+    """A detected face: box [x1, y1, x2, y2] in source pixels and detection score."""
+
+    box: tuple[float, float, float, float]
+    score: float = Field(ge=0.0, le=1.0)
+
+
+class ScoredFace(FaceBox):
+    similarity: float = Field(ge=0.0, le=1.0)
+    match: bool
+
+
+class ModelInfo(Value):
+    """Which model pack produced a result, and under which licence."""
+
+    pack: str
+    licence: str
+    commercial_use: bool
+
+
+class ErrorCode(StrEnum):
+    INVALID_IMAGE = "INVALID_IMAGE"
+    IMAGE_TOO_LARGE = "IMAGE_TOO_LARGE"
+    NO_FACE_IN_SOURCE = "NO_FACE_IN_SOURCE"
+    NO_FACE_IN_TARGET = "NO_FACE_IN_TARGET"
+    IMAGE_NOT_FOUND = "IMAGE_NOT_FOUND"
+    INTERNAL = "INTERNAL"
+
+
+class ErrorInfo(Value):
+    """A permanent failure a worker reports instead of a result."""
+
+    code: ErrorCode
+    detail: str
+
+
+class SessionStatus(StrEnum):
+    CREATED = "CREATED"
+    IN_PROGRESS = "IN_PROGRESS"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    EXPIRED = "EXPIRED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in {SessionStatus.SUCCEEDED, SessionStatus.FAILED, SessionStatus.EXPIRED}
+
+
+class ChallengeType(StrEnum):
+    TURN_LEFT = "TURN_LEFT"
+    TURN_RIGHT = "TURN_RIGHT"
+    LOOK_UP = "LOOK_UP"
+    LOOK_DOWN = "LOOK_DOWN"
+    BLINK = "BLINK"
+    OPEN_MOUTH = "OPEN_MOUTH"
+    NOSE_TO_TARGET = "NOSE_TO_TARGET"
+    MOVE_CLOSER = "MOVE_CLOSER"
+
+
+class Fusion(StrEnum):
+    """How several reference scores become one."""
+
+    MAX = "MAX"
+    MEAN = "MEAN"
+
+
+class CallbackOutcome(StrEnum):
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"

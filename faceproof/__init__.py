@@ -1,0 +1,1 @@
+"""faceproof: command line and process supervision for the services."""

@@ -1,0 +1,230 @@
+"""Face detection: the :class:`Detection` result, the :class:`Detector` port and two ONNX detectors.
+
+* :class:`ScrfdDetector`: InsightFace SCRFD (``det_500m``, ``det_2.5g``, ``det_10g``), anchor based.
+* :class:`YunetDetector`: OpenCV Zoo YuNet 2023mar, anchor free, MIT licensed.
+
+Both letterbox any image (small ones are scaled up) to a square input, decode boxes and five
+keypoints, apply NMS, map back to source pixels and drop faces smaller than ``min_face_px``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Final, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from faces.boxes import letterbox, nms
+from faces.errors import ModelError
+from faces.runtime import OnnxModel
+
+__all__ = ["Detection", "Detector", "ScrfdDetector", "YunetDetector"]
+
+STRIDES: Final = (8, 16, 32)
+_MAX_CANDIDATES: Final = 5000
+FloatArray = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One face in source-image pixels.
+
+    ``box`` is (x1, y1, x2, y2) and may reach past the border for cut-off faces. ``keypoints`` is a
+    read-only 5x2 float32 array: left eye, right eye, nose, left and right mouth corner, where
+    left/right are as seen in the image (the person's right eye is the image's left eye).
+    """
+
+    box: tuple[float, float, float, float]
+    score: float
+    keypoints: FloatArray = field(compare=False, repr=False)
+
+    @property
+    def width(self) -> float:
+        return self.box[2] - self.box[0]
+
+    @property
+    def height(self) -> float:
+        return self.box[3] - self.box[1]
+
+    @property
+    def area(self) -> float:
+        return max(self.width, 0.0) * max(self.height, 0.0)
+
+
+class Detector(Protocol):
+    """Finds faces in an ``H x W x 3`` uint8 BGR image; largest face first."""
+
+    def detect(self, image_bgr: npt.NDArray[np.uint8]) -> list[Detection]: ...
+
+
+@dataclass(frozen=True)
+class _Candidates:
+    """Decoded candidates in letterboxed-canvas pixels."""
+
+    boxes: FloatArray  # N x 4
+    scores: FloatArray  # N
+    keypoints: FloatArray  # N x 5 x 2
+
+    @staticmethod
+    def concat(parts: list[_Candidates]) -> _Candidates:
+        return _Candidates(
+            boxes=np.concatenate([p.boxes for p in parts]).reshape(-1, 4),
+            scores=np.concatenate([p.scores for p in parts]).reshape(-1),
+            keypoints=np.concatenate([p.keypoints for p in parts]).reshape(-1, 5, 2),
+        )
+
+
+def _finalize(
+    candidates: _Candidates, *, scale: float, nms_threshold: float, min_face_px: float
+) -> list[Detection]:
+    order = np.argsort(-candidates.scores, kind="stable")[:_MAX_CANDIDATES]
+    boxes = candidates.boxes[order] / scale
+    keypoints = candidates.keypoints[order] / scale
+    scores = candidates.scores[order]
+    detections: list[Detection] = []
+    for i in nms(boxes, scores, nms_threshold):
+        x1, y1, x2, y2 = (float(v) for v in boxes[i])
+        if min(x2 - x1, y2 - y1) < min_face_px:
+            continue
+        points = np.array(keypoints[i], dtype=np.float32)
+        points.setflags(write=False)
+        detections.append(Detection(box=(x1, y1, x2, y2), score=float(scores[i]), keypoints=points))
+    detections.sort(key=lambda d: d.area, reverse=True)
+    return detections
+
+
+@cache
+def _grid(size: int, stride: int, repeats: int) -> FloatArray:
+    """(col, row) of every cell of a ``size/stride`` square grid, row-major, each repeated."""
+    cells = size // stride
+    rows, cols = np.mgrid[:cells, :cells]
+    grid = np.stack([cols, rows], axis=-1).reshape(-1, 2).astype(np.float32)
+    grid = np.repeat(grid, repeats, axis=0)
+    grid.setflags(write=False)
+    return grid
+
+
+class ScrfdDetector:
+    """InsightFace SCRFD with keypoints: 2 anchors per cell at strides 8/16/32.
+
+    The input is the letterboxed image as RGB, ``(x - 127.5) / 128``, NCHW; this is what
+    InsightFace itself feeds these models (``blobFromImage(..., swapRB=True)``).
+    """
+
+    _ANCHORS: Final = 2
+
+    def __init__(
+        self,
+        model: OnnxModel,
+        *,
+        input_size: int = 640,
+        score_threshold: float = 0.5,
+        nms_threshold: float = 0.4,
+        min_face_px: float = 20.0,
+    ) -> None:
+        if len(model.output_names) != 9:
+            raise ModelError(f"{model.path.name}: expected SCRFD with keypoints (9 outputs)")
+        if input_size % 32:
+            raise ValueError("input_size must be a multiple of 32")
+        self.model = model
+        self.input_size = input_size
+        self.score_threshold = score_threshold
+        self.nms_threshold = nms_threshold
+        self.min_face_px = min_face_px
+
+    def detect(self, image_bgr: npt.NDArray[np.uint8]) -> list[Detection]:
+        boxed = letterbox(image_bgr, self.input_size)
+        rgb = boxed.canvas[:, :, ::-1].astype(np.float32)
+        blob = ((rgb - 127.5) / 128.0).transpose(2, 0, 1)[np.newaxis]
+        outputs = self.model.run({self.model.input_name: np.ascontiguousarray(blob)})
+        parts = [
+            self._decode(stride, *heads)
+            for stride, heads in zip(STRIDES, self._by_stride(outputs), strict=True)
+        ]
+        return _finalize(
+            _Candidates.concat(parts),
+            scale=boxed.scale,
+            nms_threshold=self.nms_threshold,
+            min_face_px=self.min_face_px,
+        )
+
+    @staticmethod
+    def _by_stride(outputs: list[FloatArray]) -> list[tuple[FloatArray, FloatArray, FloatArray]]:
+        """Group the 9 outputs into (scores, boxes, keypoints) per stride, using their shapes."""
+        flat = [o.reshape(-1, o.shape[-1]) for o in outputs]
+        heads = []
+        for channels in (1, 4, 10):
+            group = sorted((o for o in flat if o.shape[1] == channels), key=lambda o: -o.shape[0])
+            if len(group) != 3:
+                raise ModelError(f"SCRFD outputs do not have the expected shapes: {[o.shape for o in flat]}")
+            heads.append(group)
+        return list(zip(*heads, strict=True))
+
+    def _decode(self, stride: int, scores: FloatArray, dists: FloatArray, kps: FloatArray) -> _Candidates:
+        keep = np.flatnonzero(scores[:, 0] >= self.score_threshold)
+        centers = _grid(self.input_size, stride, self._ANCHORS)[keep] * stride
+        dists = dists[keep] * stride
+        boxes = np.concatenate([centers - dists[:, :2], centers + dists[:, 2:]], axis=1)
+        points = centers[:, np.newaxis, :] + kps[keep].reshape(-1, 5, 2) * stride
+        return _Candidates(boxes=boxes, scores=scores[keep, 0], keypoints=points)
+
+
+class YunetDetector:
+    """OpenCV Zoo YuNet (2023mar): fixed 1x3x640x640 BGR 0-255 input, anchor free.
+
+    Decoding follows OpenCV's ``FaceDetectorYN``: score = sqrt(cls * obj); the box centre is
+    ``(cell + offset) * stride`` and its size ``exp(log_size) * stride``.
+    """
+
+    def __init__(
+        self,
+        model: OnnxModel,
+        *,
+        score_threshold: float = 0.6,
+        nms_threshold: float = 0.3,
+        min_face_px: float = 20.0,
+    ) -> None:
+        names = set(model.output_names)
+        expected = {f"{head}_{s}" for head in ("cls", "obj", "bbox", "kps") for s in STRIDES}
+        if not expected <= names:
+            raise ModelError(f"{model.path.name}: not a YuNet model (missing {sorted(expected - names)})")
+        size = model.input_shape[-1]
+        self.input_size = size if isinstance(size, int) else 640
+        self.model = model
+        self.score_threshold = score_threshold
+        self.nms_threshold = nms_threshold
+        self.min_face_px = min_face_px
+
+    def detect(self, image_bgr: npt.NDArray[np.uint8]) -> list[Detection]:
+        boxed = letterbox(image_bgr, self.input_size)
+        blob = boxed.canvas.astype(np.float32).transpose(2, 0, 1)[np.newaxis]
+        outputs = dict(
+            zip(
+                self.model.output_names,
+                self.model.run({self.model.input_name: np.ascontiguousarray(blob)}),
+                strict=True,
+            )
+        )
+        parts = [self._decode(stride, outputs) for stride in STRIDES]
+        return _finalize(
+            _Candidates.concat(parts),
+            scale=boxed.scale,
+            nms_threshold=self.nms_threshold,
+            min_face_px=self.min_face_px,
+        )
+
+    def _decode(self, stride: int, outputs: dict[str, FloatArray]) -> _Candidates:
+        cls = np.clip(outputs[f"cls_{stride}"].reshape(-1), 0.0, 1.0)
+        obj = np.clip(outputs[f"obj_{stride}"].reshape(-1), 0.0, 1.0)
+        scores = np.sqrt(cls * obj)
+        keep = np.flatnonzero(scores >= self.score_threshold)
+        cells = _grid(self.input_size, stride, 1)[keep]
+        bbox = outputs[f"bbox_{stride}"].reshape(-1, 4)[keep]
+        centers = (cells + bbox[:, :2]) * stride
+        sizes = np.exp(bbox[:, 2:]) * stride
+        boxes = np.concatenate([centers - sizes / 2, centers + sizes / 2], axis=1)
+        kps = outputs[f"kps_{stride}"].reshape(-1, 5, 2)[keep]
+        points = (kps + cells[:, np.newaxis, :]) * stride
+        return _Candidates(boxes=boxes, scores=scores[keep], keypoints=points)

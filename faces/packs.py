@@ -1,0 +1,278 @@
+"""Model packs: a detector, an embedder (with fallbacks) and their calibration, under one name.
+
+Built-in packs are below; a models directory's ``manifest.json`` may add packs (``packs`` list,
+same fields as :class:`Pack`). :func:`load_pack` checks files and checksums and builds the
+:class:`~faces.pipeline.FacePipeline`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from faces.calibration import Calibration
+from faces.catalog import Catalog, ModelEntry, load_catalog, read_manifest
+from faces.checksums import file_sha256
+from faces.detection import Detector, ScrfdDetector, YunetDetector
+from faces.embedding import ArcFaceEmbedder, Embedder, MobileFaceNetEmbedder, SfaceEmbedder
+from faces.errors import ModelError
+from faces.pipeline import FacePipeline, ModelInfo, PipelineInfo
+from faces.runtime import OnnxModel
+
+__all__ = [
+    "BUILTIN_PACKS",
+    "DEFAULT_PACK",
+    "Pack",
+    "create_detector",
+    "create_embedder",
+    "get_pack",
+    "list_packs",
+    "load_pack",
+    "resolve_files",
+]
+
+
+@dataclass(frozen=True)
+class Pack:
+    """A named detector + embedder combination and its decision threshold.
+
+    ``embedders`` lists alternatives, preferred first: the first one present is used.
+    ``calibrated`` says whether ``calibration`` was fitted on LFW dev-test with these files.
+    """
+
+    name: str
+    detector: str
+    embedders: tuple[str, ...]
+    calibration: Calibration
+    licence_summary: str
+    commercial_use: bool
+    calibrated: bool
+    description: str = ""
+
+    @property
+    def cosine_threshold(self) -> float:
+        return self.calibration.cosine_threshold
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return (self.detector, *self.embedders)
+
+
+DEFAULT_PACK: Final = "permissive"
+
+# Calibration constants: fitted on 2025-11-21 with
+#   python -m faces.fit_calibration --pack NAME --models-dir ../shared/models \
+#       --pairs ../shared/data/faces/lfw-devtest/pairs.csv --images ../shared/data/faces/lfw-devtest
+# (LFW View 1 dev-test: 500 same + 500 different pairs; cosine_threshold = the smallest threshold
+# with at most 0.1 % of different-person pairs at or above it, i.e. zero of the 500). Results and
+# accuracies are in docs/models.md.
+PERMISSIVE_CALIBRATION: Final = Calibration(a=1.0, b=0.0, cosine_threshold=0.35)
+MOBILEFACENET_CALIBRATION: Final = Calibration(a=1.0, b=0.0, cosine_threshold=0.27)
+# Not fitted here (the InsightFace ArcFace files cannot be obtained in this environment): an
+# estimate to refit with the command above after `faceproof models fetch --pack buffalo_*`.
+ARCFACE_ESTIMATE: Final = Calibration(a=1.0, b=0.0, cosine_threshold=0.3)
+
+_INSIGHTFACE_TERMS: Final = "InsightFace pretrained weights: non-commercial research use only."
+
+BUILTIN_PACKS: Final[Mapping[str, Pack]] = {
+    pack.name: pack
+    for pack in (
+        Pack(
+            name="permissive",
+            detector="face_detection_yunet_2023mar.onnx",
+            embedders=(
+                "face_recognition_sface_2021dec.onnx",
+                "face_recognition_sface_2021dec_int8bq_ortfix.onnx",
+            ),
+            calibration=PERMISSIVE_CALIBRATION,
+            licence_summary="YuNet (MIT) + SFace (Apache-2.0): commercial use allowed.",
+            commercial_use=True,
+            calibrated=True,
+            description="OpenCV Zoo YuNet detector and SFace 128-D embedder (fp32 preferred, int8 fallback).",
+        ),
+        Pack(
+            name="mobilefacenet",
+            detector="det_500m.onnx",
+            embedders=("se_mobilefacenet_arcface_emb256.onnx",),
+            calibration=MOBILEFACENET_CALIBRATION,
+            licence_summary=(
+                "SCRFD det_500m is InsightFace non-commercial research only; the SE-MobileFaceNet weights "
+                "are MIT but were trained on MS1M, a research-only data set. Not for commercial use."
+            ),
+            commercial_use=False,
+            calibrated=True,
+            description="SCRFD-500MF detector and SE-MobileFaceNet ArcFace 256-D embedder.",
+        ),
+        Pack(
+            name="buffalo_sc",
+            detector="det_500m.onnx",
+            embedders=("w600k_mbf.onnx",),
+            calibration=ARCFACE_ESTIMATE,
+            licence_summary=_INSIGHTFACE_TERMS,
+            commercial_use=False,
+            calibrated=False,
+            description="InsightFace buffalo_sc: SCRFD-500MF and ArcFace MobileFaceNet (WebFace600K), 512-D.",
+        ),
+        Pack(
+            name="buffalo_l",
+            detector="det_10g.onnx",
+            embedders=("w600k_r50.onnx",),
+            calibration=ARCFACE_ESTIMATE,
+            licence_summary=_INSIGHTFACE_TERMS,
+            commercial_use=False,
+            calibrated=False,
+            description="InsightFace buffalo_l: SCRFD-10GF and ArcFace ResNet-50 (WebFace600K), 512-D.",
+        ),
+    )
+}
+
+
+class _CalibrationSpec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    a: float
+    b: float
+    cosine_threshold: float
+
+
+class _PackSpec(BaseModel):
+    """A pack in a models directory's ``manifest.json``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str
+    detector: str
+    embedders: tuple[str, ...]
+    calibration: _CalibrationSpec
+    licence_summary: str
+    commercial_use: bool
+    calibrated: bool = False
+    description: str = ""
+
+    def to_pack(self) -> Pack:
+        if not self.embedders:
+            raise ValueError(f"pack {self.name!r} lists no embedder")
+        return Pack(
+            name=self.name,
+            detector=self.detector,
+            embedders=self.embedders,
+            calibration=Calibration(**self.calibration.model_dump()),
+            licence_summary=self.licence_summary,
+            commercial_use=self.commercial_use,
+            calibrated=self.calibrated,
+            description=self.description,
+        )
+
+
+def list_packs(models_dir: Path | None = None) -> list[Pack]:
+    """Built-in packs, then (or replaced by) the packs of ``models_dir/manifest.json``."""
+    packs = dict(BUILTIN_PACKS)
+    for raw in read_manifest(models_dir).packs:
+        try:
+            pack = _PackSpec.model_validate(raw).to_pack()
+        except (ValidationError, ValueError) as exc:
+            raise ModelError(f"invalid pack in manifest.json: {exc}") from exc
+        packs[pack.name] = pack
+    return list(packs.values())
+
+
+def get_pack(name: str, models_dir: Path | None = None) -> Pack:
+    packs = {pack.name: pack for pack in list_packs(models_dir)}
+    try:
+        return packs[name]
+    except KeyError:
+        raise ModelError(f"unknown model pack {name!r}; known packs: {', '.join(sorted(packs))}") from None
+
+
+def _missing(pack: Pack, wanted: str, models_dir: Path) -> ModelError:
+    return ModelError(
+        f"pack {pack.name!r} needs {wanted}, which is not in {models_dir}; get it with "
+        f"`faceproof models fetch --pack {pack.name}` (download) or "
+        f"`faceproof models fetch --pack {pack.name} --from DIR` (copy from a local directory)"
+    )
+
+
+def resolve_files(pack: Pack, models_dir: Path) -> tuple[Path, Path]:
+    """(detector, embedder) paths in ``models_dir``; the first embedder alternative present wins."""
+    detector = models_dir / pack.detector
+    if not detector.is_file():
+        raise _missing(pack, pack.detector, models_dir)
+    for file in pack.embedders:
+        if (models_dir / file).is_file():
+            return detector, models_dir / file
+    raise _missing(pack, " or ".join(pack.embedders), models_dir)
+
+
+def _verified_sha256(path: Path, entry: ModelEntry, *, verify: bool) -> str:
+    actual = file_sha256(path)
+    if verify and entry.sha256 is not None and actual != entry.sha256:
+        raise ModelError(
+            f"{path} has sha256 {actual}, but the catalog expects {entry.sha256}: the file is damaged or a "
+            f"different model. Fetch it again, or describe your own model in manifest.json."
+        )
+    return actual
+
+
+def create_detector(entry: ModelEntry, model: OnnxModel) -> Detector:
+    if entry.architecture == "scrfd":
+        return ScrfdDetector(model)
+    if entry.architecture == "yunet":
+        return YunetDetector(model)
+    raise ModelError(f"{entry.file}: {entry.architecture} is not a face detector architecture")
+
+
+def create_embedder(entry: ModelEntry, model: OnnxModel) -> Embedder:
+    if entry.architecture == "sface":
+        return SfaceEmbedder(model)
+    if entry.architecture == "mobilefacenet":
+        return MobileFaceNetEmbedder(model)
+    if entry.architecture == "arcface":
+        return ArcFaceEmbedder(model)
+    raise ModelError(f"{entry.file}: {entry.architecture} is not a face embedder architecture")
+
+
+def load_pack(
+    name: str,
+    models_dir: Path,
+    *,
+    prefer_gpu: bool = False,
+    threads: int = 0,
+    verify_checksums: bool = True,
+) -> FacePipeline:
+    """Check the pack's files (presence, sha256 against the catalog) and load its ONNX sessions."""
+    pack = get_pack(name, models_dir)
+    catalog: Catalog = load_catalog(models_dir)
+    detector_path, embedder_path = resolve_files(pack, models_dir)
+    detector_entry = catalog.get(detector_path.name)
+    embedder_entry = catalog.get(embedder_path.name)
+    infos = []
+    for path, entry in ((detector_path, detector_entry), (embedder_path, embedder_entry)):
+        sha256 = _verified_sha256(path, entry, verify=verify_checksums)
+        infos.append(
+            ModelInfo(
+                file=entry.file,
+                task=entry.task,
+                architecture=entry.architecture,
+                sha256=sha256,
+                licence=entry.licence.id,
+                commercial_use=entry.commercial_use,
+            )
+        )
+    detector_model = OnnxModel(detector_path, prefer_gpu=prefer_gpu, threads=threads)
+    embedder_model = OnnxModel(embedder_path, prefer_gpu=prefer_gpu, threads=threads)
+    detector = create_detector(detector_entry, detector_model)
+    embedder = create_embedder(embedder_entry, embedder_model)
+    info = PipelineInfo(
+        pack=pack.name,
+        licence_summary=pack.licence_summary,
+        commercial_use=pack.commercial_use,
+        calibrated=pack.calibrated,
+        cosine_threshold=pack.calibration.cosine_threshold,
+        similarity_threshold=pack.calibration.threshold,
+        embedding_dimension=embedder.dimension,
+        models=tuple(infos),
+        providers=tuple(embedder_model.providers),
+    )
+    return FacePipeline(detector, embedder, pack.calibration, info)

@@ -1,0 +1,123 @@
+"""Model execution: one onnxruntime session with explicit providers, threads and warm-up.
+
+This module knows nothing about faces; detectors and embedders do their own pre- and
+post-processing around :meth:`OnnxModel.run`. Sessions are created only by the constructor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+from faces.errors import ModelError
+
+__all__ = ["CPU", "CUDA", "TENSORRT", "Dim", "OnnxModel", "select_providers"]
+
+TENSORRT: Final = "TensorrtExecutionProvider"
+CUDA: Final = "CUDAExecutionProvider"
+CPU: Final = "CPUExecutionProvider"
+
+#: A tensor dimension as onnxruntime reports it: a number, or a symbolic name / None when dynamic.
+Dim = int | str | None
+
+_LOAD_ERRORS: Final = (
+    ort_state.Fail,
+    ort_state.InvalidArgument,
+    ort_state.InvalidGraph,
+    ort_state.InvalidProtobuf,
+    ort_state.NoSuchFile,
+    ort_state.RuntimeException,
+    ort_state.EPFail,
+)
+_QUIET: Final = 3  # onnxruntime log severity: errors only (the SFace int8 file warns hundreds of times)
+
+
+def select_providers(prefer_gpu: bool) -> list[str]:
+    """Execution providers in priority order: TensorRT, then CUDA when installed and wanted; CPU last."""
+    providers: list[str] = []
+    if prefer_gpu:
+        available = set(ort.get_available_providers())
+        providers = [name for name in (TENSORRT, CUDA) if name in available]
+    return [*providers, CPU]
+
+
+class OnnxModel:
+    """An ``onnxruntime.InferenceSession`` for one model file.
+
+    ``threads`` sets ``intra_op_num_threads`` (0 keeps onnxruntime's default, one per core).
+    ``providers`` overrides :func:`select_providers` when given.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        prefer_gpu: bool = False,
+        threads: int = 0,
+        providers: Sequence[str] | None = None,
+    ) -> None:
+        if not path.is_file():
+            raise ModelError(f"model file not found: {path}")
+        options = ort.SessionOptions()
+        options.log_severity_level = _QUIET
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads > 0:
+            options.intra_op_num_threads = threads
+        chosen = list(providers) if providers is not None else select_providers(prefer_gpu)
+        try:
+            self._session = ort.InferenceSession(str(path), sess_options=options, providers=chosen)
+        except _LOAD_ERRORS as exc:
+            raise ModelError(f"onnxruntime cannot load {path.name}: {exc}") from exc
+        self.path = path
+        inputs = self._session.get_inputs()
+        if len(inputs) != 1:
+            raise ModelError(f"{path.name} has {len(inputs)} inputs; face models have exactly one")
+        self._input = inputs[0]
+        self._outputs = self._session.get_outputs()
+
+    @property
+    def input_name(self) -> str:
+        return str(self._input.name)
+
+    @property
+    def input_shape(self) -> tuple[Dim, ...]:
+        return tuple(self._input.shape)
+
+    @property
+    def output_names(self) -> list[str]:
+        return [str(output.name) for output in self._outputs]
+
+    @property
+    def output_shapes(self) -> list[tuple[Dim, ...]]:
+        return [tuple(output.shape) for output in self._outputs]
+
+    @property
+    def providers(self) -> list[str]:
+        """The providers the session actually uses."""
+        return [str(name) for name in self._session.get_providers()]
+
+    def run(self, feeds: Mapping[str, npt.NDArray[np.float32]]) -> list[npt.NDArray[np.float32]]:
+        """Run the model; outputs come in the model's declared order."""
+        try:
+            outputs = self._session.run(None, dict(feeds))
+        except _LOAD_ERRORS as exc:
+            raise ModelError(f"{self.path.name} failed to run: {exc}") from exc
+        return [np.asarray(output, dtype=np.float32) for output in outputs]
+
+    def warm_up(self, shape: Sequence[int] | None = None) -> None:
+        """Run one zero input, so the first real request does not pay for lazy initialisation.
+
+        Dynamic dimensions become 1 unless ``shape`` gives the full input shape.
+        """
+        dims = (
+            tuple(shape)
+            if shape is not None
+            else tuple(d if isinstance(d, int) else 1 for d in self.input_shape)
+        )
+        self.run({self.input_name: np.zeros(dims, dtype=np.float32)})

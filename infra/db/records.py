@@ -1,0 +1,45 @@
+"""Plain records returned by the repositories (never ORM objects)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from contracts.values import SessionStatus
+
+__all__ = ["ApiClient", "SessionRecord", "SessionStatus"]
+
+
+@dataclass(frozen=True, slots=True)
+class ApiClient:
+    """An API client. The key itself is never kept; ``key_prefix`` identifies it in listings."""
+
+    id: str
+    name: str
+    key_prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+    rate_per_second: float
+    burst: int
+    monthly_quota: int
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    id: str
+    owner: str
+    client_request_token: str | None
+    kind: str
+    status: SessionStatus
+    settings: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime
+    finished_at: datetime | None
+    result: dict[str, Any] | None
+    version: int

@@ -1,0 +1,325 @@
+"""Repositories: ports (``ApiClientPort``, ``SessionPort``, for hand-written fakes) and their
+SQLAlchemy adapters (``ApiClientRepository``, ``SessionRepository``). They return plain records,
+never ORM rows."""
+
+from __future__ import annotations
+
+import builtins
+from datetime import datetime
+from typing import Any, Protocol
+from uuid import uuid4
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from infra.db.errors import AlreadyExists, DatabaseError, NotFound, VersionConflict, translate_errors
+from infra.db.keys import KEY_SCHEME, hash_key, key_prefix, keys_match, new_key
+from infra.db.records import ApiClient, SessionRecord, SessionStatus
+from infra.db.tables import (
+    DEFAULT_BURST,
+    DEFAULT_MONTHLY_QUOTA,
+    DEFAULT_RATE_PER_SECOND,
+    ApiClientRow,
+    SessionRow,
+    utc_now,
+)
+
+__all__ = [
+    "ApiClient",
+    "ApiClientPort",
+    "ApiClientRepository",
+    "SessionPort",
+    "SessionRecord",
+    "SessionRepository",
+    "SessionStatus",
+]
+
+_MAX_KEY_LENGTH = 128
+
+
+class ApiClientPort(Protocol):
+    async def create(
+        self,
+        name: str,
+        *,
+        rate_per_second: float | None = None,
+        burst: int | None = None,
+        monthly_quota: int | None = None,
+    ) -> tuple[ApiClient, str]:
+        """Create a client; returns it with its plaintext key, which is shown once and never stored.
+        Raises ``AlreadyExists`` for a duplicate name."""
+        ...
+
+    async def authenticate(self, key: str) -> ApiClient | None:
+        """The active client holding ``key``, or ``None`` (unknown, wrong or revoked key)."""
+        ...
+
+    async def revoke(self, name_or_id: str) -> bool:
+        """Revoke an active client; ``False`` when there is none by that name or id."""
+        ...
+
+    async def list(self) -> builtins.list[ApiClient]:
+        """Every client, revoked ones included, oldest first."""
+        ...
+
+
+class SessionPort(Protocol):
+    async def create(
+        self,
+        owner: str,
+        *,
+        client_request_token: str | None,
+        settings: dict[str, Any],
+        expires_at: datetime,
+        kind: str = "liveness",
+    ) -> tuple[SessionRecord, bool]:
+        """Create a session in ``CREATED``. Idempotent per (owner, client_request_token): a repeated
+        token returns the existing session and ``False``."""
+        ...
+
+    async def get(self, owner: str, session_id: str) -> SessionRecord | None:
+        """The session if it exists and belongs to ``owner``."""
+        ...
+
+    async def fetch(self, session_id: str) -> SessionRecord | None:
+        """The session whoever owns it: for workers, never for request handlers."""
+        ...
+
+    async def update_status(
+        self,
+        session_id: str,
+        *,
+        expected_version: int,
+        status: SessionStatus,
+        result: dict[str, Any] | None = None,
+    ) -> SessionRecord:
+        """Set the status (and the result, when given) if the row is still at ``expected_version``.
+        A terminal status stamps ``finished_at``. Raises ``VersionConflict`` when the row moved on
+        (re-read and decide again) and ``NotFound`` when there is no such session."""
+        ...
+
+    async def expire(self, record: SessionRecord) -> SessionRecord:
+        """Mark the session ``EXPIRED`` if it is unfinished and past ``expires_at``; return it as it
+        now is (a worker may have finished it first)."""
+        ...
+
+
+class ApiClientRepository:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def create(
+        self,
+        name: str,
+        *,
+        rate_per_second: float | None = None,
+        burst: int | None = None,
+        monthly_quota: int | None = None,
+    ) -> tuple[ApiClient, str]:
+        key = new_key()
+        row = ApiClientRow(
+            id=str(uuid4()),
+            name=name,
+            key_prefix=key_prefix(key),
+            key_hash=hash_key(key),
+            created_at=utc_now(),
+            revoked_at=None,
+            rate_per_second=DEFAULT_RATE_PER_SECOND if rate_per_second is None else rate_per_second,
+            burst=DEFAULT_BURST if burst is None else burst,
+            monthly_quota=DEFAULT_MONTHLY_QUOTA if monthly_quota is None else monthly_quota,
+        )
+        with translate_errors():
+            try:
+                async with self._sessions.begin() as session:
+                    session.add(row)
+            except IntegrityError as exc:
+                raise AlreadyExists(f"an API client named {name!r} already exists") from exc
+        return _client(row), key
+
+    async def authenticate(self, key: str) -> ApiClient | None:
+        if not key.startswith(KEY_SCHEME) or len(key) > _MAX_KEY_LENGTH:
+            return None
+        query = select(ApiClientRow).where(
+            ApiClientRow.key_prefix == key_prefix(key), ApiClientRow.revoked_at.is_(None)
+        )
+        with translate_errors():
+            async with self._sessions() as session:
+                rows = (await session.scalars(query)).all()
+        for row in rows:
+            if keys_match(key, row.key_hash):
+                return _client(row)
+        return None
+
+    async def revoke(self, name_or_id: str) -> bool:
+        statement = (
+            update(ApiClientRow)
+            .where(
+                or_(ApiClientRow.name == name_or_id, ApiClientRow.id == name_or_id),
+                ApiClientRow.revoked_at.is_(None),
+            )
+            .values(revoked_at=utc_now())
+            .returning(ApiClientRow.id)
+        )
+        with translate_errors():
+            async with self._sessions.begin() as session:
+                revoked = (await session.scalars(statement)).all()
+        return bool(revoked)
+
+    async def list(self) -> builtins.list[ApiClient]:
+        query = select(ApiClientRow).order_by(ApiClientRow.created_at, ApiClientRow.name)
+        with translate_errors():
+            async with self._sessions() as session:
+                return [_client(row) for row in await session.scalars(query)]
+
+
+class SessionRepository:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def create(
+        self,
+        owner: str,
+        *,
+        client_request_token: str | None,
+        settings: dict[str, Any],
+        expires_at: datetime,
+        kind: str = "liveness",
+    ) -> tuple[SessionRecord, bool]:
+        if client_request_token is not None:
+            existing = await self._by_token(owner, client_request_token)
+            if existing is not None:
+                return existing, False
+        now = utc_now()
+        row = SessionRow(
+            id=str(uuid4()),
+            owner=owner,
+            client_request_token=client_request_token,
+            kind=kind,
+            status=SessionStatus.CREATED.value,
+            settings=settings,
+            created_at=now,
+            updated_at=now,
+            expires_at=expires_at,
+            finished_at=None,
+            result=None,
+            version=1,
+        )
+        with translate_errors():
+            try:
+                async with self._sessions.begin() as session:
+                    session.add(row)
+            except IntegrityError:
+                if client_request_token is None:
+                    raise
+                # A concurrent create with the same token won the race: answer with its session.
+                existing = await self._by_token(owner, client_request_token)
+                if existing is None:
+                    raise DatabaseError("session vanished after a conflicting create") from None
+                return existing, False
+        return _session(row), True
+
+    async def get(self, owner: str, session_id: str) -> SessionRecord | None:
+        return await self._one(SessionRow.id == session_id, SessionRow.owner == owner)
+
+    async def fetch(self, session_id: str) -> SessionRecord | None:
+        return await self._one(SessionRow.id == session_id)
+
+    async def update_status(
+        self,
+        session_id: str,
+        *,
+        expected_version: int,
+        status: SessionStatus,
+        result: dict[str, Any] | None = None,
+    ) -> SessionRecord:
+        now = utc_now()
+        values: dict[str, Any] = {
+            "status": status.value,
+            "updated_at": now,
+            "version": SessionRow.version + 1,
+        }
+        if status.terminal:
+            values["finished_at"] = now
+        if result is not None:
+            values["result"] = result
+        statement = (
+            update(SessionRow)
+            .where(SessionRow.id == session_id, SessionRow.version == expected_version)
+            .values(values)
+            .returning(SessionRow)
+            .execution_options(synchronize_session=False)
+        )
+        with translate_errors():
+            async with self._sessions.begin() as session:
+                row = (await session.scalars(statement)).one_or_none()
+                if row is not None:
+                    return _session(row)
+                if await session.get(SessionRow, session_id) is None:
+                    raise NotFound(f"session {session_id} does not exist")
+        raise VersionConflict(f"session {session_id} is no longer at version {expected_version}")
+
+    async def expire(self, record: SessionRecord) -> SessionRecord:
+        now = utc_now()
+        unfinished = [status.value for status in SessionStatus if not status.terminal]
+        statement = (
+            update(SessionRow)
+            .where(
+                SessionRow.id == record.id,
+                SessionRow.status.in_(unfinished),
+                SessionRow.expires_at <= now,
+            )
+            .values(
+                status=SessionStatus.EXPIRED.value,
+                updated_at=now,
+                finished_at=now,
+                version=SessionRow.version + 1,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        with translate_errors():
+            async with self._sessions.begin() as session:
+                await session.execute(statement)
+        current = await self.fetch(record.id)
+        if current is None:
+            raise NotFound(f"session {record.id} does not exist")
+        return current
+
+    async def _by_token(self, owner: str, token: str) -> SessionRecord | None:
+        return await self._one(SessionRow.owner == owner, SessionRow.client_request_token == token)
+
+    async def _one(self, *criteria: Any) -> SessionRecord | None:
+        with translate_errors():
+            async with self._sessions() as session:
+                row = (await session.scalars(select(SessionRow).where(*criteria))).one_or_none()
+        return None if row is None else _session(row)
+
+
+def _client(row: ApiClientRow) -> ApiClient:
+    return ApiClient(
+        id=row.id,
+        name=row.name,
+        key_prefix=row.key_prefix,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+        rate_per_second=row.rate_per_second,
+        burst=row.burst,
+        monthly_quota=row.monthly_quota,
+    )
+
+
+def _session(row: SessionRow) -> SessionRecord:
+    return SessionRecord(
+        id=row.id,
+        owner=row.owner,
+        client_request_token=row.client_request_token,
+        kind=row.kind,
+        status=SessionStatus(row.status),
+        settings=dict(row.settings),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        expires_at=row.expires_at,
+        finished_at=row.finished_at,
+        result=None if row.result is None else dict(row.result),
+        version=row.version,
+    )

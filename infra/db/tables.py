@@ -1,0 +1,117 @@
+"""Declarative tables. Any change here needs a new migration in ``infra/db/migrations/versions``;
+``tests/integration/test_db_migrations.py`` fails while the two disagree."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Dialect,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = [
+    "DEFAULT_BURST",
+    "DEFAULT_MONTHLY_QUOTA",
+    "DEFAULT_RATE_PER_SECOND",
+    "ApiClientRow",
+    "Base",
+    "SessionRow",
+    "UtcDateTime",
+    "utc_now",
+]
+
+DEFAULT_RATE_PER_SECOND = 50.0
+DEFAULT_BURST = 100
+DEFAULT_MONTHLY_QUOTA = 100_000
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite keeps no zone; we add it back)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime; use timezone-aware UTC datetimes")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# none_as_null: Python None is SQL NULL, not the JSON literal null.
+JsonDocument = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+
+
+# Named constraints keep future migrations (and SQLite batch mode) deterministic.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {  # noqa: RUF012 - SQLAlchemy reads this class attribute
+        datetime: UtcDateTime,
+        dict[str, Any]: JsonDocument,
+    }
+
+
+class ApiClientRow(Base):
+    __tablename__ = "api_clients"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    key_prefix: Mapped[str] = mapped_column(String(12), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    rate_per_second: Mapped[float] = mapped_column(
+        Float, default=DEFAULT_RATE_PER_SECOND, server_default=str(DEFAULT_RATE_PER_SECOND)
+    )
+    burst: Mapped[int] = mapped_column(Integer, default=DEFAULT_BURST, server_default=str(DEFAULT_BURST))
+    monthly_quota: Mapped[int] = mapped_column(
+        Integer, default=DEFAULT_MONTHLY_QUOTA, server_default=str(DEFAULT_MONTHLY_QUOTA)
+    )
+
+
+class SessionRow(Base):
+    __tablename__ = "sessions"
+    __table_args__ = (UniqueConstraint("owner", "client_request_token"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(100))
+    client_request_token: Mapped[str | None] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    settings: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    finished_at: Mapped[datetime | None]
+    result: Mapped[dict[str, Any] | None]
+    version: Mapped[int] = mapped_column(Integer, default=1)

@@ -1,0 +1,83 @@
+"""Settings for every process, read from FACEPROOF_* environment variables (and a .env file).
+
+One class, so a deployment has one table of knobs (README, .env.example). Secrets are
+`SecretStr` so they never show up in reprs or logs.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The seeds' temporary token; refused in production by the security layer.
+DEVELOPMENT_TOKEN = "faceproof-dev-token"
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    STAGING = "staging"
+    PRODUCTION = "production"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FACEPROOF_", env_file=".env", extra="ignore")
+
+    environment: Environment = Environment.DEVELOPMENT
+    data_dir: Path = Field(default=Path("var"), description="Where embedded defaults keep their files.")
+
+    # Adapters: embedded defaults (SQLite, local directory) unless a URL says otherwise.
+    database_url: str = Field(default="", description="Empty: SQLite under data_dir.")
+    broker_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    storage_url: str = Field(default="", description="Empty: a local directory under data_dir.")
+
+    # Gateway
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_token: SecretStr | None = Field(
+        default=SecretStr(DEVELOPMENT_TOKEN),
+        description="Static bearer token (the seeds' temporary token). Empty disables it.",
+    )
+    compare_timeout_s: float = 15.0
+    max_body_bytes: int = 32 * 1024 * 1024
+    max_image_bytes: int = 10 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    session_ttl_s: int = 600
+
+    # Matcher
+    models_dir: Path | None = Field(default=None, description="Empty: data_dir/models.")
+    model_pack: str = "permissive"
+    prefer_gpu: bool = True
+    inference_threads: int = 0
+    matcher_concurrency: int = 2
+    max_target_faces: int = 20
+    verify_model_checksums: bool = True
+
+    # Broker
+    broker_prefetch: int = 4
+    delivery_limit: int = 3
+
+    log_level: str = "INFO"
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{(self.data_dir / 'faceproof.db').resolve()}"
+
+    @property
+    def resolved_storage_url(self) -> str:
+        return self.storage_url or (self.data_dir / "objects").resolve().as_uri()
+
+    @property
+    def resolved_models_dir(self) -> Path:
+        return (self.models_dir or self.data_dir / "models").resolve()
+
+    @property
+    def static_token(self) -> str | None:
+        token = self.api_token.get_secret_value() if self.api_token else ""
+        return token or None
+
+
+def load_settings() -> Settings:
+    return Settings()

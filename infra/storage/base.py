@@ -1,0 +1,52 @@
+"""The ``ObjectStore`` port and the key rules every adapter enforces."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Protocol
+
+from infra.storage.errors import InvalidKey
+
+__all__ = ["MAX_KEY_LENGTH", "ObjectStore", "validate_key"]
+
+MAX_KEY_LENGTH = 512
+# Segments start with a letter or digit: no "", ".", "..", hidden or temporary files.
+_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=-]*(?:/[A-Za-z0-9][A-Za-z0-9._=-]*)*")
+
+
+class ObjectStore(Protocol):
+    """Bytes under '/'-separated keys such as ``sessions/<id>/frames/0001.jpg``."""
+
+    async def ensure_buckets(self) -> None:
+        """Create what the store needs (bucket, directory). Idempotent."""
+        ...
+
+    async def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
+
+    async def get(self, key: str) -> bytes:
+        """Raises ``ObjectNotFound``."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Deleting a missing key is not an error."""
+        ...
+
+    async def presign_get(self, key: str, expires: timedelta) -> str:
+        """A URL to read the object without credentials until ``expires`` from now.
+        Only S3 gives HTTP URLs; the local store answers a ``file://`` URL."""
+        ...
+
+    async def ping(self) -> None:
+        """Raises ``StorageUnavailable`` when the store cannot be reached."""
+        ...
+
+
+def validate_key(key: str) -> str:
+    """Return ``key`` if it is a safe relative key, else raise ``InvalidKey``."""
+    if len(key) > MAX_KEY_LENGTH or not _KEY.fullmatch(key):
+        raise InvalidKey(
+            f"invalid object key {key[:80]!r}: use '/'-separated segments of letters, digits and ._=- "
+            "that start with a letter or digit"
+        )
+    return key

@@ -1,0 +1,83 @@
+"""``ObjectStore`` on a local directory: the embedded default and the unit-test double."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+
+from infra.storage.base import validate_key
+from infra.storage.errors import ObjectNotFound, StorageError, StorageUnavailable
+
+__all__ = ["LocalObjectStore"]
+
+
+class LocalObjectStore:
+    """Files under ``root``, one per key. Writes are atomic (temporary file + ``os.replace``).
+
+    Content types are not kept. ``presign_get`` answers a ``file://`` URL, which only this host
+    can read: presigned HTTP URLs need the S3 store.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.absolute()
+
+    def __repr__(self) -> str:
+        return f"LocalObjectStore({str(self.root)!r})"
+
+    async def ensure_buckets(self) -> None:
+        with _os_errors():
+            await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
+
+    async def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        path = self._path(key)
+        with _os_errors():
+            await asyncio.to_thread(_write_atomic, path, data)
+
+    async def get(self, key: str) -> bytes:
+        path = self._path(key)
+        try:
+            return await asyncio.to_thread(path.read_bytes)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise ObjectNotFound(f"no object {key}") from None
+        except OSError as exc:
+            raise StorageError(f"cannot read {key}: {exc.strerror}") from exc
+
+    async def delete(self, key: str) -> None:
+        path = self._path(key)
+        with _os_errors():
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+
+    async def presign_get(self, key: str, expires: timedelta) -> str:
+        return self._path(key).as_uri()
+
+    async def ping(self) -> None:
+        if not await asyncio.to_thread(os.access, self.root, os.W_OK | os.X_OK):
+            raise StorageUnavailable(f"{self.root} is not a writable directory")
+
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*validate_key(key).split("/"))
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)  # never a valid key: starts with "."
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def _os_errors() -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise StorageError(f"{exc.strerror}: {exc.filename}") from exc

@@ -1,0 +1,147 @@
+"""``ObjectStore`` on any S3-compatible server (MinIO, SeaweedFS, Ceph, AWS) via the minio client."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import ParamSpec, TypeVar
+
+import certifi
+import urllib3
+from minio import Minio
+from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
+
+from infra.storage.base import validate_key
+from infra.storage.errors import ObjectNotFound, StorageError, StorageUnavailable
+
+__all__ = ["S3ObjectStore"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+CONNECT_TIMEOUT_S = 3.0
+READ_TIMEOUT_S = 30.0
+_NOT_FOUND = frozenset({"NoSuchKey", "NoSuchObject"})
+_BUCKET_EXISTS = frozenset({"BucketAlreadyOwnedByYou", "BucketAlreadyExists"})
+
+
+class S3ObjectStore:
+    """One bucket on an S3 server. Blocking client calls run in worker threads.
+
+    A dead server fails within a few seconds: short connect timeout and one connect retry.
+    The secret key lives only inside the client; ``repr`` shows endpoint and bucket.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        access_key: str,
+        secret_key: str,
+        bucket: str,
+        *,
+        secure: bool = True,
+        region: str = "us-east-1",
+    ) -> None:
+        self.endpoint = endpoint
+        self.bucket = bucket
+        self.secure = secure
+        self.region = region
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S),
+            maxsize=10,
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+            retries=urllib3.Retry(
+                total=3, connect=1, read=1, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)
+            ),
+        )
+        # A known region keeps presigning local: minio would otherwise ask the server for it.
+        self._client = Minio(
+            endpoint,
+            access_key=access_key,
+            secret_key=secret_key,
+            secure=secure,
+            region=region,
+            http_client=http,
+        )
+
+    def __repr__(self) -> str:
+        scheme = "https" if self.secure else "http"
+        return f"S3ObjectStore({scheme}://{self.endpoint}/{self.bucket})"
+
+    async def ensure_buckets(self) -> None:
+        await self._call(None, self._ensure_bucket)
+
+    async def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        validate_key(key)
+        await self._call(
+            key, self._client.put_object, self.bucket, key, io.BytesIO(data), len(data), content_type
+        )
+
+    async def get(self, key: str) -> bytes:
+        validate_key(key)
+        return await self._call(key, self._read, key)
+
+    async def delete(self, key: str) -> None:
+        validate_key(key)
+        await self._call(key, self._client.remove_object, self.bucket, key)
+
+    async def presign_get(self, key: str, expires: timedelta) -> str:
+        validate_key(key)
+        return await self._call(key, self._client.presigned_get_object, self.bucket, key, expires)
+
+    async def ping(self) -> None:
+        """Raises ``StorageUnavailable`` when unreachable; other ``StorageError``s (wrong credentials)
+        are permanent."""
+        await self._call(None, self._client.bucket_exists, self.bucket)
+
+    def _ensure_bucket(self) -> None:
+        if self._client.bucket_exists(self.bucket):
+            return
+        try:
+            self._client.make_bucket(self.bucket, self.region)
+        except S3Error as exc:
+            if exc.code not in _BUCKET_EXISTS:  # losing a creation race to another process is fine
+                raise
+
+    def _read(self, key: str) -> bytes:
+        response = self._client.get_object(self.bucket, key)
+        try:
+            return response.read()
+        finally:
+            response.close()
+            response.release_conn()
+
+    async def _call(
+        self, key: str | None, function: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run a blocking client call in a worker thread, translating its errors."""
+        with _translate(key):
+            return await asyncio.to_thread(function, *args, **kwargs)
+
+
+@contextmanager
+def _translate(key: str | None) -> Iterator[None]:
+    try:
+        yield
+    except S3Error as exc:
+        if exc.code in _NOT_FOUND:
+            raise ObjectNotFound(f"no object {key}") from exc
+        if exc.code in ("SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout"):
+            raise StorageUnavailable(f"S3 {exc.code}: {exc.message}") from exc
+        raise StorageError(f"S3 {exc.code}: {exc.message}") from exc
+    except ServerError as exc:
+        error = StorageUnavailable if exc.status_code >= 500 else StorageError
+        raise error(f"S3 server answered HTTP {exc.status_code}") from exc
+    except InvalidResponseError as exc:  # a non-XML answer: a proxy, or not an S3 server at all
+        status = getattr(exc, "_code", 0)  # minio keeps the HTTP status only here
+        error = StorageUnavailable if isinstance(status, int) and status >= 500 else StorageError
+        raise error(str(exc)[:300]) from exc
+    except MinioException as exc:
+        raise StorageError(str(exc)[:300]) from exc
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise StorageUnavailable(f"S3 server unreachable: {type(exc).__name__}") from exc

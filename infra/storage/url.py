@@ -1,0 +1,67 @@
+"""``open_store(url)``: pick the ``ObjectStore`` adapter from a URL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from infra.storage.base import ObjectStore
+from infra.storage.local import LocalObjectStore
+from infra.storage.s3 import S3ObjectStore
+
+__all__ = ["open_store"]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def open_store(url: str) -> ObjectStore:
+    """Open (without any I/O) the store that ``url`` names.
+
+    - ``file:///abs/path`` or a plain path: ``LocalObjectStore``.
+    - ``s3://ACCESS:SECRET@host:port/bucket?secure=false&region=us-east-1`` (``secure`` defaults to
+      true), or ``http://ACCESS:SECRET@host:port/bucket`` / ``https://...``: ``S3ObjectStore``.
+
+    Credentials may be percent-encoded. Raises ``ValueError``; messages never contain them.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "":
+        return LocalObjectStore(Path(url).expanduser())
+    if scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise ValueError("file:// storage URLs must name a local path: file:///abs/path")
+        return LocalObjectStore(Path(unquote(parts.path)))
+    if scheme not in ("s3", "http", "https"):
+        raise ValueError(
+            f"unsupported storage URL scheme {scheme!r}: use file://, s3://, http:// or https://"
+        )
+
+    query = {name: values[-1] for name, values in parse_qs(parts.query).items()}
+    secure = _flag(query.get("secure", "true")) if scheme == "s3" else scheme == "https"
+    bucket = parts.path.strip("/")
+    if not parts.hostname or not bucket or "/" in bucket:
+        raise ValueError("S3 storage URLs look like s3://ACCESS:SECRET@host:port/bucket")
+    if not parts.username or parts.password is None:
+        raise ValueError("S3 storage URLs need credentials: s3://ACCESS:SECRET@host:port/bucket")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("S3 storage URL has an invalid port") from None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return S3ObjectStore(
+        f"{host}:{port}" if port else host,
+        unquote(parts.username),
+        unquote(parts.password),
+        bucket,
+        secure=secure,
+        region=query.get("region", "us-east-1"),
+    )
+
+
+def _flag(value: str) -> bool:
+    if value.lower() in _TRUE:
+        return True
+    if value.lower() in _FALSE:
+        return False
+    raise ValueError(f"expected true or false in the storage URL, not {value!r}")

@@ -1,0 +1,35 @@
+# Sourced by scripts/run and scripts/test: make sure the project's tools and local services are up.
+# Fails loudly when something cannot be started.
+
+set -euo pipefail
+export UV_FROZEN=1
+
+ensure_uv() {
+  if ! command -v uv >/dev/null 2>&1; then
+    echo "==> installing uv"
+    python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
+    export PATH="$HOME/.local/bin:$PATH"
+  fi
+}
+
+port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+
+wait_port() {  # host port name seconds
+  for _ in $(seq 1 "$4"); do port_open "$1" "$2" && return 0; sleep 1; done
+  echo "ERROR: $3 did not come up on $1:$2" >&2
+  return 1
+}
+
+ensure_postgres() {
+  port_open 127.0.0.1 5432 && return 0
+  echo "==> starting PostgreSQL"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start
+  wait_port 127.0.0.1 5432 PostgreSQL 60
+}
+
+ensure_rabbitmq() {
+  port_open 127.0.0.1 5672 && return 0
+  echo "==> starting RabbitMQ"
+  rabbitmq-server -detached
+  wait_port 127.0.0.1 5672 RabbitMQ 120
+}

@@ -1,0 +1,1 @@
+"""HTTP gateway: validates, authenticates, records, publishes commands; never runs models."""

@@ -1,0 +1,62 @@
+"""Composition root of the gateway: builds its resources in the lifespan and mounts the routes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from contracts.routing import ALL_ROUTES
+from infra.broker import create_broker, declare_topology
+from infra.db.engine import create_engine, session_factory
+from infra.db.migrate import upgrade_async
+from infra.db.repositories import ApiClientRepository, SessionRepository
+from infra.settings import Settings
+from infra.storage import open_store
+from services.gateway.auth import Authenticator
+from services.gateway.comparisons import BrokerComparisons
+from services.gateway.dependencies import Resources
+from services.gateway.limits import BodySizeLimit
+from services.gateway.problems import install_problem_handlers
+from services.gateway.routes import compare, health, sessions
+
+
+def create_app(settings: Settings, *, migrate: bool = False) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        database = create_engine(settings.resolved_database_url)
+        if migrate:
+            await upgrade_async(database)
+        sessions_ = session_factory(database)
+        store = open_store(settings.resolved_storage_url)
+        await store.ensure_buckets()
+        broker = create_broker(settings)
+        await broker.connect()
+        await declare_topology(broker, ALL_ROUTES, delivery_limit=settings.delivery_limit)
+        app.state.resources = Resources(
+            settings=settings,
+            database=database,
+            sessions=SessionRepository(sessions_),
+            store=store,
+            broker=broker,
+            comparisons=BrokerComparisons(broker),
+            authenticate=Authenticator(ApiClientRepository(sessions_), settings.static_token),
+        )
+        try:
+            yield
+        finally:
+            await broker.stop()
+            await database.dispose()
+
+    app = FastAPI(
+        title="faceproof",
+        summary="Is a live human in front of the camera, and is it the person on the reference photo?",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    for module in (health, compare, sessions):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,94 @@
+"""RFC 9457 problem+json errors: every failure the gateway answers has this shape."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from contracts.http import Problem
+
+MEDIA_TYPE = "application/problem+json"
+log = logging.getLogger("faceproof.gateway")
+
+
+class ProblemError(Exception):
+    """An error answered to the caller as problem+json."""
+
+    def __init__(
+        self, status: int, title: str, detail: str, *, code: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.problem = Problem(title=title, status=status, detail=detail, code=code)
+        self.headers = headers
+
+
+def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(
+        problem.model_dump(exclude_none=True),
+        status_code=problem.status,
+        media_type=MEDIA_TYPE,
+        headers=headers,
+    )
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    # Never echo the input back: it may be an image or a token.
+    return [
+        {"loc": list(error.get("loc", ())), "msg": error.get("msg", ""), "type": error.get("type", "")}
+        for error in exc.errors()
+    ]
+
+
+async def _on_problem(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ProblemError)
+    return problem_response(exc.problem, exc.headers)
+
+
+async def _on_validation(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = _validation_errors(exc)
+    if any(error["type"] == "json_invalid" for error in errors):
+        problem = Problem(
+            title="Malformed JSON",
+            status=400,
+            detail="The request body is not valid JSON.",
+            code="MALFORMED_JSON",
+        )
+    else:
+        problem = Problem(
+            title="Invalid request",
+            status=422,
+            detail="The request does not match the schema.",
+            code="INVALID_REQUEST",
+            errors=errors,
+        )
+    return problem_response(problem)
+
+
+async def _on_http(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
+    problem = Problem(
+        title=title, status=exc.status_code, detail=str(exc.detail), code=f"HTTP_{exc.status_code}"
+    )
+    return problem_response(problem, dict(exc.headers) if exc.headers else None)
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    problem = Problem(
+        title="Internal error", status=500, detail="An unexpected error occurred.", code="INTERNAL"
+    )
+    return problem_response(problem)
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ProblemError, _on_problem)
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(StarletteHTTPException, _on_http)
+    app.add_exception_handler(Exception, _on_unexpected)

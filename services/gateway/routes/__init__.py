@@ -1,0 +1,1 @@
+"""HTTP routes: /v1 and the seed-compatible shapes."""

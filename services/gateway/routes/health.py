@@ -1,0 +1,44 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from infra.db.engine import ping as ping_database
+from services.gateway.dependencies import ResourcesDep
+
+router = APIRouter(tags=["health"])
+PROBE_TIMEOUT_S = 3.0
+
+
+@router.get("/healthz", summary="The process is up")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+async def _check(probe: Callable[[], Awaitable[object]]) -> str:
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT_S):
+            result = await probe()
+    except Exception as error:
+        return f"down: {type(error).__name__}"
+    return "down" if result is False else "ok"
+
+
+@router.get("/readyz", summary="Database, broker and storage are reachable")
+async def readyz(res: ResourcesDep) -> JSONResponse:
+    names = ("database", "broker", "storage")
+    results = await asyncio.gather(
+        _check(lambda: ping_database(res.database)),
+        _check(lambda: res.broker.ping(timeout=PROBE_TIMEOUT_S)),
+        _check(res.store.ping),
+    )
+    checks = dict(zip(names, results, strict=True))
+    ready = all(value == "ok" for value in checks.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503
+    )

@@ -1,0 +1,1 @@
+"""Matcher worker: detect, align, embed and score faces for CompareFaces commands."""

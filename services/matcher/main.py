@@ -1,0 +1,69 @@
+"""Composition root of the matcher worker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from faststream import FastStream
+from faststream.rabbit import RabbitMessage
+
+from contracts.commands import CompareFaces
+from contracts.events import FacesCompared
+from contracts.routing import MATCHER_COMPARE, EventKey
+from faces.packs import load_pack
+from infra.broker import COMMANDS, EVENTS, create_broker, declare_topology, queue_for
+from infra.settings import Settings
+from infra.storage import open_store
+from services.matcher.adapters import OnnxFaceEngine, StoredImages
+from services.matcher.handlers import handle_compare
+from services.matcher.ports import FaceEngine, ImageSource
+
+log = logging.getLogger("faceproof.matcher")
+
+
+def build_app(settings: Settings, *, engine: FaceEngine, images: ImageSource) -> FastStream:
+    """Wire the handlers to the broker; resources are created by the caller."""
+    broker = create_broker(settings)
+
+    @broker.subscriber(
+        queue_for(MATCHER_COMPARE, delivery_limit=settings.delivery_limit),
+        COMMANDS,
+        title="CompareFaces",
+        description="Compare the largest source face with every target face.",
+    )
+    async def on_compare(command: CompareFaces, message: RabbitMessage) -> FacesCompared:
+        event = await handle_compare(command, engine=engine, images=images)
+        if not message.reply_to:
+            await broker.publish(event, exchange=EVENTS, routing_key=EventKey.FACES_COMPARED, persist=True)
+        return event
+
+    app = FastStream(broker)
+
+    @app.after_startup
+    async def declare() -> None:
+        await declare_topology(broker, (MATCHER_COMPARE,), delivery_limit=settings.delivery_limit)
+
+    return app
+
+
+async def serve(settings: Settings) -> None:
+    """Load the model pack, then consume until stopped."""
+    pipeline = await asyncio.to_thread(
+        load_pack,
+        settings.model_pack,
+        settings.resolved_models_dir,
+        prefer_gpu=settings.prefer_gpu,
+        threads=settings.inference_threads,
+        verify_checksums=settings.verify_model_checksums,
+    )
+    await asyncio.to_thread(pipeline.warm_up)
+    engine = OnnxFaceEngine(
+        pipeline, max_pixels=settings.max_image_pixels, workers=settings.matcher_concurrency
+    )
+    store = open_store(settings.resolved_storage_url)
+    log.info("model pack %s loaded (%s)", engine.model.pack, engine.model.licence)
+    try:
+        await build_app(settings, engine=engine, images=StoredImages(store)).run()
+    finally:
+        engine.close()

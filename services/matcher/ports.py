@@ -1,0 +1,28 @@
+"""What the matcher's handlers need from the outside world."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from contracts.values import ImageData, ModelInfo
+from services.matcher.scoring import AnalyzedFace
+
+
+class FaceEngine(Protocol):
+    """Face detection and embedding. Raises ComparisonError for images it cannot use."""
+
+    @property
+    def model(self) -> ModelInfo: ...
+
+    @property
+    def threshold(self) -> float: ...
+
+    def similarity(self, cosine: float) -> float: ...
+
+    async def analyze(self, image: bytes, *, max_faces: int | None) -> list[AnalyzedFace]: ...
+
+
+class ImageSource(Protocol):
+    """Bytes of an image carried inline or stored. Raises ComparisonError when missing."""
+
+    async def read(self, image: ImageData) -> bytes: ...

@@ -1,0 +1,125 @@
+"""The gateway and the matcher as separate processes, on real RabbitMQ, Postgres and SeaweedFS."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.paths import MODELS_DIR, REPO_ROOT
+from tests.support.broker import RabbitVhost, temporary_vhost
+from tests.support.services import SeaweedFS, fresh_postgres_database, start_seaweedfs
+
+TOKEN = "e2e-static-token"
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh Postgres database for this run, dropped afterwards."""
+    manager = fresh_postgres_database()
+    url = asyncio.run(manager.__aenter__())
+    try:
+        yield url
+    finally:
+        asyncio.run(manager.__aexit__(None, None, None))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Stack:
+    url: str
+    env: dict[str, str]
+    vhost: RabbitVhost
+    logs: Path
+
+    def client(self, token: str | None = TOKEN) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+
+
+def image_b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def _wait_ready(url: str, processes: list[subprocess.Popen[bytes]], logs: Path, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for process in processes:
+            if process.poll() is not None:
+                pytest.fail(f"a service exited early ({process.args}); logs in {logs}:\n" + _tail(logs))
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"the gateway was not ready within {seconds} s; logs:\n{_tail(logs)}")
+
+
+def _tail(logs: Path) -> str:
+    return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(logs.glob("*.log")))
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, seaweedfs: SeaweedFS) -> Iterator[Stack]:
+    logs = tmp_path_factory.mktemp("logs")
+    port = free_port()
+    with temporary_vhost() as vhost, postgres_database() as database_url:
+        env = {
+            **os.environ,
+            "FACEPROOF_DATA_DIR": str(tmp_path_factory.mktemp("data")),
+            "FACEPROOF_DATABASE_URL": database_url,
+            "FACEPROOF_BROKER_URL": vhost.url,
+            "FACEPROOF_STORAGE_URL": seaweedfs.url,
+            "FACEPROOF_MODELS_DIR": str(MODELS_DIR),
+            "FACEPROOF_API_TOKEN": TOKEN,
+            "FACEPROOF_PORT": str(port),
+            "FACEPROOF_MATCHER_CONCURRENCY": "1",
+        }
+        subprocess.run(
+            [sys.executable, "-m", "faceproof", "db", "upgrade"], env=env, cwd=REPO_ROOT, check=True
+        )
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-m", "faceproof", *argv],
+                env=env,
+                cwd=REPO_ROOT,
+                stdout=(logs / f"{name}.log").open("wb"),
+                stderr=subprocess.STDOUT,
+            )
+            for name, argv in (("gateway", ["gateway"]), ("matcher", ["worker", "matcher"]))
+        ]
+        try:
+            _wait_ready(f"http://127.0.0.1:{port}", processes, logs)
+            yield Stack(url=f"http://127.0.0.1:{port}", env=env, vhost=vhost, logs=logs)
+        finally:
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                try:
+                    process.wait(20)
+                except subprocess.TimeoutExpired:
+                    process.kill()

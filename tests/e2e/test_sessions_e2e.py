@@ -1,0 +1,54 @@
+"""Sessions are recorded in Postgres, idempotent per clientRequestToken, readable in both shapes."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from tests.e2e.conftest import Stack
+
+pytestmark = pytest.mark.e2e
+
+
+def test_create_and_read_a_session(stack: Stack) -> None:
+    token = uuid.uuid4().hex
+    with stack.client() as client:
+        created = client.post(
+            "/v1/sessions", json={"clientRequestToken": token, "settings": {"challenges": 2}}
+        )
+        assert created.status_code == 201, created.text
+        body = created.json()
+        assert body["status"] == "CREATED" and body["expiresAt"]
+        again = client.post("/v1/sessions", json={"clientRequestToken": token})
+        assert again.json()["sessionId"] == body["sessionId"]
+
+        read = client.get(f"/v1/sessions/{body['sessionId']}").json()
+        assert read["clientRequestToken"] == token and read["status"] == "CREATED"
+        legacy = client.get(f"/session/{body['sessionId']}").json()
+        assert legacy == {"clientRequestToken": token, "status": "CREATED", "comparisonResult": None}
+
+
+def test_seed_session_route(stack: Stack) -> None:
+    with stack.client() as client:
+        created = client.post("/session", json={})
+        assert created.status_code == 200
+        session_id = created.json()["SessionId"]
+        assert client.get(f"/v1/sessions/{session_id}").status_code == 200
+
+
+def test_unknown_session_is_404(stack: Stack) -> None:
+    with stack.client() as client:
+        for path in ("/v1/sessions/nope", "/session/nope"):
+            response = client.get(path)
+            assert response.status_code == 404 and response.json()["code"] == "SESSION_NOT_FOUND"
+
+
+def test_probes_and_docs(stack: Stack) -> None:
+    with stack.client(None) as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+        ready = client.get("/readyz").json()
+        assert ready["checks"] == {"database": "ok", "broker": "ok", "storage": "ok"}
+        assert client.get("/docs").status_code == 200
+        paths = client.get("/openapi.json").json()["paths"]
+        assert {"/v1/compare", "/compare", "/v1/sessions", "/session", "/healthz", "/readyz"} <= set(paths)

@@ -1,0 +1,252 @@
+"""Repositories against real PostgreSQL and SQLite (every test runs on both)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from uuid import uuid4
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from infra.db.engine import create_engine, ping, session_factory
+from infra.db.errors import AlreadyExists, DatabaseUnavailable, NotFound, VersionConflict
+from infra.db.records import SessionStatus
+from infra.db.repositories import ApiClientRepository, SessionRepository
+from infra.db.tables import SessionRow
+from tests.support.services import free_ports
+
+
+def unique(name: str) -> str:
+    """Tests share one database per backend and session, so names and owners never repeat."""
+    return f"{name}-{uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def clients(engine: AsyncEngine) -> ApiClientRepository:
+    return ApiClientRepository(session_factory(engine))
+
+
+@pytest.fixture
+def sessions(engine: AsyncEngine) -> SessionRepository:
+    return SessionRepository(session_factory(engine))
+
+
+def in_ten_minutes() -> datetime:
+    return datetime.now(UTC) + timedelta(minutes=10)
+
+
+# --------------------------------------------------------------------------- API clients
+
+
+async def test_create_and_authenticate(clients: ApiClientRepository) -> None:
+    client, key = await clients.create(unique("acme"))
+    assert key.startswith("fp_") and len(key) == 3 + 43
+    assert client.key_prefix == key[:12]
+    assert client.active and client.created_at.tzinfo is not None
+    assert (client.rate_per_second, client.burst, client.monthly_quota) == (50.0, 100, 100_000)
+    assert await clients.authenticate(key) == client
+
+
+async def test_custom_limits(clients: ApiClientRepository) -> None:
+    client, key = await clients.create(unique("limited"), rate_per_second=2.5, burst=5, monthly_quota=10)
+    assert (client.rate_per_second, client.burst, client.monthly_quota) == (2.5, 5, 10)
+    assert await clients.authenticate(key) == client
+
+
+WRONG_KEYS: dict[str, Callable[[str], str]] = {
+    "last-char-changed": lambda key: key[:-1] + ("B" if key.endswith("A") else "A"),
+    "extra-char": lambda key: key + "x",
+    "prefix-only": lambda key: key[:12],
+    "empty": lambda key: "",
+    "with-scheme": lambda key: "Bearer " + key,
+}
+
+
+@pytest.mark.parametrize("mangle", WRONG_KEYS.values(), ids=WRONG_KEYS.keys())
+async def test_wrong_keys_fail(clients: ApiClientRepository, mangle: Callable[[str], str]) -> None:
+    _, key = await clients.create(unique("wrong"))
+    assert await clients.authenticate(mangle(key)) is None
+
+
+async def test_revoke_by_name_and_id(clients: ApiClientRepository) -> None:
+    by_name, key1 = await clients.create(unique("revoke-name"))
+    by_id, key2 = await clients.create(unique("revoke-id"))
+    assert await clients.revoke(by_name.name) is True
+    assert await clients.revoke(by_id.id) is True
+    assert await clients.revoke(by_name.name) is False  # already revoked
+    assert await clients.revoke("no-such-client") is False
+    assert await clients.authenticate(key1) is None
+    assert await clients.authenticate(key2) is None
+    listed = {client.id: client for client in await clients.list()}
+    assert listed[by_name.id].revoked_at is not None and not listed[by_name.id].active
+    assert listed[by_id.id].revoked_at is not None
+
+
+async def test_list_shows_clients_oldest_first(clients: ApiClientRepository) -> None:
+    first, _ = await clients.create(unique("list-a"))
+    second, _ = await clients.create(unique("list-b"))
+    ids = [client.id for client in await clients.list()]
+    assert ids.index(first.id) < ids.index(second.id)
+
+
+async def test_duplicate_name_is_already_exists(clients: ApiClientRepository) -> None:
+    name = unique("dup")
+    await clients.create(name)
+    with pytest.raises(AlreadyExists):
+        await clients.create(name)
+
+
+async def test_plaintext_key_is_stored_nowhere(clients: ApiClientRepository, engine: AsyncEngine) -> None:
+    _, key = await clients.create(unique("secret"))
+    async with engine.connect() as connection:
+        rows = (await connection.execute(text("SELECT * FROM api_clients"))).all()
+    dump = repr(rows)
+    assert key not in dump
+    assert key[12:] not in dump  # not even the part after the shown prefix
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+async def test_create_and_get_session(sessions: SessionRepository) -> None:
+    owner, expires = unique("owner"), in_ten_minutes()
+    record, created = await sessions.create(
+        owner, client_request_token=None, settings={"challenge": "nose", "n": [1, 2]}, expires_at=expires
+    )
+    assert created
+    assert record.status is SessionStatus.CREATED and record.version == 1 and record.kind == "liveness"
+    fetched = await sessions.get(owner, record.id)
+    assert fetched == record
+    assert fetched.settings == {"challenge": "nose", "n": [1, 2]}
+    assert fetched.expires_at == expires and fetched.expires_at.tzinfo is not None
+    assert fetched.result is None and fetched.finished_at is None
+
+
+async def test_same_token_returns_the_same_session(sessions: SessionRepository) -> None:
+    owner = unique("owner")
+    first, created1 = await sessions.create(
+        owner, client_request_token="tok", settings={}, expires_at=in_ten_minutes()
+    )
+    again, created2 = await sessions.create(
+        owner, client_request_token="tok", settings={}, expires_at=in_ten_minutes()
+    )
+    assert (created1, created2) == (True, False)
+    assert again == first
+
+
+async def test_concurrent_creates_with_one_token_make_one_row(
+    sessions: SessionRepository, engine: AsyncEngine
+) -> None:
+    owner = unique("owner")
+    results = await asyncio.gather(
+        *(
+            sessions.create(
+                owner, client_request_token="race", settings={"i": i}, expires_at=in_ten_minutes()
+            )
+            for i in range(5)
+        )
+    )
+    assert len({record.id for record, _ in results}) == 1
+    assert [created for _, created in results].count(True) == 1
+    async with engine.connect() as connection:
+        count = await connection.scalar(select(func.count()).where(SessionRow.owner == owner))
+    assert count == 1
+
+
+async def test_sessions_are_owner_scoped(sessions: SessionRepository) -> None:
+    alice, bob = unique("alice"), unique("bob")
+    mine, _ = await sessions.create(alice, client_request_token="t", settings={}, expires_at=in_ten_minutes())
+    theirs, created = await sessions.create(
+        bob, client_request_token="t", settings={}, expires_at=in_ten_minutes()
+    )
+    assert created and theirs.id != mine.id  # tokens are per owner
+    assert await sessions.get(bob, mine.id) is None
+    assert await sessions.get(alice, mine.id) == mine
+    assert await sessions.fetch(mine.id) == mine
+
+
+async def test_sessions_without_token_are_always_new(sessions: SessionRepository) -> None:
+    owner = unique("owner")
+    a, _ = await sessions.create(owner, client_request_token=None, settings={}, expires_at=in_ten_minutes())
+    b, _ = await sessions.create(owner, client_request_token=None, settings={}, expires_at=in_ten_minutes())
+    assert a.id != b.id
+
+
+async def test_update_status_checks_the_version(sessions: SessionRepository) -> None:
+    owner = unique("owner")
+    record, _ = await sessions.create(
+        owner, client_request_token=None, settings={}, expires_at=in_ten_minutes()
+    )
+    running = await sessions.update_status(record.id, expected_version=1, status=SessionStatus.IN_PROGRESS)
+    assert running.version == 2 and running.finished_at is None and running.updated_at >= record.updated_at
+    with pytest.raises(VersionConflict):
+        await sessions.update_status(record.id, expected_version=1, status=SessionStatus.FAILED)
+    done = await sessions.update_status(
+        record.id,
+        expected_version=2,
+        status=SessionStatus.SUCCEEDED,
+        result={"isLive": True, "confidence": 0.97},
+    )
+    assert done.status is SessionStatus.SUCCEEDED and done.version == 3
+    assert done.finished_at is not None and done.result == {"isLive": True, "confidence": 0.97}
+    assert await sessions.get(owner, record.id) == done
+    with pytest.raises(NotFound):
+        await sessions.update_status("missing", expected_version=1, status=SessionStatus.FAILED)
+
+
+async def test_concurrent_updates_have_one_winner(sessions: SessionRepository) -> None:
+    record, _ = await sessions.create(
+        unique("owner"), client_request_token=None, settings={}, expires_at=in_ten_minutes()
+    )
+    outcomes = await asyncio.gather(
+        *(
+            sessions.update_status(record.id, expected_version=1, status=status)
+            for status in (SessionStatus.SUCCEEDED, SessionStatus.FAILED, SessionStatus.EXPIRED)
+        ),
+        return_exceptions=True,
+    )
+    assert sum(not isinstance(outcome, BaseException) for outcome in outcomes) == 1
+    assert all(
+        isinstance(outcome, VersionConflict) for outcome in outcomes if isinstance(outcome, BaseException)
+    )
+
+
+async def test_expire_only_unfinished_sessions_past_their_time(sessions: SessionRepository) -> None:
+    owner, past = unique("owner"), datetime.now(UTC) - timedelta(seconds=1)
+    late, _ = await sessions.create(owner, client_request_token=None, settings={}, expires_at=past)
+    expired = await sessions.expire(late)
+    assert (
+        expired.status is SessionStatus.EXPIRED and expired.version == 2 and expired.finished_at is not None
+    )
+    assert await sessions.expire(expired) == expired  # already terminal: unchanged
+
+    on_time, _ = await sessions.create(
+        owner, client_request_token=None, settings={}, expires_at=in_ten_minutes()
+    )
+    assert await sessions.expire(on_time) == on_time
+
+    finished, _ = await sessions.create(owner, client_request_token=None, settings={}, expires_at=past)
+    done = await sessions.update_status(finished.id, expected_version=1, status=SessionStatus.SUCCEEDED)
+    assert await sessions.expire(finished) == done  # a worker finished it first: the stale record is ignored
+
+
+# --------------------------------------------------------------------------- availability
+
+
+async def test_ping(engine: AsyncEngine) -> None:
+    await ping(engine)
+
+
+async def test_unreachable_postgres_is_database_unavailable() -> None:
+    (port,) = free_ports(1)
+    dead = create_engine(f"postgresql://postgres@127.0.0.1:{port}/test")
+    try:
+        with pytest.raises(DatabaseUnavailable):
+            await ping(dead)
+        with pytest.raises(DatabaseUnavailable):
+            await ApiClientRepository(session_factory(dead)).authenticate("fp_" + "x" * 43)
+    finally:
+        await dead.dispose()

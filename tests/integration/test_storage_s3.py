@@ -1,0 +1,57 @@
+"""S3-specific behaviour against a real SeaweedFS."""
+
+from __future__ import annotations
+
+import time
+from uuid import uuid4
+
+import pytest
+from minio import Minio
+
+from infra.storage import S3ObjectStore, StorageError, StorageUnavailable, open_store
+from tests.support.services import SeaweedFS, free_ports
+
+
+async def test_ensure_buckets_creates_the_bucket(seaweedfs: SeaweedFS) -> None:
+    bucket = f"fresh-{uuid4().hex[:12]}"
+    store = open_store(seaweedfs.url_for(bucket))
+    with pytest.raises(StorageError) as raised:  # no bucket yet
+        await store.put("a/b.txt", b"x", "text/plain")
+    assert not isinstance(raised.value, StorageUnavailable)
+    await store.ensure_buckets()
+    assert Minio(seaweedfs.endpoint, seaweedfs.access_key, seaweedfs.secret_key, secure=False).bucket_exists(
+        bucket
+    )
+    await store.ensure_buckets()
+    await store.put("a/b.txt", b"x", "text/plain")
+    assert await store.get("a/b.txt") == b"x"
+
+
+async def test_wrong_secret_is_a_permanent_error(seaweedfs: SeaweedFS) -> None:
+    store = S3ObjectStore(
+        seaweedfs.endpoint, seaweedfs.access_key, "wrong-secret", seaweedfs.bucket, secure=False
+    )
+    with pytest.raises(StorageError) as raised:
+        await store.get("a/b.txt")
+    assert not isinstance(raised.value, StorageUnavailable)
+
+
+async def test_closed_port_is_unavailable_quickly() -> None:
+    (port,) = free_ports(1)
+    store = open_store(f"http://key:secret@127.0.0.1:{port}/bucket")
+    for operation in (
+        store.ping(),
+        store.get("a.txt"),
+        store.put("a.txt", b"x", "text/plain"),
+        store.ensure_buckets(),
+    ):
+        started = time.monotonic()
+        with pytest.raises(StorageUnavailable):
+            await operation
+        assert time.monotonic() - started < 10
+
+
+def test_secrets_stay_out_of_repr(seaweedfs: SeaweedFS) -> None:
+    store = open_store(seaweedfs.url)
+    assert seaweedfs.secret_key not in repr(store)
+    assert seaweedfs.secret_key not in repr(vars(store))

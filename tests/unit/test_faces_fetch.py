@@ -1,0 +1,192 @@
+"""``fetch_models`` against a local mirror directory and an in-memory HTTP server; never the internet."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+import pytest
+
+from faces.catalog import MANIFEST_NAME
+from faces.errors import ModelError
+from faces.fetch import fetch_models
+from faces.packs import load_pack
+from tests.faces_support import MODELS_DIR
+
+MOBILEFACENET_FILES = ["det_500m.onnx", "se_mobilefacenet_arcface_emb256.onnx"]
+
+
+def leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.startswith("."))
+
+
+def test_copy_a_pack_from_a_mirror(tmp_path: Path) -> None:
+    dest = tmp_path / "models"
+    paths = fetch_models(dest, pack="mobilefacenet", from_dir=MODELS_DIR, progress=False)
+    assert [p.name for p in paths] == MOBILEFACENET_FILES
+    for path in paths:
+        assert path.read_bytes() == (MODELS_DIR / path.name).read_bytes()
+        assert path.stat().st_mode & 0o777 == 0o644
+    assert leftovers(dest) == []
+    load_pack("mobilefacenet", dest, threads=1)
+
+    before = {p.name: p.stat().st_mtime_ns for p in paths}
+    again = fetch_models(dest, pack="mobilefacenet", from_dir=MODELS_DIR, progress=False)
+    assert {p.name: p.stat().st_mtime_ns for p in again} == before  # good files are not copied again
+
+
+def test_permissive_falls_back_to_the_int8_sface_the_mirror_has(tmp_path: Path) -> None:
+    paths = fetch_models(tmp_path, pack="permissive", from_dir=MODELS_DIR, progress=False)
+    assert [p.name for p in paths] == [
+        "face_detection_yunet_2023mar.onnx",
+        "face_recognition_sface_2021dec_int8bq_ortfix.onnx",
+    ]
+
+
+def test_mirror_copy_with_a_wrong_checksum_is_rejected(tmp_path: Path) -> None:
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "det_500m.onnx").write_bytes(b"tampered")
+    (mirror / "se_mobilefacenet_arcface_emb256.onnx").symlink_to(MODELS_DIR / "se_mobilefacenet_arcface_emb256.onnx")
+    dest = tmp_path / "models"
+    with pytest.raises(ModelError, match="det_500m.onnx: sha256 .* does not match"):
+        fetch_models(dest, pack="mobilefacenet", from_dir=mirror, progress=False)
+    assert not (dest / "det_500m.onnx").exists()
+    assert leftovers(dest) == []
+
+
+def test_a_bad_file_in_dest_is_replaced(tmp_path: Path) -> None:
+    (tmp_path / "det_500m.onnx").write_bytes(b"old and broken")
+    fetch_models(tmp_path, pack="mobilefacenet", from_dir=MODELS_DIR, progress=False)
+    assert (tmp_path / "det_500m.onnx").read_bytes() == (MODELS_DIR / "det_500m.onnx").read_bytes()
+
+
+def test_missing_in_the_mirror(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="w600k_mbf.onnx is not in"):
+        fetch_models(tmp_path / "models", pack="buffalo_sc", from_dir=MODELS_DIR, progress=False)
+
+
+def test_all_files_of_a_mirror(tmp_path: Path) -> None:
+    paths = fetch_models(tmp_path, pack=None, from_dir=MODELS_DIR, progress=False)
+    names = {p.name for p in paths}
+    assert set(MOBILEFACENET_FILES) <= names
+    assert "face_detection_yunet_2023mar.onnx" in names and "w600k_r50.onnx" not in names
+
+
+# --- downloads, served by httpx.MockTransport --------------------------------------------------
+
+DIRECT = b"pretend this is an onnx detector"
+MEMBER = b"pretend this is an onnx embedder"
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def zipped(members: Mapping[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as bundle:
+        for name, data in members.items():
+            bundle.writestr(name, data)
+    return buffer.getvalue()
+
+
+ARCHIVE = zipped({"pack/w.onnx": MEMBER, "pack/unused.onnx": b"x"})
+
+
+def write_manifest(dest: Path, *, direct_sha: str = sha(DIRECT), archive_sha: str | None = sha(ARCHIVE)) -> None:
+    entry = {
+        "task": "detector",
+        "architecture": "scrfd",
+        "licence": {"id": "MIT", "text": "test"},
+        "commercial_use": True,
+        "origin": "test server",
+    }
+    manifest = {
+        "models": [
+            {**entry, "file": "d.onnx", "sha256": direct_sha, "sources": [{"url": "https://models.test/d.onnx"}]},
+            {
+                **entry,
+                "task": "embedder",
+                "architecture": "arcface",
+                "file": "w.onnx",
+                "sha256": sha(MEMBER),
+                "sources": [
+                    {"url": "https://models.test/pack.zip", "member": "w.onnx", "archive_sha256": archive_sha}
+                ],
+            },
+        ],
+        "packs": [
+            {
+                "name": "test",
+                "detector": "d.onnx",
+                "embedders": ["w.onnx"],
+                "calibration": {"a": 10, "b": -3, "cosine_threshold": 0.3},
+                "licence_summary": "test",
+                "commercial_use": True,
+            }
+        ],
+    }
+    dest.mkdir(exist_ok=True)
+    (dest / MANIFEST_NAME).write_text(json.dumps(manifest))
+
+
+class Server:
+    def __init__(self, routes: Mapping[str, bytes]) -> None:
+        self.routes = routes
+        self.requests: list[str] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(str(request.url))
+        body = self.routes.get(str(request.url))
+        return httpx.Response(200, content=body) if body is not None else httpx.Response(404)
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(transport=httpx.MockTransport(self))
+
+
+def test_download_direct_and_zip_member(tmp_path: Path) -> None:
+    write_manifest(tmp_path)
+    server = Server({"https://models.test/d.onnx": DIRECT, "https://models.test/pack.zip": ARCHIVE})
+    with server.client() as client:
+        paths = fetch_models(tmp_path, pack="test", from_dir=None, client=client, progress=False)
+        assert [p.read_bytes() for p in paths] == [DIRECT, MEMBER]
+        assert not (tmp_path / "unused.onnx").exists()
+        assert leftovers(tmp_path) == []
+        fetch_models(tmp_path, pack="test", from_dir=None, client=client, progress=False)
+    assert len(server.requests) == 2  # the second call found good files and downloaded nothing
+
+
+def test_download_with_a_wrong_checksum_is_deleted(tmp_path: Path) -> None:
+    write_manifest(tmp_path, direct_sha=sha(b"something else"))
+    server = Server({"https://models.test/d.onnx": DIRECT, "https://models.test/pack.zip": ARCHIVE})
+    with server.client() as client, pytest.raises(ModelError, match="d.onnx: sha256 .* does not match"):
+        fetch_models(tmp_path, pack="test", from_dir=None, client=client, progress=False)
+    assert not (tmp_path / "d.onnx").exists()
+    assert leftovers(tmp_path) == []
+
+
+def test_archive_with_a_wrong_checksum_is_not_used(tmp_path: Path) -> None:
+    write_manifest(tmp_path, archive_sha=sha(b"another zip"))
+    server = Server({"https://models.test/d.onnx": DIRECT, "https://models.test/pack.zip": ARCHIVE})
+    with server.client() as client, pytest.raises(ModelError, match="pack.zip has sha256"):
+        fetch_models(tmp_path, pack="test", from_dir=None, client=client, progress=False)
+    assert not (tmp_path / "w.onnx").exists()
+    assert sorted(os.listdir(tmp_path)) == ["d.onnx", MANIFEST_NAME]
+
+
+def test_http_errors_become_model_errors(tmp_path: Path) -> None:
+    write_manifest(tmp_path)
+    with Server({}).client() as client, pytest.raises(ModelError, match="download of https://models.test/d.onnx failed"):
+        fetch_models(tmp_path, pack="test", from_dir=None, client=client, progress=False)
+
+
+def test_files_without_a_public_source_need_a_mirror(tmp_path: Path) -> None:
+    with Server({}).client() as client, pytest.raises(ModelError, match="no public download"):
+        fetch_models(tmp_path, pack="mobilefacenet", from_dir=None, client=client, progress=False)
