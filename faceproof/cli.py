@@ -12,7 +12,11 @@ import typer
 from faceproof.database import api_clients
 from infra.settings import Settings, load_settings
 
-app = typer.Typer(help="faceproof: face liveness and face matching, self-hosted.", no_args_is_help=True)
+app = typer.Typer(
+    help="faceproof: face liveness and face matching, self-hosted.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals may hold keys or images
+)
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys (stored hashed; a new key is shown once).", no_args_is_help=True)
 models_app = typer.Typer(help="Model packs and files.", no_args_is_help=True)
@@ -148,10 +152,10 @@ def keys_revoke(name: str) -> None:
 @models_app.command("list")
 def models_list() -> None:
     """Show the model packs, their licences and which one is in use."""
-    from faces.packs import PACKS
+    from faces.packs import list_packs
 
     settings = _settings()
-    for pack in PACKS.values():
+    for pack in list_packs(settings.resolved_models_dir):
         marker = "*" if pack.name == settings.model_pack else " "
         use = "commercial use allowed" if pack.commercial_use else "NON-COMMERCIAL"
         typer.echo(f"{marker} {pack.name:14} {use:24} {pack.licence_summary}")

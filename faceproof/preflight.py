@@ -26,10 +26,10 @@ def check_broker(settings: Settings) -> None:
 
 def check_models(settings: Settings) -> None:
     from faces.errors import ModelError
-    from faces.packs import check_pack_files
+    from faces.packs import get_pack, resolve_files
 
     try:
-        check_pack_files(settings.model_pack, settings.resolved_models_dir)
+        resolve_files(get_pack(settings.model_pack, settings.resolved_models_dir), settings.resolved_models_dir)
     except ModelError as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(2) from None

@@ -200,9 +200,9 @@ def evaluate(
         similarity_threshold=round(similarity, 4),
         false_accepts=int(np.sum(x[~y] >= threshold)),
         false_rejects=int(np.sum(x[y] < threshold)),
-        accuracy_at_threshold=accuracy_at(x, y, threshold),
-        tar_at_threshold=float(np.mean(x[y] >= threshold)),
-        best_accuracy=best,
+        accuracy_at_threshold=round(accuracy_at(x, y, threshold), 4),
+        tar_at_threshold=round(float(np.mean(x[y] >= threshold)), 4),
+        best_accuracy=round(best, 4),
         best_threshold=round(best_t, 4),
         ms_per_image=round(1000 * elapsed / max(len(files), 1), 1),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import traceback
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +26,9 @@ class JsonFormatter(logging.Formatter):
             if value is not None:
                 line[field] = value
         if record.exc_info and record.exc_info[0] is not None:
+            # The type and the stack, never the message: it may quote an input.
             line["error"] = record.exc_info[0].__name__
+            line["stack"] = "".join(traceback.format_tb(record.exc_info[2]))
         return json.dumps(line, default=str)
 
 

@@ -23,7 +23,7 @@ class OnnxFaceEngine:
         self._max_pixels = max_pixels
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="matcher")
         info = pipeline.info
-        self._model = ModelInfo(pack=info.name, licence=info.licence, commercial_use=info.commercial_use)
+        self._model = ModelInfo(pack=info.pack, licence=info.licence_summary, commercial_use=info.commercial_use)
 
     @property
     def model(self) -> ModelInfo:

@@ -19,7 +19,7 @@ import pytest
 
 from tests.paths import MODELS_DIR, REPO_ROOT
 from tests.support.broker import RabbitVhost, temporary_vhost
-from tests.support.services import SeaweedFS, fresh_postgres_database, start_seaweedfs
+from tests.support.services import SeaweedFS, create_test_database, drop_test_database, start_seaweedfs
 
 TOKEN = "e2e-static-token"
 
@@ -27,12 +27,11 @@ TOKEN = "e2e-static-token"
 @contextmanager
 def postgres_database() -> Iterator[str]:
     """A fresh Postgres database for this run, dropped afterwards."""
-    manager = fresh_postgres_database()
-    url = asyncio.run(manager.__aenter__())
+    url = asyncio.run(create_test_database())
     try:
         yield url
     finally:
-        asyncio.run(manager.__aexit__(None, None, None))
+        asyncio.run(drop_test_database(url))
 
 
 def free_port() -> int:

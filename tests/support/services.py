@@ -25,7 +25,7 @@ import asyncpg
 import pytest
 import urllib3
 from minio import Minio
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from infra.db.engine import normalise_url
 
@@ -252,15 +252,29 @@ def require_url(url: str, what: str, default_port: int) -> None:
 async def fresh_postgres_database(server_url: str | None = None) -> AsyncIterator[str]:
     """Create ``faceproof_test_<random>`` on the server of ``server_url`` (default ``postgres_url()``)
     and yield its URL (``postgresql+asyncpg://``); drop it, connections and all, afterwards."""
-    base = make_url(normalise_url(server_url or postgres_url()))
-    admin_dsn = base.set(drivername="postgresql").render_as_string(hide_password=False)
-    name = f"faceproof_test_{secrets.token_hex(6)}"
-    await _admin(admin_dsn, f'CREATE DATABASE "{name}"')
+    url = await create_test_database(server_url)
     try:
-        yield base.set(database=name).render_as_string(hide_password=False)
+        yield url
     finally:
-        with suppress(OSError, asyncpg.PostgresError):
-            await _admin(admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await drop_test_database(url, server_url)
+
+
+async def create_test_database(server_url: str | None = None) -> str:
+    base = make_url(normalise_url(server_url or postgres_url()))
+    name = f"faceproof_test_{secrets.token_hex(6)}"
+    await _admin(_admin_dsn(base), f'CREATE DATABASE "{name}"')
+    return base.set(database=name).render_as_string(hide_password=False)
+
+
+async def drop_test_database(url: str, server_url: str | None = None) -> None:
+    base = make_url(normalise_url(server_url or postgres_url()))
+    name = make_url(url).database
+    with suppress(OSError, asyncpg.PostgresError):
+        await _admin(_admin_dsn(base), f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _admin_dsn(base: URL) -> str:
+    return base.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 async def _admin(dsn: str, statement: str) -> None:

@@ -15,10 +15,12 @@ def similarity_matrix(scale: float, angle: float, tx: float, ty: float) -> np.nd
 
 
 def apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
-    return points @ matrix[:, :2].T + matrix[:, 2]
+    return np.asarray(points @ matrix[:, :2].T + matrix[:, 2], dtype=np.float64)
 
 
-@pytest.mark.parametrize(("scale", "angle", "tx", "ty"), [(1.0, 0.0, 0.0, 0.0), (0.37, 0.4, 12.0, -3.0), (2.5, -2.8, -40, 7)])
+@pytest.mark.parametrize(
+    ("scale", "angle", "tx", "ty"), [(1.0, 0.0, 0.0, 0.0), (0.37, 0.4, 12.0, -3.0), (2.5, -2.8, -40, 7)]
+)
 def test_umeyama_recovers_a_known_similarity(scale: float, angle: float, tx: float, ty: float) -> None:
     rng = np.random.default_rng(0)
     source = rng.uniform(0, 300, size=(5, 2))

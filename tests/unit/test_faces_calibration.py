@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from faces.packs import BUILTIN_PACKS
 def test_similarity_is_monotonic_and_bounded() -> None:
     calibration = Calibration(a=17.0, b=-6.0, cosine_threshold=0.35)
     values = [calibration.similarity(c) for c in np.linspace(-1, 1, 201)]
-    assert all(b > a for a, b in zip(values, values[1:], strict=False))
+    assert all(b > a for a, b in itertools.pairwise(values))
     assert all(0.0 <= v <= 1.0 for v in values)
     assert calibration.similarity(-1e6) == 0.0
     assert calibration.similarity(1e6) == 1.0
@@ -75,7 +76,10 @@ def test_read_pairs(tmp_path: Path) -> None:
     csv_file = tmp_path / "pairs.csv"
     csv_file.write_text("fold,file_a,file_b,same\n1,a/1.jpg,a/2.jpg,1\n1,a/1.jpg,b/1.jpg,0\n")
     pairs = read_pairs(csv_file)
-    assert [(p.file_a, p.file_b, p.same) for p in pairs] == [("a/1.jpg", "a/2.jpg", True), ("a/1.jpg", "b/1.jpg", False)]
+    assert [(p.file_a, p.file_b, p.same) for p in pairs] == [
+        ("a/1.jpg", "a/2.jpg", True),
+        ("a/1.jpg", "b/1.jpg", False),
+    ]
 
 
 @pytest.mark.parametrize("name", sorted(BUILTIN_PACKS))

@@ -72,7 +72,10 @@ def test_both_detectors_agree_on_one_face(detectors: dict[str, Detector]) -> Non
 def test_source_coordinates_survive_scaling(detectors: dict[str, Detector]) -> None:
     image = read_image("people/obama.jpg")
     big = detectors["yunet"].detect(image)[0]
-    half = cv2.resize(image, (image.shape[1] // 2, image.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    half = np.asarray(
+        cv2.resize(image, (image.shape[1] // 2, image.shape[0] // 2), interpolation=cv2.INTER_AREA),
+        dtype=np.uint8,
+    )
     small = detectors["yunet"].detect(half)[0]
     assert iou(big.box, tuple(2 * v for v in small.box)) > 0.85  # type: ignore[arg-type]
 

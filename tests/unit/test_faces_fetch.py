@@ -53,9 +53,11 @@ def test_mirror_copy_with_a_wrong_checksum_is_rejected(tmp_path: Path) -> None:
     mirror = tmp_path / "mirror"
     mirror.mkdir()
     (mirror / "det_500m.onnx").write_bytes(b"tampered")
-    (mirror / "se_mobilefacenet_arcface_emb256.onnx").symlink_to(MODELS_DIR / "se_mobilefacenet_arcface_emb256.onnx")
+    (mirror / "se_mobilefacenet_arcface_emb256.onnx").symlink_to(
+        MODELS_DIR / "se_mobilefacenet_arcface_emb256.onnx"
+    )
     dest = tmp_path / "models"
-    with pytest.raises(ModelError, match="det_500m.onnx: sha256 .* does not match"):
+    with pytest.raises(ModelError, match=r"det_500m\.onnx: sha256 .* does not match"):
         fetch_models(dest, pack="mobilefacenet", from_dir=mirror, progress=False)
     assert not (dest / "det_500m.onnx").exists()
     assert leftovers(dest) == []
@@ -68,7 +70,7 @@ def test_a_bad_file_in_dest_is_replaced(tmp_path: Path) -> None:
 
 
 def test_missing_in_the_mirror(tmp_path: Path) -> None:
-    with pytest.raises(ModelError, match="w600k_mbf.onnx is not in"):
+    with pytest.raises(ModelError, match=r"w600k_mbf\.onnx is not in"):
         fetch_models(tmp_path / "models", pack="buffalo_sc", from_dir=MODELS_DIR, progress=False)
 
 
@@ -100,7 +102,9 @@ def zipped(members: Mapping[str, bytes]) -> bytes:
 ARCHIVE = zipped({"pack/w.onnx": MEMBER, "pack/unused.onnx": b"x"})
 
 
-def write_manifest(dest: Path, *, direct_sha: str = sha(DIRECT), archive_sha: str | None = sha(ARCHIVE)) -> None:
+def write_manifest(
+    dest: Path, *, direct_sha: str = sha(DIRECT), archive_sha: str | None = sha(ARCHIVE)
+) -> None:
     entry = {
         "task": "detector",
         "architecture": "scrfd",
@@ -110,7 +114,12 @@ def write_manifest(dest: Path, *, direct_sha: str = sha(DIRECT), archive_sha: st
     }
     manifest = {
         "models": [
-            {**entry, "file": "d.onnx", "sha256": direct_sha, "sources": [{"url": "https://models.test/d.onnx"}]},
+            {
+                **entry,
+                "file": "d.onnx",
+                "sha256": direct_sha,
+                "sources": [{"url": "https://models.test/d.onnx"}],
+            },
             {
                 **entry,
                 "task": "embedder",
@@ -166,7 +175,7 @@ def test_download_direct_and_zip_member(tmp_path: Path) -> None:
 def test_download_with_a_wrong_checksum_is_deleted(tmp_path: Path) -> None:
     write_manifest(tmp_path, direct_sha=sha(b"something else"))
     server = Server({"https://models.test/d.onnx": DIRECT, "https://models.test/pack.zip": ARCHIVE})
-    with server.client() as client, pytest.raises(ModelError, match="d.onnx: sha256 .* does not match"):
+    with server.client() as client, pytest.raises(ModelError, match=r"d\.onnx: sha256 .* does not match"):
         fetch_models(tmp_path, pack="test", from_dir=None, client=client, progress=False)
     assert not (tmp_path / "d.onnx").exists()
     assert leftovers(tmp_path) == []
@@ -175,7 +184,7 @@ def test_download_with_a_wrong_checksum_is_deleted(tmp_path: Path) -> None:
 def test_archive_with_a_wrong_checksum_is_not_used(tmp_path: Path) -> None:
     write_manifest(tmp_path, archive_sha=sha(b"another zip"))
     server = Server({"https://models.test/d.onnx": DIRECT, "https://models.test/pack.zip": ARCHIVE})
-    with server.client() as client, pytest.raises(ModelError, match="pack.zip has sha256"):
+    with server.client() as client, pytest.raises(ModelError, match=r"pack\.zip has sha256"):
         fetch_models(tmp_path, pack="test", from_dir=None, client=client, progress=False)
     assert not (tmp_path / "w.onnx").exists()
     assert sorted(os.listdir(tmp_path)) == ["d.onnx", MANIFEST_NAME]
@@ -183,7 +192,10 @@ def test_archive_with_a_wrong_checksum_is_not_used(tmp_path: Path) -> None:
 
 def test_http_errors_become_model_errors(tmp_path: Path) -> None:
     write_manifest(tmp_path)
-    with Server({}).client() as client, pytest.raises(ModelError, match="download of https://models.test/d.onnx failed"):
+    with (
+        Server({}).client() as client,
+        pytest.raises(ModelError, match=r"download of https://models\.test/d\.onnx failed"),
+    ):
         fetch_models(tmp_path, pack="test", from_dir=None, client=client, progress=False)
 
 

@@ -44,7 +44,9 @@ def test_supported_formats() -> None:
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
 def test_decode_returns_bgr_uint8(fmt: str) -> None:
     image = Image.new("RGB", (30, 20), (200, 10, 50))  # red-ish in RGB
-    decoded = decode_image(encode(image, fmt, quality=100) if fmt != "PNG" else encode(image, fmt), max_pixels=LIMIT)
+    decoded = decode_image(
+        encode(image, fmt, quality=100) if fmt != "PNG" else encode(image, fmt), max_pixels=LIMIT
+    )
     assert decoded.shape == (20, 30, 3)
     assert decoded.dtype == np.uint8
     assert decoded.flags.c_contiguous

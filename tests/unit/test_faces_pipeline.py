@@ -123,7 +123,9 @@ def test_missing_file_names_it_and_the_fetch_command(tmp_path: Path) -> None:
     with pytest.raises(ModelError) as error:
         load_pack("permissive", models)
     message = str(error.value)
-    assert "face_recognition_sface_2021dec.onnx or face_recognition_sface_2021dec_int8bq_ortfix.onnx" in message
+    assert (
+        "face_recognition_sface_2021dec.onnx or face_recognition_sface_2021dec_int8bq_ortfix.onnx" in message
+    )
     assert "faceproof models fetch --pack permissive" in message and "--from DIR" in message
 
     with pytest.raises(ModelError, match=r"needs det_10g\.onnx.*fetch --pack buffalo_l"):

@@ -41,7 +41,7 @@ def test_missing_and_invalid_files_are_model_errors(tmp_path: Path) -> None:
         OnnxModel(tmp_path / "absent.onnx")
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"not a model")
-    with pytest.raises(ModelError, match="cannot load garbage.onnx"):
+    with pytest.raises(ModelError, match=r"cannot load garbage\.onnx"):
         OnnxModel(garbage)
 
 
