@@ -48,10 +48,14 @@ def probe_image(data: bytes, *, max_pixels: int) -> ImageInfo:
         fmt = str(image.format)
         width, height = image.size
         try:
-            orientation = image.getexif().get(_ORIENTATION_TAG)
-            image.verify()
+            image.verify()  # structure and checksums, without decoding pixels
         except _DECODE_ERRORS as exc:
             raise InvalidImageError("corrupt", f"{fmt} image is corrupt: {exc}") from exc
+    with _open(data, max_pixels=max_pixels) as image:  # verify() leaves the image unusable
+        try:
+            orientation = image.getexif().get(_ORIENTATION_TAG)
+        except _DECODE_ERRORS:
+            orientation = None  # broken EXIF: decode_image ignores it too
     if orientation in _TRANSPOSED_ORIENTATIONS:
         width, height = height, width
     return ImageInfo(format=fmt, width=width, height=height)
@@ -65,8 +69,7 @@ def decode_image(data: bytes, *, max_pixels: int) -> npt.NDArray[np.uint8]:
     with _open(data, max_pixels=max_pixels) as image:
         try:
             image.load()
-            upright = ImageOps.exif_transpose(image)
-            rgb = _to_rgb(upright)
+            rgb = _to_rgb(_upright(image))
         except Image.DecompressionBombError as exc:
             raise _too_large(image.size, max_pixels) from exc
         except _DECODE_ERRORS as exc:
@@ -101,6 +104,14 @@ def _open(data: bytes, *, max_pixels: int) -> Image.Image:
 
 def _too_large(size: tuple[int, int], max_pixels: int) -> ImageTooLargeError:
     return ImageTooLargeError(max_pixels, width=size[0], height=size[1])
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation; an unreadable EXIF block is ignored rather than fatal."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except _DECODE_ERRORS:
+        return image
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -64,7 +64,7 @@ class Pack:
 
 DEFAULT_PACK: Final = "permissive"
 
-# Calibration constants, fitted on 2025-11-21 (CPU, onnxruntime 1.31) with
+# Calibration constants, fitted on 2026-11-21 (CPU, onnxruntime 1.31) with
 #   .venv/bin/python -m faces.fit_calibration --pack NAME --models-dir ../shared/models \
 #       --pairs ../shared/data/faces/lfw-devtest/pairs.csv --images ../shared/data/faces/lfw-devtest
 # on LFW View 1 dev-test (500 same + 500 different pairs). cosine_threshold is the smallest
@@ -75,7 +75,7 @@ DEFAULT_PACK: Final = "permissive"
 #   0 false accepts, 8 false rejects (TAR 0.984).
 PERMISSIVE_CALIBRATION: Final = Calibration(a=21.518, b=-7.6581, cosine_threshold=0.347)
 # mobilefacenet (SCRFD det_500m + SE-MobileFaceNet): 994/1000 pairs used (3 images without a
-#   face); best accuracy 0.994 (cosine 0.306); at 0.276: accuracy 0.994, 0 false accepts,
+#   face); best accuracy 0.994 (cosine 0.306); at 0.276: accuracy 0.994, 0 of 495 false accepts,
 #   6 false rejects (TAR 0.988).
 MOBILEFACENET_CALIBRATION: Final = Calibration(a=20.325, b=-6.0507, cosine_threshold=0.276)
 # Not fitted: the InsightFace ArcFace files (w600k_*) cannot be obtained in this environment.

@@ -115,3 +115,40 @@ def test_missing_field_is_422(stack: Stack) -> None:
     with stack.client() as client:
         response = client.post("/v1/compare", json={"source": image_b64(PEOPLE / "obama.jpg")})
     assert response.status_code == 422 and response.json()["code"] == "INVALID_REQUEST"
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that declares ``width x height`` pixels but carries almost no data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00"))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_decompression_bomb_is_413(stack: Stack) -> None:
+    bomb = base64.b64encode(_png_header(30_000, 30_000)).decode()
+    status, body = compare(stack, bomb, image_b64(PEOPLE / "obama2.jpg"))
+    assert status == 413 and body["code"] == "IMAGE_TOO_MANY_PIXELS"
+
+
+def test_image_over_the_byte_limit_is_413(stack: Stack) -> None:
+    huge = base64.b64encode(b"\xff\xd8\xff" + b"\x00" * (11 * 1024 * 1024)).decode()
+    status, body = compare(stack, huge, image_b64(PEOPLE / "obama2.jpg"))
+    assert status == 413 and body["code"] == "IMAGE_TOO_LARGE"
+
+
+def test_body_over_the_request_limit_is_413(stack: Stack) -> None:
+    with stack.client() as client:
+        response = client.post(
+            "/v1/compare", content=b"x" * (33 * 1024 * 1024), headers={"content-type": "application/json"}
+        )
+    assert response.status_code == 413 and response.json()["code"] == "BODY_TOO_LARGE"

@@ -34,7 +34,11 @@ def test_umeyama_is_least_squares_with_noise() -> None:
     source = rng.uniform(0, 200, size=(50, 2))
     expected = similarity_matrix(0.8, 0.3, 5.0, 9.0)
     target = apply(expected, source) + rng.normal(0, 0.5, size=source.shape)
-    np.testing.assert_allclose(estimate_similarity(source, target), expected, atol=0.02)
+    estimate = estimate_similarity(source, target)
+    np.testing.assert_allclose(estimate[:, :2], expected[:, :2], atol=0.01)
+    np.testing.assert_allclose(estimate[:, 2], expected[:, 2], atol=0.5)
+    residual = np.sum((apply(estimate, source) - target) ** 2)
+    assert residual <= np.sum((apply(expected, source) - target) ** 2)  # at least as good as the truth
 
 
 def test_umeyama_rejects_degenerate_input() -> None:
