@@ -28,8 +28,9 @@ def check_models(settings: Settings) -> None:
     from faces.errors import ModelError
     from faces.packs import get_pack, resolve_files
 
+    models_dir = settings.resolved_models_dir
     try:
-        resolve_files(get_pack(settings.model_pack, settings.resolved_models_dir), settings.resolved_models_dir)
+        resolve_files(get_pack(settings.model_pack, models_dir), models_dir)
     except ModelError as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(2) from None

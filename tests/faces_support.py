@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -11,11 +10,9 @@ import numpy.typing as npt
 from faces.images import decode_image
 from faces.packs import load_pack
 from faces.pipeline import FacePipeline
+from tests.paths import DATA_DIR, MODELS_DIR
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = REPO_ROOT.parent / "shared"
-MODELS_DIR = SHARED / "models"
-FACES_DATA = SHARED / "data" / "faces"
+FACES_DATA = DATA_DIR / "faces"
 MAX_PIXELS = 40_000_000
 
 

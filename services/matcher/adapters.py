@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
-from infra.storage.base import ObjectStore
-
 from contracts.values import ErrorCode, ImageData, ModelInfo
 from faces.errors import ImageTooLargeError, InvalidImageError
 from faces.images import decode_image
 from faces.pipeline import FacePipeline
+from infra.storage.base import ObjectStore
 from infra.storage.errors import ObjectNotFound
 from services.matcher.scoring import AnalyzedFace, ComparisonError
 
@@ -23,7 +22,9 @@ class OnnxFaceEngine:
         self._max_pixels = max_pixels
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="matcher")
         info = pipeline.info
-        self._model = ModelInfo(pack=info.pack, licence=info.licence_summary, commercial_use=info.commercial_use)
+        self._model = ModelInfo(
+            pack=info.pack, licence=info.licence_summary, commercial_use=info.commercial_use
+        )
 
     @property
     def model(self) -> ModelInfo:

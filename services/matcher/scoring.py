@@ -23,7 +23,8 @@ class AnalyzedFace:
         return max(0.0, x2 - x1) * max(0.0, y2 - y1)
 
     def to_box(self) -> FaceBox:
-        return FaceBox(box=tuple(round(v, 1) for v in self.box), score=round(self.score, 4))  # type: ignore[arg-type]
+        x1, y1, x2, y2 = (round(v, 1) for v in self.box)
+        return FaceBox(box=(x1, y1, x2, y2), score=round(self.score, 4))
 
 
 class ComparisonError(Exception):

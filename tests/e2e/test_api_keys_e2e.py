@@ -1,4 +1,4 @@
-"""Per-client API keys made with `faceproof keys` authenticate; revoked keys and other clients' sessions do not."""
+"""API keys made with `faceproof keys` authenticate; revoked keys and other clients' sessions do not."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from faces.catalog import MANIFEST_NAME, load_catalog
 from faces.packs import BUILTIN_PACKS, list_packs
-from tests.faces_support import REPO_ROOT
+from tests.paths import REPO_ROOT
 
 DOC = REPO_ROOT / "docs" / "models.md"
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 
 from contracts.commands import CompareFaces
@@ -24,7 +26,7 @@ from services.gateway.problems import ProblemError
 
 router = APIRouter()
 
-ERRORS = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": Problem, "description": "Not base64, not an image, or malformed JSON"},
     401: {"model": Problem, "description": "Missing or wrong token"},
     413: {"model": Problem, "description": "Image over the byte or pixel limit"},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from fastapi import APIRouter
 
@@ -21,7 +22,11 @@ from services.gateway.problems import ProblemError
 
 router = APIRouter(tags=["sessions"])
 
-ERRORS = {401: {"model": Problem}, 404: {"model": Problem}, 422: {"model": Problem}}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem},
+    404: {"model": Problem},
+    422: {"model": Problem},
+}
 
 
 async def _create(body: CreateSessionRequest, principal: Principal, res: Resources) -> SessionRecord:
