@@ -7,11 +7,11 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 from faststream.rabbit import RabbitBroker
-from infra.storage.base import ObjectStore
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from infra.db.repositories import SessionRepository
 from infra.settings import Settings
+from infra.storage.base import ObjectStore
 from services.gateway.auth import Authenticator, Principal
 from services.gateway.comparisons import Comparisons
 
