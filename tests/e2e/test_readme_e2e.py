@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import free_port
-from tests.paths import MODELS_DIR, REPO_ROOT
+from tests.paths import DATA_DIR, MODELS_DIR, REPO_ROOT
 from tests.support.broker import temporary_vhost
 
 pytestmark = pytest.mark.e2e
@@ -76,7 +76,9 @@ def _wait(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
 
 
 def test_readme_examples_work_against_faceproof_up(up: str) -> None:
-    script = readme_try_it_block().replace("http://127.0.0.1:8000", up)
+    script = (
+        readme_try_it_block().replace("http://127.0.0.1:8000", up).replace("../shared/data", str(DATA_DIR))
+    )
     result = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=180
     )
