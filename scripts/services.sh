@@ -33,3 +33,11 @@ ensure_rabbitmq() {
   rabbitmq-server -detached
   wait_port 127.0.0.1 5672 RabbitMQ 120
 }
+
+find_shared() {  # the shared models and face data: ../shared next to the checkout, or FACEPROOF_SHARED_DIR
+  local shared="${FACEPROOF_SHARED_DIR:-}" candidate
+  for candidate in ../shared ../../shared /work/shared; do
+    if [ -z "$shared" ] && [ -d "$candidate/models" ]; then shared="$(cd "$candidate" && pwd)"; fi
+  done
+  echo "$shared"
+}
