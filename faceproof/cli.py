@@ -9,7 +9,9 @@ from typing import Annotated
 
 import typer
 
+from faceproof.bench_cli import bench_app
 from faceproof.database import api_clients
+from faceproof.eval_cli import eval_app
 from infra.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -25,6 +27,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(models_app, name="models")
 app.add_typer(worker_app, name="worker")
+app.add_typer(eval_app, name="eval")
+app.add_typer(bench_app, name="bench")
 
 #: Workers that exist so far; `up` starts each of them.
 WORKERS = ("matcher",)
