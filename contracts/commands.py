@@ -5,18 +5,30 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import Field, HttpUrl
+from pydantic import Field, HttpUrl, model_validator
 
 from contracts.envelope import Command
 from contracts.values import CallbackOutcome, ChallengeType, Fusion, ImageData
 
 
-class CompareFaces(Command):
+class Decision(Command):
+    """How a matcher command decides "same person": at most one of the two may be set."""
+
+    threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    target_false_match_rate: float | None = Field(default=None, gt=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> Decision:
+        if self.threshold is not None and self.target_false_match_rate is not None:
+            raise ValueError("set threshold or target_false_match_rate, not both")
+        return self
+
+
+class CompareFaces(Decision):
     """Compare the largest face of ``source`` with every face of ``target`` (matcher)."""
 
     source: ImageData
     target: ImageData
-    threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     max_target_faces: int = Field(default=20, ge=1, le=100)
 
 
@@ -42,13 +54,12 @@ class JoinCall(Command):
     settings: dict[str, Any] = Field(default_factory=dict)
 
 
-class MatchReferences(Command):
-    """Compare a probe (the best live frame) with one or more references (matcher)."""
+class MatchReferences(Decision):
+    """Is the probe (e.g. the best live frame) any of these references? (matcher)"""
 
     probe: ImageData
     references: list[ImageData] = Field(min_length=1, max_length=20)
     fusion: Fusion = Fusion.MAX
-    threshold: float | None = Field(default=None, ge=0.0, le=1.0)
 
 
 class DeliverCallback(Command):

@@ -12,8 +12,10 @@ from contracts.values import (
     FaceBox,
     Fusion,
     ModelInfo,
+    ReferenceScore,
     ScoredFace,
     SessionStatus,
+    Threshold,
 )
 
 
@@ -23,7 +25,7 @@ class FacesCompared(Event):
     error: ErrorInfo | None = None
     similarity: float | None = Field(default=None, ge=0.0, le=1.0)
     match: bool | None = None
-    threshold: float | None = None
+    threshold: Threshold | None = None
     source_face: FaceBox | None = None
     target_faces: list[ScoredFace] = Field(default_factory=list)
     model: ModelInfo | None = None
@@ -69,12 +71,15 @@ class LivenessDecided(Event):
 
 
 class ReferencesMatched(Event):
+    """Answer to MatchReferences: the fused similarity and every reference's own, or ``error``."""
+
     error: ErrorInfo | None = None
     similarity: float | None = Field(default=None, ge=0.0, le=1.0)
     match: bool | None = None
-    threshold: float | None = None
+    threshold: Threshold | None = None
     fusion: Fusion = Fusion.MAX
-    reference_scores: list[float | None] = Field(default_factory=list)
+    probe_face: FaceBox | None = None
+    references: list[ReferenceScore] = Field(default_factory=list)
     model: ModelInfo | None = None
 
 

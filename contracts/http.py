@@ -5,22 +5,43 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from contracts.values import ChallengeType, SessionStatus
+from contracts.values import ChallengeType, Fusion, SessionStatus, ThresholdSource
 
 
 class Body(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
-class CompareRequest(Body):
-    source: str = Field(description="The image whose largest face is compared: base64 or a data URL.")
-    target: str = Field(description="The image whose every face is scored: base64 or a data URL.")
+class DecisionRequest(Body):
     threshold: float | None = Field(
         default=None, ge=0.0, le=1.0, description="Similarity at or above which a face matches."
     )
+    target_false_match_rate: float | None = Field(
+        default=None,
+        gt=0.0,
+        lt=1.0,
+        description="Use the pack's measured threshold for this false-match rate (default 1e-3).",
+    )
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> DecisionRequest:
+        if self.threshold is not None and self.target_false_match_rate is not None:
+            raise ValueError("set threshold or targetFalseMatchRate, not both")
+        return self
+
+
+class CompareRequest(DecisionRequest):
+    source: str = Field(description="The image whose largest face is compared: base64 or a data URL.")
+    target: str = Field(description="The image whose every face is scored: base64 or a data URL.")
+
+
+class VerifyRequest(DecisionRequest):
+    probe: str = Field(description="The image of the person to verify (largest face): base64 or data URL.")
+    references: list[str] = Field(min_length=1, description="Reference images (largest face of each).")
+    fusion: Fusion = Field(default=Fusion.MAX, description="MAX: any reference; MEAN: all together.")
 
 
 class FaceOut(Body):
@@ -39,13 +60,37 @@ class ModelOut(Body):
     commercial_use: bool
 
 
-class CompareResponse(Body):
-    similarity: float = Field(description="Calibrated similarity 0..1 of the best target face")
+class DecisionOut(Body):
+    similarity: float = Field(description="Calibrated similarity 0..1")
     match: bool
-    threshold: float
+    threshold: float = Field(description="The similarity threshold the decision used")
+    threshold_source: ThresholdSource
+    target_false_match_rate: float | None = Field(description="The rate the threshold stands for, if any")
+    model: ModelOut
+
+
+class CompareResponse(DecisionOut):
     source_face: FaceOut
     target_faces: list[TargetFaceOut]
-    model: ModelOut
+
+
+class ErrorOut(Body):
+    code: str
+    detail: str
+
+
+class ReferenceOut(Body):
+    index: int
+    similarity: float | None
+    match: bool | None
+    face: FaceOut | None
+    error: ErrorOut | None
+
+
+class VerifyResponse(DecisionOut):
+    fusion: Fusion
+    probe_face: FaceOut
+    references: list[ReferenceOut]
 
 
 class LegacyCompareResponse(BaseModel):

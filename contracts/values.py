@@ -26,6 +26,24 @@ class ImageData(Value):
         return self
 
 
+class ErrorCode(StrEnum):
+    INVALID_IMAGE = "INVALID_IMAGE"
+    IMAGE_TOO_LARGE = "IMAGE_TOO_LARGE"
+    NO_FACE_IN_SOURCE = "NO_FACE_IN_SOURCE"
+    NO_FACE_IN_TARGET = "NO_FACE_IN_TARGET"
+    NO_FACE_IN_REFERENCES = "NO_FACE_IN_REFERENCES"
+    UNSUPPORTED_FALSE_MATCH_RATE = "UNSUPPORTED_FALSE_MATCH_RATE"
+    IMAGE_NOT_FOUND = "IMAGE_NOT_FOUND"
+    INTERNAL = "INTERNAL"
+
+
+class ErrorInfo(Value):
+    """A permanent failure a worker reports instead of a result."""
+
+    code: ErrorCode
+    detail: str
+
+
 class FaceBox(Value):
     """A detected face: box [x1, y1, x2, y2] in source pixels and detection score."""
 
@@ -38,28 +56,35 @@ class ScoredFace(FaceBox):
     match: bool
 
 
+class ThresholdSource(StrEnum):
+    """Where a decision threshold came from."""
+
+    REQUEST = "REQUEST"  # the caller's `threshold`
+    TARGET_FALSE_MATCH_RATE = "TARGET_FALSE_MATCH_RATE"  # the pack's threshold for the caller's rate
+    DEFAULT = "DEFAULT"  # the pack's threshold for its default rate
+
+
+class Threshold(Value):
+    value: float = Field(ge=0.0, le=1.0)
+    source: ThresholdSource
+    false_match_rate: float | None = None
+
+
+class ReferenceScore(Value):
+    """One reference of a many-reference compare: its best face and score, or why it has none."""
+
+    index: int = Field(ge=0)
+    similarity: float | None = Field(default=None, ge=0.0, le=1.0)
+    face: FaceBox | None = None
+    error: ErrorInfo | None = None
+
+
 class ModelInfo(Value):
     """Which model pack produced a result, and under which licence."""
 
     pack: str
     licence: str
     commercial_use: bool
-
-
-class ErrorCode(StrEnum):
-    INVALID_IMAGE = "INVALID_IMAGE"
-    IMAGE_TOO_LARGE = "IMAGE_TOO_LARGE"
-    NO_FACE_IN_SOURCE = "NO_FACE_IN_SOURCE"
-    NO_FACE_IN_TARGET = "NO_FACE_IN_TARGET"
-    IMAGE_NOT_FOUND = "IMAGE_NOT_FOUND"
-    INTERNAL = "INTERNAL"
-
-
-class ErrorInfo(Value):
-    """A permanent failure a worker reports instead of a result."""
-
-    code: ErrorCode
-    detail: str
 
 
 class SessionStatus(StrEnum):

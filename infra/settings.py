@@ -6,6 +6,7 @@ One class, so a deployment has one table of knobs (README, .env.example). Secret
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from pathlib import Path
 
@@ -52,6 +53,9 @@ class Settings(BaseSettings):
     prefer_gpu: bool = True
     inference_threads: int = 0
     matcher_concurrency: int = 2
+    matcher_batch_size: int = 16
+    matcher_batch_wait_ms: float = 2.0
+    max_references: int = 10
     max_target_faces: int = 20
     verify_model_checksums: bool = True
 
@@ -72,6 +76,13 @@ class Settings(BaseSettings):
     @property
     def resolved_models_dir(self) -> Path:
         return (self.models_dir or self.data_dir / "models").resolve()
+
+    @property
+    def resolved_inference_threads(self) -> int:
+        """Intra-op threads per model: the cores shared among the matcher's inference threads."""
+        if self.inference_threads > 0:
+            return self.inference_threads
+        return max(1, len(os.sched_getaffinity(0)) // max(1, self.matcher_concurrency))
 
     @property
     def static_token(self) -> str | None:

@@ -1,17 +1,20 @@
-"""Send CompareFaces over the broker and wait for FacesCompared, with a deadline."""
+"""Ask the matcher over the broker (request/reply) and wait for its answer, with a deadline."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from aio_pika.exceptions import AMQPError
 from faststream.rabbit import RabbitBroker
 
-from contracts.commands import CompareFaces
-from contracts.events import FacesCompared
+from contracts.commands import CompareFaces, MatchReferences
+from contracts.envelope import Command, Event
+from contracts.events import FacesCompared, ReferencesMatched
 from contracts.routing import CommandKey
 from infra.broker import COMMANDS
+
+Reply = TypeVar("Reply", bound=Event)
 
 
 class ReplyTimeout(Exception):
@@ -25,18 +28,26 @@ class BrokerUnavailable(Exception):
 class Comparisons(Protocol):
     async def compare(self, command: CompareFaces, *, deadline_s: float) -> FacesCompared: ...
 
+    async def match_references(self, command: MatchReferences, *, deadline_s: float) -> ReferencesMatched: ...
+
 
 class BrokerComparisons:
     def __init__(self, broker: RabbitBroker) -> None:
         self._broker = broker
 
     async def compare(self, command: CompareFaces, *, deadline_s: float) -> FacesCompared:
+        return await self._ask(command, CommandKey.COMPARE_FACES, FacesCompared, deadline_s)
+
+    async def match_references(self, command: MatchReferences, *, deadline_s: float) -> ReferencesMatched:
+        return await self._ask(command, CommandKey.MATCH_REFERENCES, ReferencesMatched, deadline_s)
+
+    async def _ask(self, command: Command, routing_key: str, reply: type[Reply], deadline_s: float) -> Reply:
         try:
             async with asyncio.timeout(deadline_s):
-                reply = await self._broker.request(
+                answer = await self._broker.request(
                     command,
                     exchange=COMMANDS,
-                    routing_key=CommandKey.COMPARE_FACES,
+                    routing_key=routing_key,
                     correlation_id=command.correlation_id,
                     message_id=command.message_id,
                     timeout=deadline_s,
@@ -45,4 +56,4 @@ class BrokerComparisons:
             raise ReplyTimeout(f"no reply within {deadline_s:g} s") from error
         except (AMQPError, ConnectionError) as error:
             raise BrokerUnavailable(type(error).__name__) from error
-        return FacesCompared.model_validate_json(reply.body)
+        return reply.model_validate_json(answer.body)

@@ -5,22 +5,36 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
+import numpy.typing as npt
+
 from contracts.values import ErrorCode, ImageData, ModelInfo
+from faces.alignment import align_face
+from faces.calibration import DEFAULT_FALSE_MATCH_RATE
+from faces.detection import Detection
 from faces.errors import ImageTooLargeError, InvalidImageError
 from faces.images import decode_image
 from faces.pipeline import FacePipeline
 from infra.storage.base import ObjectStore
 from infra.storage.errors import ObjectNotFound
+from services.matcher.batching import MicroBatcher
 from services.matcher.scoring import AnalyzedFace, ComparisonError
+
+Crop = npt.NDArray[np.uint8]
 
 
 class OnnxFaceEngine:
-    """Runs the pipeline on a small thread pool, off the event loop."""
+    """Decode, detect and align on a small thread pool; embed faces from concurrent messages in batches."""
 
-    def __init__(self, pipeline: FacePipeline, *, max_pixels: int, workers: int) -> None:
+    def __init__(
+        self, pipeline: FacePipeline, *, max_pixels: int, workers: int, batch_size: int, batch_wait_s: float
+    ) -> None:
         self._pipeline = pipeline
         self._max_pixels = max_pixels
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="matcher")
+        self._embeddings: MicroBatcher[Crop, npt.NDArray[np.float32]] = MicroBatcher(
+            self._embed, executor=self._executor, max_batch=batch_size, max_wait_s=batch_wait_s
+        )
         info = pipeline.info
         self._model = ModelInfo(
             pack=info.pack, licence=info.licence_summary, commercial_use=info.commercial_use
@@ -31,29 +45,41 @@ class OnnxFaceEngine:
         return self._model
 
     @property
-    def threshold(self) -> float:
-        return self._pipeline.calibration.threshold
+    def default_false_match_rate(self) -> float:
+        return DEFAULT_FALSE_MATCH_RATE
+
+    def threshold_for_rate(self, rate: float) -> float | None:
+        calibration = self._pipeline.calibration
+        cosine = calibration.cosine_for_false_match_rate(rate)
+        return None if cosine is None else calibration.similarity(cosine)
 
     def similarity(self, cosine: float) -> float:
         return self._pipeline.calibration.similarity(cosine)
 
     async def analyze(self, image: bytes, *, max_faces: int | None) -> list[AnalyzedFace]:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._analyze, image, max_faces)
+        located = await loop.run_in_executor(self._executor, self._locate, image, max_faces)
+        embeddings = await self._embeddings.submit([crop for _, crop in located])
+        return [
+            AnalyzedFace(box=detection.box, score=detection.score, embedding=embedding)
+            for (detection, _), embedding in zip(located, embeddings, strict=True)
+        ]
 
-    def _analyze(self, image: bytes, max_faces: int | None) -> list[AnalyzedFace]:
+    def _locate(self, image: bytes, max_faces: int | None) -> list[tuple[Detection, Crop]]:
         try:
             pixels = decode_image(image, max_pixels=self._max_pixels)
         except ImageTooLargeError as error:
             raise ComparisonError(ErrorCode.IMAGE_TOO_LARGE, str(error)) from error
         except InvalidImageError as error:
             raise ComparisonError(ErrorCode.INVALID_IMAGE, str(error)) from error
-        return [
-            AnalyzedFace(box=face.detection.box, score=face.detection.score, embedding=face.embedding)
-            for face in self._pipeline.analyze(pixels, max_faces=max_faces)
-        ]
+        detections = self._pipeline.detector.detect(pixels)[:max_faces]
+        return [(detection, align_face(pixels, detection.keypoints)) for detection in detections]
 
-    def close(self) -> None:
+    def _embed(self, crops: list[Crop]) -> list[npt.NDArray[np.float32]]:
+        return list(self._pipeline.embedder.embed(crops))
+
+    async def close(self) -> None:
+        await self._embeddings.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 

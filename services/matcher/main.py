@@ -8,15 +8,15 @@ import logging
 from faststream import FastStream
 from faststream.rabbit import RabbitMessage
 
-from contracts.commands import CompareFaces
-from contracts.events import FacesCompared
-from contracts.routing import MATCHER_COMPARE, EventKey
+from contracts.commands import CompareFaces, MatchReferences
+from contracts.events import FacesCompared, ReferencesMatched
+from contracts.routing import MATCHER_COMPARE, MATCHER_REFERENCES, EventKey
 from faces.packs import load_pack
 from infra.broker import COMMANDS, EVENTS, create_broker, declare_topology, queue_for
 from infra.settings import Settings
 from infra.storage import open_store
 from services.matcher.adapters import OnnxFaceEngine, StoredImages
-from services.matcher.handlers import handle_compare
+from services.matcher.handlers import handle_compare, handle_match_references
 from services.matcher.ports import FaceEngine, ImageSource
 
 log = logging.getLogger("faceproof.matcher")
@@ -38,11 +38,27 @@ def build_app(settings: Settings, *, engine: FaceEngine, images: ImageSource) ->
             await broker.publish(event, exchange=EVENTS, routing_key=EventKey.FACES_COMPARED, persist=True)
         return event
 
+    @broker.subscriber(
+        queue_for(MATCHER_REFERENCES, delivery_limit=settings.delivery_limit),
+        COMMANDS,
+        title="MatchReferences",
+        description="Is the probe any of the references? Each reference scored, then fused (MAX or MEAN).",
+    )
+    async def on_match_references(command: MatchReferences, message: RabbitMessage) -> ReferencesMatched:
+        event = await handle_match_references(command, engine=engine, images=images)
+        if not message.reply_to:
+            await broker.publish(
+                event, exchange=EVENTS, routing_key=EventKey.REFERENCES_MATCHED, persist=True
+            )
+        return event
+
     app = FastStream(broker)
 
     @app.after_startup
     async def declare() -> None:
-        await declare_topology(broker, (MATCHER_COMPARE,), delivery_limit=settings.delivery_limit)
+        await declare_topology(
+            broker, (MATCHER_COMPARE, MATCHER_REFERENCES), delivery_limit=settings.delivery_limit
+        )
 
     return app
 
@@ -54,16 +70,20 @@ async def serve(settings: Settings) -> None:
         settings.model_pack,
         settings.resolved_models_dir,
         prefer_gpu=settings.prefer_gpu,
-        threads=settings.inference_threads,
+        threads=settings.resolved_inference_threads,
         verify_checksums=settings.verify_model_checksums,
     )
     await asyncio.to_thread(pipeline.warm_up)
     engine = OnnxFaceEngine(
-        pipeline, max_pixels=settings.max_image_pixels, workers=settings.matcher_concurrency
+        pipeline,
+        max_pixels=settings.max_image_pixels,
+        workers=settings.matcher_concurrency,
+        batch_size=settings.matcher_batch_size,
+        batch_wait_s=settings.matcher_batch_wait_ms / 1000,
     )
     store = open_store(settings.resolved_storage_url)
     log.info("model pack %s loaded (%s)", engine.model.pack, engine.model.licence)
     try:
         await build_app(settings, engine=engine, images=StoredImages(store)).run()
     finally:
-        engine.close()
+        await engine.close()

@@ -8,7 +8,16 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from contracts.values import ErrorCode, FaceBox, ScoredFace
+from contracts.values import (
+    ErrorCode,
+    ErrorInfo,
+    FaceBox,
+    Fusion,
+    ReferenceScore,
+    ScoredFace,
+    Threshold,
+    ThresholdSource,
+)
 
 
 @dataclass(frozen=True)
@@ -40,9 +49,37 @@ class ComparisonError(Exception):
 class Comparison:
     similarity: float
     match: bool
-    threshold: float
     source_face: FaceBox
     target_faces: list[ScoredFace]
+
+
+@dataclass(frozen=True)
+class ReferencesComparison:
+    similarity: float
+    match: bool
+    probe_face: FaceBox
+    references: list[ReferenceScore]
+
+
+def choose_threshold(
+    requested: float | None,
+    false_match_rate: float | None,
+    *,
+    default_rate: float,
+    threshold_for_rate: Callable[[float], float | None],
+) -> Threshold:
+    """The caller's threshold, else the pack's threshold for the caller's (or the default) rate."""
+    if requested is not None:
+        return Threshold(value=requested, source=ThresholdSource.REQUEST)
+    rate = default_rate if false_match_rate is None else false_match_rate
+    value = threshold_for_rate(rate)
+    if value is None:
+        raise ComparisonError(
+            ErrorCode.UNSUPPORTED_FALSE_MATCH_RATE,
+            f"the model pack has no measured threshold for a false-match rate of {rate:g}",
+        )
+    source = ThresholdSource.DEFAULT if false_match_rate is None else ThresholdSource.TARGET_FALSE_MATCH_RATE
+    return Threshold(value=round(value, 6), source=source, false_match_rate=rate)
 
 
 def cosine(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> float:
@@ -74,9 +111,43 @@ def compare_faces(
         scored.append(ScoredFace(box=box.box, score=box.score, similarity=value, match=value >= threshold))
     best = max(scored, key=lambda face: face.similarity)
     return Comparison(
-        similarity=best.similarity,
-        match=best.match,
-        threshold=threshold,
-        source_face=probe.to_box(),
-        target_faces=scored,
+        similarity=best.similarity, match=best.match, source_face=probe.to_box(), target_faces=scored
+    )
+
+
+def match_references(
+    probe: Sequence[AnalyzedFace],
+    references: Sequence[Sequence[AnalyzedFace] | ErrorInfo],
+    *,
+    similarity: Callable[[float], float],
+    threshold: float,
+    fusion: Fusion,
+) -> ReferencesComparison:
+    """Score the largest probe face against the largest face of each reference, then fuse.
+
+    MAX: the best reference decides (any of these photos). MEAN: the average over the references
+    where a face was found (all of them together). References without a usable face are reported
+    with their error and left out of the fusion; if none is left, NO_FACE_IN_REFERENCES.
+    """
+    if not probe:
+        raise ComparisonError(ErrorCode.NO_FACE_IN_SOURCE, "no face was found in the probe image")
+    best_probe = max(probe, key=lambda face: face.area)
+    scores: list[ReferenceScore] = []
+    for index, reference in enumerate(references):
+        if isinstance(reference, ErrorInfo):
+            scores.append(ReferenceScore(index=index, error=reference))
+        elif not reference:
+            error = ErrorInfo(code=ErrorCode.NO_FACE_IN_TARGET, detail="no face was found in this reference")
+            scores.append(ReferenceScore(index=index, error=error))
+        else:
+            face = max(reference, key=lambda candidate: candidate.area)
+            value = round(similarity(cosine(best_probe.embedding, face.embedding)), 6)
+            scores.append(ReferenceScore(index=index, similarity=value, face=face.to_box()))
+    values = [score.similarity for score in scores if score.similarity is not None]
+    if not values:
+        raise ComparisonError(ErrorCode.NO_FACE_IN_REFERENCES, "no face was found in any reference image")
+    fused = max(values) if fusion is Fusion.MAX else sum(values) / len(values)
+    fused = round(fused, 6)
+    return ReferencesComparison(
+        similarity=fused, match=fused >= threshold, probe_face=best_probe.to_box(), references=scores
     )

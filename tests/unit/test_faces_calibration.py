@@ -89,3 +89,24 @@ def test_builtin_calibrations_are_sane(name: str) -> None:
     assert 0.0 < calibration.threshold < 1.0
     assert calibration.similarity(0.9) > 0.95
     assert calibration.similarity(0.0) < 0.05
+
+
+def test_threshold_for_a_false_match_rate_interpolates_on_log_scale() -> None:
+    calibration = Calibration(
+        a=20.0, b=-6.0, cosine_threshold=0.3, fmr_cosines=((1e-2, 0.2), (1e-3, 0.3), (1e-4, 0.4))
+    )
+    assert calibration.cosine_for_false_match_rate(1e-3) == pytest.approx(0.3)
+    assert calibration.cosine_for_false_match_rate(10**-3.5) == pytest.approx(0.35)
+    assert calibration.cosine_for_false_match_rate(1e-5) is None  # not measured: no promise
+    assert calibration.cosine_for_false_match_rate(0.1) is None
+
+
+def test_without_measurements_only_the_default_rate_is_known() -> None:
+    calibration = Calibration(a=20.0, b=-6.0, cosine_threshold=0.3)
+    assert calibration.cosine_for_false_match_rate(1e-3) == 0.3
+    assert calibration.cosine_for_false_match_rate(1e-2) is None
+
+
+def test_rates_must_be_listed_largest_first() -> None:
+    with pytest.raises(ValueError):
+        Calibration(a=20.0, b=-6.0, cosine_threshold=0.3, fmr_cosines=((1e-4, 0.4), (1e-2, 0.2)))

@@ -1,36 +1,43 @@
-"""POST /v1/compare and the seed's POST /compare."""
+"""POST /v1/compare, POST /v1/verify (many references) and the seed's POST /compare."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from fastapi import APIRouter
 
-from contracts.commands import CompareFaces
+from contracts.commands import CompareFaces, MatchReferences
 from contracts.envelope import new_id
-from contracts.events import FacesCompared
+from contracts.events import FacesCompared, ReferencesMatched
 from contracts.http import (
     CompareRequest,
     CompareResponse,
+    DecisionOut,
+    ErrorOut,
     FaceOut,
     LegacyCompareResponse,
     ModelOut,
     Problem,
+    ReferenceOut,
     TargetFaceOut,
+    VerifyRequest,
+    VerifyResponse,
 )
-from contracts.values import ErrorCode, ImageData
+from contracts.values import ErrorCode, ErrorInfo, FaceBox, ImageData, ModelInfo, Threshold
 from services.gateway.comparisons import BrokerUnavailable, ReplyTimeout
-from services.gateway.dependencies import PrincipalDep, ResourcesDep
+from services.gateway.dependencies import PrincipalDep, Resources, ResourcesDep
 from services.gateway.images import decode_image_field
 from services.gateway.problems import ProblemError
 
-router = APIRouter()
+router = APIRouter(tags=["compare"])
+Answer = TypeVar("Answer", FacesCompared, ReferencesMatched)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": Problem, "description": "Not base64, not an image, or malformed JSON"},
     401: {"model": Problem, "description": "Missing or wrong token"},
     413: {"model": Problem, "description": "Image over the byte or pixel limit"},
-    422: {"model": Problem, "description": "No face found (code NO_FACE_IN_SOURCE / NO_FACE_IN_TARGET)"},
+    422: {"model": Problem, "description": "No face found (code NO_FACE_IN_...), or an unsupported rate"},
     503: {"model": Problem, "description": "Broker unavailable"},
     504: {"model": Problem, "description": "No matcher answered before the deadline"},
 }
@@ -38,6 +45,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 _ERROR_STATUS = {
     ErrorCode.NO_FACE_IN_SOURCE: (422, "No face found"),
     ErrorCode.NO_FACE_IN_TARGET: (422, "No face found"),
+    ErrorCode.NO_FACE_IN_REFERENCES: (422, "No face found"),
+    ErrorCode.UNSUPPORTED_FALSE_MATCH_RATE: (422, "Unsupported false-match rate"),
     ErrorCode.INVALID_IMAGE: (400, "Invalid image"),
     ErrorCode.IMAGE_TOO_LARGE: (413, "Image too large"),
     ErrorCode.IMAGE_NOT_FOUND: (422, "Image not found"),
@@ -45,22 +54,19 @@ _ERROR_STATUS = {
 }
 
 
-async def _compare(body: CompareRequest, principal: PrincipalDep, res: ResourcesDep) -> FacesCompared:
-    limits = {"max_bytes": res.settings.max_image_bytes, "max_pixels": res.settings.max_image_pixels}
-    command = CompareFaces(
-        correlation_id=new_id(),
-        client_id=principal.client_id,
-        source=ImageData(inline=decode_image_field(body.source, field="source", **limits)),
-        target=ImageData(inline=decode_image_field(body.target, field="target", **limits)),
-        threshold=body.threshold,
-        max_target_faces=res.settings.max_target_faces,
+def _image(value: str, field: str, res: Resources) -> ImageData:
+    data = decode_image_field(
+        value, field=field, max_bytes=res.settings.max_image_bytes, max_pixels=res.settings.max_image_pixels
     )
-    timeout = res.settings.compare_timeout_s
+    return ImageData(inline=data)
+
+
+async def _answer(pending: Awaitable[Answer], deadline_s: float) -> Answer:
     try:
-        event = await res.comparisons.compare(command, deadline_s=timeout)
+        answer = await pending
     except ReplyTimeout:
         raise ProblemError(
-            504, "Matcher timeout", f"No matcher answered within {timeout:g} s.", code="MATCHER_TIMEOUT"
+            504, "Matcher timeout", f"No matcher answered within {deadline_s:g} s.", code="MATCHER_TIMEOUT"
         ) from None
     except BrokerUnavailable:
         raise ProblemError(
@@ -70,40 +76,109 @@ async def _compare(body: CompareRequest, principal: PrincipalDep, res: Resources
             code="BROKER_UNAVAILABLE",
             headers={"Retry-After": "5"},
         ) from None
-    if event.error is not None:
-        status, title = _ERROR_STATUS[event.error.code]
-        raise ProblemError(status, title, event.error.detail, code=event.error.code)
-    return event
+    if answer.error is not None:
+        raise _problem(answer.error)
+    return answer
 
 
-def _response(event: FacesCompared) -> CompareResponse:
-    assert event.source_face is not None and event.model is not None
-    assert event.similarity is not None and event.match is not None and event.threshold is not None
-    return CompareResponse(
-        similarity=event.similarity,
-        match=event.match,
-        threshold=event.threshold,
-        source_face=FaceOut(box=event.source_face.box, score=event.source_face.score),
-        target_faces=[
-            TargetFaceOut(box=face.box, score=face.score, similarity=face.similarity, match=face.match)
-            for face in event.target_faces
-        ],
-        model=ModelOut(
-            pack=event.model.pack, licence=event.model.licence, commercial_use=event.model.commercial_use
-        ),
+def _problem(error: ErrorInfo) -> ProblemError:
+    status, title = _ERROR_STATUS[error.code]
+    return ProblemError(status, title, error.detail, code=error.code)
+
+
+def _face(face: FaceBox) -> FaceOut:
+    return FaceOut(box=face.box, score=face.score)
+
+
+def _decision(
+    similarity: float | None, match: bool | None, threshold: Threshold | None, model: ModelInfo | None
+) -> dict[str, Any]:
+    assert similarity is not None and match is not None and threshold is not None and model is not None
+    return DecisionOut(
+        similarity=similarity,
+        match=match,
+        threshold=threshold.value,
+        threshold_source=threshold.source,
+        target_false_match_rate=threshold.false_match_rate,
+        model=ModelOut(pack=model.pack, licence=model.licence, commercial_use=model.commercial_use),
+    ).model_dump()
+
+
+async def _compare(body: CompareRequest, principal: PrincipalDep, res: ResourcesDep) -> FacesCompared:
+    command = CompareFaces(
+        correlation_id=new_id(),
+        client_id=principal.client_id,
+        source=_image(body.source, "source", res),
+        target=_image(body.target, "target", res),
+        threshold=body.threshold,
+        target_false_match_rate=body.target_false_match_rate,
+        max_target_faces=res.settings.max_target_faces,
     )
+    deadline = res.settings.compare_timeout_s
+    return await _answer(res.comparisons.compare(command, deadline_s=deadline), deadline)
 
 
 @router.post(
     "/v1/compare",
     response_model=CompareResponse,
-    response_model_by_alias=True,
     responses=ERRORS,
-    tags=["compare"],
     summary="Compare the largest source face with every target face",
 )
 async def compare(body: CompareRequest, principal: PrincipalDep, res: ResourcesDep) -> CompareResponse:
-    return _response(await _compare(body, principal, res))
+    event = await _compare(body, principal, res)
+    assert event.source_face is not None
+    return CompareResponse(
+        **_decision(event.similarity, event.match, event.threshold, event.model),
+        source_face=_face(event.source_face),
+        target_faces=[
+            TargetFaceOut(box=face.box, score=face.score, similarity=face.similarity, match=face.match)
+            for face in event.target_faces
+        ],
+    )
+
+
+@router.post(
+    "/v1/verify",
+    response_model=VerifyResponse,
+    responses=ERRORS,
+    summary="Is the person on the probe any of the references? (many-reference compare)",
+)
+async def verify(body: VerifyRequest, principal: PrincipalDep, res: ResourcesDep) -> VerifyResponse:
+    limit = res.settings.max_references
+    if len(body.references) > limit:
+        raise ProblemError(
+            413, "Too many references", f"At most {limit} references per request.", code="TOO_MANY_REFERENCES"
+        )
+    command = MatchReferences(
+        correlation_id=new_id(),
+        client_id=principal.client_id,
+        probe=_image(body.probe, "probe", res),
+        references=[_image(value, f"references[{i}]", res) for i, value in enumerate(body.references)],
+        fusion=body.fusion,
+        threshold=body.threshold,
+        target_false_match_rate=body.target_false_match_rate,
+    )
+    deadline = res.settings.compare_timeout_s
+    event = await _answer(res.comparisons.match_references(command, deadline_s=deadline), deadline)
+    assert event.probe_face is not None and event.threshold is not None
+    threshold = event.threshold.value
+    return VerifyResponse(
+        **_decision(event.similarity, event.match, event.threshold, event.model),
+        fusion=event.fusion,
+        probe_face=_face(event.probe_face),
+        references=[
+            ReferenceOut(
+                index=reference.index,
+                similarity=reference.similarity,
+                match=None if reference.similarity is None else reference.similarity >= threshold,
+                face=_face(reference.face) if reference.face else None,
+                error=ErrorOut(code=reference.error.code, detail=reference.error.detail)
+                if reference.error
+                else None,
+            )
+            for reference in event.references
+        ],
+    )
 
 
 @router.post(

@@ -1,0 +1,87 @@
+"""Micro-batching: faces from concurrent messages are embedded together, one model call per batch."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+@dataclass
+class _Request(Generic[Item, Result]):
+    items: Sequence[Item]
+    done: asyncio.Future[list[Result]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class MicroBatcher(Generic[Item, Result]):
+    """Collects items until ``max_batch`` of them or ``max_wait_s`` after the first, then runs them.
+
+    ``run`` maps a list of items to a list of results of the same length; it is blocking and runs
+    on ``executor``. One batch runs at a time per batcher, which is what a model session wants.
+    """
+
+    def __init__(
+        self,
+        run: Callable[[list[Item]], list[Result]],
+        *,
+        executor: Executor,
+        max_batch: int,
+        max_wait_s: float,
+    ) -> None:
+        self._run = run
+        self._executor = executor
+        self._max_batch = max(1, max_batch)
+        self._max_wait_s = max(0.0, max_wait_s)
+        self._queue: asyncio.Queue[_Request[Item, Result]] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self.batches = 0
+
+    async def submit(self, items: Sequence[Item]) -> list[Result]:
+        if not items:
+            return []
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._serve(), name="micro-batcher")
+        request: _Request[Item, Result] = _Request(items)
+        await self._queue.put(request)
+        return await request.done
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            size = len(batch[0].items)
+            deadline = loop.time() + self._max_wait_s
+            while size < self._max_batch:
+                try:
+                    request = await asyncio.wait_for(self._queue.get(), max(0.0, deadline - loop.time()))
+                except TimeoutError:
+                    break
+                batch.append(request)
+                size += len(request.items)
+            items = [item for request in batch for item in request.items]
+            try:
+                results = await loop.run_in_executor(self._executor, self._run, items)
+            except Exception as error:
+                for request in batch:
+                    if not request.done.done():
+                        request.done.set_exception(error)
+                continue
+            self.batches += 1
+            start = 0
+            for request in batch:
+                end = start + len(request.items)
+                if not request.done.done():
+                    request.done.set_result(results[start:end])
+                start = end

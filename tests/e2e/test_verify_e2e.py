@@ -1,0 +1,104 @@
+"""Many references in one request, and decisions at a chosen threshold or false-match rate."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.conftest import Stack, image_b64
+from tests.e2e.test_compare_e2e import compare
+from tests.paths import DATA_DIR, PEOPLE
+
+pytestmark = pytest.mark.e2e
+
+
+def verify(stack: Stack, probe: str, references: list[str], **extra: object) -> tuple[int, dict[str, object]]:
+    body = {
+        "probe": image_b64(PEOPLE / probe),
+        "references": [image_b64(PEOPLE / r) for r in references],
+        **extra,
+    }
+    with stack.client() as client:
+        response = client.post("/v1/verify", json=body)
+    return response.status_code, response.json()
+
+
+def test_probe_is_one_of_the_references(stack: Stack) -> None:
+    status, body = verify(stack, "obama.jpg", ["biden.jpg", "obama2.jpg", "knn_train__rose_leslie__img1.jpg"])
+    assert status == 200, body
+    refs = body["references"]
+    assert [r["index"] for r in refs] == [0, 1, 2]
+    assert [r["match"] for r in refs] == [False, True, False]
+    assert body["match"] is True and body["fusion"] == "MAX"
+    assert body["similarity"] == refs[1]["similarity"]
+
+
+def test_mean_fusion_needs_every_reference_to_agree(stack: Stack) -> None:
+    references = ["obama2.jpg", "biden.jpg", "knn_train__rose_leslie__img1.jpg"]
+    status, body = verify(stack, "obama.jpg", references, fusion="MEAN")
+    assert status == 200, body
+    sims = [r["similarity"] for r in body["references"]]
+    assert body["similarity"] == pytest.approx(sum(sims) / 3, abs=1e-5)
+    assert body["references"][0]["match"] is True and body["match"] is False
+
+
+def test_a_reference_without_a_face_is_reported_not_fatal(stack: Stack) -> None:
+    body = {
+        "probe": image_b64(PEOPLE / "biden.jpg"),
+        "references": [
+            image_b64(DATA_DIR / "faces" / "negative" / "bulk__view.jpg"),
+            image_b64(PEOPLE / "knn_train__biden__biden2.jpg"),
+        ],
+    }
+    with stack.client() as client:
+        response = client.post("/v1/verify", json=body)
+    assert response.status_code == 200, response.text
+    first, second = response.json()["references"]
+    assert first["error"]["code"] == "NO_FACE_IN_TARGET" and first["similarity"] is None
+    assert second["match"] is True
+
+
+def test_too_many_references_is_413(stack: Stack) -> None:
+    status, body = verify(stack, "obama.jpg", ["obama2.jpg"] * 11)
+    assert status == 413 and body["code"] == "TOO_MANY_REFERENCES"
+
+
+def test_default_threshold_says_where_it_comes_from(stack: Stack) -> None:
+    status, body = compare(stack, image_b64(PEOPLE / "obama.jpg"), image_b64(PEOPLE / "obama2.jpg"))
+    assert status == 200
+    assert body["thresholdSource"] == "DEFAULT" and body["targetFalseMatchRate"] == 0.001
+
+
+def test_threshold_from_the_request(stack: Stack) -> None:
+    status, body = compare(
+        stack, image_b64(PEOPLE / "obama.jpg"), image_b64(PEOPLE / "obama2.jpg"), threshold=0.9999999
+    )
+    assert status == 200
+    assert body["threshold"] == 0.9999999 and body["thresholdSource"] == "REQUEST"
+    assert body["match"] is (body["similarity"] >= 0.9999999)
+
+
+def test_stricter_false_match_rate_gives_a_higher_threshold(stack: Stack) -> None:
+    source, target = image_b64(PEOPLE / "obama.jpg"), image_b64(PEOPLE / "obama2.jpg")
+    _, default = compare(stack, source, target)
+    status, strict = compare(stack, source, target, targetFalseMatchRate=1e-4)
+    assert status == 200, strict
+    assert strict["thresholdSource"] == "TARGET_FALSE_MATCH_RATE" and strict["targetFalseMatchRate"] == 1e-4
+    assert strict["threshold"] > default["threshold"]
+
+
+def test_unmeasured_false_match_rate_is_422(stack: Stack) -> None:
+    status, body = compare(
+        stack, image_b64(PEOPLE / "obama.jpg"), image_b64(PEOPLE / "obama2.jpg"), targetFalseMatchRate=1e-9
+    )
+    assert status == 422 and body["code"] == "UNSUPPORTED_FALSE_MATCH_RATE"
+
+
+def test_threshold_and_rate_together_are_refused(stack: Stack) -> None:
+    status, body = compare(
+        stack,
+        image_b64(PEOPLE / "obama.jpg"),
+        image_b64(PEOPLE / "obama2.jpg"),
+        threshold=0.5,
+        targetFalseMatchRate=1e-3,
+    )
+    assert status == 422 and body["code"] == "INVALID_REQUEST"

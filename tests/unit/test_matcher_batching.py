@@ -1,0 +1,70 @@
+"""Micro-batching groups concurrent requests, keeps each caller's results, and passes errors on."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from services.matcher.batching import MicroBatcher
+
+
+def doubled(items: list[int]) -> list[int]:
+    calls.append(len(items))
+    return [2 * item for item in items]
+
+
+calls: list[int] = []
+
+
+@pytest.fixture
+def executor() -> ThreadPoolExecutor:
+    calls.clear()
+    return ThreadPoolExecutor(max_workers=1)
+
+
+async def test_concurrent_requests_share_a_batch(executor: ThreadPoolExecutor) -> None:
+    batcher: MicroBatcher[int, int] = MicroBatcher(doubled, executor=executor, max_batch=16, max_wait_s=0.05)
+    results = await asyncio.gather(*(batcher.submit([i, i + 100]) for i in range(5)))
+    assert results == [[2 * i, 2 * (i + 100)] for i in range(5)]
+    assert calls == [10] and batcher.batches == 1
+    await batcher.close()
+
+
+async def test_batches_are_capped(executor: ThreadPoolExecutor) -> None:
+    batcher: MicroBatcher[int, int] = MicroBatcher(doubled, executor=executor, max_batch=4, max_wait_s=0.05)
+    results = await asyncio.gather(*(batcher.submit([i]) for i in range(10)))
+    assert [r[0] for r in results] == [2 * i for i in range(10)]
+    assert max(calls) <= 4 and sum(calls) == 10
+    await batcher.close()
+
+
+async def test_a_lone_request_waits_at_most_the_deadline(executor: ThreadPoolExecutor) -> None:
+    batcher: MicroBatcher[int, int] = MicroBatcher(doubled, executor=executor, max_batch=64, max_wait_s=0.02)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await batcher.submit([3]) == [6]
+    assert loop.time() - started < 0.5
+    await batcher.close()
+
+
+async def test_errors_reach_every_caller_of_the_batch_and_the_batcher_goes_on(
+    executor: ThreadPoolExecutor,
+) -> None:
+    def fails(items: list[int]) -> list[int]:
+        if 13 in items:
+            raise ValueError("unlucky")
+        return items
+
+    batcher: MicroBatcher[int, int] = MicroBatcher(fails, executor=executor, max_batch=8, max_wait_s=0.05)
+    outcomes = await asyncio.gather(batcher.submit([13]), batcher.submit([1]), return_exceptions=True)
+    assert all(isinstance(outcome, ValueError) for outcome in outcomes)
+    assert await batcher.submit([2]) == [2]
+    await batcher.close()
+
+
+async def test_empty_submission(executor: ThreadPoolExecutor) -> None:
+    batcher: MicroBatcher[int, int] = MicroBatcher(doubled, executor=executor, max_batch=8, max_wait_s=0.01)
+    assert await batcher.submit([]) == []
+    assert calls == []
