@@ -56,7 +56,7 @@ def image_b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 
 
-def _wait_ready(url: str, processes: list[subprocess.Popen[bytes]], logs: Path, seconds: float = 120) -> None:
+def wait_ready(url: str, processes: list[subprocess.Popen[bytes]], logs: Path, seconds: float = 120) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         for process in processes:
@@ -112,7 +112,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, seaweedfs: SeaweedFS) -> Ite
             for name, argv in (("gateway", ["gateway"]), ("matcher", ["worker", "matcher"]))
         ]
         try:
-            _wait_ready(f"http://127.0.0.1:{port}", processes, logs)
+            wait_ready(f"http://127.0.0.1:{port}", processes, logs)
             yield Stack(url=f"http://127.0.0.1:{port}", env=env, vhost=vhost, logs=logs)
         finally:
             for process in processes:

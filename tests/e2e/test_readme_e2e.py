@@ -8,14 +8,11 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.e2e.conftest import free_port
+from tests.e2e.conftest import free_port, wait_ready
 from tests.paths import DATA_DIR, MODELS_DIR, REPO_ROOT
 from tests.support.broker import temporary_vhost
 
@@ -54,25 +51,12 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            _wait(url, process, data_dir / "up.log")
+            wait_ready(url, [process], data_dir)
             yield url
         finally:
             process.send_signal(signal.SIGINT)
             assert process.wait(30) == 0
             assert (data_dir / "faceproof.db").exists()  # the embedded SQLite default
-
-
-def _wait(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    for _ in range(240):
-        if process.poll() is not None:
-            pytest.fail("faceproof up exited:\n" + log.read_text()[-4000:])
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    pytest.fail("faceproof up did not get ready:\n" + log.read_text()[-4000:])
 
 
 def test_readme_examples_work_against_faceproof_up(up: str) -> None:
