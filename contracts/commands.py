@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import Field, HttpUrl, model_validator
 
 from contracts.envelope import Command
-from contracts.values import CallbackOutcome, ChallengeType, Fusion, ImageData
+from contracts.values import CallbackOutcome, ChallengeType, Fusion, ImageData, QualityFilter
 
 
 class Decision(Command):
@@ -16,6 +16,7 @@ class Decision(Command):
 
     threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     target_false_match_rate: float | None = Field(default=None, gt=0.0, lt=1.0)
+    quality_filter: QualityFilter = QualityFilter.NONE
 
     @model_validator(mode="after")
     def _one_rule(self) -> Decision:

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from contracts.values import ChallengeType, Fusion, SessionStatus, ThresholdSource
+from contracts.values import ChallengeType, Fusion, QualityFilter, SessionStatus, ThresholdSource
 
 
 class Body(BaseModel):
@@ -24,6 +24,10 @@ class DecisionRequest(Body):
         gt=0.0,
         lt=1.0,
         description="Use the pack's measured threshold for this false-match rate (default 1e-3).",
+    )
+    quality_filter: QualityFilter = Field(
+        default=QualityFilter.NONE,
+        description="Faces below this quality bar are reported but not matched (docs/quality.md).",
     )
 
     @model_validator(mode="after")
@@ -44,13 +48,26 @@ class VerifyRequest(DecisionRequest):
     fusion: Fusion = Field(default=Fusion.MAX, description="MAX: any reference; MEAN: all together.")
 
 
+class QualityOut(Body):
+    size_px: float = Field(description="Shorter side of the face box, pixels")
+    sharpness: float
+    brightness: float = Field(description="Mean grey level 0..255 of the face")
+    yaw: float = Field(description="Head pose, degrees (approximate)")
+    pitch: float
+    roll: float
+
+
 class FaceOut(Body):
     box: tuple[float, float, float, float] = Field(description="[x1, y1, x2, y2] in pixels")
     score: float = Field(description="Detection confidence 0..1")
+    quality: QualityOut | None = None
+    quality_issues: list[str] = Field(
+        default_factory=list, description="Why the face is below the requested quality bar (empty: it passes)"
+    )
 
 
 class TargetFaceOut(FaceOut):
-    similarity: float
+    similarity: float | None = Field(description="None when the face is below the quality bar")
     match: bool
 
 

@@ -32,6 +32,8 @@ class ErrorCode(StrEnum):
     NO_FACE_IN_SOURCE = "NO_FACE_IN_SOURCE"
     NO_FACE_IN_TARGET = "NO_FACE_IN_TARGET"
     NO_FACE_IN_REFERENCES = "NO_FACE_IN_REFERENCES"
+    SOURCE_FACE_BELOW_QUALITY = "SOURCE_FACE_BELOW_QUALITY"
+    TARGET_FACES_BELOW_QUALITY = "TARGET_FACES_BELOW_QUALITY"
     UNSUPPORTED_FALSE_MATCH_RATE = "UNSUPPORTED_FALSE_MATCH_RATE"
     IMAGE_NOT_FOUND = "IMAGE_NOT_FOUND"
     INTERNAL = "INTERNAL"
@@ -44,15 +46,42 @@ class ErrorInfo(Value):
     detail: str
 
 
+class QualityFilter(StrEnum):
+    """Rekognition's semantics: faces below the bar are reported, not matched (docs/quality.md)."""
+
+    NONE = "NONE"
+    LOW = "LOW"
+    MEDIUM = "MEDIUM"
+    HIGH = "HIGH"
+
+
+class FaceQualityInfo(Value):
+    """Quality measures of a face (docs/quality.md): pixels, sharpness, grey level, pose in degrees."""
+
+    size_px: float
+    sharpness: float
+    brightness: float
+    yaw: float
+    pitch: float
+    roll: float
+
+
 class FaceBox(Value):
-    """A detected face: box [x1, y1, x2, y2] in source pixels and detection score."""
+    """A detected face: box [x1, y1, x2, y2] in source pixels, detection score, quality.
+
+    ``quality_issues`` lists why the face is below the requested quality bar (empty: it passes).
+    """
 
     box: tuple[float, float, float, float]
     score: float = Field(ge=0.0, le=1.0)
+    quality: FaceQualityInfo | None = None
+    quality_issues: tuple[str, ...] = ()
 
 
 class ScoredFace(FaceBox):
-    similarity: float = Field(ge=0.0, le=1.0)
+    """A target face; faces below the quality bar have no similarity and never match."""
+
+    similarity: float | None = Field(default=None, ge=0.0, le=1.0)
     match: bool
 
 

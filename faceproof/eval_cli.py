@@ -1,7 +1,355 @@
-"""`faceproof eval ...`: accuracy evaluations."""
+"""`faceproof eval ...`: accuracy evaluations.
+
+``faceproof eval verify`` runs labelled pairs through the service's own face pipeline
+(:func:`faces.packs.load_pack` then ``FacePipeline.analyze``) and reports verification accuracy;
+the maths lives in :mod:`faces.evaluation`. See ``docs/accuracy.md``.
+"""
 
 from __future__ import annotations
 
+import csv
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
 import typer
 
+from faces.evaluation import FaceRule
+from faces.quality import QualityFilter
+
+if TYPE_CHECKING:
+    from faces.evaluation import AnalysedImage, Pair, PairScores, VerificationMetrics
+    from faces.pipeline import FacePipeline
+
 eval_app = typer.Typer(help="Evaluate accuracy on labelled data.", no_args_is_help=True)
+
+
+@dataclass(frozen=True)
+class _Run:
+    pipeline: FacePipeline
+    pairs: list[Pair]
+    images: dict[str, AnalysedImage]
+    scores: PairScores
+    metrics: VerificationMetrics
+    seconds: float
+
+
+@eval_app.command("verify")
+def verify(
+    pairs: Annotated[
+        Path,
+        typer.Option(
+            "--pairs", help="CSV with file_a,file_b,same[,fold]", exists=True, dir_okay=False, readable=True
+        ),
+    ],
+    images: Annotated[
+        Path, typer.Option("--images", help="Directory the CSV's file names are relative to", file_okay=False)
+    ],
+    pack: Annotated[str | None, typer.Option(help="Model pack (default: FACEPROOF_MODEL_PACK)")] = None,
+    models_dir: Annotated[
+        Path | None, typer.Option("--models-dir", help="Models directory (default: FACEPROOF_MODELS_DIR)")
+    ] = None,
+    face: Annotated[
+        FaceRule,
+        typer.Option(
+            help="Face a pair is scored with: nearest the image centre (as the calibration fit) or the "
+            "largest (as the service); the other rule is reported too"
+        ),
+    ] = FaceRule.CENTRE,
+    folds: Annotated[
+        int | None,
+        typer.Option(
+            min=2,
+            help="Ignore the CSV's folds and make N stratified folds (for a CSV with none, or just one)",
+        ),
+    ] = None,
+    quality_filter: Annotated[
+        QualityFilter,
+        typer.Option(
+            "--quality-filter", help="Faces below this quality are not matched: their pairs count as errors"
+        ),
+    ] = QualityFilter.NONE,
+    threads: Annotated[int, typer.Option(help="ONNX Runtime threads (0: its default)")] = 0,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write per-pair scores (CSV) and ROC / score plots (PNG) here"),
+    ] = None,
+) -> None:
+    """Verification accuracy on labelled pairs, with the service's detection, alignment and embedding.
+
+    Reports accuracy at the best threshold (k-fold when the pairs have 2 or more folds: the
+    threshold is chosen on the other folds), TAR at FAR 1e-2 and 1e-3, EER, ROC AUC and the
+    images where no face was found; pairs with such an image are rejected (cosine -1), never
+    dropped.
+    """
+    from faces.errors import FaceError
+    from faces.evaluation import assign_folds, read_pairs
+
+    try:
+        pair_list = read_pairs(pairs)
+    except (ValueError, KeyError) as exc:
+        _fail(f"cannot read {pairs}: {exc}")
+    if not pair_list:
+        _fail(f"{pairs} has no pairs")
+    if folds is not None:
+        pair_list = assign_folds(pair_list, folds)
+    try:
+        run = _run(pair_list, images, pack, models_dir, threads, face, quality_filter)
+    except (FaceError, OSError, ValueError) as exc:
+        _fail(str(exc))
+    report = _report(run, face, quality_filter)
+    if out is not None:
+        _write_outputs(out, run, face)
+        report["out"] = str(out)
+    if json_output:
+        typer.echo(json.dumps(report))
+    else:
+        typer.echo(_human(report))
+
+
+def _fail(message: str) -> Any:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def _run(
+    pairs: list[Pair],
+    images_dir: Path,
+    pack: str | None,
+    models_dir: Path | None,
+    threads: int,
+    rule: FaceRule,
+    quality_filter: QualityFilter,
+) -> _Run:
+    from tqdm import tqdm
+
+    from faces.evaluation import analyse_images, score_pairs, verification_metrics
+    from faces.packs import load_pack
+    from infra.settings import load_settings
+
+    if pack is None or models_dir is None:
+        settings = load_settings()
+        pack = pack or settings.model_pack
+        models_dir = models_dir or settings.resolved_models_dir
+    pipeline = load_pack(pack, models_dir, threads=threads)
+    pipeline.warm_up()
+    files = sorted({file for pair in pairs for file in (pair.file_a, pair.file_b)})
+    started = time.perf_counter()
+    with tqdm(total=len(files), desc=f"{pack}", unit="image", file=sys.stderr, dynamic_ncols=True) as bar:
+
+        def advance(_: str) -> None:
+            bar.update()
+
+        analysed = analyse_images(pipeline, images_dir, files, on_image=advance)
+    seconds = time.perf_counter() - started
+    scores = score_pairs(pairs, analysed, rule, quality_filter)
+    metrics = verification_metrics(scores.cosines, scores.labels, scores.folds)
+    return _Run(pipeline, pairs, analysed, scores, metrics, seconds)
+
+
+def _report(run: _Run, rule: FaceRule, quality_filter: QualityFilter) -> dict[str, Any]:
+    import onnxruntime
+
+    from faces.evaluation import accuracy_at, score_pairs, verification_metrics
+    from faces.quality import passes
+
+    no_face = sorted(file for file, image in run.images.items() if not image.faces)
+    probes = {file: image.probe(rule) for file, image in run.images.items()}
+    below = sorted(
+        file
+        for file, probe in probes.items()
+        if probe is not None
+        and quality_filter is not QualityFilter.NONE
+        and (probe.quality is None or not passes(probe.quality, quality_filter))
+    )
+    other = FaceRule.LARGEST if rule is FaceRule.CENTRE else FaceRule.CENTRE
+    other_scores = score_pairs(run.pairs, run.images, other, quality_filter)
+    other_metrics = verification_metrics(other_scores.cosines, other_scores.labels, other_scores.folds)
+    differ = sum(
+        1 for image in run.images.values() if image.faces and image.probe(rule) is not image.probe(other)
+    )
+    pack_threshold = run.pipeline.cosine_threshold
+    report: dict[str, Any] = {
+        **run.metrics.as_dict(),
+        "no_face": len(no_face),
+        "no_face_images": no_face,
+        "no_face_pairs": sum(
+            1 for pair in run.pairs if not (run.images[pair.file_a].faces and run.images[pair.file_b].faces)
+        ),
+        "pairs_rejected_without_face": int(run.scores.missing.sum()),
+        "pack": run.pipeline.info.pack,
+        "models": [model.file for model in run.pipeline.info.models],
+        "face": rule.value,
+        "images": len(run.images),
+        "seconds": round(run.seconds, 2),
+        "ms_per_image": round(1000 * run.seconds / max(len(run.images), 1), 1),
+        "pack_threshold": pack_threshold,
+        "accuracy_at_pack_threshold": accuracy_at(run.scores.cosines, run.scores.labels, pack_threshold),
+        "quality_filter": quality_filter.value,
+        "below_quality": len(below),
+        "quality_pass": {
+            level.value: sum(
+                1 for probe in probes.values() if probe and probe.quality and passes(probe.quality, level)
+            )
+            for level in (QualityFilter.LOW, QualityFilter.MEDIUM, QualityFilter.HIGH)
+        },
+        "other_face_rule": {
+            "face": other.value,
+            "images_where_it_picks_another_face": differ,
+            "accuracy": other_metrics.accuracy,
+            "accuracy_std": other_metrics.accuracy_std,
+            "tar_at_far_1e-3": other_metrics.tar_at_far_1e_3,
+            "auc": other_metrics.auc,
+        },
+        "onnxruntime": onnxruntime.__version__,
+        "providers": list(run.pipeline.info.providers),
+    }
+    return report
+
+
+def _human(report: dict[str, Any]) -> str:
+    if report["protocol"] == "k-fold":
+        accuracy = f"{report['accuracy']:.4f} ± {report['accuracy_std']:.4f}"
+        how = f"{report['folds']}-fold: threshold chosen on the other folds"
+    else:
+        accuracy = f"{report['accuracy']:.4f}"
+        how = "best threshold on all pairs (optimistic; give --folds 10 for a held-out estimate)"
+    other = report["other_face_rule"]
+    rows = [
+        ("accuracy", accuracy, how),
+        (
+            "threshold (cosine)",
+            f"{report['threshold']:.4f}",
+            "mean over folds" if report["folds"] > 1 else "",
+        ),
+        ("TAR @ FAR 1e-2", f"{report['tar_at_far_1e-2']:.4f}", "conservative: observed FAR <= target"),
+        ("TAR @ FAR 1e-3", f"{report['tar_at_far_1e-3']:.4f}", ""),
+        ("EER", f"{report['eer']:.4f}", ""),
+        ("ROC AUC", f"{report['auc']:.5f}", ""),
+        (
+            "images without a face",
+            str(report["no_face"]),
+            f"{report['no_face_pairs']} pair(s) rejected (cosine -1), counted in every metric",
+        ),
+        (
+            "at the pack threshold",
+            f"{report['accuracy_at_pack_threshold']:.4f}",
+            f"accuracy at cosine {report['pack_threshold']:g}, the service's decision",
+        ),
+        (
+            f"{other['face']} face instead",
+            f"{other['accuracy']:.4f}",
+            f"accuracy; picks another face in {other['images_where_it_picks_another_face']} image(s)",
+        ),
+    ]
+    if report["quality_filter"] != QualityFilter.NONE.value:
+        rows.append(
+            (
+                f"below {report['quality_filter']}",
+                str(report["below_quality"]),
+                f"image(s) not matched; {report['pairs_rejected_without_face']} pair(s) rejected in all",
+            )
+        )
+    width = max(len(name) for name, _, _ in rows)
+    value_width = max(len(value) for _, value, _ in rows)
+    lines = [
+        f"pack {report['pack']} ({', '.join(report['models'])}), face: {report['face']}, "
+        f"{report['pairs']} pairs ({report['same_pairs']} same), {report['images']} images, "
+        f"{report['seconds']:.1f} s ({report['ms_per_image']} ms/image)",
+        "",
+    ]
+    lines += [f"  {name:<{width}}  {value:<{value_width}}  {note}".rstrip() for name, value, note in rows]
+    return "\n".join(lines)
+
+
+def _decision(run: _Run, index: int, pair: Pair) -> str:
+    if run.scores.missing[index]:
+        a, b = run.images[pair.file_a], run.images[pair.file_b]
+        return "no_face" if not (a.faces and b.faces) else "below_quality"
+    threshold = run.metrics.threshold_for(pair.fold)
+    return "match" if run.scores.cosines[index] >= threshold else "no_match"
+
+
+def _write_outputs(out: Path, run: _Run, rule: FaceRule) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    calibration = run.pipeline.calibration
+    with (out / "pairs.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file_a", "file_b", "same", "fold", "cosine", "similarity", "decision"])
+        for i, pair in enumerate(run.pairs):
+            cosine = float(run.scores.cosines[i])
+            writer.writerow(
+                [
+                    pair.file_a,
+                    pair.file_b,
+                    int(pair.same),
+                    "" if pair.fold is None else pair.fold,
+                    f"{cosine:.6f}",
+                    f"{calibration.similarity(cosine):.6f}",
+                    _decision(run, i, pair),
+                ]
+            )
+    _plot(out, run, rule)
+
+
+def _plot(out: Path, run: _Run, rule: FaceRule) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from faces.evaluation import roc_curve
+
+    metrics, scores = run.metrics, run.scores
+    title = f"{run.pipeline.info.pack}, {metrics.pairs} pairs, face: {rule.value}"
+    roc = roc_curve(scores.cosines, scores.labels)
+    negatives = int((~scores.labels).sum())
+    figure, axes = plt.subplots(figsize=(6.4, 4.8))
+    axes.step(roc.far[1:], roc.tar[1:], where="post", label=f"AUC {metrics.auc:.4f}, EER {metrics.eer:.4f}")
+    for far, tar in ((1e-3, metrics.tar_at_far_1e_3), (1e-2, metrics.tar_at_far_1e_2)):
+        axes.plot([far], [tar], "o", label=f"TAR {tar:.4f} at FAR {far:g}")
+    axes.set_xscale("log")
+    axes.set_xlim(min(1e-4, 0.5 / max(negatives, 1)), 1.0)
+    axes.set_ylim(max(0.0, float(np.min(roc.tar[roc.far > 0])) - 0.02) if (roc.far > 0).any() else 0.0, 1.001)
+    axes.set_xlabel(f"false accept rate (log; {negatives} different-person pairs)")
+    axes.set_ylabel("true accept rate")
+    axes.set_title(f"ROC: {title}")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(out / "roc.png", dpi=100)
+    plt.close(figure)
+
+    scored = ~scores.missing
+    same = scores.cosines[scored & scores.labels]
+    different = scores.cosines[scored & ~scores.labels]
+    values = scores.cosines[scored]
+    bins: list[float] | int = (
+        np.linspace(float(values.min()), float(values.max()), 60).tolist() if values.size else 10
+    )
+    figure, axes = plt.subplots(figsize=(6.4, 4.8))
+    axes.hist(different, bins=bins, alpha=0.6, label=f"different person ({different.size})")
+    axes.hist(same, bins=bins, alpha=0.6, label=f"same person ({same.size})")
+    chosen = "mean threshold over folds" if metrics.kfold else "best threshold"
+    axes.axvline(metrics.threshold, color="black", label=f"{chosen} {metrics.threshold:.3f}")
+    axes.axvline(
+        run.pipeline.cosine_threshold,
+        color="grey",
+        linestyle="--",
+        label=f"pack threshold {run.pipeline.cosine_threshold:g}",
+    )
+    missing = int(scores.missing.sum())
+    axes.set_xlabel(
+        "cosine similarity" + (f" ({missing} pair(s) without a face not shown)" if missing else "")
+    )
+    axes.set_ylabel("pairs")
+    axes.set_title(f"Scores: {title}")
+    axes.legend(loc="best")
+    figure.tight_layout()
+    figure.savefig(out / "scores.png", dpi=100)
+    plt.close(figure)

@@ -6,34 +6,41 @@
 Each image is analysed once and the face nearest its centre is used: LFW images are centred on
 the labelled person, and the largest face is a bystander in a few of them (7 of the 1,549
 dev-test images), which would measure our face choice rather than the embedder. Pairs with an
-image where no face was found are left out and listed. ``a`` and ``b`` come from logistic
-regression of ``same`` on the cosine (Platt scaling, Newton's method); the cosine threshold is
-the smallest one with at most ``far`` of the different-person pairs at or above it, rounded up
-to 3 decimals. With 500 negative pairs and far = 1e-3 that means *no* false accept among the
-500: an honest FAR estimate from so few pairs is "below about 0.6 % (95 %)", not 1e-3.
+image where no face was found are left out of the fit and listed (``faceproof eval verify``,
+which measures accuracy, counts them as errors instead); the pair, image and threshold code is
+shared with it in :mod:`faces.evaluation`. ``a`` and ``b`` come from logistic regression of
+``same`` on the cosine (Platt scaling, Newton's method); the cosine threshold is the smallest one
+with at most ``far`` of the different-person pairs at or above it, rounded up to 3 decimals.
+With 500 negative pairs and far = 1e-3 that means *no* false accept among the 500: an honest FAR
+estimate from so few pairs is "below about 0.6 % (95 %)", not 1e-3.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
-import math
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 
 from faces.calibration import Calibration
-from faces.detection import Detection
 from faces.errors import FaceError
-from faces.images import decode_image
+from faces.evaluation import (
+    FaceRule,
+    Pair,
+    accuracy_at,
+    analyse_images,
+    best_accuracy,
+    read_pairs,
+    score_pairs,
+    threshold_at_far,
+)
 from faces.packs import load_pack
 from faces.pipeline import FacePipeline
 
@@ -48,16 +55,6 @@ __all__ = [
     "read_pairs",
     "threshold_at_far",
 ]
-
-_MAX_PIXELS: Final = 40_000_000
-FloatArray = npt.NDArray[np.float64]
-
-
-@dataclass(frozen=True)
-class Pair:
-    file_a: str
-    file_b: str
-    same: bool
 
 
 @dataclass(frozen=True)
@@ -82,14 +79,6 @@ class CalibrationReport:
     ms_per_image: float
 
 
-def read_pairs(path: Path) -> list[Pair]:
-    """Pairs from a CSV with columns ``fold,file_a,file_b,same``."""
-    with path.open(newline="", encoding="utf-8") as handle:
-        return [
-            Pair(row["file_a"], row["file_b"], row["same"].strip() == "1") for row in csv.DictReader(handle)
-        ]
-
-
 def fit_platt(cosines: npt.ArrayLike, labels: npt.ArrayLike, *, iterations: int = 100) -> tuple[float, float]:
     """Logistic regression ``P(same) = sigmoid(a * cosine + b)`` by Newton's method (IRLS).
 
@@ -112,57 +101,16 @@ def fit_platt(cosines: npt.ArrayLike, labels: npt.ArrayLike, *, iterations: int 
     return float(weights[0]), float(weights[1])
 
 
-def threshold_at_far(negatives: npt.ArrayLike, far: float, *, decimals: int = 3) -> float:
-    """Smallest threshold (rounded up) with at most ``far`` of ``negatives`` at or above it."""
-    scores = np.sort(np.asarray(negatives, dtype=np.float64))[::-1]
-    allowed = math.floor(far * len(scores))
-    if allowed >= len(scores):
-        return -1.0
-    just_above = float(np.nextafter(float(scores[allowed]), math.inf))
-    factor = 10.0**decimals
-    return math.ceil(just_above * factor) / factor
-
-
-def accuracy_at(cosines: npt.ArrayLike, labels: npt.ArrayLike, threshold: float) -> float:
-    x = np.asarray(cosines, dtype=np.float64)
-    y = np.asarray(labels, dtype=bool)
-    return float(np.mean((x >= threshold) == y))
-
-
-def best_accuracy(cosines: npt.ArrayLike, labels: npt.ArrayLike) -> tuple[float, float]:
-    """(best accuracy, threshold midway between the scores where it is reached)."""
-    x = np.asarray(cosines, dtype=np.float64)
-    y = np.asarray(labels, dtype=bool)
-    values = np.unique(x)
-    candidates = np.concatenate([[values[0] - 1e-6], (values[:-1] + values[1:]) / 2, [values[-1] + 1e-6]])
-    pos = np.sort(x[y])
-    neg = np.sort(x[~y])
-    correct = (len(pos) - np.searchsorted(pos, candidates, side="left")) + np.searchsorted(
-        neg, candidates, side="left"
-    )
-    best = int(np.argmax(correct))
-    return float(correct[best] / len(x)), float(candidates[best])
-
-
 def _embed_images(
     pipeline: FacePipeline, images_dir: Path, files: Sequence[str]
-) -> dict[str, FloatArray | None]:
-    embeddings: dict[str, FloatArray | None] = {}
-    for file in files:
-        image = decode_image((images_dir / file).read_bytes(), max_pixels=_MAX_PIXELS)
-        faces = pipeline.analyze(image)
-        if not faces:
-            embeddings[file] = None
-            continue
-        centre = np.array([image.shape[1], image.shape[0]], dtype=np.float64) / 2
-        nearest = min(faces, key=lambda face: float(np.linalg.norm(_box_centre(face.detection) - centre)))
-        embeddings[file] = np.asarray(nearest.embedding, dtype=np.float64)
+) -> dict[str, npt.NDArray[np.float64] | None]:
+    """The centre face's embedding per file (None: no face); ``faceproof.bench.peers`` uses it."""
+    images = analyse_images(pipeline, images_dir, files, with_quality=False)
+    embeddings: dict[str, npt.NDArray[np.float64] | None] = {}
+    for file, image in images.items():
+        face = image.probe(FaceRule.CENTRE)
+        embeddings[file] = None if face is None else face.embedding.astype(np.float64)
     return embeddings
-
-
-def _box_centre(detection: Detection) -> FloatArray:
-    x1, y1, x2, y2 = detection.box
-    return np.array([(x1 + x2) / 2, (y1 + y2) / 2], dtype=np.float64)
 
 
 def evaluate(
@@ -171,17 +119,11 @@ def evaluate(
     """Run the pipeline over the pairs' images and fit the calibration."""
     files = sorted({file for pair in pairs for file in (pair.file_a, pair.file_b)})
     started = time.perf_counter()
-    embeddings = _embed_images(pipeline, images_dir, files)
+    images = analyse_images(pipeline, images_dir, files)
     elapsed = time.perf_counter() - started
-    cosines: list[float] = []
-    labels: list[bool] = []
-    for pair in pairs:
-        a, b = embeddings[pair.file_a], embeddings[pair.file_b]
-        if a is not None and b is not None:
-            cosines.append(float(a @ b))
-            labels.append(pair.same)
-    x = np.array(cosines)
-    y = np.array(labels, dtype=bool)
+    scores = score_pairs(pairs, images, FaceRule.CENTRE)
+    x = scores.cosines[~scores.missing]
+    y = scores.labels[~scores.missing]
     a_fit, b_fit = fit_platt(x, y)
     threshold = threshold_at_far(x[~y], far)
     best, best_t = best_accuracy(x, y)
@@ -190,9 +132,9 @@ def evaluate(
         pack=pipeline.info.pack,
         embedder=pipeline.info.models[-1].file,
         pairs=len(pairs),
-        pairs_used=len(cosines),
+        pairs_used=int(x.size),
         images=len(files),
-        images_without_face=[file for file, vector in embeddings.items() if vector is None],
+        images_without_face=[file for file, image in images.items() if not image.faces],
         a=round(a_fit, 4),
         b=round(b_fit, 4),
         far_target=far,

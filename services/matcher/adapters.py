@@ -8,13 +8,14 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import numpy.typing as npt
 
-from contracts.values import ErrorCode, ImageData, ModelInfo
-from faces.alignment import align_face
+from contracts.values import ErrorCode, FaceQualityInfo, ImageData, ModelInfo, QualityFilter
 from faces.calibration import DEFAULT_FALSE_MATCH_RATE
 from faces.detection import Detection
 from faces.errors import ImageTooLargeError, InvalidImageError
 from faces.images import decode_image
 from faces.pipeline import FacePipeline
+from faces.quality import FaceQuality, assess_quality, failed_checks
+from faces.quality import QualityFilter as FacesQualityFilter
 from infra.storage.base import ObjectStore
 from infra.storage.errors import ObjectNotFound
 from services.matcher.batching import MicroBatcher
@@ -56,24 +57,36 @@ class OnnxFaceEngine:
     def similarity(self, cosine: float) -> float:
         return self._pipeline.calibration.similarity(cosine)
 
-    async def analyze(self, image: bytes, *, max_faces: int | None) -> list[AnalyzedFace]:
+    async def analyze(
+        self, image: bytes, *, max_faces: int | None, quality_filter: QualityFilter
+    ) -> list[AnalyzedFace]:
         loop = asyncio.get_running_loop()
         located = await loop.run_in_executor(self._executor, self._locate, image, max_faces)
-        embeddings = await self._embeddings.submit([crop for _, crop in located])
+        embeddings = await self._embeddings.submit([crop for _, crop, _ in located])
+        level = FacesQualityFilter(quality_filter.value)
         return [
-            AnalyzedFace(box=detection.box, score=detection.score, embedding=embedding)
-            for (detection, _), embedding in zip(located, embeddings, strict=True)
+            AnalyzedFace(
+                box=detection.box,
+                score=detection.score,
+                embedding=embedding,
+                quality=_quality_info(quality),
+                issues=tuple(failed_checks(quality, level)),
+            )
+            for (detection, _, quality), embedding in zip(located, embeddings, strict=True)
         ]
 
-    def _locate(self, image: bytes, max_faces: int | None) -> list[tuple[Detection, Crop]]:
+    def _locate(self, image: bytes, max_faces: int | None) -> list[tuple[Detection, Crop, FaceQuality]]:
         try:
             pixels = decode_image(image, max_pixels=self._max_pixels)
         except ImageTooLargeError as error:
             raise ComparisonError(ErrorCode.IMAGE_TOO_LARGE, str(error)) from error
         except InvalidImageError as error:
             raise ComparisonError(ErrorCode.INVALID_IMAGE, str(error)) from error
-        detections = self._pipeline.detector.detect(pixels)[:max_faces]
-        return [(detection, align_face(pixels, detection.keypoints)) for detection in detections]
+        pose = self._pipeline.pose_calibration
+        return [
+            (detection, crop, assess_quality(pixels, detection, crop, pose=pose))
+            for detection, crop in self._pipeline.locate(pixels, max_faces=max_faces)
+        ]
 
     def _embed(self, crops: list[Crop]) -> list[npt.NDArray[np.float32]]:
         return list(self._pipeline.embedder.embed(crops))
@@ -81,6 +94,17 @@ class OnnxFaceEngine:
     async def close(self) -> None:
         await self._embeddings.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _quality_info(quality: FaceQuality) -> FaceQualityInfo:
+    return FaceQualityInfo(
+        size_px=round(quality.size_px, 1),
+        sharpness=round(quality.sharpness, 2),
+        brightness=round(quality.brightness, 1),
+        yaw=round(quality.yaw, 1),
+        pitch=round(quality.pitch, 1),
+        roll=round(quality.roll, 1),
+    )
 
 
 class StoredImages:

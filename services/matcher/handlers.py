@@ -36,9 +36,10 @@ def _reply(command: Decision, engine: FaceEngine) -> dict[str, Any]:
 
 
 async def _faces(
-    image: ImageData, *, engine: FaceEngine, images: ImageSource, max_faces: int | None
+    image: ImageData, command: Decision, *, engine: FaceEngine, images: ImageSource, max_faces: int | None
 ) -> list[AnalyzedFace]:
-    return await engine.analyze(await images.read(image), max_faces=max_faces)
+    data = await images.read(image)
+    return await engine.analyze(data, max_faces=max_faces, quality_filter=command.quality_filter)
 
 
 async def handle_compare(command: CompareFaces, *, engine: FaceEngine, images: ImageSource) -> FacesCompared:
@@ -46,8 +47,8 @@ async def handle_compare(command: CompareFaces, *, engine: FaceEngine, images: I
     try:
         threshold = _threshold(command, engine)
         source, targets = await asyncio.gather(
-            _faces(command.source, engine=engine, images=images, max_faces=1),
-            _faces(command.target, engine=engine, images=images, max_faces=command.max_target_faces),
+            _faces(command.source, command, engine=engine, images=images, max_faces=1),
+            _faces(command.target, command, engine=engine, images=images, max_faces=command.max_target_faces),
         )
         result = compare_faces(source, targets, similarity=engine.similarity, threshold=threshold.value)
     except ComparisonError as error:
@@ -69,13 +70,13 @@ async def handle_match_references(
 
     async def reference_faces(image: ImageData) -> list[AnalyzedFace] | ErrorInfo:
         try:
-            return await _faces(image, engine=engine, images=images, max_faces=1)
+            return await _faces(image, command, engine=engine, images=images, max_faces=1)
         except ComparisonError as error:
             return ErrorInfo(code=error.code, detail=error.detail)
 
     try:
         threshold = _threshold(command, engine)
-        probe = await _faces(command.probe, engine=engine, images=images, max_faces=1)
+        probe = await _faces(command.probe, command, engine=engine, images=images, max_faces=1)
         references = await asyncio.gather(*(reference_faces(image) for image in command.references))
         result = match_references(
             probe, references, similarity=engine.similarity, threshold=threshold.value, fusion=command.fusion

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from contracts.values import ImageData, ModelInfo
+from contracts.values import ImageData, ModelInfo, QualityFilter
 from services.matcher.scoring import AnalyzedFace
 
 
@@ -23,7 +23,11 @@ class FaceEngine(Protocol):
 
     def similarity(self, cosine: float) -> float: ...
 
-    async def analyze(self, image: bytes, *, max_faces: int | None) -> list[AnalyzedFace]: ...
+    async def analyze(
+        self, image: bytes, *, max_faces: int | None, quality_filter: QualityFilter
+    ) -> list[AnalyzedFace]:
+        """Faces, largest first, with quality and the issues that put them below the bar."""
+        ...
 
 
 class ImageSource(Protocol):

@@ -12,6 +12,7 @@ from contracts.values import (
     ErrorCode,
     ErrorInfo,
     FaceBox,
+    FaceQualityInfo,
     Fusion,
     ReferenceScore,
     ScoredFace,
@@ -25,6 +26,9 @@ class AnalyzedFace:
     box: tuple[float, float, float, float]
     score: float
     embedding: npt.NDArray[np.float32]
+    quality: FaceQualityInfo | None = None
+    #: Why the face is below the requested quality bar; empty when it passes.
+    issues: tuple[str, ...] = ()
 
     @property
     def area(self) -> float:
@@ -33,7 +37,9 @@ class AnalyzedFace:
 
     def to_box(self) -> FaceBox:
         x1, y1, x2, y2 = (round(v, 1) for v in self.box)
-        return FaceBox(box=(x1, y1, x2, y2), score=round(self.score, 4))
+        return FaceBox(
+            box=(x1, y1, x2, y2), score=round(self.score, 4), quality=self.quality, quality_issues=self.issues
+        )
 
 
 class ComparisonError(Exception):
@@ -99,17 +105,21 @@ def compare_faces(
     ``similarity`` maps a cosine to the pack's calibrated 0..1 scale; a face matches when its
     similarity is at or above ``threshold`` (same scale).
     """
-    if not source:
-        raise ComparisonError(ErrorCode.NO_FACE_IN_SOURCE, "no face was found in the source image")
+    probe = _usable_probe(source, "source")
     if not targets:
         raise ComparisonError(ErrorCode.NO_FACE_IN_TARGET, "no face was found in the target image")
-    probe = max(source, key=lambda face: face.area)
+    if all(face.issues for face in targets):
+        raise ComparisonError(
+            ErrorCode.TARGET_FACES_BELOW_QUALITY,
+            f"{len(targets)} target face(s) found, all below the quality bar ({_issues(targets)})",
+        )
     scored = []
     for face in targets:
-        value = round(similarity(cosine(probe.embedding, face.embedding)), 6)
-        box = face.to_box()
-        scored.append(ScoredFace(box=box.box, score=box.score, similarity=value, match=value >= threshold))
-    best = max(scored, key=lambda face: face.similarity)
+        value = None if face.issues else round(similarity(cosine(probe.embedding, face.embedding)), 6)
+        matched = value is not None and value >= threshold
+        scored.append(ScoredFace(**face.to_box().model_dump(), similarity=value, match=matched))
+    best = max(scored, key=lambda face: -1.0 if face.similarity is None else face.similarity)
+    assert best.similarity is not None
     return Comparison(
         similarity=best.similarity, match=best.match, source_face=probe.to_box(), target_faces=scored
     )
@@ -129,9 +139,7 @@ def match_references(
     where a face was found (all of them together). References without a usable face are reported
     with their error and left out of the fusion; if none is left, NO_FACE_IN_REFERENCES.
     """
-    if not probe:
-        raise ComparisonError(ErrorCode.NO_FACE_IN_SOURCE, "no face was found in the probe image")
-    best_probe = max(probe, key=lambda face: face.area)
+    best_probe = _usable_probe(probe, "probe")
     scores: list[ReferenceScore] = []
     for index, reference in enumerate(references):
         if isinstance(reference, ErrorInfo):
@@ -139,8 +147,11 @@ def match_references(
         elif not reference:
             error = ErrorInfo(code=ErrorCode.NO_FACE_IN_TARGET, detail="no face was found in this reference")
             scores.append(ReferenceScore(index=index, error=error))
+        elif (face := max(reference, key=lambda candidate: candidate.area)).issues:
+            detail = f"the reference face is below the quality bar ({_issues([face])})"
+            error = ErrorInfo(code=ErrorCode.TARGET_FACES_BELOW_QUALITY, detail=detail)
+            scores.append(ReferenceScore(index=index, face=face.to_box(), error=error))
         else:
-            face = max(reference, key=lambda candidate: candidate.area)
             value = round(similarity(cosine(best_probe.embedding, face.embedding)), 6)
             scores.append(ReferenceScore(index=index, similarity=value, face=face.to_box()))
     values = [score.similarity for score in scores if score.similarity is not None]
@@ -151,3 +162,20 @@ def match_references(
     return ReferencesComparison(
         similarity=fused, match=fused >= threshold, probe_face=best_probe.to_box(), references=scores
     )
+
+
+def _usable_probe(faces: Sequence[AnalyzedFace], name: str) -> AnalyzedFace:
+    """The largest face, which must pass the quality bar."""
+    if not faces:
+        raise ComparisonError(ErrorCode.NO_FACE_IN_SOURCE, f"no face was found in the {name} image")
+    probe = max(faces, key=lambda face: face.area)
+    if probe.issues:
+        raise ComparisonError(
+            ErrorCode.SOURCE_FACE_BELOW_QUALITY,
+            f"the largest {name} face is below the quality bar ({_issues([probe])})",
+        )
+    return probe
+
+
+def _issues(faces: Sequence[AnalyzedFace]) -> str:
+    return ", ".join(sorted({issue for face in faces for issue in face.issues}))

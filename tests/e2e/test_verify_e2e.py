@@ -102,3 +102,26 @@ def test_threshold_and_rate_together_are_refused(stack: Stack) -> None:
         targetFalseMatchRate=1e-3,
     )
     assert status == 422 and body["code"] == "INVALID_REQUEST"
+
+
+def test_quality_measures_are_returned(stack: Stack) -> None:
+    status, body = compare(stack, image_b64(PEOPLE / "obama.jpg"), image_b64(PEOPLE / "obama2.jpg"))
+    assert status == 200
+    quality = body["sourceFace"]["quality"]
+    assert quality["sizePx"] > 100 and quality["sharpness"] > 0 and 0 < quality["brightness"] < 255
+    assert body["sourceFace"]["qualityIssues"] == []
+
+
+def test_quality_filter_reports_small_faces_without_matching_them(stack: Stack) -> None:
+    source = image_b64(PEOPLE / "obama.jpg")
+    small = image_b64(PEOPLE / "obama-240p.jpg")  # a face of about 55 px: MEDIUM passes, HIGH (64 px) not
+    status, medium = compare(stack, source, small, qualityFilter="MEDIUM")
+    assert status == 200 and medium["match"] is True, medium
+    status, high = compare(stack, source, small, qualityFilter="HIGH")
+    assert status == 422 and high["code"] == "TARGET_FACES_BELOW_QUALITY" and "TOO_SMALL" in high["detail"]
+
+
+def test_quality_filter_on_the_source_face(stack: Stack) -> None:
+    blurred = image_b64(DATA_DIR / "faces" / "conditions" / "bulk__blur.jpg")
+    status, body = compare(stack, blurred, image_b64(PEOPLE / "obama2.jpg"), qualityFilter="MEDIUM")
+    assert status == 422 and body["code"] == "SOURCE_FACE_BELOW_QUALITY" and "BLURRY" in body["detail"]

@@ -135,3 +135,38 @@ def test_references_without_any_face() -> None:
             [], [[face((0, 0, 1, 1), 1.0)]], similarity=identity, threshold=0.5, fusion=Fusion.MAX
         )
     assert caught.value.code == ErrorCode.NO_FACE_IN_SOURCE
+
+
+def poor(box: tuple[float, float, float, float], *vector: float) -> AnalyzedFace:
+    return AnalyzedFace(box=box, score=0.9, embedding=np.array(vector, dtype=np.float32), issues=("BLURRY",))
+
+
+def test_faces_below_the_quality_bar_are_reported_not_matched() -> None:
+    targets = [poor((0, 0, 50, 50), 1.0, 0.0), face((0, 0, 40, 40), 0.6, 0.8)]
+    result = compare_faces(PROBE, targets, similarity=identity, threshold=0.5)
+    first, second = result.target_faces
+    assert first.similarity is None and not first.match and first.quality_issues == ("BLURRY",)
+    assert second.similarity == pytest.approx(0.8) and second.match
+    assert result.similarity == second.similarity
+
+
+def test_every_target_below_the_bar_is_an_error() -> None:
+    with pytest.raises(ComparisonError) as caught:
+        compare_faces(PROBE, [poor((0, 0, 5, 5), 1.0, 0.0)], similarity=identity, threshold=0.5)
+    assert caught.value.code == ErrorCode.TARGET_FACES_BELOW_QUALITY and "BLURRY" in caught.value.detail
+
+
+def test_a_poor_source_face_is_an_error() -> None:
+    with pytest.raises(ComparisonError) as caught:
+        compare_faces(
+            [poor((0, 0, 9, 9), 1.0, 0.0)], [face((0, 0, 5, 5), 1.0, 0.0)], similarity=identity, threshold=0.5
+        )
+    assert caught.value.code == ErrorCode.SOURCE_FACE_BELOW_QUALITY
+
+
+def test_a_poor_reference_is_reported_and_left_out_of_the_fusion() -> None:
+    references = [[poor((0, 0, 5, 5), 1.0, 0.0)], [face((0, 0, 5, 5), 0.0, 1.0)]]
+    result = match_references(PROBE, references, similarity=identity, threshold=0.8, fusion=Fusion.MEAN)
+    assert result.references[0].error is not None
+    assert result.references[0].error.code == ErrorCode.TARGET_FACES_BELOW_QUALITY
+    assert result.similarity == 0.5 and not result.match

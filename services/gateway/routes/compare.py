@@ -19,6 +19,7 @@ from contracts.http import (
     LegacyCompareResponse,
     ModelOut,
     Problem,
+    QualityOut,
     ReferenceOut,
     TargetFaceOut,
     VerifyRequest,
@@ -46,6 +47,8 @@ _ERROR_STATUS = {
     ErrorCode.NO_FACE_IN_SOURCE: (422, "No face found"),
     ErrorCode.NO_FACE_IN_TARGET: (422, "No face found"),
     ErrorCode.NO_FACE_IN_REFERENCES: (422, "No face found"),
+    ErrorCode.SOURCE_FACE_BELOW_QUALITY: (422, "Face below the quality bar"),
+    ErrorCode.TARGET_FACES_BELOW_QUALITY: (422, "Face below the quality bar"),
     ErrorCode.UNSUPPORTED_FALSE_MATCH_RATE: (422, "Unsupported false-match rate"),
     ErrorCode.INVALID_IMAGE: (400, "Invalid image"),
     ErrorCode.IMAGE_TOO_LARGE: (413, "Image too large"),
@@ -86,8 +89,18 @@ def _problem(error: ErrorInfo) -> ProblemError:
     return ProblemError(status, title, error.detail, code=error.code)
 
 
+def _face_fields(face: FaceBox) -> dict[str, Any]:
+    quality = QualityOut(**face.quality.model_dump()) if face.quality else None
+    return {
+        "box": face.box,
+        "score": face.score,
+        "quality": quality,
+        "quality_issues": list(face.quality_issues),
+    }
+
+
 def _face(face: FaceBox) -> FaceOut:
-    return FaceOut(box=face.box, score=face.score)
+    return FaceOut(**_face_fields(face))
 
 
 def _decision(
@@ -112,6 +125,7 @@ async def _compare(body: CompareRequest, principal: PrincipalDep, res: Resources
         target=_image(body.target, "target", res),
         threshold=body.threshold,
         target_false_match_rate=body.target_false_match_rate,
+        quality_filter=body.quality_filter,
         max_target_faces=res.settings.max_target_faces,
     )
     deadline = res.settings.compare_timeout_s
@@ -131,7 +145,7 @@ async def compare(body: CompareRequest, principal: PrincipalDep, res: ResourcesD
         **_decision(event.similarity, event.match, event.threshold, event.model),
         source_face=_face(event.source_face),
         target_faces=[
-            TargetFaceOut(box=face.box, score=face.score, similarity=face.similarity, match=face.match)
+            TargetFaceOut(**_face_fields(face), similarity=face.similarity, match=face.match)
             for face in event.target_faces
         ],
     )
@@ -157,6 +171,7 @@ async def verify(body: VerifyRequest, principal: PrincipalDep, res: ResourcesDep
         fusion=body.fusion,
         threshold=body.threshold,
         target_false_match_rate=body.target_false_match_rate,
+        quality_filter=body.quality_filter,
     )
     deadline = res.settings.compare_timeout_s
     event = await _answer(res.comparisons.match_references(command, deadline_s=deadline), deadline)
