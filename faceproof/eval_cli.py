@@ -3,6 +3,10 @@
 ``faceproof eval verify`` runs labelled pairs through the service's own face pipeline
 (:func:`faces.packs.load_pack` then ``FacePipeline.analyze``) and reports verification accuracy;
 the maths lives in :mod:`faces.evaluation`. See ``docs/accuracy.md``.
+
+``faceproof eval liveness`` runs recorded videos and stills through the liveness analysis with a
+scripted subject and reports APCER per attack type and BPCER (ISO/IEC 30107-3); the work lives
+in :mod:`services.liveness.evaluation`. See ``docs/liveness.md``.
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from contracts.values import ChallengeType
 from faces.evaluation import FaceRule
 from faces.quality import QualityFilter
 
 if TYPE_CHECKING:
     from faces.evaluation import AnalysedImage, Pair, PairScores, VerificationMetrics
     from faces.pipeline import FacePipeline
+    from services.liveness.evaluation import ManifestRow
 
 eval_app = typer.Typer(help="Evaluate accuracy on labelled data.", no_args_is_help=True)
 
@@ -353,3 +359,203 @@ def _plot(out: Path, run: _Run, rule: FaceRule) -> None:
     figure.tight_layout()
     figure.savefig(out / "scores.png", dpi=100)
     plt.close(figure)
+
+
+# -- faceproof eval liveness ----------------------------------------------------------------
+
+
+@eval_app.command("liveness")
+def liveness(
+    manifest: Annotated[
+        Path | None,
+        typer.Option(
+            "--manifest",
+            help="CSV with video,label,attack_type (label live or attack; paths relative to the CSV's "
+            "folder; a jpg/png row is a still played as a static video)",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+        ),
+    ] = None,
+    shared_data: Annotated[
+        Path | None,
+        typer.Option(
+            "--shared-data",
+            help="Instead of --manifest: build the default manifest of this data folder (../shared/data) "
+            "in a temporary folder and run it",
+            exists=True,
+            file_okay=False,
+        ),
+    ] = None,
+    write_manifest_to: Annotated[
+        Path | None,
+        typer.Option(
+            "--write-manifest",
+            help="With --shared-data: write the default manifest here (paths relative to it) and exit",
+            dir_okay=False,
+        ),
+    ] = None,
+    challenges: Annotated[int, typer.Option("--challenges", min=1, max=4, help="Challenges per session")] = 3,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed of the challenge draw (per video: seed and file name)")
+    ] = 30107,
+    types: Annotated[
+        str | None,
+        typer.Option(
+            "--types",
+            help="Comma-separated challenge types to draw from (default: every type the scripted subject "
+            "can play: annotated in video_segments.json, or MOVE_CLOSER / NOSE_TO_TARGET)",
+        ),
+    ] = None,
+    max_seconds: Annotated[
+        float | None,
+        typer.Option("--max-seconds", min=0.5, help="Use only the first N seconds of every video"),
+    ] = None,
+    models_dir: Annotated[
+        Path | None, typer.Option("--models-dir", help="Models directory (default: FACEPROOF_MODELS_DIR)")
+    ] = None,
+    threads: Annotated[int, typer.Option(help="ONNX Runtime threads (0: its default)")] = 0,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False,
+) -> None:
+    """Presentation-attack detection error rates (ISO/IEC 30107-3) of the liveness analysis.
+
+    Every row is one liveness session, judged as the liveness worker judges it (8 fps, 640x480
+    JPEG frames, challenge engine, identity gate, passive anti-spoofing, decision), with a
+    scripted subject answering the challenges from that row's own material. Reports APCER per
+    attack type, BPCER, and every presentation's decision with its reasons. See docs/liveness.md.
+    """
+    import tempfile
+
+    from faces.errors import FaceError
+    from services.liveness.evaluation import default_manifest, read_manifest, write_manifest
+
+    if (manifest is None) == (shared_data is None):
+        _fail("give either --manifest CSV or --shared-data DIR")
+    if write_manifest_to is not None:
+        if shared_data is None:
+            _fail("--write-manifest needs --shared-data")
+            return
+        entries = default_manifest(shared_data)
+        if not entries:
+            _fail(f"no default videos or stills found under {shared_data}")
+        written = write_manifest(write_manifest_to, entries)
+        typer.echo(f"wrote {len(entries)} rows to {written}", err=True)
+        return
+    allowed = _challenge_types(types)
+    with tempfile.TemporaryDirectory(prefix="faceproof-liveness-eval-") as scratch:
+        if shared_data is not None:
+            entries = default_manifest(shared_data)
+            if not entries:
+                _fail(f"no default videos or stills found under {shared_data}")
+            manifest = write_manifest(Path(scratch) / "manifest.csv", entries)
+            typer.echo(f"default manifest: {len(entries)} rows from {shared_data}", err=True)
+        assert manifest is not None
+        try:
+            rows = read_manifest(manifest)
+        except (OSError, ValueError) as exc:
+            _fail(f"cannot read {manifest}: {exc}")
+        if not rows:
+            _fail(f"{manifest} has no rows")
+        try:
+            report = _liveness_run(rows, allowed, challenges, seed, max_seconds, models_dir, threads)
+        except (FaceError, OSError, ValueError) as exc:
+            _fail(str(exc))
+    if json_output:
+        typer.echo(json.dumps(report))
+    else:
+        typer.echo(_liveness_human(report))
+
+
+def _challenge_types(raw: str | None) -> list[ChallengeType] | None:
+    if raw is None:
+        return None
+    names = [name.strip().upper() for name in raw.split(",") if name.strip()]
+    try:
+        return [ChallengeType(name) for name in names]
+    except ValueError:
+        _fail(
+            f"--types: unknown challenge type in {raw!r}; known: {', '.join(t.value for t in ChallengeType)}"
+        )
+    return None  # pragma: no cover
+
+
+def _liveness_run(
+    rows: list[ManifestRow],
+    allowed: list[ChallengeType] | None,
+    challenges: int,
+    seed: int,
+    max_seconds: float | None,
+    models_dir: Path | None,
+    threads: int,
+) -> dict[str, Any]:
+    from infra.settings import load_settings
+    from services.liveness.annotate import load_video_segments
+    from services.liveness.evaluation import (
+        PresentationResult,
+        SessionModels,
+        evaluable_types,
+        evaluate,
+        report,
+    )
+
+    if models_dir is None:
+        models_dir = load_settings().resolved_models_dir
+    segments = load_video_segments()
+    types = allowed if allowed is not None else list(evaluable_types(segments))
+    if challenges > len(types):
+        raise ValueError(f"{challenges} challenges asked, but only {len(types)} types are allowed")
+    models = SessionModels.load(models_dir, threads=threads)
+    started = time.perf_counter()
+
+    def progress(result: PresentationResult) -> None:
+        decision = result.decision
+        verdict = "live" if decision.is_live else "attack"
+        reasons = ", ".join(decision.reasons) or "-"
+        typer.echo(
+            f"{result.row.video}: {verdict} ({decision.confidence:g}) {reasons} [{result.seconds:.1f} s]",
+            err=True,
+        )
+
+    results = evaluate(
+        rows,
+        models,
+        challenges=challenges,
+        seed=seed,
+        allowed=types,
+        max_seconds=max_seconds,
+        segments=segments,
+        on_result=progress,
+    )
+    out = report(results, seed=seed, challenges=challenges, types=types)
+    out["seconds"] = round(time.perf_counter() - started, 1)
+    return out
+
+
+def _liveness_human(report: dict[str, Any]) -> str:
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None else f"{100 * value:.1f} %"
+
+    lines = [
+        f"{report['videos']} presentations ({report['bona_fide']} live, "
+        f"{sum(report['attacks'].values())} attacks), {report['challenges']} challenges each, "
+        f"seed {report['seed']}, {report['seconds']} s",
+        "",
+    ]
+    decisions = report["decisions"]
+    width = max([len(d["video"]) for d in decisions] + [5])
+    lines.append(f"  {'video':<{width}}  {'label':<14}  {'decision':<8}  {'conf':>5}  reasons / challenges")
+    for d in decisions:
+        label = d["label"] if d["attack_type"] is None else f"attack:{d['attack_type']}"
+        steps = " ".join(
+            f"{c['type']}:{'ok' if c['status'] == 'PASSED' else (c['reason'] or '-')}"
+            for c in d["challenges"]
+        )
+        reasons = ",".join(d["reasons"]) or "-"
+        verdict = "live" if d["isLive"] else "attack"
+        row = f"  {d['video']:<{width}}  {label:<14}  {verdict:<8}  {d['confidence']:>5.1f}"
+        lines.append(f"{row}  {reasons}  [{steps}]")
+    lines.append("")
+    lines.append(f"  BPCER  {pct(report['bpcer'])}  ({report['bona_fide']} live presentations)")
+    for kind, rate in report["apcer"].items():
+        lines.append(f"  APCER  {pct(rate)}  {kind} ({report['attacks'][kind]} presentations)")
+    return "\n".join(lines)

@@ -1,0 +1,446 @@
+"""Presentation-attack evaluation: recorded material through the liveness analysis, in ISO/IEC 30107-3 terms.
+
+``faceproof eval liveness --manifest CSV`` (see docs/liveness.md) reads a manifest of videos and
+still images labelled ``live`` or ``attack`` (with an attack type), runs each as one liveness
+session with a :class:`~services.liveness.scripted_subject.ScriptedSubject` answering the
+challenges from that material, and reports:
+
+* **APCER** per attack type: the share of that type's attack presentations classified live;
+* **BPCER**: the share of bona fide (live) presentations classified as attacks;
+* each presentation's decision (isLive, confidence, reasons) and its challenges.
+
+A session here is what the liveness worker runs: frames at 8 fps, fitted into 640x480 and
+JPEG-compressed (quality 85) as the call agent stores them, analysed in order by one
+:class:`~services.liveness.analysis.FrameAnalyzer` (detector every 5th frame, tracking in
+between), judged by a :class:`~services.liveness.challenges.ChallengeSequence`; the identity
+gate embeds a frontal frame every 0.5 s (:class:`~services.liveness.decision.IdentityCheck`,
+the permissive pack's embedder on the mesh's keypoints) and the anti-spoofing models score
+every second frame (4 per second); :func:`~services.liveness.decision.decide` makes the call.
+
+Challenges are drawn per presentation with ``random.Random(f"{seed}:{file name}")``, so a run
+is reproducible and a presentation gets the same challenges whatever else the manifest holds.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Final
+
+from contracts.values import ChallengeType
+from faces.alignment import align_face
+from faces.embedding import Embedder
+from services.liveness.analysis import FrameAnalyzer
+from services.liveness.annotate import VideoSegments, load_video_segments
+from services.liveness.challenges import (
+    DEFAULT_THRESHOLDS,
+    RIGID_CHALLENGES,
+    Challenge,
+    ChallengeSequence,
+    ChallengeStatus,
+    Thresholds,
+    draw_challenges,
+)
+from services.liveness.decision import IdentityCheck, LivenessDecision, decide
+from services.liveness.scripted_subject import (
+    WORKER_FPS,
+    Media,
+    ScriptedSubject,
+    camera_round_trip,
+    is_still,
+)
+
+__all__ = [
+    "DEFAULT_ATTACKS",
+    "DEFAULT_CHALLENGES",
+    "DEFAULT_LIVE",
+    "DEFAULT_SEED",
+    "IDENTITY_EVERY_FRAMES",
+    "SPOOF_EVERY_FRAMES",
+    "ChallengeResult",
+    "ErrorRates",
+    "Label",
+    "ManifestRow",
+    "PresentationResult",
+    "SessionModels",
+    "default_manifest",
+    "draw_for",
+    "error_rates",
+    "evaluable_types",
+    "evaluate",
+    "read_manifest",
+    "report",
+    "run_session",
+    "write_manifest",
+]
+
+DEFAULT_SEED: Final = 30107
+DEFAULT_CHALLENGES: Final = 3
+#: Anti-spoofing on every 2nd frame (4 scores a second at 8 fps).
+SPOOF_EVERY_FRAMES: Final = 2
+#: The identity check on every 4th frame (every 0.5 s), when the face is frontal.
+IDENTITY_EVERY_FRAMES: Final = 4
+#: The default manifest for ``../shared/data``: live recordings (glob patterns) ...
+DEFAULT_LIVE: Final = (
+    "video/liveportrait_d*.mp4",
+    "video/fomm_demo_old_*.mp4",
+    "video/tpsmm_driving.mp4",
+    "video/lestari15_real.mp4",
+)
+#: ... and attacks (file, attack type).
+DEFAULT_ATTACKS: Final = (
+    ("video/lestari15_fake.mp4", "replay"),
+    ("antispoof/image_F1.jpg", "print"),
+    ("antispoof/image_F2.jpg", "print"),
+    ("antispoof/doubango_spoof.jpg", "print"),
+    ("antispoof/bulk__rgb_fake.jpg", "print"),
+    ("faces/people/obama.jpg", "print"),
+)
+MANIFEST_COLUMNS: Final = ("video", "label", "attack_type")
+
+
+class Label(StrEnum):
+    LIVE = "live"
+    ATTACK = "attack"
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    """One presentation: ``path`` resolved against the manifest's folder; ``video`` as written."""
+
+    video: str
+    path: Path
+    label: Label
+    attack_type: str | None
+
+    @property
+    def still(self) -> bool:
+        return is_still(self.path)
+
+
+def read_manifest(path: Path, *, check_files: bool = True) -> list[ManifestRow]:
+    """Rows of a ``video,label,attack_type`` CSV; paths relative to the CSV's folder.
+
+    ``label`` is ``live`` or ``attack`` (any case); ``attack_type`` must be empty for live rows
+    and is ``unspecified`` when an attack row leaves it empty. Blank rows and rows whose video
+    starts with ``#`` are skipped. Raises ValueError on a malformed row, or (with
+    ``check_files``) when files are missing.
+    """
+    text = path.read_text(encoding="utf-8-sig")
+    reader = csv.DictReader(io.StringIO(text))
+    fields = [name.strip() for name in reader.fieldnames or []]
+    if "video" not in fields or "label" not in fields:
+        raise ValueError(f"the manifest needs the columns {', '.join(MANIFEST_COLUMNS)}; it has {fields}")
+    rows: list[ManifestRow] = []
+    for line, raw in enumerate(reader, start=2):
+        values = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if isinstance(v, str)}
+        video = values.get("video", "")
+        if not video or video.startswith("#"):
+            continue
+        try:
+            label = Label(values.get("label", "").lower())
+        except ValueError:
+            raise ValueError(
+                f"line {line}: label must be live or attack, not {values.get('label')!r}"
+            ) from None
+        attack_type = values.get("attack_type") or None
+        if label is Label.LIVE and attack_type is not None:
+            raise ValueError(f"line {line}: a live row has no attack_type (got {attack_type!r})")
+        if label is Label.ATTACK and attack_type is None:
+            attack_type = "unspecified"
+        rows.append(ManifestRow(video, path.parent / video, label, attack_type))
+    if check_files:
+        missing = [row.video for row in rows if not row.path.is_file()]
+        if missing:
+            raise ValueError(f"{len(missing)} file(s) not found next to {path}: {', '.join(missing)}")
+    return rows
+
+
+def default_manifest(shared_data: Path) -> list[tuple[Path, Label, str | None]]:
+    """The default presentations in a ``shared/data`` folder (those present): see DEFAULT_LIVE/ATTACKS."""
+    entries: list[tuple[Path, Label, str | None]] = []
+    for pattern in DEFAULT_LIVE:
+        entries += [(p, Label.LIVE, None) for p in sorted(shared_data.glob(pattern))]
+    entries += [
+        (shared_data / f, Label.ATTACK, kind) for f, kind in DEFAULT_ATTACKS if (shared_data / f).is_file()
+    ]
+    return entries
+
+
+def write_manifest(path: Path, entries: Iterable[tuple[Path, Label, str | None]]) -> Path:
+    """Write a manifest at ``path`` with every file relative to its folder (POSIX separators)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    folder = path.parent.resolve()
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(MANIFEST_COLUMNS)
+    for file, label, attack_type in entries:
+        relative = Path(os.path.relpath(file.resolve(), folder)).as_posix()
+        writer.writerow([relative, label.value, attack_type or ""])
+    path.write_text(buffer.getvalue(), encoding="utf-8")
+    return path
+
+
+# -- error rates ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ErrorRates:
+    """ISO/IEC 30107-3 error rates (fractions 0..1; None where there is nothing to count)."""
+
+    bona_fide: int
+    bpcer: float | None
+    attacks: dict[str, int]
+    apcer: dict[str, float]
+
+    @property
+    def apcer_max(self) -> float | None:
+        """The highest APCER over the attack types (the standard's figure for a PAD subsystem)."""
+        return max(self.apcer.values()) if self.apcer else None
+
+
+def error_rates(presentations: Iterable[tuple[Label, str | None, bool]]) -> ErrorRates:
+    """BPCER and APCER per attack type from (label, attack type, classified live) triples.
+
+    APCER(type) = attacks of that type classified live / attacks of that type;
+    BPCER = live presentations classified attack / live presentations.
+    """
+    bona_fide = rejected = 0
+    attacks: dict[str, int] = {}
+    accepted: dict[str, int] = {}
+    for label, attack_type, is_live in presentations:
+        if label is Label.LIVE:
+            bona_fide += 1
+            rejected += not is_live
+        else:
+            kind = attack_type or "unspecified"
+            attacks[kind] = attacks.get(kind, 0) + 1
+            accepted[kind] = accepted.get(kind, 0) + bool(is_live)
+    return ErrorRates(
+        bona_fide=bona_fide,
+        bpcer=rejected / bona_fide if bona_fide else None,
+        attacks=dict(sorted(attacks.items())),
+        apcer={kind: accepted[kind] / count for kind, count in sorted(attacks.items())},
+    )
+
+
+# -- sessions -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SessionModels:
+    """What a session needs: the frame analyzer (with anti-spoofing), an embedder and its threshold."""
+
+    analyzer: FrameAnalyzer
+    embedder: Embedder
+    identity_threshold: float
+
+    @classmethod
+    def load(cls, models_dir: Path, *, pack: str = "permissive", threads: int = 0) -> SessionModels:
+        from faces.packs import load_pack
+
+        analyzer = FrameAnalyzer.from_models_dir(models_dir, pack=pack, threads=threads)
+        pipeline = load_pack(pack, models_dir, threads=threads)
+        return cls(analyzer, pipeline.embedder, pipeline.cosine_threshold)
+
+
+@dataclass(frozen=True)
+class ChallengeResult:
+    challenge: Challenge
+    status: ChallengeStatus
+    reason: str | None
+    seconds: float | None
+    played: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": self.challenge.type.value,
+            "target": list(self.challenge.target) if self.challenge.target is not None else None,
+            "status": self.status.value,
+            "reason": self.reason,
+            "seconds": None if self.seconds is None else round(self.seconds, 3),
+            "played": list(self.played),
+        }
+
+
+@dataclass(frozen=True)
+class SessionResult:
+    decision: LivenessDecision
+    challenges: tuple[ChallengeResult, ...]
+    frames: int
+    spoof_scores: tuple[float, ...]
+    identity_min_cosine: float | None
+
+
+def run_session(
+    subject: ScriptedSubject,
+    challenges: Sequence[Challenge],
+    models: SessionModels,
+    *,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+) -> SessionResult:
+    """One liveness session with ``subject`` answering ``challenges``, as the worker would judge it."""
+    subject.prepare(challenges)
+    analyzer = models.analyzer
+    analyzer.reset()
+    sequence = ChallengeSequence(challenges, 0.0, thresholds)
+    identity = IdentityCheck(models.identity_threshold)
+    scores: list[float] = []
+    max_frames = math.ceil(len(challenges) * thresholds.time_limit_s * WORKER_FPS) + 2
+    shown = -1
+    frame_number = 0
+    while not sequence.done and frame_number <= max_frames:
+        if sequence.index != shown:
+            shown = sequence.index
+            subject.instruct(shown)
+        t = frame_number / WORKER_FPS
+        frame = camera_round_trip(subject.next_frame())
+        analysis = analyzer.analyze(frame)
+        if frame_number % SPOOF_EVERY_FRAMES == 0 and analysis.box is not None:
+            scores.append(analyzer.spoof_score(frame, analysis.box))
+        identity_ok = None
+        if frame_number % IDENTITY_EVERY_FRAMES == 0 and identity.wants(analysis):
+            assert analysis.keypoints is not None
+            embedding = models.embedder.embed([align_face(frame, analysis.keypoints)])[0]
+            identity_ok = identity.check(embedding)
+        sequence.update(t, analysis, identity_ok=identity_ok)
+        frame_number += 1
+    if not sequence.done:
+        sequence.expire(frame_number / WORKER_FPS + thresholds.time_limit_s)
+    decision = decide(sequence.verdicts, len(challenges), scores, thresholds=thresholds)
+    results = []
+    start = 0.0
+    for index, challenge in enumerate(challenges):
+        verdict = sequence.verdicts[index] if index < len(sequence.verdicts) else None
+        seconds = None
+        if verdict is not None and verdict.decided_at is not None:
+            seconds = verdict.decided_at - start
+            start = verdict.decided_at
+        results.append(
+            ChallengeResult(
+                challenge=challenge,
+                status=verdict.status if verdict is not None else ChallengeStatus.PENDING,
+                reason=verdict.reason.value if verdict is not None and verdict.reason is not None else None,
+                seconds=seconds,
+                played=tuple(subject.played.get(index, [])),
+            )
+        )
+    return SessionResult(
+        decision=decision,
+        challenges=tuple(results),
+        frames=frame_number,
+        spoof_scores=tuple(scores),
+        identity_min_cosine=identity.min_cosine,
+    )
+
+
+def evaluable_types(segments: VideoSegments) -> tuple[ChallengeType, ...]:
+    """Challenge types the evaluation draws by default: those with an annotated segment in some
+    video, plus those the subject synthesises by moving the picture (MOVE_CLOSER, NOSE_TO_TARGET)."""
+    annotated = {kind for kind in ChallengeType if segments.for_challenge(kind)}
+    return tuple(kind for kind in ChallengeType if kind in annotated or kind in RIGID_CHALLENGES)
+
+
+def draw_for(
+    name: str,
+    count: int,
+    seed: int,
+    allowed: Sequence[ChallengeType],
+    nose_start: tuple[float, float] | None = None,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+) -> list[Challenge]:
+    """The challenges of presentation ``name`` (its file name): seeded, so runs repeat."""
+    rng = random.Random(f"{seed}:{name}")
+    return draw_challenges(count, allowed, rng, nose_start=nose_start, thresholds=thresholds)
+
+
+@dataclass(frozen=True)
+class PresentationResult:
+    row: ManifestRow
+    session: SessionResult
+    seconds: float
+
+    @property
+    def decision(self) -> LivenessDecision:
+        return self.session.decision
+
+    def to_dict(self) -> dict[str, Any]:
+        session = self.session
+        median = session.decision.spoof_median
+        return {
+            "video": self.row.video,
+            "label": self.row.label.value,
+            "attack_type": self.row.attack_type,
+            **session.decision.to_dict(),
+            "challenges": [c.to_dict() for c in session.challenges],
+            "spoof_median": None if median is None else round(median, 4),
+            "identity_min_cosine": None
+            if session.identity_min_cosine is None
+            else round(session.identity_min_cosine, 4),
+            "frames": session.frames,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def evaluate(
+    rows: Sequence[ManifestRow],
+    models: SessionModels,
+    *,
+    challenges: int = DEFAULT_CHALLENGES,
+    seed: int = DEFAULT_SEED,
+    allowed: Sequence[ChallengeType] | None = None,
+    max_seconds: float | None = None,
+    segments: VideoSegments | None = None,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    on_result: Callable[[PresentationResult], None] | None = None,
+) -> list[PresentationResult]:
+    """Run every row as a session; ``on_result`` hears each result as it is ready."""
+    segments = segments if segments is not None else load_video_segments()
+    types = tuple(allowed) if allowed is not None else evaluable_types(segments)
+    results = []
+    for row in rows:
+        started = time.perf_counter()
+        media = Media.from_path(row.path, max_seconds=max_seconds)
+        subject = ScriptedSubject(media, models.analyzer, segments=segments, thresholds=thresholds)
+        drawn = draw_for(row.path.name, challenges, seed, types, subject.nose_start(), thresholds)
+        session = run_session(subject, drawn, models, thresholds=thresholds)
+        result = PresentationResult(row, session, time.perf_counter() - started)
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+    return results
+
+
+def _rate(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def report(
+    results: Sequence[PresentationResult],
+    *,
+    seed: int,
+    challenges: int,
+    types: Sequence[ChallengeType],
+) -> dict[str, Any]:
+    """The JSON report: ``videos``, ``bpcer``, ``apcer`` per attack type, ``decisions``, and context."""
+    rates = error_rates((r.row.label, r.row.attack_type, r.decision.is_live) for r in results)
+    return {
+        "videos": len(results),
+        "bpcer": _rate(rates.bpcer),
+        "apcer": {kind: round(rate, 4) for kind, rate in rates.apcer.items()},
+        "apcer_max": _rate(rates.apcer_max),
+        "bona_fide": rates.bona_fide,
+        "attacks": rates.attacks,
+        "seed": seed,
+        "challenges": challenges,
+        "types": [t.value for t in types],
+        "decisions": [r.to_dict() for r in results],
+    }
