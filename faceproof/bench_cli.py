@@ -1,7 +1,195 @@
-"""`faceproof bench ...`: speed benchmarks that print numbers (JSON with --json)."""
+"""`faceproof bench ...`: speed benchmarks that print numbers (JSON with --json).
+
+The commands are thin: options in, :mod:`faceproof.bench` does the work, the result is printed.
+Heavy imports (onnxruntime, httpx, the face pipeline) happen inside the commands.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
 bench_app = typer.Typer(help="Benchmarks (not tests): print numbers, JSON with --json.", no_args_is_help=True)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON")]
+PackOption = Annotated[str | None, typer.Option(help="Model pack (FACEPROOF_MODEL_PACK)")]
+ModelsDirOption = Annotated[
+    Path | None, typer.Option(help="Models directory (FACEPROOF_MODELS_DIR, else ../shared/models)")
+]
+
+
+def _print(result: dict[str, Any], as_json: bool) -> None:
+    from faceproof.bench.report import render
+
+    typer.echo(render(result, as_json=as_json))
+
+
+def _fail(error: Exception) -> typer.Exit:
+    typer.echo(f"bench: {error}", err=True)
+    return typer.Exit(1)
+
+
+@bench_app.command("matcher")
+def bench_matcher(
+    as_json: JsonOption = False,
+    pack: PackOption = None,
+    models_dir: ModelsDirOption = None,
+    images: Annotated[
+        Path | None,
+        typer.Option(
+            help="Run on every image under DIR (default: 50 LFW dev-test images + 5 people/ photos)"
+        ),
+    ] = None,
+    max_images: Annotated[int | None, typer.Option(min=1, help="Use at most N images, spread evenly")] = None,
+    iterations: Annotated[
+        int, typer.Option(min=1, help="Rounds over the images (after a warm-up round)")
+    ] = 5,
+    threads: Annotated[
+        int,
+        typer.Option(min=0, help="Intra-op threads per session for the latencies (0: onnxruntime default)"),
+    ] = 0,
+    sweep_threads: Annotated[
+        int, typer.Option(min=0, help="Intra-op threads per session for the faces/s sweep")
+    ] = 1,
+) -> None:
+    """Latency of detection, alignment and embedding (p50/p95), and faces/s at concurrency 1, 2, 4, 8."""
+    from faceproof.bench.environment import BenchError, data_dir, list_images
+    from faceproof.bench.environment import models_dir as resolve_models
+    from faceproof.bench.matcher import MatcherBench, default_images, run_matcher_bench
+    from faceproof.bench.stats import evenly
+    from faces.errors import FaceError
+    from infra.settings import load_settings
+
+    settings = load_settings()
+    try:
+        chosen = list_images(images) if images is not None else default_images(data_dir())
+        if max_images is not None:
+            chosen = evenly(chosen, max_images)
+        result = run_matcher_bench(
+            MatcherBench(
+                pack=pack or settings.model_pack,
+                models_dir=resolve_models(models_dir, settings),
+                images=chosen,
+                iterations=iterations,
+                latency_threads=threads,
+                sweep_threads=sweep_threads,
+            )
+        )
+    except (BenchError, FaceError) as error:
+        raise _fail(error) from None
+    _print(result, as_json)
+
+
+@bench_app.command("compare")
+def bench_compare(
+    as_json: JsonOption = False,
+    workers: Annotated[int, typer.Option(min=1, help="Matcher processes to start")] = 1,
+    duration: Annotated[float, typer.Option(min=0.1, help="Seconds of load (upper bound)")] = 20.0,
+    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight (closed loop)")] = 1,
+    max_requests: Annotated[int, typer.Option(min=1, help="Requests at most (upper bound)")] = 100_000,
+    pairs: Annotated[int, typer.Option(min=1, help="Image pairs from LFW dev-test, sent in turn")] = 10,
+    inprocess_rounds: Annotated[
+        int, typer.Option(min=1, help="Rounds over the pairs for the in-process baseline")
+    ] = 5,
+    inference_threads: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="Intra-op threads per model, matchers and in-process (FACEPROOF_INFERENCE_THREADS)"
+        ),
+    ] = None,
+    matcher_concurrency: Annotated[
+        int | None, typer.Option(min=1, help="Inference threads per matcher (FACEPROOF_MATCHER_CONCURRENCY)")
+    ] = None,
+    pack: PackOption = None,
+    models_dir: ModelsDirOption = None,
+    url: Annotated[
+        str | None,
+        typer.Option(help="Use the gateway already running at this URL (127.0.0.1/localhost only) instead"),
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option(help="Bearer token for --url (default FACEPROOF_API_TOKEN)")
+    ] = None,
+) -> None:
+    """End-to-end POST /v1/compare p50/p95/p99 and requests/s, and the overhead over in-process compare."""
+    from faceproof.bench.compare import CompareBench, default_pairs, run_compare_bench
+    from faceproof.bench.environment import BenchError, data_dir
+    from faceproof.bench.environment import models_dir as resolve_models
+    from faces.errors import FaceError
+    from infra.settings import load_settings
+
+    settings = load_settings()
+    try:
+        result = run_compare_bench(
+            CompareBench(
+                pairs=default_pairs(data_dir(), pairs),
+                models_dir=resolve_models(models_dir, settings),
+                pack=pack or settings.model_pack,
+                broker_url=settings.broker_url,
+                workers=workers,
+                concurrency=concurrency,
+                duration_s=duration,
+                max_requests=max_requests,
+                url=url,
+                token=token if token is not None else settings.static_token,
+                inference_threads=settings.inference_threads
+                if inference_threads is None
+                else inference_threads,
+                max_target_faces=settings.max_target_faces,
+                matcher_concurrency=matcher_concurrency or settings.matcher_concurrency,
+                inprocess_rounds=inprocess_rounds,
+            ),
+            warn=lambda message: typer.echo(f"warning: {message}", err=True),
+        )
+    except (BenchError, FaceError, ValueError) as error:
+        raise _fail(error) from None
+    _print(result, as_json)
+
+
+@bench_app.command("peers")
+def bench_peers(
+    as_json: JsonOption = False,
+    pairs: Annotated[
+        Path | None,
+        typer.Option(help="Pairs CSV: fold,file_a,file_b,same (default: LFW dev-test's 1,000 pairs)"),
+    ] = None,
+    images: Annotated[Path | None, typer.Option(help="Directory the pair files are relative to")] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Use N pairs spread over the file (quick run)")
+    ] = None,
+    threads: Annotated[
+        int, typer.Option(min=0, help="Our intra-op threads (1: one core, like the peers; 0: all)")
+    ] = 1,
+    pack: PackOption = None,
+    models_dir: ModelsDirOption = None,
+    peers_venv: Annotated[
+        Path, typer.Option(help="The peers' own virtual environment (made or updated as needed)")
+    ] = Path("var/peers-venv"),
+) -> None:
+    """Accuracy and images/s of ours, face_recognition (dlib) and deepface (Dlib model) on the same pairs."""
+    from faceproof.bench.environment import BenchError, data_dir
+    from faceproof.bench.environment import models_dir as resolve_models
+    from faceproof.bench.peers import PeersBench, run_peers_bench
+    from faces.errors import FaceError
+    from infra.settings import load_settings
+
+    settings = load_settings()
+    lfw = data_dir() / "faces" / "lfw-devtest"
+    pairs_csv = pairs or lfw / "pairs.csv"
+    try:
+        result = run_peers_bench(
+            PeersBench(
+                pairs_csv=pairs_csv,
+                images_dir=images or pairs_csv.parent,
+                models_dir=resolve_models(models_dir, settings),
+                pack=pack or "permissive",
+                venv=peers_venv.resolve(),
+                limit=limit,
+                threads=threads,
+            ),
+            log=lambda message: typer.echo(f"bench peers: {message}", err=True),
+        )
+    except (BenchError, FaceError) as error:
+        raise _fail(error) from None
+    _print(result, as_json)

@@ -1,0 +1,66 @@
+"""`faceproof bench matcher` and `faceproof bench compare` run end to end, quickly (smoke, not numbers).
+
+`bench peers` is not run here: it installs a virtual environment of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from tests.paths import MODELS_DIR, REPO_ROOT
+
+pytestmark = pytest.mark.e2e
+
+
+def bench(*args: str, timeout: float) -> dict[str, Any]:
+    env = {**os.environ, "FACEPROOF_MODELS_DIR": str(MODELS_DIR)}
+    completed = subprocess.run(
+        [sys.executable, "-m", "faceproof", "bench", *args, "--json"],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    result: dict[str, Any] = json.loads(completed.stdout)
+    return result
+
+
+def test_bench_matcher_prints_stage_latencies_and_throughput() -> None:
+    result = bench("matcher", "--iterations", "2", "--max-images", "4", timeout=120)
+    assert result["pack"] == "permissive"
+    assert result["machine"]["cpus"] >= 1
+    for stage in ("decode_ms", "detect_ms", "align_ms", "embed_ms"):
+        assert 0 < result[stage]["p50"] <= result[stage]["p95"], stage
+    assert set(result["faces_per_s"]) == {"1", "2", "4", "8"}
+    assert all(value > 0 for value in result["faces_per_s"].values())
+    assert result["threads"]["faces_per_s"] == 1
+
+
+def test_bench_compare_runs_its_own_stack_and_stops_it() -> None:
+    result = bench(
+        "compare",
+        "--workers", "1", "--duration", "3", "--max-requests", "10",
+        "--pairs", "3", "--inprocess-rounds", "1",
+        timeout=150,
+    )  # fmt: skip
+    for key in ("p50_ms", "p95_ms", "p99_ms", "rps", "inprocess_p50_ms", "overhead_ratio"):
+        assert result[key] > 0, key
+    assert result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"]
+    assert result["workers"] == 1 and result["concurrency"] == 1
+    assert 0 < result["requests"] <= 10
+    assert result["errors"] == 0
+    vhost = result["vhost"]
+    if vhost.startswith("faceproof-bench-"):  # made with rabbitmqctl: it must be gone again
+        listing = subprocess.run(
+            ["rabbitmqctl", "-q", "list_vhosts"], capture_output=True, text=True, timeout=60, check=True
+        ).stdout
+        assert vhost not in listing.split()

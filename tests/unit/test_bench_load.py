@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import pytest
+
+from faceproof.bench.load import check_local_url, drive_load
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8000", "http://localhost:8000/", "https://localhost"])
+def test_local_urls_are_accepted(url: str) -> None:
+    assert check_local_url(url) == url.rstrip("/")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://example.com",
+        "http://10.0.0.1:8000",
+        "http://127.0.0.1.example.com",
+        "http://0.0.0.0:8000",
+        "ftp://127.0.0.1",
+        "http://user:secret@127.0.0.1:8000",
+        "127.0.0.1:8000",
+    ],
+)
+def test_other_hosts_are_refused(url: str) -> None:
+    with pytest.raises(ValueError):
+        check_local_url(url)
+
+
+async def test_load_refuses_a_remote_host_before_sending_anything() -> None:
+    with pytest.raises(ValueError, match="only targets"):
+        await drive_load(
+            "http://example.com", [b"{}"], token=None, concurrency=1, duration_s=1, max_requests=1
+        )
+
+
+async def test_load_is_bounded_in_count_against_a_closed_port() -> None:
+    result = await drive_load(
+        "http://127.0.0.1:9", [b"{}"], token=None, concurrency=2, duration_s=5, max_requests=3
+    )
+    assert result.requests == 3
+    assert not result.latencies_s
+    assert sum(result.errors.values()) == 3
