@@ -1,6 +1,13 @@
 """Messages and HTTP bodies shared by every faceproof service: pure pydantic, no I/O."""
 
-from contracts.commands import CompareFaces, DeliverCallback, JoinCall, MatchReferences, StartSession
+from contracts.commands import (
+    CompareFaces,
+    DeliverCallback,
+    ExpireSession,
+    JoinCall,
+    MatchReferences,
+    StartSession,
+)
 from contracts.envelope import Command, Event, Message, new_id
 from contracts.events import (
     CallbackDelivered,
@@ -38,6 +45,7 @@ __all__ = [
     "ErrorCode",
     "ErrorInfo",
     "Event",
+    "ExpireSession",
     "FaceBox",
     "FacesCompared",
     "FrameCaptured",

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import Field, HttpUrl, model_validator
 
 from contracts.envelope import Command
-from contracts.values import CallbackOutcome, ChallengeType, Fusion, ImageData, QualityFilter
+from contracts.values import CallbackOutcome, Fusion, ImageData, QualityFilter
 
 
 class Decision(Command):
@@ -34,13 +34,27 @@ class CompareFaces(Decision):
 
 
 class StartSession(Command):
-    """Begin a liveness session (call agent); correlation_id is the session id."""
+    """A client offered WebRTC for a liveness session: answer it and stream (call agent).
+
+    Sent by the gateway with ``reply_to``; the call agent replies with :class:`SessionStarted`
+    (carrying the SDP answer) and publishes the same event for the liveness worker.
+    ``correlation_id`` is the session id. ``connection_id`` names this connection (a reconnect
+    gets a new one); frames of a connection are numbered from ``sequence_base``.
+    """
 
     session_id: str
-    challenges: list[ChallengeType] = Field(min_length=1, max_length=4)
+    connection_id: str
+    offer_sdp: str = Field(max_length=65536)
+    offer_type: str = "offer"
     language: str = "en"
     expires_at: datetime
-    reference: ImageData | None = None
+    sequence_base: int = Field(default=0, ge=0)
+
+
+class ExpireSession(Command):
+    """Expire a session whose deadline passed, if it is still unfinished (liveness worker)."""
+
+    session_id: str
 
 
 class JoinCall(Command):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pydantic import Field
 
-from contracts.envelope import Event
+from contracts.envelope import Event, utc_now
 from contracts.values import (
     CallbackOutcome,
     ChallengeType,
@@ -32,22 +34,43 @@ class FacesCompared(Event):
 
 
 class SessionStarted(Event):
+    """A call agent accepted a session's WebRTC offer (reply to StartSession, and published).
+
+    ``error`` is set (and ``answer_sdp`` empty) when the offer could not be answered.
+    """
+
     session_id: str
+    connection_id: str = ""
+    answer_sdp: str = ""
+    answer_type: str = "answer"
+    error: ErrorInfo | None = None
 
 
 class FrameCaptured(Event):
-    """A sampled camera frame, stored under the session (call agent)."""
+    """A sampled camera frame, stored as JPEG under the session (call agent).
+
+    ``sequence`` grows by one per sampled frame within a connection (from the connection's
+    ``sequence_base``); ``captured_at`` is the call agent's clock when the frame arrived.
+    """
 
     session_id: str
+    connection_id: str = ""
     sequence: int = Field(ge=0)
     storage_key: str
     width: int
     height: int
+    captured_at: datetime = Field(default_factory=utc_now)
 
 
 class ChallengeIssued(Event):
+    """The instruction to show now: challenge ``index`` of ``count`` (liveness worker).
+
+    ``target`` is the NOSE_TO_TARGET point in the mirrored view, normalised 0..1.
+    """
+
     session_id: str
     index: int = Field(ge=0)
+    count: int = Field(default=1, ge=1)
     challenge: ChallengeType
     deadline_ms: int
     target: tuple[float, float] | None = None
@@ -56,12 +79,15 @@ class ChallengeIssued(Event):
 class ChallengeVerdict(Event):
     session_id: str
     index: int = Field(ge=0)
+    count: int = Field(default=1, ge=1)
     challenge: ChallengeType
     passed: bool
     reason: str | None = None
 
 
 class LivenessDecided(Event):
+    """The liveness decision; ``reference_key`` is the best frontal frame, ``audit_keys`` samples."""
+
     session_id: str
     is_live: bool
     confidence: float = Field(ge=0.0, le=100.0)

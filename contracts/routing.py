@@ -20,6 +20,7 @@ class CommandKey:
     JOIN_CALL = "call.join"
     MATCH_REFERENCES = "references.match"
     DELIVER_CALLBACK = "callback.deliver"
+    EXPIRE_SESSION = "session.expire"
 
 
 class EventKey:
@@ -53,10 +54,29 @@ CALL_AGENT_SESSIONS = Route("call-agent.start-session", COMMANDS_EXCHANGE, Comma
 CALL_AGENT_CALLS = Route("call-agent.join-call", COMMANDS_EXCHANGE, CommandKey.JOIN_CALL)
 NOTIFIER_CALLBACKS = Route("notifier.deliver-callback", COMMANDS_EXCHANGE, CommandKey.DELIVER_CALLBACK)
 
+# Liveness worker: events from the call agent and the matcher, and expiry commands.
+LIVENESS_SESSIONS = Route("liveness.session-started", EVENTS_EXCHANGE, EventKey.SESSION_STARTED)
+LIVENESS_FRAMES = Route("liveness.frames", EVENTS_EXCHANGE, EventKey.FRAME_CAPTURED)
+LIVENESS_MATCHES = Route("liveness.references-matched", EVENTS_EXCHANGE, EventKey.REFERENCES_MATCHED)
+LIVENESS_EXPIRY = Route("liveness.expire-session", COMMANDS_EXCHANGE, CommandKey.EXPIRE_SESSION)
+
+#: Events a call agent follows for the sessions it streams (each agent binds its own
+#: exclusive, auto-deleted queue to these keys on the events exchange).
+CALL_AGENT_SESSION_EVENTS: tuple[str, ...] = (
+    EventKey.CHALLENGE_ISSUED,
+    EventKey.CHALLENGE_VERDICT,
+    EventKey.LIVENESS_DECIDED,
+    EventKey.SESSION_FINISHED,
+)
+
 ALL_ROUTES: tuple[Route, ...] = (
     MATCHER_COMPARE,
     MATCHER_REFERENCES,
     CALL_AGENT_SESSIONS,
     CALL_AGENT_CALLS,
     NOTIFIER_CALLBACKS,
+    LIVENESS_SESSIONS,
+    LIVENESS_FRAMES,
+    LIVENESS_MATCHES,
+    LIVENESS_EXPIRY,
 )

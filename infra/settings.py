@@ -45,7 +45,31 @@ class Settings(BaseSettings):
     max_body_bytes: int = 32 * 1024 * 1024
     max_image_bytes: int = 10 * 1024 * 1024
     max_image_pixels: int = 40_000_000
-    session_ttl_s: int = 600
+    session_ttl_s: int = Field(default=180, description="Default liveness session expiry.")
+    public_url: str = Field(
+        default="", description="Base URL of the gateway as browsers see it (hosted page links)."
+    )
+    offer_timeout_s: float = Field(default=15.0, description="Gateway's deadline for a call agent's answer.")
+    max_sdp_bytes: int = 64 * 1024
+
+    # Call agent
+    frame_rate: float = Field(default=8.0, description="Frames sampled per second from a session's video.")
+    frame_jpeg_quality: int = Field(default=85, ge=30, le=100)
+    heartbeat_s: float = Field(default=5.0, description="How often a call agent marks its connections alive.")
+    connection_stale_s: float = Field(
+        default=15.0, description="A connection not marked alive for this long may be replaced (reconnect)."
+    )
+    ice_servers: str = Field(default="", description="JSON list of RTCIceServer dicts for the call agent.")
+
+    # Liveness worker
+    liveness_concurrency: int = Field(default=2, description="Frames analysed at once per liveness worker.")
+    expiry_sweep_s: float = Field(
+        default=2.0, description="How often a liveness worker expires overdue sessions."
+    )
+    match_timeout_s: float = Field(
+        default=30.0,
+        description="How long a decided session waits for the matcher before finishing without it.",
+    )
 
     # Matcher
     models_dir: Path | None = Field(default=None, description="Empty: data_dir/models.")

@@ -43,3 +43,8 @@ class SessionRecord:
     finished_at: datetime | None
     result: dict[str, Any] | None
     version: int
+    reference_key: str | None = None
+    client_token_hash: str | None = None
+    connection_id: str | None = None
+    connection_seen_at: datetime | None = None
+    connections: int = 0

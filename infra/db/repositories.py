@@ -5,7 +5,7 @@ never ORM rows."""
 from __future__ import annotations
 
 import builtins
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 from uuid import uuid4
 
@@ -185,6 +185,8 @@ class SessionRepository:
         settings: dict[str, Any],
         expires_at: datetime,
         kind: str = "liveness",
+        reference_key: str | None = None,
+        client_token_hash: str | None = None,
     ) -> tuple[SessionRecord, bool]:
         if client_request_token is not None:
             existing = await self._by_token(owner, client_request_token)
@@ -204,6 +206,11 @@ class SessionRepository:
             finished_at=None,
             result=None,
             version=1,
+            reference_key=reference_key,
+            client_token_hash=client_token_hash,
+            connection_id=None,
+            connection_seen_at=None,
+            connections=0,
         )
         with translate_errors():
             try:
@@ -285,6 +292,100 @@ class SessionRepository:
             raise NotFound(f"session {record.id} does not exist")
         return current
 
+    async def expire_overdue(self, *, limit: int = 100) -> builtins.list[SessionRecord]:
+        """Mark unfinished sessions past their deadline EXPIRED; returns those this call expired.
+
+        Safe to run from several processes at once: each row changes (and is returned) once.
+        """
+        now = utc_now()
+        unfinished = [status.value for status in SessionStatus if not status.terminal]
+        with translate_errors():
+            async with self._sessions.begin() as session:
+                ids = list(
+                    (
+                        await session.scalars(
+                            select(SessionRow.id)
+                            .where(SessionRow.status.in_(unfinished), SessionRow.expires_at <= now)
+                            .limit(limit)
+                        )
+                    ).all()
+                )
+                if not ids:
+                    return []
+                rows = (
+                    await session.scalars(
+                        update(SessionRow)
+                        .where(SessionRow.id.in_(ids), SessionRow.status.in_(unfinished))
+                        .values(
+                            status=SessionStatus.EXPIRED.value,
+                            updated_at=now,
+                            finished_at=now,
+                            version=SessionRow.version + 1,
+                        )
+                        .returning(SessionRow)
+                        .execution_options(synchronize_session=False)
+                    )
+                ).all()
+                return [_session(row) for row in rows]
+
+    async def claim_connection(
+        self, session_id: str, connection_id: str, *, stale_after_s: float
+    ) -> SessionRecord | None:
+        """Make ``connection_id`` the session's one WebRTC connection.
+
+        Succeeds (returns the updated record, ``connections`` counted up) when the session is
+        unfinished and no other connection was seen within ``stale_after_s``; else ``None``.
+        """
+        now = utc_now()
+        unfinished = [status.value for status in SessionStatus if not status.terminal]
+        statement = (
+            update(SessionRow)
+            .where(
+                SessionRow.id == session_id,
+                SessionRow.status.in_(unfinished),
+                SessionRow.expires_at > now,
+                or_(
+                    SessionRow.connection_id.is_(None),
+                    SessionRow.connection_seen_at.is_(None),
+                    SessionRow.connection_seen_at < now - timedelta(seconds=stale_after_s),
+                ),
+            )
+            .values(
+                connection_id=connection_id,
+                connection_seen_at=now,
+                connections=SessionRow.connections + 1,
+                updated_at=now,
+            )
+            .returning(SessionRow)
+            .execution_options(synchronize_session=False)
+        )
+        with translate_errors():
+            async with self._sessions.begin() as session:
+                row = (await session.scalars(statement)).one_or_none()
+        return None if row is None else _session(row)
+
+    async def touch_connection(self, session_id: str, connection_id: str) -> bool:
+        """Heartbeat of a streaming connection; False when it is no longer the session's."""
+        return await self._set_connection(session_id, connection_id, seen_at=utc_now(), keep=True)
+
+    async def release_connection(self, session_id: str, connection_id: str) -> bool:
+        """The connection ended (peer gone, hung up); a reconnect may claim the session again."""
+        return await self._set_connection(session_id, connection_id, seen_at=None, keep=False)
+
+    async def _set_connection(
+        self, session_id: str, connection_id: str, *, seen_at: datetime | None, keep: bool
+    ) -> bool:
+        statement = (
+            update(SessionRow)
+            .where(SessionRow.id == session_id, SessionRow.connection_id == connection_id)
+            .values(connection_id=connection_id if keep else None, connection_seen_at=seen_at)
+            .execution_options(synchronize_session=False)
+        )
+        with translate_errors():
+            async with self._sessions.begin() as session:
+                result = await session.execute(statement)
+        return bool(getattr(result, "rowcount", 0))
+
     async def _by_token(self, owner: str, token: str) -> SessionRecord | None:
         return await self._one(SessionRow.owner == owner, SessionRow.client_request_token == token)
 
@@ -322,4 +423,9 @@ def _session(row: SessionRow) -> SessionRecord:
         finished_at=row.finished_at,
         result=None if row.result is None else dict(row.result),
         version=row.version,
+        reference_key=row.reference_key,
+        client_token_hash=row.client_token_hash,
+        connection_id=row.connection_id,
+        connection_seen_at=row.connection_seen_at,
+        connections=row.connections,
     )

@@ -11,6 +11,7 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     Float,
+    ForeignKey,
     Integer,
     MetaData,
     String,
@@ -26,6 +27,8 @@ __all__ = [
     "DEFAULT_RATE_PER_SECOND",
     "ApiClientRow",
     "Base",
+    "LivenessFrameRow",
+    "LivenessStateRow",
     "SessionRow",
     "UtcDateTime",
     "utc_now",
@@ -115,3 +118,47 @@ class SessionRow(Base):
     finished_at: Mapped[datetime | None]
     result: Mapped[dict[str, Any] | None]
     version: Mapped[int] = mapped_column(Integer, default=1)
+    # The app's reference image (object key), compared with the live reference frame.
+    reference_key: Mapped[str | None] = mapped_column(String(256))
+    # SHA-256 of the short-lived token the hosted page uses (never the token itself).
+    client_token_hash: Mapped[str | None] = mapped_column(String(64))
+    # The WebRTC connection streaming now (one at a time), kept alive by the call agent.
+    connection_id: Mapped[str | None] = mapped_column(String(36))
+    connection_seen_at: Mapped[datetime | None]
+    connections: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class LivenessStateRow(Base):
+    """The liveness worker's state of a session; locked (FOR UPDATE) while a frame is applied."""
+
+    __tablename__ = "liveness_states"
+
+    session_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    #: The drawn challenges: [{"type": ..., "target": [x, y] | null}, ...]
+    challenges: Mapped[dict[str, Any]]
+    started_at: Mapped[datetime]
+    #: How many ChallengeIssued / ChallengeVerdict events were published (so none is sent twice).
+    issued: Mapped[int] = mapped_column(Integer, default=0)
+    verdicts: Mapped[int] = mapped_column(Integer, default=0)
+    #: The decision once made (isLive, confidence, reasons, referenceKey, auditKeys).
+    decision: Mapped[dict[str, Any] | None]
+    decided_at: Mapped[datetime | None]
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class LivenessFrameRow(Base):
+    """One analysed frame. ``embedding`` is biometric: erased with the session's data."""
+
+    __tablename__ = "liveness_frames"
+
+    session_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    sequence: Mapped[int] = mapped_column(Integer, primary_key=True)
+    captured_at: Mapped[datetime]
+    storage_key: Mapped[str] = mapped_column(String(256))
+    analysis: Mapped[dict[str, Any]]
+    spoof_score: Mapped[float | None] = mapped_column(Float)
+    embedding: Mapped[dict[str, Any] | None]

@@ -85,14 +85,13 @@ def test_messages_are_immutable() -> None:
         event.status = contracts.SessionStatus.SUCCEEDED  # type: ignore[misc]
 
 
-def test_start_session_bounds_challenges() -> None:
-    common = {"correlation_id": "s", "session_id": "s", "expires_at": datetime.now(UTC)}
+def test_start_session_bounds_the_offer() -> None:
+    common = {"correlation_id": "s", "session_id": "s", "connection_id": "c", "expires_at": datetime.now(UTC)}
     with pytest.raises(ValidationError):
-        contracts.StartSession(**common, challenges=[])
-    ok = contracts.StartSession(
-        **common, challenges=[contracts.ChallengeType.BLINK, contracts.ChallengeType.TURN_LEFT]
-    )
+        contracts.StartSession(**common, offer_sdp="v=0\r\n" * 20_000)
+    ok = contracts.StartSession(**common, offer_sdp="v=0\r\n")
     assert ok.language == "en"
+    assert ok.sequence_base == 0
 
 
 def test_terminal_statuses() -> None:
