@@ -63,12 +63,10 @@ class Settings(BaseSettings):
 
     # Liveness worker
     liveness_concurrency: int = Field(default=2, description="Frames analysed at once per liveness worker.")
-    expiry_sweep_s: float = Field(
-        default=2.0, description="How often a liveness worker expires overdue sessions."
-    )
+    expiry_sweep_s: float = Field(default=2.0, description="Seconds between sweeps for overdue sessions.")
     match_timeout_s: float = Field(
         default=30.0,
-        description="How long a decided session waits for the matcher before finishing without it.",
+        description="Wait this long for the matcher, then finish without it.",
     )
 
     # Matcher
