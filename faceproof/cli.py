@@ -31,7 +31,7 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(bench_app, name="bench")
 
 #: Workers that exist so far; `up` starts each of them.
-WORKERS = ("matcher",)
+WORKERS = ("matcher", "call-agent", "liveness")
 
 
 def _settings() -> Settings:
@@ -87,6 +87,28 @@ def worker_matcher() -> None:
 
     settings = _settings()
     configure_logging(settings.log_level, "matcher")
+    asyncio.run(serve(settings))
+
+
+@worker_app.command("call-agent")
+def worker_call_agent() -> None:
+    """Run a call agent: answers WebRTC offers, samples frames, draws the instructions."""
+    from infra.logs import configure_logging
+    from services.call_agent.main import serve
+
+    settings = _settings()
+    configure_logging(settings.log_level, "call-agent")
+    asyncio.run(serve(settings))
+
+
+@worker_app.command("liveness")
+def worker_liveness() -> None:
+    """Run a liveness worker: analyses frames, runs the challenges, decides, expires sessions."""
+    from infra.logs import configure_logging
+    from services.liveness.main import serve
+
+    settings = _settings()
+    configure_logging(settings.log_level, "liveness")
     asyncio.run(serve(settings))
 
 
