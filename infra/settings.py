@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     offer_timeout_s: float = Field(default=15.0, description="Gateway's deadline for a call agent's answer.")
     max_sdp_bytes: int = 64 * 1024
 
+    # Outbound fetches of URLs given by callers (infra/safe_fetch.py)
+    fetch_allow_hosts: str = Field(
+        default="", description="Comma-separated hosts, IPs or CIDRs that may be private (else refused)."
+    )
+    fetch_timeout_s: float = Field(default=10.0, description="Total time limit of one URL fetch.")
+    fetch_max_redirects: int = Field(default=3, ge=0, le=10)
+
     # Call agent
     frame_rate: float = Field(default=8.0, description="Frames sampled per second from a session's video.")
     frame_jpeg_quality: int = Field(default=85, ge=30, le=100)
