@@ -34,6 +34,16 @@ ensure_rabbitmq() {
   wait_port 127.0.0.1 5672 RabbitMQ 120
 }
 
+ensure_chromium() {  # Debian's Chromium for the browser test (Playwright drives it; no browser download)
+  [ -x /usr/bin/chromium ] && return 0
+  echo "==> installing Debian's chromium"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
+    || { $sudo apt-get update -q >/dev/null && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } \
+    || { echo "ERROR: could not install chromium (apt-get install chromium)" >&2; return 1; }
+}
+
 find_shared() {  # the shared models and face data: ../shared next to the checkout, or FACEPROOF_SHARED_DIR
   local shared="${FACEPROOF_SHARED_DIR:-}" candidate
   for candidate in ../shared ../../shared /work/shared; do

@@ -346,6 +346,17 @@ class ScriptedSubject:
         """Choose the candidates for every challenge (rehearsing as needed)."""
         self._plans = {i: tuple(self.candidates(c)) for i, c in enumerate(challenges)}
 
+    def prepare_one(self, index: int, challenge: Challenge, *, search: bool = True) -> None:
+        """Choose the candidates for challenge ``index`` alone: a live session reveals its
+        challenges one at a time. ``search=False`` plays annotated segments only (no rehearsal)
+        and holds still when there are none."""
+        if search or challenge.type in RIGID_CHALLENGES:
+            self._plans[index] = tuple(self.candidates(challenge))
+            return
+        plans = self._annotated_plans(challenge.type)
+        hold = Plan(tuple(Step(0) for _ in range(HOLD_FRAMES)), "nothing annotated: holds still")
+        self._plans[index] = tuple(plans) or (hold,)
+
     def candidates(self, challenge: Challenge) -> list[Plan]:
         """The plans to try for ``challenge``, best first (never empty)."""
         if challenge.type in RIGID_CHALLENGES:

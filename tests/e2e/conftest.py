@@ -82,8 +82,18 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
     server.stop()
 
 
+#: Every service, as `faceproof up` runs them: (log name, CLI arguments).
+SERVICES: tuple[tuple[str, list[str]], ...] = (
+    ("gateway", ["gateway"]),
+    ("matcher", ["worker", "matcher"]),
+    ("call-agent", ["worker", "call-agent"]),
+    ("liveness", ["worker", "liveness"]),
+)
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory, seaweedfs: SeaweedFS) -> Iterator[Stack]:
+    """The gateway and every worker as separate processes on fresh RabbitMQ, Postgres and S3 spaces."""
     logs = tmp_path_factory.mktemp("logs")
     port = free_port()
     with temporary_vhost() as vhost, postgres_database() as database_url:
@@ -96,7 +106,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, seaweedfs: SeaweedFS) -> Ite
             "FACEPROOF_MODELS_DIR": str(MODELS_DIR),
             "FACEPROOF_API_TOKEN": TOKEN,
             "FACEPROOF_PORT": str(port),
+            "FACEPROOF_PUBLIC_URL": f"http://127.0.0.1:{port}",
             "FACEPROOF_MATCHER_CONCURRENCY": "1",
+            "FACEPROOF_LIVENESS_CONCURRENCY": "1",
+            "FACEPROOF_INFERENCE_THREADS": "1",
         }
         subprocess.run(
             [sys.executable, "-m", "faceproof", "db", "upgrade"], env=env, cwd=REPO_ROOT, check=True
@@ -109,7 +122,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, seaweedfs: SeaweedFS) -> Ite
                 stdout=(logs / f"{name}.log").open("wb"),
                 stderr=subprocess.STDOUT,
             )
-            for name, argv in (("gateway", ["gateway"]), ("matcher", ["worker", "matcher"]))
+            for name, argv in SERVICES
         ]
         try:
             wait_ready(f"http://127.0.0.1:{port}", processes, logs)

@@ -1,0 +1,196 @@
+"""Liveness sessions end to end: gateway, call agent, liveness worker and matcher as processes,
+a subject joining over real WebRTC (aiortc) and answering, or attacking, with real faces."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import httpx
+import pytest
+
+from services.liveness.analysis import FrameAnalyzer
+from services.liveness.annotate import load_video_segments
+from services.liveness.scripted_subject import Media, ScriptedSubject
+from tests.e2e.conftest import Stack
+from tests.paths import DATA_DIR, MODELS_DIR, PEOPLE
+from tests.support.webrtc_subject import (
+    FrameSource,
+    PlaybackSource,
+    ScriptedSource,
+    SessionRun,
+    SwitchingSource,
+    moved_in_plane,
+    run_subject,
+)
+
+pytestmark = pytest.mark.e2e
+
+VIDEO = DATA_DIR / "video"
+#: liveportrait_d3 has annotated segments for these (services/liveness/video_segments.json).
+ANSWERABLE = ["TURN_LEFT", "TURN_RIGHT", "LOOK_UP", "LOOK_DOWN", "OPEN_MOUTH"]
+TERMINAL = {"SUCCEEDED", "FAILED", "EXPIRED"}
+#: Attacks get head turns: the recordings never turn that far on their own, and d3 answers them.
+TURNS = ["TURN_LEFT", "TURN_RIGHT"]
+
+
+def jpeg_b64(image_path: Path | None = None, *, frame_of: Media | None = None, index: int = 0) -> str:
+    if frame_of is not None:
+        ok, encoded = cv2.imencode(".jpg", frame_of.frame(index))
+        assert ok
+        return base64.b64encode(encoded.tobytes()).decode()
+    assert image_path is not None
+    return base64.b64encode(image_path.read_bytes()).decode()
+
+
+def create_session(stack: Stack, **body: Any) -> dict[str, Any]:
+    with stack.client() as client:
+        response = client.post("/v1/sessions", json=body)
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    assert created["clientToken"] and created["clientUrl"].endswith(f"#token={created['clientToken']}")
+    return created
+
+
+def wait_terminal(stack: Stack, session_id: str, seconds: float = 60.0) -> dict[str, Any]:
+    deadline = time.monotonic() + seconds
+    with stack.client() as client:
+        while True:
+            body: dict[str, Any] = client.get(f"/v1/sessions/{session_id}").json()
+            if body["status"] in TERMINAL or time.monotonic() > deadline:
+                return body
+            time.sleep(0.5)
+
+
+def join(stack: Stack, created: dict[str, Any], source: FrameSource, timeout_s: float = 90.0) -> SessionRun:
+    return asyncio.run(
+        run_subject(stack.url, created["sessionId"], created["clientToken"], source, timeout_s=timeout_s)
+    )
+
+
+@pytest.fixture(scope="module")
+def d3() -> Media:
+    return Media.from_path(VIDEO / "liveportrait_d3.mp4")
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> FrameAnalyzer:
+    return FrameAnalyzer.from_models_dir(MODELS_DIR, threads=1)
+
+
+def scripted(media: Media, analyzer: FrameAnalyzer) -> ScriptedSource:
+    """Answers with the annotated segments of its video (no rehearsal, so it starts at once)."""
+    return ScriptedSource(ScriptedSubject(media, analyzer, segments=load_video_segments()))
+
+
+def test_a_live_subject_answering_the_instructions_succeeds(
+    stack: Stack, d3: Media, analyzer: FrameAnalyzer
+) -> None:
+    created = create_session(
+        stack,
+        settings={"challenges": 2, "challengeTypes": ANSWERABLE, "auditImages": 2, "language": "es"},
+        reference=jpeg_b64(frame_of=d3, index=len(d3.frames) - 1),
+    )
+    run = join(stack, created, scripted(d3, analyzer))
+
+    challenges = run.of_type("challenge")
+    assert len({m["index"] for m in challenges}) == 2
+    assert all(m["challenge"] in ANSWERABLE and m["text"] for m in challenges)
+    assert run.frames_received > 0, "the instruction video never arrived"
+    assert run.finished is not None and run.finished["status"] == "SUCCEEDED", run.messages
+
+    result = wait_terminal(stack, created["sessionId"])
+    assert result["status"] == "SUCCEEDED", result
+    assert result["isLive"] is True and result["confidence"] >= 50 and result["reasons"] == []
+    assert result["comparisonResult"] is not None and result["comparisonResult"] >= 0.5
+    images = [result["referenceImage"], *result["auditImages"]]
+    assert len(result["auditImages"]) == 2
+    for image in images:
+        data = httpx.get(image["url"], timeout=30).content
+        assert data[:2] == b"\xff\xd8", "not a JPEG"
+    with stack.client() as client:
+        legacy = client.get(f"/session/{created['sessionId']}").json()
+    assert legacy == {
+        "clientRequestToken": None,
+        "status": "SUCCEEDED",
+        "comparisonResult": result["comparisonResult"],
+    }
+    # single use: the finished session refuses a new connection
+    again = asyncio.run(_offer_status(stack, created))
+    assert again == 409
+
+
+async def _offer_status(stack: Stack, created: dict[str, Any]) -> int:
+    from aiortc import RTCPeerConnection
+
+    from tests.support.webrtc_subject import post_offer
+
+    pc = RTCPeerConnection()
+    pc.createDataChannel("faceproof")
+    pc.addTransceiver("video", direction="sendrecv")
+    try:
+        response = await post_offer(stack.url, created["sessionId"], created["clientToken"], pc)
+    finally:
+        await pc.close()
+    return response.status_code
+
+
+def _still(path: Path) -> Media:
+    return Media.from_path(path)
+
+
+ATTACKS: dict[str, tuple[str, ...]] = {
+    # a printed photo held still; the same photo moved and rotated in the image plane
+    "print": ("TIMEOUT",),
+    "print-moved": ("TIMEOUT", "WRONG_DIRECTION", "FACE_OUT_OF_FRAME"),
+    # a real recording that ignores the instructions
+    "ignores-instructions": ("TIMEOUT",),
+    # a screen replay, recaptured
+    "replay": ("SPOOF_SUSPECTED",),
+    "two-faces": ("MULTIPLE_FACES",),
+    "no-face": ("NO_FACE",),
+    "swapped-person": ("IDENTITY_CHANGED",),
+}
+
+
+@pytest.fixture(scope="module")
+def attack_sources(d3: Media, analyzer: FrameAnalyzer) -> Iterator[dict[str, FrameSource]]:
+    obama = _still(PEOPLE / "obama.jpg")
+    lestari = Media.from_path(VIDEO / "lestari15_real.mp4", max_seconds=12)
+    yield {
+        "print": PlaybackSource(obama),
+        "print-moved": PlaybackSource(obama, transform=moved_in_plane),
+        "ignores-instructions": PlaybackSource(lestari),
+        "replay": PlaybackSource(Media.from_path(VIDEO / "lestari15_fake.mp4", max_seconds=12)),
+        "two-faces": PlaybackSource(_still(PEOPLE / "two_people.jpg")),
+        "no-face": PlaybackSource(_still(DATA_DIR / "faces" / "negative" / "bulk__view.jpg")),
+        "swapped-person": SwitchingSource(
+            scripted(d3, analyzer),
+            PlaybackSource(Media.from_path(VIDEO / "lestari15_real.mp4", max_seconds=12)),
+        ),
+    }
+
+
+@pytest.mark.parametrize("attack", list(ATTACKS))
+def test_attacks_fail_with_the_right_reason(
+    stack: Stack, attack: str, attack_sources: dict[str, FrameSource]
+) -> None:
+    created = create_session(stack, settings={"challenges": 2, "challengeTypes": TURNS})
+    run = join(stack, created, attack_sources[attack])
+    result = wait_terminal(stack, created["sessionId"])
+    assert result["status"] == "FAILED", (attack, result, run.messages)
+    assert result["isLive"] is False and result["confidence"] < 50
+    assert set(result["reasons"]) & set(ATTACKS[attack]), (attack, result["reasons"])
+    assert run.finished is not None and run.finished["status"] == "FAILED"
+
+
+def test_a_session_nobody_joins_expires(stack: Stack) -> None:
+    created = create_session(stack, settings={"expiresInS": 30})
+    result = wait_terminal(stack, created["sessionId"], seconds=60)
+    assert result["status"] == "EXPIRED"
+    assert result["isLive"] is None
