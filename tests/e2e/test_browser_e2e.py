@@ -10,7 +10,6 @@ from pathlib import Path
 import cv2
 import pytest
 
-from services.liveness.scripted_subject import Media
 from tests.e2e.conftest import Stack
 from tests.paths import DATA_DIR
 
