@@ -11,6 +11,8 @@ from contracts.commands import (
 from contracts.envelope import Command, Event, Message, new_id
 from contracts.events import (
     CallbackDelivered,
+    CallFailed,
+    CallJoined,
     ChallengeIssued,
     ChallengeVerdict,
     FacesCompared,
@@ -34,6 +36,8 @@ from contracts.values import (
 )
 
 __all__ = [
+    "CallFailed",
+    "CallJoined",
     "CallbackDelivered",
     "CallbackOutcome",
     "ChallengeIssued",

@@ -58,14 +58,20 @@ class ExpireSession(Command):
 
 
 class JoinCall(Command):
-    """Join a controller's WebRTC room and run the video-call flow (call agent)."""
+    """Join a controller's WebRTC room and run the video-call flow (call agent).
+
+    ``session_id`` is the liveness session the flow runs (frames, challenges and the decision
+    travel exactly as for a hosted-page session); ``correlation_id`` is the flow id.
+    """
 
     flow_id: str
-    ws_url: str
+    session_id: str
+    ws_url: str = Field(max_length=2048)
     callback_base_url: HttpUrl
     datastore_base_url: HttpUrl | None = None
-    token: str
+    token: str = Field(max_length=512)
     language: str = "en"
+    expires_at: datetime
     settings: dict[str, Any] = Field(default_factory=dict)
 
 

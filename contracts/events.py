@@ -115,6 +115,23 @@ class SessionFinished(Event):
     reasons: list[str] = Field(default_factory=list)
 
 
+class CallJoined(Event):
+    """The call agent joined the controller's room and consumes the subject's video."""
+
+    flow_id: str
+    session_id: str
+
+
+class CallFailed(Event):
+    """The call agent could not run the call: ``reason`` is a stable code
+    (ROOM_UNREACHABLE, SIGNALLING_ERROR, SOCKET_DROPPED, NO_VIDEO)."""
+
+    flow_id: str
+    session_id: str
+    reason: str
+    detail: str = ""
+
+
 class CallbackDelivered(Event):
     flow_id: str
     outcome: CallbackOutcome

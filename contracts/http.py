@@ -116,21 +116,56 @@ class LegacyCompareResponse(BaseModel):
 
 class SessionSettings(Body):
     challenges: int = Field(default=3, ge=2, le=4, description="Number of challenges")
-    challenge_types: list[ChallengeType] | None = None
+    challenge_types: list[ChallengeType] | None = Field(
+        default=None,
+        description="Challenge types to draw from (all by default); at least 2 and at least "
+        "`challenges` distinct types.",
+    )
     audit_images: int = Field(default=2, ge=0, le=4)
-    language: str = "en"
+    language: str = Field(default="en", min_length=1, max_length=16)
     expires_in_s: int | None = Field(default=None, ge=30, le=3600)
+
+    @model_validator(mode="after")
+    def _enough_types(self) -> SessionSettings:
+        if self.challenge_types is not None:
+            distinct = len(set(self.challenge_types))
+            if distinct < max(2, self.challenges):
+                raise ValueError(
+                    f"challengeTypes must hold at least {max(2, self.challenges)} distinct types "
+                    f"(2 and at least `challenges`), got {distinct}"
+                )
+        return self
 
 
 class CreateSessionRequest(Body):
     client_request_token: str | None = Field(default=None, min_length=1, max_length=128)
     settings: SessionSettings = Field(default_factory=SessionSettings)
+    reference: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Optional reference photo to compare the live face with: base64, a data URL, "
+        "or an http(s) URL the service fetches (public addresses only).",
+    )
 
 
 class CreateSessionResponse(Body):
     session_id: str
     status: SessionStatus
     expires_at: datetime
+    client_token: str | None = Field(
+        default=None, description="Secret for the browser (offer and status routes only)."
+    )
+    client_url: str | None = Field(default=None, description="The hosted page, the token in its fragment.")
+
+
+class ImageUrl(Body):
+    url: str = Field(description="Presigned URL, valid for a short time")
+
+
+class ChallengeOut(Body):
+    type: str
+    status: str
+    reason: str | None = None
 
 
 class SessionResponse(Body):
@@ -143,6 +178,24 @@ class SessionResponse(Body):
     confidence: float | None = None
     reasons: list[str] = Field(default_factory=list)
     comparison_result: float | None = None
+    comparison_match: bool | None = None
+    reference_image: ImageUrl | None = None
+    audit_images: list[ImageUrl] = Field(default_factory=list)
+    challenges: list[ChallengeOut] = Field(default_factory=list)
+
+
+class OfferRequest(Body):
+    sdp: str = Field(min_length=1)
+    type: str = Field(pattern="^offer$")
+
+
+class OfferResponse(Body):
+    sdp: str
+    type: str = "answer"
+
+
+class ClientStatusResponse(Body):
+    status: SessionStatus
 
 
 class LegacyCreateSessionResponse(BaseModel):

@@ -33,6 +33,8 @@ class EventKey:
     REFERENCES_MATCHED = "references.matched"
     SESSION_FINISHED = "session.finished"
     CALLBACK_DELIVERED = "callback.delivered"
+    CALL_JOINED = "call.joined"
+    CALL_FAILED = "call.failed"
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,11 @@ LIVENESS_FRAMES = Route("liveness.frames", EVENTS_EXCHANGE, EventKey.FRAME_CAPTU
 LIVENESS_MATCHES = Route("liveness.references-matched", EVENTS_EXCHANGE, EventKey.REFERENCES_MATCHED)
 LIVENESS_EXPIRY = Route("liveness.expire-session", COMMANDS_EXCHANGE, CommandKey.EXPIRE_SESSION)
 
+# Notifier: runs a video-call flow's ending (references, match, one callback) and delivers it.
+NOTIFIER_SESSIONS = Route("notifier.session-finished", EVENTS_EXCHANGE, EventKey.SESSION_FINISHED)
+NOTIFIER_MATCHES = Route("notifier.references-matched", EVENTS_EXCHANGE, EventKey.REFERENCES_MATCHED)
+NOTIFIER_CALLS = Route("notifier.call-failed", EVENTS_EXCHANGE, EventKey.CALL_FAILED)
+
 #: Events a call agent follows for the sessions it streams (each agent binds its own
 #: exclusive, auto-deleted queue to these keys on the events exchange).
 CALL_AGENT_SESSION_EVENTS: tuple[str, ...] = (
@@ -79,4 +86,7 @@ ALL_ROUTES: tuple[Route, ...] = (
     LIVENESS_FRAMES,
     LIVENESS_MATCHES,
     LIVENESS_EXPIRY,
+    NOTIFIER_SESSIONS,
+    NOTIFIER_MATCHES,
+    NOTIFIER_CALLS,
 )
