@@ -3,9 +3,12 @@
 Order of one run: start the stack (or use ``--url``), wait until the gateway is ready and every
 matcher has subscribed, send warm-up requests (each matcher decodes and runs the models on real
 images at least once), then, with the stack idle, time the same pairs **in this process**
-(decode both images, analyze both with the same pack and thread setting, score every target
-face), then drive the load. The **overhead ratio** is end-to-end p50 / in-process p50: what the
-gateway, JSON and base64, RabbitMQ and the worker's plumbing add to the face work itself.
+through the matcher's own ``handle_compare`` and ``OnnxFaceEngine``, built as the matcher builds
+them (same pack, intra-op threads, thread pool and micro-batcher; decode, detect, align, quality,
+embed, score), one pair at a time, then drive the load. The **overhead ratio** is end-to-end p50
+/ in-process p50: what HTTP, JSON and base64, the gateway, RabbitMQ and the worker's message
+handling add to the matcher's work itself. It is meaningful at ``--concurrency 1`` (the
+in-process baseline has no queueing); at higher concurrency it includes waiting for a core.
 """
 
 from __future__ import annotations
@@ -15,21 +18,25 @@ import base64
 import json
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
+from contracts.values import ImageData
 from faceproof.bench.environment import BenchError, machine_info
 from faceproof.bench.load import LoadResult, check_local_url, drive_load
 from faceproof.bench.stack import StackConfig, running_stack, terminate_on_sigterm
 from faceproof.bench.stats import evenly, ms_summary, rate
+
+if TYPE_CHECKING:
+    from infra.settings import Settings
 
 __all__ = [
     "DEFAULT_PAIRS",
     "CompareBench",
     "compare_body",
     "default_pairs",
+    "matcher_settings",
     "overhead_ratio",
     "run_compare_bench",
 ]
@@ -84,52 +91,81 @@ def overhead_ratio(end_to_end_p50_ms: float, inprocess_p50_ms: float) -> float:
     return round(end_to_end_p50_ms / inprocess_p50_ms, 3)
 
 
-def _inprocess(config: CompareBench, images: Sequence[tuple[bytes, bytes]]) -> dict[str, dict[str, float]]:
-    """Decode + analyze both images + score, as the matcher does, timed per pair in this process.
+def matcher_settings(config: CompareBench) -> Settings:
+    """The settings the benchmark's matchers run with (environment plus the command's options)."""
+    from infra.settings import load_settings
 
-    ``sequential``: one image after the other on this thread. ``parallel``: the two images on two
-    threads, as the matcher runs them (its ``asyncio.gather`` over a thread pool), which is the
-    stricter baseline for what the plumbing adds.
+    return load_settings().model_copy(
+        update={
+            "model_pack": config.pack,
+            "models_dir": config.models_dir,
+            "inference_threads": config.inference_threads,
+            "matcher_concurrency": config.matcher_concurrency,
+            "max_target_faces": config.max_target_faces,
+        }
+    )
+
+
+class _InlineImages:
+    async def read(self, image: ImageData) -> bytes:
+        assert image.inline is not None
+        return image.inline
+
+
+async def _inprocess_handler(config: CompareBench, images: Sequence[tuple[bytes, bytes]]) -> dict[str, float]:
+    """The matcher's own ``handle_compare`` on its own engine, in this process, one pair at a time.
+
+    Built exactly as ``services.matcher.main.serve`` builds it (pack, intra-op threads resolved
+    from ``FACEPROOF_INFERENCE_THREADS`` and ``FACEPROOF_MATCHER_CONCURRENCY``, thread pool, micro-
+    batcher), so the only difference from the end-to-end path is the plumbing: HTTP, JSON and
+    base64, the gateway, RabbitMQ and the worker's message handling.
     """
-    from faces.images import decode_image
+    from contracts.commands import CompareFaces
     from faces.packs import load_pack
-    from faces.pipeline import Face
+    from services.matcher.adapters import OnnxFaceEngine
+    from services.matcher.handlers import handle_compare
 
-    pipeline = load_pack(config.pack, config.models_dir, threads=config.inference_threads)
-    pipeline.warm_up()
-
-    def analyze(data: bytes, max_faces: int) -> list[Face]:
-        return pipeline.analyze(decode_image(data, max_pixels=_MAX_PIXELS), max_faces=max_faces)
-
-    def score(source_faces: list[Face], target_faces: list[Face]) -> int:
-        if not source_faces:
-            return 0
-        return len(
-            [pipeline.compare_embeddings(source_faces[0].embedding, f.embedding) for f in target_faces]
+    settings = matcher_settings(config)
+    pipeline = await asyncio.to_thread(
+        load_pack,
+        settings.model_pack,
+        settings.resolved_models_dir,
+        prefer_gpu=settings.prefer_gpu,
+        threads=settings.resolved_inference_threads,
+        verify_checksums=settings.verify_model_checksums,
+    )
+    await asyncio.to_thread(pipeline.warm_up)
+    engine = OnnxFaceEngine(
+        pipeline,
+        max_pixels=settings.max_image_pixels,
+        workers=settings.matcher_concurrency,
+        batch_size=settings.matcher_batch_size,
+        batch_wait_s=settings.matcher_batch_wait_ms / 1000,
+    )
+    source = _InlineImages()
+    commands = [
+        CompareFaces(
+            correlation_id=f"bench-{index}",
+            source=ImageData(inline=a),
+            target=ImageData(inline=b),
+            max_target_faces=settings.max_target_faces,
         )
-
-    def sequential(source: bytes, target: bytes) -> int:
-        return score(analyze(source, 1), analyze(target, config.max_target_faces))
-
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="bench-inprocess") as pool:
-
-        def parallel(source: bytes, target: bytes) -> int:
-            source_faces = pool.submit(analyze, source, 1)
-            target_faces = pool.submit(analyze, target, config.max_target_faces)
-            return score(source_faces.result(), target_faces.result())
-
-        summaries: dict[str, dict[str, float]] = {}
-        for name, compare in (("sequential", sequential), ("parallel", parallel)):
-            for source, target in images:  # warm-up round
-                compare(source, target)
-            samples: list[float] = []
-            for _ in range(max(1, config.inprocess_rounds)):
-                for source, target in images:
-                    started = time.perf_counter()
-                    compare(source, target)
-                    samples.append(time.perf_counter() - started)
-            summaries[name] = ms_summary(samples)
-    return summaries
+        for index, (a, b) in enumerate(images)
+    ]
+    try:
+        for command in commands:  # warm-up round
+            await handle_compare(command, engine=engine, images=source)
+        samples: list[float] = []
+        for _ in range(max(1, config.inprocess_rounds)):
+            for command in commands:
+                started = time.perf_counter()
+                event = await handle_compare(command, engine=engine, images=source)
+                samples.append(time.perf_counter() - started)
+                if event.error is not None:
+                    raise BenchError(f"in-process compare failed: {event.error.code}")
+    finally:
+        await engine.close()
+    return {**ms_summary(samples), "intra_op_threads": settings.resolved_inference_threads}
 
 
 def _check_warm_up(result: LoadResult, logs: Callable[[], str]) -> None:
@@ -157,7 +193,7 @@ def _measure(
         )
     )
     _check_warm_up(warm_up, logs)
-    inprocess = _inprocess(config, images)
+    inprocess = asyncio.run(_inprocess_handler(config, images))
     load = asyncio.run(
         drive_load(
             url,
@@ -177,11 +213,11 @@ def _measure(
         "p99_ms": end_to_end["p99"],
         "mean_ms": end_to_end["mean"],
         "rps": rate(len(load.latencies_s), load.elapsed_s),
-        "inprocess_p50_ms": inprocess["sequential"]["p50"],
-        "inprocess_p95_ms": inprocess["sequential"]["p95"],
-        "overhead_ratio": overhead_ratio(end_to_end["p50"], inprocess["sequential"]["p50"]),
-        "inprocess_parallel_p50_ms": inprocess["parallel"]["p50"],
-        "overhead_ratio_vs_parallel": overhead_ratio(end_to_end["p50"], inprocess["parallel"]["p50"]),
+        "inprocess_p50_ms": inprocess["p50"],
+        "inprocess_p95_ms": inprocess["p95"],
+        "inprocess_samples": inprocess["n"],
+        "overhead_ratio": overhead_ratio(end_to_end["p50"], inprocess["p50"]),
+        "matcher_intra_op_threads": inprocess["intra_op_threads"],
         "requests": load.requests,
         "ok": len(load.latencies_s),
         "errors": sum(load.errors.values()),

@@ -56,6 +56,10 @@ def test_bench_compare_runs_its_own_stack_and_stops_it() -> None:
         assert result[key] > 0, key
     assert result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"]
     assert result["workers"] == 1 and result["concurrency"] == 1
+    # The baseline is the matcher's own handler, built with the matchers' thread setting.
+    assert result["inprocess_samples"] == 3
+    assert result["matcher_intra_op_threads"] >= 1
+    assert result["overhead_ratio"] == round(result["p50_ms"] / result["inprocess_p50_ms"], 3)
     assert 0 < result["requests"] <= 10
     assert result["errors"] == 0
     vhost = result["vhost"]
