@@ -76,6 +76,20 @@ class Settings(BaseSettings):
         description="Wait this long for the matcher, then finish without it.",
     )
 
+    # Video-call flows (notifier)
+    flow_timeout_s: float = Field(default=300.0, description="A call flow not finished by then fails.")
+    flow_sweep_s: float = Field(default=2.0, description="Seconds between sweeps of overdue flows.")
+    callback_timeout_s: float = Field(default=10.0, description="Time limit of one callback PUT.")
+    callback_retry_deadline_s: float = Field(
+        default=900.0, description="Retry a failing callback this long, then dead-letter it."
+    )
+    callback_max_attempts: int = Field(default=10, ge=1, description="Callback attempts at most.")
+    callback_backoff_s: float = Field(default=1.0, description="First retry delay (doubles, with jitter).")
+    callback_backoff_max_s: float = Field(default=60.0, description="Longest delay between two attempts.")
+    callback_secret: SecretStr | None = Field(
+        default=None, description="Sign callbacks (HMAC-SHA256), send results in them."
+    )
+
     # Matcher
     models_dir: Path | None = Field(default=None, description="Empty: data_dir/models.")
     model_pack: str = "permissive"
