@@ -1,0 +1,335 @@
+"""One session's WebRTC connection: answer the offer, sample and store the camera frames, send
+the instruction video and the data channel messages, keep the connection claim alive, hang up."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from aiortc import (
+    InvalidAccessError,
+    InvalidStateError,
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCDataChannel,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamError
+from aiortc.sdp import SessionDescription
+from av import VideoFrame
+
+from contracts.commands import StartSession
+from contracts.envelope import Event, utc_now
+from contracts.events import (
+    ChallengeIssued,
+    ChallengeVerdict,
+    FrameCaptured,
+    LivenessDecided,
+    SessionFinished,
+)
+from contracts.routing import EventKey
+from contracts.values import SessionStatus
+from infra.db.errors import DatabaseError
+from infra.storage import ObjectStore, StorageError
+from services.call_agent.catalog import load_catalog
+from services.call_agent.instructions import Instructions, Screen
+from services.call_agent.ports import EventSink, PublishFailed, SessionLeases
+from services.call_agent.sampling import FrameSampler, encode_jpeg, fit_image
+from services.call_agent.video import InstructionTrack, LatestFrame
+
+__all__ = [
+    "DATA_CHANNEL_LABEL",
+    "InvalidOffer",
+    "PeerSession",
+    "StreamConfig",
+    "frame_key",
+    "parse_ice_servers",
+]
+
+log = logging.getLogger("faceproof.call_agent")
+
+DATA_CHANNEL_LABEL = "faceproof"
+#: Sampled frames waiting to be encoded and stored; beyond this a frame is dropped (never blocks).
+FRAME_BACKLOG = 16
+
+
+class InvalidOffer(Exception):
+    """The SDP offer cannot be answered (unparsable, or no video to receive)."""
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    frame_rate: float = 8.0
+    jpeg_quality: int = 85
+    heartbeat_s: float = 5.0
+    ice_servers: tuple[RTCIceServer, ...] = ()
+    hangup_delay_s: float = 1.0
+
+
+def parse_ice_servers(raw: str) -> tuple[RTCIceServer, ...]:
+    """``FACEPROOF_ICE_SERVERS``: a JSON list of ``{"urls", "username"?, "credential"?}``; empty: none."""
+    if not raw.strip():
+        return ()
+    try:
+        entries = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"ice_servers is not JSON: {error.msg}") from None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and "urls" in e for e in entries):
+        raise ValueError('ice_servers must be a JSON list of {"urls", "username"?, "credential"?}')
+    return tuple(
+        RTCIceServer(urls=e["urls"], username=e.get("username"), credential=e.get("credential"))
+        for e in entries
+    )
+
+
+def frame_key(session_id: str, sequence: int) -> str:
+    return f"sessions/{session_id}/frames/{sequence:08d}.jpg"
+
+
+def encode_frame(frame: VideoFrame, quality: int) -> tuple[bytes, int, int]:
+    """The raw (not mirrored) camera frame, fitted into 640x480, as JPEG bytes, width, height."""
+    image = fit_image(np.asarray(frame.to_ndarray(format="bgr24"), dtype=np.uint8))
+    height, width = image.shape[:2]
+    return encode_jpeg(image, quality), width, height
+
+
+def _has_video(sdp: str) -> bool:
+    try:
+        description = SessionDescription.parse(sdp)
+    except (ValueError, LookupError, TypeError) as error:
+        raise InvalidOffer(f"unparsable SDP ({type(error).__name__})") from None
+    return any(media.kind == "video" for media in description.media)
+
+
+class PeerSession:
+    """The call agent's side of one session connection (see docs/call-agent.md)."""
+
+    def __init__(
+        self,
+        command: StartSession,
+        *,
+        config: StreamConfig,
+        store: ObjectStore,
+        events: EventSink,
+        leases: SessionLeases,
+        on_closed: Callable[[PeerSession], None],
+    ) -> None:
+        self.session_id = command.session_id
+        self.connection_id = command.connection_id
+        self.answer_sdp = ""
+        self.instructions = Instructions(load_catalog(command.language))
+        self._command = command
+        self._config = config
+        self._store = store
+        self._events = events
+        self._leases = leases
+        self._on_closed = on_closed
+        self._pc = RTCPeerConnection(RTCConfiguration(iceServers=list(config.ice_servers)))
+        self._latest = LatestFrame()
+        self._channel: RTCDataChannel | None = None
+        self._pending: list[str] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._frames: asyncio.Queue[tuple[int, VideoFrame, datetime]] = asyncio.Queue(maxsize=FRAME_BACKLOG)
+        self._sampler = FrameSampler(config.frame_rate)
+        self._next_sequence = command.sequence_base
+        self._closed = False
+        self.frames_stored = 0
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def connection_state(self) -> str:
+        return str(self._pc.connectionState)
+
+    def screen(self) -> Screen:
+        return self.instructions.screen
+
+    # ------------------------------------------------------------------ offer / answer
+
+    async def answer(self) -> str:
+        """Apply the offer and answer it (after ICE gathering). Raises :class:`InvalidOffer`."""
+        if not _has_video(self._command.offer_sdp):
+            raise InvalidOffer("the offer has no video to receive")
+        pc = self._pc
+        pc.on("track", self._on_track)
+        pc.on("datachannel", self._on_datachannel)
+        pc.on("connectionstatechange", self._on_state)
+        try:
+            await pc.setRemoteDescription(
+                RTCSessionDescription(sdp=self._command.offer_sdp, type=self._command.offer_type)
+            )
+            pc.addTrack(InstructionTrack(self._latest, self.screen))
+            await pc.setLocalDescription(await pc.createAnswer())
+        except (ValueError, LookupError, TypeError, InvalidAccessError, InvalidStateError) as error:
+            raise InvalidOffer(f"the offer cannot be answered ({type(error).__name__})") from None
+        description = pc.localDescription
+        if description is None:
+            raise InvalidOffer("no answer was produced")
+        self.answer_sdp = description.sdp
+        self._spawn(self._write_frames(), "frames")
+        self._spawn(self._heartbeat(), "heartbeat")
+        self._spawn(self._expire_at(self._command.expires_at), "expiry")
+        return self.answer_sdp
+
+    # ------------------------------------------------------------------ events from the session
+
+    def apply(self, event: Event) -> None:
+        now = time.monotonic()
+        message: dict[str, Any] | None = None
+        if isinstance(event, ChallengeIssued):
+            message = self.instructions.challenge(event, now)
+        elif isinstance(event, ChallengeVerdict):
+            message = self.instructions.verdict(event, now)
+        elif isinstance(event, LivenessDecided):
+            message = self.instructions.decided(event, now)
+        elif isinstance(event, SessionFinished):
+            message = self.instructions.session_finished(event)
+            if message is not None:
+                self._spawn(self._hang_up_later(), "hangup")
+        if message is not None:
+            self._send(message)
+
+    # ------------------------------------------------------------------ closing
+
+    async def close(self, *, release: bool = True, why: str = "closed") -> None:
+        """Hang up (idempotent): stop the tasks, close the peer connection, release the claim."""
+        if self._closed:
+            return
+        self._closed = True
+        log.info("hanging up: %s", why, extra={"session_id": self.session_id})
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current:
+                task.cancel()
+        await self._pc.close()
+        if release:
+            try:
+                await self._leases.release_connection(self.session_id, self.connection_id)
+            except DatabaseError as error:
+                log.warning("could not release the connection (%s)", type(error).__name__)
+        self._on_closed(self)
+
+    # ------------------------------------------------------------------ internals
+
+    def _spawn(self, work: Any, name: str) -> None:
+        if self._closed:
+            work.close()
+            return
+        task: asyncio.Task[None] = asyncio.create_task(work, name=f"call-agent-{name}-{self.session_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _send(self, message: dict[str, Any]) -> None:
+        text = json.dumps(message, ensure_ascii=False)
+        channel = self._channel
+        if channel is not None and channel.readyState == "open":
+            channel.send(text)
+        else:
+            self._pending.append(text)
+
+    def _flush(self) -> None:
+        channel = self._channel
+        if channel is None or channel.readyState != "open":
+            return
+        pending, self._pending = self._pending, []
+        for text in pending:
+            channel.send(text)
+
+    def _on_datachannel(self, channel: RTCDataChannel) -> None:
+        if channel.label != DATA_CHANNEL_LABEL:
+            return
+        self._channel = channel
+        channel.on("open", self._flush)
+        self._flush()
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind == "video":
+            self._spawn(self._consume(track), "inbound")
+
+    async def _on_state(self) -> None:
+        if self._pc.connectionState in ("failed", "closed") and not self._closed:
+            await self.close(why=f"peer connection {self._pc.connectionState}")
+
+    async def _consume(self, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                break
+            if not isinstance(frame, VideoFrame):
+                continue
+            self._latest.frame = frame
+            at = frame.time if frame.time is not None else time.monotonic()
+            if self._frames.full() or not self._sampler.keep(at):
+                continue
+            self._frames.put_nowait((self._next_sequence, frame, utc_now()))
+            self._next_sequence += 1
+        if not self._closed:
+            await self.close(why="the camera track ended")
+
+    async def _write_frames(self) -> None:
+        while True:
+            sequence, frame, captured_at = await self._frames.get()
+            data, width, height = await asyncio.to_thread(encode_frame, frame, self._config.jpeg_quality)
+            key = frame_key(self.session_id, sequence)
+            try:
+                await self._store.put(key, data, "image/jpeg")
+                await self._events.publish(
+                    FrameCaptured(
+                        correlation_id=self.session_id,
+                        session_id=self.session_id,
+                        connection_id=self.connection_id,
+                        sequence=sequence,
+                        storage_key=key,
+                        width=width,
+                        height=height,
+                        captured_at=captured_at,
+                    ),
+                    EventKey.FRAME_CAPTURED,
+                )
+            except (StorageError, PublishFailed) as error:
+                log.warning(
+                    "frame %d lost (%s)",
+                    sequence,
+                    type(error).__name__,
+                    extra={"session_id": self.session_id},
+                )
+                continue
+            self.frames_stored += 1
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self._config.heartbeat_s)
+            try:
+                ours = await self._leases.touch_connection(self.session_id, self.connection_id)
+            except DatabaseError as error:
+                log.warning(
+                    "heartbeat failed (%s)", type(error).__name__, extra={"session_id": self.session_id}
+                )
+                continue
+            if not ours:
+                await self.close(release=False, why="another connection took the session")
+                return
+
+    async def _expire_at(self, expires_at: datetime) -> None:
+        await asyncio.sleep(max(0.0, (expires_at - utc_now()).total_seconds()))
+        message = self.instructions.finish(SessionStatus.EXPIRED, [SessionStatus.EXPIRED.value])
+        if message is not None:
+            self._send(message)
+            await asyncio.sleep(self._config.hangup_delay_s)
+        await self.close(why="the session expired")
+
+    async def _hang_up_later(self) -> None:
+        await asyncio.sleep(self._config.hangup_delay_s)
+        await self.close(why="the session finished")

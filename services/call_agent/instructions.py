@@ -1,0 +1,143 @@
+"""What the user is asked to do now: session events -> the screen to draw and the data channel JSON.
+
+Pure: the call agent feeds events and the monotonic clock in, and reads :class:`Screen` (for the
+instruction video) and the camelCase messages (for the ``faceproof`` data channel) out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from contracts.events import ChallengeIssued, ChallengeVerdict, LivenessDecided, SessionFinished
+from contracts.values import ChallengeType, SessionStatus
+from services.call_agent.catalog import Catalog
+
+__all__ = ["NOTICE_S", "Instructions", "Notice", "Screen"]
+
+#: How long a verdict ("Well done!") stays on screen beside the next instruction.
+NOTICE_S = 1.5
+
+Message = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Notice:
+    text: str
+    good: bool
+    until: float
+
+
+@dataclass(frozen=True)
+class Screen:
+    """The instruction video's overlay. ``deadline`` is on the monotonic clock; ``index`` is 0-based;
+    ``target`` is in the mirrored view (0..1); ``final`` draws the closing status screen."""
+
+    text: str
+    challenge: ChallengeType | None = None
+    index: int | None = None
+    count: int | None = None
+    deadline: float | None = None
+    target: tuple[float, float] | None = None
+    notice: Notice | None = None
+    final: bool = False
+    succeeded: bool | None = None
+    detail: str | None = None
+
+    def seconds_left(self, now: float) -> int | None:
+        if self.deadline is None:
+            return None
+        return max(0, int(-(-(self.deadline - now) // 1)))
+
+    def progress(self) -> str | None:
+        if self.index is None or self.count is None:
+            return None
+        return f"{min(self.index + 1, self.count)}/{self.count}"
+
+
+class Instructions:
+    """The current screen of one session and the messages to send for each event."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.screen = Screen(text=catalog.text("status.waiting"))
+        self._index = -1
+        self.finished = False
+
+    def challenge(self, event: ChallengeIssued, now: float) -> Message | None:
+        if self.finished or event.index < self._index:
+            return None
+        self._index = event.index
+        text = self.catalog.challenge(event.challenge)
+        notice = (
+            self.screen.notice if self.screen.notice is not None and self.screen.notice.until > now else None
+        )
+        self.screen = Screen(
+            text=text,
+            challenge=event.challenge,
+            index=event.index,
+            count=event.count,
+            deadline=now + event.deadline_ms / 1000,
+            target=event.target,
+            notice=notice,
+        )
+        return {
+            "type": "challenge",
+            "index": event.index,
+            "count": event.count,
+            "challenge": event.challenge.value,
+            "text": text,
+            "deadlineMs": event.deadline_ms,
+            "target": list(event.target) if event.target is not None else None,
+        }
+
+    def verdict(self, event: ChallengeVerdict, now: float) -> Message | None:
+        if self.finished or event.index < self._index:
+            return None
+        text = self.catalog.text("verdict.passed" if event.passed else "verdict.failed")
+        reason_text = self.catalog.reason(event.reason)
+        shown = text if event.passed or reason_text is None else f"{text}: {reason_text}"
+        notice = Notice(shown, event.passed, now + NOTICE_S)
+        if event.index == self._index:
+            # The challenge is over: no countdown, no arrow, until the next one arrives.
+            self.screen = Screen(
+                text=self.catalog.text("status.checking")
+                if event.index + 1 >= event.count
+                else self.catalog.text("status.waiting"),
+                index=event.index,
+                count=event.count,
+                notice=notice,
+            )
+        else:
+            self.screen = replace(self.screen, notice=notice)
+        return {
+            "type": "verdict",
+            "index": event.index,
+            "count": event.count,
+            "challenge": event.challenge.value,
+            "passed": event.passed,
+            "reason": event.reason,
+            "text": shown,
+        }
+
+    def decided(self, event: LivenessDecided, now: float) -> Message | None:
+        if self.finished:
+            return None
+        text = self.catalog.text("status.checking")
+        self.screen = replace(self.screen, text=text, challenge=None, deadline=None, target=None)
+        return {"type": "decided", "isLive": event.is_live, "text": text}
+
+    def finish(self, status: SessionStatus, reasons: list[str]) -> Message | None:
+        if self.finished:
+            return None
+        self.finished = True
+        text = self.catalog.finished(status)
+        details = [t for t in (self.catalog.reason(r) for r in reasons) if t is not None]
+        detail = details[0] if details and status is SessionStatus.FAILED else None
+        self.screen = Screen(
+            text=text, final=True, succeeded=status is SessionStatus.SUCCEEDED, detail=detail
+        )
+        return {"type": "finished", "status": status.value, "reasons": list(reasons), "text": text}
+
+    def session_finished(self, event: SessionFinished) -> Message | None:
+        return self.finish(event.status, event.reasons)

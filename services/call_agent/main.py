@@ -1,0 +1,123 @@
+"""Composition root of the call agent."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from uuid import uuid4
+
+from aio_pika.exceptions import AMQPError
+from faststream import AckPolicy, FastStream
+from faststream.rabbit import RabbitBroker, RabbitMessage, RabbitQueue
+
+from contracts.commands import StartSession
+from contracts.envelope import Event
+from contracts.events import SessionStarted
+from contracts.routing import CALL_AGENT_SESSION_EVENTS, CALL_AGENT_SESSIONS
+from infra.broker import COMMANDS, EVENTS, create_broker, declare_topology, queue_for
+from infra.db.engine import create_engine, session_factory
+from infra.db.repositories import SessionRepository
+from infra.settings import Settings
+from infra.storage import ObjectStore, open_store
+from services.call_agent.agent import CallAgent
+from services.call_agent.connection import StreamConfig, parse_ice_servers
+from services.call_agent.ports import PublishFailed, SessionLeases
+
+__all__ = ["BrokerEvents", "CallAgentApp", "build_app", "serve", "stream_config"]
+
+log = logging.getLogger("faceproof.call_agent")
+
+
+class BrokerEvents:
+    """``EventSink`` on the events exchange."""
+
+    def __init__(self, broker: RabbitBroker) -> None:
+        self._broker = broker
+
+    async def publish(self, event: Event, routing_key: str) -> None:
+        try:
+            await self._broker.publish(event, exchange=EVENTS, routing_key=routing_key, persist=True)
+        except (AMQPError, ConnectionError) as error:
+            raise PublishFailed(type(error).__name__) from error
+
+
+def stream_config(settings: Settings) -> StreamConfig:
+    return StreamConfig(
+        frame_rate=settings.frame_rate,
+        jpeg_quality=settings.frame_jpeg_quality,
+        heartbeat_s=settings.heartbeat_s,
+        ice_servers=parse_ice_servers(settings.ice_servers),
+    )
+
+
+def session_events_queue() -> RabbitQueue:
+    """This process's own queue of session events: exclusive, deleted when the process goes."""
+    return RabbitQueue(
+        f"call-agent.session-events.{uuid4().hex[:12]}",
+        exclusive=True,
+        auto_delete=True,
+        routing_key=CALL_AGENT_SESSION_EVENTS[0],
+    )
+
+
+@dataclass(frozen=True)
+class CallAgentApp:
+    app: FastStream
+    broker: RabbitBroker
+    agent: CallAgent
+
+
+def build_app(settings: Settings, *, leases: SessionLeases, store: ObjectStore) -> CallAgentApp:
+    """Wire the handlers to the broker; resources are created by the caller."""
+    broker = create_broker(settings)
+    agent = CallAgent(stream_config(settings), leases=leases, store=store, events=BrokerEvents(broker))
+
+    @broker.subscriber(
+        queue_for(CALL_AGENT_SESSIONS, delivery_limit=settings.delivery_limit),
+        COMMANDS,
+        title="StartSession",
+        description="Answer a session's WebRTC offer; reply SessionStarted (RPC) and publish it.",
+    )
+    async def on_start_session(command: StartSession) -> SessionStarted:
+        return await agent.start(command)
+
+    events_queue = session_events_queue()
+
+    @broker.subscriber(
+        events_queue,
+        EVENTS,
+        ack_policy=AckPolicy.ACK,  # an event this agent cannot use is dropped, never redelivered
+        title="SessionEvents",
+        description="ChallengeIssued, ChallengeVerdict, LivenessDecided, SessionFinished of held sessions.",
+    )
+    async def on_session_event(body: object, message: RabbitMessage) -> None:
+        await agent.on_event(str(message.raw_message.routing_key), message.body)
+
+    app = FastStream(broker)
+
+    @app.after_startup
+    async def declare() -> None:
+        await declare_topology(broker, (CALL_AGENT_SESSIONS,), delivery_limit=settings.delivery_limit)
+        exchange = await broker.declare_exchange(EVENTS)
+        queue = await broker.declare_queue(events_queue)
+        for key in CALL_AGENT_SESSION_EVENTS[1:]:
+            await queue.bind(exchange, routing_key=key)
+
+    @app.on_shutdown
+    async def hang_up() -> None:
+        await agent.close()
+
+    return CallAgentApp(app, broker, agent)
+
+
+async def serve(settings: Settings) -> None:
+    """Consume StartSession commands and session events until stopped; hang up everything on stop."""
+    store = open_store(settings.resolved_storage_url)
+    await store.ensure_buckets()
+    engine = create_engine(settings.resolved_database_url)
+    try:
+        built = build_app(settings, leases=SessionRepository(session_factory(engine)), store=store)
+        log.info("call agent ready")
+        await built.app.run()
+    finally:
+        await engine.dispose()

@@ -1,0 +1,112 @@
+"""Catalogs: every language has every text; the instruction state turns events into messages."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from contracts.events import ChallengeIssued, ChallengeVerdict, LivenessDecided, SessionFinished
+from contracts.values import ChallengeType, SessionStatus
+from services.call_agent.catalog import available_languages, load_catalog, required_keys
+from services.call_agent.instructions import Instructions
+
+LANGUAGES = ("en", "es", "fr", "de", "pt", "it", "nl", "pl")
+
+
+def test_the_required_languages_are_there() -> None:
+    assert set(LANGUAGES) <= set(available_languages())
+
+
+def test_english_has_every_required_key() -> None:
+    assert required_keys() <= set(load_catalog("en").texts)
+
+
+@pytest.mark.parametrize("language", available_languages())
+def test_every_catalog_has_exactly_the_keys_of_english_and_no_empty_text(language: str) -> None:
+    catalog = load_catalog(language)
+    assert catalog.language == language
+    assert set(catalog.texts) == set(load_catalog("en").texts)
+    assert all(text.strip() for text in catalog.texts.values())
+    if language != "en":  # translated, not copied
+        same = [k for k, v in catalog.texts.items() if v == load_catalog("en").texts[k]]
+        assert len(same) <= 2, same
+
+
+def test_every_challenge_and_terminal_status_has_a_text() -> None:
+    catalog = load_catalog("de")
+    for challenge in ChallengeType:
+        assert catalog.challenge(challenge) != f"challenge.{challenge.value}"
+    for status in (SessionStatus.SUCCEEDED, SessionStatus.FAILED, SessionStatus.EXPIRED):
+        assert not catalog.finished(status).startswith("finished.")
+
+
+@pytest.mark.parametrize(("asked", "chosen"), [("es-ES", "es"), ("PT_br", "pt"), ("xx", "en"), ("", "en")])
+def test_language_tags_fall_back_to_english(asked: str, chosen: str) -> None:
+    assert load_catalog(asked).language == chosen
+
+
+def issued(index: int, challenge: ChallengeType = ChallengeType.TURN_LEFT, **extra: object) -> ChallengeIssued:
+    return ChallengeIssued(
+        correlation_id="s", session_id="s", index=index, count=3, challenge=challenge, deadline_ms=8000, **extra
+    )
+
+
+def test_instruction_messages_are_camel_case_json_in_the_session_language() -> None:
+    state = Instructions(load_catalog("es"))
+    assert state.screen.text == "Mira a la cámara"
+    message = state.challenge(issued(0), now=10.0)
+    assert message == {
+        "type": "challenge",
+        "index": 0,
+        "count": 3,
+        "challenge": "TURN_LEFT",
+        "text": "Gira la cabeza a la izquierda",
+        "deadlineMs": 8000,
+        "target": None,
+    }
+    json.dumps(message)
+    assert state.screen.seconds_left(13.2) == 5
+    assert state.screen.progress() == "1/3"
+    verdict = state.verdict(
+        ChallengeVerdict(
+            correlation_id="s",
+            session_id="s",
+            index=0,
+            count=3,
+            challenge=ChallengeType.TURN_LEFT,
+            passed=False,
+            reason="WRONG_DIRECTION",
+        ),
+        now=12.0,
+    )
+    assert verdict is not None
+    assert verdict["type"] == "verdict" and verdict["passed"] is False and verdict["reason"] == "WRONG_DIRECTION"
+    assert "Dirección equivocada" in verdict["text"]
+    target = state.challenge(issued(1, ChallengeType.NOSE_TO_TARGET, target=(0.2, 0.7)), now=12.5)
+    assert target is not None and target["target"] == [0.2, 0.7]
+    assert state.screen.notice is not None  # the verdict stays visible beside the next instruction
+    assert state.challenge(issued(0), now=13.0) is None  # stale
+    decided = state.decided(
+        LivenessDecided(correlation_id="s", session_id="s", is_live=False, confidence=20.0), now=14.0
+    )
+    assert decided == {"type": "decided", "isLive": False, "text": "Comprobando…"}
+    finished = state.session_finished(
+        SessionFinished(
+            correlation_id="s",
+            session_id="s",
+            status=SessionStatus.FAILED,
+            reasons=["WRONG_DIRECTION"],
+            occurred_at=datetime.now(UTC),
+        )
+    )
+    assert finished == {
+        "type": "finished",
+        "status": "FAILED",
+        "reasons": ["WRONG_DIRECTION"],
+        "text": "La verificación ha fallado",
+    }
+    assert state.screen.final and state.screen.succeeded is False
+    assert state.challenge(issued(2), now=15.0) is None  # nothing after the end
+    assert state.finish(SessionStatus.EXPIRED, ["EXPIRED"]) is None
