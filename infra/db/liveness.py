@@ -1,0 +1,286 @@
+"""The liveness worker's tables: ``liveness_states`` (one row per session, locked while a frame is
+applied) and ``liveness_frames`` (one analysed frame per row). Returns plain records.
+
+Locking: :meth:`LivenessRepository.locked` opens a transaction holding the state row's lock
+(``SELECT ... FOR UPDATE`` on PostgreSQL; on SQLite a no-op write first, since SQLite serialises
+writers and a read transaction cannot upgrade once another writer committed). Everything the
+block does commits together when it leaves without an exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from infra.db.errors import NotFound, translate_errors
+from infra.db.records import SessionStatus
+from infra.db.tables import LivenessFrameRow, LivenessStateRow, SessionRow, utc_now
+
+__all__ = ["LivenessFrame", "LivenessRepository", "LivenessState", "LockedState"]
+
+
+@dataclass(frozen=True, slots=True)
+class LivenessState:
+    """``challenges``: the drawn challenges ([{"type", "target"}]); ``skipped``: sequence gaps the
+    replay skipped ([[first, last]]); ``connection_id``: the last connection announced;
+    ``issued`` / ``verdicts``: events published so far; ``decision`` once decided."""
+
+    session_id: str
+    challenges: list[dict[str, Any]]
+    skipped: list[tuple[int, int]]
+    connection_id: str
+    started_at: datetime
+    issued: int
+    verdicts: int
+    decision: dict[str, Any] | None
+    decided_at: datetime | None
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class LivenessFrame:
+    session_id: str
+    sequence: int
+    captured_at: datetime
+    storage_key: str
+    analysis: dict[str, Any]
+    spoof_score: float | None
+    embedding: list[float] | None
+
+
+def _document(
+    challenges: list[dict[str, Any]], skipped: list[tuple[int, int]], connection: str
+) -> dict[str, Any]:
+    return {"items": challenges, "skipped": [list(g) for g in skipped], "connection": connection}
+
+
+def _state(row: LivenessStateRow) -> LivenessState:
+    document = row.challenges
+    return LivenessState(
+        session_id=row.session_id,
+        challenges=list(document.get("items", [])),
+        skipped=[(int(a), int(b)) for a, b in document.get("skipped", [])],
+        connection_id=str(document.get("connection", "")),
+        started_at=row.started_at,
+        issued=row.issued,
+        verdicts=row.verdicts,
+        decision=None if row.decision is None else dict(row.decision),
+        decided_at=row.decided_at,
+        version=row.version,
+    )
+
+
+def _frame(row: LivenessFrameRow) -> LivenessFrame:
+    embedding = row.embedding
+    return LivenessFrame(
+        session_id=row.session_id,
+        sequence=row.sequence,
+        captured_at=row.captured_at,
+        storage_key=row.storage_key,
+        analysis=dict(row.analysis),
+        spoof_score=row.spoof_score,
+        embedding=None if embedding is None else [float(x) for x in embedding["vector"]],
+    )
+
+
+class LockedState:
+    """The state row under lock, inside an open transaction (see :meth:`LivenessRepository.locked`)."""
+
+    def __init__(self, session: AsyncSession, row: LivenessStateRow) -> None:
+        self._session = session
+        self._row = row
+
+    @property
+    def state(self) -> LivenessState:
+        return _state(self._row)
+
+    async def frames(self) -> list[LivenessFrame]:
+        query = (
+            select(LivenessFrameRow)
+            .where(LivenessFrameRow.session_id == self._row.session_id)
+            .order_by(LivenessFrameRow.sequence)
+        )
+        with translate_errors():
+            return [_frame(row) for row in await self._session.scalars(query)]
+
+    async def session_status(self) -> SessionStatus | None:
+        with translate_errors():
+            status = await self._session.scalar(
+                select(SessionRow.status).where(SessionRow.id == self._row.session_id)
+            )
+        return None if status is None else SessionStatus(status)
+
+    def set_connection(self, connection_id: str) -> None:
+        state = _state(self._row)
+        self._row.challenges = _document(state.challenges, state.skipped, connection_id)
+
+    def save(
+        self,
+        *,
+        issued: int,
+        verdicts: int,
+        skipped: list[tuple[int, int]],
+        decision: dict[str, Any] | None = None,
+    ) -> None:
+        """Advance the counters (never back), record skipped gaps and, once, the decision."""
+        row = self._row
+        row.issued = max(row.issued, issued)
+        row.verdicts = max(row.verdicts, verdicts)
+        state = _state(row)
+        row.challenges = _document(
+            state.challenges, sorted(set(state.skipped) | set(skipped)), state.connection_id
+        )
+        if decision is not None and row.decision is None:
+            row.decision = decision
+            row.decided_at = utc_now()
+        row.version = row.version + 1
+
+
+class LivenessRepository:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def create_state(
+        self,
+        session_id: str,
+        *,
+        challenges: list[dict[str, Any]],
+        started_at: datetime,
+        connection_id: str = "",
+        issued: int = 0,
+    ) -> tuple[LivenessState, bool]:
+        """Create the session's state; when it exists already, return it and ``False``."""
+        row = LivenessStateRow(
+            session_id=session_id,
+            challenges=_document(challenges, [], connection_id),
+            started_at=started_at,
+            issued=issued,
+            verdicts=0,
+            decision=None,
+            decided_at=None,
+            version=1,
+        )
+        with translate_errors():
+            try:
+                async with self._sessions.begin() as session:
+                    session.add(row)
+            except IntegrityError:
+                existing = await self.get(session_id)
+                if existing is None:
+                    raise NotFound(f"session {session_id} does not exist") from None
+                return existing, False
+        return _state(row), True
+
+    async def get(self, session_id: str) -> LivenessState | None:
+        with translate_errors():
+            async with self._sessions() as session:
+                row = await session.get(LivenessStateRow, session_id)
+        return None if row is None else _state(row)
+
+    async def set_connection(self, session_id: str, connection_id: str) -> bool:
+        """Record ``connection_id`` as the session's current connection; False when it already was."""
+        async with self.locked(session_id) as locked:
+            if locked is None:
+                return False
+            state = locked.state
+            if state.connection_id == connection_id:
+                return False
+            locked.set_connection(connection_id)
+            return True
+
+    async def add_frame(
+        self,
+        session_id: str,
+        *,
+        sequence: int,
+        captured_at: datetime,
+        storage_key: str,
+        analysis: dict[str, Any],
+        spoof_score: float | None,
+        embedding: list[float] | None,
+    ) -> bool:
+        """Store an analysed frame; False when (session, sequence) was stored already (first wins)."""
+        values = {
+            "session_id": session_id,
+            "sequence": sequence,
+            "captured_at": captured_at,
+            "storage_key": storage_key,
+            "analysis": analysis,
+            "spoof_score": spoof_score,
+            "embedding": None if embedding is None else {"vector": embedding},
+        }
+        with translate_errors():
+            async with self._sessions.begin() as session:
+                dialect = session.get_bind().dialect.name
+                insert = pg_insert if dialect == "postgresql" else sqlite_insert
+                statement = (
+                    insert(LivenessFrameRow)
+                    .values(values)
+                    .on_conflict_do_nothing(index_elements=["session_id", "sequence"])
+                    .returning(LivenessFrameRow.sequence)
+                )
+                inserted = (await session.scalars(statement)).one_or_none()
+        return inserted is not None
+
+    @asynccontextmanager
+    async def locked(self, session_id: str) -> AsyncIterator[LockedState | None]:
+        """A transaction holding the state row's lock (None when there is no state yet)."""
+        with translate_errors():
+            async with self._sessions.begin() as session:
+                if session.get_bind().dialect.name == "sqlite":
+                    await session.execute(
+                        update(LivenessStateRow)
+                        .where(LivenessStateRow.session_id == session_id)
+                        .values(version=LivenessStateRow.version)
+                        .execution_options(synchronize_session=False)
+                    )
+                row = await session.scalar(
+                    select(LivenessStateRow)
+                    .where(LivenessStateRow.session_id == session_id)
+                    .with_for_update()
+                    .execution_options(populate_existing=True)
+                )
+                yield None if row is None else LockedState(session, row)
+
+    async def rewind(self, session_id: str, *, issued: tuple[int, int], verdicts: tuple[int, int]) -> None:
+        """Undo a counter advance (``(new, old)`` pairs) after the events could not be published,
+        unless another worker moved the counters on since."""
+        with translate_errors():
+            async with self._sessions.begin() as session:
+                for column, (new, old) in (
+                    (LivenessStateRow.issued, issued),
+                    (LivenessStateRow.verdicts, verdicts),
+                ):
+                    if new != old:
+                        await session.execute(
+                            update(LivenessStateRow)
+                            .where(LivenessStateRow.session_id == session_id, column == new)
+                            .values({column.key: old})
+                            .execution_options(synchronize_session=False)
+                        )
+
+    async def waiting_for_match(self, *, decided_before: datetime, limit: int = 100) -> list[str]:
+        """Sessions decided before ``decided_before`` and still unfinished (the matcher is late)."""
+        unfinished = [status.value for status in SessionStatus if not status.terminal]
+        query = (
+            select(LivenessStateRow.session_id)
+            .join(SessionRow, SessionRow.id == LivenessStateRow.session_id)
+            .where(
+                LivenessStateRow.decided_at.is_not(None),
+                LivenessStateRow.decided_at <= decided_before,
+                SessionRow.status.in_(unfinished),
+            )
+            .limit(limit)
+        )
+        with translate_errors():
+            async with self._sessions() as session:
+                return list((await session.scalars(query)).all())

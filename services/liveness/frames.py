@@ -1,0 +1,129 @@
+"""Analysing one stored frame off the event loop: face analysis, anti-spoofing and identity samples.
+
+:class:`FrameProcessor` holds the models (loaded once by the composition root) and a thread pool
+of ``liveness_concurrency`` threads. Frames of one session may reach different workers in any
+order, so tracking is kept only where it is correct: a worker keeps a session's tracking state
+(a :class:`~services.liveness.analysis.FrameAnalyzer` sharing the loaded models) and tracks frame
+``n`` from frame ``n - 1`` only when it analysed ``n - 1`` itself, just before; any other frame,
+and every ``detect_every``-th sequence whatever happened before, runs the detector. So a second
+face is noticed within ``detect_every`` frames, as in the offline evaluation, whichever worker
+analyses which frame.
+
+Samples, by sequence number (so every worker takes the same ones): anti-spoofing on every
+:data:`~services.liveness.evaluation.SPOOF_EVERY_FRAMES`-th frame with a face, the identity
+embedding on every :data:`~services.liveness.evaluation.IDENTITY_EVERY_FRAMES`-th frame that
+:meth:`~services.liveness.decision.IdentityCheck.wants`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Final
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from faces.alignment import align_face
+from faces.embedding import Embedder
+from services.liveness.analysis import DEFAULT_DETECT_EVERY, FrameAnalysis, FrameAnalyzer
+from services.liveness.decision import IdentityCheck
+from services.liveness.evaluation import IDENTITY_EVERY_FRAMES, SPOOF_EVERY_FRAMES
+
+__all__ = ["AnalysedFrame", "FrameProcessor", "InvalidFrame"]
+
+#: Sessions whose tracking state a worker keeps (least recently used dropped first).
+MAX_TRACKED_SESSIONS: Final = 256
+
+
+class InvalidFrame(ValueError):
+    """The stored bytes are not a decodable image (permanent: the frame is skipped)."""
+
+
+@dataclass(frozen=True)
+class AnalysedFrame:
+    analysis: FrameAnalysis
+    spoof_score: float | None
+    embedding: list[float] | None
+
+
+@dataclass
+class _Track:
+    analyzer: FrameAnalyzer
+    lock: threading.Lock
+    last_sequence: int | None = None
+
+
+class FrameProcessor:
+    """Per-frame work for the liveness worker; call :meth:`close` when done."""
+
+    def __init__(
+        self,
+        analyzer: FrameAnalyzer,
+        embedder: Embedder,
+        *,
+        concurrency: int,
+        detect_every: int = DEFAULT_DETECT_EVERY,
+    ) -> None:
+        self._models = analyzer
+        self._embedder = embedder
+        self._detect_every = max(1, detect_every)
+        self._gate = IdentityCheck(1.0)  # only its ``wants``: which frames are worth embedding
+        self._tracks: OrderedDict[str, _Track] = OrderedDict()
+        self._tracks_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="liveness")
+
+    async def analyse(self, session_id: str, sequence: int, jpeg: bytes) -> AnalysedFrame:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._analyse, session_id, sequence, jpeg)
+
+    def forget(self, session_id: str) -> None:
+        with self._tracks_lock:
+            self._tracks.pop(session_id, None)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _track(self, session_id: str) -> _Track:
+        with self._tracks_lock:
+            track = self._tracks.get(session_id)
+            if track is None:
+                m = self._models
+                analyzer = FrameAnalyzer(
+                    m.detector,
+                    m.mesh,
+                    eyes=m.eyes,
+                    antispoof=m.antispoof,
+                    detect_every=self._detect_every,
+                    presence_threshold=m.presence_threshold,
+                )
+                track = self._tracks[session_id] = _Track(analyzer, threading.Lock())
+                while len(self._tracks) > MAX_TRACKED_SESSIONS:
+                    self._tracks.popitem(last=False)
+            self._tracks.move_to_end(session_id)
+            return track
+
+    def _analyse(self, session_id: str, sequence: int, jpeg: bytes) -> AnalysedFrame:
+        image = cv2.imdecode(np.frombuffer(jpeg, dtype=np.uint8), cv2.IMREAD_COLOR)
+        if image is None:
+            raise InvalidFrame("the frame is not a decodable image")
+        frame: npt.NDArray[np.uint8] = np.ascontiguousarray(image, dtype=np.uint8)
+        track = self._track(session_id)
+        with track.lock:
+            follows = track.last_sequence is not None and track.last_sequence == sequence - 1
+            detect = not follows or sequence % self._detect_every == 0
+            analysis = track.analyzer.analyze(frame, force_detect=detect)
+            track.last_sequence = sequence
+        spoof = None
+        if sequence % SPOOF_EVERY_FRAMES == 0 and analysis.box is not None:
+            spoof = float(self._models.spoof_score(frame, analysis.box))
+        embedding = None
+        if sequence % IDENTITY_EVERY_FRAMES == 0 and self._gate.wants(analysis):
+            assert analysis.keypoints is not None
+            vector = self._embedder.embed([align_face(frame, analysis.keypoints)])[0]
+            embedding = [float(x) for x in vector]
+        return AnalysedFrame(analysis, spoof, embedding)

@@ -1,0 +1,470 @@
+"""The liveness worker's handlers: plain async functions, a typed message and :class:`Deps` in.
+
+Delivery rules (see docs/liveness.md, "The liveness worker"):
+
+* Events are published only after the transaction that decided them committed. The state row
+  counts the ChallengeIssued / ChallengeVerdict events published, and the counters advance in
+  that transaction, so a re-delivered message publishes nothing twice. When publishing fails,
+  the counters are wound back (unless another worker moved them on) and the message is retried.
+* A session ends once: every terminal transition is a conditional update (``expected_version``
+  or "still unfinished"), and only the caller whose update won publishes SessionFinished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Protocol
+
+import numpy as np
+
+from contracts.commands import ExpireSession, MatchReferences
+from contracts.envelope import Command, Event
+from contracts.events import (
+    ChallengeIssued,
+    ChallengeVerdict,
+    FrameCaptured,
+    LivenessDecided,
+    ReferencesMatched,
+    SessionFinished,
+    SessionStarted,
+)
+from contracts.routing import CommandKey, EventKey
+from contracts.values import ChallengeType, ImageData, SessionStatus
+from infra.db.errors import NotFound, VersionConflict
+from infra.db.liveness import LivenessFrame, LivenessRepository
+from infra.db.repositories import SessionRepository
+from infra.storage import ObjectNotFound, ObjectStore
+from services.liveness.analysis import FrameAnalysis
+from services.liveness.challenges import (
+    DEFAULT_THRESHOLDS,
+    MAX_CHALLENGES,
+    MIN_CHALLENGES,
+    Challenge,
+    ChallengeStatus,
+    Thresholds,
+    draw_challenges,
+)
+from services.liveness.frames import AnalysedFrame, InvalidFrame
+from services.liveness.replay import ReplayFrame, ReplayResult, audit_frames, reference_frame, replay
+
+__all__ = [
+    "COMPARISON_UNAVAILABLE",
+    "EXPIRED",
+    "Deps",
+    "FrameSource",
+    "Publisher",
+    "advance",
+    "audit_image_count",
+    "finish",
+    "handle_expire",
+    "handle_frame",
+    "handle_references_matched",
+    "handle_session_started",
+    "session_challenges",
+    "sweep",
+    "to_replay_frame",
+]
+
+log = logging.getLogger("faceproof.liveness")
+
+COMPARISON_UNAVAILABLE: Final = "COMPARISON_UNAVAILABLE"
+EXPIRED: Final = "EXPIRED"
+DEFAULT_CHALLENGE_COUNT: Final = 3
+DEFAULT_AUDIT_IMAGES: Final = 2
+MAX_AUDIT_IMAGES: Final = 4
+_FINISH_ATTEMPTS: Final = 5
+
+
+class Publisher(Protocol):
+    async def event(self, event: Event, routing_key: str) -> None: ...
+
+    async def command(self, command: Command, routing_key: str) -> None: ...
+
+
+class FrameSource(Protocol):
+    """Analyses a frame's JPEG (off the event loop); raises InvalidFrame for undecodable bytes."""
+
+    async def analyse(self, session_id: str, sequence: int, jpeg: bytes) -> AnalysedFrame: ...
+
+    def forget(self, session_id: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Deps:
+    sessions: SessionRepository
+    states: LivenessRepository
+    store: ObjectStore
+    publisher: Publisher
+    frames: FrameSource
+    identity_threshold: float
+    thresholds: Thresholds = DEFAULT_THRESHOLDS
+    #: None: the operating system's cryptographic source (tests may seed it).
+    rng: random.Random | None = field(default=None, repr=False)
+
+
+# -- session settings -------------------------------------------------------------------------
+
+
+def _setting(settings: dict[str, Any], snake: str, camel: str, default: Any) -> Any:
+    value = settings.get(snake, settings.get(camel))
+    return default if value is None else value
+
+
+def session_challenges(settings: dict[str, Any], rng: random.Random | None = None) -> list[Challenge]:
+    """Draw the session's challenges from its settings (``challenges``, ``challenge_types``)."""
+    types = _setting(settings, "challenge_types", "challengeTypes", None)
+    allowed = [ChallengeType(t) for t in types] if types else None
+    count = int(_setting(settings, "challenges", "challenges", DEFAULT_CHALLENGE_COUNT))
+    count = min(max(count, MIN_CHALLENGES), MAX_CHALLENGES, len(allowed) if allowed else MAX_CHALLENGES)
+    return draw_challenges(count, allowed, rng if rng is not None else secrets.SystemRandom())
+
+
+def audit_image_count(settings: dict[str, Any]) -> int:
+    count = int(_setting(settings, "audit_images", "auditImages", DEFAULT_AUDIT_IMAGES))
+    return min(max(count, 0), MAX_AUDIT_IMAGES)
+
+
+# -- messages ---------------------------------------------------------------------------------
+
+
+def _issued(
+    session_id: str, index: int, challenges: Sequence[Challenge], thresholds: Thresholds
+) -> ChallengeIssued:
+    challenge = challenges[index]
+    return ChallengeIssued(
+        correlation_id=session_id,
+        session_id=session_id,
+        index=index,
+        count=len(challenges),
+        challenge=challenge.type,
+        deadline_ms=round(thresholds.time_limit_s * 1000),
+        target=challenge.target,
+    )
+
+
+def to_replay_frame(frame: LivenessFrame, started_at: datetime) -> ReplayFrame:
+    return ReplayFrame(
+        sequence=frame.sequence,
+        t=(frame.captured_at - started_at).total_seconds(),
+        analysis=FrameAnalysis.from_dict(frame.analysis),
+        storage_key=frame.storage_key,
+        spoof_score=frame.spoof_score,
+        embedding=None if frame.embedding is None else np.asarray(frame.embedding, dtype=np.float32),
+    )
+
+
+async def _copy(store: ObjectStore, source: str, target: str) -> str | None:
+    try:
+        data = await store.get(source)
+    except ObjectNotFound:
+        log.warning("frame %s is gone; %s not written", source, target)
+        return None
+    await store.put(target, data, "image/jpeg")
+    return target
+
+
+async def _keep_images(
+    deps: Deps, session_id: str, result: ReplayResult, audit: int
+) -> tuple[str | None, list[str]]:
+    """Copy the reference frame and the audit frames next to the session's other objects."""
+    reference = reference_frame(result.judged, deps.thresholds)
+    reference_key = None
+    if reference is not None:
+        reference_key = await _copy(deps.store, reference.storage_key, f"sessions/{session_id}/reference.jpg")
+    audit_keys = []
+    for index, frame in enumerate(audit_frames(result.judged, audit)):
+        key = await _copy(deps.store, frame.storage_key, f"sessions/{session_id}/audit-{index}.jpg")
+        if key is not None:
+            audit_keys.append(key)
+    return reference_key, audit_keys
+
+
+# -- the replay step --------------------------------------------------------------------------
+
+
+async def advance(deps: Deps, session_id: str) -> ReplayResult | None:
+    """Replay the session's stored frames under its row lock; publish what is new.
+
+    Returns the replay (None when the session has no state, is decided or finished).
+    """
+    record = await deps.sessions.fetch(session_id)
+    if record is None or record.status.terminal:
+        return None
+    events: list[tuple[int, int, Event, str]] = []
+    decided: LivenessDecided | None = None
+    async with deps.states.locked(session_id) as locked:
+        if locked is None:
+            return None
+        state = locked.state
+        status = await locked.session_status()
+        if state.decision is not None or status is None or status.terminal:
+            return None
+        challenges = [Challenge.from_dict(c) for c in state.challenges]
+        frames = [to_replay_frame(f, state.started_at) for f in await locked.frames()]
+        result = replay(
+            challenges,
+            frames,
+            identity_threshold=deps.identity_threshold,
+            skipped=state.skipped,
+            thresholds=deps.thresholds,
+        )
+        for issued in result.issued[state.issued :]:
+            events.append(
+                (
+                    issued.index,
+                    0,
+                    _issued(session_id, issued.index, challenges, deps.thresholds),
+                    EventKey.CHALLENGE_ISSUED,
+                )
+            )
+        for index in range(state.verdicts, len(result.verdicts)):
+            verdict = result.verdicts[index]
+            event = ChallengeVerdict(
+                correlation_id=session_id,
+                session_id=session_id,
+                index=index,
+                count=len(challenges),
+                challenge=challenges[index].type,
+                passed=verdict.status is ChallengeStatus.PASSED,
+                reason=verdict.reason.value if verdict.reason is not None else None,
+            )
+            events.append((index, 1, event, EventKey.CHALLENGE_VERDICT))
+        document = None
+        if result.decision is not None:
+            reference_key, audit_keys = await _keep_images(
+                deps, session_id, result, audit_image_count(record.settings)
+            )
+            document = {
+                **result.decision.to_dict(),
+                "referenceKey": reference_key,
+                "auditKeys": audit_keys,
+                "challenges": [o.to_dict() for o in result.outcomes],
+            }
+            decided = LivenessDecided(
+                correlation_id=session_id,
+                session_id=session_id,
+                is_live=result.decision.is_live,
+                confidence=result.decision.confidence,
+                reasons=list(result.decision.reasons),
+                reference_key=reference_key,
+                audit_keys=audit_keys,
+            )
+        locked.save(
+            issued=len(result.issued),
+            verdicts=len(result.verdicts),
+            skipped=list(result.skipped),
+            decision=document,
+        )
+    try:
+        for _, _, message, key in sorted(events, key=lambda e: (e[0], e[1])):
+            await deps.publisher.event(message, key)
+    except Exception:
+        await deps.states.rewind(
+            session_id,
+            issued=(max(state.issued, len(result.issued)), state.issued),
+            verdicts=(max(state.verdicts, len(result.verdicts)), state.verdicts),
+        )
+        raise
+    if decided is not None:
+        log.info("session %s decided: live=%s reasons=%s", session_id, decided.is_live, decided.reasons)
+        await deps.publisher.event(decided, EventKey.LIVENESS_DECIDED)
+        if record.reference_key is not None and decided.reference_key is not None:
+            command = MatchReferences(
+                correlation_id=session_id,
+                client_id=record.owner,
+                probe=ImageData(storage_key=decided.reference_key),
+                references=[ImageData(storage_key=record.reference_key)],
+            )
+            await deps.publisher.command(command, CommandKey.MATCH_REFERENCES)
+        else:
+            await finish(deps, session_id)
+    return result
+
+
+# -- finishing --------------------------------------------------------------------------------
+
+
+async def finish(
+    deps: Deps,
+    session_id: str,
+    *,
+    comparison: ReferencesMatched | None = None,
+    matcher_late: bool = False,
+) -> bool:
+    """End a decided session SUCCEEDED (live) or FAILED with its result; True when this call did.
+
+    ``comparison``: the matcher's answer; ``matcher_late``: it did not come in time (a session
+    with a reference image then gets the reason COMPARISON_UNAVAILABLE).
+    """
+    for _ in range(_FINISH_ATTEMPTS):
+        record = await deps.sessions.fetch(session_id)
+        if record is None or record.status.terminal:
+            return False
+        state = await deps.states.get(session_id)
+        if state is None or state.decision is None:
+            return False
+        decision = state.decision
+        reasons = list(decision.get("reasons", []))
+        similarity: float | None = None
+        match: bool | None = None
+        if comparison is not None:
+            if comparison.error is not None:
+                reasons.append(comparison.error.code.value)
+            else:
+                similarity, match = comparison.similarity, comparison.match
+        elif record.reference_key is not None and (matcher_late or decision.get("referenceKey") is None):
+            reasons.append(COMPARISON_UNAVAILABLE)
+        result = {
+            "isLive": bool(decision["isLive"]),
+            "confidence": decision["confidence"],
+            "reasons": reasons,
+            "referenceImageKey": decision.get("referenceKey"),
+            "auditImageKeys": list(decision.get("auditKeys", [])),
+            "comparisonResult": similarity,
+            "comparisonMatch": match,
+            "challenges": list(decision.get("challenges", [])),
+        }
+        status = SessionStatus.SUCCEEDED if result["isLive"] else SessionStatus.FAILED
+        try:
+            await deps.sessions.update_status(
+                session_id, expected_version=record.version, status=status, result=result
+            )
+        except VersionConflict:
+            continue
+        except NotFound:
+            return False
+        deps.frames.forget(session_id)
+        log.info("session %s finished %s", session_id, status.value)
+        await deps.publisher.event(
+            SessionFinished(correlation_id=session_id, session_id=session_id, status=status, reasons=reasons),
+            EventKey.SESSION_FINISHED,
+        )
+        return True
+    raise VersionConflict(f"session {session_id} kept changing while finishing it")
+
+
+async def _finished_expired(deps: Deps, session_id: str) -> None:
+    deps.frames.forget(session_id)
+    log.info("session %s expired", session_id)
+    await deps.publisher.event(
+        SessionFinished(
+            correlation_id=session_id, session_id=session_id, status=SessionStatus.EXPIRED, reasons=[EXPIRED]
+        ),
+        EventKey.SESSION_FINISHED,
+    )
+
+
+# -- handlers ---------------------------------------------------------------------------------
+
+
+async def handle_session_started(event: SessionStarted, deps: Deps) -> None:
+    """First time: draw the challenges, create the state, IN_PROGRESS, ChallengeIssued(0).
+    A new connection (reconnect): ChallengeIssued again for the current challenge."""
+    if event.error is not None:
+        return
+    session_id = event.session_id
+    record = await deps.sessions.fetch(session_id)
+    if record is None or record.status.terminal:
+        return
+    state = await deps.states.get(session_id)
+    created = False
+    if state is None:
+        challenges = session_challenges(record.settings, deps.rng)
+        state, created = await deps.states.create_state(
+            session_id,
+            challenges=[c.to_dict() for c in challenges],
+            started_at=event.occurred_at,
+            connection_id=event.connection_id,
+        )
+    if record.status is SessionStatus.CREATED:
+        # VersionConflict: it moved on meanwhile (another delivery, a finish, an expiry)
+        with contextlib.suppress(VersionConflict):
+            await deps.sessions.update_status(
+                session_id, expected_version=record.version, status=SessionStatus.IN_PROGRESS
+            )
+    published_before = state.issued
+    result = await advance(deps, session_id)  # ChallengeIssued(0), and frames that came first
+    if created or result is None:
+        return
+    if await deps.states.set_connection(session_id, event.connection_id):
+        current = len(result.issued) - 1
+        if current < published_before:  # not just published by advance
+            challenges = list(result.challenges)
+            await deps.publisher.event(
+                _issued(session_id, current, challenges, deps.thresholds), EventKey.CHALLENGE_ISSUED
+            )
+
+
+async def handle_frame(event: FrameCaptured, deps: Deps) -> None:
+    """Analyse the frame, store it (once per sequence), then replay the session."""
+    session_id = event.session_id
+    record = await deps.sessions.fetch(session_id)
+    if record is None or record.status.terminal:
+        return
+    state = await deps.states.get(session_id)
+    if state is not None and state.decision is not None:
+        return
+    try:
+        data = await deps.store.get(event.storage_key)
+        analysed = await deps.frames.analyse(session_id, event.sequence, data)
+    except (ObjectNotFound, InvalidFrame) as error:
+        # a frame that cannot be read counts as a frame without a face: no gap waits for it
+        log.warning("session %s frame %d unusable: %s", session_id, event.sequence, type(error).__name__)
+        empty = FrameAnalysis(width=event.width, height=event.height, face_count=0, detected=True)
+        analysed = AnalysedFrame(empty, None, None)
+    await deps.states.add_frame(
+        session_id,
+        sequence=event.sequence,
+        captured_at=event.captured_at,
+        storage_key=event.storage_key,
+        analysis=analysed.analysis.to_dict(),
+        spoof_score=analysed.spoof_score,
+        embedding=analysed.embedding,
+    )
+    await advance(deps, session_id)
+
+
+async def handle_references_matched(event: ReferencesMatched, deps: Deps) -> None:
+    """The matcher's answer for a decided session waiting for it; anything else is ignored."""
+    session_id = event.correlation_id
+    record = await deps.sessions.fetch(session_id)
+    if record is None or record.status.terminal or record.reference_key is None:
+        return
+    state = await deps.states.get(session_id)
+    if state is None or state.decision is None:
+        return
+    await finish(deps, session_id, comparison=event)
+
+
+async def handle_expire(command: ExpireSession, deps: Deps) -> None:
+    """Expire the session if it is unfinished and past its deadline."""
+    for _ in range(_FINISH_ATTEMPTS):
+        record = await deps.sessions.fetch(command.session_id)
+        if record is None or record.status.terminal or record.expires_at > datetime.now(UTC):
+            return
+        try:
+            await deps.sessions.update_status(
+                record.id, expected_version=record.version, status=SessionStatus.EXPIRED
+            )
+        except VersionConflict:
+            continue
+        except NotFound:
+            return
+        await _finished_expired(deps, record.id)
+        return
+    raise VersionConflict(f"session {command.session_id} kept changing while expiring it")
+
+
+async def sweep(deps: Deps, *, match_timeout_s: float) -> None:
+    """Expire overdue sessions; finish decided sessions the matcher left waiting too long."""
+    for record in await deps.sessions.expire_overdue():
+        await _finished_expired(deps, record.id)
+    late = datetime.now(UTC) - timedelta(seconds=match_timeout_s)
+    for session_id in await deps.states.waiting_for_match(decided_before=late):
+        await finish(deps, session_id, matcher_late=True)

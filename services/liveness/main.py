@@ -1,0 +1,194 @@
+"""Composition root of the liveness worker: models, database, storage, broker, sweeper.
+
+``faceproof worker liveness`` calls :func:`serve`. Tests run :class:`LivenessWorker` in-process
+(several at once, sharing one :class:`~services.liveness.evaluation.SessionModels`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import signal
+from typing import Final
+
+from aio_pika.exceptions import AMQPError
+from faststream.rabbit import RabbitBroker
+
+from contracts.commands import ExpireSession
+from contracts.envelope import Command, Event
+from contracts.events import FrameCaptured, ReferencesMatched, SessionStarted
+from contracts.routing import LIVENESS_EXPIRY, LIVENESS_FRAMES, LIVENESS_MATCHES, LIVENESS_SESSIONS
+from faces.packs import load_pack
+from infra.broker import COMMANDS, EVENTS, create_broker, declare_topology, exchange_for, queue_for
+from infra.db.engine import create_engine, session_factory
+from infra.db.errors import DatabaseError
+from infra.db.liveness import LivenessRepository
+from infra.db.repositories import SessionRepository
+from infra.settings import Settings
+from infra.storage import ObjectStore, StorageError, open_store
+from services.liveness.analysis import DEFAULT_DETECT_EVERY, FrameAnalyzer
+from services.liveness.evaluation import SessionModels
+from services.liveness.frames import FrameProcessor
+from services.liveness.handlers import (
+    Deps,
+    handle_expire,
+    handle_frame,
+    handle_references_matched,
+    handle_session_started,
+    sweep,
+)
+
+__all__ = ["BrokerPublisher", "LivenessWorker", "load_models", "serve"]
+
+log = logging.getLogger("faceproof.liveness")
+
+ROUTES: Final = (LIVENESS_SESSIONS, LIVENESS_FRAMES, LIVENESS_MATCHES, LIVENESS_EXPIRY)
+
+
+class BrokerPublisher:
+    """Events to the events exchange, commands to the commands exchange (persistent, confirmed)."""
+
+    def __init__(self, broker: RabbitBroker) -> None:
+        self._broker = broker
+
+    async def event(self, event: Event, routing_key: str) -> None:
+        await self._broker.publish(
+            event, exchange=EVENTS, routing_key=routing_key, persist=True, correlation_id=event.correlation_id
+        )
+
+    async def command(self, command: Command, routing_key: str) -> None:
+        await self._broker.publish(
+            command,
+            exchange=COMMANDS,
+            routing_key=routing_key,
+            persist=True,
+            correlation_id=command.correlation_id,
+            message_id=command.message_id,
+        )
+
+
+def load_models(settings: Settings) -> SessionModels:
+    """The frame analyzer (with anti-spoofing) and the pack's embedder, loaded once (blocking)."""
+    threads = settings.inference_threads or max(
+        1, len(os.sched_getaffinity(0)) // max(1, settings.liveness_concurrency)
+    )
+    analyzer = FrameAnalyzer.from_models_dir(
+        settings.resolved_models_dir,
+        pack=settings.model_pack,
+        threads=threads,
+        prefer_gpu=settings.prefer_gpu,
+        verify_checksums=settings.verify_model_checksums,
+    )
+    pipeline = load_pack(
+        settings.model_pack,
+        settings.resolved_models_dir,
+        prefer_gpu=settings.prefer_gpu,
+        threads=threads,
+        verify_checksums=settings.verify_model_checksums,
+    )
+    return SessionModels(analyzer, pipeline.embedder, pipeline.cosine_threshold)
+
+
+class LivenessWorker:
+    """One worker: subscribers on the four liveness queues and the expiry sweeper."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        models: SessionModels,
+        store: ObjectStore,
+        detect_every: int = DEFAULT_DETECT_EVERY,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self._database = create_engine(settings.resolved_database_url)
+        sessions = session_factory(self._database)
+        self.broker = create_broker(settings)
+        self.frames = FrameProcessor(
+            models.analyzer,
+            models.embedder,
+            concurrency=settings.liveness_concurrency,
+            detect_every=detect_every,
+        )
+        self.deps = Deps(
+            sessions=SessionRepository(sessions),
+            states=LivenessRepository(sessions),
+            store=store,
+            publisher=BrokerPublisher(self.broker),
+            frames=self.frames,
+            identity_threshold=models.identity_threshold,
+            rng=rng,
+        )
+        self._sweeper: asyncio.Task[None] | None = None
+        self._subscribe()
+
+    def _subscribe(self) -> None:
+        broker, deps, limit = self.broker, self.deps, self.settings.delivery_limit
+
+        @broker.subscriber(
+            queue_for(LIVENESS_SESSIONS, delivery_limit=limit), exchange_for(LIVENESS_SESSIONS)
+        )
+        async def on_session_started(event: SessionStarted) -> None:
+            await handle_session_started(event, deps)
+
+        @broker.subscriber(queue_for(LIVENESS_FRAMES, delivery_limit=limit), exchange_for(LIVENESS_FRAMES))
+        async def on_frame(event: FrameCaptured) -> None:
+            await handle_frame(event, deps)
+
+        @broker.subscriber(queue_for(LIVENESS_MATCHES, delivery_limit=limit), exchange_for(LIVENESS_MATCHES))
+        async def on_references_matched(event: ReferencesMatched) -> None:
+            await handle_references_matched(event, deps)
+
+        @broker.subscriber(queue_for(LIVENESS_EXPIRY, delivery_limit=limit), exchange_for(LIVENESS_EXPIRY))
+        async def on_expire(command: ExpireSession) -> None:
+            await handle_expire(command, deps)
+
+    async def start(self) -> None:
+        await self.broker.connect()
+        await declare_topology(self.broker, ROUTES, delivery_limit=self.settings.delivery_limit)
+        await self.broker.start()
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="liveness-sweeper")
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        await self.broker.stop()
+        await asyncio.to_thread(self.frames.close)
+        await self._database.dispose()
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                await sweep(self.deps, match_timeout_s=self.settings.match_timeout_s)
+            except (DatabaseError, StorageError, AMQPError, OSError) as error:
+                log.warning("expiry sweep failed, retrying: %s", type(error).__name__)
+            await asyncio.sleep(self.settings.expiry_sweep_s)
+
+
+async def serve(settings: Settings) -> None:
+    """Load the models, then consume and sweep until SIGINT/SIGTERM."""
+    models = await asyncio.to_thread(load_models, settings)
+    store = open_store(settings.resolved_storage_url)
+    await store.ensure_buckets()
+    worker = LivenessWorker(settings, models=models, store=store)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stopping.set)
+    await worker.start()
+    log.info(
+        "liveness worker ready (pack %s, %d analysis threads)",
+        settings.model_pack,
+        settings.liveness_concurrency,
+    )
+    try:
+        await stopping.wait()
+    finally:
+        await worker.stop()

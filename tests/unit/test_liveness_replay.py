@@ -1,0 +1,238 @@
+"""The liveness worker's replay over recorded analyses: order, gaps, duplicates, decision."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from contracts.values import ChallengeType
+from services.liveness.analysis import FrameAnalysis
+from services.liveness.challenges import Challenge, ChallengeStatus
+from services.liveness.handlers import audit_image_count, session_challenges
+from services.liveness.measures import FaceMeasures, HeadPose
+from services.liveness.replay import (
+    GAP_SKIP_AFTER,
+    ReplayFrame,
+    ReplayResult,
+    audit_frames,
+    reference_frame,
+    replay,
+)
+
+FPS = 8.0
+CHALLENGES = [Challenge(ChallengeType.TURN_LEFT), Challenge(ChallengeType.OPEN_MOUTH)]
+SAME_PERSON = np.array([1.0, 0.0, 0.0], dtype=np.float32)
+OTHER_PERSON = np.array([0.0, 1.0, 0.0], dtype=np.float32)
+
+
+def face(yaw: float = 0.0, pitch: float = 0.0, mar: float = 0.05, faces: int = 1) -> FrameAnalysis:
+    measures = FaceMeasures(
+        pose=HeadPose(yaw=yaw, pitch=pitch, roll=0.0),
+        ear_right=0.3,
+        ear_left=0.3,
+        mar=mar,
+        mouth_width=0.8,
+        nose=(0.5, 0.5),
+        face_aspect=1.0,
+    )
+    analysis = FrameAnalysis(
+        width=640,
+        height=480,
+        face_count=faces,
+        detected=True,
+        box=(220.0, 140.0, 420.0, 340.0),
+        detection_score=0.9,
+        presence=0.99,
+        measures=measures,
+        inside_frame=True,
+        relative_size=200 / 480,
+        keypoints=np.zeros((5, 2), dtype=np.float32),
+    )
+    # what the worker stores and reads back
+    return FrameAnalysis.from_dict(analysis.to_dict())
+
+
+def frame(sequence: int, analysis: FrameAnalysis, *, spoof: float = 0.95, person=SAME_PERSON) -> ReplayFrame:
+    return ReplayFrame(
+        sequence=sequence,
+        t=sequence / FPS,
+        analysis=analysis,
+        storage_key=f"sessions/s/frames/{sequence:08d}.jpg",
+        spoof_score=spoof if sequence % 2 == 0 else None,
+        embedding=person if sequence % 4 == 0 else None,
+    )
+
+
+def live_session(count: int = 24) -> list[ReplayFrame]:
+    """Neutral, turn left (held), back, open the mouth (held), neutral."""
+    poses = [face()] * 6 + [face(yaw=30.0)] * 4 + [face()] * 4 + [face(mar=0.6)] * 4 + [face()] * (count - 18)
+    return [frame(i, analysis) for i, analysis in enumerate(poses[:count])]
+
+
+def run(frames: list[ReplayFrame], skipped: tuple[tuple[int, int], ...] = ()) -> ReplayResult:
+    return replay(CHALLENGES, frames, identity_threshold=0.35, skipped=skipped)
+
+
+def deliver(order: list[ReplayFrame]) -> tuple[list[tuple[str, int, object]], ReplayResult]:
+    """Frames arriving one by one (a worker replays after each), publishing past the counters."""
+    stored: list[ReplayFrame] = []
+    skipped: tuple[tuple[int, int], ...] = ()
+    issued = verdicts = 0
+    published: list[tuple[str, int, object]] = []
+    result = run([])
+    for arriving in order:
+        stored.append(arriving)
+        result = run(stored, skipped)
+        published += [("issued", i.index, i.challenge.type) for i in result.issued[issued:]]
+        published += [
+            ("verdict", n, result.verdicts[n].status) for n in range(verdicts, len(result.verdicts))
+        ]
+        issued, verdicts, skipped = len(result.issued), len(result.verdicts), result.skipped
+        if result.done:
+            break
+    return published, result
+
+
+def block_shuffled(
+    frames: list[ReplayFrame], seed: int, block: int = GAP_SKIP_AFTER + 1
+) -> list[ReplayFrame]:
+    rng = random.Random(seed)
+    out: list[ReplayFrame] = []
+    for start in range(0, len(frames), block):
+        chunk = frames[start : start + block]
+        rng.shuffle(chunk)
+        out += chunk
+    return out
+
+
+def test_a_live_session_passes_both_challenges_and_is_live() -> None:
+    result = run(live_session())
+    assert [v.status for v in result.verdicts] == [ChallengeStatus.PASSED, ChallengeStatus.PASSED]
+    assert [(i.index, i.challenge.type) for i in result.issued] == [
+        (0, ChallengeType.TURN_LEFT),
+        (1, ChallengeType.OPEN_MOUTH),
+    ]
+    assert result.decision is not None and result.decision.is_live
+    assert [o.to_dict() for o in result.outcomes] == [
+        {"type": "TURN_LEFT", "status": "PASSED", "reason": None},
+        {"type": "OPEN_MOUTH", "status": "PASSED", "reason": None},
+    ]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_frames_arriving_out_of_order_publish_the_same_events_as_in_order(seed: int) -> None:
+    frames = live_session()
+    in_order, expected = deliver(frames)
+    shuffled, result = deliver(block_shuffled(frames, seed))
+    assert shuffled == in_order
+    assert result.verdicts == expected.verdicts
+    assert result.decision == expected.decision
+    assert result.skipped == ()
+
+
+def test_the_complete_set_in_any_order_gives_the_same_result() -> None:
+    frames = live_session()
+    expected = run(frames)
+    for seed in range(5):
+        shuffled = list(frames)
+        random.Random(seed).shuffle(shuffled)
+        assert run(shuffled).verdicts == expected.verdicts
+        assert run(shuffled).decision == expected.decision
+
+
+def test_a_gap_waits_until_more_than_four_later_frames_exist_then_is_skipped_for_good() -> None:
+    frames = live_session()
+    without_8 = [f for f in frames if f.sequence != 8]
+    waiting = run(without_8[:12])  # 0..7 and 9..12: four frames after the gap
+    assert [f.sequence for f in waiting.judged] == list(range(8))
+    assert waiting.skipped == ()
+    skipping = run(without_8[:13])  # five frames after it: frame 8 counts as lost
+    assert skipping.skipped == ((8, 8),)
+    assert 8 not in [f.sequence for f in skipping.judged] and 13 in [f.sequence for f in skipping.judged]
+    # frame 8 arriving late changes nothing that was decided without it
+    late = run([*without_8[:13], frames[8]], skipping.skipped)
+    assert [f.sequence for f in late.judged] == [f.sequence for f in skipping.judged]
+    assert late.verdicts == skipping.verdicts
+
+
+def test_a_missing_first_frame_is_a_gap_too() -> None:
+    frames = live_session()[1:]
+    assert run(frames[:4]).judged == ()
+    assert run(frames[:5]).skipped == ((0, 0),)
+
+
+def test_a_reconnect_jumps_the_sequence_and_the_session_goes_on() -> None:
+    frames = live_session()
+    reconnected = frames[:8] + [replace(f, sequence=100000 + f.sequence) for f in frames[8:]]
+    result = run(reconnected)
+    assert result.skipped == ((8, 100007),)
+    assert result.decision is not None and result.decision.is_live
+    assert result.verdicts == run(frames).verdicts
+
+
+def test_duplicate_frames_count_once_and_the_first_stored_wins() -> None:
+    frames = live_session()
+    expected = run(frames)
+    duplicated = frames + frames[3:12]
+    assert run(duplicated).verdicts == expected.verdicts
+    # a second analysis of frame 7 (another worker) cannot change the stored first one
+    clash = [*frames[:8], replace(frames[7], analysis=face(faces=2)), *frames[8:]]
+    assert run(clash).verdicts == expected.verdicts
+
+
+def test_frames_before_the_start_are_ignored() -> None:
+    frames = live_session()
+    early = [replace(frames[0], t=-0.5), *[replace(f, t=f.t + 0.1) for f in frames[1:]]]
+    result = run(early)
+    assert 0 not in [f.sequence for f in result.judged]
+    assert result.decision is not None and result.decision.is_live
+
+
+def test_a_still_photo_fails_with_a_reason() -> None:
+    photo = [frame(i, face(), spoof=0.05) for i in range(60)]
+    result = run(photo)
+    assert result.decision is not None and not result.decision.is_live
+    assert result.verdicts[0].status is ChallengeStatus.FAILED
+    assert "TIMEOUT" in result.decision.reasons and "SPOOF_SUSPECTED" in result.decision.reasons
+
+
+def test_another_person_fails_with_identity_changed() -> None:
+    frames = live_session()
+    swapped = [replace(f, embedding=OTHER_PERSON) if f.sequence == 4 else f for f in frames]
+    result = run(swapped)
+    assert result.verdicts[0].reason is not None and result.verdicts[0].reason.value == "IDENTITY_CHANGED"
+    assert result.decision is not None and result.decision.reasons == ("IDENTITY_CHANGED",)
+
+
+def test_frames_after_the_decision_are_not_judged() -> None:
+    frames = live_session(40)
+    result = run(frames)
+    assert result.done
+    assert max(f.sequence for f in result.judged) < 20
+
+
+def test_reference_is_the_most_frontal_single_face_and_audit_frames_spread() -> None:
+    frames = [
+        frame(0, face(yaw=12.0)),
+        frame(1, face(yaw=3.0, pitch=-2.0)),
+        frame(2, face(yaw=1.0, pitch=1.0, faces=2)),
+        frame(3, face(yaw=-4.0)),
+    ]
+    chosen = reference_frame(frames)
+    assert chosen is not None and chosen.sequence == 3
+    assert [f.sequence for f in audit_frames(live_session(), 2)] == [6, 18]
+    assert audit_frames(frames, 0) == []
+    assert len(audit_frames(frames[:1], 3)) == 1
+
+
+def test_session_settings_choose_the_challenges_and_audit_images() -> None:
+    rng = random.Random(1)
+    drawn = session_challenges({"challenges": 2, "challenge_types": ["BLINK", "TURN_LEFT"]}, rng)
+    assert sorted(c.type.value for c in drawn) == ["BLINK", "TURN_LEFT"]
+    assert len(session_challenges({"challenges": 4}, rng)) == 4
+    assert audit_image_count({}) == 2
+    assert audit_image_count({"auditImages": 3}) == 3
+    assert audit_image_count({"audit_images": 9}) == 4
