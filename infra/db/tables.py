@@ -27,6 +27,7 @@ __all__ = [
     "DEFAULT_RATE_PER_SECOND",
     "ApiClientRow",
     "Base",
+    "CallFlowRow",
     "LivenessFrameRow",
     "LivenessStateRow",
     "SessionRow",
@@ -162,3 +163,40 @@ class LivenessFrameRow(Base):
     analysis: Mapped[dict[str, Any]]
     spoof_score: Mapped[float | None] = mapped_column(Float)
     embedding: Mapped[dict[str, Any] | None]
+
+
+class CallFlowRow(Base):
+    """A video-call flow (POST /join-call, /v1/calls): its liveness session, its one callback.
+
+    ``outcome`` is set once (a conditional update claims it), then ``delivery`` goes PENDING ->
+    DELIVERED or FAILED; ``next_attempt_at`` is when the notifier's sweeper (re)sends the callback.
+    ``token`` is the controller's (never logged); ``callback_secret`` is never returned.
+    """
+
+    __tablename__ = "call_flows"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(100))
+    session_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("sessions.id", ondelete="CASCADE"), index=True
+    )
+    status: Mapped[str] = mapped_column(String(16))
+    ws_url: Mapped[str] = mapped_column(String(2048))
+    callback_base_url: Mapped[str] = mapped_column(String(2048))
+    datastore_base_url: Mapped[str | None] = mapped_column(String(2048))
+    token: Mapped[str] = mapped_column(String(512))
+    language: Mapped[str] = mapped_column(String(16))
+    settings: Mapped[dict[str, Any]]
+    callback_secret: Mapped[str | None] = mapped_column(String(256))
+    deadline: Mapped[datetime] = mapped_column(index=True)
+    decision: Mapped[dict[str, Any] | None]
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    delivery: Mapped[str | None] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(index=True)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    delivered_at: Mapped[datetime | None]
