@@ -187,14 +187,16 @@ class SessionRepository:
         kind: str = "liveness",
         reference_key: str | None = None,
         client_token_hash: str | None = None,
+        session_id: str | None = None,
     ) -> tuple[SessionRecord, bool]:
+        """``session_id``: chosen by the caller (e.g. to store objects under it first); else random."""
         if client_request_token is not None:
             existing = await self._by_token(owner, client_request_token)
             if existing is not None:
                 return existing, False
         now = utc_now()
         row = SessionRow(
-            id=str(uuid4()),
+            id=session_id or str(uuid4()),
             owner=owner,
             client_request_token=client_request_token,
             kind=kind,
@@ -291,6 +293,48 @@ class SessionRepository:
         if current is None:
             raise NotFound(f"session {record.id} does not exist")
         return current
+
+    async def expire_if_overdue(self, session_id: str) -> SessionRecord | None:
+        """Mark this session EXPIRED if it is unfinished and past ``expires_at``.
+
+        Returns the updated record only when THIS call made the transition (so exactly one
+        caller publishes SessionFinished); ``None`` when it was finished, not due, or missing.
+        """
+        now = utc_now()
+        unfinished = [status.value for status in SessionStatus if not status.terminal]
+        statement = (
+            update(SessionRow)
+            .where(
+                SessionRow.id == session_id,
+                SessionRow.status.in_(unfinished),
+                SessionRow.expires_at <= now,
+            )
+            .values(
+                status=SessionStatus.EXPIRED.value,
+                updated_at=now,
+                finished_at=now,
+                version=SessionRow.version + 1,
+            )
+            .returning(SessionRow)
+            .execution_options(synchronize_session=False)
+        )
+        with translate_errors():
+            async with self._sessions.begin() as session:
+                row = (await session.scalars(statement)).one_or_none()
+        return None if row is None else _session(row)
+
+    async def set_client_token_hash(self, session_id: str, client_token_hash: str) -> bool:
+        """Replace the session's client token (the previous one stops working); False if missing."""
+        statement = (
+            update(SessionRow)
+            .where(SessionRow.id == session_id)
+            .values(client_token_hash=client_token_hash, updated_at=utc_now())
+            .execution_options(synchronize_session=False)
+        )
+        with translate_errors():
+            async with self._sessions.begin() as session:
+                result = await session.execute(statement)
+        return bool(getattr(result, "rowcount", 0))
 
     async def expire_overdue(self, *, limit: int = 100) -> builtins.list[SessionRecord]:
         """Mark unfinished sessions past their deadline EXPIRED; returns those this call expired.
