@@ -16,8 +16,10 @@ from infra.settings import Settings
 from infra.storage import open_store
 from services.gateway.auth import Authenticator
 from services.gateway.comparisons import BrokerComparisons
+from services.gateway.cors import ClientCors
 from services.gateway.dependencies import Resources
 from services.gateway.limits import BodySizeLimit
+from services.gateway.offers import BrokerCallAgents, BrokerSessionEvents
 from services.gateway.problems import install_problem_handlers
 from services.gateway.routes import compare, health, sessions
 
@@ -42,6 +44,8 @@ def create_app(settings: Settings, *, migrate: bool = False) -> FastAPI:
             broker=broker,
             comparisons=BrokerComparisons(broker),
             authenticate=Authenticator(ApiClientRepository(sessions_), settings.static_token),
+            call_agents=BrokerCallAgents(broker),
+            events=BrokerSessionEvents(broker),
         )
         try:
             yield
@@ -57,6 +61,7 @@ def create_app(settings: Settings, *, migrate: bool = False) -> FastAPI:
     )
     install_problem_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ClientCors)
     for module in (health, compare, sessions):
         app.include_router(module.router)
     return app

@@ -14,6 +14,7 @@ from infra.settings import Settings
 from infra.storage.base import ObjectStore
 from services.gateway.auth import Authenticator, Principal
 from services.gateway.comparisons import Comparisons
+from services.gateway.offers import CallAgents, SessionEvents
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,8 @@ class Resources:
     broker: RabbitBroker
     comparisons: Comparisons
     authenticate: Authenticator
+    call_agents: CallAgents
+    events: SessionEvents
 
 
 def resources(request: Request) -> Resources:

@@ -1,68 +1,311 @@
-"""Liveness sessions: create and read, /v1 and the seed's shapes."""
+"""Liveness sessions: create and read (/v1 and the seed's shapes), the hosted page and its script,
+and the two routes the browser calls with its client token (offer, status). docs/sessions.md."""
 
 from __future__ import annotations
 
+import logging
+import re
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
+from uuid import uuid4
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import Response
 
+from contracts.commands import StartSession
+from contracts.envelope import new_id
+from contracts.events import SessionFinished
 from contracts.http import (
+    ChallengeOut,
+    ClientStatusResponse,
     CreateSessionRequest,
     CreateSessionResponse,
+    ImageUrl,
     LegacyCreateSessionResponse,
     LegacySessionResponse,
+    OfferRequest,
+    OfferResponse,
     Problem,
     SessionResponse,
 )
+from contracts.values import SessionStatus
 from infra.db.repositories import SessionRecord
+from infra.safe_fetch import (
+    FetchFailed,
+    FetchPolicy,
+    NotAnImage,
+    TooLarge,
+    UrlRefused,
+    check_image,
+    fetch_image,
+)
+from infra.storage.errors import StorageError
 from services.gateway.auth import Principal
+from services.gateway.client_tokens import bearer_token, new_client_token, token_matches
+from services.gateway.comparisons import BrokerUnavailable, ReplyTimeout
 from services.gateway.dependencies import PrincipalDep, Resources, ResourcesDep
+from services.gateway.images import decode_image_field
+from services.gateway.offers import SessionEvents
 from services.gateway.problems import ProblemError
 
 router = APIRouter(tags=["sessions"])
+log = logging.getLogger("faceproof.gateway")
+
+STATIC = Path(__file__).resolve().parent.parent / "static"
+PRESIGN_TTL = timedelta(minutes=15)
+#: Frames of connection n are numbered from (n - 1) * SEQUENCE_STRIDE.
+SEQUENCE_STRIDE = 100_000
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem},
     404: {"model": Problem},
     422: {"model": Problem},
 }
+CREATE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    400: {"model": Problem, "description": "Reference not base64 or not an image"},
+    413: {"model": Problem, "description": "Reference over the byte or pixel limit"},
+    422: {"model": Problem, "description": "Invalid settings, or a reference URL refused or unfetchable"},
+}
+OFFER_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "INVALID_OFFER: the call agent could not answer it"},
+    401: {"model": Problem, "description": "Missing or wrong client token"},
+    404: {"model": Problem, "description": "SESSION_NOT_FOUND"},
+    409: {"model": Problem, "description": "SESSION_FINISHED, SESSION_EXPIRED or SESSION_IN_USE"},
+    413: {"model": Problem, "description": "SDP_TOO_LARGE"},
+    503: {"model": Problem, "description": "Broker unavailable"},
+    504: {"model": Problem, "description": "CALL_AGENT_TIMEOUT"},
+}
+
+# Content served to browsers: same-origin only, camera streams as media, nothing inline.
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self' data: blob:; media-src 'self' blob: mediastream:; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+_PAGE_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+    "Permissions-Policy": "camera=(self), microphone=()",
+}
+_ASSETS = {
+    "client.js": ("session.js", "text/javascript; charset=utf-8"),
+    "page.js": ("page.js", "text/javascript; charset=utf-8"),
+    "client.css": ("session.css", "text/css; charset=utf-8"),
+}
+_CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+_URL_SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):")
 
 
-async def _create(body: CreateSessionRequest, principal: Principal, res: Resources) -> SessionRecord:
+# --------------------------------------------------------------------------- helpers
+
+
+def _not_found(session_id: str) -> ProblemError:
+    return ProblemError(404, "Not found", f"There is no session '{session_id}'.", code="SESSION_NOT_FOUND")
+
+
+def _client_unauthorized() -> ProblemError:
+    return ProblemError(
+        401,
+        "Unauthorized",
+        "Send the session's client token as 'Authorization: Bearer <token>'.",
+        code="UNAUTHORIZED",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+def _conflict(code: str, detail: str) -> ProblemError:
+    return ProblemError(409, "Conflict", detail, code=code)
+
+
+async def _expire_if_due(record: SessionRecord, res: Resources) -> SessionRecord:
+    """The lazy expiry: mark an overdue session EXPIRED and, if THIS call did it, say so once."""
+    if record.status.terminal or record.expires_at > datetime.now(UTC):
+        return record
+    expired = await res.sessions.expire_if_overdue(record.id)
+    if expired is None:  # someone else finished or expired it first: read what it is now
+        return await res.sessions.fetch(record.id) or record
+    await _publish_finished(res.events, expired)
+    return expired
+
+
+async def _publish_finished(events: SessionEvents, record: SessionRecord) -> None:
+    event = SessionFinished(
+        correlation_id=record.id, session_id=record.id, status=SessionStatus.EXPIRED, reasons=["EXPIRED"]
+    )
+    try:
+        await events.finished(event)
+    except BrokerUnavailable:
+        log.warning("session %s expired but SessionFinished could not be published", record.id)
+
+
+async def _reference_bytes(value: str, res: Resources) -> tuple[bytes, str]:
+    """The reference image (from base64, a data URL or an http(s) URL) and its content type."""
+    settings = res.settings
+    scheme = _URL_SCHEME.match(value)
+    if scheme and scheme.group("scheme").lower() != "data":
+        try:
+            data = await fetch_image(value.strip(), policy=FetchPolicy.from_settings(settings))
+        except UrlRefused as error:
+            raise ProblemError(
+                422,
+                "Reference URL refused",
+                f"The reference URL is refused: {error.reason}.",
+                code="REFERENCE_URL_REFUSED",
+            ) from None
+        except TooLarge as error:
+            raise ProblemError(
+                413, "Image too large", f"The reference: {error}.", code="IMAGE_TOO_LARGE"
+            ) from None
+        except NotAnImage:
+            raise ProblemError(
+                422,
+                "Invalid image",
+                "The reference URL does not serve a JPEG, PNG or WebP image.",
+                code="REFERENCE_NOT_AN_IMAGE",
+            ) from None
+        except FetchFailed as error:
+            raise ProblemError(
+                422,
+                "Reference unreachable",
+                f"The reference URL could not be fetched: {error}.",
+                code="REFERENCE_FETCH_FAILED",
+            ) from None
+    else:
+        data = decode_image_field(
+            value, field="reference", max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels
+        )
+    fmt = check_image(data, max_pixels=settings.max_image_pixels)
+    return data, _CONTENT_TYPES[fmt]
+
+
+def _base_url(request: Request, res: Resources) -> str:
+    return (res.settings.public_url or str(request.base_url)).rstrip("/")
+
+
+async def _create(
+    body: CreateSessionRequest, principal: Principal, res: Resources
+) -> tuple[SessionRecord, str]:
+    """Create (or, for a repeated clientRequestToken, find) the session; returns it and a new
+    client token (a replay replaces the previous token)."""
+    reference = await _reference_bytes(body.reference, res) if body.reference else None
+    session_id = str(uuid4())
+    token, token_hash = new_client_token()
+    reference_key = None
+    if reference is not None:
+        reference_key = f"sessions/{session_id}/reference-input.jpg"
+        try:
+            await res.store.put(reference_key, reference[0], reference[1])
+        except StorageError:
+            raise ProblemError(
+                503,
+                "Service unavailable",
+                "The object store cannot be reached.",
+                code="STORAGE_UNAVAILABLE",
+                headers={"Retry-After": "5"},
+            ) from None
     ttl = body.settings.expires_in_s or res.settings.session_ttl_s
-    record, _ = await res.sessions.create(
+    record, created = await res.sessions.create(
         principal.owner,
         client_request_token=body.client_request_token,
         settings=body.settings.model_dump(mode="json"),
         expires_at=datetime.now(UTC) + timedelta(seconds=ttl),
+        reference_key=reference_key,
+        client_token_hash=token_hash,
+        session_id=session_id,
     )
-    return record
+    if not created:  # an idempotent replay: the first call's session (and reference) stand
+        if reference_key is not None:
+            try:
+                await res.store.delete(reference_key)
+            except StorageError:
+                log.warning("could not delete an unused reference of a replayed create")
+        await res.sessions.set_client_token_hash(record.id, token_hash)
+    return record, token
 
 
 async def _read(session_id: str, principal: Principal, res: Resources) -> SessionRecord:
     record = await res.sessions.get(principal.owner, session_id)
     if record is None:
-        raise ProblemError(404, "Not found", f"There is no session '{session_id}'.", code="SESSION_NOT_FOUND")
-    if not record.status.terminal and record.expires_at <= datetime.now(UTC):
-        record = await res.sessions.expire(record)
+        raise _not_found(session_id)
+    return await _expire_if_due(record, res)
+
+
+async def _client_session(session_id: str, authorization: str | None, res: Resources) -> SessionRecord:
+    """The session whose client token the caller holds (the API key is not accepted here)."""
+    token = bearer_token(authorization)
+    if token is None:
+        raise _client_unauthorized()
+    record = await res.sessions.fetch(session_id)
+    if record is None:
+        raise _not_found(session_id)
+    if not token_matches(token, record.client_token_hash):
+        raise _client_unauthorized()
     return record
+
+
+async def _presign(res: Resources, key: object) -> ImageUrl | None:
+    if not isinstance(key, str) or not key:
+        return None
+    try:
+        return ImageUrl(url=await res.store.presign_get(key, PRESIGN_TTL))
+    except StorageError:
+        log.warning("could not presign an image of a session")
+        return None
+
+
+def _static(name: str, media_type: str) -> Response:
+    return Response((STATIC / name).read_bytes(), media_type=media_type, headers=_PAGE_HEADERS)
+
+
+# --------------------------------------------------------------------------- /v1 routes
 
 
 @router.post(
     "/v1/sessions",
     status_code=201,
     response_model=CreateSessionResponse,
-    responses=ERRORS,
+    responses=CREATE_ERRORS,
     summary="Create a liveness session (idempotent per clientRequestToken)",
 )
 async def create_session(
+    request: Request,
     principal: PrincipalDep,
     res: ResourcesDep,
     body: CreateSessionRequest | None = None,
 ) -> CreateSessionResponse:
-    record = await _create(body or CreateSessionRequest(), principal, res)
-    return CreateSessionResponse(session_id=record.id, status=record.status, expires_at=record.expires_at)
+    record, token = await _create(body or CreateSessionRequest(), principal, res)
+    return CreateSessionResponse(
+        session_id=record.id,
+        status=record.status,
+        expires_at=record.expires_at,
+        client_token=token,
+        client_url=f"{_base_url(request, res)}/v1/sessions/{record.id}/client#token={token}",
+    )
+
+
+# Declared before /v1/sessions/{session_id}: these names are not session ids.
+def _asset_route(name: str) -> None:
+    file, media_type = _ASSETS[name]
+
+    async def serve() -> Response:
+        return _static(file, media_type)
+
+    router.add_api_route(
+        f"/v1/sessions/{name}",
+        serve,
+        methods=["GET"],
+        response_class=Response,
+        include_in_schema=name == "client.js",
+        summary="The embeddable browser script: FaceproofSession.start({...})",
+    )
+
+
+for _name in _ASSETS:
+    _asset_route(_name)
 
 
 @router.get(
@@ -74,6 +317,7 @@ async def create_session(
 async def get_session(session_id: str, principal: PrincipalDep, res: ResourcesDep) -> SessionResponse:
     record = await _read(session_id, principal, res)
     result = record.result or {}
+    audit = [await _presign(res, key) for key in result.get("auditImageKeys") or []]
     return SessionResponse(
         session_id=record.id,
         client_request_token=record.client_request_token,
@@ -84,13 +328,123 @@ async def get_session(session_id: str, principal: PrincipalDep, res: ResourcesDe
         confidence=result.get("confidence"),
         reasons=result.get("reasons", []),
         comparison_result=result.get("comparisonResult"),
+        comparison_match=result.get("comparisonMatch"),
+        reference_image=await _presign(res, result.get("referenceImageKey")),
+        audit_images=[image for image in audit if image is not None],
+        challenges=[
+            ChallengeOut(type=str(c.get("type")), status=str(c.get("status")), reason=c.get("reason"))
+            for c in result.get("challenges") or []
+            if isinstance(c, dict)
+        ],
     )
+
+
+@router.get(
+    "/v1/sessions/{session_id}/client",
+    response_class=Response,
+    summary="The hosted liveness page (open clientUrl; the token is in the fragment)",
+    responses={200: {"content": {"text/html": {}}}},
+)
+async def session_page(session_id: str) -> Response:
+    return _static("session.html", "text/html; charset=utf-8")
+
+
+@router.post(
+    "/v1/sessions/{session_id}/offer",
+    response_model=OfferResponse,
+    responses=OFFER_ERRORS,
+    summary="The browser's WebRTC offer (client token); answered by a call agent",
+)
+async def offer(
+    session_id: str,
+    body: OfferRequest,
+    res: ResourcesDep,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> OfferResponse:
+    settings = res.settings
+    record = await _client_session(session_id, authorization, res)
+    if record.status.terminal:
+        raise _conflict("SESSION_FINISHED", f"The session has finished ({record.status.value}).")
+    record = await _expire_if_due(record, res)
+    if record.status.terminal:
+        raise _conflict("SESSION_EXPIRED", "The session has expired.")
+    if len(body.sdp.encode()) > settings.max_sdp_bytes:
+        raise ProblemError(
+            413, "SDP too large", f"The offer is over {settings.max_sdp_bytes} bytes.", code="SDP_TOO_LARGE"
+        )
+    connection_id = new_id()
+    claimed = await res.sessions.claim_connection(
+        session_id, connection_id, stale_after_s=settings.connection_stale_s
+    )
+    if claimed is None:
+        current = await res.sessions.fetch(session_id) or record
+        if current.status.terminal:
+            raise _conflict("SESSION_FINISHED", f"The session has finished ({current.status.value}).")
+        if current.expires_at <= datetime.now(UTC):
+            raise _conflict("SESSION_EXPIRED", "The session has expired.")
+        raise _conflict("SESSION_IN_USE", "Another connection is streaming this session.")
+    try:
+        command = StartSession(
+            correlation_id=session_id,
+            session_id=session_id,
+            connection_id=connection_id,
+            offer_sdp=body.sdp,
+            language=str(claimed.settings.get("language") or "en"),
+            expires_at=claimed.expires_at,
+            sequence_base=(claimed.connections - 1) * SEQUENCE_STRIDE,
+        )
+        deadline = settings.offer_timeout_s
+        answer = await res.call_agents.start_session(command, deadline_s=deadline)
+    except ReplyTimeout:
+        await res.sessions.release_connection(session_id, connection_id)
+        raise ProblemError(
+            504,
+            "Call agent timeout",
+            f"No call agent answered within {settings.offer_timeout_s:g} s.",
+            code="CALL_AGENT_TIMEOUT",
+        ) from None
+    except BrokerUnavailable:
+        await res.sessions.release_connection(session_id, connection_id)
+        raise ProblemError(
+            503,
+            "Service unavailable",
+            "The message broker cannot be reached.",
+            code="BROKER_UNAVAILABLE",
+            headers={"Retry-After": "5"},
+        ) from None
+    except BaseException:
+        await res.sessions.release_connection(session_id, connection_id)
+        raise
+    if answer.error is not None or not answer.answer_sdp:
+        await res.sessions.release_connection(session_id, connection_id)
+        detail = answer.error.detail if answer.error else "The call agent sent no answer."
+        raise ProblemError(400, "Invalid offer", detail, code="INVALID_OFFER")
+    return OfferResponse(sdp=answer.answer_sdp, type=answer.answer_type or "answer")
+
+
+@router.get(
+    "/v1/sessions/{session_id}/status",
+    response_model=ClientStatusResponse,
+    responses={401: {"model": Problem}, 404: {"model": Problem}},
+    summary="The session's status, for the browser (client token)",
+)
+async def client_status(
+    session_id: str,
+    res: ResourcesDep,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> ClientStatusResponse:
+    record = await _client_session(session_id, authorization, res)
+    record = await _expire_if_due(record, res)
+    return ClientStatusResponse(status=record.status)
+
+
+# --------------------------------------------------------------------------- seed-compatible
 
 
 @router.post(
     "/session",
     response_model=LegacyCreateSessionResponse,
-    responses=ERRORS,
+    responses=CREATE_ERRORS,
     tags=["seed-compatible"],
     summary="Seed-compatible session creation",
 )
@@ -99,7 +453,7 @@ async def create_session_legacy(
     res: ResourcesDep,
     body: CreateSessionRequest | None = None,
 ) -> LegacyCreateSessionResponse:
-    record = await _create(body or CreateSessionRequest(), principal, res)
+    record, _ = await _create(body or CreateSessionRequest(), principal, res)
     return LegacyCreateSessionResponse(SessionId=record.id)
 
 

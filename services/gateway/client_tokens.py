@@ -1,0 +1,42 @@
+"""Client tokens: the secret a browser holds for ONE session (offer and status routes only).
+
+Only the SHA-256 of a token is stored; tokens are compared through their hashes in constant
+time. The token travels in the page URL's fragment (never sent to a server, so never logged)
+and then in ``Authorization: Bearer`` headers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+__all__ = ["bearer_token", "hash_client_token", "new_client_token", "token_matches"]
+
+_MAX_TOKEN_LENGTH = 256
+
+
+def new_client_token() -> tuple[str, str]:
+    """A fresh random token and the hash to store."""
+    token = secrets.token_urlsafe(32)
+    return token, hash_client_token(token)
+
+
+def hash_client_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def token_matches(token: str | None, stored_hash: str | None) -> bool:
+    """Whether ``token`` hashes to ``stored_hash`` (constant-time compare of the hashes)."""
+    if not token or not stored_hash or len(token) > _MAX_TOKEN_LENGTH:
+        return False
+    return hmac.compare_digest(hash_client_token(token).encode(), stored_hash.encode())
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, or ``None``."""
+    scheme, _, token = (authorization or "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return token
