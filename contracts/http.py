@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from contracts.values import ChallengeType, Fusion, QualityFilter, SessionStatus, ThresholdSource
@@ -217,3 +218,100 @@ class Problem(BaseModel):
     detail: str | None = None
     code: str | None = None
     errors: list[dict[str, Any]] | None = None
+
+
+# --------------------------------------------------------------------------- video-call flows
+
+
+class JoinCallRequest(Body):
+    """The seed's POST /join-call body (snake_case, as the 2060 Vision Service sends it)."""
+
+    ws_url: str = Field(
+        min_length=1, max_length=2048, description="The room's protoo WebSocket URL (ws:// or wss://)."
+    )
+    callback_base_url: HttpUrl = Field(description="The controller: GET list/, PUT success/ and failure/.")
+    datastore_base_url: HttpUrl | None = Field(
+        default=None,
+        description="Where reference ids from the list are fetched: {datastore_base_url}/r/{id}.",
+    )
+    token: str = Field(min_length=1, max_length=512, description="The controller's token for its callbacks.")
+    lang: str = Field(default="en", min_length=1, max_length=16, description="Instruction language.")
+
+    @field_validator("ws_url")
+    @classmethod
+    def _websocket_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme.lower() not in {"ws", "wss"} or not parts.hostname:
+            raise ValueError("ws_url must be a ws:// or wss:// URL with a host")
+        return value
+
+
+class CallSettings(Body):
+    challenges: int = Field(default=3, ge=2, le=4, description="Number of challenges")
+    challenge_types: list[ChallengeType] | None = Field(default=None, description="Types to draw from.")
+    session_timeout_s: int | None = Field(
+        default=None,
+        ge=30,
+        le=3600,
+        description="Liveness session deadline (default FACEPROOF_SESSION_TTL_S).",
+    )
+    timeout_s: int | None = Field(
+        default=None,
+        ge=30,
+        le=7200,
+        description="The whole flow's deadline, then a failure callback (default FACEPROOF_FLOW_TIMEOUT_S).",
+    )
+    callback_secret: str | None = Field(
+        default=None,
+        min_length=16,
+        max_length=256,
+        description="Sign this flow's callbacks (and send the result in them); never returned.",
+    )
+
+    @model_validator(mode="after")
+    def _enough_types(self) -> CallSettings:
+        if self.challenge_types is not None and len(set(self.challenge_types)) < max(2, self.challenges):
+            raise ValueError(f"challengeTypes must hold at least {max(2, self.challenges)} distinct types")
+        return self
+
+
+class CreateCallRequest(JoinCallRequest):
+    """POST /v1/calls: the seed's fields (camelCase or snake_case) and optional settings."""
+
+    settings: CallSettings = Field(default_factory=CallSettings)
+
+
+class CallCreatedResponse(Body):
+    flow_id: str
+    session_id: str
+    status: str
+    language: str = Field(description="The instruction language used.")
+    requested_language: str
+    language_fallback: bool = Field(
+        description="True when the requested language has no catalog (English used)."
+    )
+    deadline: datetime
+
+
+class CallbackOut(Body):
+    outcome: str | None = Field(description="SUCCESS or FAILURE once decided")
+    delivery: str | None = Field(description="PENDING, DELIVERED or FAILED")
+    attempts: int
+    last_error: str | None = None
+    status_code: int | None = None
+
+
+class CallResponse(Body):
+    flow_id: str
+    session_id: str
+    status: str = Field(description="RUNNING, MATCHING, SUCCEEDED or FAILED")
+    language: str
+    created_at: datetime
+    deadline: datetime
+    finished_at: datetime | None = None
+    is_live: bool | None = None
+    confidence: float | None = None
+    similarity: float | None = None
+    match: bool | None = None
+    reasons: list[str] = Field(default_factory=list)
+    callback: CallbackOut
