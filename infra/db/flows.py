@@ -1,0 +1,317 @@
+"""Video-call flows (table ``call_flows``): a plain record and the repository.
+
+Every transition that must happen once is a conditional ``UPDATE ... WHERE`` whose winner alone
+gets the row back: the outcome is claimed once (so a flow gets exactly one terminal callback), a
+delivery attempt is claimed once per attempt number, and a delivery ends once.
+"""
+
+from __future__ import annotations
+
+import builtins
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+from uuid import uuid4
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from infra.db.errors import translate_errors
+from infra.db.tables import CallFlowRow, utc_now
+
+__all__ = ["CallFlowRecord", "CallFlowRepository", "DeliveryStatus", "FlowStatus"]
+
+_MAX_ERROR = 500
+
+
+class FlowStatus(StrEnum):
+    RUNNING = "RUNNING"  # waiting for the call agent and the liveness session
+    MATCHING = "MATCHING"  # live; references fetched, waiting for the matcher
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in {FlowStatus.SUCCEEDED, FlowStatus.FAILED}
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "PENDING"
+    DELIVERED = "DELIVERED"
+    FAILED = "FAILED"
+
+
+@dataclass(frozen=True, slots=True)
+class CallFlowRecord:
+    id: str
+    owner: str
+    session_id: str
+    status: FlowStatus
+    ws_url: str
+    callback_base_url: str
+    datastore_base_url: str | None
+    token: str
+    language: str
+    settings: dict[str, Any]
+    callback_secret: str | None
+    deadline: datetime
+    decision: dict[str, Any] | None
+    outcome: str | None
+    delivery: DeliveryStatus | None
+    attempts: int
+    last_error: str | None
+    status_code: int | None
+    next_attempt_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    delivered_at: datetime | None
+
+    def __repr__(self) -> str:  # the controller's token and the secret stay out of logs
+        return f"CallFlowRecord(id={self.id!r}, status={self.status.value}, delivery={self.delivery})"
+
+
+class CallFlowRepository:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def create(
+        self,
+        owner: str,
+        *,
+        session_id: str,
+        ws_url: str,
+        callback_base_url: str,
+        datastore_base_url: str | None,
+        token: str,
+        language: str,
+        settings: dict[str, Any],
+        callback_secret: str | None,
+        deadline: datetime,
+        flow_id: str | None = None,
+    ) -> CallFlowRecord:
+        now = utc_now()
+        row = CallFlowRow(
+            id=flow_id or str(uuid4()),
+            owner=owner,
+            session_id=session_id,
+            status=FlowStatus.RUNNING.value,
+            ws_url=ws_url,
+            callback_base_url=callback_base_url,
+            datastore_base_url=datastore_base_url,
+            token=token,
+            language=language,
+            settings=settings,
+            callback_secret=callback_secret or None,
+            deadline=deadline,
+            decision=None,
+            outcome=None,
+            delivery=None,
+            attempts=0,
+            last_error=None,
+            status_code=None,
+            next_attempt_at=None,
+            created_at=now,
+            updated_at=now,
+            finished_at=None,
+            delivered_at=None,
+        )
+        with translate_errors():
+            async with self._sessions.begin() as session:
+                session.add(row)
+        return _record(row)
+
+    async def get(self, owner: str, flow_id: str) -> CallFlowRecord | None:
+        return await self._one(CallFlowRow.id == flow_id, CallFlowRow.owner == owner)
+
+    async def fetch(self, flow_id: str) -> CallFlowRecord | None:
+        return await self._one(CallFlowRow.id == flow_id)
+
+    async def by_session(self, session_id: str) -> CallFlowRecord | None:
+        return await self._one(CallFlowRow.session_id == session_id)
+
+    async def start_matching(
+        self, flow_id: str, *, decision: dict[str, Any], deadline: datetime
+    ) -> CallFlowRecord | None:
+        """RUNNING (or MATCHING again, for a repeated event) -> MATCHING; None once concluded."""
+        return await self._update(
+            [
+                CallFlowRow.id == flow_id,
+                CallFlowRow.outcome.is_(None),
+                CallFlowRow.status.in_([FlowStatus.RUNNING.value, FlowStatus.MATCHING.value]),
+            ],
+            status=FlowStatus.MATCHING.value,
+            decision=decision,
+            deadline=deadline,
+        )
+
+    async def conclude(
+        self,
+        flow_id: str,
+        *,
+        outcome: str,
+        status: FlowStatus,
+        decision: dict[str, Any],
+        first_attempt_at: datetime,
+    ) -> CallFlowRecord | None:
+        """Claim the flow's one outcome; the record only for the caller that claimed it."""
+        now = utc_now()
+        return await self._update(
+            [CallFlowRow.id == flow_id, CallFlowRow.outcome.is_(None)],
+            outcome=outcome,
+            status=status.value,
+            decision=decision,
+            delivery=DeliveryStatus.PENDING.value,
+            attempts=0,
+            finished_at=now,
+            next_attempt_at=first_attempt_at,
+        )
+
+    async def claim_attempt(
+        self, flow_id: str, attempt: int, *, lease_until: datetime
+    ) -> CallFlowRecord | None:
+        """Make ``attempt`` the delivery attempt in progress (once per number); else None."""
+        return await self._update(
+            [
+                CallFlowRow.id == flow_id,
+                CallFlowRow.delivery == DeliveryStatus.PENDING.value,
+                CallFlowRow.attempts == attempt - 1,
+            ],
+            attempts=attempt,
+            next_attempt_at=lease_until,
+        )
+
+    async def mark_delivered(self, flow_id: str, attempt: int, *, status_code: int) -> CallFlowRecord | None:
+        return await self._update(
+            self._attempt(flow_id, attempt),
+            delivery=DeliveryStatus.DELIVERED.value,
+            status_code=status_code,
+            last_error=None,
+            next_attempt_at=None,
+            delivered_at=utc_now(),
+        )
+
+    async def retry_later(
+        self, flow_id: str, attempt: int, *, at: datetime, error: str, status_code: int | None
+    ) -> CallFlowRecord | None:
+        return await self._update(
+            self._attempt(flow_id, attempt),
+            next_attempt_at=at,
+            last_error=error[:_MAX_ERROR],
+            status_code=status_code,
+        )
+
+    async def mark_failed(
+        self, flow_id: str, attempt: int, *, error: str, status_code: int | None
+    ) -> CallFlowRecord | None:
+        return await self._update(
+            self._attempt(flow_id, attempt),
+            delivery=DeliveryStatus.FAILED.value,
+            next_attempt_at=None,
+            last_error=error[:_MAX_ERROR],
+            status_code=status_code,
+        )
+
+    async def overdue(self, *, now: datetime, limit: int = 100) -> builtins.list[CallFlowRecord]:
+        """Unconcluded flows past their deadline (the caller concludes them; one wins each)."""
+        query = (
+            select(CallFlowRow)
+            .where(CallFlowRow.outcome.is_(None), CallFlowRow.deadline <= now)
+            .order_by(CallFlowRow.deadline)
+            .limit(limit)
+        )
+        with translate_errors():
+            async with self._sessions() as session:
+                return [_record(row) for row in await session.scalars(query)]
+
+    async def claim_due_deliveries(
+        self, *, now: datetime, lease_until: datetime, limit: int = 100
+    ) -> builtins.list[CallFlowRecord]:
+        """Pending deliveries whose next attempt is due, each leased to this caller alone."""
+        with translate_errors():
+            async with self._sessions.begin() as session:
+                ids = list(
+                    (
+                        await session.scalars(
+                            select(CallFlowRow.id)
+                            .where(
+                                CallFlowRow.delivery == DeliveryStatus.PENDING.value,
+                                CallFlowRow.next_attempt_at <= now,
+                            )
+                            .order_by(CallFlowRow.next_attempt_at)
+                            .limit(limit)
+                        )
+                    ).all()
+                )
+                if not ids:
+                    return []
+                rows = (
+                    await session.scalars(
+                        update(CallFlowRow)
+                        .where(
+                            CallFlowRow.id.in_(ids),
+                            CallFlowRow.delivery == DeliveryStatus.PENDING.value,
+                            CallFlowRow.next_attempt_at <= now,
+                        )
+                        .values(next_attempt_at=lease_until, updated_at=utc_now())
+                        .returning(CallFlowRow)
+                        .execution_options(synchronize_session=False)
+                    )
+                ).all()
+                return [_record(row) for row in rows]
+
+    @staticmethod
+    def _attempt(flow_id: str, attempt: int) -> builtins.list[Any]:
+        return [
+            CallFlowRow.id == flow_id,
+            CallFlowRow.delivery == DeliveryStatus.PENDING.value,
+            CallFlowRow.attempts == attempt,
+        ]
+
+    async def _update(self, criteria: builtins.list[Any], **values: Any) -> CallFlowRecord | None:
+        statement = (
+            update(CallFlowRow)
+            .where(*criteria)
+            .values(updated_at=utc_now(), **values)
+            .returning(CallFlowRow)
+            .execution_options(synchronize_session=False)
+        )
+        with translate_errors():
+            async with self._sessions.begin() as session:
+                row = (await session.scalars(statement)).one_or_none()
+        return None if row is None else _record(row)
+
+    async def _one(self, *criteria: Any) -> CallFlowRecord | None:
+        with translate_errors():
+            async with self._sessions() as session:
+                row = (await session.scalars(select(CallFlowRow).where(*criteria))).one_or_none()
+        return None if row is None else _record(row)
+
+
+def _record(row: CallFlowRow) -> CallFlowRecord:
+    return CallFlowRecord(
+        id=row.id,
+        owner=row.owner,
+        session_id=row.session_id,
+        status=FlowStatus(row.status),
+        ws_url=row.ws_url,
+        callback_base_url=row.callback_base_url,
+        datastore_base_url=row.datastore_base_url,
+        token=row.token,
+        language=row.language,
+        settings=dict(row.settings),
+        callback_secret=row.callback_secret,
+        deadline=row.deadline,
+        decision=None if row.decision is None else dict(row.decision),
+        outcome=row.outcome,
+        delivery=None if row.delivery is None else DeliveryStatus(row.delivery),
+        attempts=row.attempts,
+        last_error=row.last_error,
+        status_code=row.status_code,
+        next_attempt_at=row.next_attempt_at,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        finished_at=row.finished_at,
+        delivered_at=row.delivered_at,
+    )
