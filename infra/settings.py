@@ -67,6 +67,13 @@ class Settings(BaseSettings):
         default=15.0, description="A connection not marked alive for this long may be replaced (reconnect)."
     )
     ice_servers: str = Field(default="", description="JSON list of RTCIceServer dicts for the call agent.")
+    protoo_request_timeout_s: float = Field(
+        default=10.0, description="Video calls: deadline of each protoo request to the controller's room."
+    )
+    room_relay_only: bool = Field(default=False, description="Video calls: use TURN relay candidates only.")
+    no_video_timeout_s: float = Field(
+        default=20.0, description="Video calls: seconds after joining until NO_VIDEO if no video came."
+    )
 
     # Liveness worker
     liveness_concurrency: int = Field(default=2, description="Frames analysed at once per liveness worker.")
