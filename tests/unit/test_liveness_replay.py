@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -55,7 +56,9 @@ def face(yaw: float = 0.0, pitch: float = 0.0, mar: float = 0.05, faces: int = 1
     return FrameAnalysis.from_dict(analysis.to_dict())
 
 
-def frame(sequence: int, analysis: FrameAnalysis, *, spoof: float = 0.95, person=SAME_PERSON) -> ReplayFrame:
+def frame(
+    sequence: int, analysis: FrameAnalysis, *, spoof: float = 0.95, person: np.ndarray[Any, Any] = SAME_PERSON
+) -> ReplayFrame:
     return ReplayFrame(
         sequence=sequence,
         t=sequence / FPS,
