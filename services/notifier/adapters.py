@@ -1,0 +1,197 @@
+"""I/O of the notifier: the controller's reference list and images (through infra/safe_fetch.py,
+the one fetcher), the callback PUT (the same address policy), and the broker."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+from typing import Any, Final
+from urllib.parse import quote
+
+import httpx
+from aio_pika.exceptions import AMQPError
+from faststream.rabbit import RabbitBroker
+
+from contracts.commands import DeliverCallback
+from contracts.envelope import Command, Event
+from contracts.routing import NOTIFIER_CALLBACKS
+from infra.broker import COMMANDS, DEAD_LETTERS, EVENTS
+from infra.db.flows import CallFlowRecord
+from infra.safe_fetch import (
+    FetchError,
+    FetchPolicy,
+    UrlRefused,
+    _check_url,  # the fetcher's own URL/address check, so callbacks obey the same policy
+    check_image,
+    fetch,
+    fetch_image,
+    resolve_host,
+)
+from services.notifier.ports import (
+    CallbackRefused,
+    CallbackUnreachable,
+    PublishFailed,
+    ReferenceImages,
+    ReferencesUnavailable,
+)
+
+__all__ = ["BrokerPublisher", "HttpCallbackSender", "SafeReferenceSource", "parse_reference"]
+
+log = logging.getLogger("faceproof.notifier")
+
+_DATA_URL: Final = "data:"
+
+
+class BrokerPublisher:
+    def __init__(self, broker: RabbitBroker) -> None:
+        self._broker = broker
+
+    async def event(self, event: Event, routing_key: str) -> None:
+        await self._publish(event, EVENTS, routing_key)
+
+    async def command(self, command: Command, routing_key: str) -> None:
+        await self._publish(command, COMMANDS, routing_key)
+
+    async def dead_letter(self, command: DeliverCallback, reason: str) -> None:
+        await self._publish(
+            command, DEAD_LETTERS, NOTIFIER_CALLBACKS.queue, headers={"x-faceproof-reason": reason[:200]}
+        )
+
+    async def _publish(
+        self, message: Command | Event, exchange: Any, routing_key: str, headers: dict[str, Any] | None = None
+    ) -> None:
+        try:
+            await self._broker.publish(
+                message,
+                exchange=exchange,
+                routing_key=routing_key,
+                correlation_id=message.correlation_id,
+                message_id=message.message_id,
+                headers=headers,
+                persist=True,
+            )
+        except (AMQPError, ConnectionError) as error:
+            raise PublishFailed(type(error).__name__) from error
+
+
+def parse_reference(item: object) -> tuple[str, str]:
+    """``("data" | "url" | "id", value)`` of one list item: a data URL, an http(s) URL or a
+    Data Store id (a string, or an object with ``data``, ``url`` or ``id``)."""
+    if isinstance(item, dict):
+        for key in ("data", "url", "id"):
+            value = item.get(key)
+            if isinstance(value, str) and value:
+                return parse_reference(value) if key != "id" else ("id", value)
+        raise ValueError("an object without data, url or id")
+    if not isinstance(item, str) or not item.strip():
+        raise ValueError("not a string")
+    value = item.strip()
+    lowered = value[:8].lower()
+    if lowered.startswith(_DATA_URL):
+        return "data", value
+    if lowered.startswith(("http://", "https://")):
+        return "url", value
+    if "://" in value or len(value) > 256:
+        raise ValueError("neither a data URL, an http(s) URL nor an id")
+    return "id", value
+
+
+def _decode_data_url(value: str) -> bytes:
+    header, _, payload = value.partition(",")
+    if ";base64" not in header.lower():
+        raise ValueError("the data URL is not base64")
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise ValueError("the data URL is not valid base64") from error
+
+
+class SafeReferenceSource:
+    """GET {callback_base_url}/list/{token}, then each listed image, all through safe_fetch."""
+
+    def __init__(self, policy: FetchPolicy, *, max_references: int) -> None:
+        self._policy = policy
+        self._max = max_references
+
+    async def fetch(self, flow: CallFlowRecord) -> ReferenceImages:
+        list_url = f"{flow.callback_base_url.rstrip('/')}/list/{quote(flow.token, safe='')}"
+        try:
+            resource = await fetch(list_url, policy=self._policy)
+            items = json.loads(resource.body)
+        except FetchError as error:
+            raise ReferencesUnavailable(f"the reference list: {type(error).__name__}: {error}") from error
+        except (ValueError, UnicodeDecodeError) as error:
+            raise ReferencesUnavailable("the reference list is not JSON") from error
+        if not isinstance(items, list):
+            raise ReferencesUnavailable("the reference list is not a JSON array")
+        errors = [f"reference {i}: more than {self._max} references" for i in range(self._max, len(items))]
+        results = await asyncio.gather(*(self._one(item, flow) for item in items[: self._max]))
+        images: list[bytes] = []
+        for index, result in enumerate(results):
+            if isinstance(result, bytes):
+                images.append(result)
+            else:
+                errors.append(f"reference {index}: {result}")
+        if not images:
+            raise ReferencesUnavailable(
+                "no usable reference image" + (f" ({'; '.join(errors)})" if errors else " (empty list)")
+            )
+        return ReferenceImages(images=images, errors=errors)
+
+    async def _one(self, item: object, flow: CallFlowRecord) -> bytes | str:
+        """The image, or why there is none."""
+        try:
+            kind, value = parse_reference(item)
+            if kind == "data":
+                data = _decode_data_url(value)
+                check_image(data, max_pixels=self._policy.max_pixels)
+                if len(data) > self._policy.max_bytes:
+                    return "over the byte limit"
+                return data
+            if kind == "id":
+                if not flow.datastore_base_url:
+                    return "a Data Store id, but the flow has no datastore_base_url"
+                value = f"{flow.datastore_base_url.rstrip('/')}/r/{quote(value, safe='')}"
+            return await fetch_image(value, policy=self._policy)
+        except FetchError as error:
+            return f"{type(error).__name__}: {error}"
+        except ValueError as error:
+            return str(error)
+
+
+class HttpCallbackSender:
+    """PUT to a controller: the URL checked by the fetcher's policy, the connection pinned to the
+    checked address (no second DNS lookup), no redirects followed, one time limit."""
+
+    def __init__(self, policy: FetchPolicy, *, timeout_s: float) -> None:
+        self._policy = policy
+        self._timeout = timeout_s
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout_s), follow_redirects=False, trust_env=False
+        )
+
+    async def put(self, url: str, body: bytes, headers: dict[str, str]) -> int:
+        try:
+            target = await _check_url(url, self._policy, resolve_host)
+        except UrlRefused as error:
+            raise CallbackRefused(f"the callback URL is refused: {error.reason}") from error
+        except FetchError as error:
+            raise CallbackUnreachable(str(error)) from error
+        sent = {**headers, "Host": target.host_header, "User-Agent": self._policy.user_agent}
+        extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+        try:
+            async with asyncio.timeout(self._timeout):
+                response = await self._client.request(
+                    "PUT", target.pinned_url, content=body, headers=sent, extensions=extensions
+                )
+        except TimeoutError as error:
+            raise CallbackUnreachable(f"{target.host} did not answer within {self._timeout:g} s") from error
+        except httpx.HTTPError as error:
+            raise CallbackUnreachable(f"cannot reach {target.host}: {type(error).__name__}") from error
+        return response.status_code
+
+    async def close(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,308 @@
+"""The notifier's handlers: plain async functions, a typed message and :class:`Deps` in.
+
+Exactly one terminal callback per flow: every ending goes through :func:`conclude`, whose
+conditional update claims the flow's outcome once (duplicate and late events find it taken).
+Each delivery attempt is claimed once by number, so a redelivered DeliverCallback does nothing,
+and nothing is sent after a delivery succeeded or failed for good. Retries are scheduled in the
+database (``next_attempt_at``), and the sweeper publishes them: see docs/calls.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from contracts.commands import DeliverCallback, MatchReferences
+from contracts.events import CallbackDelivered, CallFailed, ReferencesMatched, SessionFinished
+from contracts.routing import CommandKey, EventKey
+from contracts.values import CallbackOutcome, Fusion, ImageData, SessionStatus
+from infra.db.flows import CallFlowRecord, CallFlowRepository, DeliveryStatus, FlowStatus
+from infra.db.records import SessionRecord
+from services.notifier.outcome import (
+    COMPARISON_UNAVAILABLE,
+    FLOW_TIMEOUT,
+    NO_REFERENCE_FRAME,
+    NO_VIDEO,
+    REFERENCES_UNAVAILABLE,
+    SIGNATURE_HEADER,
+    RetryPolicy,
+    callback_body,
+    callback_url,
+    encode_body,
+    is_retryable_status,
+    liveness_part,
+    match_outcome,
+    next_attempt_at,
+    sign,
+    with_reasons,
+)
+from services.notifier.ports import (
+    CallbackRefused,
+    CallbackSender,
+    CallbackUnreachable,
+    Publisher,
+    PublishFailed,
+    ReferenceSource,
+    ReferencesUnavailable,
+)
+
+__all__ = [
+    "Config",
+    "Deps",
+    "conclude",
+    "handle_call_failed",
+    "handle_deliver_callback",
+    "handle_references_matched",
+    "handle_session_finished",
+    "sweep",
+]
+
+log = logging.getLogger("faceproof.notifier")
+
+
+class Sessions(Protocol):
+    async def fetch(self, session_id: str) -> SessionRecord | None: ...
+
+
+@dataclass(frozen=True)
+class Config:
+    retry: RetryPolicy
+    #: How long the matcher may take once references are sent.
+    match_timeout_s: float = 30.0
+    #: A claimed attempt (or a published-but-unconsumed one) is re-sent after this long.
+    lease_s: float = 30.0
+    #: The deployment's callback secret; a flow's own secret takes precedence.
+    secret: str | None = None
+
+
+@dataclass(frozen=True)
+class Deps:
+    flows: CallFlowRepository
+    sessions: Sessions
+    publisher: Publisher
+    references: ReferenceSource
+    sender: CallbackSender
+    config: Config
+    rng: random.Random = field(default_factory=random.SystemRandom, repr=False)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# -- endings ----------------------------------------------------------------------------------
+
+
+def _deliver_command(flow: CallFlowRecord, attempt: int) -> DeliverCallback:
+    outcome = CallbackOutcome(flow.outcome or CallbackOutcome.FAILURE.value)
+    return DeliverCallback(
+        correlation_id=flow.id,
+        flow_id=flow.id,
+        url=callback_url(flow.callback_base_url, outcome, flow.token),
+        outcome=outcome,
+        body=callback_body(flow.id, flow.decision or {}),
+        attempt=attempt,
+    )
+
+
+async def conclude(
+    deps: Deps, flow: CallFlowRecord, outcome: CallbackOutcome, decision: dict[str, Any]
+) -> bool:
+    """Claim the flow's one outcome and send its callback; False when it was concluded already."""
+    status = FlowStatus.SUCCEEDED if outcome is CallbackOutcome.SUCCESS else FlowStatus.FAILED
+    concluded = await deps.flows.conclude(
+        flow.id,
+        outcome=outcome.value,
+        status=status,
+        decision=decision,
+        # If the DeliverCallback below is lost, the sweeper sends attempt 1 after the lease.
+        first_attempt_at=_now() + timedelta(seconds=deps.config.lease_s),
+    )
+    if concluded is None:
+        return False
+    log.info("flow %s %s (%s)", flow.id, outcome.value, ", ".join(decision.get("reasons") or []) or "-")
+    try:
+        await deps.publisher.command(_deliver_command(concluded, 1), CommandKey.DELIVER_CALLBACK)
+    except PublishFailed:
+        log.warning("flow %s: DeliverCallback not published; the sweeper will send it", flow.id)
+    return True
+
+
+async def _session_result(deps: Deps, session_id: str) -> dict[str, Any] | None:
+    record = await deps.sessions.fetch(session_id)
+    return None if record is None else record.result
+
+
+async def handle_session_finished(event: SessionFinished, deps: Deps) -> None:
+    """A flow's liveness session ended: fail the flow, or fetch the references and match."""
+    flow = await deps.flows.by_session(event.session_id)
+    if flow is None or flow.outcome is not None:
+        return  # a hosted-page session, or this flow has ended already
+    result = await _session_result(deps, event.session_id)
+    decision = liveness_part(result)
+    if event.status is not SessionStatus.SUCCEEDED or not decision["isLive"]:
+        reasons = list(event.reasons) or [event.status.value]
+        await conclude(deps, flow, CallbackOutcome.FAILURE, with_reasons(decision, *reasons))
+        return
+    probe = (result or {}).get("referenceImageKey")
+    if not isinstance(probe, str) or not probe:
+        await conclude(deps, flow, CallbackOutcome.FAILURE, with_reasons(decision, NO_REFERENCE_FRAME))
+        return
+    try:
+        references = await deps.references.fetch(flow)
+    except ReferencesUnavailable as error:
+        log.info("flow %s: references unavailable: %s", flow.id, error)
+        failed = with_reasons(decision, REFERENCES_UNAVAILABLE)
+        await conclude(deps, flow, CallbackOutcome.FAILURE, {**failed, "referenceErrors": [str(error)]})
+        return
+    matching = await deps.flows.start_matching(
+        flow.id,
+        decision={**decision, "referencesUsed": len(references.images), "referenceErrors": references.errors},
+        deadline=max(flow.deadline, _now() + timedelta(seconds=deps.config.match_timeout_s)),
+    )
+    if matching is None:
+        return
+    command = MatchReferences(
+        correlation_id=flow.id,
+        probe=ImageData(storage_key=probe),
+        references=[ImageData(inline=image) for image in references.images],
+        fusion=Fusion.MAX,
+    )
+    await deps.publisher.command(command, CommandKey.MATCH_REFERENCES)  # raises: nack, retried
+
+
+async def handle_references_matched(event: ReferencesMatched, deps: Deps) -> None:
+    """The matcher's answer for a flow waiting for it (answers for sessions are not ours)."""
+    flow = await deps.flows.fetch(event.correlation_id)
+    if flow is None or flow.outcome is not None or flow.status is not FlowStatus.MATCHING:
+        return
+    outcome, decision = match_outcome(flow.decision or {}, event)
+    await conclude(deps, flow, outcome, decision)
+
+
+async def handle_call_failed(event: CallFailed, deps: Deps) -> None:
+    """The call agent could not join or keep the room."""
+    flow = await deps.flows.fetch(event.flow_id)
+    if flow is None or flow.outcome is not None:
+        return
+    decision = liveness_part(await _session_result(deps, flow.session_id))
+    await conclude(deps, flow, CallbackOutcome.FAILURE, with_reasons(decision, event.reason))
+
+
+# -- delivery ---------------------------------------------------------------------------------
+
+
+def _request(flow: CallFlowRecord, secret: str | None) -> tuple[bytes, dict[str, str]]:
+    """Without a secret, the seed's empty body; with one, the result and its signature."""
+    if not secret:
+        return b"", {}
+    body = encode_body(callback_body(flow.id, flow.decision or {}))
+    return body, {"Content-Type": "application/json", SIGNATURE_HEADER: sign(secret, body, int(time.time()))}
+
+
+async def handle_deliver_callback(command: DeliverCallback, deps: Deps) -> None:
+    """One delivery attempt: PUT, then delivered, a retry scheduled, or failed for good."""
+    flow = await deps.flows.fetch(command.flow_id)
+    if flow is None or flow.delivery is not DeliveryStatus.PENDING or flow.attempts != command.attempt - 1:
+        return  # delivered, failed, or this attempt was made already
+    lease = _now() + timedelta(seconds=deps.config.lease_s)
+    claimed = await deps.flows.claim_attempt(flow.id, command.attempt, lease_until=lease)
+    if claimed is None:
+        return
+    outcome = CallbackOutcome(claimed.outcome or CallbackOutcome.FAILURE.value)
+    body, headers = _request(claimed, claimed.callback_secret or deps.config.secret)
+    url = callback_url(claimed.callback_base_url, outcome, claimed.token)
+    try:
+        status = await deps.sender.put(url, body, headers)
+    except CallbackRefused as error:
+        await _give_up(deps, claimed, command, str(error), None)
+        return
+    except CallbackUnreachable as error:
+        await _retry_or_give_up(deps, claimed, command, str(error), None)
+        return
+    if 200 <= status < 300:
+        if await deps.flows.mark_delivered(claimed.id, command.attempt, status_code=status) is not None:
+            log.info(
+                "flow %s: %s callback delivered (attempt %d)", claimed.id, outcome.value, command.attempt
+            )
+            await _delivered_event(deps, claimed, command.attempt, True, status)
+    elif is_retryable_status(status):
+        await _retry_or_give_up(deps, claimed, command, f"HTTP {status}", status)
+    else:
+        await _give_up(deps, claimed, command, f"HTTP {status}", status)
+
+
+async def _retry_or_give_up(
+    deps: Deps, flow: CallFlowRecord, command: DeliverCallback, error: str, status: int | None
+) -> None:
+    now = _now()
+    at = next_attempt_at(
+        deps.config.retry, attempt=command.attempt, first_at=flow.finished_at or now, now=now, rng=deps.rng
+    )
+    if at is None:
+        await _give_up(deps, flow, command, f"{error} (retries exhausted)", status)
+        return
+    log.info("flow %s: callback attempt %d failed (%s); next at %s", flow.id, command.attempt, error, at)
+    await deps.flows.retry_later(flow.id, command.attempt, at=at, error=error, status_code=status)
+
+
+async def _give_up(
+    deps: Deps, flow: CallFlowRecord, command: DeliverCallback, error: str, status: int | None
+) -> None:
+    if await deps.flows.mark_failed(flow.id, command.attempt, error=error, status_code=status) is None:
+        return
+    log.warning("flow %s: callback not delivered after %d attempts: %s", flow.id, command.attempt, error)
+    try:
+        await deps.publisher.dead_letter(command, error)
+    except PublishFailed:
+        log.warning("flow %s: the dead-letter record could not be published", flow.id)
+    await _delivered_event(deps, flow, command.attempt, False, status)
+
+
+async def _delivered_event(
+    deps: Deps, flow: CallFlowRecord, attempts: int, delivered: bool, status: int | None
+) -> None:
+    event = CallbackDelivered(
+        correlation_id=flow.id,
+        flow_id=flow.id,
+        outcome=CallbackOutcome(flow.outcome or CallbackOutcome.FAILURE.value),
+        delivered=delivered,
+        attempts=attempts,
+        status_code=status,
+    )
+    try:
+        await deps.publisher.event(event, EventKey.CALLBACK_DELIVERED)
+    except PublishFailed:
+        log.warning("flow %s: CallbackDelivered not published", flow.id)
+
+
+# -- the sweeper ------------------------------------------------------------------------------
+
+
+async def _timeout_reasons(deps: Deps, flow: CallFlowRecord) -> dict[str, Any]:
+    record = await deps.sessions.fetch(flow.session_id)
+    decision = flow.decision or liveness_part(None if record is None else record.result)
+    if flow.status is FlowStatus.MATCHING:
+        return with_reasons(decision, COMPARISON_UNAVAILABLE, FLOW_TIMEOUT)
+    if record is None or record.status is SessionStatus.CREATED:
+        return with_reasons(decision, NO_VIDEO, FLOW_TIMEOUT)
+    return with_reasons(decision, FLOW_TIMEOUT)
+
+
+async def sweep(deps: Deps) -> None:
+    """Fail flows past their deadline; (re)send the callbacks whose next attempt is due."""
+    now = _now()
+    for flow in await deps.flows.overdue(now=now):
+        await conclude(deps, flow, CallbackOutcome.FAILURE, await _timeout_reasons(deps, flow))
+    lease = now + timedelta(seconds=deps.config.lease_s)
+    for flow in await deps.flows.claim_due_deliveries(now=now, lease_until=lease):
+        try:
+            await deps.publisher.command(
+                _deliver_command(flow, flow.attempts + 1), CommandKey.DELIVER_CALLBACK
+            )
+        except PublishFailed:
+            log.warning("flow %s: retry not published; again after the lease", flow.id)

@@ -1,0 +1,152 @@
+"""Composition root of the notifier: ends video-call flows and delivers their one callback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from faststream.rabbit import RabbitBroker
+
+from contracts.commands import DeliverCallback
+from contracts.events import CallFailed, ReferencesMatched, SessionFinished
+from contracts.routing import NOTIFIER_CALLBACKS, NOTIFIER_CALLS, NOTIFIER_MATCHES, NOTIFIER_SESSIONS
+from infra.broker import COMMANDS, EVENTS, create_broker, declare_topology, queue_for
+from infra.db.engine import create_engine, session_factory
+from infra.db.errors import DatabaseError
+from infra.db.flows import CallFlowRepository
+from infra.db.repositories import SessionRepository
+from infra.safe_fetch import FetchPolicy
+from infra.settings import Settings
+from services.notifier.adapters import BrokerPublisher, HttpCallbackSender, SafeReferenceSource
+from services.notifier.handlers import (
+    Config,
+    Deps,
+    Sessions,
+    handle_call_failed,
+    handle_deliver_callback,
+    handle_references_matched,
+    handle_session_finished,
+    sweep,
+)
+from services.notifier.outcome import RetryPolicy
+from services.notifier.ports import CallbackSender, ReferenceSource
+
+__all__ = ["ROUTES", "Notifier", "build_notifier", "config_from", "serve"]
+
+log = logging.getLogger("faceproof.notifier")
+
+ROUTES = (NOTIFIER_SESSIONS, NOTIFIER_MATCHES, NOTIFIER_CALLS, NOTIFIER_CALLBACKS)
+
+
+def config_from(settings: Settings) -> Config:
+    secret = settings.callback_secret.get_secret_value() if settings.callback_secret else ""
+    return Config(
+        retry=RetryPolicy(
+            deadline_s=settings.callback_retry_deadline_s,
+            max_attempts=settings.callback_max_attempts,
+            backoff_s=settings.callback_backoff_s,
+            backoff_max_s=settings.callback_backoff_max_s,
+        ),
+        match_timeout_s=settings.match_timeout_s,
+        lease_s=2 * settings.callback_timeout_s + 10,
+        secret=secret or None,
+    )
+
+
+class Notifier:
+    """The broker with the notifier's four subscribers, and the sweeper task."""
+
+    def __init__(self, settings: Settings, broker: RabbitBroker, deps: Deps) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.deps = deps
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.broker.connect()
+        await declare_topology(self.broker, ROUTES, delivery_limit=self.settings.delivery_limit)
+        await self.broker.start()
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="notifier-sweeper")
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        await self.broker.stop()
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                await sweep(self.deps)
+            except DatabaseError as error:  # a database hiccup: the next sweep tries again
+                log.warning("sweep failed: %s", error)
+            await asyncio.sleep(self.settings.flow_sweep_s)
+
+
+def build_notifier(
+    settings: Settings,
+    *,
+    flows: CallFlowRepository,
+    sessions: Sessions,
+    references: ReferenceSource,
+    sender: CallbackSender,
+) -> Notifier:
+    """Wire the handlers to the broker; resources are created by the caller."""
+    broker = create_broker(settings)
+    deps = Deps(
+        flows=flows,
+        sessions=sessions,
+        publisher=BrokerPublisher(broker),
+        references=references,
+        sender=sender,
+        config=config_from(settings),
+    )
+    limit = settings.delivery_limit
+
+    @broker.subscriber(queue_for(NOTIFIER_SESSIONS, delivery_limit=limit), EVENTS, title="SessionFinished")
+    async def on_session_finished(event: SessionFinished) -> None:
+        await handle_session_finished(event, deps)
+
+    @broker.subscriber(queue_for(NOTIFIER_MATCHES, delivery_limit=limit), EVENTS, title="ReferencesMatched")
+    async def on_references_matched(event: ReferencesMatched) -> None:
+        await handle_references_matched(event, deps)
+
+    @broker.subscriber(queue_for(NOTIFIER_CALLS, delivery_limit=limit), EVENTS, title="CallFailed")
+    async def on_call_failed(event: CallFailed) -> None:
+        await handle_call_failed(event, deps)
+
+    @broker.subscriber(queue_for(NOTIFIER_CALLBACKS, delivery_limit=limit), COMMANDS, title="DeliverCallback")
+    async def on_deliver_callback(command: DeliverCallback) -> None:
+        await handle_deliver_callback(command, deps)
+
+    return Notifier(settings, broker, deps)
+
+
+async def serve(settings: Settings) -> None:
+    """Consume until SIGINT or SIGTERM."""
+    engine = create_engine(settings.resolved_database_url)
+    factory = session_factory(engine)
+    policy = FetchPolicy.from_settings(settings)
+    sender = HttpCallbackSender(policy, timeout_s=settings.callback_timeout_s)
+    notifier = build_notifier(
+        settings,
+        flows=CallFlowRepository(factory),
+        sessions=SessionRepository(factory),
+        references=SafeReferenceSource(policy, max_references=settings.max_references),
+        sender=sender,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await notifier.start()
+        log.info("notifier ready")
+        await stop.wait()
+    finally:
+        await notifier.stop()
+        await sender.close()
+        await engine.dispose()

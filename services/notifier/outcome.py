@@ -1,0 +1,147 @@
+"""Pure pieces of a flow's ending: the decision, the callback's URL, body and signature, and when
+to retry a failed delivery. No I/O here."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Final
+from urllib.parse import quote
+
+from contracts.events import ReferencesMatched
+from contracts.values import CallbackOutcome
+
+__all__ = [
+    "CALL_FAILED",
+    "COMPARISON_UNAVAILABLE",
+    "FACE_MISMATCH",
+    "FLOW_TIMEOUT",
+    "NO_REFERENCE_FRAME",
+    "NO_VIDEO",
+    "REFERENCES_UNAVAILABLE",
+    "SIGNATURE_HEADER",
+    "RetryPolicy",
+    "callback_body",
+    "callback_url",
+    "encode_body",
+    "is_retryable_status",
+    "liveness_part",
+    "match_outcome",
+    "next_attempt_at",
+    "sign",
+    "verify_signature",
+    "with_reasons",
+]
+
+NO_VIDEO: Final = "NO_VIDEO"
+FLOW_TIMEOUT: Final = "FLOW_TIMEOUT"
+REFERENCES_UNAVAILABLE: Final = "REFERENCES_UNAVAILABLE"
+NO_REFERENCE_FRAME: Final = "NO_REFERENCE_FRAME"
+FACE_MISMATCH: Final = "FACE_MISMATCH"
+COMPARISON_UNAVAILABLE: Final = "COMPARISON_UNAVAILABLE"
+CALL_FAILED: Final = "CALL_FAILED"
+
+SIGNATURE_HEADER: Final = "X-Faceproof-Signature"
+
+
+def liveness_part(result: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What a flow's decision keeps of its liveness session's result."""
+    result = result or {}
+    return {
+        "isLive": result.get("isLive"),
+        "confidence": result.get("confidence"),
+        "similarity": None,
+        "match": None,
+        "reasons": [str(reason) for reason in result.get("reasons") or []],
+    }
+
+
+def with_reasons(decision: Mapping[str, Any], *reasons: str) -> dict[str, Any]:
+    merged = [str(reason) for reason in decision.get("reasons") or []]
+    merged += [reason for reason in reasons if reason not in merged]
+    return {**decision, "reasons": merged}
+
+
+def match_outcome(
+    decision: Mapping[str, Any], event: ReferencesMatched
+) -> tuple[CallbackOutcome, dict[str, Any]]:
+    """The flow's outcome once the matcher answered: live (the flow got here) AND a match."""
+    if event.error is not None:
+        return CallbackOutcome.FAILURE, with_reasons(decision, event.error.code.value)
+    decided = {**decision, "similarity": event.similarity, "match": event.match}
+    if event.match and decision.get("isLive"):
+        return CallbackOutcome.SUCCESS, decided
+    return CallbackOutcome.FAILURE, with_reasons(decided, FACE_MISMATCH)
+
+
+def callback_url(base_url: str, outcome: CallbackOutcome, token: str) -> str:
+    """``{base}/success/{token}`` or ``{base}/failure/{token}`` (the token path-escaped)."""
+    return f"{base_url.rstrip('/')}/{outcome.value.lower()}/{quote(token, safe='')}"
+
+
+def callback_body(flow_id: str, decision: Mapping[str, Any]) -> dict[str, Any]:
+    """The result a signed callback carries."""
+    return {
+        "flowId": flow_id,
+        "isLive": decision.get("isLive"),
+        "confidence": decision.get("confidence"),
+        "similarity": decision.get("similarity"),
+        "reasons": list(decision.get("reasons") or []),
+    }
+
+
+def encode_body(body: Mapping[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+
+
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    """``t=<unix>,v1=<hex HMAC-SHA256 of "t." + body>``."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def verify_signature(secret: str, body: bytes, header: str, *, now: int, tolerance_s: int = 300) -> bool:
+    """What a controller does: recompute the HMAC, compare in constant time, refuse stale ones."""
+    fields = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
+    try:
+        timestamp = int(fields.get("t", ""))
+    except ValueError:
+        return False
+    if abs(now - timestamp) > tolerance_s:
+        return False
+    expected = sign(secret, body, timestamp).split("v1=", 1)[1]
+    return hmac.compare_digest(expected, fields.get("v1", ""))
+
+
+def is_retryable_status(status: int) -> bool:
+    return status >= 500 or status in (408, 425, 429)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    deadline_s: float
+    max_attempts: int
+    backoff_s: float
+    backoff_max_s: float
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Exponential backoff with "equal jitter": half fixed, half random."""
+        ceiling = min(self.backoff_max_s, self.backoff_s * 2.0 ** max(0, attempt - 1))
+        return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+
+def next_attempt_at(
+    policy: RetryPolicy, *, attempt: int, first_at: datetime, now: datetime, rng: random.Random
+) -> datetime | None:
+    """When attempt ``attempt + 1`` is due, or None: attempts used up or past the retry deadline."""
+    if attempt >= policy.max_attempts:
+        return None
+    at = now + timedelta(seconds=policy.delay(attempt, rng))
+    if at > first_at + timedelta(seconds=policy.deadline_s):
+        return None
+    return at
