@@ -31,7 +31,7 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(bench_app, name="bench")
 
 #: Workers that exist so far; `up` starts each of them.
-WORKERS = ("matcher", "call-agent", "liveness")
+WORKERS = ("matcher", "call-agent", "liveness", "notifier")
 
 
 def _settings() -> Settings:
@@ -109,6 +109,17 @@ def worker_liveness() -> None:
 
     settings = _settings()
     configure_logging(settings.log_level, "liveness")
+    asyncio.run(serve(settings))
+
+
+@worker_app.command("notifier")
+def worker_notifier() -> None:
+    """Run a notifier: ends video-call flows (references, match) and delivers their callbacks."""
+    from infra.logs import configure_logging
+    from services.notifier.main import serve
+
+    settings = _settings()
+    configure_logging(settings.log_level, "notifier")
     asyncio.run(serve(settings))
 
 
