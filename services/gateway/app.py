@@ -21,7 +21,7 @@ from services.gateway.dependencies import Resources
 from services.gateway.limits import BodySizeLimit
 from services.gateway.offers import BrokerCallAgents, BrokerSessionEvents
 from services.gateway.problems import install_problem_handlers
-from services.gateway.routes import compare, health, sessions
+from services.gateway.routes import calls, compare, health, sessions
 
 
 def create_app(settings: Settings, *, migrate: bool = False) -> FastAPI:
@@ -62,6 +62,6 @@ def create_app(settings: Settings, *, migrate: bool = False) -> FastAPI:
     install_problem_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(ClientCors)
-    for module in (health, compare, sessions):
+    for module in (health, compare, sessions, calls):
         app.include_router(module.router)
     return app
