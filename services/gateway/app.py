@@ -12,6 +12,7 @@ from infra.broker import create_broker, declare_topology
 from infra.db.engine import create_engine, session_factory
 from infra.db.migrate import upgrade_async
 from infra.db.repositories import ApiClientRepository, SessionRepository
+from infra.rpc import BrokerRpc
 from infra.settings import Settings
 from infra.storage import open_store
 from services.gateway.auth import Authenticator
@@ -36,20 +37,23 @@ def create_app(settings: Settings, *, migrate: bool = False) -> FastAPI:
         broker = create_broker(settings)
         await broker.connect()
         await declare_topology(broker, ALL_ROUTES, delivery_limit=settings.delivery_limit)
+        rpc = BrokerRpc(settings.broker_url)
+        await rpc.start()
         app.state.resources = Resources(
             settings=settings,
             database=database,
             sessions=SessionRepository(sessions_),
             store=store,
             broker=broker,
-            comparisons=BrokerComparisons(broker),
+            comparisons=BrokerComparisons(rpc),
             authenticate=Authenticator(ApiClientRepository(sessions_), settings.static_token),
-            call_agents=BrokerCallAgents(broker),
+            call_agents=BrokerCallAgents(rpc),
             events=BrokerSessionEvents(broker),
         )
         try:
             yield
         finally:
+            await rpc.close()
             await broker.stop()
             await database.dispose()
 

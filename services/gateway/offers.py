@@ -6,7 +6,6 @@ can fake, and its broker adapter.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Protocol
 
 from aio_pika.exceptions import AMQPError
@@ -14,9 +13,9 @@ from faststream.rabbit import RabbitBroker
 
 from contracts.commands import StartSession
 from contracts.events import SessionFinished, SessionStarted
-from contracts.routing import CommandKey, EventKey
-from infra.broker import COMMANDS, EVENTS
-from services.gateway.comparisons import BrokerUnavailable, ReplyTimeout
+from contracts.routing import COMMANDS_EXCHANGE, CommandKey, EventKey
+from infra.broker import EVENTS
+from infra.rpc import BrokerRpc, BrokerUnavailable, ReplyTimeout
 
 __all__ = ["BrokerCallAgents", "BrokerSessionEvents", "CallAgents", "SessionEvents"]
 
@@ -34,25 +33,20 @@ class SessionEvents(Protocol):
 
 
 class BrokerCallAgents:
-    def __init__(self, broker: RabbitBroker) -> None:
-        self._broker = broker
+    def __init__(self, rpc: BrokerRpc) -> None:
+        self._rpc = rpc
 
     async def start_session(self, command: StartSession, *, deadline_s: float) -> SessionStarted:
         try:
-            async with asyncio.timeout(deadline_s):
-                answer = await self._broker.request(
-                    command,
-                    exchange=COMMANDS,
-                    routing_key=CommandKey.START_SESSION,
-                    correlation_id=command.correlation_id,
-                    message_id=command.message_id,
-                    timeout=deadline_s,
-                )
-        except TimeoutError as error:
+            body = await self._rpc.request(
+                command,
+                exchange=COMMANDS_EXCHANGE,
+                routing_key=CommandKey.START_SESSION,
+                deadline_s=deadline_s,
+            )
+        except ReplyTimeout as error:
             raise ReplyTimeout(f"no call agent answered within {deadline_s:g} s") from error
-        except (AMQPError, ConnectionError) as error:
-            raise BrokerUnavailable(type(error).__name__) from error
-        return SessionStarted.model_validate_json(answer.body)
+        return SessionStarted.model_validate_json(body)
 
 
 class BrokerSessionEvents:
