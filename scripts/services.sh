@@ -44,6 +44,15 @@ ensure_chromium() {  # Debian's Chromium for the browser test (Playwright drives
     || { echo "ERROR: could not install chromium (apt-get install chromium)" >&2; return 1; }
 }
 
+ensure_docker_compose() {  # `docker-compose config` validates deploy/compose statically (no engine needed)
+  command -v docker-compose >/dev/null 2>&1 && return 0
+  echo "==> installing Debian's docker-compose"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker-compose >/dev/null \
+    || { echo "ERROR: could not install docker-compose (apt-get install docker-compose)" >&2; return 1; }
+}
+
 find_shared() {  # the shared models and face data: ../shared next to the checkout, or FACEPROOF_SHARED_DIR
   local shared="${FACEPROOF_SHARED_DIR:-}" candidate
   for candidate in ../shared ../../shared /work/shared; do
