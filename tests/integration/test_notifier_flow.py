@@ -1,0 +1,424 @@
+"""The notifier on real RabbitMQ (a throw-away vhost), PostgreSQL (a fresh, migrated database), a
+local object store, the real matcher in-process and a real HTTP controller on 127.0.0.1 (the
+example controller) that receives the PUTs. Each case asserts what the controller sees: exactly
+one callback per flow, success or failure, and what GET /v1/calls/{id} reports."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import aio_pika
+import pytest
+from faststream.rabbit import RabbitBroker
+
+from contracts.events import CallFailed, SessionFinished
+from contracts.routing import MATCHER_REFERENCES, NOTIFIER_CALLBACKS, EventKey
+from contracts.values import SessionStatus
+from examples.controller import Controller
+from faces.packs import load_pack
+from infra.broker import EVENTS, create_broker, declare_topology
+from infra.db.engine import create_engine, session_factory
+from infra.db.flows import CallFlowRecord, CallFlowRepository, DeliveryStatus, FlowStatus
+from infra.db.repositories import SessionRepository
+from infra.safe_fetch import FetchPolicy
+from infra.settings import Settings
+from infra.storage import ObjectStore, open_store
+from services.matcher.adapters import OnnxFaceEngine, StoredImages
+from services.matcher.main import build_app as build_matcher
+from services.notifier.adapters import HttpCallbackSender, SafeReferenceSource
+from services.notifier.main import Notifier, build_notifier
+from services.notifier.outcome import verify_signature
+from tests.integration.conftest import migrate
+from tests.paths import MODELS_DIR, PEOPLE
+from tests.support import services
+from tests.support.broker import RabbitVhost, temporary_vhost
+
+pytestmark = pytest.mark.integration
+
+WAIT_S = 60.0
+SECRET = "a-callback-secret-of-the-tests"
+
+
+def data_url(path: Path) -> str:
+    return f"data:image/jpeg;base64,{base64.b64encode(path.read_bytes()).decode()}"
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def vhost() -> Iterator[RabbitVhost]:
+    with temporary_vhost() as created:
+        yield created
+
+
+@pytest.fixture(scope="module")
+async def database_url() -> AsyncIterator[str]:
+    services.require_url(services.postgres_url(), "PostgreSQL", 5432)
+    async with services.fresh_postgres_database() as url:
+        await migrate(url)
+        yield url
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> ObjectStore:
+    return open_store(tmp_path_factory.mktemp("objects").as_uri())
+
+
+@pytest.fixture(scope="module")
+async def matcher(vhost: RabbitVhost, store: ObjectStore) -> AsyncIterator[None]:
+    """The real matcher (permissive pack, CPU) answering MatchReferences on the test vhost."""
+    settings = Settings(broker_url=vhost.url, models_dir=MODELS_DIR, prefer_gpu=False, matcher_concurrency=1)
+    pipeline = await asyncio.to_thread(
+        load_pack, settings.model_pack, MODELS_DIR, prefer_gpu=False, threads=1
+    )
+    engine = OnnxFaceEngine(pipeline, max_pixels=40_000_000, workers=1, batch_size=4, batch_wait_s=0.002)
+    broker = build_matcher(settings, engine=engine, images=StoredImages(store)).broker
+    assert isinstance(broker, RabbitBroker)
+    await broker.connect()
+    await declare_topology(broker, (MATCHER_REFERENCES,), delivery_limit=3)
+    await broker.start()
+    yield
+    await broker.stop()
+    await engine.close()
+
+
+@pytest.fixture
+def controller(tmp_path: Path) -> Iterator[Controller]:
+    server = Controller(tmp_path, quiet=True).start()
+    yield server
+    server.stop()
+
+
+def settings_for(vhost: RabbitVhost, database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "broker_url": vhost.url,
+        "database_url": database_url,
+        "fetch_allow_hosts": "127.0.0.1",
+        "flow_sweep_s": 0.2,
+        "callback_timeout_s": 3.0,
+        "callback_backoff_s": 0.2,
+        "callback_backoff_max_s": 0.5,
+        "callback_retry_deadline_s": 60.0,
+        "match_timeout_s": 60.0,
+        "api_token": "t",
+    }
+    return Settings(**(values | overrides))
+
+
+class Harness:
+    """The test's side: the flow and session rows, a publisher, the dead-letter queue."""
+
+    def __init__(self, settings: Settings, store: ObjectStore) -> None:
+        self.settings = settings
+        self.store = store
+        self.engine = create_engine(settings.resolved_database_url)
+        factory = session_factory(self.engine)
+        self.sessions = SessionRepository(factory)
+        self.flows = CallFlowRepository(factory)
+        self.broker = create_broker(settings)
+        self.sender = HttpCallbackSender(
+            FetchPolicy.from_settings(settings), timeout_s=settings.callback_timeout_s
+        )
+        self.notifier: Notifier = build_notifier(
+            settings,
+            flows=self.flows,
+            sessions=self.sessions,
+            references=SafeReferenceSource(FetchPolicy.from_settings(settings), max_references=10),
+            sender=self.sender,
+        )
+
+    async def start(self) -> None:
+        await self.broker.connect()
+        await self.notifier.start()
+
+    async def stop(self) -> None:
+        await self.notifier.stop()
+        await self.sender.close()
+        await self.broker.stop()
+        await self.engine.dispose()
+
+    async def flow(
+        self,
+        controller: Controller,
+        *,
+        status: SessionStatus = SessionStatus.IN_PROGRESS,
+        result: dict[str, Any] | None = None,
+        deadline_s: float = 300,
+        secret: str | None = None,
+    ) -> CallFlowRecord:
+        now = datetime.now(UTC)
+        session, _ = await self.sessions.create(
+            "static",
+            client_request_token=None,
+            settings={},
+            expires_at=now + timedelta(minutes=5),
+            kind="call",
+        )
+        if status is not SessionStatus.CREATED:
+            session = await self.sessions.update_status(
+                session.id, expected_version=session.version, status=status, result=result
+            )
+        return await self.flows.create(
+            "static",
+            session_id=session.id,
+            ws_url="wss://room.example/protoo",
+            callback_base_url=controller.url,
+            datastore_base_url=controller.url,
+            token=f"tok/{uuid4().hex[:8]} x",  # path characters: escaped in every URL
+            language="en",
+            settings={},
+            callback_secret=secret,
+            deadline=now + timedelta(seconds=deadline_s),
+        )
+
+    async def live_session(self, controller: Controller, probe: Path) -> CallFlowRecord:
+        """A flow whose session SUCCEEDED, its best live frame in storage."""
+        key = f"sessions/{uuid4()}/reference.jpg"
+        await self.store.put(key, await asyncio.to_thread(probe.read_bytes), "image/jpeg")
+        result = {"isLive": True, "confidence": 97.0, "reasons": [], "referenceImageKey": key}
+        return await self.flow(controller, status=SessionStatus.SUCCEEDED, result=result)
+
+    async def publish(self, event: SessionFinished | CallFailed, key: str) -> None:
+        await self.broker.publish(event, exchange=EVENTS, routing_key=key, persist=True)
+
+    async def finished(self, flow: CallFlowRecord, status: SessionStatus, *reasons: str) -> None:
+        event = SessionFinished(
+            correlation_id=flow.session_id, session_id=flow.session_id, status=status, reasons=list(reasons)
+        )
+        await self.publish(event, EventKey.SESSION_FINISHED)
+
+    async def wait_for(self, what: Callable[[], Any]) -> None:
+        async with asyncio.timeout(WAIT_S):
+            while not await what():  # noqa: ASYNC110 - polling the database
+                await asyncio.sleep(0.1)
+
+    async def delivery_ended(self, flow: CallFlowRecord) -> CallFlowRecord:
+        async def ended() -> bool:
+            current = await self.flows.fetch(flow.id)
+            return current is not None and current.delivery in (
+                DeliveryStatus.DELIVERED,
+                DeliveryStatus.FAILED,
+            )
+
+        await self.wait_for(ended)
+        current = await self.flows.fetch(flow.id)
+        assert current is not None
+        return current
+
+    async def dead_letters(self) -> list[dict[str, Any]]:
+        connection = await aio_pika.connect(self.settings.broker_url)
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.get_queue(NOTIFIER_CALLBACKS.dead_letter_queue, ensure=True)
+            bodies = []  # read without acknowledging: they go back to the queue when the channel closes
+            while len(bodies) < 100 and (message := await queue.get(no_ack=False, fail=False)) is not None:
+                bodies.append(json.loads(message.body))
+            return bodies
+
+
+@pytest.fixture
+async def make_harness(
+    vhost: RabbitVhost, database_url: str, store: ObjectStore
+) -> AsyncIterator[Callable[..., Any]]:
+    started: list[Harness] = []
+
+    async def make(**overrides: Any) -> Harness:
+        harness = Harness(settings_for(vhost, database_url, **overrides), store)
+        await harness.start()
+        started.append(harness)
+        return harness
+
+    yield make
+    for harness in started:
+        await harness.stop()
+
+
+def callbacks_for(controller: Controller, flow: CallFlowRecord) -> list[Any]:
+    return [c for c in controller.callbacks if c.token == flow.token]
+
+
+async def settle() -> None:
+    """Give duplicate or late messages time to (wrongly) produce a second callback."""
+    await asyncio.sleep(1.5)
+
+
+# --------------------------------------------------------------------------- cases
+
+
+async def test_live_and_matching_reference_calls_success_once(
+    make_harness: Callable[..., Any], controller: Controller, matcher: None
+) -> None:
+    harness: Harness = await make_harness(callback_secret=SECRET)
+    (controller.images / "biden.jpg").write_bytes((PEOPLE / "biden.jpg").read_bytes())
+    controller.items = [data_url(PEOPLE / "obama2.jpg"), f"{controller.url}/images/biden.jpg"]
+    controller.secret = SECRET
+    flow = await harness.live_session(controller, PEOPLE / "obama.jpg")
+
+    await harness.finished(flow, SessionStatus.SUCCEEDED)
+    ended = await harness.delivery_ended(flow)
+    await harness.finished(flow, SessionStatus.SUCCEEDED)  # a duplicate: no second match or callback
+    await settle()
+
+    received = callbacks_for(controller, flow)
+    assert [c.outcome for c in received] == ["success"]
+    assert received[0].signature_valid is True
+    result = received[0].result
+    assert result["flowId"] == flow.id and result["isLive"] is True and result["reasons"] == []
+    assert result["similarity"] > 0.6
+    assert ended.status is FlowStatus.SUCCEEDED and ended.delivery is DeliveryStatus.DELIVERED
+    assert ended.decision is not None and ended.decision["referencesUsed"] == 2
+
+
+async def test_a_different_person_calls_failure(
+    make_harness: Callable[..., Any], controller: Controller, matcher: None
+) -> None:
+    harness: Harness = await make_harness()
+    controller.items = [data_url(PEOPLE / "biden.jpg")]
+    flow = await harness.live_session(controller, PEOPLE / "obama.jpg")
+
+    await harness.finished(flow, SessionStatus.SUCCEEDED)
+    ended = await harness.delivery_ended(flow)
+    await settle()
+
+    received = callbacks_for(controller, flow)
+    assert [c.outcome for c in received] == ["failure"]
+    assert received[0].body == b""  # no secret: the seed's empty body
+    assert ended.status is FlowStatus.FAILED
+    assert ended.decision is not None and "FACE_MISMATCH" in ended.decision["reasons"]
+    assert ended.decision["match"] is False
+
+
+async def test_references_that_cannot_be_fetched_call_failure(
+    make_harness: Callable[..., Any], controller: Controller
+) -> None:
+    harness: Harness = await make_harness()
+    # A missing Data Store id, a refused address (link-local metadata), an image that is none.
+    controller.items = ["no-such-id", "http://169.254.169.254/latest", "data:image/jpeg;base64,AAAA"]
+    flow = await harness.live_session(controller, PEOPLE / "obama.jpg")
+
+    await harness.finished(flow, SessionStatus.SUCCEEDED)
+    ended = await harness.delivery_ended(flow)
+
+    assert [c.outcome for c in callbacks_for(controller, flow)] == ["failure"]
+    assert ended.decision is not None and "REFERENCES_UNAVAILABLE" in ended.decision["reasons"]
+
+
+async def test_duplicate_session_finished_still_one_callback(
+    make_harness: Callable[..., Any], controller: Controller
+) -> None:
+    harness: Harness = await make_harness()
+    flow = await harness.flow(
+        controller, status=SessionStatus.FAILED, result={"isLive": False, "reasons": ["X"]}
+    )
+    for _ in range(3):
+        await harness.finished(flow, SessionStatus.FAILED, "CHALLENGE_FAILED")
+    ended = await harness.delivery_ended(flow)
+    await harness.finished(flow, SessionStatus.FAILED, "CHALLENGE_FAILED")
+    await settle()
+
+    assert [c.outcome for c in callbacks_for(controller, flow)] == ["failure"]
+    assert ended.attempts == 1
+    assert ended.decision is not None and "CHALLENGE_FAILED" in ended.decision["reasons"]
+
+
+async def test_call_failed_calls_failure_signed(
+    make_harness: Callable[..., Any], controller: Controller
+) -> None:
+    harness: Harness = await make_harness()
+    controller.secret = SECRET
+    flow = await harness.flow(controller, secret=SECRET)  # the flow's own secret (from /v1/calls)
+
+    event = CallFailed(
+        correlation_id=flow.id, flow_id=flow.id, session_id=flow.session_id, reason="ROOM_UNREACHABLE"
+    )
+    await harness.publish(event, EventKey.CALL_FAILED)
+    await harness.delivery_ended(flow)
+
+    (received,) = callbacks_for(controller, flow)
+    assert received.outcome == "failure"
+    header = received.headers["X-Faceproof-Signature"]
+    assert verify_signature(SECRET, received.body, header, now=int(time.time()))
+    assert not verify_signature("another-secret-entirely", received.body, header, now=int(time.time()))
+    assert received.result["reasons"] == ["ROOM_UNREACHABLE"]
+
+
+async def test_5xx_is_retried_then_delivered_once(
+    make_harness: Callable[..., Any], controller: Controller
+) -> None:
+    harness: Harness = await make_harness()
+    controller.put_statuses = [500, 503]
+    flow = await harness.flow(controller)
+
+    event = CallFailed(correlation_id=flow.id, flow_id=flow.id, session_id=flow.session_id, reason="NO_VIDEO")
+    await harness.publish(event, EventKey.CALL_FAILED)
+    ended = await harness.delivery_ended(flow)
+    await settle()
+
+    assert ended.delivery is DeliveryStatus.DELIVERED
+    assert ended.attempts == 3 and ended.status_code == 200
+    assert [c.outcome for c in callbacks_for(controller, flow)] == ["failure"]
+
+
+async def test_controller_down_retries_until_the_deadline_then_dead_letters(
+    make_harness: Callable[..., Any], controller: Controller
+) -> None:
+    harness: Harness = await make_harness(callback_retry_deadline_s=2.0, callback_timeout_s=1.0)
+    flow = await harness.flow(controller)
+    controller.stop()  # nothing listens on its port any more
+
+    event = CallFailed(correlation_id=flow.id, flow_id=flow.id, session_id=flow.session_id, reason="NO_VIDEO")
+    await harness.publish(event, EventKey.CALL_FAILED)
+    ended = await harness.delivery_ended(flow)
+
+    assert ended.delivery is DeliveryStatus.FAILED
+    assert ended.attempts >= 2  # retried before giving up
+    assert ended.last_error is not None and "retries exhausted" in ended.last_error
+    assert flow.token not in ended.last_error
+    letters = [letter for letter in await harness.dead_letters() if letter.get("flow_id") == flow.id]
+    assert len(letters) == 1 and letters[0]["outcome"] == "FAILURE"
+
+
+async def test_a_flow_past_its_deadline_fails_from_the_sweeper(
+    make_harness: Callable[..., Any], controller: Controller
+) -> None:
+    harness: Harness = await make_harness()
+    flow = await harness.flow(controller, status=SessionStatus.CREATED, deadline_s=-1)  # no video ever came
+
+    ended = await harness.delivery_ended(flow)
+    await settle()
+
+    assert [c.outcome for c in callbacks_for(controller, flow)] == ["failure"]
+    assert ended.decision is not None and ended.decision["reasons"] == ["NO_VIDEO", "FLOW_TIMEOUT"]
+
+
+async def test_a_retry_survives_a_notifier_restart(
+    make_harness: Callable[..., Any], controller: Controller
+) -> None:
+    # The first notifier fails attempt 1 and schedules attempt 2 in the database, then stops; a
+    # new notifier (another process, in production) sends it.
+    first: Harness = await make_harness(callback_backoff_s=3.0, callback_backoff_max_s=3.0)
+    controller.put_statuses = [502]
+    flow = await first.flow(controller)
+    event = CallFailed(correlation_id=flow.id, flow_id=flow.id, session_id=flow.session_id, reason="NO_VIDEO")
+    await first.publish(event, EventKey.CALL_FAILED)
+
+    async def first_attempt_failed() -> bool:
+        current = await first.flows.fetch(flow.id)
+        return current is not None and current.attempts == 1 and current.last_error == "HTTP 502"
+
+    await first.wait_for(first_attempt_failed)
+    await first.notifier.stop()
+
+    second: Harness = await make_harness()
+    ended = await second.delivery_ended(flow)
+    assert ended.delivery is DeliveryStatus.DELIVERED and ended.attempts == 2
+    assert [c.outcome for c in callbacks_for(controller, flow)] == ["failure"]
