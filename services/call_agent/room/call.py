@@ -1,0 +1,307 @@
+"""One video call: join the controller's room, run the liveness session over it, leave.
+
+The same pipeline as a hosted session (services/call_agent/connection.py): the subject's video is
+sampled at ``frame_rate``, stored as JPEG and announced with FrameCaptured; the instruction video
+(the subject mirrored, the current instruction drawn) is what we produce into the room; session
+events (ChallengeIssued ... SessionFinished) update it. Only the transport differs: a mediasoup
+room instead of an offer/answer, and no data channel.
+
+The call ends in exactly one way: the session finished (leave after ``hangup_delay_s``), the
+session's deadline passed (leave), or a failure — then :class:`CallFailed` is published with the
+reason (ROOM_UNREACHABLE, SIGNALLING_ERROR, SOCKET_DROPPED, NO_VIDEO) and the room is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import uuid4
+
+from aiortc import MediaStreamTrack
+from aiortc.mediastreams import MediaStreamError
+from av import VideoFrame
+
+from contracts.commands import JoinCall
+from contracts.envelope import Event, utc_now
+from contracts.events import (
+    CallFailed,
+    CallJoined,
+    ChallengeIssued,
+    ChallengeVerdict,
+    FrameCaptured,
+    LivenessDecided,
+    SessionFinished,
+    SessionStarted,
+)
+from contracts.routing import EventKey
+from contracts.values import SessionStatus
+from infra.storage import ObjectStore, StorageError
+from services.call_agent.catalog import load_catalog
+from services.call_agent.connection import FRAME_BACKLOG, StreamConfig, encode_frame, frame_key
+from services.call_agent.instructions import Instructions, Screen
+from services.call_agent.ports import EventSink, PublishFailed
+from services.call_agent.room.errors import NoVideo, RoomError, SignallingError, SocketDropped
+from services.call_agent.room.mediasoup import RoomConfig, RoomPeer
+from services.call_agent.room.protoo import ProtooClient
+from services.call_agent.sampling import FrameSampler
+from services.call_agent.video import InstructionTrack, LatestFrame
+
+__all__ = ["CallConfig", "CallOutcome", "RoomCall"]
+
+log = logging.getLogger("faceproof.call_agent.room")
+
+
+@dataclass(frozen=True)
+class CallConfig:
+    room: RoomConfig = field(default_factory=RoomConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    #: The subject's first frame must arrive this long after joining, or the call fails (NO_VIDEO).
+    no_video_timeout_s: float = 20.0
+
+
+@dataclass(frozen=True)
+class CallOutcome:
+    """How a call ended: ``failure`` is None when the session finished or expired."""
+
+    ended: str
+    failure: RoomError | None = None
+
+
+class RoomCall:
+    """The call agent's side of one video-call flow (see docs/rooms.md)."""
+
+    def __init__(
+        self,
+        command: JoinCall,
+        *,
+        config: CallConfig,
+        store: ObjectStore,
+        events: EventSink,
+        on_closed: Callable[[RoomCall], None] = lambda call: None,
+    ) -> None:
+        self.command = command
+        self.flow_id = command.flow_id
+        self.session_id = command.session_id
+        self.connection_id = f"call-{uuid4().hex[:16]}"
+        self.instructions = Instructions(load_catalog(command.language))
+        self.frames_stored = 0
+        self.joined = False
+        self._config = config
+        self._store = store
+        self._events = events
+        self._on_closed = on_closed
+        self._latest = LatestFrame()
+        self._sampler = FrameSampler(config.stream.frame_rate)
+        self._frames: asyncio.Queue[tuple[int, VideoFrame, datetime]] = asyncio.Queue(maxsize=FRAME_BACKLOG)
+        self._next_sequence = 0
+        self._first_frame = asyncio.Event()
+        self._outcome: asyncio.Future[CallOutcome] = asyncio.get_running_loop().create_future()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._protoo = ProtooClient(
+            request_timeout_s=config.room.request_timeout_s, open_timeout_s=config.room.request_timeout_s
+        )
+        self._peer = RoomPeer(self._protoo, config.room, on_track=self._on_track, on_failure=self._fail)
+
+    @property
+    def done(self) -> bool:
+        return self._outcome.done()
+
+    def screen(self) -> Screen:
+        return self.instructions.screen
+
+    # ------------------------------------------------------------------ the call
+
+    async def run(self) -> CallOutcome:
+        """Join, stream until the call ends, leave; publishes CallFailed on a failure. Never raises
+        :class:`RoomError` (PublishFailed of CallFailed is logged: the notifier's sweeper still ends
+        the flow at its deadline)."""
+        self._spawn(self._expire_at(self.command.expires_at), "expiry")
+        try:
+            self._spawn(self._join(), "join")
+            outcome = await self._outcome
+        finally:
+            await self._shut_down()
+        if outcome.failure is not None:
+            await self._publish_failure(outcome.failure)
+        self._on_closed(self)
+        return outcome
+
+    async def stop(self, why: str) -> None:
+        """End the call from outside (the agent is stopping): leave without a failure."""
+        self._end(CallOutcome(ended=why))
+
+    def apply(self, event: Event) -> None:
+        now = time.monotonic()
+        if isinstance(event, ChallengeIssued):
+            self.instructions.challenge(event, now)
+        elif isinstance(event, ChallengeVerdict):
+            self.instructions.verdict(event, now)
+        elif isinstance(event, LivenessDecided):
+            self.instructions.decided(event, now)
+        elif isinstance(event, SessionFinished) and self.instructions.session_finished(event) is not None:
+            self._spawn(self._leave_later(f"the session {event.status.value.lower()}"), "leave")
+
+    # ------------------------------------------------------------------ internals
+
+    async def _join(self) -> None:
+        try:
+            await self._protoo.connect(self.command.ws_url)
+            answer = await self._peer.join(InstructionTrack(self._latest, self.screen))
+        except RoomError as error:
+            self._fail(error)
+            return
+        self.joined = True
+        log.info(
+            "joined the room (%d other peers)",
+            len(answer.get("peers", [])) if isinstance(answer.get("peers"), list) else 0,
+            extra={"session_id": self.session_id, "flow_id": self.flow_id},
+        )
+        self._spawn(self._watch_socket(), "socket")
+        self._spawn(self._watch_video(), "no-video")
+        self._spawn(self._write_frames(), "frames")
+        try:
+            await self._events.publish(
+                SessionStarted(
+                    correlation_id=self.session_id,
+                    client_id=self.command.client_id,
+                    session_id=self.session_id,
+                    connection_id=self.connection_id,
+                ),
+                EventKey.SESSION_STARTED,
+            )
+            await self._events.publish(
+                CallJoined(
+                    correlation_id=self.flow_id,
+                    client_id=self.command.client_id,
+                    flow_id=self.flow_id,
+                    session_id=self.session_id,
+                ),
+                EventKey.CALL_JOINED,
+            )
+        except PublishFailed as error:
+            self._fail(SignallingError(f"could not announce the call ({error})"))
+
+    def _fail(self, error: RoomError) -> None:
+        self._end(CallOutcome(ended=error.reason.value, failure=error))
+
+    def _end(self, outcome: CallOutcome) -> None:
+        if not self._outcome.done():
+            self._outcome.set_result(outcome)
+
+    async def _shut_down(self) -> None:
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current:
+                task.cancel()
+        with contextlib.suppress(RoomError):
+            await self._peer.leave()
+        await self._protoo.close()
+
+    async def _publish_failure(self, failure: RoomError) -> None:
+        log.warning(
+            "call failed: %s (%s)",
+            failure.reason.value,
+            failure.detail,
+            extra={"session_id": self.session_id, "flow_id": self.flow_id},
+        )
+        try:
+            await self._events.publish(
+                CallFailed(
+                    correlation_id=self.flow_id,
+                    client_id=self.command.client_id,
+                    flow_id=self.flow_id,
+                    session_id=self.session_id,
+                    reason=failure.reason.value,
+                    detail=failure.detail[:500],
+                ),
+                EventKey.CALL_FAILED,
+            )
+        except PublishFailed as error:
+            log.error("CallFailed could not be published (%s)", error, extra={"flow_id": self.flow_id})
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        if self._outcome.done() and name != "leave":
+            work.close()
+            return
+        task: asyncio.Task[None] = asyncio.create_task(work, name=f"room-call-{name}-{self.flow_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        self._spawn(self._consume(track), "inbound")
+
+    async def _consume(self, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            if not isinstance(frame, VideoFrame):
+                continue
+            self._latest.frame = frame
+            self._first_frame.set()
+            at = frame.time if frame.time is not None else time.monotonic()
+            if self._frames.full() or not self._sampler.keep(at):
+                continue
+            self._frames.put_nowait((self._next_sequence, frame, utc_now()))
+            self._next_sequence += 1
+
+    async def _write_frames(self) -> None:
+        while True:
+            sequence, frame, captured_at = await self._frames.get()
+            data, width, height = await asyncio.to_thread(
+                encode_frame, frame, self._config.stream.jpeg_quality
+            )
+            key = frame_key(self.session_id, sequence)
+            try:
+                await self._store.put(key, data, "image/jpeg")
+                await self._events.publish(
+                    FrameCaptured(
+                        correlation_id=self.session_id,
+                        client_id=self.command.client_id,
+                        session_id=self.session_id,
+                        connection_id=self.connection_id,
+                        sequence=sequence,
+                        storage_key=key,
+                        width=width,
+                        height=height,
+                        captured_at=captured_at,
+                    ),
+                    EventKey.FRAME_CAPTURED,
+                )
+            except (StorageError, PublishFailed) as error:
+                log.warning(
+                    "frame %d lost (%s)", sequence, type(error).__name__, extra={"flow_id": self.flow_id}
+                )
+                continue
+            self.frames_stored += 1
+
+    async def _watch_socket(self) -> None:
+        await self._protoo.dropped.wait()
+        self._fail(SocketDropped("the room socket closed during the call"))
+
+    async def _watch_video(self) -> None:
+        try:
+            async with asyncio.timeout(self._config.no_video_timeout_s):
+                await self._first_frame.wait()
+        except TimeoutError:
+            self._fail(NoVideo(f"no video from the subject within {self._config.no_video_timeout_s:g} s"))
+
+    async def _expire_at(self, expires_at: datetime) -> None:
+        await asyncio.sleep(max(0.0, (expires_at - utc_now()).total_seconds()))
+        if not self.joined:
+            self._fail(SignallingError("the flow's deadline passed while joining the room"))
+            return
+        self.instructions.finish(SessionStatus.EXPIRED, [SessionStatus.EXPIRED.value])
+        await asyncio.sleep(self._config.stream.hangup_delay_s)
+        self._end(CallOutcome(ended="the session expired"))
+
+    async def _leave_later(self, why: str) -> None:
+        await asyncio.sleep(self._config.stream.hangup_delay_s)
+        self._end(CallOutcome(ended=why))

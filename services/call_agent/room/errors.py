@@ -1,0 +1,72 @@
+"""Why a call could not be run: a small hierarchy, each carrying the stable code of ``CallFailed``."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = [
+    "FailureReason",
+    "NoVideo",
+    "RequestRejected",
+    "RequestTimeout",
+    "RoomError",
+    "RoomUnreachable",
+    "SignallingError",
+    "SocketDropped",
+]
+
+
+class FailureReason(StrEnum):
+    """``CallFailed.reason``."""
+
+    ROOM_UNREACHABLE = "ROOM_UNREACHABLE"
+    SIGNALLING_ERROR = "SIGNALLING_ERROR"
+    SOCKET_DROPPED = "SOCKET_DROPPED"
+    NO_VIDEO = "NO_VIDEO"
+
+
+class RoomError(Exception):
+    """A call cannot go on. ``detail`` is safe to log and publish (no URLs, tokens or media)."""
+
+    reason: FailureReason = FailureReason.SIGNALLING_ERROR
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class RoomUnreachable(RoomError):
+    """The WebSocket could not be opened (DNS, refused, TLS, handshake, bad URL)."""
+
+    reason = FailureReason.ROOM_UNREACHABLE
+
+
+class SignallingError(RoomError):
+    """The room answered something we cannot work with (or a media transport failed)."""
+
+    reason = FailureReason.SIGNALLING_ERROR
+
+
+class RequestTimeout(SignallingError):
+    """A protoo request got no response in time."""
+
+
+class RequestRejected(SignallingError):
+    """A protoo request was answered with ``ok: false``."""
+
+    def __init__(self, method: str, code: int, reason: str) -> None:
+        super().__init__(f"{method} rejected ({code}: {reason[:200]})")
+        self.method = method
+        self.code = code
+
+
+class SocketDropped(RoomError):
+    """The signalling WebSocket closed while the call was running."""
+
+    reason = FailureReason.SOCKET_DROPPED
+
+
+class NoVideo(RoomError):
+    """No video frame of the subject arrived in time."""
+
+    reason = FailureReason.NO_VIDEO

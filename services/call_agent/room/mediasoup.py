@@ -1,0 +1,315 @@
+"""Our peer in a mediasoup room (mediasoup-demo's protoo room protocol) through pymediasoup.
+
+Join: ``getRouterRtpCapabilities`` -> load the device -> ``createWebRtcTransport`` for sending and
+for receiving -> ``join`` -> ``produce`` the instruction track (the send transport's first
+``connect`` sends ``connectWebRtcTransport``). The room then sends us a ``newConsumer`` REQUEST per
+producer of the other peers; we create the consumer and answer ``ok``, hand the subject's video
+track to ``on_track``, and ask ``resumeConsumer``. ``leave`` says ``leaveRoom`` and closes.
+
+pymediasoup is untyped: its objects are ``Any`` here, and whatever it raises on the room's data is
+translated into :class:`SignallingError` at this edge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConnection
+from aiortc.rtcconfiguration import RTCIceTransportPolicy
+from pydantic import ValidationError
+from pymediasoup import Device  # type: ignore[import-untyped]
+from pymediasoup.errors import Error as MediaSoupError  # type: ignore[import-untyped]
+from pymediasoup.handlers.aiortc_handler import AiortcHandler  # type: ignore[import-untyped]
+from pymediasoup.models.transport import DtlsParameters  # type: ignore[import-untyped]
+from pymediasoup.rtp_parameters import RtpCapabilities, RtpParameters  # type: ignore[import-untyped]
+
+from services.call_agent.room.errors import RoomError, SignallingError
+from services.call_agent.room.protoo import Data, ProtooClient
+
+__all__ = ["DISPLAY_NAME", "RoomConfig", "RoomPeer", "parse_ice_servers_json"]
+
+log = logging.getLogger("faceproof.call_agent.room")
+
+DISPLAY_NAME = "faceproof"
+#: What pymediasoup and pydantic raise on data they cannot use.
+_MEDIA_ERRORS = (MediaSoupError, ValidationError, ValueError, TypeError, KeyError, LookupError)
+
+
+@dataclass(frozen=True)
+class RoomConfig:
+    request_timeout_s: float = 10.0
+    #: Only TURN relay candidates (the agent behind a strict firewall); needs TURN servers.
+    relay_only: bool = False
+    #: Used when the room's createWebRtcTransport answer brings no ``iceServers`` of its own.
+    ice_servers: tuple[RTCIceServer, ...] = ()
+    display_name: str = DISPLAY_NAME
+
+
+def parse_ice_servers_json(entries: object) -> list[RTCIceServer] | None:
+    """The ``iceServers`` a room may send with a transport (RTCIceServer dicts); None if absent."""
+    if not isinstance(entries, list):
+        return None
+    servers: list[RTCIceServer] = []
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("urls"), str | list):
+            continue
+        username = entry.get("username")
+        credential = entry.get("credential")
+        servers.append(
+            RTCIceServer(
+                urls=entry["urls"],
+                username=username if isinstance(username, str) else None,
+                credential=credential if isinstance(credential, str) else None,
+            )
+        )
+    return servers
+
+
+def _candidates(raw: object) -> list[dict[str, Any]]:
+    """mediasoup >= 3.13 names a candidate's IP ``address`` (``ip`` before); pymediasoup reads ``ip``."""
+    if not isinstance(raw, list):
+        raise SignallingError("createWebRtcTransport: no iceCandidates")
+    out: list[dict[str, Any]] = []
+    for candidate in raw:
+        if isinstance(candidate, dict):
+            entry = dict(candidate)
+            if "ip" not in entry and "address" in entry:
+                entry["ip"] = entry["address"]
+            out.append(entry)
+    return out
+
+
+class _RoomHandler(AiortcHandler):  # type: ignore[misc]
+    """pymediasoup's aiortc handler, honouring ``iceTransportPolicy`` (it passes only ``iceServers``)."""
+
+    def run(self, **options: Any) -> None:
+        super().run(**options)
+        if options.get("iceTransportPolicy") == "relay":
+            self._pc = RTCPeerConnection(
+                RTCConfiguration(
+                    iceServers=options.get("iceServers"), iceTransportPolicy=RTCIceTransportPolicy.RELAY
+                )
+            )
+            pc = self._pc
+
+            @pc.on("iceconnectionstatechange")
+            def _state() -> None:
+                state = {"checking": "connecting", "completed": "connected"}.get(
+                    pc.iceConnectionState, pc.iceConnectionState
+                )
+                if state in ("connecting", "connected", "failed", "disconnected", "closed"):
+                    self.emit("@connectionstatechange", state)
+
+
+class RoomPeer:
+    """One peer of ours in one room, over an already connected :class:`ProtooClient`.
+
+    ``on_track`` gets the subject's video track (each video consumer's); ``on_failure`` gets a
+    :class:`RoomError` when a media transport fails after joining.
+    """
+
+    def __init__(
+        self,
+        protoo: ProtooClient,
+        config: RoomConfig,
+        *,
+        on_track: Callable[[MediaStreamTrack], None],
+        on_failure: Callable[[RoomError], None],
+    ) -> None:
+        self._protoo = protoo
+        self._config = config
+        self._on_track = on_track
+        self._on_failure = on_failure
+        self._device: Any = None
+        self._send: Any = None
+        self._recv: Any = None
+        self._producer: Any = None
+        self._consumers: dict[str, Any] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._joined = False
+        self._produce_error: RoomError | None = None
+        protoo.on_request = self.handle_request
+        protoo.on_notification = self._on_notification
+
+    @property
+    def producer_id(self) -> str | None:
+        return None if self._producer is None else str(self._producer.id)
+
+    async def join(self, outbound: MediaStreamTrack) -> Data:
+        """Join the room and produce ``outbound``. Returns join's answer (``{"peers": [...]}``)."""
+        protoo = self._protoo
+        capabilities = await protoo.request("getRouterRtpCapabilities")
+        try:
+            self._device = Device(handlerFactory=_RoomHandler.createFactory())
+            await self._device.load(RtpCapabilities(**capabilities))
+        except _MEDIA_ERRORS as error:
+            raise SignallingError(f"unusable router RTP capabilities ({type(error).__name__})") from None
+        if not self._device.canProduce("video"):
+            raise SignallingError("the room's router cannot receive video we can send")
+        self._send = await self._transport("send")
+        self._recv = await self._transport("recv")
+        answer = await protoo.request(
+            "join",
+            {
+                "displayName": self._config.display_name,
+                "device": {"flag": "faceproof", "name": "faceproof", "version": "1"},
+                "rtpCapabilities": self._device.rtpCapabilities.model_dump(exclude_none=True),
+            },
+        )
+        self._joined = True
+        try:
+            self._producer = await self._send.produce(
+                track=outbound, stopTracks=False, appData={"source": "faceproof-instructions"}
+            )
+        except _MEDIA_ERRORS as error:
+            if self._produce_error is not None:
+                raise self._produce_error from None
+            raise SignallingError(f"cannot produce the instruction video ({type(error).__name__})") from None
+        return answer
+
+    async def leave(self) -> None:
+        """Say ``leaveRoom`` (briefly; a room that does not know it is fine) and close the transports."""
+        if self._joined and self._protoo.connected:
+            try:
+                await self._protoo.request("leaveRoom", timeout_s=min(2.0, self._config.request_timeout_s))
+            except RoomError as error:
+                log.info("leaveRoom not acknowledged (%s)", type(error).__name__)
+        self._joined = False
+        for task in list(self._tasks):
+            task.cancel()
+        for transport in (self._send, self._recv):
+            if transport is not None:
+                with contextlib.suppress(*_MEDIA_ERRORS):
+                    await transport.close()
+
+    # ------------------------------------------------------------------ the room's requests
+
+    async def handle_request(self, method: str, data: Data) -> Data:
+        if method == "newConsumer":
+            await self._new_consumer(data)
+            return {}
+        raise SignallingError(f"not supported: {method[:64]}")
+
+    async def _new_consumer(self, data: Data) -> None:
+        if self._recv is None:
+            raise SignallingError("newConsumer before the receive transport exists")
+        consumer_id = data.get("id")
+        producer_id = data.get("producerId")
+        kind = data.get("kind")
+        if (
+            not isinstance(consumer_id, str)
+            or not isinstance(producer_id, str)
+            or kind not in ("audio", "video")
+        ):
+            raise SignallingError("newConsumer: missing id, producerId or kind")
+        try:
+            consumer = await self._recv.consume(
+                id=consumer_id,
+                producerId=producer_id,
+                kind=kind,
+                rtpParameters=RtpParameters(**data.get("rtpParameters", {})),
+                appData=data.get("appData") if isinstance(data.get("appData"), dict) else {},
+            )
+        except _MEDIA_ERRORS as error:
+            raise SignallingError(f"newConsumer: cannot consume ({type(error).__name__})") from None
+        self._consumers[consumer_id] = consumer
+        if kind == "video" and consumer.track is not None:
+            self._on_track(consumer.track)
+        self._spawn(self._resume(consumer_id))
+
+    async def _resume(self, consumer_id: str) -> None:
+        await asyncio.sleep(0.05)  # after our newConsumer answer went out
+        try:
+            await self._protoo.request("resumeConsumer", {"consumerId": consumer_id})
+        except RoomError as error:
+            log.info("resumeConsumer not acknowledged (%s)", type(error).__name__)
+
+    def _on_notification(self, method: str, data: Data) -> None:
+        if method == "consumerClosed":
+            consumer_id = data.get("consumerId")
+            if isinstance(consumer_id, str):
+                self._consumers.pop(consumer_id, None)
+        log.debug("room notification %s", method[:64])
+
+    # ------------------------------------------------------------------ transports
+
+    async def _transport(self, direction: Literal["send", "recv"]) -> Any:
+        info = await self._protoo.request(
+            "createWebRtcTransport",
+            {"forceTcp": False, "producing": direction == "send", "consuming": direction == "recv"},
+        )
+        servers = parse_ice_servers_json(info.get("iceServers"))
+        options = {
+            "id": info.get("id"),
+            "iceParameters": info.get("iceParameters"),
+            "iceCandidates": _candidates(info.get("iceCandidates")),
+            "dtlsParameters": info.get("dtlsParameters"),
+            "sctpParameters": info.get("sctpParameters"),
+            "iceServers": servers if servers is not None else list(self._config.ice_servers),
+            "iceTransportPolicy": "relay" if self._config.relay_only else "all",
+        }
+        try:
+            if direction == "send":
+                transport = self._device.createSendTransport(**options)
+            else:
+                transport = self._device.createRecvTransport(**options)
+        except _MEDIA_ERRORS as error:
+            raise SignallingError(
+                f"createWebRtcTransport: unusable answer ({type(error).__name__})"
+            ) from None
+        transport_id = str(info.get("id"))
+
+        async def on_connect(dtls_parameters: DtlsParameters) -> None:
+            try:
+                await self._protoo.request(
+                    "connectWebRtcTransport",
+                    {
+                        "transportId": transport_id,
+                        "dtlsParameters": dtls_parameters.model_dump(exclude_none=True),
+                    },
+                )
+            except RoomError as error:
+                self._on_failure(error)
+
+        async def on_produce(
+            kind: str, rtp_parameters: RtpParameters, app_data: dict[str, Any]
+        ) -> str | None:
+            # pymediasoup swallows a listener's exception: keep ours to raise it from join().
+            try:
+                answer = await self._protoo.request(
+                    "produce",
+                    {
+                        "transportId": transport_id,
+                        "kind": kind,
+                        "rtpParameters": rtp_parameters.model_dump(exclude_none=True),
+                        "appData": app_data,
+                    },
+                )
+            except RoomError as error:
+                self._produce_error = error
+                return None
+            producer_id = answer.get("id")
+            if not isinstance(producer_id, str) or not producer_id:
+                self._produce_error = SignallingError("produce: the room gave no producer id")
+                return None
+            return producer_id
+
+        def on_state(state: str) -> None:
+            if state == "failed" and self._joined:
+                self._on_failure(SignallingError(f"the {direction} media transport failed"))
+
+        transport.on("connect", on_connect)
+        transport.on("connectionstatechange", on_state)
+        if direction == "send":
+            transport.on("produce", on_produce)
+        return transport
+
+    def _spawn(self, work: Any) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

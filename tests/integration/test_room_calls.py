@@ -1,0 +1,232 @@
+"""Video-call rooms against the test SFU (tests/support/test_sfu.py): real protoo over a WebSocket,
+real ICE/DTLS/SRTP and VP8 both ways, a real face video as the subject."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from aiortc import MediaStreamTrack
+from av import VideoFrame
+
+from contracts.commands import JoinCall
+from contracts.envelope import Event, utc_now
+from contracts.events import (
+    CallFailed,
+    CallJoined,
+    ChallengeIssued,
+    FrameCaptured,
+    SessionFinished,
+    SessionStarted,
+)
+from contracts.routing import EventKey
+from contracts.values import ChallengeType, SessionStatus
+from infra.storage import LocalObjectStore
+from services.call_agent.connection import StreamConfig
+from services.call_agent.instructions import Screen
+from services.call_agent.room.call import CallConfig
+from services.call_agent.room.errors import RequestTimeout, RoomError
+from services.call_agent.room.handler import RoomCalls
+from services.call_agent.room.mediasoup import RoomConfig, RoomPeer
+from services.call_agent.room.protoo import ProtooClient
+from services.call_agent.video import InstructionTrack, LatestFrame
+from tests.support.test_sfu import TestSfu
+
+WAIT_S = 60.0  # generous: a loaded 2-core machine encodes VP8 both ways
+
+
+class RecordingEvents:
+    """The EventSink port, recording (the broker adapter is services/call_agent/main.py's)."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, Event]] = []
+
+    async def publish(self, event: Event, routing_key: str) -> None:
+        self.published.append((routing_key, event))
+
+    def of(self, kind: type[Event]) -> list[Event]:
+        return [e for _, e in self.published if isinstance(e, kind)]
+
+
+async def until(predicate: Callable[[], bool], within_s: float = WAIT_S) -> None:
+    async with asyncio.timeout(within_s):
+        while not predicate():  # noqa: ASYNC110 - polls state the call and the SFU own
+            await asyncio.sleep(0.1)
+
+
+def join_call(url: str, *, expires_in_s: float = 120.0, language: str = "en") -> JoinCall:
+    return JoinCall(
+        correlation_id="flow-1",
+        flow_id="flow-1",
+        session_id="session-1",
+        ws_url=url,
+        callback_base_url="https://controller.example/callbacks",  # type: ignore[arg-type]
+        token="controller-token",
+        language=language,
+        expires_at=utc_now() + timedelta(seconds=expires_in_s),
+    )
+
+
+def config(*, request_timeout_s: float = 15.0, no_video_timeout_s: float = 30.0) -> CallConfig:
+    return CallConfig(
+        room=RoomConfig(request_timeout_s=request_timeout_s),
+        stream=StreamConfig(hangup_delay_s=0.2),
+        no_video_timeout_s=no_video_timeout_s,
+    )
+
+
+async def test_peer_joins_consumes_the_subject_and_produces_a_track_the_room_receives() -> None:
+    async with TestSfu() as sfu:
+        client = ProtooClient(request_timeout_s=15)
+        frames: list[VideoFrame] = []
+        failures: list[RoomError] = []
+        latest = LatestFrame()
+
+        async def consume(track: MediaStreamTrack) -> None:
+            while True:
+                frame = await track.recv()
+                assert isinstance(frame, VideoFrame)
+                latest.frame = frame
+                frames.append(frame)
+
+        tasks: list[asyncio.Task[None]] = []
+        peer = RoomPeer(
+            client,
+            RoomConfig(request_timeout_s=15),
+            on_track=lambda track: tasks.append(asyncio.create_task(consume(track))),
+            on_failure=failures.append,
+        )
+        await client.connect(sfu.url())
+        answer = await peer.join(InstructionTrack(latest, lambda: Screen(text="Turn your head to the left")))
+        assert answer["peers"][0]["id"] == "subject"
+        assert peer.producer_id
+
+        await until(lambda: len(frames) >= 5 and sfu.received_frames >= 5)
+        picture = frames[-1].to_ndarray(format="bgr24")
+        assert picture.shape[:2] == (512, 512)  # the subject's camera picture, face-sized
+        assert float(np.std(picture)) > 20  # a real picture, not a blank frame
+        assert sfu.last_received is not None and sfu.last_received.shape[0] >= 240
+        assert failures == []
+
+        await peer.leave()
+        await client.close()
+        for task in tasks:
+            task.cancel()
+        assert "leaveRoom" in sfu.methods
+        assert sfu.methods[:4] == [
+            "getRouterRtpCapabilities",
+            "createWebRtcTransport",
+            "createWebRtcTransport",
+            "join",
+        ]
+        assert sfu.errors == []
+
+
+async def test_a_request_the_room_never_answers_times_out() -> None:
+    async with TestSfu(ignore_methods={"getRouterRtpCapabilities"}) as sfu:
+        client = ProtooClient(request_timeout_s=0.5)
+        await client.connect(sfu.url())
+        with pytest.raises(RequestTimeout):
+            await client.request("getRouterRtpCapabilities")
+        await client.close()
+
+
+async def test_join_unanswered_fails_the_call_with_signalling_error(tmp_path: Path) -> None:
+    events = RecordingEvents()
+    async with TestSfu(ignore_methods={"join"}) as sfu:
+        calls = RoomCalls(config(request_timeout_s=1.0), store=LocalObjectStore(tmp_path), events=events)
+        await calls.start(join_call(sfu.url()))
+        outcome = await asyncio.wait_for(calls.wait("flow-1"), WAIT_S)
+    assert outcome.failure is not None
+    failed = events.of(CallFailed)
+    assert [(e.reason, e.flow_id, e.session_id) for e in failed] == [
+        ("SIGNALLING_ERROR", "flow-1", "session-1")
+    ]  # type: ignore[attr-defined]
+    assert events.of(CallJoined) == [] and events.of(SessionStarted) == []
+
+
+async def test_unreachable_room_fails_with_room_unreachable(tmp_path: Path) -> None:
+    events = RecordingEvents()
+    async with TestSfu() as sfu:
+        url = sfu.url()
+    calls = RoomCalls(config(request_timeout_s=2.0), store=LocalObjectStore(tmp_path), events=events)
+    await calls.start(join_call(url))  # the server is gone: connection refused
+    await asyncio.wait_for(calls.wait("flow-1"), WAIT_S)
+    assert [e.reason for e in events.of(CallFailed)] == ["ROOM_UNREACHABLE"]  # type: ignore[attr-defined]
+
+
+async def test_no_video_fails_with_no_video(tmp_path: Path) -> None:
+    events = RecordingEvents()
+    async with TestSfu(send_video=False) as sfu:
+        calls = RoomCalls(config(no_video_timeout_s=2.0), store=LocalObjectStore(tmp_path), events=events)
+        await calls.start(join_call(sfu.url()))
+        outcome = await asyncio.wait_for(calls.wait("flow-1"), WAIT_S)
+        assert sfu.left.is_set()
+    assert outcome.failure is not None
+    assert [e.reason for e in events.of(CallFailed)] == ["NO_VIDEO"]  # type: ignore[attr-defined]
+    assert len(events.of(CallJoined)) == 1  # it joined; the subject never showed
+
+
+async def test_socket_dropped_mid_call_fails_with_socket_dropped(tmp_path: Path) -> None:
+    events = RecordingEvents()
+    async with TestSfu() as sfu:
+        calls = RoomCalls(config(), store=LocalObjectStore(tmp_path), events=events)
+        await calls.start(join_call(sfu.url()))
+        await until(lambda: len(events.of(FrameCaptured)) >= 2)
+        await sfu.drop()
+        outcome = await asyncio.wait_for(calls.wait("flow-1"), WAIT_S)
+    assert outcome.failure is not None
+    assert [e.reason for e in events.of(CallFailed)] == ["SOCKET_DROPPED"]  # type: ignore[attr-defined]
+    assert calls.calls == {}
+
+
+async def test_call_runs_the_session_pipeline_and_leaves_when_the_session_finishes(tmp_path: Path) -> None:
+    events = RecordingEvents()
+    store = LocalObjectStore(tmp_path)
+    async with TestSfu() as sfu:
+        calls = RoomCalls(config(), store=store, events=events)
+        await calls.start(join_call(sfu.url(), language="es"))
+        await calls.start(join_call(sfu.url(), language="es"))  # a redelivered JoinCall: ignored
+        await until(lambda: len(events.of(FrameCaptured)) >= 3)
+
+        started = events.of(SessionStarted)
+        assert len(started) == 1 and started[0].session_id == "session-1"  # type: ignore[attr-defined]
+        assert len(events.of(CallJoined)) == 1
+        frame = events.of(FrameCaptured)[0]
+        assert frame.sequence == 0 and frame.storage_key == "sessions/session-1/frames/00000000.jpg"  # type: ignore[attr-defined]
+        image = cv2.imdecode(np.frombuffer(await store.get(frame.storage_key), np.uint8), cv2.IMREAD_COLOR)  # type: ignore[attr-defined]
+        assert image is not None and image.shape[:2] == (480, 480)  # fitted into 640x480, aspect kept
+        assert [e.sequence for e in events.of(FrameCaptured)][:3] == [0, 1, 2]  # type: ignore[attr-defined]
+
+        # The liveness worker's events drive the instruction video the room receives.
+        issued = ChallengeIssued(
+            correlation_id="session-1",
+            session_id="session-1",
+            index=0,
+            count=2,
+            challenge=ChallengeType.TURN_LEFT,
+            deadline_ms=8000,
+        )
+        await calls.on_event(EventKey.CHALLENGE_ISSUED, issued.model_dump_json().encode())
+        call = calls.calls["flow-1"]
+        assert call.screen().challenge is ChallengeType.TURN_LEFT
+        assert call.screen().text != "Turn your head to the left"  # Spanish catalog
+        received = sfu.received_frames
+        await until(lambda: sfu.received_frames > received + 3)
+
+        finished = SessionFinished(
+            correlation_id="session-1", session_id="session-1", status=SessionStatus.SUCCEEDED
+        )
+        await calls.on_event(EventKey.SESSION_FINISHED, finished.model_dump_json().encode())
+        outcome = await asyncio.wait_for(calls.wait("flow-1"), WAIT_S)
+        assert outcome.failure is None
+        await until(lambda: sfu.left.is_set())
+        assert "leaveRoom" in sfu.methods
+        assert sfu.errors == []
+    assert events.of(CallFailed) == []
+    assert call.screen().final and call.screen().succeeded
