@@ -10,10 +10,10 @@ from aio_pika.exceptions import AMQPError
 from faststream import AckPolicy, FastStream
 from faststream.rabbit import RabbitBroker, RabbitMessage, RabbitQueue
 
-from contracts.commands import StartSession
+from contracts.commands import JoinCall, StartSession
 from contracts.envelope import Event
 from contracts.events import SessionStarted
-from contracts.routing import CALL_AGENT_SESSION_EVENTS, CALL_AGENT_SESSIONS
+from contracts.routing import CALL_AGENT_CALLS, CALL_AGENT_SESSION_EVENTS, CALL_AGENT_SESSIONS
 from infra.broker import COMMANDS, EVENTS, create_broker, declare_topology, queue_for
 from infra.db.engine import create_engine, session_factory
 from infra.db.repositories import SessionRepository
@@ -22,6 +22,7 @@ from infra.storage import ObjectStore, open_store
 from services.call_agent.agent import CallAgent
 from services.call_agent.connection import StreamConfig, parse_ice_servers
 from services.call_agent.ports import PublishFailed, SessionLeases
+from services.call_agent.room.handler import RoomCalls, call_config
 
 __all__ = ["BrokerEvents", "CallAgentApp", "build_app", "serve", "stream_config"]
 
@@ -65,12 +66,14 @@ class CallAgentApp:
     app: FastStream
     broker: RabbitBroker
     agent: CallAgent
+    calls: RoomCalls
 
 
 def build_app(settings: Settings, *, leases: SessionLeases, store: ObjectStore) -> CallAgentApp:
     """Wire the handlers to the broker; resources are created by the caller."""
     broker = create_broker(settings)
     agent = CallAgent(stream_config(settings), leases=leases, store=store, events=BrokerEvents(broker))
+    calls = RoomCalls(call_config(settings), store=store, events=BrokerEvents(broker))
 
     @broker.subscriber(
         queue_for(CALL_AGENT_SESSIONS, delivery_limit=settings.delivery_limit),
@@ -80,6 +83,15 @@ def build_app(settings: Settings, *, leases: SessionLeases, store: ObjectStore) 
     )
     async def on_start_session(command: StartSession) -> SessionStarted:
         return await agent.start(command)
+
+    @broker.subscriber(
+        queue_for(CALL_AGENT_CALLS, delivery_limit=settings.delivery_limit),
+        COMMANDS,
+        title="JoinCall",
+        description="Join a controller's mediasoup room and run the call's liveness session (background).",
+    )
+    async def on_join_call(command: JoinCall) -> None:
+        await calls.start(command)
 
     events_queue = session_events_queue()
 
@@ -92,12 +104,14 @@ def build_app(settings: Settings, *, leases: SessionLeases, store: ObjectStore) 
     )
     async def on_session_event(body: object, message: RabbitMessage) -> None:
         await agent.on_event(str(message.raw_message.routing_key), message.body)
+        await calls.on_event(str(message.raw_message.routing_key), message.body)
 
     app = FastStream(broker)
 
     @app.after_startup
     async def declare() -> None:
-        await declare_topology(broker, (CALL_AGENT_SESSIONS,), delivery_limit=settings.delivery_limit)
+        routes = (CALL_AGENT_SESSIONS, CALL_AGENT_CALLS)
+        await declare_topology(broker, routes, delivery_limit=settings.delivery_limit)
         exchange = await broker.declare_exchange(EVENTS)
         queue = await broker.declare_queue(events_queue)
         for key in CALL_AGENT_SESSION_EVENTS[1:]:
@@ -106,8 +120,9 @@ def build_app(settings: Settings, *, leases: SessionLeases, store: ObjectStore) 
     @app.on_shutdown
     async def hang_up() -> None:
         await agent.close()
+        await calls.close()
 
-    return CallAgentApp(app, broker, agent)
+    return CallAgentApp(app, broker, agent, calls)
 
 
 async def serve(settings: Settings) -> None:
