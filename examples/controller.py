@@ -115,7 +115,7 @@ class Controller:
         if not self.quiet:
             result = callback.result
             print(
-                f"callback {callback.outcome.upper()} for token {callback.token[:4]}...: "
+                f"callback {callback.outcome.upper()}: "
                 f"{json.dumps(result) if result is not None else '(empty body)'}"
                 + (
                     ""
