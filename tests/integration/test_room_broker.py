@@ -1,0 +1,134 @@
+"""The call agent's JoinCall wiring with real parts: RabbitMQ (throw-away vhost), the app from
+services/call_agent/main.py, the test SFU as the controller's room."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import aio_pika
+import pytest
+from faststream import TestApp
+from faststream.rabbit import RabbitBroker
+
+from contracts.commands import JoinCall
+from contracts.envelope import utc_now
+from contracts.events import CallFailed, CallJoined, FrameCaptured, SessionFinished, SessionStarted
+from contracts.routing import EVENTS_EXCHANGE, CommandKey, EventKey
+from contracts.values import SessionStatus
+from infra.broker import COMMANDS, EVENTS
+from infra.db.engine import create_engine, session_factory
+from infra.db.repositories import SessionRepository
+from infra.settings import Settings
+from infra.storage import LocalObjectStore
+from services.call_agent.main import build_app
+from tests.support.broker import temporary_vhost
+from tests.support.test_sfu import TestSfu
+
+WAIT_S = 60.0
+
+
+@dataclass
+class Observed:
+    by_key: dict[str, list[bytes]] = field(default_factory=dict)
+
+    async def handle(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        async with message.process():
+            self.by_key.setdefault(str(message.routing_key), []).append(message.body)
+
+    def count(self, key: str) -> int:
+        return len(self.by_key.get(key, []))
+
+
+async def until(predicate: Callable[[], bool]) -> None:
+    async with asyncio.timeout(WAIT_S):
+        while not predicate():  # noqa: ASYNC110 - polls state other components own
+            await asyncio.sleep(0.1)
+
+
+@dataclass
+class Agent:
+    broker: RabbitBroker
+    observed: Observed
+
+    async def join(self, url: str, flow_id: str) -> None:
+        command = JoinCall(
+            correlation_id=flow_id,
+            flow_id=flow_id,
+            session_id=f"session-{flow_id}",
+            ws_url=url,
+            callback_base_url="https://controller.example/cb",  # type: ignore[arg-type]
+            token="controller-token",
+            expires_at=utc_now() + timedelta(minutes=2),
+        )
+        await self.broker.publish(command, exchange=COMMANDS, routing_key=CommandKey.JOIN_CALL)
+
+
+@pytest.fixture
+async def agent(tmp_path: Path, sqlite_url: str) -> AsyncIterator[Agent]:
+    with temporary_vhost() as vhost:
+        settings = Settings(data_dir=tmp_path, broker_url=vhost.url, no_video_timeout_s=30.0)
+        engine = create_engine(sqlite_url)
+        built = build_app(
+            settings, leases=SessionRepository(session_factory(engine)), store=LocalObjectStore(tmp_path)
+        )
+        observed = Observed()
+        connection = await aio_pika.connect(vhost.url)
+        client = RabbitBroker(vhost.url)
+        try:
+            channel = await connection.channel()
+            exchange = await channel.declare_exchange(
+                EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+            )
+            queue = await channel.declare_queue(exclusive=True)
+            for key in (
+                EventKey.CALL_JOINED,
+                EventKey.CALL_FAILED,
+                EventKey.SESSION_STARTED,
+                EventKey.FRAME_CAPTURED,
+            ):
+                await queue.bind(exchange, routing_key=key)
+            await queue.consume(observed.handle)
+            await client.start()
+            async with TestApp(built.app):
+                yield Agent(client, observed)
+        finally:
+            await client.stop()
+            await connection.close()
+            await engine.dispose()
+
+
+async def test_join_call_over_the_broker_streams_and_leaves_on_session_finished(agent: Agent) -> None:
+    async with TestSfu() as sfu:
+        await agent.join(sfu.url(), "flow-a")
+        await until(lambda: agent.observed.count(EventKey.FRAME_CAPTURED) >= 2)
+        joined = CallJoined.model_validate_json(agent.observed.by_key[EventKey.CALL_JOINED][0])
+        assert (joined.flow_id, joined.session_id) == ("flow-a", "session-flow-a")
+        started = SessionStarted.model_validate_json(agent.observed.by_key[EventKey.SESSION_STARTED][0])
+        assert started.session_id == "session-flow-a"
+        frame = FrameCaptured.model_validate_json(agent.observed.by_key[EventKey.FRAME_CAPTURED][0])
+        assert frame.storage_key.startswith("sessions/session-flow-a/frames/")
+
+        finished = SessionFinished(
+            correlation_id="session-flow-a", session_id="session-flow-a", status=SessionStatus.FAILED
+        )
+        await agent.broker.publish(finished, exchange=EVENTS, routing_key=EventKey.SESSION_FINISHED)
+        await until(lambda: "leaveRoom" in sfu.methods)
+    assert agent.observed.count(EventKey.CALL_FAILED) == 0
+
+
+async def test_socket_dropped_over_the_broker_publishes_call_failed(agent: Agent) -> None:
+    async with TestSfu() as sfu:
+        await agent.join(sfu.url(), "flow-b")
+        await until(lambda: agent.observed.count(EventKey.CALL_JOINED) == 1)
+        await sfu.drop()
+        await until(lambda: agent.observed.count(EventKey.CALL_FAILED) == 1)
+    failed = CallFailed.model_validate_json(agent.observed.by_key[EventKey.CALL_FAILED][0])
+    assert (failed.flow_id, failed.session_id, failed.reason) == (
+        "flow-b",
+        "session-flow-b",
+        "SOCKET_DROPPED",
+    )
