@@ -9,6 +9,11 @@ embed, score), one pair at a time, then drive the load. The **overhead ratio** i
 / in-process p50: what HTTP, JSON and base64, the gateway, RabbitMQ and the worker's message
 handling add to the matcher's work itself. It is meaningful at ``--concurrency 1`` (the
 in-process baseline has no queueing); at higher concurrency it includes waiting for a core.
+
+CPU time is counted too, because wall-clock times on a shared machine depend on what else runs:
+``stack_cpu_ms_per_request`` (gateway + matcher processes, from ``/proc``; RabbitMQ's own CPU is
+not included) over ``inprocess_cpu_ms_per_compare`` is the ``cpu_overhead_ratio``, and
+``load_client_cpu_ms_per_request`` is what the load generator itself used.
 """
 
 from __future__ import annotations
@@ -156,6 +161,7 @@ async def _inprocess_handler(config: CompareBench, images: Sequence[tuple[bytes,
         for command in commands:  # warm-up round
             await handle_compare(command, engine=engine, images=source)
         samples: list[float] = []
+        cpu_started = time.process_time()
         for _ in range(max(1, config.inprocess_rounds)):
             for command in commands:
                 started = time.perf_counter()
@@ -163,9 +169,14 @@ async def _inprocess_handler(config: CompareBench, images: Sequence[tuple[bytes,
                 samples.append(time.perf_counter() - started)
                 if event.error is not None:
                     raise BenchError(f"in-process compare failed: {event.error.code}")
+        cpu_ms = (time.process_time() - cpu_started) * 1000.0 / len(samples)
     finally:
         await engine.close()
-    return {**ms_summary(samples), "intra_op_threads": settings.resolved_inference_threads}
+    return {
+        **ms_summary(samples),
+        "cpu_ms": round(cpu_ms, 3),
+        "intra_op_threads": settings.resolved_inference_threads,
+    }
 
 
 def _check_warm_up(result: LoadResult, logs: Callable[[], str]) -> None:
@@ -179,6 +190,7 @@ def _measure(
     token: str | None,
     images: Sequence[tuple[bytes, bytes]],
     logs: Callable[[], str],
+    stack_cpu_s: Callable[[], float | None] = lambda: None,
 ) -> dict[str, Any]:
     bodies = [compare_body(source, target) for source, target in images]
     warm = config.warmup_requests or max(len(bodies), 2 * config.workers * config.matcher_concurrency)
@@ -194,6 +206,7 @@ def _measure(
     )
     _check_warm_up(warm_up, logs)
     inprocess = asyncio.run(_inprocess_handler(config, images))
+    stack_cpu_before, client_cpu_before = stack_cpu_s(), time.process_time()
     load = asyncio.run(
         drive_load(
             url,
@@ -206,7 +219,12 @@ def _measure(
     )
     if not load.latencies_s:
         raise BenchError(f"no request succeeded ({dict(load.errors)}); logs:\n{logs()}")
+    stack_cpu_after, client_cpu_s = stack_cpu_s(), time.process_time() - client_cpu_before
     end_to_end = ms_summary(load.latencies_s)
+    ok = len(load.latencies_s)
+    stack_cpu_ms: float | None = None
+    if stack_cpu_before is not None and stack_cpu_after is not None:
+        stack_cpu_ms = round((stack_cpu_after - stack_cpu_before) * 1000.0 / ok, 3)
     return {
         "p50_ms": end_to_end["p50"],
         "p95_ms": end_to_end["p95"],
@@ -218,6 +236,12 @@ def _measure(
         "inprocess_samples": inprocess["n"],
         "overhead_ratio": overhead_ratio(end_to_end["p50"], inprocess["p50"]),
         "matcher_intra_op_threads": inprocess["intra_op_threads"],
+        "inprocess_cpu_ms_per_compare": inprocess["cpu_ms"],
+        "stack_cpu_ms_per_request": stack_cpu_ms,
+        "cpu_overhead_ratio": None
+        if stack_cpu_ms is None or inprocess["cpu_ms"] <= 0
+        else round(stack_cpu_ms / inprocess["cpu_ms"], 3),
+        "load_client_cpu_ms_per_request": round(client_cpu_s * 1000.0 / ok, 3),
         "requests": load.requests,
         "ok": len(load.latencies_s),
         "errors": sum(load.errors.values()),
@@ -261,7 +285,7 @@ def run_compare_bench(config: CompareBench, warn: Warn) -> dict[str, Any]:
                 },
             )
             with running_stack(stack_config, warn) as stack:
-                measured = _measure(config, stack.url, stack.token, images, stack.log_tail)
+                measured = _measure(config, stack.url, stack.token, images, stack.log_tail, stack.cpu_seconds)
                 stack.check_alive()
                 header["vhost"] = stack.vhost.name or "(broker URL's own)"
     return {**measured, **header, "load_average_after": machine_info()["load_average"]}

@@ -74,10 +74,15 @@ def _sweep(
     tasks = [image for _ in range(rounds) for image in images]
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bench") as pool:
         list(pool.map(analyze, tasks[:workers]))  # start the threads, touch the sessions from each
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         faces = sum(len(result) for result in pool.map(analyze, tasks))
-        elapsed = time.perf_counter() - started
-    return {"faces_per_s": rate(faces, elapsed), "images_per_s": rate(len(tasks), elapsed)}
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    return {
+        "faces_per_s": rate(faces, elapsed),
+        "images_per_s": rate(len(tasks), elapsed),
+        "cores_used": round(cpu / elapsed, 2) if elapsed > 0 else 0.0,
+        "faces_per_cpu_s": rate(faces, cpu),
+    }
 
 
 def run_matcher_bench(config: MatcherBench) -> dict[str, Any]:
@@ -156,6 +161,8 @@ def run_matcher_bench(config: MatcherBench) -> dict[str, Any]:
         "embed_ms": ms_summary(embed_s),
         "faces_per_s": {workers: result["faces_per_s"] for workers, result in sweep.items()},
         "images_per_s": {workers: result["images_per_s"] for workers, result in sweep.items()},
+        "cores_used": {workers: result["cores_used"] for workers, result in sweep.items()},
+        "faces_per_cpu_s": {workers: result["faces_per_cpu_s"] for workers, result in sweep.items()},
         "faces_per_s_by_intra_op_threads": {
             threads: {workers: result["faces_per_s"] for workers, result in by_workers.items()}
             for threads, by_workers in throughput.items()

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from contracts.routing import MATCHER_COMPARE
-from faceproof.bench.environment import REPO_ROOT, BenchError
+from faceproof.bench.environment import REPO_ROOT, BenchError, process_cpu_s
 
 __all__ = ["RabbitVhost", "Stack", "StackConfig", "free_port", "running_stack", "terminate_on_sigterm"]
 
@@ -151,6 +151,16 @@ class Stack:
             f"--- {path.name}\n{path.read_text(errors='replace')[-chars:]}"
             for path in sorted(self.logs.glob("*.log"))
         )
+
+    def cpu_seconds(self) -> float | None:
+        """CPU seconds used so far by the gateway and the matchers together (None: cannot tell)."""
+        total = 0.0
+        for process in self.processes.values():
+            used = process_cpu_s(process.pid)
+            if used is None:
+                return None
+            total += used
+        return total
 
     def check_alive(self) -> None:
         for name, process in self.processes.items():
