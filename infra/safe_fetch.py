@@ -44,10 +44,12 @@ __all__ = [
     "FetchedResource",
     "NotAnImage",
     "Resolver",
+    "Target",
     "TooLarge",
     "UrlRefused",
     "check_address",
     "check_image",
+    "check_url",
     "fetch",
     "fetch_image",
     "resolve_host",
@@ -231,7 +233,9 @@ async def resolve_host(host: str, port: int) -> list[IPAddress]:
 
 
 @dataclass(frozen=True)
-class _Target:
+class Target:
+    """A checked URL and the address to connect to (no second DNS lookup)."""
+
     url: str
     scheme: str
     host: str
@@ -252,7 +256,9 @@ class _Target:
         return host if self.port == _SCHEMES[self.scheme] else f"{host}:{self.port}"
 
 
-async def _check_url(url: str, policy: FetchPolicy, resolve: Resolver) -> _Target:
+async def check_url(url: str, policy: FetchPolicy, resolve: Resolver) -> Target:
+    """Check a URL against the policy (scheme, credentials, every resolved address) and pin the
+    address to connect to. Callers that send other requests than GET (callbacks) use it too."""
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -277,7 +283,7 @@ async def _check_url(url: str, policy: FetchPolicy, resolve: Resolver) -> _Targe
         reason = check_address(address)
         if reason is not None and not (host_allowed or policy.address_allowed(address)):
             raise UrlRefused(f"{host} resolves to a {reason}")
-    return _Target(url=url, scheme=scheme, host=host, port=port, pinned=addresses[0])
+    return Target(url=url, scheme=scheme, host=host, port=port, pinned=addresses[0])
 
 
 async def fetch(
@@ -304,7 +310,7 @@ async def _fetch(
     ) as client:
         current = url
         for _hop in range(policy.max_redirects + 1):
-            target = await _check_url(current, policy, resolve)
+            target = await check_url(current, policy, resolve)
             headers = {"Host": target.host_header, "User-Agent": policy.user_agent, "Accept": "*/*"}
             headers.update(dict(policy.extra_headers))
             extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}

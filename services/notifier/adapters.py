@@ -24,8 +24,8 @@ from infra.safe_fetch import (
     FetchError,
     FetchPolicy,
     UrlRefused,
-    _check_url,  # the fetcher's own URL/address check, so callbacks obey the same policy
     check_image,
+    check_url,
     fetch,
     fetch_image,
     resolve_host,
@@ -175,7 +175,7 @@ class HttpCallbackSender:
 
     async def put(self, url: str, body: bytes, headers: dict[str, str]) -> int:
         try:
-            target = await _check_url(url, self._policy, resolve_host)
+            target = await check_url(url, self._policy, resolve_host)
         except UrlRefused as error:
             raise CallbackRefused(f"the callback URL is refused: {error.reason}") from error
         except FetchError as error:
