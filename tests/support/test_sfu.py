@@ -296,8 +296,11 @@ class TestSfu:
         send_video: bool = True,
         ignore_methods: Iterable[str] = (),
         video: Path = FACE_VIDEO,
+        subject: MediaStreamTrack | None = None,
     ) -> None:
         self.send_video = send_video
+        #: The subject's camera; default: ``video`` looped (a subject who ignores the instructions).
+        self.subject = subject
         self.ignore_methods = set(ignore_methods)
         self.video = video
         self.methods: list[str] = []
@@ -313,7 +316,7 @@ class TestSfu:
         self._frames: list[np.ndarray] | None = None
 
     async def __aenter__(self) -> TestSfu:
-        if self.send_video:
+        if self.send_video and self.subject is None:
             self._frames = await asyncio.to_thread(face_frames, self.video)
         self._server = await serve(self._serve, "127.0.0.1", 0, subprotocols=["protoo"])  # type: ignore[list-item]
         return self
@@ -441,9 +444,10 @@ class TestSfu:
     async def _offer_subject(self, peer: _Peer) -> None:
         """After join: the subject's video producer becomes a consumer of the peer (newConsumer)."""
         transport = peer.consuming_transport
-        if transport is None or self._frames is None:
+        if transport is None or not self.send_video:
             return
-        sender = RTCRtpSender(FaceVideoTrack(self._frames), transport.dtls)
+        track = self.subject if self.subject is not None else FaceVideoTrack(self._frames or [])
+        sender = RTCRtpSender(track, transport.dtls)
         peer.senders.append(sender)
         ssrc = sender._ssrc
         feedback = [
