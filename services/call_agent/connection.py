@@ -26,6 +26,7 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import SessionDescription
 from av import VideoFrame
+from av.video.reformatter import VideoReformatter
 
 from contracts.commands import StartSession
 from contracts.envelope import Event, utc_now
@@ -43,7 +44,7 @@ from infra.storage import ObjectStore, StorageError
 from services.call_agent.catalog import load_catalog
 from services.call_agent.instructions import Instructions, Screen
 from services.call_agent.ports import EventSink, PublishFailed, SessionLeases
-from services.call_agent.sampling import FrameSampler, encode_jpeg, fit_image
+from services.call_agent.sampling import FrameSampler, encode_jpeg, fit_size
 from services.call_agent.video import InstructionTrack, LatestFrame
 
 __all__ = [
@@ -95,10 +96,18 @@ def frame_key(session_id: str, sequence: int) -> str:
     return f"sessions/{session_id}/frames/{sequence:08d}.jpg"
 
 
-def encode_frame(frame: VideoFrame, quality: int) -> tuple[bytes, int, int]:
-    """The raw (not mirrored) camera frame, fitted into 640x480, as JPEG bytes, width, height."""
-    image = fit_image(np.asarray(frame.to_ndarray(format="bgr24"), dtype=np.uint8))
-    height, width = image.shape[:2]
+def encode_frame(
+    frame: VideoFrame, quality: int, reformatter: VideoReformatter | None = None
+) -> tuple[bytes, int, int]:
+    """The raw (not mirrored) camera frame, fitted into 640x480, as JPEG bytes, width, height.
+
+    ``reformatter`` is the caller's own (default: a fresh one), never ``frame.reformat``: the
+    instruction video converts the same frame in another thread at the same time."""
+    width, height = fit_size(frame.width, frame.height)
+    scaled = (reformatter or VideoReformatter()).reformat(
+        frame, width=width, height=height, format="bgr24", interpolation="AREA", threads=1
+    )
+    image = np.asarray(scaled.to_ndarray(), dtype=np.uint8)
     return encode_jpeg(image, quality), width, height
 
 
@@ -279,9 +288,12 @@ class PeerSession:
             await self.close(why="the camera track ended")
 
     async def _write_frames(self) -> None:
+        reformatter = VideoReformatter()
         while True:
             sequence, frame, captured_at = await self._frames.get()
-            data, width, height = await asyncio.to_thread(encode_frame, frame, self._config.jpeg_quality)
+            data, width, height = await asyncio.to_thread(
+                encode_frame, frame, self._config.jpeg_quality, reformatter
+            )
             key = frame_key(self.session_id, sequence)
             try:
                 await self._store.put(key, data, "image/jpeg")

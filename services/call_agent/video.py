@@ -11,6 +11,7 @@ import numpy as np
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
+from av.video.reformatter import VideoReformatter
 
 from services.call_agent.instructions import Screen
 from services.call_agent.overlay import RGB, blank_frame, render
@@ -31,16 +32,24 @@ class LatestFrame:
         self.frame: VideoFrame | None = None
 
 
-def compose(frame: VideoFrame | None, screen: Screen, now: float) -> RGB:
-    """Fit, mirror and draw: CPU-bound, run it in a thread."""
+def compose(
+    frame: VideoFrame | None, screen: Screen, now: float, reformatter: VideoReformatter | None = None
+) -> RGB:
+    """Fit, mirror and draw: CPU-bound, run it in a thread.
+
+    ``reformatter`` is the caller's own (default: a fresh one): a frame's built-in one
+    (``frame.reformat``) must never be used, since the frame writer converts the same frame in
+    another thread at the same time, and two threads in one swscale context can hang for good.
+    """
     if frame is None:
         pixels = blank_frame()
     else:
         width, height = fit_size(frame.width, frame.height)
         width, height = max(2, width - width % 2), max(2, height - height % 2)  # 4:2:0 encoders
-        pixels = np.asarray(
-            frame.reformat(width=width, height=height, format="rgb24").to_ndarray(), dtype=np.uint8
+        scaled = (reformatter or VideoReformatter()).reformat(
+            frame, width=width, height=height, format="rgb24", threads=1
         )
+        pixels = np.asarray(scaled.to_ndarray(), dtype=np.uint8)
     return render(pixels, screen, now)
 
 
@@ -56,6 +65,7 @@ class InstructionTrack(MediaStreamTrack):
         self._interval = 1.0 / fps
         self._start: float | None = None
         self._count = 0
+        self._reformatter = VideoReformatter()
 
     async def recv(self) -> VideoFrame:
         if self.readyState != "live":
@@ -70,7 +80,7 @@ class InstructionTrack(MediaStreamTrack):
             else:  # fell behind (a loaded machine): skip ahead rather than burst
                 self._count = int((time.monotonic() - self._start) / self._interval)
         now = time.monotonic()
-        pixels = await asyncio.to_thread(compose, self._latest.frame, self._screen(), now)
+        pixels = await asyncio.to_thread(compose, self._latest.frame, self._screen(), now, self._reformatter)
         out = VideoFrame.from_ndarray(pixels, format="rgb24")
         out.pts = int((now - self._start) * _CLOCK_RATE)
         out.time_base = _TIME_BASE

@@ -47,9 +47,17 @@ def test_language_tags_fall_back_to_english(asked: str, chosen: str) -> None:
     assert load_catalog(asked).language == chosen
 
 
-def issued(index: int, challenge: ChallengeType = ChallengeType.TURN_LEFT, **extra: object) -> ChallengeIssued:
+def issued(
+    index: int, challenge: ChallengeType = ChallengeType.TURN_LEFT, target: tuple[float, float] | None = None
+) -> ChallengeIssued:
     return ChallengeIssued(
-        correlation_id="s", session_id="s", index=index, count=3, challenge=challenge, deadline_ms=8000, **extra
+        correlation_id="s",
+        session_id="s",
+        index=index,
+        count=3,
+        challenge=challenge,
+        deadline_ms=8000,
+        target=target,
     )
 
 
@@ -82,7 +90,8 @@ def test_instruction_messages_are_camel_case_json_in_the_session_language() -> N
         now=12.0,
     )
     assert verdict is not None
-    assert verdict["type"] == "verdict" and verdict["passed"] is False and verdict["reason"] == "WRONG_DIRECTION"
+    assert verdict["type"] == "verdict" and verdict["passed"] is False
+    assert verdict["reason"] == "WRONG_DIRECTION"
     assert "Dirección equivocada" in verdict["text"]
     target = state.challenge(issued(1, ChallengeType.NOSE_TO_TARGET, target=(0.2, 0.7)), now=12.5)
     assert target is not None and target["target"] == [0.2, 0.7]

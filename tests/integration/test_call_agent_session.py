@@ -1,0 +1,369 @@
+"""The call agent with real parts: RabbitMQ (throw-away vhost), PostgreSQL, local storage and a real
+aiortc browser-like peer streaming a real face video."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import av
+import cv2
+import numpy as np
+import pytest
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
+from av import VideoFrame
+from faststream import TestApp
+from faststream.rabbit import RabbitBroker
+
+from contracts.commands import StartSession
+from contracts.envelope import utc_now
+from contracts.events import ChallengeIssued, FrameCaptured, SessionFinished, SessionStarted
+from contracts.routing import EVENTS_EXCHANGE, CommandKey, EventKey
+from contracts.values import ChallengeType, ErrorCode, SessionStatus
+from infra.broker import COMMANDS, EVENTS
+from infra.db.engine import create_engine, session_factory
+from infra.db.records import SessionRecord
+from infra.db.repositories import SessionRepository
+from infra.settings import Settings
+from infra.storage import LocalObjectStore
+from services.call_agent.main import CallAgentApp, build_app
+from tests.paths import DATA_DIR
+from tests.support.broker import temporary_vhost
+
+pytestmark = pytest.mark.integration
+
+VIDEO = DATA_DIR / "video" / "lestari15_real.mp4"
+FPS = 8
+WAIT_S = 20.0
+
+
+def load_frames(count: int = 24) -> list[np.ndarray]:
+    """The first frames of the video, at 720x480 (same 3:2 aspect): the agent must fit them to 640x427."""
+    frames: list[np.ndarray] = []
+    with av.open(str(VIDEO)) as container:
+        for frame in container.decode(video=0):
+            frames.append(frame.reformat(width=720, height=480, format="rgb24").to_ndarray())
+            if len(frames) == count:
+                break
+    return frames
+
+
+class PlayedVideo(MediaStreamTrack):
+    """The camera: the video's frames in a loop at FPS frames a second."""
+
+    kind = "video"
+
+    def __init__(self, frames: list[np.ndarray]) -> None:
+        super().__init__()
+        self._frames = frames
+        self._index = 0
+        self._start: float | None = None
+
+    async def recv(self) -> VideoFrame:
+        loop = asyncio.get_running_loop()
+        if self._start is None:
+            self._start = loop.time()
+        wait = self._start + self._index / FPS - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        frame = VideoFrame.from_ndarray(self._frames[self._index % len(self._frames)], format="rgb24")
+        frame.pts = self._index * (90_000 // FPS)
+        frame.time_base = fractions.Fraction(1, 90_000)
+        self._index += 1
+        return frame
+
+
+@dataclass
+class Client:
+    """A browser-like peer: data channel "faceproof" created before the offer, sendrecv video."""
+
+    pc: RTCPeerConnection = field(default_factory=RTCPeerConnection)
+    messages: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
+    received: list[np.ndarray] = field(default_factory=list)
+    channel_closed: asyncio.Event = field(default_factory=asyncio.Event)
+    watchers: list[asyncio.Future[None]] = field(default_factory=list)
+
+    async def offer(self, frames: list[np.ndarray]) -> str:
+        channel = self.pc.createDataChannel("faceproof")
+        channel.on("message", lambda text: self.messages.put_nowait(json.loads(text)))
+        channel.on("close", self.channel_closed.set)
+        self.pc.addTrack(PlayedVideo(frames))
+
+        @self.pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            self.watchers.append(asyncio.ensure_future(self._watch(track)))
+
+        await self.pc.setLocalDescription(await self.pc.createOffer())  # gathers ICE candidates
+        assert self.pc.localDescription is not None
+        return self.pc.localDescription.sdp
+
+    async def _watch(self, track: MediaStreamTrack) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            assert isinstance(frame, VideoFrame)
+            self.received.append(frame.to_ndarray(format="rgb24"))
+
+    async def next_message(self, kind: str) -> dict[str, Any]:
+        async with asyncio.timeout(WAIT_S):
+            while True:
+                message = await self.messages.get()
+                if message["type"] == kind:
+                    return message
+
+
+@dataclass
+class Observer:
+    """Events the agent publishes, read from our own queue on the events exchange."""
+
+    started: list[SessionStarted] = field(default_factory=list)
+    frames: list[FrameCaptured] = field(default_factory=list)
+
+    async def handle(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        async with message.process():
+            if message.routing_key == EventKey.FRAME_CAPTURED:
+                self.frames.append(FrameCaptured.model_validate_json(message.body))
+            elif message.routing_key == EventKey.SESSION_STARTED:
+                self.started.append(SessionStarted.model_validate_json(message.body))
+
+
+async def eventually(check: Any, what: str) -> None:
+    async with asyncio.timeout(WAIT_S):
+        while not check():  # noqa: ASYNC110 - polls state other components own
+            await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def repository(postgres_url: str) -> AsyncIterator[SessionRepository]:
+    engine = create_engine(postgres_url)
+    yield SessionRepository(session_factory(engine))
+    await engine.dispose()
+
+
+@dataclass
+class Running:
+    """The call agent app running in-process, a client broker, and the events observed."""
+
+    built: CallAgentApp
+    broker: RabbitBroker
+    observer: Observer
+    store: LocalObjectStore
+
+    async def start(
+        self, session_id: str, connection_id: str, sdp: str, *, expires_at: datetime, base: int = 0
+    ) -> SessionStarted:
+        command = StartSession(
+            correlation_id=session_id,
+            session_id=session_id,
+            connection_id=connection_id,
+            offer_sdp=sdp,
+            language="es",
+            expires_at=expires_at,
+            sequence_base=base,
+        )
+        answer = await self.broker.request(
+            command,
+            exchange=COMMANDS,
+            routing_key=CommandKey.START_SESSION,
+            correlation_id=session_id,
+            timeout=WAIT_S,
+        )
+        return SessionStarted.model_validate_json(answer.body)
+
+
+@pytest.fixture
+async def running(tmp_path: Path, postgres_url: str, repository: SessionRepository) -> AsyncIterator[Running]:
+    with temporary_vhost() as vhost:
+        settings = Settings(
+            data_dir=tmp_path,
+            broker_url=vhost.url,
+            database_url=postgres_url,
+            frame_rate=FPS,
+            heartbeat_s=1.0,
+        )
+        store = LocalObjectStore(tmp_path / "objects")
+        built = build_app(settings, leases=repository, store=store)
+        observer = Observer()
+        connection = await aio_pika.connect(vhost.url)
+        client_broker = RabbitBroker(vhost.url)
+        try:
+            channel = await connection.channel()
+            exchange = await channel.declare_exchange(
+                EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+            )
+            queue = await channel.declare_queue(exclusive=True)
+            for key in (EventKey.FRAME_CAPTURED, EventKey.SESSION_STARTED):
+                await queue.bind(exchange, routing_key=key)
+            await queue.consume(observer.handle)
+            await client_broker.start()
+            async with TestApp(built.app):
+                yield Running(built, client_broker, observer, store)
+        finally:
+            await client_broker.stop()
+            await connection.close()
+
+
+async def new_session(
+    repository: SessionRepository, expires_at: datetime, connection_id: str
+) -> tuple[SessionRecord, SessionRecord]:
+    record, _ = await repository.create("app", client_request_token=None, settings={}, expires_at=expires_at)
+    claimed = await repository.claim_connection(record.id, connection_id, stale_after_s=15)
+    assert claimed is not None
+    return record, claimed
+
+
+async def test_a_session_streams_frames_and_shows_instructions_until_it_finishes(
+    running: Running, repository: SessionRepository
+) -> None:
+    frames = load_frames()
+    expires_at = utc_now() + timedelta(seconds=120)
+    # A reconnect: the second connection numbers its frames from 100000.
+    record, _ = await new_session(repository, expires_at, "conn-1")
+    await repository.release_connection(record.id, "conn-1")
+    claimed = await repository.claim_connection(record.id, "conn-2", stale_after_s=15)
+    assert claimed is not None and claimed.connections == 2
+    sequence_base = (claimed.connections - 1) * 100_000
+    finished_record, _ = await repository.create(
+        "app", client_request_token=None, settings={}, expires_at=expires_at
+    )
+    await repository.update_status(finished_record.id, expected_version=1, status=SessionStatus.FAILED)
+    observer, store, broker = running.observer, running.store, running.broker
+    client = Client()
+    try:
+        offer = await client.offer(frames)
+
+        # Refusals are answers, never crashes.
+        closed = await running.start(finished_record.id, "conn-x", offer, expires_at=expires_at)
+        assert closed.error is not None and closed.error.code is ErrorCode.SESSION_CLOSED
+        garbage = await running.start(record.id, "conn-2", "this is not SDP", expires_at=expires_at)
+        assert garbage.error is not None and garbage.error.code is ErrorCode.INVALID_OFFER
+        assert not garbage.answer_sdp
+
+        started = await running.start(record.id, "conn-2", offer, expires_at=expires_at, base=sequence_base)
+        assert started.error is None and started.connection_id == "conn-2"
+        assert "m=video" in started.answer_sdp
+        await client.pc.setRemoteDescription(RTCSessionDescription(sdp=started.answer_sdp, type="answer"))
+
+        await eventually(lambda: observer.started, "SessionStarted published")
+        assert observer.started[0].session_id == record.id and observer.started[0].error is None
+
+        # Frames: stored as JPEG under the session and announced in order.
+        await eventually(lambda: len(observer.frames) >= 6, "six FrameCaptured events")
+        sequences = [f.sequence for f in observer.frames]
+        assert sequences[0] == sequence_base
+        assert sequences == sorted(sequences) and len(set(sequences)) == len(sequences)
+        for event in observer.frames[:6]:
+            assert event.session_id == record.id and event.connection_id == "conn-2"
+            assert event.storage_key == f"sessions/{record.id}/frames/{event.sequence:08d}.jpg"
+            jpeg = await store.get(event.storage_key)
+            image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+            assert image.shape[:2] == (event.height, event.width) == (427, 640)
+
+        # The heartbeat keeps the claim fresh.
+        assert claimed.connection_seen_at is not None
+        seen = claimed.connection_seen_at
+
+        async def touched() -> bool:
+            now = await repository.fetch(record.id)
+            return now is not None and now.connection_seen_at is not None and now.connection_seen_at > seen
+
+        async with asyncio.timeout(WAIT_S):
+            while not await touched():  # noqa: ASYNC110 - polls the database
+                await asyncio.sleep(0.2)
+
+        # An instruction: localized JSON on the data channel, mirrored video with the overlay.
+        await broker.publish(
+            ChallengeIssued(
+                correlation_id=record.id,
+                session_id=record.id,
+                index=0,
+                count=2,
+                challenge=ChallengeType.TURN_LEFT,
+                deadline_ms=8000,
+            ),
+            exchange=EVENTS,
+            routing_key=EventKey.CHALLENGE_ISSUED,
+        )
+        challenge = await client.next_message("challenge")
+        assert challenge == {
+            "type": "challenge",
+            "index": 0,
+            "count": 2,
+            "challenge": "TURN_LEFT",
+            "text": "Gira la cabeza a la izquierda",
+            "deadlineMs": 8000,
+            "target": None,
+        }
+        count = len(client.received)
+        await eventually(lambda: len(client.received) >= count + 3, "instruction video frames")
+        shown = client.received[-1]
+        assert shown.shape[1] == 640
+        source = cv2.resize(frames[0], (shown.shape[1], shown.shape[0]))
+        middle = slice(shown.shape[0] // 4, shown.shape[0] * 3 // 4)
+        mirrored_error = np.abs(shown[middle].astype(int) - source[middle, ::-1].astype(int)).mean()
+        plain_error = np.abs(shown[middle].astype(int) - source[middle].astype(int)).mean()
+        assert mirrored_error < plain_error * 0.7
+
+        # The end: the final message, then the agent hangs up and releases the connection.
+        await broker.publish(
+            SessionFinished(correlation_id=record.id, session_id=record.id, status=SessionStatus.SUCCEEDED),
+            exchange=EVENTS,
+            routing_key=EventKey.SESSION_FINISHED,
+        )
+        finished = await client.next_message("finished")
+        assert finished["status"] == "SUCCEEDED" and finished["text"] == "Verificado. ¡Gracias!"
+        await eventually(lambda: hung_up(client), "the agent hung up")
+        await eventually(lambda: not running.built.agent.sessions, "the agent let the session go")
+        after = await repository.fetch(record.id)
+        assert after is not None and after.connection_id is None and after.connection_seen_at is None
+    finally:
+        await client.pc.close()
+
+
+def hung_up(client: Client) -> bool:
+    return client.channel_closed.is_set() or client.pc.connectionState in ("closed", "failed")
+
+
+async def test_the_agent_hangs_up_at_expiry_and_releases_a_peer_that_left(
+    running: Running, repository: SessionRepository
+) -> None:
+    frames = load_frames(8)
+    soon = utc_now() + timedelta(seconds=4)
+    later = utc_now() + timedelta(seconds=120)
+    expiring, _ = await new_session(repository, soon, "conn-e")
+    leaving, _ = await new_session(repository, later, "conn-l")
+    expiring_client, leaving_client = Client(), Client()
+    try:
+        for client, record, expires_at, connection_id in (
+            (expiring_client, expiring, soon, "conn-e"),
+            (leaving_client, leaving, later, "conn-l"),
+        ):
+            started = await running.start(
+                record.id, connection_id, await client.offer(frames), expires_at=expires_at
+            )
+            assert started.error is None
+            await client.pc.setRemoteDescription(RTCSessionDescription(sdp=started.answer_sdp, type="answer"))
+        await eventually(lambda: len(running.built.agent.sessions) == 2, "two sessions held")
+        await eventually(lambda: leaving_client.pc.connectionState == "connected", "connected")
+        await leaving_client.pc.close()  # the browser tab went away
+
+        expired = await expiring_client.next_message("finished")
+        assert expired["status"] == "EXPIRED" and expired["text"] == "La sesión ha caducado"
+        await eventually(lambda: hung_up(expiring_client), "hung up at expiry")
+        await eventually(lambda: not running.built.agent.sessions, "both sessions let go")
+        for record in (expiring, leaving):
+            after = await repository.fetch(record.id)
+            assert after is not None and after.connection_id is None
+    finally:
+        await expiring_client.pc.close()
+        await leaving_client.pc.close()
