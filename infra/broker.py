@@ -7,6 +7,8 @@ is nacked and retried there; nothing a worker cannot process blocks or crashes i
 
 from __future__ import annotations
 
+import logging
+
 from faststream import AckPolicy
 from faststream.rabbit import ExchangeType, QueueType, RabbitBroker, RabbitExchange, RabbitQueue
 from faststream.rabbit.schemas import Channel
@@ -57,6 +59,9 @@ def create_broker(settings: Settings, *, prefetch: int | None = None) -> RabbitB
         ack_policy=ACK_POLICY,
         graceful_timeout=30.0,
         fail_fast=True,
+        # our JSON logs; a line per message received/processed only at DEBUG
+        logger=logging.getLogger("faceproof.broker"),
+        log_level=logging.DEBUG,
     )
 
 

@@ -32,6 +32,10 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+#: Libraries that log every ICE check, packet or message at INFO.
+NOISY_LIBRARIES = ("aioice", "aiortc", "websockets", "pymediasoup")
+
+
 def configure_logging(level: str, service: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
@@ -39,6 +43,8 @@ def configure_logging(level: str, service: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for chatty in NOISY_LIBRARIES:  # ICE checks and frame-level chatter: warnings only
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
 
 
 class _ServiceTag(logging.Filter):

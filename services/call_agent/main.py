@@ -106,7 +106,7 @@ def build_app(settings: Settings, *, leases: SessionLeases, store: ObjectStore) 
         await agent.on_event(str(message.raw_message.routing_key), message.body)
         await calls.on_event(str(message.raw_message.routing_key), message.body)
 
-    app = FastStream(broker)
+    app = FastStream(broker, logger=logging.getLogger("faceproof.app"))
 
     @app.after_startup
     async def declare() -> None:

@@ -52,7 +52,7 @@ def build_app(settings: Settings, *, engine: FaceEngine, images: ImageSource) ->
             )
         return event
 
-    app = FastStream(broker)
+    app = FastStream(broker, logger=logging.getLogger("faceproof.app"))
 
     @app.after_startup
     async def declare() -> None:

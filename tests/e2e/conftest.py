@@ -88,6 +88,7 @@ SERVICES: tuple[tuple[str, list[str]], ...] = (
     ("matcher", ["worker", "matcher"]),
     ("call-agent", ["worker", "call-agent"]),
     ("liveness", ["worker", "liveness"]),
+    ("notifier", ["worker", "notifier"]),
 )
 
 
@@ -110,6 +111,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, seaweedfs: SeaweedFS) -> Ite
             "FACEPROOF_MATCHER_CONCURRENCY": "1",
             "FACEPROOF_LIVENESS_CONCURRENCY": "1",
             "FACEPROOF_INFERENCE_THREADS": "1",
+            # the example controller and the test SFU run on this machine
+            "FACEPROOF_FETCH_ALLOW_HOSTS": "127.0.0.1",
+            "FACEPROOF_NO_VIDEO_TIMEOUT_S": "8",
         }
         subprocess.run(
             [sys.executable, "-m", "faceproof", "db", "upgrade"], env=env, cwd=REPO_ROOT, check=True

@@ -1,0 +1,227 @@
+"""The video-call flow end to end: every service as a process on RabbitMQ, Postgres and S3; a
+protoo-speaking test SFU carrying real RTP media (the subject: a real face video); the example
+controller serving reference images and receiving the one callback each flow ends with."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import cv2
+import httpx
+import pytest
+
+from examples.controller import Controller
+from services.liveness.analysis import FrameAnalyzer
+from services.liveness.annotate import load_video_segments
+from services.liveness.scripted_subject import Media, ScriptedSubject
+from tests.e2e.conftest import TOKEN, Stack
+from tests.paths import DATA_DIR, MODELS_DIR, PEOPLE
+from tests.support.test_sfu import TestSfu
+from tests.support.webrtc_subject import FrameSource, ScriptedSource, SourceTrack
+
+pytestmark = pytest.mark.e2e
+
+#: liveportrait_d3 answers these with annotated segments (services/liveness/video_segments.json).
+TURNS = ["TURN_LEFT", "TURN_RIGHT"]
+SECRET = "e2e-callback-secret-0123456789"
+
+
+@pytest.fixture(scope="module")
+def d3() -> Media:
+    return Media.from_path(DATA_DIR / "video" / "liveportrait_d3.mp4")
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> FrameAnalyzer:
+    return FrameAnalyzer.from_models_dir(MODELS_DIR, threads=1)
+
+
+@pytest.fixture
+def controller(tmp_path: Path) -> Iterator[Controller]:
+    folder = tmp_path / "references"
+    folder.mkdir()
+    running = Controller(images=folder, secret=SECRET, quiet=True).start()
+    yield running
+    running.stop()
+
+
+def scripted(media: Media, analyzer: FrameAnalyzer) -> ScriptedSource:
+    return ScriptedSource(ScriptedSubject(media, analyzer, segments=load_video_segments()))
+
+
+async def follow_instructions(stack: Stack, source: FrameSource, session: asyncio.Future[str]) -> None:
+    """The subject in the room sees the instructions drawn in the video; the script reads them
+    from the ChallengeIssued events instead (what the agent draws is checked elsewhere)."""
+    connection = await aio_pika.connect_robust(stack.vhost.url)
+    async with connection:
+        channel = await connection.channel()
+        events = await channel.get_exchange("faceproof.events", ensure=False)
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(events, routing_key="challenge.issued")
+        async with queue.iterator() as messages:
+            async for message in messages:
+                async with message.process():
+                    body = json.loads(message.body)
+                    if session.done() and body["session_id"] == session.result():
+                        source.instruct(body)
+
+
+async def run_flow(
+    stack: Stack, controller: Controller, sfu: TestSfu, source: FrameSource | None, *, timeout_s: float = 150
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Start a flow, answer its instructions, wait for the controller's callback; (flow, callback)."""
+    session: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    follower = asyncio.ensure_future(follow_instructions(stack, source, session)) if source else None
+    try:
+        async with httpx.AsyncClient(
+            base_url=stack.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30
+        ) as http:
+            started = await http.post(
+                "/v1/calls",
+                json={
+                    "ws_url": sfu.url(),
+                    "callback_base_url": controller.url,
+                    "token": "call-token-1",
+                    "lang": "es",
+                    "settings": {"challenges": 2, "challengeTypes": TURNS, "callbackSecret": SECRET},
+                },
+            )
+            assert started.status_code == 202, started.text
+            flow = started.json()
+            session.set_result(flow["sessionId"])
+            deadline = time.monotonic() + timeout_s
+            while not controller.callbacks and time.monotonic() < deadline:  # noqa: ASYNC110 - a thread fills it
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(3)  # a second callback would arrive now
+            state = (await http.get(f"/v1/calls/{flow['flowId']}")).json()
+    finally:
+        if follower is not None:
+            follower.cancel()
+    assert len(controller.callbacks) == 1, (controller.callbacks, state)
+    callback = controller.callbacks[0]
+    assert callback.signature_valid is True
+    return state, {"outcome": callback.outcome, "result": callback.result}
+
+
+def write_jpeg(image_path: Path, media: Media, index: int) -> None:
+    ok, encoded = cv2.imencode(".jpg", media.frame(index))
+    assert ok
+    image_path.write_bytes(encoded.tobytes())
+
+
+def test_a_live_subject_who_is_on_the_reference_gets_a_success_callback(
+    stack: Stack, controller: Controller, d3: Media, analyzer: FrameAnalyzer
+) -> None:
+    write_jpeg(controller.images / "reference.jpg", d3, len(d3.frames) - 1)
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any], int]:
+        source = scripted(d3, analyzer)
+        async with TestSfu(subject=SourceTrack(source)) as sfu:
+            state, callback = await run_flow(stack, controller, sfu, source)
+            return state, callback, sfu.received_frames
+
+    state, callback, instruction_frames = asyncio.run(scenario())
+    assert callback["outcome"] == "success", (callback, state)
+    assert state["status"] == "SUCCEEDED" and state["isLive"] is True and state["match"] is True
+    assert state["callback"]["delivery"] == "DELIVERED"
+    assert callback["result"]["isLive"] is True and callback["result"]["similarity"] >= 0.5
+    assert instruction_frames > 0, "the room never received the instruction video"
+
+
+def test_a_live_subject_who_is_someone_else_gets_a_failure_callback(
+    stack: Stack, controller: Controller, d3: Media, analyzer: FrameAnalyzer
+) -> None:
+    (controller.images / "obama.jpg").write_bytes((PEOPLE / "obama.jpg").read_bytes())
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
+        source = scripted(d3, analyzer)
+        async with TestSfu(subject=SourceTrack(source)) as sfu:
+            return await run_flow(stack, controller, sfu, source)
+
+    state, callback = asyncio.run(scenario())
+    assert callback["outcome"] == "failure"
+    assert state["isLive"] is True and state["match"] is False, state
+    assert "FACE_MISMATCH" in state["reasons"]
+
+
+def test_no_video_ends_in_a_failure_callback(stack: Stack, controller: Controller) -> None:
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
+        async with TestSfu(send_video=False) as sfu:
+            return await run_flow(stack, controller, sfu, None)
+
+    state, callback = asyncio.run(scenario())
+    assert callback["outcome"] == "failure"
+    assert state["status"] == "FAILED" and "NO_VIDEO" in state["reasons"], state
+
+
+def test_a_dropped_socket_ends_in_a_failure_callback(stack: Stack, controller: Controller) -> None:
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
+        async with TestSfu() as sfu:
+
+            async def drop_after_join() -> None:
+                await sfu.joined.wait()
+                await asyncio.sleep(1.0)
+                await sfu.drop()
+
+            dropper = asyncio.ensure_future(drop_after_join())
+            try:
+                return await run_flow(stack, controller, sfu, None)
+            finally:
+                dropper.cancel()
+
+    state, callback = asyncio.run(scenario())
+    assert callback["outcome"] == "failure"
+    assert "SOCKET_DROPPED" in state["reasons"], state
+
+
+@pytest.fixture
+def redirector() -> Iterator[str]:
+    """An allow-listed host (127.0.0.1) that redirects every request to a private address."""
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", "http://10.0.0.1/reference.jpg")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/reference.jpg"
+    server.shutdown()
+    server.server_close()
+
+
+def test_reference_urls_to_private_addresses_are_refused(
+    stack: Stack, controller: Controller, redirector: str, d3: Media, analyzer: FrameAnalyzer
+) -> None:
+    """The list names the cloud metadata address, a file: URL and a redirect to a private
+    address: none is fetched, the flow fails, and the notifier's log says why for each."""
+    controller.items = ["http://169.254.169.254/latest/meta-data/iam", "file:///etc/passwd", redirector]
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
+        source = scripted(d3, analyzer)
+        async with TestSfu(subject=SourceTrack(source)) as sfu:
+            return await run_flow(stack, controller, sfu, source)
+
+    state, callback = asyncio.run(scenario())
+    assert callback["outcome"] == "failure"
+    assert "REFERENCES_UNAVAILABLE" in state["reasons"], state
+    refusals = [
+        line
+        for line in (stack.logs / "notifier.log").read_text().splitlines()
+        if state["flowId"] in line and "references unavailable" in line
+    ]
+    assert len(refusals) == 1, refusals
+    for index in range(3):
+        assert f"reference {index}: UrlRefused" in refusals[0], refusals[0]
