@@ -223,5 +223,7 @@ def test_reference_urls_to_private_addresses_are_refused(
         if state["flowId"] in line and "references unavailable" in line
     ]
     assert len(refusals) == 1, refusals
-    for index in range(3):
-        assert f"reference {index}: UrlRefused" in refusals[0], refusals[0]
+    line = refusals[0]
+    assert "reference 0: UrlRefused: 169.254.169.254 resolves to a link-local address" in line, line
+    assert "reference 1: " in line and "http(s) URL" in line, line  # file: is not even a candidate
+    assert "reference 2: UrlRefused: 10.0.0.1 resolves to a private address" in line, line
