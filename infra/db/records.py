@@ -48,3 +48,4 @@ class SessionRecord:
     connection_id: str | None = None
     connection_seen_at: datetime | None = None
     connections: int = 0
+    purged_at: datetime | None = None

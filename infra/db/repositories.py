@@ -472,4 +472,5 @@ def _session(row: SessionRow) -> SessionRecord:
         connection_id=row.connection_id,
         connection_seen_at=row.connection_seen_at,
         connections=row.connections,
+        purged_at=row.purged_at,
     )

@@ -26,11 +26,15 @@ __all__ = [
     "DEFAULT_MONTHLY_QUOTA",
     "DEFAULT_RATE_PER_SECOND",
     "ApiClientRow",
+    "AuditEventRow",
     "Base",
     "CallFlowRow",
+    "LivenessFailureRow",
     "LivenessFrameRow",
     "LivenessStateRow",
+    "RateBucketRow",
     "SessionRow",
+    "UsageRow",
     "UtcDateTime",
     "utc_now",
 ]
@@ -127,6 +131,8 @@ class SessionRow(Base):
     connection_id: Mapped[str | None] = mapped_column(String(36))
     connection_seen_at: Mapped[datetime | None]
     connections: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # When the session's biometric data (frames, images, embeddings) was erased (retention, DELETE).
+    purged_at: Mapped[datetime | None] = mapped_column(index=True)
 
 
 class LivenessStateRow(Base):
@@ -200,3 +206,50 @@ class CallFlowRow(Base):
     updated_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
     delivered_at: Mapped[datetime | None]
+
+
+class RateBucketRow(Base):
+    """A client's token bucket (steady rate and burst), shared by every gateway replica."""
+
+    __tablename__ = "rate_buckets"
+
+    client_key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[datetime]
+
+
+class UsageRow(Base):
+    """Requests counted against a client's monthly quota (``period`` is ``YYYY-MM``, UTC)."""
+
+    __tablename__ = "usage"
+
+    client_key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    period: Mapped[str] = mapped_column(String(7), primary_key=True)
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime]
+
+
+class LivenessFailureRow(Base):
+    """A failed liveness session for a subject key or device id (lockout), without biometrics."""
+
+    __tablename__ = "liveness_failures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(100))
+    subject: Mapped[str] = mapped_column(String(128), index=True)
+    session_id: Mapped[str] = mapped_column(String(36))
+    failed_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class AuditEventRow(Base):
+    """Who asked for what, when, and the outcome; never images, embeddings, tokens or keys."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(64))
+    subject_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    outcome: Mapped[str | None] = mapped_column(String(32))
+    details: Mapped[dict[str, Any] | None]
