@@ -23,6 +23,12 @@ class Environment(StrEnum):
     PRODUCTION = "production"
 
 
+class TlsTermination(StrEnum):
+    NONE = "none"
+    PROXY = "proxy"
+    NATIVE = "native"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FACEPROOF_", env_file=".env", extra="ignore")
 
@@ -51,6 +57,39 @@ class Settings(BaseSettings):
     )
     offer_timeout_s: float = Field(default=15.0, description="Gateway's deadline for a call agent's answer.")
     max_sdp_bytes: int = 64 * 1024
+    max_json_depth: int = Field(default=32, ge=2, description="Deepest nesting of a JSON request body.")
+
+    # Security (docs/security.md)
+    tls_termination: TlsTermination = Field(
+        default=TlsTermination.NONE,
+        description="none | proxy (a reverse proxy terminates TLS) | native (uvicorn, with the cert and "
+        "key files). Production refuses none.",
+    )
+    tls_cert_file: Path | None = Field(default=None, description="PEM certificate for tls_termination=native.")
+    tls_key_file: Path | None = Field(default=None, description="PEM private key for tls_termination=native.")
+    allow_static_token_in_production: bool = Field(
+        default=False,
+        description="Production refuses any static API token unless this is true (the development "
+        "token is refused regardless).",
+    )
+    accept_noncommercial_models: bool = Field(
+        default=False, description="Production refuses a non-commercial model pack unless this is true."
+    )
+    rate_limits: bool = Field(default=True, description="Per-client rate limits and monthly quotas.")
+    static_rate_per_second: float = Field(
+        default=50.0, gt=0, description="Steady rate of the static token (client 'static')."
+    )
+    static_burst: int = Field(default=100, ge=1, description="Burst of the static token.")
+    static_monthly_quota: int = Field(default=100_000, ge=0, description="Monthly requests of the static token.")
+    session_rate_per_second: float = Field(
+        default=1.0, gt=0, description="Steady rate of one session's browser routes (offer, status)."
+    )
+    session_burst: int = Field(default=30, ge=1, description="Burst of one session's browser routes.")
+    lockout_failures: int = Field(
+        default=5, ge=1, description="Failed sessions of one subject or device within the window that lock it."
+    )
+    lockout_window_s: float = Field(default=180.0, gt=0, description="Window counted for the lockout.")
+    lockout_cooldown_s: float = Field(default=1800.0, gt=0, description="How long a locked subject is refused.")
 
     # Outbound fetches of URLs given by callers (infra/safe_fetch.py)
     fetch_allow_hosts: str = Field(
@@ -82,6 +121,12 @@ class Settings(BaseSettings):
         default=30.0,
         description="Wait this long for the matcher, then finish without it.",
     )
+
+    # Retention (the liveness worker's sweeper purges; docs/security.md)
+    retention_s: int = Field(
+        default=86_400, ge=60, description="Erase a session's frames, images and embeddings after this long."
+    )
+    retention_sweep_s: float = Field(default=300.0, gt=0, description="Seconds between retention purges.")
 
     # Video-call flows (notifier)
     flow_timeout_s: float = Field(default=300.0, description="A call flow not finished by then fails.")
