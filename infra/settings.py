@@ -65,7 +65,9 @@ class Settings(BaseSettings):
         description="none | proxy (a reverse proxy terminates TLS) | native (uvicorn, with the cert and "
         "key files). Production refuses none.",
     )
-    tls_cert_file: Path | None = Field(default=None, description="PEM certificate for tls_termination=native.")
+    tls_cert_file: Path | None = Field(
+        default=None, description="PEM certificate for tls_termination=native."
+    )
     tls_key_file: Path | None = Field(default=None, description="PEM private key for tls_termination=native.")
     allow_static_token_in_production: bool = Field(
         default=False,
@@ -80,16 +82,22 @@ class Settings(BaseSettings):
         default=50.0, gt=0, description="Steady rate of the static token (client 'static')."
     )
     static_burst: int = Field(default=100, ge=1, description="Burst of the static token.")
-    static_monthly_quota: int = Field(default=100_000, ge=0, description="Monthly requests of the static token.")
+    static_monthly_quota: int = Field(
+        default=100_000, ge=0, description="Monthly requests of the static token."
+    )
     session_rate_per_second: float = Field(
         default=1.0, gt=0, description="Steady rate of one session's browser routes (offer, status)."
     )
     session_burst: int = Field(default=30, ge=1, description="Burst of one session's browser routes.")
     lockout_failures: int = Field(
-        default=5, ge=1, description="Failed sessions of one subject or device within the window that lock it."
+        default=5,
+        ge=1,
+        description="Failed sessions of one subject or device within the window that lock it.",
     )
     lockout_window_s: float = Field(default=180.0, gt=0, description="Window counted for the lockout.")
-    lockout_cooldown_s: float = Field(default=1800.0, gt=0, description="How long a locked subject is refused.")
+    lockout_cooldown_s: float = Field(
+        default=1800.0, gt=0, description="How long a locked subject is refused."
+    )
 
     # Outbound fetches of URLs given by callers (infra/safe_fetch.py)
     fetch_allow_hosts: str = Field(
