@@ -37,6 +37,11 @@ class EventKey:
     CALL_FAILED = "call.failed"
 
 
+#: Frames of a session's n-th WebRTC connection are numbered from n * CONNECTION_SEQUENCE_STRIDE
+#: (StartSession.sequence_base), so a reconnect never reuses a sequence number.
+CONNECTION_SEQUENCE_STRIDE = 100_000
+
+
 @dataclass(frozen=True)
 class Route:
     """A consuming queue and what it is bound to."""

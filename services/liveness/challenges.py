@@ -581,6 +581,12 @@ class ChallengeSequence:
             started = verdict.decided_at if verdict.decided_at is not None else self._current.started_at
             self._current = ChallengeEvaluator(self.challenges[self.index], started, self.thresholds)
 
+    def restart(self, t: float) -> None:
+        """The subject reconnected: the current challenge starts again at ``t``, with a fresh
+        baseline (the camera may sit elsewhere now) and its full time limit."""
+        if not self.done:
+            self._current = ChallengeEvaluator(self.challenges[self.index], t, self.thresholds)
+
     def update(self, t: float, frame: FrameAnalysis, *, identity_ok: bool | None = None) -> Verdict:
         """Feed one frame to the current challenge; returns that challenge's verdict."""
         if self.done:

@@ -13,6 +13,8 @@ The rules:
   than :data:`GAP_SKIP_AFTER` later frames are stored, in which case the gap is skipped (lost
   frames; a reconnect jumps the sequence by 100000). A skipped gap is remembered in the state
   (``skipped``), so a frame of it that arrives later is ignored: what was published stays true.
+* The first frame of a new connection (a reconnect) restarts the current challenge: a fresh
+  baseline and its full time limit from that frame on.
 * A frame's time is ``captured_at - started_at`` in seconds; frames before the session started,
   and frames whose time runs backwards, are ignored.
 * Each frame's ``identity`` embedding (computed by the worker on every
@@ -31,6 +33,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from contracts.routing import CONNECTION_SEQUENCE_STRIDE
 from services.liveness.analysis import FrameAnalysis
 from services.liveness.challenges import (
     DEFAULT_THRESHOLDS,
@@ -169,12 +172,16 @@ def replay(
     judged: list[ReplayFrame] = []
     scores: list[float] = []
     last_t: float | None = None
+    connection: int | None = None
     for frame in usable:
         if sequence.done:
             break
         if frame.t < 0.0 or (last_t is not None and frame.t < last_t):
             continue
         last_t = frame.t
+        if connection is not None and frame.sequence // CONNECTION_SEQUENCE_STRIDE != connection:
+            sequence.restart(frame.t)  # a reconnect: the current challenge is shown again
+        connection = frame.sequence // CONNECTION_SEQUENCE_STRIDE
         if frame.spoof_score is not None:
             scores.append(frame.spoof_score)
         identity_ok = None

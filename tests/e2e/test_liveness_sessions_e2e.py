@@ -125,6 +125,39 @@ def test_a_live_subject_answering_the_instructions_succeeds(
     assert again == 409
 
 
+def test_a_subject_who_reconnects_within_the_window_resumes(
+    stack: Stack, d3: Media, analyzer: FrameAnalyzer
+) -> None:
+    created = create_session(stack, settings={"challenges": 2, "challengeTypes": ANSWERABLE})
+    source = scripted(d3, analyzer)
+
+    async def twice() -> tuple[SessionRun, SessionRun]:
+        first = await run_subject(
+            stack.url,
+            created["sessionId"],
+            created["clientToken"],
+            source,
+            timeout_s=90,
+            stop_after=lambda run: any(m["passed"] for m in run.of_type("verdict")),
+        )
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:  # the agent notices the hang-up and releases the session
+            try:
+                second = await run_subject(stack.url, created["sessionId"], created["clientToken"], source)
+                return first, second
+            except AssertionError as refused:
+                if "409" not in str(refused) or asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(1)
+
+    first, second = asyncio.run(twice())
+    assert first.finished is None and first.of_type("verdict")[0]["index"] == 0
+    resumed = second.of_type("challenge")
+    assert resumed and resumed[0]["index"] == 1, second.messages  # the session goes on where it was
+    assert second.finished is not None and second.finished["status"] == "SUCCEEDED", second.messages
+    assert wait_terminal(stack, created["sessionId"])["status"] == "SUCCEEDED"
+
+
 async def _offer_status(stack: Stack, created: dict[str, Any]) -> int:
     from aiortc import RTCPeerConnection
 

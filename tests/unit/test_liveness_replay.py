@@ -169,11 +169,24 @@ def test_a_missing_first_frame_is_a_gap_too() -> None:
 
 def test_a_reconnect_jumps_the_sequence_and_the_session_goes_on() -> None:
     frames = live_session()
-    reconnected = frames[:8] + [replace(f, sequence=100000 + f.sequence) for f in frames[8:]]
+    reconnected = frames[:12] + [replace(f, sequence=100000 + f.sequence) for f in frames[12:]]
     result = run(reconnected)
-    assert result.skipped == ((8, 100007),)
+    assert result.skipped == ((12, 100011),)
     assert result.decision is not None and result.decision.is_live
-    assert result.verdicts == run(frames).verdicts
+    assert [v.status for v in result.verdicts] == [v.status for v in run(frames).verdicts]
+
+
+def test_a_reconnect_restarts_the_current_challenge_with_its_full_time() -> None:
+    """Away for 10 s (longer than a challenge's limit): the challenge shown again gets its time."""
+    frames = live_session()
+    away = 10.0
+    reconnected = frames[:12] + [replace(f, sequence=100000 + f.sequence, t=f.t + away) for f in frames[12:]]
+    result = run(reconnected)
+    assert [v.status for v in result.verdicts] == [ChallengeStatus.PASSED, ChallengeStatus.PASSED]
+    assert result.decision is not None and result.decision.is_live
+    # the same absence within one connection is a time-out
+    stalled = frames[:12] + [replace(f, t=f.t + away) for f in frames[12:]]
+    assert run(stalled).verdicts[-1].reason is not None
 
 
 def test_duplicate_frames_count_once_and_the_first_stored_wins() -> None:

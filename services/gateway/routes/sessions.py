@@ -29,6 +29,7 @@ from contracts.http import (
     Problem,
     SessionResponse,
 )
+from contracts.routing import CONNECTION_SEQUENCE_STRIDE
 from contracts.values import SessionStatus
 from infra.db.repositories import SessionRecord
 from infra.safe_fetch import (
@@ -54,8 +55,6 @@ log = logging.getLogger("faceproof.gateway")
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 PRESIGN_TTL = timedelta(minutes=15)
-#: Frames of connection n are numbered from (n - 1) * SEQUENCE_STRIDE.
-SEQUENCE_STRIDE = 100_000
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem},
@@ -391,7 +390,7 @@ async def offer(
             offer_sdp=body.sdp,
             language=str(claimed.settings.get("language") or "en"),
             expires_at=claimed.expires_at,
-            sequence_base=(claimed.connections - 1) * SEQUENCE_STRIDE,
+            sequence_base=(claimed.connections - 1) * CONNECTION_SEQUENCE_STRIDE,
         )
         deadline = settings.offer_timeout_s
         answer = await res.call_agents.start_session(command, deadline_s=deadline)
