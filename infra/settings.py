@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -167,6 +168,21 @@ class Settings(BaseSettings):
     delivery_limit: int = 3
 
     log_level: str = "INFO"
+
+    # Telemetry (infra/telemetry)
+    metrics_port: int = Field(
+        default=9100,
+        ge=0,
+        le=65535,
+        description="Workers: port of /metrics (0: off). The gateway: its own /metrics.",
+    )
+    tracing_exporter: Literal["none", "console", "otlp"] = Field(
+        default="none", description="OpenTelemetry spans to: none, console or otlp."
+    )
+    otlp_endpoint: str = Field(
+        default="", description="OTLP collector URL (tracing_exporter=otlp); empty: the exporter's default."
+    )
+    service_name: str = Field(default="", description="Service name in traces; empty: faceproof-<process>.")
 
     @property
     def resolved_database_url(self) -> str:
