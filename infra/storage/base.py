@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import builtins
 import re
 from datetime import timedelta
 from typing import Protocol
 
 from infra.storage.errors import InvalidKey
 
-__all__ = ["MAX_KEY_LENGTH", "ObjectStore", "validate_key"]
+__all__ = ["MAX_KEY_LENGTH", "ObjectStore", "validate_key", "validate_prefix"]
 
 MAX_KEY_LENGTH = 512
 # Segments start with a letter or digit: no "", ".", "..", hidden or temporary files.
@@ -32,6 +33,10 @@ class ObjectStore(Protocol):
         """Deleting a missing key is not an error."""
         ...
 
+    async def list(self, prefix: str) -> builtins.list[str]:
+        """Every key under the folder ``prefix`` (``"sessions/<id>/"``, ending in '/'), sorted."""
+        ...
+
     async def presign_get(self, key: str, expires: timedelta) -> str:
         """A URL to read the object without credentials until ``expires`` from now.
         Only S3 gives HTTP URLs; the local store answers a ``file://`` URL."""
@@ -50,3 +55,11 @@ def validate_key(key: str) -> str:
             "that start with a letter or digit"
         )
     return key
+
+
+def validate_prefix(prefix: str) -> str:
+    """Return ``prefix`` if it is a safe folder (a valid key followed by '/'), else raise ``InvalidKey``."""
+    if not prefix.endswith("/"):
+        raise InvalidKey(f"invalid prefix {prefix[:80]!r}: a folder prefix ends in '/'")
+    validate_key(prefix[:-1])
+    return prefix

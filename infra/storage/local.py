@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import os
 import tempfile
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
-from infra.storage.base import validate_key
+from infra.storage.base import validate_key, validate_prefix
 from infra.storage.errors import ObjectNotFound, StorageError, StorageUnavailable
 
 __all__ = ["LocalObjectStore"]
@@ -52,6 +53,11 @@ class LocalObjectStore:
         with _os_errors():
             await asyncio.to_thread(path.unlink, missing_ok=True)
 
+    async def list(self, prefix: str) -> builtins.list[str]:
+        folder = self.root.joinpath(*validate_prefix(prefix).rstrip("/").split("/"))
+        with _os_errors():
+            return await asyncio.to_thread(_files_under, folder, prefix)
+
     async def presign_get(self, key: str, expires: timedelta) -> str:
         return self._path(key).as_uri()
 
@@ -61,6 +67,19 @@ class LocalObjectStore:
 
     def _path(self, key: str) -> Path:
         return self.root.joinpath(*validate_key(key).split("/"))
+
+
+def _files_under(folder: Path, prefix: str) -> list[str]:
+    """Keys of the files below ``folder`` (temporary ``.tmp-`` files are not objects)."""
+    if not folder.is_dir():
+        return []
+    keys = []
+    for dirpath, _, filenames in os.walk(folder):
+        relative = Path(dirpath).relative_to(folder).as_posix()
+        for name in filenames:
+            if not name.startswith("."):
+                keys.append(prefix + (name if relative == "." else f"{relative}/{name}"))
+    return sorted(keys)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

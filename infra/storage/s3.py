@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import io
 import os
 from collections.abc import Callable, Iterator
@@ -15,7 +16,7 @@ import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 
-from infra.storage.base import validate_key
+from infra.storage.base import validate_key, validate_prefix
 from infra.storage.errors import ObjectNotFound, StorageError, StorageUnavailable
 
 __all__ = ["S3ObjectStore"]
@@ -90,6 +91,10 @@ class S3ObjectStore:
         validate_key(key)
         await self._call(key, self._client.remove_object, self.bucket, key)
 
+    async def list(self, prefix: str) -> builtins.list[str]:
+        validate_prefix(prefix)
+        return await self._call(prefix, self._list, prefix)
+
     async def presign_get(self, key: str, expires: timedelta) -> str:
         validate_key(key)
         return await self._call(key, self._client.presigned_get_object, self.bucket, key, expires)
@@ -107,6 +112,10 @@ class S3ObjectStore:
         except S3Error as exc:
             if exc.code not in _BUCKET_EXISTS:  # losing a creation race to another process is fine
                 raise
+
+    def _list(self, prefix: str) -> builtins.list[str]:
+        objects = self._client.list_objects(self.bucket, prefix=prefix, recursive=True)
+        return sorted(o.object_name for o in objects if o.object_name and not o.is_dir)
 
     def _read(self, key: str) -> bytes:
         response = self._client.get_object(self.bucket, key)

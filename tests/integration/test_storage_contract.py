@@ -111,3 +111,25 @@ async def test_unsafe_keys_are_rejected(store: ObjectStore, key: str) -> None:
         await store.delete(key)
     with pytest.raises(InvalidKey):
         await store.presign_get(key, timedelta(minutes=1))
+
+
+async def test_list_returns_every_key_under_a_folder(store: ObjectStore) -> None:
+    folder = f"sessions/{uuid4()}/"
+    keys = [f"{folder}reference.jpg", f"{folder}frames/00000001.jpg", f"{folder}frames/00000002.jpg"]
+    for key in keys:
+        await store.put(key, b"x", "image/jpeg")
+    await store.put(f"sessions/{uuid4()}/reference.jpg", b"other session", "image/jpeg")
+    assert await store.list(folder) == sorted(keys)
+    for key in await store.list(folder):
+        await store.delete(key)
+    assert await store.list(folder) == []
+
+
+async def test_list_of_a_missing_folder_is_empty(store: ObjectStore) -> None:
+    assert await store.list(f"sessions/{uuid4()}/") == []
+
+
+@pytest.mark.parametrize("prefix", ["sessions/x", "/sessions/", "../", "a//", ""])
+async def test_unsafe_prefixes_are_rejected(store: ObjectStore, prefix: str) -> None:
+    with pytest.raises(InvalidKey):
+        await store.list(prefix)
