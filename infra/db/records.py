@@ -23,6 +23,8 @@ class ApiClient:
     rate_per_second: float
     burst: int
     monthly_quota: int
+    #: May read every client's usage (GET /v1/admin/usage).
+    admin: bool = False
 
     @property
     def active(self) -> bool:

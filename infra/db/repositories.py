@@ -450,6 +450,7 @@ def _client(row: ApiClientRow) -> ApiClient:
         rate_per_second=row.rate_per_second,
         burst=row.burst,
         monthly_quota=row.monthly_quota,
+        admin=row.admin,
     )
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     Dialect,
     Float,
@@ -18,6 +19,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy import false as sa_false
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -105,6 +107,8 @@ class ApiClientRow(Base):
     monthly_quota: Mapped[int] = mapped_column(
         Integer, default=DEFAULT_MONTHLY_QUOTA, server_default=str(DEFAULT_MONTHLY_QUOTA)
     )
+    #: May read every client's usage (GET /v1/admin/usage).
+    admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
 
 
 class SessionRow(Base):
