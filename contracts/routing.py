@@ -95,3 +95,61 @@ ALL_ROUTES: tuple[Route, ...] = (
     NOTIFIER_MATCHES,
     NOTIFIER_CALLS,
 )
+
+# --------------------------------------------------------------------------- public API (docs/public-api.md)
+#
+# Upstream systems talk to the broker directly through two exchanges of their own, never the
+# internal ones above. Commands are published to PUBLIC_COMMANDS_EXCHANGE; the ingress validates
+# them exactly as the HTTP gateway validates requests and forwards them inside. Events for a
+# client are published to PUBLIC_EVENTS_EXCHANGE with the routing key ``<client id>.<event key>``;
+# RabbitMQ's topic permissions let each upstream user bind only keys of its own client.
+# A v2 would live beside v1 as ``faceproof.public.v2.*``.
+
+PUBLIC_API_VERSION = 1
+PUBLIC_COMMANDS_EXCHANGE = "faceproof.public.v1.commands"
+PUBLIC_EVENTS_EXCHANGE = "faceproof.public.v1.events"
+
+
+class PublicCommandKey:
+    """Routing keys of the public commands (the body is the matching HTTP request body)."""
+
+    COMPARE_FACES = "compare.faces"
+    START_SESSION = "session.start"
+    JOIN_CALL = "call.join"
+
+
+class PublicEventKey:
+    """Routing keys (after the ``<client id>.`` prefix) of the public events."""
+
+    FACES_COMPARED = EventKey.FACES_COMPARED
+    SESSION_CREATED = "session.created"
+    CALL_STARTED = "call.started"
+    LIVENESS_DECIDED = EventKey.LIVENESS_DECIDED
+    SESSION_FINISHED = EventKey.SESSION_FINISHED
+    CALL_FAILED = EventKey.CALL_FAILED
+    CALLBACK_DELIVERED = EventKey.CALLBACK_DELIVERED
+    COMMAND_REJECTED = "command.rejected"
+
+
+def public_event_key(client_id: str, event_key: str) -> str:
+    """The routing key of an event for ``client_id`` on the public events exchange."""
+    return f"{client_id}.{event_key}"
+
+
+#: The ingress: every public command (one queue, the routing key says which command).
+INGRESS_COMMANDS = Route("ingress.public-commands", PUBLIC_COMMANDS_EXCHANGE, "#")
+#: The ingress relays these internal events to their client on the public events exchange.
+INGRESS_FACES_COMPARED = Route("ingress.faces-compared", EVENTS_EXCHANGE, EventKey.FACES_COMPARED)
+INGRESS_LIVENESS_DECIDED = Route("ingress.liveness-decided", EVENTS_EXCHANGE, EventKey.LIVENESS_DECIDED)
+INGRESS_SESSION_FINISHED = Route("ingress.session-finished", EVENTS_EXCHANGE, EventKey.SESSION_FINISHED)
+INGRESS_CALL_FAILED = Route("ingress.call-failed", EVENTS_EXCHANGE, EventKey.CALL_FAILED)
+INGRESS_CALLBACK_DELIVERED = Route("ingress.callback-delivered", EVENTS_EXCHANGE, EventKey.CALLBACK_DELIVERED)
+
+INGRESS_ROUTES: tuple[Route, ...] = (
+    INGRESS_COMMANDS,
+    INGRESS_FACES_COMPARED,
+    INGRESS_LIVENESS_DECIDED,
+    INGRESS_SESSION_FINISHED,
+    INGRESS_CALL_FAILED,
+    INGRESS_CALLBACK_DELIVERED,
+)
