@@ -30,10 +30,12 @@ __all__ = [
     "ApiClientRow",
     "AuditEventRow",
     "Base",
+    "BrokerUserRow",
     "CallFlowRow",
     "LivenessFailureRow",
     "LivenessFrameRow",
     "LivenessStateRow",
+    "ProcessedCommandRow",
     "RateBucketRow",
     "SessionRow",
     "UsageRow",
@@ -257,3 +259,29 @@ class AuditEventRow(Base):
     subject_id: Mapped[str | None] = mapped_column(String(64), index=True)
     outcome: Mapped[str | None] = mapped_column(String(32))
     details: Mapped[dict[str, Any] | None]
+
+
+class BrokerUserRow(Base):
+    """A RabbitMQ user of an upstream system, and the API client its public commands act for."""
+
+    __tablename__ = "broker_users"
+
+    user_name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    client_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("api_clients.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime]
+
+
+class ProcessedCommandRow(Base):
+    """A public command the ingress took (one per client and message id: duplicates run once)."""
+
+    __tablename__ = "processed_commands"
+
+    client_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    command: Mapped[str] = mapped_column(String(64))
+    #: RUNNING while being handled, then DONE or REJECTED.
+    status: Mapped[str] = mapped_column(String(16))
+    received_at: Mapped[datetime] = mapped_column(index=True)
+    finished_at: Mapped[datetime | None]

@@ -32,7 +32,7 @@ HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 def test_there_is_one_head() -> None:
-    assert HEAD == "0005"
+    assert HEAD == "0006"
     assert (MIGRATIONS_DIR / "versions" / "0001_initial.py").is_file()
 
 
