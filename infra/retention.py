@@ -1,0 +1,155 @@
+"""Retention and erasure of a session's biometric data (docs/security.md, "Retention").
+
+A session's biometric data is: every object under ``sessions/<id>/`` (frames, the app's
+reference, the live reference frame, audit images), the analysed frame rows with their
+embeddings (``liveness_frames``) and the image keys in its result and liveness decision. Erasing
+keeps the session's status and decision (live or not, confidence, reasons, similarity), stamps
+``purged_at`` and writes one audit record, in the transaction that erases the rows.
+
+The order is objects first, rows second: if the store fails, nothing is marked purged and the
+next call (the sweeper, a repeated DELETE) does it all again. Every step is idempotent, and a
+repeated erasure of a purged session still removes anything written since (a late frame).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from contracts.values import SessionStatus
+from infra.db.audit import SYSTEM_ACTOR, AuditAction, audit_row
+from infra.db.errors import translate_errors
+from infra.db.tables import LivenessFrameRow, LivenessStateRow, SessionRow, utc_now
+from infra.storage import ObjectStore
+
+__all__ = ["SESSION_PREFIX", "Retention", "scrub_decision", "scrub_result", "session_prefix"]
+
+log = logging.getLogger("faceproof.retention")
+
+SESSION_PREFIX: Final = "sessions/"
+#: Sessions purged per sweep at most (the next sweep takes the rest).
+PURGE_BATCH: Final = 100
+_TERMINAL: Final = [status.value for status in SessionStatus if status.terminal]
+
+
+def session_prefix(session_id: str) -> str:
+    return f"{SESSION_PREFIX}{session_id}/"
+
+
+def scrub_result(result: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A session result without image keys (the decision, scores and reasons stay)."""
+    if result is None:
+        return None
+    return {**result, "referenceImageKey": None, "auditImageKeys": []}
+
+
+def scrub_decision(decision: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A liveness decision document without image keys."""
+    if decision is None:
+        return None
+    return {**decision, "referenceKey": None, "auditKeys": []}
+
+
+@dataclass(frozen=True)
+class Retention:
+    """Erases sessions' biometric data: one session at once, or every session past retention."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    store: ObjectStore
+
+    async def erase(
+        self,
+        session_id: str,
+        *,
+        actor: str,
+        action: AuditAction = AuditAction.SESSION_ERASED,
+        now: datetime | None = None,
+    ) -> bool:
+        """Erase one session's biometric data; True when this call marked it purged (and wrote the
+        audit record), False when it was purged already or does not exist. Raises ``StorageError``
+        or ``DatabaseError`` (retry: nothing is marked purged before the objects are gone)."""
+        removed = 0
+        for key in await self.store.list(session_prefix(session_id)):
+            await self.store.delete(key)
+            removed += 1
+        now = now or utc_now()
+        with translate_errors():
+            async with self.sessions.begin() as session:
+                frames = await session.execute(
+                    delete(LivenessFrameRow)
+                    .where(LivenessFrameRow.session_id == session_id)
+                    .execution_options(synchronize_session=False)
+                )
+                row = (
+                    await session.scalars(
+                        select(SessionRow).where(SessionRow.id == session_id, SessionRow.purged_at.is_(None))
+                    )
+                ).one_or_none()
+                if row is None:
+                    return False
+                state = await session.get(LivenessStateRow, session_id)
+                if state is not None and state.decision is not None:
+                    state.decision = scrub_decision(state.decision)
+                await session.execute(
+                    update(SessionRow)
+                    .where(SessionRow.id == session_id)
+                    .values(
+                        purged_at=now,
+                        reference_key=None,
+                        result=scrub_result(row.result),
+                        updated_at=now,
+                        version=SessionRow.version + 1,
+                    )
+                    .execution_options(synchronize_session=False)
+                )
+                session.add(
+                    audit_row(
+                        actor=actor,
+                        action=action,
+                        subject_id=session_id,
+                        outcome=row.status,
+                        details={
+                            "owner": row.owner,
+                            "objectsDeleted": removed,
+                            "framesDeleted": int(getattr(frames, "rowcount", 0) or 0),
+                        },
+                        at=now,
+                    )
+                )
+        log.info("session %s erased (%s)", session_id, action.value)
+        return True
+
+    async def due(self, now: datetime, *, retention_s: float, limit: int = PURGE_BATCH) -> list[str]:
+        """Sessions past retention and not yet purged: created before ``now - retention_s`` and
+        finished (or past their expiry, should no one have marked them)."""
+        cutoff = now - timedelta(seconds=retention_s)
+        statement = (
+            select(SessionRow.id)
+            .where(
+                SessionRow.purged_at.is_(None),
+                SessionRow.created_at <= cutoff,
+                (SessionRow.status.in_(_TERMINAL)) | (SessionRow.expires_at <= now),
+            )
+            .order_by(SessionRow.created_at)
+            .limit(limit)
+        )
+        with translate_errors():
+            async with self.sessions() as session:
+                return list(await session.scalars(statement))
+
+    async def purge_expired(
+        self, now: datetime, *, retention_s: float, limit: int = PURGE_BATCH
+    ) -> list[str]:
+        """Erase every session past retention (at most ``limit``); the ids this call purged."""
+        purged = []
+        for session_id in await self.due(now, retention_s=retention_s, limit=limit):
+            if await self.erase(session_id, actor=SYSTEM_ACTOR, action=AuditAction.SESSION_PURGED, now=now):
+                purged.append(session_id)
+        if purged:
+            log.info("retention purge: %d sessions erased", len(purged))
+        return purged

@@ -1,0 +1,192 @@
+"""Retention and erasure against real storage (SeaweedFS) and both databases."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from contracts.values import SessionStatus
+from infra.db.audit import SYSTEM_ACTOR, AuditAction, AuditLog
+from infra.db.engine import session_factory
+from infra.db.liveness import LivenessRepository
+from infra.db.repositories import SessionRecord, SessionRepository
+from infra.db.tables import LivenessFrameRow, LivenessStateRow, SessionRow
+from infra.retention import Retention, session_prefix
+from infra.storage import ObjectStore, S3ObjectStore, StorageError
+from tests.support.services import free_ports
+
+DAY = 86_400
+
+
+@pytest.fixture
+async def factory(engine: AsyncEngine) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    yield session_factory(engine)
+
+
+async def finished_session(
+    factory: async_sessionmaker[AsyncSession], store: ObjectStore, *, age_s: float = 0
+) -> SessionRecord:
+    """A SUCCEEDED session with a reference, frames (with embeddings), a decision and audit images."""
+    sessions, states = SessionRepository(factory), LivenessRepository(factory)
+    record, _ = await sessions.create(
+        "client-a",
+        client_request_token=None,
+        settings={},
+        expires_at=datetime.now(UTC) + timedelta(minutes=5),
+    )
+    prefix = session_prefix(record.id)
+    keys = [f"{prefix}reference-input.jpg", f"{prefix}reference.jpg", f"{prefix}audit-0.jpg"]
+    keys += [f"{prefix}frames/{n:08d}.jpg" for n in range(3)]
+    for key in keys:
+        await store.put(key, b"\xff\xd8 not really a face", "image/jpeg")
+    await states.create_state(record.id, challenges=[{"type": "BLINK"}], started_at=datetime.now(UTC))
+    for n in range(3):
+        await states.add_frame(
+            record.id,
+            sequence=n,
+            captured_at=datetime.now(UTC),
+            storage_key=f"{prefix}frames/{n:08d}.jpg",
+            analysis={"faceCount": 1},
+            spoof_score=0.1,
+            embedding=[0.25] * 8,
+        )
+    async with factory.begin() as session:
+        state = await session.get(LivenessStateRow, record.id)
+        assert state is not None
+        state.decision = {
+            "isLive": True,
+            "confidence": 0.9,
+            "reasons": [],
+            "referenceKey": f"{prefix}reference.jpg",
+            "auditKeys": [f"{prefix}audit-0.jpg"],
+        }
+        await session.execute(
+            update(SessionRow)
+            .where(SessionRow.id == record.id)
+            .values(reference_key=f"{prefix}reference-input.jpg")
+        )
+    result = {
+        "isLive": True,
+        "confidence": 0.9,
+        "reasons": [],
+        "referenceImageKey": f"{prefix}reference.jpg",
+        "auditImageKeys": [f"{prefix}audit-0.jpg"],
+        "comparisonResult": 0.8,
+        "comparisonMatch": True,
+    }
+    current = await sessions.fetch(record.id)
+    assert current is not None
+    await sessions.update_status(
+        record.id, expected_version=current.version, status=SessionStatus.SUCCEEDED, result=result
+    )
+    fetched_before = await sessions.fetch(record.id)
+    assert fetched_before is not None
+    if age_s:
+        async with factory.begin() as session:
+            await session.execute(
+                update(SessionRow)
+                .where(SessionRow.id == record.id)
+                .values(created_at=fetched_before.created_at - timedelta(seconds=age_s))
+            )
+    fetched = await sessions.fetch(record.id)
+    assert fetched is not None
+    return fetched
+
+
+async def frame_rows(factory: async_sessionmaker[AsyncSession], session_id: str) -> int:
+    async with factory() as session:
+        count = await session.scalar(
+            select(func.count())
+            .select_from(LivenessFrameRow)
+            .where(LivenessFrameRow.session_id == session_id)
+        )
+    return int(count or 0)
+
+
+async def test_the_purge_erases_sessions_past_retention_once(
+    factory: async_sessionmaker[AsyncSession], s3_store: ObjectStore
+) -> None:
+    retention = Retention(factory, s3_store)
+    old = await finished_session(factory, s3_store, age_s=DAY + 60)
+    young = await finished_session(factory, s3_store)
+
+    now = datetime.now(UTC)
+    purged = await retention.purge_expired(now, retention_s=DAY)
+    assert old.id in purged
+    assert young.id not in purged
+
+    assert await s3_store.list(session_prefix(old.id)) == []
+    assert await frame_rows(factory, old.id) == 0
+    erased = await SessionRepository(factory).fetch(old.id)
+    assert erased is not None and erased.purged_at is not None
+    assert erased.status is SessionStatus.SUCCEEDED  # the decision stays
+    assert erased.reference_key is None
+    assert erased.result is not None
+    assert erased.result["isLive"] is True and erased.result["comparisonResult"] == 0.8
+    assert erased.result["referenceImageKey"] is None and erased.result["auditImageKeys"] == []
+    state = await LivenessRepository(factory).get(old.id)
+    assert state is not None and state.decision is not None
+    assert state.decision["referenceKey"] is None and state.decision["auditKeys"] == []
+
+    # the young one is untouched
+    assert len(await s3_store.list(session_prefix(young.id))) == 6
+    assert await frame_rows(factory, young.id) == 3
+
+    # idempotent: nothing more to do, one audit record
+    assert old.id not in await retention.purge_expired(datetime.now(UTC), retention_s=DAY)
+    events = await AuditLog(factory).list(subject_id=old.id)
+    assert [(e.actor, e.action, e.outcome) for e in events] == [
+        (SYSTEM_ACTOR, AuditAction.SESSION_PURGED.value, "SUCCEEDED")
+    ]
+    assert events[0].details is not None and events[0].details["objectsDeleted"] == 6
+    text = json.dumps([e.to_dict() for e in events])
+    assert "0.25" not in text and ".jpg" not in text  # no embedding, no object key
+
+
+async def test_an_unfinished_session_within_its_expiry_is_not_purged(
+    factory: async_sessionmaker[AsyncSession], s3_store: ObjectStore
+) -> None:
+    sessions = SessionRepository(factory)
+    record, _ = await sessions.create(
+        "client-a",
+        client_request_token=None,
+        settings={},
+        expires_at=datetime.now(UTC) + timedelta(days=3),
+    )
+    now = datetime.now(UTC) + timedelta(days=2)  # past retention, before its expiry
+    assert record.id not in await Retention(factory, s3_store).due(now, retention_s=DAY)
+    assert record.id in await Retention(factory, s3_store).due(
+        datetime.now(UTC) + timedelta(days=4), retention_s=DAY
+    )
+
+
+async def test_erase_removes_late_objects_of_a_purged_session(
+    factory: async_sessionmaker[AsyncSession], s3_store: ObjectStore
+) -> None:
+    retention = Retention(factory, s3_store)
+    record = await finished_session(factory, s3_store)
+    assert await retention.erase(record.id, actor="client-a")
+    late = f"{session_prefix(record.id)}frames/00000099.jpg"
+    await s3_store.put(late, b"late frame", "image/jpeg")
+    assert not await retention.erase(record.id, actor="client-a")  # purged already: no new record
+    assert await s3_store.list(session_prefix(record.id)) == []
+    events = await AuditLog(factory).list(subject_id=record.id)
+    assert [(e.actor, e.action) for e in events] == [("client-a", "SESSION_ERASED")]
+
+
+async def test_storage_down_marks_nothing_purged(
+    factory: async_sessionmaker[AsyncSession], s3_store: ObjectStore
+) -> None:
+    record = await finished_session(factory, s3_store)
+    (port,) = free_ports(1)
+    dead = S3ObjectStore(f"127.0.0.1:{port}", "key", "secret", "faceproof-test", secure=False)
+    with pytest.raises(StorageError):
+        await Retention(factory, dead).erase(record.id, actor="client-a")
+    current = await SessionRepository(factory).fetch(record.id)
+    assert current is not None and current.purged_at is None
+    assert await frame_rows(factory, record.id) == 3
