@@ -41,6 +41,7 @@ from contracts.routing import EventKey
 from contracts.values import SessionStatus
 from infra.db.errors import DatabaseError
 from infra.storage import ObjectStore, StorageError
+from infra.telemetry.metrics import frame_received, frame_stored
 from services.call_agent.catalog import load_catalog
 from services.call_agent.instructions import Instructions, Screen
 from services.call_agent.ports import EventSink, PublishFailed, SessionLeases
@@ -278,6 +279,7 @@ class PeerSession:
                 break
             if not isinstance(frame, VideoFrame):
                 continue
+            frame_received("session")
             self._latest.frame = frame
             at = frame.time if frame.time is not None else time.monotonic()
             if self._frames.full() or not self._sampler.keep(at):
@@ -319,6 +321,7 @@ class PeerSession:
                 )
                 continue
             self.frames_stored += 1
+            frame_stored("session")
 
     async def _heartbeat(self) -> None:
         while True:

@@ -19,6 +19,7 @@ from infra.db.engine import create_engine, session_factory
 from infra.db.repositories import SessionRepository
 from infra.settings import Settings
 from infra.storage import ObjectStore, open_store
+from infra.telemetry.metrics import WEBRTC_CONNECTIONS
 from services.call_agent.agent import CallAgent
 from services.call_agent.connection import StreamConfig, parse_ice_servers
 from services.call_agent.ports import PublishFailed, SessionLeases
@@ -74,6 +75,8 @@ def build_app(settings: Settings, *, leases: SessionLeases, store: ObjectStore) 
     broker = create_broker(settings)
     agent = CallAgent(stream_config(settings), leases=leases, store=store, events=BrokerEvents(broker))
     calls = RoomCalls(call_config(settings), store=store, events=BrokerEvents(broker))
+    WEBRTC_CONNECTIONS.labels("session").set_function(lambda: len(agent.sessions))
+    WEBRTC_CONNECTIONS.labels("room").set_function(lambda: len(calls.calls))
 
     @broker.subscriber(
         queue_for(CALL_AGENT_SESSIONS, delivery_limit=settings.delivery_limit),

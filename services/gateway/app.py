@@ -15,6 +15,7 @@ from infra.db.repositories import ApiClientRepository, SessionRepository
 from infra.rpc import BrokerRpc
 from infra.settings import Settings
 from infra.storage import open_store
+from infra.telemetry import http as http_telemetry
 from services.gateway.auth import Authenticator
 from services.gateway.comparisons import BrokerComparisons
 from services.gateway.cors import ClientCors
@@ -66,6 +67,7 @@ def create_app(settings: Settings, *, migrate: bool = False) -> FastAPI:
     install_problem_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(ClientCors)
+    http_telemetry.install(app)  # outermost: request metrics, span, request id; GET /metrics
     for module in (health, compare, sessions, calls):
         app.include_router(module.router)
     return app

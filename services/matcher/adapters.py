@@ -18,6 +18,7 @@ from faces.quality import FaceQuality, assess_quality, failed_checks
 from faces.quality import QualityFilter as FacesQualityFilter
 from infra.storage.base import ObjectStore
 from infra.storage.errors import ObjectNotFound
+from infra.telemetry.metrics import inference
 from services.matcher.batching import MicroBatcher
 from services.matcher.scoring import AnalyzedFace, ComparisonError
 
@@ -76,6 +77,10 @@ class OnnxFaceEngine:
         ]
 
     def _locate(self, image: bytes, max_faces: int | None) -> list[tuple[Detection, Crop, FaceQuality]]:
+        with inference("detect"):
+            return self._locate_faces(image, max_faces)
+
+    def _locate_faces(self, image: bytes, max_faces: int | None) -> list[tuple[Detection, Crop, FaceQuality]]:
         try:
             pixels = decode_image(image, max_pixels=self._max_pixels)
         except ImageTooLargeError as error:
@@ -89,7 +94,8 @@ class OnnxFaceEngine:
         ]
 
     def _embed(self, crops: list[Crop]) -> list[npt.NDArray[np.float32]]:
-        return list(self._pipeline.embedder.embed(crops))
+        with inference("embed", batch=len(crops)):
+            return list(self._pipeline.embedder.embed(crops))
 
     async def close(self) -> None:
         await self._embeddings.close()

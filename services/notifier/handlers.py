@@ -22,6 +22,7 @@ from contracts.routing import CommandKey, EventKey
 from contracts.values import CallbackOutcome, Fusion, ImageData, SessionStatus
 from infra.db.flows import CallFlowRecord, CallFlowRepository, DeliveryStatus, FlowStatus
 from infra.db.records import SessionRecord
+from infra.telemetry.metrics import callback_delivery
 from services.notifier.outcome import (
     COMPARISON_UNAVAILABLE,
     FLOW_TIMEOUT,
@@ -226,6 +227,7 @@ async def handle_deliver_callback(command: DeliverCallback, deps: Deps) -> None:
         return
     if 200 <= status < 300:
         if await deps.flows.mark_delivered(claimed.id, command.attempt, status_code=status) is not None:
+            callback_delivery("delivered")
             log.info(
                 "flow %s: %s callback delivered (attempt %d)", claimed.id, outcome.value, command.attempt
             )
@@ -248,6 +250,7 @@ async def _retry_or_give_up(
         return
     log.info("flow %s: callback attempt %d failed (%s); next at %s", flow.id, command.attempt, error, at)
     await deps.flows.retry_later(flow.id, command.attempt, at=at, error=error, status_code=status)
+    callback_delivery("retry")
 
 
 async def _give_up(
@@ -255,6 +258,7 @@ async def _give_up(
 ) -> None:
     if await deps.flows.mark_failed(flow.id, command.attempt, error=error, status_code=status) is None:
         return
+    callback_delivery("failed")
     log.warning("flow %s: callback not delivered after %d attempts: %s", flow.id, command.attempt, error)
     try:
         await deps.publisher.dead_letter(command, error)

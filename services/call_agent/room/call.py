@@ -42,6 +42,7 @@ from contracts.events import (
 from contracts.routing import EventKey
 from contracts.values import SessionStatus
 from infra.storage import ObjectStore, StorageError
+from infra.telemetry.metrics import frame_received, frame_stored
 from services.call_agent.catalog import load_catalog
 from services.call_agent.connection import FRAME_BACKLOG, StreamConfig, encode_frame, frame_key
 from services.call_agent.instructions import Instructions, Screen
@@ -244,6 +245,7 @@ class RoomCall:
                 return
             if not isinstance(frame, VideoFrame):
                 continue
+            frame_received("room")
             self._latest.frame = frame
             self._first_frame.set()
             at = frame.time if frame.time is not None else time.monotonic()
@@ -281,6 +283,7 @@ class RoomCall:
                 )
                 continue
             self.frames_stored += 1
+            frame_stored("room")
 
     async def _watch_socket(self) -> None:
         await self._protoo.dropped.wait()
