@@ -31,13 +31,11 @@ from contracts.routing import CONNECTION_SEQUENCE_STRIDE
 from contracts.values import SessionStatus
 from infra.db.repositories import SessionRecord
 from infra.storage.errors import StorageError
-from infra.telemetry.metrics import session_status
 from services.gateway.auth import Principal
 from services.gateway.client_tokens import bearer_token, token_matches
 from services.gateway.comparisons import BrokerUnavailable, ReplyTimeout
 from services.gateway.creation import SessionCreator, client_url
-from services.gateway.dependencies import PrincipalDep, Resources, ResourcesDep, charge_session
-from services.gateway.lockout import refuse_if_locked
+from services.gateway.dependencies import PrincipalDep, Resources, ResourcesDep
 from services.gateway.offers import SessionEvents
 from services.gateway.problems import ProblemError
 
@@ -116,7 +114,6 @@ async def _expire_if_due(record: SessionRecord, res: Resources) -> SessionRecord
     expired = await res.sessions.expire_if_overdue(record.id)
     if expired is None:  # someone else finished or expired it first: read what it is now
         return await res.sessions.fetch(record.id) or record
-    session_status(expired.status)
     await _publish_finished(res.events, expired)
     return expired
 
@@ -192,9 +189,7 @@ async def create_session(
     res: ResourcesDep,
     body: CreateSessionRequest | None = None,
 ) -> CreateSessionResponse:
-    body = body or CreateSessionRequest()
-    await refuse_if_locked(res.failures, res.settings, principal.owner, body.settings.model_dump())
-    record, token = await _create(body, principal, res)
+    record, token = await _create(body or CreateSessionRequest(), principal, res)
     return CreateSessionResponse(
         session_id=record.id,
         status=record.status,
@@ -248,7 +243,6 @@ async def get_session(session_id: str, principal: PrincipalDep, res: ResourcesDe
         comparison_match=result.get("comparisonMatch"),
         reference_image=await _presign(res, result.get("referenceImageKey")),
         audit_images=[image for image in audit if image is not None],
-        purged=record.purged_at is not None,
         challenges=[
             ChallengeOut(type=str(c.get("type")), status=str(c.get("status")), reason=c.get("reason"))
             for c in result.get("challenges") or []
@@ -274,7 +268,6 @@ async def session_page(session_id: str) -> Response:
     summary="The browser's WebRTC offer (client token); answered by a call agent",
 )
 async def offer(
-    request: Request,
     session_id: str,
     body: OfferRequest,
     res: ResourcesDep,
@@ -282,7 +275,6 @@ async def offer(
 ) -> OfferResponse:
     settings = res.settings
     record = await _client_session(session_id, authorization, res)
-    await charge_session(request, session_id)
     if record.status.terminal:
         raise _conflict("SESSION_FINISHED", f"The session has finished ({record.status.value}).")
     record = await _expire_if_due(record, res)
@@ -349,13 +341,11 @@ async def offer(
     summary="The session's status, for the browser (client token)",
 )
 async def client_status(
-    request: Request,
     session_id: str,
     res: ResourcesDep,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> ClientStatusResponse:
     record = await _client_session(session_id, authorization, res)
-    await charge_session(request, session_id)
     record = await _expire_if_due(record, res)
     return ClientStatusResponse(status=record.status)
 
@@ -375,9 +365,7 @@ async def create_session_legacy(
     res: ResourcesDep,
     body: CreateSessionRequest | None = None,
 ) -> LegacyCreateSessionResponse:
-    body = body or CreateSessionRequest()
-    await refuse_if_locked(res.failures, res.settings, principal.owner, body.settings.model_dump())
-    record, _ = await _create(body, principal, res)
+    record, _ = await _create(body or CreateSessionRequest(), principal, res)
     return LegacyCreateSessionResponse(SessionId=record.id)
 
 
