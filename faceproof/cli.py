@@ -10,9 +10,9 @@ from typing import Annotated
 import typer
 
 from faceproof.bench_cli import bench_app
-from faceproof.database import api_clients
+from faceproof.database import api_clients, rate_limits
 from faceproof.eval_cli import eval_app
-from infra.settings import Settings, load_settings
+from infra.settings import Settings, TlsTermination, load_settings
 
 app = typer.Typer(
     help="faceproof: face liveness and face matching, self-hosted.",
@@ -40,6 +40,22 @@ def _settings() -> Settings:
     return settings
 
 
+def _service_settings() -> Settings:
+    """Settings of a process that serves (up, gateway, workers): refused when unfit for
+    FACEPROOF_ENVIRONMENT (docs/security.md)."""
+    from infra.environment import EnvironmentRefused, check_environment
+
+    settings = _settings()
+    try:
+        check_environment(settings)
+    except EnvironmentRefused as refused:
+        typer.echo(f"faceproof refuses to start in {settings.environment.value}:", err=True)
+        for reason in refused.reasons:
+            typer.echo(f"  - {reason}", err=True)
+        raise typer.Exit(2) from None
+    return settings
+
+
 @app.command()
 def up() -> None:
     """Start every service (gateway and each worker as its own process) until Ctrl-C."""
@@ -47,7 +63,7 @@ def up() -> None:
     from faceproof.supervisor import Child, service_argv, supervise
     from infra.db.migrate import upgrade
 
-    settings = _settings()
+    settings = _service_settings()
     upgrade(settings.resolved_database_url)
     check_broker(settings)
     check_models(settings)
@@ -68,14 +84,18 @@ def gateway(
     from infra.logs import configure_logging
     from services.gateway.app import create_app
 
-    settings = _settings()
+    settings = _service_settings()
     configure_logging(settings.log_level, "gateway")
+    native = settings.tls_termination is TlsTermination.NATIVE
     uvicorn.run(
         create_app(settings, migrate=migrate),
         host=host or settings.host,
         port=port or settings.port,
         log_config=None,
         access_log=False,
+        ssl_certfile=settings.tls_cert_file if native else None,
+        ssl_keyfile=settings.tls_key_file if native else None,
+        proxy_headers=settings.tls_termination is TlsTermination.PROXY,
     )
 
 
@@ -85,7 +105,7 @@ def worker_matcher() -> None:
     from infra.logs import configure_logging
     from services.matcher.main import serve
 
-    settings = _settings()
+    settings = _service_settings()
     configure_logging(settings.log_level, "matcher")
     asyncio.run(serve(settings))
 
@@ -96,7 +116,7 @@ def worker_call_agent() -> None:
     from infra.logs import configure_logging
     from services.call_agent.main import serve
 
-    settings = _settings()
+    settings = _service_settings()
     configure_logging(settings.log_level, "call-agent")
     asyncio.run(serve(settings))
 
@@ -107,7 +127,7 @@ def worker_liveness() -> None:
     from infra.logs import configure_logging
     from services.liveness.main import serve
 
-    settings = _settings()
+    settings = _service_settings()
     configure_logging(settings.log_level, "liveness")
     asyncio.run(serve(settings))
 
@@ -118,7 +138,7 @@ def worker_notifier() -> None:
     from infra.logs import configure_logging
     from services.notifier.main import serve
 
-    settings = _settings()
+    settings = _service_settings()
     configure_logging(settings.log_level, "notifier")
     asyncio.run(serve(settings))
 
@@ -133,15 +153,32 @@ def db_upgrade(revision: str = "head") -> None:
     typer.echo(f"database at revision {current(settings.resolved_database_url)}")
 
 
+RateOption = Annotated[float | None, typer.Option("--rate", min=0.001, help="Steady requests per second")]
+BurstOption = Annotated[int | None, typer.Option("--burst", min=1, help="Bucket size (requests at once)")]
+QuotaOption = Annotated[int | None, typer.Option("--monthly-quota", min=0, help="Requests per month (UTC)")]
+
+
 @keys_app.command("create")
-def keys_create(name: str) -> None:
-    """Create an API client and print its key (shown once, stored hashed)."""
+def keys_create(
+    name: str,
+    rate: RateOption = None,
+    burst: BurstOption = None,
+    monthly_quota: QuotaOption = None,
+    admin: Annotated[bool, typer.Option("--admin", help="May read every client's usage")] = False,
+) -> None:
+    """Create an API client and print its key (shown once, stored hashed). Limits default to
+    50 requests/s, a burst of 100 and 100,000 requests a month."""
     from infra.db.errors import AlreadyExists
 
     async def run() -> str:
         async with api_clients(_settings()) as clients:
-            _, key = await clients.create(name)
-            return key
+            client, key = await clients.create(
+                name, rate_per_second=rate, burst=burst, monthly_quota=monthly_quota
+            )
+        if admin:
+            async with rate_limits(_settings()) as limits:
+                await limits.set_limits(client.id, admin=True)
+        return key
 
     try:
         key = asyncio.run(run())
@@ -149,6 +186,60 @@ def keys_create(name: str) -> None:
         typer.echo(f"an API client named {name!r} exists already", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"API key for {name} (shown once, keep it secret):\n{key}")
+
+
+@keys_app.command("set")
+def keys_set(
+    name: str,
+    rate: RateOption = None,
+    burst: BurstOption = None,
+    monthly_quota: QuotaOption = None,
+    admin: Annotated[
+        bool | None, typer.Option("--admin/--no-admin", help="May read every client's usage")
+    ] = None,
+) -> None:
+    """Change an API client's limits (by name or id); only the options given change."""
+
+    async def run() -> bool:
+        async with rate_limits(_settings()) as limits:
+            return await limits.set_limits(
+                name, rate_per_second=rate, burst=burst, monthly_quota=monthly_quota, admin=admin
+            )
+
+    if not asyncio.run(run()):
+        typer.echo(f"no API client {name!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"updated {name}")
+
+
+@keys_app.command("usage")
+def keys_usage(name: Annotated[str | None, typer.Argument(help="One client (name or id)")] = None) -> None:
+    """Requests this month (UTC) beside each client's limits, one JSON line per client."""
+    from datetime import UTC, datetime
+
+    async def run() -> list[dict[str, object]]:
+        async with rate_limits(_settings()) as limits:
+            return [
+                {
+                    "name": row.name,
+                    "id": row.client_key,
+                    "period": row.period,
+                    "requests": row.requests,
+                    "monthlyQuota": row.limits.monthly_quota,
+                    "ratePerSecond": row.limits.rate_per_second,
+                    "burst": row.limits.burst,
+                    "admin": row.admin,
+                    "revoked": row.revoked,
+                }
+                for row in await limits.usage(datetime.now(UTC), name)
+            ]
+
+    rows = asyncio.run(run())
+    if name is not None and not rows:
+        typer.echo(f"no API client {name!r}", err=True)
+        raise typer.Exit(1)
+    for row in rows:
+        typer.echo(json.dumps(row))
 
 
 @keys_app.command("list")
@@ -164,6 +255,10 @@ def keys_list() -> None:
                     "keyPrefix": client.key_prefix,
                     "created": client.created_at.isoformat(),
                     "revoked": client.revoked_at.isoformat() if client.revoked_at else None,
+                    "ratePerSecond": str(client.rate_per_second),
+                    "burst": str(client.burst),
+                    "monthlyQuota": str(client.monthly_quota),
+                    "admin": "true" if client.admin else "false",
                 }
                 for client in await clients.list()
             ]

@@ -15,6 +15,7 @@ from faststream.rabbit.schemas import Channel
 
 from contracts.routing import COMMANDS_EXCHANGE, DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE, Route
 from infra.settings import Settings
+from infra.telemetry.broker import broker_middlewares
 
 COMMANDS = RabbitExchange(COMMANDS_EXCHANGE, type=ExchangeType.TOPIC, durable=True)
 EVENTS = RabbitExchange(EVENTS_EXCHANGE, type=ExchangeType.TOPIC, durable=True)
@@ -62,6 +63,7 @@ def create_broker(settings: Settings, *, prefetch: int | None = None) -> RabbitB
         # our JSON logs; a line per message received/processed only at DEBUG
         logger=logging.getLogger("faceproof.broker"),
         log_level=logging.DEBUG,
+        middlewares=broker_middlewares(),  # metrics, trace context in headers, log ids
     )
 
 

@@ -9,8 +9,19 @@ import traceback
 from datetime import UTC, datetime
 from typing import Any
 
+from infra.telemetry.context import LogContext
+
 #: Extra attributes copied into the JSON line when a log call passes them (``extra={...}``).
-CONTEXT_FIELDS = ("request_id", "session_id", "flow_id", "correlation_id", "client_id", "service")
+CONTEXT_FIELDS = (
+    "request_id",
+    "session_id",
+    "flow_id",
+    "correlation_id",
+    "client_id",
+    "service",
+    "trace_id",
+    "span_id",
+)
 
 
 class JsonFormatter(logging.Formatter):
@@ -40,6 +51,7 @@ def configure_logging(level: str, service: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     handler.addFilter(_ServiceTag(service))
+    handler.addFilter(LogContext())  # request/session/flow ids and the trace id of the current work
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -18,6 +18,8 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, Abstrac
 from aio_pika.exceptions import AMQPError
 
 from contracts.envelope import Command
+from infra.telemetry.metrics import MESSAGES_PUBLISH_FAILED, MESSAGES_PUBLISHED
+from infra.telemetry.tracing import inject
 
 __all__ = ["BrokerRpc", "BrokerUnavailable", "ReplyTimeout"]
 
@@ -74,13 +76,16 @@ class BrokerRpc:
                         message_id=command.message_id,
                         reply_to=self._reply_queue,
                         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        headers=dict(inject({})),  # the trace context (traceparent)
                     ),
                     routing_key=routing_key,
                 )
+                MESSAGES_PUBLISHED.labels(exchange, routing_key).inc()
                 return await future
         except TimeoutError as error:
             raise ReplyTimeout(f"no reply within {deadline_s:g} s") from error
         except (AMQPError, ConnectionError) as error:
+            MESSAGES_PUBLISH_FAILED.labels(exchange, routing_key).inc()
             raise BrokerUnavailable(type(error).__name__) from error
         finally:
             self._waiting.pop(request_id, None)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from infra.db.repositories import ApiClient
+from infra.db.security import Limits
 from services.gateway.problems import ProblemError
 
 #: Owner recorded for what the static development token creates.
@@ -19,6 +20,10 @@ class Principal:
 
     owner: str
     client_id: str | None
+    #: The client's rate, burst and monthly quota (None: not rate limited).
+    limits: Limits | None = None
+    #: May read every client's usage (admin keys; the static token).
+    admin: bool = False
 
 
 class ApiKeys(Protocol):
@@ -26,9 +31,10 @@ class ApiKeys(Protocol):
 
 
 class Authenticator:
-    def __init__(self, keys: ApiKeys, static_token: str | None) -> None:
+    def __init__(self, keys: ApiKeys, static_token: str | None, static_limits: Limits | None = None) -> None:
         self._keys = keys
         self._static = static_token
+        self._static_limits = static_limits
 
     async def __call__(self, authorization: str | None) -> Principal:
         scheme, _, token = (authorization or "").partition(" ")
@@ -36,11 +42,12 @@ class Authenticator:
         if scheme.lower() != "bearer" or not token:
             raise _unauthorized("Send 'Authorization: Bearer <token>'.")
         if self._static and hmac.compare_digest(token.encode(), self._static.encode()):
-            return Principal(owner=STATIC_OWNER, client_id=None)
+            return Principal(owner=STATIC_OWNER, client_id=None, limits=self._static_limits, admin=True)
         client = await self._keys.authenticate(token)
         if client is None:
             raise _unauthorized("The token is not valid.")
-        return Principal(owner=client.id, client_id=client.id)
+        limits = Limits(client.rate_per_second, client.burst, client.monthly_quota)
+        return Principal(owner=client.id, client_id=client.id, limits=limits, admin=client.admin)
 
 
 def _unauthorized(detail: str) -> ProblemError:

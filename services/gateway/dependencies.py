@@ -10,11 +10,14 @@ from faststream.rabbit import RabbitBroker
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from infra.db.repositories import SessionRepository
+from infra.db.security import LivenessFailures, RateLimitRepository
 from infra.settings import Settings
 from infra.storage.base import ObjectStore
 from services.gateway.auth import Authenticator, Principal
 from services.gateway.comparisons import Comparisons
 from services.gateway.offers import CallAgents, SessionEvents
+from services.gateway.problems import ProblemError
+from services.gateway.ratelimit import RateLimiter
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,12 @@ class Resources:
     authenticate: Authenticator
     call_agents: CallAgents
     events: SessionEvents
+    #: None: no rate limits (FACEPROOF_RATE_LIMITS=false).
+    limiter: RateLimiter | None = None
+    #: Buckets and monthly usage (the admin routes read it).
+    rate_limits: RateLimitRepository | None = None
+    #: Failed liveness sessions per subject (lockout); None: no lockout.
+    failures: LivenessFailures | None = None
 
 
 def resources(request: Request) -> Resources:
@@ -40,8 +49,29 @@ def resources(request: Request) -> Resources:
 async def principal(
     request: Request, authorization: Annotated[str | None, Header(include_in_schema=False)] = None
 ) -> Principal:
-    return await resources(request).authenticate(authorization)
+    """The authenticated caller, charged one request to its rate limit and monthly quota (so
+    every route that needs an API key is rate limited)."""
+    res = resources(request)
+    caller = await res.authenticate(authorization)
+    if res.limiter is not None and caller.limits is not None:
+        await res.limiter.charge(request, caller.owner, caller.limits)
+    return caller
+
+
+async def charge_session(request: Request, session_id: str) -> None:
+    """The browser's routes, once the client token is checked: one small bucket per session, no
+    quota (the owner's quota was charged when the session was created)."""
+    res = resources(request)
+    if res.limiter is not None:
+        await res.limiter.charge_session(request, session_id)
+
+
+async def admin(caller: Annotated[Principal, Depends(principal)]) -> Principal:
+    if not caller.admin:
+        raise ProblemError(403, "Forbidden", "This route needs an admin API key.", code="ADMIN_REQUIRED")
+    return caller
 
 
 ResourcesDep = Annotated[Resources, Depends(resources)]
 PrincipalDep = Annotated[Principal, Depends(principal)]
+AdminDep = Annotated[Principal, Depends(admin)]

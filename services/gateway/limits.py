@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 
+import numpy as np
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.gateway.problems import MEDIA_TYPE
@@ -72,3 +74,89 @@ class BodySizeLimit:
 
 class _TooLarge(Exception):
     pass
+
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_OPEN = np.frombuffer(b"[{", dtype=np.uint8)
+_CLOSE = np.frombuffer(b"]}", dtype=np.uint8)
+
+
+def json_depth(body: bytes) -> int:
+    """The deepest nesting of arrays and objects in ``body`` (strings skipped), without parsing it:
+    a regex in C drops the strings (images are long strings), numpy counts the brackets."""
+    structure = np.frombuffer(_JSON_STRING.sub(b'""', body), dtype=np.uint8)
+    if structure.size == 0:
+        return 0
+    steps = np.isin(structure, _OPEN).astype(np.int32) - np.isin(structure, _CLOSE).astype(np.int32)
+    return int(np.cumsum(steps).max(initial=0))
+
+
+class JsonDepthLimit:
+    """ASGI middleware: 400 problem+json (``JSON_TOO_DEEP``) for a JSON body nested deeper than
+    ``max_depth``, checked before the body is parsed into models. The body is read here (the size
+    limit outside this middleware bounds it) and handed on unchanged."""
+
+    def __init__(self, app: ASGIApp, *, max_depth: int) -> None:
+        self._app = app
+        self._max = max_depth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
+            await self._app(scope, receive, send)
+            return
+        content_type = dict(scope["headers"]).get(b"content-type", b"").lower()
+        if content_type and b"json" not in content_type:
+            await self._app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                await self._app(scope, _replay([message]), send)
+                return
+            chunks.append(message.get("body", b""))
+            more = bool(message.get("more_body", False))
+        body = b"".join(chunks)
+        if json_depth(body) > self._max:
+            await _problem(
+                send,
+                400,
+                "JSON too deep",
+                f"The JSON body is nested deeper than {self._max} levels.",
+                "JSON_TOO_DEEP",
+            )
+            return
+        await self._app(
+            scope, _replay([{"type": "http.request", "body": body, "more_body": False}], receive), send
+        )
+
+
+def _replay(messages: list[Message], then: Receive | None = None) -> Receive:
+    pending = list(messages)
+
+    async def receive() -> Message:
+        if pending:
+            return pending.pop(0)
+        if then is not None:
+            return await then()
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+async def _problem(send: Send, status: int, title: str, detail: str, code: str) -> None:
+    body = json.dumps(
+        {"type": "about:blank", "title": title, "status": status, "detail": detail, "code": code}
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", MEDIA_TYPE.encode()),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

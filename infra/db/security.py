@@ -1,0 +1,340 @@
+"""Security state shared by every replica: token buckets, monthly usage, client limits, and failed
+liveness sessions (lockout). Pure arithmetic lives in :func:`refill`; the rest are SQL adapters.
+
+The bucket is taken with a row lock (``SELECT ... FOR UPDATE`` on Postgres) and written back with a
+compare-and-set on ``updated_at``, so it is atomic on Postgres and on SQLite alike (a lost race is
+retried). The usage counter is one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE requests < quota
+RETURNING`` statement: it never counts past the quota.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from infra.db.errors import translate_errors
+from infra.db.tables import ApiClientRow, LivenessFailureRow, RateBucketRow, UsageRow
+
+__all__ = [
+    "ClientUsage",
+    "Limits",
+    "LivenessFailures",
+    "RateDecision",
+    "RateLimitRepository",
+    "month_period",
+    "next_month",
+    "refill",
+    "subject_digest",
+]
+
+_CAS_ATTEMPTS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """A client's steady rate (requests/s), burst (bucket size) and monthly quota (0: none allowed;
+    ``None``: not counted, as for the per-session buckets)."""
+
+    rate_per_second: float
+    burst: int
+    monthly_quota: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    allowed: bool
+    #: Why refused: ``RATE_LIMITED`` or ``QUOTA_EXCEEDED``; ``None`` when allowed.
+    code: str | None
+    limit: int
+    remaining: int
+    #: Seconds until the bucket is full again.
+    reset_s: int
+    #: Seconds to wait before retrying (refusals only).
+    retry_after_s: int
+    quota: int | None = None
+    quota_remaining: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClientUsage:
+    client_key: str
+    name: str
+    period: str
+    requests: int
+    limits: Limits
+    admin: bool
+    revoked: bool
+
+
+def refill(tokens: float, elapsed_s: float, limits: Limits) -> float:
+    """The bucket's tokens after ``elapsed_s`` seconds at the steady rate, capped at the burst."""
+    return min(float(limits.burst), tokens + max(0.0, elapsed_s) * limits.rate_per_second)
+
+
+def month_period(now: datetime) -> str:
+    return now.astimezone(UTC).strftime("%Y-%m")
+
+
+def next_month(now: datetime) -> datetime:
+    now = now.astimezone(UTC)
+    year, month = (now.year + 1, 1) if now.month == 12 else (now.year, now.month + 1)
+    return datetime(year, month, 1, tzinfo=UTC)
+
+
+def subject_digest(owner: str, kind: str, value: str) -> str:
+    """What is stored for a subject key or device id: a SHA-256 scoped by the owning client, so the
+    identifier itself is never kept and one client cannot lock out another's subjects."""
+    return hashlib.sha256(f"{owner}\x00{kind}\x00{value}".encode()).hexdigest()
+
+
+def _upsert(session: AsyncSession) -> Any:
+    dialect = session.get_bind().dialect.name
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
+class RateLimitRepository:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def take(self, client_key: str, limits: Limits, now: datetime) -> RateDecision:
+        """Take one token from ``client_key``'s bucket and count one request against its quota."""
+        with translate_errors():
+            for _ in range(_CAS_ATTEMPTS):
+                decision = await self._try_take(client_key, limits, now)
+                if decision is not None:
+                    return decision
+        raise RuntimeError(f"rate bucket {client_key} kept changing")
+
+    async def _try_take(self, client_key: str, limits: Limits, now: datetime) -> RateDecision | None:
+        async with self._sessions.begin() as session:
+            insert_ = _upsert(session)
+            await session.execute(
+                insert_(RateBucketRow)
+                .values(client_key=client_key, tokens=float(limits.burst), updated_at=now)
+                .on_conflict_do_nothing(index_elements=["client_key"])
+            )
+            row = (
+                await session.execute(
+                    select(RateBucketRow.tokens, RateBucketRow.updated_at)
+                    .where(RateBucketRow.client_key == client_key)
+                    .with_for_update()
+                )
+            ).one()
+            old_at: datetime = row.updated_at
+            old_at = old_at.replace(tzinfo=UTC) if old_at.tzinfo is None else old_at
+            tokens = refill(float(row.tokens), (now - old_at).total_seconds(), limits)
+            stamp = max(now, old_at)
+            allowed = tokens >= 1.0
+            left = tokens - 1.0 if allowed else tokens
+            written = await session.execute(
+                update(RateBucketRow)
+                .where(
+                    RateBucketRow.client_key == client_key,
+                    RateBucketRow.updated_at == row.updated_at,
+                    RateBucketRow.tokens == row.tokens,
+                )
+                .values(tokens=left, updated_at=stamp)
+            )
+            if written.rowcount != 1:  # type: ignore[attr-defined]
+                await session.rollback()
+                return None
+            rate = limits.rate_per_second
+            reset_s = math.ceil((limits.burst - left) / rate)
+            if not allowed:
+                return RateDecision(
+                    allowed=False,
+                    code="RATE_LIMITED",
+                    limit=limits.burst,
+                    remaining=0,
+                    reset_s=reset_s,
+                    retry_after_s=max(1, math.ceil((1.0 - left) / rate)),
+                )
+            quota, used = limits.monthly_quota, None
+            if quota is not None:
+                used = await self._count(session, insert_, client_key, quota, now)
+                if used is None:
+                    return RateDecision(
+                        allowed=False,
+                        code="QUOTA_EXCEEDED",
+                        limit=limits.burst,
+                        remaining=math.floor(left),
+                        reset_s=reset_s,
+                        retry_after_s=max(1, math.ceil((next_month(now) - now).total_seconds())),
+                        quota=quota,
+                        quota_remaining=0,
+                    )
+            return RateDecision(
+                allowed=True,
+                code=None,
+                limit=limits.burst,
+                remaining=math.floor(left),
+                reset_s=reset_s,
+                retry_after_s=0,
+                quota=quota,
+                quota_remaining=None if quota is None or used is None else max(0, quota - used),
+            )
+
+    @staticmethod
+    async def _count(
+        session: AsyncSession, insert_: Any, client_key: str, quota: int, now: datetime
+    ) -> int | None:
+        """Count one request this month; ``None`` (nothing counted) when the quota is used up."""
+        if quota <= 0:
+            return None
+        statement = (
+            insert_(UsageRow)
+            .values(client_key=client_key, period=month_period(now), requests=1, updated_at=now)
+            .on_conflict_do_update(
+                index_elements=["client_key", "period"],
+                set_={"requests": UsageRow.requests + 1, "updated_at": now},
+                where=UsageRow.requests < quota,
+            )
+            .returning(UsageRow.requests)
+        )
+        used: int | None = (await session.execute(statement)).scalar_one_or_none()
+        return used
+
+    async def usage(self, now: datetime, name_or_id: str | None = None) -> list[ClientUsage]:
+        """Every API client's (or one's) requests this month beside its limits."""
+        period = month_period(now)
+        query = (
+            select(ApiClientRow, func.coalesce(UsageRow.requests, 0))
+            .outerjoin(UsageRow, (UsageRow.client_key == ApiClientRow.id) & (UsageRow.period == period))
+            .order_by(ApiClientRow.created_at, ApiClientRow.name)
+        )
+        if name_or_id is not None:
+            query = query.where(or_(ApiClientRow.name == name_or_id, ApiClientRow.id == name_or_id))
+        with translate_errors():
+            async with self._sessions() as session:
+                rows = (await session.execute(query)).all()
+        return [
+            ClientUsage(
+                client_key=client.id,
+                name=client.name,
+                period=period,
+                requests=int(requests),
+                limits=Limits(client.rate_per_second, client.burst, client.monthly_quota),
+                admin=client.admin,
+                revoked=client.revoked_at is not None,
+            )
+            for client, requests in rows
+        ]
+
+    async def requests(self, client_key: str, now: datetime) -> int:
+        """Requests counted for ``client_key`` this month (the static token: ``static``)."""
+        query = select(UsageRow.requests).where(
+            UsageRow.client_key == client_key, UsageRow.period == month_period(now)
+        )
+        with translate_errors():
+            async with self._sessions() as session:
+                value = (await session.execute(query)).scalar_one_or_none()
+        return int(value or 0)
+
+    async def set_limits(
+        self,
+        name_or_id: str,
+        *,
+        rate_per_second: float | None = None,
+        burst: int | None = None,
+        monthly_quota: int | None = None,
+        admin: bool | None = None,
+    ) -> bool:
+        """Change an API client's limits (only those given); ``False`` when there is no such client."""
+        values: dict[str, Any] = {
+            key: value
+            for key, value in (
+                ("rate_per_second", rate_per_second),
+                ("burst", burst),
+                ("monthly_quota", monthly_quota),
+                ("admin", admin),
+            )
+            if value is not None
+        }
+        where = or_(ApiClientRow.name == name_or_id, ApiClientRow.id == name_or_id)
+        with translate_errors():
+            async with self._sessions.begin() as session:
+                if not values:
+                    found = await session.scalar(select(ApiClientRow.id).where(where))
+                    return found is not None
+                changed = await session.execute(
+                    update(ApiClientRow).where(where).values(**values).returning(ApiClientRow.id)
+                )
+                return bool(changed.all())
+
+
+class LivenessFailures:
+    """Failed liveness sessions per subject digest: the lockout's memory."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def record(self, owner: str, subjects: list[str], session_id: str, now: datetime) -> None:
+        if not subjects:
+            return
+        rows = [
+            {"owner": owner, "subject": subject, "session_id": session_id, "failed_at": now}
+            for subject in subjects
+        ]
+        with translate_errors():
+            async with self._sessions.begin() as session:
+                await session.execute(insert(LivenessFailureRow), rows)
+
+    async def locked_until(
+        self, subjects: list[str], now: datetime, *, failures: int, window_s: float, cooldown_s: float
+    ) -> datetime | None:
+        """When the lockout of the first locked subject ends, or ``None`` when none is locked.
+
+        A subject is locked when ``failures`` of its failures fall within ``window_s`` of each
+        other, until ``cooldown_s`` after the last of them; so only failures from the last
+        ``window_s + cooldown_s`` matter."""
+        if not subjects:
+            return None
+        since = now - timedelta(seconds=window_s + cooldown_s)
+        query = (
+            select(LivenessFailureRow.subject, LivenessFailureRow.failed_at)
+            .where(LivenessFailureRow.subject.in_(subjects), LivenessFailureRow.failed_at >= since)
+            .order_by(LivenessFailureRow.failed_at)
+        )
+        with translate_errors():
+            async with self._sessions() as session:
+                rows = (await session.execute(query)).all()
+        times: dict[str, list[datetime]] = {}
+        for subject, failed_at in rows:
+            times.setdefault(subject, []).append(failed_at)
+        ends = [
+            end
+            for stamps in times.values()
+            if (end := lockout_end(stamps, failures=failures, window_s=window_s, cooldown_s=cooldown_s))
+            and end > now
+        ]
+        return max(ends) if ends else None
+
+    async def purge(self, before: datetime) -> int:
+        """Forget failures older than ``before`` (they no longer lock anything)."""
+        with translate_errors():
+            async with self._sessions.begin() as session:
+                result = await session.execute(
+                    delete(LivenessFailureRow).where(LivenessFailureRow.failed_at < before)
+                )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def lockout_end(
+    stamps: list[datetime], *, failures: int, window_s: float, cooldown_s: float
+) -> datetime | None:
+    """The latest lockout end over sorted failure times: ``failures`` of them within ``window_s``
+    lock until ``cooldown_s`` after the last of those."""
+    end: datetime | None = None
+    window = timedelta(seconds=window_s)
+    for index in range(failures - 1, len(stamps)):
+        if stamps[index] - stamps[index - failures + 1] <= window:
+            candidate = stamps[index] + timedelta(seconds=cooldown_s)
+            end = candidate if end is None or candidate > end else end
+    return end
