@@ -35,7 +35,8 @@ from services.gateway.auth import Principal
 from services.gateway.client_tokens import bearer_token, token_matches
 from services.gateway.comparisons import BrokerUnavailable, ReplyTimeout
 from services.gateway.creation import SessionCreator, client_url
-from services.gateway.dependencies import PrincipalDep, Resources, ResourcesDep
+from services.gateway.dependencies import PrincipalDep, Resources, ResourcesDep, charge_session
+from services.gateway.lockout import refuse_if_locked
 from services.gateway.offers import SessionEvents
 from services.gateway.problems import ProblemError
 
@@ -189,7 +190,9 @@ async def create_session(
     res: ResourcesDep,
     body: CreateSessionRequest | None = None,
 ) -> CreateSessionResponse:
-    record, token = await _create(body or CreateSessionRequest(), principal, res)
+    body = body or CreateSessionRequest()
+    await refuse_if_locked(res.failures, res.settings, principal.owner, body.settings.model_dump())
+    record, token = await _create(body, principal, res)
     return CreateSessionResponse(
         session_id=record.id,
         status=record.status,
@@ -268,6 +271,7 @@ async def session_page(session_id: str) -> Response:
     summary="The browser's WebRTC offer (client token); answered by a call agent",
 )
 async def offer(
+    request: Request,
     session_id: str,
     body: OfferRequest,
     res: ResourcesDep,
@@ -275,6 +279,7 @@ async def offer(
 ) -> OfferResponse:
     settings = res.settings
     record = await _client_session(session_id, authorization, res)
+    await charge_session(request, session_id)
     if record.status.terminal:
         raise _conflict("SESSION_FINISHED", f"The session has finished ({record.status.value}).")
     record = await _expire_if_due(record, res)
@@ -341,11 +346,13 @@ async def offer(
     summary="The session's status, for the browser (client token)",
 )
 async def client_status(
+    request: Request,
     session_id: str,
     res: ResourcesDep,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> ClientStatusResponse:
     record = await _client_session(session_id, authorization, res)
+    await charge_session(request, session_id)
     record = await _expire_if_due(record, res)
     return ClientStatusResponse(status=record.status)
 
@@ -365,7 +372,9 @@ async def create_session_legacy(
     res: ResourcesDep,
     body: CreateSessionRequest | None = None,
 ) -> LegacyCreateSessionResponse:
-    record, _ = await _create(body or CreateSessionRequest(), principal, res)
+    body = body or CreateSessionRequest()
+    await refuse_if_locked(res.failures, res.settings, principal.owner, body.settings.model_dump())
+    record, _ = await _create(body, principal, res)
     return LegacyCreateSessionResponse(SessionId=record.id)
 
 
