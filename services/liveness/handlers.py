@@ -40,6 +40,7 @@ from infra.db.errors import NotFound, VersionConflict
 from infra.db.liveness import LivenessFrame, LivenessRepository
 from infra.db.repositories import SessionRepository
 from infra.storage import ObjectNotFound, ObjectStore
+from infra.telemetry.metrics import session_status
 from services.liveness.analysis import FrameAnalysis
 from services.liveness.challenges import (
     DEFAULT_THRESHOLDS,
@@ -340,6 +341,7 @@ async def finish(
         except NotFound:
             return False
         deps.frames.forget(session_id)
+        session_status(status)
         log.info("session %s finished %s", session_id, status.value)
         await deps.publisher.event(
             SessionFinished(correlation_id=session_id, session_id=session_id, status=status, reasons=reasons),
@@ -351,6 +353,7 @@ async def finish(
 
 async def _finished_expired(deps: Deps, session_id: str) -> None:
     deps.frames.forget(session_id)
+    session_status(SessionStatus.EXPIRED)
     log.info("session %s expired", session_id)
     await deps.publisher.event(
         SessionFinished(
