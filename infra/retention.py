@@ -85,19 +85,13 @@ class Retention:
                     .where(LivenessFrameRow.session_id == session_id)
                     .execution_options(synchronize_session=False)
                 )
-                row = (
-                    await session.scalars(
-                        select(SessionRow).where(SessionRow.id == session_id, SessionRow.purged_at.is_(None))
-                    )
-                ).one_or_none()
-                if row is None:
+                row = await session.get(SessionRow, session_id)
+                if row is None or row.purged_at is not None:
                     return False
-                state = await session.get(LivenessStateRow, session_id)
-                if state is not None and state.decision is not None:
-                    state.decision = scrub_decision(state.decision)
-                await session.execute(
+                # Conditional: of two concurrent erasures only one marks it (and writes the record).
+                marked = await session.execute(
                     update(SessionRow)
-                    .where(SessionRow.id == session_id)
+                    .where(SessionRow.id == session_id, SessionRow.purged_at.is_(None))
                     .values(
                         purged_at=now,
                         reference_key=None,
@@ -107,6 +101,11 @@ class Retention:
                     )
                     .execution_options(synchronize_session=False)
                 )
+                if not getattr(marked, "rowcount", 0):
+                    return False
+                state = await session.get(LivenessStateRow, session_id)
+                if state is not None and state.decision is not None:
+                    state.decision = scrub_decision(state.decision)
                 session.add(
                     audit_row(
                         actor=actor,

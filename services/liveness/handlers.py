@@ -36,7 +36,8 @@ from contracts.events import (
 )
 from contracts.routing import CommandKey, EventKey
 from contracts.values import ChallengeType, ImageData, SessionStatus
-from infra.db.errors import NotFound, VersionConflict
+from infra.db.audit import AuditAction, AuditLog
+from infra.db.errors import DatabaseError, NotFound, VersionConflict
 from infra.db.liveness import LivenessFrame, LivenessRepository
 from infra.db.repositories import SessionRepository
 from infra.storage import ObjectNotFound, ObjectStore
@@ -107,6 +108,8 @@ class Deps:
     thresholds: Thresholds = DEFAULT_THRESHOLDS
     #: None: the operating system's cryptographic source (tests may seed it).
     rng: random.Random | None = field(default=None, repr=False)
+    #: Where decisions are recorded (who asked, when, outcome, reasons); None: not recorded.
+    audit: AuditLog | None = None
 
 
 # -- session settings -------------------------------------------------------------------------
@@ -291,6 +294,33 @@ async def advance(deps: Deps, session_id: str) -> ReplayResult | None:
 # -- finishing --------------------------------------------------------------------------------
 
 
+async def _audit_decision(
+    deps: Deps, owner: str, session_id: str, status: SessionStatus, result: dict[str, Any] | None
+) -> None:
+    """One SESSION_DECIDED record, after SessionFinished went out (a failed write is logged, not
+    retried: the session's own row keeps the decision). No images, keys or embeddings."""
+    if deps.audit is None:
+        return
+    result = result or {}
+    details = {
+        "isLive": result.get("isLive"),
+        "confidence": result.get("confidence"),
+        "reasons": list(result.get("reasons") or []),
+        "comparisonResult": result.get("comparisonResult"),
+        "comparisonMatch": result.get("comparisonMatch"),
+    }
+    try:
+        await deps.audit.record(
+            actor=owner,
+            action=AuditAction.SESSION_DECIDED,
+            subject_id=session_id,
+            outcome=status.value,
+            details=details,
+        )
+    except DatabaseError as error:
+        log.warning("session %s: audit record not written: %s", session_id, type(error).__name__)
+
+
 async def finish(
     deps: Deps,
     session_id: str,
@@ -347,11 +377,12 @@ async def finish(
             SessionFinished(correlation_id=session_id, session_id=session_id, status=status, reasons=reasons),
             EventKey.SESSION_FINISHED,
         )
+        await _audit_decision(deps, record.owner, session_id, status, result)
         return True
     raise VersionConflict(f"session {session_id} kept changing while finishing it")
 
 
-async def _finished_expired(deps: Deps, session_id: str) -> None:
+async def _finished_expired(deps: Deps, session_id: str, owner: str) -> None:
     deps.frames.forget(session_id)
     session_status(SessionStatus.EXPIRED)
     log.info("session %s expired", session_id)
@@ -361,6 +392,7 @@ async def _finished_expired(deps: Deps, session_id: str) -> None:
         ),
         EventKey.SESSION_FINISHED,
     )
+    await _audit_decision(deps, owner, session_id, SessionStatus.EXPIRED, {"reasons": [EXPIRED]})
 
 
 # -- handlers ---------------------------------------------------------------------------------
@@ -459,7 +491,7 @@ async def handle_expire(command: ExpireSession, deps: Deps) -> None:
             continue
         except NotFound:
             return
-        await _finished_expired(deps, record.id)
+        await _finished_expired(deps, record.id, record.owner)
         return
     raise VersionConflict(f"session {command.session_id} kept changing while expiring it")
 
@@ -467,7 +499,7 @@ async def handle_expire(command: ExpireSession, deps: Deps) -> None:
 async def sweep(deps: Deps, *, match_timeout_s: float) -> None:
     """Expire overdue sessions; finish decided sessions the matcher left waiting too long."""
     for record in await deps.sessions.expire_overdue():
-        await _finished_expired(deps, record.id)
+        await _finished_expired(deps, record.id, record.owner)
     late = datetime.now(UTC) - timedelta(seconds=match_timeout_s)
     for session_id in await deps.states.waiting_for_match(decided_before=late):
         await finish(deps, session_id, matcher_late=True)

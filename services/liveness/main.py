@@ -12,6 +12,8 @@ import logging
 import os
 import random
 import signal
+import time
+from datetime import UTC, datetime
 from typing import Final
 
 from aio_pika.exceptions import AMQPError
@@ -23,10 +25,12 @@ from contracts.events import FrameCaptured, ReferencesMatched, SessionStarted
 from contracts.routing import LIVENESS_EXPIRY, LIVENESS_FRAMES, LIVENESS_MATCHES, LIVENESS_SESSIONS
 from faces.packs import load_pack
 from infra.broker import COMMANDS, EVENTS, create_broker, declare_topology, exchange_for, queue_for
+from infra.db.audit import AuditLog
 from infra.db.engine import create_engine, session_factory
 from infra.db.errors import DatabaseError
 from infra.db.liveness import LivenessRepository
 from infra.db.repositories import SessionRepository
+from infra.retention import Retention
 from infra.settings import Settings
 from infra.storage import ObjectStore, StorageError, open_store
 from services.liveness.analysis import DEFAULT_DETECT_EVERY, FrameAnalyzer
@@ -122,7 +126,9 @@ class LivenessWorker:
             frames=self.frames,
             identity_threshold=models.identity_threshold,
             rng=rng,
+            audit=AuditLog(sessions),
         )
+        self.retention = Retention(sessions, store)
         self._sweeper: asyncio.Task[None] | None = None
         self._subscribe()
 
@@ -163,12 +169,27 @@ class LivenessWorker:
         await self._database.dispose()
 
     async def _sweep_forever(self) -> None:
+        next_purge = time.monotonic()
         while True:
             try:
                 await sweep(self.deps, match_timeout_s=self.settings.match_timeout_s)
             except (DatabaseError, StorageError, AMQPError, OSError) as error:
                 log.warning("expiry sweep failed, retrying: %s", type(error).__name__)
+            if time.monotonic() >= next_purge:
+                next_purge = time.monotonic() + self.settings.retention_sweep_s
+                await self.purge()
             await asyncio.sleep(self.settings.expiry_sweep_s)
+
+    async def purge(self) -> list[str]:
+        """Erase the biometric data of sessions past retention (every worker may run it: each
+        erasure is idempotent and records one audit event)."""
+        try:
+            return await self.retention.purge_expired(
+                datetime.now(UTC), retention_s=self.settings.retention_s
+            )
+        except (DatabaseError, StorageError, OSError) as error:
+            log.warning("retention purge failed, retrying later: %s", type(error).__name__)
+            return []
 
 
 async def serve(settings: Settings) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -190,3 +191,13 @@ async def test_storage_down_marks_nothing_purged(
     current = await SessionRepository(factory).fetch(record.id)
     assert current is not None and current.purged_at is None
     assert await frame_rows(factory, record.id) == 3
+
+
+async def test_concurrent_erasures_record_one_event(
+    factory: async_sessionmaker[AsyncSession], s3_store: ObjectStore
+) -> None:
+    record = await finished_session(factory, s3_store)
+    retention = Retention(factory, s3_store)
+    results = await asyncio.gather(*(retention.erase(record.id, actor="client-a") for _ in range(3)))
+    assert sorted(results) == [False, False, True]
+    assert len(await AuditLog(factory).list(subject_id=record.id)) == 1

@@ -1,0 +1,88 @@
+"""DELETE /v1/sessions/{id}: erase a session's biometric data now (docs/security.md, "Retention").
+
+The owner only (another client's session answers 404, as GET does). An unfinished session is
+ended first (FAILED, reason ERASED, one SessionFinished), so no worker goes on with it. The
+status and decision stay readable; GET then answers ``purged: true`` and no image URLs.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from contracts.events import SessionFinished
+from contracts.http import Problem
+from contracts.values import SessionStatus
+from infra.db.engine import session_factory
+from infra.db.errors import NotFound, VersionConflict
+from infra.retention import Retention
+from infra.storage.errors import StorageError
+from services.gateway.comparisons import BrokerUnavailable
+from services.gateway.dependencies import PrincipalDep, Resources, ResourcesDep
+from services.gateway.problems import ProblemError
+
+router = APIRouter(tags=["sessions"])
+log = logging.getLogger("faceproof.gateway")
+
+ERASED: Final = "ERASED"
+_ATTEMPTS: Final = 5
+
+ERASE_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem},
+    404: {"model": Problem, "description": "SESSION_NOT_FOUND (or another client's session)"},
+    503: {"model": Problem, "description": "STORAGE_UNAVAILABLE: try again; nothing was marked erased"},
+}
+
+
+async def _end_unfinished(session_id: str, res: Resources) -> None:
+    """Make an unfinished session FAILED (reason ERASED); publish SessionFinished if this call did."""
+    for _ in range(_ATTEMPTS):
+        record = await res.sessions.fetch(session_id)
+        if record is None or record.status.terminal:
+            return
+        result = {**(record.result or {}), "isLive": False, "reasons": [ERASED]}
+        try:
+            await res.sessions.update_status(
+                session_id, expected_version=record.version, status=SessionStatus.FAILED, result=result
+            )
+        except VersionConflict:
+            continue
+        except NotFound:
+            return
+        event = SessionFinished(
+            correlation_id=session_id, session_id=session_id, status=SessionStatus.FAILED, reasons=[ERASED]
+        )
+        try:
+            await res.events.finished(event)
+        except BrokerUnavailable:
+            log.warning("session %s erased unfinished; SessionFinished could not be published", session_id)
+        return
+
+
+@router.delete(
+    "/v1/sessions/{session_id}",
+    status_code=204,
+    response_class=Response,
+    responses=ERASE_ERRORS,
+    summary="Erase a session's frames, images and embeddings now (status and decision stay)",
+)
+async def erase_session(session_id: str, principal: PrincipalDep, res: ResourcesDep) -> Response:
+    record = await res.sessions.get(principal.owner, session_id)
+    if record is None:
+        raise ProblemError(404, "Not found", f"There is no session '{session_id}'.", code="SESSION_NOT_FOUND")
+    await _end_unfinished(session_id, res)
+    retention = Retention(session_factory(res.database), res.store)
+    try:
+        await retention.erase(session_id, actor=principal.owner)
+    except StorageError:
+        raise ProblemError(
+            503,
+            "Service unavailable",
+            "The object store cannot be reached; the session was not erased. Try again.",
+            code="STORAGE_UNAVAILABLE",
+            headers={"Retry-After": "5"},
+        ) from None
+    return Response(status_code=204)
