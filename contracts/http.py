@@ -125,6 +125,19 @@ class SessionSettings(Body):
     audit_images: int = Field(default=2, ge=0, le=4)
     language: str = Field(default="en", min_length=1, max_length=16)
     expires_in_s: int | None = Field(default=None, ge=30, le=3600)
+    subject_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="Your opaque key of the person (e.g. a hash of your user id): repeated failed "
+        "sessions of one subject lock it out for a while (docs/security.md).",
+    )
+    device_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="Your id of the device the session runs on: locked out like subjectKey.",
+    )
 
     @model_validator(mode="after")
     def _enough_types(self) -> SessionSettings:

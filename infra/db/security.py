@@ -28,6 +28,8 @@ __all__ = [
     "LivenessFailures",
     "RateDecision",
     "RateLimitRepository",
+    "lockout_end",
+    "lockout_subjects",
     "month_period",
     "next_month",
     "refill",
@@ -92,6 +94,16 @@ def subject_digest(owner: str, kind: str, value: str) -> str:
     """What is stored for a subject key or device id: a SHA-256 scoped by the owning client, so the
     identifier itself is never kept and one client cannot lock out another's subjects."""
     return hashlib.sha256(f"{owner}\x00{kind}\x00{value}".encode()).hexdigest()
+
+
+def lockout_subjects(owner: str, settings: dict[str, Any]) -> list[str]:
+    """The digests a session's failure counts against (its subject key and device id, if any)."""
+    subjects = []
+    for kind, snake, camel in (("subject", "subject_key", "subjectKey"), ("device", "device_id", "deviceId")):
+        value = settings.get(snake, settings.get(camel))
+        if isinstance(value, str) and value:
+            subjects.append(subject_digest(owner, kind, value))
+    return subjects
 
 
 def _upsert(session: AsyncSession) -> Any:

@@ -12,17 +12,20 @@ from infra.broker import create_broker, declare_topology
 from infra.db.engine import create_engine, session_factory
 from infra.db.migrate import upgrade_async
 from infra.db.repositories import ApiClientRepository, SessionRepository
+from infra.db.security import LivenessFailures, RateLimitRepository
 from infra.rpc import BrokerRpc
 from infra.settings import Settings
 from infra.storage import open_store
+from infra.telemetry import http as http_telemetry
 from services.gateway.auth import Authenticator
 from services.gateway.comparisons import BrokerComparisons
 from services.gateway.cors import ClientCors
 from services.gateway.dependencies import Resources
-from services.gateway.limits import BodySizeLimit
+from services.gateway.limits import BodySizeLimit, JsonDepthLimit
 from services.gateway.offers import BrokerCallAgents, BrokerSessionEvents
 from services.gateway.problems import install_problem_handlers
-from services.gateway.routes import calls, compare, health, sessions
+from services.gateway.ratelimit import RateLimiter, RateLimitHeaders, static_limits
+from services.gateway.routes import admin, calls, compare, health, sessions
 from services.gateway.routes import erasure
 
 
@@ -33,6 +36,7 @@ def create_app(settings: Settings, *, migrate: bool = False) -> FastAPI:
         if migrate:
             await upgrade_async(database)
         sessions_ = session_factory(database)
+        rate_limits = RateLimitRepository(sessions_)
         store = open_store(settings.resolved_storage_url)
         await store.ensure_buckets()
         broker = create_broker(settings)
@@ -47,9 +51,14 @@ def create_app(settings: Settings, *, migrate: bool = False) -> FastAPI:
             store=store,
             broker=broker,
             comparisons=BrokerComparisons(rpc),
-            authenticate=Authenticator(ApiClientRepository(sessions_), settings.static_token),
+            authenticate=Authenticator(
+                ApiClientRepository(sessions_), settings.static_token, static_limits(settings)
+            ),
             call_agents=BrokerCallAgents(rpc),
             events=BrokerSessionEvents(broker),
+            limiter=RateLimiter(rate_limits, settings) if settings.rate_limits else None,
+            rate_limits=rate_limits,
+            failures=LivenessFailures(sessions_),
         )
         try:
             yield
@@ -65,9 +74,12 @@ def create_app(settings: Settings, *, migrate: bool = False) -> FastAPI:
         lifespan=lifespan,
     )
     install_problem_handlers(app)
+    app.add_middleware(JsonDepthLimit, max_depth=settings.max_json_depth)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RateLimitHeaders)
     app.add_middleware(ClientCors)
-    for module in (health, compare, sessions, calls):
+    http_telemetry.install(app)  # outermost: request metrics, span, request id; GET /metrics
+    for module in (health, compare, sessions, calls, admin):
         app.include_router(module.router)
     app.include_router(erasure.router)  # DELETE /v1/sessions/{id} (retention)
     return app

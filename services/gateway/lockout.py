@@ -12,21 +12,11 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-from infra.db.security import LivenessFailures, subject_digest
+from infra.db.security import LivenessFailures, lockout_subjects
 from infra.settings import Settings
 from services.gateway.problems import ProblemError
 
-__all__ = ["lockout_subjects", "refuse_if_locked"]
-
-
-def lockout_subjects(owner: str, settings: dict[str, Any]) -> list[str]:
-    """The digests a session's failure counts against (its subject key and device id, if any)."""
-    subjects = []
-    for kind, snake, camel in (("subject", "subject_key", "subjectKey"), ("device", "device_id", "deviceId")):
-        value = settings.get(snake, settings.get(camel))
-        if isinstance(value, str) and value:
-            subjects.append(subject_digest(owner, kind, value))
-    return subjects
+__all__ = ["refuse_if_locked"]
 
 
 async def refuse_if_locked(

@@ -30,6 +30,7 @@ from infra.db.engine import create_engine, session_factory
 from infra.db.errors import DatabaseError
 from infra.db.liveness import LivenessRepository
 from infra.db.repositories import SessionRepository
+from infra.db.security import LivenessFailures
 from infra.retention import Retention
 from infra.settings import Settings
 from infra.storage import ObjectStore, StorageError, open_store
@@ -126,6 +127,7 @@ class LivenessWorker:
             frames=self.frames,
             identity_threshold=models.identity_threshold,
             rng=rng,
+            failures=LivenessFailures(sessions),
             audit=AuditLog(sessions),
         )
         self.retention = Retention(sessions, store)

@@ -4,11 +4,9 @@ and the two routes the browser calls with its client token (offer, status). docs
 from __future__ import annotations
 
 import logging
-import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
-from uuid import uuid4
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response
@@ -32,21 +30,13 @@ from contracts.http import (
 from contracts.routing import CONNECTION_SEQUENCE_STRIDE
 from contracts.values import SessionStatus
 from infra.db.repositories import SessionRecord
-from infra.safe_fetch import (
-    FetchFailed,
-    FetchPolicy,
-    NotAnImage,
-    TooLarge,
-    UrlRefused,
-    check_image,
-    fetch_image,
-)
 from infra.storage.errors import StorageError
 from services.gateway.auth import Principal
-from services.gateway.client_tokens import bearer_token, new_client_token, token_matches
+from services.gateway.client_tokens import bearer_token, token_matches
 from services.gateway.comparisons import BrokerUnavailable, ReplyTimeout
-from services.gateway.dependencies import PrincipalDep, Resources, ResourcesDep
-from services.gateway.images import decode_image_field
+from services.gateway.creation import SessionCreator, client_url
+from services.gateway.dependencies import PrincipalDep, Resources, ResourcesDep, charge_session
+from services.gateway.lockout import refuse_if_locked
 from services.gateway.offers import SessionEvents
 from services.gateway.problems import ProblemError
 
@@ -95,8 +85,6 @@ _ASSETS = {
     "page.js": ("page.js", "text/javascript; charset=utf-8"),
     "client.css": ("session.css", "text/css; charset=utf-8"),
 }
-_CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
-_URL_SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -141,46 +129,6 @@ async def _publish_finished(events: SessionEvents, record: SessionRecord) -> Non
         log.warning("session %s expired but SessionFinished could not be published", record.id)
 
 
-async def _reference_bytes(value: str, res: Resources) -> tuple[bytes, str]:
-    """The reference image (from base64, a data URL or an http(s) URL) and its content type."""
-    settings = res.settings
-    scheme = _URL_SCHEME.match(value)
-    if scheme and scheme.group("scheme").lower() != "data":
-        try:
-            data = await fetch_image(value.strip(), policy=FetchPolicy.from_settings(settings))
-        except UrlRefused as error:
-            raise ProblemError(
-                422,
-                "Reference URL refused",
-                f"The reference URL is refused: {error.reason}.",
-                code="REFERENCE_URL_REFUSED",
-            ) from None
-        except TooLarge as error:
-            raise ProblemError(
-                413, "Image too large", f"The reference: {error}.", code="IMAGE_TOO_LARGE"
-            ) from None
-        except NotAnImage:
-            raise ProblemError(
-                422,
-                "Invalid image",
-                "The reference URL does not serve a JPEG, PNG or WebP image.",
-                code="REFERENCE_NOT_AN_IMAGE",
-            ) from None
-        except FetchFailed as error:
-            raise ProblemError(
-                422,
-                "Reference unreachable",
-                f"The reference URL could not be fetched: {error}.",
-                code="REFERENCE_FETCH_FAILED",
-            ) from None
-    else:
-        data = decode_image_field(
-            value, field="reference", max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels
-        )
-    fmt = check_image(data, max_pixels=settings.max_image_pixels)
-    return data, _CONTENT_TYPES[fmt]
-
-
 def _base_url(request: Request, res: Resources) -> str:
     return (res.settings.public_url or str(request.base_url)).rstrip("/")
 
@@ -188,42 +136,8 @@ def _base_url(request: Request, res: Resources) -> str:
 async def _create(
     body: CreateSessionRequest, principal: Principal, res: Resources
 ) -> tuple[SessionRecord, str]:
-    """Create (or, for a repeated clientRequestToken, find) the session; returns it and a new
-    client token (a replay replaces the previous token)."""
-    reference = await _reference_bytes(body.reference, res) if body.reference else None
-    session_id = str(uuid4())
-    token, token_hash = new_client_token()
-    reference_key = None
-    if reference is not None:
-        reference_key = f"sessions/{session_id}/reference-input.jpg"
-        try:
-            await res.store.put(reference_key, reference[0], reference[1])
-        except StorageError:
-            raise ProblemError(
-                503,
-                "Service unavailable",
-                "The object store cannot be reached.",
-                code="STORAGE_UNAVAILABLE",
-                headers={"Retry-After": "5"},
-            ) from None
-    ttl = body.settings.expires_in_s or res.settings.session_ttl_s
-    record, created = await res.sessions.create(
-        principal.owner,
-        client_request_token=body.client_request_token,
-        settings=body.settings.model_dump(mode="json"),
-        expires_at=datetime.now(UTC) + timedelta(seconds=ttl),
-        reference_key=reference_key,
-        client_token_hash=token_hash,
-        session_id=session_id,
-    )
-    if not created:  # an idempotent replay: the first call's session (and reference) stand
-        if reference_key is not None:
-            try:
-                await res.store.delete(reference_key)
-            except StorageError:
-                log.warning("could not delete an unused reference of a replayed create")
-        await res.sessions.set_client_token_hash(record.id, token_hash)
-    return record, token
+    """Create (or, for a repeated clientRequestToken, find) the session (services.gateway.creation)."""
+    return await SessionCreator(res.settings, res.sessions, res.store).create(body, principal)
 
 
 async def _read(session_id: str, principal: Principal, res: Resources) -> SessionRecord:
@@ -276,13 +190,15 @@ async def create_session(
     res: ResourcesDep,
     body: CreateSessionRequest | None = None,
 ) -> CreateSessionResponse:
-    record, token = await _create(body or CreateSessionRequest(), principal, res)
+    body = body or CreateSessionRequest()
+    await refuse_if_locked(res.failures, res.settings, principal.owner, body.settings.model_dump())
+    record, token = await _create(body, principal, res)
     return CreateSessionResponse(
         session_id=record.id,
         status=record.status,
         expires_at=record.expires_at,
         client_token=token,
-        client_url=f"{_base_url(request, res)}/v1/sessions/{record.id}/client#token={token}",
+        client_url=client_url(_base_url(request, res), record.id, token),
     )
 
 
@@ -356,6 +272,7 @@ async def session_page(session_id: str) -> Response:
     summary="The browser's WebRTC offer (client token); answered by a call agent",
 )
 async def offer(
+    request: Request,
     session_id: str,
     body: OfferRequest,
     res: ResourcesDep,
@@ -363,6 +280,7 @@ async def offer(
 ) -> OfferResponse:
     settings = res.settings
     record = await _client_session(session_id, authorization, res)
+    await charge_session(request, session_id)
     if record.status.terminal:
         raise _conflict("SESSION_FINISHED", f"The session has finished ({record.status.value}).")
     record = await _expire_if_due(record, res)
@@ -429,11 +347,13 @@ async def offer(
     summary="The session's status, for the browser (client token)",
 )
 async def client_status(
+    request: Request,
     session_id: str,
     res: ResourcesDep,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> ClientStatusResponse:
     record = await _client_session(session_id, authorization, res)
+    await charge_session(request, session_id)
     record = await _expire_if_due(record, res)
     return ClientStatusResponse(status=record.status)
 
@@ -453,7 +373,9 @@ async def create_session_legacy(
     res: ResourcesDep,
     body: CreateSessionRequest | None = None,
 ) -> LegacyCreateSessionResponse:
-    record, _ = await _create(body or CreateSessionRequest(), principal, res)
+    body = body or CreateSessionRequest()
+    await refuse_if_locked(res.failures, res.settings, principal.owner, body.settings.model_dump())
+    record, _ = await _create(body, principal, res)
     return LegacyCreateSessionResponse(SessionId=record.id)
 
 
