@@ -43,6 +43,9 @@ def test_bench_matcher_prints_stage_latencies_and_throughput() -> None:
     assert set(result["faces_per_s"]) == {"1", "2", "4", "8"}
     assert all(value > 0 for value in result["faces_per_s"].values())
     assert result["threads"]["faces_per_s"] == 1
+    # CPU time beside wall time: what the sweep got of the machine, and the work per CPU second.
+    assert all(0 < result["cores_used"][n] <= result["machine"]["cpus"] + 0.5 for n in ("1", "2", "4", "8"))
+    assert all(value > 0 for value in result["faces_per_cpu_s"].values())
 
 
 def test_bench_compare_runs_its_own_stack_and_stops_it() -> None:
@@ -60,6 +63,8 @@ def test_bench_compare_runs_its_own_stack_and_stops_it() -> None:
     assert result["inprocess_samples"] == 3
     assert result["matcher_intra_op_threads"] >= 1
     assert result["overhead_ratio"] == round(result["p50_ms"] / result["inprocess_p50_ms"], 3)
+    assert result["stack_cpu_ms_per_request"] > 0 and result["inprocess_cpu_ms_per_compare"] > 0
+    assert result["cpu_overhead_ratio"] > 0
     assert 0 < result["requests"] <= 10
     assert result["errors"] == 0
     vhost = result["vhost"]

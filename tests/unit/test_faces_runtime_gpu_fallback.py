@@ -16,7 +16,8 @@ import pytest
 
 from faces.packs import load_pack
 from faces.runtime import CPU, CUDA, TENSORRT, OnnxModel, select_providers
-from tests.faces_support import MODELS_DIR, read_image
+from tests.faces_support import read_image
+from tests.paths import MODELS_DIR
 
 pytestmark = pytest.mark.filterwarnings("ignore:Specified provider:UserWarning")
 
