@@ -35,7 +35,11 @@ class OnnxFaceEngine:
         self._max_pixels = max_pixels
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="matcher")
         self._embeddings: MicroBatcher[Crop, npt.NDArray[np.float32]] = MicroBatcher(
-            self._embed, executor=self._executor, max_batch=batch_size, max_wait_s=batch_wait_s
+            self._embed,
+            executor=self._executor,
+            max_batch=batch_size,
+            max_wait_s=batch_wait_s,
+            concurrency=workers,
         )
         info = pipeline.info
         self._model = ModelInfo(

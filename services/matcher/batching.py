@@ -24,7 +24,9 @@ class MicroBatcher(Generic[Item, Result]):
     """Collects items until ``max_batch`` of them or ``max_wait_s`` after the first, then runs them.
 
     ``run`` maps a list of items to a list of results of the same length; it is blocking and runs
-    on ``executor``. One batch runs at a time per batcher, which is what a model session wants.
+    on ``executor``. Up to ``concurrency`` batches run at once (ONNX Runtime sessions take
+    concurrent runs; with one intra-op thread per model, one batch per core keeps every core
+    busy); the next batch is collected while they run.
     """
 
     def __init__(
@@ -34,6 +36,7 @@ class MicroBatcher(Generic[Item, Result]):
         executor: Executor,
         max_batch: int,
         max_wait_s: float,
+        concurrency: int = 1,
     ) -> None:
         self._run = run
         self._executor = executor
@@ -41,6 +44,8 @@ class MicroBatcher(Generic[Item, Result]):
         self._max_wait_s = max(0.0, max_wait_s)
         self._queue: asyncio.Queue[_Request[Item, Result]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
+        self._slots = asyncio.Semaphore(max(1, concurrency))
+        self._running: set[asyncio.Task[None]] = set()
         self.batches = 0
 
     async def submit(self, items: Sequence[Item]) -> list[Result]:
@@ -53,9 +58,10 @@ class MicroBatcher(Generic[Item, Result]):
         return await request.done
 
     async def close(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
+        tasks = [*self._running, *([self._worker] if self._worker is not None else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -70,14 +76,21 @@ class MicroBatcher(Generic[Item, Result]):
                     break
                 batch.append(request)
                 size += len(request.items)
+            await self._slots.acquire()
+            task = asyncio.create_task(self._execute(batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _execute(self, batch: list[_Request[Item, Result]]) -> None:
+        try:
             items = [item for request in batch for item in request.items]
             try:
-                results = await loop.run_in_executor(self._executor, self._run, items)
+                results = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, items)
             except Exception as error:
                 for request in batch:
                     if not request.done.done():
                         request.done.set_exception(error)
-                continue
+                return
             self.batches += 1
             start = 0
             for request in batch:
@@ -85,3 +98,5 @@ class MicroBatcher(Generic[Item, Result]):
                 if not request.done.done():
                     request.done.set_result(results[start:end])
                 start = end
+        finally:
+            self._slots.release()

@@ -68,3 +68,31 @@ async def test_empty_submission(executor: ThreadPoolExecutor) -> None:
     batcher: MicroBatcher[int, int] = MicroBatcher(doubled, executor=executor, max_batch=8, max_wait_s=0.01)
     assert await batcher.submit([]) == []
     assert calls == []
+
+
+async def test_batches_run_side_by_side_up_to_the_concurrency() -> None:
+    """Two batches overlap in time with concurrency 2 (one core each), never with 1."""
+    import threading
+    import time
+
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def slow(items: list[int]) -> list[int]:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.1)
+        with lock:
+            running[0] -= 1
+        return items
+
+    for concurrency, expected in ((1, 1), (2, 2)):
+        running[0] = peak[0] = 0
+        pool = ThreadPoolExecutor(max_workers=2)
+        batcher: MicroBatcher[int, int] = MicroBatcher(
+            slow, executor=pool, max_batch=1, max_wait_s=0.0, concurrency=concurrency
+        )
+        assert await asyncio.gather(*(batcher.submit([i]) for i in range(4))) == [[i] for i in range(4)]
+        assert peak[0] == expected
+        await batcher.close()
+        pool.shutdown()
