@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -29,6 +30,8 @@ app.add_typer(models_app, name="models")
 app.add_typer(worker_app, name="worker")
 app.add_typer(eval_app, name="eval")
 app.add_typer(bench_app, name="bench")
+docs_app = typer.Typer(help="API documents generated from the code.", no_args_is_help=True)
+app.add_typer(docs_app, name="docs")
 
 #: Workers that exist so far; `up` starts each of them.
 WORKERS = ("matcher", "call-agent", "liveness", "notifier")
@@ -56,6 +59,28 @@ def _service_settings() -> Settings:
     return settings
 
 
+def _metrics_env(settings: Settings, index: int) -> dict[str, str] | None:
+    """`up` runs the workers on one host: each gets its own metrics port (metrics_port + index)."""
+    if not settings.metrics_port:
+        return None
+    return {**os.environ, "FACEPROOF_METRICS_PORT": str(settings.metrics_port + index)}
+
+
+def _telemetry(settings: Settings, process: str, *, serve_metrics: bool = True) -> None:
+    """Tracing, and a worker's /metrics server; a clear error when either cannot start."""
+    from infra.telemetry import start_telemetry
+    from infra.telemetry.tracing import TracingUnavailable
+
+    try:
+        start_telemetry(settings, process, serve_metrics=serve_metrics)
+    except TracingUnavailable as error:
+        typer.echo(f"faceproof {process}: {error}", err=True)
+        raise typer.Exit(2) from None
+    except OSError as error:
+        typer.echo(f"faceproof {process}: metrics port {settings.metrics_port}: {error}", err=True)
+        raise typer.Exit(2) from None
+
+
 @app.command()
 def up() -> None:
     """Start every service (gateway and each worker as its own process) until Ctrl-C."""
@@ -68,7 +93,10 @@ def up() -> None:
     check_broker(settings)
     check_models(settings)
     children = [Child("gateway", service_argv("gateway"))]
-    children += [Child(name, service_argv("worker", name)) for name in WORKERS]
+    children += [
+        Child(name, service_argv("worker", name), env=_metrics_env(settings, index))
+        for index, name in enumerate(WORKERS)
+    ]
     raise typer.Exit(supervise(children))
 
 
@@ -86,6 +114,7 @@ def gateway(
 
     settings = _service_settings()
     configure_logging(settings.log_level, "gateway")
+    _telemetry(settings, "gateway", serve_metrics=False)
     native = settings.tls_termination is TlsTermination.NATIVE
     uvicorn.run(
         create_app(settings, migrate=migrate),
@@ -107,6 +136,7 @@ def worker_matcher() -> None:
 
     settings = _service_settings()
     configure_logging(settings.log_level, "matcher")
+    _telemetry(settings, "matcher")
     asyncio.run(serve(settings))
 
 
@@ -118,6 +148,7 @@ def worker_call_agent() -> None:
 
     settings = _service_settings()
     configure_logging(settings.log_level, "call-agent")
+    _telemetry(settings, "call-agent")
     asyncio.run(serve(settings))
 
 
@@ -129,6 +160,7 @@ def worker_liveness() -> None:
 
     settings = _service_settings()
     configure_logging(settings.log_level, "liveness")
+    _telemetry(settings, "liveness")
     asyncio.run(serve(settings))
 
 
@@ -140,6 +172,7 @@ def worker_notifier() -> None:
 
     settings = _service_settings()
     configure_logging(settings.log_level, "notifier")
+    _telemetry(settings, "notifier")
     asyncio.run(serve(settings))
 
 
@@ -279,6 +312,15 @@ def keys_revoke(name: str) -> None:
         typer.echo(f"no active API client {name!r}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked {name}")
+
+
+@docs_app.command("generate")
+def docs_generate() -> None:
+    """Write docs/asyncapi.json (broker messages) and docs/openapi.json (HTTP API) from the code."""
+    from faceproof.apidocs import generate
+
+    for path in generate():
+        typer.echo(f"wrote {path}")
 
 
 @models_app.command("list")

@@ -16,12 +16,13 @@ RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0)
 class Child:
     name: str
     argv: list[str]
+    env: dict[str, str] | None = None  # None: this process's environment
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     started_at: float = field(default=0.0)
 
     def start(self) -> None:
-        self.process = subprocess.Popen(self.argv)
+        self.process = subprocess.Popen(self.argv, env=self.env)
         self.started_at = time.monotonic()
 
     def stop(self, timeout: float) -> None:
