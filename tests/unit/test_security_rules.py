@@ -1,0 +1,130 @@
+"""Pure security rules: bucket refill, lockout windows, JSON depth, rate-limit headers, and what
+production refuses at startup (each case, with a message that says what to change)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from infra.db.security import Limits, RateDecision, lockout_end, lockout_subjects, next_month, refill
+from infra.environment import EnvironmentRefused, check_environment
+from infra.settings import DEVELOPMENT_TOKEN, Settings
+from services.gateway.limits import json_depth
+from services.gateway.ratelimit import decision_headers
+
+T0 = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+
+
+def test_refill_is_capped_at_the_burst() -> None:
+    limits = Limits(rate_per_second=2.0, burst=10, monthly_quota=None)
+    assert refill(0.0, 1.5, limits) == 3.0
+    assert refill(9.0, 60.0, limits) == 10.0
+    assert refill(4.0, -5.0, limits) == 4.0  # a clock step back adds nothing
+
+
+def test_next_month_rolls_over_the_year() -> None:
+    assert next_month(datetime(2026, 12, 31, 23, 59, tzinfo=UTC)) == datetime(2027, 1, 1, tzinfo=UTC)
+
+
+def test_lockout_needs_the_failures_within_the_window() -> None:
+    spread = [T0 + timedelta(seconds=60 * i) for i in range(5)]  # 5 failures in 4 minutes
+    assert lockout_end(spread, failures=5, window_s=180, cooldown_s=1800) is None
+    close = [T0 + timedelta(seconds=30 * i) for i in range(5)]  # 5 failures in 2 minutes
+    assert lockout_end(close, failures=5, window_s=180, cooldown_s=1800) == close[-1] + timedelta(
+        seconds=1800
+    )
+
+
+def test_lockout_subjects_are_scoped_digests() -> None:
+    mine = lockout_subjects("client-a", {"subject_key": "user-42", "device_id": "phone-1"})
+    theirs = lockout_subjects("client-b", {"subjectKey": "user-42"})
+    assert len(mine) == 2 and len(theirs) == 1
+    assert theirs[0] not in mine
+    assert all("user-42" not in digest and len(digest) == 64 for digest in mine)
+    assert lockout_subjects("client-a", {}) == []
+
+
+def test_json_depth_skips_strings() -> None:
+    assert json_depth(b'{"a": [1, {"b": "[[[[[[{{{{"}]}') == 3
+    assert json_depth(b'"\\"[[[["') == 0
+    assert json_depth(b"[" * 40 + b"]" * 40) == 40
+
+
+def test_headers_on_success_and_refusal() -> None:
+    ok = decision_headers(RateDecision(True, None, 100, 99, 1, 0, quota=1000, quota_remaining=10))
+    assert ok["RateLimit-Limit"] == ok["X-RateLimit-Limit"] == "100"
+    assert ok["RateLimit-Remaining"] == "99" and ok["X-Quota-Remaining"] == "10"
+    assert "Retry-After" not in ok
+    refused = decision_headers(RateDecision(False, "RATE_LIMITED", 100, 0, 50, 1))
+    assert refused["Retry-After"] == "1" and refused["RateLimit-Remaining"] == "0"
+
+
+def _production(tmp_path: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "environment": "production",
+        "data_dir": tmp_path,
+        "api_token": "",
+        "tls_termination": "proxy",
+        "model_pack": "permissive",
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def _refusal(settings: Settings) -> str:
+    with pytest.raises(EnvironmentRefused) as refused:
+        check_environment(settings)
+    return str(refused.value)
+
+
+def test_production_with_keys_and_a_proxy_starts(tmp_path: Path) -> None:
+    check_environment(_production(tmp_path))
+
+
+def test_production_refuses_the_development_token(tmp_path: Path) -> None:
+    message = _refusal(
+        _production(tmp_path, api_token=DEVELOPMENT_TOKEN, allow_static_token_in_production=True)
+    )
+    assert "public development token" in message and "faceproof keys create" in message
+
+
+def test_production_refuses_a_static_token_unless_allowed(tmp_path: Path) -> None:
+    strong = "s" * 48
+    assert "FACEPROOF_ALLOW_STATIC_TOKEN_IN_PRODUCTION" in _refusal(_production(tmp_path, api_token=strong))
+    check_environment(_production(tmp_path, api_token=strong, allow_static_token_in_production=True))
+    weak = _production(tmp_path, api_token="short", allow_static_token_in_production=True)
+    assert "shorter than" in _refusal(weak)
+
+
+def test_production_refuses_no_tls(tmp_path: Path) -> None:
+    assert "FACEPROOF_TLS_TERMINATION is 'none'" in _refusal(_production(tmp_path, tls_termination="none"))
+
+
+def test_native_tls_needs_the_files_in_any_environment(tmp_path: Path) -> None:
+    message = _refusal(Settings(data_dir=tmp_path, tls_termination="native"))  # development
+    assert "FACEPROOF_TLS_CERT_FILE" in message and "FACEPROOF_TLS_KEY_FILE" in message
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_text("cert")
+    key.write_text("key")
+    check_environment(_production(tmp_path, tls_termination="native", tls_cert_file=cert, tls_key_file=key))
+
+
+def test_production_refuses_a_noncommercial_pack_unless_acknowledged(tmp_path: Path) -> None:
+    message = _refusal(_production(tmp_path, model_pack="mobilefacenet"))
+    assert "not licensed for commercial use" in message and "FACEPROOF_ACCEPT_NONCOMMERCIAL_MODELS" in message
+    check_environment(_production(tmp_path, model_pack="mobilefacenet", accept_noncommercial_models=True))
+
+
+def test_development_starts_with_what_production_refuses(tmp_path: Path) -> None:
+    check_environment(Settings(data_dir=tmp_path, api_token=DEVELOPMENT_TOKEN, model_pack="mobilefacenet"))
+
+
+def test_every_reason_is_listed_at_once(tmp_path: Path) -> None:
+    settings = _production(
+        tmp_path, api_token=DEVELOPMENT_TOKEN, tls_termination="none", model_pack="mobilefacenet"
+    )
+    with pytest.raises(EnvironmentRefused) as refused:
+        check_environment(settings)
+    assert len(refused.value.reasons) == 3
