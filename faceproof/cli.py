@@ -13,6 +13,7 @@ import typer
 from faceproof.bench_cli import bench_app
 from faceproof.database import api_clients, rate_limits
 from faceproof.eval_cli import eval_app
+from faceproof.ops_cli import audit_app, dlq_app
 from infra.settings import Settings, TlsTermination, load_settings
 
 app = typer.Typer(
@@ -30,6 +31,8 @@ app.add_typer(models_app, name="models")
 app.add_typer(worker_app, name="worker")
 app.add_typer(eval_app, name="eval")
 app.add_typer(bench_app, name="bench")
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(audit_app, name="audit")
 docs_app = typer.Typer(help="API documents generated from the code.", no_args_is_help=True)
 app.add_typer(docs_app, name="docs")
 
