@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from faceproof.bench_cli import bench_app
+from faceproof.broker_cli import broker_app
 from faceproof.database import api_clients, rate_limits
 from faceproof.eval_cli import eval_app
 from faceproof.ops_cli import audit_app, dlq_app
@@ -31,13 +32,14 @@ app.add_typer(models_app, name="models")
 app.add_typer(worker_app, name="worker")
 app.add_typer(eval_app, name="eval")
 app.add_typer(bench_app, name="bench")
+app.add_typer(broker_app, name="broker")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(audit_app, name="audit")
 docs_app = typer.Typer(help="API documents generated from the code.", no_args_is_help=True)
 app.add_typer(docs_app, name="docs")
 
 #: Workers that exist so far; `up` starts each of them.
-WORKERS = ("matcher", "call-agent", "liveness", "notifier")
+WORKERS = ("matcher", "call-agent", "liveness", "notifier", "ingress")
 
 
 def _settings() -> Settings:
@@ -176,6 +178,18 @@ def worker_notifier() -> None:
     settings = _service_settings()
     configure_logging(settings.log_level, "notifier")
     _telemetry(settings, "notifier")
+    asyncio.run(serve(settings))
+
+
+@worker_app.command("ingress")
+def worker_ingress() -> None:
+    """Run the public broker ingress: upstream commands in (validated as HTTP), public events out."""
+    from infra.logs import configure_logging
+    from services.ingress.main import serve
+
+    settings = _service_settings()
+    configure_logging(settings.log_level, "ingress")
+    _telemetry(settings, "ingress")
     asyncio.run(serve(settings))
 
 

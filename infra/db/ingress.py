@@ -23,13 +23,23 @@ from infra.db.tables import (
     utc_now,
 )
 
-__all__ = ["BrokerUser", "BrokerUsers", "CommandStatus", "Owners", "ProcessedCommands"]
+__all__ = ["BrokerClient", "BrokerUser", "BrokerUsers", "CommandStatus", "Owners", "ProcessedCommands"]
 
 
 class CommandStatus(StrEnum):
     RUNNING = "RUNNING"
     DONE = "DONE"
     REJECTED = "REJECTED"
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerClient:
+    """The API client a broker user acts for, with its rate limit and monthly quota."""
+
+    client_id: str
+    rate_per_second: float
+    burst: int
+    monthly_quota: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,16 +85,19 @@ class BrokerUsers:
                 )
         return bool(getattr(result, "rowcount", 0))
 
-    async def client_for(self, user_name: str) -> str | None:
-        """The id of the active API client ``user_name`` acts for, or ``None``."""
+    async def client_for(self, user_name: str) -> BrokerClient | None:
+        """The active API client ``user_name`` acts for (and its limits), or ``None``."""
         query = (
-            select(ApiClientRow.id)
+            select(ApiClientRow)
             .join(BrokerUserRow, BrokerUserRow.client_id == ApiClientRow.id)
             .where(BrokerUserRow.user_name == user_name, ApiClientRow.revoked_at.is_(None))
         )
         with translate_errors():
             async with self._sessions() as session:
-                return (await session.scalars(query)).first()
+                row = (await session.scalars(query)).first()
+                if row is None:
+                    return None
+                return BrokerClient(row.id, row.rate_per_second, row.burst, row.monthly_quota)
 
     async def list(self) -> builtins.list[BrokerUser]:
         query = (
@@ -105,8 +118,9 @@ class ProcessedCommands:
         self._sessions = sessions
 
     async def claim(self, client_id: str, message_id: str, command: str, *, redelivered: bool) -> bool:
-        """Take the command; ``False`` for a duplicate. A redelivery of a command still RUNNING
-        (its worker died before finishing) is taken again: the handlers are safe to repeat."""
+        """Take the command; ``False`` for a duplicate of one taken. A command that was REJECTED
+        may be sent again with the same id (say, after a rate limit), and a redelivery of one still
+        RUNNING (its worker died before finishing) is taken again: the handlers are safe to repeat."""
         row = ProcessedCommandRow(
             client_id=client_id,
             message_id=message_id,
@@ -122,16 +136,21 @@ class ProcessedCommands:
                 return True
             except IntegrityError:
                 pass
-            if not redelivered:
-                return False
-            async with self._sessions() as session:
-                status = await session.scalar(
-                    select(ProcessedCommandRow.status).where(
-                        ProcessedCommandRow.client_id == client_id,
-                        ProcessedCommandRow.message_id == message_id,
-                    )
+            retake = [CommandStatus.REJECTED.value]
+            if redelivered:
+                retake.append(CommandStatus.RUNNING.value)
+            statement = (
+                update(ProcessedCommandRow)
+                .where(
+                    ProcessedCommandRow.client_id == client_id,
+                    ProcessedCommandRow.message_id == message_id,
+                    ProcessedCommandRow.status.in_(retake),
                 )
-        return status == CommandStatus.RUNNING.value
+                .values(status=CommandStatus.RUNNING.value, finished_at=None)
+                .returning(ProcessedCommandRow.message_id)
+            )
+            async with self._sessions.begin() as session:
+                return bool((await session.scalars(statement)).all())
 
     async def finish(self, client_id: str, message_id: str, status: CommandStatus) -> None:
         statement = (

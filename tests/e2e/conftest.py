@@ -89,6 +89,7 @@ SERVICES: tuple[tuple[str, list[str]], ...] = (
     ("call-agent", ["worker", "call-agent"]),
     ("liveness", ["worker", "liveness"]),
     ("notifier", ["worker", "notifier"]),
+    ("ingress", ["worker", "ingress"]),
 )
 
 

@@ -1,0 +1,247 @@
+"""Public commands in: identify the client, run once, validate as HTTP does, forward inside.
+
+Each handler gets the envelope, the raw body and named dependencies (ports), and either returns
+normally (the message is acked) or raises :class:`Rejected` (dead-lettered, with a
+CommandRejected event). Anything else (database or broker down) propagates: the message is
+nacked, redelivered and, past the delivery limit, dead-lettered.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+from uuid import NAMESPACE_URL, uuid5
+
+from contracts.commands import CompareFaces
+from contracts.envelope import Event
+from contracts.http import CompareRequest, CreateCallRequest, CreateSessionRequest
+from contracts.public import CallStarted, CommandRejected, RejectReason, SessionCreated
+from contracts.routing import PublicEventKey
+from contracts.values import ImageData
+from infra.db.ingress import BrokerClient, CommandStatus
+from infra.db.security import Limits, RateDecision
+from infra.settings import Settings
+from services.gateway.auth import Principal
+from services.gateway.creation import CallStarter, SessionCreator, client_url
+from services.gateway.images import decode_image_field
+from services.gateway.problems import ProblemError
+from services.ingress.envelope import Envelope, Rejected, parse_body
+
+__all__ = ["CommandDeps", "Outbox", "handle_command", "reject"]
+
+log = logging.getLogger("faceproof.ingress")
+
+
+class Identities(Protocol):
+    async def client_for(self, user_name: str) -> BrokerClient | None: ...
+
+
+class Processed(Protocol):
+    async def claim(self, client_id: str, message_id: str, command: str, *, redelivered: bool) -> bool: ...
+
+    async def finish(self, client_id: str, message_id: str, status: CommandStatus) -> None: ...
+
+
+class Limiter(Protocol):
+    async def take(self, client_key: str, limits: Limits, now: datetime) -> RateDecision: ...
+
+
+class Outbox(Protocol):
+    """Where the ingress publishes: inside (commands), to a reply queue, to the public events."""
+
+    async def compare(self, command: CompareFaces, *, reply_to: str | None, correlation_id: str) -> None: ...
+
+    async def reply(self, event: Event, *, reply_to: str, correlation_id: str) -> None: ...
+
+    async def public(self, event: Event, *, client_id: str, key: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class CommandDeps:
+    settings: Settings
+    identities: Identities
+    processed: Processed
+    limiter: Limiter | None
+    sessions: SessionCreator
+    calls: CallStarter
+    outbox: Outbox
+
+
+async def handle_command(
+    envelope: Envelope, body: bytes, *, redelivered: bool, deps: CommandDeps
+) -> BrokerClient | None:
+    """Run one public command (or raise :class:`Rejected`); returns the client it ran for, or
+    ``None`` for a duplicate that was dropped."""
+    if envelope.user_id is None:
+        raise Rejected(RejectReason.UNAUTHENTICATED, "publish with the user_id property set to your user")
+    client = await deps.identities.client_for(envelope.user_id)
+    if client is None:
+        raise Rejected(RejectReason.UNAUTHENTICATED, "this broker user is not mapped to an active API client")
+    assert envelope.message_id is not None
+    taken = await deps.processed.claim(
+        client.client_id, envelope.message_id, envelope.command, redelivered=redelivered
+    )
+    if not taken:
+        log.info("duplicate %s %s dropped", envelope.command, envelope.message_id)
+        return None
+    try:
+        await _charge(client, deps)
+        await _run(envelope, parse_body(envelope.command, body), client, deps)
+    except Rejected as rejection:
+        await deps.processed.finish(client.client_id, envelope.message_id, CommandStatus.REJECTED)
+        rejection.client_id = client.client_id
+        raise
+    except ProblemError as error:
+        if error.problem.status >= 500:  # storage or broker down: retry (the claim is retaken)
+            raise
+        await deps.processed.finish(client.client_id, envelope.message_id, CommandStatus.REJECTED)
+        refused = Rejected(error.problem.code or "INVALID_REQUEST", error.problem.detail or "")
+        refused.client_id = client.client_id
+        raise refused from None
+    await deps.processed.finish(client.client_id, envelope.message_id, CommandStatus.DONE)
+    return client
+
+
+async def _charge(client: BrokerClient, deps: CommandDeps) -> None:
+    if deps.limiter is None or not deps.settings.rate_limits:
+        return
+    limits = Limits(client.rate_per_second, client.burst, client.monthly_quota)
+    decision = await deps.limiter.take(client.client_id, limits, datetime.now(UTC))
+    if not decision.allowed:
+        raise Rejected(
+            decision.code or "RATE_LIMITED",
+            f"over the client's rate limit or monthly quota; retry after {decision.retry_after_s} s",
+        )
+
+
+def _principal(client: BrokerClient) -> Principal:
+    return Principal(owner=client.client_id, client_id=client.client_id)
+
+
+async def _run(envelope: Envelope, body: object, client: BrokerClient, deps: CommandDeps) -> None:
+    correlation_id = envelope.correlation_id or envelope.message_id or ""
+    if isinstance(body, CompareRequest):
+        await _compare(envelope, body, client, correlation_id, deps)
+    elif isinstance(body, CreateSessionRequest):
+        await _start_session(envelope, body, client, correlation_id, deps)
+    elif isinstance(body, CreateCallRequest):
+        await _join_call(envelope, body, client, correlation_id, deps)
+    else:  # pragma: no cover - PUBLIC_COMMAND_BODIES and these branches list the same commands
+        raise Rejected(RejectReason.UNKNOWN_COMMAND, envelope.command)
+
+
+async def _compare(
+    envelope: Envelope, body: CompareRequest, client: BrokerClient, correlation_id: str, deps: CommandDeps
+) -> None:
+    settings = deps.settings
+
+    def image(value: str, field: str) -> ImageData:
+        data = decode_image_field(
+            value, field=field, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels
+        )
+        return ImageData(inline=data)
+
+    command = CompareFaces(
+        correlation_id=correlation_id,
+        client_id=client.client_id,
+        source=image(body.source, "source"),
+        target=image(body.target, "target"),
+        threshold=body.threshold,
+        target_false_match_rate=body.target_false_match_rate,
+        quality_filter=body.quality_filter,
+        max_target_faces=settings.max_target_faces,
+    )
+    # The matcher answers reply_to itself (or publishes FacesCompared, which we relay).
+    await deps.outbox.compare(command, reply_to=envelope.reply_to, correlation_id=correlation_id)
+
+
+async def _start_session(
+    envelope: Envelope,
+    body: CreateSessionRequest,
+    client: BrokerClient,
+    correlation_id: str,
+    deps: CommandDeps,
+) -> None:
+    # The message id stands in for clientRequestToken: a redelivered command finds its session.
+    if body.client_request_token is None:
+        body = body.model_copy(update={"client_request_token": envelope.message_id})
+    record, token = await deps.sessions.create(body, _principal(client))
+    base = deps.settings.public_url
+    event = SessionCreated(
+        correlation_id=correlation_id,
+        client_id=client.client_id,
+        session_id=record.id,
+        status=record.status,
+        expires_at=record.expires_at,
+        client_token=token,
+        client_url=client_url(base, record.id, token) if base else None,
+    )
+    await _answer(event, envelope, client, PublicEventKey.SESSION_CREATED, correlation_id, deps)
+
+
+async def _join_call(
+    envelope: Envelope,
+    body: CreateCallRequest,
+    client: BrokerClient,
+    correlation_id: str,
+    deps: CommandDeps,
+) -> None:
+    # A flow id derived from the command: a redelivery finds the flow instead of starting another.
+    flow_id = str(uuid5(NAMESPACE_URL, f"faceproof:call:{client.client_id}:{envelope.message_id}"))
+    existing = await deps.calls.flows.get(client.client_id, flow_id)
+    if existing is None:
+        created = await deps.calls.start(body, body.settings, _principal(client), flow_id=flow_id)
+        event = CallStarted(
+            correlation_id=correlation_id, client_id=client.client_id, **created.model_dump(by_alias=False)
+        )
+    else:
+        event = CallStarted(
+            correlation_id=correlation_id,
+            client_id=client.client_id,
+            flow_id=existing.id,
+            session_id=existing.session_id,
+            status=existing.status.value,
+            language=existing.language,
+            requested_language=body.lang,
+            language_fallback=existing.language != body.lang,
+            deadline=existing.deadline,
+        )
+    await _answer(event, envelope, client, PublicEventKey.CALL_STARTED, correlation_id, deps)
+
+
+async def _answer(
+    event: Event, envelope: Envelope, client: BrokerClient, key: str, correlation_id: str, deps: CommandDeps
+) -> None:
+    if envelope.reply_to:
+        await deps.outbox.reply(event, reply_to=envelope.reply_to, correlation_id=correlation_id)
+    else:
+        await deps.outbox.public(event, client_id=client.client_id, key=key)
+
+
+async def reject(
+    envelope: Envelope | None,
+    *,
+    command: str,
+    message_id: str | None,
+    reply_to: str | None,
+    client_id: str | None,
+    rejection: Rejected,
+    outbox: Outbox,
+) -> CommandRejected:
+    """Tell the publisher why: on its reply queue (if any) and on its public events (if known)."""
+    correlation_id = (envelope.correlation_id if envelope else None) or message_id or "unknown"
+    event = CommandRejected(
+        correlation_id=correlation_id,
+        client_id=client_id,
+        rejected_message_id=message_id,
+        command=command[:64],
+        reason=rejection.reason,
+        detail=rejection.detail[:500],
+    )
+    if reply_to:
+        await outbox.reply(event, reply_to=reply_to, correlation_id=correlation_id)
+    if client_id:
+        await outbox.public(event, client_id=client_id, key=PublicEventKey.COMMAND_REJECTED)
+    return event

@@ -1,0 +1,278 @@
+"""Composition root of the public broker ingress (docs/public-api.md).
+
+- Consumes ``ingress.public-commands`` (bound to ``faceproof.public.v1.commands`` with ``#``):
+  identifies the publisher from the AMQP ``user_id`` (RabbitMQ refuses a user_id that is not the
+  connection's user, so it cannot be forged), runs each message id once, validates the body as the
+  HTTP gateway does and forwards it inside. A refused command is rejected (dead-lettered into
+  ``ingress.public-commands.dlq``) after a CommandRejected event.
+- Relays the public subset of internal events to ``faceproof.public.v1.events`` with the routing
+  key ``<client id>.<event key>`` (the client that owns the session, flow or comparison).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from faststream import FastStream
+from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange, RabbitMessage
+
+from contracts.commands import CompareFaces
+from contracts.envelope import Event
+from contracts.events import CallbackDelivered, CallFailed, FacesCompared, LivenessDecided, SessionFinished
+from contracts.public import SCHEMA_VERSION_HEADER, CallStarted, CommandRejected, SessionCreated
+from contracts.routing import (
+    DEAD_LETTER_EXCHANGE,
+    INGRESS_CALL_FAILED,
+    INGRESS_CALLBACK_DELIVERED,
+    INGRESS_COMMANDS,
+    INGRESS_FACES_COMPARED,
+    INGRESS_LIVENESS_DECIDED,
+    INGRESS_ROUTES,
+    INGRESS_SESSION_FINISHED,
+    PUBLIC_API_VERSION,
+    PUBLIC_COMMANDS_EXCHANGE,
+    PUBLIC_EVENTS_EXCHANGE,
+    CommandKey,
+    PublicEventKey,
+    public_event_key,
+)
+from infra.broker import (
+    COMMANDS,
+    DEAD_LETTERS,
+    EVENTS,
+    create_broker,
+    dead_letter_queue_for,
+    queue_for,
+)
+from infra.db.engine import create_engine, session_factory
+from infra.db.flows import CallFlowRepository
+from infra.db.ingress import BrokerUsers, Owners, ProcessedCommands
+from infra.db.repositories import SessionRepository
+from infra.db.security import RateLimitRepository
+from infra.settings import Settings
+from infra.storage import open_store
+from services.gateway.creation import CallStarter, SessionCreator
+from services.ingress.envelope import Rejected, read_envelope
+from services.ingress.handlers import CommandDeps, handle_command, reject
+
+__all__ = ["PUBLIC_COMMANDS", "PUBLIC_EVENTS", "build_app", "declare_public_topology", "serve"]
+
+log = logging.getLogger("faceproof.ingress")
+
+PUBLIC_COMMANDS = RabbitExchange(PUBLIC_COMMANDS_EXCHANGE, type=ExchangeType.TOPIC, durable=True)
+PUBLIC_EVENTS = RabbitExchange(PUBLIC_EVENTS_EXCHANGE, type=ExchangeType.TOPIC, durable=True)
+_HEADERS: dict[str, Any] = {SCHEMA_VERSION_HEADER: str(PUBLIC_API_VERSION)}
+
+
+async def _raw_body(message: RabbitMessage) -> bytes:
+    """Decoder of the command queue: the body as it came (parsed and checked by the handler)."""
+    return bytes(message.body)
+
+
+async def declare_public_topology(broker: RabbitBroker, *, delivery_limit: int) -> None:
+    """The public exchanges, the ingress queues (with dead-lettering) and their bindings."""
+    exchanges = {
+        PUBLIC_COMMANDS_EXCHANGE: await broker.declare_exchange(PUBLIC_COMMANDS),
+        PUBLIC_EVENTS_EXCHANGE: await broker.declare_exchange(PUBLIC_EVENTS),
+        COMMANDS.name: await broker.declare_exchange(COMMANDS),
+        EVENTS.name: await broker.declare_exchange(EVENTS),
+    }
+    dead_letters = await broker.declare_exchange(DEAD_LETTERS)
+    for route in INGRESS_ROUTES:
+        queue = await broker.declare_queue(queue_for(route, delivery_limit=delivery_limit))
+        await queue.bind(exchanges[route.exchange], routing_key=route.routing_key)
+        dlq = await broker.declare_queue(dead_letter_queue_for(route))
+        await dlq.bind(dead_letters, routing_key=route.queue)
+    assert DEAD_LETTERS.name == DEAD_LETTER_EXCHANGE
+
+
+class BrokerOutbox:
+    """Publishes inside (CompareFaces), to reply queues, and to the public events exchange."""
+
+    def __init__(self, broker: RabbitBroker) -> None:
+        self._broker = broker
+        self._events = {
+            PublicEventKey.COMMAND_REJECTED: broker.publisher(
+                exchange=PUBLIC_EVENTS,
+                routing_key="{client_id}." + PublicEventKey.COMMAND_REJECTED,
+                title="CommandRejected",
+                description="A public command was refused (and dead-lettered): reason code and detail.",
+                schema=CommandRejected,
+            ),
+            PublicEventKey.SESSION_CREATED: broker.publisher(
+                exchange=PUBLIC_EVENTS,
+                routing_key="{client_id}." + PublicEventKey.SESSION_CREATED,
+                title="SessionCreated",
+                description="Answer to session.start (also sent to reply_to when set).",
+                schema=SessionCreated,
+            ),
+            PublicEventKey.CALL_STARTED: broker.publisher(
+                exchange=PUBLIC_EVENTS,
+                routing_key="{client_id}." + PublicEventKey.CALL_STARTED,
+                title="CallStarted",
+                description="Answer to call.join (also sent to reply_to when set).",
+                schema=CallStarted,
+            ),
+        }
+        self._relayed = broker.publisher(
+            exchange=PUBLIC_EVENTS,
+            routing_key="{client_id}.{event key}",
+            title="PublicEvents",
+            description="FacesCompared, LivenessDecided, SessionFinished, CallFailed, CallbackDelivered "
+            "of the client's own comparisons, sessions and call flows.",
+        )
+
+    async def compare(self, command: CompareFaces, *, reply_to: str | None, correlation_id: str) -> None:
+        await self._broker.publish(
+            command,
+            exchange=COMMANDS,
+            routing_key=CommandKey.COMPARE_FACES,
+            reply_to=reply_to or "",
+            correlation_id=correlation_id,
+            message_id=command.message_id,
+            persist=True,
+        )
+
+    async def reply(self, event: Event, *, reply_to: str, correlation_id: str) -> None:
+        await self._broker.publish(
+            event,
+            routing_key=reply_to,
+            correlation_id=correlation_id,
+            message_id=event.message_id,
+            headers=_HEADERS,
+        )
+
+    async def public(self, event: Event, *, client_id: str, key: str) -> None:
+        publisher = self._events.get(key, self._relayed)
+        await publisher.publish(
+            event,
+            routing_key=public_event_key(client_id, key),
+            correlation_id=event.correlation_id,
+            message_id=event.message_id,
+            headers=_HEADERS,
+            persist=True,
+        )
+
+
+def build_app(settings: Settings, *, deps: CommandDeps, owners: Owners, broker: RabbitBroker) -> FastStream:
+    """Wire the handlers to ``broker``; resources are created by the caller."""
+    outbox = deps.outbox
+
+    @broker.subscriber(
+        queue_for(INGRESS_COMMANDS, delivery_limit=settings.delivery_limit),
+        PUBLIC_COMMANDS,
+        decoder=_raw_body,
+        no_reply=True,
+        title="PublicCommands",
+        description="Upstream commands (routing key compare.faces, session.start or call.join; body: "
+        "the HTTP request body). AMQP message_id required, user_id required (checked by RabbitMQ), "
+        "correlation_id and reply_to optional, header x-schema-version 1.",
+    )
+    async def on_command(body: bytes, message: RabbitMessage) -> None:
+        raw = message.raw_message
+        envelope = None
+        try:
+            envelope = read_envelope(
+                routing_key=raw.routing_key or "",
+                message_id=raw.message_id,
+                correlation_id=raw.correlation_id,
+                reply_to=raw.reply_to,
+                user_id=raw.user_id,
+                headers=dict(raw.headers or {}),
+                body_size=len(body),
+                max_body_bytes=settings.max_body_bytes,
+            )
+            await handle_command(envelope, body, redelivered=bool(raw.redelivered), deps=deps)
+        except Rejected as rejection:
+            log.info("public command %s rejected: %s", (raw.routing_key or "")[:64], rejection.reason)
+            await reject(
+                envelope,
+                command=raw.routing_key or "",
+                message_id=raw.message_id,
+                reply_to=raw.reply_to,
+                client_id=rejection.client_id,
+                rejection=rejection,
+                outbox=outbox,
+            )
+            await message.reject(requeue=False)
+
+    async def relay(event: Event, owner: str | None, key: str) -> None:
+        if owner is not None:
+            await outbox.public(event, client_id=owner, key=key)
+
+    @broker.subscriber(
+        queue_for(INGRESS_FACES_COMPARED, delivery_limit=settings.delivery_limit),
+        EVENTS,
+        title="RelayFacesCompared",
+        description="A comparison's result without reply_to, to its client's public events.",
+    )
+    async def on_faces_compared(event: FacesCompared) -> None:
+        await relay(event, event.client_id, PublicEventKey.FACES_COMPARED)
+
+    @broker.subscriber(
+        queue_for(INGRESS_LIVENESS_DECIDED, delivery_limit=settings.delivery_limit),
+        EVENTS,
+        title="RelayLivenessDecided",
+        description="A session's liveness decision, to the session owner's public events.",
+    )
+    async def on_liveness_decided(event: LivenessDecided) -> None:
+        await relay(event, await owners.of_session(event.session_id), PublicEventKey.LIVENESS_DECIDED)
+
+    @broker.subscriber(
+        queue_for(INGRESS_SESSION_FINISHED, delivery_limit=settings.delivery_limit),
+        EVENTS,
+        title="RelaySessionFinished",
+        description="A session's terminal status, to the session owner's public events.",
+    )
+    async def on_session_finished(event: SessionFinished) -> None:
+        await relay(event, await owners.of_session(event.session_id), PublicEventKey.SESSION_FINISHED)
+
+    @broker.subscriber(
+        queue_for(INGRESS_CALL_FAILED, delivery_limit=settings.delivery_limit),
+        EVENTS,
+        title="RelayCallFailed",
+        description="A call agent could not run a call, to the flow owner's public events.",
+    )
+    async def on_call_failed(event: CallFailed) -> None:
+        await relay(event, await owners.of_flow(event.flow_id), PublicEventKey.CALL_FAILED)
+
+    @broker.subscriber(
+        queue_for(INGRESS_CALLBACK_DELIVERED, delivery_limit=settings.delivery_limit),
+        EVENTS,
+        title="RelayCallbackDelivered",
+        description="A call flow's callback was delivered (or given up), to the flow owner's public events.",
+    )
+    async def on_callback_delivered(event: CallbackDelivered) -> None:
+        await relay(event, await owners.of_flow(event.flow_id), PublicEventKey.CALLBACK_DELIVERED)
+
+    app = FastStream(broker, logger=logging.getLogger("faceproof.app"))
+
+    @app.after_startup
+    async def declare() -> None:
+        await declare_public_topology(broker, delivery_limit=settings.delivery_limit)
+
+    return app
+
+
+async def serve(settings: Settings) -> None:
+    """Consume public commands and relay events until stopped."""
+    database = create_engine(settings.resolved_database_url)
+    factory = session_factory(database)
+    store = open_store(settings.resolved_storage_url)
+    await store.ensure_buckets()
+    broker = create_broker(settings)
+    sessions = SessionRepository(factory)
+    deps = CommandDeps(
+        settings=settings,
+        identities=BrokerUsers(factory),
+        processed=ProcessedCommands(factory),
+        limiter=RateLimitRepository(factory),
+        sessions=SessionCreator(settings, sessions, store),
+        calls=CallStarter(settings, sessions, CallFlowRepository(factory), broker),
+        outbox=BrokerOutbox(broker),
+    )
+    try:
+        await build_app(settings, deps=deps, owners=Owners(factory), broker=broker).run()
+    finally:
+        await database.dispose()
