@@ -8,6 +8,7 @@ label; a request that matched no route is counted as ``unmatched``.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from typing import Final
@@ -25,6 +26,10 @@ from infra.telemetry.metrics import HTTP_REQUEST_DURATION, HTTP_REQUESTS, REGIST
 from infra.telemetry.tracing import extract, tracer
 
 __all__ = ["REQUEST_ID_HEADER", "HttpTelemetry", "install", "route_template"]
+
+log = logging.getLogger("faceproof.http")
+#: Probes and scrapes: their access lines only at DEBUG.
+QUIET_ROUTES: Final = frozenset({"/healthz", "/readyz", "/metrics"})
 
 REQUEST_ID_HEADER: Final = "X-Request-ID"
 #: A caller's request id is kept only if it looks like one (no free text into the logs).
@@ -80,8 +85,12 @@ class HttpTelemetry:
                 span.set_attribute("http.route", route)
                 span.set_attribute("http.response.status_code", status)
                 span.set_attribute("faceproof.request_id", request_id)
+                elapsed = time.perf_counter() - started
                 HTTP_REQUESTS.labels(method, route, str(status)).inc()
-                HTTP_REQUEST_DURATION.labels(method, route).observe(time.perf_counter() - started)
+                HTTP_REQUEST_DURATION.labels(method, route).observe(elapsed)
+                # the access line: the route template, never the raw path or query (tokens, ids)
+                level = logging.DEBUG if route in QUIET_ROUTES else logging.INFO
+                log.log(level, "%s %s %d %.0f ms", method, route, status, elapsed * 1000)
 
 
 async def metrics() -> Response:
