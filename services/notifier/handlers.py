@@ -20,6 +20,8 @@ from contracts.commands import DeliverCallback, MatchReferences
 from contracts.events import CallbackDelivered, CallFailed, ReferencesMatched, SessionFinished
 from contracts.routing import CommandKey, EventKey
 from contracts.values import CallbackOutcome, Fusion, ImageData, SessionStatus
+from infra.db.audit import AuditAction, AuditLog
+from infra.db.errors import DatabaseError
 from infra.db.flows import CallFlowRecord, CallFlowRepository, DeliveryStatus, FlowStatus
 from infra.db.records import SessionRecord
 from infra.telemetry.metrics import callback_delivery
@@ -89,6 +91,7 @@ class Deps:
     sender: CallbackSender
     config: Config
     rng: random.Random = field(default_factory=random.SystemRandom, repr=False)
+    audit: AuditLog | None = None
 
 
 def _now() -> datetime:
@@ -126,11 +129,39 @@ async def conclude(
     if concluded is None:
         return False
     log.info("flow %s %s (%s)", flow.id, outcome.value, ", ".join(decision.get("reasons") or []) or "-")
+    await _audit_decision(deps, concluded, status, decision)
     try:
         await deps.publisher.command(_deliver_command(concluded, 1), CommandKey.DELIVER_CALLBACK)
     except PublishFailed:
         log.warning("flow %s: DeliverCallback not published; the sweeper will send it", flow.id)
     return True
+
+
+async def _audit_decision(
+    deps: Deps, flow: CallFlowRecord, status: FlowStatus, decision: dict[str, Any]
+) -> None:
+    """One CALL_DECIDED record for the flow's one outcome (a failed write is logged, not retried:
+    the flow's own row keeps the decision). No images, URLs, tokens or embeddings."""
+    if deps.audit is None:
+        return
+    details = {
+        "sessionId": flow.session_id,
+        "isLive": decision.get("isLive"),
+        "confidence": decision.get("confidence"),
+        "reasons": list(decision.get("reasons") or []),
+        "similarity": decision.get("similarity"),
+        "match": decision.get("match"),
+    }
+    try:
+        await deps.audit.record(
+            actor=flow.owner,
+            action=AuditAction.CALL_DECIDED,
+            subject_id=flow.id,
+            outcome=status.value,
+            details=details,
+        )
+    except DatabaseError as error:
+        log.warning("flow %s: audit record not written: %s", flow.id, type(error).__name__)
 
 
 async def _session_result(deps: Deps, session_id: str) -> dict[str, Any] | None:

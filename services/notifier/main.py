@@ -13,6 +13,7 @@ from contracts.commands import DeliverCallback
 from contracts.events import CallFailed, ReferencesMatched, SessionFinished
 from contracts.routing import NOTIFIER_CALLBACKS, NOTIFIER_CALLS, NOTIFIER_MATCHES, NOTIFIER_SESSIONS
 from infra.broker import COMMANDS, EVENTS, create_broker, declare_topology, queue_for
+from infra.db.audit import AuditLog
 from infra.db.engine import create_engine, session_factory
 from infra.db.errors import DatabaseError
 from infra.db.flows import CallFlowRepository
@@ -93,6 +94,7 @@ def build_notifier(
     sessions: Sessions,
     references: ReferenceSource,
     sender: CallbackSender,
+    audit: AuditLog | None = None,
 ) -> Notifier:
     """Wire the handlers to the broker; resources are created by the caller."""
     broker = create_broker(settings)
@@ -103,6 +105,7 @@ def build_notifier(
         references=references,
         sender=sender,
         config=config_from(settings),
+        audit=audit,
     )
     limit = settings.delivery_limit
 
@@ -137,6 +140,7 @@ async def serve(settings: Settings) -> None:
         sessions=SessionRepository(factory),
         references=SafeReferenceSource(policy, max_references=settings.max_references),
         sender=sender,
+        audit=AuditLog(factory),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -25,6 +25,7 @@ from contracts.values import SessionStatus
 from examples.controller import Controller
 from faces.packs import load_pack
 from infra.broker import EVENTS, create_broker, declare_topology
+from infra.db.audit import AuditAction, AuditLog
 from infra.db.engine import create_engine, session_factory
 from infra.db.flows import CallFlowRecord, CallFlowRepository, DeliveryStatus, FlowStatus
 from infra.db.repositories import SessionRepository
@@ -124,6 +125,7 @@ class Harness:
         factory = session_factory(self.engine)
         self.sessions = SessionRepository(factory)
         self.flows = CallFlowRepository(factory)
+        self.audit = AuditLog(factory)
         self.broker = create_broker(settings)
         self.sender = HttpCallbackSender(
             FetchPolicy.from_settings(settings), timeout_s=settings.callback_timeout_s
@@ -134,6 +136,7 @@ class Harness:
             sessions=self.sessions,
             references=SafeReferenceSource(FetchPolicy.from_settings(settings), max_references=10),
             sender=self.sender,
+            audit=self.audit,
         )
 
     async def start(self) -> None:
@@ -219,7 +222,7 @@ class Harness:
         async with connection:
             channel = await connection.channel()
             queue = await channel.get_queue(NOTIFIER_CALLBACKS.dead_letter_queue, ensure=True)
-            bodies = []  # read without acknowledging: they go back to the queue when the channel closes
+            bodies: list[dict[str, Any]] = []  # read without acknowledging: they go back to the queue when the channel closes
             while len(bodies) < 100 and (message := await queue.get(no_ack=False, fail=False)) is not None:
                 bodies.append(json.loads(message.body))
             return bodies
@@ -276,6 +279,10 @@ async def test_live_and_matching_reference_calls_success_once(
     assert result["similarity"] > 0.6
     assert ended.status is FlowStatus.SUCCEEDED and ended.delivery is DeliveryStatus.DELIVERED
     assert ended.decision is not None and ended.decision["referencesUsed"] == 2
+    [audited] = await harness.audit.list(subject_id=flow.id, action=AuditAction.CALL_DECIDED)
+    assert (audited.actor, audited.outcome) == ("static", "SUCCEEDED")
+    assert audited.details is not None and audited.details["match"] is True
+    assert audited.details["sessionId"] == flow.session_id and audited.details["reasons"] == []
 
 
 async def test_a_different_person_calls_failure(
@@ -328,6 +335,9 @@ async def test_duplicate_session_finished_still_one_callback(
     assert [c.outcome for c in callbacks_for(controller, flow)] == ["failure"]
     assert ended.attempts == 1
     assert ended.decision is not None and "CHALLENGE_FAILED" in ended.decision["reasons"]
+    audited = await harness.audit.list(subject_id=flow.id)  # one record for four events
+    assert [(a.action, a.outcome) for a in audited] == [("CALL_DECIDED", "FAILED")]
+    assert audited[0].details is not None and "CHALLENGE_FAILED" in audited[0].details["reasons"]
 
 
 async def test_call_failed_calls_failure_signed(
