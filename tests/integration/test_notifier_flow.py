@@ -222,7 +222,8 @@ class Harness:
         async with connection:
             channel = await connection.channel()
             queue = await channel.get_queue(NOTIFIER_CALLBACKS.dead_letter_queue, ensure=True)
-            bodies: list[dict[str, Any]] = []  # read without acknowledging: they go back to the queue when the channel closes
+            # read without acknowledging: they go back to the queue when the channel closes
+            bodies: list[dict[str, Any]] = []
             while len(bodies) < 100 and (message := await queue.get(no_ack=False, fail=False)) is not None:
                 bodies.append(json.loads(message.body))
             return bodies
