@@ -168,8 +168,27 @@ def test_workers_use_exec_probes_not_http() -> None:
     deployments = by_kind(render(ALL_ON), "Deployment")
     for name in ("matcher", "call-agent", "liveness", "notifier"):
         worker = container(deployments[f"fp-faceproof-{name}"])
-        assert "ports" not in worker
+        assert [port["name"] for port in worker["ports"]] == ["metrics"]  # no HTTP API on a worker
         assert worker["readinessProbe"]["exec"]["command"] == ["faceproof-healthcheck"]
+
+
+def test_metrics_ports_scrape_annotations_and_pod_monitor() -> None:
+    objects = render({**BASE, "metrics": {"podMonitor": {"enabled": True}}})
+    deployments = by_kind(objects, "Deployment")
+    for name in ("gateway", "matcher", "call-agent", "liveness"):  # the notifier is off by default
+        deployment = deployments[f"fp-faceproof-{name}"]
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert annotations["prometheus.io/port"] == ("8000" if name == "gateway" else "9100")
+        if name != "gateway":
+            env = {item["name"]: item["value"] for item in container(deployment)["env"]}
+            assert env["FACEPROOF_METRICS_PORT"] == "9100"
+            assert container(deployment)["ports"][0]["containerPort"] == 9100
+    monitor = by_kind(objects, "PodMonitor")["fp-faceproof"]
+    assert {endpoint["port"] for endpoint in monitor["spec"]["podMetricsEndpoints"]} == {"http", "metrics"}
+    off = by_kind(render({**BASE, "metrics": {"enabled": False}}), "Deployment")["fp-faceproof-matcher"]
+    assert "ports" not in container(off)
+    assert {item["name"]: item["value"] for item in container(off)["env"]}["FACEPROOF_METRICS_PORT"] == "0"
 
 
 def test_gpu_matcher_keda_and_notifier_when_enabled() -> None:
