@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import numpy as np
 from aiortc import (
     InvalidAccessError,
     InvalidStateError,
@@ -26,42 +25,35 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import SessionDescription
 from av import VideoFrame
-from av.video.reformatter import VideoReformatter
 
 from contracts.commands import StartSession
 from contracts.envelope import Event, utc_now
 from contracts.events import (
     ChallengeIssued,
     ChallengeVerdict,
-    FrameCaptured,
     LivenessDecided,
     SessionFinished,
 )
-from contracts.routing import EventKey
 from contracts.values import SessionStatus
 from infra.db.errors import DatabaseError
-from infra.storage import ObjectStore, StorageError
-from infra.telemetry.metrics import frame_received, frame_stored
+from infra.storage import ObjectStore
 from services.call_agent.catalog import load_catalog
+from services.call_agent.frames import FramePipeline
 from services.call_agent.instructions import Instructions, Screen
-from services.call_agent.ports import EventSink, PublishFailed, SessionLeases
-from services.call_agent.sampling import FrameSampler, encode_jpeg, fit_size
-from services.call_agent.video import InstructionTrack, LatestFrame
+from services.call_agent.ports import EventSink, SessionLeases
+from services.call_agent.video import InstructionTrack
 
 __all__ = [
     "DATA_CHANNEL_LABEL",
     "InvalidOffer",
     "PeerSession",
     "StreamConfig",
-    "frame_key",
     "parse_ice_servers",
 ]
 
 log = logging.getLogger("faceproof.call_agent")
 
 DATA_CHANNEL_LABEL = "faceproof"
-#: Sampled frames waiting to be encoded and stored; beyond this a frame is dropped (never blocks).
-FRAME_BACKLOG = 16
 
 
 class InvalidOffer(Exception):
@@ -91,25 +83,6 @@ def parse_ice_servers(raw: str) -> tuple[RTCIceServer, ...]:
         RTCIceServer(urls=e["urls"], username=e.get("username"), credential=e.get("credential"))
         for e in entries
     )
-
-
-def frame_key(session_id: str, sequence: int) -> str:
-    return f"sessions/{session_id}/frames/{sequence:08d}.jpg"
-
-
-def encode_frame(
-    frame: VideoFrame, quality: int, reformatter: VideoReformatter | None = None
-) -> tuple[bytes, int, int]:
-    """The raw (not mirrored) camera frame, fitted into 640x480, as JPEG bytes, width, height.
-
-    ``reformatter`` is the caller's own (default: a fresh one), never ``frame.reformat``: the
-    instruction video converts the same frame in another thread at the same time."""
-    width, height = fit_size(frame.width, frame.height)
-    scaled = (reformatter or VideoReformatter()).reformat(
-        frame, width=width, height=height, format="bgr24", interpolation="AREA", threads=1
-    )
-    image = np.asarray(scaled.to_ndarray(), dtype=np.uint8)
-    return encode_jpeg(image, quality), width, height
 
 
 def _has_video(sdp: str) -> bool:
@@ -144,15 +117,22 @@ class PeerSession:
         self._leases = leases
         self._on_closed = on_closed
         self._pc = RTCPeerConnection(RTCConfiguration(iceServers=list(config.ice_servers)))
-        self._latest = LatestFrame()
+        self.frames = FramePipeline(
+            session_id=command.session_id,
+            connection_id=command.connection_id,
+            client_id=command.client_id,
+            sequence_base=command.sequence_base,
+            frame_rate=config.frame_rate,
+            jpeg_quality=config.jpeg_quality,
+            store=store,
+            events=events,
+            kind="session",
+            log_extra={"session_id": command.session_id},
+        )
         self._channel: RTCDataChannel | None = None
         self._pending: list[str] = []
         self._tasks: set[asyncio.Task[None]] = set()
-        self._frames: asyncio.Queue[tuple[int, VideoFrame, datetime]] = asyncio.Queue(maxsize=FRAME_BACKLOG)
-        self._sampler = FrameSampler(config.frame_rate)
-        self._next_sequence = command.sequence_base
         self._closed = False
-        self.frames_stored = 0
 
     @property
     def closed(self) -> bool:
@@ -179,7 +159,7 @@ class PeerSession:
             await pc.setRemoteDescription(
                 RTCSessionDescription(sdp=self._command.offer_sdp, type=self._command.offer_type)
             )
-            pc.addTrack(InstructionTrack(self._latest, self.screen))
+            pc.addTrack(InstructionTrack(self.frames.latest, self.screen))
             await pc.setLocalDescription(await pc.createAnswer())
         except (ValueError, LookupError, TypeError, InvalidAccessError, InvalidStateError) as error:
             raise InvalidOffer(f"the offer cannot be answered ({type(error).__name__})") from None
@@ -187,7 +167,7 @@ class PeerSession:
         if description is None:
             raise InvalidOffer("no answer was produced")
         self.answer_sdp = description.sdp
-        self._spawn(self._write_frames(), "frames")
+        self._spawn(self.frames.run(), "frames")
         self._spawn(self._heartbeat(), "heartbeat")
         self._spawn(self._expire_at(self._command.expires_at), "expiry")
         return self.answer_sdp
@@ -277,51 +257,10 @@ class PeerSession:
                 frame = await track.recv()
             except MediaStreamError:
                 break
-            if not isinstance(frame, VideoFrame):
-                continue
-            frame_received("session")
-            self._latest.frame = frame
-            at = frame.time if frame.time is not None else time.monotonic()
-            if self._frames.full() or not self._sampler.keep(at):
-                continue
-            self._frames.put_nowait((self._next_sequence, frame, utc_now()))
-            self._next_sequence += 1
+            if isinstance(frame, VideoFrame):
+                self.frames.offer(frame)
         if not self._closed:
             await self.close(why="the camera track ended")
-
-    async def _write_frames(self) -> None:
-        reformatter = VideoReformatter()
-        while True:
-            sequence, frame, captured_at = await self._frames.get()
-            data, width, height = await asyncio.to_thread(
-                encode_frame, frame, self._config.jpeg_quality, reformatter
-            )
-            key = frame_key(self.session_id, sequence)
-            try:
-                await self._store.put(key, data, "image/jpeg")
-                await self._events.publish(
-                    FrameCaptured(
-                        correlation_id=self.session_id,
-                        session_id=self.session_id,
-                        connection_id=self.connection_id,
-                        sequence=sequence,
-                        storage_key=key,
-                        width=width,
-                        height=height,
-                        captured_at=captured_at,
-                    ),
-                    EventKey.FRAME_CAPTURED,
-                )
-            except (StorageError, PublishFailed) as error:
-                log.warning(
-                    "frame %d lost (%s)",
-                    sequence,
-                    type(error).__name__,
-                    extra={"session_id": self.session_id},
-                )
-                continue
-            self.frames_stored += 1
-            frame_stored("session")
 
     async def _heartbeat(self) -> None:
         while True:

@@ -34,24 +34,22 @@ from contracts.events import (
     CallJoined,
     ChallengeIssued,
     ChallengeVerdict,
-    FrameCaptured,
     LivenessDecided,
     SessionFinished,
     SessionStarted,
 )
 from contracts.routing import EventKey
 from contracts.values import SessionStatus
-from infra.storage import ObjectStore, StorageError
-from infra.telemetry.metrics import frame_received, frame_stored
+from infra.storage import ObjectStore
 from services.call_agent.catalog import load_catalog
-from services.call_agent.connection import FRAME_BACKLOG, StreamConfig, encode_frame, frame_key
+from services.call_agent.connection import StreamConfig
+from services.call_agent.frames import FramePipeline
 from services.call_agent.instructions import Instructions, Screen
 from services.call_agent.ports import EventSink, PublishFailed
 from services.call_agent.room.errors import NoVideo, RoomError, SignallingError, SocketDropped
 from services.call_agent.room.mediasoup import RoomConfig, RoomPeer
 from services.call_agent.room.protoo import ProtooClient
-from services.call_agent.sampling import FrameSampler
-from services.call_agent.video import InstructionTrack, LatestFrame
+from services.call_agent.video import InstructionTrack
 
 __all__ = ["CallConfig", "CallOutcome", "RoomCall"]
 
@@ -91,16 +89,23 @@ class RoomCall:
         self.session_id = command.session_id
         self.connection_id = f"call-{uuid4().hex[:16]}"
         self.instructions = Instructions(load_catalog(command.language))
-        self.frames_stored = 0
         self.joined = False
         self._config = config
         self._store = store
         self._events = events
         self._on_closed = on_closed
-        self._latest = LatestFrame()
-        self._sampler = FrameSampler(config.stream.frame_rate)
-        self._frames: asyncio.Queue[tuple[int, VideoFrame, datetime]] = asyncio.Queue(maxsize=FRAME_BACKLOG)
-        self._next_sequence = 0
+        self.frames = FramePipeline(
+            session_id=command.session_id,
+            connection_id=self.connection_id,
+            client_id=command.client_id,
+            sequence_base=0,
+            frame_rate=config.stream.frame_rate,
+            jpeg_quality=config.stream.jpeg_quality,
+            store=store,
+            events=events,
+            kind="room",
+            log_extra={"flow_id": command.flow_id},
+        )
         self._first_frame = asyncio.Event()
         self._outcome: asyncio.Future[CallOutcome] = asyncio.get_running_loop().create_future()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -153,7 +158,7 @@ class RoomCall:
     async def _join(self) -> None:
         try:
             await self._protoo.connect(self.command.ws_url)
-            answer = await self._peer.join(InstructionTrack(self._latest, self.screen))
+            answer = await self._peer.join(InstructionTrack(self.frames.latest, self.screen))
         except RoomError as error:
             self._fail(error)
             return
@@ -165,7 +170,7 @@ class RoomCall:
         )
         self._spawn(self._watch_socket(), "socket")
         self._spawn(self._watch_video(), "no-video")
-        self._spawn(self._write_frames(), "frames")
+        self._spawn(self.frames.run(), "frames")
         try:
             await self._events.publish(
                 SessionStarted(
@@ -243,47 +248,9 @@ class RoomCall:
                 frame = await track.recv()
             except MediaStreamError:
                 return
-            if not isinstance(frame, VideoFrame):
-                continue
-            frame_received("room")
-            self._latest.frame = frame
-            self._first_frame.set()
-            at = frame.time if frame.time is not None else time.monotonic()
-            if self._frames.full() or not self._sampler.keep(at):
-                continue
-            self._frames.put_nowait((self._next_sequence, frame, utc_now()))
-            self._next_sequence += 1
-
-    async def _write_frames(self) -> None:
-        while True:
-            sequence, frame, captured_at = await self._frames.get()
-            data, width, height = await asyncio.to_thread(
-                encode_frame, frame, self._config.stream.jpeg_quality
-            )
-            key = frame_key(self.session_id, sequence)
-            try:
-                await self._store.put(key, data, "image/jpeg")
-                await self._events.publish(
-                    FrameCaptured(
-                        correlation_id=self.session_id,
-                        client_id=self.command.client_id,
-                        session_id=self.session_id,
-                        connection_id=self.connection_id,
-                        sequence=sequence,
-                        storage_key=key,
-                        width=width,
-                        height=height,
-                        captured_at=captured_at,
-                    ),
-                    EventKey.FRAME_CAPTURED,
-                )
-            except (StorageError, PublishFailed) as error:
-                log.warning(
-                    "frame %d lost (%s)", sequence, type(error).__name__, extra={"flow_id": self.flow_id}
-                )
-                continue
-            self.frames_stored += 1
-            frame_stored("room")
+            if isinstance(frame, VideoFrame):
+                self._first_frame.set()
+                self.frames.offer(frame)
 
     async def _watch_socket(self) -> None:
         await self._protoo.dropped.wait()

@@ -1,0 +1,126 @@
+"""The subject's camera frames, shared by hosted sessions and video-call rooms: sampled at the
+frame rate, fitted into 640x480, stored as JPEG under the session, announced as FrameCaptured.
+
+The receiving side (:meth:`FramePipeline.offer`) never blocks the track: past
+:data:`FRAME_BACKLOG` waiting frames a sampled frame is dropped. The writer
+(:meth:`FramePipeline.run`) encodes off the event loop with its own converter, because the
+instruction video converts the same frame in another thread at the same time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from av import VideoFrame
+from av.video.reformatter import VideoReformatter
+
+from contracts.envelope import utc_now
+from contracts.events import FrameCaptured
+from contracts.routing import EventKey
+from infra.storage import ObjectStore, StorageError
+from infra.telemetry.metrics import frame_received, frame_stored
+from services.call_agent.ports import EventSink, PublishFailed
+from services.call_agent.sampling import FrameSampler, encode_jpeg, fit_size
+from services.call_agent.video import LatestFrame
+
+__all__ = ["FRAME_BACKLOG", "FramePipeline", "encode_frame", "frame_key"]
+
+log = logging.getLogger("faceproof.call_agent")
+
+#: Sampled frames waiting to be encoded and stored; beyond this a frame is dropped (never blocks).
+FRAME_BACKLOG = 16
+
+
+def frame_key(session_id: str, sequence: int) -> str:
+    return f"sessions/{session_id}/frames/{sequence:08d}.jpg"
+
+
+def encode_frame(
+    frame: VideoFrame, quality: int, reformatter: VideoReformatter | None = None
+) -> tuple[bytes, int, int]:
+    """The raw (not mirrored) camera frame, fitted into 640x480, as JPEG bytes, width, height.
+
+    ``reformatter`` is the caller's own (default: a fresh one), never ``frame.reformat``: the
+    instruction video converts the same frame in another thread at the same time."""
+    width, height = fit_size(frame.width, frame.height)
+    scaled = (reformatter or VideoReformatter()).reformat(
+        frame, width=width, height=height, format="bgr24", interpolation="AREA", threads=1
+    )
+    image = np.asarray(scaled.to_ndarray(), dtype=np.uint8)
+    return encode_jpeg(image, quality), width, height
+
+
+class FramePipeline:
+    """One stream's frames: the latest for the instruction video, the sampled ones to storage."""
+
+    def __init__(
+        self,
+        *,
+        session_id: str,
+        connection_id: str,
+        client_id: str | None,
+        sequence_base: int,
+        frame_rate: float,
+        jpeg_quality: int,
+        store: ObjectStore,
+        events: EventSink,
+        kind: str,
+        log_extra: dict[str, Any],
+    ) -> None:
+        self.session_id = session_id
+        self.connection_id = connection_id
+        self.latest = LatestFrame()
+        self.stored = 0
+        self._client_id = client_id
+        self._next_sequence = sequence_base
+        self._sampler = FrameSampler(frame_rate)
+        self._quality = jpeg_quality
+        self._store = store
+        self._events = events
+        self._kind = kind
+        self._log_extra = log_extra
+        self._queue: asyncio.Queue[tuple[int, VideoFrame, datetime]] = asyncio.Queue(maxsize=FRAME_BACKLOG)
+
+    def offer(self, frame: VideoFrame) -> None:
+        """A frame arrived: show it in the instruction video; keep it if the sampler wants it."""
+        frame_received(self._kind)
+        self.latest.frame = frame
+        at = frame.time if frame.time is not None else time.monotonic()
+        if self._queue.full() or not self._sampler.keep(at):
+            return
+        self._queue.put_nowait((self._next_sequence, frame, utc_now()))
+        self._next_sequence += 1
+
+    async def run(self) -> None:
+        """Encode, store and announce the kept frames, until cancelled."""
+        reformatter = VideoReformatter()
+        while True:
+            sequence, frame, captured_at = await self._queue.get()
+            data, width, height = await asyncio.to_thread(encode_frame, frame, self._quality, reformatter)
+            key = frame_key(self.session_id, sequence)
+            try:
+                await self._store.put(key, data, "image/jpeg")
+                await self._events.publish(
+                    FrameCaptured(
+                        correlation_id=self.session_id,
+                        client_id=self._client_id,
+                        session_id=self.session_id,
+                        connection_id=self.connection_id,
+                        sequence=sequence,
+                        storage_key=key,
+                        width=width,
+                        height=height,
+                        captured_at=captured_at,
+                    ),
+                    EventKey.FRAME_CAPTURED,
+                )
+            except (StorageError, PublishFailed) as error:
+                log.warning("frame %d lost (%s)", sequence, type(error).__name__, extra=self._log_extra)
+                continue
+            self.stored += 1
+            frame_stored(self._kind)
