@@ -221,17 +221,17 @@ async def _answer(
 
 
 async def reject(
-    envelope: Envelope | None,
     *,
     command: str,
     message_id: str | None,
+    correlation_id: str | None,
     reply_to: str | None,
     client_id: str | None,
     rejection: Rejected,
     outbox: Outbox,
 ) -> CommandRejected:
     """Tell the publisher why: on its reply queue (if any) and on its public events (if known)."""
-    correlation_id = (envelope.correlation_id if envelope else None) or message_id or "unknown"
+    correlation_id = correlation_id or message_id or "unknown"
     event = CommandRejected(
         correlation_id=correlation_id,
         client_id=client_id,

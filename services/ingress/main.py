@@ -171,7 +171,6 @@ def build_app(settings: Settings, *, deps: CommandDeps, owners: Owners, broker: 
     )
     async def on_command(body: bytes, message: RabbitMessage) -> None:
         raw = message.raw_message
-        envelope = None
         try:
             envelope = read_envelope(
                 routing_key=raw.routing_key or "",
@@ -186,12 +185,16 @@ def build_app(settings: Settings, *, deps: CommandDeps, owners: Owners, broker: 
             await handle_command(envelope, body, redelivered=bool(raw.redelivered), deps=deps)
         except Rejected as rejection:
             log.info("public command %s rejected: %s", (raw.routing_key or "")[:64], rejection.reason)
+            client_id = rejection.client_id
+            if client_id is None and raw.user_id:  # refused before the client was looked up
+                client = await deps.identities.client_for(raw.user_id)
+                client_id = None if client is None else client.client_id
             await reject(
-                envelope,
                 command=raw.routing_key or "",
                 message_id=raw.message_id,
+                correlation_id=raw.correlation_id,
                 reply_to=raw.reply_to,
-                client_id=rejection.client_id,
+                client_id=client_id,
                 rejection=rejection,
                 outbox=outbox,
             )

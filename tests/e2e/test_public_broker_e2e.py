@@ -1,0 +1,342 @@
+"""The public broker API, as an upstream system uses it: plain aio-pika (not the project's own
+broker wiring), its own RabbitMQ user created by `faceproof broker setup`, real photos."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+import pytest
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
+from aio_pika.exceptions import ChannelClosed
+
+from contracts.events import CallFailed, FacesCompared
+from contracts.public import CallStarted, CommandRejected, SessionCreated
+from tests.e2e.conftest import Stack, free_port, image_b64
+from tests.paths import PEOPLE, REPO_ROOT
+
+pytestmark = pytest.mark.e2e
+
+COMMANDS = "faceproof.public.v1.commands"
+EVENTS = "faceproof.public.v1.events"
+WAIT_S = 120
+
+
+@dataclass(frozen=True)
+class Upstream:
+    user: str
+    password: str
+    client_id: str
+    api_key: str
+    url: str
+
+
+def _cli(stack: Stack, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "faceproof", *args],
+        env=stack.env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def upstream(stack: Stack) -> Iterator[Upstream]:
+    name = f"upstream-{uuid.uuid4().hex[:8]}"
+    api_key = _cli(stack, "keys", "create", name).strip().splitlines()[-1]
+    user, password = f"up-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    out = _cli(
+        stack, "broker", "setup", "--user", user, "--password", password, "--client", name,
+        "--vhost", stack.vhost.name,
+    )  # fmt: skip
+    client_id = out.split("acts for API client ")[1].split()[0]
+    yield Upstream(
+        user, password, client_id, api_key, f"amqp://{user}:{password}@127.0.0.1:5672/{stack.vhost.name}"
+    )
+    subprocess.run(["rabbitmqctl", "-q", "delete_user", user], capture_output=True, timeout=60, check=False)
+
+
+@pytest.fixture
+async def connection(upstream: Upstream) -> AsyncIterator[AbstractRobustConnection]:
+    connection = await aio_pika.connect_robust(upstream.url)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+async def _own_queue(channel: AbstractChannel, upstream: Upstream, *keys: str) -> AbstractQueue:
+    queue = await channel.declare_queue(
+        f"upstream.{upstream.user}.{uuid.uuid4().hex[:8]}", exclusive=True, auto_delete=True
+    )
+    events = await channel.get_exchange(EVENTS, ensure=False)
+    for key in keys:
+        await queue.bind(events, routing_key=key)
+    return queue
+
+
+async def _publish(
+    channel: AbstractChannel,
+    upstream: Upstream,
+    key: str,
+    body: bytes | dict[str, Any],
+    *,
+    reply_to: str | None = None,
+    message_id: str | None = None,
+) -> str:
+    message_id = message_id or uuid.uuid4().hex
+    exchange = await channel.get_exchange(COMMANDS, ensure=False)
+    await exchange.publish(
+        aio_pika.Message(
+            body if isinstance(body, bytes) else json.dumps(body).encode(),
+            content_type="application/json",
+            message_id=message_id,
+            correlation_id=f"corr-{message_id}",
+            reply_to=reply_to,
+            user_id=upstream.user,
+            headers={"x-schema-version": "1"},
+        ),
+        routing_key=key,
+    )
+    return message_id
+
+
+async def _next(queue: AbstractQueue, within_s: float = WAIT_S) -> AbstractIncomingMessage:
+    async with asyncio.timeout(within_s):
+        while True:
+            message = await queue.get(no_ack=True, fail=False)
+            if message is not None:
+                return message
+            await asyncio.sleep(0.2)
+
+
+async def _nothing_more(queue: AbstractQueue, seconds: float) -> bool:
+    try:
+        await _next(queue, seconds)
+    except TimeoutError:
+        return True
+    return False
+
+
+async def test_compare_with_reply_to_answers_on_the_publishers_queue(
+    connection: AbstractRobustConnection, upstream: Upstream
+) -> None:
+    channel = await connection.channel(publisher_confirms=True)
+    replies = await _own_queue(channel, upstream)
+    same = await _publish(
+        channel,
+        upstream,
+        "compare.faces",
+        {"source": image_b64(PEOPLE / "obama.jpg"), "target": image_b64(PEOPLE / "obama2.jpg")},
+        reply_to=replies.name,
+    )
+    answer = await _next(replies)
+    assert answer.correlation_id == f"corr-{same}"
+    event = FacesCompared.model_validate_json(answer.body)
+    assert event.error is None and event.match is True and event.client_id == upstream.client_id
+
+    other = await _publish(
+        channel,
+        upstream,
+        "compare.faces",
+        {"source": image_b64(PEOPLE / "obama.jpg"), "target": image_b64(PEOPLE / "biden.jpg")},
+        reply_to=replies.name,
+    )
+    answer = await _next(replies)
+    assert answer.correlation_id == f"corr-{other}"
+    assert FacesCompared.model_validate_json(answer.body).match is False
+
+
+async def test_compare_without_reply_to_goes_to_the_clients_events(
+    connection: AbstractRobustConnection, upstream: Upstream
+) -> None:
+    channel = await connection.channel(publisher_confirms=True)
+    events = await _own_queue(channel, upstream, f"{upstream.client_id}.faces.compared")
+    sent = await _publish(
+        channel,
+        upstream,
+        "compare.faces",
+        {"source": image_b64(PEOPLE / "obama.jpg"), "target": image_b64(PEOPLE / "obama2.jpg")},
+    )
+    answer = await _next(events)
+    assert answer.routing_key == f"{upstream.client_id}.faces.compared"
+    assert FacesCompared.model_validate_json(answer.body).correlation_id == f"corr-{sent}"
+
+
+async def _dead_letters(stack: Stack) -> int:
+    connection = await aio_pika.connect_robust(stack.vhost.url)
+    try:
+        channel = await connection.channel()
+        queue = await channel.declare_queue("ingress.public-commands.dlq", passive=True)
+        return int(queue.declaration_result.message_count or 0)
+    finally:
+        await connection.close()
+
+
+async def _rejection(
+    channel: AbstractChannel, upstream: Upstream, key: str, body: bytes | dict[str, Any]
+) -> Any:
+    replies = await _own_queue(channel, upstream)
+    sent = await _publish(channel, upstream, key, body, reply_to=replies.name)
+    rejected = CommandRejected.model_validate_json((await _next(replies)).body)
+    assert rejected.rejected_message_id == sent and rejected.correlation_id == f"corr-{sent}"
+    return rejected
+
+
+async def test_malformed_and_oversized_commands_are_rejected_and_dead_lettered(
+    stack: Stack, connection: AbstractRobustConnection, upstream: Upstream
+) -> None:
+    channel = await connection.channel(publisher_confirms=True)
+    events = await _own_queue(channel, upstream, f"{upstream.client_id}.command.rejected")
+    before = await _dead_letters(stack)
+
+    malformed = await _rejection(channel, upstream, "compare.faces", b"{not json")
+    assert malformed.reason == "MALFORMED_JSON"
+    missing = await _rejection(
+        channel, upstream, "compare.faces", {"source": image_b64(PEOPLE / "obama.jpg")}
+    )
+    assert missing.reason == "INVALID_REQUEST" and "target" in missing.detail
+    huge = "A" * (14 * 1024 * 1024)  # over the 10 MiB image limit, as POST /v1/compare answers 413
+    oversized = await _rejection(channel, upstream, "compare.faces", {"source": huge, "target": huge})
+    assert oversized.reason == "IMAGE_TOO_LARGE"
+    not_an_image = base64.b64encode(b"GIF89a" + b"\0" * 64).decode()
+    invalid = await _rejection(
+        channel, upstream, "compare.faces", {"source": not_an_image, "target": not_an_image}
+    )
+    assert invalid.reason == "INVALID_IMAGE"
+    unknown = await _rejection(channel, upstream, "faces.delete", {})
+    assert unknown.reason == "UNKNOWN_COMMAND"
+    refused_url = await _rejection(
+        channel, upstream, "session.start", {"reference": "http://169.254.169.254/latest/meta-data"}
+    )
+    assert refused_url.reason == "REFERENCE_URL_REFUSED"
+
+    # the same events on the client's public events, and each command in the dead-letter queue
+    reasons = {CommandRejected.model_validate_json((await _next(events)).body).reason for _ in range(6)}
+    assert reasons == {
+        "MALFORMED_JSON", "INVALID_REQUEST", "IMAGE_TOO_LARGE", "INVALID_IMAGE", "UNKNOWN_COMMAND",
+        "REFERENCE_URL_REFUSED",
+    }  # fmt: skip
+    for _ in range(60):
+        if await _dead_letters(stack) >= before + 6:
+            break
+        await asyncio.sleep(0.5)
+    assert await _dead_letters(stack) >= before + 6
+
+
+async def test_a_duplicate_message_id_is_processed_once(
+    connection: AbstractRobustConnection, upstream: Upstream
+) -> None:
+    channel = await connection.channel(publisher_confirms=True)
+    replies = await _own_queue(channel, upstream)
+    body = {"source": image_b64(PEOPLE / "obama.jpg"), "target": image_b64(PEOPLE / "obama2.jpg")}
+    message_id = await _publish(channel, upstream, "compare.faces", body, reply_to=replies.name)
+    await _publish(channel, upstream, "compare.faces", body, reply_to=replies.name, message_id=message_id)
+    first = await _next(replies)
+    assert FacesCompared.model_validate_json(first.body).match is True
+    assert await _nothing_more(replies, 8)
+
+
+async def test_start_session_is_the_same_session_as_over_http(
+    stack: Stack, connection: AbstractRobustConnection, upstream: Upstream
+) -> None:
+    channel = await connection.channel(publisher_confirms=True)
+    replies = await _own_queue(channel, upstream)
+    settings = {"challenges": 2, "language": "es"}
+    await _publish(channel, upstream, "session.start", {"settings": settings}, reply_to=replies.name)
+    created = SessionCreated.model_validate_json((await _next(replies)).body)
+    assert created.client_token and created.client_url and created.client_url.startswith(stack.url)
+
+    with stack.client(upstream.api_key) as http:
+        over_broker = http.get(f"/v1/sessions/{created.session_id}")
+        assert over_broker.status_code == 200, over_broker.text
+        over_http = http.post("/v1/sessions", json={"settings": settings})
+        assert over_http.status_code == 201
+        again = http.get(f"/v1/sessions/{over_http.json()['sessionId']}").json()
+    one = over_broker.json()
+    assert one["status"] == again["status"] == "CREATED"
+    assert set(one) == set(again)
+    # the hosted page accepts the client token the broker answer carries
+    with stack.client(created.client_token) as page:
+        assert page.get(f"/v1/sessions/{created.session_id}/status").status_code == 200
+    # another client cannot see it
+    with stack.client() as static:
+        assert static.get(f"/v1/sessions/{created.session_id}").status_code == 404
+
+
+async def test_join_call_starts_a_flow_like_post_join_call(
+    stack: Stack, connection: AbstractRobustConnection, upstream: Upstream
+) -> None:
+    channel = await connection.channel(publisher_confirms=True)
+    keys = (f"{upstream.client_id}.call.started", f"{upstream.client_id}.call.failed")
+    events = await _own_queue(channel, upstream, *keys)
+    body = {
+        "ws_url": f"ws://127.0.0.1:{free_port()}/room",  # nobody listens: the room is unreachable
+        "callback_base_url": f"http://127.0.0.1:{free_port()}/cb",
+        "token": "t",
+        "lang": "es-MX",
+    }
+    await _publish(channel, upstream, "call.join", body)
+    started = CallStarted.model_validate_json((await _next(events)).body)
+    assert started.language == "es" and started.language_fallback is False
+
+    with stack.client(upstream.api_key) as http:
+        flow = http.get(f"/v1/calls/{started.flow_id}")
+        assert flow.status_code == 200, flow.text
+        assert flow.json()["sessionId"] == started.session_id
+        over_http = http.post("/join-call", json=body)
+        assert over_http.status_code == 202
+        same = {"flowId", "sessionId", "status", "language", "requestedLanguage", "languageFallback"}
+        assert same <= set(over_http.json())
+        assert over_http.json()["status"] == started.status
+
+    # the room cannot be reached: the call agent's CallFailed reaches the client's events
+    failed = CallFailed.model_validate_json((await _next(events)).body)
+    assert failed.flow_id == started.flow_id and failed.reason == "ROOM_UNREACHABLE"
+
+
+async def test_rabbitmq_refuses_the_internal_exchanges_to_an_upstream_user(upstream: Upstream) -> None:
+    connection = await aio_pika.connect(upstream.url)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        internal = await channel.get_exchange("faceproof.commands", ensure=False)
+        with pytest.raises(ChannelClosed) as refused:
+            await internal.publish(
+                aio_pika.Message(b"{}", user_id=upstream.user), routing_key="compare.faces"
+            )
+        assert "ACCESS_REFUSED" in str(refused.value)
+
+        channel = await connection.channel()
+        with pytest.raises(ChannelClosed) as refused:
+            internal_queue = await channel.get_queue("matcher.compare-faces", ensure=False)
+            await internal_queue.get(fail=False)  # reading another service's queue
+        assert "ACCESS_REFUSED" in str(refused.value)
+
+        # binding another client's events (or all of them) is refused by the topic permission
+        channel = await connection.channel()
+        queue = await channel.declare_queue(f"upstream.{upstream.user}.spy", exclusive=True)
+        events = await channel.get_exchange(EVENTS, ensure=False)
+        with pytest.raises(ChannelClosed) as refused:
+            await queue.bind(events, routing_key="#")
+        assert "ACCESS_REFUSED" in str(refused.value)
+
+        # a user_id that is not the connection's user is refused too: identities cannot be forged
+        channel = await connection.channel(publisher_confirms=True)
+        commands = await channel.get_exchange(COMMANDS, ensure=False)
+        with pytest.raises(ChannelClosed) as forged:
+            await commands.publish(aio_pika.Message(b"{}", user_id="guest"), routing_key="compare.faces")
+        assert "PRECONDITION_FAILED" in str(forged.value)
+    finally:
+        await connection.close()
