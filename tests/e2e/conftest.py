@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -46,6 +46,8 @@ class Stack:
     env: dict[str, str]
     vhost: RabbitVhost
     logs: Path
+    #: Each worker's /metrics port (FACEPROOF_METRICS_PORT); the gateway serves {url}/metrics.
+    metrics_ports: dict[str, int] = field(default_factory=dict)
 
     def client(self, token: str | None = TOKEN) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -119,10 +121,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory, seaweedfs: SeaweedFS) -> Ite
         subprocess.run(
             [sys.executable, "-m", "faceproof", "db", "upgrade"], env=env, cwd=REPO_ROOT, check=True
         )
+        metrics_ports = {name: free_port() for name, _ in SERVICES if name != "gateway"}
         processes = [
             subprocess.Popen(
                 [sys.executable, "-m", "faceproof", *argv],
-                env=env,
+                env={**env, "FACEPROOF_METRICS_PORT": str(metrics_ports.get(name, 0))},
                 cwd=REPO_ROOT,
                 stdout=(logs / f"{name}.log").open("wb"),
                 stderr=subprocess.STDOUT,
@@ -131,7 +134,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, seaweedfs: SeaweedFS) -> Ite
         ]
         try:
             wait_ready(f"http://127.0.0.1:{port}", processes, logs)
-            yield Stack(url=f"http://127.0.0.1:{port}", env=env, vhost=vhost, logs=logs)
+            yield Stack(
+                url=f"http://127.0.0.1:{port}", env=env, vhost=vhost, logs=logs, metrics_ports=metrics_ports
+            )
         finally:
             for process in processes:
                 process.terminate()
