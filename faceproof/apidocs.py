@@ -118,12 +118,24 @@ def _notifier(settings: Settings) -> RabbitBroker:
     return build_notifier(settings, flows=none, sessions=none, references=none, sender=none).broker
 
 
+def _ingress(settings: Settings) -> RabbitBroker:
+    from types import SimpleNamespace
+
+    from services.ingress.main import build_app
+
+    broker = create_broker(settings)
+    deps = cast(Any, SimpleNamespace(outbox=None))
+    build_app(settings, deps=deps, owners=cast(Any, None), broker=broker)
+    return broker
+
+
 #: Each service's broker with its subscribers (add a service here when it consumes messages).
 SUBSCRIBERS: Final[tuple[Callable[[Settings], RabbitBroker], ...]] = (
     _matcher,
     _call_agent,
     _liveness,
     _notifier,
+    _ingress,
 )
 
 
