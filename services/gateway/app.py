@@ -21,7 +21,7 @@ from services.gateway.auth import Authenticator
 from services.gateway.comparisons import BrokerComparisons
 from services.gateway.cors import ClientCors
 from services.gateway.dependencies import Resources
-from services.gateway.limits import BodySizeLimit, JsonDepthLimit
+from services.gateway.limits import BodySizeLimit, JsonDepthLimit, NulCharacterGuard
 from services.gateway.offers import BrokerCallAgents, BrokerSessionEvents
 from services.gateway.problems import install_problem_handlers
 from services.gateway.ratelimit import RateLimiter, RateLimitHeaders, static_limits
@@ -75,6 +75,7 @@ def create_app(settings: Settings, *, migrate: bool = False) -> FastAPI:
     )
     install_problem_handlers(app)
     app.add_middleware(JsonDepthLimit, max_depth=settings.max_json_depth)
+    app.add_middleware(NulCharacterGuard)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RateLimitHeaders)
     app.add_middleware(ClientCors)

@@ -1,4 +1,5 @@
-"""Refuse request bodies over the size limit before they are read into memory."""
+"""Refuse request bodies over the size limit before they are read into memory, JSON nested too
+deep, and NUL characters (which no text column or JSONB value can store) before any route runs."""
 
 from __future__ import annotations
 
@@ -76,6 +77,30 @@ class _TooLarge(Exception):
     pass
 
 
+#: ``\\u0000`` in a JSON string: the escape with an odd number of backslashes before the ``u``.
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+_NUL_DETAIL = "NUL characters are not allowed in paths, query strings or JSON strings."
+
+
+def has_nul(body: bytes) -> bool:
+    """Whether a JSON body holds a NUL character (escaped, as JSON must, or raw)."""
+    return b"\x00" in body or _NUL_ESCAPE.search(body) is not None
+
+
+class NulCharacterGuard:
+    """ASGI middleware: 400 problem+json (``INVALID_CHARACTER``) for a NUL character in the path or
+    the query string. PostgreSQL refuses NUL in text, so it would otherwise fail deep in a query."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and ("\x00" in scope["path"] or b"%00" in scope["query_string"]):
+            await _problem(send, 400, "Invalid character", _NUL_DETAIL, "INVALID_CHARACTER")
+            return
+        await self._app(scope, receive, send)
+
+
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _OPEN = np.frombuffer(b"[{", dtype=np.uint8)
 _CLOSE = np.frombuffer(b"]}", dtype=np.uint8)
@@ -126,6 +151,9 @@ class JsonDepthLimit:
                 f"The JSON body is nested deeper than {self._max} levels.",
                 "JSON_TOO_DEEP",
             )
+            return
+        if has_nul(body):
+            await _problem(send, 400, "Invalid character", _NUL_DETAIL, "INVALID_CHARACTER")
             return
         await self._app(
             scope, _replay([{"type": "http.request", "body": body, "more_body": False}], receive), send
