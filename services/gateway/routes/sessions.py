@@ -31,6 +31,7 @@ from contracts.routing import CONNECTION_SEQUENCE_STRIDE
 from contracts.values import SessionStatus
 from infra.db.repositories import SessionRecord
 from infra.storage.errors import StorageError
+from infra.telemetry.metrics import session_status
 from services.gateway.auth import Principal
 from services.gateway.client_tokens import bearer_token, token_matches
 from services.gateway.comparisons import BrokerUnavailable, ReplyTimeout
@@ -115,6 +116,7 @@ async def _expire_if_due(record: SessionRecord, res: Resources) -> SessionRecord
     expired = await res.sessions.expire_if_overdue(record.id)
     if expired is None:  # someone else finished or expired it first: read what it is now
         return await res.sessions.fetch(record.id) or record
+    session_status(expired.status)
     await _publish_finished(res.events, expired)
     return expired
 
