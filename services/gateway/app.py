@@ -25,8 +25,7 @@ from services.gateway.limits import BodySizeLimit, JsonDepthLimit, NulCharacterG
 from services.gateway.offers import BrokerCallAgents, BrokerSessionEvents
 from services.gateway.problems import install_problem_handlers
 from services.gateway.ratelimit import RateLimiter, RateLimitHeaders, static_limits
-from services.gateway.routes import admin, calls, compare, health, sessions
-from services.gateway.routes import erasure
+from services.gateway.routes import admin, calls, compare, erasure, health, sessions
 
 
 def create_app(settings: Settings, *, migrate: bool = False) -> FastAPI:
