@@ -147,6 +147,51 @@ def bench_compare(
     _print(result, as_json)
 
 
+@bench_app.command("soak")
+def bench_soak(
+    as_json: JsonOption = False,
+    duration: Annotated[
+        float, typer.Option(min=1, help="Seconds of load (compares are sent until then)")
+    ] = 120.0,
+    rate: Annotated[float, typer.Option(min=0.01, help="Compares per second (open loop, steady)")] = 2.0,
+    sessions: Annotated[
+        int, typer.Option(min=0, help="Liveness sessions at once (scripted subjects over WebRTC)")
+    ] = 2,
+    pairs: Annotated[int, typer.Option(min=1, help="Image pairs from LFW dev-test, sent in turn")] = 10,
+    request_timeout: Annotated[
+        float, typer.Option(min=1, help="Seconds before a compare counts as lost")
+    ] = 30.0,
+    pack: PackOption = None,
+    models_dir: ModelsDirOption = None,
+) -> None:
+    """Minutes of compares at a steady rate plus concurrent liveness sessions on a stack of its own:
+    requests sent and answered (lost), compare p50/p95/p99, RSS of every service at start/middle/end."""
+    from faceproof.bench.compare import default_pairs
+    from faceproof.bench.environment import BenchError, data_dir
+    from faceproof.bench.environment import models_dir as resolve_models
+    from faceproof.bench.soak import SoakBench, run_soak_bench
+    from infra.settings import load_settings
+
+    settings = load_settings()
+    try:
+        result = run_soak_bench(
+            SoakBench(
+                pairs=default_pairs(data_dir(), pairs),
+                models_dir=resolve_models(models_dir, settings),
+                pack=pack or settings.model_pack,
+                broker_url=settings.broker_url,
+                duration_s=duration,
+                rate_per_s=rate,
+                sessions=sessions,
+                request_timeout_s=request_timeout,
+            ),
+            warn=lambda message: typer.echo(f"warning: {message}", err=True),
+        )
+    except (BenchError, ValueError) as error:
+        raise _fail(error) from None
+    _print(result, as_json)
+
+
 @bench_app.command("peers")
 def bench_peers(
     as_json: JsonOption = False,

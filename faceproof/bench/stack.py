@@ -135,6 +135,8 @@ class StackConfig:
     pack: str | None = None
     extra_env: Mapping[str, str] = field(default_factory=dict)
     ready_timeout_s: float = 120.0
+    #: Other workers to start beside the matchers (``faceproof worker NAME``), e.g. the call agent.
+    other_workers: tuple[str, ...] = ()
 
 
 @dataclass
@@ -245,6 +247,7 @@ def running_stack(config: StackConfig, warn: Warn) -> Iterator[Stack]:
             "FACEPROOF_API_TOKEN": token,
             "FACEPROOF_HOST": "127.0.0.1",
             "FACEPROOF_PORT": str(port),
+            "FACEPROOF_METRICS_PORT": "0",  # several workers on one host would share one port
         }
         if config.pack:
             env["FACEPROOF_MODEL_PACK"] = config.pack
@@ -266,6 +269,8 @@ def running_stack(config: StackConfig, warn: Warn) -> Iterator[Stack]:
                 processes[f"matcher-{index + 1}"] = _start(
                     f"matcher-{index + 1}", ["worker", "matcher"], env, logs
                 )
+            for name in config.other_workers:
+                processes[name] = _start(name, ["worker", name], env, logs)
             stack = Stack(
                 url=f"http://127.0.0.1:{port}",
                 token=token,
