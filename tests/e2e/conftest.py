@@ -117,8 +117,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory, seaweedfs: SeaweedFS) -> Ite
             # the example controller and the test SFU run on this machine
             "FACEPROOF_FETCH_ALLOW_HOSTS": "127.0.0.1",
             "FACEPROOF_NO_VIDEO_TIMEOUT_S": "8",
-            # every worker would serve /metrics on the same default port (9100); the rest exit
-            "FACEPROOF_METRICS_PORT": "0",
         }
         subprocess.run(
             [sys.executable, "-m", "faceproof", "db", "upgrade"], env=env, cwd=REPO_ROOT, check=True
