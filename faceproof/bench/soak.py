@@ -14,18 +14,16 @@ slow stack shows up as latency and backlog instead of a lower request rate. Boun
 a session started before the end runs to its own end, ``session_timeout_s`` at most).
 
 The liveness sessions are scripted subjects joining over real WebRTC (aiortc), the way the hosted
-page does: ``tests/support/webrtc_subject.py`` and ``services/liveness/scripted_subject.py`` with
-the annotated liveportrait video in ``../shared/data/video``; so ``--sessions`` needs the repository
-checkout and the shared data. Each of ``sessions`` loops creates a session, joins, answers, waits
+page does: :mod:`services.liveness.webrtc_subject` and :mod:`services.liveness.scripted_subject`
+with the annotated liveportrait video in ``../shared/data/video``; so ``--sessions`` needs the
+shared data. Each of ``sessions`` loops creates a session, joins, answers, waits
 for its terminal status, and starts the next, until the duration is over.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import math
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -36,7 +34,7 @@ from typing import Any, Final
 import httpx
 
 from faceproof.bench.compare import ImagePair, compare_body
-from faceproof.bench.environment import REPO_ROOT, BenchError, data_dir, machine_info
+from faceproof.bench.environment import BenchError, data_dir, machine_info
 from faceproof.bench.load import check_local_url
 from faceproof.bench.stack import StackConfig, running_stack, terminate_on_sigterm
 from faceproof.bench.stats import ms_summary, rate
@@ -185,25 +183,15 @@ class SessionTally:
         }
 
 
-def _subject_modules() -> tuple[Any, Any, Any, Any]:
-    """The scripted subject and its WebRTC client (they live in the repository's tests/)."""
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
-    try:
-        webrtc = importlib.import_module("tests.support.webrtc_subject")
-    except ImportError as error:
-        raise BenchError(f"--sessions needs the repository checkout (tests/support): {error}") from None
-    from services.liveness.analysis import FrameAnalyzer
-    from services.liveness.annotate import load_video_segments
-    from services.liveness.scripted_subject import Media, ScriptedSubject
-
-    return webrtc, FrameAnalyzer, (Media, ScriptedSubject), load_video_segments
-
-
 async def _session_loops(
     url: str, token: str, config: SoakBench, tally: SessionTally, ends_at: float
 ) -> None:
-    webrtc, analyzer_type, (media_type, subject_type), load_segments = _subject_modules()
+    from services.liveness import webrtc_subject as webrtc
+    from services.liveness.analysis import FrameAnalyzer as analyzer_type
+    from services.liveness.annotate import load_video_segments as load_segments
+    from services.liveness.scripted_subject import Media as media_type
+    from services.liveness.scripted_subject import ScriptedSubject as subject_type
+
     video = data_dir() / "video" / SESSION_VIDEO
     if not video.is_file():
         raise BenchError(f"{video} not found (the shared data)")

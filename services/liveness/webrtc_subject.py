@@ -1,4 +1,5 @@
-"""A subject that joins a liveness session the way the hosted page does, over real WebRTC.
+"""A subject that joins a liveness session the way the hosted page does, over real WebRTC (the
+end-to-end tests and ``faceproof bench soak`` use it).
 
 It posts its SDP offer to the gateway with the session's client token, sends camera frames from a
 :class:`FrameSource` at the worker's 8 fps on a real aiortc video track, receives the call agent's
@@ -119,13 +120,13 @@ class SourceTrack(VideoStreamTrack):
         self.source = source
         self.fps = fps
         self._count = 0
-        self._start: float | None = None
+        self._began: float | None = None
 
     async def recv(self) -> av.VideoFrame:
         loop = asyncio.get_running_loop()
-        if self._start is None:
-            self._start = loop.time()
-        due = self._start + self._count / self.fps
+        if self._began is None:
+            self._began = loop.time()
+        due = self._began + self._count / self.fps
         await asyncio.sleep(max(0.0, due - loop.time()))
         image = self.source.next_frame()
         frame = av.VideoFrame.from_ndarray(image, format="bgr24")
@@ -197,7 +198,7 @@ async def run_subject(
                 return
             run.frames_received += 1
             if run.frames_received % 8 == 0 and isinstance(frame, av.VideoFrame):
-                run.last_frame = frame.to_ndarray(format="bgr24")
+                run.last_frame = np.asarray(frame.to_ndarray(format="bgr24"), dtype=np.uint8)
 
     consumers: list[asyncio.Task[None]] = []
 

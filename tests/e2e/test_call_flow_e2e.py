@@ -22,10 +22,10 @@ from examples.controller import Controller
 from services.liveness.analysis import FrameAnalyzer
 from services.liveness.annotate import load_video_segments
 from services.liveness.scripted_subject import Media, ScriptedSubject
+from services.liveness.webrtc_subject import FrameSource, ScriptedSource, SourceTrack
 from tests.e2e.conftest import TOKEN, Stack
 from tests.paths import DATA_DIR, MODELS_DIR, PEOPLE
 from tests.support.test_sfu import TestSfu
-from tests.support.webrtc_subject import FrameSource, ScriptedSource, SourceTrack
 
 pytestmark = pytest.mark.e2e
 

@@ -35,11 +35,11 @@ from infra.db.engine import create_engine
 from services.liveness.analysis import FrameAnalyzer
 from services.liveness.annotate import load_video_segments
 from services.liveness.scripted_subject import Media, ScriptedSubject
+from services.liveness.webrtc_subject import FrameSource, Image, ScriptedSource, run_subject
 from tests.e2e.conftest import SERVICES, TOKEN, _tail, free_port, postgres_database
 from tests.paths import DATA_DIR, MODELS_DIR, PEOPLE
 from tests.support.broker import RabbitVhost, temporary_vhost
 from tests.support.services import SeaweedFS, start_seaweedfs
-from tests.support.webrtc_subject import FrameSource, Image, ScriptedSource, run_subject
 
 pytestmark = pytest.mark.e2e
 

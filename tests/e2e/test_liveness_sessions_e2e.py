@@ -12,14 +12,14 @@ from typing import Any
 
 import cv2
 import httpx
+import numpy as np
+import numpy.typing as npt
 import pytest
 
 from services.liveness.analysis import FrameAnalyzer
 from services.liveness.annotate import load_video_segments
 from services.liveness.scripted_subject import Media, ScriptedSubject
-from tests.e2e.conftest import Stack
-from tests.paths import DATA_DIR, MODELS_DIR, PEOPLE
-from tests.support.webrtc_subject import (
+from services.liveness.webrtc_subject import (
     FrameSource,
     PlaybackSource,
     ScriptedSource,
@@ -28,6 +28,8 @@ from tests.support.webrtc_subject import (
     moved_in_plane,
     run_subject,
 )
+from tests.e2e.conftest import Stack
+from tests.paths import DATA_DIR, MODELS_DIR, PEOPLE
 
 pytestmark = pytest.mark.e2e
 
@@ -131,12 +133,26 @@ def test_a_subject_who_reconnects_within_the_window_resumes(
     created = create_session(stack, settings={"challenges": 2, "challengeTypes": ANSWERABLE})
     source = scripted(d3, analyzer)
 
+    class FirstChallengeOnly:
+        """Answers the first challenge, then looks at the camera (hangs up soon after)."""
+
+        held = False
+
+        def instruct(self, message: dict[str, Any]) -> None:
+            if message["index"] == 0:
+                source.instruct(message)
+            else:
+                self.held = True
+
+        def next_frame(self) -> npt.NDArray[np.uint8]:
+            return d3.frame(0) if self.held else source.next_frame()
+
     async def twice() -> tuple[SessionRun, SessionRun]:
         first = await run_subject(
             stack.url,
             created["sessionId"],
             created["clientToken"],
-            source,
+            FirstChallengeOnly(),
             timeout_s=90,
             stop_after=lambda run: any(m["passed"] for m in run.of_type("verdict")),
         )
@@ -161,7 +177,7 @@ def test_a_subject_who_reconnects_within_the_window_resumes(
 async def _offer_status(stack: Stack, created: dict[str, Any]) -> int:
     from aiortc import RTCPeerConnection
 
-    from tests.support.webrtc_subject import post_offer
+    from services.liveness.webrtc_subject import post_offer
 
     pc = RTCPeerConnection()
     pc.createDataChannel("faceproof")
