@@ -126,27 +126,11 @@ async def _inprocess_handler(config: CompareBench, images: Sequence[tuple[bytes,
     base64, the gateway, RabbitMQ and the worker's message handling.
     """
     from contracts.commands import CompareFaces
-    from faces.packs import load_pack
-    from services.matcher.adapters import OnnxFaceEngine
     from services.matcher.handlers import handle_compare
+    from services.matcher.main import load_engine
 
     settings = matcher_settings(config)
-    pipeline = await asyncio.to_thread(
-        load_pack,
-        settings.model_pack,
-        settings.resolved_models_dir,
-        prefer_gpu=settings.prefer_gpu,
-        threads=settings.resolved_inference_threads,
-        verify_checksums=settings.verify_model_checksums,
-    )
-    await asyncio.to_thread(pipeline.warm_up)
-    engine = OnnxFaceEngine(
-        pipeline,
-        max_pixels=settings.max_image_pixels,
-        workers=settings.matcher_concurrency,
-        batch_size=settings.matcher_batch_size,
-        batch_wait_s=settings.matcher_batch_wait_ms / 1000,
-    )
+    engine = await load_engine(settings)
     source = _InlineImages()
     commands = [
         CompareFaces(

@@ -63,8 +63,8 @@ def build_app(settings: Settings, *, engine: FaceEngine, images: ImageSource) ->
     return app
 
 
-async def serve(settings: Settings) -> None:
-    """Load the model pack, then consume until stopped."""
+async def load_engine(settings: Settings) -> OnnxFaceEngine:
+    """The model pack loaded and warmed up, behind the engine the handlers use."""
     pipeline = await asyncio.to_thread(
         load_pack,
         settings.model_pack,
@@ -74,13 +74,18 @@ async def serve(settings: Settings) -> None:
         verify_checksums=settings.verify_model_checksums,
     )
     await asyncio.to_thread(pipeline.warm_up)
-    engine = OnnxFaceEngine(
+    return OnnxFaceEngine(
         pipeline,
         max_pixels=settings.max_image_pixels,
         workers=settings.matcher_concurrency,
         batch_size=settings.matcher_batch_size,
         batch_wait_s=settings.matcher_batch_wait_ms / 1000,
     )
+
+
+async def serve(settings: Settings) -> None:
+    """Load the model pack, then consume until stopped."""
+    engine = await load_engine(settings)
     store = open_store(settings.resolved_storage_url)
     log.info("model pack %s loaded (%s)", engine.model.pack, engine.model.licence)
     try:
