@@ -22,7 +22,7 @@ from infra.storage import ObjectStore
 from services.call_agent.connection import InvalidOffer, PeerSession, StreamConfig
 from services.call_agent.ports import EventSink, PublishFailed, SessionLeases
 
-__all__ = ["SESSION_EVENTS", "CallAgent"]
+__all__ = ["SESSION_EVENTS", "CallAgent", "parse_session_event"]
 
 log = logging.getLogger("faceproof.call_agent")
 
@@ -33,6 +33,18 @@ SESSION_EVENTS: dict[str, type[Event]] = {
     EventKey.LIVENESS_DECIDED: LivenessDecided,
     EventKey.SESSION_FINISHED: SessionFinished,
 }
+
+
+def parse_session_event(routing_key: str, body: bytes) -> Event | None:
+    """A followed session event, or None (another key, or a malformed body: logged, dropped)."""
+    kind = SESSION_EVENTS.get(routing_key)
+    if kind is None:
+        return None
+    try:
+        return kind.model_validate_json(body)
+    except ValidationError:
+        log.warning("ignored a malformed %s event", routing_key)
+        return None
 
 
 class CallAgent:
@@ -93,13 +105,8 @@ class CallAgent:
 
     async def on_event(self, routing_key: str, body: bytes) -> None:
         """A session event from the agent's own queue; events of sessions held elsewhere are ignored."""
-        kind = SESSION_EVENTS.get(routing_key)
-        if kind is None:
-            return
-        try:
-            event = kind.model_validate_json(body)
-        except ValidationError:
-            log.warning("ignored a malformed %s event", routing_key)
+        event = parse_session_event(routing_key, body)
+        if event is None:
             return
         session_id = getattr(event, "session_id", None)
         session = self._sessions.get(session_id) if isinstance(session_id, str) else None

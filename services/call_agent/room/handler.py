@@ -11,13 +11,11 @@ import asyncio
 import logging
 from collections import OrderedDict
 
-from pydantic import ValidationError
-
 from contracts.commands import JoinCall
 from contracts.envelope import Event
 from infra.settings import Settings
 from infra.storage import ObjectStore
-from services.call_agent.agent import SESSION_EVENTS
+from services.call_agent.agent import parse_session_event
 from services.call_agent.connection import StreamConfig, parse_ice_servers
 from services.call_agent.ports import EventSink
 from services.call_agent.room.call import CallConfig, CallOutcome, RoomCall
@@ -87,15 +85,9 @@ class RoomCalls:
 
     async def on_event(self, routing_key: str, body: bytes) -> None:
         """A session event from the agent's own events queue (the same keys as hosted sessions)."""
-        kind = SESSION_EVENTS.get(routing_key)
-        if kind is None:
-            return
-        try:
-            event = kind.model_validate_json(body)
-        except ValidationError:
-            log.warning("ignored a malformed %s event", routing_key)
-            return
-        self.apply(event)
+        event = parse_session_event(routing_key, body)
+        if event is not None:
+            self.apply(event)
 
     async def close(self) -> None:
         """Leave every room (shutdown); no CallFailed is published for these."""
