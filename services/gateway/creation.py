@@ -19,6 +19,7 @@ from faststream.rabbit import RabbitBroker
 from contracts.commands import JoinCall
 from contracts.http import CallCreatedResponse, CallSettings, CreateSessionRequest, JoinCallRequest
 from contracts.routing import CommandKey
+from contracts.values import SessionStatus
 from infra.broker import COMMANDS
 from infra.db.flows import CallFlowRepository
 from infra.db.repositories import SessionRecord, SessionRepository
@@ -34,6 +35,7 @@ from infra.safe_fetch import (
 from infra.settings import Settings
 from infra.storage.base import ObjectStore
 from infra.storage.errors import StorageError
+from infra.telemetry.metrics import session_status
 from services.gateway.auth import Principal
 from services.gateway.client_tokens import new_client_token
 from services.gateway.images import decode_image_field
@@ -142,7 +144,9 @@ class SessionCreator:
             client_token_hash=token_hash,
             session_id=session_id,
         )
-        if not created:  # an idempotent replay: the first call's session (and reference) stand
+        if created:
+            session_status(SessionStatus.CREATED)
+        else:  # an idempotent replay: the first call's session (and reference) stand
             if reference_key is not None:
                 try:
                     await self.store.delete(reference_key)
@@ -211,6 +215,7 @@ class CallStarter:
             expires_at=now + timedelta(seconds=session_ttl),
             kind="call",
         )
+        session_status(SessionStatus.CREATED)
         flow = await self.flows.create(
             principal.owner,
             session_id=session.id,

@@ -439,6 +439,7 @@ async def handle_session_started(event: SessionStarted, deps: Deps) -> None:
             await deps.sessions.update_status(
                 session_id, expected_version=record.version, status=SessionStatus.IN_PROGRESS
             )
+            session_status(SessionStatus.IN_PROGRESS)
     published_before = state.issued
     result = await advance(deps, session_id)  # ChallengeIssued(0), and frames that came first
     if created or result is None:
