@@ -41,11 +41,12 @@ def write_y4m(media_path: Path, out: Path, *, seconds: float = 6.0) -> Path:
     return out
 
 
-@pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="Debian's chromium is not installed (scripts/test installs it)"
-)
 def test_the_hosted_page_runs_a_session_in_chromium(stack: Stack, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM.exists(), (
+        "Debian's chromium is missing: scripts/test installs it (apt-get install chromium)"
+    )
 
     camera = write_y4m(DATA_DIR / "video" / "lestari15_real.mp4", tmp_path / "camera.y4m")
     with stack.client() as client:
