@@ -24,7 +24,7 @@ from typing import Any, Final, Protocol
 import numpy as np
 
 from contracts.commands import ExpireSession, MatchReferences
-from contracts.envelope import Command, Event
+from contracts.envelope import Command, Event, utc_now
 from contracts.events import (
     ChallengeIssued,
     ChallengeVerdict,
@@ -430,7 +430,10 @@ async def handle_session_started(event: SessionStarted, deps: Deps) -> None:
         state, created = await deps.states.create_state(
             session_id,
             challenges=[c.to_dict() for c in challenges],
-            started_at=event.occurred_at,
+            # The first challenge's clock starts when it is issued (now), not when the call agent
+            # answered: a backlog of this worker must not eat the user's time. Frames before are
+            # ignored (t < 0). max(): never before the connection, whatever the clocks say.
+            started_at=max(event.occurred_at, utc_now()),
             connection_id=event.connection_id,
         )
     if record.status is SessionStatus.CREATED:

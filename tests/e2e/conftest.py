@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from contracts.routing import ALL_ROUTES
 from tests.paths import MODELS_DIR, REPO_ROOT
 from tests.support.broker import RabbitVhost, temporary_vhost
 from tests.support.services import SeaweedFS, create_test_database, drop_test_database, start_seaweedfs
@@ -71,6 +72,33 @@ def wait_ready(url: str, processes: list[subprocess.Popen[bytes]], logs: Path, s
             pass
         time.sleep(0.5)
     pytest.fail(f"the gateway was not ready within {seconds} s; logs:\n{_tail(logs)}")
+
+
+def wait_consuming(
+    vhost: RabbitVhost, processes: list[subprocess.Popen[bytes]], logs: Path, seconds: float = 120
+) -> None:
+    """Until every worker queue has a consumer: the workers have loaded their models and listen."""
+    wanted = {route.queue for route in ALL_ROUTES}
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for process in processes:
+            if process.poll() is not None:
+                pytest.fail(f"a service exited early ({process.args}); logs in {logs}:\n" + _tail(logs))
+        listing = subprocess.run(
+            ["rabbitmqctl", "-q", "list_queues", "-p", vhost.name, "name", "consumers", "--no-table-headers"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+        consumed = {
+            name
+            for name, count in (line.split() for line in listing.splitlines() if line.strip())
+            if int(count) > 0
+        }
+        if wanted <= consumed:
+            return
+        time.sleep(1)
+    pytest.fail(f"workers did not consume {sorted(wanted)} within {seconds} s; logs:\n{_tail(logs)}")
 
 
 def _tail(logs: Path) -> str:
@@ -134,6 +162,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, seaweedfs: SeaweedFS) -> Ite
         ]
         try:
             wait_ready(f"http://127.0.0.1:{port}", processes, logs)
+            wait_consuming(vhost, processes, logs)
             yield Stack(
                 url=f"http://127.0.0.1:{port}", env=env, vhost=vhost, logs=logs, metrics_ports=metrics_ports
             )
