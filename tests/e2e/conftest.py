@@ -123,32 +123,47 @@ SERVICES: tuple[tuple[str, list[str]], ...] = (
 )
 
 
+def stack_env(
+    data_dir: Path, *, database_url: str, vhost: RabbitVhost, storage_url: str, port: int
+) -> dict[str, str]:
+    """The environment of a test stack: its own database, vhost, bucket and port; one inference
+    thread per process (2 cores); the example controller and the test SFU on 127.0.0.1 allowed."""
+    return {
+        **os.environ,
+        "FACEPROOF_DATA_DIR": str(data_dir),
+        "FACEPROOF_DATABASE_URL": database_url,
+        "FACEPROOF_BROKER_URL": vhost.url,
+        "FACEPROOF_STORAGE_URL": storage_url,
+        "FACEPROOF_MODELS_DIR": str(MODELS_DIR),
+        "FACEPROOF_API_TOKEN": TOKEN,
+        "FACEPROOF_PORT": str(port),
+        "FACEPROOF_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "FACEPROOF_MATCHER_CONCURRENCY": "1",
+        "FACEPROOF_LIVENESS_CONCURRENCY": "1",
+        "FACEPROOF_INFERENCE_THREADS": "1",
+        "FACEPROOF_FETCH_ALLOW_HOSTS": "127.0.0.1",
+    }
+
+
+def migrate(env: dict[str, str]) -> None:
+    subprocess.run([sys.executable, "-m", "faceproof", "db", "upgrade"], env=env, cwd=REPO_ROOT, check=True)
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory, seaweedfs: SeaweedFS) -> Iterator[Stack]:
     """The gateway and every worker as separate processes on fresh RabbitMQ, Postgres and S3 spaces."""
     logs = tmp_path_factory.mktemp("logs")
     port = free_port()
     with temporary_vhost() as vhost, postgres_database() as database_url:
-        env = {
-            **os.environ,
-            "FACEPROOF_DATA_DIR": str(tmp_path_factory.mktemp("data")),
-            "FACEPROOF_DATABASE_URL": database_url,
-            "FACEPROOF_BROKER_URL": vhost.url,
-            "FACEPROOF_STORAGE_URL": seaweedfs.url,
-            "FACEPROOF_MODELS_DIR": str(MODELS_DIR),
-            "FACEPROOF_API_TOKEN": TOKEN,
-            "FACEPROOF_PORT": str(port),
-            "FACEPROOF_PUBLIC_URL": f"http://127.0.0.1:{port}",
-            "FACEPROOF_MATCHER_CONCURRENCY": "1",
-            "FACEPROOF_LIVENESS_CONCURRENCY": "1",
-            "FACEPROOF_INFERENCE_THREADS": "1",
-            # the example controller and the test SFU run on this machine
-            "FACEPROOF_FETCH_ALLOW_HOSTS": "127.0.0.1",
-            "FACEPROOF_NO_VIDEO_TIMEOUT_S": "8",
-        }
-        subprocess.run(
-            [sys.executable, "-m", "faceproof", "db", "upgrade"], env=env, cwd=REPO_ROOT, check=True
+        env = stack_env(
+            tmp_path_factory.mktemp("data"),
+            database_url=database_url,
+            vhost=vhost,
+            storage_url=seaweedfs.url,
+            port=port,
         )
+        env["FACEPROOF_NO_VIDEO_TIMEOUT_S"] = "8"
+        migrate(env)
         metrics_ports = {name: free_port() for name, _ in SERVICES if name != "gateway"}
         processes = [
             subprocess.Popen(

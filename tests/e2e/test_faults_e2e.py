@@ -36,7 +36,7 @@ from services.liveness.analysis import FrameAnalyzer
 from services.liveness.annotate import load_video_segments
 from services.liveness.scripted_subject import Media, ScriptedSubject
 from services.liveness.webrtc_subject import FrameSource, Image, ScriptedSource, run_subject
-from tests.e2e.conftest import SERVICES, TOKEN, _tail, free_port, postgres_database
+from tests.e2e.conftest import SERVICES, TOKEN, _tail, free_port, migrate, postgres_database, stack_env
 from tests.paths import DATA_DIR, MODELS_DIR, PEOPLE
 from tests.support.broker import RabbitVhost, temporary_vhost
 from tests.support.services import SeaweedFS, start_seaweedfs
@@ -117,34 +117,25 @@ def faults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
     port = free_port()
     try:
         with temporary_vhost() as vhost, postgres_database() as database_url:
-            env = {
-                **os.environ,
-                "FACEPROOF_DATA_DIR": str(tmp_path_factory.mktemp("fault-data")),
-                "FACEPROOF_DATABASE_URL": database_url,
-                "FACEPROOF_BROKER_URL": vhost.url,
-                "FACEPROOF_STORAGE_URL": seaweedfs.url,
-                "FACEPROOF_MODELS_DIR": str(MODELS_DIR),
-                "FACEPROOF_API_TOKEN": TOKEN,
-                "FACEPROOF_PORT": str(port),
-                "FACEPROOF_PUBLIC_URL": f"http://127.0.0.1:{port}",
-                "FACEPROOF_MATCHER_CONCURRENCY": "1",
-                "FACEPROOF_LIVENESS_CONCURRENCY": "1",
-                "FACEPROOF_INFERENCE_THREADS": "1",
-                "FACEPROOF_FETCH_ALLOW_HOSTS": "127.0.0.1",
-                "FACEPROOF_RATE_LIMITS": "false",
-                "FACEPROOF_COMPARE_TIMEOUT_S": str(COMPARE_DEADLINE_S),
-                "FACEPROOF_PROTOO_REQUEST_TIMEOUT_S": "3",
-                "FACEPROOF_CALLBACK_BACKOFF_S": "8",
-                "FACEPROOF_CALLBACK_BACKOFF_MAX_S": "10",
-                "FACEPROOF_FLOW_SWEEP_S": "0.5",
-                "FACEPROOF_METRICS_PORT": "0",  # no worker metrics servers (they would share a port)
-            }
-            subprocess.run(
-                [sys.executable, "-m", "faceproof", "db", "upgrade"],
-                env=env,
-                cwd=Path(__file__).parents[2],
-                check=True,
+            env = stack_env(
+                tmp_path_factory.mktemp("fault-data"),
+                database_url=database_url,
+                vhost=vhost,
+                storage_url=seaweedfs.url,
+                port=port,
             )
+            env.update(
+                {
+                    "FACEPROOF_RATE_LIMITS": "false",
+                    "FACEPROOF_COMPARE_TIMEOUT_S": str(COMPARE_DEADLINE_S),
+                    "FACEPROOF_PROTOO_REQUEST_TIMEOUT_S": "3",
+                    "FACEPROOF_CALLBACK_BACKOFF_S": "8",
+                    "FACEPROOF_CALLBACK_BACKOFF_MAX_S": "10",
+                    "FACEPROOF_FLOW_SWEEP_S": "0.5",
+                    "FACEPROOF_METRICS_PORT": "0",  # no worker metrics servers (they would share a port)
+                }
+            )
+            migrate(env)
             stack = FaultStack(f"http://127.0.0.1:{port}", env, vhost, database_url, logs, seaweedfs)
             names = [name for name, _ in SERVICES if name != "ingress"]
             try:
