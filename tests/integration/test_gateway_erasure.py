@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 from collections.abc import Iterator
 from typing import Any
 
-import aio_pika
 import pytest
 from fastapi.testclient import TestClient
 
-from contracts.routing import EVENTS_EXCHANGE, EventKey
+from contracts.routing import EventKey
 from contracts.values import SessionStatus
 from infra.db.audit import AuditLog
 from infra.db.engine import create_engine, session_factory
@@ -22,7 +20,7 @@ from infra.settings import Settings
 from infra.storage import open_store
 from services.gateway.app import create_app
 from tests.paths import PEOPLE
-from tests.support.broker import RabbitVhost, temporary_vhost
+from tests.support.broker import RabbitVhost, bind_event_queue, drain_queue, temporary_vhost
 from tests.support.services import SeaweedFS
 
 pytestmark = pytest.mark.integration
@@ -34,26 +32,6 @@ FINISHED_QUEUE = "test.erasure-finished"
 
 def _run(coro: Any) -> Any:
     return asyncio.run(coro)
-
-
-async def _listen(vhost_url: str) -> None:
-    connection = await aio_pika.connect(vhost_url)
-    async with connection:
-        channel = await connection.channel()
-        exchange = await channel.declare_exchange(EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
-        queue = await channel.declare_queue(FINISHED_QUEUE, durable=True)
-        await queue.bind(exchange, routing_key=EventKey.SESSION_FINISHED)
-
-
-async def _drain(vhost_url: str) -> list[dict[str, Any]]:
-    connection = await aio_pika.connect(vhost_url)
-    bodies: list[dict[str, Any]] = []
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.get_queue(FINISHED_QUEUE)
-        while (message := await queue.get(fail=False, no_ack=True)) is not None:
-            bodies.append(json.loads(message.body))
-    return bodies
 
 
 async def _new_client_key(database_url: str, name: str) -> str:
@@ -111,7 +89,7 @@ def gateway(
             api_token="api-token",
         )
         with TestClient(create_app(settings)) as client:
-            _run(_listen(vhost.url))
+            _run(bind_event_queue(vhost.url, FINISHED_QUEUE, EventKey.SESSION_FINISHED))
             yield client, vhost, settings
 
 
@@ -150,13 +128,17 @@ def test_delete_erases_a_finished_session_and_keeps_its_decision(
 
 def test_delete_ends_an_unfinished_session_once(gateway: tuple[TestClient, RabbitVhost, Settings]) -> None:
     client, vhost, _ = gateway
-    _run(_drain(vhost.url))
+    _run(drain_queue(vhost.url, FINISHED_QUEUE))
     session_id = client.post("/v1/sessions", json={}, headers=API).json()["sessionId"]
     assert client.delete(f"/v1/sessions/{session_id}", headers=API).status_code == 204
     assert client.delete(f"/v1/sessions/{session_id}", headers=API).status_code == 204
     body = client.get(f"/v1/sessions/{session_id}", headers=API).json()
     assert body["status"] == "FAILED" and body["reasons"] == ["ERASED"] and body["purged"] is True
-    finished = [e for e in _run(_drain(vhost.url)) if e.get("sessionId", e.get("session_id")) == session_id]
+    finished = [
+        e
+        for e in _run(drain_queue(vhost.url, FINISHED_QUEUE))
+        if e.get("sessionId", e.get("session_id")) == session_id
+    ]
     assert len(finished) == 1
 
 

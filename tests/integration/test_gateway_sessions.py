@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from contracts.events import SessionStarted
-from contracts.routing import CALL_AGENT_SESSIONS, EVENTS_EXCHANGE, EventKey
+from contracts.routing import CALL_AGENT_SESSIONS, EventKey
 from contracts.values import ErrorCode, ErrorInfo, SessionStatus
 from infra.db.engine import create_engine
 from infra.db.engine import session_factory as make_session_factory
@@ -31,7 +31,7 @@ from infra.settings import Settings
 from infra.storage import open_store
 from services.gateway.app import create_app
 from tests.paths import PEOPLE
-from tests.support.broker import RabbitVhost, temporary_vhost
+from tests.support.broker import RabbitVhost, bind_event_queue, drain_queue, temporary_vhost
 from tests.support.services import SeaweedFS
 
 pytestmark = pytest.mark.integration
@@ -69,26 +69,6 @@ async def _sql(url: str, statement: str, **params: Any) -> None:
         await engine.dispose()
 
 
-async def _bind_finished_listener(vhost_url: str) -> None:
-    connection = await aio_pika.connect(vhost_url)
-    async with connection:
-        channel = await connection.channel()
-        exchange = await channel.declare_exchange(EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
-        queue = await channel.declare_queue(FINISHED_QUEUE, durable=True)
-        await queue.bind(exchange, routing_key=EventKey.SESSION_FINISHED)
-
-
-async def _drain_finished(vhost_url: str) -> list[dict[str, Any]]:
-    connection = await aio_pika.connect(vhost_url)
-    bodies: list[dict[str, Any]] = []
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.get_queue(FINISHED_QUEUE)
-        while (message := await queue.get(fail=False, no_ack=True)) is not None:
-            bodies.append(json.loads(message.body))
-    return bodies
-
-
 @pytest.fixture(scope="module")
 def gateway(
     tmp_path_factory: pytest.TempPathFactory, postgres_url: str, seaweedfs: SeaweedFS
@@ -105,7 +85,7 @@ def gateway(
             max_sdp_bytes=2000,
         )
         with TestClient(create_app(settings)) as client:
-            _run(_bind_finished_listener(vhost.url))
+            _run(bind_event_queue(vhost.url, FINISHED_QUEUE, EventKey.SESSION_FINISHED))
             yield Gateway(client, settings, vhost, postgres_url)
 
 
@@ -478,7 +458,7 @@ def test_cors_preflight_on_client_routes(gateway: Gateway) -> None:
 
 
 def test_lazy_expiry_publishes_session_finished_once(gateway: Gateway) -> None:
-    _run(_drain_finished(gateway.vhost.url))
+    _run(drain_queue(gateway.vhost.url, FINISHED_QUEUE))
     created = gateway.create()
     session_id = created["sessionId"]
     _make_overdue(gateway, session_id)
@@ -487,7 +467,7 @@ def test_lazy_expiry_publishes_session_finished_once(gateway: Gateway) -> None:
     assert status.status_code == 200 and status.json() == {"status": "EXPIRED"}
     assert gateway.client.get(f"/v1/sessions/{session_id}", headers=API).json()["status"] == "EXPIRED"
     assert gateway.client.get(f"/session/{session_id}", headers=API).json()["status"] == "EXPIRED"
-    events = _run(_drain_finished(gateway.vhost.url))
+    events = _run(drain_queue(gateway.vhost.url, FINISHED_QUEUE))
     mine = [event for event in events if event["session_id"] == session_id]
     assert len(mine) == 1
     assert mine[0]["status"] == "EXPIRED" and mine[0]["reasons"] == ["EXPIRED"]

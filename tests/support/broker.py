@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
+import aio_pika
 import pytest
+
+from contracts.routing import EVENTS_EXCHANGE
 
 BASE_URL = "amqp://guest:guest@127.0.0.1:5672"
 
@@ -38,3 +43,25 @@ def temporary_vhost() -> Iterator[RabbitVhost]:
         yield vhost
     finally:
         _ctl("delete_vhost", vhost.name)
+
+
+async def bind_event_queue(vhost_url: str, queue_name: str, routing_key: str) -> None:
+    """A durable queue on faceproof's events exchange that keeps ``routing_key`` events for a test."""
+    connection = await aio_pika.connect(vhost_url)
+    async with connection:
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+        queue = await channel.declare_queue(queue_name, durable=True)
+        await queue.bind(exchange, routing_key=routing_key)
+
+
+async def drain_queue(vhost_url: str, queue_name: str) -> list[dict[str, Any]]:
+    """Every message waiting in the queue, as JSON, removed from it."""
+    connection = await aio_pika.connect(vhost_url)
+    bodies: list[dict[str, Any]] = []
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(queue_name)
+        while (message := await queue.get(fail=False, no_ack=True)) is not None:
+            bodies.append(json.loads(message.body))
+    return bodies
