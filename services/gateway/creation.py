@@ -8,8 +8,6 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cache
-from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -36,6 +34,7 @@ from infra.settings import Settings
 from infra.storage.base import ObjectStore
 from infra.storage.errors import StorageError
 from infra.telemetry.metrics import session_status
+from services.call_agent.catalog import normalise_language
 from services.gateway.auth import Principal
 from services.gateway.client_tokens import new_client_token
 from services.gateway.images import decode_image_field
@@ -44,7 +43,6 @@ from services.gateway.problems import ProblemError
 __all__ = [
     "CallStarter",
     "SessionCreator",
-    "available_languages",
     "choose_language",
     "client_url",
     "reference_bytes",
@@ -56,8 +54,6 @@ _CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"
 _URL_SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):")
 
 #: The instruction catalogs of the call agent: one ``{lang}.json`` per language.
-CATALOGS = Path(__file__).resolve().parents[1] / "call_agent" / "catalogs"
-DEFAULT_LANGUAGE = "en"
 #: The flow outlives its session by this much, so the session's own end is what usually ends it.
 FLOW_MARGIN_S = 60
 
@@ -159,23 +155,11 @@ class SessionCreator:
 # --------------------------------------------------------------------------- video-call flows
 
 
-@cache
-def _catalog_languages(directory: Path) -> frozenset[str]:
-    return frozenset(path.stem.lower() for path in directory.glob("*.json"))
-
-
-def available_languages() -> frozenset[str]:
-    return _catalog_languages(CATALOGS) or frozenset({DEFAULT_LANGUAGE})
-
-
 def choose_language(requested: str) -> tuple[str, bool]:
-    """The catalog language for ``requested`` ("es", "es-MX", "PT_br" ...) and whether it fell back."""
-    languages = available_languages()
-    tag = requested.strip().lower().replace("_", "-")
-    for candidate in (tag, tag.split("-", 1)[0]):
-        if candidate in languages:
-            return candidate, False
-    return DEFAULT_LANGUAGE, True
+    """The instruction catalog's language for ``requested`` ("es", "es-MX", "PT_br" ...) and
+    whether it fell back to English (the call agent's own catalogs decide)."""
+    chosen = normalise_language(requested)
+    return chosen, chosen != requested.strip().replace("_", "-").split("-", 1)[0].lower()
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -15,8 +14,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from infra.settings import Settings
+from services.call_agent.catalog import available_languages
 from services.gateway.app import create_app
-from services.gateway.routes.calls import available_languages, choose_language
+from services.gateway.creation import choose_language
 from tests.support.broker import RabbitVhost, temporary_vhost
 
 pytestmark = pytest.mark.integration
@@ -119,7 +119,7 @@ def test_unknown_language_falls_back_to_english_and_says_so(client: TestClient) 
 
 
 def test_every_catalog_language_is_accepted() -> None:
-    languages = available_languages()
+    languages = set(available_languages())
     assert {"en", "es", "fr", "de", "pt", "it", "nl", "pl"} <= languages
     for language in languages:
         assert choose_language(language.upper()) == (language, False)
@@ -153,7 +153,6 @@ def test_an_unknown_flow_is_404(client: TestClient) -> None:
     assert response.status_code == 404 and response.json()["code"] == "CALL_NOT_FOUND"
 
 
-def test_the_catalogs_directory_exists() -> None:
-    from services.gateway.routes.calls import CATALOGS
-
-    assert Path(CATALOGS, "en.json").is_file()
+def test_the_gateway_sees_the_call_agents_catalogs() -> None:
+    assert choose_language("en") == ("en", False)
+    assert choose_language("pt-BR") == ("pt", False)

@@ -22,11 +22,11 @@ from contracts.http import (
 from infra.db.engine import session_factory
 from infra.db.flows import CallFlowRecord, CallFlowRepository
 from services.gateway.auth import Principal
-from services.gateway.creation import CATALOGS, CallStarter, available_languages, choose_language
+from services.gateway.creation import CallStarter
 from services.gateway.dependencies import PrincipalDep, Resources, ResourcesDep
 from services.gateway.problems import ProblemError
 
-__all__ = ["CATALOGS", "available_languages", "choose_language", "router"]
+__all__ = ["router"]
 
 router = APIRouter(tags=["calls"])
 log = logging.getLogger("faceproof.gateway")
