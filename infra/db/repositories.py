@@ -269,27 +269,8 @@ class SessionRepository:
         raise VersionConflict(f"session {session_id} is no longer at version {expected_version}")
 
     async def expire(self, record: SessionRecord) -> SessionRecord:
-        now = utc_now()
-        unfinished = [status.value for status in SessionStatus if not status.terminal]
-        statement = (
-            update(SessionRow)
-            .where(
-                SessionRow.id == record.id,
-                SessionRow.status.in_(unfinished),
-                SessionRow.expires_at <= now,
-            )
-            .values(
-                status=SessionStatus.EXPIRED.value,
-                updated_at=now,
-                finished_at=now,
-                version=SessionRow.version + 1,
-            )
-            .execution_options(synchronize_session=False)
-        )
-        with translate_errors():
-            async with self._sessions.begin() as session:
-                await session.execute(statement)
-        current = await self.fetch(record.id)
+        expired = await self.expire_if_overdue(record.id)
+        current = expired or await self.fetch(record.id)
         if current is None:
             raise NotFound(f"session {record.id} does not exist")
         return current
@@ -300,27 +281,9 @@ class SessionRepository:
         Returns the updated record only when THIS call made the transition (so exactly one
         caller publishes SessionFinished); ``None`` when it was finished, not due, or missing.
         """
-        now = utc_now()
-        unfinished = [status.value for status in SessionStatus if not status.terminal]
-        statement = (
-            update(SessionRow)
-            .where(
-                SessionRow.id == session_id,
-                SessionRow.status.in_(unfinished),
-                SessionRow.expires_at <= now,
-            )
-            .values(
-                status=SessionStatus.EXPIRED.value,
-                updated_at=now,
-                finished_at=now,
-                version=SessionRow.version + 1,
-            )
-            .returning(SessionRow)
-            .execution_options(synchronize_session=False)
-        )
         with translate_errors():
             async with self._sessions.begin() as session:
-                row = (await session.scalars(statement)).one_or_none()
+                row = (await session.scalars(_expiring(SessionRow.id == session_id))).one_or_none()
         return None if row is None else _session(row)
 
     async def set_client_token_hash(self, session_id: str, client_token_hash: str) -> bool:
@@ -341,35 +304,20 @@ class SessionRepository:
 
         Safe to run from several processes at once: each row changes (and is returned) once.
         """
-        now = utc_now()
-        unfinished = [status.value for status in SessionStatus if not status.terminal]
         with translate_errors():
             async with self._sessions.begin() as session:
                 ids = list(
                     (
                         await session.scalars(
                             select(SessionRow.id)
-                            .where(SessionRow.status.in_(unfinished), SessionRow.expires_at <= now)
+                            .where(SessionRow.status.in_(_UNFINISHED), SessionRow.expires_at <= utc_now())
                             .limit(limit)
                         )
                     ).all()
                 )
                 if not ids:
                     return []
-                rows = (
-                    await session.scalars(
-                        update(SessionRow)
-                        .where(SessionRow.id.in_(ids), SessionRow.status.in_(unfinished))
-                        .values(
-                            status=SessionStatus.EXPIRED.value,
-                            updated_at=now,
-                            finished_at=now,
-                            version=SessionRow.version + 1,
-                        )
-                        .returning(SessionRow)
-                        .execution_options(synchronize_session=False)
-                    )
-                ).all()
+                rows = (await session.scalars(_expiring(SessionRow.id.in_(ids)))).all()
                 return [_session(row) for row in rows]
 
     async def claim_connection(
@@ -381,12 +329,11 @@ class SessionRepository:
         unfinished and no other connection was seen within ``stale_after_s``; else ``None``.
         """
         now = utc_now()
-        unfinished = [status.value for status in SessionStatus if not status.terminal]
         statement = (
             update(SessionRow)
             .where(
                 SessionRow.id == session_id,
-                SessionRow.status.in_(unfinished),
+                SessionRow.status.in_(_UNFINISHED),
                 SessionRow.expires_at > now,
                 or_(
                     SessionRow.connection_id.is_(None),
@@ -438,6 +385,27 @@ class SessionRepository:
             async with self._sessions() as session:
                 row = (await session.scalars(select(SessionRow).where(*criteria))).one_or_none()
         return None if row is None else _session(row)
+
+
+_UNFINISHED = tuple(status.value for status in SessionStatus if not status.terminal)
+
+
+def _expiring(*criteria: Any) -> Any:
+    """UPDATE the matching sessions that are unfinished and past their deadline to EXPIRED,
+    RETURNING the rows this statement changed (each to exactly one caller)."""
+    now = utc_now()
+    return (
+        update(SessionRow)
+        .where(*criteria, SessionRow.status.in_(_UNFINISHED), SessionRow.expires_at <= now)
+        .values(
+            status=SessionStatus.EXPIRED.value,
+            updated_at=now,
+            finished_at=now,
+            version=SessionRow.version + 1,
+        )
+        .returning(SessionRow)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def _client(row: ApiClientRow) -> ApiClient:
