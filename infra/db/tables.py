@@ -158,6 +158,8 @@ class LivenessStateRow(Base):
     #: The decision once made (isLive, confidence, reasons, referenceKey, auditKeys).
     decision: Mapped[dict[str, Any] | None]
     decided_at: Mapped[datetime | None]
+    #: The MatchReferences sent for the decision: only the answer to it is accepted.
+    match_request_id: Mapped[str | None] = mapped_column(String(64))
     version: Mapped[int] = mapped_column(Integer, default=1)
 
 
@@ -212,6 +214,8 @@ class CallFlowRow(Base):
     updated_at: Mapped[datetime]
     finished_at: Mapped[datetime | None]
     delivered_at: Mapped[datetime | None]
+    #: The MatchReferences sent when the flow started MATCHING: only the answer to it is accepted.
+    match_request_id: Mapped[str | None] = mapped_column(String(64))
 
 
 class RateBucketRow(Base):
