@@ -32,7 +32,10 @@ HEAD = ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 def test_there_is_one_head() -> None:
-    assert HEAD == "0006"
+    script = ScriptDirectory.from_config(alembic_config())
+    assert len(script.get_heads()) == 1
+    newest = max(path.name for path in (MIGRATIONS_DIR / "versions").glob("0*.py"))
+    assert newest.startswith(HEAD + "_")
     assert (MIGRATIONS_DIR / "versions" / "0001_initial.py").is_file()
 
 
