@@ -48,14 +48,16 @@ def _settings() -> Settings:
     return settings
 
 
-def _service_settings() -> Settings:
+def _service_settings(*, gateway: bool = False, host: str | None = None) -> Settings:
     """Settings of a process that serves (up, gateway, workers): refused when unfit for
-    FACEPROOF_ENVIRONMENT (docs/security.md)."""
+    FACEPROOF_ENVIRONMENT, or, where a gateway listens (on ``host`` or FACEPROOF_HOST), when a
+    public secret (the development token, a default password) would be served beyond loopback
+    (docs/security.md)."""
     from infra.environment import EnvironmentRefused, check_environment
 
     settings = _settings()
     try:
-        check_environment(settings)
+        check_environment(settings, bind=(host or settings.host) if gateway else None)
     except EnvironmentRefused as refused:
         typer.echo(f"faceproof refuses to start in {settings.environment.value}:", err=True)
         for reason in refused.reasons:
@@ -93,7 +95,7 @@ def up() -> None:
     from faceproof.supervisor import Child, service_argv, supervise
     from infra.db.migrate import upgrade
 
-    settings = _service_settings()
+    settings = _service_settings(gateway=True)
     upgrade(settings.resolved_database_url)
     check_broker(settings)
     check_models(settings)
@@ -117,7 +119,7 @@ def gateway(
     from infra.logs import configure_logging
     from services.gateway.app import create_app
 
-    settings = _service_settings()
+    settings = _service_settings(gateway=True, host=host)
     configure_logging(settings.log_level, "gateway")
     _telemetry(settings, "gateway", serve_metrics=False)
     native = settings.tls_termination is TlsTermination.NATIVE

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from infra.db.security import Limits, RateDecision, lockout_end, lockout_subjects, next_month, refill
-from infra.environment import EnvironmentRefused, check_environment
+from infra.environment import EnvironmentRefused, check_environment, is_loopback
 from infra.settings import DEVELOPMENT_TOKEN, Settings
 from services.gateway.limits import json_depth
 from services.gateway.ratelimit import decision_headers
@@ -68,6 +68,7 @@ def _production(tmp_path: Path, **overrides: object) -> Settings:
         "api_token": "",
         "tls_termination": "proxy",
         "model_pack": "permissive",
+        "broker_url": "amqp://faceproof:an-operator-secret@rabbitmq:5672/",
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -128,3 +129,76 @@ def test_every_reason_is_listed_at_once(tmp_path: Path) -> None:
     with pytest.raises(EnvironmentRefused) as refused:
         check_environment(settings)
     assert len(refused.value.reasons) == 3
+
+
+# ---------------------------------------------------------------- public secrets beyond loopback
+
+#: The compose file's former defaults, as an operator who kept them would have them.
+COMPOSE_DEFAULTS = {
+    "database_url": "postgresql+asyncpg://faceproof:faceproof@postgres:5432/faceproof",
+    "broker_url": "amqp://faceproof:faceproof@rabbitmq:5672/",
+    "storage_url": "s3://faceproof:faceproof-secret@minio:9000/faceproof?secure=false",
+}
+OWN_SECRETS = {
+    "database_url": "postgresql+asyncpg://faceproof:pg-8f3a1c@postgres:5432/faceproof",
+    "broker_url": "amqp://faceproof:mq-5d2e9b@rabbitmq:5672/",
+    "storage_url": "s3://faceproof:s3-77c0aa41@minio:9000/faceproof?secure=false",
+}
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.53", "localhost", "::1", "[::1]"])
+def test_loopback_addresses(host: str) -> None:
+    assert is_loopback(host)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10", "gateway.example.com", ""])
+def test_other_addresses_are_not_loopback(host: str) -> None:
+    assert not is_loopback(host)
+
+
+def test_the_development_token_only_on_loopback(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, api_token=DEVELOPMENT_TOKEN)  # development, as `faceproof up`
+    for host in ("127.0.0.1", "localhost", "::1"):
+        check_environment(settings, bind=host)
+    message = _refusal_on(settings, "0.0.0.0")
+    assert "FACEPROOF_API_TOKEN is the public development token" in message
+    assert "FACEPROOF_HOST" in message and "'0.0.0.0'" in message
+
+
+@pytest.mark.parametrize("setting", sorted(COMPOSE_DEFAULTS))
+def test_a_default_password_only_on_loopback(tmp_path: Path, setting: str) -> None:
+    values: dict[str, object] = {"data_dir": tmp_path, "api_token": "", **OWN_SECRETS}
+    values[setting] = COMPOSE_DEFAULTS[setting]
+    settings = Settings(**values)  # type: ignore[arg-type]
+    check_environment(settings, bind="127.0.0.1")
+    message = _refusal_on(settings, "0.0.0.0")
+    assert f"FACEPROOF_{setting.upper()} uses a well-known default password" in message
+    assert "FACEPROOF_HOST" in message
+
+
+def test_own_secrets_start_on_any_address(tmp_path: Path) -> None:
+    check_environment(
+        Settings(data_dir=tmp_path, api_token="an-operator-token-of-40-characters-xxxxxx", **OWN_SECRETS),
+        bind="0.0.0.0",
+    )
+
+
+def test_workers_are_not_checked_for_a_bind(tmp_path: Path) -> None:
+    """Only a gateway serves the token; a worker (bind=None) with the defaults starts in development."""
+    check_environment(Settings(data_dir=tmp_path, api_token=DEVELOPMENT_TOKEN, host="0.0.0.0"))
+
+
+def test_production_refuses_default_passwords_on_any_address(tmp_path: Path) -> None:
+    settings = _production(tmp_path, **COMPOSE_DEFAULTS)
+    with pytest.raises(EnvironmentRefused) as refused:
+        check_environment(settings, bind="127.0.0.1")
+    assert len(refused.value.reasons) == 3
+    assert all("well-known default password" in reason for reason in refused.value.reasons)
+    guest = _production(tmp_path, broker_url="amqp://guest:guest@127.0.0.1:5672/")
+    assert "FACEPROOF_BROKER_URL uses a well-known default password" in _refusal(guest)
+
+
+def _refusal_on(settings: Settings, host: str) -> str:
+    with pytest.raises(EnvironmentRefused) as refused:
+        check_environment(settings, bind=host)
+    return str(refused.value)
