@@ -3,7 +3,8 @@
 Guards against server-side request forgery:
 
 - only ``http`` and ``https`` (``file:``, ``ftp:``, ``data:`` ... are refused; data URLs are decoded
-  elsewhere, never fetched);
+  elsewhere, never fetched); the call agent's WebSocket rooms are checked by the same rules with
+  ``ws`` and ``wss`` (:data:`WEBSOCKET_SCHEMES`);
 - the host is resolved once and EVERY address it resolves to is checked: private, loopback,
   link-local (169.254.0.0/16, cloud metadata included), multicast, reserved, unspecified, shared
   (100.64/10), IPv6 unique-local, link-local, v4-mapped / v4-compatible / NAT64 / 6to4 / Teredo
@@ -16,6 +17,9 @@ Guards against server-side request forgery:
 - one total time limit, a byte limit enforced while streaming, and (``fetch_image``) the body
   must be a JPEG, PNG or WebP within a pixel limit.
 
+:func:`precheck_url` is the part that needs no DNS (scheme, credentials, a literal address): the
+gateway runs it when a call is created, so a refused room fails at once with a 422.
+
 Errors form a small hierarchy (:class:`FetchError`): :class:`UrlRefused` (with a ``reason``),
 :class:`FetchFailed`, :class:`TooLarge`, :class:`NotAnImage`.
 """
@@ -27,8 +31,9 @@ import io
 import ipaddress
 import socket
 import warnings
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Final
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
@@ -38,6 +43,8 @@ from PIL import Image, UnidentifiedImageError
 from infra.settings import Settings
 
 __all__ = [
+    "HTTP_SCHEMES",
+    "WEBSOCKET_SCHEMES",
     "FetchError",
     "FetchFailed",
     "FetchPolicy",
@@ -52,6 +59,7 @@ __all__ = [
     "check_url",
     "fetch",
     "fetch_image",
+    "precheck_url",
     "resolve_host",
 ]
 
@@ -59,7 +67,10 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
 
-_SCHEMES: Final = {"http": 80, "https": 443}
+#: Schemes a fetch may use, with their default ports.
+HTTP_SCHEMES: Final[Mapping[str, int]] = MappingProxyType({"http": 80, "https": 443})
+#: Schemes of the call agent's room sockets (services/call_agent/room/protoo.py).
+WEBSOCKET_SCHEMES: Final[Mapping[str, int]] = MappingProxyType({"ws": 80, "wss": 443})
 _REDIRECTS: Final = {301, 302, 303, 307, 308}
 _IMAGE_FORMATS: Final = {"JPEG", "PNG", "WEBP"}
 _NAT64: Final = ipaddress.ip_network("64:ff9b::/96")
@@ -241,49 +252,90 @@ class Target:
     host: str
     port: int
     pinned: IPAddress
+    #: The scheme's default port (80 for http and ws, 443 for https and wss).
+    default_port: int = 80
+
+    @property
+    def secure(self) -> bool:
+        return self.scheme in ("https", "wss")
 
     @property
     def pinned_url(self) -> str:
         parts = urlsplit(self.url)
         ip = f"[{self.pinned}]" if self.pinned.version == 6 else str(self.pinned)
-        default = _SCHEMES[self.scheme]
-        netloc = ip if self.port == default else f"{ip}:{self.port}"
+        netloc = ip if self.port == self.default_port else f"{ip}:{self.port}"
         return urlunsplit((self.scheme, netloc, parts.path or "/", parts.query, ""))
 
     @property
     def host_header(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return host if self.port == _SCHEMES[self.scheme] else f"{host}:{self.port}"
+        return host if self.port == self.default_port else f"{host}:{self.port}"
 
 
-async def check_url(url: str, policy: FetchPolicy, resolve: Resolver) -> Target:
-    """Check a URL against the policy (scheme, credentials, every resolved address) and pin the
-    address to connect to. Callers that send other requests than GET (callbacks) use it too."""
+@dataclass(frozen=True)
+class _Parsed:
+    scheme: str
+    host: str
+    port: int
+    default_port: int
+    literal: IPAddress | None
+
+
+def _check_addresses(host: str, addresses: Iterable[IPAddress], policy: FetchPolicy) -> None:
+    host_allowed = policy.host_allowed(host)
+    for address in addresses:
+        reason = check_address(address)
+        if reason is not None and not (host_allowed or policy.address_allowed(address)):
+            raise UrlRefused(f"{host} resolves to a {reason}")
+
+
+def _parse(url: str, policy: FetchPolicy, schemes: Mapping[str, int]) -> _Parsed:
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as error:
         raise UrlRefused("malformed URL") from error
     scheme = parts.scheme.lower()
-    if scheme not in _SCHEMES:
-        raise UrlRefused(f"scheme {scheme or '(none)'!r} is not allowed (http or https only)")
+    if scheme not in schemes:
+        allowed = " or ".join(schemes)
+        raise UrlRefused(f"scheme {scheme or '(none)'!r} is not allowed ({allowed} only)")
     if parts.username is not None or parts.password is not None:
         raise UrlRefused("credentials in the URL are not allowed")
     host = (parts.hostname or "").rstrip(".")
     if not host:
         raise UrlRefused("the URL has no host")
-    port = port or _SCHEMES[scheme]
     try:
         literal: IPAddress | None = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
         literal = None
-    addresses = [literal] if literal is not None else await resolve(host, port)
-    host_allowed = policy.host_allowed(host)
-    for address in addresses:
-        reason = check_address(address)
-        if reason is not None and not (host_allowed or policy.address_allowed(address)):
-            raise UrlRefused(f"{host} resolves to a {reason}")
-    return Target(url=url, scheme=scheme, host=host, port=port, pinned=addresses[0])
+    if literal is not None:
+        _check_addresses(host, [literal], policy)
+    return _Parsed(scheme, host, port or schemes[scheme], schemes[scheme], literal)
+
+
+def precheck_url(url: str, policy: FetchPolicy, *, schemes: Mapping[str, int] = HTTP_SCHEMES) -> None:
+    """The checks that need no DNS: scheme, credentials, a host, a literal address against the
+    policy. Raises :class:`UrlRefused`. (:func:`check_url` runs them too, then resolves.)"""
+    _parse(url, policy, schemes)
+
+
+async def check_url(
+    url: str, policy: FetchPolicy, resolve: Resolver, *, schemes: Mapping[str, int] = HTTP_SCHEMES
+) -> Target:
+    """Check a URL against the policy (scheme, credentials, every resolved address) and pin the
+    address to connect to. Callers that send other requests than GET (callbacks) and open other
+    connections (the call agent's room sockets, ``schemes=WEBSOCKET_SCHEMES``) use it too."""
+    parsed = _parse(url, policy, schemes)
+    addresses = [parsed.literal] if parsed.literal is not None else await resolve(parsed.host, parsed.port)
+    _check_addresses(parsed.host, addresses, policy)
+    return Target(
+        url=url,
+        scheme=parsed.scheme,
+        host=parsed.host,
+        port=parsed.port,
+        pinned=addresses[0],
+        default_port=parsed.default_port,
+    )
 
 
 async def fetch(

@@ -22,6 +22,7 @@ from infra.broker import COMMANDS
 from infra.db.flows import CallFlowRepository
 from infra.db.repositories import SessionRecord, SessionRepository
 from infra.safe_fetch import (
+    WEBSOCKET_SCHEMES,
     FetchFailed,
     FetchPolicy,
     NotAnImage,
@@ -29,6 +30,7 @@ from infra.safe_fetch import (
     UrlRefused,
     check_image,
     fetch_image,
+    precheck_url,
 )
 from infra.settings import Settings
 from infra.storage.base import ObjectStore
@@ -162,6 +164,18 @@ def choose_language(requested: str) -> tuple[str, bool]:
     return chosen, chosen != requested.strip().replace("_", "-").split("-", 1)[0].lower()
 
 
+def _check_room_url(ws_url: str, settings: Settings) -> None:
+    """Refuse at once a room the call agent would refuse (the safe fetcher's address policy, the part
+    that needs no DNS: a literal private address, credentials). The call agent checks again, with
+    DNS, when it opens the socket (ROOM_REFUSED)."""
+    try:
+        precheck_url(ws_url, FetchPolicy.from_settings(settings), schemes=WEBSOCKET_SCHEMES)
+    except UrlRefused as error:
+        raise ProblemError(
+            422, "Room refused", f"The room URL (ws_url) is refused: {error.reason}.", code="ROOM_REFUSED"
+        ) from None
+
+
 @dataclass(frozen=True)
 class CallStarter:
     settings: Settings
@@ -179,6 +193,7 @@ class CallStarter:
     ) -> CallCreatedResponse:
         """Create the call's session and flow rows, then publish JoinCall for a call agent."""
         settings = self.settings
+        _check_room_url(body.ws_url, settings)
         language, fallback = choose_language(body.lang)
         now = datetime.now(UTC)
         session_ttl = call_settings.session_timeout_s or settings.session_ttl_s

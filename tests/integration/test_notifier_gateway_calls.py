@@ -156,3 +156,26 @@ def test_an_unknown_flow_is_404(client: TestClient) -> None:
 def test_the_gateway_sees_the_call_agents_catalogs() -> None:
     assert choose_language("en") == ("en", False)
     assert choose_language("pt-BR") == ("pt", False)
+
+
+@pytest.mark.parametrize("path", ["/join-call", "/v1/calls"])
+@pytest.mark.parametrize(
+    ("ws_url", "why"),
+    [
+        ("ws://169.254.169.254/latest/meta-data", "169.254.169.254 resolves to a link-local address"),
+        ("wss://10.0.0.1:4443/?roomId=r1", "10.0.0.1 resolves to a private address"),
+        ("ws://127.0.0.1:5672/", "127.0.0.1 resolves to a loopback address"),  # not allow-listed here
+        ("ws://[::ffff:a9fe:a9fe]/", "::ffff:a9fe:a9fe resolves to a IPv4-mapped IPv6 address"),
+        ("wss://user:pw@rooms.example.com/", "credentials in the URL are not allowed"),
+    ],
+)
+def test_a_room_at_a_refused_address_is_refused_before_anything_is_published(
+    client: TestClient, vhost: RabbitVhost, path: str, ws_url: str, why: str
+) -> None:
+    """The attack: make the call agent open a socket to the cloud metadata service or an internal
+    host. The gateway answers 422 ROOM_REFUSED with the reason; no flow starts."""
+    response = client.post(path, json={**SEED, "ws_url": ws_url}, headers=AUTH)
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "ROOM_REFUSED"
+    assert response.json()["detail"] == f"The room URL (ws_url) is refused: {why}."
+    assert [c for c in join_commands(vhost) if c["ws_url"] == ws_url] == []

@@ -70,7 +70,12 @@ class Agent:
 @pytest.fixture
 async def agent(tmp_path: Path, sqlite_url: str) -> AsyncIterator[Agent]:
     with temporary_vhost() as vhost:
-        settings = Settings(data_dir=tmp_path, broker_url=vhost.url, no_video_timeout_s=30.0)
+        settings = Settings(
+            data_dir=tmp_path,
+            broker_url=vhost.url,
+            no_video_timeout_s=30.0,
+            fetch_allow_hosts="127.0.0.1",  # the test SFU's room is on loopback
+        )
         engine = create_engine(sqlite_url)
         built = build_app(
             settings, leases=SessionRepository(session_factory(engine)), store=LocalObjectStore(tmp_path)

@@ -4,8 +4,13 @@ real ICE/DTLS/SRTP and VP8 both ways, a real face video as the subject."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import ipaddress
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import timedelta
+from http import HTTPStatus
 from pathlib import Path
 
 import cv2
@@ -13,6 +18,8 @@ import numpy as np
 import pytest
 from aiortc import MediaStreamTrack
 from av import VideoFrame
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.http11 import Request, Response
 
 from contracts.commands import JoinCall
 from contracts.envelope import Event, utc_now
@@ -26,11 +33,12 @@ from contracts.events import (
 )
 from contracts.routing import EventKey
 from contracts.values import ChallengeType, SessionStatus
+from infra.safe_fetch import FetchPolicy, IPAddress
 from infra.storage import LocalObjectStore
 from services.call_agent.connection import StreamConfig
 from services.call_agent.instructions import Screen
 from services.call_agent.room.call import CallConfig
-from services.call_agent.room.errors import RequestTimeout, RoomError
+from services.call_agent.room.errors import RequestTimeout, RoomError, RoomRefused
 from services.call_agent.room.handler import RoomCalls
 from services.call_agent.room.mediasoup import RoomConfig, RoomPeer
 from services.call_agent.room.protoo import ProtooClient
@@ -38,6 +46,8 @@ from services.call_agent.video import InstructionTrack, LatestFrame
 from tests.support.test_sfu import TestSfu
 
 WAIT_S = 60.0  # generous: a loaded 2-core machine encodes VP8 both ways
+#: The test SFU listens on 127.0.0.1: allow-listed, as FACEPROOF_FETCH_ALLOW_HOSTS=127.0.0.1 does.
+LOOPBACK = FetchPolicy.create("127.0.0.1")
 
 
 class RecordingEvents:
@@ -74,7 +84,7 @@ def join_call(url: str, *, expires_in_s: float = 120.0, language: str = "en") ->
 
 def config(*, request_timeout_s: float = 15.0, no_video_timeout_s: float = 30.0) -> CallConfig:
     return CallConfig(
-        room=RoomConfig(request_timeout_s=request_timeout_s),
+        room=RoomConfig(request_timeout_s=request_timeout_s, address_policy=LOOPBACK),
         stream=StreamConfig(hangup_delay_s=0.2),
         no_video_timeout_s=no_video_timeout_s,
     )
@@ -82,7 +92,7 @@ def config(*, request_timeout_s: float = 15.0, no_video_timeout_s: float = 30.0)
 
 async def test_peer_joins_consumes_the_subject_and_produces_a_track_the_room_receives() -> None:
     async with TestSfu() as sfu:
-        client = ProtooClient(request_timeout_s=15)
+        client = ProtooClient(policy=LOOPBACK, request_timeout_s=15)
         frames: list[VideoFrame] = []
         failures: list[RoomError] = []
         latest = LatestFrame()
@@ -97,7 +107,7 @@ async def test_peer_joins_consumes_the_subject_and_produces_a_track_the_room_rec
         tasks: list[asyncio.Task[None]] = []
         peer = RoomPeer(
             client,
-            RoomConfig(request_timeout_s=15),
+            RoomConfig(request_timeout_s=15, address_policy=LOOPBACK),
             on_track=lambda track: tasks.append(asyncio.create_task(consume(track))),
             on_failure=failures.append,
         )
@@ -129,7 +139,7 @@ async def test_peer_joins_consumes_the_subject_and_produces_a_track_the_room_rec
 
 async def test_a_request_the_room_never_answers_times_out() -> None:
     async with TestSfu(ignore_methods={"getRouterRtpCapabilities"}) as sfu:
-        client = ProtooClient(request_timeout_s=0.5)
+        client = ProtooClient(policy=LOOPBACK, request_timeout_s=0.5)
         await client.connect(sfu.url())
         with pytest.raises(RequestTimeout):
             await client.request("getRouterRtpCapabilities")
@@ -230,3 +240,101 @@ async def test_call_runs_the_session_pipeline_and_leaves_when_the_session_finish
         assert sfu.errors == []
     assert events.of(CallFailed) == []
     assert call.screen().final and call.screen().succeeded
+
+
+# --------------------------------------------------------------------------- the address policy
+
+
+class Resolver:
+    """A resolver answering fixed addresses for test names (what DNS would answer), counting calls."""
+
+    def __init__(self, answers: dict[str, str]) -> None:
+        self.answers = answers
+        self.calls: list[str] = []
+
+    async def __call__(self, host: str, port: int) -> list[IPAddress]:
+        self.calls.append(host)
+        return [ipaddress.ip_address(self.answers[host])]
+
+
+@asynccontextmanager
+async def redirecting_room(location: str) -> AsyncIterator[str]:
+    """A WebSocket endpoint on 127.0.0.1 (allow-listed) answering every handshake with a 302."""
+
+    def redirect(connection: ServerConnection, request: Request) -> Response:
+        response = connection.respond(HTTPStatus.FOUND, "")
+        response.headers["Location"] = location
+        return response
+
+    async with serve(lambda socket: socket.close(), "127.0.0.1", 0, process_request=redirect) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        yield f"ws://127.0.0.1:{port}/?roomId=r&peerId=faceproof"
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("ws://169.254.169.254/protoo", "169.254.169.254 resolves to a link-local address"),
+        ("wss://10.0.0.1:4443/?roomId=r", "10.0.0.1 resolves to a private address"),
+        ("ws://[::1]:4443/", "::1 resolves to a loopback address"),
+        ("ws://rooms.attacker.test/?roomId=r", "rooms.attacker.test resolves to a private address"),
+        ("ws://user:secret@rooms.attacker.test/", "credentials in the URL are not allowed"),
+        ("http://rooms.attacker.test/", "scheme 'http' is not allowed (ws or wss only)"),
+    ],
+)
+async def test_rooms_at_refused_addresses_are_never_opened(url: str, why: str) -> None:
+    # rooms.attacker.test is a public-looking name whose DNS answer is a private address.
+    resolver = Resolver({"rooms.attacker.test": "10.20.30.40"})
+    client = ProtooClient(policy=LOOPBACK, request_timeout_s=5, resolve=resolver)
+    started = time.monotonic()
+    with pytest.raises(RoomRefused) as refused:
+        await client.connect(url)
+    assert refused.value.detail == f"the room URL is refused: {why}"
+    assert refused.value.reason.value == "ROOM_REFUSED"
+    assert time.monotonic() - started < 1.0  # refused before any connection attempt
+    assert not client.connected
+
+
+async def test_a_loopback_room_is_refused_unless_allow_listed() -> None:
+    async with TestSfu(send_video=False) as sfu:
+        with pytest.raises(RoomRefused, match=re.escape("127.0.0.1 resolves to a loopback address")):
+            await ProtooClient(policy=FetchPolicy(), request_timeout_s=5).connect(sfu.url())
+        assert sfu.hosts == []  # the room never saw a handshake
+
+
+async def test_the_socket_goes_to_the_checked_address_and_keeps_the_name() -> None:
+    resolver = Resolver({"rooms.controller.test": "127.0.0.1"})
+    async with TestSfu(send_video=False) as sfu:
+        client = ProtooClient(policy=LOOPBACK, request_timeout_s=5, resolve=resolver)
+        await client.connect(f"ws://rooms.controller.test:{sfu.port}/?roomId=r&peerId=faceproof")
+        assert client.connected
+        await client.close()
+        assert sfu.hosts == [f"rooms.controller.test:{sfu.port}"]  # Host: the name, not the IP
+    assert resolver.calls == ["rooms.controller.test"]  # resolved once: no second lookup to rebind
+
+
+async def test_a_redirect_to_a_private_address_is_refused_and_a_checked_one_followed() -> None:
+    async with redirecting_room("ws://10.0.0.1/room") as url:
+        with pytest.raises(RoomRefused, match=re.escape("10.0.0.1 resolves to a private address")):
+            await ProtooClient(policy=LOOPBACK, request_timeout_s=5).connect(url)
+    async with TestSfu(send_video=False) as sfu, redirecting_room(sfu.url()) as url:
+        client = ProtooClient(policy=LOOPBACK, request_timeout_s=5)
+        await client.connect(url)
+        assert client.connected
+        await client.close()
+    async with redirecting_room("/again") as url:  # a redirect loop ends too
+        with pytest.raises(RoomRefused, match="redirected more than 3 times"):
+            await ProtooClient(policy=LOOPBACK, request_timeout_s=5).connect(url)
+
+
+async def test_a_refused_room_fails_the_call_once_with_room_refused(tmp_path: Path) -> None:
+    events = RecordingEvents()
+    calls = RoomCalls(config(request_timeout_s=5.0), store=LocalObjectStore(tmp_path), events=events)
+    await calls.start(join_call("ws://169.254.169.254/latest/meta-data?roomId=r&peerId=p"))
+    outcome = await asyncio.wait_for(calls.wait("flow-1"), WAIT_S)
+    assert isinstance(outcome.failure, RoomRefused)
+    failed = events.of(CallFailed)
+    assert [(e.reason, e.detail) for e in failed] == [  # type: ignore[attr-defined]
+        ("ROOM_REFUSED", "the room URL is refused: 169.254.169.254 resolves to a link-local address")
+    ]
+    assert events.of(CallJoined) == [] and events.of(SessionStarted) == []

@@ -307,6 +307,8 @@ class TestSfu:
         self.received_frames = 0
         self.last_received: np.ndarray | None = None
         self.errors: list[str] = []
+        #: The Host header of every WebSocket handshake the room received.
+        self.hosts: list[str] = []
         self.joined = asyncio.Event()
         self.left = asyncio.Event()
         self.produced = asyncio.Event()
@@ -352,6 +354,8 @@ class TestSfu:
     # ------------------------------------------------------------------ protoo
 
     async def _serve(self, socket: ServerConnection) -> None:
+        if socket.request is not None:
+            self.hosts.append(socket.request.headers.get("Host", ""))
         if not self.accepting or socket.request is None:
             await socket.close(code=1013)
             return

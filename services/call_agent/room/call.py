@@ -8,7 +8,7 @@ room instead of an offer/answer, and no data channel.
 
 The call ends in exactly one way: the session finished (leave after ``hangup_delay_s``), the
 session's deadline passed (leave), or a failure — then :class:`CallFailed` is published with the
-reason (ROOM_UNREACHABLE, SIGNALLING_ERROR, SOCKET_DROPPED, NO_VIDEO) and the room is left.
+reason (ROOM_UNREACHABLE, ROOM_REFUSED, SIGNALLING_ERROR, SOCKET_DROPPED, NO_VIDEO) and the room is left.
 """
 
 from __future__ import annotations
@@ -110,7 +110,9 @@ class RoomCall:
         self._outcome: asyncio.Future[CallOutcome] = asyncio.get_running_loop().create_future()
         self._tasks: set[asyncio.Task[None]] = set()
         self._protoo = ProtooClient(
-            request_timeout_s=config.room.request_timeout_s, open_timeout_s=config.room.request_timeout_s
+            policy=config.room.address_policy,
+            request_timeout_s=config.room.request_timeout_s,
+            open_timeout_s=config.room.request_timeout_s,
         )
         self._peer = RoomPeer(self._protoo, config.room, on_track=self._on_track, on_failure=self._fail)
 

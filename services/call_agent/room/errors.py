@@ -10,6 +10,7 @@ __all__ = [
     "RequestRejected",
     "RequestTimeout",
     "RoomError",
+    "RoomRefused",
     "RoomUnreachable",
     "SignallingError",
     "SocketDropped",
@@ -20,6 +21,7 @@ class FailureReason(StrEnum):
     """``CallFailed.reason``."""
 
     ROOM_UNREACHABLE = "ROOM_UNREACHABLE"
+    ROOM_REFUSED = "ROOM_REFUSED"
     SIGNALLING_ERROR = "SIGNALLING_ERROR"
     SOCKET_DROPPED = "SOCKET_DROPPED"
     NO_VIDEO = "NO_VIDEO"
@@ -39,6 +41,13 @@ class RoomUnreachable(RoomError):
     """The WebSocket could not be opened (DNS, refused, TLS, handshake, bad URL)."""
 
     reason = FailureReason.ROOM_UNREACHABLE
+
+
+class RoomRefused(RoomError):
+    """The room URL may not be opened: the address policy of infra/safe_fetch.py (scheme,
+    credentials, a private address that is not allow-listed, a redirect to one)."""
+
+    reason = FailureReason.ROOM_REFUSED
 
 
 class SignallingError(RoomError):

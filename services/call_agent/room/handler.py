@@ -13,6 +13,7 @@ from collections import OrderedDict
 
 from contracts.commands import JoinCall
 from contracts.envelope import Event
+from infra.safe_fetch import FetchPolicy
 from infra.settings import Settings
 from infra.storage import ObjectStore
 from services.call_agent.agent import parse_session_event
@@ -34,6 +35,7 @@ def call_config(settings: Settings) -> CallConfig:
     return CallConfig(
         room=RoomConfig(
             request_timeout_s=settings.protoo_request_timeout_s,
+            address_policy=FetchPolicy.from_settings(settings),
             relay_only=settings.room_relay_only,
             ice_servers=ice_servers,
         ),

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConnection
@@ -28,6 +28,7 @@ from pymediasoup.handlers.aiortc_handler import AiortcHandler  # type: ignore[im
 from pymediasoup.models.transport import DtlsParameters  # type: ignore[import-untyped]
 from pymediasoup.rtp_parameters import RtpCapabilities, RtpParameters  # type: ignore[import-untyped]
 
+from infra.safe_fetch import FetchPolicy
 from services.call_agent.room.errors import RoomError, SignallingError
 from services.call_agent.room.protoo import Data, ProtooClient
 
@@ -43,6 +44,9 @@ _MEDIA_ERRORS = (MediaSoupError, ValidationError, ValueError, TypeError, KeyErro
 @dataclass(frozen=True)
 class RoomConfig:
     request_timeout_s: float = 10.0
+    #: Which room URLs may be opened (infra/safe_fetch.py; FACEPROOF_FETCH_ALLOW_HOSTS). The default
+    #: allows public addresses only.
+    address_policy: FetchPolicy = field(default_factory=FetchPolicy)
     #: Only TURN relay candidates (the agent behind a strict firewall); needs TURN servers.
     relay_only: bool = False
     #: Used when the room's createWebRtcTransport answer brings no ``iceServers`` of its own.

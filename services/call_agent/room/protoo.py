@@ -11,6 +11,12 @@ Both sides send requests. Every request we send has a deadline; a request from t
 answered with what ``on_request`` returns (``ok: false`` when it raises :class:`RoomError`).
 When the socket closes under us, pending requests fail with :class:`SocketDropped` and
 :attr:`ProtooClient.dropped` is set.
+
+The room URL comes from the caller, so opening it follows the safe fetcher's address policy
+(infra/safe_fetch.py, the same allow-list setting): the host is resolved once and every address
+checked (private, loopback, link-local ... refused unless allow-listed), the TCP connection goes to
+the checked address while the handshake's ``Host`` and the TLS SNI keep the name, no proxy is used,
+and redirects are followed by hand (at most ``max_redirects``), each target checked again.
 """
 
 from __future__ import annotations
@@ -22,14 +28,26 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urljoin
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
+from infra.safe_fetch import (
+    WEBSOCKET_SCHEMES,
+    FetchError,
+    FetchPolicy,
+    Resolver,
+    Target,
+    UrlRefused,
+    check_url,
+    resolve_host,
+)
 from services.call_agent.room.errors import (
     RequestRejected,
     RequestTimeout,
     RoomError,
+    RoomRefused,
     RoomUnreachable,
     SignallingError,
     SocketDropped,
@@ -56,12 +74,31 @@ def _ignore(method: str, data: Data) -> None:
     return None
 
 
+_REDIRECTS = (301, 302, 303, 307, 308)
+
+
+class _PinnedConnect(connect):
+    """websockets' ``connect`` that never follows a redirect itself (we check each target)."""
+
+    def process_redirect(self, exc: Exception) -> Exception | str:
+        return exc
+
+
 class ProtooClient:
     """One protoo peer connection. Create, set the handlers, :meth:`connect`, then :meth:`request`."""
 
-    def __init__(self, *, request_timeout_s: float, open_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        *,
+        policy: FetchPolicy,
+        request_timeout_s: float,
+        open_timeout_s: float = 10.0,
+        resolve: Resolver = resolve_host,
+    ) -> None:
         self.request_timeout_s = request_timeout_s
         self.open_timeout_s = open_timeout_s
+        self._policy = policy
+        self._resolve = resolve
         self.on_request: RequestHandler = _no_request
         self.on_notification: NotificationHandler = _ignore
         #: Set when the socket closed without us closing it.
@@ -78,24 +115,57 @@ class ProtooClient:
         return self._socket is not None and not self.dropped.is_set() and not self._closing
 
     async def connect(self, url: str) -> None:
-        """Open the socket (subprotocol ``protoo``). Raises :class:`RoomUnreachable`."""
+        """Open the socket (subprotocol ``protoo``) under the address policy.
+
+        Raises :class:`RoomRefused` (the policy refuses the URL or a redirect target) or
+        :class:`RoomUnreachable`."""
         try:
-            self._socket = await connect(
-                url,
-                subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
-                open_timeout=self.open_timeout_s,
-                max_size=MAX_MESSAGE_BYTES,
-                ping_interval=10,
-                ping_timeout=10,
-            )
-        except InvalidURI:
-            raise RoomUnreachable("the room URL is not a WebSocket URL") from None
-        except (OSError, TimeoutError, InvalidHandshake) as error:
-            raise RoomUnreachable(f"cannot open the room socket ({type(error).__name__})") from None
-        if self._socket.subprotocol != SUBPROTOCOL:
-            await self._socket.close()
+            async with asyncio.timeout(self.open_timeout_s):
+                socket = await self._open(url)
+        except TimeoutError:
+            raise RoomUnreachable("cannot open the room socket (TimeoutError)") from None
+        if socket.subprotocol != SUBPROTOCOL:
+            await socket.close()
             raise RoomUnreachable("the room socket does not speak protoo")
-        self._reader = asyncio.create_task(self._read(self._socket), name="protoo-reader")
+        self._socket = socket
+        self._reader = asyncio.create_task(self._read(socket), name="protoo-reader")
+
+    async def _open(self, url: str) -> ClientConnection:
+        current = url
+        for _hop in range(self._policy.max_redirects + 1):
+            target = await self._check(current)
+            try:
+                return await _PinnedConnect(
+                    current,  # the handshake's Host header keeps the name
+                    subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+                    open_timeout=self.open_timeout_s,
+                    max_size=MAX_MESSAGE_BYTES,
+                    ping_interval=10,
+                    ping_timeout=10,
+                    proxy=None,
+                    host=str(target.pinned),  # the checked address: no second DNS lookup
+                    port=target.port,
+                    server_hostname=target.host if target.secure else None,  # TLS: SNI and cert
+                )
+            except InvalidStatus as error:
+                response = error.response
+                location = response.headers.get("Location")
+                if response.status_code not in _REDIRECTS or not location:
+                    raise RoomUnreachable(f"the room answered HTTP {response.status_code}") from None
+                current = urljoin(current, location)
+            except InvalidURI:
+                raise RoomUnreachable("the room URL is not a WebSocket URL") from None
+            except (OSError, InvalidHandshake) as error:
+                raise RoomUnreachable(f"cannot open the room socket ({type(error).__name__})") from None
+        raise RoomRefused(f"the room redirected more than {self._policy.max_redirects} times")
+
+    async def _check(self, url: str) -> Target:
+        try:
+            return await check_url(url, self._policy, self._resolve, schemes=WEBSOCKET_SCHEMES)
+        except UrlRefused as error:
+            raise RoomRefused(f"the room URL is refused: {error.reason}") from None
+        except FetchError as error:
+            raise RoomUnreachable(f"cannot open the room socket ({error})") from None
 
     async def request(self, method: str, data: Data | None = None, *, timeout_s: float | None = None) -> Data:
         """Send a request and wait for its response's ``data``.
