@@ -8,7 +8,7 @@ from contracts.commands import (
     MatchReferences,
     StartSession,
 )
-from contracts.envelope import Command, Event, Message, new_id
+from contracts.envelope import Answer, Command, Event, Message, new_id
 from contracts.events import (
     CallbackDelivered,
     CallFailed,
@@ -36,6 +36,7 @@ from contracts.values import (
 )
 
 __all__ = [
+    "Answer",
     "CallFailed",
     "CallJoined",
     "CallbackDelivered",

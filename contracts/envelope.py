@@ -42,3 +42,16 @@ class Command(Message):
 
 class Event(Message):
     """Past tense: tells anyone interested that something happened."""
+
+
+class Answer(Event):
+    """An event that answers one command (the matcher's results).
+
+    Strict: every field is declared (an unknown field is refused), and ``request_id`` names the
+    command answered (its ``message_id``). A consumer accepts an answer only for a request it
+    issued and stored, so an answer sent anywhere else, or forged, changes nothing.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(min_length=1, max_length=64)

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import Field
 
-from contracts.envelope import Event, utc_now
+from contracts.envelope import Answer, Event, utc_now
 from contracts.values import (
     CallbackOutcome,
     ChallengeType,
@@ -21,7 +21,7 @@ from contracts.values import (
 )
 
 
-class FacesCompared(Event):
+class FacesCompared(Answer):
     """Answer to CompareFaces: a result, or ``error`` when the inputs cannot be compared."""
 
     error: ErrorInfo | None = None
@@ -30,7 +30,7 @@ class FacesCompared(Event):
     threshold: Threshold | None = None
     source_face: FaceBox | None = None
     target_faces: list[ScoredFace] = Field(default_factory=list)
-    model: ModelInfo | None = None
+    model: ModelInfo
 
 
 class SessionStarted(Event):
@@ -96,7 +96,7 @@ class LivenessDecided(Event):
     audit_keys: list[str] = Field(default_factory=list)
 
 
-class ReferencesMatched(Event):
+class ReferencesMatched(Answer):
     """Answer to MatchReferences: the fused similarity and every reference's own, or ``error``."""
 
     error: ErrorInfo | None = None
@@ -106,7 +106,7 @@ class ReferencesMatched(Event):
     fusion: Fusion = Fusion.MAX
     probe_face: FaceBox | None = None
     references: list[ReferenceScore] = Field(default_factory=list)
-    model: ModelInfo | None = None
+    model: ModelInfo
 
 
 class SessionFinished(Event):

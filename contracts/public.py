@@ -50,6 +50,7 @@ class RejectReason(StrEnum):
 
     UNAUTHENTICATED = "UNAUTHENTICATED"  # no user_id, or a user not mapped to an active API client
     MISSING_MESSAGE_ID = "MISSING_MESSAGE_ID"
+    INVALID_REPLY_TO = "INVALID_REPLY_TO"  # reply_to outside the publisher's own namespace
     UNKNOWN_COMMAND = "UNKNOWN_COMMAND"  # a routing key that is no public command
     UNSUPPORTED_SCHEMA_VERSION = "UNSUPPORTED_SCHEMA_VERSION"
     BODY_TOO_LARGE = "BODY_TOO_LARGE"

@@ -30,7 +30,8 @@ broker_app = typer.Typer(
     help="RabbitMQ users of upstream systems (public command API).", no_args_is_help=True
 )
 
-_USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+#: No dots: each user's ``upstream.<user>.`` namespace (queues, reply_to) must not contain another's.
+_USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ def setup(
     """Create (or update) an upstream RabbitMQ user with the public API's permissions only, and map
     it to an API client. Runs rabbitmqctl on this host (use --print for a remote broker)."""
     if not _USER_NAME.match(user):
-        typer.echo("the user name may hold letters, digits, '_', '.' and '-' only", err=True)
+        typer.echo("the user name may hold letters, digits, '_' and '-' only (no '.')", err=True)
         raise typer.Exit(2)
     settings = load_settings()
 

@@ -67,6 +67,8 @@ class CallFlowRecord:
     updated_at: datetime
     finished_at: datetime | None
     delivered_at: datetime | None
+    #: The MatchReferences sent when the flow started MATCHING (only its answer is accepted).
+    match_request_id: str | None = None
 
     def __repr__(self) -> str:  # the controller's token and the secret stay out of logs
         return f"CallFlowRecord(id={self.id!r}, status={self.status.value}, delivery={self.delivery})"
@@ -132,9 +134,10 @@ class CallFlowRepository:
         return await self._one(CallFlowRow.session_id == session_id)
 
     async def start_matching(
-        self, flow_id: str, *, decision: dict[str, Any], deadline: datetime
+        self, flow_id: str, *, decision: dict[str, Any], deadline: datetime, request_id: str
     ) -> CallFlowRecord | None:
-        """RUNNING (or MATCHING again, for a repeated event) -> MATCHING; None once concluded."""
+        """RUNNING (or MATCHING again, for a repeated event) -> MATCHING, waiting for the answer to
+        the MatchReferences ``request_id``; None once concluded."""
         return await self._update(
             [
                 CallFlowRow.id == flow_id,
@@ -144,6 +147,7 @@ class CallFlowRepository:
             status=FlowStatus.MATCHING.value,
             decision=decision,
             deadline=deadline,
+            match_request_id=request_id,
         )
 
     async def conclude(
@@ -314,4 +318,5 @@ def _record(row: CallFlowRow) -> CallFlowRecord:
         updated_at=row.updated_at,
         finished_at=row.finished_at,
         delivered_at=row.delivered_at,
+        match_request_id=row.match_request_id,
     )

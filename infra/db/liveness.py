@@ -32,7 +32,8 @@ __all__ = ["LivenessFrame", "LivenessRepository", "LivenessState", "LockedState"
 class LivenessState:
     """``challenges``: the drawn challenges ([{"type", "target"}]); ``skipped``: sequence gaps the
     replay skipped ([[first, last]]); ``connection_id``: the last connection announced;
-    ``issued`` / ``verdicts``: events published so far; ``decision`` once decided."""
+    ``issued`` / ``verdicts``: events published so far; ``decision`` once decided;
+    ``match_request_id``: the MatchReferences sent for the decision (only its answer counts)."""
 
     session_id: str
     challenges: list[dict[str, Any]]
@@ -44,6 +45,7 @@ class LivenessState:
     decision: dict[str, Any] | None
     decided_at: datetime | None
     version: int
+    match_request_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +78,7 @@ def _state(row: LivenessStateRow) -> LivenessState:
         decision=None if row.decision is None else dict(row.decision),
         decided_at=row.decided_at,
         version=row.version,
+        match_request_id=row.match_request_id,
     )
 
 
@@ -130,8 +133,10 @@ class LockedState:
         verdicts: int,
         skipped: list[tuple[int, int]],
         decision: dict[str, Any] | None = None,
+        match_request_id: str | None = None,
     ) -> None:
-        """Advance the counters (never back), record skipped gaps and, once, the decision."""
+        """Advance the counters (never back), record skipped gaps and, once, the decision (with
+        the id of the MatchReferences it asks for, if any)."""
         row = self._row
         row.issued = max(row.issued, issued)
         row.verdicts = max(row.verdicts, verdicts)
@@ -142,6 +147,7 @@ class LockedState:
         if decision is not None and row.decision is None:
             row.decision = decision
             row.decided_at = utc_now()
+            row.match_request_id = match_request_id
         row.version = row.version + 1
 
 

@@ -10,9 +10,13 @@ from pydantic import BaseModel, ValidationError
 from contracts.public import PUBLIC_COMMAND_BODIES, SCHEMA_VERSION_HEADER, RejectReason
 from contracts.routing import PUBLIC_API_VERSION
 
-__all__ = ["Envelope", "Rejected", "parse_body", "read_envelope"]
+__all__ = ["Envelope", "Rejected", "allowed_reply_to", "parse_body", "read_envelope"]
 
 MAX_MESSAGE_ID = 128
+#: RabbitMQ's direct reply-to pseudo-queue; the broker delivers it to the consumer as
+#: ``amq.rabbitmq.reply-to.<token>``, which reaches only the publishing channel.
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+MAX_REPLY_TO = 255
 
 
 class Rejected(Exception):
@@ -33,6 +37,23 @@ class Envelope:
     correlation_id: str | None
     reply_to: str | None
     user_id: str | None
+
+
+def allowed_reply_to(reply_to: str | None, user_id: str | None) -> str | None:
+    """``reply_to`` when it lies in the publisher's own namespace, else None.
+
+    Allowed: the direct reply-to pseudo-queue, or a queue named ``upstream.<user>.…`` (the only
+    queues an upstream user's RabbitMQ permissions let it declare and read). Answers are published
+    with faceproof's own connection, so RabbitMQ's permissions never apply to them: without this
+    rule a publisher could name an internal queue and write into another client's session.
+    """
+    if not reply_to or len(reply_to) > MAX_REPLY_TO:
+        return None
+    if reply_to == DIRECT_REPLY_TO or reply_to.startswith(DIRECT_REPLY_TO + "."):
+        return reply_to
+    if user_id and "." not in user_id and reply_to.startswith(f"upstream.{user_id}."):
+        return reply_to
+    return None
 
 
 def read_envelope(
@@ -56,6 +77,11 @@ def read_envelope(
     )
     if envelope.message_id is None or len(envelope.message_id) > MAX_MESSAGE_ID:
         raise Rejected(RejectReason.MISSING_MESSAGE_ID, f"set message_id (1 to {MAX_MESSAGE_ID} characters)")
+    if envelope.reply_to is not None and allowed_reply_to(envelope.reply_to, envelope.user_id) is None:
+        raise Rejected(
+            RejectReason.INVALID_REPLY_TO,
+            f"reply_to must be {DIRECT_REPLY_TO} or one of your own queues, upstream.<your user>.<name>",
+        )
     version = headers.get(SCHEMA_VERSION_HEADER, PUBLIC_API_VERSION)
     if isinstance(version, bytes):
         version = version.decode(errors="replace")

@@ -32,7 +32,12 @@ def _threshold(command: Decision, engine: FaceEngine) -> Threshold:
 
 
 def _reply(command: Decision, engine: FaceEngine) -> dict[str, Any]:
-    return {"correlation_id": command.correlation_id, "client_id": command.client_id, "model": engine.model}
+    return {
+        "correlation_id": command.correlation_id,
+        "client_id": command.client_id,
+        "request_id": command.message_id,
+        "model": engine.model,
+    }
 
 
 async def _faces(

@@ -95,6 +95,7 @@ async def _publish(
     *,
     reply_to: str | None = None,
     message_id: str | None = None,
+    correlation_id: str | None = None,
 ) -> str:
     message_id = message_id or uuid.uuid4().hex
     exchange = await channel.get_exchange(COMMANDS, ensure=False)
@@ -103,7 +104,7 @@ async def _publish(
             body if isinstance(body, bytes) else json.dumps(body).encode(),
             content_type="application/json",
             message_id=message_id,
-            correlation_id=f"corr-{message_id}",
+            correlation_id=correlation_id or f"corr-{message_id}",
             reply_to=reply_to,
             user_id=upstream.user,
             headers={"x-schema-version": "1"},
@@ -234,6 +235,49 @@ async def test_malformed_and_oversized_commands_are_rejected_and_dead_lettered(
             break
         await asyncio.sleep(0.5)
     assert await _dead_letters(stack) >= before + 6
+
+
+async def test_a_reply_to_outside_the_publishers_namespace_is_refused_and_nothing_is_published(
+    stack: Stack, connection: AbstractRobustConnection, upstream: Upstream
+) -> None:
+    """The attack: client B names someone else's queue as reply_to (an internal worker queue,
+    another client's, one whose name only starts like B's) with A's session id as correlation_id,
+    hoping faceproof's own connection answers there. Every one is refused; no queue gets anything."""
+    with stack.client() as http:  # client A's session
+        created = http.post("/v1/sessions", json={"clientRequestToken": uuid.uuid4().hex})
+        assert created.status_code == 201, created.text
+        victim = created.json()["sessionId"]
+    admin = await aio_pika.connect_robust(stack.vhost.url)
+    try:
+        admin_channel = await admin.channel()
+        probes = [
+            await admin_channel.declare_queue(name, auto_delete=True)
+            for name in (
+                f"liveness.probe-{uuid.uuid4().hex[:8]}",  # stands for any internal queue
+                f"upstream.other-{uuid.uuid4().hex[:8]}.replies",  # another client's
+                f"upstream.{upstream.user}x.replies",  # starts like B's user name, is not B's
+            )
+        ]
+        channel = await connection.channel(publisher_confirms=True)
+        events = await _own_queue(channel, upstream, f"{upstream.client_id}.command.rejected")
+        body = {"source": image_b64(PEOPLE / "obama.jpg"), "target": image_b64(PEOPLE / "obama2.jpg")}
+        for probe in probes:
+            await _publish(
+                channel, upstream, "compare.faces", body, reply_to=probe.name, correlation_id=victim
+            )
+            rejected = CommandRejected.model_validate_json((await _next(events)).body)
+            assert rejected.reason == "INVALID_REPLY_TO" and rejected.correlation_id == victim
+        # a legitimate compare is answered: the ones before it were not merely slow
+        replies = await _own_queue(channel, upstream)
+        await _publish(channel, upstream, "compare.faces", body, reply_to=replies.name)
+        assert FacesCompared.model_validate_json((await _next(replies)).body).match is True
+        for probe in probes:
+            assert await probe.get(no_ack=True, fail=False) is None, probe.name
+    finally:
+        await admin.close()
+    with stack.client() as http:
+        session = http.get(f"/v1/sessions/{victim}").json()
+    assert session["status"] == "CREATED" and session.get("comparisonResult") is None
 
 
 async def test_a_duplicate_message_id_is_processed_once(

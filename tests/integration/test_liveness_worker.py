@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 from contracts.commands import ExpireSession
 from contracts.events import FrameCaptured, ReferencesMatched, SessionStarted
 from contracts.routing import COMMANDS_EXCHANGE, EVENTS_EXCHANGE, CommandKey, EventKey
-from contracts.values import ChallengeType
+from contracts.values import ChallengeType, ModelInfo
 from faces.alignment import align_face
 from infra.broker import COMMANDS, EVENTS, create_broker
 from infra.db.engine import create_engine, session_factory
@@ -414,12 +414,31 @@ async def test_a_printed_photo_fails_and_the_matchers_answer_completes_the_resul
     record = await harness.sessions.fetch(session_id)
     assert record is not None and not record.status.terminal  # waiting for the matcher
 
-    # an answer for something else is ignored; the session's own finishes it
-    for correlation_id in ("not-a-session", session_id):
-        answer = ReferencesMatched(correlation_id=correlation_id, similarity=0.91, match=True)
+    # answers to requests the worker did not send change nothing, whichever way they arrive (the
+    # events exchange, or straight into its queue as a reply_to answer would): another session,
+    # a forged request id, another client. Only the answer to its own request finishes it.
+    model = ModelInfo(pack="test", licence="test", commercial_use=True)
+    own = {"request_id": match["message_id"], "client_id": match["client_id"]}
+    forged = [
+        {**own, "correlation_id": "not-a-session"},
+        {**own, "correlation_id": session_id, "request_id": "forged"},
+        {**own, "correlation_id": session_id, "client_id": "another-client"},
+    ]
+    for values in forged:
+        answer = ReferencesMatched(**values, similarity=0.12, match=False, model=model)
         await harness.broker.publish(
             answer, exchange=EVENTS, routing_key=EventKey.REFERENCES_MATCHED, persist=True
         )
+        await harness.broker.publish(answer, routing_key="liveness.references-matched", persist=True)
+    not_an_answer = {"correlation_id": session_id, "similarity": 0.12, "match": False}  # FacesCompared-like
+    await harness.broker.publish(not_an_answer, routing_key="liveness.references-matched", persist=True)
+    await asyncio.sleep(2)
+    record = await harness.sessions.fetch(session_id)
+    assert record is not None and not record.status.terminal  # still waiting for its own answer
+    answer = ReferencesMatched(**own, correlation_id=session_id, similarity=0.91, match=True, model=model)
+    await harness.broker.publish(
+        answer, exchange=EVENTS, routing_key=EventKey.REFERENCES_MATCHED, persist=True
+    )
     finished = await harness.finished(session_id)
     assert finished["status"] == "FAILED" and "TIMEOUT" in finished["reasons"]
     record = await harness.sessions.fetch(session_id)

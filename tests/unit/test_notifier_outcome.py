@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from contracts.events import ReferencesMatched
-from contracts.values import CallbackOutcome, ErrorCode, ErrorInfo
+from contracts.values import CallbackOutcome, ErrorCode, ErrorInfo, ModelInfo
 from services.notifier.adapters import parse_reference
 from services.notifier.outcome import (
     RetryPolicy,
@@ -28,7 +28,8 @@ LIVE = liveness_part({"isLive": True, "confidence": 96.5, "reasons": [], "refere
 
 
 def matched(**values: object) -> ReferencesMatched:
-    return ReferencesMatched(correlation_id="flow", **values)  # type: ignore[arg-type]
+    model = ModelInfo(pack="test", licence="test", commercial_use=True)
+    return ReferencesMatched(correlation_id="flow", request_id="r", model=model, **values)  # type: ignore[arg-type]
 
 
 def test_live_and_a_match_is_success_with_the_similarity() -> None:
