@@ -7,6 +7,7 @@ it against the compose schema and interpolates the variables. Images are never b
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -102,26 +103,126 @@ def compose_command() -> list[str] | None:
     return [found] if found else None
 
 
-@pytest.mark.parametrize("profile", [None, "gpu"])
-def test_compose_config_renders(profile: str | None) -> None:
+#: The operator's secrets: without any of them `config` (and so `up`) refuses, naming it.
+SECRETS = ("POSTGRES_PASSWORD", "RABBITMQ_PASSWORD", "S3_SECRET_KEY", "FACEPROOF_API_TOKEN")
+MAKE_SECRETS = COMPOSE.parent / "make-secrets.sh"
+
+
+def make_secrets(tmp_path: Path) -> Path:
+    """The env file deploy/compose/make-secrets.sh writes (as an operator would run it)."""
+    target = tmp_path / "secrets.env"
+    result = subprocess.run(
+        ["sh", str(MAKE_SECRETS), str(target)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert str(target) in result.stdout  # it says where
+    assert target.stat().st_mode & 0o077 == 0  # readable by the operator only
+    return target
+
+
+def compose_config(env_file: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     command = compose_command()
     if command is None:
         pytest.skip("no compose implementation (docker compose plugin or Debian's docker-compose)")
-    args = [*command, "-f", str(COMPOSE)]
-    if profile:
-        args += ["--profile", profile]
-    result = subprocess.run(
-        [*args, "config"], capture_output=True, text=True, timeout=120, check=False, cwd=COMPOSE.parent
+    clean = {key: value for key, value in os.environ.items() if key not in SECRETS}
+    return subprocess.run(
+        [*command, "-f", str(COMPOSE), "--env-file", str(env_file), *extra, "config"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=COMPOSE.parent,
+        env=clean,
     )
+
+
+def host_ip(port: str | dict[str, Any]) -> str:
+    """The host address of a rendered port (compose v1 renders strings, v2 mappings)."""
+    if isinstance(port, dict):
+        return str(port.get("host_ip", ""))
+    parts = port.split(":")
+    return parts[0] if len(parts) == 3 else ""
+
+
+@pytest.mark.parametrize("profile", [None, "gpu"])
+def test_compose_config_renders_with_the_generated_secrets(tmp_path: Path, profile: str | None) -> None:
+    secrets_file = make_secrets(tmp_path)
+    lines = secrets_file.read_text().splitlines()
+    values = dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+    assert set(values) == set(SECRETS) and all(len(value) >= 32 for value in values.values())
+    result = compose_config(secrets_file, *(["--profile", profile] if profile else []))
     assert result.returncode == 0, result.stderr
     rendered = yaml.safe_load(result.stdout)
     gateway = rendered["services"]["gateway"]
-    assert gateway["environment"]["FACEPROOF_DATABASE_URL"].startswith("postgresql+asyncpg://faceproof:")
-    assert "@postgres:5432/" in gateway["environment"]["FACEPROOF_DATABASE_URL"]
-    udp = [p for p in rendered["services"]["call-agent"]["ports"] if p.get("protocol") == "udp"]
+    database_url = gateway["environment"]["FACEPROOF_DATABASE_URL"]
+    assert (
+        database_url
+        == f"postgresql+asyncpg://faceproof:{values['POSTGRES_PASSWORD']}@postgres:5432/faceproof"
+    )
+    assert gateway["environment"]["FACEPROOF_API_TOKEN"] == values["FACEPROOF_API_TOKEN"]
+    assert rendered["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"] == values["POSTGRES_PASSWORD"]
+    udp = [p for p in rendered["services"]["call-agent"]["ports"] if "udp" in str(p)]
     assert udp
     if profile == "gpu":  # (compose v1 lists profiled services either way; v2 only with the profile)
         assert rendered["services"]["matcher-gpu"]["command"] == ["worker", "matcher"]
+
+
+@pytest.mark.parametrize("missing", SECRETS)
+def test_compose_refuses_to_start_without_each_secret(tmp_path: Path, missing: str) -> None:
+    secrets_file = make_secrets(tmp_path)
+    kept = [line for line in secrets_file.read_text().splitlines() if not line.startswith(f"{missing}=")]
+    secrets_file.write_text("\n".join(kept) + "\n")
+    result = compose_config(secrets_file)
+    assert result.returncode != 0
+    assert f"set {missing} (deploy/compose/.env)" in result.stderr
+
+
+def test_an_empty_api_token_means_api_keys_only(tmp_path: Path) -> None:
+    secrets_file = make_secrets(tmp_path)
+    secrets_file.write_text(
+        "\n".join(
+            "FACEPROOF_API_TOKEN=" if line.startswith("FACEPROOF_API_TOKEN=") else line
+            for line in secrets_file.read_text().splitlines()
+        )
+    )
+    result = compose_config(secrets_file)
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout)["services"]["gateway"]["environment"]["FACEPROOF_API_TOKEN"] in (
+        "",
+        None,
+    )
+
+
+def test_make_secrets_never_overwrites(tmp_path: Path) -> None:
+    secrets_file = make_secrets(tmp_path)
+    before = secrets_file.read_text()
+    again = subprocess.run(
+        ["sh", str(MAKE_SECRETS), str(secrets_file)], capture_output=True, text=True, check=False
+    )
+    assert again.returncode == 1 and "exists already" in again.stderr
+    assert secrets_file.read_text() == before
+
+
+def test_every_published_port_is_on_loopback_by_default(tmp_path: Path) -> None:
+    result = compose_config(make_secrets(tmp_path))
+    assert result.returncode == 0, result.stderr
+    published = {
+        (name, str(port)): host_ip(port)
+        for name, service in yaml.safe_load(result.stdout)["services"].items()
+        for port in service.get("ports", [])
+    }
+    assert {name for name, _ in published} >= {"gateway", "call-agent"}
+    assert {key: ip for key, ip in published.items() if ip != "127.0.0.1"} == {}
+
+
+def test_no_secret_has_a_default_in_the_file() -> None:
+    text = COMPOSE.read_text()
+    for name in SECRETS:
+        uses = re.findall(rf"\$\{{{name}([^a-zA-Z_][^}}]*)?\}}", text)
+        assert uses, name
+        assert all(use.startswith(("?", ":?")) for use in uses), (name, uses)
+    for known in ("faceproof-secret", "faceproof-dev-token", "PASSWORD:-"):
+        assert known not in text
 
 
 # ---------------------------------------------------------------- Dockerfiles

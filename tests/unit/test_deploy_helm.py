@@ -173,22 +173,29 @@ def test_workers_use_exec_probes_not_http() -> None:
 
 
 def test_metrics_ports_scrape_annotations_and_pod_monitor() -> None:
+    """Every pod serves /metrics on its own metrics port, the gateway too: never on the API port
+    (the Service and the Ingress expose only `http`)."""
     objects = render({**BASE, "metrics": {"podMonitor": {"enabled": True}}})
     deployments = by_kind(objects, "Deployment")
     for name in ("gateway", "matcher", "call-agent", "liveness"):  # the notifier is off by default
         deployment = deployments[f"fp-faceproof-{name}"]
         annotations = deployment["spec"]["template"]["metadata"]["annotations"]
         assert annotations["prometheus.io/scrape"] == "true"
-        assert annotations["prometheus.io/port"] == ("8000" if name == "gateway" else "9100")
-        if name != "gateway":
-            env = {item["name"]: item["value"] for item in container(deployment)["env"]}
-            assert env["FACEPROOF_METRICS_PORT"] == "9100"
-            assert container(deployment)["ports"][0]["containerPort"] == 9100
+        assert annotations["prometheus.io/port"] == "9100"
+        env = {item["name"]: item["value"] for item in container(deployment)["env"]}
+        assert env["FACEPROOF_METRICS_PORT"] == "9100"
+        ports = {port["name"]: port["containerPort"] for port in container(deployment)["ports"]}
+        assert ports["metrics"] == 9100
+    service = by_kind(objects, "Service")["fp-faceproof-gateway"]
+    assert [port["targetPort"] for port in service["spec"]["ports"]] == ["http"]
     monitor = by_kind(objects, "PodMonitor")["fp-faceproof"]
-    assert {endpoint["port"] for endpoint in monitor["spec"]["podMetricsEndpoints"]} == {"http", "metrics"}
-    off = by_kind(render({**BASE, "metrics": {"enabled": False}}), "Deployment")["fp-faceproof-matcher"]
-    assert "ports" not in container(off)
-    assert {item["name"]: item["value"] for item in container(off)["env"]}["FACEPROOF_METRICS_PORT"] == "0"
+    assert {endpoint["port"] for endpoint in monitor["spec"]["podMetricsEndpoints"]} == {"metrics"}
+    off = by_kind(render({**BASE, "metrics": {"enabled": False}}), "Deployment")
+    assert "ports" not in container(off["fp-faceproof-matcher"])
+    for name in ("fp-faceproof-matcher", "fp-faceproof-gateway"):
+        assert {item["name"]: item["value"] for item in container(off[name])["env"]}[
+            "FACEPROOF_METRICS_PORT"
+        ] == "0"
 
 
 def test_gpu_matcher_keda_and_notifier_when_enabled() -> None:
@@ -241,3 +248,25 @@ def test_missing_connection_urls_are_refused() -> None:
     helm = pytest.importorskip("helm_python", reason="helm-python-sdk is not installed")
     with pytest.raises(helm.HelmError, match=r"externalPostgres\.url is required"):
         render({})
+
+
+@pytest.mark.parametrize(
+    ("value", "url"),
+    [
+        ("externalPostgres", "postgresql+asyncpg://faceproof:faceproof@postgres:5432/faceproof"),
+        ("externalRabbitmq", "amqp://guest:guest@rabbitmq:5672/"),
+        ("externalS3", "s3://faceproof:faceproof-secret@s3:9000/faceproof?secure=false"),
+    ],
+)
+def test_well_known_passwords_are_refused(value: str, url: str) -> None:
+    helm = pytest.importorskip("helm_python", reason="helm-python-sdk is not installed")
+    with pytest.raises(helm.HelmError, match=rf"{value}\.url uses a well-known default password"):
+        render({**BASE, value: {"url": url}})
+
+
+def test_the_development_token_is_refused() -> None:
+    helm = pytest.importorskip("helm_python", reason="helm-python-sdk is not installed")
+    with pytest.raises(helm.HelmError, match=r"FACEPROOF_API_TOKEN is the public development token"):
+        render({**BASE, "secretSettings": {"FACEPROOF_API_TOKEN": "faceproof-dev-token"}})
+    secret = by_kind(render({**BASE, "secretSettings": {"FACEPROOF_API_TOKEN": ""}}), "Secret")
+    assert secret["fp-faceproof-settings"]["stringData"]["FACEPROOF_API_TOKEN"] == ""  # API keys only

@@ -58,3 +58,26 @@ app.kubernetes.io/component: {{ .component }}
 - secretRef:
     name: {{ include "faceproof.secretName" . }}
 {{- end -}}
+
+{{/*
+Refuse (at install/template time) the public secrets: a well-known password inside a connection URL,
+or the development API token. The gateway refuses them at start too (docs/security.md).
+*/}}
+{{- define "faceproof.refusePublicSecrets" -}}
+{{- $defaults := list "faceproof" "faceproof-secret" "guest" "minioadmin" -}}
+{{- $urls := dict "externalPostgres.url" .Values.externalPostgres.url "externalRabbitmq.url" .Values.externalRabbitmq.url "externalS3.url" .Values.externalS3.url -}}
+{{- range $name, $url := $urls -}}
+{{- if $url -}}
+{{- $userinfo := (urlParse $url).userinfo -}}
+{{- if contains ":" $userinfo -}}
+{{- $password := regexReplaceAll "^[^:]*:" $userinfo "" -}}
+{{- if has $password $defaults -}}
+{{- fail (printf "%s uses a well-known default password (%s): give the service a password of your own" $name $password) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if eq (toString (index .Values.secretSettings "FACEPROOF_API_TOKEN" | default "")) "faceproof-dev-token" -}}
+{{- fail "secretSettings.FACEPROOF_API_TOKEN is the public development token: set a long random token, or \"\" to use API keys only (faceproof keys create NAME)" -}}
+{{- end -}}
+{{- end -}}
