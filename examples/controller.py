@@ -9,8 +9,9 @@ It serves the reference images of a folder and prints the callbacks it gets:
     PUT  /failure/{token}   the flow's failure callback (printed)
 
 Run it with ``uv run python examples/controller.py --images DIR --port 9000`` (add ``--secret S``
-to check the X-Faceproof-Signature of signed callbacks). Only the standard library is used, so the
-tests import :class:`Controller` and drive it too. See docs/calls.md.
+to check the X-Faceproof-Signature of signed callbacks: one that does not verify is answered 401
+and not acted on). Only the standard library is used, so the tests import :class:`Controller`
+and drive it too. See docs/calls.md (its verification snippet is :func:`verify`, verbatim).
 """
 
 from __future__ import annotations
@@ -47,16 +48,23 @@ class Callback:
         return json.loads(self.body) if self.body else None
 
 
-def verify(secret: str, body: bytes, header: str, tolerance_s: int = 300) -> bool:
-    """Check ``t=<unix>,v1=<hex HMAC-SHA256 of "t." + body>`` (what a real controller does)."""
+def verify(
+    secret: str, method: str, path: str, body: bytes, header: str, *, now: float | None = None
+) -> bool:
+    """Check ``X-Faceproof-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<METHOD>.<path>." + body)>``.
+
+    ``path`` is the request's path as received (percent-encoded, no query): it names the outcome
+    and carries the token, so a failure callback replayed to /success (or to another flow) fails.
+    Callbacks older than five minutes (or from the future) fail too."""
     fields = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
     try:
         timestamp = int(fields.get("t", ""))
     except ValueError:
         return False
-    if abs(time.time() - timestamp) > tolerance_s:
+    if abs((time.time() if now is None else now) - timestamp) > 300:
         return False
-    expected = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    message = f"{timestamp}.{method.upper()}.{path}.".encode() + body
+    expected = hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
     return hmac.compare_digest(expected, fields.get("v1", ""))
 
 
@@ -75,6 +83,8 @@ class Controller:
     #: Status codes to answer the next callbacks with (then 200).
     put_statuses: list[int] = field(default_factory=list)
     callbacks: list[Callback] = field(default_factory=list)
+    #: Callbacks refused (401) because their signature did not verify (a secret is set).
+    refused: list[Callback] = field(default_factory=list)
     quiet: bool = False
     _server: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -166,19 +176,28 @@ def _handler(controller: Controller) -> type[BaseHTTPRequestHandler]:
                 self._send(404, b'{"error": "not found"}')
 
         def do_PUT(self) -> None:
-            parts = [unquote(p) for p in self.path.strip("/").split("/")]
+            path = self.path.split("?", 1)[0]
+            parts = [unquote(p) for p in path.strip("/").split("/")]
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             if len(parts) != 2 or parts[0] not in ("success", "failure"):
                 self._send(404, b'{"error": "not found"}')
                 return
+            valid = None
+            if controller.secret is not None:
+                header = self.headers.get(SIGNATURE_HEADER)
+                valid = header is not None and verify(controller.secret, "PUT", path, body, header)
+            callback = Callback(parts[0], parts[1], body, dict(self.headers.items()), valid)
+            if valid is False:  # never act on a callback whose signature does not verify
+                with controller._lock:
+                    controller.refused.append(callback)
+                if not controller.quiet:
+                    print(f"callback {parts[0].upper()} refused: the signature does not verify", flush=True)
+                self._send(401, b'{"error": "the signature does not verify"}')
+                return
             status = controller.next_status()
             if 200 <= status < 300:
-                header = self.headers.get(SIGNATURE_HEADER)
-                valid = None
-                if controller.secret is not None:
-                    valid = header is not None and verify(controller.secret, body, header)
-                controller.record(Callback(parts[0], parts[1], body, dict(self.headers.items()), valid))
+                controller.record(callback)
             self._send(status, b"{}")
 
     return Handler

@@ -23,6 +23,7 @@ from infra.db.flows import CallFlowRecord
 from infra.safe_fetch import (
     FetchError,
     FetchPolicy,
+    Resolver,
     UrlRefused,
     check_image,
     check_url,
@@ -38,11 +39,19 @@ from services.notifier.ports import (
     ReferencesUnavailable,
 )
 
-__all__ = ["BrokerPublisher", "HttpCallbackSender", "SafeReferenceSource", "parse_reference"]
+__all__ = [
+    "MAX_RESPONSE_BYTES",
+    "BrokerPublisher",
+    "HttpCallbackSender",
+    "SafeReferenceSource",
+    "parse_reference",
+]
 
 log = logging.getLogger("faceproof.notifier")
 
 _DATA_URL: Final = "data:"
+#: How much of a controller's answer to a callback is read (only its status counts).
+MAX_RESPONSE_BYTES: Final = 64 * 1024
 
 
 class BrokerPublisher:
@@ -164,34 +173,65 @@ class SafeReferenceSource:
 
 class HttpCallbackSender:
     """PUT to a controller: the URL checked by the fetcher's policy, the connection pinned to the
-    checked address (no second DNS lookup), no redirects followed, one time limit."""
+    checked address (no second DNS lookup), no redirects followed, one time limit, and at most
+    ``max_response_bytes`` of the answer read (only its status counts; a controller that streams
+    an endless answer cannot hold the notifier)."""
 
-    def __init__(self, policy: FetchPolicy, *, timeout_s: float) -> None:
+    def __init__(
+        self,
+        policy: FetchPolicy,
+        *,
+        timeout_s: float,
+        transport: httpx.AsyncBaseTransport | None = None,
+        resolve: Resolver = resolve_host,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+    ) -> None:
         self._policy = policy
         self._timeout = timeout_s
+        self._resolve = resolve
+        self._max_response = max_response_bytes
         self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout_s), follow_redirects=False, trust_env=False
+            transport=transport, timeout=httpx.Timeout(timeout_s), follow_redirects=False, trust_env=False
         )
 
     async def put(self, url: str, body: bytes, headers: dict[str, str]) -> int:
         try:
-            target = await check_url(url, self._policy, resolve_host)
+            target = await check_url(url, self._policy, self._resolve)
         except UrlRefused as error:
             raise CallbackRefused(f"the callback URL is refused: {error.reason}") from error
         except FetchError as error:
             raise CallbackUnreachable(str(error)) from error
         sent = {**headers, "Host": target.host_header, "User-Agent": self._policy.user_agent}
         extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+        request = self._client.build_request(
+            "PUT", target.pinned_url, content=body, headers=sent, extensions=extensions
+        )
+        deadline = asyncio.get_running_loop().time() + self._timeout
         try:
-            async with asyncio.timeout(self._timeout):
-                response = await self._client.request(
-                    "PUT", target.pinned_url, content=body, headers=sent, extensions=extensions
-                )
+            async with asyncio.timeout_at(deadline):
+                response = await self._client.send(request, stream=True)
         except TimeoutError as error:
             raise CallbackUnreachable(f"{target.host} did not answer within {self._timeout:g} s") from error
         except httpx.HTTPError as error:
             raise CallbackUnreachable(f"cannot reach {target.host}: {type(error).__name__}") from error
+        try:
+            async with asyncio.timeout_at(deadline):
+                await _read_at_most(response, self._max_response)
+        except (TimeoutError, httpx.HTTPError):
+            pass  # the status line came: that is the controller's answer
+        finally:
+            await response.aclose()
         return response.status_code
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+async def _read_at_most(response: httpx.Response, limit: int) -> int:
+    """Read (and drop) the answer's raw bytes, at most about ``limit`` of them (no decompression)."""
+    size = 0
+    async for chunk in response.aiter_raw():
+        size += len(chunk)
+        if size >= limit:
+            break
+    return size

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from contracts.commands import DeliverCallback, MatchReferences
 from contracts.events import CallbackDelivered, CallFailed, ReferencesMatched, SessionFinished
@@ -26,6 +27,7 @@ from infra.db.flows import CallFlowRecord, CallFlowRepository, DeliveryStatus, F
 from infra.db.records import SessionRecord
 from infra.telemetry.metrics import callback_delivery
 from services.notifier.outcome import (
+    CALLBACK_METHOD,
     COMPARISON_UNAVAILABLE,
     FLOW_TIMEOUT,
     NO_REFERENCE_FRAME,
@@ -228,12 +230,16 @@ async def handle_call_failed(event: CallFailed, deps: Deps) -> None:
 # -- delivery ---------------------------------------------------------------------------------
 
 
-def _request(flow: CallFlowRecord, secret: str | None) -> tuple[bytes, dict[str, str]]:
-    """Without a secret, the seed's empty body; with one, the result and its signature."""
+def _request(flow: CallFlowRecord, secret: str | None, url: str) -> tuple[bytes, dict[str, str]]:
+    """Without a secret, the seed's empty body; with one, the result and its signature (over the
+    method, the URL's path, the time and the body)."""
     if not secret:
         return b"", {}
     body = encode_body(callback_body(flow.id, flow.decision or {}))
-    return body, {"Content-Type": "application/json", SIGNATURE_HEADER: sign(secret, body, int(time.time()))}
+    signature = sign(
+        secret, method=CALLBACK_METHOD, path=urlsplit(url).path, body=body, timestamp=int(time.time())
+    )
+    return body, {"Content-Type": "application/json", SIGNATURE_HEADER: signature}
 
 
 async def handle_deliver_callback(command: DeliverCallback, deps: Deps) -> None:
@@ -246,8 +252,8 @@ async def handle_deliver_callback(command: DeliverCallback, deps: Deps) -> None:
     if claimed is None:
         return
     outcome = CallbackOutcome(claimed.outcome or CallbackOutcome.FAILURE.value)
-    body, headers = _request(claimed, claimed.callback_secret or deps.config.secret)
     url = callback_url(claimed.callback_base_url, outcome, claimed.token)
+    body, headers = _request(claimed, claimed.callback_secret or deps.config.secret, url)
     try:
         status = await deps.sender.put(url, body, headers)
     except CallbackRefused as error:

@@ -17,6 +17,7 @@ from contracts.events import ReferencesMatched
 from contracts.values import CallbackOutcome
 
 __all__ = [
+    "CALLBACK_METHOD",
     "CALL_FAILED",
     "COMPARISON_UNAVAILABLE",
     "FACE_MISMATCH",
@@ -34,7 +35,7 @@ __all__ = [
     "match_outcome",
     "next_attempt_at",
     "sign",
-    "verify_signature",
+    "signed_message",
     "with_reasons",
 ]
 
@@ -47,6 +48,8 @@ COMPARISON_UNAVAILABLE: Final = "COMPARISON_UNAVAILABLE"
 CALL_FAILED: Final = "CALL_FAILED"
 
 SIGNATURE_HEADER: Final = "X-Faceproof-Signature"
+#: The method of every callback (the seed's PUT success/ and failure/).
+CALLBACK_METHOD: Final = "PUT"
 
 
 def liveness_part(result: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -99,23 +102,19 @@ def encode_body(body: Mapping[str, Any]) -> bytes:
     return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
 
 
-def sign(secret: str, body: bytes, timestamp: int) -> str:
-    """``t=<unix>,v1=<hex HMAC-SHA256 of "t." + body>``."""
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+def signed_message(timestamp: int, method: str, path: str, body: bytes) -> bytes:
+    """What a callback's signature covers: ``"<t>.<METHOD>.<path>." + body``. The path (as sent,
+    percent-encoded) names the outcome and carries the controller's token, so a captured callback
+    cannot be replayed to the other outcome or to another flow; the timestamp bounds its age."""
+    return f"{timestamp}.{method.upper()}.{path}.".encode() + body
+
+
+def sign(secret: str, *, method: str, path: str, body: bytes, timestamp: int) -> str:
+    """``t=<unix>,v1=<hex HMAC-SHA256(secret, signed_message(...))>`` (docs/calls.md shows how a
+    controller verifies it; examples/controller.py's ``verify`` is that snippet)."""
+    message = signed_message(timestamp, method, path, body)
+    digest = hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
     return f"t={timestamp},v1={digest}"
-
-
-def verify_signature(secret: str, body: bytes, header: str, *, now: int, tolerance_s: int = 300) -> bool:
-    """What a controller does: recompute the HMAC, compare in constant time, refuse stale ones."""
-    fields = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
-    try:
-        timestamp = int(fields.get("t", ""))
-    except ValueError:
-        return False
-    if abs(now - timestamp) > tolerance_s:
-        return False
-    expected = sign(secret, body, timestamp).split("v1=", 1)[1]
-    return hmac.compare_digest(expected, fields.get("v1", ""))
 
 
 def is_retryable_status(status: int) -> bool:

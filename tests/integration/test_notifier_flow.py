@@ -7,18 +7,26 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import inspect
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 from uuid import uuid4
 
 import aio_pika
+import httpx
 import pytest
 from faststream.rabbit import RabbitBroker
 
+import examples.controller
 from contracts.events import CallFailed, SessionFinished
 from contracts.routing import MATCHER_REFERENCES, NOTIFIER_CALLBACKS, EventKey
 from contracts.values import SessionStatus
@@ -36,9 +44,8 @@ from services.matcher.adapters import OnnxFaceEngine, StoredImages
 from services.matcher.main import build_app as build_matcher
 from services.notifier.adapters import HttpCallbackSender, SafeReferenceSource
 from services.notifier.main import Notifier, build_notifier
-from services.notifier.outcome import verify_signature
 from tests.integration.conftest import migrate
-from tests.paths import MODELS_DIR, PEOPLE
+from tests.paths import MODELS_DIR, PEOPLE, REPO_ROOT
 from tests.support import services
 from tests.support.broker import RabbitVhost, temporary_vhost
 
@@ -46,6 +53,27 @@ pytestmark = pytest.mark.integration
 
 WAIT_S = 60.0
 SECRET = "a-callback-secret-of-the-tests"
+
+
+@dataclass
+class Endpoint:
+    """A controller's base URL (what a flow calls back), and what it sent."""
+
+    url: str
+    sent: list[int]
+
+
+def docs_snippet() -> str:
+    """The controller's verification snippet of docs/calls.md (the block after its marker)."""
+    text = (REPO_ROOT / "docs" / "calls.md").read_text()
+    return text.split("<!-- verify-callback -->", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def docs_verifier() -> Callable[..., bool]:
+    namespace: dict[str, Any] = {}
+    exec(compile(docs_snippet(), "docs/calls.md", "exec"), namespace)
+    verify: Callable[..., bool] = namespace["verify"]
+    return verify
 
 
 def data_url(path: Path) -> str:
@@ -151,7 +179,7 @@ class Harness:
 
     async def flow(
         self,
-        controller: Controller,
+        controller: Controller | Endpoint,
         *,
         status: SessionStatus = SessionStatus.IN_PROGRESS,
         result: dict[str, Any] | None = None,
@@ -356,10 +384,102 @@ async def test_call_failed_calls_failure_signed(
 
     (received,) = callbacks_for(controller, flow)
     assert received.outcome == "failure"
+    assert received.signature_valid is True  # the example controller's verify
     header = received.headers["X-Faceproof-Signature"]
-    assert verify_signature(SECRET, received.body, header, now=int(time.time()))
-    assert not verify_signature("another-secret-entirely", received.body, header, now=int(time.time()))
+    verify = docs_verifier()  # the snippet of docs/calls.md, run as a controller would
+    path = f"/failure/{quote(flow.token, safe='')}"
+    assert verify(SECRET, "PUT", path, received.body, header)
+    assert not verify("another-secret-entirely", "PUT", path, received.body, header)
     assert received.result["reasons"] == ["ROOM_UNREACHABLE"]
+
+
+def test_the_docs_snippet_is_the_example_controllers_verify() -> None:
+    """One verifier: docs/calls.md shows examples/controller.py's ``verify`` verbatim."""
+    assert inspect.getsource(examples.controller.verify) in docs_snippet()
+
+
+async def test_a_captured_failure_callback_replayed_to_success_is_refused(
+    make_harness: Callable[..., Any], controller: Controller
+) -> None:
+    """The attack: a controller's failure callback is captured on the way (a proxy's log, a
+    compromised hop) and its body and signature are replayed to /success of the same token, and to
+    another flow's token. The signature covers the method and path, so the documented verifier and
+    the example controller refuse both; the controller keeps the one real outcome."""
+    harness: Harness = await make_harness()
+    controller.secret = SECRET
+    flow = await harness.flow(controller, secret=SECRET)
+    other = await harness.flow(controller, secret=SECRET)
+    event = CallFailed(correlation_id=flow.id, flow_id=flow.id, session_id=flow.session_id, reason="NO_VIDEO")
+    await harness.publish(event, EventKey.CALL_FAILED)
+    await harness.delivery_ended(flow)
+    (captured,) = callbacks_for(controller, flow)
+    assert captured.outcome == "failure" and captured.signature_valid is True
+    header = captured.headers["X-Faceproof-Signature"]
+
+    success = f"/success/{quote(flow.token, safe='')}"
+    elsewhere = f"/success/{quote(other.token, safe='')}"
+    verify = docs_verifier()
+    assert not verify(SECRET, "PUT", success, captured.body, header)
+    assert not verify(SECRET, "PUT", elsewhere, captured.body, header)
+    replay = {"Content-Type": "application/json", "X-Faceproof-Signature": header}
+    async with httpx.AsyncClient(base_url=controller.url) as http:
+        answers = [
+            (await http.put(path, content=captured.body, headers=replay)).status_code
+            for path in (success, elsewhere)
+        ]
+    assert answers == [401, 401]
+    assert [c.outcome for c in callbacks_for(controller, flow)] == ["failure"]  # no success recorded
+    assert callbacks_for(controller, other) == []
+    assert [(c.outcome, c.token) for c in controller.refused] == [
+        ("success", flow.token),
+        ("success", other.token),
+    ]
+
+
+@pytest.fixture
+def endless_controller() -> Iterator[Endpoint]:
+    """A controller that takes every callback (200), then streams an answer that never ends."""
+    sent: list[int] = []
+
+    class Endless(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_PUT(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            chunk = b"x" * 65536
+            with contextlib.suppress(OSError):  # until the notifier hangs up
+                while True:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    sent.append(len(chunk))
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Endless)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield Endpoint(f"http://127.0.0.1:{server.server_address[1]}", sent)
+    server.shutdown()
+    server.server_close()
+
+
+async def test_an_endless_answer_to_a_callback_does_not_hold_the_notifier(
+    make_harness: Callable[..., Any], endless_controller: Endpoint
+) -> None:
+    """The attack: the controller answers 200 and then streams forever, to hold the notifier's
+    connection (and memory). At most 64 KiB of the answer is read: delivered on the first
+    attempt, well within the callback time limit."""
+    harness: Harness = await make_harness(callback_timeout_s=5.0)
+    flow = await harness.flow(endless_controller)
+    started = time.monotonic()
+    event = CallFailed(correlation_id=flow.id, flow_id=flow.id, session_id=flow.session_id, reason="NO_VIDEO")
+    await harness.publish(event, EventKey.CALL_FAILED)
+    ended = await harness.delivery_ended(flow)
+    assert time.monotonic() - started < 5.0
+    assert ended.delivery is DeliveryStatus.DELIVERED and ended.attempts == 1 and ended.status_code == 200
 
 
 async def test_5xx_is_retried_then_delivered_once(

@@ -10,6 +10,7 @@ import pytest
 
 from contracts.events import ReferencesMatched
 from contracts.values import CallbackOutcome, ErrorCode, ErrorInfo, ModelInfo
+from examples.controller import verify
 from services.notifier.adapters import parse_reference
 from services.notifier.outcome import (
     RetryPolicy,
@@ -21,7 +22,6 @@ from services.notifier.outcome import (
     match_outcome,
     next_attempt_at,
     sign,
-    verify_signature,
 )
 
 LIVE = liveness_part({"isLive": True, "confidence": 96.5, "reasons": [], "referenceImageKey": "k"})
@@ -59,15 +59,21 @@ def test_callback_urls_escape_the_token() -> None:
     assert callback_url("http://c:9000", CallbackOutcome.FAILURE, "t") == "http://c:9000/failure/t"
 
 
-def test_the_signature_verifies_only_with_the_secret_the_body_and_a_fresh_time() -> None:
+def test_the_signature_covers_the_secret_method_path_time_and_body() -> None:
+    """Signed here, verified by the controller's snippet (docs/calls.md, examples/controller.py)."""
     body = encode_body(callback_body("f1", LIVE))
-    header = sign("secret", body, 1_700_000_000)
+    path = "/cb/failure/a%2Fb%20c"
+    header = sign("secret", method="PUT", path=path, body=body, timestamp=1_700_000_000)
     assert header.startswith("t=1700000000,v1=")
-    assert verify_signature("secret", body, header, now=1_700_000_010)
-    assert not verify_signature("other", body, header, now=1_700_000_010)
-    assert not verify_signature("secret", body + b" ", header, now=1_700_000_010)
-    assert not verify_signature("secret", body, header, now=1_700_001_000)  # replayed later
-    assert not verify_signature("secret", body, "garbage", now=1_700_000_010)
+    now = 1_700_000_010
+    assert verify("secret", "PUT", path, body, header, now=now)
+    assert not verify("other", "PUT", path, body, header, now=now)
+    assert not verify("secret", "PUT", "/cb/success/a%2Fb%20c", body, header, now=now)  # the other outcome
+    assert not verify("secret", "PUT", "/cb/failure/another-token", body, header, now=now)  # another flow
+    assert not verify("secret", "POST", path, body, header, now=now)
+    assert not verify("secret", "PUT", path, body + b" ", header, now=now)
+    assert not verify("secret", "PUT", path, body, header, now=1_700_001_000)  # replayed later
+    assert not verify("secret", "PUT", path, body, "garbage", now=now)
 
 
 def test_retryable_statuses() -> None:
