@@ -26,14 +26,24 @@ from infra.db.audit import SYSTEM_ACTOR, AuditAction, audit_row
 from infra.db.errors import translate_errors
 from infra.db.tables import LivenessFrameRow, LivenessStateRow, SessionRow, utc_now
 from infra.storage import ObjectStore
+from infra.sweeps import each
 
-__all__ = ["SESSION_PREFIX", "Retention", "scrub_decision", "scrub_result", "session_prefix"]
+__all__ = [
+    "RETENTION_SWEEPER",
+    "SESSION_PREFIX",
+    "Retention",
+    "scrub_decision",
+    "scrub_result",
+    "session_prefix",
+]
 
 log = logging.getLogger("faceproof.retention")
 
 SESSION_PREFIX: Final = "sessions/"
 #: Sessions purged per sweep at most (the next sweep takes the rest).
 PURGE_BATCH: Final = 100
+#: The retention purge's name in logs and in ``faceproof_sweep_failures_total``.
+RETENTION_SWEEPER: Final = "retention"
 _TERMINAL: Final = [status.value for status in SessionStatus if status.terminal]
 
 
@@ -144,11 +154,18 @@ class Retention:
     async def purge_expired(
         self, now: datetime, *, retention_s: float, limit: int = PURGE_BATCH
     ) -> list[str]:
-        """Erase every session past retention (at most ``limit``); the ids this call purged."""
-        purged = []
-        for session_id in await self.due(now, retention_s=retention_s, limit=limit):
-            if await self.erase(session_id, actor=SYSTEM_ACTOR, action=AuditAction.SESSION_PURGED, now=now):
-                purged.append(session_id)
+        """Erase every session past retention (at most ``limit``); the ids this call purged. A
+        session whose erasure fails is logged and counted, and the others are erased all the same
+        (infra/sweeps.py); the next purge tries it again."""
+
+        async def purge(session_id: str) -> bool:
+            return await self.erase(
+                session_id, actor=SYSTEM_ACTOR, action=AuditAction.SESSION_PURGED, now=now
+            )
+
+        due = await self.due(now, retention_s=retention_s, limit=limit)
+        erased = await each(RETENTION_SWEEPER, due, purge, name=lambda session_id: f"session {session_id}")
+        purged = [session_id for session_id, marked in erased if marked]
         if purged:
             log.info("retention purge: %d sessions erased", len(purged))
         return purged

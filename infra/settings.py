@@ -11,7 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The seeds' temporary token; refused in production by the security layer.
@@ -136,6 +136,39 @@ class Settings(BaseSettings):
         default=86_400, ge=60, description="Erase a session's frames, images and embeddings after this long."
     )
     retention_sweep_s: float = Field(default=300.0, gt=0, description="Seconds between retention purges.")
+    dead_letter_ttl_s: int | None = Field(
+        default=None,
+        ge=1,
+        description="Seconds a dead letter is kept (x-message-ttl of every <queue>.dlq); empty: "
+        "retention_s, and never more (a dead letter may hold images).",
+    )
+    dead_letter_max_messages: int = Field(
+        default=10_000, ge=1, description="Dead letters kept per queue (x-max-length; the oldest go first)."
+    )
+    dead_letter_max_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1024,
+        description="Bytes of dead letters kept per queue (x-max-length-bytes; the oldest go first).",
+    )
+
+    # Housekeeping (the liveness worker's sweeper; docs/operations.md)
+    housekeeping_sweep_s: float = Field(
+        default=300.0, gt=0, description="Seconds between clean-ups of processed commands and rate buckets."
+    )
+    processed_command_keep_s: int = Field(
+        default=7 * 86_400,
+        ge=60,
+        description="Keep a public command's message id this long: a duplicate sent within it runs once.",
+    )
+    rate_bucket_idle_s: int = Field(
+        default=86_400,
+        ge=60,
+        description="Forget a rate bucket idle this long (a forgotten bucket comes back full); a client's "
+        "bucket is kept while it would not have refilled yet.",
+    )
+    housekeeping_batch: int = Field(
+        default=1000, ge=1, le=100_000, description="Rows deleted per statement by the clean-ups."
+    )
 
     # Video-call flows (notifier)
     flow_timeout_s: float = Field(default=300.0, description="A call flow not finished by then fails.")
@@ -183,6 +216,30 @@ class Settings(BaseSettings):
         default="", description="OTLP collector URL (tracing_exporter=otlp); empty: the exporter's default."
     )
     service_name: str = Field(default="", description="Service name in traces; empty: faceproof-<process>.")
+
+    @model_validator(mode="after")
+    def _dead_letters_within_retention(self) -> Settings:
+        if self.dead_letter_ttl_s is not None and self.dead_letter_ttl_s > self.retention_s:
+            raise ValueError(
+                f"FACEPROOF_DEAD_LETTER_TTL_S ({self.dead_letter_ttl_s}) must not exceed "
+                f"FACEPROOF_RETENTION_S ({self.retention_s}): a dead letter may hold face images"
+            )
+        return self
+
+    @property
+    def resolved_dead_letter_ttl_s(self) -> int:
+        """How long a dead letter is kept: the setting, or the retention period."""
+        return self.dead_letter_ttl_s or self.retention_s
+
+    @property
+    def resolved_rate_bucket_idle_s(self) -> float:
+        """``rate_bucket_idle_s``, or longer if the static token's or a session's bucket needs longer
+        to refill (a forgotten bucket comes back full). API clients' buckets: infra/db/security.py."""
+        return max(
+            float(self.rate_bucket_idle_s),
+            self.static_burst / self.static_rate_per_second,
+            self.session_burst / self.session_rate_per_second,
+        )
 
     @property
     def resolved_database_url(self) -> str:

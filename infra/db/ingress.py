@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Select, delete, select, update
+from sqlalchemy import Select, delete, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
 
 from infra.db.errors import AlreadyExists, NotFound, translate_errors
 from infra.db.tables import (
@@ -164,6 +165,26 @@ class ProcessedCommands:
         with translate_errors():
             async with self._sessions.begin() as session:
                 await session.execute(statement)
+
+    async def purge(self, before: datetime, *, limit: int) -> int:
+        """Forget up to ``limit`` commands received before ``before``, oldest first; how many were
+        forgotten. A duplicate of a forgotten command runs again: keep them as long as a publisher
+        may resend (``FACEPROOF_PROCESSED_COMMAND_KEEP_S``)."""
+        row = aliased(ProcessedCommandRow)
+        oldest = (
+            select(row.client_id, row.message_id)
+            .where(row.received_at < before)
+            .order_by(row.received_at)
+            .limit(limit)
+        )
+        statement = delete(ProcessedCommandRow).where(
+            tuple_(ProcessedCommandRow.client_id, ProcessedCommandRow.message_id).in_(oldest),
+            ProcessedCommandRow.received_at < before,
+        )
+        with translate_errors():
+            async with self._sessions.begin() as session:
+                result = await session.execute(statement.execution_options(synchronize_session=False))
+        return int(getattr(result, "rowcount", 0) or 0)
 
     async def count(self, client_id: str) -> int:
         with translate_errors():

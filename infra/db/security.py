@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
 
 from infra.db.errors import translate_errors
 from infra.db.tables import ApiClientRow, LivenessFailureRow, RateBucketRow, UsageRow
@@ -138,7 +139,10 @@ class RateLimitRepository:
                     .where(RateBucketRow.client_key == client_key)
                     .with_for_update()
                 )
-            ).one()
+            ).one_or_none()
+            if row is None:  # forgotten (purge_idle) between the two statements: take it again
+                await session.rollback()
+                return None
             old_at: datetime = row.updated_at
             old_at = old_at.replace(tzinfo=UTC) if old_at.tzinfo is None else old_at
             tokens = refill(float(row.tokens), (now - old_at).total_seconds(), limits)
@@ -212,6 +216,26 @@ class RateLimitRepository:
         )
         used: int | None = (await session.execute(statement)).scalar_one_or_none()
         return used
+
+    async def purge_idle(self, now: datetime, *, idle_s: float, limit: int) -> int:
+        """Forget up to ``limit`` buckets untouched for ``idle_s``; how many were forgotten. A
+        forgotten bucket comes back full, so an API client's bucket is kept while it would not have
+        refilled in that time (burst > rate x idle_s); the other buckets (one per session, the
+        static token's) refill in less than the smallest idle time allowed (Settings)."""
+        before = now - timedelta(seconds=idle_s)
+        bucket = aliased(RateBucketRow)
+        refilling = select(ApiClientRow.id).where(
+            ApiClientRow.id == bucket.client_key,
+            ApiClientRow.burst > ApiClientRow.rate_per_second * float(idle_s),
+        )
+        idle = select(bucket.client_key).where(bucket.updated_at < before, ~refilling.exists()).limit(limit)
+        statement = delete(RateBucketRow).where(
+            RateBucketRow.client_key.in_(idle), RateBucketRow.updated_at < before
+        )
+        with translate_errors():
+            async with self._sessions.begin() as session:
+                result = await session.execute(statement.execution_options(synchronize_session=False))
+        return int(getattr(result, "rowcount", 0) or 0)
 
     async def usage(self, now: datetime, name_or_id: str | None = None) -> list[ClientUsage]:
         """Every API client's (or one's) requests this month beside its limits."""

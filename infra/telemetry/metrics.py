@@ -30,6 +30,7 @@ __all__ = [
     "METRIC_NAMES",
     "REGISTRY",
     "SESSION_TRANSITIONS",
+    "SWEEP_FAILURES",
     "WEBRTC_CONNECTIONS",
     "WEBRTC_FRAMES_RECEIVED",
     "WEBRTC_FRAMES_STORED",
@@ -114,6 +115,13 @@ CALLBACK_DELIVERIES = Counter(
     "Controller callback attempts by outcome: delivered, retry (scheduled) or failed (given up).",
     ["outcome"],
 )
+# -- sweepers (infra/sweeps.py) ----------------------------------------------------------------
+SWEEP_FAILURES = Counter(
+    "faceproof_sweep_failures_total",
+    "Periodic sweeps that failed, by sweeper (expiry, retention, housekeeping, flows) and scope: one "
+    "item (the others went on) or the whole sweep (retried with backoff).",
+    ["sweeper", "scope"],
+)
 WEBRTC_CONNECTIONS = Gauge(
     "faceproof_webrtc_connections",
     "Open WebRTC connections of this call agent: session (browser) or room (video call).",
@@ -143,6 +151,7 @@ METRIC_NAMES: Final = frozenset(
         "faceproof_inference_batch_size",
         "faceproof_session_transitions_total",
         "faceproof_callback_deliveries_total",
+        "faceproof_sweep_failures_total",
         "faceproof_webrtc_connections",
         "faceproof_webrtc_frames_received_total",
         "faceproof_webrtc_frames_stored_total",

@@ -39,9 +39,11 @@ from contracts.values import ChallengeType, ImageData, SessionStatus
 from infra.db.audit import AuditAction, AuditLog
 from infra.db.errors import DatabaseError, NotFound, VersionConflict
 from infra.db.liveness import LivenessFrame, LivenessRepository
+from infra.db.records import SessionRecord
 from infra.db.repositories import SessionRepository
 from infra.db.security import LivenessFailures, lockout_subjects
 from infra.storage import ObjectNotFound, ObjectStore
+from infra.sweeps import each
 from infra.telemetry.metrics import session_status
 from services.liveness.analysis import FrameAnalysis
 from services.liveness.challenges import (
@@ -59,6 +61,7 @@ from services.liveness.replay import ReplayFrame, ReplayResult, audit_frames, re
 __all__ = [
     "COMPARISON_UNAVAILABLE",
     "EXPIRED",
+    "EXPIRY_SWEEPER",
     "Deps",
     "FrameSource",
     "Publisher",
@@ -78,6 +81,8 @@ log = logging.getLogger("faceproof.liveness")
 
 COMPARISON_UNAVAILABLE: Final = "COMPARISON_UNAVAILABLE"
 EXPIRED: Final = "EXPIRED"
+#: The expiry sweep's name in logs and in ``faceproof_sweep_failures_total``.
+EXPIRY_SWEEPER: Final = "expiry"
 DEFAULT_CHALLENGE_COUNT: Final = 3
 DEFAULT_AUDIT_IMAGES: Final = 2
 MAX_AUDIT_IMAGES: Final = 4
@@ -517,9 +522,17 @@ async def handle_expire(command: ExpireSession, deps: Deps) -> None:
 
 
 async def sweep(deps: Deps, *, match_timeout_s: float) -> None:
-    """Expire overdue sessions; finish decided sessions the matcher left waiting too long."""
-    for record in await deps.sessions.expire_overdue():
+    """Expire overdue sessions; finish decided sessions the matcher left waiting too long. Each
+    session on its own: one that fails is logged and counted, the others go on (infra/sweeps.py)."""
+
+    async def expired(record: SessionRecord) -> None:
         await _finished_expired(deps, record.id, record.owner)
-    late = datetime.now(UTC) - timedelta(seconds=match_timeout_s)
-    for session_id in await deps.states.waiting_for_match(decided_before=late):
+
+    async def late_match(session_id: str) -> None:
         await finish(deps, session_id, matcher_late=True)
+
+    overdue = await deps.sessions.expire_overdue()
+    await each(EXPIRY_SWEEPER, overdue, expired, name=lambda record: f"session {record.id}")
+    late = datetime.now(UTC) - timedelta(seconds=match_timeout_s)
+    waiting = await deps.states.waiting_for_match(decided_before=late)
+    await each(EXPIRY_SWEEPER, waiting, late_match, name=lambda session_id: f"session {session_id}")

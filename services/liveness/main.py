@@ -12,11 +12,9 @@ import logging
 import os
 import random
 import signal
-import time
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, NoReturn
 
-from aio_pika.exceptions import AMQPError
 from faststream.rabbit import RabbitBroker
 
 from contracts.commands import ExpireSession
@@ -27,17 +25,19 @@ from faces.packs import load_pack
 from infra.broker import COMMANDS, EVENTS, create_broker, declare_topology, exchange_for, queue_for
 from infra.db.audit import AuditLog
 from infra.db.engine import create_engine, session_factory
-from infra.db.errors import DatabaseError
 from infra.db.liveness import LivenessRepository
 from infra.db.repositories import SessionRepository
 from infra.db.security import LivenessFailures
-from infra.retention import Retention
+from infra.housekeeping import HOUSEKEEPING_SWEEPER, Housekeeping
+from infra.retention import RETENTION_SWEEPER, Retention
 from infra.settings import Settings
-from infra.storage import ObjectStore, StorageError, open_store
+from infra.storage import ObjectStore, open_store
+from infra.sweeps import run_forever
 from services.liveness.analysis import DEFAULT_DETECT_EVERY, FrameAnalyzer
 from services.liveness.evaluation import SessionModels
 from services.liveness.frames import FrameProcessor
 from services.liveness.handlers import (
+    EXPIRY_SWEEPER,
     Deps,
     handle_expire,
     handle_frame,
@@ -98,7 +98,8 @@ def load_models(settings: Settings) -> SessionModels:
 
 
 class LivenessWorker:
-    """One worker: subscribers on the four liveness queues and the expiry sweeper."""
+    """One worker: subscribers on the four liveness queues, and three sweepers (expiry, retention,
+    housekeeping), each in a loop that outlives its failures (infra/sweeps.py)."""
 
     def __init__(
         self,
@@ -131,7 +132,8 @@ class LivenessWorker:
             audit=AuditLog(sessions),
         )
         self.retention = Retention(sessions, store)
-        self._sweeper: asyncio.Task[None] | None = None
+        self.housekeeping = Housekeeping.for_database(sessions, settings)
+        self._sweepers: list[asyncio.Task[NoReturn]] = []
         self._subscribe()
 
     def _subscribe(self) -> None:
@@ -159,39 +161,40 @@ class LivenessWorker:
         await self.broker.connect()
         await declare_topology(self.broker, ROUTES, delivery_limit=self.settings.delivery_limit)
         await self.broker.start()
-        self._sweeper = asyncio.create_task(self._sweep_forever(), name="liveness-sweeper")
+        settings = self.settings
+        loops = (
+            (EXPIRY_SWEEPER, self.expire, settings.expiry_sweep_s),
+            (RETENTION_SWEEPER, self.purge, settings.retention_sweep_s),
+            (HOUSEKEEPING_SWEEPER, self.housekeep, settings.housekeeping_sweep_s),
+        )
+        self._sweepers = [
+            asyncio.create_task(run_forever(name, step, interval_s=every), name=f"liveness-{name}")
+            for name, step, every in loops
+        ]
 
     async def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        for task in self._sweepers:
+            task.cancel()
+        for task in self._sweepers:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+                await task
+        self._sweepers = []
         await self.broker.stop()
         await asyncio.to_thread(self.frames.close)
         await self._database.dispose()
 
-    async def _sweep_forever(self) -> None:
-        next_purge = time.monotonic()
-        while True:
-            try:
-                await sweep(self.deps, match_timeout_s=self.settings.match_timeout_s)
-            except (DatabaseError, StorageError, AMQPError, OSError) as error:
-                log.warning("expiry sweep failed, retrying: %s", type(error).__name__)
-            if time.monotonic() >= next_purge:
-                next_purge = time.monotonic() + self.settings.retention_sweep_s
-                await self.purge()
-            await asyncio.sleep(self.settings.expiry_sweep_s)
+    async def expire(self) -> None:
+        """Expire overdue sessions; finish those the matcher left waiting too long."""
+        await sweep(self.deps, match_timeout_s=self.settings.match_timeout_s)
 
     async def purge(self) -> list[str]:
         """Erase the biometric data of sessions past retention (every worker may run it: each
         erasure is idempotent and records one audit event)."""
-        try:
-            return await self.retention.purge_expired(
-                datetime.now(UTC), retention_s=self.settings.retention_s
-            )
-        except (DatabaseError, StorageError, OSError) as error:
-            log.warning("retention purge failed, retrying later: %s", type(error).__name__)
-            return []
+        return await self.retention.purge_expired(datetime.now(UTC), retention_s=self.settings.retention_s)
+
+    async def housekeep(self) -> dict[str, int]:
+        """Forget old processed public commands and idle rate buckets."""
+        return await self.housekeeping.run(datetime.now(UTC))
 
 
 async def serve(settings: Settings) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from typing import NoReturn
 
 from faststream.rabbit import RabbitBroker
 
@@ -15,13 +16,14 @@ from contracts.routing import NOTIFIER_CALLBACKS, NOTIFIER_CALLS, NOTIFIER_MATCH
 from infra.broker import COMMANDS, EVENTS, create_broker, declare_topology, queue_for
 from infra.db.audit import AuditLog
 from infra.db.engine import create_engine, session_factory
-from infra.db.errors import DatabaseError
 from infra.db.flows import CallFlowRepository
 from infra.db.repositories import SessionRepository
 from infra.safe_fetch import FetchPolicy
 from infra.settings import Settings
+from infra.sweeps import run_forever
 from services.notifier.adapters import BrokerPublisher, HttpCallbackSender, SafeReferenceSource
 from services.notifier.handlers import (
+    FLOWS_SWEEPER,
     Config,
     Deps,
     Sessions,
@@ -63,7 +65,7 @@ class Notifier:
         self.settings = settings
         self.broker = broker
         self.deps = deps
-        self._sweeper: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[NoReturn] | None = None
 
     async def start(self) -> None:
         await self.broker.connect()
@@ -78,13 +80,9 @@ class Notifier:
                 await self._sweeper
         await self.broker.stop()
 
-    async def _sweep_forever(self) -> None:
-        while True:
-            try:
-                await sweep(self.deps)
-            except DatabaseError as error:  # a database hiccup: the next sweep tries again
-                log.warning("sweep failed: %s", error)
-            await asyncio.sleep(self.settings.flow_sweep_s)
+    async def _sweep_forever(self) -> NoReturn:
+        """Every ``flow_sweep_s``, whatever a sweep raises (backoff, counted: infra/sweeps.py)."""
+        await run_forever(FLOWS_SWEEPER, lambda: sweep(self.deps), interval_s=self.settings.flow_sweep_s)
 
 
 def build_notifier(

@@ -1,0 +1,177 @@
+"""Sweepers against real storage (SeaweedFS) and both databases: one session whose purge or expiry
+fails (a fault injected through the port) neither blocks the others nor stops the loop, and each
+failure is counted in faceproof_sweep_failures_total."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from contracts.envelope import Command, Event
+from contracts.events import SessionFinished
+from contracts.values import SessionStatus
+from infra.db.engine import session_factory
+from infra.db.liveness import LivenessRepository
+from infra.db.repositories import SessionRepository
+from infra.db.tables import SessionRow
+from infra.retention import RETENTION_SWEEPER, Retention, session_prefix
+from infra.storage import ObjectStore
+from infra.sweeps import ITEM, run_forever
+from infra.telemetry.metrics import REGISTRY
+from services.liveness.frames import AnalysedFrame
+from services.liveness.handlers import EXPIRY_SWEEPER, Deps, sweep
+from tests.integration.test_retention import DAY, finished_session
+
+
+@pytest.fixture
+async def factory(engine: AsyncEngine) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    yield session_factory(engine)
+
+
+def item_failures(sweeper: str) -> float:
+    value = REGISTRY.get_sample_value("faceproof_sweep_failures_total", {"sweeper": sweeper, "scope": ITEM})
+    return value or 0.0
+
+
+class BrokenForOneSession:
+    """The real store, except that deleting anything of one session raises (a disk error, a bug)."""
+
+    def __init__(self, store: ObjectStore, broken_session: str) -> None:
+        self._store = store
+        self._broken = session_prefix(broken_session)
+        self.refused = 0
+
+    async def ensure_buckets(self) -> None:
+        await self._store.ensure_buckets()
+
+    async def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        await self._store.put(key, data, content_type)
+
+    async def get(self, key: str) -> bytes:
+        return await self._store.get(key)
+
+    async def delete(self, key: str) -> None:
+        if key.startswith(self._broken):
+            self.refused += 1
+            raise RuntimeError(f"cannot delete {key}")
+        await self._store.delete(key)
+
+    async def list(self, prefix: str) -> builtins.list[str]:
+        return await self._store.list(prefix)
+
+    async def presign_get(self, key: str, expires: timedelta) -> str:
+        return await self._store.presign_get(key, expires)
+
+    async def ping(self) -> None:
+        await self._store.ping()
+
+
+async def test_a_session_whose_purge_fails_blocks_neither_the_others_nor_the_loop(
+    factory: async_sessionmaker[AsyncSession], s3_store: ObjectStore
+) -> None:
+    first, broken, last = [await finished_session(factory, s3_store, age_s=DAY + 60) for _ in range(3)]
+    store = BrokenForOneSession(s3_store, broken.id)
+    retention = Retention(factory, store)
+    before = item_failures(RETENTION_SWEEPER)
+    sweeps = 0
+    thrice = asyncio.Event()
+
+    async def purge() -> None:
+        nonlocal sweeps
+        await retention.purge_expired(datetime.now(UTC), retention_s=DAY)
+        sweeps += 1
+        if sweeps == 3:
+            thrice.set()
+
+    loop = asyncio.create_task(run_forever(RETENTION_SWEEPER, purge, interval_s=0.05))
+    try:
+        await asyncio.wait_for(thrice.wait(), timeout=60)
+        assert not loop.done()  # still sweeping, the broken session tried again each time
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+
+    sessions = SessionRepository(factory)
+    for purged in (first, last):
+        assert await s3_store.list(session_prefix(purged.id)) == []
+        record = await sessions.fetch(purged.id)
+        assert record is not None and record.purged_at is not None
+    record = await sessions.fetch(broken.id)
+    assert record is not None and record.purged_at is None  # not marked: retried next time
+    assert await s3_store.list(session_prefix(broken.id))  # its images are still there
+    assert store.refused >= 3
+    assert item_failures(RETENTION_SWEEPER) >= before + 3
+
+
+@dataclass
+class Publisher:
+    """Publishes nothing for one session (the broker refuses it); records the rest."""
+
+    broken_session: str
+    events: list[Event] = field(default_factory=list)
+
+    async def event(self, event: Event, routing_key: str) -> None:
+        if isinstance(event, SessionFinished) and event.session_id == self.broken_session:
+            raise ConnectionResetError("broker connection lost")
+        self.events.append(event)
+
+    async def command(self, command: Command, routing_key: str) -> None:
+        raise AssertionError("an expiry sends no command")
+
+
+class NoFrames:
+    async def analyse(self, session_id: str, sequence: int, jpeg: bytes) -> AnalysedFrame:
+        raise AssertionError("an expiry analyses no frame")
+
+    def forget(self, session_id: str) -> None:
+        pass
+
+
+async def test_an_expiry_that_fails_for_one_session_still_expires_the_others(
+    factory: async_sessionmaker[AsyncSession], s3_store: ObjectStore
+) -> None:
+    sessions = SessionRepository(factory)
+    overdue = []
+    for _ in range(3):
+        record, _ = await sessions.create(
+            "client-a",
+            client_request_token=None,
+            settings={},
+            expires_at=datetime.now(UTC) + timedelta(hours=1),
+        )
+        overdue.append(record.id)
+    async with factory.begin() as session:
+        await session.execute(
+            update(SessionRow)
+            .where(SessionRow.id.in_(overdue))
+            .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    publisher = Publisher(broken_session=overdue[1])
+    deps = Deps(
+        sessions=sessions,
+        states=LivenessRepository(factory),
+        store=s3_store,
+        publisher=publisher,
+        frames=NoFrames(),
+        identity_threshold=0.5,
+    )
+    before = item_failures(EXPIRY_SWEEPER)
+
+    await sweep(deps, match_timeout_s=30)
+
+    finished = {e.session_id for e in publisher.events if isinstance(e, SessionFinished)}
+    assert {overdue[0], overdue[2]} <= finished
+    assert overdue[1] not in finished
+    for session_id in overdue:
+        record = await sessions.fetch(session_id)
+        assert record is not None and record.status is SessionStatus.EXPIRED
+    assert item_failures(EXPIRY_SWEEPER) == before + 1
