@@ -14,7 +14,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
 
 from contracts.commands import DeliverCallback, MatchReferences
@@ -25,6 +25,7 @@ from infra.db.audit import AuditAction, AuditLog
 from infra.db.errors import DatabaseError
 from infra.db.flows import CallFlowRecord, CallFlowRepository, DeliveryStatus, FlowStatus
 from infra.db.records import SessionRecord
+from infra.sweeps import each
 from infra.telemetry.metrics import callback_delivery
 from services.notifier.outcome import (
     CALLBACK_METHOD,
@@ -56,6 +57,7 @@ from services.notifier.ports import (
 )
 
 __all__ = [
+    "FLOWS_SWEEPER",
     "Config",
     "Deps",
     "conclude",
@@ -67,6 +69,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("faceproof.notifier")
+
+#: The flow sweep's name in logs and in ``faceproof_sweep_failures_total``.
+FLOWS_SWEEPER: Final = "flows"
 
 
 class Sessions(Protocol):
@@ -335,15 +340,26 @@ async def _timeout_reasons(deps: Deps, flow: CallFlowRecord) -> dict[str, Any]:
 
 
 async def sweep(deps: Deps) -> None:
-    """Fail flows past their deadline; (re)send the callbacks whose next attempt is due."""
+    """Fail flows past their deadline; (re)send the callbacks whose next attempt is due. Each flow
+    on its own: one that fails is logged and counted, the others go on (infra/sweeps.py)."""
     now = _now()
-    for flow in await deps.flows.overdue(now=now):
+
+    async def time_out(flow: CallFlowRecord) -> None:
         await conclude(deps, flow, CallbackOutcome.FAILURE, await _timeout_reasons(deps, flow))
-    lease = now + timedelta(seconds=deps.config.lease_s)
-    for flow in await deps.flows.claim_due_deliveries(now=now, lease_until=lease):
+
+    async def resend(flow: CallFlowRecord) -> None:
         try:
             await deps.publisher.command(
                 _deliver_command(flow, flow.attempts + 1), CommandKey.DELIVER_CALLBACK
             )
         except PublishFailed:
             log.warning("flow %s: retry not published; again after the lease", flow.id)
+
+    await each(FLOWS_SWEEPER, await deps.flows.overdue(now=now), time_out, name=_flow_name)
+    lease = now + timedelta(seconds=deps.config.lease_s)
+    due = await deps.flows.claim_due_deliveries(now=now, lease_until=lease)
+    await each(FLOWS_SWEEPER, due, resend, name=_flow_name)
+
+
+def _flow_name(flow: CallFlowRecord) -> str:
+    return f"flow {flow.id}"
