@@ -210,6 +210,7 @@ async def advance(deps: Deps, session_id: str) -> ReplayResult | None:
         return None
     events: list[tuple[int, int, Event, str]] = []
     decided: LivenessDecided | None = None
+    match: MatchReferences | None = None
     async with deps.states.locked(session_id) as locked:
         if locked is None:
             return None
@@ -267,11 +268,13 @@ async def advance(deps: Deps, session_id: str) -> ReplayResult | None:
                 reference_key=reference_key,
                 audit_keys=audit_keys,
             )
+            match = _match_request(record, reference_key)
         locked.save(
             issued=len(result.issued),
             verdicts=len(result.verdicts),
             skipped=list(result.skipped),
             decision=document,
+            match_request_id=None if match is None else match.message_id,
         )
     try:
         for _, _, message, key in sorted(events, key=lambda e: (e[0], e[1])):
@@ -286,17 +289,24 @@ async def advance(deps: Deps, session_id: str) -> ReplayResult | None:
     if decided is not None:
         log.info("session %s decided: live=%s reasons=%s", session_id, decided.is_live, decided.reasons)
         await deps.publisher.event(decided, EventKey.LIVENESS_DECIDED)
-        if record.reference_key is not None and decided.reference_key is not None:
-            command = MatchReferences(
-                correlation_id=session_id,
-                client_id=record.owner,
-                probe=ImageData(storage_key=decided.reference_key),
-                references=[ImageData(storage_key=record.reference_key)],
-            )
-            await deps.publisher.command(command, CommandKey.MATCH_REFERENCES)
+        if match is not None:
+            await deps.publisher.command(match, CommandKey.MATCH_REFERENCES)
         else:
             await finish(deps, session_id)
     return result
+
+
+def _match_request(record: SessionRecord, probe_key: str | None) -> MatchReferences | None:
+    """The comparison a decided session asks for (its best live frame against the reference photo
+    the app gave), or None. Its message id is stored with the decision: only its answer counts."""
+    if record.reference_key is None or probe_key is None:
+        return None
+    return MatchReferences(
+        correlation_id=record.id,
+        client_id=record.owner,
+        probe=ImageData(storage_key=probe_key),
+        references=[ImageData(storage_key=record.reference_key)],
+    )
 
 
 # -- finishing --------------------------------------------------------------------------------
@@ -491,13 +501,17 @@ async def handle_frame(event: FrameCaptured, deps: Deps) -> None:
 
 
 async def handle_references_matched(event: ReferencesMatched, deps: Deps) -> None:
-    """The matcher's answer for a decided session waiting for it; anything else is ignored."""
+    """The matcher's answer to the MatchReferences this worker sent for a decided session (its
+    stored request id, for the session's owner); anything else is ignored."""
     session_id = event.correlation_id
     record = await deps.sessions.fetch(session_id)
     if record is None or record.status.terminal or record.reference_key is None:
         return
     state = await deps.states.get(session_id)
     if state is None or state.decision is None:
+        return
+    if state.match_request_id != event.request_id or event.client_id != record.owner:
+        log.warning("session %s: an answer to a request it did not send was ignored", session_id)
         return
     await finish(deps, session_id, comparison=event)
 

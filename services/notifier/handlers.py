@@ -198,26 +198,33 @@ async def handle_session_finished(event: SessionFinished, deps: Deps) -> None:
         failed = with_reasons(decision, REFERENCES_UNAVAILABLE)
         await conclude(deps, flow, CallbackOutcome.FAILURE, {**failed, "referenceErrors": [str(error)]})
         return
-    matching = await deps.flows.start_matching(
-        flow.id,
-        decision={**decision, "referencesUsed": len(references.images), "referenceErrors": references.errors},
-        deadline=max(flow.deadline, _now() + timedelta(seconds=deps.config.match_timeout_s)),
-    )
-    if matching is None:
-        return
     command = MatchReferences(
         correlation_id=flow.id,
+        client_id=flow.owner,
         probe=ImageData(storage_key=probe),
         references=[ImageData(inline=image) for image in references.images],
         fusion=Fusion.MAX,
     )
+    matching = await deps.flows.start_matching(
+        flow.id,
+        decision={**decision, "referencesUsed": len(references.images), "referenceErrors": references.errors},
+        deadline=max(flow.deadline, _now() + timedelta(seconds=deps.config.match_timeout_s)),
+        request_id=command.message_id,
+    )
+    if matching is None:
+        return
     await deps.publisher.command(command, CommandKey.MATCH_REFERENCES)  # raises: nack, retried
 
 
 async def handle_references_matched(event: ReferencesMatched, deps: Deps) -> None:
-    """The matcher's answer for a flow waiting for it (answers for sessions are not ours)."""
+    """The matcher's answer to the MatchReferences this notifier sent for a flow waiting for it
+    (its stored request id, for the flow's owner); anything else (answers for sessions, forged or
+    stale answers) is ignored."""
     flow = await deps.flows.fetch(event.correlation_id)
     if flow is None or flow.outcome is not None or flow.status is not FlowStatus.MATCHING:
+        return
+    if flow.match_request_id != event.request_id or event.client_id != flow.owner:
+        log.warning("flow %s: an answer to a request it did not send was ignored", flow.id)
         return
     outcome, decision = match_outcome(flow.decision or {}, event)
     await conclude(deps, flow, outcome, decision)
