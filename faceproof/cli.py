@@ -67,19 +67,20 @@ def _service_settings(*, gateway: bool = False, host: str | None = None) -> Sett
 
 
 def _metrics_env(settings: Settings, index: int) -> dict[str, str] | None:
-    """`up` runs the workers on one host: each gets its own metrics port (metrics_port + index)."""
+    """`up` runs every service on one host: each gets its own metrics port (metrics_port + index;
+    the gateway is index 0)."""
     if not settings.metrics_port:
         return None
     return {**os.environ, "FACEPROOF_METRICS_PORT": str(settings.metrics_port + index)}
 
 
-def _telemetry(settings: Settings, process: str, *, serve_metrics: bool = True) -> None:
-    """Tracing, and a worker's /metrics server; a clear error when either cannot start."""
+def _telemetry(settings: Settings, process: str) -> None:
+    """Tracing, and the process's /metrics server; a clear error when either cannot start."""
     from infra.telemetry import start_telemetry
     from infra.telemetry.tracing import TracingUnavailable
 
     try:
-        start_telemetry(settings, process, serve_metrics=serve_metrics)
+        start_telemetry(settings, process)
     except TracingUnavailable as error:
         typer.echo(f"faceproof {process}: {error}", err=True)
         raise typer.Exit(2) from None
@@ -99,10 +100,10 @@ def up() -> None:
     upgrade(settings.resolved_database_url)
     check_broker(settings)
     check_models(settings)
-    children = [Child("gateway", service_argv("gateway"))]
+    children = [Child("gateway", service_argv("gateway"), env=_metrics_env(settings, 0))]
     children += [
         Child(name, service_argv("worker", name), env=_metrics_env(settings, index))
-        for index, name in enumerate(WORKERS)
+        for index, name in enumerate(WORKERS, start=1)
     ]
     raise typer.Exit(supervise(children))
 
@@ -121,7 +122,7 @@ def gateway(
 
     settings = _service_settings(gateway=True, host=host)
     configure_logging(settings.log_level, "gateway")
-    _telemetry(settings, "gateway", serve_metrics=False)
+    _telemetry(settings, "gateway")  # /metrics on FACEPROOF_METRICS_PORT, not on the API port
     native = settings.tls_termination is TlsTermination.NATIVE
     uvicorn.run(
         create_app(settings, migrate=migrate),

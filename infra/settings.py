@@ -122,6 +122,12 @@ class Settings(BaseSettings):
     no_video_timeout_s: float = Field(
         default=20.0, description="Video calls: seconds after joining until NO_VIDEO if no video came."
     )
+    max_concurrent_calls: int = Field(
+        default=8,
+        ge=0,
+        description="WebRTC connections one call agent holds at once (hosted sessions and video calls "
+        "together; 0: no cap). Past it an offer gets 503 CALL_AGENT_BUSY, a video call one failure callback.",
+    )
 
     # Liveness worker
     liveness_concurrency: int = Field(default=2, description="Frames analysed at once per liveness worker.")
@@ -207,7 +213,7 @@ class Settings(BaseSettings):
         default=9100,
         ge=0,
         le=65535,
-        description="Workers: port of /metrics (0: off). The gateway: its own /metrics.",
+        description="Port of each process's /metrics, the gateway's too (0: off); never the API port.",
     )
     tracing_exporter: Literal["none", "console", "otlp"] = Field(
         default="none", description="OpenTelemetry spans to: none, console or otlp."

@@ -1,9 +1,10 @@
 """The gateway's HTTP telemetry: request metrics by route template, a server span, a request id.
 
-:func:`install` adds :class:`HttpTelemetry` (outermost, so 413s and 500s count too) and an
-unauthenticated ``GET /metrics`` (left out of the OpenAPI document). The route label is the
-matched route's template (``/v1/sessions/{session_id}``), never the raw path, so no id becomes a
-label; a request that matched no route is counted as ``unmatched``.
+:func:`install` adds :class:`HttpTelemetry` (outermost, so 413s and 500s count too). The API port
+serves no ``/metrics``: the gateway's metrics are on their own port (``FACEPROOF_METRICS_PORT``,
+:mod:`infra.telemetry.setup`), like every worker's, so the public port reveals none of them.
+The route label is the matched route's template (``/v1/sessions/{session_id}``), never the raw
+path, so no id becomes a label; a request that matched no route is counted as ``unmatched``.
 """
 
 from __future__ import annotations
@@ -15,14 +16,12 @@ from typing import Final
 from uuid import uuid4
 
 from fastapi import FastAPI
-from fastapi.responses import Response
 from opentelemetry import trace
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from infra.telemetry import context as log_context
-from infra.telemetry.metrics import HTTP_REQUEST_DURATION, HTTP_REQUESTS, REGISTRY
+from infra.telemetry.metrics import HTTP_REQUEST_DURATION, HTTP_REQUESTS
 from infra.telemetry.tracing import extract, tracer
 
 __all__ = ["REQUEST_ID_HEADER", "HttpTelemetry", "install", "route_template"]
@@ -93,11 +92,6 @@ class HttpTelemetry:
                 log.log(level, "%s %s %d %.0f ms", method, route, status, elapsed * 1000)
 
 
-async def metrics() -> Response:
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
-
-
 def install(app: FastAPI) -> None:
-    """Add the middleware (call after the app's other middlewares: outermost) and GET /metrics."""
+    """Add the middleware (call after the app's other middlewares: outermost)."""
     app.add_middleware(HttpTelemetry)
-    app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)

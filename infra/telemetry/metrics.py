@@ -34,6 +34,7 @@ __all__ = [
     "WEBRTC_CONNECTIONS",
     "WEBRTC_FRAMES_RECEIVED",
     "WEBRTC_FRAMES_STORED",
+    "WEBRTC_REFUSED",
     "callback_delivery",
     "frame_received",
     "frame_stored",
@@ -135,6 +136,12 @@ WEBRTC_FRAMES_STORED = Counter(
     "Sampled frames stored and announced (FrameCaptured).",
     ["kind"],
 )
+WEBRTC_REFUSED = Counter(
+    "faceproof_webrtc_refused_total",
+    "Offers (session) and video calls (room) refused because the call agent held "
+    "FACEPROOF_MAX_CONCURRENT_CALLS connections (CALL_AGENT_BUSY).",
+    ["kind"],
+)
 
 #: Every metric family faceproof defines (the dashboard test checks its queries against these).
 METRIC_NAMES: Final = frozenset(
@@ -155,6 +162,7 @@ METRIC_NAMES: Final = frozenset(
         "faceproof_webrtc_connections",
         "faceproof_webrtc_frames_received_total",
         "faceproof_webrtc_frames_stored_total",
+        "faceproof_webrtc_refused_total",
     }
 )
 

@@ -1,4 +1,4 @@
-"""One call per process: tracing, and for a worker its /metrics server."""
+"""One call per process: tracing, and its /metrics server (on a port of its own)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ __all__ = ["start_telemetry"]
 log = logging.getLogger("faceproof.telemetry")
 
 
-def start_telemetry(settings: Settings, process: str, *, serve_metrics: bool = True) -> None:
-    """Install the tracer provider; a worker (``serve_metrics``) also serves /metrics on
-    ``settings.metrics_port`` (0: off) at ``settings.host``. The gateway serves /metrics itself."""
+def start_telemetry(settings: Settings, process: str) -> None:
+    """Install the tracer provider and serve /metrics on ``settings.metrics_port`` (0: off) at
+    ``settings.host``: every process, the gateway too (its API port serves no /metrics)."""
     setup_tracing(settings, process)
-    if serve_metrics and settings.metrics_port:
+    if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.host)
         log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)

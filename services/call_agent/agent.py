@@ -19,6 +19,7 @@ from contracts.events import (
 from contracts.routing import EventKey
 from contracts.values import ErrorCode, ErrorInfo
 from infra.storage import ObjectStore
+from services.call_agent.capacity import CallSlots, Slot
 from services.call_agent.connection import InvalidOffer, PeerSession, StreamConfig
 from services.call_agent.ports import EventSink, PublishFailed, SessionLeases
 
@@ -51,12 +52,19 @@ class CallAgent:
     """Holds this process's session connections, by session id."""
 
     def __init__(
-        self, config: StreamConfig, *, leases: SessionLeases, store: ObjectStore, events: EventSink
+        self,
+        config: StreamConfig,
+        *,
+        leases: SessionLeases,
+        store: ObjectStore,
+        events: EventSink,
+        slots: CallSlots | None = None,
     ) -> None:
         self._config = config
         self._leases = leases
         self._store = store
         self._events = events
+        self._slots = slots if slots is not None else CallSlots(0)
         self._sessions: dict[str, PeerSession] = {}
 
     @property
@@ -64,7 +72,8 @@ class CallAgent:
         return dict(self._sessions)
 
     async def start(self, command: StartSession) -> SessionStarted:
-        """Answer the offer; a closed session or a bad offer is answered with an error, not raised.
+        """Answer the offer; a closed session, a bad offer or a full agent (CALL_AGENT_BUSY, see
+        :mod:`services.call_agent.capacity`) is answered with an error, not raised.
 
         Raises ``PublishFailed`` (retry) when SessionStarted cannot be published.
         """
@@ -76,21 +85,35 @@ class CallAgent:
             return self._failed(command, ErrorCode.SESSION_CLOSED, "the session is finished or expired")
         if record.connection_id is not None and record.connection_id != command.connection_id:
             return self._failed(command, ErrorCode.SESSION_CLOSED, "a newer connection holds the session")
-        if existing is not None:
+        if existing is not None:  # (its slot is free again once it is closed)
             await existing.close(release=False, why="the client reconnected")
-        session = PeerSession(
-            command,
-            config=self._config,
-            store=self._store,
-            events=self._events,
-            leases=self._leases,
-            on_closed=self._forget,
-        )
+        slot = self._slots.take("session")
+        if slot is None:
+            return self._failed(
+                command,
+                ErrorCode.CALL_AGENT_BUSY,
+                f"this call agent holds its {self._slots.limit} connections; offer again later",
+            )
+        try:
+            session = PeerSession(
+                command,
+                config=self._config,
+                store=self._store,
+                events=self._events,
+                leases=self._leases,
+                on_closed=lambda closed: self._forget(closed, slot),
+            )
+        except BaseException:
+            slot.release()
+            raise
         try:
             answer_sdp = await session.answer()
         except InvalidOffer as error:
             await session.close(release=False, why="invalid offer")
             return self._failed(command, ErrorCode.INVALID_OFFER, str(error))
+        except BaseException:
+            await session.close(release=False, why="the offer could not be answered")
+            raise
         self._sessions[command.session_id] = session
         started = self._started(command, answer_sdp=answer_sdp)
         try:
@@ -118,7 +141,8 @@ class CallAgent:
         sessions = list(self._sessions.values())
         await asyncio.gather(*(s.close(why="the call agent is stopping") for s in sessions))
 
-    def _forget(self, session: PeerSession) -> None:
+    def _forget(self, session: PeerSession, slot: Slot) -> None:
+        slot.release()
         if self._sessions.get(session.session_id) is session:
             del self._sessions[session.session_id]
 

@@ -67,6 +67,9 @@ class StreamConfig:
     heartbeat_s: float = 5.0
     ice_servers: tuple[RTCIceServer, ...] = ()
     hangup_delay_s: float = 1.0
+    #: A peer not connected (ICE and DTLS) this long after the answer is hung up: it would hold a
+    #: call agent slot (FACEPROOF_MAX_CONCURRENT_CALLS) and the session's claim until expiry.
+    connect_timeout_s: float = 20.0
 
 
 def parse_ice_servers(raw: str) -> tuple[RTCIceServer, ...]:
@@ -170,6 +173,7 @@ class PeerSession:
         self._spawn(self.frames.run(), "frames")
         self._spawn(self._heartbeat(), "heartbeat")
         self._spawn(self._expire_at(self._command.expires_at), "expiry")
+        self._spawn(self._connect_deadline(), "connect")
         return self.answer_sdp
 
     # ------------------------------------------------------------------ events from the session
@@ -283,6 +287,11 @@ class PeerSession:
             self._send(message)
             await asyncio.sleep(self._config.hangup_delay_s)
         await self.close(why="the session expired")
+
+    async def _connect_deadline(self) -> None:
+        await asyncio.sleep(self._config.connect_timeout_s)
+        if self._pc.connectionState != "connected":
+            await self.close(why="the peer did not connect in time")
 
     async def _hang_up_later(self) -> None:
         await asyncio.sleep(self._config.hangup_delay_s)

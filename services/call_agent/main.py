@@ -21,6 +21,7 @@ from infra.settings import Settings
 from infra.storage import ObjectStore, open_store
 from infra.telemetry.metrics import WEBRTC_CONNECTIONS
 from services.call_agent.agent import CallAgent
+from services.call_agent.capacity import CallSlots
 from services.call_agent.connection import StreamConfig, parse_ice_servers
 from services.call_agent.ports import PublishFailed, SessionLeases
 from services.call_agent.room.handler import RoomCalls, call_config
@@ -73,8 +74,11 @@ class CallAgentApp:
 def build_app(settings: Settings, *, leases: SessionLeases, store: ObjectStore) -> CallAgentApp:
     """Wire the handlers to the broker; resources are created by the caller."""
     broker = create_broker(settings)
-    agent = CallAgent(stream_config(settings), leases=leases, store=store, events=BrokerEvents(broker))
-    calls = RoomCalls(call_config(settings), store=store, events=BrokerEvents(broker))
+    slots = CallSlots(settings.max_concurrent_calls)  # hosted sessions and video calls share the cap
+    agent = CallAgent(
+        stream_config(settings), leases=leases, store=store, events=BrokerEvents(broker), slots=slots
+    )
+    calls = RoomCalls(call_config(settings), store=store, events=BrokerEvents(broker), slots=slots)
     WEBRTC_CONNECTIONS.labels("session").set_function(lambda: len(agent.sessions))
     WEBRTC_CONNECTIONS.labels("room").set_function(lambda: len(calls.calls))
 

@@ -47,7 +47,7 @@ class Stack:
     env: dict[str, str]
     vhost: RabbitVhost
     logs: Path
-    #: Each worker's /metrics port (FACEPROOF_METRICS_PORT); the gateway serves {url}/metrics.
+    #: Each process's /metrics port (FACEPROOF_METRICS_PORT), the gateway's too (not its API port).
     metrics_ports: dict[str, int] = field(default_factory=dict)
 
     def client(self, token: str | None = TOKEN) -> httpx.Client:
@@ -75,10 +75,16 @@ def wait_ready(url: str, processes: list[subprocess.Popen[bytes]], logs: Path, s
 
 
 def wait_consuming(
-    vhost: RabbitVhost, processes: list[subprocess.Popen[bytes]], logs: Path, seconds: float = 120
+    vhost: RabbitVhost,
+    processes: list[subprocess.Popen[bytes]],
+    logs: Path,
+    seconds: float = 120,
+    *,
+    queues: set[str] | None = None,
 ) -> None:
-    """Until every worker queue has a consumer: the workers have loaded their models and listen."""
-    wanted = {route.queue for route in ALL_ROUTES}
+    """Until every worker queue (or each of ``queues``) has a consumer: the workers have loaded
+    their models and listen."""
+    wanted = queues if queues is not None else {route.queue for route in ALL_ROUTES}
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         for process in processes:
@@ -164,11 +170,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory, seaweedfs: SeaweedFS) -> Ite
         )
         env["FACEPROOF_NO_VIDEO_TIMEOUT_S"] = "8"
         migrate(env)
-        metrics_ports = {name: free_port() for name, _ in SERVICES if name != "gateway"}
+        metrics_ports = {name: free_port() for name, _ in SERVICES}
         processes = [
             subprocess.Popen(
                 [sys.executable, "-m", "faceproof", *argv],
-                env={**env, "FACEPROOF_METRICS_PORT": str(metrics_ports.get(name, 0))},
+                env={**env, "FACEPROOF_METRICS_PORT": str(metrics_ports[name])},
                 cwd=REPO_ROOT,
                 stdout=(logs / f"{name}.log").open("wb"),
                 stderr=subprocess.STDOUT,

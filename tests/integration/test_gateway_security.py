@@ -27,11 +27,11 @@ from tests.support.broker import temporary_vhost
 
 pytestmark = pytest.mark.integration
 
-#: Routes anyone may call: probes, metrics, the API documents, the hosted page and its files.
+#: Routes anyone may call: probes, the API documents, the hosted page and its files (/metrics is
+#: not on the API port: FACEPROOF_METRICS_PORT).
 PUBLIC = {
     "/healthz",
     "/readyz",
-    "/metrics",
     "/openapi.json",
     "/docs",
     "/docs/oauth2-redirect",

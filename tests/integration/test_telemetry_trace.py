@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+from prometheus_client import generate_latest
 
 from contracts.routing import MATCHER_COMPARE, Route
 from faces.packs import load_pack
@@ -125,15 +126,14 @@ async def test_a_compare_is_one_trace_and_moves_the_counters(
                 json={"source": image, "target": image},
                 headers={"Authorization": f"Bearer {TOKEN}"},
             )
-            metrics = client.get("/metrics")  # no token: /metrics is outside the API's auth
-            assert metrics.status_code == 200
-            return response.status_code, dict(response.headers), metrics.text
+            assert client.get("/metrics").status_code == 404  # on its own port, not the API's
+            return response.status_code, dict(response.headers), generate_latest(REGISTRY).decode()
 
     status, headers, exposition = await asyncio.to_thread(call)
     assert status == 200
     request_id = headers["x-request-id"]
 
-    # the gateway's own /metrics shows the request (route template, not the raw path)
+    # the gateway's metrics (on FACEPROOF_METRICS_PORT) show the request (route template, not raw path)
     assert 'faceproof_http_requests_total{method="POST",route="/v1/compare",status="200"}' in exposition
     assert sample("faceproof_http_requests_total", **labels) == before["http"] + 1
     assert (

@@ -9,6 +9,7 @@ import re
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from prometheus_client import generate_latest
 
 from infra.settings import Settings
 from infra.telemetry import http as http_telemetry
@@ -48,7 +49,8 @@ def test_http_metrics_use_the_route_template_not_the_path() -> None:
     with TestClient(app) as client:
         response = client.get("/things/secret-id-1", headers={"X-Request-ID": "caller-request-0001"})
         assert client.get("/nowhere").status_code == 404
-        exposition = client.get("/metrics").text
+        assert client.get("/metrics").status_code == 404  # not on the API's port (its own port)
+    exposition = generate_latest(REGISTRY).decode()
     assert response.headers["X-Request-ID"] == "caller-request-0001"
     assert REGISTRY.get_sample_value("faceproof_http_requests_total", labels) == before + 1
     assert "secret-id-1" not in exposition

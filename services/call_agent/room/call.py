@@ -51,7 +51,7 @@ from services.call_agent.room.mediasoup import RoomConfig, RoomPeer
 from services.call_agent.room.protoo import ProtooClient
 from services.call_agent.video import InstructionTrack
 
-__all__ = ["CallConfig", "CallOutcome", "RoomCall"]
+__all__ = ["CallConfig", "CallOutcome", "RoomCall", "publish_call_failed"]
 
 log = logging.getLogger("faceproof.call_agent.room")
 
@@ -70,6 +70,31 @@ class CallOutcome:
 
     ended: str
     failure: RoomError | None = None
+
+
+async def publish_call_failed(events: EventSink, command: JoinCall, failure: RoomError) -> None:
+    """Publish the flow's CallFailed (the notifier sends the one failure callback). PublishFailed is
+    logged, not raised: the notifier's sweeper still ends the flow at its deadline."""
+    log.warning(
+        "call failed: %s (%s)",
+        failure.reason.value,
+        failure.detail,
+        extra={"session_id": command.session_id, "flow_id": command.flow_id},
+    )
+    try:
+        await events.publish(
+            CallFailed(
+                correlation_id=command.flow_id,
+                client_id=command.client_id,
+                flow_id=command.flow_id,
+                session_id=command.session_id,
+                reason=failure.reason.value,
+                detail=failure.detail[:500],
+            ),
+            EventKey.CALL_FAILED,
+        )
+    except PublishFailed as error:
+        log.error("CallFailed could not be published (%s)", error, extra={"flow_id": command.flow_id})
 
 
 class RoomCall:
@@ -212,26 +237,7 @@ class RoomCall:
         await self._protoo.close()
 
     async def _publish_failure(self, failure: RoomError) -> None:
-        log.warning(
-            "call failed: %s (%s)",
-            failure.reason.value,
-            failure.detail,
-            extra={"session_id": self.session_id, "flow_id": self.flow_id},
-        )
-        try:
-            await self._events.publish(
-                CallFailed(
-                    correlation_id=self.flow_id,
-                    client_id=self.command.client_id,
-                    flow_id=self.flow_id,
-                    session_id=self.session_id,
-                    reason=failure.reason.value,
-                    detail=failure.detail[:500],
-                ),
-                EventKey.CALL_FAILED,
-            )
-        except PublishFailed as error:
-            log.error("CallFailed could not be published (%s)", error, extra={"flow_id": self.flow_id})
+        await publish_call_failed(self._events, self.command, failure)
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         if self._outcome.done() and name != "leave":

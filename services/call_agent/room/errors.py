@@ -5,6 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 __all__ = [
+    "CallAgentBusy",
     "FailureReason",
     "NoVideo",
     "RequestRejected",
@@ -25,6 +26,7 @@ class FailureReason(StrEnum):
     SIGNALLING_ERROR = "SIGNALLING_ERROR"
     SOCKET_DROPPED = "SOCKET_DROPPED"
     NO_VIDEO = "NO_VIDEO"
+    CALL_AGENT_BUSY = "CALL_AGENT_BUSY"
 
 
 class RoomError(Exception):
@@ -79,3 +81,9 @@ class NoVideo(RoomError):
     """No video frame of the subject arrived in time."""
 
     reason = FailureReason.NO_VIDEO
+
+
+class CallAgentBusy(RoomError):
+    """The call agent that took the JoinCall holds FACEPROOF_MAX_CONCURRENT_CALLS connections."""
+
+    reason = FailureReason.CALL_AGENT_BUSY

@@ -3,6 +3,11 @@
 ``RoomCalls.start`` is the JoinCall handler (it returns at once; the call runs in the background,
 so the command is acked and a redelivery of a running flow is ignored); ``RoomCalls.on_event``
 takes the session events the agent already follows and routes them to the call of that session.
+
+A call takes one of the agent's connection slots (FACEPROOF_MAX_CONCURRENT_CALLS, shared with hosted
+sessions). When none is free the flow ends at once: CallFailed(CALL_AGENT_BUSY), so the controller
+gets exactly one failure callback and may ask again, rather than a call that waits unseen in a queue
+until the flow's deadline.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ from infra.safe_fetch import FetchPolicy
 from infra.settings import Settings
 from infra.storage import ObjectStore
 from services.call_agent.agent import parse_session_event
+from services.call_agent.capacity import CallSlots
 from services.call_agent.connection import StreamConfig, parse_ice_servers
 from services.call_agent.ports import EventSink
-from services.call_agent.room.call import CallConfig, CallOutcome, RoomCall
+from services.call_agent.room.call import CallConfig, CallOutcome, RoomCall, publish_call_failed
+from services.call_agent.room.errors import CallAgentBusy
 from services.call_agent.room.mediasoup import RoomConfig
 
 __all__ = ["RoomCalls", "call_config"]
@@ -52,10 +59,13 @@ def call_config(settings: Settings) -> CallConfig:
 class RoomCalls:
     """This process's video calls, by flow id."""
 
-    def __init__(self, config: CallConfig, *, store: ObjectStore, events: EventSink) -> None:
+    def __init__(
+        self, config: CallConfig, *, store: ObjectStore, events: EventSink, slots: CallSlots | None = None
+    ) -> None:
         self._config = config
         self._store = store
         self._events = events
+        self._slots = slots if slots is not None else CallSlots(0)
         self._calls: dict[str, RoomCall] = {}
         self._tasks: dict[str, asyncio.Task[CallOutcome]] = {}
         self._ended: OrderedDict[str, None] = OrderedDict()
@@ -65,15 +75,28 @@ class RoomCalls:
         return dict(self._calls)
 
     async def start(self, command: JoinCall) -> None:
-        """Handle JoinCall: start the call in the background (idempotent on ``flow_id``)."""
+        """Handle JoinCall: start the call in the background (idempotent on ``flow_id``), or end
+        the flow with CallFailed(CALL_AGENT_BUSY) when every connection slot is held."""
         if command.flow_id in self._calls or command.flow_id in self._ended:
             log.info("JoinCall for a flow already handled here", extra={"flow_id": command.flow_id})
             return
-        call = RoomCall(
-            command, config=self._config, store=self._store, events=self._events, on_closed=self._forget
-        )
+        slot = self._slots.take("room")
+        if slot is None:
+            self._remember(command.flow_id)
+            busy = f"the call agent holds its {self._slots.limit} connections; ask again later"
+            await publish_call_failed(self._events, command, CallAgentBusy(busy))
+            return
+        try:
+            call = RoomCall(
+                command, config=self._config, store=self._store, events=self._events, on_closed=self._forget
+            )
+        except BaseException:
+            slot.release()
+            raise
         self._calls[command.flow_id] = call
-        self._tasks[command.flow_id] = asyncio.create_task(call.run(), name=f"room-call-{command.flow_id}")
+        task = asyncio.create_task(call.run(), name=f"room-call-{command.flow_id}")
+        task.add_done_callback(lambda _: slot.release())  # however the call ends
+        self._tasks[command.flow_id] = task
 
     async def wait(self, flow_id: str) -> CallOutcome:
         """The outcome of a call started here (tests, shutdown)."""
@@ -103,7 +126,10 @@ class RoomCalls:
     def _forget(self, call: RoomCall) -> None:
         if self._calls.get(call.flow_id) is call:
             del self._calls[call.flow_id]
-        self._ended[call.flow_id] = None
+        self._remember(call.flow_id)
+
+    def _remember(self, flow_id: str) -> None:
+        self._ended[flow_id] = None
         while len(self._ended) > _REMEMBERED:
             flow_id, _ = self._ended.popitem(last=False)
             self._tasks.pop(flow_id, None)

@@ -28,7 +28,7 @@ from contracts.http import (
     SessionResponse,
 )
 from contracts.routing import CONNECTION_SEQUENCE_STRIDE
-from contracts.values import SessionStatus
+from contracts.values import ErrorCode, SessionStatus
 from infra.db.repositories import SessionRecord
 from infra.storage.errors import StorageError
 from infra.telemetry.metrics import session_status
@@ -64,9 +64,15 @@ OFFER_ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": Problem, "description": "SESSION_NOT_FOUND"},
     409: {"model": Problem, "description": "SESSION_FINISHED, SESSION_EXPIRED or SESSION_IN_USE"},
     413: {"model": Problem, "description": "SDP_TOO_LARGE"},
-    503: {"model": Problem, "description": "Broker unavailable"},
+    503: {
+        "model": Problem,
+        "description": "CALL_AGENT_BUSY: the call agent holds FACEPROOF_MAX_CONCURRENT_CALLS connections "
+        "(offer again after Retry-After seconds); BROKER_UNAVAILABLE",
+    },
     504: {"model": Problem, "description": "CALL_AGENT_TIMEOUT"},
 }
+#: Seconds a browser refused with CALL_AGENT_BUSY waits before it offers again (Retry-After).
+BUSY_RETRY_AFTER_S = 5
 
 # Content served to browsers: same-origin only, camera streams as media, nothing inline.
 CSP = (
@@ -337,6 +343,14 @@ async def offer(
         raise
     if answer.error is not None or not answer.answer_sdp:
         await res.sessions.release_connection(session_id, connection_id)
+        if answer.error is not None and answer.error.code is ErrorCode.CALL_AGENT_BUSY:
+            raise ProblemError(
+                503,
+                "Call agent busy",
+                "Every call agent slot is taken; offer again shortly.",
+                code=ErrorCode.CALL_AGENT_BUSY.value,
+                headers={"Retry-After": str(BUSY_RETRY_AFTER_S)},
+            )
         detail = answer.error.detail if answer.error else "The call agent sent no answer."
         raise ProblemError(400, "Invalid offer", detail, code="INVALID_OFFER")
     return OfferResponse(sdp=answer.answer_sdp, type=answer.answer_type or "answer")
