@@ -27,9 +27,9 @@ import pytest
 from faststream.rabbit import RabbitBroker
 
 import examples.controller
-from contracts.events import CallFailed, SessionFinished
-from contracts.routing import MATCHER_REFERENCES, NOTIFIER_CALLBACKS, EventKey
-from contracts.values import SessionStatus
+from contracts.events import CallFailed, ReferencesMatched, SessionFinished
+from contracts.routing import MATCHER_REFERENCES, NOTIFIER_CALLBACKS, NOTIFIER_MATCHES, EventKey
+from contracts.values import ModelInfo, SessionStatus
 from examples.controller import Controller
 from faces.packs import load_pack
 from infra.broker import EVENTS, create_broker, declare_topology
@@ -221,6 +221,11 @@ class Harness:
     async def publish(self, event: SessionFinished | CallFailed, key: str) -> None:
         await self.broker.publish(event, exchange=EVENTS, routing_key=key, persist=True)
 
+    async def publish_answer(self, answer: ReferencesMatched) -> None:
+        """On the events exchange, and straight into the notifier's queue (as a reply_to would)."""
+        await self.broker.publish(answer, exchange=EVENTS, routing_key=EventKey.REFERENCES_MATCHED)
+        await self.broker.publish(answer, routing_key=NOTIFIER_MATCHES.queue)
+
     async def finished(self, flow: CallFlowRecord, status: SessionStatus, *reasons: str) -> None:
         event = SessionFinished(
             correlation_id=flow.session_id, session_id=flow.session_id, status=status, reasons=list(reasons)
@@ -331,6 +336,50 @@ async def test_a_different_person_calls_failure(
     assert ended.status is FlowStatus.FAILED
     assert ended.decision is not None and "FACE_MISMATCH" in ended.decision["reasons"]
     assert ended.decision["match"] is False
+
+
+async def test_answers_the_notifier_did_not_ask_for_change_nothing(
+    database_url: str, store: ObjectStore, controller: Controller
+) -> None:
+    """The attack: a forged match for a flow waiting for the matcher, sent the way a reply_to
+    answer would arrive (straight into the notifier's queue) and on the events exchange: another
+    request id, another client. Only the answer to the flow's own request counts. (A vhost of its
+    own: no matcher answers there, so the flow waits.)"""
+    with temporary_vhost() as own:
+        harness = Harness(settings_for(own, database_url), store)
+        await harness.start()
+        try:
+            await _only_the_answer_to_its_request_counts(harness, controller)
+        finally:
+            await harness.stop()
+
+
+async def _only_the_answer_to_its_request_counts(harness: Harness, controller: Controller) -> None:
+    controller.items = [data_url(PEOPLE / "biden.jpg")]
+    flow = await harness.live_session(controller, PEOPLE / "obama.jpg")
+    await harness.finished(flow, SessionStatus.SUCCEEDED)
+
+    async def matching() -> bool:
+        current = await harness.flows.fetch(flow.id)
+        return current is not None and current.status is FlowStatus.MATCHING
+
+    await harness.wait_for(matching)
+    waiting = await harness.flows.fetch(flow.id)
+    assert waiting is not None and waiting.match_request_id
+    model = ModelInfo(pack="forged", licence="-", commercial_use=True)
+    own = {"correlation_id": flow.id, "request_id": waiting.match_request_id, "client_id": flow.owner}
+    for values in ({**own, "request_id": "forged"}, {**own, "client_id": "another-client"}):
+        forged = ReferencesMatched(**values, similarity=0.99, match=True, model=model)
+        await harness.publish_answer(forged)
+    await settle()
+    current = await harness.flows.fetch(flow.id)
+    assert current is not None and current.outcome is None, current.decision
+    assert current.status is FlowStatus.MATCHING and callbacks_for(controller, flow) == []
+
+    await harness.publish_answer(ReferencesMatched(**own, similarity=0.2, match=False, model=model))
+    ended = await harness.delivery_ended(flow)
+    assert [c.outcome for c in callbacks_for(controller, flow)] == ["failure"]
+    assert ended.decision is not None and ended.decision["match"] is False
 
 
 async def test_references_that_cannot_be_fetched_call_failure(
