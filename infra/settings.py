@@ -154,6 +154,16 @@ class Settings(BaseSettings):
     dead_letter_max_bytes: int = Field(
         default=256 * 1024 * 1024,
         ge=1024,
+    reconcile_sweep_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds between reconciler runs: unfinished erasures retried, orphan objects removed.",
+    )
+    orphan_grace_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="An object under sessions/ that no session row owns is removed once this old.",
+    )
         description="Bytes of dead letters kept per queue (x-max-length-bytes; the oldest go first).",
     )
 

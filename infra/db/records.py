@@ -51,3 +51,5 @@ class SessionRecord:
     connection_seen_at: datetime | None = None
     connections: int = 0
     purged_at: datetime | None = None
+    #: Erasure requested (DELETE): no writer stores anything for the session any more.
+    erase_requested_at: datetime | None = None

@@ -5,22 +5,25 @@ never ORM rows."""
 from __future__ import annotations
 
 import builtins
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 from uuid import uuid4
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from infra.db.errors import AlreadyExists, DatabaseError, NotFound, VersionConflict, translate_errors
 from infra.db.keys import KEY_SCHEME, hash_key, key_prefix, keys_match, new_key
 from infra.db.records import ApiClient, SessionRecord, SessionStatus
+from infra.db.security import LOCKOUT_OUTCOMES, failure_rows
 from infra.db.tables import (
     DEFAULT_BURST,
     DEFAULT_MONTHLY_QUOTA,
     DEFAULT_RATE_PER_SECOND,
     ApiClientRow,
+    LivenessFailureRow,
     SessionRow,
     utc_now,
 )
@@ -263,6 +266,7 @@ class SessionRepository:
             async with self._sessions.begin() as session:
                 row = (await session.scalars(statement)).one_or_none()
                 if row is not None:
+                    await _count_lockout(session, [row], now)
                     return _session(row)
                 if await session.get(SessionRow, session_id) is None:
                     raise NotFound(f"session {session_id} does not exist")
@@ -284,6 +288,7 @@ class SessionRepository:
         with translate_errors():
             async with self._sessions.begin() as session:
                 row = (await session.scalars(_expiring(SessionRow.id == session_id))).one_or_none()
+                await _count_lockout(session, [] if row is None else [row], utc_now())
         return None if row is None else _session(row)
 
     async def set_client_token_hash(self, session_id: str, client_token_hash: str) -> bool:
@@ -318,7 +323,35 @@ class SessionRepository:
                 if not ids:
                     return []
                 rows = (await session.scalars(_expiring(SessionRow.id.in_(ids)))).all()
+                await _count_lockout(session, rows, utc_now())
                 return [_session(row) for row in rows]
+
+    async def request_erasure(self, session_id: str) -> bool:
+        """Set the erasure tombstone (kept if set already); False when there is no such session.
+        From here on :meth:`erased` is True and every writer refuses the session."""
+        now = utc_now()
+        statement = (
+            update(SessionRow)
+            .where(SessionRow.id == session_id, SessionRow.erase_requested_at.is_(None))
+            .values(erase_requested_at=now, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        with translate_errors():
+            async with self._sessions.begin() as session:
+                await session.execute(statement)
+                found = await session.scalar(select(SessionRow.id).where(SessionRow.id == session_id))
+        return found is not None
+
+    async def erased(self, session_id: str) -> bool:
+        """Whether nothing may be stored for the session any more: erasure requested, data
+        purged (retention), or no such session."""
+        statement = select(SessionRow.erase_requested_at, SessionRow.purged_at).where(
+            SessionRow.id == session_id
+        )
+        with translate_errors():
+            async with self._sessions() as session:
+                row = (await session.execute(statement)).one_or_none()
+        return row is None or row.erase_requested_at is not None or row.purged_at is not None
 
     async def claim_connection(
         self, session_id: str, connection_id: str, *, stale_after_s: float
@@ -408,6 +441,19 @@ def _expiring(*criteria: Any) -> Any:
     )
 
 
+async def _count_lockout(session: AsyncSession, rows: Sequence[SessionRow], now: datetime) -> None:
+    """Count the sessions that just ended in a lockout outcome against their subjects, in the
+    transaction that ended them (the one place lockout failures are recorded)."""
+    failures = [
+        failure
+        for row in rows
+        if SessionStatus(row.status) in LOCKOUT_OUTCOMES
+        for failure in failure_rows(row.owner, dict(row.settings), row.id, now)
+    ]
+    if failures:
+        await session.execute(insert(LivenessFailureRow), failures)
+
+
 def _client(row: ApiClientRow) -> ApiClient:
     return ApiClient(
         id=row.id,
@@ -442,4 +488,5 @@ def _session(row: SessionRow) -> SessionRecord:
         connection_seen_at=row.connection_seen_at,
         connections=row.connections,
         purged_at=row.purged_at,
+        erase_requested_at=row.erase_requested_at,
     )

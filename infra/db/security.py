@@ -13,22 +13,25 @@ import hashlib
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
+from contracts.values import SessionStatus
 from infra.db.errors import translate_errors
 from infra.db.tables import ApiClientRow, LivenessFailureRow, RateBucketRow, UsageRow
 
 __all__ = [
+    "LOCKOUT_OUTCOMES",
     "ClientUsage",
     "Limits",
     "LivenessFailures",
     "RateDecision",
     "RateLimitRepository",
+    "failure_rows",
     "lockout_end",
     "lockout_subjects",
     "month_period",
@@ -105,6 +108,21 @@ def lockout_subjects(owner: str, settings: dict[str, Any]) -> list[str]:
         if isinstance(value, str) and value:
             subjects.append(subject_digest(owner, kind, value))
     return subjects
+
+
+#: The session outcomes that count against its subjects' lockout, whoever ends the session: a
+#: failed decision, an erasure mid-session (FAILED, reason ERASED) and an abandoned session
+#: (EXPIRED: no decision). The sessions repository records them in the same transaction as the
+#: status change, so no path that ends a session can skip it.
+LOCKOUT_OUTCOMES: Final = frozenset({SessionStatus.FAILED, SessionStatus.EXPIRED})
+
+
+def failure_rows(owner: str, settings: dict[str, Any], session_id: str, at: datetime) -> list[dict[str, Any]]:
+    """The ``liveness_failures`` rows of one session that ended in a lockout outcome."""
+    return [
+        {"owner": owner, "subject": subject, "session_id": session_id, "failed_at": at}
+        for subject in lockout_subjects(owner, settings)
+    ]
 
 
 def _upsert(session: AsyncSession) -> Any:
@@ -312,6 +330,8 @@ class LivenessFailures:
         self._sessions = sessions
 
     async def record(self, owner: str, subjects: list[str], session_id: str, now: datetime) -> None:
+        """Count one failure against ``subjects`` (sessions ending FAILED or EXPIRED are counted
+        by the sessions repository itself; this is for anything else, and for tests)."""
         if not subjects:
             return
         rows = [

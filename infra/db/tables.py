@@ -139,6 +139,8 @@ class SessionRow(Base):
     connections: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # When the session's biometric data (frames, images, embeddings) was erased (retention, DELETE).
     purged_at: Mapped[datetime | None] = mapped_column(index=True)
+    # The erasure tombstone (DELETE): set before anything is deleted; every writer checks it.
+    erase_requested_at: Mapped[datetime | None] = mapped_column(index=True)
 
 
 class LivenessStateRow(Base):

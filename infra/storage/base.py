@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import builtins
 import re
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from infra.storage.errors import InvalidKey
 
-__all__ = ["MAX_KEY_LENGTH", "ObjectStore", "validate_key", "validate_prefix"]
+__all__ = [
+    "MAX_KEY_LENGTH",
+    "ObjectStore",
+    "ScannableStore",
+    "StoredObject",
+    "validate_key",
+    "validate_prefix",
+]
 
 MAX_KEY_LENGTH = 512
 # Segments start with a letter or digit: no "", ".", "..", hidden or temporary files.
@@ -44,6 +52,22 @@ class ObjectStore(Protocol):
 
     async def ping(self) -> None:
         """Raises ``StorageUnavailable`` when the store cannot be reached."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    key: str
+    #: When the object was last written (timezone-aware, UTC).
+    modified: datetime
+
+
+class ScannableStore(ObjectStore, Protocol):
+    """A store that can also be walked in key order with each object's time (the reconciler)."""
+
+    async def scan(self, prefix: str, *, after: str | None, limit: int) -> builtins.list[StoredObject]:
+        """Up to ``limit`` objects under the folder ``prefix`` whose keys sort after ``after``
+        (``None``: from the first), in key order."""
         ...
 
 

@@ -8,10 +8,10 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from infra.storage.base import validate_key, validate_prefix
+from infra.storage.base import StoredObject, validate_key, validate_prefix
 from infra.storage.errors import ObjectNotFound, StorageError, StorageUnavailable
 
 __all__ = ["LocalObjectStore"]
@@ -57,6 +57,22 @@ class LocalObjectStore:
         folder = self.root.joinpath(*validate_prefix(prefix).rstrip("/").split("/"))
         with _os_errors():
             return await asyncio.to_thread(_files_under, folder, prefix)
+
+    async def scan(self, prefix: str, *, after: str | None, limit: int) -> builtins.list[StoredObject]:
+        folder = self.root.joinpath(*validate_prefix(prefix).rstrip("/").split("/"))
+        with _os_errors():
+            return await asyncio.to_thread(self._scan, folder, prefix, after, limit)
+
+    def _scan(self, folder: Path, prefix: str, after: str | None, limit: int) -> builtins.list[StoredObject]:
+        keys = [key for key in _files_under(folder, prefix) if after is None or key > after][:limit]
+        found = []
+        for key in keys:
+            try:
+                stamp = self._path(key).stat().st_mtime
+            except FileNotFoundError:  # deleted meanwhile
+                continue
+            found.append(StoredObject(key, datetime.fromtimestamp(stamp, UTC)))
+        return found
 
     async def presign_get(self, key: str, expires: timedelta) -> str:
         return self._path(key).as_uri()

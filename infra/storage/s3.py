@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import builtins
 import io
+import itertools
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import ParamSpec, TypeVar
 
 import certifi
@@ -16,7 +17,7 @@ import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 
-from infra.storage.base import validate_key, validate_prefix
+from infra.storage.base import StoredObject, validate_key, validate_prefix
 from infra.storage.errors import ObjectNotFound, StorageError, StorageUnavailable
 
 __all__ = ["S3ObjectStore"]
@@ -95,6 +96,10 @@ class S3ObjectStore:
         validate_prefix(prefix)
         return await self._call(prefix, self._list, prefix)
 
+    async def scan(self, prefix: str, *, after: str | None, limit: int) -> builtins.list[StoredObject]:
+        validate_prefix(prefix)
+        return await self._call(prefix, self._scan, prefix, after, limit)
+
     async def presign_get(self, key: str, expires: timedelta) -> str:
         validate_key(key)
         return await self._call(key, self._client.presigned_get_object, self.bucket, key, expires)
@@ -116,6 +121,15 @@ class S3ObjectStore:
     def _list(self, prefix: str) -> builtins.list[str]:
         objects = self._client.list_objects(self.bucket, prefix=prefix, recursive=True)
         return sorted(o.object_name for o in objects if o.object_name and not o.is_dir)
+
+    def _scan(self, prefix: str, after: str | None, limit: int) -> builtins.list[StoredObject]:
+        objects = self._client.list_objects(self.bucket, prefix=prefix, recursive=True, start_after=after)
+        found = (
+            StoredObject(o.object_name, o.last_modified.astimezone(UTC))
+            for o in objects
+            if o.object_name and not o.is_dir and o.last_modified is not None
+        )
+        return sorted(itertools.islice(found, limit), key=lambda o: o.key)
 
     def _read(self, key: str) -> bytes:
         response = self._client.get_object(self.bucket, key)

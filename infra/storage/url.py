@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from infra.storage.base import ObjectStore
+from infra.storage.base import ScannableStore
 from infra.storage.local import LocalObjectStore
 from infra.storage.s3 import S3ObjectStore
 
@@ -15,7 +15,7 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-def open_store(url: str) -> ObjectStore:
+def open_store(url: str) -> ScannableStore:
     """Open (without any I/O) the store that ``url`` names.
 
     - ``file:///abs/path`` or a plain path: ``LocalObjectStore``.

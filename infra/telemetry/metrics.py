@@ -17,6 +17,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 
 __all__ = [
     "CALLBACK_DELIVERIES",
+    "ERASED_WRITES",
+    "ERASURE_RETRIES",
     "HANDLER_DURATION",
     "HTTP_REQUESTS",
     "HTTP_REQUEST_DURATION",
@@ -28,6 +30,7 @@ __all__ = [
     "MESSAGES_PUBLISHED",
     "MESSAGES_PUBLISH_FAILED",
     "METRIC_NAMES",
+    "ORPHAN_OBJECTS_REMOVED",
     "REGISTRY",
     "SESSION_TRANSITIONS",
     "SWEEP_FAILURES",
@@ -36,9 +39,12 @@ __all__ = [
     "WEBRTC_FRAMES_STORED",
     "WEBRTC_REFUSED",
     "callback_delivery",
+    "erased_write",
+    "erasure_retry",
     "frame_received",
     "frame_stored",
     "inference",
+    "orphan_removed",
     "queue_label",
     "session_status",
 ]
@@ -143,6 +149,24 @@ WEBRTC_REFUSED = Counter(
     ["kind"],
 )
 
+# -- erasure (infra/erasure.py, infra/reconcile.py) -------------------------------------------
+ERASED_WRITES = Counter(
+    "faceproof_erased_writes_total",
+    "Writes refused, or undone, because the session's erasure was requested (by writer).",
+    ["writer"],
+)
+ERASURE_RETRIES = Counter(
+    "faceproof_erasure_retries_total",
+    "Erasures whose purge had not finished, retried by the reconciler: purged or failed (again).",
+    ["outcome"],
+)
+ORPHAN_OBJECTS_REMOVED = Counter(
+    "faceproof_orphan_objects_removed_total",
+    "Objects under sessions/ removed by the reconciler: no_row (no session owns them, past the "
+    "grace period) or erased (written after the session was purged).",
+    ["reason"],
+)
+
 #: Every metric family faceproof defines (the dashboard test checks its queries against these).
 METRIC_NAMES: Final = frozenset(
     {
@@ -163,6 +187,9 @@ METRIC_NAMES: Final = frozenset(
         "faceproof_webrtc_frames_received_total",
         "faceproof_webrtc_frames_stored_total",
         "faceproof_webrtc_refused_total",
+        "faceproof_erased_writes_total",
+        "faceproof_erasure_retries_total",
+        "faceproof_orphan_objects_removed_total",
     }
 )
 
@@ -201,6 +228,18 @@ def frame_received(kind: str) -> None:
 
 def frame_stored(kind: str) -> None:
     WEBRTC_FRAMES_STORED.labels(kind).inc()
+
+
+def erased_write(writer: str) -> None:
+    ERASED_WRITES.labels(writer).inc()
+
+
+def erasure_retry(outcome: str) -> None:
+    ERASURE_RETRIES.labels(outcome).inc()
+
+
+def orphan_removed(reason: str) -> None:
+    ORPHAN_OBJECTS_REMOVED.labels(reason).inc()
 
 
 def registry() -> CollectorRegistry:

@@ -131,6 +131,7 @@ class PeerSession:
             events=events,
             kind="session",
             log_extra={"session_id": command.session_id},
+            on_erased=self._erased,
         )
         self._channel: RTCDataChannel | None = None
         self._pending: list[str] = []
@@ -188,6 +189,7 @@ class PeerSession:
         elif isinstance(event, LivenessDecided):
             message = self.instructions.decided(event, now)
         elif isinstance(event, SessionFinished):
+            self.frames.stop()
             message = self.instructions.session_finished(event)
             if message is not None:
                 self._spawn(self._hang_up_later(), "hangup")
@@ -287,6 +289,10 @@ class PeerSession:
             self._send(message)
             await asyncio.sleep(self._config.hangup_delay_s)
         await self.close(why="the session expired")
+
+    def _erased(self) -> None:
+        """The store refused a frame: the session's erasure was requested. Hang up now."""
+        self._spawn(self.close(why="the session was erased"), "erased")
 
     async def _connect_deadline(self) -> None:
         await asyncio.sleep(self._config.connect_timeout_s)

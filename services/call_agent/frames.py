@@ -2,7 +2,9 @@
 frame rate, fitted into 640x480, stored as JPEG under the session, announced as FrameCaptured.
 
 The receiving side (:meth:`FramePipeline.offer`) never blocks the track: past
-:data:`FRAME_BACKLOG` waiting frames a sampled frame is dropped. The writer
+:data:`FRAME_BACKLOG` waiting frames a sampled frame is dropped. Once the session finished
+(:meth:`FramePipeline.stop`) or was erased (the store refuses: ``infra.erasure.SessionErased``)
+nothing more is stored; an erasure also calls ``on_erased`` (the connection hangs up). The writer
 (:meth:`FramePipeline.run`) encodes off the event loop with its own converter, because the
 instruction video converts the same frame in another thread at the same time.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +25,7 @@ from av.video.reformatter import VideoReformatter
 from contracts.envelope import utc_now
 from contracts.events import FrameCaptured
 from contracts.routing import EventKey
+from infra.erasure import SessionErased
 from infra.storage import ObjectStore, StorageError
 from infra.telemetry.metrics import frame_received, frame_stored
 from services.call_agent.ports import EventSink, PublishFailed
@@ -71,6 +75,7 @@ class FramePipeline:
         events: EventSink,
         kind: str,
         log_extra: dict[str, Any],
+        on_erased: Callable[[], None] | None = None,
     ) -> None:
         self.session_id = session_id
         self.connection_id = connection_id
@@ -84,6 +89,8 @@ class FramePipeline:
         self._events = events
         self._kind = kind
         self._log_extra = log_extra
+        self._on_erased = on_erased
+        self._stopped = False
         self._queue: asyncio.Queue[tuple[int, VideoFrame, datetime]] = asyncio.Queue(maxsize=FRAME_BACKLOG)
 
     def offer(self, frame: VideoFrame) -> None:
@@ -91,16 +98,22 @@ class FramePipeline:
         frame_received(self._kind)
         self.latest.frame = frame
         at = frame.time if frame.time is not None else time.monotonic()
-        if self._queue.full() or not self._sampler.keep(at):
+        if self._stopped or self._queue.full() or not self._sampler.keep(at):
             return
         self._queue.put_nowait((self._next_sequence, frame, utc_now()))
         self._next_sequence += 1
+
+    def stop(self) -> None:
+        """Store nothing more (the session finished or was erased); the video still shows frames."""
+        self._stopped = True
 
     async def run(self) -> None:
         """Encode, store and announce the kept frames, until cancelled."""
         reformatter = VideoReformatter()
         while True:
             sequence, frame, captured_at = await self._queue.get()
+            if self._stopped:
+                continue
             data, width, height = await asyncio.to_thread(encode_frame, frame, self._quality, reformatter)
             key = frame_key(self.session_id, sequence)
             try:
@@ -119,6 +132,12 @@ class FramePipeline:
                     ),
                     EventKey.FRAME_CAPTURED,
                 )
+            except SessionErased:
+                log.info("the session was erased: no more frames stored", extra=self._log_extra)
+                self.stop()
+                if self._on_erased is not None:
+                    self._on_erased()
+                continue
             except (StorageError, PublishFailed) as error:
                 log.warning("frame %d lost (%s)", sequence, type(error).__name__, extra=self._log_extra)
                 continue

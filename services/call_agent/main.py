@@ -17,13 +17,14 @@ from contracts.routing import CALL_AGENT_CALLS, CALL_AGENT_SESSION_EVENTS, CALL_
 from infra.broker import COMMANDS, EVENTS, create_broker, declare_topology, queue_for
 from infra.db.engine import create_engine, session_factory
 from infra.db.repositories import SessionRepository
+from infra.erasure import ErasureGuardedStore
 from infra.settings import Settings
 from infra.storage import ObjectStore, open_store
 from infra.telemetry.metrics import WEBRTC_CONNECTIONS
 from services.call_agent.agent import CallAgent
 from services.call_agent.capacity import CallSlots
 from services.call_agent.connection import StreamConfig, parse_ice_servers
-from services.call_agent.ports import PublishFailed, SessionLeases
+from services.call_agent.ports import PublishFailed, SessionRows
 from services.call_agent.room.handler import RoomCalls, call_config
 
 __all__ = ["BrokerEvents", "CallAgentApp", "build_app", "serve", "stream_config"]
@@ -71,9 +72,11 @@ class CallAgentApp:
     calls: RoomCalls
 
 
-def build_app(settings: Settings, *, leases: SessionLeases, store: ObjectStore) -> CallAgentApp:
-    """Wire the handlers to the broker; resources are created by the caller."""
+def build_app(settings: Settings, *, leases: SessionRows, store: ObjectStore) -> CallAgentApp:
+    """Wire the handlers to the broker; resources are created by the caller. Frames are written
+    through the erasure guard: nothing is stored for an erased session (``infra.erasure``)."""
     broker = create_broker(settings)
+    store = ErasureGuardedStore(store, leases, writer="call_agent")
     slots = CallSlots(settings.max_concurrent_calls)  # hosted sessions and video calls share the cap
     agent = CallAgent(
         stream_config(settings), leases=leases, store=store, events=BrokerEvents(broker), slots=slots

@@ -6,8 +6,9 @@ from typing import Protocol
 
 from contracts.envelope import Event
 from infra.db.records import SessionRecord
+from infra.erasure import Tombstones
 
-__all__ = ["EventSink", "PublishFailed", "SessionLeases"]
+__all__ = ["EventSink", "PublishFailed", "SessionLeases", "SessionRows"]
 
 
 class EventSink(Protocol):
@@ -24,6 +25,10 @@ class SessionLeases(Protocol):
     async def touch_connection(self, session_id: str, connection_id: str) -> bool: ...
 
     async def release_connection(self, session_id: str, connection_id: str) -> bool: ...
+
+
+class SessionRows(SessionLeases, Tombstones, Protocol):
+    """The leases and the erasure tombstones (the store the agent writes frames to checks them)."""
 
 
 class PublishFailed(Exception):

@@ -19,8 +19,10 @@ from contracts.http import CallCreatedResponse, CallSettings, CreateSessionReque
 from contracts.routing import CommandKey
 from contracts.values import SessionStatus
 from infra.broker import COMMANDS
+from infra.db.errors import DatabaseError
 from infra.db.flows import CallFlowRepository
 from infra.db.repositories import SessionRecord, SessionRepository
+from infra.db.security import LivenessFailures
 from infra.safe_fetch import (
     WEBSOCKET_SCHEMES,
     FetchFailed,
@@ -40,6 +42,7 @@ from services.call_agent.catalog import normalise_language
 from services.gateway.auth import Principal
 from services.gateway.client_tokens import new_client_token
 from services.gateway.images import decode_image_field
+from services.gateway.lockout import refuse_if_locked
 from services.gateway.problems import ProblemError
 
 __all__ = [
@@ -118,10 +121,16 @@ class SessionCreator:
     settings: Settings
     sessions: SessionRepository
     store: ObjectStore
+    #: The lockout's memory (``None``: no lockout, as in tests without a database of failures).
+    failures: LivenessFailures | None
 
     async def create(self, body: CreateSessionRequest, principal: Principal) -> tuple[SessionRecord, str]:
         """Create (or, for a repeated clientRequestToken, find) the session; returns it and a new
-        client token (a replay replaces the previous token)."""
+        client token (a replay replaces the previous token). A locked-out subject or device is
+        refused here (429 ``SUBJECT_LOCKED_OUT``), whichever door the request came in by."""
+        await refuse_if_locked(
+            self.failures, self.settings, principal.owner, body.settings.model_dump(mode="json")
+        )
         reference = await reference_bytes(body.reference, self.settings) if body.reference else None
         session_id = str(uuid4())
         token, token_hash = new_client_token()
@@ -133,25 +142,35 @@ class SessionCreator:
             except StorageError:
                 raise _unavailable("object store", "STORAGE_UNAVAILABLE") from None
         ttl = body.settings.expires_in_s or self.settings.session_ttl_s
-        record, created = await self.sessions.create(
-            principal.owner,
-            client_request_token=body.client_request_token,
-            settings=body.settings.model_dump(mode="json"),
-            expires_at=datetime.now(UTC) + timedelta(seconds=ttl),
-            reference_key=reference_key,
-            client_token_hash=token_hash,
-            session_id=session_id,
-        )
+        try:
+            record, created = await self.sessions.create(
+                principal.owner,
+                client_request_token=body.client_request_token,
+                settings=body.settings.model_dump(mode="json"),
+                expires_at=datetime.now(UTC) + timedelta(seconds=ttl),
+                reference_key=reference_key,
+                client_token_hash=token_hash,
+                session_id=session_id,
+            )
+        except DatabaseError:
+            # No row will ever own the reference: remove it now (the reconciler removes it
+            # later should this delete fail too: an object without a row, past the grace period).
+            if reference_key is not None:
+                await self._discard(reference_key)
+            raise
         if created:
             session_status(SessionStatus.CREATED)
         else:  # an idempotent replay: the first call's session (and reference) stand
             if reference_key is not None:
-                try:
-                    await self.store.delete(reference_key)
-                except StorageError:
-                    log.warning("could not delete an unused reference of a replayed create")
+                await self._discard(reference_key)
             await self.sessions.set_client_token_hash(record.id, token_hash)
         return record, token
+
+    async def _discard(self, reference_key: str) -> None:
+        try:
+            await self.store.delete(reference_key)
+        except StorageError:
+            log.warning("could not delete an unused reference (the reconciler will)")
 
 
 # --------------------------------------------------------------------------- video-call flows

@@ -1,9 +1,12 @@
 """Lockout: after ``lockout_failures`` failed liveness sessions of one subject key or device id
 within ``lockout_window_s``, new sessions for it are refused for ``lockout_cooldown_s``.
 
-The liveness worker records a failure (:func:`lockout_subjects` of the session's settings) when a
-session ends FAILED; the gateway refuses to create a session while any of its subjects is locked.
-Only SHA-256 digests scoped by the owning client are stored (``infra.db.security.subject_digest``).
+The sessions repository records a failure (:func:`lockout_subjects` of the session's settings) in
+the transaction that ends a session FAILED or EXPIRED (``infra.db.security.LOCKOUT_OUTCOMES``:
+failed, erased mid-session, abandoned), whoever ends it; session creation
+(``services.gateway.creation.SessionCreator``, used by HTTP and the broker ingress alike) refuses
+while any of its subjects is locked. Only SHA-256 digests scoped by the owning client are stored
+(``infra.db.security.subject_digest``).
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ from infra.db.engine import create_engine, session_factory
 from infra.db.flows import CallFlowRepository
 from infra.db.ingress import BrokerUsers, Owners, ProcessedCommands
 from infra.db.repositories import SessionRepository
-from infra.db.security import RateLimitRepository
+from infra.db.security import LivenessFailures, RateLimitRepository
 from infra.settings import Settings
 from infra.storage import open_store
 from services.gateway.creation import CallStarter, SessionCreator
@@ -271,7 +271,7 @@ async def serve(settings: Settings) -> None:
         identities=BrokerUsers(factory),
         processed=ProcessedCommands(factory),
         limiter=RateLimitRepository(factory),
-        sessions=SessionCreator(settings, sessions, store),
+        sessions=SessionCreator(settings, sessions, store, LivenessFailures(factory)),
         calls=CallStarter(settings, sessions, CallFlowRepository(factory), broker),
         outbox=BrokerOutbox(broker),
     )

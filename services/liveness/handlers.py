@@ -41,7 +41,6 @@ from infra.db.errors import DatabaseError, NotFound, VersionConflict
 from infra.db.liveness import LivenessFrame, LivenessRepository
 from infra.db.records import SessionRecord
 from infra.db.repositories import SessionRepository
-from infra.db.security import LivenessFailures, lockout_subjects
 from infra.storage import ObjectNotFound, ObjectStore
 from infra.sweeps import each
 from infra.telemetry.metrics import session_status
@@ -117,7 +116,6 @@ class Deps:
     #: Where decisions are recorded (who asked, when, outcome, reasons); None: not recorded.
     audit: AuditLog | None = None
     #: Where FAILED sessions of a subject key or device id are counted (lockout); None: not counted.
-    failures: LivenessFailures | None = None
 
 
 # -- session settings -------------------------------------------------------------------------
@@ -339,17 +337,6 @@ async def _audit_decision(
         log.warning("session %s: audit record not written: %s", session_id, type(error).__name__)
 
 
-async def _count_failure(deps: Deps, owner: str, settings: dict[str, Any], session_id: str) -> None:
-    """A FAILED session counts against its subject key and device id (gateway lockout); a failed
-    write is logged, not retried."""
-    if deps.failures is None:
-        return
-    try:
-        await deps.failures.record(owner, lockout_subjects(owner, settings), session_id, datetime.now(UTC))
-    except DatabaseError as error:
-        log.warning("session %s: lockout failure not counted: %s", session_id, type(error).__name__)
-
-
 async def finish(
     deps: Deps,
     session_id: str,
@@ -407,8 +394,6 @@ async def finish(
             EventKey.SESSION_FINISHED,
         )
         await _audit_decision(deps, record.owner, session_id, status, result)
-        if status is SessionStatus.FAILED:
-            await _count_failure(deps, record.owner, record.settings, session_id)
         return True
     raise VersionConflict(f"session {session_id} kept changing while finishing it")
 

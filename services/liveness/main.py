@@ -27,11 +27,12 @@ from infra.db.audit import AuditLog
 from infra.db.engine import create_engine, session_factory
 from infra.db.liveness import LivenessRepository
 from infra.db.repositories import SessionRepository
-from infra.db.security import LivenessFailures
+from infra.erasure import ErasureGuardedStore
 from infra.housekeeping import HOUSEKEEPING_SWEEPER, Housekeeping
+from infra.reconcile import RECONCILE_SWEEPER, Reconciled, Reconciler
 from infra.retention import RETENTION_SWEEPER, Retention
 from infra.settings import Settings
-from infra.storage import ObjectStore, open_store
+from infra.storage import ScannableStore, open_store
 from infra.sweeps import run_forever
 from services.liveness.analysis import DEFAULT_DETECT_EVERY, FrameAnalyzer
 from services.liveness.evaluation import SessionModels
@@ -98,15 +99,15 @@ def load_models(settings: Settings) -> SessionModels:
 
 
 class LivenessWorker:
-    """One worker: subscribers on the four liveness queues, and three sweepers (expiry, retention,
-    housekeeping), each in a loop that outlives its failures (infra/sweeps.py)."""
+    """One worker: subscribers on the four liveness queues, and four sweepers (expiry, retention,
+    housekeeping, the erasure reconciler), each in a loop that outlives its failures (infra/sweeps.py)."""
 
     def __init__(
         self,
         settings: Settings,
         *,
         models: SessionModels,
-        store: ObjectStore,
+        store: ScannableStore,
         detect_every: int = DEFAULT_DETECT_EVERY,
         rng: random.Random | None = None,
     ) -> None:
@@ -120,18 +121,20 @@ class LivenessWorker:
             concurrency=settings.liveness_concurrency,
             detect_every=detect_every,
         )
+        repository = SessionRepository(sessions)
         self.deps = Deps(
-            sessions=SessionRepository(sessions),
+            sessions=repository,
             states=LivenessRepository(sessions),
-            store=store,
+            # Reference and audit images: nothing is written for an erased session.
+            store=ErasureGuardedStore(store, repository, writer="liveness"),
             publisher=BrokerPublisher(self.broker),
             frames=self.frames,
             identity_threshold=models.identity_threshold,
             rng=rng,
-            failures=LivenessFailures(sessions),
             audit=AuditLog(sessions),
         )
         self.retention = Retention(sessions, store)
+        self.reconciler = Reconciler(sessions, store, grace_s=settings.orphan_grace_s)
         self.housekeeping = Housekeeping.for_database(sessions, settings)
         self._sweepers: list[asyncio.Task[NoReturn]] = []
         self._subscribe()
@@ -166,6 +169,7 @@ class LivenessWorker:
             (EXPIRY_SWEEPER, self.expire, settings.expiry_sweep_s),
             (RETENTION_SWEEPER, self.purge, settings.retention_sweep_s),
             (HOUSEKEEPING_SWEEPER, self.housekeep, settings.housekeeping_sweep_s),
+            (RECONCILE_SWEEPER, self.reconcile, settings.reconcile_sweep_s),
         )
         self._sweepers = [
             asyncio.create_task(run_forever(name, step, interval_s=every), name=f"liveness-{name}")
@@ -191,6 +195,11 @@ class LivenessWorker:
         """Erase the biometric data of sessions past retention (every worker may run it: each
         erasure is idempotent and records one audit event)."""
         return await self.retention.purge_expired(datetime.now(UTC), retention_s=self.settings.retention_s)
+
+    async def reconcile(self) -> Reconciled:
+        """Retry unfinished erasures; remove objects of purged sessions and objects without a
+        session row (infra/reconcile.py)."""
+        return await self.reconciler.run()
 
     async def housekeep(self) -> dict[str, int]:
         """Forget old processed public commands and idle rate buckets."""

@@ -130,6 +130,7 @@ class RoomCall:
             events=events,
             kind="room",
             log_extra={"flow_id": command.flow_id},
+            on_erased=lambda: self._end(CallOutcome(ended="the session was erased")),
         )
         self._first_frame = asyncio.Event()
         self._outcome: asyncio.Future[CallOutcome] = asyncio.get_running_loop().create_future()
@@ -178,6 +179,7 @@ class RoomCall:
         elif isinstance(event, LivenessDecided):
             self.instructions.decided(event, now)
         elif isinstance(event, SessionFinished) and self.instructions.session_finished(event) is not None:
+            self.frames.stop()
             self._spawn(self._leave_later(f"the session {event.status.value.lower()}"), "leave")
 
     # ------------------------------------------------------------------ internals

@@ -1,8 +1,11 @@
 """DELETE /v1/sessions/{id}: erase a session's biometric data now (docs/security.md, "Retention").
 
-The owner only (another client's session answers 404, as GET does). An unfinished session is
-ended first (FAILED, reason ERASED, one SessionFinished), so no worker goes on with it. The
-status and decision stay readable; GET then answers ``purged: true`` and no image URLs.
+The owner only (another client's session answers 404, as GET does). The session's tombstone is
+set first (``infra.erasure``): from then on no writer stores anything for it (the call agent stops
+storing frames and hangs up, the liveness worker writes no images), and should the purge below
+fail, the reconciler (``infra.reconcile``) retries it. An unfinished session is then ended
+(FAILED, reason ERASED, one SessionFinished), so no worker goes on with it. The status and
+decision stay readable; GET then answers ``purged: true`` and no image URLs.
 """
 
 from __future__ import annotations
@@ -33,7 +36,11 @@ _ATTEMPTS: Final = 5
 ERASE_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem},
     404: {"model": Problem, "description": "SESSION_NOT_FOUND (or another client's session)"},
-    503: {"model": Problem, "description": "STORAGE_UNAVAILABLE: try again; nothing was marked erased"},
+    503: {
+        "model": Problem,
+        "description": "STORAGE_UNAVAILABLE: the erasure is recorded (nothing more is stored) and is "
+        "retried in the background; repeat the DELETE to confirm it finished",
+    },
 }
 
 
@@ -73,6 +80,7 @@ async def erase_session(session_id: str, principal: PrincipalDep, res: Resources
     record = await res.sessions.get(principal.owner, session_id)
     if record is None:
         raise ProblemError(404, "Not found", f"There is no session '{session_id}'.", code="SESSION_NOT_FOUND")
+    await res.sessions.request_erasure(session_id)
     await _end_unfinished(session_id, res)
     retention = Retention(session_factory(res.database), res.store)
     try:
@@ -81,7 +89,8 @@ async def erase_session(session_id: str, principal: PrincipalDep, res: Resources
         raise ProblemError(
             503,
             "Service unavailable",
-            "The object store cannot be reached; the session was not erased. Try again.",
+            "The object store cannot be reached. The erasure is recorded: nothing more is stored for "
+            "the session and its data is purged when the store is back. Repeat to confirm.",
             code="STORAGE_UNAVAILABLE",
             headers={"Retry-After": "5"},
         ) from None

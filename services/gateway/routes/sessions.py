@@ -37,7 +37,6 @@ from services.gateway.client_tokens import bearer_token, token_matches
 from services.gateway.comparisons import BrokerUnavailable, ReplyTimeout
 from services.gateway.creation import SessionCreator, client_url
 from services.gateway.dependencies import PrincipalDep, Resources, ResourcesDep, charge_session
-from services.gateway.lockout import refuse_if_locked
 from services.gateway.offers import SessionEvents
 from services.gateway.problems import ProblemError
 
@@ -145,7 +144,7 @@ async def _create(
     body: CreateSessionRequest, principal: Principal, res: Resources
 ) -> tuple[SessionRecord, str]:
     """Create (or, for a repeated clientRequestToken, find) the session (services.gateway.creation)."""
-    return await SessionCreator(res.settings, res.sessions, res.store).create(body, principal)
+    return await SessionCreator(res.settings, res.sessions, res.store, res.failures).create(body, principal)
 
 
 async def _read(session_id: str, principal: Principal, res: Resources) -> SessionRecord:
@@ -199,7 +198,6 @@ async def create_session(
     body: CreateSessionRequest | None = None,
 ) -> CreateSessionResponse:
     body = body or CreateSessionRequest()
-    await refuse_if_locked(res.failures, res.settings, principal.owner, body.settings.model_dump())
     record, token = await _create(body, principal, res)
     return CreateSessionResponse(
         session_id=record.id,
@@ -390,7 +388,6 @@ async def create_session_legacy(
     body: CreateSessionRequest | None = None,
 ) -> LegacyCreateSessionResponse:
     body = body or CreateSessionRequest()
-    await refuse_if_locked(res.failures, res.settings, principal.owner, body.settings.model_dump())
     record, _ = await _create(body, principal, res)
     return LegacyCreateSessionResponse(SessionId=record.id)
 
