@@ -142,6 +142,16 @@ class Settings(BaseSettings):
         default=86_400, ge=60, description="Erase a session's frames, images and embeddings after this long."
     )
     retention_sweep_s: float = Field(default=300.0, gt=0, description="Seconds between retention purges.")
+    reconcile_sweep_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds between reconciler runs: unfinished erasures retried, orphan objects removed.",
+    )
+    orphan_grace_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="An object under sessions/ that no session row owns is removed once this old.",
+    )
     dead_letter_ttl_s: int | None = Field(
         default=None,
         ge=1,
@@ -154,16 +164,6 @@ class Settings(BaseSettings):
     dead_letter_max_bytes: int = Field(
         default=256 * 1024 * 1024,
         ge=1024,
-    reconcile_sweep_s: float = Field(
-        default=60.0,
-        gt=0,
-        description="Seconds between reconciler runs: unfinished erasures retried, orphan objects removed.",
-    )
-    orphan_grace_s: float = Field(
-        default=3600.0,
-        ge=0,
-        description="An object under sessions/ that no session row owns is removed once this old.",
-    )
         description="Bytes of dead letters kept per queue (x-max-length-bytes; the oldest go first).",
     )
 
