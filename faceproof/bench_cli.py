@@ -238,3 +238,16 @@ def bench_peers(
     except (BenchError, FaceError) as error:
         raise _fail(error) from None
     _print(result, as_json)
+
+
+@bench_app.command("guard")
+def bench_guard(
+    as_json: JsonOption = False,
+    size_mib: Annotated[float, typer.Option(min=0.01, help="Size of each body in MiB")] = 8.0,
+    rounds: Annotated[int, typer.Option(min=1, help="Timed rounds per body (after a warm-up)")] = 5,
+) -> None:
+    """The gateway's request guard per MiB of body (ms/MiB), on an honest compare and crafted bodies:
+    the JSON scan alone and the whole middleware (authentication, body read, scan)."""
+    from faceproof.bench.guard import GuardBench, run_guard_bench
+
+    _print(run_guard_bench(GuardBench(size_mib=size_mib, rounds=rounds)), as_json)

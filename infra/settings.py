@@ -49,7 +49,19 @@ class Settings(BaseSettings):
         description="Static bearer token (the seeds' temporary token). Empty disables it.",
     )
     compare_timeout_s: float = 15.0
-    max_body_bytes: int = 32 * 1024 * 1024
+    max_body_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=1024,
+        le=1024 * 1024 * 1024,
+        description="Ceiling of any request body (the image routes' own limits are capped by it) and of "
+        "a public command's message body.",
+    )
+    max_small_body_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        description="Body limit of routes that take no image (calls, admin, anything unlisted); the image "
+        "routes get this plus their images (docs/security.md, 'Input limits').",
+    )
     max_image_bytes: int = 10 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     session_ttl_s: int = Field(default=180, description="Default liveness session expiry.")

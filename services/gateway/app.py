@@ -17,11 +17,12 @@ from infra.rpc import BrokerRpc
 from infra.settings import Settings
 from infra.storage import open_store
 from infra.telemetry import http as http_telemetry
-from services.gateway.auth import Authenticator
+from services.gateway.auth import Authenticator, Principal
+from services.gateway.body_rules import BodyRules
 from services.gateway.comparisons import BrokerComparisons
 from services.gateway.cors import ClientCors
 from services.gateway.dependencies import Resources
-from services.gateway.limits import BodySizeLimit, JsonDepthLimit, NulCharacterGuard
+from services.gateway.limits import RequestGuard
 from services.gateway.offers import BrokerCallAgents, BrokerSessionEvents
 from services.gateway.problems import install_problem_handlers
 from services.gateway.ratelimit import RateLimiter, RateLimitHeaders, static_limits
@@ -73,9 +74,14 @@ def create_app(settings: Settings, *, migrate: bool = False) -> FastAPI:
         lifespan=lifespan,
     )
     install_problem_handlers(app)
-    app.add_middleware(JsonDepthLimit, max_depth=settings.max_json_depth)
-    app.add_middleware(NulCharacterGuard)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+
+    async def authenticate(authorization: str | None) -> Principal:
+        resources: Resources = app.state.resources
+        return await resources.authenticate(authorization)
+
+    app.add_middleware(
+        RequestGuard, rules=BodyRules(settings), max_depth=settings.max_json_depth, authenticate=authenticate
+    )
     app.add_middleware(RateLimitHeaders)
     app.add_middleware(ClientCors)
     http_telemetry.install(app)  # outermost: request metrics, span, request id; GET /metrics

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
+
+from starlette.types import Scope
 
 from infra.db.repositories import ApiClient
 from infra.db.security import Limits
@@ -12,6 +14,8 @@ from services.gateway.problems import ProblemError
 
 #: Owner recorded for what the static development token creates.
 STATIC_OWNER = "static"
+#: Where the request guard leaves the caller it authenticated (the request's state).
+_STATE_KEY: Final = "faceproof_principal"
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,17 @@ class Authenticator:
             raise _unauthorized("The token is not valid.")
         limits = Limits(client.rate_per_second, client.burst, client.monthly_quota)
         return Principal(owner=client.id, client_id=client.id, limits=limits, admin=client.admin)
+
+
+def remember_principal(scope: Scope, principal: Principal) -> None:
+    """Keep the caller authenticated before the body was read, for the route (one lookup)."""
+    scope.setdefault("state", {})[_STATE_KEY] = principal
+
+
+def remembered_principal(scope: Scope) -> Principal | None:
+    state = scope.get("state")
+    principal = state.get(_STATE_KEY) if isinstance(state, dict) else None
+    return principal if isinstance(principal, Principal) else None
 
 
 def _unauthorized(detail: str) -> ProblemError:

@@ -11,7 +11,9 @@ import hashlib
 import hmac
 import secrets
 
-__all__ = ["bearer_token", "hash_client_token", "new_client_token", "token_matches"]
+from services.gateway.problems import ProblemError
+
+__all__ = ["bearer_token", "client_unauthorized", "hash_client_token", "new_client_token", "token_matches"]
 
 _MAX_TOKEN_LENGTH = 256
 
@@ -40,3 +42,14 @@ def bearer_token(authorization: str | None) -> str | None:
     if scheme.lower() != "bearer" or not token:
         return None
     return token
+
+
+def client_unauthorized() -> ProblemError:
+    """The 401 of a browser route called without its session's client token."""
+    return ProblemError(
+        401,
+        "Unauthorized",
+        "Send the session's client token as 'Authorization: Bearer <token>'.",
+        code="UNAUTHORIZED",
+        headers={"WWW-Authenticate": "Bearer"},
+    )

@@ -4,6 +4,7 @@ problem codes (:class:`ProblemError`; the ingress turns its ``code`` into a reje
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from infra.telemetry.metrics import session_status
 from services.call_agent.catalog import normalise_language
 from services.gateway.auth import Principal
 from services.gateway.client_tokens import new_client_token
-from services.gateway.images import decode_image_field
+from services.gateway.images import read_image_field
 from services.gateway.lockout import refuse_if_locked
 from services.gateway.problems import ProblemError
 
@@ -104,10 +105,10 @@ async def reference_bytes(value: str, settings: Settings) -> tuple[bytes, str]:
                 code="REFERENCE_FETCH_FAILED",
             ) from None
     else:
-        data = decode_image_field(
+        data = await read_image_field(
             value, field="reference", max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels
         )
-    fmt = check_image(data, max_pixels=settings.max_image_pixels)
+    fmt = await asyncio.to_thread(check_image, data, max_pixels=settings.max_image_pixels)  # off the loop
     return data, _CONTENT_TYPES[fmt]
 
 

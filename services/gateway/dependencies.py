@@ -13,7 +13,7 @@ from infra.db.repositories import SessionRepository
 from infra.db.security import LivenessFailures, RateLimitRepository
 from infra.settings import Settings
 from infra.storage.base import ObjectStore
-from services.gateway.auth import Authenticator, Principal
+from services.gateway.auth import Authenticator, Principal, remembered_principal
 from services.gateway.comparisons import Comparisons
 from services.gateway.offers import CallAgents, SessionEvents
 from services.gateway.problems import ProblemError
@@ -50,9 +50,10 @@ async def principal(
     request: Request, authorization: Annotated[str | None, Header(include_in_schema=False)] = None
 ) -> Principal:
     """The authenticated caller, charged one request to its rate limit and monthly quota (so
-    every route that needs an API key is rate limited)."""
+    every route that needs an API key is rate limited). The request guard authenticates the
+    routes that take a body before reading it (services.gateway.limits); the others here."""
     res = resources(request)
-    caller = await res.authenticate(authorization)
+    caller = remembered_principal(request.scope) or await res.authenticate(authorization)
     if res.limiter is not None and caller.limits is not None:
         await res.limiter.charge(request, caller.owner, caller.limits)
     return caller

@@ -1,163 +1,145 @@
-"""Refuse request bodies over the size limit before they are read into memory, JSON nested too
-deep, and NUL characters (which no text column or JSONB value can store) before any route runs."""
+"""The gateway's first look at a request, before any route runs (docs/security.md, "Input limits").
+
+One ASGI middleware, :class:`RequestGuard`, in this order:
+
+1. the headers, read once: a repeated ``Content-Type``, ``Content-Length``, ``Transfer-Encoding``
+   or ``Authorization`` is refused (400 ``DUPLICATE_HEADER``), so no check and no route can each
+   read a different copy;
+2. a NUL character in the path or the query string: 400 ``INVALID_CHARACTER``;
+3. the caller, before a byte of the body is read: an API key on the routes that take one (401,
+   and the :class:`~services.gateway.auth.Principal` is kept for the route), a bearer token at all
+   on the browser's routes;
+4. the route's body limit (:mod:`services.gateway.body_rules`): 413 ``BODY_TOO_LARGE`` from a
+   declared ``Content-Length``, or as soon as the bytes read pass it;
+5. one linear scan of the body (:mod:`services.gateway.json_scan`), off the event loop when the
+   body is large: 400 ``JSON_TOO_DEEP``, 400 ``INVALID_CHARACTER`` (every body, whatever its
+   ``Content-Type``).
+
+The body is then handed on unchanged.
+"""
 
 from __future__ import annotations
 
-import json
-import re
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Final
 
-import numpy as np
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.gateway.problems import MEDIA_TYPE
+from services.gateway.auth import Principal, remember_principal
+from services.gateway.body_rules import Auth, BodyRules
+from services.gateway.client_tokens import bearer_token, client_unauthorized
+from services.gateway.json_body import OFFLOAD_ABOVE_BYTES
+from services.gateway.json_scan import JsonScan, json_depth, scan_json
+from services.gateway.problems import ProblemError, problem_response
+
+#: json_depth: re-exported for the callers that check a body's depth alone.
+__all__ = ["SINGLE_HEADERS", "RequestGuard", "json_depth"]
+
+#: Headers a request may carry once.
+SINGLE_HEADERS: Final = frozenset(
+    {b"content-type", b"content-length", b"transfer-encoding", b"authorization"}
+)
+NUL_DETAIL: Final = "NUL characters are not allowed in paths, query strings or JSON strings."
+
+Authenticate = Callable[[str | None], Awaitable[Principal]]
 
 
-class BodySizeLimit:
-    """ASGI middleware: 413 problem+json when a body is (or turns out to be) over ``max_bytes``."""
+class RequestGuard:
+    """ASGI middleware: see the module's doc. ``authenticate`` is the gateway's
+    :class:`~services.gateway.auth.Authenticator` (looked up per request: it is built in the lifespan)."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, rules: BodyRules, max_depth: int, authenticate: Authenticate) -> None:
         self._app = app
-        self._max = max_bytes
+        self._rules = rules
+        self._max_depth = max_depth
+        self._authenticate = authenticate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self._max:
-            await self._refuse(send)
-            return
-        seen = 0
-        started = False
-
-        async def counting_receive() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self._max:
-                    raise _TooLarge
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
         try:
-            await self._app(scope, counting_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await self._refuse(send)
-
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
-            {
-                "type": "about:blank",
-                "title": "Request too large",
-                "status": 413,
-                "detail": f"The request body is over {self._max} bytes.",
-                "code": "BODY_TOO_LARGE",
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", MEDIA_TYPE.encode()),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
-
-
-class _TooLarge(Exception):
-    pass
-
-
-#: ``\\u0000`` in a JSON string: the escape with an odd number of backslashes before the ``u``.
-_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
-_NUL_DETAIL = "NUL characters are not allowed in paths, query strings or JSON strings."
-
-
-def has_nul(body: bytes) -> bool:
-    """Whether a JSON body holds a NUL character (escaped, as JSON must, or raw)."""
-    return b"\x00" in body or _NUL_ESCAPE.search(body) is not None
-
-
-class NulCharacterGuard:
-    """ASGI middleware: 400 problem+json (``INVALID_CHARACTER``) for a NUL character in the path or
-    the query string. PostgreSQL refuses NUL in text, so it would otherwise fail deep in a query."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self._app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and ("\x00" in scope["path"] or b"%00" in scope["query_string"]):
-            await _problem(send, 400, "Invalid character", _NUL_DETAIL, "INVALID_CHARACTER")
+            body = await self._check(scope, receive)
+        except ProblemError as error:
+            await problem_response(error.problem, error.headers)(scope, receive, send)
             return
-        await self._app(scope, receive, send)
-
-
-_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_OPEN = np.frombuffer(b"[{", dtype=np.uint8)
-_CLOSE = np.frombuffer(b"]}", dtype=np.uint8)
-
-
-def json_depth(body: bytes) -> int:
-    """The deepest nesting of arrays and objects in ``body`` (strings skipped), without parsing it:
-    a regex in C drops the strings (images are long strings), numpy counts the brackets."""
-    structure = np.frombuffer(_JSON_STRING.sub(b'""', body), dtype=np.uint8)
-    if structure.size == 0:
-        return 0
-    steps = np.isin(structure, _OPEN).astype(np.int32) - np.isin(structure, _CLOSE).astype(np.int32)
-    return int(np.cumsum(steps).max(initial=0))
-
-
-class JsonDepthLimit:
-    """ASGI middleware: 400 problem+json (``JSON_TOO_DEEP``) for a JSON body nested deeper than
-    ``max_depth``, checked before the body is parsed into models. The body is read here (the size
-    limit outside this middleware bounds it) and handed on unchanged."""
-
-    def __init__(self, app: ASGIApp, *, max_depth: int) -> None:
-        self._app = app
-        self._max = max_depth
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
-            await self._app(scope, receive, send)
+        if body is None:  # the client went away before sending its body
+            await self._app(scope, _replay([{"type": "http.disconnect"}]), send)
             return
-        content_type = dict(scope["headers"]).get(b"content-type", b"").lower()
-        if content_type and b"json" not in content_type:
-            await self._app(scope, receive, send)
-            return
-        chunks: list[bytes] = []
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                await self._app(scope, _replay([message]), send)
-                return
-            chunks.append(message.get("body", b""))
-            more = bool(message.get("more_body", False))
-        body = b"".join(chunks)
-        if json_depth(body) > self._max:
-            await _problem(
-                send,
+        await self._app(scope, _replay([{"type": "http.request", "body": body}], receive), send)
+
+    async def _check(self, scope: Scope, receive: Receive) -> bytes | None:
+        headers = _single_headers(scope)
+        if "\x00" in scope["path"] or b"%00" in scope["query_string"]:
+            raise _invalid_character()
+        rule = self._rules.rule(scope["method"], scope["path"])
+        authorization = headers.get(b"authorization")
+        credentials = None if authorization is None else authorization.decode("latin-1")
+        if rule.auth is Auth.API_KEY:
+            remember_principal(scope, await self._authenticate(credentials))
+        elif rule.auth is Auth.CLIENT_TOKEN and bearer_token(credentials) is None:
+            raise client_unauthorized()
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                raise ProblemError(
+                    400, "Invalid header", "Content-Length is not a number.", code="INVALID_HEADER"
+                )
+            if int(declared) > rule.limit:
+                raise _too_large(rule.limit)
+        body = await _read_body(receive, rule.limit)
+        if body is None:
+            return None
+        scan = await self._scan(body)
+        if scan.depth > self._max_depth:
+            raise ProblemError(
                 400,
                 "JSON too deep",
-                f"The JSON body is nested deeper than {self._max} levels.",
-                "JSON_TOO_DEEP",
+                f"The JSON body is nested deeper than {self._max_depth} levels.",
+                code="JSON_TOO_DEEP",
             )
-            return
-        if has_nul(body):
-            await _problem(send, 400, "Invalid character", _NUL_DETAIL, "INVALID_CHARACTER")
-            return
-        await self._app(
-            scope, _replay([{"type": "http.request", "body": body, "more_body": False}], receive), send
-        )
+        if scan.nul:
+            raise _invalid_character()
+        return body
+
+    async def _scan(self, body: bytes) -> JsonScan:
+        if len(body) > OFFLOAD_ABOVE_BYTES:
+            return await asyncio.to_thread(scan_json, body, stop_above=self._max_depth)
+        return scan_json(body, stop_above=self._max_depth)
+
+
+def _single_headers(scope: Scope) -> dict[bytes, bytes]:
+    """The request's headers by (lower-case) name; a repeated :data:`SINGLE_HEADERS` one is a 400."""
+    seen: dict[bytes, bytes] = {}
+    for raw_name, value in scope["headers"]:
+        name = raw_name.lower()
+        if name in seen and name in SINGLE_HEADERS:
+            raise ProblemError(
+                400,
+                "Duplicate header",
+                f"The request has more than one {name.decode('latin-1')} header.",
+                code="DUPLICATE_HEADER",
+            )
+        seen.setdefault(name, value)
+    return seen
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole body, or 413 as soon as it passes ``limit``; ``None`` if the client disconnected."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def _replay(messages: list[Message], then: Receive | None = None) -> Receive:
@@ -173,18 +155,11 @@ def _replay(messages: list[Message], then: Receive | None = None) -> Receive:
     return receive
 
 
-async def _problem(send: Send, status: int, title: str, detail: str, code: str) -> None:
-    body = json.dumps(
-        {"type": "about:blank", "title": title, "status": status, "detail": detail, "code": code}
-    ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", MEDIA_TYPE.encode()),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
+def _too_large(limit: int) -> ProblemError:
+    return ProblemError(
+        413, "Request too large", f"The request body is over {limit} bytes.", code="BODY_TOO_LARGE"
     )
-    await send({"type": "http.response.body", "body": body})
+
+
+def _invalid_character() -> ProblemError:
+    return ProblemError(400, "Invalid character", NUL_DETAIL, code="INVALID_CHARACTER")

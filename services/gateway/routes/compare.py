@@ -28,10 +28,11 @@ from contracts.http import (
 from contracts.values import ErrorCode, ErrorInfo, FaceBox, ImageData, ModelInfo, Threshold
 from services.gateway.comparisons import BrokerUnavailable, ReplyTimeout
 from services.gateway.dependencies import PrincipalDep, Resources, ResourcesDep
-from services.gateway.images import decode_image_field
+from services.gateway.images import read_image_field
+from services.gateway.json_body import OffloadedJsonRoute
 from services.gateway.problems import ProblemError
 
-router = APIRouter(tags=["compare"])
+router = APIRouter(tags=["compare"], route_class=OffloadedJsonRoute)  # image bodies
 Answer = TypeVar("Answer", FacesCompared, ReferencesMatched)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -57,8 +58,8 @@ _ERROR_STATUS = {
 }
 
 
-def _image(value: str, field: str, res: Resources) -> ImageData:
-    data = decode_image_field(
+async def _image(value: str, field: str, res: Resources) -> ImageData:
+    data = await read_image_field(
         value, field=field, max_bytes=res.settings.max_image_bytes, max_pixels=res.settings.max_image_pixels
     )
     return ImageData(inline=data)
@@ -121,8 +122,8 @@ async def _compare(body: CompareRequest, principal: PrincipalDep, res: Resources
     command = CompareFaces(
         correlation_id=new_id(),
         client_id=principal.client_id,
-        source=_image(body.source, "source", res),
-        target=_image(body.target, "target", res),
+        source=await _image(body.source, "source", res),
+        target=await _image(body.target, "target", res),
         threshold=body.threshold,
         target_false_match_rate=body.target_false_match_rate,
         quality_filter=body.quality_filter,
@@ -166,8 +167,8 @@ async def verify(body: VerifyRequest, principal: PrincipalDep, res: ResourcesDep
     command = MatchReferences(
         correlation_id=new_id(),
         client_id=principal.client_id,
-        probe=_image(body.probe, "probe", res),
-        references=[_image(value, f"references[{i}]", res) for i, value in enumerate(body.references)],
+        probe=await _image(body.probe, "probe", res),
+        references=[await _image(value, f"references[{i}]", res) for i, value in enumerate(body.references)],
         fusion=body.fusion,
         threshold=body.threshold,
         target_false_match_rate=body.target_false_match_rate,

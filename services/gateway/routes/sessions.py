@@ -33,14 +33,15 @@ from infra.db.repositories import SessionRecord
 from infra.storage.errors import StorageError
 from infra.telemetry.metrics import session_status
 from services.gateway.auth import Principal
-from services.gateway.client_tokens import bearer_token, token_matches
+from services.gateway.client_tokens import bearer_token, client_unauthorized, token_matches
 from services.gateway.comparisons import BrokerUnavailable, ReplyTimeout
 from services.gateway.creation import SessionCreator, client_url
 from services.gateway.dependencies import PrincipalDep, Resources, ResourcesDep, charge_session
+from services.gateway.json_body import OffloadedJsonRoute
 from services.gateway.offers import SessionEvents
 from services.gateway.problems import ProblemError
 
-router = APIRouter(tags=["sessions"])
+router = APIRouter(tags=["sessions"], route_class=OffloadedJsonRoute)  # image bodies
 log = logging.getLogger("faceproof.gateway")
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -100,16 +101,6 @@ def _not_found(session_id: str) -> ProblemError:
     return ProblemError(404, "Not found", f"There is no session '{session_id}'.", code="SESSION_NOT_FOUND")
 
 
-def _client_unauthorized() -> ProblemError:
-    return ProblemError(
-        401,
-        "Unauthorized",
-        "Send the session's client token as 'Authorization: Bearer <token>'.",
-        code="UNAUTHORIZED",
-        headers={"WWW-Authenticate": "Bearer"},
-    )
-
-
 def _conflict(code: str, detail: str) -> ProblemError:
     return ProblemError(409, "Conflict", detail, code=code)
 
@@ -158,12 +149,12 @@ async def _client_session(session_id: str, authorization: str | None, res: Resou
     """The session whose client token the caller holds (the API key is not accepted here)."""
     token = bearer_token(authorization)
     if token is None:
-        raise _client_unauthorized()
+        raise client_unauthorized()
     record = await res.sessions.fetch(session_id)
     if record is None:
         raise _not_found(session_id)
     if not token_matches(token, record.client_token_hash):
-        raise _client_unauthorized()
+        raise client_unauthorized()
     return record
 
 

@@ -1,0 +1,233 @@
+"""Attacks on the request guard (services/gateway/limits.py) against the gateway as it runs in
+production: `faceproof gateway` as its own process, on real PostgreSQL and RabbitMQ (a throw-away
+vhost), over TCP. Before the guard, a crafted 32 KiB body held the event loop for 6 s (a regex that
+backtracked, before authentication), so one request froze every other; a repeated Content-Type
+let a body past the depth and NUL checks."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from tests.paths import REPO_ROOT
+from tests.support.broker import temporary_vhost
+from tests.support.services import free_ports
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "guard-static-token"
+MiB = 1024 * 1024
+#: What "well under a second" means here, on a shared 2-core machine.
+FAST_S = 1.0
+
+
+@dataclass
+class Gateway:
+    url: str
+    port: int
+
+    def client(self, token: str | None = TOKEN) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, postgres_url: str) -> Iterator[Gateway]:
+    data = tmp_path_factory.mktemp("guard")
+    port = free_ports(1)[0]
+    with temporary_vhost() as vhost:
+        env = {
+            **os.environ,
+            "FACEPROOF_DATA_DIR": str(data),
+            "FACEPROOF_DATABASE_URL": postgres_url,
+            "FACEPROOF_BROKER_URL": vhost.url,
+            "FACEPROOF_STORAGE_URL": (data / "objects").as_uri(),
+            "FACEPROOF_API_TOKEN": TOKEN,
+            "FACEPROOF_PORT": str(port),
+            "FACEPROOF_METRICS_PORT": "0",
+            "FACEPROOF_STATIC_BURST": "100000",
+            "FACEPROOF_COMPARE_TIMEOUT_S": "1",
+            "FACEPROOF_OFFER_TIMEOUT_S": "1",
+        }
+        log = (data / "gateway.log").open("wb")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "faceproof", "gateway"], env=env, cwd=REPO_ROOT, stdout=log, stderr=log
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_ready(url, process, data / "gateway.log")
+            yield Gateway(url, port)
+        finally:
+            process.terminate()
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            log.close()
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail("the gateway exited:\n" + log.read_text()[-3000:])
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    pytest.fail("the gateway was not ready:\n" + log.read_text()[-3000:])
+
+
+class _Prober(threading.Thread):
+    """Asks /readyz every 50 ms while an attack runs; keeps each answer's status and latency."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self._url = url
+        self._done = threading.Event()
+        self.answers: list[tuple[int, float]] = []
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self._url, timeout=10) as client:
+            while not self._done.is_set():
+                started = time.perf_counter()
+                try:
+                    status = client.get("/readyz").status_code
+                except httpx.HTTPError:
+                    status = 0
+                self.answers.append((status, time.perf_counter() - started))
+                self._done.wait(0.05)
+
+    def stop(self) -> list[tuple[int, float]]:
+        self._done.set()
+        self.join(15)
+        return self.answers
+
+
+def _crafted(size: int) -> dict[str, bytes]:
+    """1 MiB bodies built to be the worst case of a JSON pre-check."""
+    field = b'{"reference": "'
+    fill = size - len(field)
+    return {
+        # one string that never ends, all escaped quotes: the old regex's quadratic case
+        "unterminated": field + b'\\"' * (fill // 2),
+        # quotes only: a string opened and closed at every byte
+        "quotes": field + b'"' * fill,
+        # nesting as deep as the body allows
+        "deep": b"[" * size,
+        # a NUL escape after a run of backslashes, over and over
+        "nul": field + b"\\\\\\u0000" * (fill // 8),
+    }
+
+
+def test_crafted_1_mib_bodies_are_refused_fast_while_readyz_answers(gateway: Gateway) -> None:
+    prober = _Prober(gateway.url)
+    prober.start()
+    time.sleep(0.3)
+    results = {}
+    with gateway.client() as client:
+        for name, body in _crafted(MiB).items():
+            started = time.perf_counter()
+            response = client.post("/v1/sessions", content=body, headers={"content-type": "application/json"})
+            results[name] = (response.status_code, response.json()["code"], time.perf_counter() - started)
+    time.sleep(0.3)
+    answers = prober.stop()
+    assert results["unterminated"][:2] == (400, "MALFORMED_JSON"), results
+    assert results["quotes"][:2] == (400, "MALFORMED_JSON"), results
+    assert results["deep"][:2] == (400, "JSON_TOO_DEEP"), results
+    assert results["nul"][:2] == (400, "INVALID_CHARACTER"), results
+    assert all(elapsed < FAST_S for _, _, elapsed in results.values()), results
+    assert len(answers) >= 5 and all(status == 200 for status, _ in answers), answers
+    assert max(latency for _, latency in answers) < FAST_S, answers
+
+
+def test_unauthenticated_large_body_is_401_before_it_is_sent(gateway: Gateway) -> None:
+    """Headers announcing 20 MiB and 1 KiB of body: the answer comes without the rest."""
+    for authorization in (b"", b"Authorization: Bearer not-a-key\r\n", b"Authorization: Basic eDp5\r\n"):
+        status, elapsed = _announce(gateway.port, b"/v1/compare", 20 * MiB, authorization)
+        assert status == 401 and elapsed < FAST_S, (authorization, status, elapsed)
+    # the browser's route without a client token: the same, before its (small) body
+    status, _ = _announce(gateway.port, b"/v1/sessions/s-1/offer", 100 * 1024, b"")
+    assert status == 401
+
+
+def test_a_body_over_the_route_limit_is_413_before_it_is_sent(gateway: Gateway) -> None:
+    bearer = f"Authorization: Bearer {TOKEN}\r\n".encode()
+    status, elapsed = _announce(gateway.port, b"/v1/compare", 200 * MiB, bearer)
+    assert status == 413 and elapsed < FAST_S
+    # a route that takes no image is small: 1 MiB is already too much for a video call
+    status, _ = _announce(gateway.port, b"/v1/calls", MiB, bearer)
+    assert status == 413
+    with gateway.client() as client:  # streamed without a length: cut off all the same
+        response = client.post(
+            "/v1/calls", content=iter([b" " * 65536] * 32), headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 413 and response.json()["code"] == "BODY_TOO_LARGE"
+
+
+def _announce(port: int, path: bytes, length: int, extra: bytes) -> tuple[int, float]:
+    """Send a POST's headers and 1 KiB of its body, then read the status line."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        started = time.perf_counter()
+        sock.sendall(
+            b"POST " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            + extra + b"Content-Length: " + str(length).encode() + b"\r\n\r\n" + b" " * 1024
+        )  # fmt: skip
+        head = sock.recv(65536)
+        elapsed = time.perf_counter() - started
+    return int(head.split(b" ", 2)[1]), elapsed
+
+
+def test_a_repeated_content_type_cannot_skip_the_checks(gateway: Gateway) -> None:
+    """The route reads the first Content-Type (JSON), the old checks read the last (not JSON)."""
+    nul = b'{"reference": "data:image/png;base64,\\u0000"}'
+    deep = b'{"settings": ' + b"[" * 40 + b"]" * 40 + b"}"
+    with gateway.client() as client:
+        for body in (nul, deep):
+            twice = [("content-type", "application/json"), ("content-type", "text/plain")]
+            response = client.post("/v1/sessions", content=body, headers=twice)
+            assert response.status_code == 400 and response.json()["code"] == "DUPLICATE_HEADER"
+        # one Content-Type that is not JSON: the body is scanned all the same
+        response = client.post("/v1/sessions", content=nul, headers={"content-type": "text/plain"})
+        assert response.status_code == 400 and response.json()["code"] == "INVALID_CHARACTER"
+        response = client.post("/v1/sessions", content=deep, headers={"content-type": "text/plain"})
+        assert response.status_code == 400 and response.json()["code"] == "JSON_TOO_DEEP"
+
+
+def _jpeg_b64(size: int) -> str:
+    buffer = io.BytesIO()
+    Image.effect_noise((size, size), 64).convert("RGB").save(buffer, format="JPEG", quality=95)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_honest_requests_still_pass_the_guard(gateway: Gateway) -> None:
+    """Two large images reach the matcher's queue (no matcher here: 504), a session with its
+    reference is created, and the browser's offer with its client token reaches the call agents'."""
+    image = _jpeg_b64(1600)
+    assert len(image) > MiB
+    with gateway.client() as client:
+        compared = client.post("/v1/compare", json={"source": image, "target": image})
+        assert compared.status_code == 504 and compared.json()["code"] == "MATCHER_TIMEOUT", compared.text
+        created = client.post("/v1/sessions", json={"reference": f"data:image/jpeg;base64,{image}"})
+        assert created.status_code == 201, created.text
+    session = created.json()
+    with gateway.client(session["clientToken"]) as browser:
+        offer = browser.post(
+            f"/v1/sessions/{session['sessionId']}/offer", json={"sdp": "v=0\r\n", "type": "offer"}
+        )
+        assert offer.status_code == 504 and offer.json()["code"] == "CALL_AGENT_TIMEOUT", offer.text
