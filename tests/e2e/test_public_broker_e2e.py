@@ -320,6 +320,32 @@ async def test_start_session_is_the_same_session_as_over_http(
         assert static.get(f"/v1/sessions/{created.session_id}").status_code == 404
 
 
+async def test_a_subject_locked_out_over_http_is_refused_over_the_broker(
+    stack: Stack, connection: AbstractRobustConnection, upstream: Upstream
+) -> None:
+    """The attack: a subject whose attempts failed (here: five sessions erased mid-way, each ends
+    FAILED, reason ERASED) is locked out over HTTP, so the client tries the broker door instead."""
+    subject = {"subjectKey": f"user-{uuid.uuid4().hex[:8]}"}
+    with stack.client(upstream.api_key) as http:
+        for _ in range(5):
+            created = http.post("/v1/sessions", json={"settings": subject})
+            assert created.status_code == 201, created.text
+            assert http.delete(f"/v1/sessions/{created.json()['sessionId']}").status_code == 204
+        refused = http.post("/v1/sessions", json={"settings": subject})
+        assert refused.status_code == 429 and refused.json()["code"] == "SUBJECT_LOCKED_OUT"
+
+    channel = await connection.channel(publisher_confirms=True)
+    replies = await _own_queue(channel, upstream)
+    await _publish(channel, upstream, "session.start", {"settings": subject}, reply_to=replies.name)
+    rejected = CommandRejected.model_validate_json((await _next(replies)).body)
+    assert rejected.reason == "SUBJECT_LOCKED_OUT" and rejected.command == "session.start"
+    assert await _nothing_more(replies, 3)  # and no SessionCreated: no session was made for it
+    # another subject of the same client is not locked
+    other = {"settings": {"subjectKey": f"user-{uuid.uuid4().hex[:8]}"}}
+    await _publish(channel, upstream, "session.start", other, reply_to=replies.name)
+    assert SessionCreated.model_validate_json((await _next(replies)).body).session_id
+
+
 async def test_join_call_starts_a_flow_like_post_join_call(
     stack: Stack, connection: AbstractRobustConnection, upstream: Upstream
 ) -> None:
@@ -381,30 +407,6 @@ async def test_rabbitmq_refuses_the_internal_exchanges_to_an_upstream_user(upstr
         commands = await channel.get_exchange(COMMANDS, ensure=False)
         with pytest.raises(ChannelClosed) as forged:
             await commands.publish(aio_pika.Message(b"{}", user_id="guest"), routing_key="compare.faces")
-async def test_a_subject_locked_out_over_http_is_refused_over_the_broker(
-    stack: Stack, connection: AbstractRobustConnection, upstream: Upstream
-) -> None:
-    """The attack: a subject whose attempts failed (here: five sessions erased mid-way, each ends
-    FAILED, reason ERASED) is locked out over HTTP, so the client tries the broker door instead."""
-    subject = {"subjectKey": f"user-{uuid.uuid4().hex[:8]}"}
-    with stack.client(upstream.api_key) as http:
-        for _ in range(5):
-            created = http.post("/v1/sessions", json={"settings": subject})
-            assert created.status_code == 201, created.text
-            assert http.delete(f"/v1/sessions/{created.json()['sessionId']}").status_code == 204
-        refused = http.post("/v1/sessions", json={"settings": subject})
-        assert refused.status_code == 429 and refused.json()["code"] == "SUBJECT_LOCKED_OUT"
-
-    channel = await connection.channel(publisher_confirms=True)
-    replies = await _own_queue(channel, upstream)
-    await _publish(channel, upstream, "session.start", {"settings": subject}, reply_to=replies.name)
-    rejected = CommandRejected.model_validate_json((await _next(replies)).body)
-    assert rejected.reason == "SUBJECT_LOCKED_OUT" and rejected.command == "session.start"
-    assert await _nothing_more(replies, 3)  # and no SessionCreated: no session was made for it
-    # another subject of the same client is not locked
-    other = {"settings": {"subjectKey": f"user-{uuid.uuid4().hex[:8]}"}}
-    await _publish(channel, upstream, "session.start", other, reply_to=replies.name)
-    assert SessionCreated.model_validate_json((await _next(replies)).body).session_id
 
 
         assert "PRECONDITION_FAILED" in str(forged.value)
