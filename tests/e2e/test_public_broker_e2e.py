@@ -408,7 +408,6 @@ async def test_rabbitmq_refuses_the_internal_exchanges_to_an_upstream_user(upstr
         with pytest.raises(ChannelClosed) as forged:
             await commands.publish(aio_pika.Message(b"{}", user_id="guest"), routing_key="compare.faces")
 
-
         assert "PRECONDITION_FAILED" in str(forged.value)
     finally:
         await connection.close()
