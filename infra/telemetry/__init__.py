@@ -4,7 +4,7 @@
 - :mod:`infra.telemetry.tracing`: the tracer provider (exporter by setting) and W3C ``traceparent``
   in AMQP message headers.
 - :mod:`infra.telemetry.broker`: the FastStream middlewares every broker gets (``create_broker``).
-- :mod:`infra.telemetry.http`: the gateway's request metrics, server span, request id and /metrics.
+- :mod:`infra.telemetry.http`: the gateway's request metrics, server span and request id.
 - :mod:`infra.telemetry.context`: the ids (request, session, flow, trace) that log lines carry.
 
 Nothing here logs or labels images, embeddings, tokens or keys: labels are queue names, route

@@ -27,8 +27,8 @@ from infra.telemetry.tracing import extract, tracer
 __all__ = ["REQUEST_ID_HEADER", "HttpTelemetry", "install", "route_template"]
 
 log = logging.getLogger("faceproof.http")
-#: Probes and scrapes: their access lines only at DEBUG.
-QUIET_ROUTES: Final = frozenset({"/healthz", "/readyz", "/metrics"})
+#: Probes: their access lines only at DEBUG.
+QUIET_ROUTES: Final = frozenset({"/healthz", "/readyz"})
 
 REQUEST_ID_HEADER: Final = "X-Request-ID"
 #: A caller's request id is kept only if it looks like one (no free text into the logs).

@@ -84,7 +84,7 @@ def create_app(settings: Settings, *, migrate: bool = False) -> FastAPI:
     )
     app.add_middleware(RateLimitHeaders)
     app.add_middleware(ClientCors)
-    http_telemetry.install(app)  # outermost: request metrics, span, request id; GET /metrics
+    http_telemetry.install(app)  # outermost: request metrics, span, request id (/metrics: own port)
     for module in (health, compare, sessions, calls, admin):
         app.include_router(module.router)
     app.include_router(erasure.router)  # DELETE /v1/sessions/{id} (retention)
