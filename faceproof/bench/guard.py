@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
+from starlette.types import Scope
+
 from faceproof.bench.environment import machine_info
 from faceproof.bench.stats import ms_summary
 from infra.settings import Settings
-from services.gateway.auth import Authenticator
+from services.gateway.auth import Authenticator, Principal
 from services.gateway.body_rules import BodyRules
 from services.gateway.json_scan import scan_json
 from services.gateway.limits import RequestGuard
@@ -64,6 +66,10 @@ def guard_bodies(size: int) -> dict[str, bytes]:
 class _Keys:
     async def authenticate(self, key: str) -> None:
         return None
+
+
+async def _admit(authenticator: Authenticator, _: Scope, authorization: str | None) -> Principal:
+    return await authenticator(authorization)  # no rate limit: the bench measures the guard alone
 
 
 async def _sink(scope: Any, receive: Any, send: Any) -> None:
@@ -127,7 +133,7 @@ def run_guard_bench(bench: GuardBench) -> dict[str, Any]:
         _sink,
         rules=BodyRules(settings),
         max_depth=settings.max_json_depth,
-        authenticate=Authenticator(_Keys(), _TOKEN),
+        admit=partial(_admit, Authenticator(_Keys(), _TOKEN)),
     )
     machine = machine_info()
     bodies: dict[str, Any] = {}

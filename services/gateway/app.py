@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from starlette.types import Scope
 
 from contracts.routing import ALL_ROUTES
 from infra.broker import create_broker, declare_topology
@@ -21,7 +22,7 @@ from services.gateway.auth import Authenticator, Principal
 from services.gateway.body_rules import BodyRules
 from services.gateway.comparisons import BrokerComparisons
 from services.gateway.cors import ClientCors
-from services.gateway.dependencies import Resources
+from services.gateway.dependencies import Resources, admit
 from services.gateway.limits import RequestGuard
 from services.gateway.offers import BrokerCallAgents, BrokerSessionEvents
 from services.gateway.problems import install_problem_handlers
@@ -75,12 +76,11 @@ def create_app(settings: Settings, *, migrate: bool = False) -> FastAPI:
     )
     install_problem_handlers(app)
 
-    async def authenticate(authorization: str | None) -> Principal:
-        resources: Resources = app.state.resources
-        return await resources.authenticate(authorization)
+    async def admit_caller(scope: Scope, authorization: str | None) -> Principal:
+        return await admit(Request(scope), app.state.resources, authorization)
 
     app.add_middleware(
-        RequestGuard, rules=BodyRules(settings), max_depth=settings.max_json_depth, authenticate=authenticate
+        RequestGuard, rules=BodyRules(settings), max_depth=settings.max_json_depth, admit=admit_caller
     )
     app.add_middleware(RateLimitHeaders)
     app.add_middleware(ClientCors)

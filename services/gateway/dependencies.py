@@ -46,17 +46,22 @@ def resources(request: Request) -> Resources:
     return value
 
 
-async def principal(
-    request: Request, authorization: Annotated[str | None, Header(include_in_schema=False)] = None
-) -> Principal:
-    """The authenticated caller, charged one request to its rate limit and monthly quota (so
-    every route that needs an API key is rate limited). The request guard authenticates the
-    routes that take a body before reading it (services.gateway.limits); the others here."""
-    res = resources(request)
-    caller = remembered_principal(request.scope) or await res.authenticate(authorization)
+async def admit(request: Request, res: Resources, authorization: str | None) -> Principal:
+    """The authenticated caller, charged one request to its rate limit and monthly quota (401,
+    429 as :class:`ProblemError`)."""
+    caller = await res.authenticate(authorization)
     if res.limiter is not None and caller.limits is not None:
         await res.limiter.charge(request, caller.owner, caller.limits)
     return caller
+
+
+async def principal(
+    request: Request, authorization: Annotated[str | None, Header(include_in_schema=False)] = None
+) -> Principal:
+    """The caller of a route that needs an API key, admitted once (so every such route is rate
+    limited): by the request guard before it reads the body, on the routes that take one
+    (services.gateway.limits), else here."""
+    return remembered_principal(request.scope) or await admit(request, resources(request), authorization)
 
 
 async def charge_session(request: Request, session_id: str) -> None:

@@ -6,9 +6,10 @@ One ASGI middleware, :class:`RequestGuard`, in this order:
    or ``Authorization`` is refused (400 ``DUPLICATE_HEADER``), so no check and no route can each
    read a different copy;
 2. a NUL character in the path or the query string: 400 ``INVALID_CHARACTER``;
-3. the caller, before a byte of the body is read: an API key on the routes that take one (401,
-   and the :class:`~services.gateway.auth.Principal` is kept for the route), a bearer token at all
-   on the browser's routes;
+3. the caller, before a byte of the body is read: on the routes that take an API key, the key
+   (401) and the client's rate limit and quota (429), and the
+   :class:`~services.gateway.auth.Principal` is kept for the route; a bearer token at all on the
+   browser's routes;
 4. the route's body limit (:mod:`services.gateway.body_rules`): 413 ``BODY_TOO_LARGE`` from a
    declared ``Content-Length``, or as soon as the bytes read pass it;
 5. one linear scan of the body (:mod:`services.gateway.json_scan`), off the event loop when the
@@ -42,18 +43,19 @@ SINGLE_HEADERS: Final = frozenset(
 )
 NUL_DETAIL: Final = "NUL characters are not allowed in paths, query strings or JSON strings."
 
-Authenticate = Callable[[str | None], Awaitable[Principal]]
+#: Authenticates the ``Authorization`` header and charges the caller's rate limit (ProblemError).
+Admit = Callable[[Scope, str | None], Awaitable[Principal]]
 
 
 class RequestGuard:
-    """ASGI middleware: see the module's doc. ``authenticate`` is the gateway's
-    :class:`~services.gateway.auth.Authenticator` (looked up per request: it is built in the lifespan)."""
+    """ASGI middleware: see the module's doc. ``admit`` is the gateway's
+    :func:`services.gateway.dependencies.admit` (the same as the routes' own)."""
 
-    def __init__(self, app: ASGIApp, *, rules: BodyRules, max_depth: int, authenticate: Authenticate) -> None:
+    def __init__(self, app: ASGIApp, *, rules: BodyRules, max_depth: int, admit: Admit) -> None:
         self._app = app
         self._rules = rules
         self._max_depth = max_depth
-        self._authenticate = authenticate
+        self._admit = admit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -77,7 +79,7 @@ class RequestGuard:
         authorization = headers.get(b"authorization")
         credentials = None if authorization is None else authorization.decode("latin-1")
         if rule.auth is Auth.API_KEY:
-            remember_principal(scope, await self._authenticate(credentials))
+            remember_principal(scope, await self._admit(scope, credentials))
         elif rule.auth is Auth.CLIENT_TOKEN and bearer_token(credentials) is None:
             raise client_unauthorized()
         declared = headers.get(b"content-length")

@@ -6,6 +6,7 @@ let a body past the depth and NUL checks."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import os
@@ -22,6 +23,8 @@ import httpx
 import pytest
 from PIL import Image
 
+from infra.db.engine import create_engine, session_factory
+from infra.db.repositories import ApiClientRepository
 from tests.paths import REPO_ROOT
 from tests.support.broker import temporary_vhost
 from tests.support.services import free_ports
@@ -164,6 +167,27 @@ def test_unauthenticated_large_body_is_401_before_it_is_sent(gateway: Gateway) -
     # the browser's route without a client token: the same, before its (small) body
     status, _ = _announce(gateway.port, b"/v1/sessions/s-1/offer", 100 * 1024, b"")
     assert status == 401
+
+
+def test_a_client_over_its_rate_limit_is_429_before_its_body_is_sent(
+    gateway: Gateway, postgres_url: str
+) -> None:
+    async def create_key() -> str:
+        engine = create_engine(postgres_url)
+        try:
+            _, key = await ApiClientRepository(session_factory(engine)).create(
+                "guard-limited", rate_per_second=0.001, burst=1
+            )
+        finally:
+            await engine.dispose()
+        return key
+
+    key = asyncio.run(create_key())
+    with gateway.client(key) as client:  # the one request of its burst
+        assert client.get("/v1/sessions/none").status_code == 404
+    bearer = f"Authorization: Bearer {key}\r\n".encode()
+    status, elapsed = _announce(gateway.port, b"/v1/compare", 20 * MiB, bearer)
+    assert status == 429 and elapsed < FAST_S
 
 
 def test_a_body_over_the_route_limit_is_413_before_it_is_sent(gateway: Gateway) -> None:

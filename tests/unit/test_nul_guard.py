@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from starlette.types import Scope
 
 from infra.settings import Settings
 from services.gateway.auth import Principal
@@ -12,7 +13,7 @@ from services.gateway.body_rules import BodyRules
 from services.gateway.limits import RequestGuard
 
 
-async def _nobody(_: str | None) -> Principal:
+async def _nobody(_: Scope, __: str | None) -> Principal:
     raise AssertionError("no route here needs an API key")
 
 
@@ -27,7 +28,7 @@ def _app() -> FastAPI:
     async def write(body: dict[str, str]) -> dict[str, str]:
         return body
 
-    app.add_middleware(RequestGuard, rules=BodyRules(Settings()), max_depth=8, authenticate=_nobody)
+    app.add_middleware(RequestGuard, rules=BodyRules(Settings()), max_depth=8, admit=_nobody)
     return app
 
 

@@ -16,6 +16,7 @@ from services.gateway.app import create_app
 from services.gateway.auth import Authenticator, Principal, remembered_principal
 from services.gateway.body_rules import Auth, BodyRules, image_field_bytes
 from services.gateway.limits import RequestGuard
+from services.gateway.problems import ProblemError
 
 SETTINGS = Settings()
 MiB = 1024 * 1024
@@ -26,7 +27,11 @@ class _Keys:
         return None  # no API key is valid; only the static token below
 
 
-AUTHENTICATE = Authenticator(_Keys(), "static-token")
+AUTHENTICATOR = Authenticator(_Keys(), "static-token")
+
+
+async def _admit(_: Scope, authorization: str | None) -> Principal:
+    return await AUTHENTICATOR(authorization)
 
 
 class _App:
@@ -49,7 +54,7 @@ def _call(
 ) -> tuple[int, dict[str, Any], _App, int]:
     """Run one request through the guard; ``chunks=None``: reading the body fails the test."""
     app = _App()
-    guard = RequestGuard(app, rules=BodyRules(SETTINGS), max_depth=8, authenticate=AUTHENTICATE)
+    guard = RequestGuard(app, rules=BodyRules(SETTINGS), max_depth=8, admit=_admit)
     pending = list(chunks) if chunks is not None else None
     reads = 0
     sent: list[Message] = []
@@ -81,6 +86,29 @@ def test_no_valid_api_key_is_a_401_before_the_body_is_read() -> None:
     for headers in ([], [(b"authorization", b"Bearer wrong")], [(b"authorization", b"Basic x")]):
         status, answer, app, _ = _call("POST", "/v1/compare", [JSON, *headers], chunks=None)
         assert (status, answer["code"], app.body) == (401, "UNAUTHORIZED", None)
+
+
+def test_a_refusal_of_the_admission_is_answered_before_the_body_is_read() -> None:
+    """The rate limit is charged with the key (services.gateway.dependencies.admit): a 429 too."""
+
+    async def over_limit(_: Scope, __: str | None) -> Principal:
+        raise ProblemError(
+            429, "Too many requests", "Slow down.", code="RATE_LIMITED", headers={"Retry-After": "9"}
+        )
+
+    app = _App()
+    guard = RequestGuard(app, rules=BodyRules(SETTINGS), max_depth=8, admit=over_limit)
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        raise AssertionError("the guard read the body")
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/verify", "query_string": b"", "headers": [BEARER]}
+    asyncio.run(guard(scope, receive, send))
+    assert sent[0]["status"] == 429 and (b"retry-after", b"9") in sent[0]["headers"]
 
 
 def test_the_browser_route_needs_a_bearer_before_its_body() -> None:
