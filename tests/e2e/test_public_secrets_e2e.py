@@ -32,7 +32,12 @@ def gateway_env(data_dir: Path, port: int, **settings: str) -> dict[str, str]:
     """A development gateway on its own SQLite file and local storage (no inherited FACEPROOF_*)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("FACEPROOF_")}
     env.update(
-        {"FACEPROOF_DATA_DIR": str(data_dir), "FACEPROOF_PORT": str(port), "FACEPROOF_HOST": "127.0.0.1"}
+        {
+            "FACEPROOF_DATA_DIR": str(data_dir),
+            "FACEPROOF_PORT": str(port),
+            "FACEPROOF_HOST": "127.0.0.1",
+            "FACEPROOF_METRICS_PORT": "0",  # (9100 may be taken by a `faceproof up` running here)
+        }
     )
     env.update(settings)
     return env
