@@ -25,11 +25,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from infra.db.audit import SYSTEM_ACTOR, AuditAction
-from infra.db.errors import DatabaseError, translate_errors
+from infra.db.errors import translate_errors
 from infra.db.tables import SessionRow, utc_now
 from infra.erasure import session_of_key
 from infra.retention import SESSION_PREFIX, Retention
-from infra.storage import ScannableStore, StorageError, StoredObject
+from infra.storage import ScannableStore, StoredObject
+from infra.sweeps import each
 from infra.telemetry.metrics import erasure_retry, orphan_removed
 
 __all__ = ["ORPHAN_SCAN_BATCH", "PURGE_RETRY_BATCH", "RECONCILE_SWEEPER", "Reconciled", "Reconciler"]
@@ -80,19 +81,18 @@ class Reconciler:
             async with self.sessions() as session:
                 pending = list(await session.scalars(statement))
         retention = Retention(self.sessions, self.store)
-        purged = failed = 0
-        for session_id in pending:
-            try:
-                await retention.erase(
-                    session_id, actor=SYSTEM_ACTOR, action=AuditAction.SESSION_ERASED, now=now
-                )
-            except (StorageError, DatabaseError) as error:
-                failed += 1
-                erasure_retry("failed")
-                log.warning("erasure of session %s failed again: %s", session_id, type(error).__name__)
-                continue
-            purged += 1
-            erasure_retry("purged")
+
+        async def erase(session_id: str) -> bool:
+            return await retention.erase(
+                session_id, actor=SYSTEM_ACTOR, action=AuditAction.SESSION_ERASED, now=now
+            )
+
+        # each(): one erasure failing (logged, counted) leaves the others going
+        purged = len(await each(RECONCILE_SWEEPER, pending, erase))
+        failed = len(pending) - purged
+        for outcome, count in (("purged", purged), ("failed", failed)):
+            if count:
+                erasure_retry(outcome, count)
         if purged:
             log.info("reconciler: %d unfinished erasures purged", purged)
         return purged, failed
@@ -119,22 +119,18 @@ class Reconciler:
         purged = {row.id for row in rows if row.purged_at is not None}
         owned = {row.id for row in rows}
         settled = now - timedelta(seconds=self.grace_s)
-        removed = 0
+        doomed: list[tuple[str, StoredObject]] = []
         for session_id, objects in by_session.items():
             if session_id in purged:
-                reason, doomed = "erased", objects
+                doomed += [("erased", o) for o in objects]
             elif session_id not in owned:
-                reason, doomed = "no_row", [o for o in objects if o.modified <= settled]
-            else:
-                continue
-            for stored in doomed:
-                try:
-                    await self.store.delete(stored.key)
-                except StorageError as error:
-                    log.warning("could not remove orphan %s: %s", stored.key, type(error).__name__)
-                    continue
-                removed += 1
-                orphan_removed(reason)
+                doomed += [("no_row", o) for o in objects if o.modified <= settled]
+
+        async def remove(item: tuple[str, StoredObject]) -> None:
+            await self.store.delete(item[1].key)
+            orphan_removed(item[0])
+
+        removed = len(await each(RECONCILE_SWEEPER, doomed, remove, name=lambda item: item[1].key))
         if removed:
             log.info("reconciler: %d orphan objects removed", removed)
         return removed

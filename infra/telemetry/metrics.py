@@ -234,8 +234,8 @@ def erased_write(writer: str) -> None:
     ERASED_WRITES.labels(writer).inc()
 
 
-def erasure_retry(outcome: str) -> None:
-    ERASURE_RETRIES.labels(outcome).inc()
+def erasure_retry(outcome: str, count: int = 1) -> None:
+    ERASURE_RETRIES.labels(outcome).inc(count)
 
 
 def orphan_removed(reason: str) -> None:
