@@ -90,6 +90,11 @@ class Retention:
         now = now or utc_now()
         with translate_errors():
             async with self.sessions.begin() as session:
+                # The row lock first: a frame row being added (infra.db.liveness.add_frame, which
+                # share-locks it) is committed before the delete below, or refused after it.
+                await session.execute(
+                    select(SessionRow.id).where(SessionRow.id == session_id).with_for_update()
+                )
                 frames = await session.execute(
                     delete(LivenessFrameRow)
                     .where(LivenessFrameRow.session_id == session_id)

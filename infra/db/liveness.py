@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from infra.db.errors import NotFound, translate_errors
 from infra.db.records import SessionStatus
-from infra.db.tables import LivenessFrameRow, LivenessStateRow, SessionRow, utc_now
+from infra.db.tables import LivenessFrameRow, LivenessStateRow, SessionRow, session_erased, utc_now
 
 __all__ = ["LivenessFrame", "LivenessRepository", "LivenessState", "LockedState"]
 
@@ -214,7 +214,10 @@ class LivenessRepository:
         spoof_score: float | None,
         embedding: list[float] | None,
     ) -> bool:
-        """Store an analysed frame; False when (session, sequence) was stored already (first wins)."""
+        """Store an analysed frame; False when (session, sequence) was stored already (first wins)
+        or the session's erasure was requested: its embedding is never kept. The session row is
+        share-locked while checking, and the erasure locks it before deleting the frame rows, so
+        a frame row is either refused or deleted by the erasure."""
         values = {
             "session_id": session_id,
             "sequence": sequence,
@@ -226,6 +229,15 @@ class LivenessRepository:
         }
         with translate_errors():
             async with self._sessions.begin() as session:
+                tombstone = (
+                    await session.execute(
+                        select(SessionRow.erase_requested_at, SessionRow.purged_at)
+                        .where(SessionRow.id == session_id)
+                        .with_for_update(read=True)
+                    )
+                ).one_or_none()
+                if session_erased(tombstone):
+                    return False
                 dialect = session.get_bind().dialect.name
                 insert = pg_insert if dialect == "postgresql" else sqlite_insert
                 statement = (

@@ -25,6 +25,7 @@ from infra.db.tables import (
     ApiClientRow,
     LivenessFailureRow,
     SessionRow,
+    session_erased,
     utc_now,
 )
 
@@ -351,7 +352,7 @@ class SessionRepository:
         with translate_errors():
             async with self._sessions() as session:
                 row = (await session.execute(statement)).one_or_none()
-        return row is None or row.erase_requested_at is not None or row.purged_at is not None
+        return session_erased(row)
 
     async def claim_connection(
         self, session_id: str, connection_id: str, *, stale_after_s: float

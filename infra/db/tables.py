@@ -143,6 +143,13 @@ class SessionRow(Base):
     erase_requested_at: Mapped[datetime | None] = mapped_column(index=True)
 
 
+def session_erased(row: Any) -> bool:
+    """Whether nothing may be stored for a session any more: its erasure was requested, its data
+    was purged (retention), or there is no such session (``row`` is ``None``). ``row``: anything
+    with ``erase_requested_at`` and ``purged_at`` (a ``SessionRow``, a selected row)."""
+    return row is None or row.erase_requested_at is not None or row.purged_at is not None
+
+
 class LivenessStateRow(Base):
     """The liveness worker's state of a session; locked (FOR UPDATE) while a frame is applied."""
 

@@ -23,13 +23,15 @@ from urllib.parse import quote
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import func, select
 
 from contracts.http import CreateSessionRequest
 from infra.db.audit import AuditLog
 from infra.db.engine import create_engine, session_factory
 from infra.db.errors import DatabaseError
+from infra.db.liveness import LivenessRepository
 from infra.db.repositories import SessionRecord, SessionRepository
-from infra.db.tables import utc_now
+from infra.db.tables import LivenessFrameRow, utc_now
 from infra.erasure import ErasureGuardedStore, SessionErased
 from infra.reconcile import Reconciler
 from infra.retention import SESSION_PREFIX, session_prefix
@@ -211,6 +213,47 @@ def test_a_write_racing_the_erasure_is_undone_by_the_writer(rig: Rig) -> None:
     _run(race())
     assert f"{session_prefix(session_id)}frames/00000007.jpg" not in rig.keys(session_id)
     assert _count(ERASED_WRITES, "race") == refused + 1
+
+
+def test_no_frame_row_or_embedding_is_kept_for_an_erased_session(rig: Rig) -> None:
+    """The liveness worker analyses a frame while the app erases the session: the frame's row
+    (with its face embedding) is refused once the erasure was requested."""
+    session_id = _session_with_frames(rig)
+
+    async def add(sequence: int) -> bool:
+        engine = create_engine(rig.settings.resolved_database_url)
+        try:
+            stored: bool = await LivenessRepository(session_factory(engine)).add_frame(
+                session_id,
+                sequence=sequence,
+                captured_at=utc_now(),
+                storage_key=f"{session_prefix(session_id)}frames/{sequence:08d}.jpg",
+                analysis={"faceCount": 1},
+                spoof_score=0.1,
+                embedding=[0.25] * 8,
+            )
+            return stored
+        finally:
+            await engine.dispose()
+
+    async def frame_rows() -> int:
+        engine = create_engine(rig.settings.resolved_database_url)
+        try:
+            async with session_factory(engine)() as session:
+                count = await session.scalar(
+                    select(func.count())
+                    .select_from(LivenessFrameRow)
+                    .where(LivenessFrameRow.session_id == session_id)
+                )
+            return int(count or 0)
+        finally:
+            await engine.dispose()
+
+    assert _run(add(0)) is True
+    assert rig.http.delete(f"/v1/sessions/{session_id}", headers=API).status_code == 204
+    assert _run(frame_rows()) == 0
+    assert _run(add(1)) is False  # analysed too late: not stored
+    assert _run(frame_rows()) == 0
 
 
 def test_objects_without_a_row_and_late_objects_are_removed(rig: Rig) -> None:
