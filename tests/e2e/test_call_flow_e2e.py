@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import aio_pika
 import cv2
@@ -25,7 +26,7 @@ from services.liveness.scripted_subject import Media, ScriptedSubject
 from services.liveness.webrtc_subject import FrameSource, ScriptedSource, SourceTrack
 from tests.e2e.conftest import TOKEN, Stack
 from tests.paths import DATA_DIR, MODELS_DIR, PEOPLE
-from tests.support.test_sfu import TestSfu
+from tests.support.test_sfu import TestSfu, redirecting_room
 
 pytestmark = pytest.mark.e2e
 
@@ -75,9 +76,17 @@ async def follow_instructions(stack: Stack, source: FrameSource, session: asynci
 
 
 async def run_flow(
-    stack: Stack, controller: Controller, sfu: TestSfu, source: FrameSource | None, *, timeout_s: float = 150
+    stack: Stack,
+    controller: Controller,
+    sfu: TestSfu | str,
+    source: FrameSource | None,
+    *,
+    timeout_s: float = 150,
+    token: str = "call-token-1",
+    **fields: str,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Start a flow, answer its instructions, wait for the controller's callback; (flow, callback)."""
+    """Start a flow (in the test SFU's room, or at a room URL), answer its instructions, wait for
+    the controller's callback; (flow, callback)."""
     session: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     follower = asyncio.ensure_future(follow_instructions(stack, source, session)) if source else None
     try:
@@ -87,11 +96,12 @@ async def run_flow(
             started = await http.post(
                 "/v1/calls",
                 json={
-                    "ws_url": sfu.url(),
+                    "ws_url": sfu if isinstance(sfu, str) else sfu.url(),
                     "callback_base_url": controller.url,
-                    "token": "call-token-1",
+                    "token": token,
                     "lang": "es",
                     "settings": {"challenges": 2, "challengeTypes": TURNS, "callbackSecret": SECRET},
+                    **fields,
                 },
             )
             assert started.status_code == 202, started.text
@@ -227,3 +237,76 @@ def test_reference_urls_to_private_addresses_are_refused(
     assert "reference 0: UrlRefused: 169.254.169.254 resolves to a link-local address" in line, line
     assert "reference 1: " in line and "http(s) URL" in line, line  # file: is not even a candidate
     assert "reference 2: UrlRefused: 10.0.0.1 resolves to a private address" in line, line
+
+
+def test_no_controller_token_or_reference_url_reaches_any_log(
+    stack: Stack, controller: Controller, d3: Media, analyzer: FrameAnalyzer
+) -> None:
+    """A live flow whose references are listed as an http URL and as a Data Store id: every
+    process fetches and calls back with the controller's token in the URL path. Not one line of
+    any process's log holds the token, a reference URL's path or the list's path."""
+    for name in ("reference.jpg", "reference2.jpg"):
+        write_jpeg(controller.images / name, d3, len(d3.frames) - 1)
+    controller.items = [f"{controller.url}/images/reference.jpg", "reference2"]
+    token = f"tok-{uuid4().hex}"
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
+        source = scripted(d3, analyzer)
+        async with TestSfu(subject=SourceTrack(source)) as sfu:
+            return await run_flow(
+                stack, controller, sfu, source, timeout_s=300, token=token, datastore_base_url=controller.url
+            )
+
+    state, callback = asyncio.run(scenario())
+    assert callback["outcome"] == "success", (callback, state)
+    assert controller.callbacks[0].token == token
+    time.sleep(1)  # the last lines reach the log files
+    logs = {path.name: path.read_text() for path in stack.logs.glob("*.log")}
+    assert state["flowId"] in logs["notifier.log"]  # these are the flow's logs
+    for name, text in logs.items():
+        for secret in (token, "/images/reference.jpg", "/r/reference2", "/list/", "/success/"):
+            assert secret not in text, f"{secret!r} in {name}"
+
+
+def test_a_room_that_redirects_to_a_private_address_ends_in_one_failure_callback(
+    stack: Stack, controller: Controller
+) -> None:
+    """The attack: the room URL is an allow-listed address (it passes the gateway) whose WebSocket
+    handshake redirects to the cloud metadata address. The call agent checks the redirect target,
+    refuses it (ROOM_REFUSED, with the reason in its log) and the flow ends in exactly one failure
+    callback."""
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
+        async with redirecting_room("ws://169.254.169.254/latest/meta-data/") as url:
+            return await run_flow(stack, controller, url, None, timeout_s=60)
+
+    state, callback = asyncio.run(scenario())
+    assert callback["outcome"] == "failure"
+    assert state["status"] == "FAILED" and "ROOM_REFUSED" in state["reasons"], state
+    refusals = [
+        line
+        for line in (stack.logs / "call-agent.log").read_text().splitlines()
+        if state["flowId"] in line and "ROOM_REFUSED" in line
+    ]
+    assert len(refusals) == 1, refusals
+    assert "169.254.169.254 resolves to a link-local address" in refusals[0]
+
+
+def test_a_room_at_a_private_address_is_refused_at_once(stack: Stack, controller: Controller) -> None:
+    """The attack without a redirect: the gateway answers 422 ROOM_REFUSED with the reason, and
+    no flow starts (no callback ever comes)."""
+    with stack.client() as http:
+        for path in ("/v1/calls", "/join-call"):
+            answer = http.post(
+                path,
+                json={
+                    "ws_url": "ws://169.254.169.254/latest/meta-data/?roomId=r&peerId=p",
+                    "callback_base_url": controller.url,
+                    "token": "call-token-1",
+                },
+            )
+            assert answer.status_code == 422, answer.text
+            assert answer.json()["code"] == "ROOM_REFUSED"
+            assert "169.254.169.254 resolves to a link-local address" in answer.json()["detail"]
+    time.sleep(3)
+    assert controller.callbacks == []

@@ -7,10 +7,8 @@ import asyncio
 import ipaddress
 import re
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from datetime import timedelta
-from http import HTTPStatus
 from pathlib import Path
 
 import cv2
@@ -18,8 +16,6 @@ import numpy as np
 import pytest
 from aiortc import MediaStreamTrack
 from av import VideoFrame
-from websockets.asyncio.server import ServerConnection, serve
-from websockets.http11 import Request, Response
 
 from contracts.commands import JoinCall
 from contracts.envelope import Event, utc_now
@@ -43,7 +39,7 @@ from services.call_agent.room.handler import RoomCalls
 from services.call_agent.room.mediasoup import RoomConfig, RoomPeer
 from services.call_agent.room.protoo import ProtooClient
 from services.call_agent.video import InstructionTrack, LatestFrame
-from tests.support.test_sfu import TestSfu
+from tests.support.test_sfu import TestSfu, redirecting_room
 
 WAIT_S = 60.0  # generous: a loaded 2-core machine encodes VP8 both ways
 #: The test SFU listens on 127.0.0.1: allow-listed, as FACEPROOF_FETCH_ALLOW_HOSTS=127.0.0.1 does.
@@ -255,20 +251,6 @@ class Resolver:
     async def __call__(self, host: str, port: int) -> list[IPAddress]:
         self.calls.append(host)
         return [ipaddress.ip_address(self.answers[host])]
-
-
-@asynccontextmanager
-async def redirecting_room(location: str) -> AsyncIterator[str]:
-    """A WebSocket endpoint on 127.0.0.1 (allow-listed) answering every handshake with a 302."""
-
-    def redirect(connection: ServerConnection, request: Request) -> Response:
-        response = connection.respond(HTTPStatus.FOUND, "")
-        response.headers["Location"] = location
-        return response
-
-    async with serve(lambda socket: socket.close(), "127.0.0.1", 0, process_request=redirect) as server:
-        port = next(iter(server.sockets)).getsockname()[1]
-        yield f"ws://127.0.0.1:{port}/?roomId=r&peerId=faceproof"
 
 
 @pytest.mark.parametrize(

@@ -29,8 +29,10 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -65,10 +67,11 @@ from aiortc.rtcrtpreceiver import RemoteStreamTrack
 from av import VideoFrame
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
 
 from tests.paths import DATA_DIR
 
-__all__ = ["FACE_VIDEO", "TestSfu", "face_frames"]
+__all__ = ["FACE_VIDEO", "TestSfu", "face_frames", "redirecting_room"]
 
 log = logging.getLogger("tests.test_sfu")
 
@@ -567,3 +570,17 @@ class TestSfu:
                 await receiver.stop()
         for transport in peer.transports.values():
             await transport.close()
+
+
+@asynccontextmanager
+async def redirecting_room(location: str) -> AsyncIterator[str]:
+    """A WebSocket endpoint on 127.0.0.1 (allow-listed) answering every handshake with a 302."""
+
+    def redirect(connection: ServerConnection, request: Request) -> Response:
+        response = connection.respond(HTTPStatus.FOUND, "")
+        response.headers["Location"] = location
+        return response
+
+    async with serve(lambda socket: socket.close(), "127.0.0.1", 0, process_request=redirect) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        yield f"ws://127.0.0.1:{port}/?roomId=r&peerId=faceproof"
