@@ -249,6 +249,8 @@ def test_honest_requests_still_pass_the_guard(gateway: Gateway) -> None:
         assert compared.status_code == 504 and compared.json()["code"] == "MATCHER_TIMEOUT", compared.text
         created = client.post("/v1/sessions", json={"reference": f"data:image/jpeg;base64,{image}"})
         assert created.status_code == 201, created.text
+    # each charged once (by the guard, before the body; not again by the route)
+    assert int(compared.headers["X-Quota-Remaining"]) - int(created.headers["X-Quota-Remaining"]) == 1
     session = created.json()
     with gateway.client(session["clientToken"]) as browser:
         offer = browser.post(
