@@ -16,7 +16,9 @@ from infra.settings import load_settings
 
 __all__ = ["audit_app", "dlq_app"]
 
-dlq_app = typer.Typer(help="Dead-letter queues: list, show (no bodies), replay.", no_args_is_help=True)
+dlq_app = typer.Typer(
+    help="Dead-letter queues: list, show (no bodies), replay, upgrade (limits).", no_args_is_help=True
+)
 audit_app = typer.Typer(help="The audit log (decisions, erasures).", no_args_is_help=True)
 
 
@@ -61,6 +63,34 @@ def dlq_replay(
     for letter in letters:
         typer.echo(json.dumps({"replayed": letter.message_id, "to": letter.source_queue}))
     typer.echo(f"{len(letters)} replayed", err=True)
+
+
+@dlq_app.command("upgrade")
+def dlq_upgrade(
+    discard: Annotated[
+        bool, typer.Option("--discard", help="Also replace queues that hold letters (deleted with them).")
+    ] = False,
+) -> None:
+    """Give every dead-letter queue its limits (TTL within retention, length, size): a queue
+    declared before them is declared again if empty (or with --discard); one holding letters is
+    otherwise kept and reported (exit 1)."""
+    from infra.broker import DeadLetterLimits, DeadLetterQueueState
+    from infra.dead_letters import upgrade
+
+    settings = load_settings()
+    queues = asyncio.run(
+        upgrade(settings.broker_url, DeadLetterLimits.from_settings(settings), discard=discard)
+    )
+    for queue in queues:
+        typer.echo(json.dumps({"queue": queue.queue, "state": queue.state.value, "messages": queue.messages}))
+    kept = [queue.queue for queue in queues if queue.state is DeadLetterQueueState.KEPT]
+    if kept:
+        typer.echo(
+            f"{len(kept)} queue(s) hold letters from before the limits: look at them (faceproof dlq show), "
+            "replay what must run, then run faceproof dlq upgrade --discard",
+            err=True,
+        )
+        raise typer.Exit(1)
 
 
 def _since(value: str | None) -> datetime | None:

@@ -3,18 +3,28 @@
 Consuming queues are quorum queues: RabbitMQ counts redeliveries itself and, past
 ``delivery_limit``, moves the message to the queue's dead-letter queue. A handler that raises
 is nacked and retried there; nothing a worker cannot process blocks or crashes it.
+
+A dead letter can hold face images (a compare command, a frame event), so every dead-letter queue
+is bounded (:class:`DeadLetterLimits`): its letters expire after the retention period at the
+latest (``x-message-ttl``), and past ``x-max-length`` letters or ``x-max-length-bytes`` the oldest
+are dropped (``x-overflow: drop-head``). See docs/operations.md, "Dead letters".
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Final
 
+from aio_pika.abc import AbstractConnection, AbstractQueue
+from aiormq.exceptions import ChannelPreconditionFailed
 from faststream import AckPolicy
 from faststream.rabbit import ExchangeType, QueueType, RabbitBroker, RabbitExchange, RabbitQueue
 from faststream.rabbit.schemas import Channel
 
 from contracts.routing import COMMANDS_EXCHANGE, DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE, Route
-from infra.settings import Settings
+from infra.settings import Settings, load_settings
 from infra.telemetry.broker import broker_middlewares
 
 COMMANDS = RabbitExchange(COMMANDS_EXCHANGE, type=ExchangeType.TOPIC, durable=True)
@@ -23,6 +33,47 @@ DEAD_LETTERS = RabbitExchange(DEAD_LETTER_EXCHANGE, type=ExchangeType.TOPIC, dur
 
 #: What a subscriber does when its handler raises: nack and let the quorum queue count.
 ACK_POLICY = AckPolicy.NACK_ON_ERROR
+
+log = logging.getLogger("faceproof.broker")
+
+#: What a full dead-letter queue does: drop its oldest letters. Not ``reject-publish``: RabbitMQ
+#: would then drop the *new* dead letter (at-most-once dead-lettering) or, for the ingress's own
+#: redacted records, refuse the publish and make the command loop until its delivery limit; the
+#: newest failures are the ones an operator looks into, and the oldest are nearest to expiring.
+DEAD_LETTER_OVERFLOW: Final = "drop-head"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterLimits:
+    """How long and how much every ``<queue>.dlq`` keeps (the queue's arguments)."""
+
+    ttl_s: int
+    max_messages: int
+    max_bytes: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DeadLetterLimits:
+        return cls(
+            ttl_s=settings.resolved_dead_letter_ttl_s,
+            max_messages=settings.dead_letter_max_messages,
+            max_bytes=settings.dead_letter_max_bytes,
+        )
+
+    def arguments(self) -> dict[str, Any]:
+        return {
+            "x-queue-type": QueueType.QUORUM.value,
+            "x-message-ttl": self.ttl_s * 1000,
+            "x-max-length": self.max_messages,
+            "x-max-length-bytes": self.max_bytes,
+            "x-overflow": DEAD_LETTER_OVERFLOW,
+        }
+
+
+class DeadLetterQueueState(StrEnum):
+    DECLARED = "declared"  # created, or there already with these limits
+    REPLACED = "replaced"  # there with other arguments (an older version), empty: deleted, declared again
+    DISCARDED = "discarded"  # there with other arguments, holding letters: deleted with them (asked for)
+    KEPT = "kept"  # there with other arguments, holding letters: left as it is (no limits yet)
 
 
 def exchange_for(route: Route) -> RabbitExchange:
@@ -43,13 +94,48 @@ def queue_for(route: Route, *, delivery_limit: int) -> RabbitQueue:
     )
 
 
-def dead_letter_queue_for(route: Route) -> RabbitQueue:
-    return RabbitQueue(
-        route.dead_letter_queue,
-        queue_type=QueueType.QUORUM,
-        durable=True,
-        routing_key=route.queue,
-    )
+async def ensure_dead_letter_queue(
+    connection: AbstractConnection, route: Route, limits: DeadLetterLimits, *, discard: bool = False
+) -> tuple[DeadLetterQueueState, int]:
+    """Declare ``route``'s dead-letter queue with ``limits``, bound to the dead-letter exchange;
+    the state and how many letters it holds.
+
+    RabbitMQ refuses to redeclare a queue with other arguments (PRECONDITION_FAILED), as a queue
+    from before the limits: an empty one is deleted and declared again; one holding letters is
+    kept as it is and logged (never a letter lost on a service's start) unless ``discard``
+    (``faceproof dlq upgrade --discard``: the operator looked at them first)."""
+    name = route.dead_letter_queue
+    channel = await connection.channel()
+    try:
+        try:
+            queue: AbstractQueue = await channel.declare_queue(
+                name, durable=True, arguments=limits.arguments()
+            )
+            state = DeadLetterQueueState.DECLARED
+        except ChannelPreconditionFailed:  # the channel is closed by the broker: take another
+            channel = await connection.channel()
+            queue = await channel.declare_queue(name, passive=True)
+            held = int(queue.declaration_result.message_count or 0)
+            if held and not discard:
+                log.error(
+                    "dead-letter queue %s predates the dead-letter limits and holds %d letters, kept "
+                    "without expiry: look at them (faceproof dlq show), then run faceproof dlq upgrade "
+                    "--discard",
+                    name,
+                    held,
+                )
+                state = DeadLetterQueueState.KEPT
+            else:
+                # (a letter dead-lettered between the count and the delete is lost with the queue)
+                await channel.queue_delete(name)
+                queue = await channel.declare_queue(name, durable=True, arguments=limits.arguments())
+                state = DeadLetterQueueState.DISCARDED if held else DeadLetterQueueState.REPLACED
+                log.warning("dead-letter queue %s declared again with its limits (%s)", name, state.value)
+        await queue.bind(DEAD_LETTER_EXCHANGE, routing_key=route.queue)
+        return state, int(queue.declaration_result.message_count or 0)
+    finally:
+        if not channel.is_closed:
+            await channel.close()
 
 
 def create_broker(settings: Settings, *, prefetch: int | None = None) -> RabbitBroker:
@@ -67,15 +153,24 @@ def create_broker(settings: Settings, *, prefetch: int | None = None) -> RabbitB
     )
 
 
-async def declare_topology(broker: RabbitBroker, routes: tuple[Route, ...], *, delivery_limit: int) -> None:
-    """Declare exchanges, each route's queue and its dead-letter queue (idempotent)."""
-    exchanges = {
-        COMMANDS_EXCHANGE: await broker.declare_exchange(COMMANDS),
-        EVENTS_EXCHANGE: await broker.declare_exchange(EVENTS),
-    }
-    dead_letters = await broker.declare_exchange(DEAD_LETTERS)
+async def declare_topology(
+    broker: RabbitBroker,
+    routes: tuple[Route, ...],
+    *,
+    delivery_limit: int,
+    dead_letters: DeadLetterLimits | None = None,
+    exchanges: tuple[RabbitExchange, ...] = (COMMANDS, EVENTS),
+) -> None:
+    """Declare ``exchanges``, each route's queue and its bounded dead-letter queue (idempotent).
+    ``dead_letters``: the limits; ``None``: from the environment's settings (every process of a
+    deployment reads the same, and they must agree: RabbitMQ keeps the first declaration)."""
+    limits = dead_letters or DeadLetterLimits.from_settings(load_settings())
+    declared = {exchange.name: await broker.declare_exchange(exchange) for exchange in exchanges}
+    await broker.declare_exchange(DEAD_LETTERS)
+    connection = broker._connection  # a channel of its own: a refused declare closes it
+    if connection is None:
+        raise RuntimeError("connect the broker before declaring the topology")
     for route in routes:
         queue = await broker.declare_queue(queue_for(route, delivery_limit=delivery_limit))
-        await queue.bind(exchanges[route.exchange], routing_key=route.routing_key)
-        dlq = await broker.declare_queue(dead_letter_queue_for(route))
-        await dlq.bind(dead_letters, routing_key=route.queue)
+        await queue.bind(declared[route.exchange], routing_key=route.routing_key)
+        await ensure_dead_letter_queue(connection, route, limits)

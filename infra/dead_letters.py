@@ -9,12 +9,20 @@ other bound queue a second time, and they processed it already. The dead letter 
 only after the broker confirmed the republished copy, so a crash in between duplicates at worst
 (handlers are idempotent) and never loses a message.
 
-Bodies are never printed or returned: a frame event or a compare command may hold images.
+Bodies are never printed or returned: a frame event or a compare command may hold images. Every
+dead-letter queue is bounded (TTL within retention, a length and a size: infra/broker.py), and
+``upgrade`` declares those limits on queues created before them.
+
+A public command the ingress refuses never reaches its dead-letter queue with its body: the ingress
+acknowledges it and dead-letters a :class:`RedactedLetter` instead (empty body; the envelope, the
+reason, the body's size and SHA-256 in ``x-faceproof-*`` headers). ``show`` describes both kinds;
+``replay`` leaves redacted letters where they are (there is no command left to run).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import hashlib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -23,15 +31,107 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import ChannelClosed
 
-from contracts.routing import ALL_ROUTES, INGRESS_ROUTES
+from contracts.routing import ALL_ROUTES, DEAD_LETTER_EXCHANGE, INGRESS_ROUTES
+from infra.broker import DeadLetterLimits, DeadLetterQueueState, ensure_dead_letter_queue
 
-__all__ = ["DeadLetter", "QueueDepth", "dead_letter_queues", "list_queues", "replay", "show"]
+__all__ = [
+    "DeadLetter",
+    "QueueDepth",
+    "RedactedLetter",
+    "dead_letter_queues",
+    "list_queues",
+    "replay",
+    "show",
+    "upgrade",
+]
 
 DLQ_SUFFIX: Final = ".dlq"
 #: Headers RabbitMQ adds; dropped from the replayed copy (it starts its delivery count afresh).
 _BROKER_HEADERS: Final = frozenset(
     {"x-death", "x-first-death-exchange", "x-first-death-queue", "x-first-death-reason", "x-delivery-count"}
 )
+
+
+#: Headers of a redacted letter (the ingress's refused commands).
+REDACTED: Final = "x-faceproof-redacted"
+_PREFIX: Final = "x-faceproof-"
+#: Longest text kept from anything the publisher chose (ids, routing key, header names).
+_TEXT: Final = 128
+
+
+def _bounded(value: object, limit: int = _TEXT) -> str:
+    text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+    return text[:limit]
+
+
+@dataclass(frozen=True)
+class RedactedLetter:
+    """What is kept of a refused public command: its envelope, why, and its body's size and
+    SHA-256 (to match it with the publisher's copy), never the body or a header's value."""
+
+    source_queue: str
+    exchange: str
+    routing_key: str
+    message_id: str | None
+    correlation_id: str | None
+    user_id: str | None
+    client_id: str | None
+    reason: str
+    detail: str
+    size: int
+    sha256: str
+    header_names: list[str]
+    rejected_at: datetime
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        source_queue: str,
+        exchange: str,
+        routing_key: str,
+        message_id: str | None,
+        correlation_id: str | None,
+        user_id: str | None,
+        client_id: str | None,
+        headers: Mapping[str, object],
+        body: bytes,
+        reason: str,
+        detail: str,
+        at: datetime,
+    ) -> RedactedLetter:
+        return cls(
+            source_queue=source_queue,
+            exchange=exchange,
+            routing_key=_bounded(routing_key, 64),
+            message_id=None if message_id is None else _bounded(message_id),
+            correlation_id=None if correlation_id is None else _bounded(correlation_id),
+            user_id=None if user_id is None else _bounded(user_id),
+            client_id=client_id,
+            reason=_bounded(reason, 64),
+            detail=_bounded(detail, 500),
+            size=len(body),
+            sha256=hashlib.sha256(body).hexdigest(),
+            header_names=sorted(_bounded(name, 64) for name in headers)[:32],
+            rejected_at=at,
+        )
+
+    def headers(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            REDACTED: 1,
+            f"{_PREFIX}queue": self.source_queue,
+            f"{_PREFIX}exchange": self.exchange,
+            f"{_PREFIX}routing-key": self.routing_key,
+            f"{_PREFIX}user-id": self.user_id,
+            f"{_PREFIX}client-id": self.client_id,
+            f"{_PREFIX}reason": self.reason,
+            f"{_PREFIX}detail": self.detail,
+            f"{_PREFIX}body-size": self.size,
+            f"{_PREFIX}body-sha256": self.sha256,
+            f"{_PREFIX}header-names": ",".join(self.header_names),
+            f"{_PREFIX}rejected-at": self.rejected_at.isoformat(),
+        }
+        return {name: value for name, value in fields.items() if value is not None}
 
 
 @dataclass(frozen=True)
@@ -50,7 +150,12 @@ class DeadLetter:
     reason: str | None
     deaths: int
     first_death_at: datetime | None
+    #: The body's size (a redacted letter: the size of the body that was not kept).
     size: int
+    #: A redacted letter (a refused public command): no body, nothing to replay.
+    redacted: bool = False
+    #: SHA-256 of the refused body (redacted letters).
+    sha256: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +168,8 @@ class DeadLetter:
             "deaths": self.deaths,
             "firstDeathAt": self.first_death_at.isoformat() if self.first_death_at else None,
             "size": self.size,
+            "redacted": self.redacted,
+            "sha256": self.sha256,
         }
 
 
@@ -89,6 +196,8 @@ async def list_queues(url: str, queues: Iterable[str] | None = None) -> list[Que
 
 def _describe(message: AbstractIncomingMessage) -> DeadLetter:
     headers = message.headers or {}
+    if headers.get(REDACTED):
+        return _describe_redacted(message, headers)
     deaths = headers.get("x-death")
     death: dict[str, Any] = {}
     if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
@@ -105,6 +214,27 @@ def _describe(message: AbstractIncomingMessage) -> DeadLetter:
         deaths=int(death.get("count") or 0) if isinstance(death.get("count"), int) else 0,
         first_death_at=first if isinstance(first, datetime) else None,
         size=len(message.body),
+    )
+
+
+def _describe_redacted(message: AbstractIncomingMessage, headers: Mapping[str, Any]) -> DeadLetter:
+    def field(name: str) -> str | None:
+        return _text(headers.get(f"{_PREFIX}{name}"))
+
+    at = field("rejected-at")
+    size = headers.get(f"{_PREFIX}body-size")
+    return DeadLetter(
+        message_id=message.message_id,
+        correlation_id=message.correlation_id,
+        source_queue=field("queue"),
+        exchange=field("exchange"),
+        routing_keys=[key] if (key := field("routing-key")) else [],
+        reason=field("reason"),
+        deaths=1,
+        first_death_at=datetime.fromisoformat(at) if at else None,
+        size=size if isinstance(size, int) else 0,
+        redacted=True,
+        sha256=field("body-sha256"),
     )
 
 
@@ -158,6 +288,8 @@ async def replay(
             target = letter.source_queue or queue.removesuffix(DLQ_SUFFIX)
             if (message_id is not None and letter.message_id != message_id) or target == queue:
                 continue  # left unacknowledged: back in the queue when the channel closes
+            if letter.redacted:
+                continue  # a refused command's record: no body to run again, it stays
             headers = {k: v for k, v in (message.headers or {}).items() if k not in _BROKER_HEADERS}
             copy = aio_pika.Message(
                 message.body,
@@ -176,3 +308,28 @@ async def replay(
             await message.ack()
             replayed.append(letter)
     return replayed
+
+
+@dataclass(frozen=True)
+class UpgradedQueue:
+    queue: str
+    state: DeadLetterQueueState
+    messages: int
+
+
+async def upgrade(url: str, limits: DeadLetterLimits, *, discard: bool = False) -> list[UpgradedQueue]:
+    """Give every dead-letter queue the current limits (TTL, length, size). A queue declared
+    before them (or with other limits) is declared again when empty; one holding letters is kept
+    and reported, unless ``discard`` (its letters are deleted with it: look at them first)."""
+    routes = {route.dead_letter_queue: route for route in (*ALL_ROUTES, *INGRESS_ROUTES)}
+    upgraded = []
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.declare_exchange(DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)
+        for depth in await list_queues(url, sorted(routes)):  # only those that exist
+            state, held = await ensure_dead_letter_queue(
+                connection, routes[depth.queue], limits, discard=discard
+            )
+            upgraded.append(UpgradedQueue(depth.queue, state, held))
+    return upgraded

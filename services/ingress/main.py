@@ -3,8 +3,9 @@
 - Consumes ``ingress.public-commands`` (bound to ``faceproof.public.v1.commands`` with ``#``):
   identifies the publisher from the AMQP ``user_id`` (RabbitMQ refuses a user_id that is not the
   connection's user, so it cannot be forged), runs each message id once, validates the body as the
-  HTTP gateway does and forwards it inside. A refused command is rejected (dead-lettered into
-  ``ingress.public-commands.dlq``) after a CommandRejected event.
+  HTTP gateway does and forwards it inside. A refused command gets a CommandRejected event, then is
+  acknowledged; what lands in ``ingress.public-commands.dlq`` is a redacted record of it (envelope,
+  reason, the body's size and SHA-256), never its body (a face image, infra/dead_letters.py).
 - Relays the public subset of internal events to ``faceproof.public.v1.events`` with the routing
   key ``<client id>.<event key>`` (the client that owns the session, flow or comparison).
 """
@@ -12,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from faststream import FastStream
@@ -22,7 +24,6 @@ from contracts.envelope import Event
 from contracts.events import CallbackDelivered, CallFailed, FacesCompared, LivenessDecided, SessionFinished
 from contracts.public import SCHEMA_VERSION_HEADER, CallStarted, CommandRejected, SessionCreated
 from contracts.routing import (
-    DEAD_LETTER_EXCHANGE,
     INGRESS_CALL_FAILED,
     INGRESS_CALLBACK_DELIVERED,
     INGRESS_COMMANDS,
@@ -41,8 +42,9 @@ from infra.broker import (
     COMMANDS,
     DEAD_LETTERS,
     EVENTS,
+    DeadLetterLimits,
     create_broker,
-    dead_letter_queue_for,
+    declare_topology,
     queue_for,
 )
 from infra.db.engine import create_engine, session_factory
@@ -50,13 +52,21 @@ from infra.db.flows import CallFlowRepository
 from infra.db.ingress import BrokerUsers, Owners, ProcessedCommands
 from infra.db.repositories import SessionRepository
 from infra.db.security import LivenessFailures, RateLimitRepository
+from infra.dead_letters import RedactedLetter
 from infra.settings import Settings
 from infra.storage import open_store
 from services.gateway.creation import CallStarter, SessionCreator
 from services.ingress.envelope import Rejected, read_envelope
 from services.ingress.handlers import CommandDeps, handle_command, reject
 
-__all__ = ["PUBLIC_COMMANDS", "PUBLIC_EVENTS", "build_app", "declare_public_topology", "serve"]
+__all__ = [
+    "PUBLIC_COMMANDS",
+    "PUBLIC_EVENTS",
+    "build_app",
+    "dead_letter_redacted",
+    "declare_public_topology",
+    "serve",
+]
 
 log = logging.getLogger("faceproof.ingress")
 
@@ -70,21 +80,30 @@ async def _raw_body(message: RabbitMessage) -> bytes:
     return bytes(message.body)
 
 
-async def declare_public_topology(broker: RabbitBroker, *, delivery_limit: int) -> None:
-    """The public exchanges, the ingress queues (with dead-lettering) and their bindings."""
-    exchanges = {
-        PUBLIC_COMMANDS_EXCHANGE: await broker.declare_exchange(PUBLIC_COMMANDS),
-        PUBLIC_EVENTS_EXCHANGE: await broker.declare_exchange(PUBLIC_EVENTS),
-        COMMANDS.name: await broker.declare_exchange(COMMANDS),
-        EVENTS.name: await broker.declare_exchange(EVENTS),
-    }
-    dead_letters = await broker.declare_exchange(DEAD_LETTERS)
-    for route in INGRESS_ROUTES:
-        queue = await broker.declare_queue(queue_for(route, delivery_limit=delivery_limit))
-        await queue.bind(exchanges[route.exchange], routing_key=route.routing_key)
-        dlq = await broker.declare_queue(dead_letter_queue_for(route))
-        await dlq.bind(dead_letters, routing_key=route.queue)
-    assert DEAD_LETTERS.name == DEAD_LETTER_EXCHANGE
+async def declare_public_topology(
+    broker: RabbitBroker, *, delivery_limit: int, dead_letters: DeadLetterLimits | None = None
+) -> None:
+    """The public exchanges, the ingress queues (with bounded dead-letter queues), their bindings."""
+    await declare_topology(
+        broker,
+        INGRESS_ROUTES,
+        delivery_limit=delivery_limit,
+        dead_letters=dead_letters,
+        exchanges=(PUBLIC_COMMANDS, PUBLIC_EVENTS, COMMANDS, EVENTS),
+    )
+
+
+async def dead_letter_redacted(broker: RabbitBroker, letter: RedactedLetter) -> None:
+    """Dead-letter the record of a refused command (returns once the broker confirmed it)."""
+    await broker.publish(
+        b"",
+        exchange=DEAD_LETTERS,
+        routing_key=INGRESS_COMMANDS.queue,
+        headers=letter.headers(),
+        message_id=letter.message_id,
+        correlation_id=letter.correlation_id,
+        persist=True,
+    )
 
 
 class BrokerOutbox:
@@ -198,7 +217,22 @@ def build_app(settings: Settings, *, deps: CommandDeps, owners: Owners, broker: 
                 rejection=rejection,
                 outbox=outbox,
             )
-            await message.reject(requeue=False)
+            # Not message.reject(): RabbitMQ would dead-letter the body, images and all.
+            letter = RedactedLetter.of(
+                source_queue=INGRESS_COMMANDS.queue,
+                exchange=raw.exchange or PUBLIC_COMMANDS_EXCHANGE,
+                routing_key=raw.routing_key or "",
+                message_id=raw.message_id,
+                correlation_id=raw.correlation_id,
+                user_id=raw.user_id,
+                client_id=client_id,
+                headers=dict(raw.headers or {}),
+                body=body,
+                reason=rejection.reason,
+                detail=rejection.detail,
+                at=datetime.now(UTC),
+            )
+            await dead_letter_redacted(broker, letter)  # then acknowledged (the handler returns)
 
     async def relay(event: Event, owner: str | None, key: str) -> None:
         if owner is not None:
@@ -253,7 +287,8 @@ def build_app(settings: Settings, *, deps: CommandDeps, owners: Owners, broker: 
 
     @app.after_startup
     async def declare() -> None:
-        await declare_public_topology(broker, delivery_limit=settings.delivery_limit)
+        limits = DeadLetterLimits.from_settings(settings)
+        await declare_public_topology(broker, delivery_limit=settings.delivery_limit, dead_letters=limits)
 
     return app
 

@@ -4,15 +4,18 @@ limit, listed, shown (no body), replayed to its queue and consumed there."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import subprocess
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import aio_pika
 import pytest
 
-from contracts.routing import LIVENESS_FRAMES, NOTIFIER_SESSIONS
-from infra.broker import create_broker, declare_topology
-from infra.dead_letters import dead_letter_queues, list_queues, replay, show
+from contracts.routing import DEAD_LETTER_EXCHANGE, LIVENESS_FRAMES, NOTIFIER_SESSIONS
+from infra.broker import DeadLetterLimits, DeadLetterQueueState, create_broker, declare_topology
+from infra.dead_letters import RedactedLetter, dead_letter_queues, list_queues, replay, show, upgrade
 from infra.settings import Settings
 from tests.support.broker import RabbitVhost, temporary_vhost
 
@@ -132,3 +135,133 @@ async def test_only_dead_letter_queues_are_replayed(vhost: RabbitVhost) -> None:
 
 
 MATCHER_DLQ = "matcher.compare-faces.dlq"
+
+
+# --------------------------------------------------------------------------- limits (issue 13, item 4)
+
+LIMITS = DeadLetterLimits(ttl_s=2, max_messages=3, max_bytes=1024 * 1024)
+FACE = b"\xff\xd8\xff\xe0 a face image " + b"F" * 400
+
+
+def queue_arguments(vhost: RabbitVhost) -> dict[str, dict[str, object]]:
+    """Each queue's arguments, as RabbitMQ holds them."""
+    listing = subprocess.run(
+        ["rabbitmqctl", "-q", "list_queues", "-p", vhost.name, "name", "arguments", "--formatter", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    return {
+        queue["name"]: {name: value for name, _, value in queue["arguments"]} for queue in json.loads(listing)
+    }
+
+
+async def _declare(url: str, limits: DeadLetterLimits | None = LIMITS) -> None:
+    broker = create_broker(Settings(broker_url=url))
+    await broker.connect()
+    try:
+        await declare_topology(
+            broker, (LIVENESS_FRAMES, NOTIFIER_SESSIONS), delivery_limit=1, dead_letters=limits
+        )
+    finally:
+        await broker.stop()
+
+
+async def _dead_letter(url: str, route_queue: str, count: int, body: bytes = FACE) -> None:
+    """Letters as RabbitMQ dead-letters them: to the dead-letter exchange, keyed by their queue."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(DEAD_LETTER_EXCHANGE)
+        for n in range(count):
+            await exchange.publish(aio_pika.Message(body, message_id=f"letter-{n}"), routing_key=route_queue)
+
+
+async def _depth(url: str, queue: str) -> int:
+    return {d.queue: d.messages for d in await list_queues(url, [queue])}.get(queue, -1)
+
+
+async def test_every_dead_letter_queue_expires_its_letters_and_keeps_the_newest(vhost: RabbitVhost) -> None:
+    await _declare(vhost.url)
+    arguments = queue_arguments(vhost)
+    for route in (LIVENESS_FRAMES, NOTIFIER_SESSIONS):
+        assert arguments[route.dead_letter_queue] == {
+            "x-queue-type": "quorum",
+            "x-message-ttl": 2000,
+            "x-max-length": 3,
+            "x-max-length-bytes": 1024 * 1024,
+            "x-overflow": "drop-head",
+        }
+
+    await _dead_letter(vhost.url, LIVENESS_FRAMES.queue, 5)
+    letters = await show(vhost.url, DLQ)
+    assert [letter.message_id for letter in letters] == ["letter-2", "letter-3", "letter-4"]  # oldest dropped
+    for _ in range(50):  # the 2 s TTL, then nothing of the images is left
+        if await _depth(vhost.url, DLQ) == 0:
+            break
+        await asyncio.sleep(0.2)
+    assert await _depth(vhost.url, DLQ) == 0
+
+
+async def test_queues_from_before_the_limits_are_replaced_or_kept_for_the_operator(
+    vhost: RabbitVhost,
+) -> None:
+    connection = await aio_pika.connect(vhost.url)
+    async with connection:  # as an older version declared them: no TTL, no length
+        channel = await connection.channel()
+        for route in (LIVENESS_FRAMES, NOTIFIER_SESSIONS):
+            await channel.declare_queue(
+                route.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"}
+            )
+        await channel.default_exchange.publish(aio_pika.Message(FACE, message_id="old"), routing_key=DLQ)
+
+    await _declare(vhost.url)  # a service starting: no PRECONDITION_FAILED, no letter lost
+    arguments = queue_arguments(vhost)
+    assert arguments[NOTIFIER_SESSIONS.dead_letter_queue]["x-message-ttl"] == 2000  # empty: replaced
+    assert "x-message-ttl" not in arguments[DLQ]  # holds a letter: kept as it was
+    assert await _depth(vhost.url, DLQ) == 1
+
+    report = {queue.queue: queue for queue in await upgrade(vhost.url, LIMITS)}
+    assert report[DLQ].state is DeadLetterQueueState.KEPT and report[DLQ].messages == 1
+    assert report[NOTIFIER_SESSIONS.dead_letter_queue].state is DeadLetterQueueState.DECLARED
+
+    report = {queue.queue: queue for queue in await upgrade(vhost.url, LIMITS, discard=True)}
+    assert report[DLQ].state is DeadLetterQueueState.DISCARDED
+    assert queue_arguments(vhost)[DLQ]["x-message-ttl"] == 2000
+    await _dead_letter(vhost.url, LIVENESS_FRAMES.queue, 1)  # still bound to the dead-letter exchange
+    assert await _depth(vhost.url, DLQ) == 1
+
+
+async def test_a_redacted_letter_is_shown_without_a_body_and_never_replayed(vhost: RabbitVhost) -> None:
+    await _declare(vhost.url, DeadLetterLimits(ttl_s=600, max_messages=10, max_bytes=1024 * 1024))
+    letter = RedactedLetter.of(
+        source_queue=LIVENESS_FRAMES.queue,
+        exchange="faceproof.public.v1.commands",
+        routing_key="compare.faces",
+        message_id="refused-1",
+        correlation_id="corr-1",
+        user_id="up-user",
+        client_id="client-1",
+        headers={"x-schema-version": "1", "x-image": FACE.decode(errors="replace")},
+        body=FACE,
+        reason="INVALID_REQUEST",
+        detail="the body does not match the schema (target: Field required)",
+        at=datetime.now(UTC),
+    )
+    connection = await aio_pika.connect(vhost.url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(DEAD_LETTER_EXCHANGE)
+        message = aio_pika.Message(
+            b"", headers=letter.headers(), message_id="refused-1", correlation_id="corr-1"
+        )
+        await exchange.publish(message, routing_key=LIVENESS_FRAMES.queue)
+
+    (shown,) = await show(vhost.url, DLQ)
+    assert shown.redacted and shown.reason == "INVALID_REQUEST" and shown.message_id == "refused-1"
+    assert shown.size == len(FACE) and shown.sha256 == hashlib.sha256(FACE).hexdigest()
+    assert shown.source_queue == LIVENESS_FRAMES.queue and shown.routing_keys == ["compare.faces"]
+    assert "FFFF" not in json.dumps(shown.to_dict()) and "FFFF" not in json.dumps(letter.headers())
+    assert await replay(vhost.url, DLQ) == []  # nothing to run again: it stays
+    assert await _depth(vhost.url, DLQ) == 1
