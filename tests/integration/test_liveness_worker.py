@@ -21,7 +21,7 @@ import aio_pika
 import cv2
 import numpy as np
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from contracts.commands import ExpireSession
 from contracts.events import FrameCaptured, ReferencesMatched, SessionStarted
@@ -30,9 +30,11 @@ from contracts.values import ChallengeType, ModelInfo
 from faces.alignment import align_face
 from infra.broker import COMMANDS, EVENTS, create_broker
 from infra.db.engine import create_engine, session_factory
+from infra.db.ingress import CommandStatus, ProcessedCommands
 from infra.db.liveness import LivenessRepository
 from infra.db.repositories import SessionRepository
-from infra.db.tables import LivenessFrameRow
+from infra.db.security import Limits, RateLimitRepository
+from infra.db.tables import LivenessFrameRow, ProcessedCommandRow, RateBucketRow
 from infra.settings import Settings
 from infra.storage import ObjectStore, open_store
 from services.liveness.analysis import FrameAnalyzer
@@ -384,6 +386,50 @@ async def test_a_deadline_passed_while_no_worker_ran_expires_at_start(
     record = await harness.sessions.fetch(session_id)
     assert record is not None and record.status.value == "EXPIRED"
     assert len(harness.events(EventKey.SESSION_FINISHED, session_id)) == 1
+
+
+async def test_a_starting_worker_forgets_old_processed_commands_and_idle_rate_buckets(
+    harness: Harness, settings: Settings, models: SessionModels
+) -> None:
+    """The housekeeping sweeper runs in the worker (and at once when it starts): on Postgres."""
+    processed, limiter = ProcessedCommands(harness.factory), RateLimitRepository(harness.factory)
+    client = f"client-{random.getrandbits(32):08x}"
+    for message_id in ("old", "recent"):
+        assert await processed.claim(client, message_id, "compare.faces", redelivered=False)
+        await processed.finish(client, message_id, CommandStatus.DONE)
+    idle, busy = f"session:idle-{client}", f"session:busy-{client}"
+    for key in (idle, busy):
+        await limiter.take(key, Limits(1.0, 30, None), datetime.now(UTC))
+    async with harness.factory.begin() as session:
+        await session.execute(
+            update(ProcessedCommandRow)
+            .where(ProcessedCommandRow.client_id == client, ProcessedCommandRow.message_id == "old")
+            .values(received_at=datetime.now(UTC) - timedelta(seconds=settings.processed_command_keep_s + 60))
+        )
+        await session.execute(
+            update(RateBucketRow)
+            .where(RateBucketRow.client_key == idle)
+            .values(updated_at=datetime.now(UTC) - timedelta(seconds=settings.rate_bucket_idle_s + 60))
+        )
+
+    async def left() -> tuple[set[str], set[str]]:
+        async with harness.factory() as session:
+            commands = await session.scalars(
+                select(ProcessedCommandRow.message_id).where(ProcessedCommandRow.client_id == client)
+            )
+            buckets = await session.scalars(
+                select(RateBucketRow.client_key).where(RateBucketRow.client_key.in_([idle, busy]))
+            )
+            return set(commands.all()), set(buckets.all())
+
+    worker = LivenessWorker(settings, models=models, store=harness.store)
+    await worker.start()
+    try:
+        async with asyncio.timeout(WAIT_S):
+            while await left() != ({"recent"}, {busy}):  # noqa: ASYNC110 - polling the database
+                await asyncio.sleep(0.2)
+    finally:
+        await worker.stop()
 
 
 async def test_a_printed_photo_fails_and_the_matchers_answer_completes_the_result(
