@@ -53,18 +53,25 @@ async def until(predicate: Callable[[], bool]) -> None:
 class Agent:
     broker: RabbitBroker
     observed: Observed
+    sessions: SessionRepository
 
-    async def join(self, url: str, flow_id: str) -> None:
+    async def join(self, url: str, flow_id: str) -> str:
+        """Publish JoinCall for a new session (the call agent stores frames only for a session that
+        exists and is not erased); returns the session id."""
+        session, _ = await self.sessions.create(
+            "static", client_request_token=None, settings={}, expires_at=utc_now() + timedelta(minutes=2)
+        )
         command = JoinCall(
             correlation_id=flow_id,
             flow_id=flow_id,
-            session_id=f"session-{flow_id}",
+            session_id=session.id,
             ws_url=url,
             callback_base_url="https://controller.example/cb",  # type: ignore[arg-type]
             token="controller-token",
             expires_at=utc_now() + timedelta(minutes=2),
         )
         await self.broker.publish(command, exchange=COMMANDS, routing_key=CommandKey.JOIN_CALL)
+        return session.id
 
 
 @pytest.fixture
@@ -77,9 +84,8 @@ async def agent(tmp_path: Path, sqlite_url: str) -> AsyncIterator[Agent]:
             fetch_allow_hosts="127.0.0.1",  # the test SFU's room is on loopback
         )
         engine = create_engine(sqlite_url)
-        built = build_app(
-            settings, leases=SessionRepository(session_factory(engine)), store=LocalObjectStore(tmp_path)
-        )
+        sessions = SessionRepository(session_factory(engine))
+        built = build_app(settings, leases=sessions, store=LocalObjectStore(tmp_path))
         observed = Observed()
         connection = await aio_pika.connect(vhost.url)
         client = RabbitBroker(vhost.url)
@@ -99,7 +105,7 @@ async def agent(tmp_path: Path, sqlite_url: str) -> AsyncIterator[Agent]:
             await queue.consume(observed.handle)
             await client.start()
             async with TestApp(built.app):
-                yield Agent(client, observed)
+                yield Agent(client, observed, sessions)
         finally:
             await client.stop()
             await connection.close()
@@ -108,17 +114,17 @@ async def agent(tmp_path: Path, sqlite_url: str) -> AsyncIterator[Agent]:
 
 async def test_join_call_over_the_broker_streams_and_leaves_on_session_finished(agent: Agent) -> None:
     async with TestSfu() as sfu:
-        await agent.join(sfu.url(), "flow-a")
+        session_id = await agent.join(sfu.url(), "flow-a")
         await until(lambda: agent.observed.count(EventKey.FRAME_CAPTURED) >= 2)
         joined = CallJoined.model_validate_json(agent.observed.by_key[EventKey.CALL_JOINED][0])
-        assert (joined.flow_id, joined.session_id) == ("flow-a", "session-flow-a")
+        assert (joined.flow_id, joined.session_id) == ("flow-a", session_id)
         started = SessionStarted.model_validate_json(agent.observed.by_key[EventKey.SESSION_STARTED][0])
-        assert started.session_id == "session-flow-a"
+        assert started.session_id == session_id
         frame = FrameCaptured.model_validate_json(agent.observed.by_key[EventKey.FRAME_CAPTURED][0])
-        assert frame.storage_key.startswith("sessions/session-flow-a/frames/")
+        assert frame.storage_key.startswith(f"sessions/{session_id}/frames/")
 
         finished = SessionFinished(
-            correlation_id="session-flow-a", session_id="session-flow-a", status=SessionStatus.FAILED
+            correlation_id=session_id, session_id=session_id, status=SessionStatus.FAILED
         )
         await agent.broker.publish(finished, exchange=EVENTS, routing_key=EventKey.SESSION_FINISHED)
         await until(lambda: "leaveRoom" in sfu.methods)
@@ -127,13 +133,13 @@ async def test_join_call_over_the_broker_streams_and_leaves_on_session_finished(
 
 async def test_socket_dropped_over_the_broker_publishes_call_failed(agent: Agent) -> None:
     async with TestSfu() as sfu:
-        await agent.join(sfu.url(), "flow-b")
+        session_id = await agent.join(sfu.url(), "flow-b")
         await until(lambda: agent.observed.count(EventKey.CALL_JOINED) == 1)
         await sfu.drop()
         await until(lambda: agent.observed.count(EventKey.CALL_FAILED) == 1)
     failed = CallFailed.model_validate_json(agent.observed.by_key[EventKey.CALL_FAILED][0])
     assert (failed.flow_id, failed.session_id, failed.reason) == (
         "flow-b",
-        "session-flow-b",
+        session_id,
         "SOCKET_DROPPED",
     )
