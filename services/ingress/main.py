@@ -56,7 +56,7 @@ from infra.dead_letters import RedactedLetter
 from infra.settings import Settings
 from infra.storage import open_store
 from services.gateway.creation import CallStarter, SessionCreator
-from services.ingress.envelope import Rejected, read_envelope
+from services.ingress.envelope import Rejected, allowed_reply_to, read_envelope
 from services.ingress.handlers import CommandDeps, handle_command, reject
 
 __all__ = [
@@ -212,7 +212,7 @@ def build_app(settings: Settings, *, deps: CommandDeps, owners: Owners, broker: 
                 command=raw.routing_key or "",
                 message_id=raw.message_id,
                 correlation_id=raw.correlation_id,
-                reply_to=raw.reply_to,
+                reply_to=allowed_reply_to(raw.reply_to, raw.user_id),  # never an invalid one
                 client_id=client_id,
                 rejection=rejection,
                 outbox=outbox,
