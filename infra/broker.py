@@ -18,7 +18,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from aio_pika.abc import AbstractConnection, AbstractQueue
-from aiormq.exceptions import ChannelPreconditionFailed
+from aiormq.exceptions import ChannelNotFoundEntity, ChannelPreconditionFailed
 from faststream import AckPolicy
 from faststream.rabbit import ExchangeType, QueueType, RabbitBroker, RabbitExchange, RabbitQueue
 from faststream.rabbit.schemas import Channel
@@ -41,6 +41,7 @@ log = logging.getLogger("faceproof.broker")
 #: redacted records, refuse the publish and make the command loop until its delivery limit; the
 #: newest failures are the ones an operator looks into, and the oldest are nearest to expiring.
 DEAD_LETTER_OVERFLOW: Final = "drop-head"
+_DECLARE_ATTEMPTS: Final = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +105,17 @@ async def ensure_dead_letter_queue(
     from before the limits: an empty one is deleted and declared again; one holding letters is
     kept as it is and logged (never a letter lost on a service's start) unless ``discard``
     (``faceproof dlq upgrade --discard``: the operator looked at them first)."""
+    for _ in range(_DECLARE_ATTEMPTS):
+        try:
+            return await _ensure_dead_letter_queue(connection, route, limits, discard=discard)
+        except ChannelNotFoundEntity:  # another service replaced the same queue meanwhile: again
+            continue
+    raise RuntimeError(f"dead-letter queue {route.dead_letter_queue} kept changing while declaring it")
+
+
+async def _ensure_dead_letter_queue(
+    connection: AbstractConnection, route: Route, limits: DeadLetterLimits, *, discard: bool
+) -> tuple[DeadLetterQueueState, int]:
     name = route.dead_letter_queue
     channel = await connection.channel()
     try:

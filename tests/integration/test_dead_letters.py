@@ -216,7 +216,8 @@ async def test_queues_from_before_the_limits_are_replaced_or_kept_for_the_operat
             )
         await channel.default_exchange.publish(aio_pika.Message(FACE, message_id="old"), routing_key=DLQ)
 
-    await _declare(vhost.url)  # a service starting: no PRECONDITION_FAILED, no letter lost
+    # two services starting at once: no PRECONDITION_FAILED, no NOT_FOUND, no letter lost
+    await asyncio.gather(_declare(vhost.url), _declare(vhost.url))
     arguments = queue_arguments(vhost)
     assert arguments[NOTIFIER_SESSIONS.dead_letter_queue]["x-message-ttl"] == 2000  # empty: replaced
     assert "x-message-ttl" not in arguments[DLQ]  # holds a letter: kept as it was
