@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import random
 import subprocess
 import sys
 import uuid
@@ -280,6 +281,67 @@ async def test_a_reply_to_outside_the_publishers_namespace_is_refused_and_nothin
     assert session["status"] == "CREATED" and session.get("comparisonResult") is None
 
 
+def _garbage(rng: random.Random) -> tuple[str, bytes, dict[str, Any]]:
+    """A random routing key, body and AMQP properties: the shapes a broken or hostile publisher sends."""
+    key = rng.choice(["compare.faces", "session.start", "call.join", "", "#", "x" * 255, "compare.faces.x"])
+    bodies: list[bytes] = [
+        rng.randbytes(rng.randint(0, 2048)),
+        b"[" * 5000 + b"]" * 5000,
+        json.dumps({"source": "\u0000" * 50, "target": None}).encode(),
+        json.dumps({"settings": {"challenges": -1, "language": "x" * 5000}}).encode(),
+        json.dumps({"ws_url": "ws://169.254.169.254/", "callback_base_url": "file:///etc/passwd"}).encode(),
+        json.dumps([rng.random() for _ in range(100)]).encode(),
+        b'{"source": "' + b"A" * 100_000 + b'"',
+        b"",
+    ]
+    headers: dict[str, Any] = rng.choice(
+        [{}, {"x-schema-version": 2}, {"x-schema-version": ["1"]}, {"x-schema-version": 1.5}, {"a": "b"}]
+    )
+    properties: dict[str, Any] = {
+        "message_id": rng.choice([None, "", uuid.uuid4().hex, "m" * 200]),
+        "correlation_id": rng.choice([None, "", "c" * 255, uuid.uuid4().hex]),
+        "reply_to": rng.choice([None, "", "matcher.compare-faces", "amq.rabbitmq.reply-to.x", "q" * 255]),
+        "content_type": rng.choice([None, "application/json", "text/plain", "\x00"]),
+        "headers": headers,
+    }
+    return key, rng.choice(bodies), properties
+
+
+async def test_random_and_malformed_commands_crash_nothing_and_leave_nothing_unacked(
+    stack: Stack, connection: AbstractRobustConnection, upstream: Upstream
+) -> None:
+    rng = random.Random(20261205)
+    channel = await connection.channel(publisher_confirms=True)
+    exchange = await channel.get_exchange(COMMANDS, ensure=False)
+    for _ in range(80):
+        key, body, properties = _garbage(rng)
+        await exchange.publish(aio_pika.Message(body, user_id=upstream.user, **properties), routing_key=key)
+
+    admin = await aio_pika.connect(stack.vhost.url)  # not robust: that one repeats its first count
+    try:
+
+        async def pending() -> tuple[int, int]:
+            channel = await admin.channel()
+            queue = await channel.declare_queue("ingress.public-commands", passive=True)
+            await channel.close()
+            result = queue.declaration_result
+            return int(result.message_count or 0), int(result.consumer_count or 0)
+
+        for _ in range(240):
+            if (await pending())[0] == 0:
+                break
+            await asyncio.sleep(0.5)
+        messages, consumers = await pending()
+        assert messages == 0 and consumers >= 1  # every message taken, the ingress still consuming
+    finally:
+        await admin.close()
+    # and it still serves a well-formed command
+    replies = await _own_queue(channel, upstream)
+    body = {"source": image_b64(PEOPLE / "obama.jpg"), "target": image_b64(PEOPLE / "obama2.jpg")}
+    await _publish(channel, upstream, "compare.faces", body, reply_to=replies.name)
+    assert FacesCompared.model_validate_json((await _next(replies)).body).match is True
+
+
 async def test_a_duplicate_message_id_is_processed_once(
     connection: AbstractRobustConnection, upstream: Upstream
 ) -> None:
@@ -407,7 +469,6 @@ async def test_rabbitmq_refuses_the_internal_exchanges_to_an_upstream_user(upstr
         commands = await channel.get_exchange(COMMANDS, ensure=False)
         with pytest.raises(ChannelClosed) as forged:
             await commands.publish(aio_pika.Message(b"{}", user_id="guest"), routing_key="compare.faces")
-
         assert "PRECONDITION_FAILED" in str(forged.value)
     finally:
         await connection.close()
