@@ -104,8 +104,8 @@ def _call_agent(settings: Settings) -> RabbitBroker:
 
 
 def _liveness(settings: Settings) -> RabbitBroker:
-    from services.liveness.evaluation import SessionModels
     from services.liveness.main import LivenessWorker
+    from services.liveness.session_models import SessionModels
 
     models = SessionModels(cast(Any, None), cast(Any, None), 0.0)
     return LivenessWorker(settings, models=models, store=cast(Any, None)).broker

@@ -6,7 +6,7 @@ the maths lives in :mod:`faces.evaluation`. See ``docs/accuracy.md``.
 
 ``faceproof eval liveness`` runs recorded videos and stills through the liveness analysis with a
 scripted subject and reports APCER per attack type and BPCER (ISO/IEC 30107-3); the work lives
-in :mod:`services.liveness.evaluation`. See ``docs/liveness.md``.
+in :mod:`faceproof.evaluation.liveness`. See ``docs/liveness.md``.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from faces.evaluation import FaceRule
 from faces.quality import QualityFilter
 
 if TYPE_CHECKING:
+    from faceproof.evaluation.liveness import ManifestRow
     from faces.evaluation import AnalysedImage, Pair, PairScores, VerificationMetrics
     from faces.pipeline import FacePipeline
-    from services.liveness.evaluation import ManifestRow
 
 eval_app = typer.Typer(help="Evaluate accuracy on labelled data.", no_args_is_help=True)
 
@@ -426,8 +426,8 @@ def liveness(
     """
     import tempfile
 
+    from faceproof.evaluation.liveness import default_manifest, read_manifest, write_manifest
     from faces.errors import FaceError
-    from services.liveness.evaluation import default_manifest, read_manifest, write_manifest
 
     if (manifest is None) == (shared_data is None):
         _fail("give either --manifest CSV or --shared-data DIR")
@@ -488,15 +488,10 @@ def _liveness_run(
     models_dir: Path | None,
     threads: int,
 ) -> dict[str, Any]:
+    from faceproof.evaluation.liveness import PresentationResult, evaluable_types, evaluate, report
+    from faceproof.testing.annotate import load_video_segments
     from infra.settings import load_settings
-    from services.liveness.annotate import load_video_segments
-    from services.liveness.evaluation import (
-        PresentationResult,
-        SessionModels,
-        evaluable_types,
-        evaluate,
-        report,
-    )
+    from services.liveness.session_models import SessionModels
 
     if models_dir is None:
         models_dir = load_settings().resolved_models_dir

@@ -14,7 +14,7 @@ slow stack shows up as latency and backlog instead of a lower request rate. Boun
 a session started before the end runs to its own end, ``session_timeout_s`` at most).
 
 The liveness sessions are scripted subjects joining over real WebRTC (aiortc), the way the hosted
-page does: :mod:`services.liveness.webrtc_subject` and :mod:`services.liveness.scripted_subject`
+page does: :mod:`faceproof.testing.webrtc_subject` and :mod:`faceproof.testing.scripted_subject`
 with the annotated liveportrait video in ``../shared/data/video``; so ``--sessions`` needs the
 shared data. Each of ``sessions`` loops creates a session, joins, answers, waits
 for its terminal status, and starts the next, until the duration is over.
@@ -43,7 +43,7 @@ __all__ = ["RssSampler", "SoakBench", "read_rss_mib", "run_soak_bench", "send_ti
 
 Warn = Callable[[str], None]
 TERMINAL: Final = frozenset({"SUCCEEDED", "FAILED", "EXPIRED"})
-#: Challenges the annotated video answers (services/liveness/video_segments.json).
+#: Challenges the annotated video answers (faceproof/testing/video_segments.json).
 SESSION_SETTINGS: Final = {"challenges": 2, "challengeTypes": ["TURN_LEFT", "TURN_RIGHT"]}
 SESSION_VIDEO: Final = "liveportrait_d3.mp4"
 
@@ -186,11 +186,11 @@ class SessionTally:
 async def _session_loops(
     url: str, token: str, config: SoakBench, tally: SessionTally, ends_at: float
 ) -> None:
-    from services.liveness import webrtc_subject as webrtc
+    from faceproof.testing import webrtc_subject as webrtc
+    from faceproof.testing.annotate import load_video_segments as load_segments
+    from faceproof.testing.scripted_subject import Media as media_type
+    from faceproof.testing.scripted_subject import ScriptedSubject as subject_type
     from services.liveness.analysis import FrameAnalyzer as analyzer_type
-    from services.liveness.annotate import load_video_segments as load_segments
-    from services.liveness.scripted_subject import Media as media_type
-    from services.liveness.scripted_subject import ScriptedSubject as subject_type
 
     video = data_dir() / "video" / SESSION_VIDEO
     if not video.is_file():

@@ -10,9 +10,10 @@ face is noticed within ``detect_every`` frames, as in the offline evaluation, wh
 analyses which frame.
 
 Samples, by sequence number (so every worker takes the same ones): anti-spoofing on every
-:data:`~services.liveness.evaluation.SPOOF_EVERY_FRAMES`-th frame with a face, the identity
-embedding on every :data:`~services.liveness.evaluation.IDENTITY_EVERY_FRAMES`-th frame that
-:meth:`~services.liveness.decision.IdentityCheck.wants`.
+:data:`SPOOF_EVERY_FRAMES`-th frame with a face, the identity embedding on every
+:data:`IDENTITY_EVERY_FRAMES`-th frame that
+:meth:`~services.liveness.decision.IdentityCheck.wants`. The offline evaluation
+(``faceproof eval liveness``) samples with the same constants.
 """
 
 from __future__ import annotations
@@ -32,10 +33,13 @@ from faces.alignment import align_face
 from faces.embedding import Embedder
 from services.liveness.analysis import DEFAULT_DETECT_EVERY, FrameAnalysis, FrameAnalyzer
 from services.liveness.decision import IdentityCheck
-from services.liveness.evaluation import IDENTITY_EVERY_FRAMES, SPOOF_EVERY_FRAMES
 
-__all__ = ["AnalysedFrame", "FrameProcessor", "InvalidFrame"]
+__all__ = ["IDENTITY_EVERY_FRAMES", "SPOOF_EVERY_FRAMES", "AnalysedFrame", "FrameProcessor", "InvalidFrame"]
 
+#: Anti-spoofing on every 2nd frame (4 scores a second at 8 fps).
+SPOOF_EVERY_FRAMES: Final = 2
+#: The identity check on every 4th frame (every 0.5 s), when the face is frontal.
+IDENTITY_EVERY_FRAMES: Final = 4
 #: Sessions whose tracking state a worker keeps (least recently used dropped first).
 MAX_TRACKED_SESSIONS: Final = 256
 

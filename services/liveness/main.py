@@ -1,7 +1,7 @@
 """Composition root of the liveness worker: models, database, storage, broker, sweeper.
 
 ``faceproof worker liveness`` calls :func:`serve`. Tests run :class:`LivenessWorker` in-process
-(several at once, sharing one :class:`~services.liveness.evaluation.SessionModels`).
+(several at once, sharing one :class:`~services.liveness.session_models.SessionModels`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from contracts.commands import ExpireSession
 from contracts.envelope import Command, Event
 from contracts.events import FrameCaptured, ReferencesMatched, SessionStarted
 from contracts.routing import LIVENESS_EXPIRY, LIVENESS_FRAMES, LIVENESS_MATCHES, LIVENESS_SESSIONS
-from faces.packs import load_pack
 from infra.broker import COMMANDS, EVENTS, create_broker, declare_topology, exchange_for, queue_for
 from infra.db.audit import AuditLog
 from infra.db.engine import create_engine, session_factory
@@ -34,8 +33,7 @@ from infra.retention import RETENTION_SWEEPER, Retention
 from infra.settings import Settings
 from infra.storage import ScannableStore, open_store
 from infra.sweeps import run_forever
-from services.liveness.analysis import DEFAULT_DETECT_EVERY, FrameAnalyzer
-from services.liveness.evaluation import SessionModels
+from services.liveness.analysis import DEFAULT_DETECT_EVERY
 from services.liveness.frames import FrameProcessor
 from services.liveness.handlers import (
     EXPIRY_SWEEPER,
@@ -46,6 +44,7 @@ from services.liveness.handlers import (
     handle_session_started,
     sweep,
 )
+from services.liveness.session_models import SessionModels
 
 __all__ = ["BrokerPublisher", "LivenessWorker", "load_models", "serve"]
 
@@ -81,21 +80,13 @@ def load_models(settings: Settings) -> SessionModels:
     threads = settings.inference_threads or max(
         1, len(os.sched_getaffinity(0)) // max(1, settings.liveness_concurrency)
     )
-    analyzer = FrameAnalyzer.from_models_dir(
+    return SessionModels.load(
         settings.resolved_models_dir,
         pack=settings.model_pack,
         threads=threads,
         prefer_gpu=settings.prefer_gpu,
         verify_checksums=settings.verify_model_checksums,
     )
-    pipeline = load_pack(
-        settings.model_pack,
-        settings.resolved_models_dir,
-        prefer_gpu=settings.prefer_gpu,
-        threads=threads,
-        verify_checksums=settings.verify_model_checksums,
-    )
-    return SessionModels(analyzer, pipeline.embedder, pipeline.cosine_threshold)
 
 
 class LivenessWorker:

@@ -3,7 +3,7 @@
 Pure and deterministic: the liveness worker calls :func:`replay` under the session's row lock
 with every stored frame (in any order, duplicates allowed) and publishes what the result holds
 beyond what was published before (the counters in the state row). The offline evaluation
-(:func:`services.liveness.evaluation.run_session`) runs the same engine on the same kind of
+(:func:`faceproof.evaluation.liveness.run_session`) runs the same engine on the same kind of
 input, with the same thresholds, the same identity gate and the same decision.
 
 The rules:
@@ -18,9 +18,9 @@ The rules:
 * A frame's time is ``captured_at - started_at`` in seconds; frames before the session started,
   and frames whose time runs backwards, are ignored.
 * Each frame's ``identity`` embedding (computed by the worker on every
-  :data:`~services.liveness.evaluation.IDENTITY_EVERY_FRAMES`-th sequence when
+  :data:`~services.liveness.frames.IDENTITY_EVERY_FRAMES`-th sequence when
   :meth:`IdentityCheck.wants` it) goes through one :class:`IdentityCheck` in replay order;
-  ``spoof_score`` (every :data:`~services.liveness.evaluation.SPOOF_EVERY_FRAMES`-th sequence)
+  ``spoof_score`` (every :data:`~services.liveness.frames.SPOOF_EVERY_FRAMES`-th sequence)
   joins the scores of frames judged until the sequence is done.
 """
 

@@ -22,7 +22,7 @@ from aiortc import RTCPeerConnection
 
 from contracts.routing import CALL_AGENT_CALLS, CALL_AGENT_SESSIONS, NOTIFIER_CALLBACKS, NOTIFIER_CALLS
 from examples.controller import Controller
-from services.liveness.webrtc_subject import post_offer
+from faceproof.testing.webrtc_subject import post_offer
 from tests.e2e.conftest import (
     TOKEN,
     Stack,

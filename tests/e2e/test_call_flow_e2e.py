@@ -20,17 +20,17 @@ import httpx
 import pytest
 
 from examples.controller import Controller
+from faceproof.testing.annotate import load_video_segments
+from faceproof.testing.scripted_subject import Media, ScriptedSubject
+from faceproof.testing.webrtc_subject import FrameSource, ScriptedSource, SourceTrack
 from services.liveness.analysis import FrameAnalyzer
-from services.liveness.annotate import load_video_segments
-from services.liveness.scripted_subject import Media, ScriptedSubject
-from services.liveness.webrtc_subject import FrameSource, ScriptedSource, SourceTrack
 from tests.e2e.conftest import TOKEN, Stack
 from tests.paths import DATA_DIR, MODELS_DIR, PEOPLE
 from tests.support.test_sfu import TestSfu, redirecting_room
 
 pytestmark = pytest.mark.e2e
 
-#: liveportrait_d3 answers these with annotated segments (services/liveness/video_segments.json).
+#: liveportrait_d3 answers these with annotated segments (faceproof/testing/video_segments.json).
 TURNS = ["TURN_LEFT", "TURN_RIGHT"]
 SECRET = "e2e-callback-secret-0123456789"
 

@@ -16,10 +16,10 @@ import cv2
 import httpx
 import pytest
 
+from faceproof.testing.scripted_subject import Media
+from faceproof.testing.webrtc_subject import PlaybackSource, SessionRun, run_subject
 from infra.retention import session_prefix
 from infra.storage import open_store
-from services.liveness.scripted_subject import Media
-from services.liveness.webrtc_subject import PlaybackSource, SessionRun, run_subject
 from tests.e2e.conftest import TOKEN, Stack
 from tests.paths import DATA_DIR
 

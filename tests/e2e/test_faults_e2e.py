@@ -31,11 +31,11 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from examples.controller import Controller
+from faceproof.testing.annotate import load_video_segments
+from faceproof.testing.scripted_subject import Media, ScriptedSubject
+from faceproof.testing.webrtc_subject import FrameSource, Image, ScriptedSource, run_subject
 from infra.db.engine import create_engine
 from services.liveness.analysis import FrameAnalyzer
-from services.liveness.annotate import load_video_segments
-from services.liveness.scripted_subject import Media, ScriptedSubject
-from services.liveness.webrtc_subject import FrameSource, Image, ScriptedSource, run_subject
 from tests.e2e.conftest import SERVICES, TOKEN, _tail, free_port, migrate, postgres_database, stack_env
 from tests.paths import DATA_DIR, MODELS_DIR, PEOPLE
 from tests.support.broker import RabbitVhost, temporary_vhost

@@ -16,10 +16,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from services.liveness.analysis import FrameAnalyzer
-from services.liveness.annotate import load_video_segments
-from services.liveness.scripted_subject import Media, ScriptedSubject
-from services.liveness.webrtc_subject import (
+from faceproof.testing.annotate import load_video_segments
+from faceproof.testing.scripted_subject import Media, ScriptedSubject
+from faceproof.testing.webrtc_subject import (
     FrameSource,
     PlaybackSource,
     ScriptedSource,
@@ -28,13 +27,14 @@ from services.liveness.webrtc_subject import (
     moved_in_plane,
     run_subject,
 )
+from services.liveness.analysis import FrameAnalyzer
 from tests.e2e.conftest import Stack
 from tests.paths import DATA_DIR, MODELS_DIR, PEOPLE
 
 pytestmark = pytest.mark.e2e
 
 VIDEO = DATA_DIR / "video"
-#: liveportrait_d3 has annotated segments for these (services/liveness/video_segments.json).
+#: liveportrait_d3 has annotated segments for these (faceproof/testing/video_segments.json).
 ANSWERABLE = ["TURN_LEFT", "TURN_RIGHT", "LOOK_UP", "LOOK_DOWN", "OPEN_MOUTH"]
 TERMINAL = {"SUCCEEDED", "FAILED", "EXPIRED"}
 #: Attacks get head turns: the recordings never turn that far on their own, and d3 answers them.
@@ -177,7 +177,7 @@ def test_a_subject_who_reconnects_within_the_window_resumes(
 async def _offer_status(stack: Stack, created: dict[str, Any]) -> int:
     from aiortc import RTCPeerConnection
 
-    from services.liveness.webrtc_subject import post_offer
+    from faceproof.testing.webrtc_subject import post_offer
 
     pc = RTCPeerConnection()
     pc.createDataChannel("faceproof")

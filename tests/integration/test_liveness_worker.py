@@ -27,6 +27,7 @@ from contracts.commands import ExpireSession
 from contracts.events import FrameCaptured, ReferencesMatched, SessionStarted
 from contracts.routing import COMMANDS_EXCHANGE, EVENTS_EXCHANGE, CommandKey, EventKey
 from contracts.values import ChallengeType, ModelInfo
+from faceproof.testing.scripted_subject import Media, fit_frame
 from faces.alignment import align_face
 from infra.broker import COMMANDS, EVENTS, create_broker
 from infra.db.engine import create_engine, session_factory
@@ -40,11 +41,11 @@ from infra.storage import ObjectStore, open_store
 from services.liveness.analysis import FrameAnalyzer
 from services.liveness.challenges import Challenge
 from services.liveness.decision import IdentityCheck
-from services.liveness.evaluation import IDENTITY_EVERY_FRAMES, SPOOF_EVERY_FRAMES, SessionModels
+from services.liveness.frames import IDENTITY_EVERY_FRAMES, SPOOF_EVERY_FRAMES
 from services.liveness.handlers import to_replay_frame
 from services.liveness.main import LivenessWorker, load_models
 from services.liveness.replay import GAP_SKIP_AFTER, ReplayFrame, replay
-from services.liveness.scripted_subject import Media, fit_frame
+from services.liveness.session_models import SessionModels
 from tests.integration.conftest import migrate
 from tests.paths import DATA_DIR, MODELS_DIR, PEOPLE
 from tests.support import services

@@ -11,10 +11,7 @@ import pytest
 
 from contracts.values import ChallengeType
 from faceproof.eval_cli import liveness
-from services.liveness.annotate import load_video_segments
-from services.liveness.challenges import RIGID_CHALLENGES, Challenge, ChallengeStatus, Verdict
-from services.liveness.decision import decide
-from services.liveness.evaluation import (
+from faceproof.evaluation.liveness import (
     DEFAULT_CHALLENGES,
     DEFAULT_SEED,
     ChallengeResult,
@@ -30,6 +27,9 @@ from services.liveness.evaluation import (
     report,
     write_manifest,
 )
+from faceproof.testing.annotate import load_video_segments
+from services.liveness.challenges import RIGID_CHALLENGES, Challenge, ChallengeStatus, Verdict
+from services.liveness.decision import decide
 from tests.paths import DATA_DIR, REPO_ROOT
 
 EXAMPLE = REPO_ROOT / "docs" / "liveness-eval-manifest.example.csv"

@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 
 from contracts.values import ChallengeType
-from services.liveness.annotate import load_video_segments
-from services.liveness.challenges import Challenge, ChallengeStatus, FailureReason, Thresholds
-from services.liveness.evaluation import SessionModels, run_session
-from services.liveness.scripted_subject import (
+from faceproof.evaluation.liveness import run_session
+from faceproof.testing.annotate import load_video_segments
+from faceproof.testing.scripted_subject import (
     FRAME_SIZE,
     HOLD_FRAMES,
     WORKER_FPS,
@@ -25,6 +24,8 @@ from services.liveness.scripted_subject import (
     ScriptedSubject,
     fit_frame,
 )
+from services.liveness.challenges import Challenge, ChallengeStatus, FailureReason, Thresholds
+from services.liveness.session_models import SessionModels
 from tests.paths import DATA_DIR, MODELS_DIR, PEOPLE
 
 D0 = DATA_DIR / "video" / "liveportrait_d0.mp4"

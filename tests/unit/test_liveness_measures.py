@@ -9,8 +9,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from faceproof.testing.annotate import read_frames
 from services.liveness.analysis import FrameAnalysis, FrameAnalyzer
-from services.liveness.annotate import read_frames
 from services.liveness.landmarks import CropRegion, region_from_box
 from services.liveness.measures import FaceMeasures
 from tests.faces_support import read_image

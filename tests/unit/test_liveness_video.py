@@ -16,8 +16,8 @@ import numpy.typing as npt
 import pytest
 
 from contracts.values import ChallengeType
+from faceproof.testing.annotate import SEARCHED, load_video_segments, read_frames
 from services.liveness.analysis import FrameAnalysis, FrameAnalyzer
-from services.liveness.annotate import SEARCHED, load_video_segments, read_frames
 from services.liveness.challenges import (
     Challenge,
     ChallengeEvaluator,
@@ -116,7 +116,7 @@ def test_the_segment_file_describes_every_video() -> None:
 
 def test_the_docs_list_the_segments() -> None:
     text = (REPO_ROOT / "docs" / "liveness.md").read_text(encoding="utf-8")
-    assert "python -m services.liveness.annotate" in text
+    assert "python -m faceproof.testing.annotate" in text
     for kind in SEARCHED:
         for _, start, end, _ in SEGMENTS.for_challenge(kind):
             assert f"{start:g}\N{EN DASH}{end:g}" in text, (kind, start, end)

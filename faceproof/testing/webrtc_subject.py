@@ -26,8 +26,8 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription, V
 from aiortc.mediastreams import MediaStreamError
 
 from contracts.values import ChallengeType
+from faceproof.testing.scripted_subject import WORKER_FPS, Media, ScriptedSubject
 from services.liveness.challenges import Challenge
-from services.liveness.scripted_subject import WORKER_FPS, Media, ScriptedSubject
 
 Image = npt.NDArray[np.uint8]
 VIDEO_CLOCK_RATE = 90_000

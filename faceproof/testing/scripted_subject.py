@@ -1,6 +1,6 @@
 """A scripted subject: answers liveness challenges by playing its own recorded material.
 
-Used by ``faceproof eval liveness`` (:mod:`services.liveness.evaluation`). The subject holds one
+Used by ``faceproof eval liveness`` (:mod:`faceproof.evaluation.liveness`). The subject holds one
 piece of material, a video or a still image (a still is a one-frame video: a print attack), and
 for each challenge it is given, it picks what to show **from that material only**, so a replayed
 or printed attack gets exactly the same chance to answer as a live recording:
@@ -44,9 +44,9 @@ import numpy as np
 import numpy.typing as npt
 
 from contracts.values import ChallengeType
+from faceproof.testing.annotate import ANNOTATION_MARGIN, VideoSegments, read_frames, stricter
 from faces.images import decode_image
 from services.liveness.analysis import FrameAnalysis, FrameAnalyzer
-from services.liveness.annotate import ANNOTATION_MARGIN, VideoSegments, read_frames, stricter
 from services.liveness.challenges import (
     DEFAULT_THRESHOLDS,
     RIGID_CHALLENGES,

@@ -2,7 +2,7 @@
 
 ``faceproof eval liveness --manifest CSV`` (see docs/liveness.md) reads a manifest of videos and
 still images labelled ``live`` or ``attack`` (with an attack type), runs each as one liveness
-session with a :class:`~services.liveness.scripted_subject.ScriptedSubject` answering the
+session with a :class:`~faceproof.testing.scripted_subject.ScriptedSubject` answering the
 challenges from that material, and reports:
 
 * **APCER** per attack type: the share of that type's attack presentations classified live;
@@ -36,10 +36,15 @@ from pathlib import Path
 from typing import Any, Final
 
 from contracts.values import ChallengeType
+from faceproof.testing.annotate import VideoSegments, load_video_segments
+from faceproof.testing.scripted_subject import (
+    WORKER_FPS,
+    Media,
+    ScriptedSubject,
+    camera_round_trip,
+    is_still,
+)
 from faces.alignment import align_face
-from faces.embedding import Embedder
-from services.liveness.analysis import FrameAnalyzer
-from services.liveness.annotate import VideoSegments, load_video_segments
 from services.liveness.challenges import (
     DEFAULT_THRESHOLDS,
     RIGID_CHALLENGES,
@@ -50,27 +55,19 @@ from services.liveness.challenges import (
     draw_challenges,
 )
 from services.liveness.decision import IdentityCheck, LivenessDecision, decide
-from services.liveness.scripted_subject import (
-    WORKER_FPS,
-    Media,
-    ScriptedSubject,
-    camera_round_trip,
-    is_still,
-)
+from services.liveness.frames import IDENTITY_EVERY_FRAMES, SPOOF_EVERY_FRAMES
+from services.liveness.session_models import SessionModels
 
 __all__ = [
     "DEFAULT_ATTACKS",
     "DEFAULT_CHALLENGES",
     "DEFAULT_LIVE",
     "DEFAULT_SEED",
-    "IDENTITY_EVERY_FRAMES",
-    "SPOOF_EVERY_FRAMES",
     "ChallengeResult",
     "ErrorRates",
     "Label",
     "ManifestRow",
     "PresentationResult",
-    "SessionModels",
     "default_manifest",
     "draw_for",
     "error_rates",
@@ -84,10 +81,6 @@ __all__ = [
 
 DEFAULT_SEED: Final = 30107
 DEFAULT_CHALLENGES: Final = 3
-#: Anti-spoofing on every 2nd frame (4 scores a second at 8 fps).
-SPOOF_EVERY_FRAMES: Final = 2
-#: The identity check on every 4th frame (every 0.5 s), when the face is frontal.
-IDENTITY_EVERY_FRAMES: Final = 4
 #: The default manifest for ``../shared/data``: live recordings (glob patterns) ...
 DEFAULT_LIVE: Final = (
     "video/liveportrait_d*.mp4",
@@ -233,23 +226,6 @@ def error_rates(presentations: Iterable[tuple[Label, str | None, bool]]) -> Erro
 
 
 # -- sessions -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SessionModels:
-    """What a session needs: the frame analyzer (with anti-spoofing), an embedder and its threshold."""
-
-    analyzer: FrameAnalyzer
-    embedder: Embedder
-    identity_threshold: float
-
-    @classmethod
-    def load(cls, models_dir: Path, *, pack: str = "permissive", threads: int = 0) -> SessionModels:
-        from faces.packs import load_pack
-
-        analyzer = FrameAnalyzer.from_models_dir(models_dir, pack=pack, threads=threads)
-        pipeline = load_pack(pack, models_dir, threads=threads)
-        return cls(analyzer, pipeline.embedder, pipeline.cosine_threshold)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Time the per-frame analysis on 640x480 frames: detection, mesh, eyes, anti-spoofing.
 
-    nice -n 10 .venv/bin/python -m services.liveness.bench --models-dir ../shared/models \\
+    nice -n 10 .venv/bin/python -m faceproof.bench.liveness_stages --models-dir ../shared/models \\
         --video ../shared/data/video/liveportrait_d9.mp4 --threads 2
 
 Frames are letterboxed to 640x480 (the call agent's default capture size). Prints median and mean
@@ -19,8 +19,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from faceproof.testing.annotate import read_frames
 from services.liveness.analysis import FrameAnalyzer
-from services.liveness.annotate import read_frames
 
 __all__ = ["letterbox_to", "main"]
 
