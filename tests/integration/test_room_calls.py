@@ -176,6 +176,30 @@ async def test_no_video_fails_with_no_video(tmp_path: Path) -> None:
     assert outcome.failure is not None
     assert [e.reason for e in events.of(CallFailed)] == ["NO_VIDEO"]  # type: ignore[attr-defined]
     assert len(events.of(CallJoined)) == 1  # it joined; the subject never showed
+    assert events.of(SessionStarted) == [] and events.of(FrameCaptured) == []  # no session ran
+
+
+async def test_the_session_starts_when_a_late_subject_s_video_arrives(tmp_path: Path) -> None:
+    """The subject's video reaches the room 6 s after the agent joined: the agent joins at once
+    (CallJoined), but the session (SessionStarted, the first challenge's clock in the liveness
+    worker) starts only when the first frame arrives, and every stored frame comes after it."""
+    events = RecordingEvents()
+    async with TestSfu(subject_delay_s=6.0) as sfu:
+        calls = RoomCalls(config(), store=LocalObjectStore(tmp_path), events=events)
+        await calls.start(join_call(sfu.url()))
+        await sfu.joined.wait()
+        joined_at = time.monotonic()
+        await until(lambda: len(events.of(CallJoined)) == 1)
+        await until(lambda: len(events.of(SessionStarted)) == 1)
+        waited = time.monotonic() - joined_at
+        await until(lambda: len(events.of(FrameCaptured)) >= 3)
+        await calls.close()
+    assert waited >= 5.5, f"the session started {waited:.1f} s after the join, before the video came"
+    started = events.of(SessionStarted)[0]
+    frames = events.of(FrameCaptured)
+    assert all(f.captured_at >= started.occurred_at for f in frames)  # type: ignore[attr-defined]
+    assert [f.sequence for f in frames][:3] == [0, 1, 2]  # type: ignore[attr-defined]
+    assert events.of(CallFailed) == []
 
 
 async def test_socket_dropped_mid_call_fails_with_socket_dropped(tmp_path: Path) -> None:

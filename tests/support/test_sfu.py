@@ -15,9 +15,10 @@ What it does NOT prove: mediasoup's own SDP-less RTP handling (RTX, simulcast, h
 rewriting, BWE), TCP candidates, TURN, or a browser's encoder on the other side. See docs/rooms.md.
 
 Controls for tests: ``send_video=False`` (a room where the subject never shows up),
-``ignore_methods`` (requests never answered), :meth:`TestSfu.drop` (abort every socket and refuse
-new ones). Observations: ``received_frames`` (decoded frames of the peer's produced video),
-``last_received``, ``methods``, ``joined``, ``left``.
+``subject_delay_s`` (the subject's video is offered that long after the peer joined: a subject
+who arrives late, as people do in real calls), ``ignore_methods`` (requests never answered),
+:meth:`TestSfu.drop` (abort every socket and refuse new ones). Observations: ``received_frames``
+(decoded frames of the peer's produced video), ``last_received``, ``methods``, ``joined``, ``left``.
 """
 
 from __future__ import annotations
@@ -300,8 +301,11 @@ class TestSfu:
         ignore_methods: Iterable[str] = (),
         video: Path = FACE_VIDEO,
         subject: MediaStreamTrack | None = None,
+        subject_delay_s: float = 0.0,
     ) -> None:
         self.send_video = send_video
+        #: The subject's video is offered (newConsumer) this long after the peer's join.
+        self.subject_delay_s = subject_delay_s
         #: The subject's camera; default: ``video`` looped (a subject who ignores the instructions).
         self.subject = subject
         self.ignore_methods = set(ignore_methods)
@@ -453,6 +457,8 @@ class TestSfu:
         transport = peer.consuming_transport
         if transport is None or not self.send_video:
             return
+        if self.subject_delay_s > 0:
+            await asyncio.sleep(self.subject_delay_s)
         track = self.subject if self.subject is not None else FaceVideoTrack(self._frames or [])
         sender = RTCRtpSender(track, transport.dtls)
         peer.senders.append(sender)

@@ -6,6 +6,12 @@ sampled at ``frame_rate``, stored as JPEG and announced with FrameCaptured; the 
 events (ChallengeIssued ... SessionFinished) update it. Only the transport differs: a mediasoup
 room instead of an offer/answer, and no data channel.
 
+The session starts with the subject's first video frame, not with our join: people arrive in a
+room seconds or minutes after the controller asked faceproof in. SessionStarted (the liveness
+worker draws the challenges and starts the first one's clock) is published when the first frame
+arrives; until then the call waits, bounded by ``no_video_timeout_s`` (NO_VIDEO) and the flow's
+deadline. Frames are stored and announced only from then on.
+
 The call ends in exactly one way: the session finished (leave after ``hangup_delay_s``), the
 session's deadline passed (leave), or a failure — then :class:`CallFailed` is published with the
 reason (ROOM_UNREACHABLE, ROOM_REFUSED, SIGNALLING_ERROR, SOCKET_DROPPED, NO_VIDEO) and the room is left.
@@ -61,6 +67,7 @@ class CallConfig:
     room: RoomConfig = field(default_factory=RoomConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
     #: The subject's first frame must arrive this long after joining, or the call fails (NO_VIDEO).
+    #: The session (and its first challenge's clock) starts when that frame arrives.
     no_video_timeout_s: float = 20.0
 
 
@@ -133,6 +140,8 @@ class RoomCall:
             on_erased=lambda: self._end(CallOutcome(ended="the session was erased")),
         )
         self._first_frame = asyncio.Event()
+        #: SessionStarted was published (the subject's first frame arrived): frames are stored.
+        self._started = False
         self._outcome: asyncio.Future[CallOutcome] = asyncio.get_running_loop().create_future()
         self._tasks: set[asyncio.Task[None]] = set()
         self._protoo = ProtooClient(
@@ -198,18 +207,8 @@ class RoomCall:
             extra={"session_id": self.session_id, "flow_id": self.flow_id},
         )
         self._spawn(self._watch_socket(), "socket")
-        self._spawn(self._watch_video(), "no-video")
-        self._spawn(self.frames.run(), "frames")
+        self._spawn(self._start_with_the_subject(), "no-video")
         try:
-            await self._events.publish(
-                SessionStarted(
-                    correlation_id=self.session_id,
-                    client_id=self.command.client_id,
-                    session_id=self.session_id,
-                    connection_id=self.connection_id,
-                ),
-                EventKey.SESSION_STARTED,
-            )
             await self._events.publish(
                 CallJoined(
                     correlation_id=self.flow_id,
@@ -258,20 +257,44 @@ class RoomCall:
                 frame = await track.recv()
             except MediaStreamError:
                 return
-            if isinstance(frame, VideoFrame):
-                self._first_frame.set()
+            if not isinstance(frame, VideoFrame):
+                continue
+            if self._started:
                 self.frames.offer(frame)
+            else:  # shown in the instruction video; not a session frame yet
+                self.frames.latest.frame = frame
+                self._first_frame.set()
 
     async def _watch_socket(self) -> None:
         await self._protoo.dropped.wait()
         self._fail(SocketDropped("the room socket closed during the call"))
 
-    async def _watch_video(self) -> None:
+    async def _start_with_the_subject(self) -> None:
+        """Wait for the subject's first frame (NO_VIDEO past ``no_video_timeout_s``), then start the
+        session: SessionStarted starts the first challenge's clock in the liveness worker, so a
+        subject who arrives late has the same time as one who was there first."""
         try:
             async with asyncio.timeout(self._config.no_video_timeout_s):
                 await self._first_frame.wait()
         except TimeoutError:
             self._fail(NoVideo(f"no video from the subject within {self._config.no_video_timeout_s:g} s"))
+            return
+        try:
+            await self._events.publish(
+                SessionStarted(
+                    correlation_id=self.session_id,
+                    client_id=self.command.client_id,
+                    session_id=self.session_id,
+                    connection_id=self.connection_id,
+                ),
+                EventKey.SESSION_STARTED,
+            )
+        except PublishFailed as error:
+            self._fail(SignallingError(f"could not start the session ({error})"))
+            return
+        self._started = True
+        self._spawn(self.frames.run(), "frames")
+        log.info("the subject's video arrived: session started", extra={"flow_id": self.flow_id})
 
     async def _expire_at(self, expires_at: datetime) -> None:
         await asyncio.sleep(max(0.0, (expires_at - utc_now()).total_seconds()))
