@@ -5,7 +5,6 @@ never ORM rows."""
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 from uuid import uuid4
@@ -14,10 +13,12 @@ from sqlalchemy import insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from domain.sessions import UNFINISHED, SessionEnding, counts_toward_lockout
+from infra.db.audit import AuditAction, audit_row
 from infra.db.errors import AlreadyExists, DatabaseError, NotFound, VersionConflict, translate_errors
 from infra.db.keys import KEY_SCHEME, hash_key, key_prefix, keys_match, new_key
 from infra.db.records import ApiClient, SessionRecord, SessionStatus
-from infra.db.security import LOCKOUT_OUTCOMES, failure_rows
+from infra.db.security import failure_rows
 from infra.db.tables import (
     DEFAULT_BURST,
     DEFAULT_MONTHLY_QUOTA,
@@ -103,9 +104,14 @@ class SessionPort(Protocol):
         (re-read and decide again) and ``NotFound`` when there is no such session."""
         ...
 
-    async def expire(self, record: SessionRecord) -> SessionRecord:
-        """Mark the session ``EXPIRED`` if it is unfinished and past ``expires_at``; return it as it
-        now is (a worker may have finished it first)."""
+    async def end(self, ending: SessionEnding) -> SessionRecord:
+        """Apply :func:`domain.sessions.end_session`'s answer: the terminal status and result, the
+        lockout failure and the audit entry, in one transaction, if the row is still at
+        ``ending.expected_version``. Raises ``VersionConflict`` / ``NotFound`` as ``update_status``."""
+        ...
+
+    async def overdue(self, *, limit: int = 100) -> builtins.list[str]:
+        """Ids of unfinished sessions past their deadline (at most ``limit``)."""
         ...
 
 
@@ -267,30 +273,68 @@ class SessionRepository:
             async with self._sessions.begin() as session:
                 row = (await session.scalars(statement)).one_or_none()
                 if row is not None:
-                    await _count_lockout(session, [row], now)
+                    if status.terminal:  # a test's shortcut; services end sessions with end()
+                        counted = counts_toward_lockout(status, connections=row.connections)
+                        await _count_lockout(session, row, now, counted=counted)
                     return _session(row)
                 if await session.get(SessionRow, session_id) is None:
                     raise NotFound(f"session {session_id} does not exist")
         raise VersionConflict(f"session {session_id} is no longer at version {expected_version}")
 
-    async def expire(self, record: SessionRecord) -> SessionRecord:
-        expired = await self.expire_if_overdue(record.id)
-        current = expired or await self.fetch(record.id)
-        if current is None:
-            raise NotFound(f"session {record.id} does not exist")
-        return current
-
-    async def expire_if_overdue(self, session_id: str) -> SessionRecord | None:
-        """Mark this session EXPIRED if it is unfinished and past ``expires_at``.
-
-        Returns the updated record only when THIS call made the transition (so exactly one
-        caller publishes SessionFinished); ``None`` when it was finished, not due, or missing.
-        """
+    async def end(self, ending: SessionEnding) -> SessionRecord:
+        now = utc_now()
+        values: dict[str, Any] = {
+            "status": ending.status.value,
+            "updated_at": now,
+            "finished_at": now,
+            "version": SessionRow.version + 1,
+        }
+        if ending.result is not None:
+            values["result"] = ending.result
+        statement = (
+            update(SessionRow)
+            .where(
+                SessionRow.id == ending.session_id,
+                SessionRow.version == ending.expected_version,
+                SessionRow.status.in_(_UNFINISHED),
+            )
+            .values(values)
+            .returning(SessionRow)
+            .execution_options(synchronize_session=False)
+        )
+        entry = ending.audit
         with translate_errors():
             async with self._sessions.begin() as session:
-                row = (await session.scalars(_expiring(SessionRow.id == session_id))).one_or_none()
-                await _count_lockout(session, [] if row is None else [row], utc_now())
-        return None if row is None else _session(row)
+                row = (await session.scalars(statement)).one_or_none()
+                if row is not None:
+                    await _count_lockout(session, row, now, counted=ending.counts_toward_lockout)
+                    session.add(
+                        audit_row(
+                            actor=entry.actor,
+                            action=AuditAction(entry.action),
+                            subject_id=entry.subject_id,
+                            outcome=entry.outcome,
+                            details=entry.details,
+                            at=now,
+                        )
+                    )
+                    return _session(row)
+                if await session.get(SessionRow, ending.session_id) is None:
+                    raise NotFound(f"session {ending.session_id} does not exist")
+        raise VersionConflict(
+            f"session {ending.session_id} is no longer at version {ending.expected_version}"
+        )
+
+    async def overdue(self, *, limit: int = 100) -> builtins.list[str]:
+        query = (
+            select(SessionRow.id)
+            .where(SessionRow.status.in_(_UNFINISHED), SessionRow.expires_at <= utc_now())
+            .order_by(SessionRow.expires_at)
+            .limit(limit)
+        )
+        with translate_errors():
+            async with self._sessions() as session:
+                return list((await session.scalars(query)).all())
 
     async def set_client_token_hash(self, session_id: str, client_token_hash: str) -> bool:
         """Replace the session's client token (the previous one stops working); False if missing."""
@@ -304,28 +348,6 @@ class SessionRepository:
             async with self._sessions.begin() as session:
                 result = await session.execute(statement)
         return bool(getattr(result, "rowcount", 0))
-
-    async def expire_overdue(self, *, limit: int = 100) -> builtins.list[SessionRecord]:
-        """Mark unfinished sessions past their deadline EXPIRED; returns those this call expired.
-
-        Safe to run from several processes at once: each row changes (and is returned) once.
-        """
-        with translate_errors():
-            async with self._sessions.begin() as session:
-                ids = list(
-                    (
-                        await session.scalars(
-                            select(SessionRow.id)
-                            .where(SessionRow.status.in_(_UNFINISHED), SessionRow.expires_at <= utc_now())
-                            .limit(limit)
-                        )
-                    ).all()
-                )
-                if not ids:
-                    return []
-                rows = (await session.scalars(_expiring(SessionRow.id.in_(ids)))).all()
-                await _count_lockout(session, rows, utc_now())
-                return [_session(row) for row in rows]
 
     async def request_erasure(self, session_id: str) -> bool:
         """Set the erasure tombstone (kept if set already); False when there is no such session.
@@ -421,36 +443,14 @@ class SessionRepository:
         return None if row is None else _session(row)
 
 
-_UNFINISHED = tuple(status.value for status in SessionStatus if not status.terminal)
+_UNFINISHED = tuple(sorted(status.value for status in UNFINISHED))
 
 
-def _expiring(*criteria: Any) -> Any:
-    """UPDATE the matching sessions that are unfinished and past their deadline to EXPIRED,
-    RETURNING the rows this statement changed (each to exactly one caller)."""
-    now = utc_now()
-    return (
-        update(SessionRow)
-        .where(*criteria, SessionRow.status.in_(_UNFINISHED), SessionRow.expires_at <= now)
-        .values(
-            status=SessionStatus.EXPIRED.value,
-            updated_at=now,
-            finished_at=now,
-            version=SessionRow.version + 1,
-        )
-        .returning(SessionRow)
-        .execution_options(synchronize_session=False)
-    )
-
-
-async def _count_lockout(session: AsyncSession, rows: Sequence[SessionRow], now: datetime) -> None:
-    """Count the sessions that just ended in a lockout outcome against their subjects, in the
-    transaction that ended them (the one place lockout failures are recorded)."""
-    failures = [
-        failure
-        for row in rows
-        if SessionStatus(row.status) in LOCKOUT_OUTCOMES
-        for failure in failure_rows(row.owner, dict(row.settings), row.id, now)
-    ]
+async def _count_lockout(session: AsyncSession, row: SessionRow, now: datetime, *, counted: bool) -> None:
+    """Count a session that just ended against its subjects when the domain rule says it counts
+    (``domain.sessions.counts_toward_lockout``), in the transaction that ended it: the one place
+    lockout failures are recorded."""
+    failures = failure_rows(row.owner, dict(row.settings), row.id, now) if counted else []
     if failures:
         await session.execute(insert(LivenessFailureRow), failures)
 

@@ -13,19 +13,17 @@ import hashlib
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any
 
 from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
-from contracts.values import SessionStatus
 from infra.db.errors import translate_errors
 from infra.db.tables import ApiClientRow, LivenessFailureRow, RateBucketRow, UsageRow
 
 __all__ = [
-    "LOCKOUT_OUTCOMES",
     "ClientUsage",
     "Limits",
     "LivenessFailures",
@@ -110,15 +108,10 @@ def lockout_subjects(owner: str, settings: dict[str, Any]) -> list[str]:
     return subjects
 
 
-#: The session outcomes that count against its subjects' lockout, whoever ends the session: a
-#: failed decision, an erasure mid-session (FAILED, reason ERASED) and an abandoned session
-#: (EXPIRED: no decision). The sessions repository records them in the same transaction as the
-#: status change, so no path that ends a session can skip it.
-LOCKOUT_OUTCOMES: Final = frozenset({SessionStatus.FAILED, SessionStatus.EXPIRED})
-
-
 def failure_rows(owner: str, settings: dict[str, Any], session_id: str, at: datetime) -> list[dict[str, Any]]:
-    """The ``liveness_failures`` rows of one session that ended in a lockout outcome."""
+    """The ``liveness_failures`` rows of one session whose ending counts toward the lockout
+    (``domain.sessions.counts_toward_lockout``; the sessions repository records them in the
+    transaction that ends the session, so no path that ends a session can skip it)."""
     return [
         {"owner": owner, "subject": subject, "session_id": session_id, "failed_at": at}
         for subject in lockout_subjects(owner, settings)
@@ -330,8 +323,8 @@ class LivenessFailures:
         self._sessions = sessions
 
     async def record(self, owner: str, subjects: list[str], session_id: str, now: datetime) -> None:
-        """Count one failure against ``subjects`` (sessions ending FAILED or EXPIRED are counted
-        by the sessions repository itself; this is for anything else, and for tests)."""
+        """Count one failure against ``subjects`` (sessions whose ending counts are counted by the
+        sessions repository itself; this is for anything else, and for tests)."""
         if not subjects:
             return
         rows = [

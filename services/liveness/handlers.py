@@ -6,8 +6,9 @@ Delivery rules (see docs/liveness.md, "The liveness worker"):
   counts the ChallengeIssued / ChallengeVerdict events published, and the counters advance in
   that transaction, so a re-delivered message publishes nothing twice. When publishing fails,
   the counters are wound back (unless another worker moved them on) and the message is retried.
-* A session ends once: every terminal transition is a conditional update (``expected_version``
-  or "still unfinished"), and only the caller whose update won publishes SessionFinished.
+* A session ends once, through ``infra.lifecycle.SessionLifecycle`` (the rule is
+  ``domain.sessions.end_session``): a version-checked update, and only the caller whose update
+  won publishes SessionFinished.
 """
 
 from __future__ import annotations
@@ -36,11 +37,12 @@ from contracts.events import (
 )
 from contracts.routing import CommandKey, EventKey
 from contracts.values import ChallengeType, ImageData, SessionStatus
-from infra.db.audit import AuditAction, AuditLog
-from infra.db.errors import DatabaseError, NotFound, VersionConflict
+from domain.sessions import Decided, Expired, Outcome
+from infra.db.errors import VersionConflict
 from infra.db.liveness import LivenessFrame, LivenessRepository
 from infra.db.records import SessionRecord
 from infra.db.repositories import SessionRepository
+from infra.lifecycle import SessionLifecycle
 from infra.storage import ObjectNotFound, ObjectStore
 from infra.sweeps import each
 from infra.telemetry.metrics import session_status
@@ -58,8 +60,6 @@ from services.liveness.frames import AnalysedFrame, InvalidFrame
 from services.liveness.replay import ReplayFrame, ReplayResult, audit_frames, reference_frame, replay
 
 __all__ = [
-    "COMPARISON_UNAVAILABLE",
-    "EXPIRED",
     "EXPIRY_SWEEPER",
     "Deps",
     "FrameSource",
@@ -78,14 +78,11 @@ __all__ = [
 
 log = logging.getLogger("faceproof.liveness")
 
-COMPARISON_UNAVAILABLE: Final = "COMPARISON_UNAVAILABLE"
-EXPIRED: Final = "EXPIRED"
 #: The expiry sweep's name in logs and in ``faceproof_sweep_failures_total``.
 EXPIRY_SWEEPER: Final = "expiry"
 DEFAULT_CHALLENGE_COUNT: Final = 3
 DEFAULT_AUDIT_IMAGES: Final = 2
 MAX_AUDIT_IMAGES: Final = 4
-_FINISH_ATTEMPTS: Final = 5
 
 
 class Publisher(Protocol):
@@ -113,9 +110,6 @@ class Deps:
     thresholds: Thresholds = DEFAULT_THRESHOLDS
     #: None: the operating system's cryptographic source (tests may seed it).
     rng: random.Random | None = field(default=None, repr=False)
-    #: Where decisions are recorded (who asked, when, outcome, reasons); None: not recorded.
-    audit: AuditLog | None = None
-    #: Where FAILED sessions of a subject key or device id are counted (lockout); None: not counted.
 
 
 # -- session settings -------------------------------------------------------------------------
@@ -310,31 +304,27 @@ def _match_request(record: SessionRecord, probe_key: str | None) -> MatchReferen
 # -- finishing --------------------------------------------------------------------------------
 
 
-async def _audit_decision(
-    deps: Deps, owner: str, session_id: str, status: SessionStatus, result: dict[str, Any] | None
-) -> None:
-    """One SESSION_DECIDED record, after SessionFinished went out (a failed write is logged, not
-    retried: the session's own row keeps the decision). No images, keys or embeddings."""
-    if deps.audit is None:
-        return
-    result = result or {}
-    details = {
-        "isLive": result.get("isLive"),
-        "confidence": result.get("confidence"),
-        "reasons": list(result.get("reasons") or []),
-        "comparisonResult": result.get("comparisonResult"),
-        "comparisonMatch": result.get("comparisonMatch"),
-    }
-    try:
-        await deps.audit.record(
-            actor=owner,
-            action=AuditAction.SESSION_DECIDED,
-            subject_id=session_id,
-            outcome=status.value,
-            details=details,
-        )
-    except DatabaseError as error:
-        log.warning("session %s: audit record not written: %s", session_id, type(error).__name__)
+class _FinishedEvents:
+    """SessionFinished through the worker's publisher (the lifecycle's port)."""
+
+    def __init__(self, publisher: Publisher) -> None:
+        self._publisher = publisher
+
+    async def finished(self, event: SessionFinished) -> None:
+        await self._publisher.event(event, EventKey.SESSION_FINISHED)
+
+
+def _lifecycle(deps: Deps) -> SessionLifecycle:
+    return SessionLifecycle(deps.sessions, _FinishedEvents(deps.publisher))
+
+
+async def _end(deps: Deps, session_id: str, outcome: Outcome) -> bool:
+    """End the session (the one rule, the one application function); True when this call did."""
+    ended = await _lifecycle(deps).end(session_id, outcome)
+    if ended is None:
+        return False
+    deps.frames.forget(session_id)
+    return True
 
 
 async def finish(
@@ -349,66 +339,10 @@ async def finish(
     ``comparison``: the matcher's answer; ``matcher_late``: it did not come in time (a session
     with a reference image then gets the reason COMPARISON_UNAVAILABLE).
     """
-    for _ in range(_FINISH_ATTEMPTS):
-        record = await deps.sessions.fetch(session_id)
-        if record is None or record.status.terminal:
-            return False
-        state = await deps.states.get(session_id)
-        if state is None or state.decision is None:
-            return False
-        decision = state.decision
-        reasons = list(decision.get("reasons", []))
-        similarity: float | None = None
-        match: bool | None = None
-        if comparison is not None:
-            if comparison.error is not None:
-                reasons.append(comparison.error.code.value)
-            else:
-                similarity, match = comparison.similarity, comparison.match
-        elif record.reference_key is not None and (matcher_late or decision.get("referenceKey") is None):
-            reasons.append(COMPARISON_UNAVAILABLE)
-        result = {
-            "isLive": bool(decision["isLive"]),
-            "confidence": decision["confidence"],
-            "reasons": reasons,
-            "referenceImageKey": decision.get("referenceKey"),
-            "auditImageKeys": list(decision.get("auditKeys", [])),
-            "comparisonResult": similarity,
-            "comparisonMatch": match,
-            "challenges": list(decision.get("challenges", [])),
-        }
-        status = SessionStatus.SUCCEEDED if result["isLive"] else SessionStatus.FAILED
-        try:
-            await deps.sessions.update_status(
-                session_id, expected_version=record.version, status=status, result=result
-            )
-        except VersionConflict:
-            continue
-        except NotFound:
-            return False
-        deps.frames.forget(session_id)
-        session_status(status)
-        log.info("session %s finished %s", session_id, status.value)
-        await deps.publisher.event(
-            SessionFinished(correlation_id=session_id, session_id=session_id, status=status, reasons=reasons),
-            EventKey.SESSION_FINISHED,
-        )
-        await _audit_decision(deps, record.owner, session_id, status, result)
-        return True
-    raise VersionConflict(f"session {session_id} kept changing while finishing it")
-
-
-async def _finished_expired(deps: Deps, session_id: str, owner: str) -> None:
-    deps.frames.forget(session_id)
-    session_status(SessionStatus.EXPIRED)
-    log.info("session %s expired", session_id)
-    await deps.publisher.event(
-        SessionFinished(
-            correlation_id=session_id, session_id=session_id, status=SessionStatus.EXPIRED, reasons=[EXPIRED]
-        ),
-        EventKey.SESSION_FINISHED,
-    )
-    await _audit_decision(deps, owner, session_id, SessionStatus.EXPIRED, {"reasons": [EXPIRED]})
+    state = await deps.states.get(session_id)
+    if state is None or state.decision is None:
+        return False
+    return await _end(deps, session_id, Decided(state.decision, comparison, matcher_late))
 
 
 # -- handlers ---------------------------------------------------------------------------------
@@ -503,35 +437,21 @@ async def handle_references_matched(event: ReferencesMatched, deps: Deps) -> Non
 
 async def handle_expire(command: ExpireSession, deps: Deps) -> None:
     """Expire the session if it is unfinished and past its deadline."""
-    for _ in range(_FINISH_ATTEMPTS):
-        record = await deps.sessions.fetch(command.session_id)
-        if record is None or record.status.terminal or record.expires_at > datetime.now(UTC):
-            return
-        try:
-            await deps.sessions.update_status(
-                record.id, expected_version=record.version, status=SessionStatus.EXPIRED
-            )
-        except VersionConflict:
-            continue
-        except NotFound:
-            return
-        await _finished_expired(deps, record.id, record.owner)
-        return
-    raise VersionConflict(f"session {command.session_id} kept changing while expiring it")
+    await _end(deps, command.session_id, Expired())
 
 
 async def sweep(deps: Deps, *, match_timeout_s: float) -> None:
     """Expire overdue sessions; finish decided sessions the matcher left waiting too long. Each
     session on its own: one that fails is logged and counted, the others go on (infra/sweeps.py)."""
 
-    async def expired(record: SessionRecord) -> None:
-        await _finished_expired(deps, record.id, record.owner)
+    async def expired(session_id: str) -> None:
+        await _end(deps, session_id, Expired())
 
     async def late_match(session_id: str) -> None:
         await finish(deps, session_id, matcher_late=True)
 
-    overdue = await deps.sessions.expire_overdue()
-    await each(EXPIRY_SWEEPER, overdue, expired, name=lambda record: f"session {record.id}")
+    overdue = await deps.sessions.overdue()
+    await each(EXPIRY_SWEEPER, overdue, expired, name=lambda session_id: f"session {session_id}")
     late = datetime.now(UTC) - timedelta(seconds=match_timeout_s)
     waiting = await deps.states.waiting_for_match(decided_before=late)
     await each(EXPIRY_SWEEPER, waiting, late_match, name=lambda session_id: f"session {session_id}")

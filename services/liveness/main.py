@@ -22,7 +22,6 @@ from contracts.envelope import Command, Event
 from contracts.events import FrameCaptured, ReferencesMatched, SessionStarted
 from contracts.routing import LIVENESS_EXPIRY, LIVENESS_FRAMES, LIVENESS_MATCHES, LIVENESS_SESSIONS
 from infra.broker import COMMANDS, EVENTS, create_broker, declare_topology, exchange_for, queue_for
-from infra.db.audit import AuditLog
 from infra.db.engine import create_engine, session_factory
 from infra.db.liveness import LivenessRepository
 from infra.db.repositories import SessionRepository
@@ -122,7 +121,6 @@ class LivenessWorker:
             frames=self.frames,
             identity_threshold=models.identity_threshold,
             rng=rng,
-            audit=AuditLog(sessions),
         )
         self.retention = Retention(sessions, store)
         self.reconciler = Reconciler(sessions, store, grace_s=settings.orphan_grace_s)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
@@ -11,6 +12,8 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from domain.sessions import Expired, end_session
+from infra.db.audit import AuditLog
 from infra.db.engine import create_engine, ping, session_factory
 from infra.db.errors import AlreadyExists, DatabaseUnavailable, NotFound, VersionConflict
 from infra.db.records import SessionStatus
@@ -214,23 +217,33 @@ async def test_concurrent_updates_have_one_winner(sessions: SessionRepository) -
     )
 
 
-async def test_expire_only_unfinished_sessions_past_their_time(sessions: SessionRepository) -> None:
+async def test_overdue_lists_only_unfinished_sessions_past_their_time(sessions: SessionRepository) -> None:
     owner, past = unique("owner"), datetime.now(UTC) - timedelta(seconds=1)
     late, _ = await sessions.create(owner, client_request_token=None, settings={}, expires_at=past)
-    expired = await sessions.expire(late)
-    assert (
-        expired.status is SessionStatus.EXPIRED and expired.version == 2 and expired.finished_at is not None
-    )
-    assert await sessions.expire(expired) == expired  # already terminal: unchanged
-
     on_time, _ = await sessions.create(
         owner, client_request_token=None, settings={}, expires_at=in_ten_minutes()
     )
-    assert await sessions.expire(on_time) == on_time
-
     finished, _ = await sessions.create(owner, client_request_token=None, settings={}, expires_at=past)
-    done = await sessions.update_status(finished.id, expected_version=1, status=SessionStatus.SUCCEEDED)
-    assert await sessions.expire(finished) == done  # a worker finished it first: the stale record is ignored
+    await sessions.update_status(finished.id, expected_version=1, status=SessionStatus.SUCCEEDED)
+    overdue = await sessions.overdue(limit=10_000)
+    assert late.id in overdue and on_time.id not in overdue and finished.id not in overdue
+
+
+async def test_end_writes_the_ending_and_its_audit_once(
+    sessions: SessionRepository, engine: AsyncEngine
+) -> None:
+    owner, past = unique("owner"), datetime.now(UTC) - timedelta(seconds=1)
+    late, _ = await sessions.create(owner, client_request_token=None, settings={}, expires_at=past)
+    ending = end_session(late, Expired(), datetime.now(UTC))
+    assert ending is not None
+    ended = await sessions.end(ending)
+    assert ended.status is SessionStatus.EXPIRED and ended.version == 2 and ended.finished_at is not None
+    with pytest.raises(VersionConflict):
+        await sessions.end(ending)  # the version it was decided on is gone: decide again
+    records = await AuditLog(session_factory(engine)).list(subject_id=late.id)
+    assert [(r.actor, r.action, r.outcome) for r in records] == [(owner, "SESSION_DECIDED", "EXPIRED")]
+    with pytest.raises(NotFound):
+        await sessions.end(replace(ending, session_id="missing"))
 
 
 # --------------------------------------------------------------------------- availability

@@ -24,6 +24,7 @@ from sqlalchemy import text
 from contracts.events import SessionStarted
 from contracts.routing import CALL_AGENT_SESSIONS, EventKey
 from contracts.values import ErrorCode, ErrorInfo, SessionStatus
+from infra.db.audit import AuditLog
 from infra.db.engine import create_engine
 from infra.db.engine import session_factory as make_session_factory
 from infra.db.repositories import SessionRepository
@@ -472,6 +473,30 @@ def test_lazy_expiry_publishes_session_finished_once(gateway: Gateway) -> None:
     assert len(mine) == 1
     assert mine[0]["status"] == "EXPIRED" and mine[0]["reasons"] == ["EXPIRED"]
     assert mine[0]["correlation_id"] == session_id
+
+
+async def _audit(gateway: Gateway, session_id: str) -> list[tuple[str, str, str | None, Any]]:
+    engine = create_engine(gateway.database_url)
+    try:
+        events = await AuditLog(make_session_factory(engine)).list(subject_id=session_id)
+    finally:
+        await engine.dispose()
+    return [(e.actor, e.action, e.outcome, e.details) for e in events]
+
+
+def test_lazy_expiry_writes_one_session_decided_record(gateway: Gateway) -> None:
+    """The gateway ends an overdue session as the liveness worker does (infra.lifecycle): one
+    SESSION_DECIDED audit record for the owner, however often the session is read."""
+    session_id = gateway.create()["sessionId"]
+    _make_overdue(gateway, session_id)
+    for _ in range(3):
+        body = gateway.client.get(f"/v1/sessions/{session_id}", headers=API).json()
+        assert body["status"] == "EXPIRED"
+    records = _run(_audit(gateway, session_id))
+    assert [(actor, action, outcome) for actor, action, outcome, _ in records] == [
+        ("static", "SESSION_DECIDED", "EXPIRED")
+    ]
+    assert records[0][3]["reasons"] == ["EXPIRED"]
 
 
 def test_result_with_presigned_images(gateway: Gateway, seaweedfs: SeaweedFS) -> None:

@@ -1,7 +1,9 @@
 """Lockout counts every way a subject's attempt can end without passing, through the real gateway
-app on real Postgres and RabbitMQ: abandoned sessions (left to expire: the gateway's lazy expiry
-and the liveness worker's sweep) and sessions erased mid-way count as failures, so walking away
-from a failing attempt, or deleting it, does not dodge the lockout."""
+app on real Postgres and RabbitMQ: abandoned sessions (the subject connected its camera, then
+left it to expire: the gateway's lazy expiry and the liveness worker's sweep) and sessions erased
+mid-way count as failures, so walking away from a failing attempt, or deleting it, does not dodge
+the lockout. A session nobody ever opened that expires is the app's, not an attempt: it does not
+count (domain.sessions.counts_toward_lockout)."""
 
 from __future__ import annotations
 
@@ -16,11 +18,17 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
+from contracts.envelope import Command, Event
+from contracts.events import SessionFinished
 from infra.db.engine import create_engine, session_factory
+from infra.db.liveness import LivenessRepository
 from infra.db.repositories import ApiClientRepository, SessionRepository
 from infra.db.tables import SessionRow, utc_now
 from infra.settings import Settings
+from infra.storage import open_store
 from services.gateway.app import create_app
+from services.liveness.frames import AnalysedFrame
+from services.liveness.handlers import Deps, sweep
 from tests.support.broker import temporary_vhost
 
 pytestmark = pytest.mark.integration
@@ -34,6 +42,7 @@ def _run(coro: Any) -> Any:
 class Gateway:
     http: TestClient
     database_url: str
+    storage_url: str
 
     def client_headers(self) -> dict[str, str]:
         async def create() -> str:
@@ -68,18 +77,66 @@ class Gateway:
 
         _run(move())
 
-    def sweep_expired(self) -> list[str]:
-        """The liveness worker's expiry sweep (``services.liveness.handlers.sweep``)."""
+    def opened(self, *session_ids: str) -> None:
+        """The subject opened each session: its browser's offer claimed the camera connection
+        (as ``POST /v1/sessions/{id}/offer`` does), then it hung up."""
 
-        async def sweep() -> list[str]:
+        async def connect() -> None:
             engine = create_engine(self.database_url)
             try:
-                return [r.id for r in await SessionRepository(session_factory(engine)).expire_overdue()]
+                sessions = SessionRepository(session_factory(engine))
+                for session_id in session_ids:
+                    connection = uuid.uuid4().hex
+                    assert await sessions.claim_connection(session_id, connection, stale_after_s=30)
+                    assert await sessions.release_connection(session_id, connection)
             finally:
                 await engine.dispose()
 
-        result: list[str] = _run(sweep())
+        _run(connect())
+
+    def sweep_expired(self) -> list[str]:
+        """The liveness worker's expiry sweep (``services.liveness.handlers.sweep``); the sessions
+        it ended (its SessionFinished events)."""
+
+        async def run() -> list[str]:
+            engine = create_engine(self.database_url)
+            publisher = Published()
+            try:
+                factory = session_factory(engine)
+                deps = Deps(
+                    sessions=SessionRepository(factory),
+                    states=LivenessRepository(factory),
+                    store=open_store(self.storage_url),
+                    publisher=publisher,
+                    frames=NoFrames(),
+                    identity_threshold=0.5,
+                )
+                await sweep(deps, match_timeout_s=30)
+            finally:
+                await engine.dispose()
+            return [e.session_id for e in publisher.events if isinstance(e, SessionFinished)]
+
+        result: list[str] = _run(run())
         return result
+
+
+class Published:
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    async def event(self, event: Event, routing_key: str) -> None:
+        self.events.append(event)
+
+    async def command(self, command: Command, routing_key: str) -> None:
+        raise AssertionError("an expiry sends no command")
+
+
+class NoFrames:
+    async def analyse(self, session_id: str, sequence: int, jpeg: bytes) -> AnalysedFrame:
+        raise AssertionError("an expiry analyses no frame")
+
+    def forget(self, session_id: str) -> None:
+        pass
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +150,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, postgres_url: str) -> Iter
             static_burst=10_000,
         )
         with TestClient(create_app(settings)) as http:
-            yield Gateway(http, postgres_url)
+            yield Gateway(http, postgres_url, settings.resolved_storage_url)
 
 
 def test_abandoned_sessions_count_toward_the_lockout(gateway: Gateway) -> None:
@@ -104,6 +161,7 @@ def test_abandoned_sessions_count_toward_the_lockout(gateway: Gateway) -> None:
         created = gateway.create(headers, subject)
         assert created.status_code == 201, created.text
         abandoned.append(created.json()["sessionId"])
+    gateway.opened(*abandoned)
     gateway.overdue(*abandoned[:4])
     # two expire when the app reads them (the gateway's lazy expiry) ...
     for session_id in abandoned[:2]:
@@ -137,8 +195,28 @@ def test_erasing_attempts_mid_way_does_not_dodge_the_lockout(gateway: Gateway) -
     assert refused.status_code == 429 and refused.json()["code"] == "SUBJECT_LOCKED_OUT"
 
 
+def test_sessions_never_opened_that_expire_do_not_count(gateway: Gateway) -> None:
+    """An app that creates sessions its user never opens does not lock the user out."""
+    headers = gateway.client_headers()
+    subject = f"never-opened-{uuid.uuid4().hex[:6]}"
+    unopened = []
+    for _ in range(6):
+        created = gateway.create(headers, subject)
+        assert created.status_code == 201, created.text
+        unopened.append(created.json()["sessionId"])
+    gateway.overdue(*unopened)
+    for session_id in unopened[:3]:  # the gateway's lazy expiry
+        assert gateway.http.get(f"/v1/sessions/{session_id}", headers=headers).json()["status"] == "EXPIRED"
+    assert set(unopened[3:]) <= set(gateway.sweep_expired())  # the liveness worker's sweep
+    for session_id in unopened[3:]:
+        assert gateway.http.get(f"/v1/sessions/{session_id}", headers=headers).json()["status"] == "EXPIRED"
+    # six abandoned before anyone connected: no failure counted, the subject is not locked
+    assert gateway.create(headers, subject).status_code == 201
+
+
 def test_erasing_an_ended_session_does_not_count_it_again(gateway: Gateway) -> None:
-    """Erasing a session that already ended (here: expired) does not count it again."""
+    """Erasing a session that already ended (here: expired after its subject connected) does
+    not count it again."""
     headers = gateway.client_headers()
     subject = f"once-{uuid.uuid4().hex[:6]}"
     ended = []
@@ -146,8 +224,16 @@ def test_erasing_an_ended_session_does_not_count_it_again(gateway: Gateway) -> N
         created = gateway.create(headers, subject)
         assert created.status_code == 201
         ended.append(created.json()["sessionId"])
+    gateway.opened(*ended)
     gateway.overdue(*ended)
     for session_id in ended:
         assert gateway.http.get(f"/v1/sessions/{session_id}", headers=headers).json()["status"] == "EXPIRED"
         assert gateway.http.delete(f"/v1/sessions/{session_id}", headers=headers).status_code == 204
     assert gateway.create(headers, subject).status_code == 201  # four failures, not eight
+    # the fifth abandoned attempt locks: the four were counted (once each)
+    fifth = gateway.create(headers, subject).json()["sessionId"]
+    gateway.opened(fifth)
+    gateway.overdue(fifth)
+    assert gateway.http.get(f"/v1/sessions/{fifth}", headers=headers).json()["status"] == "EXPIRED"
+    refused = gateway.create(headers, subject)
+    assert refused.status_code == 429 and refused.json()["code"] == "SUBJECT_LOCKED_OUT"

@@ -11,16 +11,15 @@ decision stay readable; GET then answers ``purged: true`` and no image URLs.
 from __future__ import annotations
 
 import logging
-from typing import Any, Final
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from contracts.events import SessionFinished
 from contracts.http import Problem
-from contracts.values import SessionStatus
+from domain.sessions import Erased
 from infra.db.engine import session_factory
-from infra.db.errors import NotFound, VersionConflict
+from infra.lifecycle import SessionLifecycle
 from infra.retention import Retention
 from infra.storage.errors import StorageError
 from services.gateway.comparisons import BrokerUnavailable
@@ -29,9 +28,6 @@ from services.gateway.problems import ProblemError
 
 router = APIRouter(tags=["sessions"])
 log = logging.getLogger("faceproof.gateway")
-
-ERASED: Final = "ERASED"
-_ATTEMPTS: Final = 5
 
 ERASE_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem},
@@ -45,28 +41,12 @@ ERASE_ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 async def _end_unfinished(session_id: str, res: Resources) -> None:
-    """Make an unfinished session FAILED (reason ERASED); publish SessionFinished if this call did."""
-    for _ in range(_ATTEMPTS):
-        record = await res.sessions.fetch(session_id)
-        if record is None or record.status.terminal:
-            return
-        result = {**(record.result or {}), "isLive": False, "reasons": [ERASED]}
-        try:
-            await res.sessions.update_status(
-                session_id, expected_version=record.version, status=SessionStatus.FAILED, result=result
-            )
-        except VersionConflict:
-            continue
-        except NotFound:
-            return
-        event = SessionFinished(
-            correlation_id=session_id, session_id=session_id, status=SessionStatus.FAILED, reasons=[ERASED]
-        )
-        try:
-            await res.events.finished(event)
-        except BrokerUnavailable:
-            log.warning("session %s erased unfinished; SessionFinished could not be published", session_id)
-        return
+    """End an unfinished session FAILED, reason ERASED (``infra.lifecycle``: one SessionFinished,
+    one SESSION_DECIDED record, the lockout rule); nothing when it had ended already."""
+    try:
+        await SessionLifecycle(res.sessions, res.events).end(session_id, Erased())
+    except BrokerUnavailable:
+        log.warning("session %s erased unfinished; SessionFinished could not be published", session_id)
 
 
 @router.delete(

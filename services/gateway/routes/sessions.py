@@ -13,7 +13,6 @@ from fastapi.responses import Response
 
 from contracts.commands import StartSession
 from contracts.envelope import new_id
-from contracts.events import SessionFinished
 from contracts.http import (
     ChallengeOut,
     ClientStatusResponse,
@@ -28,17 +27,17 @@ from contracts.http import (
     SessionResponse,
 )
 from contracts.routing import CONNECTION_SEQUENCE_STRIDE
-from contracts.values import ErrorCode, SessionStatus
+from contracts.values import ErrorCode
+from domain.sessions import Expired
 from infra.db.repositories import SessionRecord
+from infra.lifecycle import SessionLifecycle
 from infra.storage.errors import StorageError
-from infra.telemetry.metrics import session_status
 from services.gateway.auth import Principal
 from services.gateway.client_tokens import bearer_token, client_unauthorized, token_matches
 from services.gateway.comparisons import BrokerUnavailable, ReplyTimeout
 from services.gateway.creation import SessionCreator, client_url
 from services.gateway.dependencies import PrincipalDep, Resources, ResourcesDep, charge_session
 from services.gateway.json_body import OffloadedJsonRoute
-from services.gateway.offers import SessionEvents
 from services.gateway.problems import ProblemError
 
 router = APIRouter(tags=["sessions"], route_class=OffloadedJsonRoute)  # image bodies
@@ -106,25 +105,17 @@ def _conflict(code: str, detail: str) -> ProblemError:
 
 
 async def _expire_if_due(record: SessionRecord, res: Resources) -> SessionRecord:
-    """The lazy expiry: mark an overdue session EXPIRED and, if THIS call did it, say so once."""
+    """The lazy expiry: an overdue session read here ends EXPIRED (``infra.lifecycle``: one
+    SessionFinished, one SESSION_DECIDED record, the lockout rule) and is answered as it now is."""
     if record.status.terminal or record.expires_at > datetime.now(UTC):
         return record
-    expired = await res.sessions.expire_if_overdue(record.id)
-    if expired is None:  # someone else finished or expired it first: read what it is now
-        return await res.sessions.fetch(record.id) or record
-    session_status(expired.status)
-    await _publish_finished(res.events, expired)
-    return expired
-
-
-async def _publish_finished(events: SessionEvents, record: SessionRecord) -> None:
-    event = SessionFinished(
-        correlation_id=record.id, session_id=record.id, status=SessionStatus.EXPIRED, reasons=["EXPIRED"]
-    )
     try:
-        await events.finished(event)
+        ended = await SessionLifecycle(res.sessions, res.events).end(record.id, Expired())
     except BrokerUnavailable:
         log.warning("session %s expired but SessionFinished could not be published", record.id)
+        ended = None
+    # None: someone else finished or expired it first (or the event was not published)
+    return ended or await res.sessions.fetch(record.id) or record
 
 
 def _base_url(request: Request, res: Resources) -> str:

@@ -1,0 +1,77 @@
+"""Ending a session: the one application function every entry point calls.
+
+The liveness worker (a decision, an ExpireSession command, the expiry sweep), the gateway (the
+lazy expiry on a read, DELETE of an unfinished session) all end sessions through
+:meth:`SessionLifecycle.end`. It asks the domain rule (:func:`domain.sessions.end_session`) what
+the ending is, writes it in one version-checked transaction (status, result, the lockout failure
+when the rule counts it, the SESSION_DECIDED audit record), and only then, for the one caller
+whose write won, publishes SessionFinished. A lost race re-reads the session and asks again.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final, Protocol
+
+from contracts.events import SessionFinished
+from domain.sessions import Outcome, SessionEnding, end_session
+from infra.db.errors import NotFound, VersionConflict
+from infra.db.records import SessionRecord
+from infra.telemetry.metrics import session_status
+
+__all__ = ["EndingSessions", "FinishedEvents", "SessionLifecycle"]
+
+log = logging.getLogger("faceproof.sessions")
+
+_ATTEMPTS: Final = 5
+
+
+class EndingSessions(Protocol):
+    """The sessions repository as this function uses it (``infra.db.repositories.SessionRepository``)."""
+
+    async def fetch(self, session_id: str) -> SessionRecord | None: ...
+
+    async def end(self, ending: SessionEnding) -> SessionRecord: ...
+
+
+class FinishedEvents(Protocol):
+    async def finished(self, event: SessionFinished) -> None:
+        """Publish that a session reached its terminal status."""
+        ...
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class SessionLifecycle:
+    sessions: EndingSessions
+    events: FinishedEvents
+
+    async def end(self, session_id: str, outcome: Outcome) -> SessionRecord | None:
+        """End the session with ``outcome``; the ended record when THIS call ended it, None when
+        the rule says it does not end (finished already, not yet due) or it does not exist.
+
+        Publishing comes after the commit: when it fails the error propagates (the session has
+        ended and is audited; the caller decides whether to retry or log)."""
+        for _ in range(_ATTEMPTS):
+            record = await self.sessions.fetch(session_id)
+            if record is None:
+                return None
+            ending = end_session(record, outcome, _now())
+            if ending is None:
+                return None
+            try:
+                ended = await self.sessions.end(ending)
+            except VersionConflict:
+                continue
+            except NotFound:
+                return None
+            session_status(ended.status)
+            log.info("session %s finished %s", session_id, ended.status.value)
+            await self.events.finished(ending.event)
+            return ended
+        raise VersionConflict(f"session {session_id} kept changing while ending it")
