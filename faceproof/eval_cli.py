@@ -21,9 +21,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from contracts.values import ChallengeType
+from contracts.values import ChallengeType, QualityFilter
 from faces.evaluation import FaceRule
-from faces.quality import QualityFilter
 
 if TYPE_CHECKING:
     from faceproof.evaluation.liveness import ManifestRow

@@ -41,9 +41,10 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from contracts.values import QualityFilter
 from faces.images import decode_image
 from faces.pipeline import Face, FacePipeline
-from faces.quality import QualityFilter, passes
+from faces.quality import passes
 
 __all__ = [
     "NO_FACE_SCORE",

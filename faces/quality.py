@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from contracts.values import QualityFilter
 from faces.alignment import ARCFACE_TEMPLATE, estimate_similarity
 from faces.detection import Detection
 
@@ -44,7 +45,6 @@ __all__ = [
     "FaceQuality",
     "PoseCalibration",
     "QualityBar",
-    "QualityFilter",
     "QualityIssue",
     "assess_quality",
     "estimate_pose",
@@ -227,15 +227,6 @@ def assess_quality(
         bright_fraction=bright,
         in_frame=in_frame,
     )
-
-
-class QualityFilter(StrEnum):
-    """Rekognition's ``QualityFilter``: faces below the bar are reported but not matched."""
-
-    NONE = "NONE"
-    LOW = "LOW"
-    MEDIUM = "MEDIUM"
-    HIGH = "HIGH"
 
 
 class QualityIssue(StrEnum):

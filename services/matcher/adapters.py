@@ -15,7 +15,6 @@ from faces.errors import ImageTooLargeError, InvalidImageError
 from faces.images import decode_image
 from faces.pipeline import FacePipeline
 from faces.quality import FaceQuality, assess_quality, failed_checks
-from faces.quality import QualityFilter as FacesQualityFilter
 from infra.storage.base import ObjectStore
 from infra.storage.errors import ObjectNotFound
 from infra.telemetry.metrics import inference
@@ -68,14 +67,13 @@ class OnnxFaceEngine:
         loop = asyncio.get_running_loop()
         located = await loop.run_in_executor(self._executor, self._locate, image, max_faces)
         embeddings = await self._embeddings.submit([crop for _, crop, _ in located])
-        level = FacesQualityFilter(quality_filter.value)
         return [
             AnalyzedFace(
                 box=detection.box,
                 score=detection.score,
                 embedding=embedding,
                 quality=_quality_info(quality),
-                issues=tuple(failed_checks(quality, level)),
+                issues=tuple(failed_checks(quality, quality_filter)),
             )
             for (detection, _, quality), embedding in zip(located, embeddings, strict=True)
         ]

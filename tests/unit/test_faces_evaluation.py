@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from contracts.values import QualityFilter
 from faces.detection import Detection
 from faces.evaluation import (
     NO_FACE_SCORE,
@@ -26,7 +27,7 @@ from faces.evaluation import (
     verification_metrics,
 )
 from faces.pipeline import Face
-from faces.quality import FaceQuality, QualityFilter
+from faces.quality import FaceQuality
 
 # 4 same-person and 4 different-person scores; 14 of the 16 (same, different) combinations are
 # ordered correctly, so AUC = 14/16; at threshold 0.4, FAR = FRR = 1/4.

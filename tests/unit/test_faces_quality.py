@@ -11,13 +11,13 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from contracts.values import QualityFilter
 from faces.alignment import ARCFACE_TEMPLATE, align_face
 from faces.detection import Detection
 from faces.pipeline import FacePipeline
 from faces.quality import (
     QUALITY_BARS,
     FaceQuality,
-    QualityFilter,
     assess_quality,
     estimate_pose,
     failed_checks,
