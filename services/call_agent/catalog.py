@@ -2,7 +2,8 @@
 
 Each catalog maps the same keys as ``en.json``: ``challenge.<ChallengeType>``, ``status.*``,
 ``verdict.*``, ``finished.<SessionStatus>`` and ``reason.<code>``. A language without a catalog
-falls back to English, and so does a key a catalog lacks.
+falls back to English (``contracts.languages``, the rule the gateway and the ingress answer with),
+and so does a key a catalog lacks.
 """
 
 from __future__ import annotations
@@ -12,18 +13,19 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
+from contracts.languages import DEFAULT_LANGUAGE, SUPPORTED_LANGUAGES, normalise_language
 from contracts.values import ChallengeType, SessionStatus
 
 __all__ = [
     "DEFAULT_LANGUAGE",
     "Catalog",
     "available_languages",
+    "catalog_files",
     "load_catalog",
     "normalise_language",
     "required_keys",
 ]
 
-DEFAULT_LANGUAGE = "en"
 _PACKAGE = "services.call_agent"
 
 
@@ -60,8 +62,13 @@ class Catalog:
         return None if code is None else self.optional(f"reason.{code}")
 
 
-@cache
 def available_languages() -> tuple[str, ...]:
+    """The languages with a catalog (``contracts.languages.SUPPORTED_LANGUAGES``)."""
+    return SUPPORTED_LANGUAGES
+
+
+def catalog_files() -> tuple[str, ...]:
+    """The languages of the ``catalogs/*.json`` files (a test checks they are the supported ones)."""
     folder = resources.files(_PACKAGE).joinpath("catalogs")
     return tuple(
         sorted(entry.name.removesuffix(".json") for entry in folder.iterdir() if entry.name.endswith(".json"))
@@ -73,12 +80,6 @@ def _texts(language: str) -> dict[str, str]:
     raw = resources.files(_PACKAGE).joinpath("catalogs", f"{language}.json").read_text(encoding="utf-8")
     data = json.loads(raw)
     return {str(key): str(value) for key, value in data["texts"].items()}
-
-
-def normalise_language(language: str) -> str:
-    """``"es-ES"`` -> ``"es"``; an unknown or malformed tag -> ``"en"``."""
-    primary = language.strip().replace("_", "-").split("-", 1)[0].lower()
-    return primary if primary in available_languages() else DEFAULT_LANGUAGE
 
 
 def load_catalog(language: str) -> Catalog:

@@ -11,6 +11,7 @@ from starlette.types import Scope
 from infra.db.repositories import ApiClient
 from infra.db.security import Limits
 from services.gateway.problems import ProblemError
+from services.intake.caller import Caller
 
 #: Owner recorded for what the static development token creates.
 STATIC_OWNER = "static"
@@ -19,11 +20,10 @@ _STATE_KEY: Final = "faceproof_principal"
 
 
 @dataclass(frozen=True)
-class Principal:
-    """Who is calling: an API client, or the holder of the static token."""
+class Principal(Caller):
+    """Who is calling: an API client, or the holder of the static token (the owner of what it
+    creates, as the intake use cases take it)."""
 
-    owner: str
-    client_id: str | None
     #: The client's rate, burst and monthly quota (None: not rate limited).
     limits: Limits | None = None
     #: May read every client's usage (admin keys; the static token).

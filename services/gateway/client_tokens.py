@@ -1,31 +1,20 @@
 """Client tokens: the secret a browser holds for ONE session (offer and status routes only).
 
-Only the SHA-256 of a token is stored; tokens are compared through their hashes in constant
-time. The token travels in the page URL's fragment (never sent to a server, so never logged)
-and then in ``Authorization: Bearer`` headers.
+Only the SHA-256 of a token is stored (made by ``services.intake.client_tokens``); tokens are
+compared through their hashes in constant time. The token travels in the page URL's fragment
+(never sent to a server, so never logged) and then in ``Authorization: Bearer`` headers.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import secrets
 
 from services.gateway.problems import ProblemError
+from services.intake.client_tokens import hash_client_token
 
-__all__ = ["bearer_token", "client_unauthorized", "hash_client_token", "new_client_token", "token_matches"]
+__all__ = ["bearer_token", "client_unauthorized", "token_matches"]
 
 _MAX_TOKEN_LENGTH = 256
-
-
-def new_client_token() -> tuple[str, str]:
-    """A fresh random token and the hash to store."""
-    token = secrets.token_urlsafe(32)
-    return token, hash_client_token(token)
-
-
-def hash_client_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def token_matches(token: str | None, stored_hash: str | None) -> bool:

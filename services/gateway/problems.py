@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from contracts.http import Problem
+from services.intake import errors as intake
 
 MEDIA_TYPE = "application/problem+json"
 log = logging.getLogger("faceproof.gateway")
@@ -25,6 +26,24 @@ class ProblemError(Exception):
         super().__init__(detail)
         self.problem = Problem(title=title, status=status, detail=detail, code=code)
         self.headers = headers
+
+
+#: The status of each class of intake error (services/intake/errors.py), the one place they meet HTTP.
+INTAKE_STATUS: dict[type[intake.IntakeError], int] = {
+    intake.InvalidInput: 400,
+    intake.TooLarge: 413,
+    intake.Refused: 422,
+    intake.LockedOut: 429,
+    intake.Unavailable: 503,
+}
+
+
+def intake_problem(error: intake.IntakeError) -> ProblemError:
+    """The problem+json answer to an intake error: its class's status, its code, title and detail,
+    ``Retry-After`` when it says when to retry."""
+    status = next((INTAKE_STATUS[kind] for kind in type(error).__mro__ if kind in INTAKE_STATUS), 400)
+    headers = None if error.retry_after_s is None else {"Retry-After": str(error.retry_after_s)}
+    return ProblemError(status, error.title, error.detail, code=error.code, headers=headers)
 
 
 def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -47,6 +66,12 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 async def _on_problem(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ProblemError)
     return problem_response(exc.problem, exc.headers)
+
+
+async def _on_intake(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, intake.IntakeError)
+    problem = intake_problem(exc)
+    return problem_response(problem.problem, problem.headers)
 
 
 async def _on_validation(_: Request, exc: Exception) -> JSONResponse:
@@ -89,6 +114,7 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ProblemError, _on_problem)
+    app.add_exception_handler(intake.IntakeError, _on_intake)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
     app.add_exception_handler(Exception, _on_unexpected)

@@ -20,17 +20,19 @@ from pydantic import BaseModel
 from contracts.commands import CompareFaces
 from contracts.envelope import Event
 from contracts.http import CompareRequest, CreateCallRequest, CreateSessionRequest
+from contracts.languages import choose_language
 from contracts.public import CallStarted, CommandRejected, RejectReason, SessionCreated
 from contracts.routing import PublicEventKey
 from contracts.values import ImageData
 from infra.db.ingress import BrokerClient, CommandStatus
 from infra.db.security import Limits, RateDecision
 from infra.settings import Settings
-from services.gateway.auth import Principal
-from services.gateway.creation import CallStarter, SessionCreator, client_url
-from services.gateway.images import read_image_field
-from services.gateway.problems import ProblemError
 from services.ingress.envelope import Envelope, Rejected, parse_body
+from services.intake.caller import Caller
+from services.intake.calls import CallStarter
+from services.intake.errors import IntakeError
+from services.intake.images import read_image_field
+from services.intake.sessions import SessionCreator, client_url
 
 __all__ = ["CommandDeps", "Outbox", "handle_command", "reject"]
 
@@ -99,11 +101,11 @@ async def handle_command(
         await deps.processed.finish(client.client_id, envelope.message_id, CommandStatus.REJECTED)
         rejection.client_id = client.client_id
         raise
-    except ProblemError as error:
-        if error.problem.status >= 500:  # storage or broker down: retry (the claim is retaken)
+    except IntakeError as error:
+        if error.retryable:  # storage or broker down: retry (the claim is retaken)
             raise
         await deps.processed.finish(client.client_id, envelope.message_id, CommandStatus.REJECTED)
-        refused = Rejected(error.problem.code or "INVALID_REQUEST", error.problem.detail or "")
+        refused = Rejected(error.code, error.detail)
         refused.client_id = client.client_id
         raise refused from None
     await deps.processed.finish(client.client_id, envelope.message_id, CommandStatus.DONE)
@@ -129,8 +131,8 @@ async def _charge(client: BrokerClient, deps: CommandDeps) -> None:
         )
 
 
-def _principal(client: BrokerClient) -> Principal:
-    return Principal(owner=client.client_id, client_id=client.client_id)
+def _caller(client: BrokerClient) -> Caller:
+    return Caller(owner=client.client_id, client_id=client.client_id)
 
 
 async def _run(envelope: Envelope, body: object, client: BrokerClient, deps: CommandDeps) -> None:
@@ -180,7 +182,7 @@ async def _start_session(
     # The message id stands in for clientRequestToken: a redelivered command finds its session.
     if body.client_request_token is None:
         body = body.model_copy(update={"client_request_token": envelope.message_id})
-    record, token = await deps.sessions.create(body, _principal(client))
+    record, token = await deps.sessions.create(body, _caller(client))
     base = deps.settings.public_url
     event = SessionCreated(
         correlation_id=correlation_id,
@@ -205,7 +207,7 @@ async def _join_call(
     flow_id = str(uuid5(NAMESPACE_URL, f"faceproof:call:{client.client_id}:{envelope.message_id}"))
     existing = await deps.calls.flows.get(client.client_id, flow_id)
     if existing is None:
-        created = await deps.calls.start(body, body.settings, _principal(client), flow_id=flow_id)
+        created = await deps.calls.start(body, body.settings, _caller(client), flow_id=flow_id)
         event = CallStarted(
             correlation_id=correlation_id, client_id=client.client_id, **created.model_dump(by_alias=False)
         )
@@ -218,7 +220,7 @@ async def _join_call(
             status=existing.status.value,
             language=existing.language,
             requested_language=body.lang,
-            language_fallback=existing.language != body.lang,
+            language_fallback=choose_language(body.lang)[1],
             deadline=existing.deadline,
         )
     await _answer(event, envelope, client, PublicEventKey.CALL_STARTED, correlation_id, deps)

@@ -55,9 +55,10 @@ from infra.db.security import LivenessFailures, RateLimitRepository
 from infra.dead_letters import RedactedLetter
 from infra.settings import Settings
 from infra.storage import open_store
-from services.gateway.creation import CallStarter, SessionCreator
 from services.ingress.envelope import Rejected, allowed_reply_to, read_envelope
 from services.ingress.handlers import CommandDeps, handle_command, reject
+from services.intake.calls import BrokerCallCommands, CallStarter
+from services.intake.sessions import SessionCreator
 
 __all__ = [
     "PUBLIC_COMMANDS",
@@ -307,7 +308,7 @@ async def serve(settings: Settings) -> None:
         processed=ProcessedCommands(factory),
         limiter=RateLimitRepository(factory),
         sessions=SessionCreator(settings, sessions, store, LivenessFailures(factory)),
-        calls=CallStarter(settings, sessions, CallFlowRepository(factory), broker),
+        calls=CallStarter(settings, sessions, CallFlowRepository(factory), BrokerCallCommands(broker)),
         outbox=BrokerOutbox(broker),
     )
     try:

@@ -40,7 +40,7 @@ from infra.storage import ScannableStore, open_store
 from infra.telemetry.metrics import ERASED_WRITES, ERASURE_RETRIES, ORPHAN_OBJECTS_REMOVED
 from services.gateway.app import create_app
 from services.gateway.auth import Principal
-from services.gateway.creation import SessionCreator
+from services.intake.sessions import SessionCreator
 from tests.paths import PEOPLE
 from tests.support.broker import temporary_vhost
 from tests.support.services import S3_REGION, SeaweedFS, free_ports

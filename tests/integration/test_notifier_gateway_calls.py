@@ -13,10 +13,10 @@ import aio_pika
 import pytest
 from fastapi.testclient import TestClient
 
+from contracts.languages import choose_language
 from infra.settings import Settings
 from services.call_agent.catalog import available_languages
 from services.gateway.app import create_app
-from services.gateway.creation import choose_language
 from tests.support.broker import RabbitVhost, temporary_vhost
 
 pytestmark = pytest.mark.integration

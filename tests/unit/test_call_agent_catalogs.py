@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 import pytest
 
 from contracts.events import ChallengeIssued, ChallengeVerdict, LivenessDecided, SessionFinished
+from contracts.languages import SUPPORTED_LANGUAGES
 from contracts.values import ChallengeType, SessionStatus
-from services.call_agent.catalog import available_languages, load_catalog, required_keys
+from services.call_agent.catalog import available_languages, catalog_files, load_catalog, required_keys
 from services.call_agent.instructions import Instructions
 
 LANGUAGES = ("en", "es", "fr", "de", "pt", "it", "nl", "pl")
@@ -119,3 +120,9 @@ def test_instruction_messages_are_camel_case_json_in_the_session_language() -> N
     assert state.screen.final and state.screen.succeeded is False
     assert state.challenge(issued(2), now=15.0) is None  # nothing after the end
     assert state.finish(SessionStatus.EXPIRED, ["EXPIRED"]) is None
+
+
+def test_the_catalog_files_are_exactly_the_supported_languages() -> None:
+    # contracts.languages answers the gateway and the ingress; a catalog without an entry there
+    # (or an entry without a catalog) would make them promise what the call agent cannot draw.
+    assert catalog_files() == SUPPORTED_LANGUAGES

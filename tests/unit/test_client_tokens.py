@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
-from services.gateway.client_tokens import bearer_token, hash_client_token, new_client_token, token_matches
+from services.gateway.client_tokens import bearer_token, token_matches
+from services.intake.client_tokens import hash_client_token, new_client_token
 
 
 def test_new_tokens_are_random_and_only_the_hash_is_returned_for_storage() -> None:

@@ -22,9 +22,9 @@ from contracts.http import (
 from infra.db.engine import session_factory
 from infra.db.flows import CallFlowRecord, CallFlowRepository
 from services.gateway.auth import Principal
-from services.gateway.creation import CallStarter
 from services.gateway.dependencies import PrincipalDep, Resources, ResourcesDep
 from services.gateway.problems import ProblemError
+from services.intake.calls import BrokerCallCommands, CallStarter
 
 __all__ = ["router"]
 
@@ -45,8 +45,8 @@ def _flows(res: Resources) -> CallFlowRepository:
 async def _start(
     body: JoinCallRequest, call_settings: CallSettings, principal: Principal, res: Resources
 ) -> CallCreatedResponse:
-    """Create the flow and publish JoinCall (services.gateway.creation)."""
-    starter = CallStarter(res.settings, res.sessions, _flows(res), res.broker)
+    """Create the flow and publish JoinCall (services.intake.calls)."""
+    starter = CallStarter(res.settings, res.sessions, _flows(res), BrokerCallCommands(res.broker))
     return await starter.start(body, call_settings, principal)
 
 

@@ -28,9 +28,9 @@ from contracts.http import (
 from contracts.values import ErrorCode, ErrorInfo, FaceBox, ImageData, ModelInfo, Threshold
 from services.gateway.comparisons import BrokerUnavailable, ReplyTimeout
 from services.gateway.dependencies import PrincipalDep, Resources, ResourcesDep
-from services.gateway.images import read_image_field
 from services.gateway.json_body import OffloadedJsonRoute
 from services.gateway.problems import ProblemError
+from services.intake.images import read_image_field
 
 router = APIRouter(tags=["compare"], route_class=OffloadedJsonRoute)  # image bodies
 Answer = TypeVar("Answer", FacesCompared, ReferencesMatched)

@@ -35,10 +35,10 @@ from infra.storage.errors import StorageError
 from services.gateway.auth import Principal
 from services.gateway.client_tokens import bearer_token, client_unauthorized, token_matches
 from services.gateway.comparisons import BrokerUnavailable, ReplyTimeout
-from services.gateway.creation import SessionCreator, client_url
 from services.gateway.dependencies import PrincipalDep, Resources, ResourcesDep, charge_session
 from services.gateway.json_body import OffloadedJsonRoute
 from services.gateway.problems import ProblemError
+from services.intake.sessions import SessionCreator, client_url
 
 router = APIRouter(tags=["sessions"], route_class=OffloadedJsonRoute)  # image bodies
 log = logging.getLogger("faceproof.gateway")
@@ -125,7 +125,7 @@ def _base_url(request: Request, res: Resources) -> str:
 async def _create(
     body: CreateSessionRequest, principal: Principal, res: Resources
 ) -> tuple[SessionRecord, str]:
-    """Create (or, for a repeated clientRequestToken, find) the session (services.gateway.creation)."""
+    """Create (or, for a repeated clientRequestToken, find) the session (services.intake.sessions)."""
     return await SessionCreator(res.settings, res.sessions, res.store, res.failures).create(body, principal)
 
 

@@ -1,4 +1,4 @@
-"""Turn an image field of a request (base64 or data URL) into checked bytes."""
+"""Turn an image field of a request (base64 or a base64 data URL) into checked bytes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import re
 
 from faces.errors import ImageTooLargeError, InvalidImageError
 from faces.images import probe_image
-from services.gateway.problems import ProblemError
+from services.intake.errors import InvalidInput, TooLarge
+
+__all__ = ["decode_image_field", "read_image_field"]
 
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?:;[\w-]+=[^;,]*)*;base64,", re.IGNORECASE)
 
@@ -23,7 +25,9 @@ async def read_image_field(value: str, *, field: str, max_bytes: int, max_pixels
 
 
 def decode_image_field(value: str, *, field: str, max_bytes: int, max_pixels: int) -> bytes:
-    """Decode ``value`` and check it is a JPEG, PNG or WebP within the byte and pixel limits."""
+    """Decode ``value`` and check it is a JPEG, PNG or WebP within the byte and pixel limits
+    (:class:`InvalidInput` ``INVALID_BASE64``/``INVALID_IMAGE``, :class:`TooLarge`
+    ``IMAGE_TOO_LARGE``/``IMAGE_TOO_MANY_PIXELS``)."""
     payload = "".join(_DATA_URL.sub("", value, count=1).split())  # no whitespace (str.split: C speed)
     if len(payload) > 4 * -(-max_bytes // 3):
         raise _too_large(field, max_bytes)
@@ -33,33 +37,25 @@ def decode_image_field(value: str, *, field: str, max_bytes: int, max_pixels: in
         try:  # base64url, as some clients send
             data = base64.b64decode(payload, altchars=b"-_", validate=True)
         except (binascii.Error, ValueError):
-            raise ProblemError(
-                400, "Invalid image", f"'{field}' is not base64 or a base64 data URL.", code="INVALID_BASE64"
+            raise InvalidInput(
+                "INVALID_BASE64", "Invalid image", f"'{field}' is not base64 or a base64 data URL."
             ) from None
     if not data:
-        raise ProblemError(400, "Invalid image", f"'{field}' is empty.", code="INVALID_BASE64")
+        raise InvalidInput("INVALID_BASE64", "Invalid image", f"'{field}' is empty.")
     if len(data) > max_bytes:
         raise _too_large(field, max_bytes)
     try:
         probe_image(data, max_pixels=max_pixels)
     except ImageTooLargeError:
-        raise ProblemError(
-            413,
-            "Image too large",
-            f"'{field}' has more than {max_pixels} pixels.",
-            code="IMAGE_TOO_MANY_PIXELS",
+        raise TooLarge(
+            "IMAGE_TOO_MANY_PIXELS", "Image too large", f"'{field}' has more than {max_pixels} pixels."
         ) from None
     except InvalidImageError as error:
-        raise ProblemError(
-            400,
-            "Invalid image",
-            f"'{field}' is not a JPEG, PNG or WebP image ({error}).",
-            code="INVALID_IMAGE",
+        raise InvalidInput(
+            "INVALID_IMAGE", "Invalid image", f"'{field}' is not a JPEG, PNG or WebP image ({error})."
         ) from None
     return data
 
 
-def _too_large(field: str, max_bytes: int) -> ProblemError:
-    return ProblemError(
-        413, "Image too large", f"'{field}' is over {max_bytes} bytes.", code="IMAGE_TOO_LARGE"
-    )
+def _too_large(field: str, max_bytes: int) -> TooLarge:
+    return TooLarge("IMAGE_TOO_LARGE", "Image too large", f"'{field}' is over {max_bytes} bytes.")

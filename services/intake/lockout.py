@@ -1,12 +1,12 @@
 """Lockout: after ``lockout_failures`` failed liveness sessions of one subject key or device id
 within ``lockout_window_s``, new sessions for it are refused for ``lockout_cooldown_s``.
 
-The sessions repository records a failure (:func:`lockout_subjects` of the session's settings) in
-the transaction that ends a session FAILED or EXPIRED (``infra.db.security.LOCKOUT_OUTCOMES``:
-failed, erased mid-session, abandoned), whoever ends it; session creation
-(``services.gateway.creation.SessionCreator``, used by HTTP and the broker ingress alike) refuses
-while any of its subjects is locked. Only SHA-256 digests scoped by the owning client are stored
-(``infra.db.security.subject_digest``).
+The sessions repository records a failure (``infra.db.security.lockout_subjects`` of the session's
+settings) in the transaction that ends a session FAILED or EXPIRED
+(``infra.db.security.LOCKOUT_OUTCOMES``: failed, erased mid-session, abandoned), whoever ends it;
+session creation (:class:`services.intake.sessions.SessionCreator`, used by HTTP and the broker
+ingress alike) refuses while any of its subjects is locked. Only SHA-256 digests scoped by the
+owning client are stored (``infra.db.security.subject_digest``).
 """
 
 from __future__ import annotations
@@ -15,21 +15,23 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-from infra.db.security import LivenessFailures, lockout_subjects
+from infra.db.security import lockout_subjects
 from infra.settings import Settings
-from services.gateway.problems import ProblemError
+from services.intake.errors import LockedOut
+from services.intake.ports import FailureHistory
 
 __all__ = ["refuse_if_locked"]
 
 
 async def refuse_if_locked(
-    failures: LivenessFailures | None,
+    failures: FailureHistory | None,
     settings: Settings,
     owner: str,
     session_settings: dict[str, Any],
     now: datetime | None = None,
 ) -> None:
-    """Raise 429 ``SUBJECT_LOCKED_OUT`` (with ``Retry-After``) while a subject is locked out."""
+    """Raise :class:`LockedOut` ``SUBJECT_LOCKED_OUT`` (with the seconds to wait) while a subject
+    of ``session_settings`` is locked out."""
     subjects = lockout_subjects(owner, session_settings)
     if failures is None or not subjects:
         return
@@ -44,10 +46,9 @@ async def refuse_if_locked(
     if until is None:
         return
     retry_after = max(1, math.ceil((until - now).total_seconds()))
-    raise ProblemError(
-        429,
+    raise LockedOut(
+        "SUBJECT_LOCKED_OUT",
         "Subject locked out",
         f"Too many failed liveness sessions for this subject or device; retry in {retry_after} s.",
-        code="SUBJECT_LOCKED_OUT",
-        headers={"Retry-After": str(retry_after)},
+        retry_after_s=retry_after,
     )

@@ -1,0 +1,151 @@
+"""Starting a video-call flow: one use case for ``POST /v1/calls``, ``POST /join-call`` and the
+broker ingress's ``call.join``. It refuses a room the address policy refuses before anything is
+stored, creates the call's session and flow rows, then hands JoinCall to a call agent."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import uuid4
+
+from aio_pika.exceptions import AMQPError
+from faststream.rabbit import RabbitBroker
+
+from contracts.commands import JoinCall
+from contracts.http import CallCreatedResponse, CallSettings, JoinCallRequest
+from contracts.languages import choose_language
+from contracts.routing import CommandKey
+from contracts.values import SessionStatus
+from infra.broker import COMMANDS
+from infra.safe_fetch import WEBSOCKET_SCHEMES, FetchPolicy, UrlRefused, precheck_url
+from infra.settings import Settings
+from infra.telemetry.metrics import session_status
+from services.intake.caller import Caller
+from services.intake.errors import Refused, Unavailable
+from services.intake.ports import CallCommands, FlowRows, SessionRows
+from services.intake.sessions import RETRY_AFTER_S
+
+__all__ = ["FLOW_MARGIN_S", "BrokerCallCommands", "CallStarter", "check_room_url"]
+
+log = logging.getLogger("faceproof.intake")
+
+#: The flow outlives its session by this much, so the session's own end is what usually ends it.
+FLOW_MARGIN_S = 60
+
+
+def check_room_url(ws_url: str, settings: Settings) -> None:
+    """Refuse at once a room the call agent would refuse (the safe fetcher's address policy, the part
+    that needs no DNS: a literal private address, credentials): :class:`Refused` ``ROOM_REFUSED``.
+    The call agent checks again, with DNS, when it opens the socket."""
+    try:
+        precheck_url(ws_url, FetchPolicy.from_settings(settings), schemes=WEBSOCKET_SCHEMES)
+    except UrlRefused as error:
+        detail = f"The room URL (ws_url) is refused: {error.reason}."
+        raise Refused("ROOM_REFUSED", "Room refused", detail) from None
+
+
+class BrokerCallCommands:
+    """:class:`~services.intake.ports.CallCommands` over RabbitMQ (persistent, on the commands exchange)."""
+
+    def __init__(self, broker: RabbitBroker) -> None:
+        self._broker = broker
+
+    async def join(self, command: JoinCall) -> None:
+        try:
+            await self._broker.publish(
+                command,
+                exchange=COMMANDS,
+                routing_key=CommandKey.JOIN_CALL,
+                correlation_id=command.flow_id,
+                message_id=command.message_id,
+                persist=True,
+            )
+        except (AMQPError, ConnectionError):
+            detail = "The message broker cannot be reached."
+            raise Unavailable(
+                "BROKER_UNAVAILABLE", "Service unavailable", detail, retry_after_s=RETRY_AFTER_S
+            ) from None
+
+
+def _session_settings(call_settings: CallSettings, language: str, session_ttl: int) -> dict[str, Any]:
+    challenge_types = call_settings.challenge_types
+    return {
+        "challenges": call_settings.challenges,
+        "challengeTypes": None if challenge_types is None else [t.value for t in challenge_types],
+        "auditImages": 2,
+        "language": language,
+        "expiresInS": session_ttl,
+    }
+
+
+@dataclass(frozen=True)
+class CallStarter:
+    settings: Settings
+    sessions: SessionRows
+    flows: FlowRows
+    commands: CallCommands
+
+    async def start(
+        self,
+        body: JoinCallRequest,
+        call_settings: CallSettings,
+        caller: Caller,
+        *,
+        flow_id: str | None = None,
+    ) -> CallCreatedResponse:
+        """Create the call's session and flow rows, then publish JoinCall for a call agent. When the
+        broker is down the flow row stays: its deadline ends it with a failure callback."""
+        check_room_url(body.ws_url, self.settings)
+        language, fallback = choose_language(body.lang)
+        now = datetime.now(UTC)
+        session_ttl = call_settings.session_timeout_s or self.settings.session_ttl_s
+        flow_ttl = max(call_settings.timeout_s or self.settings.flow_timeout_s, session_ttl + FLOW_MARGIN_S)
+        session_settings = _session_settings(call_settings, language, session_ttl)
+        session, _ = await self.sessions.create(
+            caller.owner,
+            client_request_token=None,
+            settings=session_settings,
+            expires_at=now + timedelta(seconds=session_ttl),
+            kind="call",
+        )
+        session_status(SessionStatus.CREATED)
+        flow = await self.flows.create(
+            caller.owner,
+            session_id=session.id,
+            ws_url=body.ws_url,
+            callback_base_url=str(body.callback_base_url),
+            datastore_base_url=None if body.datastore_base_url is None else str(body.datastore_base_url),
+            token=body.token,
+            language=language,
+            settings={**session_settings, "timeoutS": flow_ttl},
+            callback_secret=call_settings.callback_secret,
+            deadline=now + timedelta(seconds=flow_ttl),
+            flow_id=flow_id or str(uuid4()),
+        )
+        await self.commands.join(
+            JoinCall(
+                correlation_id=flow.id,
+                client_id=caller.client_id,
+                flow_id=flow.id,
+                session_id=session.id,
+                ws_url=body.ws_url,
+                callback_base_url=body.callback_base_url,
+                datastore_base_url=body.datastore_base_url,
+                token=body.token,
+                language=language,
+                expires_at=session.expires_at,
+                settings=session_settings,
+            )
+        )
+        log.info("flow %s started (session %s, language %s)", flow.id, session.id, language)
+        return CallCreatedResponse(
+            flow_id=flow.id,
+            session_id=session.id,
+            status=flow.status.value,
+            language=language,
+            requested_language=body.lang,
+            language_fallback=fallback,
+            deadline=flow.deadline,
+        )

@@ -1,0 +1,85 @@
+"""The ports of the intake use cases: what they need from storage and the broker, no more.
+
+Postgres (``infra.db``), S3 (``infra.storage``) and RabbitMQ
+(:class:`services.intake.calls.BrokerCallCommands`) implement them in production;
+``tests/unit/intake`` has an in-memory fake of each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, Protocol
+
+from contracts.commands import JoinCall
+from infra.db.flows import CallFlowRecord
+from infra.db.records import SessionRecord
+
+__all__ = ["CallCommands", "FailureHistory", "FetchReference", "FlowRows", "ReferenceStore", "SessionRows"]
+
+#: Fetches a reference image URL (raises ``infra.safe_fetch``'s ``UrlRefused``, ``TooLarge``,
+#: ``NotAnImage`` or ``FetchFailed``).
+FetchReference = Callable[[str], Awaitable[bytes]]
+
+
+class SessionRows(Protocol):
+    async def create(
+        self,
+        owner: str,
+        *,
+        client_request_token: str | None,
+        settings: dict[str, Any],
+        expires_at: datetime,
+        kind: str = "liveness",
+        reference_key: str | None = None,
+        client_token_hash: str | None = None,
+        session_id: str | None = None,
+    ) -> tuple[SessionRecord, bool]:
+        """The new session and ``True``, or the owner's session of the same client request token
+        and ``False``. Raises ``infra.db.errors.DatabaseError``."""
+        ...
+
+    async def set_client_token_hash(self, session_id: str, client_token_hash: str) -> bool: ...
+
+
+class ReferenceStore(Protocol):
+    """Where a session's reference image is kept (raises ``infra.storage.errors.StorageError``)."""
+
+    async def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
+
+    async def delete(self, key: str) -> None: ...
+
+
+class FailureHistory(Protocol):
+    """The lockout's memory of failed liveness sessions per subject digest."""
+
+    async def locked_until(
+        self, subjects: list[str], now: datetime, *, failures: int, window_s: float, cooldown_s: float
+    ) -> datetime | None: ...
+
+
+class FlowRows(Protocol):
+    async def create(
+        self,
+        owner: str,
+        *,
+        session_id: str,
+        ws_url: str,
+        callback_base_url: str,
+        datastore_base_url: str | None,
+        token: str,
+        language: str,
+        settings: dict[str, Any],
+        callback_secret: str | None,
+        deadline: datetime,
+        flow_id: str | None = None,
+    ) -> CallFlowRecord: ...
+
+    async def get(self, owner: str, flow_id: str) -> CallFlowRecord | None: ...
+
+
+class CallCommands(Protocol):
+    async def join(self, command: JoinCall) -> None:
+        """Hand JoinCall to a call agent; raises ``services.intake.errors.Unavailable`` when the
+        broker cannot be reached."""
+        ...

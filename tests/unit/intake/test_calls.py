@@ -1,0 +1,78 @@
+"""Starting a call flow (services/intake/calls.py) against in-memory ports."""
+
+from __future__ import annotations
+
+import pytest
+
+from contracts.http import CallSettings, JoinCallRequest
+from contracts.languages import choose_language
+from infra.settings import Settings
+from services.intake import errors
+from services.intake.caller import Caller
+from services.intake.calls import FLOW_MARGIN_S, CallStarter
+from tests.unit.intake.fakes import FakeCallCommands, FakeFlows, FakeSessions
+
+SETTINGS = Settings()
+CALLER = Caller(owner="client-1", client_id="client-1")
+
+
+def request(ws_url: str = "wss://rooms.example/room/1", lang: str = "es-MX") -> JoinCallRequest:
+    return JoinCallRequest(
+        ws_url=ws_url, callback_base_url="https://controller.example/cb/", token="controller-token", lang=lang
+    )
+
+
+async def test_a_call_stores_its_session_and_flow_then_sends_join_call() -> None:
+    sessions, flows, commands = FakeSessions(), FakeFlows(), FakeCallCommands()
+    starter = CallStarter(SETTINGS, sessions, flows, commands)
+    created = await starter.start(request(), CallSettings(session_timeout_s=60), CALLER, flow_id="flow-1")
+    assert (created.flow_id, created.language, created.language_fallback) == ("flow-1", "es", False)
+    session = sessions.rows[created.session_id]
+    assert session.kind == "call" and session.settings["language"] == "es"
+    flow = flows.rows["flow-1"]
+    assert flow.session_id == session.id and flow.settings["timeoutS"] >= 60 + FLOW_MARGIN_S
+    [command] = commands.sent
+    assert (command.flow_id, command.session_id, command.client_id) == ("flow-1", session.id, "client-1")
+    assert command.language == "es" and command.expires_at == session.expires_at
+
+
+async def test_an_unknown_language_falls_back_to_english_and_says_so() -> None:
+    created = await CallStarter(SETTINGS, FakeSessions(), FakeFlows(), FakeCallCommands()).start(
+        request(lang="tlh"), CallSettings(), CALLER
+    )
+    assert (created.language, created.requested_language, created.language_fallback) == ("en", "tlh", True)
+
+
+@pytest.mark.parametrize(
+    "ws_url", ["ws://169.254.169.254/latest", "ws://10.0.0.8:4443/room", "wss://user:pw@rooms.example/room"]
+)
+async def test_a_room_the_address_policy_refuses_is_refused_before_anything_is_stored(ws_url: str) -> None:
+    sessions, flows, commands = FakeSessions(), FakeFlows(), FakeCallCommands()
+    with pytest.raises(errors.Refused) as refused:
+        await CallStarter(SETTINGS, sessions, flows, commands).start(request(ws_url), CallSettings(), CALLER)
+    assert refused.value.code == "ROOM_REFUSED" and "ws_url" in refused.value.detail
+    assert sessions.rows == {} and flows.rows == {} and commands.sent == []
+
+
+async def test_the_broker_down_is_retryable_and_the_flow_stays_for_its_deadline() -> None:
+    flows = FakeFlows()
+    with pytest.raises(errors.Unavailable) as refused:
+        await CallStarter(SETTINGS, FakeSessions(), flows, FakeCallCommands(down=True)).start(
+            request(), CallSettings(), CALLER
+        )
+    assert refused.value.code == "BROKER_UNAVAILABLE" and refused.value.retryable
+    assert len(flows.rows) == 1  # its deadline ends it with one failure callback
+
+
+@pytest.mark.parametrize(
+    ("asked", "chosen"),
+    [
+        ("es", ("es", False)),
+        ("pt-BR", ("pt", False)),
+        ("PT_br", ("pt", False)),
+        ("xx", ("en", True)),
+        ("", ("en", True)),
+    ],
+)
+def test_language_tags_and_the_fallback_rule(asked: str, chosen: tuple[str, bool]) -> None:
+    assert choose_language(asked) == chosen
