@@ -19,6 +19,8 @@ from contracts.languages import choose_language
 from contracts.routing import CommandKey
 from contracts.values import SessionStatus
 from infra.broker import COMMANDS
+from infra.db.flows import CallFlowRecord
+from infra.db.records import SessionRecord
 from infra.safe_fetch import WEBSOCKET_SCHEMES, FetchPolicy, UrlRefused, precheck_url
 from infra.settings import Settings
 from infra.telemetry.metrics import session_status
@@ -80,6 +82,29 @@ def _session_settings(call_settings: CallSettings, language: str, session_ttl: i
     }
 
 
+def _join_call(
+    body: JoinCallRequest,
+    caller: Caller,
+    flow: CallFlowRecord,
+    session: SessionRecord,
+    settings: dict[str, Any],
+) -> JoinCall:
+    """The command for a call agent: the flow's room and language, the session's deadline."""
+    return JoinCall(
+        correlation_id=flow.id,
+        client_id=caller.client_id,
+        flow_id=flow.id,
+        session_id=session.id,
+        ws_url=body.ws_url,
+        callback_base_url=body.callback_base_url,
+        datastore_base_url=body.datastore_base_url,
+        token=body.token,
+        language=flow.language,
+        expires_at=session.expires_at,
+        settings=settings,
+    )
+
+
 @dataclass(frozen=True)
 class CallStarter:
     settings: Settings
@@ -124,21 +149,7 @@ class CallStarter:
             deadline=now + timedelta(seconds=flow_ttl),
             flow_id=flow_id or str(uuid4()),
         )
-        await self.commands.join(
-            JoinCall(
-                correlation_id=flow.id,
-                client_id=caller.client_id,
-                flow_id=flow.id,
-                session_id=session.id,
-                ws_url=body.ws_url,
-                callback_base_url=body.callback_base_url,
-                datastore_base_url=body.datastore_base_url,
-                token=body.token,
-                language=language,
-                expires_at=session.expires_at,
-                settings=session_settings,
-            )
-        )
+        await self.commands.join(_join_call(body, caller, flow, session, session_settings))
         log.info("flow %s started (session %s, language %s)", flow.id, session.id, language)
         return CallCreatedResponse(
             flow_id=flow.id,

@@ -34,6 +34,7 @@ async def test_a_call_stores_its_session_and_flow_then_sends_join_call() -> None
     [command] = commands.sent
     assert (command.flow_id, command.session_id, command.client_id) == ("flow-1", session.id, "client-1")
     assert command.language == "es" and command.expires_at == session.expires_at
+    assert command.settings == session.settings and command.token == "controller-token"
 
 
 async def test_an_unknown_language_falls_back_to_english_and_says_so() -> None:
