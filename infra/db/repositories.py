@@ -101,7 +101,9 @@ class SessionPort(Protocol):
     ) -> SessionRecord:
         """Set the status (and the result, when given) if the row is still at ``expected_version``.
         A terminal status stamps ``finished_at``. Raises ``VersionConflict`` when the row moved on
-        (re-read and decide again) and ``NotFound`` when there is no such session."""
+        (re-read and decide again) and ``NotFound`` when there is no such session. Services use it
+        for CREATED -> IN_PROGRESS only: a session ends through :meth:`end` (``infra.lifecycle``);
+        a terminal status here is a test's shortcut (it writes no audit record)."""
         ...
 
     async def end(self, ending: SessionEnding) -> SessionRecord:
