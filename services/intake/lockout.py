@@ -2,8 +2,9 @@
 within ``lockout_window_s``, new sessions for it are refused for ``lockout_cooldown_s``.
 
 The sessions repository records a failure (``infra.db.security.lockout_subjects`` of the session's
-settings) in the transaction that ends a session FAILED or EXPIRED
-(``infra.db.security.LOCKOUT_OUTCOMES``: failed, erased mid-session, abandoned), whoever ends it;
+settings) in the transaction that ends a session, whoever ends it, when the domain rule counts the
+ending (``domain.sessions.counts_toward_lockout``: FAILED, erased mid-session included, or EXPIRED
+after the subject's camera connected);
 session creation (:class:`services.intake.sessions.SessionCreator`, used by HTTP and the broker
 ingress alike) refuses while any of its subjects is locked. Only SHA-256 digests scoped by the
 owning client are stored (``infra.db.security.subject_digest``).
