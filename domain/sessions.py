@@ -118,16 +118,17 @@ class SessionEnding:
     counts_toward_lockout: bool
 
 
-def counts_toward_lockout(status: SessionStatus, *, connections: int) -> bool:
+def counts_toward_lockout(status: SessionStatus, *, connections: int, erased: bool = False) -> bool:
     """Whether a session ending in ``status`` counts against its subject key and device id.
 
-    FAILED counts (a failed decision, or an erasure while it ran). EXPIRED counts only when the
-    subject actually started: a camera connection was made (``connections`` > 0); a session its
-    user never opened is the app's, not an attempt. SUCCEEDED never counts.
+    A failed decision counts. An erasure (FAILED, ERASED) and an expiry count only when the subject
+    actually started: a camera connection was made (``connections`` > 0), so deleting or
+    abandoning an attempt does not dodge the count, while a session its user never opened is the
+    app's, not an attempt. SUCCEEDED never counts.
     """
-    if status is SessionStatus.FAILED:
+    if status is SessionStatus.FAILED and not erased:
         return True
-    return status is SessionStatus.EXPIRED and connections > 0
+    return status in (SessionStatus.FAILED, SessionStatus.EXPIRED) and connections > 0
 
 
 def end_session(session: SessionFacts, outcome: Outcome, now: datetime) -> SessionEnding | None:
@@ -153,7 +154,9 @@ def end_session(session: SessionFacts, outcome: Outcome, now: datetime) -> Sessi
             outcome=status.value,
             details=_audit_details(result, reasons),
         ),
-        counts_toward_lockout=counts_toward_lockout(status, connections=session.connections),
+        counts_toward_lockout=counts_toward_lockout(
+            status, connections=session.connections, erased=isinstance(outcome, Erased)
+        ),
     )
 
 

@@ -186,10 +186,18 @@ def test_abandoned_sessions_count_toward_the_lockout(gateway: Gateway) -> None:
 def test_erasing_attempts_mid_way_does_not_dodge_the_lockout(gateway: Gateway) -> None:
     headers = gateway.client_headers()
     subject = f"erases-{uuid.uuid4().hex[:6]}"
+    # sessions the user never opened and the app deleted are the app's: they do not count
     for _ in range(5):
         created = gateway.create(headers, subject)
         assert created.status_code == 201, created.text
         session_id = created.json()["sessionId"]
+        assert gateway.http.delete(f"/v1/sessions/{session_id}", headers=headers).status_code == 204
+    # attempts the subject started and then had deleted do
+    for _ in range(5):
+        created = gateway.create(headers, subject)
+        assert created.status_code == 201, created.text
+        session_id = created.json()["sessionId"]
+        gateway.opened(session_id)
         assert gateway.http.delete(f"/v1/sessions/{session_id}", headers=headers).status_code == 204
     refused = gateway.create(headers, subject)
     assert refused.status_code == 429 and refused.json()["code"] == "SUBJECT_LOCKED_OUT"

@@ -123,7 +123,9 @@ def test_an_erased_session_fails_with_reason_erased_and_keeps_what_it_had() -> N
     assert ending is not None and ending.status is SessionStatus.FAILED
     assert ending.result == {"confidence": 0.4, "isLive": False, "reasons": ["ERASED"]}
     assert ending.event.reasons == ["ERASED"] and ending.audit.outcome == "FAILED"
-    assert ending.counts_toward_lockout  # deleting a failing attempt does not dodge the count
+    assert not ending.counts_toward_lockout  # never opened: the app's session, not an attempt
+    started = end_session(Session(connections=1), Erased(), NOW)
+    assert started is not None and started.counts_toward_lockout  # deleting an attempt does not dodge it
 
 
 def test_an_expiry_counts_toward_the_lockout_only_when_the_subject_connected() -> None:
