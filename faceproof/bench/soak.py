@@ -17,7 +17,8 @@ The liveness sessions are scripted subjects joining over real WebRTC (aiortc), t
 page does: :mod:`faceproof.testing.webrtc_subject` and :mod:`faceproof.testing.scripted_subject`
 with the annotated liveportrait video in ``../shared/data/video``; so ``--sessions`` needs the
 shared data. Each of ``sessions`` loops creates a session, joins, answers, waits
-for its terminal status, and starts the next, until the duration is over.
+for its terminal status, and starts the next, until the duration is over; each loop runs at
+least one session, even when loading the video and the models took the whole duration.
 """
 
 from __future__ import annotations
@@ -230,6 +231,7 @@ async def _session_loops(
         async with httpx.AsyncClient(
             base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30, trust_env=False
         ) as client:
+            await one(client)  # at least one, even when loading the subject ate the duration
             while loop.time() < ends_at:
                 await one(client)
 
