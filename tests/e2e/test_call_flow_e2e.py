@@ -146,6 +146,24 @@ def test_a_live_subject_who_is_on_the_reference_gets_a_success_callback(
     assert instruction_frames > 0, "the room never received the instruction video"
 
 
+def test_a_subject_whose_video_arrives_late_gets_a_success_callback(
+    stack: Stack, controller: Controller, d3: Media, analyzer: FrameAnalyzer
+) -> None:
+    """People arrive in a room after the controller asked faceproof in: the subject's video reaches
+    the room 6 s after the call agent joined. The first challenge's clock starts with that video
+    (not with the agent's join), so the subject who follows the instructions passes."""
+    write_jpeg(controller.images / "reference.jpg", d3, len(d3.frames) - 1)
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
+        source = scripted(d3, analyzer)
+        async with TestSfu(subject=SourceTrack(source), subject_delay_s=6.0) as sfu:
+            return await run_flow(stack, controller, sfu, source)
+
+    state, callback = asyncio.run(scenario())
+    assert callback["outcome"] == "success", (callback, state)
+    assert state["status"] == "SUCCEEDED" and state["isLive"] is True, state
+
+
 def test_a_live_subject_who_is_someone_else_gets_a_failure_callback(
     stack: Stack, controller: Controller, d3: Media, analyzer: FrameAnalyzer
 ) -> None:

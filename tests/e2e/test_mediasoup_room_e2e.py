@@ -1,0 +1,166 @@
+"""Video calls through a real mediasoup SFU (issue 19): every service as a process, a real mediasoup
+3.8.4 room (tests/support/sfu/room.js: one Worker, a Router per room, protoo-server), and the
+subject as a second pymediasoup peer playing a real face video who joins the room AFTER the call
+agent, as people do. The room is built once per machine by scripts/mediasoup.sh (cached); these
+tests skip only when that build fails, with its error."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from examples.controller import Controller
+from infra.safe_fetch import FetchPolicy
+from services.liveness.analysis import FrameAnalyzer
+from tests.e2e.conftest import Stack
+from tests.e2e.test_call_flow_e2e import (  # the call flow's helpers: one scripted subject, one run_flow
+    SECRET,
+    TURNS,
+    Media,
+    SourceTrack,
+    run_flow,
+    scripted,
+    write_jpeg,
+)
+from tests.paths import DATA_DIR, MODELS_DIR
+from tests.support.mediasoup_room import MediasoupRoom, RoomSubject, room_server_ready
+
+pytestmark = pytest.mark.e2e
+
+#: The room server listens on 127.0.0.1: allow-listed, as the stack's FACEPROOF_FETCH_ALLOW_HOSTS.
+LOOPBACK = FetchPolicy.create("127.0.0.1")
+#: The subject walks in this long after the call agent joined and produced its video.
+LATE_S = 4.0
+
+
+@pytest.fixture(scope="module", autouse=True)
+def room_server() -> None:
+    error = room_server_ready()
+    if error is not None:
+        print(error)
+        pytest.skip(f"the mediasoup room server could not be built: {error[-500:]}")
+
+
+@pytest.fixture(scope="module")
+def d3() -> Media:
+    return Media.from_path(DATA_DIR / "video" / "liveportrait_d3.mp4")
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> FrameAnalyzer:
+    return FrameAnalyzer.from_models_dir(MODELS_DIR, threads=1)
+
+
+@pytest.fixture
+def controller(tmp_path: Path) -> Iterator[Controller]:
+    folder = tmp_path / "references"
+    folder.mkdir()
+    running = Controller(images=folder, secret=SECRET, quiet=True).start()
+    yield running
+    running.stop()
+
+
+async def agent_in_the_room(room: MediasoupRoom, room_id: str) -> None:
+    """The call agent joined and produces its instruction video."""
+    await room.wait_for(lambda: bool(room.of("produced", roomId=room_id, peerId="faceproof")), 60)
+
+
+def session_log(stack: Stack, state: dict[str, Any]) -> list[str]:
+    """The liveness worker's and the call agent's lines about this flow (why it failed)."""
+    lines: list[str] = []
+    for name in ("liveness.log", "call-agent.log"):
+        path = stack.logs / name
+        if path.exists():
+            keys = (state.get("sessionId", "?"), state.get("flowId", "?"))
+            lines += [line[:300] for line in path.read_text().splitlines() if any(k in line for k in keys)]
+    return lines[-30:]
+
+
+async def settle(task: asyncio.Future[None]) -> None:
+    """The subject's part is over once the flow's callback came: stop it if it still waits (the
+    callback's assertion says what went wrong)."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+        await task
+
+
+def test_a_subject_who_joins_late_gets_one_success_callback(
+    stack: Stack, controller: Controller, d3: Media, analyzer: FrameAnalyzer
+) -> None:
+    """mediasoup-demo's behaviour: the room resumes consumers itself and has no leaveRoom."""
+    write_jpeg(controller.images / "reference.jpg", d3, len(d3.frames) - 1)
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any], MediasoupRoom, int]:
+        async with MediasoupRoom("--resume", "server", "--no-leave-room") as room:
+            source = scripted(d3, analyzer)
+            subject = RoomSubject(SourceTrack(source), policy=LOOPBACK)
+
+            async def walk_in() -> None:
+                await agent_in_the_room(room, "late")
+                await asyncio.sleep(LATE_S)
+                await subject.join(room.url("late", "subject"))
+
+            arrival = asyncio.ensure_future(walk_in())
+            try:
+                state, callback = await run_flow(stack, controller, room.url("late", "faceproof"), source)
+            finally:
+                await settle(arrival)
+                await subject.leave()
+            return state, callback, room, subject.received_frames
+
+    state, callback, room, instruction_frames = asyncio.run(scenario())
+    assert callback["outcome"] == "success", (state.get("reasons"), session_log(stack, state))
+    assert state["status"] == "SUCCEEDED" and state["isLive"] is True and state["match"] is True, state
+    assert callback["result"]["isLive"] is True
+    assert instruction_frames > 0, "the subject never received the call agent's instruction video"
+    # the agent consumed the subject's video and the subject the agent's, through mediasoup
+    assert room.of("consuming", peerId="faceproof", producerPeerId="subject", kind="video")
+    assert room.of("consuming", peerId="subject", producerPeerId="faceproof", kind="video")
+    assert room.of("refused", peerId="faceproof", method="leaveRoom")  # refused; the call still ended once
+
+
+def test_a_subject_who_leaves_mid_call_gets_one_failure_callback(
+    stack: Stack, controller: Controller, d3: Media, analyzer: FrameAnalyzer
+) -> None:
+    """A room that waits for resumeConsumer; the subject joins late, is seen, then hangs up."""
+    write_jpeg(controller.images / "reference.jpg", d3, len(d3.frames) - 1)
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any], MediasoupRoom]:
+        async with MediasoupRoom() as room:
+            subject = RoomSubject(SourceTrack(scripted(d3, analyzer)), policy=LOOPBACK)
+
+            async def come_and_go() -> None:
+                await agent_in_the_room(room, "leaves")
+                await asyncio.sleep(LATE_S)
+                await subject.join(room.url("leaves", "subject"))
+                await room.wait_for(lambda: bool(room.of("resumed", peerId="faceproof", by="client")), 60)
+                await asyncio.sleep(3.0)
+                await subject.leave()
+
+            visit = asyncio.ensure_future(come_and_go())
+            try:
+                state, callback = await run_flow(
+                    stack,
+                    controller,
+                    room.url("leaves", "faceproof"),
+                    None,  # the subject does not follow the instructions; it leaves
+                    settings={
+                        "challenges": 2,
+                        "challengeTypes": TURNS,
+                        "callbackSecret": SECRET,
+                        "sessionTimeoutS": 30,
+                    },
+                )
+            finally:
+                await settle(visit)
+            return state, callback, room
+
+    state, callback, room = asyncio.run(scenario())
+    assert callback["outcome"] == "failure", (callback, state)
+    assert state["status"] == "FAILED" and state["reasons"], state
+    assert room.of("peerClosed", peerId="subject")
