@@ -30,7 +30,8 @@ from tests.e2e.test_call_flow_e2e import (  # the call flow's helpers: one scrip
 from tests.paths import DATA_DIR, MODELS_DIR
 from tests.support.mediasoup_room import MediasoupRoom, RoomSubject, room_server_ready
 
-pytestmark = pytest.mark.e2e
+#: The first run on a machine builds mediasoup's worker in the module's fixture (~7-13 min).
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 #: The room server listens on 127.0.0.1: allow-listed, as the stack's FACEPROOF_FETCH_ALLOW_HOSTS.
 LOOPBACK = FetchPolicy.create("127.0.0.1")
@@ -164,3 +165,36 @@ def test_a_subject_who_leaves_mid_call_gets_one_failure_callback(
     assert callback["outcome"] == "failure", (callback, state)
     assert state["status"] == "FAILED" and state["reasons"], state
     assert room.of("peerClosed", peerId="subject")
+
+
+@pytest.mark.parametrize(
+    ("options", "kill_after_join", "reason"),
+    [
+        pytest.param((), False, "NO_VIDEO", id="no-subject"),
+        pytest.param(("--refuse", "produce"), False, "SIGNALLING_ERROR", id="produce-refused"),
+        pytest.param((), True, "SOCKET_DROPPED", id="room-killed"),
+    ],
+)
+def test_a_call_the_room_cannot_carry_ends_in_one_failure_callback(
+    stack: Stack, controller: Controller, options: tuple[str, ...], kill_after_join: bool, reason: str
+) -> None:
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any], MediasoupRoom]:
+        async with MediasoupRoom(*options) as room:
+
+            async def kill() -> None:
+                await agent_in_the_room(room, "fails")
+                await room.kill()
+
+            killer = asyncio.ensure_future(kill() if kill_after_join else asyncio.sleep(0))
+            try:
+                state, callback = await run_flow(
+                    stack, controller, room.url("fails", "faceproof"), None, timeout_s=90
+                )
+            finally:
+                await settle(killer)
+            return state, callback, room
+
+    state, callback, room = asyncio.run(scenario())
+    assert callback["outcome"] == "failure", (callback, state)
+    assert state["status"] == "FAILED" and reason in state["reasons"], state
+    assert room.of("joined", peerId="faceproof")  # the agent did get into the room
