@@ -11,7 +11,8 @@
 # Then `npm ci` in tests/support/sfu installs mediasoup with MEDIASOUP_WORKER_BIN set (it skips
 # its own build) and the cached worker is copied where mediasoup looks for it.
 #
-# Usage: scripts/mediasoup.sh            build/reuse the worker, install tests/support/sfu
+# Usage: scripts/mediasoup.sh            build/reuse the worker, install tests/support/sfu and
+#                                        bundle its browser subject page (build/subject.js)
 # Prints the worker path on its last line. Exit status non-zero (with the build log's tail on
 # stderr) when the build fails; the tests then skip with that error (tests/support/sfu/BUILD_ERROR).
 set -euo pipefail
@@ -74,5 +75,8 @@ if [ ! -f "$stamp" ] || ! cmp -s package-lock.json "$stamp"; then
 fi
 mkdir -p node_modules/mediasoup/worker/out/Release
 cp -f "$worker" node_modules/mediasoup/worker/out/Release/mediasoup-worker
+# the browser subject's page: mediasoup-client + protoo-client bundled (served by room.js, no CDN)
+node_modules/.bin/esbuild subject/subject.js --bundle --format=iife --target=chrome110 \
+  --log-level=warning --outfile=build/subject.js >&2
 rm -f "$error_file"
 echo "$worker"

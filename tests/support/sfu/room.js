@@ -17,10 +17,14 @@
 //   --refuse METHOD      answer METHOD with an error (e.g. produce), repeatable
 //   --force-tcp          WebRTC transports with TCP candidates only
 //
+// GET /subject?roomId=&peerId= is the browser subject's page (subject/, bundled by esbuild).
+//
 // Every request and room event is written to stdout as one JSON line ({"event": ...}) so a test
 // can follow the room (who joined, produced, consumed, left).
 
+const fs = require('fs');
 const http = require('http');
+const path = require('path');
 const url = require('url');
 const mediasoup = require('mediasoup');
 const protoo = require('protoo-server');
@@ -272,9 +276,20 @@ async function main() {
     }
     return room;
   };
+  // the browser subject's page (subject/index.html and its bundle build/subject.js)
+  const pages = {
+    '/subject': ['text/html', path.join(__dirname, 'subject', 'index.html')],
+    '/subject.js': ['text/javascript', path.join(__dirname, 'build', 'subject.js')],
+  };
   const server = http.createServer((req, res) => {
-    res.writeHead(404);
-    res.end();
+    const page = pages[url.parse(req.url).pathname];
+    if (!page || !fs.existsSync(page[1])) {
+      res.writeHead(404);
+      res.end();
+      return;
+    }
+    res.writeHead(200, { 'Content-Type': page[0] });
+    res.end(fs.readFileSync(page[1]));
   });
   const ws = new protoo.WebSocketServer(server, { maxReceivedFrameSize: 960000, maxReceivedMessageSize: 960000 });
   ws.on('connectionrequest', (info, accept, reject) => {
