@@ -28,10 +28,10 @@ from tests.e2e.test_call_flow_e2e import (  # the call flow's helpers: one scrip
     write_jpeg,
 )
 from tests.paths import DATA_DIR, MODELS_DIR
-from tests.support.mediasoup_room import MediasoupRoom, RoomSubject, room_server_ready
+from tests.support.mediasoup_room import MediasoupRoom, RoomSubject, room_server_ready, run_bounded
 
 #: The first run on a machine builds mediasoup's worker in the module's fixture (~7-13 min).
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]  # the first run may build the worker
 
 #: The room server listens on 127.0.0.1: allow-listed, as the stack's FACEPROOF_FETCH_ALLOW_HOSTS.
 LOOPBACK = FetchPolicy.create("127.0.0.1")
@@ -114,7 +114,7 @@ def test_a_subject_who_joins_late_gets_one_success_callback(
                 await subject.leave()
             return state, callback, room, subject.received_frames
 
-    state, callback, room, instruction_frames = asyncio.run(scenario())
+    state, callback, room, instruction_frames = run_bounded(scenario())
     assert callback["outcome"] == "success", (state.get("reasons"), session_log(stack, state))
     assert state["status"] == "SUCCEEDED" and state["isLive"] is True and state["match"] is True, state
     assert callback["result"]["isLive"] is True
@@ -161,7 +161,7 @@ def test_a_subject_who_leaves_mid_call_gets_one_failure_callback(
                 await settle(visit)
             return state, callback, room
 
-    state, callback, room = asyncio.run(scenario())
+    state, callback, room = run_bounded(scenario())
     assert callback["outcome"] == "failure", (callback, state)
     assert state["status"] == "FAILED" and state["reasons"], state
     assert room.of("peerClosed", peerId="subject")
@@ -194,7 +194,7 @@ def test_a_call_the_room_cannot_carry_ends_in_one_failure_callback(
                 await settle(killer)
             return state, callback, room
 
-    state, callback, room = asyncio.run(scenario())
+    state, callback, room = run_bounded(scenario())
     assert callback["outcome"] == "failure", (callback, state)
     assert state["status"] == "FAILED" and reason in state["reasons"], state
     assert room.of("joined", peerId="faceproof")  # the agent did get into the room

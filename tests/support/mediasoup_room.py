@@ -13,9 +13,10 @@ import asyncio
 import contextlib
 import json
 import subprocess
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
@@ -26,7 +27,7 @@ from services.call_agent.room.errors import RoomError
 from services.call_agent.room.mediasoup import RoomConfig, RoomPeer
 from services.call_agent.room.protoo import ProtooClient
 
-__all__ = ["SFU_DIR", "MediasoupRoom", "RoomSubject", "room_server_ready"]
+__all__ = ["SFU_DIR", "MediasoupRoom", "RoomSubject", "room_server_ready", "run_bounded"]
 
 ROOT = Path(__file__).resolve().parents[2]
 SFU_DIR = ROOT / "tests" / "support" / "sfu"
@@ -165,3 +166,27 @@ class RoomSubject:
                 return
             if isinstance(frame, VideoFrame):
                 self.received_frames += 1
+
+
+T = TypeVar("T")
+
+
+def run_bounded(scenario: Coroutine[Any, Any, T], *, cleanup_s: float = 10.0) -> T:
+    """``asyncio.run``, except that the tasks a scenario leaves behind (WebRTC transports, socket
+    readers) get ``cleanup_s`` to finish once cancelled: ``asyncio.run`` waits for them forever,
+    and one that swallows its cancellation would hold the test until its timeout. Those that do
+    are named in a warning."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(scenario)
+    finally:
+        pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            _, stuck = loop.run_until_complete(asyncio.wait(pending, timeout=cleanup_s))
+            if stuck:
+                warnings.warn(
+                    f"tasks that ignored their cancellation: {[t.get_coro() for t in stuck]}", stacklevel=2
+                )
+        loop.close()
