@@ -21,6 +21,8 @@ from aio_pika.exceptions import ChannelClosed
 
 from contracts.events import CallFailed, FacesCompared
 from contracts.public import CallStarted, CommandRejected, SessionCreated
+from infra.db.engine import create_engine, session_factory
+from infra.db.repositories import SessionRepository
 from tests.e2e.conftest import Stack, free_port, image_b64
 from tests.paths import PEOPLE, REPO_ROOT
 
@@ -382,16 +384,31 @@ async def test_start_session_is_the_same_session_as_over_http(
         assert static.get(f"/v1/sessions/{created.session_id}").status_code == 404
 
 
+async def _camera_joined(stack: Stack, session_id: str) -> None:
+    """The subject started: its browser's offer claimed the camera connection (as
+    ``POST /v1/sessions/{id}/offer`` does), then hung up."""
+    engine = create_engine(stack.env["FACEPROOF_DATABASE_URL"])
+    try:
+        sessions = SessionRepository(session_factory(engine))
+        connection = uuid.uuid4().hex
+        assert await sessions.claim_connection(session_id, connection, stale_after_s=30)
+        assert await sessions.release_connection(session_id, connection)
+    finally:
+        await engine.dispose()
+
+
 async def test_a_subject_locked_out_over_http_is_refused_over_the_broker(
     stack: Stack, connection: AbstractRobustConnection, upstream: Upstream
 ) -> None:
-    """The attack: a subject whose attempts failed (here: five sessions erased mid-way, each ends
-    FAILED, reason ERASED) is locked out over HTTP, so the client tries the broker door instead."""
+    """The attack: a subject whose attempts failed (here: five sessions its camera joined, then
+    erased mid-way: each ends FAILED, reason ERASED) is locked out over HTTP, so the client tries
+    the broker door instead."""
     subject = {"subjectKey": f"user-{uuid.uuid4().hex[:8]}"}
     with stack.client(upstream.api_key) as http:
         for _ in range(5):
             created = http.post("/v1/sessions", json={"settings": subject})
             assert created.status_code == 201, created.text
+            await _camera_joined(stack, created.json()["sessionId"])
             assert http.delete(f"/v1/sessions/{created.json()['sessionId']}").status_code == 204
         refused = http.post("/v1/sessions", json={"settings": subject})
         assert refused.status_code == 429 and refused.json()["code"] == "SUBJECT_LOCKED_OUT"
