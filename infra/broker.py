@@ -12,6 +12,7 @@ are dropped (``x-overflow: drop-head``). See docs/operations.md, "Dead letters".
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from enum import StrEnum
@@ -140,6 +141,7 @@ async def _ensure_dead_letter_queue(
             else:
                 # (a letter dead-lettered between the count and the delete is lost with the queue)
                 await channel.queue_delete(name)
+                await _until_gone(connection, name)
                 queue = await channel.declare_queue(name, durable=True, arguments=limits.arguments())
                 state = DeadLetterQueueState.DISCARDED if held else DeadLetterQueueState.REPLACED
                 log.warning("dead-letter queue %s declared again with its limits (%s)", name, state.value)
@@ -148,6 +150,22 @@ async def _ensure_dead_letter_queue(
     finally:
         if not channel.is_closed:
             await channel.close()
+
+
+async def _until_gone(connection: AbstractConnection, name: str, *, within_s: float = 10.0) -> None:
+    """Wait until a deleted quorum queue is really gone: declaring it again while RabbitMQ still
+    tears down its Raft cluster fails with INTERNAL_ERROR, which closes the whole connection."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    while asyncio.get_running_loop().time() < deadline:
+        probe = await connection.channel()
+        try:
+            await probe.declare_queue(name, passive=True)
+        except ChannelNotFoundEntity:
+            return
+        finally:
+            if not probe.is_closed:
+                await probe.close()
+        await asyncio.sleep(0.2)
 
 
 def create_broker(settings: Settings, *, prefetch: int | None = None) -> RabbitBroker:
