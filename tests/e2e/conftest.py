@@ -18,11 +18,16 @@ import httpx
 import pytest
 
 from contracts.routing import ALL_ROUTES
-from tests.paths import MODELS_DIR, REPO_ROOT
+from examples.controller import Controller
+from faceproof.testing.scripted_subject import Media
+from services.liveness.analysis import FrameAnalyzer
+from tests.paths import DATA_DIR, MODELS_DIR, REPO_ROOT
 from tests.support.broker import RabbitVhost, temporary_vhost
 from tests.support.services import SeaweedFS, create_test_database, drop_test_database, start_seaweedfs
 
 TOKEN = "e2e-static-token"
+#: The callback secret of the video-call tests' flows (their controller verifies with it).
+SECRET = "e2e-callback-secret-0123456789"
 
 
 @contextmanager
@@ -195,3 +200,24 @@ def stack(tmp_path_factory: pytest.TempPathFactory, seaweedfs: SeaweedFS) -> Ite
                     process.wait(20)
                 except subprocess.TimeoutExpired:
                     process.kill()
+
+
+@pytest.fixture(scope="module")
+def d3() -> Media:
+    """A real face video the scripted subjects play (its annotated segments answer challenges)."""
+    return Media.from_path(DATA_DIR / "video" / "liveportrait_d3.mp4")
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> FrameAnalyzer:
+    return FrameAnalyzer.from_models_dir(MODELS_DIR, threads=1)
+
+
+@pytest.fixture
+def controller(tmp_path: Path) -> Iterator[Controller]:
+    """The example controller on 127.0.0.1, serving reference images from a folder of its own."""
+    folder = tmp_path / "references"
+    folder.mkdir()
+    running = Controller(images=folder, secret=SECRET, quiet=True).start()
+    yield running
+    running.stop()

@@ -24,34 +24,14 @@ from faceproof.testing.annotate import load_video_segments
 from faceproof.testing.scripted_subject import Media, ScriptedSubject
 from faceproof.testing.webrtc_subject import FrameSource, ScriptedSource, SourceTrack
 from services.liveness.analysis import FrameAnalyzer
-from tests.e2e.conftest import TOKEN, Stack
-from tests.paths import DATA_DIR, MODELS_DIR, PEOPLE
+from tests.e2e.conftest import SECRET, TOKEN, Stack
+from tests.paths import PEOPLE
 from tests.support.test_sfu import TestSfu, redirecting_room
 
 pytestmark = pytest.mark.e2e
 
 #: liveportrait_d3 answers these with annotated segments (faceproof/testing/video_segments.json).
 TURNS = ["TURN_LEFT", "TURN_RIGHT"]
-SECRET = "e2e-callback-secret-0123456789"
-
-
-@pytest.fixture(scope="module")
-def d3() -> Media:
-    return Media.from_path(DATA_DIR / "video" / "liveportrait_d3.mp4")
-
-
-@pytest.fixture(scope="module")
-def analyzer() -> FrameAnalyzer:
-    return FrameAnalyzer.from_models_dir(MODELS_DIR, threads=1)
-
-
-@pytest.fixture
-def controller(tmp_path: Path) -> Iterator[Controller]:
-    folder = tmp_path / "references"
-    folder.mkdir()
-    running = Controller(images=folder, secret=SECRET, quiet=True).start()
-    yield running
-    running.stop()
 
 
 def scripted(media: Media, analyzer: FrameAnalyzer) -> ScriptedSource:

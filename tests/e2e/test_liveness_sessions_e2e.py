@@ -29,7 +29,7 @@ from faceproof.testing.webrtc_subject import (
 )
 from services.liveness.analysis import FrameAnalyzer
 from tests.e2e.conftest import Stack
-from tests.paths import DATA_DIR, MODELS_DIR, PEOPLE
+from tests.paths import DATA_DIR, PEOPLE
 
 pytestmark = pytest.mark.e2e
 
@@ -73,16 +73,6 @@ def join(stack: Stack, created: dict[str, Any], source: FrameSource, timeout_s: 
     return asyncio.run(
         run_subject(stack.url, created["sessionId"], created["clientToken"], source, timeout_s=timeout_s)
     )
-
-
-@pytest.fixture(scope="module")
-def d3() -> Media:
-    return Media.from_path(VIDEO / "liveportrait_d3.mp4")
-
-
-@pytest.fixture(scope="module")
-def analyzer() -> FrameAnalyzer:
-    return FrameAnalyzer.from_models_dir(MODELS_DIR, threads=1)
 
 
 def scripted(media: Media, analyzer: FrameAnalyzer) -> ScriptedSource:

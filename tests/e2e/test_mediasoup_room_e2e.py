@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,9 +15,8 @@ import pytest
 from examples.controller import Controller
 from infra.safe_fetch import FetchPolicy
 from services.liveness.analysis import FrameAnalyzer
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import SECRET, Stack
 from tests.e2e.test_call_flow_e2e import (  # the call flow's helpers: one scripted subject, one run_flow
-    SECRET,
     TURNS,
     Media,
     SourceTrack,
@@ -27,7 +24,6 @@ from tests.e2e.test_call_flow_e2e import (  # the call flow's helpers: one scrip
     scripted,
     write_jpeg,
 )
-from tests.paths import DATA_DIR, MODELS_DIR
 from tests.support.mediasoup_room import MediasoupRoom, RoomSubject, room_server_ready, run_bounded
 
 #: The first run on a machine builds mediasoup's worker in the module's fixture (~7-13 min).
@@ -45,25 +41,6 @@ def room_server() -> None:
     if error is not None:
         print(error)
         pytest.skip(f"the mediasoup room server could not be built: {error[-500:]}")
-
-
-@pytest.fixture(scope="module")
-def d3() -> Media:
-    return Media.from_path(DATA_DIR / "video" / "liveportrait_d3.mp4")
-
-
-@pytest.fixture(scope="module")
-def analyzer() -> FrameAnalyzer:
-    return FrameAnalyzer.from_models_dir(MODELS_DIR, threads=1)
-
-
-@pytest.fixture
-def controller(tmp_path: Path) -> Iterator[Controller]:
-    folder = tmp_path / "references"
-    folder.mkdir()
-    running = Controller(images=folder, secret=SECRET, quiet=True).start()
-    yield running
-    running.stop()
 
 
 async def agent_in_the_room(room: MediasoupRoom, room_id: str) -> None:
