@@ -125,7 +125,7 @@ def test_helm_lint_finds_no_error() -> None:
 def test_default_render_runs_each_service_with_its_command() -> None:
     objects = render(BASE)
     deployments = by_kind(objects, "Deployment")
-    assert set(deployments) == {f"fp-faceproof-{name}" for name in SERVICES - {"notifier"}}
+    assert set(deployments) == {f"fp-faceproof-{name}" for name in SERVICES}
     args = {name: container(d)["args"] for name, d in deployments.items()}
     assert args["fp-faceproof-gateway"] == ["gateway"]
     assert args["fp-faceproof-matcher"] == ["worker", "matcher"]
@@ -137,9 +137,10 @@ def test_default_render_runs_each_service_with_its_command() -> None:
         assert container(deployment)["resources"]["requests"]
         selector = deployment["spec"]["selector"]["matchLabels"]
         assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
-    # CPU HPAs by default, one per autoscaled service; no KEDA objects unless asked for
+    # CPU HPAs by default, one per autoscaled service (the notifier runs a fixed count); no KEDA
+    # objects unless asked for
     hpas = by_kind(objects, "HorizontalPodAutoscaler")
-    assert set(hpas) == set(deployments)
+    assert set(hpas) == set(deployments) - {"fp-faceproof-notifier"}
     assert by_kind(objects, "ScaledObject") == {}
     assert set(by_kind(objects, "PodDisruptionBudget")) == set(deployments)
 
@@ -177,7 +178,7 @@ def test_metrics_ports_scrape_annotations_and_pod_monitor() -> None:
     (the Service and the Ingress expose only `http`)."""
     objects = render({**BASE, "metrics": {"podMonitor": {"enabled": True}}})
     deployments = by_kind(objects, "Deployment")
-    for name in ("gateway", "matcher", "call-agent", "liveness"):  # the notifier is off by default
+    for name in sorted(SERVICES):
         deployment = deployments[f"fp-faceproof-{name}"]
         annotations = deployment["spec"]["template"]["metadata"]["annotations"]
         assert annotations["prometheus.io/scrape"] == "true"
@@ -270,3 +271,92 @@ def test_the_development_token_is_refused() -> None:
         render({**BASE, "secretSettings": {"FACEPROOF_API_TOKEN": "faceproof-dev-token"}})
     secret = by_kind(render({**BASE, "secretSettings": {"FACEPROOF_API_TOKEN": ""}}), "Secret")
     assert secret["fp-faceproof-settings"]["stringData"]["FACEPROOF_API_TOKEN"] == ""  # API keys only
+
+
+# ---------------------------------------------------------------- Kubernetes schemas (kubernetes-validate)
+
+#: The oldest Kubernetes the chart supports (Chart.yaml's kubeVersion) and the newest with bundled schemas.
+KUBE_VERSIONS = ("1.25.0", "1.37.0")
+#: Custom resources: their schemas come with their operators (KEDA, the Prometheus Operator), not with
+#: Kubernetes, so they are checked by the render tests above only (deploy/README.md, "Helm").
+CUSTOM_KINDS = {"ScaledObject", "TriggerAuthentication", "PodMonitor"}
+SCALED_GPU = CHART / "ci" / "scaled-gpu-values.yaml"
+
+
+def schema_errors(objects: list[dict[str, Any]], version: str) -> list[str]:
+    """Every built-in object checked against Kubernetes ``version``'s strict schema (unknown fields
+    refused too); one line per failure."""
+    validation = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is not installed")
+    errors = []
+    for obj in objects:
+        if obj["kind"] in CUSTOM_KINDS:
+            continue
+        try:
+            validation.validate(obj, version, strict=True)
+        except validation.ValidationError as error:
+            path = ".".join(str(part) for part in error.path)
+            errors.append(f"{obj['kind']}/{obj['metadata']['name']}: {path}: {error.message}")
+        except validation.SchemaNotFoundError as error:
+            errors.append(f"{obj['kind']}/{obj['metadata']['name']}: {error.message}")
+    return errors
+
+
+def scaled_gpu_values() -> dict[str, Any]:
+    loaded = yaml.safe_load(SCALED_GPU.read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+@pytest.mark.parametrize("version", KUBE_VERSIONS)
+@pytest.mark.parametrize("case", ["default", "scaled-gpu", "all-on"])
+def test_every_rendered_object_matches_the_kubernetes_schemas(case: str, version: str) -> None:
+    overrides = {"default": BASE, "scaled-gpu": scaled_gpu_values(), "all-on": ALL_ON}[case]
+    objects = render(overrides)
+    kinds = {obj["kind"] for obj in objects}
+    assert {"Deployment", "Service", "Secret", "ConfigMap", "Job", "PodDisruptionBudget"} <= kinds
+    assert schema_errors(objects, version) == []
+
+
+def test_schema_validation_catches_a_broken_object() -> None:
+    """The check above can fail: a misspelt field and a wrong type are reported."""
+    deployment = by_kind(render(BASE), "Deployment")["fp-faceproof-gateway"]
+    deployment["spec"]["replica"] = 2
+    deployment["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] = "8000"
+    errors = schema_errors([deployment], KUBE_VERSIONS[0])
+    assert len(errors) == 1 and "Deployment/fp-faceproof-gateway" in errors[0], errors
+    assert "replica" in errors[0] or "containerPort" in errors[0], errors
+
+
+def test_the_scaled_gpu_values_scale_each_worker_on_its_own() -> None:
+    objects = render(scaled_gpu_values())
+    deployments = by_kind(objects, "Deployment")
+    hpas = by_kind(objects, "HorizontalPodAutoscaler")
+    scaled = by_kind(objects, "ScaledObject")
+    assert set(deployments) == {f"fp-faceproof-{name}" for name in SERVICES}
+    # each worker its own way: KEDA on its queues, a CPU HPA with its own bounds, a fixed count
+    assert set(scaled) == {"fp-faceproof-matcher", "fp-faceproof-liveness"}
+    assert (
+        scaled["fp-faceproof-liveness"]["spec"]["minReplicaCount"],
+        scaled["fp-faceproof-liveness"]["spec"]["maxReplicaCount"],
+    ) == (2, 20)
+    assert (
+        scaled["fp-faceproof-matcher"]["spec"]["minReplicaCount"],
+        scaled["fp-faceproof-matcher"]["spec"]["maxReplicaCount"],
+    ) == (1, 4)
+    assert set(hpas) == {"fp-faceproof-gateway", "fp-faceproof-call-agent"}
+    assert (
+        hpas["fp-faceproof-call-agent"]["spec"]["minReplicas"],
+        hpas["fp-faceproof-call-agent"]["spec"]["maxReplicas"],
+    ) == (2, 6)
+    assert hpas["fp-faceproof-gateway"]["spec"]["minReplicas"] == 3
+    assert deployments["fp-faceproof-notifier"]["spec"]["replicas"] == 2
+    for name in ("matcher", "liveness", "call-agent", "gateway"):  # the scaler owns the count
+        assert "replicas" not in deployments[f"fp-faceproof-{name}"]["spec"], name
+    matcher = deployments["fp-faceproof-matcher"]
+    assert container(matcher)["image"] == "faceproof:0.1.0-gpu"
+    assert container(matcher)["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert matcher["spec"]["template"]["spec"]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    agent = deployments["fp-faceproof-call-agent"]["spec"]["template"]["spec"]
+    assert agent["hostNetwork"] is True and "podAntiAffinity" in agent["affinity"]
+    for name in ("gateway", "call-agent", "liveness", "notifier"):
+        assert not container(deployments[f"fp-faceproof-{name}"])["image"].endswith("-gpu"), name
