@@ -13,6 +13,7 @@ from fastapi.responses import Response
 
 from contracts.commands import StartSession
 from contracts.envelope import new_id
+from contracts.events import SessionStarted
 from contracts.http import (
     ChallengeOut,
     ClientStatusResponse,
@@ -253,6 +254,78 @@ async def session_page(session_id: str) -> Response:
     return _static("session.html", "text/html; charset=utf-8")
 
 
+def _refuse_ended(record: SessionRecord) -> None:
+    """409 for a session that has finished or whose time is up."""
+    if record.status.terminal:
+        raise _conflict("SESSION_FINISHED", f"The session has finished ({record.status.value}).")
+    if record.expires_at <= datetime.now(UTC):
+        raise _conflict("SESSION_EXPIRED", "The session has expired.")
+
+
+async def _claim_connection(record: SessionRecord, connection_id: str, res: Resources) -> SessionRecord:
+    """The session, now streamed by ``connection_id`` (409 when it ended or another one streams it)."""
+    claimed = await res.sessions.claim_connection(
+        record.id, connection_id, stale_after_s=res.settings.connection_stale_s
+    )
+    if claimed is None:
+        _refuse_ended(await res.sessions.fetch(record.id) or record)
+        raise _conflict("SESSION_IN_USE", "Another connection is streaming this session.")
+    return claimed
+
+
+async def _start_session(
+    claimed: SessionRecord, connection_id: str, sdp: str, res: Resources
+) -> SessionStarted:
+    """Hand the offer to a call agent (504 or 503 when none answers; the connection is released
+    whatever goes wrong)."""
+    settings = res.settings
+    try:
+        command = StartSession(
+            correlation_id=claimed.id,
+            session_id=claimed.id,
+            connection_id=connection_id,
+            offer_sdp=sdp,
+            language=str(claimed.settings.get("language") or "en"),
+            expires_at=claimed.expires_at,
+            sequence_base=(claimed.connections - 1) * CONNECTION_SEQUENCE_STRIDE,
+        )
+        return await res.call_agents.start_session(command, deadline_s=settings.offer_timeout_s)
+    except ReplyTimeout:
+        await res.sessions.release_connection(claimed.id, connection_id)
+        raise ProblemError(
+            504,
+            "Call agent timeout",
+            f"No call agent answered within {settings.offer_timeout_s:g} s.",
+            code="CALL_AGENT_TIMEOUT",
+        ) from None
+    except BrokerUnavailable:
+        await res.sessions.release_connection(claimed.id, connection_id)
+        raise ProblemError(
+            503,
+            "Service unavailable",
+            "The message broker cannot be reached.",
+            code="BROKER_UNAVAILABLE",
+            headers={"Retry-After": "5"},
+        ) from None
+    except BaseException:
+        await res.sessions.release_connection(claimed.id, connection_id)
+        raise
+
+
+def _offer_refused(answer: SessionStarted) -> ProblemError:
+    """Why the call agent gave no answer: busy (503, offer again) or the offer itself (400)."""
+    if answer.error is not None and answer.error.code is ErrorCode.CALL_AGENT_BUSY:
+        return ProblemError(
+            503,
+            "Call agent busy",
+            "Every call agent slot is taken; offer again shortly.",
+            code=ErrorCode.CALL_AGENT_BUSY.value,
+            headers={"Retry-After": str(BUSY_RETRY_AFTER_S)},
+        )
+    detail = answer.error.detail if answer.error else "The call agent sent no answer."
+    return ProblemError(400, "Invalid offer", detail, code="INVALID_OFFER")
+
+
 @router.post(
     "/v1/sessions/{session_id}/offer",
     response_model=OfferResponse,
@@ -279,60 +352,11 @@ async def offer(
             413, "SDP too large", f"The offer is over {settings.max_sdp_bytes} bytes.", code="SDP_TOO_LARGE"
         )
     connection_id = new_id()
-    claimed = await res.sessions.claim_connection(
-        session_id, connection_id, stale_after_s=settings.connection_stale_s
-    )
-    if claimed is None:
-        current = await res.sessions.fetch(session_id) or record
-        if current.status.terminal:
-            raise _conflict("SESSION_FINISHED", f"The session has finished ({current.status.value}).")
-        if current.expires_at <= datetime.now(UTC):
-            raise _conflict("SESSION_EXPIRED", "The session has expired.")
-        raise _conflict("SESSION_IN_USE", "Another connection is streaming this session.")
-    try:
-        command = StartSession(
-            correlation_id=session_id,
-            session_id=session_id,
-            connection_id=connection_id,
-            offer_sdp=body.sdp,
-            language=str(claimed.settings.get("language") or "en"),
-            expires_at=claimed.expires_at,
-            sequence_base=(claimed.connections - 1) * CONNECTION_SEQUENCE_STRIDE,
-        )
-        deadline = settings.offer_timeout_s
-        answer = await res.call_agents.start_session(command, deadline_s=deadline)
-    except ReplyTimeout:
-        await res.sessions.release_connection(session_id, connection_id)
-        raise ProblemError(
-            504,
-            "Call agent timeout",
-            f"No call agent answered within {settings.offer_timeout_s:g} s.",
-            code="CALL_AGENT_TIMEOUT",
-        ) from None
-    except BrokerUnavailable:
-        await res.sessions.release_connection(session_id, connection_id)
-        raise ProblemError(
-            503,
-            "Service unavailable",
-            "The message broker cannot be reached.",
-            code="BROKER_UNAVAILABLE",
-            headers={"Retry-After": "5"},
-        ) from None
-    except BaseException:
-        await res.sessions.release_connection(session_id, connection_id)
-        raise
+    claimed = await _claim_connection(record, connection_id, res)
+    answer = await _start_session(claimed, connection_id, body.sdp, res)
     if answer.error is not None or not answer.answer_sdp:
         await res.sessions.release_connection(session_id, connection_id)
-        if answer.error is not None and answer.error.code is ErrorCode.CALL_AGENT_BUSY:
-            raise ProblemError(
-                503,
-                "Call agent busy",
-                "Every call agent slot is taken; offer again shortly.",
-                code=ErrorCode.CALL_AGENT_BUSY.value,
-                headers={"Retry-After": str(BUSY_RETRY_AFTER_S)},
-            )
-        detail = answer.error.detail if answer.error else "The call agent sent no answer."
-        raise ProblemError(400, "Invalid offer", detail, code="INVALID_OFFER")
+        raise _offer_refused(answer)
     return OfferResponse(sdp=answer.answer_sdp, type=answer.answer_type or "answer")
 
 
