@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -22,19 +23,30 @@ from contracts.envelope import Event
 from contracts.http import CompareRequest, CreateCallRequest, CreateSessionRequest
 from contracts.languages import choose_language
 from contracts.public import CallStarted, CommandRejected, RejectReason, SessionCreated
-from contracts.routing import PublicEventKey
+from contracts.routing import INGRESS_COMMANDS, PUBLIC_COMMANDS_EXCHANGE, PublicEventKey
 from contracts.values import ImageData
 from infra.db.ingress import BrokerClient, CommandStatus
 from infra.db.security import Limits, RateDecision
+from infra.dead_letters import RedactedLetter
 from infra.settings import Settings
-from services.ingress.envelope import Envelope, Rejected, parse_body
+from services.ingress.envelope import Envelope, Rejected, allowed_reply_to, parse_body, read_envelope
 from services.intake.caller import Caller
 from services.intake.calls import CallStarter
 from services.intake.errors import IntakeError
 from services.intake.images import read_image_field
 from services.intake.sessions import SessionCreator, client_url
 
-__all__ = ["CommandDeps", "Outbox", "handle_command", "reject"]
+__all__ = [
+    "CommandDeps",
+    "DeadLetter",
+    "Delivery",
+    "Outbox",
+    "Owners",
+    "handle_command",
+    "receive",
+    "reject",
+    "relay",
+]
 
 log = logging.getLogger("faceproof.ingress")
 
@@ -66,6 +78,32 @@ class Outbox(Protocol):
     async def public(self, event: Event, *, client_id: str, key: str) -> None: ...
 
 
+class Owners(Protocol):
+    """The API client that owns a session or a call flow (None: unknown)."""
+
+    async def of_session(self, session_id: str) -> str | None: ...
+
+    async def of_flow(self, flow_id: str) -> str | None: ...
+
+
+#: Dead-letters the redacted record of a refused command (returns once the broker confirmed it).
+DeadLetter = Callable[[RedactedLetter], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One public command as the broker delivered it: its AMQP properties, unchecked."""
+
+    routing_key: str
+    message_id: str | None
+    correlation_id: str | None
+    reply_to: str | None
+    user_id: str | None
+    exchange: str
+    headers: Mapping[str, object]
+    redelivered: bool
+
+
 @dataclass(frozen=True)
 class CommandDeps:
     settings: Settings
@@ -75,6 +113,66 @@ class CommandDeps:
     sessions: SessionCreator
     calls: CallStarter
     outbox: Outbox
+
+
+async def receive(delivery: Delivery, body: bytes, *, deps: CommandDeps, dead_letter: DeadLetter) -> None:
+    """Check the envelope and run the command; a refused one is answered with CommandRejected and
+    its redacted record dead-lettered (then acknowledged: the caller returns normally)."""
+    try:
+        envelope = read_envelope(
+            routing_key=delivery.routing_key,
+            message_id=delivery.message_id,
+            correlation_id=delivery.correlation_id,
+            reply_to=delivery.reply_to,
+            user_id=delivery.user_id,
+            headers=delivery.headers,
+            body_size=len(body),
+            max_body_bytes=deps.settings.max_body_bytes,
+        )
+        await handle_command(envelope, body, redelivered=delivery.redelivered, deps=deps)
+    except Rejected as rejection:
+        await _refuse(delivery, body, rejection, deps=deps, dead_letter=dead_letter)
+
+
+async def _refuse(
+    delivery: Delivery, body: bytes, rejection: Rejected, *, deps: CommandDeps, dead_letter: DeadLetter
+) -> None:
+    log.info("public command %s rejected: %s", delivery.routing_key[:64], rejection.reason)
+    client_id = rejection.client_id
+    if client_id is None and delivery.user_id:  # refused before the client was looked up
+        client = await deps.identities.client_for(delivery.user_id)
+        client_id = None if client is None else client.client_id
+    await reject(
+        command=delivery.routing_key,
+        message_id=delivery.message_id,
+        correlation_id=delivery.correlation_id,
+        reply_to=allowed_reply_to(delivery.reply_to, delivery.user_id),  # never an invalid one
+        client_id=client_id,
+        rejection=rejection,
+        outbox=deps.outbox,
+    )
+    # Not a broker reject: RabbitMQ would dead-letter the body, images and all.
+    letter = RedactedLetter.of(
+        source_queue=INGRESS_COMMANDS.queue,
+        exchange=delivery.exchange or PUBLIC_COMMANDS_EXCHANGE,
+        routing_key=delivery.routing_key,
+        message_id=delivery.message_id,
+        correlation_id=delivery.correlation_id,
+        user_id=delivery.user_id,
+        client_id=client_id,
+        headers=delivery.headers,
+        body=body,
+        reason=rejection.reason,
+        detail=rejection.detail,
+        at=datetime.now(UTC),
+    )
+    await dead_letter(letter)
+
+
+async def relay(event: Event, owner: str | None, key: str, outbox: Outbox) -> None:
+    """An internal event to its owner's public events (dropped when nobody owns its subject)."""
+    if owner is not None:
+        await outbox.public(event, client_id=owner, key=key)
 
 
 async def handle_command(

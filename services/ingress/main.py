@@ -13,11 +13,10 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 from typing import Any
 
 from faststream import FastStream
-from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange, RabbitMessage
+from faststream.rabbit import ExchangeType, RabbitBroker, RabbitExchange, RabbitMessage, RabbitQueue
 
 from contracts.commands import CompareFaces
 from contracts.envelope import Event
@@ -36,6 +35,7 @@ from contracts.routing import (
     PUBLIC_EVENTS_EXCHANGE,
     CommandKey,
     PublicEventKey,
+    Route,
     public_event_key,
 )
 from infra.broker import (
@@ -49,14 +49,14 @@ from infra.broker import (
 )
 from infra.db.engine import create_engine, session_factory
 from infra.db.flows import CallFlowRepository
-from infra.db.ingress import BrokerUsers, Owners, ProcessedCommands
+from infra.db.ingress import BrokerUsers, ProcessedCommands
+from infra.db.ingress import Owners as OwnerRows
 from infra.db.repositories import SessionRepository
 from infra.db.security import LivenessFailures, RateLimitRepository
 from infra.dead_letters import RedactedLetter
 from infra.settings import Settings
 from infra.storage import open_store
-from services.ingress.envelope import Rejected, allowed_reply_to, read_envelope
-from services.ingress.handlers import CommandDeps, handle_command, reject
+from services.ingress.handlers import CommandDeps, Delivery, Outbox, Owners, receive, relay
 from services.intake.calls import BrokerCallCommands, CallStarter
 from services.intake.sessions import SessionCreator
 
@@ -175,9 +175,23 @@ class BrokerOutbox:
         )
 
 
-def build_app(settings: Settings, *, deps: CommandDeps, owners: Owners, broker: RabbitBroker) -> FastStream:
-    """Wire the handlers to ``broker``; resources are created by the caller."""
-    outbox = deps.outbox
+def _delivery(message: RabbitMessage) -> Delivery:
+    raw = message.raw_message
+    return Delivery(
+        routing_key=raw.routing_key or "",
+        message_id=raw.message_id,
+        correlation_id=raw.correlation_id,
+        reply_to=raw.reply_to,
+        user_id=raw.user_id,
+        exchange=raw.exchange or "",
+        headers=dict(raw.headers or {}),
+        redelivered=bool(raw.redelivered),
+    )
+
+
+def _subscribe_commands(broker: RabbitBroker, settings: Settings, deps: CommandDeps) -> None:
+    async def dead_letter(letter: RedactedLetter) -> None:
+        await dead_letter_redacted(broker, letter)
 
     @broker.subscriber(
         queue_for(INGRESS_COMMANDS, delivery_limit=settings.delivery_limit),
@@ -190,100 +204,65 @@ def build_app(settings: Settings, *, deps: CommandDeps, owners: Owners, broker: 
         "correlation_id and reply_to optional, header x-schema-version 1.",
     )
     async def on_command(body: bytes, message: RabbitMessage) -> None:
-        raw = message.raw_message
-        try:
-            envelope = read_envelope(
-                routing_key=raw.routing_key or "",
-                message_id=raw.message_id,
-                correlation_id=raw.correlation_id,
-                reply_to=raw.reply_to,
-                user_id=raw.user_id,
-                headers=dict(raw.headers or {}),
-                body_size=len(body),
-                max_body_bytes=settings.max_body_bytes,
-            )
-            await handle_command(envelope, body, redelivered=bool(raw.redelivered), deps=deps)
-        except Rejected as rejection:
-            log.info("public command %s rejected: %s", (raw.routing_key or "")[:64], rejection.reason)
-            client_id = rejection.client_id
-            if client_id is None and raw.user_id:  # refused before the client was looked up
-                client = await deps.identities.client_for(raw.user_id)
-                client_id = None if client is None else client.client_id
-            await reject(
-                command=raw.routing_key or "",
-                message_id=raw.message_id,
-                correlation_id=raw.correlation_id,
-                reply_to=allowed_reply_to(raw.reply_to, raw.user_id),  # never an invalid one
-                client_id=client_id,
-                rejection=rejection,
-                outbox=outbox,
-            )
-            # Not message.reject(): RabbitMQ would dead-letter the body, images and all.
-            letter = RedactedLetter.of(
-                source_queue=INGRESS_COMMANDS.queue,
-                exchange=raw.exchange or PUBLIC_COMMANDS_EXCHANGE,
-                routing_key=raw.routing_key or "",
-                message_id=raw.message_id,
-                correlation_id=raw.correlation_id,
-                user_id=raw.user_id,
-                client_id=client_id,
-                headers=dict(raw.headers or {}),
-                body=body,
-                reason=rejection.reason,
-                detail=rejection.detail,
-                at=datetime.now(UTC),
-            )
-            await dead_letter_redacted(broker, letter)  # then acknowledged (the handler returns)
+        await receive(_delivery(message), body, deps=deps, dead_letter=dead_letter)
 
-    async def relay(event: Event, owner: str | None, key: str) -> None:
-        if owner is not None:
-            await outbox.public(event, client_id=owner, key=key)
+
+def _subscribe_relays(broker: RabbitBroker, settings: Settings, owners: Owners, outbox: Outbox) -> None:
+    def queue(route: Route) -> RabbitQueue:
+        return queue_for(route, delivery_limit=settings.delivery_limit)
 
     @broker.subscriber(
-        queue_for(INGRESS_FACES_COMPARED, delivery_limit=settings.delivery_limit),
+        queue(INGRESS_FACES_COMPARED),
         EVENTS,
         title="RelayFacesCompared",
         description="A comparison's result without reply_to, to its client's public events.",
     )
     async def on_faces_compared(event: FacesCompared) -> None:
-        await relay(event, event.client_id, PublicEventKey.FACES_COMPARED)
+        await relay(event, event.client_id, PublicEventKey.FACES_COMPARED, outbox)
 
     @broker.subscriber(
-        queue_for(INGRESS_LIVENESS_DECIDED, delivery_limit=settings.delivery_limit),
+        queue(INGRESS_LIVENESS_DECIDED),
         EVENTS,
         title="RelayLivenessDecided",
         description="A session's liveness decision, to the session owner's public events.",
     )
     async def on_liveness_decided(event: LivenessDecided) -> None:
-        await relay(event, await owners.of_session(event.session_id), PublicEventKey.LIVENESS_DECIDED)
+        owner = await owners.of_session(event.session_id)
+        await relay(event, owner, PublicEventKey.LIVENESS_DECIDED, outbox)
 
     @broker.subscriber(
-        queue_for(INGRESS_SESSION_FINISHED, delivery_limit=settings.delivery_limit),
+        queue(INGRESS_SESSION_FINISHED),
         EVENTS,
         title="RelaySessionFinished",
         description="A session's terminal status, to the session owner's public events.",
     )
     async def on_session_finished(event: SessionFinished) -> None:
-        await relay(event, await owners.of_session(event.session_id), PublicEventKey.SESSION_FINISHED)
+        owner = await owners.of_session(event.session_id)
+        await relay(event, owner, PublicEventKey.SESSION_FINISHED, outbox)
 
     @broker.subscriber(
-        queue_for(INGRESS_CALL_FAILED, delivery_limit=settings.delivery_limit),
+        queue(INGRESS_CALL_FAILED),
         EVENTS,
         title="RelayCallFailed",
         description="A call agent could not run a call, to the flow owner's public events.",
     )
     async def on_call_failed(event: CallFailed) -> None:
-        await relay(event, await owners.of_flow(event.flow_id), PublicEventKey.CALL_FAILED)
+        await relay(event, await owners.of_flow(event.flow_id), PublicEventKey.CALL_FAILED, outbox)
 
     @broker.subscriber(
-        queue_for(INGRESS_CALLBACK_DELIVERED, delivery_limit=settings.delivery_limit),
+        queue(INGRESS_CALLBACK_DELIVERED),
         EVENTS,
         title="RelayCallbackDelivered",
         description="A call flow's callback was delivered (or given up), to the flow owner's public events.",
     )
     async def on_callback_delivered(event: CallbackDelivered) -> None:
-        await relay(event, await owners.of_flow(event.flow_id), PublicEventKey.CALLBACK_DELIVERED)
+        await relay(event, await owners.of_flow(event.flow_id), PublicEventKey.CALLBACK_DELIVERED, outbox)
 
+
+def build_app(settings: Settings, *, deps: CommandDeps, owners: Owners, broker: RabbitBroker) -> FastStream:
+    """Wire the handlers to ``broker``; resources are created by the caller."""
+    _subscribe_commands(broker, settings, deps)
+    _subscribe_relays(broker, settings, owners, deps.outbox)
     app = FastStream(broker, logger=logging.getLogger("faceproof.app"))
 
     @app.after_startup
@@ -312,6 +291,6 @@ async def serve(settings: Settings) -> None:
         outbox=BrokerOutbox(broker),
     )
     try:
-        await build_app(settings, deps=deps, owners=Owners(factory), broker=broker).run()
+        await build_app(settings, deps=deps, owners=OwnerRows(factory), broker=broker).run()
     finally:
         await database.dispose()

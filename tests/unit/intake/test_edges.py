@@ -5,24 +5,19 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
-from contracts.commands import CompareFaces
-from contracts.envelope import Event
-from infra.db.ingress import BrokerClient, CommandStatus
-from infra.settings import Settings
+from infra.db.ingress import CommandStatus
 from services.gateway.problems import MEDIA_TYPE, install_problem_handlers
 from services.ingress.envelope import Envelope, Rejected
 from services.ingress.handlers import CommandDeps, handle_command
 from services.intake import errors
-from services.intake.calls import CallStarter
-from services.intake.sessions import SessionCreator
-from tests.unit.intake.fakes import FakeCallCommands, FakeFailures, FakeFlows, FakeSessions, FakeStore, jpeg
+from tests.unit.ingress.fakes import FakeProcessed, Ingress
+from tests.unit.intake.fakes import FakeFailures, FakeStore, jpeg
 
 REFUSALS = [
     (errors.InvalidInput("INVALID_IMAGE", "Invalid image", "'source' is not an image."), 400),
@@ -63,49 +58,9 @@ async def test_the_gateway_answers_an_intake_error_as_problem_json(
 # --------------------------------------------------------------------------- the broker ingress
 
 
-class Identities:
-    async def client_for(self, user_name: str) -> BrokerClient | None:
-        return BrokerClient(client_id="client-1", rate_per_second=10, burst=10, monthly_quota=1000)
-
-
-@dataclass
-class Processed:
-    finished: list[CommandStatus] = field(default_factory=list)
-
-    async def claim(self, client_id: str, message_id: str, command: str, *, redelivered: bool) -> bool:
-        return True
-
-    async def finish(self, client_id: str, message_id: str, status: CommandStatus) -> None:
-        self.finished.append(status)
-
-
-@dataclass
-class Outbox:
-    sent: list[Event] = field(default_factory=list)
-
-    async def compare(self, command: CompareFaces, *, reply_to: str | None, correlation_id: str) -> None:
-        self.sent.append(command)  # type: ignore[arg-type]
-
-    async def reply(self, event: Event, *, reply_to: str, correlation_id: str) -> None:
-        self.sent.append(event)
-
-    async def public(self, event: Event, *, client_id: str, key: str) -> None:
-        self.sent.append(event)
-
-
-def _deps(processed: Processed, *, store: FakeStore | None = None, locked: bool = False) -> CommandDeps:
-    settings = Settings()
-    sessions = FakeSessions()
-    failures = FakeFailures(until=datetime.now(UTC) + timedelta(seconds=60) if locked else None)
-    return CommandDeps(
-        settings=settings,
-        identities=Identities(),
-        processed=processed,
-        limiter=None,
-        sessions=SessionCreator(settings, sessions, store or FakeStore(), failures),
-        calls=CallStarter(settings, sessions, FakeFlows(), FakeCallCommands()),
-        outbox=Outbox(),
-    )
+def _deps(processed: FakeProcessed, *, store: FakeStore | None = None, locked: bool = False) -> CommandDeps:
+    until = datetime.now(UTC) + timedelta(seconds=60) if locked else None
+    return Ingress(processed=processed, store=store or FakeStore(), failures=FakeFailures(until=until)).deps
 
 
 def _envelope(command: str) -> Envelope:
@@ -113,14 +68,14 @@ def _envelope(command: str) -> Envelope:
 
 
 async def test_the_ingress_rejects_a_locked_out_subject_with_the_http_code() -> None:
-    processed = Processed()
+    processed = FakeProcessed()
     body = json.dumps({"settings": {"subjectKey": "alice"}}).encode()
     with pytest.raises(Rejected) as rejected:
         await handle_command(
             _envelope("session.start"), body, redelivered=False, deps=_deps(processed, locked=True)
         )
     assert rejected.value.reason == "SUBJECT_LOCKED_OUT" and rejected.value.client_id == "client-1"
-    assert processed.finished == [CommandStatus.REJECTED]
+    assert list(processed.rows.values()) == [CommandStatus.REJECTED]
 
 
 async def test_the_ingress_rejects_a_private_room_with_the_http_code() -> None:
@@ -128,12 +83,12 @@ async def test_the_ingress_rejects_a_private_room_with_the_http_code() -> None:
         {"ws_url": "ws://169.254.169.254/", "callback_base_url": "https://c.example/", "token": "t"}
     ).encode()
     with pytest.raises(Rejected) as rejected:
-        await handle_command(_envelope("call.join"), body, redelivered=False, deps=_deps(Processed()))
+        await handle_command(_envelope("call.join"), body, redelivered=False, deps=_deps(FakeProcessed()))
     assert rejected.value.reason == "ROOM_REFUSED"
 
 
 async def test_the_ingress_retries_when_the_store_is_down() -> None:
-    processed = Processed()
+    processed = FakeProcessed()
     body = json.dumps({"reference": base64.b64encode(jpeg()).decode()}).encode()
     with pytest.raises(errors.Unavailable):  # nacked and redelivered, not rejected
         await handle_command(
@@ -142,4 +97,4 @@ async def test_the_ingress_retries_when_the_store_is_down() -> None:
             redelivered=False,
             deps=_deps(processed, store=FakeStore(down=True)),
         )
-    assert processed.finished == []
+    assert list(processed.rows.values()) == [CommandStatus.RUNNING]  # taken again on redelivery
