@@ -1,0 +1,189 @@
+"""In-memory fakes of the gateway's ports (the call agents, the matcher, the session rows) and a
+gateway app over them: the real routes, problem handlers and authenticator, no broker or database."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field, fields, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from contracts.commands import CompareFaces, MatchReferences, StartSession
+from contracts.events import FacesCompared, ReferencesMatched, SessionStarted
+from contracts.values import SessionStatus
+from infra.db.records import ApiClient, SessionRecord
+from infra.settings import Settings
+from services.gateway.auth import Authenticator
+from services.gateway.dependencies import Resources
+from services.gateway.problems import install_problem_handlers
+from services.gateway.routes import compare, sessions
+from services.intake.client_tokens import new_client_token
+from tests.unit.intake.fakes import FakeFailures, FakeSessions, FakeStore
+
+API_KEY = "key-of-client-1"
+STATIC_TOKEN = "static-dev-token"
+
+
+@dataclass
+class FakeApiKeys:
+    async def authenticate(self, key: str) -> ApiClient | None:
+        if key != API_KEY:
+            return None
+        now = datetime.now(UTC)
+        return ApiClient(
+            "client-1", "one", "key-", now, None, rate_per_second=10, burst=10, monthly_quota=100
+        )
+
+
+@dataclass
+class FakeSessionRows(FakeSessions):
+    """The session rows, with SessionRepository's one-connection rule."""
+
+    released: list[tuple[str, str]] = field(default_factory=list)
+
+    async def fetch(self, session_id: str) -> SessionRecord | None:
+        return self.rows.get(session_id)
+
+    async def get(self, owner: str, session_id: str) -> SessionRecord | None:
+        row = self.rows.get(session_id)
+        return row if row is not None and row.owner == owner else None
+
+    async def claim_connection(
+        self, session_id: str, connection_id: str, *, stale_after_s: float
+    ) -> SessionRecord | None:
+        row, now = self.rows.get(session_id), datetime.now(UTC)
+        if row is None or row.status.terminal or row.expires_at <= now:
+            return None
+        seen = row.connection_seen_at
+        if (
+            row.connection_id is not None
+            and seen is not None
+            and seen >= now - timedelta(seconds=stale_after_s)
+        ):
+            return None
+        claimed = replace(
+            row, connection_id=connection_id, connection_seen_at=now, connections=row.connections + 1
+        )
+        self.rows[session_id] = claimed
+        return claimed
+
+    async def release_connection(self, session_id: str, connection_id: str) -> bool:
+        row = self.rows.get(session_id)
+        if row is None or row.connection_id != connection_id:
+            return False
+        self.rows[session_id] = replace(row, connection_id=None, connection_seen_at=None)
+        self.released.append((session_id, connection_id))
+        return True
+
+    def add(self, *, status: SessionStatus = SessionStatus.CREATED, language: str = "en") -> tuple[str, str]:
+        """A session of client-1 and the client token its browser holds."""
+        token, token_hash = new_client_token()
+        now = datetime.now(UTC)
+        record = SessionRecord(
+            id=f"s{len(self.rows) + 1}",
+            owner="client-1",
+            client_request_token=None,
+            kind="liveness",
+            status=status,
+            settings={"language": language},
+            created_at=now,
+            updated_at=now,
+            expires_at=now + timedelta(minutes=5),
+            finished_at=now if status.terminal else None,
+            result=None,
+            version=1,
+            client_token_hash=token_hash,
+        )
+        self.rows[record.id] = record
+        return record.id, token
+
+
+@dataclass
+class FakeCallAgents:
+    """Answers each StartSession with ``answer`` (or raises it when it is an exception)."""
+
+    answer: Callable[[StartSession], SessionStarted] | Exception = field(
+        default_factory=lambda: (
+            lambda command: SessionStarted(
+                correlation_id=command.session_id,
+                session_id=command.session_id,
+                connection_id=command.connection_id,
+                answer_sdp="v=0 answer",
+            )
+        )
+    )
+    asked: list[tuple[StartSession, float]] = field(default_factory=list)
+
+    async def start_session(self, command: StartSession, *, deadline_s: float) -> SessionStarted:
+        self.asked.append((command, deadline_s))
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer(command)
+
+
+@dataclass
+class FakeComparisons:
+    """The matcher: ``compared`` and ``matched`` answer (or are raised when exceptions)."""
+
+    compared: Callable[[CompareFaces], FacesCompared] | Exception | None = None
+    matched: Callable[[MatchReferences], ReferencesMatched] | Exception | None = None
+    asked: list[tuple[CompareFaces | MatchReferences, float]] = field(default_factory=list)
+
+    async def compare(self, command: CompareFaces, *, deadline_s: float) -> FacesCompared:
+        self.asked.append((command, deadline_s))
+        assert self.compared is not None
+        if isinstance(self.compared, Exception):
+            raise self.compared
+        return self.compared(command)
+
+    async def match_references(self, command: MatchReferences, *, deadline_s: float) -> ReferencesMatched:
+        self.asked.append((command, deadline_s))
+        assert self.matched is not None
+        if isinstance(self.matched, Exception):
+            raise self.matched
+        return self.matched(command)
+
+
+@dataclass
+class Gateway:
+    """The session and compare routes over in-memory ports (no request guard: each route admits
+    its caller through the ``principal`` dependency, as it does when the guard has not)."""
+
+    settings: Settings = field(default_factory=lambda: Settings(rate_limits=False))
+    sessions: FakeSessionRows = field(default_factory=FakeSessionRows)
+    store: FakeStore = field(default_factory=FakeStore)
+    call_agents: FakeCallAgents = field(default_factory=FakeCallAgents)
+    comparisons: FakeComparisons = field(default_factory=FakeComparisons)
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+        install_problem_handlers(app)
+        app.include_router(compare.router)
+        app.include_router(sessions.router)
+        values: dict[str, Any] = {
+            "settings": self.settings,
+            "database": None,
+            "sessions": self.sessions,
+            "store": self.store,
+            "broker": None,
+            "comparisons": self.comparisons,
+            "authenticate": Authenticator(FakeApiKeys(), STATIC_TOKEN),
+            "call_agents": self.call_agents,
+            "failures": FakeFailures(),
+        }
+        # Every field Resources requires (None for those these routes never use), and those above.
+        app.state.resources = Resources(
+            **{
+                f.name: values.get(f.name)
+                for f in fields(Resources)
+                if f.name in values or f.default is MISSING
+            }
+        )
+        return app
+
+    def client(self) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=self.app())
+        return httpx.AsyncClient(transport=transport, base_url="http://gateway")
