@@ -76,6 +76,15 @@ class ChallengeIssued(Event):
     target: tuple[float, float] | None = None
 
 
+class ReadinessChecked(Event):
+    """The subject is not ready for the first challenge yet (liveness worker, when what is wrong
+    changes): ``problems`` are :class:`~contracts.values.Precheck` codes, most important first;
+    empty: nothing is wrong, hold still. The call agent draws a "get ready" instruction naming them."""
+
+    session_id: str
+    problems: list[str] = Field(default_factory=list)
+
+
 class ChallengeVerdict(Event):
     session_id: str
     index: int = Field(ge=0)

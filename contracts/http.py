@@ -124,6 +124,14 @@ class SessionSettings(Body):
     )
     audit_images: int = Field(default=2, ge=0, le=4)
     language: str = Field(default="en", min_length=1, max_length=16)
+    ready_timeout_s: float | None = Field(
+        default=None,
+        ge=5,
+        le=600,
+        description="Seconds the subject has, from their first frame, to pass the pre-checks (one face, "
+        "in the frame, not too far or too close, lit, looking at the camera) before the first challenge; "
+        "then the session fails with NOT_READY and what was wrong (default 30).",
+    )
     expires_in_s: int | None = Field(default=None, ge=30, le=3600)
     subject_key: str | None = Field(
         default=None,
@@ -264,6 +272,14 @@ class JoinCallRequest(Body):
 class CallSettings(Body):
     challenges: int = Field(default=3, ge=2, le=4, description="Number of challenges")
     challenge_types: list[ChallengeType] | None = Field(default=None, description="Types to draw from.")
+    ready_timeout_s: float | None = Field(
+        default=None,
+        ge=5,
+        le=600,
+        description="Seconds the subject has, from their first frame, to pass the pre-checks (one face, "
+        "in the frame, not too far or too close, lit, looking at the camera) before the first challenge; "
+        "then the session fails with NOT_READY and what was wrong (default 30).",
+    )
     session_timeout_s: int | None = Field(
         default=None,
         ge=30,

@@ -27,6 +27,7 @@ class EventKey:
     FACES_COMPARED = "faces.compared"
     SESSION_STARTED = "session.started"
     FRAME_CAPTURED = "frame.captured"
+    READINESS_CHECKED = "readiness.checked"
     CHALLENGE_ISSUED = "challenge.issued"
     CHALLENGE_VERDICT = "challenge.verdict"
     LIVENESS_DECIDED = "liveness.decided"
@@ -76,6 +77,7 @@ NOTIFIER_CALLS = Route("notifier.call-failed", EVENTS_EXCHANGE, EventKey.CALL_FA
 #: exclusive, auto-deleted queue to these keys on the events exchange).
 CALL_AGENT_SESSION_EVENTS: tuple[str, ...] = (
     EventKey.CHALLENGE_ISSUED,
+    EventKey.READINESS_CHECKED,
     EventKey.CHALLENGE_VERDICT,
     EventKey.LIVENESS_DECIDED,
     EventKey.SESSION_FINISHED,

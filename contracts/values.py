@@ -142,6 +142,21 @@ class ChallengeType(StrEnum):
     MOVE_CLOSER = "MOVE_CLOSER"
 
 
+class Precheck(StrEnum):
+    """What keeps a subject from starting the first challenge (the liveness worker's pre-checks,
+    services/liveness/readiness.py), most important first. The first four are the challenges' own
+    frame gates; a session whose subject never got ready fails with ``NOT_READY`` and these."""
+
+    NO_FACE = "NO_FACE"
+    MULTIPLE_FACES = "MULTIPLE_FACES"
+    FACE_OUT_OF_FRAME = "FACE_OUT_OF_FRAME"
+    FACE_TOO_SMALL = "FACE_TOO_SMALL"
+    FACE_TOO_CLOSE = "FACE_TOO_CLOSE"
+    TOO_DARK = "TOO_DARK"
+    BACKLIT = "BACKLIT"
+    NOT_LOOKING_AT_CAMERA = "NOT_LOOKING_AT_CAMERA"
+
+
 class Fusion(StrEnum):
     """How several reference scores become one."""
 

@@ -13,6 +13,7 @@ from contracts.events import (
     ChallengeIssued,
     ChallengeVerdict,
     LivenessDecided,
+    ReadinessChecked,
     SessionFinished,
     SessionStarted,
 )
@@ -30,6 +31,7 @@ log = logging.getLogger("faceproof.call_agent")
 #: The events a call agent follows, by routing key (routing.CALL_AGENT_SESSION_EVENTS).
 SESSION_EVENTS: dict[str, type[Event]] = {
     EventKey.CHALLENGE_ISSUED: ChallengeIssued,
+    EventKey.READINESS_CHECKED: ReadinessChecked,
     EventKey.CHALLENGE_VERDICT: ChallengeVerdict,
     EventKey.LIVENESS_DECIDED: LivenessDecided,
     EventKey.SESSION_FINISHED: SessionFinished,

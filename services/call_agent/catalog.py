@@ -1,7 +1,8 @@
 """Localized texts of the instruction video and the data channel (``catalogs/{lang}.json``).
 
 Each catalog maps the same keys as ``en.json``: ``challenge.<ChallengeType>``, ``status.*``,
-``verdict.*``, ``finished.<SessionStatus>`` and ``reason.<code>``. A language without a catalog
+``verdict.*``, ``finished.<SessionStatus>``, ``guidance.<Precheck>`` (the "get ready" hints) and
+``reason.<code>``. A language without a catalog
 falls back to English (``contracts.languages``, the rule the gateway and the ingress answer with),
 and so does a key a catalog lacks.
 """
@@ -14,7 +15,7 @@ from functools import cache
 from importlib import resources
 
 from contracts.languages import DEFAULT_LANGUAGE, SUPPORTED_LANGUAGES, normalise_language
-from contracts.values import ChallengeType, SessionStatus
+from contracts.values import ChallengeType, Precheck, SessionStatus
 
 __all__ = [
     "DEFAULT_LANGUAGE",
@@ -34,7 +35,8 @@ def required_keys() -> frozenset[str]:
     return frozenset(
         [f"challenge.{c.value}" for c in ChallengeType]
         + [f"finished.{s.value}" for s in SessionStatus if s.terminal]
-        + ["status.waiting", "status.checking", "verdict.passed", "verdict.failed"]
+        + [f"guidance.{p.value}" for p in Precheck]
+        + ["status.waiting", "status.checking", "status.get_ready", "verdict.passed", "verdict.failed"]
     )
 
 

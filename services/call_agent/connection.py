@@ -32,6 +32,7 @@ from contracts.events import (
     ChallengeIssued,
     ChallengeVerdict,
     LivenessDecided,
+    ReadinessChecked,
     SessionFinished,
 )
 from contracts.values import SessionStatus
@@ -182,7 +183,9 @@ class PeerSession:
     def apply(self, event: Event) -> None:
         now = time.monotonic()
         message: dict[str, Any] | None = None
-        if isinstance(event, ChallengeIssued):
+        if isinstance(event, ReadinessChecked):
+            message = self.instructions.guidance(event, now)
+        elif isinstance(event, ChallengeIssued):
             message = self.instructions.challenge(event, now)
         elif isinstance(event, ChallengeVerdict):
             message = self.instructions.verdict(event, now)

@@ -6,10 +6,17 @@ instruction video) and the camelCase messages (for the ``faceproof`` data channe
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Any
 
-from contracts.events import ChallengeIssued, ChallengeVerdict, LivenessDecided, SessionFinished
+from contracts.events import (
+    ChallengeIssued,
+    ChallengeVerdict,
+    LivenessDecided,
+    ReadinessChecked,
+    SessionFinished,
+)
 from contracts.values import ChallengeType, SessionStatus
 from services.call_agent.catalog import Catalog
 
@@ -64,13 +71,28 @@ class Instructions:
         self._index = -1
         self.finished = False
 
+    def guidance(self, event: ReadinessChecked, now: float) -> Message | None:
+        """Get ready (before the first challenge): "Get ready" and the most important problem, or
+        "Look at the camera" (green) when nothing is wrong."""
+        if self.finished or self._index >= 0:
+            return None
+        hints = [self.catalog.text(f"guidance.{p}") for p in event.problems]
+        shown = hints[0] if hints else self.catalog.text("status.waiting")
+        self.screen = Screen(
+            text=self.catalog.text("status.get_ready"), notice=Notice(shown, not hints, math.inf)
+        )
+        return {"type": "guidance", "problems": list(event.problems), "text": shown}
+
     def challenge(self, event: ChallengeIssued, now: float) -> Message | None:
         if self.finished or event.index < self._index:
             return None
+        first = self._index < 0
         self._index = event.index
         text = self.catalog.challenge(event.challenge)
         notice = (
-            self.screen.notice if self.screen.notice is not None and self.screen.notice.until > now else None
+            self.screen.notice
+            if not first and self.screen.notice is not None and self.screen.notice.until > now
+            else None  # (the first challenge replaces the "get ready" hint)
         )
         self.screen = Screen(
             text=text,

@@ -40,6 +40,7 @@ from services.liveness.landmarks import (
     region_from_box,
     region_from_points,
 )
+from services.liveness.lighting import measure_light
 from services.liveness.measures import FaceMeasures, HeadPose, measure_face
 
 __all__ = [
@@ -127,6 +128,8 @@ class FrameAnalysis:
     * ``relative_size``: the box's longer side over the frame's shorter side.
     * ``keypoints``: 5x2 alignment points from the mesh (eye centres, nose tip, mouth corners,
       image-left first, the order of :class:`faces.detection.Detection`), for an embedder.
+    * ``face_luma``, ``scene_luma``: mean brightness (0..255) of the face's centre and of the
+      scene outside its box (:func:`services.liveness.lighting.measure_light`); None without a face.
     * ``landmarks``: the 468x3 mesh (not serialised).
     """
 
@@ -141,6 +144,8 @@ class FrameAnalysis:
     inside_frame: bool = False
     frame_overflow: float = 0.0
     relative_size: float = 0.0
+    face_luma: float | None = None
+    scene_luma: float | None = None
     keypoints: FloatArray | None = field(default=None, compare=False, repr=False)
     landmarks: FloatArray | None = field(default=None, compare=False, repr=False)
     timings: Timings = field(default_factory=Timings, compare=False, repr=False)
@@ -181,6 +186,8 @@ class FrameAnalysis:
             "inside_frame": self.inside_frame,
             "frame_overflow": self.frame_overflow,
             "relative_size": self.relative_size,
+            "face_luma": self.face_luma,
+            "scene_luma": self.scene_luma,
             "keypoints": self.keypoints.tolist() if self.keypoints is not None else None,
         }
 
@@ -205,6 +212,7 @@ class FrameAnalysis:
             keypoints.setflags(write=False)
         score = data.get("detection_score")
         presence = data.get("presence")
+        face_luma, scene_luma = data.get("face_luma"), data.get("scene_luma")
         return cls(
             width=int(data["width"]),
             height=int(data["height"]),
@@ -217,6 +225,8 @@ class FrameAnalysis:
             inside_frame=bool(data["inside_frame"]),
             frame_overflow=float(data.get("frame_overflow", 0.0)),
             relative_size=float(data["relative_size"]),
+            face_luma=None if face_luma is None else float(face_luma),
+            scene_luma=None if scene_luma is None else float(scene_luma),
             keypoints=keypoints,
         )
 
@@ -376,6 +386,7 @@ class FrameAnalyzer:
             0.0, -float(low[0]), -float(low[1]), float(high[0]) - width, float(high[1]) - height
         )
         overflow = overflow_px / max(x2 - x1, y2 - y1, 1.0)
+        face_luma, scene_luma = measure_light(frame_bgr, box)
         return FrameAnalysis(
             width=width,
             height=height,
@@ -388,6 +399,8 @@ class FrameAnalyzer:
             inside_frame=overflow_px == 0.0,
             frame_overflow=overflow,
             relative_size=relative_size,
+            face_luma=face_luma,
+            scene_luma=scene_luma,
             keypoints=_keypoints(mesh.points),
             landmarks=mesh.points,
             timings=Timings(detect_ms=detect_ms, mesh_ms=mesh_ms, eyes_ms=eyes_ms),

@@ -55,6 +55,7 @@ __all__ = [
     "IDENTITY_MAX_PITCH_DEG",
     "IDENTITY_MAX_YAW_DEG",
     "INSUFFICIENT_EVIDENCE",
+    "NOT_READY",
     "IdentityCheck",
     "LivenessDecision",
     "challenge_evidence",
@@ -65,6 +66,8 @@ __all__ = [
 #: Reason code (beside :class:`~services.liveness.challenges.FailureReason`) for a session that
 #: ended with fewer than ``Thresholds.spoof_min_samples`` anti-spoofing scores.
 INSUFFICIENT_EVIDENCE: Final = "INSUFFICIENT_EVIDENCE"
+#: Reason code of a session whose subject never passed the pre-checks (the problems follow it).
+NOT_READY: Final = "NOT_READY"
 #: Failures that say "not a valid live presentation" outright (challenge evidence -1).
 HARD_FAILURES: Final = frozenset(
     {
@@ -153,16 +156,23 @@ def decide(
     *,
     started_at: float = 0.0,
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    not_ready: Sequence[str] | None = None,
 ) -> LivenessDecision:
     """The session's decision from its challenge verdicts and its sampled anti-spoofing scores.
 
     Reasons, in order: the failed challenge's reason (a gate, IDENTITY_CHANGED, WRONG_DIRECTION,
     TIMEOUT), then SPOOF_SUSPECTED when the anti-spoofing median is under the threshold, or
     INSUFFICIENT_EVIDENCE when there are too few scores and nothing else failed.
+
+    ``not_ready``: the subject never passed the pre-checks (services/liveness/readiness.py), with
+    these problems: no challenge was issued, the first reasons are NOT_READY and the problems
+    (instead of a challenge's TIMEOUT), and the challenge evidence is -1.
     """
     challenges, failure = challenge_evidence(verdicts, challenge_count, started_at, thresholds)
     spoof = spoof_evidence(real_scores, thresholds)
     reasons: list[str] = [failure.value] if failure is not None else []
+    if not_ready is not None:
+        challenges, reasons = -1.0, [NOT_READY, *not_ready]
     if spoof is not None and spoof < 0:
         reasons.append(FailureReason.SPOOF_SUSPECTED.value)
     if spoof is None and not reasons:

@@ -7,8 +7,8 @@ Delivery rules (see docs/liveness.md, "The liveness worker"):
   that transaction, so a re-delivered message publishes nothing twice. When publishing fails,
   the counters are wound back (unless another worker moved them on) and the message is retried.
 * A session ends once, through ``infra.lifecycle.SessionLifecycle`` (the rule is
-  ``domain.sessions.end_session``): a version-checked update, and only the caller whose update
-  won publishes SessionFinished.
+  ``domain.sessions.end_session``): a version-checked update that writes SessionFinished to the
+  outbox in the same transaction (the worker's relay publishes it: infra/outbox.py).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import logging
 import random
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
 
@@ -31,8 +31,8 @@ from contracts.events import (
     ChallengeVerdict,
     FrameCaptured,
     LivenessDecided,
+    ReadinessChecked,
     ReferencesMatched,
-    SessionFinished,
     SessionStarted,
 )
 from contracts.routing import CommandKey, EventKey
@@ -57,6 +57,7 @@ from services.liveness.challenges import (
     draw_challenges,
 )
 from services.liveness.frames import AnalysedFrame, InvalidFrame
+from services.liveness.readiness import DEFAULT_READINESS, Readiness
 from services.liveness.replay import ReplayFrame, ReplayResult, audit_frames, reference_frame, replay
 
 __all__ = [
@@ -72,6 +73,7 @@ __all__ = [
     "handle_references_matched",
     "handle_session_started",
     "session_challenges",
+    "session_readiness",
     "sweep",
     "to_replay_frame",
 ]
@@ -108,6 +110,8 @@ class Deps:
     frames: FrameSource
     identity_threshold: float
     thresholds: Thresholds = DEFAULT_THRESHOLDS
+    #: The pre-checks before the first challenge (services/liveness/readiness.py).
+    readiness: Readiness = DEFAULT_READINESS
     #: None: the operating system's cryptographic source (tests may seed it).
     rng: random.Random | None = field(default=None, repr=False)
 
@@ -127,6 +131,12 @@ def session_challenges(settings: dict[str, Any], rng: random.Random | None = Non
     count = int(_setting(settings, "challenges", "challenges", DEFAULT_CHALLENGE_COUNT))
     count = min(max(count, MIN_CHALLENGES), MAX_CHALLENGES, len(allowed) if allowed else MAX_CHALLENGES)
     return draw_challenges(count, allowed, rng if rng is not None else secrets.SystemRandom())
+
+
+def session_readiness(settings: dict[str, Any], base: Readiness = DEFAULT_READINESS) -> Readiness:
+    """The pre-checks of a session: ``base`` with the session's ``ready_timeout_s``, if it set one."""
+    limit = _setting(settings, "ready_timeout_s", "readyTimeoutS", None)
+    return base if limit is None else replace(base, limit_s=float(limit))
 
 
 def audit_image_count(settings: dict[str, Any]) -> int:
@@ -218,7 +228,13 @@ async def advance(deps: Deps, session_id: str) -> ReplayResult | None:
             identity_threshold=deps.identity_threshold,
             skipped=state.skipped,
             thresholds=deps.thresholds,
+            readiness=session_readiness(record.settings, deps.readiness),
         )
+        if result.guidance is not None and result.guidance.changed:
+            guidance = ReadinessChecked(
+                correlation_id=session_id, session_id=session_id, problems=list(result.guidance.problems)
+            )
+            events.append((-1, 0, guidance, EventKey.READINESS_CHECKED))
         for issued in result.issued[state.issued :]:
             events.append(
                 (
@@ -304,18 +320,8 @@ def _match_request(record: SessionRecord, probe_key: str | None) -> MatchReferen
 # -- finishing --------------------------------------------------------------------------------
 
 
-class _FinishedEvents:
-    """SessionFinished through the worker's publisher (the lifecycle's port)."""
-
-    def __init__(self, publisher: Publisher) -> None:
-        self._publisher = publisher
-
-    async def finished(self, event: SessionFinished) -> None:
-        await self._publisher.event(event, EventKey.SESSION_FINISHED)
-
-
 def _lifecycle(deps: Deps) -> SessionLifecycle:
-    return SessionLifecycle(deps.sessions, _FinishedEvents(deps.publisher))
+    return SessionLifecycle(deps.sessions)
 
 
 async def _end(deps: Deps, session_id: str, outcome: Outcome) -> bool:
@@ -349,7 +355,8 @@ async def finish(
 
 
 async def handle_session_started(event: SessionStarted, deps: Deps) -> None:
-    """First time: draw the challenges, create the state, IN_PROGRESS, ChallengeIssued(0).
+    """First time: draw the challenges, create the state, IN_PROGRESS; ChallengeIssued(0) once the
+    subject's frames pass the pre-checks (services/liveness/readiness.py; ReadinessChecked until then).
     A new connection (reconnect): ChallengeIssued again for the current challenge."""
     if event.error is not None:
         return
@@ -364,9 +371,10 @@ async def handle_session_started(event: SessionStarted, deps: Deps) -> None:
         state, created = await deps.states.create_state(
             session_id,
             challenges=[c.to_dict() for c in challenges],
-            # The first challenge's clock starts when it is issued (now), not when the call agent
-            # answered: a backlog of this worker must not eat the user's time. Frames before are
-            # ignored (t < 0). max(): never before the connection, whatever the clocks say.
+            # The session's clock (the pre-checks' limit; the first challenge's starts when the
+            # subject is ready) starts now, not when the call agent answered: a backlog of this
+            # worker must not eat the user's time. Frames before are ignored (t < 0). max():
+            # never before the connection, whatever the clocks say.
             started_at=max(event.occurred_at, utc_now()),
             connection_id=event.connection_id,
         )
@@ -383,7 +391,7 @@ async def handle_session_started(event: SessionStarted, deps: Deps) -> None:
         return
     if await deps.states.set_connection(session_id, event.connection_id):
         current = len(result.issued) - 1
-        if current < published_before:  # not just published by advance
+        if 0 <= current < published_before:  # not just published by advance (nor still getting ready)
             challenges = list(result.challenges)
             await deps.publisher.event(
                 _issued(session_id, current, challenges, deps.thresholds), EventKey.CHALLENGE_ISSUED

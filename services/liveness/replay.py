@@ -13,6 +13,12 @@ The rules:
   than :data:`GAP_SKIP_AFTER` later frames are stored, in which case the gap is skipped (lost
   frames; a reconnect jumps the sequence by 100000). A skipped gap is remembered in the state
   (``skipped``), so a frame of it that arrives later is ignored: what was published stays true.
+* With ``readiness`` (the worker always passes it), the first frames go through the pre-checks
+  (:mod:`services.liveness.readiness`: one face, in the frame, not too far or too close, lit,
+  looking at the camera); challenge 0 is issued once they pass, and its clock starts at the first
+  frame of the clean streak that passed them (those neutral frames are its baseline). Until
+  then :attr:`ReplayResult.guidance` says what is wrong on the newest frame; a subject not
+  ready within ``Readiness.limit_s`` fails with NOT_READY and the problems.
 * The first frame of a new connection (a reconnect) restarts the current challenge: a fresh
   baseline and its full time limit from that frame on.
 * A frame's time is ``captured_at - started_at`` in seconds; frames before the session started,
@@ -45,11 +51,13 @@ from services.liveness.challenges import (
     frame_gate,
 )
 from services.liveness.decision import IdentityCheck, LivenessDecision, decide
+from services.liveness.readiness import Readiness, ReadinessCheck
 
 __all__ = [
     "GAP_SKIP_AFTER",
     "REFERENCE_MIN_SCORE",
     "ChallengeOutcome",
+    "Guidance",
     "Issued",
     "ReplayFrame",
     "ReplayResult",
@@ -102,6 +110,15 @@ class ChallengeOutcome:
 
 
 @dataclass(frozen=True)
+class Guidance:
+    """What keeps the subject from starting (empty: nothing, hold still); ``changed``: not what
+    the frame before showed (the worker publishes ReadinessChecked then)."""
+
+    problems: tuple[str, ...]
+    changed: bool
+
+
+@dataclass(frozen=True)
 class ReplayResult:
     challenges: tuple[Challenge, ...]
     issued: tuple[Issued, ...]
@@ -110,6 +127,8 @@ class ReplayResult:
     spoof_scores: tuple[float, ...]
     skipped: tuple[Gap, ...]
     decision: LivenessDecision | None
+    #: The pre-checks' problems on the newest frame while the subject is not ready (else None).
+    guidance: Guidance | None = None
 
     @property
     def done(self) -> bool:
@@ -162,48 +181,133 @@ def replay(
     skipped: Iterable[Gap] = (),
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
     gap_skip_after: int = GAP_SKIP_AFTER,
+    readiness: Readiness | None = None,
 ) -> ReplayResult:
-    """Run the challenge engine over the usable frames; decide when the sequence is done."""
+    """Run the challenge engine over the usable frames; decide when the sequence is done.
+
+    ``readiness``: the pre-checks to pass before challenge 0 is issued (its clock starts at the
+    frame that made the subject ready); None: challenge 0 starts at t = 0 (the offline evaluation).
+    """
     chosen = tuple(challenges)
     usable, gaps = replay_order(frames, skipped, gap_skip_after=gap_skip_after)
-    sequence = ChallengeSequence(chosen, 0.0, thresholds)
-    identity = IdentityCheck(identity_threshold)
-    issued = [Issued(0, chosen[0], 0.0)]
-    judged: list[ReplayFrame] = []
-    scores: list[float] = []
-    last_t: float | None = None
-    connection: int | None = None
+    run = _Run(chosen, thresholds, IdentityCheck(identity_threshold), readiness)
     for frame in usable:
-        if sequence.done:
+        if run.over:
             break
-        if frame.t < 0.0 or (last_t is not None and frame.t < last_t):
-            continue
-        last_t = frame.t
-        if connection is not None and frame.sequence // CONNECTION_SEQUENCE_STRIDE != connection:
-            sequence.restart(frame.t)  # a reconnect: the current challenge is shown again
+        run.feed(frame)
+    return run.result(gaps)
+
+
+class _Run:
+    """One replay's state: the pre-checks, then the challenge sequence."""
+
+    def __init__(
+        self,
+        challenges: tuple[Challenge, ...],
+        thresholds: Thresholds,
+        identity: IdentityCheck,
+        readiness: Readiness | None,
+    ) -> None:
+        self.challenges = challenges
+        self.thresholds = thresholds
+        self.identity = identity
+        self.check = None if readiness is None else ReadinessCheck(0.0, readiness, thresholds)
+        self.sequence: ChallengeSequence | None = None
+        self.issued: list[Issued] = []
+        if self.check is None:
+            self._start(0.0)
+        self.judged: list[ReplayFrame] = []
+        #: The frames of the pre-checks' current clean streak (challenge 0's baseline once ready).
+        self.clean: list[tuple[ReplayFrame, bool | None]] = []
+        self.scores: list[float] = []
+        self.last_t: float | None = None
+        self.connection: int | None = None
+
+    @property
+    def over(self) -> bool:
+        if self.sequence is not None:
+            return self.sequence.done
+        return self.check is not None and self.check.failed is not None
+
+    def _start(self, t: float) -> None:
+        self.sequence = ChallengeSequence(self.challenges, t, self.thresholds)
+        self.issued.append(Issued(0, self.challenges[0], t))
+
+    def feed(self, frame: ReplayFrame) -> None:
+        if frame.t < 0.0 or (self.last_t is not None and frame.t < self.last_t):
+            return
+        self.last_t = frame.t
         connection = frame.sequence // CONNECTION_SEQUENCE_STRIDE
+        if self.connection is not None and connection != self.connection:
+            # a reconnect: the current challenge is shown again (or the pre-checks go on)
+            if self.sequence is not None:
+                self.sequence.restart(frame.t)
+            elif self.check is not None:
+                self.check.restart()
+                self.clean = []
+        self.connection = connection
         if frame.spoof_score is not None:
-            scores.append(frame.spoof_score)
+            self.scores.append(frame.spoof_score)
         identity_ok = None
-        if frame.embedding is not None and identity.wants(frame.analysis):
-            identity_ok = identity.check(frame.embedding)
-        judged.append(frame)
+        if frame.embedding is not None and self.identity.wants(frame.analysis):
+            identity_ok = self.identity.check(frame.embedding)
+        self.judged.append(frame)
+        if self.sequence is None:
+            self._get_ready(frame, identity_ok)
+            return
+        self._judge(frame, identity_ok)
+
+    def _get_ready(self, frame: ReplayFrame, identity_ok: bool | None) -> None:
+        """The pre-checks. Once ready, challenge 0 starts at the clean streak's first frame and
+        judges the streak first: those neutral, frontal frames are its baseline."""
+        assert self.check is not None
+        self.check.update(frame.t, frame.analysis)
+        self.clean = [*self.clean, (frame, identity_ok)] if not self.check.problems else []
+        if self.check.ready_at is None:
+            return
+        self._start(self.clean[0][0].t)
+        for clean, ok in self.clean:
+            self._judge(clean, ok)
+
+    def _judge(self, frame: ReplayFrame, identity_ok: bool | None) -> None:
+        sequence = self.sequence
+        assert sequence is not None
         before = sequence.index
         sequence.update(frame.t, frame.analysis, identity_ok=identity_ok)
         if sequence.index != before and not sequence.done:
-            issued.append(Issued(sequence.index, chosen[sequence.index], frame.t))
-    decision = None
-    if sequence.done:
-        decision = decide(sequence.verdicts, len(chosen), scores, thresholds=thresholds)
-    return ReplayResult(
-        challenges=chosen,
-        issued=tuple(issued),
-        verdicts=tuple(sequence.verdicts),
-        judged=tuple(judged),
-        spoof_scores=tuple(scores),
-        skipped=gaps,
-        decision=decision,
-    )
+            self.issued.append(Issued(sequence.index, self.challenges[sequence.index], frame.t))
+
+    def result(self, gaps: tuple[Gap, ...]) -> ReplayResult:
+        sequence, check = self.sequence, self.check
+        decision = None
+        if sequence is not None and sequence.done:
+            started = self.issued[0].t
+            decision = decide(
+                sequence.verdicts,
+                len(self.challenges),
+                self.scores,
+                started_at=started,
+                thresholds=self.thresholds,
+            )
+        elif check is not None and check.failed is not None:
+            decision = decide(
+                [], len(self.challenges), self.scores, thresholds=self.thresholds, not_ready=check.failed
+            )
+        guidance = None
+        if check is not None and check.pending and self.judged:
+            guidance = Guidance(
+                problems=tuple(p.value for p in check.problems), changed=check.problems != check.previous
+            )
+        return ReplayResult(
+            challenges=self.challenges,
+            issued=tuple(self.issued),
+            verdicts=tuple(sequence.verdicts) if sequence is not None else (),
+            judged=tuple(self.judged),
+            spoof_scores=tuple(self.scores),
+            skipped=gaps,
+            decision=decision,
+            guidance=guidance,
+        )
 
 
 def challenge_outcomes(

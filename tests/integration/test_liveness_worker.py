@@ -44,6 +44,7 @@ from services.liveness.decision import IdentityCheck
 from services.liveness.frames import IDENTITY_EVERY_FRAMES, SPOOF_EVERY_FRAMES
 from services.liveness.handlers import to_replay_frame
 from services.liveness.main import LivenessWorker, load_models
+from services.liveness.readiness import DEFAULT_READINESS
 from services.liveness.replay import GAP_SKIP_AFTER, ReplayFrame, replay
 from services.liveness.session_models import SessionModels
 from tests.integration.conftest import migrate
@@ -312,12 +313,19 @@ async def test_shuffled_frames_on_two_workers_give_the_in_order_verdicts(
     async with harness.states.locked(session_id) as locked:
         assert locked is not None
         stored = [to_replay_frame(f, state.started_at) for f in await locked.frames()]
-    direct = replay(ANSWERABLE, stored, identity_threshold=models.identity_threshold)
+    direct = replay(
+        ANSWERABLE, stored, identity_threshold=models.identity_threshold, readiness=DEFAULT_READINESS
+    )
     assert [(n, v.status.value == "PASSED", v.reason) for n, v in enumerate(direct.verdicts)] == [
         (v["index"], v["passed"], v["reason"]) for v in verdicts
     ]
     # ... and as the frames analysed in order by one analyzer
-    offline = replay(ANSWERABLE, await asyncio.to_thread(in_order, images, models), identity_threshold=0.35)
+    offline = replay(
+        ANSWERABLE,
+        await asyncio.to_thread(in_order, images, models),
+        identity_threshold=0.35,
+        readiness=DEFAULT_READINESS,
+    )
     assert [(v.status, v.reason) for v in offline.verdicts] == [(v.status, v.reason) for v in direct.verdicts]
     assert offline.decision is not None and offline.decision.is_live
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -126,3 +127,36 @@ def test_the_catalog_files_are_exactly_the_supported_languages() -> None:
     # contracts.languages answers the gateway and the ingress; a catalog without an entry there
     # (or an entry without a catalog) would make them promise what the call agent cannot draw.
     assert catalog_files() == SUPPORTED_LANGUAGES
+
+
+def test_get_ready_names_what_is_wrong_until_the_first_challenge() -> None:
+    from contracts.events import ReadinessChecked
+    from services.call_agent.overlay import blank_frame, render
+
+    state = Instructions(load_catalog("fr"))
+
+    def checked(*problems: str) -> ReadinessChecked:
+        return ReadinessChecked(correlation_id="s", session_id="s", problems=list(problems))
+
+    message = state.guidance(checked("BACKLIT", "FACE_TOO_SMALL"), now=1.0)
+    assert message == {
+        "type": "guidance",
+        "problems": ["BACKLIT", "FACE_TOO_SMALL"],
+        "text": "Trop de lumière derrière vous : tournez-vous vers la lumière",
+    }
+    assert state.screen.text == "Préparez-vous" and state.screen.deadline is None
+    assert state.screen.notice is not None and state.screen.notice.good is False
+    drawn = render(blank_frame(), state.screen, now=500.0)  # the hint stays until it changes
+    assert (drawn != render(blank_frame(), replace_notice(state), now=500.0)).any()
+    ready = state.guidance(checked(), now=2.0)
+    assert ready is not None and ready["text"] == "Regardez la caméra"
+    assert state.screen.notice is not None and state.screen.notice.good is True
+    state.challenge(issued(0), now=3.0)
+    assert state.screen.notice is None  # the first challenge replaces the hint
+    assert state.guidance(checked("TOO_DARK"), now=4.0) is None  # too late: challenges run
+
+
+def replace_notice(state: Instructions) -> Any:
+    from dataclasses import replace
+
+    return replace(state.screen, notice=None)

@@ -41,6 +41,7 @@ from contracts.events import (
     ChallengeIssued,
     ChallengeVerdict,
     LivenessDecided,
+    ReadinessChecked,
     SessionFinished,
     SessionStarted,
 )
@@ -181,7 +182,9 @@ class RoomCall:
 
     def apply(self, event: Event) -> None:
         now = time.monotonic()
-        if isinstance(event, ChallengeIssued):
+        if isinstance(event, ReadinessChecked):
+            self.instructions.guidance(event, now)
+        elif isinstance(event, ChallengeIssued):
             self.instructions.challenge(event, now)
         elif isinstance(event, ChallengeVerdict):
             self.instructions.verdict(event, now)

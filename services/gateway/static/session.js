@@ -184,6 +184,9 @@
           progress.textContent = format(texts.step, { n: msg.index + 1, count: msg.count });
         }
         showMessage("");
+      } else if (msg.type === "guidance") {  // get ready: what to fix before the first challenge
+        instruction.textContent = msg.text || "";
+        showMessage("");
       } else if (msg.type === "verdict") {
         if (msg.text) { showMessage(msg.text, !msg.passed); }
         if (typeof msg.index === "number" && msg.count) {

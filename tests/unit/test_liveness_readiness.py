@@ -1,0 +1,106 @@
+"""Get ready: the pre-checks before the first challenge, what they report, and the replay's clock."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from contracts.values import ChallengeType, Precheck
+from services.liveness.analysis import FrameAnalysis
+from services.liveness.lighting import measure_light
+from services.liveness.readiness import DEFAULT_READINESS, Readiness, ReadinessCheck, prechecks
+from services.liveness.replay import replay
+from tests.unit.test_liveness_replay import CHALLENGES, FPS, face, frame, live_session
+
+
+def lit(analysis: FrameAnalysis, face_luma: float = 130.0, scene_luma: float = 120.0) -> FrameAnalysis:
+    return replace(analysis, face_luma=face_luma, scene_luma=scene_luma)
+
+
+@pytest.mark.parametrize(
+    ("analysis", "problems"),
+    [
+        pytest.param(lit(face()), (), id="ready"),
+        pytest.param(
+            replace(face(), face_count=0, measures=None, box=None), (Precheck.NO_FACE,), id="no-face"
+        ),
+        pytest.param(lit(face(faces=2)), (Precheck.MULTIPLE_FACES,), id="two-faces"),
+        pytest.param(lit(replace(face(), relative_size=0.2)), (Precheck.FACE_TOO_SMALL,), id="too-far"),
+        pytest.param(lit(replace(face(), relative_size=0.95)), (Precheck.FACE_TOO_CLOSE,), id="too-close"),
+        pytest.param(lit(replace(face(), frame_overflow=0.2)), (Precheck.FACE_OUT_OF_FRAME,), id="cut-off"),
+        pytest.param(lit(face(), 25.0, 30.0), (Precheck.TOO_DARK,), id="dark"),
+        pytest.param(lit(face(), 70.0, 200.0), (Precheck.BACKLIT,), id="backlit"),
+        pytest.param(lit(face(yaw=35.0)), (Precheck.NOT_LOOKING_AT_CAMERA,), id="turned-away"),
+        pytest.param(
+            lit(replace(face(pitch=-30.0), relative_size=0.2), 25.0, 30.0),
+            (Precheck.FACE_TOO_SMALL, Precheck.TOO_DARK, Precheck.NOT_LOOKING_AT_CAMERA),
+            id="far-dark-and-looking-down",
+        ),
+    ],
+)
+def test_each_precheck_names_what_is_wrong(analysis: FrameAnalysis, problems: tuple[Precheck, ...]) -> None:
+    assert prechecks(FrameAnalysis.from_dict(analysis.to_dict())) == problems
+
+
+def test_the_light_of_a_face_against_a_bright_window_reads_as_backlit() -> None:
+    image = np.full((480, 640, 3), 220, dtype=np.uint8)  # a bright window
+    image[140:340, 220:420] = 60  # the face in its shadow
+    face_luma, scene_luma = measure_light(image, (220.0, 140.0, 420.0, 340.0))
+    assert face_luma == pytest.approx(60, abs=1) and scene_luma == pytest.approx(220, abs=1)
+    assert prechecks(lit(face(), face_luma, scene_luma)) == (Precheck.BACKLIT,)
+
+
+def test_the_subject_is_ready_after_three_clean_frames_spanning_a_quarter_second() -> None:
+    check = ReadinessCheck()
+    for n, analysis in enumerate([lit(face(yaw=40.0))] * 3 + [lit(face())] * 3):
+        check.update(n / FPS, analysis)
+    assert check.ready_at == pytest.approx(5 / FPS) and check.failed is None
+
+
+def test_a_subject_never_ready_fails_with_the_problems_seen_most() -> None:
+    check = ReadinessCheck(readiness=Readiness(limit_s=2.0))
+    frames = [lit(face(), 20.0, 25.0)] * 10 + [lit(replace(face(), relative_size=0.2), 20.0, 25.0)] * 7
+    for n, analysis in enumerate(frames):
+        check.update(n / FPS, analysis)
+    assert check.ready_at is None
+    assert check.failed == (Precheck.TOO_DARK.value, Precheck.FACE_TOO_SMALL.value)
+
+
+def test_the_first_challenges_clock_starts_when_the_subject_is_ready() -> None:
+    """Two seconds too far from the camera, then ready: challenge 0 has its whole time from then on
+    (without the pre-checks, the same frames time out: the subject spent the time getting ready)."""
+    far = [frame(n, lit(replace(face(), relative_size=0.2))) for n in range(16)]
+    answer = [replace(f, sequence=f.sequence + 16, t=f.t + 16 / FPS) for f in live_session(24)]
+    answer = [replace(f, analysis=lit(f.analysis)) for f in answer]
+    frames = far + answer
+    result = replay(CHALLENGES, frames, identity_threshold=0.35, readiness=DEFAULT_READINESS)
+    assert result.issued[0].t == pytest.approx(16 / FPS)  # the first of three clean frames
+    assert [v.status.value for v in result.verdicts] == ["PASSED", "PASSED"]
+    assert result.decision is not None and result.decision.is_live
+
+    # while getting ready: no challenge, the problem on the newest frame, said once
+    early = replay(CHALLENGES, frames[:5], identity_threshold=0.35, readiness=DEFAULT_READINESS)
+    assert early.issued == () and early.decision is None
+    assert early.guidance is not None and early.guidance.problems == (Precheck.FACE_TOO_SMALL.value,)
+    assert early.guidance.changed is False
+    first = replay(CHALLENGES, frames[:1], identity_threshold=0.35, readiness=DEFAULT_READINESS)
+    assert first.guidance is not None and first.guidance.changed is True
+    clean = replay(CHALLENGES, frames[:17], identity_threshold=0.35, readiness=DEFAULT_READINESS)
+    assert clean.guidance is not None and clean.guidance.problems == () and clean.guidance.changed
+
+
+def test_a_session_whose_subject_never_gets_ready_says_why() -> None:
+    dark = [frame(n, lit(face(), 20.0, 22.0)) for n in range(int(DEFAULT_READINESS.limit_s * FPS) + 2)]
+    result = replay(CHALLENGES, dark, identity_threshold=0.35, readiness=DEFAULT_READINESS)
+    assert result.issued == () and result.verdicts == ()
+    assert result.decision is not None and not result.decision.is_live
+    assert result.decision.reasons[:2] == ("NOT_READY", "TOO_DARK")
+    assert [o.status.value for o in result.outcomes] == ["PENDING", "PENDING"]
+
+
+def test_frames_analysed_before_lighting_was_measured_are_not_held_back() -> None:
+    """Stored analyses without the light measures (older rows) pass the lighting pre-checks."""
+    assert prechecks(face()) == ()
+    assert ChallengeType.TURN_LEFT in {c.type for c in CHALLENGES}
