@@ -1,0 +1,346 @@
+"""The notifier's handlers (services/notifier/handlers.py) over in-memory ports: how a video-call
+flow ends (its one outcome, reasons and audit record), what follows (MatchReferences, the one
+DeliverCallback, CallbackDelivered, the dead letter) and what the controller receives."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from contracts.commands import DeliverCallback
+from contracts.events import CallFailed, ReferencesMatched, SessionFinished
+from contracts.routing import COMMANDS_EXCHANGE, DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE, CommandKey, EventKey
+from contracts.values import CallbackOutcome, ErrorCode, ErrorInfo, Fusion, ModelInfo, SessionStatus
+from infra.db.audit import AuditAction
+from infra.db.flows import DeliveryStatus, FlowStatus
+from services.notifier.handlers import (
+    conclude,
+    handle_call_failed,
+    handle_deliver_callback,
+    handle_references_matched,
+    handle_session_finished,
+    sweep,
+)
+from services.notifier.outcome import SIGNATURE_HEADER, sign
+from tests.unit.notifier.fakes import (
+    REFUSED,
+    UNREACHABLE,
+    FakeController,
+    FakeReferences,
+    Notifier,
+    RetryPolicy,
+)
+
+LIVE = {"isLive": True, "confidence": 0.93, "reasons": [], "referenceImageKey": "sessions/session-1/best.jpg"}
+MODEL = ModelInfo(pack="fake", licence="MIT", commercial_use=True)
+
+
+def finished(status: SessionStatus = SessionStatus.SUCCEEDED, *reasons: str) -> SessionFinished:
+    return SessionFinished(
+        correlation_id="session-1", session_id="session-1", status=status, reasons=list(reasons)
+    )
+
+
+def deliveries(notifier: Notifier) -> list[DeliverCallback]:
+    return [
+        DeliverCallback.model_validate(sent.payload)
+        for sent in notifier.sent(COMMANDS_EXCHANGE, CommandKey.DELIVER_CALLBACK)
+    ]
+
+
+def callback_events(notifier: Notifier) -> list[dict[str, object]]:
+    return [sent.payload for sent in notifier.sent(EVENTS_EXCHANGE, EventKey.CALLBACK_DELIVERED)]
+
+
+def answer(notifier: Notifier, *, match: bool = True, **values: object) -> ReferencesMatched:
+    flow = notifier.flows.rows["flow-1"]
+    fields: dict[str, object] = {
+        "correlation_id": flow.id,
+        "client_id": flow.owner,
+        "request_id": flow.match_request_id,
+        "model": MODEL,
+        "similarity": 0.88 if match else 0.2,
+        "match": match,
+        "fusion": Fusion.MAX,
+    }
+    return ReferencesMatched.model_validate({**fields, **values})
+
+
+async def matching(notifier: Notifier) -> None:
+    """A flow whose live session ended: references fetched, MatchReferences sent."""
+    notifier.flows.add()
+    notifier.sessions.add("session-1", SessionStatus.SUCCEEDED, LIVE)
+    await handle_session_finished(finished(), notifier.deps)
+
+
+# --------------------------------------------------------------------------- how a flow ends
+
+
+async def test_a_failed_session_fails_its_flow_once_with_the_sessions_reasons() -> None:
+    notifier = Notifier()
+    notifier.flows.add()
+    notifier.sessions.add(
+        "session-1", SessionStatus.FAILED, {"isLive": False, "confidence": 0.1, "reasons": ["SPOOF"]}
+    )
+    await handle_session_finished(finished(SessionStatus.FAILED, "CHALLENGE_FAILED"), notifier.deps)
+    await handle_session_finished(finished(SessionStatus.FAILED, "CHALLENGE_FAILED"), notifier.deps)  # again
+    flow = notifier.flows.rows["flow-1"]
+    assert (flow.status, flow.outcome, flow.delivery) == (
+        FlowStatus.FAILED,
+        "FAILURE",
+        DeliveryStatus.PENDING,
+    )
+    assert flow.decision is not None and flow.decision["reasons"] == ["SPOOF", "CHALLENGE_FAILED"]
+    [delivery] = deliveries(notifier)
+    assert (delivery.flow_id, delivery.attempt, delivery.outcome) == ("flow-1", 1, CallbackOutcome.FAILURE)
+    assert str(delivery.url) == "https://controller.example/cb/failure/tok%2F1"
+    [record] = notifier.audit.records
+    assert (record["action"], record["subject_id"], record["outcome"]) == (
+        AuditAction.CALL_DECIDED,
+        "flow-1",
+        "FAILED",
+    )
+    assert record["actor"] == "client-1" and "tok/1" not in json.dumps(record["details"])
+
+
+async def test_a_hosted_page_session_has_no_flow_and_sends_nothing() -> None:
+    notifier = Notifier()
+    await handle_session_finished(finished(), notifier.deps)
+    assert notifier.sent() == [] and notifier.audit.records == []
+
+
+async def test_a_live_session_sends_the_best_frame_and_the_references_to_the_matcher_once() -> None:
+    notifier = Notifier(references=FakeReferences(errors=["reference 2: NotAnImage"]))
+    await matching(notifier)
+    await handle_session_finished(finished(), notifier.deps)  # a repeated event
+    [sent] = notifier.sent(COMMANDS_EXCHANGE, CommandKey.MATCH_REFERENCES)
+    command = sent.payload
+    assert command["probe"] == {"inline": None, "storage_key": "sessions/session-1/best.jpg"}
+    assert len(command["references"]) == 2 and command["client_id"] == "client-1"
+    flow = notifier.flows.rows["flow-1"]
+    assert flow.status is FlowStatus.MATCHING and flow.match_request_id == command["message_id"]
+    assert flow.decision is not None
+    assert (flow.decision["referencesUsed"], flow.decision["referenceErrors"]) == (
+        2,
+        ["reference 2: NotAnImage"],
+    )
+    assert deliveries(notifier) == []
+
+
+@pytest.mark.parametrize(
+    ("result", "references", "reason"),
+    [
+        ({**LIVE, "referenceImageKey": None}, FakeReferences(), "NO_REFERENCE_FRAME"),
+        (LIVE, FakeReferences(unavailable="the reference list is not JSON"), "REFERENCES_UNAVAILABLE"),
+        ({**LIVE, "isLive": False}, FakeReferences(), "SUCCEEDED"),
+    ],
+)
+async def test_a_live_session_without_what_matching_needs_fails(
+    result: dict[str, object], references: FakeReferences, reason: str
+) -> None:
+    notifier = Notifier(references=references)
+    notifier.flows.add()
+    notifier.sessions.add("session-1", SessionStatus.SUCCEEDED, result)
+    await handle_session_finished(finished(), notifier.deps)
+    flow = notifier.flows.rows["flow-1"]
+    assert flow.outcome == "FAILURE" and flow.decision is not None and reason in flow.decision["reasons"]
+    assert notifier.sent(COMMANDS_EXCHANGE, CommandKey.MATCH_REFERENCES) == []
+    assert len(deliveries(notifier)) == 1
+
+
+async def test_a_match_succeeds_with_its_similarity() -> None:
+    notifier = Notifier()
+    await matching(notifier)
+    await handle_references_matched(answer(notifier), notifier.deps)
+    flow = notifier.flows.rows["flow-1"]
+    assert (flow.status, flow.outcome) == (FlowStatus.SUCCEEDED, "SUCCESS")
+    assert flow.decision is not None and (flow.decision["similarity"], flow.decision["match"]) == (0.88, True)
+    [delivery] = deliveries(notifier)
+    assert delivery.outcome is CallbackOutcome.SUCCESS and str(delivery.url).endswith("/success/tok%2F1")
+    assert delivery.body["similarity"] == 0.88 and delivery.body["isLive"] is True
+
+
+@pytest.mark.parametrize(
+    ("values", "reason"),
+    [
+        ({"match": False}, "FACE_MISMATCH"),
+        (
+            {
+                "match": None,
+                "similarity": None,
+                "error": ErrorInfo(code=ErrorCode.NO_FACE_IN_REFERENCES, detail="-"),
+            },
+            "NO_FACE_IN_REFERENCES",
+        ),
+    ],
+)
+async def test_no_match_or_a_matcher_error_fails_the_flow(values: dict[str, object], reason: str) -> None:
+    notifier = Notifier()
+    await matching(notifier)
+    await handle_references_matched(answer(notifier, **values), notifier.deps)
+    flow = notifier.flows.rows["flow-1"]
+    assert flow.outcome == "FAILURE" and flow.decision is not None and reason in flow.decision["reasons"]
+
+
+@pytest.mark.parametrize(
+    "forged", [{"request_id": "another-request"}, {"client_id": "client-2"}, {"correlation_id": "flow-2"}]
+)
+async def test_an_answer_to_a_request_the_flow_did_not_send_is_ignored(forged: dict[str, object]) -> None:
+    notifier = Notifier()
+    await matching(notifier)
+    await handle_references_matched(answer(notifier, **forged), notifier.deps)
+    assert notifier.flows.rows["flow-1"].status is FlowStatus.MATCHING and deliveries(notifier) == []
+
+
+async def test_a_late_answer_after_the_flow_ended_sends_no_second_callback() -> None:
+    notifier = Notifier()
+    await matching(notifier)
+    late = answer(notifier)
+    await handle_call_failed(
+        CallFailed(
+            correlation_id="flow-1", flow_id="flow-1", session_id="session-1", reason="SOCKET_DROPPED"
+        ),
+        notifier.deps,
+    )
+    await handle_references_matched(late, notifier.deps)
+    flow = notifier.flows.rows["flow-1"]
+    assert (
+        flow.outcome == "FAILURE"
+        and flow.decision is not None
+        and "SOCKET_DROPPED" in flow.decision["reasons"]
+    )
+    assert len(deliveries(notifier)) == 1 and len(notifier.audit.records) == 1
+
+
+async def test_two_endings_racing_on_the_same_read_make_one_callback() -> None:
+    notifier = Notifier()
+    flow = notifier.flows.add()  # both read the flow before either concluded it
+    first = await conclude(notifier.deps, flow, CallbackOutcome.SUCCESS, {"isLive": True, "reasons": []})
+    second = await conclude(notifier.deps, flow, CallbackOutcome.FAILURE, {"reasons": ["FLOW_TIMEOUT"]})
+    assert (first, second) == (True, False)
+    assert notifier.flows.rows["flow-1"].outcome == "SUCCESS"
+    assert [delivery.outcome for delivery in deliveries(notifier)] == [CallbackOutcome.SUCCESS]
+    assert len(notifier.audit.records) == 1
+
+
+# --------------------------------------------------------------------------- delivery
+
+
+async def concluded(notifier: Notifier, **flow: object) -> DeliverCallback:
+    notifier.flows.add(**flow)
+    notifier.sessions.add(
+        "session-1", SessionStatus.FAILED, {"isLive": False, "confidence": 0.2, "reasons": []}
+    )
+    await handle_session_finished(finished(SessionStatus.FAILED, "NO_FACE"), notifier.deps)
+    [delivery] = deliveries(notifier)
+    return delivery
+
+
+async def test_a_delivered_callback_is_reported_once() -> None:
+    notifier = Notifier()
+    command = await concluded(notifier)
+    await handle_deliver_callback(command, notifier.deps)
+    await handle_deliver_callback(command, notifier.deps)  # redelivered: no second PUT
+    [put] = notifier.controller.puts
+    assert put.url == "https://controller.example/cb/failure/tok%2F1" and (put.body, put.headers) == (b"", {})
+    flow = notifier.flows.rows["flow-1"]
+    assert (flow.delivery, flow.attempts, flow.status_code) == (DeliveryStatus.DELIVERED, 1, 200)
+    [event] = callback_events(notifier)
+    assert (event["delivered"], event["attempts"], event["outcome"]) == (True, 1, "FAILURE")
+
+
+async def test_with_a_secret_the_callback_carries_the_result_and_its_signature() -> None:
+    notifier = Notifier(secret="deployment-secret")
+    command = await concluded(notifier, callback_secret="flow-secret")  # the flow's own wins
+    await handle_deliver_callback(command, notifier.deps)
+    [put] = notifier.controller.puts
+    body = json.loads(put.body)
+    assert body["flowId"] == "flow-1" and body["reasons"] == ["NO_FACE"] and body["isLive"] is False
+    signature = put.headers[SIGNATURE_HEADER]
+    timestamp = int(signature.split(",")[0].removeprefix("t="))
+    expected = sign(
+        "flow-secret", method="PUT", path="/cb/failure/tok%2F1", body=put.body, timestamp=timestamp
+    )
+    assert signature == expected and abs(timestamp - datetime.now(UTC).timestamp()) < 60
+
+
+@pytest.mark.parametrize("failure", [503, 429, UNREACHABLE])
+async def test_a_retryable_failure_schedules_the_next_attempt(failure: int | Exception) -> None:
+    notifier = Notifier(controller=FakeController(answers=[failure]))
+    command = await concluded(notifier)
+    await handle_deliver_callback(command, notifier.deps)
+    flow = notifier.flows.rows["flow-1"]
+    assert (flow.delivery, flow.attempts) == (DeliveryStatus.PENDING, 1)
+    assert flow.next_attempt_at is not None and flow.next_attempt_at > datetime.now(UTC)
+    assert flow.last_error is not None and callback_events(notifier) == []
+
+
+@pytest.mark.parametrize(("failure", "error"), [(404, "HTTP 404"), (REFUSED, "link-local")])
+async def test_a_permanent_failure_gives_up_at_once_and_dead_letters_the_callback(
+    failure: int | Exception, error: str
+) -> None:
+    notifier = Notifier(controller=FakeController(answers=[failure]))
+    command = await concluded(notifier)
+    await handle_deliver_callback(command, notifier.deps)
+    flow = notifier.flows.rows["flow-1"]
+    assert flow.delivery is DeliveryStatus.FAILED and flow.last_error is not None and error in flow.last_error
+    [letter] = notifier.sent(DEAD_LETTER_EXCHANGE)
+    assert letter.payload["flow_id"] == "flow-1" and letter.headers is not None
+    [event] = callback_events(notifier)
+    assert (event["delivered"], event["attempts"]) == (False, 1)
+
+
+async def test_the_last_attempt_gives_up() -> None:
+    notifier = Notifier(
+        controller=FakeController(answers=[500]),
+        retry=RetryPolicy(deadline_s=3600, max_attempts=2, backoff_s=0, backoff_max_s=0),
+    )
+    first = await concluded(notifier)
+    await handle_deliver_callback(first, notifier.deps)
+    await handle_deliver_callback(first.model_copy(update={"attempt": 2}), notifier.deps)
+    flow = notifier.flows.rows["flow-1"]
+    assert flow.delivery is DeliveryStatus.FAILED and "retries exhausted" in (flow.last_error or "")
+    assert len(notifier.controller.puts) == 2
+    assert [event["delivered"] for event in callback_events(notifier)] == [False]
+
+
+# --------------------------------------------------------------------------- the sweeper
+
+
+async def test_the_sweeper_fails_overdue_flows_with_why() -> None:
+    notifier = Notifier()
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    notifier.flows.add(id="never-joined", session_id="s-created", deadline=past)
+    notifier.flows.add(
+        id="matching", session_id="s-live", deadline=past, status=FlowStatus.MATCHING, decision=LIVE
+    )
+    notifier.flows.add(id="still-time", session_id="s-other")
+    notifier.sessions.add("s-created", SessionStatus.CREATED, None)
+    await sweep(notifier.deps)
+    rows = notifier.flows.rows
+    assert rows["never-joined"].decision is not None and rows["matching"].decision is not None
+    assert rows["never-joined"].decision["reasons"] == ["NO_VIDEO", "FLOW_TIMEOUT"]
+    assert rows["matching"].decision["reasons"] == ["COMPARISON_UNAVAILABLE", "FLOW_TIMEOUT"]
+    assert rows["still-time"].outcome is None
+    assert sorted(delivery.flow_id for delivery in deliveries(notifier)) == ["matching", "never-joined"]
+
+
+async def test_the_sweeper_resends_a_due_attempt_and_leases_it() -> None:
+    notifier = Notifier()
+    now = datetime.now(UTC)
+    notifier.flows.add(
+        outcome="SUCCESS",
+        status=FlowStatus.SUCCEEDED,
+        decision={"isLive": True, "reasons": []},
+        delivery=DeliveryStatus.PENDING,
+        attempts=2,
+        next_attempt_at=now - timedelta(seconds=1),
+    )
+    await sweep(notifier.deps)
+    await sweep(notifier.deps)  # leased: not sent again
+    [delivery] = deliveries(notifier)
+    assert (delivery.attempt, delivery.outcome) == (3, CallbackOutcome.SUCCESS)
+    lease = notifier.flows.rows["flow-1"].next_attempt_at
+    assert lease is not None and lease > now
