@@ -8,28 +8,53 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Letterbox", "letterbox", "nms"]
+__all__ = ["Letterbox", "letterbox", "nms", "own_scale", "own_scale_canvas"]
 
 
 @dataclass(frozen=True)
 class Letterbox:
-    """A ``size x size`` BGR canvas holding the image scaled by ``scale``, padded bottom/right with 0."""
+    """A BGR canvas holding the image scaled by ``scale``, padded bottom/right with 0."""
 
     canvas: npt.NDArray[np.uint8]
     scale: float
 
 
-def letterbox(image_bgr: npt.NDArray[np.uint8], size: int) -> Letterbox:
-    """Scale (down or up) keeping the aspect ratio so the longer side is ``size``, then pad."""
-    height, width = image_bgr.shape[:2]
-    scale = size / max(height, width)
-    new_w = min(size, max(1, round(width * scale)))
-    new_h = min(size, max(1, round(height * scale)))
-    interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
-    resized = cv2.resize(image_bgr, (new_w, new_h), interpolation=interpolation)
-    canvas = np.zeros((size, size, 3), dtype=np.uint8)
+def _place(image_bgr: npt.NDArray[np.uint8], scale: float, height: int, width: int) -> Letterbox:
+    rows, cols = image_bgr.shape[:2]
+    new_w = min(width, max(1, round(cols * scale)))
+    new_h = min(height, max(1, round(rows * scale)))
+    if (new_h, new_w) == (rows, cols):
+        resized = image_bgr
+    else:
+        interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
+        resized = np.asarray(cv2.resize(image_bgr, (new_w, new_h), interpolation=interpolation), np.uint8)
+    canvas = np.zeros((height, width, 3), dtype=np.uint8)
     canvas[:new_h, :new_w] = resized
     return Letterbox(canvas=canvas, scale=scale)
+
+
+def letterbox(image_bgr: npt.NDArray[np.uint8], size: int) -> Letterbox:
+    """A ``size x size`` canvas: the image scaled (down or up) so that its longer side is ``size``."""
+    height, width = image_bgr.shape[:2]
+    return _place(image_bgr, size / max(height, width), size, size)
+
+
+def own_scale(image_bgr: npt.NDArray[np.uint8], *, cap: int, multiple: int = 32) -> Letterbox:
+    """The image at its own size (scaled down only when its longer side is over ``cap``), padded up to
+    multiples of ``multiple`` on each side: a 250x250 photo becomes a 256x256 canvas, not 640x640."""
+    height, width = image_bgr.shape[:2]
+    scale, canvas = own_scale_canvas(height, width, cap=cap, multiple=multiple)
+    return _place(image_bgr, scale, *canvas)
+
+
+def own_scale_canvas(
+    height: int, width: int, *, cap: int, multiple: int = 32
+) -> tuple[float, tuple[int, int]]:
+    """The scale and the (height, width) of the canvas :func:`own_scale` makes for an image of this size."""
+    scale = min(1.0, cap / max(height, width))
+    rows = max(1, round(height * scale))
+    cols = max(1, round(width * scale))
+    return scale, (-(-rows // multiple) * multiple, -(-cols // multiple) * multiple)
 
 
 def nms(boxes: npt.NDArray[np.float32], scores: npt.NDArray[np.float32], iou_threshold: float) -> list[int]:

@@ -77,6 +77,10 @@ class ModelEntry(_Strict):
     commercial_use: bool
     origin: str
     sources: tuple[Source, ...] = ()
+    derived_from: str | None = Field(
+        default=None,
+        description="Made at install time from this catalog file (faces.graphs.fold_weights), not downloaded",
+    )
 
 
 class Manifest(_Strict):

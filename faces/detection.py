@@ -3,24 +3,29 @@
 * :class:`ScrfdDetector`: InsightFace SCRFD (``det_500m``, ``det_2.5g``, ``det_10g``), anchor based.
 * :class:`YunetDetector`: OpenCV Zoo YuNet 2023mar, anchor free, MIT licensed.
 
-Both letterbox any image (small ones are scaled up) to a square input, decode boxes and five
+Both look at an image at its own scale first when the model takes any input size (SCRFD; YuNet
+once :func:`faces.graphs.free_spatial_dims` has freed its input): the image padded to multiples
+of 32, scaled down only when its longer side is over ``input_size``. Only when no face is found
+there do they look again at the classic square letterbox of ``input_size`` (small images scaled
+up). A model with a fixed input size gets that letterbox only. They decode boxes and five
 keypoints, apply NMS, map back to source pixels and drop faces smaller than ``min_face_px``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
 from typing import Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from faces.boxes import letterbox, nms
+from faces.boxes import Letterbox, letterbox, nms, own_scale, own_scale_canvas
 from faces.errors import ModelError
 from faces.runtime import OnnxModel
 
-__all__ = ["Detection", "Detector", "ScrfdDetector", "YunetDetector"]
+__all__ = ["Detection", "Detector", "ScrfdDetector", "YunetDetector", "first_input_shape"]
 
 STRIDES: Final = (8, 16, 32)
 _MAX_CANDIDATES: Final = 5000
@@ -96,14 +101,43 @@ def _finalize(
 
 
 @cache
-def _grid(size: int, stride: int, repeats: int) -> FloatArray:
-    """(col, row) of every cell of a ``size/stride`` square grid, row-major, each repeated."""
-    cells = size // stride
-    rows, cols = np.mgrid[:cells, :cells]
+def _grid(height: int, width: int, stride: int, repeats: int) -> FloatArray:
+    """(col, row) of every cell of a ``height/stride x width/stride`` grid, row-major, each repeated."""
+    rows, cols = np.mgrid[: height // stride, : width // stride]
     grid = np.stack([cols, rows], axis=-1).reshape(-1, 2).astype(np.float32)
     grid = np.repeat(grid, repeats, axis=0)
     grid.setflags(write=False)
     return grid
+
+
+def _canvases(image_bgr: npt.NDArray[np.uint8], size: int, free: bool) -> list[Callable[[], Letterbox]]:
+    """The inputs to try in turn: the image's own scale (free-size models), then the square letterbox.
+
+    The letterbox is worth a second look only for images smaller than ``size``, which it scales up.
+    """
+    square = partial(letterbox, image_bgr, size)
+    if not free:
+        return [square]
+    own = partial(own_scale, image_bgr, cap=size)
+    return [own] if max(image_bgr.shape[:2]) >= size else [own, square]
+
+
+def first_input_shape(height: int, width: int, *, size: int, free: bool) -> tuple[int, int]:
+    """(height, width) of the first input a detector runs on for an image of this size."""
+    return own_scale_canvas(height, width, cap=size)[1] if free else (size, size)
+
+
+def _detect_at_scales(
+    image_bgr: npt.NDArray[np.uint8],
+    size: int,
+    free: bool,
+    at: Callable[[Letterbox], list[Detection]],
+) -> list[Detection]:
+    for canvas in _canvases(image_bgr, size, free):
+        found = at(canvas())
+        if found:
+            return found
+    return []
 
 
 class ScrfdDetector:
@@ -130,17 +164,21 @@ class ScrfdDetector:
             raise ValueError("input_size must be a multiple of 32")
         self.model = model
         self.input_size = input_size
+        self.free_size = not any(isinstance(d, int) for d in model.input_shape[2:])
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
         self.min_face_px = min_face_px
 
     def detect(self, image_bgr: npt.NDArray[np.uint8]) -> list[Detection]:
-        boxed = letterbox(image_bgr, self.input_size)
+        return _detect_at_scales(image_bgr, self.input_size, self.free_size, self._detect)
+
+    def _detect(self, boxed: Letterbox) -> list[Detection]:
         rgb = boxed.canvas[:, :, ::-1].astype(np.float32)
         blob = ((rgb - 127.5) / 128.0).transpose(2, 0, 1)[np.newaxis]
         outputs = self.model.run({self.model.input_name: np.ascontiguousarray(blob)})
+        height, width = boxed.canvas.shape[:2]
         parts = [
-            self._decode(stride, *heads)
+            self._decode(stride, height, width, *heads)
             for stride, heads in zip(STRIDES, self._by_stride(outputs), strict=True)
         ]
         return _finalize(
@@ -162,9 +200,11 @@ class ScrfdDetector:
             heads.append(group)
         return list(zip(*heads, strict=True))
 
-    def _decode(self, stride: int, scores: FloatArray, dists: FloatArray, kps: FloatArray) -> _Candidates:
+    def _decode(
+        self, stride: int, height: int, width: int, scores: FloatArray, dists: FloatArray, kps: FloatArray
+    ) -> _Candidates:
         keep = np.flatnonzero(scores[:, 0] >= self.score_threshold)
-        centers = _grid(self.input_size, stride, self._ANCHORS)[keep] * stride
+        centers = _grid(height, width, stride, self._ANCHORS)[keep] * stride
         dists = dists[keep] * stride
         boxes = np.concatenate([centers - dists[:, :2], centers + dists[:, 2:]], axis=1)
         points = centers[:, np.newaxis, :] + kps[keep].reshape(-1, 5, 2) * stride
@@ -172,7 +212,7 @@ class ScrfdDetector:
 
 
 class YunetDetector:
-    """OpenCV Zoo YuNet (2023mar): fixed 1x3x640x640 BGR 0-255 input, anchor free.
+    """OpenCV Zoo YuNet (2023mar): 1x3x640x640 BGR 0-255 input (any size once freed), anchor free.
 
     Decoding follows OpenCV's ``FaceDetectorYN``: score = sqrt(cls * obj); the box centre is
     ``(cell + offset) * stride`` and its size ``exp(log_size) * stride``.
@@ -192,13 +232,16 @@ class YunetDetector:
             raise ModelError(f"{model.path.name}: not a YuNet model (missing {sorted(expected - names)})")
         size = model.input_shape[-1]
         self.input_size = size if isinstance(size, int) else 640
+        self.free_size = not isinstance(size, int)
         self.model = model
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
         self.min_face_px = min_face_px
 
     def detect(self, image_bgr: npt.NDArray[np.uint8]) -> list[Detection]:
-        boxed = letterbox(image_bgr, self.input_size)
+        return _detect_at_scales(image_bgr, self.input_size, self.free_size, self._detect)
+
+    def _detect(self, boxed: Letterbox) -> list[Detection]:
         blob = boxed.canvas.astype(np.float32).transpose(2, 0, 1)[np.newaxis]
         outputs = dict(
             zip(
@@ -207,7 +250,8 @@ class YunetDetector:
                 strict=True,
             )
         )
-        parts = [self._decode(stride, outputs) for stride in STRIDES]
+        height, width = boxed.canvas.shape[:2]
+        parts = [self._decode(stride, height, width, outputs) for stride in STRIDES]
         return _finalize(
             _Candidates.concat(parts),
             scale=boxed.scale,
@@ -215,12 +259,12 @@ class YunetDetector:
             min_face_px=self.min_face_px,
         )
 
-    def _decode(self, stride: int, outputs: dict[str, FloatArray]) -> _Candidates:
+    def _decode(self, stride: int, height: int, width: int, outputs: dict[str, FloatArray]) -> _Candidates:
         cls = np.clip(outputs[f"cls_{stride}"].reshape(-1), 0.0, 1.0)
         obj = np.clip(outputs[f"obj_{stride}"].reshape(-1), 0.0, 1.0)
         scores = np.sqrt(cls * obj)
         keep = np.flatnonzero(scores >= self.score_threshold)
-        cells = _grid(self.input_size, stride, 1)[keep]
+        cells = _grid(height, width, stride, 1)[keep]
         bbox = outputs[f"bbox_{stride}"].reshape(-1, 4)[keep]
         centers = (cells + bbox[:, :2]) * stride
         sizes = np.exp(bbox[:, 2:]) * stride

@@ -4,6 +4,8 @@ Every file is written to a temporary name in the destination directory, its SHA-
 against the catalog while it is written, and only then renamed into place: a failed or
 tampered transfer never leaves a file under the real name. InsightFace files come inside
 their release zips; each zip is downloaded once per call and only the needed members are kept.
+A catalog entry with ``derived_from`` is made here from that file (its int8 weights folded to
+fp32 by :func:`faces.graphs.fold_weights`) and checked against its SHA-256 the same way.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import hashlib
 import os
 import tempfile
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Final
 
@@ -21,7 +23,7 @@ import httpx
 from tqdm import tqdm
 
 from faces.catalog import Catalog, ModelEntry, Source, load_catalog
-from faces.checksums import file_sha256
+from faces.checksums import file_sha256, sha256_file
 from faces.errors import ModelError
 from faces.packs import get_pack
 
@@ -51,28 +53,41 @@ def fetch_models(
     catalog = load_catalog(dest)
     wanted = _wanted(catalog, dest, pack=pack, from_dir=from_dir)
     missing = [entry for entry in wanted if not _is_good(dest / entry.file, entry)]
+    derived = [entry for entry in missing if entry.derived_from is not None]
+    sources = [catalog.get(entry.derived_from) for entry in derived if entry.derived_from is not None]
+    to_get = list({entry.file: entry for entry in missing + sources if entry.derived_from is None}.values())
+    to_get = [entry for entry in to_get if not _is_good(dest / entry.file, entry)]
     if from_dir is not None:
-        for entry in missing:
+        for entry in to_get:
             _copy(from_dir / entry.file, dest / entry.file, entry, progress=progress)
-    elif missing:
+    elif to_get:
         with _client_scope(client) as http:
-            _download(http, missing, dest, progress=progress)
+            _download(http, to_get, dest, progress=progress)
+    for entry, source in zip(derived, sources, strict=True):
+        _derive(dest / source.file, dest / entry.file, entry)
     return [dest / entry.file for entry in wanted]
 
 
 def _wanted(catalog: Catalog, dest: Path, *, pack: str | None, from_dir: Path | None) -> list[ModelEntry]:
-    def obtainable(entry: ModelEntry) -> bool:
+    def obtainable(entry: ModelEntry, *, download: bool = True) -> bool:
+        if _is_good(dest / entry.file, entry):
+            return True
+        if entry.derived_from is not None:
+            return obtainable(catalog.get(entry.derived_from), download=download)
         if from_dir is not None:
             return (from_dir / entry.file).is_file()
-        return bool(entry.sources)
+        return download and bool(entry.sources)
 
     if pack is None:
-        return [entry for entry in catalog if _is_good(dest / entry.file, entry) or obtainable(entry)]
+        return [entry for entry in catalog if obtainable(entry)]
     chosen = get_pack(pack, dest)
     wanted = [catalog.get(chosen.detector)]
     alternatives = [catalog.get(file) for file in chosen.embedders]
-    present = [entry for entry in alternatives if _is_good(dest / entry.file, entry)]
-    candidates = present or [entry for entry in alternatives if obtainable(entry)]
+    # the first alternative that needs no download (present, derivable, in the mirror), else the
+    # first one that can be downloaded
+    candidates = [entry for entry in alternatives if obtainable(entry, download=False)] or [
+        entry for entry in alternatives if obtainable(entry)
+    ]
     wanted.append(candidates[0] if candidates else alternatives[0])
     return wanted
 
@@ -175,15 +190,36 @@ def _write_verified(
     chunks: Iterable[bytes], target: Path, entry: ModelEntry, *, total: int | None, progress: bool
 ) -> None:
     """Write to a temporary file beside ``target``, check the SHA-256, then rename into place."""
-    digest = hashlib.sha256()
-    fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    tmp = Path(temporary)
-    try:
-        with os.fdopen(fd, "wb") as out:
+
+    def write(tmp: Path) -> str:
+        digest = hashlib.sha256()
+        with tmp.open("wb") as out:
             for chunk in _progress(chunks, total, entry.file, progress):
                 digest.update(chunk)
                 out.write(chunk)
-        actual = digest.hexdigest()
+        return digest.hexdigest()
+
+    _verified_into_place(target, entry, write)
+
+
+def _derive(source: Path, target: Path, entry: ModelEntry) -> None:
+    """Make a derived model (``derived_from``: weights folded to fp32) and check its SHA-256."""
+    from faces.graphs import write_folded  # onnx and onnxslim are needed only here
+
+    def write(tmp: Path) -> str:
+        write_folded(source, tmp)
+        return sha256_file(tmp)
+
+    _verified_into_place(target, entry, write)
+
+
+def _verified_into_place(target: Path, entry: ModelEntry, write: Callable[[Path], str]) -> None:
+    """``write`` fills a temporary file beside ``target`` and returns its SHA-256; renamed if it matches."""
+    fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    os.close(fd)
+    tmp = Path(temporary)
+    try:
+        actual = write(tmp)
         if entry.sha256 is not None and actual != entry.sha256:
             raise ModelError(
                 f"{entry.file}: sha256 {actual} does not match the catalog's {entry.sha256}; "

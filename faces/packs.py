@@ -107,6 +107,7 @@ BUILTIN_PACKS: Final[Mapping[str, Pack]] = {
             detector="face_detection_yunet_2023mar.onnx",
             embedders=(
                 "face_recognition_sface_2021dec.onnx",
+                "face_recognition_sface_2021dec_int8bq_folded.onnx",
                 "face_recognition_sface_2021dec_int8bq_ortfix.onnx",
             ),
             calibration=PERMISSIVE_CALIBRATION,
@@ -236,6 +237,10 @@ def _verified_sha256(path: Path, entry: ModelEntry, *, verify: bool) -> str:
     return actual
 
 
+#: Detectors exported at one fixed input size that run at any size once it is freed (see faces.detection).
+FREE_SIZE_DETECTORS: Final = frozenset({"yunet"})
+
+
 def create_detector(entry: ModelEntry, model: OnnxModel) -> Detector:
     if entry.architecture == "scrfd":
         return ScrfdDetector(model)
@@ -281,7 +286,12 @@ def load_pack(
                 commercial_use=entry.commercial_use,
             )
         )
-    detector_model = OnnxModel(detector_path, prefer_gpu=prefer_gpu, threads=threads)
+    detector_model = OnnxModel(
+        detector_path,
+        prefer_gpu=prefer_gpu,
+        threads=threads,
+        free_spatial_dims=detector_entry.architecture in FREE_SIZE_DETECTORS,
+    )
     embedder_model = OnnxModel(embedder_path, prefer_gpu=prefer_gpu, threads=threads)
     detector = create_detector(detector_entry, detector_model)
     embedder = create_embedder(embedder_entry, embedder_model)

@@ -51,7 +51,9 @@ class OnnxModel:
     """An ``onnxruntime.InferenceSession`` for one model file.
 
     ``threads`` sets ``intra_op_num_threads`` (0 keeps onnxruntime's default, one per core).
-    ``providers`` overrides :func:`select_providers` when given.
+    ``providers`` overrides :func:`select_providers` when given. ``free_spatial_dims`` loads the
+    graph with its input height and width left free (:func:`faces.graphs.free_spatial_dims`), for
+    fully convolutional detectors exported at one fixed size; the file itself is not changed.
     """
 
     def __init__(
@@ -61,9 +63,15 @@ class OnnxModel:
         prefer_gpu: bool = False,
         threads: int = 0,
         providers: Sequence[str] | None = None,
+        free_spatial_dims: bool = False,
     ) -> None:
         if not path.is_file():
             raise ModelError(f"model file not found: {path}")
+        source: str | bytes = str(path)
+        if free_spatial_dims:
+            from faces.graphs import free_spatial_dims as freed
+
+            source = freed(path)
         options = ort.SessionOptions()
         options.log_severity_level = _QUIET
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -71,7 +79,7 @@ class OnnxModel:
             options.intra_op_num_threads = threads
         chosen = list(providers) if providers is not None else select_providers(prefer_gpu)
         try:
-            self._session = ort.InferenceSession(str(path), sess_options=options, providers=chosen)
+            self._session = ort.InferenceSession(source, sess_options=options, providers=chosen)
         except _LOAD_ERRORS as exc:
             raise ModelError(f"onnxruntime cannot load {path.name}: {exc}") from exc
         self.path = path

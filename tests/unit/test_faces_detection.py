@@ -4,8 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from faces.boxes import letterbox, nms
-from faces.detection import Detection, Detector, ScrfdDetector, YunetDetector
+from faces.boxes import Letterbox, letterbox, nms, own_scale
+from faces.detection import Detection, Detector, ScrfdDetector, YunetDetector, _detect_at_scales
 from faces.runtime import OnnxModel
 from tests.faces_support import MODELS_DIR, read_image
 
@@ -116,3 +116,50 @@ def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, floa
     h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = w * h
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_own_scale_pads_to_multiples_of_32_and_scales_down_only_past_the_cap() -> None:
+    lfw = own_scale(np.full((250, 250, 3), 7, dtype=np.uint8), cap=640)
+    assert lfw.scale == 1.0 and lfw.canvas.shape == (256, 256, 3)
+    assert lfw.canvas[249, 249].min() == 7 and lfw.canvas[250:].max() == 0 and lfw.canvas[:, 250:].max() == 0
+    photo = own_scale(np.zeros((1080, 1920, 3), dtype=np.uint8), cap=640)
+    assert photo.scale == pytest.approx(1 / 3) and photo.canvas.shape == (384, 640, 3)
+
+
+def canvases_tried(height: int, width: int, *, free: bool, found_at: int | None) -> list[tuple[int, ...]]:
+    """The canvas shapes the detection flow tries on an image, the detector finding a face at try N."""
+    tried: list[tuple[int, ...]] = []
+
+    def at(boxed: Letterbox) -> list[Detection]:
+        tried.append(boxed.canvas.shape[:2])
+        face = Detection(box=(0, 0, 30, 30), score=0.9, keypoints=np.zeros((5, 2), np.float32))
+        return [face] if found_at == len(tried) else []
+
+    _detect_at_scales(np.zeros((height, width, 3), dtype=np.uint8), 640, free, at)
+    return tried
+
+
+def test_the_square_letterbox_is_tried_only_when_the_own_scale_finds_nothing_in_a_small_image() -> None:
+    assert canvases_tried(250, 250, free=True, found_at=1) == [(256, 256)]
+    assert canvases_tried(250, 250, free=True, found_at=None) == [(256, 256), (640, 640)]
+    assert canvases_tried(250, 250, free=True, found_at=2) == [(256, 256), (640, 640)]
+    # a large image: the letterbox would have the same scale, so it is not tried again
+    assert canvases_tried(1080, 1920, free=True, found_at=None) == [(384, 640)]
+    assert canvases_tried(250, 250, free=False, found_at=None) == [(640, 640)]  # a fixed-size model
+
+
+@pytest.mark.parametrize("kind", ["yunet", "scrfd"])
+def test_lfw_faces_at_their_own_scale_match_the_640_letterbox(kind: str) -> None:
+    free = {
+        "yunet": YunetDetector(OnnxModel(MODELS_DIR / DETECTOR_FILES["yunet"], free_spatial_dims=True)),
+        "scrfd": ScrfdDetector(OnnxModel(MODELS_DIR / DETECTOR_FILES["scrfd"])),
+    }[kind]
+    assert free.free_size
+    for photo in ("lfw-devtest/AJ_Lamas/AJ_Lamas_0001.jpg", "people/obama_small.jpg"):
+        image = read_image(photo)
+        own = free._detect(own_scale(image, cap=640))
+        square = free._detect(letterbox(image, 640))
+        assert own and square
+        assert iou(own[0].box, square[0].box) > 0.8
+        # the same points, to within a few pixels of a 100-pixel face (the two scales see different pixels)
+        assert np.abs(own[0].keypoints - square[0].keypoints).max() < 0.08 * square[0].width

@@ -11,13 +11,17 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
-from faces.catalog import MANIFEST_NAME
+from faces.catalog import MANIFEST_NAME, builtin_catalog
+from faces.checksums import file_sha256
+from faces.embedding import SfaceEmbedder
 from faces.errors import ModelError
 from faces.fetch import fetch_models
 from faces.packs import load_pack
-from tests.faces_support import MODELS_DIR
+from faces.runtime import OnnxModel
+from tests.faces_support import MODELS_DIR, read_image
 
 MOBILEFACENET_FILES = ["det_500m.onnx", "se_mobilefacenet_arcface_emb256.onnx"]
 
@@ -41,12 +45,42 @@ def test_copy_a_pack_from_a_mirror(tmp_path: Path) -> None:
     assert {p.name: p.stat().st_mtime_ns for p in again} == before  # good files are not copied again
 
 
-def test_permissive_falls_back_to_the_int8_sface_the_mirror_has(tmp_path: Path) -> None:
+INT8_SFACE = "face_recognition_sface_2021dec_int8bq_ortfix.onnx"
+FOLDED_SFACE = "face_recognition_sface_2021dec_int8bq_folded.onnx"
+
+
+def test_permissive_from_a_mirror_folds_the_int8_sface_to_fp32(tmp_path: Path) -> None:
     paths = fetch_models(tmp_path, pack="permissive", from_dir=MODELS_DIR, progress=False)
-    assert [p.name for p in paths] == [
-        "face_detection_yunet_2023mar.onnx",
-        "face_recognition_sface_2021dec_int8bq_ortfix.onnx",
+    assert [p.name for p in paths] == ["face_detection_yunet_2023mar.onnx", FOLDED_SFACE]
+    assert (tmp_path / INT8_SFACE).read_bytes() == (MODELS_DIR / INT8_SFACE).read_bytes()  # kept: the source
+    assert file_sha256(paths[1]) == builtin_catalog().get(FOLDED_SFACE).sha256
+    assert paths[1].stat().st_mode & 0o777 == 0o644
+    assert leftovers(tmp_path) == []
+
+    folded = load_pack("permissive", tmp_path, threads=1)
+    assert folded.info.models[-1].file == FOLDED_SFACE
+    crops = [
+        crop
+        for photo in ("people/obama.jpg", "people/biden.jpg", "multi/t1.jpg")
+        for _, crop in folded.locate(read_image(photo))
     ]
+    assert len(crops) >= 8
+    int8 = SfaceEmbedder(OnnxModel(MODELS_DIR / INT8_SFACE, threads=1))
+    difference = np.abs(folded.embedder.embed(crops) - int8.embed(crops))
+    assert float(difference.max()) < 1e-5
+
+    before = paths[1].stat().st_mtime_ns
+    fetch_models(tmp_path, pack="permissive", from_dir=MODELS_DIR, progress=False)
+    assert paths[1].stat().st_mtime_ns == before  # a good derived file is not made again
+
+
+def test_a_derived_file_with_another_checksum_is_rejected(tmp_path: Path) -> None:
+    entry = builtin_catalog().get(FOLDED_SFACE).model_dump()
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps({"models": [{**entry, "sha256": "0" * 64}]}))
+    with pytest.raises(ModelError, match=r"int8bq_folded\.onnx: sha256 .* does not match"):
+        fetch_models(tmp_path, pack="permissive", from_dir=MODELS_DIR, progress=False)
+    assert not (tmp_path / FOLDED_SFACE).exists()
+    assert leftovers(tmp_path) == []
 
 
 def test_mirror_copy_with_a_wrong_checksum_is_rejected(tmp_path: Path) -> None:

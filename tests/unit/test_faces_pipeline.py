@@ -124,7 +124,8 @@ def test_missing_file_names_it_and_the_fetch_command(tmp_path: Path) -> None:
         load_pack("permissive", models)
     message = str(error.value)
     assert (
-        "face_recognition_sface_2021dec.onnx or face_recognition_sface_2021dec_int8bq_ortfix.onnx" in message
+        "face_recognition_sface_2021dec.onnx or face_recognition_sface_2021dec_int8bq_folded.onnx"
+        " or face_recognition_sface_2021dec_int8bq_ortfix.onnx" in message
     )
     assert "faceproof models fetch --pack permissive" in message and "--from DIR" in message
 
