@@ -19,8 +19,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "deploy" / "compose" / "compose.yaml"
-APP_SERVICES = {"gateway", "matcher", "call-agent", "liveness", "notifier"}
-INFRA = {"rabbitmq", "postgres", "minio"}
+APP_SERVICES = {"gateway", "matcher", "call-agent", "liveness", "notifier", "ingress"}
+INFRA = {"rabbitmq", "postgres", "s3"}
 ONE_SHOT = {"migrate", "models"}
 
 
@@ -90,8 +90,7 @@ def test_gpu_profile_runs_a_matcher_on_a_gpu() -> None:
     device = gpu["deploy"]["resources"]["reservations"]["devices"][0]
     assert device["capabilities"] == ["gpu"]
     assert gpu["environment"]["FACEPROOF_PREFER_GPU"] == "true"
-    assert all("profiles" not in services()[name] for name in APP_SERVICES - {"notifier"})
-    assert services()["notifier"]["profiles"] == ["notifier"]  # planned: opt-in until it exists
+    assert all("profiles" not in services()[name] for name in APP_SERVICES)
 
 
 def compose_command() -> list[str] | None:
@@ -228,6 +227,20 @@ def test_no_secret_has_a_default_in_the_file() -> None:
 # ---------------------------------------------------------------- Dockerfiles
 
 
+def bases(steps: list[tuple[str, str]]) -> list[str]:
+    """Each stage's base image, the build arguments declared before the first FROM (and their
+    defaults) resolved: what a user's plain `docker build` pulls."""
+    defaults: dict[str, str] = {}
+    result: list[str] = []
+    for keyword, rest in steps:
+        if keyword == "ARG" and not result and "=" in rest:
+            name, _, value = rest.partition("=")
+            defaults[name] = value
+        elif keyword == "FROM":
+            result.append(re.sub(r"\$\{(\w+)\}", lambda m: defaults[m.group(1)], rest.split()[0]))
+    return result
+
+
 def instructions(path: Path) -> list[tuple[str, str]]:
     text = re.sub(r"\\\n", " ", path.read_text())
     result = []
@@ -242,14 +255,19 @@ def instructions(path: Path) -> list[tuple[str, str]]:
 @pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.gpu"])
 def test_dockerfile_is_multi_stage_pinned_non_root_with_health_check(name: str) -> None:
     steps = instructions(ROOT / "deploy" / name)
-    bases = [rest.split()[0] for keyword, rest in steps if keyword == "FROM"]
-    assert len(bases) >= 2, "multi-stage"
-    for base in bases:
+    images = bases(steps)
+    assert len(images) >= 3, "multi-stage: uv, build, runtime"
+    for base in images:
         _, _, tag = base.partition(":")
         assert "@sha256:" in base or re.fullmatch(r"\d+\.\d+\.\d+[\w.-]*", tag), f"unpinned base {base}"
         assert tag != "latest"
+    assert re.fullmatch(r"ghcr\.io/astral-sh/uv:\d+\.\d+\.\d+", images[0])  # the `uv` stage
+    # build and runtime: one base image, a build argument whose default is pinned by tag and digest
+    assert images[1] == images[2] and re.search(r":\d+\.\d+\.\d+[\w.-]*@sha256:[0-9a-f]{64}$", images[1])
+    froms = [rest.split()[0] for keyword, rest in steps if keyword == "FROM"]
+    assert froms[1] == froms[2] and froms[1].startswith("${"), "the base image is a build argument"
     copied = [rest for keyword, rest in steps if keyword == "COPY" and "--from=" in rest]
-    assert any("ghcr.io/astral-sh/uv:" in rest and ":latest" not in rest for rest in copied)
+    assert any(rest.startswith("--from=uv /uv ") for rest in copied)
     users = [rest for keyword, rest in steps if keyword == "USER"]
     assert users and users[-1].split(":")[0] not in {"0", "root"}
     assert [rest for keyword, rest in steps if keyword == "HEALTHCHECK"]
@@ -270,13 +288,16 @@ def test_gpu_image_uses_the_locked_onnxruntime_version() -> None:
         rest for keyword, rest in steps if keyword == "ARG" and rest.startswith("ONNXRUNTIME_VERSION=")
     )
     assert pinned == f"ONNXRUNTIME_VERSION={locked.group(1)}"
-    assert any(keyword == "FROM" and rest.startswith("nvidia/cuda:") for keyword, rest in steps)
+    assert bases(steps)[-1].startswith("nvidia/cuda:")
 
 
 def test_dockerignore_keeps_the_build_context_small() -> None:
     lines = (ROOT / ".dockerignore").read_text().splitlines()
     assert "*" in lines  # everything excluded, then allowed back
-    for needed in ("pyproject.toml", "uv.lock", "README.md", "faceproof/", "services/", "deploy/docker/"):
+    packages = re.search(r"packages = \[([^]]*)\]", (ROOT / "pyproject.toml").read_text())
+    assert packages
+    wheel = [name.strip().strip('"') + "/" for name in packages.group(1).split(",")]
+    for needed in ("pyproject.toml", "uv.lock", "README.md", "deploy/docker/", *wheel):
         assert f"!{needed}" in lines
 
 
