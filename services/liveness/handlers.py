@@ -7,8 +7,8 @@ Delivery rules (see docs/liveness.md, "The liveness worker"):
   that transaction, so a re-delivered message publishes nothing twice. When publishing fails,
   the counters are wound back (unless another worker moved them on) and the message is retried.
 * A session ends once, through ``infra.lifecycle.SessionLifecycle`` (the rule is
-  ``domain.sessions.end_session``): a version-checked update that writes SessionFinished to the
-  outbox in the same transaction (the worker's relay publishes it: infra/outbox.py).
+  ``domain.sessions.end_session``): a version-checked update, and only the caller whose update
+  won publishes SessionFinished.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from contracts.events import (
     LivenessDecided,
     ReadinessChecked,
     ReferencesMatched,
+    SessionFinished,
     SessionStarted,
 )
 from contracts.routing import CommandKey, EventKey
@@ -320,8 +321,18 @@ def _match_request(record: SessionRecord, probe_key: str | None) -> MatchReferen
 # -- finishing --------------------------------------------------------------------------------
 
 
+class _FinishedEvents:
+    """SessionFinished through the worker's publisher (the lifecycle's port)."""
+
+    def __init__(self, publisher: Publisher) -> None:
+        self._publisher = publisher
+
+    async def finished(self, event: SessionFinished) -> None:
+        await self._publisher.event(event, EventKey.SESSION_FINISHED)
+
+
 def _lifecycle(deps: Deps) -> SessionLifecycle:
-    return SessionLifecycle(deps.sessions)
+    return SessionLifecycle(deps.sessions, _FinishedEvents(deps.publisher))
 
 
 async def _end(deps: Deps, session_id: str, outcome: Outcome) -> bool:
