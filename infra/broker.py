@@ -19,7 +19,12 @@ from enum import StrEnum
 from typing import Any, Final
 
 from aio_pika.abc import AbstractConnection, AbstractQueue
-from aiormq.exceptions import ChannelNotFoundEntity, ChannelPreconditionFailed
+from aiormq.exceptions import (
+    AMQPError,
+    ChannelInvalidStateError,
+    ChannelNotFoundEntity,
+    ChannelPreconditionFailed,
+)
 from faststream import AckPolicy
 from faststream.rabbit import ExchangeType, QueueType, RabbitBroker, RabbitExchange, RabbitQueue
 from faststream.rabbit.schemas import Channel
@@ -34,6 +39,15 @@ DEAD_LETTERS = RabbitExchange(DEAD_LETTER_EXCHANGE, type=ExchangeType.TOPIC, dur
 
 #: What a subscriber does when its handler raises: nack and let the quorum queue count.
 ACK_POLICY = AckPolicy.NACK_ON_ERROR
+
+#: What a publish raises while the broker cannot take it (down, restarting, the connection being
+#: re-established): retryable, a 503 at the gateway. aiormq's ChannelInvalidStateError ("channel
+#: closed") is a RuntimeError, not an AMQPError: a RabbitMQ restart under load answered 500 without it.
+BROKER_DOWN_ERRORS: Final[tuple[type[Exception], ...]] = (
+    AMQPError,
+    ConnectionError,
+    ChannelInvalidStateError,
+)
 
 log = logging.getLogger("faceproof.broker")
 

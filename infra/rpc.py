@@ -15,9 +15,9 @@ from uuid import uuid4
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
-from aio_pika.exceptions import AMQPError
 
 from contracts.envelope import Command
+from infra.broker import BROKER_DOWN_ERRORS
 from infra.telemetry.metrics import MESSAGES_PUBLISH_FAILED, MESSAGES_PUBLISHED
 from infra.telemetry.tracing import inject
 
@@ -49,7 +49,7 @@ class BrokerRpc:
             assert self._channel is not None
             queue = await self._channel.declare_queue(self._reply_queue, exclusive=True, auto_delete=True)
             await queue.consume(self._on_reply, no_ack=True)
-        except (AMQPError, ConnectionError, OSError) as error:
+        except BROKER_DOWN_ERRORS + (OSError,) as error:  # noqa: RUF005 (mypy refuses `*` here)
             raise BrokerUnavailable(type(error).__name__) from error
 
     async def close(self) -> None:
@@ -84,7 +84,7 @@ class BrokerRpc:
                 return await future
         except TimeoutError as error:
             raise ReplyTimeout(f"no reply within {deadline_s:g} s") from error
-        except (AMQPError, ConnectionError) as error:
+        except BROKER_DOWN_ERRORS as error:
             MESSAGES_PUBLISH_FAILED.labels(exchange, routing_key).inc()
             raise BrokerUnavailable(type(error).__name__) from error
         finally:

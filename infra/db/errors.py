@@ -49,6 +49,11 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     sa_exc.TimeoutError,  # connection pool exhausted
 )
 
+#: SQLSTATEs of a server that is going away, coming back or full: class 08 (connection exceptions),
+#: admin_shutdown (``pg_ctl stop -m fast`` ends every session with it), crash_shutdown,
+#: cannot_connect_now ("the database system is starting up / shutting down"), too_many_connections.
+_UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+
 
 @contextmanager
 def translate_errors() -> Iterator[None]:
@@ -60,11 +65,16 @@ def translate_errors() -> Iterator[None]:
     except _UNAVAILABLE as exc:
         raise DatabaseUnavailable(_describe(exc)) from exc
     except sa_exc.DBAPIError as exc:
-        if exc.connection_invalidated:
+        if exc.connection_invalidated or _server_unavailable(exc):
             raise DatabaseUnavailable(_describe(exc)) from exc
         raise DatabaseError(_describe(exc)) from exc
     except sa_exc.SQLAlchemyError as exc:
         raise DatabaseError(_describe(exc)) from exc
+
+
+def _server_unavailable(exc: sa_exc.DBAPIError) -> bool:
+    sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return isinstance(sqlstate, str) and (sqlstate.startswith("08") or sqlstate in _UNAVAILABLE_SQLSTATES)
 
 
 def _describe(exc: BaseException) -> str:

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from contracts.http import Problem
+from infra.db.errors import DatabaseUnavailable
 from services.intake import errors as intake
 
 MEDIA_TYPE = "application/problem+json"
@@ -104,6 +105,22 @@ async def _on_http(_: Request, exc: Exception) -> JSONResponse:
     return problem_response(problem, dict(exc.headers) if exc.headers else None)
 
 
+#: Seconds a client waits before retrying a request the database could not serve (a restart takes a few).
+DATABASE_RETRY_AFTER_S = 5
+
+
+async def _on_database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """Postgres unreachable, restarting or full, on any route: 503, retryable (no 500)."""
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+    problem = Problem(
+        title="Service unavailable",
+        status=503,
+        detail="The database cannot be reached; retry later.",
+        code="DATABASE_UNAVAILABLE",
+    )
+    return problem_response(problem, {"Retry-After": str(DATABASE_RETRY_AFTER_S)})
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     problem = Problem(
@@ -117,4 +134,5 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(intake.IntakeError, _on_intake)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
+    app.add_exception_handler(DatabaseUnavailable, _on_database_unavailable)
     app.add_exception_handler(Exception, _on_unexpected)
