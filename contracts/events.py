@@ -50,7 +50,10 @@ class FrameCaptured(Event):
     """A sampled camera frame, stored as JPEG under the session (call agent).
 
     ``sequence`` grows by one per sampled frame within a connection (from the connection's
-    ``sequence_base``); ``captured_at`` is the call agent's clock when the frame arrived.
+    ``sequence_base``); ``captured_at`` is the call agent's clock when the frame arrived;
+    ``shown``: the highest challenge index whose instruction the agent had sent in its video when
+    the frame arrived (-1: none yet; None: not known): when the subject could see an instruction.
+    The liveness worker's replay does not read it yet (docs/liveness.md, "Get ready").
     """
 
     session_id: str
@@ -60,6 +63,7 @@ class FrameCaptured(Event):
     width: int
     height: int
     captured_at: datetime = Field(default_factory=utc_now)
+    shown: int | None = Field(default=None, ge=-1)
 
 
 class ChallengeIssued(Event):

@@ -133,6 +133,7 @@ class PeerSession:
             kind="session",
             log_extra={"session_id": command.session_id},
             on_erased=self._erased,
+            shown=lambda: self.instructions.shown,
         )
         self._channel: RTCDataChannel | None = None
         self._pending: list[str] = []
@@ -164,7 +165,9 @@ class PeerSession:
             await pc.setRemoteDescription(
                 RTCSessionDescription(sdp=self._command.offer_sdp, type=self._command.offer_type)
             )
-            pc.addTrack(InstructionTrack(self.frames.latest, self.screen))
+            pc.addTrack(
+                InstructionTrack(self.frames.latest, self.screen, rendered=self.instructions.rendered)
+            )
             await pc.setLocalDescription(await pc.createAnswer())
         except (ValueError, LookupError, TypeError, InvalidAccessError, InvalidStateError) as error:
             raise InvalidOffer(f"the offer cannot be answered ({type(error).__name__})") from None

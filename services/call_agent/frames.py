@@ -76,6 +76,7 @@ class FramePipeline:
         kind: str,
         log_extra: dict[str, Any],
         on_erased: Callable[[], None] | None = None,
+        shown: Callable[[], int] | None = None,
     ) -> None:
         self.session_id = session_id
         self.connection_id = connection_id
@@ -90,8 +91,11 @@ class FramePipeline:
         self._kind = kind
         self._log_extra = log_extra
         self._on_erased = on_erased
+        self._shown = shown
         self._stopped = False
-        self._queue: asyncio.Queue[tuple[int, VideoFrame, datetime]] = asyncio.Queue(maxsize=FRAME_BACKLOG)
+        self._queue: asyncio.Queue[tuple[int, VideoFrame, datetime, int | None]] = asyncio.Queue(
+            maxsize=FRAME_BACKLOG
+        )
 
     def offer(self, frame: VideoFrame) -> None:
         """A frame arrived: show it in the instruction video; keep it if the sampler wants it."""
@@ -100,7 +104,8 @@ class FramePipeline:
         at = frame.time if frame.time is not None else time.monotonic()
         if self._stopped or self._queue.full() or not self._sampler.keep(at):
             return
-        self._queue.put_nowait((self._next_sequence, frame, utc_now()))
+        shown = self._shown() if self._shown is not None else None
+        self._queue.put_nowait((self._next_sequence, frame, utc_now(), shown))
         self._next_sequence += 1
 
     def stop(self) -> None:
@@ -111,7 +116,7 @@ class FramePipeline:
         """Encode, store and announce the kept frames, until cancelled."""
         reformatter = VideoReformatter()
         while True:
-            sequence, frame, captured_at = await self._queue.get()
+            sequence, frame, captured_at, shown = await self._queue.get()
             if self._stopped:
                 continue
             data, width, height = await asyncio.to_thread(encode_frame, frame, self._quality, reformatter)
@@ -129,6 +134,7 @@ class FramePipeline:
                         width=width,
                         height=height,
                         captured_at=captured_at,
+                        shown=shown,
                     ),
                     EventKey.FRAME_CAPTURED,
                 )

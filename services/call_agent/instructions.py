@@ -70,6 +70,13 @@ class Instructions:
         self.screen = Screen(text=catalog.text("status.waiting"))
         self._index = -1
         self.finished = False
+        #: The highest challenge index drawn into a frame of the outgoing video (-1: none yet).
+        self.shown = -1
+
+    def rendered(self, screen: Screen) -> None:
+        """The instruction video sent a frame drawn with ``screen`` (FrameCaptured.shown)."""
+        if screen.challenge is not None and screen.index is not None and screen.index > self.shown:
+            self.shown = screen.index
 
     def guidance(self, event: ReadinessChecked, now: float) -> Message | None:
         """Get ready (before the first challenge): "Get ready" and the most important problem, or

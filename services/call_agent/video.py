@@ -58,10 +58,17 @@ class InstructionTrack(MediaStreamTrack):
 
     kind = "video"
 
-    def __init__(self, latest: LatestFrame, screen: Callable[[], Screen], fps: int = OUTBOUND_FPS) -> None:
+    def __init__(
+        self,
+        latest: LatestFrame,
+        screen: Callable[[], Screen],
+        fps: int = OUTBOUND_FPS,
+        rendered: Callable[[Screen], None] | None = None,
+    ) -> None:
         super().__init__()
         self._latest = latest
         self._screen = screen
+        self._rendered = rendered
         self._interval = 1.0 / fps
         self._start: float | None = None
         self._count = 0
@@ -80,8 +87,11 @@ class InstructionTrack(MediaStreamTrack):
             else:  # fell behind (a loaded machine): skip ahead rather than burst
                 self._count = int((time.monotonic() - self._start) / self._interval)
         now = time.monotonic()
-        pixels = await asyncio.to_thread(compose, self._latest.frame, self._screen(), now, self._reformatter)
+        screen = self._screen()
+        pixels = await asyncio.to_thread(compose, self._latest.frame, screen, now, self._reformatter)
         out = VideoFrame.from_ndarray(pixels, format="rgb24")
         out.pts = int((now - self._start) * _CLOCK_RATE)
         out.time_base = _TIME_BASE
+        if self._rendered is not None:  # handed to the encoder now: the subject sees it next
+            self._rendered(screen)
         return out

@@ -248,6 +248,11 @@ async def test_call_runs_the_session_pipeline_and_leaves_when_the_session_finish
         assert call.screen().text != "Turn your head to the left"  # Spanish catalog
         received = sfu.received_frames
         await until(lambda: sfu.received_frames > received + 3)
+        # frames tell the liveness worker what the subject could see: nothing before, then challenge 0
+        assert [e.shown for e in events.of(FrameCaptured)][:3] == [-1, -1, -1]  # type: ignore[attr-defined]
+        captured = len(events.of(FrameCaptured))
+        await until(lambda: len(events.of(FrameCaptured)) > captured + 2)
+        assert events.of(FrameCaptured)[-1].shown == 0  # type: ignore[attr-defined]
 
         finished = SessionFinished(
             correlation_id="session-1", session_id="session-1", status=SessionStatus.SUCCEEDED

@@ -139,6 +139,7 @@ class RoomCall:
             kind="room",
             log_extra={"flow_id": command.flow_id},
             on_erased=lambda: self._end(CallOutcome(ended="the session was erased")),
+            shown=lambda: self.instructions.shown,
         )
         self._first_frame = asyncio.Event()
         #: SessionStarted was published (the subject's first frame arrived): frames are stored.
@@ -199,7 +200,8 @@ class RoomCall:
     async def _join(self) -> None:
         try:
             await self._protoo.connect(self.command.ws_url)
-            answer = await self._peer.join(InstructionTrack(self.frames.latest, self.screen))
+            track = InstructionTrack(self.frames.latest, self.screen, rendered=self.instructions.rendered)
+            answer = await self._peer.join(track)
         except RoomError as error:
             self._fail(error)
             return
