@@ -1,15 +1,21 @@
-"""The liveness worker's tables: ``liveness_states`` (one row per session, locked while a frame is
-applied) and ``liveness_frames`` (one analysed frame per row). Returns plain records.
+"""The liveness worker's tables: ``liveness_states`` (one row per session) and ``liveness_frames``
+(one analysed frame per row). Returns plain records.
 
-Locking: :meth:`LivenessRepository.locked` opens a transaction holding the state row's lock
+A replay step reads the state and the frames stored since its last step without any lock, does
+its work (the object store included) and writes its result with :meth:`LivenessRepository.save_step`,
+a version-checked update: ``VersionConflict`` when another step (or a new connection, or a
+rewind) moved the row on, and the step starts again from the new state. Every change of the row
+advances its ``version``.
+
+Locking: :meth:`LivenessRepository.locked` opens a short transaction holding the state row's lock
 (``SELECT ... FOR UPDATE`` on PostgreSQL; on SQLite a no-op write first, since SQLite serialises
-writers and a read transaction cannot upgrade once another writer committed). Everything the
-block does commits together when it leaves without an exception.
+writers and a read transaction cannot upgrade once another writer committed), for changes that
+need no I/O outside the database.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,7 +27,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from infra.db.errors import NotFound, translate_errors
+from infra.db.errors import NotFound, VersionConflict, translate_errors
 from infra.db.records import SessionStatus
 from infra.db.tables import LivenessFrameRow, LivenessStateRow, SessionRow, session_erased, utc_now
 
@@ -30,14 +36,15 @@ __all__ = ["LivenessFrame", "LivenessRepository", "LivenessState", "LockedState"
 
 @dataclass(frozen=True, slots=True)
 class LivenessState:
-    """``challenges``: the drawn challenges ([{"type", "target"}]); ``skipped``: sequence gaps the
-    replay skipped ([[first, last]]); ``connection_id``: the last connection announced;
+    """``challenges``: the drawn challenges ([{"type", "target"}]); ``connection_id``: the last
+    connection announced;
     ``issued`` / ``verdicts``: events published so far; ``decision`` once decided;
-    ``match_request_id``: the MatchReferences sent for the decision (only its answer counts)."""
+    ``match_request_id``: the MatchReferences sent for the decision (only its answer counts);
+    ``progress``: the replay's own document (``services.liveness.progress.ReplayProgress``),
+    None before its first step."""
 
     session_id: str
     challenges: list[dict[str, Any]]
-    skipped: list[tuple[int, int]]
     connection_id: str
     started_at: datetime
     issued: int
@@ -46,6 +53,7 @@ class LivenessState:
     decided_at: datetime | None
     version: int
     match_request_id: str | None = None
+    progress: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +68,13 @@ class LivenessFrame:
 
 
 def _document(
-    challenges: list[dict[str, Any]], skipped: list[tuple[int, int]], connection: str
+    challenges: list[dict[str, Any]], connection: str, progress: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    return {"items": challenges, "skipped": [list(g) for g in skipped], "connection": connection}
+    """The ``challenges`` column: the drawn challenges, the connection and the replay's progress."""
+    document: dict[str, Any] = {"items": challenges, "connection": connection}
+    if progress is not None:
+        document["progress"] = progress
+    return document
 
 
 def _state(row: LivenessStateRow) -> LivenessState:
@@ -70,7 +82,6 @@ def _state(row: LivenessStateRow) -> LivenessState:
     return LivenessState(
         session_id=row.session_id,
         challenges=list(document.get("items", [])),
-        skipped=[(int(a), int(b)) for a, b in document.get("skipped", [])],
         connection_id=str(document.get("connection", "")),
         started_at=row.started_at,
         issued=row.issued,
@@ -79,6 +90,7 @@ def _state(row: LivenessStateRow) -> LivenessState:
         decided_at=row.decided_at,
         version=row.version,
         match_request_id=row.match_request_id,
+        progress=document.get("progress"),
     )
 
 
@@ -106,49 +118,10 @@ class LockedState:
     def state(self) -> LivenessState:
         return _state(self._row)
 
-    async def frames(self) -> list[LivenessFrame]:
-        query = (
-            select(LivenessFrameRow)
-            .where(LivenessFrameRow.session_id == self._row.session_id)
-            .order_by(LivenessFrameRow.sequence)
-        )
-        with translate_errors():
-            return [_frame(row) for row in await self._session.scalars(query)]
-
-    async def session_status(self) -> SessionStatus | None:
-        with translate_errors():
-            status = await self._session.scalar(
-                select(SessionRow.status).where(SessionRow.id == self._row.session_id)
-            )
-        return None if status is None else SessionStatus(status)
-
     def set_connection(self, connection_id: str) -> None:
         state = _state(self._row)
-        self._row.challenges = _document(state.challenges, state.skipped, connection_id)
-
-    def save(
-        self,
-        *,
-        issued: int,
-        verdicts: int,
-        skipped: list[tuple[int, int]],
-        decision: dict[str, Any] | None = None,
-        match_request_id: str | None = None,
-    ) -> None:
-        """Advance the counters (never back), record skipped gaps and, once, the decision (with
-        the id of the MatchReferences it asks for, if any)."""
-        row = self._row
-        row.issued = max(row.issued, issued)
-        row.verdicts = max(row.verdicts, verdicts)
-        state = _state(row)
-        row.challenges = _document(
-            state.challenges, sorted(set(state.skipped) | set(skipped)), state.connection_id
-        )
-        if decision is not None and row.decision is None:
-            row.decision = decision
-            row.decided_at = utc_now()
-            row.match_request_id = match_request_id
-        row.version = row.version + 1
+        self._row.challenges = _document(state.challenges, connection_id, state.progress)
+        self._row.version = self._row.version + 1
 
 
 class LivenessRepository:
@@ -167,7 +140,7 @@ class LivenessRepository:
         """Create the session's state; when it exists already, return it and ``False``."""
         row = LivenessStateRow(
             session_id=session_id,
-            challenges=_document(challenges, [], connection_id),
+            challenges=_document(challenges, connection_id),
             started_at=started_at,
             issued=issued,
             verdicts=0,
@@ -202,6 +175,73 @@ class LivenessRepository:
                 return False
             locked.set_connection(connection_id)
             return True
+
+    async def frames_from(self, session_id: str, first_sequence: int) -> list[LivenessFrame]:
+        """The session's stored frames from ``first_sequence`` on, in sequence order (one indexed
+        range read: a replay step reads the frames stored since its last step, not all of them)."""
+        query = (
+            select(LivenessFrameRow)
+            .where(LivenessFrameRow.session_id == session_id, LivenessFrameRow.sequence >= first_sequence)
+            .order_by(LivenessFrameRow.sequence)
+        )
+        with translate_errors():
+            async with self._sessions() as session:
+                return [_frame(row) for row in await session.scalars(query)]
+
+    async def storage_keys(self, session_id: str, sequences: Sequence[int]) -> dict[int, str]:
+        """The object keys of the given stored frames (only that column is read)."""
+        if not sequences:
+            return {}
+        query = select(LivenessFrameRow.sequence, LivenessFrameRow.storage_key).where(
+            LivenessFrameRow.session_id == session_id, LivenessFrameRow.sequence.in_(list(sequences))
+        )
+        with translate_errors():
+            async with self._sessions() as session:
+                return {int(sequence): str(key) for sequence, key in (await session.execute(query)).all()}
+
+    async def save_step(
+        self,
+        state: LivenessState,
+        *,
+        issued: int,
+        verdicts: int,
+        progress: dict[str, Any],
+        decision: dict[str, Any] | None = None,
+        match_request_id: str | None = None,
+    ) -> None:
+        """Write a replay step's result, computed from ``state``: the published-event counters, the
+        replay's progress and, once, the decision (with the id of the MatchReferences it asks
+        for, if any). Raises ``VersionConflict`` unless the row is still at ``state.version``,
+        undecided, and its session unfinished (re-read and step again)."""
+        unfinished = [status.value for status in SessionStatus if not status.terminal]
+        values: dict[str, Any] = {
+            "challenges": _document(state.challenges, state.connection_id, progress),
+            "issued": max(state.issued, issued),
+            "verdicts": max(state.verdicts, verdicts),
+            "version": LivenessStateRow.version + 1,
+        }
+        if decision is not None:
+            values |= {"decision": decision, "decided_at": utc_now(), "match_request_id": match_request_id}
+        statement = (
+            update(LivenessStateRow)
+            .where(
+                LivenessStateRow.session_id == state.session_id,
+                LivenessStateRow.version == state.version,
+                LivenessStateRow.decision.is_(None),
+                LivenessStateRow.session_id.in_(
+                    select(SessionRow.id).where(
+                        SessionRow.id == state.session_id, SessionRow.status.in_(unfinished)
+                    )
+                ),
+            )
+            .values(values)
+            .execution_options(synchronize_session=False)
+        )
+        with translate_errors():
+            async with self._sessions.begin() as session:
+                updated = int(getattr(await session.execute(statement), "rowcount", 0) or 0)
+        if updated != 1:
+            raise VersionConflict(f"the liveness state of {state.session_id} is no longer at {state.version}")
 
     async def add_frame(
         self,
@@ -282,7 +322,7 @@ class LivenessRepository:
                         await session.execute(
                             update(LivenessStateRow)
                             .where(LivenessStateRow.session_id == session_id, column == new)
-                            .values({column.key: old})
+                            .values({column.key: old, "version": LivenessStateRow.version + 1})
                             .execution_options(synchronize_session=False)
                         )
 

@@ -42,6 +42,7 @@ from typing import Any, Final
 
 from contracts.values import ChallengeType
 from services.liveness.analysis import FrameAnalysis
+from services.liveness.progress import EvaluatorState, SequenceState, StreakState, VerdictState
 
 __all__ = [
     "ALL_CHALLENGES",
@@ -367,6 +368,38 @@ class ChallengeEvaluator:
     def deadline(self) -> float:
         return self.started_at + self.thresholds.time_limit_s
 
+    def snapshot(self) -> EvaluatorState:
+        """Everything later frames need, as the stored document (:meth:`resume` reads it back)."""
+        return EvaluatorState(
+            started_at=self.started_at,
+            verdict=_verdict_state(self._verdict),
+            baseline_frames=[f.to_dict() for f in self._baseline_frames],
+            gates={reason.value: _streak_state(s) for reason, s in self._gates.items()},
+            hold=_streak_state(self._hold),
+            wrong=_streak_state(self._wrong),
+            blink_closed_since=self._blink.closed_since,
+            last_t=self._last_t,
+            max_travel=self._max_travel,
+        )
+
+    @classmethod
+    def resume(
+        cls, challenge: Challenge, state: EvaluatorState, thresholds: Thresholds = DEFAULT_THRESHOLDS
+    ) -> ChallengeEvaluator:
+        """The evaluator :meth:`snapshot` described: it judges the next frames as the original would."""
+        evaluator = cls(challenge, state.started_at, thresholds)
+        evaluator._verdict = _verdict_of(state.verdict)
+        evaluator._baseline_frames = [FrameAnalysis.from_dict(f) for f in state.baseline_frames]
+        if len(evaluator._baseline_frames) >= thresholds.baseline_frames:
+            evaluator._baseline = Baseline.of(evaluator._baseline_frames)
+        evaluator._gates = {FailureReason(r): _Streak(s.count, s.since) for r, s in state.gates.items()}
+        evaluator._hold = _Streak(state.hold.count, state.hold.since)
+        evaluator._wrong = _Streak(state.wrong.count, state.wrong.since)
+        evaluator._blink = _BlinkState(state.blink_closed_since)
+        evaluator._last_t = state.last_t
+        evaluator._max_travel = state.max_travel
+        return evaluator
+
     def expire(self, now: float) -> Verdict:
         """Fail with TIMEOUT if ``now`` is past the deadline and nothing was decided (no frame needed)."""
         if not self._verdict.done and now > self.deadline:
@@ -511,6 +544,30 @@ class ChallengeEvaluator:
         return self._verdict
 
 
+def _streak_state(streak: _Streak) -> StreakState:
+    return StreakState(count=streak.count, since=streak.since)
+
+
+def _verdict_state(verdict: Verdict) -> VerdictState:
+    return VerdictState(
+        status=verdict.status.value,
+        reason=None if verdict.reason is None else verdict.reason.value,
+        detail=verdict.detail,
+        progress=verdict.progress,
+        decided_at=verdict.decided_at,
+    )
+
+
+def _verdict_of(state: VerdictState) -> Verdict:
+    return Verdict(
+        ChallengeStatus(state.status),
+        reason=None if state.reason is None else FailureReason(state.reason),
+        detail=state.detail,
+        progress=state.progress,
+        decided_at=state.decided_at,
+    )
+
+
 _GATE_DETAILS: Final = {
     FailureReason.NO_FACE: "no face in the picture",
     FailureReason.MULTIPLE_FACES: "more than one face in the picture",
@@ -580,6 +637,26 @@ class ChallengeSequence:
         if verdict.status is ChallengeStatus.PASSED and not self.done:
             started = verdict.decided_at if verdict.decided_at is not None else self._current.started_at
             self._current = ChallengeEvaluator(self.challenges[self.index], started, self.thresholds)
+
+    def snapshot(self) -> SequenceState:
+        """The verdicts so far and the current challenge's state (:meth:`resume` reads it back)."""
+        return SequenceState(
+            verdicts=[_verdict_state(v) for v in self.verdicts], current=self._current.snapshot()
+        )
+
+    @classmethod
+    def resume(
+        cls,
+        challenges: Sequence[Challenge],
+        state: SequenceState,
+        thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    ) -> ChallengeSequence:
+        """The sequence :meth:`snapshot` described, over the same ``challenges``."""
+        sequence = cls(challenges, state.current.started_at, thresholds)
+        sequence.verdicts = [_verdict_of(v) for v in state.verdicts]
+        current = sequence.challenges[min(sequence.index, len(sequence.challenges) - 1)]
+        sequence._current = ChallengeEvaluator.resume(current, state.current, thresholds)
+        return sequence
 
     def restart(self, t: float) -> None:
         """The subject reconnected: the current challenge starts again at ``t``, with a fresh

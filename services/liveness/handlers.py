@@ -2,6 +2,12 @@
 
 Delivery rules (see docs/liveness.md, "The liveness worker"):
 
+* A replay step (:func:`advance`) reads the session's state and only the frames stored since its
+  last step (each frame is read and judged once: a step costs the same in a long session as in
+  a short one), copies the reference and audit images when it decides, all without any lock,
+  and then writes its result in one version-checked update. When another step (or a reconnect)
+  moved the state on meanwhile, nothing is written and the step starts again from the new state.
+
 * Events are published only after the transaction that decided them committed. The state row
   counts the ChallengeIssued / ChallengeVerdict events published, and the counters advance in
   that transaction, so a re-delivered message publishes nothing twice. When publishing fails,
@@ -40,7 +46,7 @@ from contracts.routing import CommandKey, EventKey
 from contracts.values import ChallengeType, ImageData, SessionStatus
 from domain.sessions import Decided, Expired, Outcome
 from infra.db.errors import VersionConflict
-from infra.db.liveness import LivenessFrame, LivenessRepository
+from infra.db.liveness import LivenessFrame, LivenessRepository, LivenessState
 from infra.db.records import SessionRecord
 from infra.db.repositories import SessionRepository
 from infra.lifecycle import SessionLifecycle
@@ -58,8 +64,15 @@ from services.liveness.challenges import (
     draw_challenges,
 )
 from services.liveness.frames import AnalysedFrame, InvalidFrame
+from services.liveness.progress import ReplayProgress
 from services.liveness.readiness import DEFAULT_READINESS, Readiness
-from services.liveness.replay import ReplayFrame, ReplayResult, audit_frames, reference_frame, replay
+from services.liveness.replay import (
+    ReplayFrame,
+    ReplayResult,
+    audit_sequences,
+    reference_pick,
+    replay_step,
+)
 
 __all__ = [
     "EXPIRY_SWEEPER",
@@ -185,16 +198,21 @@ async def _copy(store: ObjectStore, source: str, target: str) -> str | None:
 
 
 async def _keep_images(
-    deps: Deps, session_id: str, result: ReplayResult, audit: int
+    deps: Deps, session_id: str, progress: ReplayProgress, audit: int
 ) -> tuple[str | None, list[str]]:
     """Copy the reference frame and the audit frames next to the session's other objects."""
-    reference = reference_frame(result.judged, deps.thresholds)
+    reference = reference_pick(progress)
     reference_key = None
     if reference is not None:
         reference_key = await _copy(deps.store, reference.storage_key, f"sessions/{session_id}/reference.jpg")
+    sequences = audit_sequences(progress, audit)
+    sources = await deps.states.storage_keys(session_id, sequences)
     audit_keys = []
-    for index, frame in enumerate(audit_frames(result.judged, audit)):
-        key = await _copy(deps.store, frame.storage_key, f"sessions/{session_id}/audit-{index}.jpg")
+    for index, sequence in enumerate(sequences):
+        source = sources.get(sequence)
+        key = None
+        if source is not None:
+            key = await _copy(deps.store, source, f"sessions/{session_id}/audit-{index}.jpg")
         if key is not None:
             audit_keys.append(key)
     return reference_key, audit_keys
@@ -202,91 +220,164 @@ async def _keep_images(
 
 # -- the replay step --------------------------------------------------------------------------
 
+#: Steps started again after a version conflict before the message is retried.
+STEP_ATTEMPTS: Final = 5
+
+
+@dataclass(frozen=True)
+class _Decided:
+    """What a decision stores (the document) and sends (LivenessDecided, maybe MatchReferences)."""
+
+    document: dict[str, Any]
+    event: LivenessDecided
+    match: MatchReferences | None
+
 
 async def advance(deps: Deps, session_id: str) -> ReplayResult | None:
-    """Replay the session's stored frames under its row lock; publish what is new.
+    """One replay step (see the module docstring); publish what is new.
 
-    Returns the replay (None when the session has no state, is decided or finished).
+    Returns the step's replay (None when the session has no state, is decided or finished).
     """
+    for _ in range(STEP_ATTEMPTS):
+        try:
+            return await _step(deps, session_id)
+        except VersionConflict:
+            continue  # another step moved the state on: start again from it
+    raise VersionConflict(f"the liveness state of session {session_id} kept changing")
+
+
+async def _step(deps: Deps, session_id: str) -> ReplayResult | None:
+    loaded = await _load(deps, session_id)
+    if loaded is None:
+        return None
+    record, state = loaded
+    before = ReplayProgress.load(state.progress)
+    result = await _replay(deps, record, state, before)
+    if _unchanged(state, before, result):
+        return result
+    decided = None if result.decision is None else await _decide(deps, record, result)
+    try:
+        await deps.states.save_step(
+            state,
+            issued=len(result.issued),
+            verdicts=len(result.verdicts),
+            progress=result.progress.dump(),
+            decision=None if decided is None else decided.document,
+            match_request_id=None if decided is None or decided.match is None else decided.match.message_id,
+        )
+    except VersionConflict:
+        if decided is not None:
+            await _restore_images(deps, record)
+        raise
+    await _publish(deps, state, result, decided)
+    return result
+
+
+async def _load(deps: Deps, session_id: str) -> tuple[SessionRecord, LivenessState] | None:
+    """The session and its state, or None when there is nothing to replay."""
     record = await deps.sessions.fetch(session_id)
     if record is None or record.status.terminal:
         return None
+    state = await deps.states.get(session_id)
+    if state is None or state.decision is not None:
+        return None
+    return record, state
+
+
+async def _replay(
+    deps: Deps, record: SessionRecord, state: LivenessState, progress: ReplayProgress
+) -> ReplayResult:
+    """Resume the replay from the stored progress with the frames stored since (read once)."""
+    stored = await deps.states.frames_from(state.session_id, progress.next_sequence)
+    return replay_step(
+        [Challenge.from_dict(c) for c in state.challenges],
+        progress,
+        [to_replay_frame(f, state.started_at) for f in stored],
+        identity_threshold=deps.identity_threshold,
+        thresholds=deps.thresholds,
+        readiness=session_readiness(record.settings, deps.readiness),
+    )
+
+
+def _unchanged(state: LivenessState, before: ReplayProgress, result: ReplayResult) -> bool:
+    """Nothing to write: no frame used, nothing new to publish (a frame waiting for a gap)."""
+    return (
+        result.decision is None
+        and len(result.issued) <= state.issued
+        and len(result.verdicts) <= state.verdicts
+        and result.progress == before
+    )
+
+
+async def _decide(deps: Deps, record: SessionRecord, result: ReplayResult) -> _Decided:
+    """Keep the images (before the write, outside any transaction) and build what is stored and sent."""
+    decision = result.decision
+    assert decision is not None
+    reference_key, audit_keys = await _keep_images(
+        deps, record.id, result.progress, audit_image_count(record.settings)
+    )
+    document = {
+        **decision.to_dict(),
+        "referenceKey": reference_key,
+        "auditKeys": audit_keys,
+        "challenges": [o.to_dict() for o in result.outcomes],
+    }
+    event = LivenessDecided(
+        correlation_id=record.id,
+        session_id=record.id,
+        is_live=decision.is_live,
+        confidence=decision.confidence,
+        reasons=list(decision.reasons),
+        reference_key=reference_key,
+        audit_keys=audit_keys,
+    )
+    return _Decided(document, event, _match_request(record, reference_key))
+
+
+async def _restore_images(deps: Deps, record: SessionRecord) -> None:
+    """This step copied images but another step's decision won: copy that decision's frames
+    again (both wrote the same object keys; the stored decision names the winner's)."""
+    state = await deps.states.get(record.id)
+    if state is not None and state.decision is not None and state.progress is not None:
+        progress = ReplayProgress.load(state.progress)
+        await _keep_images(deps, record.id, progress, audit_image_count(record.settings))
+
+
+def _new_events(
+    state: LivenessState, result: ReplayResult, thresholds: Thresholds
+) -> list[tuple[Event, str]]:
+    """The step's events beyond the published counters, in the order a client must see them."""
+    session_id, challenges = state.session_id, result.challenges
     events: list[tuple[int, int, Event, str]] = []
-    decided: LivenessDecided | None = None
-    match: MatchReferences | None = None
-    async with deps.states.locked(session_id) as locked:
-        if locked is None:
-            return None
-        state = locked.state
-        status = await locked.session_status()
-        if state.decision is not None or status is None or status.terminal:
-            return None
-        challenges = [Challenge.from_dict(c) for c in state.challenges]
-        frames = [to_replay_frame(f, state.started_at) for f in await locked.frames()]
-        result = replay(
-            challenges,
-            frames,
-            identity_threshold=deps.identity_threshold,
-            skipped=state.skipped,
-            thresholds=deps.thresholds,
-            readiness=session_readiness(record.settings, deps.readiness),
+    if result.guidance is not None and result.guidance.changed:
+        guidance = ReadinessChecked(
+            correlation_id=session_id, session_id=session_id, problems=list(result.guidance.problems)
         )
-        if result.guidance is not None and result.guidance.changed:
-            guidance = ReadinessChecked(
-                correlation_id=session_id, session_id=session_id, problems=list(result.guidance.problems)
-            )
-            events.append((-1, 0, guidance, EventKey.READINESS_CHECKED))
-        for issued in result.issued[state.issued :]:
-            events.append(
-                (
-                    issued.index,
-                    0,
-                    _issued(session_id, issued.index, challenges, deps.thresholds),
-                    EventKey.CHALLENGE_ISSUED,
-                )
-            )
-        for index in range(state.verdicts, len(result.verdicts)):
-            verdict = result.verdicts[index]
-            event = ChallengeVerdict(
-                correlation_id=session_id,
-                session_id=session_id,
-                index=index,
-                count=len(challenges),
-                challenge=challenges[index].type,
-                passed=verdict.status is ChallengeStatus.PASSED,
-                reason=verdict.reason.value if verdict.reason is not None else None,
-            )
-            events.append((index, 1, event, EventKey.CHALLENGE_VERDICT))
-        document = None
-        if result.decision is not None:
-            reference_key, audit_keys = await _keep_images(
-                deps, session_id, result, audit_image_count(record.settings)
-            )
-            document = {
-                **result.decision.to_dict(),
-                "referenceKey": reference_key,
-                "auditKeys": audit_keys,
-                "challenges": [o.to_dict() for o in result.outcomes],
-            }
-            decided = LivenessDecided(
-                correlation_id=session_id,
-                session_id=session_id,
-                is_live=result.decision.is_live,
-                confidence=result.decision.confidence,
-                reasons=list(result.decision.reasons),
-                reference_key=reference_key,
-                audit_keys=audit_keys,
-            )
-            match = _match_request(record, reference_key)
-        locked.save(
-            issued=len(result.issued),
-            verdicts=len(result.verdicts),
-            skipped=list(result.skipped),
-            decision=document,
-            match_request_id=None if match is None else match.message_id,
+        events.append((-1, 0, guidance, EventKey.READINESS_CHECKED))
+    for issued in result.issued[state.issued :]:
+        message = _issued(session_id, issued.index, challenges, thresholds)
+        events.append((issued.index, 0, message, EventKey.CHALLENGE_ISSUED))
+    for index in range(state.verdicts, len(result.verdicts)):
+        verdict = result.verdicts[index]
+        event = ChallengeVerdict(
+            correlation_id=session_id,
+            session_id=session_id,
+            index=index,
+            count=len(challenges),
+            challenge=challenges[index].type,
+            passed=verdict.status is ChallengeStatus.PASSED,
+            reason=verdict.reason.value if verdict.reason is not None else None,
         )
+        events.append((index, 1, event, EventKey.CHALLENGE_VERDICT))
+    return [(message, key) for _, _, message, key in sorted(events, key=lambda e: (e[0], e[1]))]
+
+
+async def _publish(deps: Deps, state: LivenessState, result: ReplayResult, decided: _Decided | None) -> None:
+    """Publish the step's new events; when that fails, wind the counters back and raise (the
+    message is retried and publishes them again). Then the decision, and what follows it."""
+    session_id = state.session_id
     try:
-        for _, _, message, key in sorted(events, key=lambda e: (e[0], e[1])):
+        for message, key in _new_events(state, result, deps.thresholds):
             await deps.publisher.event(message, key)
     except Exception:
         await deps.states.rewind(
@@ -295,14 +386,15 @@ async def advance(deps: Deps, session_id: str) -> ReplayResult | None:
             verdicts=(max(state.verdicts, len(result.verdicts)), state.verdicts),
         )
         raise
-    if decided is not None:
-        log.info("session %s decided: live=%s reasons=%s", session_id, decided.is_live, decided.reasons)
-        await deps.publisher.event(decided, EventKey.LIVENESS_DECIDED)
-        if match is not None:
-            await deps.publisher.command(match, CommandKey.MATCH_REFERENCES)
-        else:
-            await finish(deps, session_id)
-    return result
+    if decided is None:
+        return
+    event = decided.event
+    log.info("session %s decided: live=%s reasons=%s", session_id, event.is_live, event.reasons)
+    await deps.publisher.event(event, EventKey.LIVENESS_DECIDED)
+    if decided.match is not None:
+        await deps.publisher.command(decided.match, CommandKey.MATCH_REFERENCES)
+    else:
+        await finish(deps, session_id)
 
 
 def _match_request(record: SessionRecord, probe_key: str | None) -> MatchReferences | None:

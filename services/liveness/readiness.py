@@ -40,6 +40,7 @@ from contracts.values import Precheck
 from services.liveness.analysis import FrameAnalysis
 from services.liveness.challenges import DEFAULT_THRESHOLDS, FailureReason, Thresholds, frame_gate
 from services.liveness.decision import NOT_READY
+from services.liveness.progress import ReadinessState
 
 __all__ = ["DEFAULT_READINESS", "NOT_READY", "Readiness", "ReadinessCheck", "prechecks"]
 
@@ -129,6 +130,37 @@ class ReadinessCheck:
     @property
     def pending(self) -> bool:
         return self.ready_at is None and self.failed is None
+
+    def snapshot(self) -> ReadinessState:
+        """Everything later frames need, as the stored document (:meth:`resume` reads it back)."""
+        return ReadinessState(
+            started_at=self.started_at,
+            ready_at=self.ready_at,
+            failed=None if self.failed is None else list(self.failed),
+            problems=[p.value for p in self.problems],
+            previous=None if self.previous is None else [p.value for p in self.previous],
+            seen={p.value: n for p, n in self._seen.items()},
+            clean=self._clean,
+            clean_since=self._clean_since,
+        )
+
+    @classmethod
+    def resume(
+        cls, state: ReadinessState, readiness: Readiness, thresholds: Thresholds = DEFAULT_THRESHOLDS
+    ) -> ReadinessCheck:
+        """The check :meth:`snapshot` described: it judges the next frames as the original would."""
+        check = cls(
+            state.started_at,
+            readiness,
+            thresholds,
+            ready_at=state.ready_at,
+            failed=None if state.failed is None else tuple(state.failed),
+            problems=tuple(Precheck(p) for p in state.problems),
+            previous=None if state.previous is None else tuple(Precheck(p) for p in state.previous),
+        )
+        check._seen = Counter({Precheck(p): n for p, n in state.seen.items()})
+        check._clean, check._clean_since = state.clean, state.clean_since
+        return check
 
     def restart(self) -> None:
         """A new connection (reconnect): the clean streak starts again (the limit does not)."""

@@ -1,8 +1,12 @@
 """Replay: the stored frames of a session -> the challenges issued, their verdicts and the decision.
 
-Pure and deterministic: the liveness worker calls :func:`replay` under the session's row lock
-with every stored frame (in any order, duplicates allowed) and publishes what the result holds
-beyond what was published before (the counters in the state row). The offline evaluation
+Pure and deterministic, and incremental: :func:`replay_step` resumes a replay from its stored
+:class:`~services.liveness.progress.ReplayProgress` with only the frames stored since (sequence
+``>= progress.next_sequence``), so each frame is read and judged once and a step costs the same
+whatever the session's length; the liveness worker publishes what the result holds beyond what
+was published before (the counters in the state row) and stores the new progress.
+:func:`replay` is one step from the start over every frame (in any order, duplicates allowed):
+the same frames give the same verdicts however they are split into steps. The offline evaluation
 (:func:`faceproof.evaluation.liveness.run_session`) runs the same engine on the same kind of
 input, with the same thresholds, the same identity gate and the same decision.
 
@@ -51,6 +55,7 @@ from services.liveness.challenges import (
     frame_gate,
 )
 from services.liveness.decision import IdentityCheck, LivenessDecision, decide
+from services.liveness.progress import CleanFrame, Pick, ReplayProgress
 from services.liveness.readiness import Readiness, ReadinessCheck
 
 __all__ = [
@@ -62,10 +67,14 @@ __all__ = [
     "ReplayFrame",
     "ReplayResult",
     "audit_frames",
+    "audit_positions",
+    "audit_sequences",
     "challenge_outcomes",
     "reference_frame",
+    "reference_pick",
     "replay",
     "replay_order",
+    "replay_step",
 ]
 
 #: A gap in the sequence numbers is skipped once more than this many later frames are stored.
@@ -129,6 +138,8 @@ class ReplayResult:
     decision: LivenessDecision | None
     #: The pre-checks' problems on the newest frame while the subject is not ready (else None).
     guidance: Guidance | None = None
+    #: Where the replay stands after this step (what the next step resumes from).
+    progress: ReplayProgress = field(default_factory=ReplayProgress)
 
     @property
     def done(self) -> bool:
@@ -140,24 +151,28 @@ class ReplayResult:
 
 
 def replay_order(
-    frames: Iterable[ReplayFrame], skipped: Iterable[Gap] = (), *, gap_skip_after: int = GAP_SKIP_AFTER
+    frames: Iterable[ReplayFrame],
+    skipped: Iterable[Gap] = (),
+    *,
+    first: int = 0,
+    gap_skip_after: int = GAP_SKIP_AFTER,
 ) -> tuple[list[ReplayFrame], tuple[Gap, ...]]:
     """The frames the replay may use, in sequence order, and every skipped gap (old and new).
 
-    Duplicates (same sequence) count once (the first given wins). Frames inside a gap skipped
-    before are dropped. The walk starts at sequence 0 and stops at the first gap with at most
-    ``gap_skip_after`` frames stored after it.
+    Duplicates (same sequence) count once (the first given wins). Frames before ``first`` (used
+    by an earlier step) and inside a gap skipped before are dropped. The walk starts at
+    ``first`` and stops at the first gap with at most ``gap_skip_after`` frames stored after it.
     """
     old = tuple(sorted((int(a), int(b)) for a, b in skipped))
     by_sequence: dict[int, ReplayFrame] = {}
     for frame in frames:
-        if frame.sequence < 0 or any(a <= frame.sequence <= b for a, b in old):
+        if frame.sequence < first or any(a <= frame.sequence <= b for a, b in old):
             continue
         by_sequence.setdefault(frame.sequence, frame)
     ordered = [by_sequence[s] for s in sorted(by_sequence)]
     gaps = list(old)
     usable: list[ReplayFrame] = []
-    expected = 0
+    expected = first
     for position, frame in enumerate(ordered):
         if frame.sequence != expected:
             hole = (expected, frame.sequence - 1)
@@ -188,40 +203,157 @@ def replay(
     ``readiness``: the pre-checks to pass before challenge 0 is issued (its clock starts at the
     frame that made the subject ready); None: challenge 0 starts at t = 0 (the offline evaluation).
     """
+    start = ReplayProgress(skipped=sorted((int(a), int(b)) for a, b in skipped))
+    return replay_step(
+        challenges,
+        start,
+        frames,
+        identity_threshold=identity_threshold,
+        thresholds=thresholds,
+        gap_skip_after=gap_skip_after,
+        readiness=readiness,
+    )
+
+
+def replay_step(
+    challenges: Sequence[Challenge],
+    progress: ReplayProgress,
+    frames: Iterable[ReplayFrame],
+    *,
+    identity_threshold: float,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    gap_skip_after: int = GAP_SKIP_AFTER,
+    readiness: Readiness | None = None,
+) -> ReplayResult:
+    """Resume the replay at ``progress`` with the frames stored since (earlier ones are ignored).
+
+    The result's ``issued``, ``verdicts``, ``spoof_scores`` and ``skipped`` cover the whole
+    session; ``judged`` holds the frames this step judged; ``progress`` is the next step's start.
+    """
     chosen = tuple(challenges)
-    usable, gaps = replay_order(frames, skipped, gap_skip_after=gap_skip_after)
-    run = _Run(chosen, thresholds, IdentityCheck(identity_threshold), readiness)
+    usable, gaps = replay_order(
+        frames, progress.skipped, first=progress.next_sequence, gap_skip_after=gap_skip_after
+    )
+    run = _Run(chosen, thresholds, identity_threshold, readiness, progress)
     for frame in usable:
         if run.over:
             break
         run.feed(frame)
-    return run.result(gaps)
+    next_sequence = usable[-1].sequence + 1 if usable else progress.next_sequence
+    return run.result(gaps, next_sequence)
+
+
+class _References:
+    """The reference frame so far: the most frontal (smallest |yaw| + |pitch|) single-face frame
+    passing the gates, among those scored at least :data:`REFERENCE_MIN_SCORE` (``good``) and
+    among all (``fallback``); the earliest on a tie."""
+
+    def __init__(
+        self, thresholds: Thresholds, good: Pick | None = None, fallback: Pick | None = None
+    ) -> None:
+        self.thresholds = thresholds
+        self.good = good
+        self.fallback = fallback
+
+    @property
+    def chosen(self) -> Pick | None:
+        return self.good or self.fallback
+
+    def offer(self, frame: ReplayFrame) -> None:
+        analysis, m = frame.analysis, frame.analysis.measures
+        if analysis.face_count != 1 or m is None or frame_gate(analysis, self.thresholds) is not None:
+            return
+        pick = Pick(
+            sequence=frame.sequence,
+            storage_key=frame.storage_key,
+            frontal=abs(m.pose.yaw) + abs(m.pose.pitch),
+        )
+        if _score(analysis) >= REFERENCE_MIN_SCORE and _before(pick, self.good):
+            self.good = pick
+        if _before(pick, self.fallback):
+            self.fallback = pick
+
+
+def _before(pick: Pick, best: Pick | None) -> bool:
+    return best is None or (pick.frontal, pick.sequence) < (best.frontal, best.sequence)
+
+
+class _Judged:
+    """The judged sequences as runs [first, last], and their number."""
+
+    def __init__(self, runs: Sequence[tuple[int, int]] = (), count: int = 0) -> None:
+        self.runs = [list(run) for run in runs]
+        self.count = count
+
+    def add(self, sequence: int) -> None:
+        self.count += 1
+        if self.runs and self.runs[-1][1] == sequence - 1:
+            self.runs[-1][1] = sequence
+        else:
+            self.runs.append([sequence, sequence])
+
+    def at(self, position: int) -> int:
+        """The sequence of the judged frame at ``position`` (0-based)."""
+        for first, last in self.runs:
+            if position <= last - first:
+                return first + position
+            position -= last - first + 1
+        raise IndexError(position)
+
+
+def _check(
+    readiness: Readiness | None, thresholds: Thresholds, progress: ReplayProgress
+) -> ReadinessCheck | None:
+    if readiness is None:
+        return None
+    if progress.readiness is None:
+        return ReadinessCheck(0.0, readiness, thresholds)
+    return ReadinessCheck.resume(progress.readiness, readiness, thresholds)
+
+
+def _clean_frame(frame: ReplayFrame, identity_ok: bool | None) -> CleanFrame:
+    return CleanFrame(
+        sequence=frame.sequence, t=frame.t, analysis=frame.analysis.to_dict(), identity_ok=identity_ok
+    )
+
+
+def _from_clean(clean: CleanFrame) -> tuple[ReplayFrame, bool | None]:
+    return ReplayFrame(clean.sequence, clean.t, FrameAnalysis.from_dict(clean.analysis)), clean.identity_ok
 
 
 class _Run:
-    """One replay's state: the pre-checks, then the challenge sequence."""
+    """One replay step's state: the pre-checks, then the challenge sequence; resumed from a
+    :class:`ReplayProgress` and saved to the next one."""
 
     def __init__(
         self,
         challenges: tuple[Challenge, ...],
         thresholds: Thresholds,
-        identity: IdentityCheck,
+        identity_threshold: float,
         readiness: Readiness | None,
+        progress: ReplayProgress,
     ) -> None:
         self.challenges = challenges
         self.thresholds = thresholds
-        self.identity = identity
-        self.check = None if readiness is None else ReadinessCheck(0.0, readiness, thresholds)
+        self.identity = IdentityCheck(identity_threshold)
+        if progress.identity_reference is not None:
+            self.identity.reference = np.asarray(progress.identity_reference, dtype=np.float32)
+        self.check = _check(readiness, thresholds, progress)
         self.sequence: ChallengeSequence | None = None
-        self.issued: list[Issued] = []
-        if self.check is None:
+        if progress.engine is not None:
+            self.sequence = ChallengeSequence.resume(challenges, progress.engine, thresholds)
+        self.issued = [Issued(n, challenges[n], t) for n, t in enumerate(progress.issued_at)]
+        if self.sequence is None and self.check is None:
             self._start(0.0)
+        #: The frames this step judged.
         self.judged: list[ReplayFrame] = []
+        self.all_judged = _Judged(progress.judged, progress.judged_count)
+        self.references = _References(thresholds, progress.reference, progress.reference_fallback)
         #: The frames of the pre-checks' current clean streak (challenge 0's baseline once ready).
-        self.clean: list[tuple[ReplayFrame, bool | None]] = []
-        self.scores: list[float] = []
-        self.last_t: float | None = None
-        self.connection: int | None = None
+        self.clean = [_from_clean(clean) for clean in progress.clean]
+        self.scores = list(progress.spoof_scores)
+        self.last_t = progress.last_t
+        self.connection = progress.connection
 
     @property
     def over(self) -> bool:
@@ -251,11 +383,16 @@ class _Run:
         identity_ok = None
         if frame.embedding is not None and self.identity.wants(frame.analysis):
             identity_ok = self.identity.check(frame.embedding)
-        self.judged.append(frame)
+        self._record(frame)
         if self.sequence is None:
             self._get_ready(frame, identity_ok)
             return
         self._judge(frame, identity_ok)
+
+    def _record(self, frame: ReplayFrame) -> None:
+        self.judged.append(frame)
+        self.all_judged.add(frame.sequence)
+        self.references.offer(frame)
 
     def _get_ready(self, frame: ReplayFrame, identity_ok: bool | None) -> None:
         """The pre-checks. Once ready, challenge 0 starts at the clean streak's first frame and
@@ -268,6 +405,7 @@ class _Run:
         self._start(self.clean[0][0].t)
         for clean, ok in self.clean:
             self._judge(clean, ok)
+        self.clean = []
 
     def _judge(self, frame: ReplayFrame, identity_ok: bool | None) -> None:
         sequence = self.sequence
@@ -277,27 +415,52 @@ class _Run:
         if sequence.index != before and not sequence.done:
             self.issued.append(Issued(sequence.index, self.challenges[sequence.index], frame.t))
 
-    def result(self, gaps: tuple[Gap, ...]) -> ReplayResult:
+    def _decision(self) -> LivenessDecision | None:
         sequence, check = self.sequence, self.check
-        decision = None
         if sequence is not None and sequence.done:
             started = self.issued[0].t
-            decision = decide(
+            return decide(
                 sequence.verdicts,
                 len(self.challenges),
                 self.scores,
                 started_at=started,
                 thresholds=self.thresholds,
             )
-        elif check is not None and check.failed is not None:
-            decision = decide(
+        if check is not None and check.failed is not None:
+            return decide(
                 [], len(self.challenges), self.scores, thresholds=self.thresholds, not_ready=check.failed
             )
-        guidance = None
-        if check is not None and check.pending and self.judged:
-            guidance = Guidance(
-                problems=tuple(p.value for p in check.problems), changed=check.problems != check.previous
-            )
+        return None
+
+    def _guidance(self) -> Guidance | None:
+        check = self.check
+        if check is None or not check.pending or not self.judged:
+            return None
+        return Guidance(
+            problems=tuple(p.value for p in check.problems), changed=check.problems != check.previous
+        )
+
+    def progress(self, gaps: tuple[Gap, ...], next_sequence: int) -> ReplayProgress:
+        reference = self.identity.reference
+        return ReplayProgress(
+            next_sequence=next_sequence,
+            skipped=list(gaps),
+            last_t=self.last_t,
+            connection=self.connection,
+            issued_at=[issued.t for issued in self.issued],
+            readiness=None if self.check is None else self.check.snapshot(),
+            clean=[_clean_frame(frame, ok) for frame, ok in self.clean],
+            engine=None if self.sequence is None else self.sequence.snapshot(),
+            identity_reference=None if reference is None else [float(x) for x in reference],
+            spoof_scores=self.scores,
+            judged=[(first, last) for first, last in self.all_judged.runs],
+            judged_count=self.all_judged.count,
+            reference=self.references.good,
+            reference_fallback=self.references.fallback,
+        )
+
+    def result(self, gaps: tuple[Gap, ...], next_sequence: int) -> ReplayResult:
+        sequence = self.sequence
         return ReplayResult(
             challenges=self.challenges,
             issued=tuple(self.issued),
@@ -305,8 +468,9 @@ class _Run:
             judged=tuple(self.judged),
             spoof_scores=tuple(self.scores),
             skipped=gaps,
-            decision=decision,
-            guidance=guidance,
+            decision=self._decision(),
+            guidance=self._guidance(),
+            progress=self.progress(gaps, next_sequence),
         )
 
 
@@ -334,27 +498,32 @@ def reference_frame(
 ) -> ReplayFrame | None:
     """The most frontal (smallest |yaw| + |pitch|) single-face frame passing the gates, preferring
     frames scored at least :data:`REFERENCE_MIN_SCORE`; the earliest on a tie; None without one."""
+    references = _References(thresholds)
+    for frame in frames:
+        references.offer(frame)
+    chosen = references.chosen
+    return None if chosen is None else next(f for f in frames if f.sequence == chosen.sequence)
 
-    def frontal(frame: ReplayFrame) -> tuple[float, int]:
-        m = frame.analysis.measures
-        assert m is not None
-        return abs(m.pose.yaw) + abs(m.pose.pitch), frame.sequence
 
-    faces = [
-        f
-        for f in frames
-        if f.analysis.face_count == 1
-        and f.analysis.measures is not None
-        and frame_gate(f.analysis, thresholds) is None
-    ]
-    good = [f for f in faces if _score(f.analysis) >= REFERENCE_MIN_SCORE]
-    pool = good or faces
-    return min(pool, key=frontal) if pool else None
+def reference_pick(progress: ReplayProgress) -> Pick | None:
+    """The reference frame among every frame a replay judged (:func:`reference_frame`'s rule)."""
+    return progress.reference or progress.reference_fallback
+
+
+def audit_positions(total: int, count: int) -> list[int]:
+    """``count`` positions spread evenly over ``total`` (the middle of each of ``count`` stretches)."""
+    if count <= 0 or total <= 0:
+        return []
+    count = min(count, total)
+    return [min(total - 1, int((i + 0.5) * total / count)) for i in range(count)]
 
 
 def audit_frames(frames: Sequence[ReplayFrame], count: int) -> list[ReplayFrame]:
-    """``count`` frames spread evenly over ``frames`` (the middle of each of ``count`` stretches)."""
-    if count <= 0 or not frames:
-        return []
-    count = min(count, len(frames))
-    return [frames[min(len(frames) - 1, int((i + 0.5) * len(frames) / count))] for i in range(count)]
+    """``count`` frames spread evenly over ``frames`` (:func:`audit_positions`)."""
+    return [frames[position] for position in audit_positions(len(frames), count)]
+
+
+def audit_sequences(progress: ReplayProgress, count: int) -> list[int]:
+    """The sequences of ``count`` frames spread evenly over every frame a replay judged."""
+    judged = _Judged(progress.judged, progress.judged_count)
+    return [judged.at(position) for position in audit_positions(judged.count, count)]

@@ -1,7 +1,9 @@
-"""The liveness worker's replay over recorded analyses: order, gaps, duplicates, decision."""
+"""The liveness worker's replay over recorded analyses: order, gaps, duplicates, decision; step
+by step from the stored progress as the worker runs it, with the same verdicts as in one go."""
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import replace
 from typing import Any
@@ -14,13 +16,18 @@ from services.liveness.analysis import FrameAnalysis
 from services.liveness.challenges import Challenge, ChallengeStatus
 from services.liveness.handlers import audit_image_count, session_challenges
 from services.liveness.measures import FaceMeasures, HeadPose
+from services.liveness.progress import ReplayProgress
+from services.liveness.readiness import DEFAULT_READINESS
 from services.liveness.replay import (
     GAP_SKIP_AFTER,
     ReplayFrame,
     ReplayResult,
     audit_frames,
+    audit_sequences,
     reference_frame,
+    reference_pick,
     replay,
+    replay_step,
 )
 
 FPS = 8.0
@@ -79,24 +86,37 @@ def run(frames: list[ReplayFrame], skipped: tuple[tuple[int, int], ...] = ()) ->
     return replay(CHALLENGES, frames, identity_threshold=0.35, skipped=skipped)
 
 
-def deliver(order: list[ReplayFrame]) -> tuple[list[tuple[str, int, object]], ReplayResult]:
-    """Frames arriving one by one (a worker replays after each), publishing past the counters."""
-    stored: list[ReplayFrame] = []
-    skipped: tuple[tuple[int, int], ...] = ()
+def stored(progress: ReplayProgress) -> ReplayProgress:
+    """The progress as the worker reads it back from its JSON column."""
+    return ReplayProgress.load(json.loads(json.dumps(progress.dump())))
+
+
+def deliver(
+    order: list[ReplayFrame], **options: Any
+) -> tuple[list[tuple[str, int, object]], ReplayResult, list[ReplayFrame]]:
+    """Frames arriving one by one; after each, a worker's step: it reads the frames stored from
+    the progress's next sequence on, replays them from the stored progress and publishes past
+    the counters. Also returns every frame the steps judged, in order."""
+    store: dict[int, ReplayFrame] = {}
+    progress = ReplayProgress()
     issued = verdicts = 0
     published: list[tuple[str, int, object]] = []
-    result = run([])
+    judged: list[ReplayFrame] = []
+    result = replay_step(CHALLENGES, progress, [], identity_threshold=0.35, **options)
     for arriving in order:
-        stored.append(arriving)
-        result = run(stored, skipped)
+        store.setdefault(arriving.sequence, arriving)
+        pending = [store[s] for s in sorted(store) if s >= progress.next_sequence]
+        result = replay_step(CHALLENGES, progress, pending, identity_threshold=0.35, **options)
+        progress = stored(result.progress)
+        judged += result.judged
         published += [("issued", i.index, i.challenge.type) for i in result.issued[issued:]]
         published += [
             ("verdict", n, result.verdicts[n].status) for n in range(verdicts, len(result.verdicts))
         ]
-        issued, verdicts, skipped = len(result.issued), len(result.verdicts), result.skipped
+        issued, verdicts = len(result.issued), len(result.verdicts)
         if result.done:
             break
-    return published, result
+    return published, result, judged
 
 
 def block_shuffled(
@@ -128,8 +148,8 @@ def test_a_live_session_passes_both_challenges_and_is_live() -> None:
 @pytest.mark.parametrize("seed", range(8))
 def test_frames_arriving_out_of_order_publish_the_same_events_as_in_order(seed: int) -> None:
     frames = live_session()
-    in_order, expected = deliver(frames)
-    shuffled, result = deliver(block_shuffled(frames, seed))
+    in_order, expected, _ = deliver(frames)
+    shuffled, result, _ = deliver(block_shuffled(frames, seed))
     assert shuffled == in_order
     assert result.verdicts == expected.verdicts
     assert result.decision == expected.decision
@@ -252,3 +272,49 @@ def test_session_settings_choose_the_challenges_and_audit_images() -> None:
     assert audit_image_count({}) == 2
     assert audit_image_count({"auditImages": 3}) == 3
     assert audit_image_count({"audit_images": 9}) == 4
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("readiness", [None, DEFAULT_READINESS])
+def test_step_by_step_from_the_stored_progress_equals_one_replay_of_every_frame(
+    seed: int, readiness: object
+) -> None:
+    """Each frame judged once, by steps resumed from the JSON progress: the same verdicts,
+    decision, reference frame and audit frames as a replay of every frame in one go."""
+    frames = live_session(30)
+    whole = replay(CHALLENGES, frames, identity_threshold=0.35, readiness=readiness)  # type: ignore[arg-type]
+    _, stepped, judged = deliver(block_shuffled(frames, seed), readiness=readiness)
+    assert [f.sequence for f in judged] == [f.sequence for f in whole.judged]  # each once, in order
+    assert stepped.verdicts == whole.verdicts
+    assert stepped.decision == whole.decision and stepped.decision is not None
+    assert [(i.index, i.t) for i in stepped.issued] == [(i.index, i.t) for i in whole.issued]
+    expected = reference_frame(whole.judged)
+    pick = reference_pick(stepped.progress)
+    assert expected is not None and pick is not None and pick.sequence == expected.sequence
+    for count in range(5):
+        assert audit_sequences(stepped.progress, count) == [
+            f.sequence for f in audit_frames(whole.judged, count)
+        ]
+
+
+def test_a_step_reads_only_frames_from_its_next_sequence_on() -> None:
+    frames = live_session()
+    first = replay_step(CHALLENGES, ReplayProgress(), frames[:5], identity_threshold=0.35)
+    assert first.progress.next_sequence == 5
+    # frames before the next sequence (already judged) are ignored, whatever they show now
+    again = replay_step(
+        CHALLENGES,
+        stored(first.progress),
+        [replace(f, analysis=face(faces=2)) for f in frames[:5]] + frames[5:8],
+        identity_threshold=0.35,
+    )
+    assert [f.sequence for f in again.judged] == [5, 6, 7]
+    assert again.verdicts == replay(CHALLENGES, frames[:8], identity_threshold=0.35).verdicts
+
+
+def test_a_gap_skipped_in_one_step_stays_skipped_in_the_next() -> None:
+    frames = [f for f in live_session() if f.sequence != 3]
+    step = replay_step(CHALLENGES, ReplayProgress(), frames[:8], identity_threshold=0.35)
+    assert step.progress.skipped == [(3, 3)] and step.progress.next_sequence == 9
+    late = replay_step(CHALLENGES, stored(step.progress), [live_session()[3]], identity_threshold=0.35)
+    assert late.judged == () and late.progress.skipped == [(3, 3)]

@@ -1,0 +1,223 @@
+"""In-memory fakes of the liveness worker's ports (the session rows, the liveness state rows, the
+object store, the publisher, the frame source) for unit tests of its handlers. The state fake
+checks versions as the database does and counts every frame it hands out; the store fake fails
+a test that touches it while a state row is locked."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from contracts.envelope import Command, Event
+from contracts.values import SessionStatus
+from infra.db.errors import VersionConflict
+from infra.db.liveness import LivenessFrame, LivenessState
+from infra.db.records import SessionRecord
+from infra.storage import ObjectNotFound
+from services.liveness.frames import AnalysedFrame
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def session(session_id: str = "s-1", *, reference_key: str | None = None) -> SessionRecord:
+    return SessionRecord(
+        id=session_id,
+        owner="client-1",
+        client_request_token=None,
+        kind="liveness",
+        status=SessionStatus.IN_PROGRESS,
+        settings={"challenges": 2, "audit_images": 2},
+        created_at=NOW,
+        updated_at=NOW,
+        expires_at=NOW + timedelta(minutes=5),
+        finished_at=None,
+        result=None,
+        version=2,
+        reference_key=reference_key,
+    )
+
+
+class FakeSessions:
+    def __init__(self, *records: SessionRecord) -> None:
+        self.records = {record.id: record for record in records}
+
+    async def fetch(self, session_id: str) -> SessionRecord | None:
+        return self.records.get(session_id)
+
+
+class FakeStates:
+    """``liveness_states`` and ``liveness_frames`` in memory. ``reads`` counts how often each
+    frame was handed out; ``before_save`` runs inside :meth:`save_step` before the version check
+    (a concurrent writer); ``locked_now`` is true while a state row lock is held."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, LivenessState] = {}
+        self.frames: dict[str, dict[int, LivenessFrame]] = {}
+        self.reads: Counter[int] = Counter()
+        self.saves: list[LivenessState] = []
+        self.before_save: Callable[[str], None] | None = None
+        self.locked_now = False
+
+    async def create_state(
+        self,
+        session_id: str,
+        *,
+        challenges: list[dict[str, Any]],
+        started_at: datetime,
+        connection_id: str = "",
+    ) -> tuple[LivenessState, bool]:
+        if session_id in self.states:
+            return self.states[session_id], False
+        state = LivenessState(
+            session_id=session_id,
+            challenges=challenges,
+            connection_id=connection_id,
+            started_at=started_at,
+            issued=0,
+            verdicts=0,
+            decision=None,
+            decided_at=None,
+            version=1,
+        )
+        self.states[session_id] = state
+        return state, True
+
+    async def get(self, session_id: str) -> LivenessState | None:
+        return self.states.get(session_id)
+
+    def bump(self, session_id: str, **changes: Any) -> None:
+        state = self.states[session_id]
+        self.states[session_id] = replace(state, version=state.version + 1, **changes)
+
+    @asynccontextmanager
+    async def locked(self, session_id: str) -> AsyncIterator[None]:
+        self.locked_now = True
+        try:
+            yield None
+        finally:
+            self.locked_now = False
+
+    async def set_connection(self, session_id: str, connection_id: str) -> bool:
+        async with self.locked(session_id):
+            if self.states[session_id].connection_id == connection_id:
+                return False
+            self.bump(session_id, connection_id=connection_id)
+            return True
+
+    async def add_frame(
+        self,
+        session_id: str,
+        *,
+        sequence: int,
+        captured_at: datetime,
+        storage_key: str,
+        analysis: dict[str, Any],
+        spoof_score: float | None,
+        embedding: list[float] | None,
+    ) -> bool:
+        frames = self.frames.setdefault(session_id, {})
+        if sequence in frames:
+            return False
+        frames[sequence] = LivenessFrame(
+            session_id, sequence, captured_at, storage_key, analysis, spoof_score, embedding
+        )
+        return True
+
+    async def frames_from(self, session_id: str, first_sequence: int) -> list[LivenessFrame]:
+        frames = self.frames.get(session_id, {})
+        out = [frames[s] for s in sorted(frames) if s >= first_sequence]
+        self.reads.update(f.sequence for f in out)
+        return out
+
+    async def storage_keys(self, session_id: str, sequences: Sequence[int]) -> dict[int, str]:
+        frames = self.frames.get(session_id, {})
+        return {s: frames[s].storage_key for s in sequences if s in frames}
+
+    async def save_step(
+        self,
+        state: LivenessState,
+        *,
+        issued: int,
+        verdicts: int,
+        progress: dict[str, Any],
+        decision: dict[str, Any] | None = None,
+        match_request_id: str | None = None,
+    ) -> None:
+        if self.before_save is not None:
+            self.before_save(state.session_id)
+        current = self.states[state.session_id]
+        if current.version != state.version or current.decision is not None:
+            raise VersionConflict(f"{state.session_id} is no longer at {state.version}")
+        saved = replace(
+            current,
+            issued=max(current.issued, issued),
+            verdicts=max(current.verdicts, verdicts),
+            progress=progress,
+            decision=decision,
+            decided_at=NOW if decision is not None else None,
+            match_request_id=match_request_id,
+            version=current.version + 1,
+        )
+        self.states[state.session_id] = saved
+        self.saves.append(saved)
+
+    async def rewind(self, session_id: str, *, issued: tuple[int, int], verdicts: tuple[int, int]) -> None:
+        state = self.states[session_id]
+        self.bump(
+            session_id,
+            issued=issued[1] if state.issued == issued[0] else state.issued,
+            verdicts=verdicts[1] if state.verdicts == verdicts[0] else state.verdicts,
+        )
+
+
+@dataclass
+class FakeStore:
+    """Objects by key; fails the test when used while ``states`` holds a row lock."""
+
+    states: FakeStates
+    objects: dict[str, bytes] = field(default_factory=dict)
+    log: list[tuple[str, str]] = field(default_factory=list)
+
+    async def get(self, key: str) -> bytes:
+        assert not self.states.locked_now, "object-store I/O while a state row is locked"
+        self.log.append(("get", key))
+        try:
+            return self.objects[key]
+        except KeyError:
+            raise ObjectNotFound(key) from None
+
+    async def put(self, key: str, data: bytes, content_type: str) -> None:
+        assert not self.states.locked_now, "object-store I/O while a state row is locked"
+        self.log.append(("put", key))
+        self.objects[key] = data
+
+
+@dataclass
+class FakePublisher:
+    sent: list[tuple[str, Event | Command]] = field(default_factory=list)
+
+    async def event(self, event: Event, routing_key: str) -> None:
+        self.sent.append((routing_key, event))
+
+    async def command(self, command: Command, routing_key: str) -> None:
+        self.sent.append((routing_key, command))
+
+    def routing_keys(self) -> list[str]:
+        return [key for key, _ in self.sent]
+
+
+class FakeFrames:
+    """The frame source: the analysis prepared for each sequence."""
+
+    def __init__(self, analyses: dict[int, AnalysedFrame]) -> None:
+        self.analyses = analyses
+
+    async def analyse(self, session_id: str, sequence: int, jpeg: bytes) -> AnalysedFrame:
+        return self.analyses[sequence]
+
+    def forget(self, session_id: str) -> None:
+        return None

@@ -1,0 +1,205 @@
+"""The liveness worker's step (handle_frame, then advance) over in-memory fakes of its ports:
+each frame is read from the state rows once, object-store I/O happens while no row is locked and
+before the decision is written, and a step that lost a race starts again without publishing
+anything twice."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import pytest
+
+from contracts.events import FrameCaptured
+from contracts.routing import CommandKey, EventKey
+from contracts.values import ChallengeType
+from services.liveness.analysis import FrameAnalysis
+from services.liveness.challenges import Challenge, ChallengeStatus
+from services.liveness.frames import AnalysedFrame
+from services.liveness.handlers import Deps, handle_frame, to_replay_frame
+from services.liveness.measures import FaceMeasures, HeadPose
+from services.liveness.replay import GAP_SKIP_AFTER, reference_frame, replay
+from tests.unit.liveness.fakes import (
+    NOW,
+    FakeFrames,
+    FakePublisher,
+    FakeSessions,
+    FakeStates,
+    FakeStore,
+    session,
+)
+
+SESSION = "s-1"
+FPS = 8.0
+CHALLENGES = [Challenge(ChallengeType.TURN_LEFT), Challenge(ChallengeType.OPEN_MOUTH)]
+#: Neutral, turn left (held), back, open the mouth (held), neutral: 40 frames.
+POSES = [(0.0, 0.05)] * 8 + [(30.0, 0.05)] * 5 + [(0.0, 0.05)] * 6 + [(0.0, 0.6)] * 5 + [(0.0, 0.05)] * 16
+#: The events a client sees, readiness guidance aside.
+LIVE_EVENTS = [
+    EventKey.CHALLENGE_ISSUED,
+    EventKey.CHALLENGE_VERDICT,
+    EventKey.CHALLENGE_ISSUED,
+    EventKey.CHALLENGE_VERDICT,
+    EventKey.LIVENESS_DECIDED,
+    CommandKey.MATCH_REFERENCES,
+]
+
+
+def analysed(sequence: int) -> AnalysedFrame:
+    yaw, mar = POSES[sequence]
+    measures = FaceMeasures(
+        pose=HeadPose(yaw=yaw, pitch=abs(sequence - 20) / 10, roll=0.0),
+        ear_right=0.3,
+        ear_left=0.3,
+        mar=mar,
+        mouth_width=0.8,
+        nose=(0.5, 0.5),
+        face_aspect=1.0,
+    )
+    analysis = FrameAnalysis(
+        width=640,
+        height=480,
+        face_count=1,
+        detected=True,
+        box=(220.0, 140.0, 420.0, 340.0),
+        detection_score=0.9,
+        presence=0.99,
+        measures=measures,
+        inside_frame=True,
+        relative_size=200 / 480,
+        keypoints=np.zeros((5, 2), dtype=np.float32),
+    )
+    spoof = 0.95 if sequence % 2 == 0 else None
+    embedding = [1.0, 0.0, 0.0] if sequence % 4 == 0 else None
+    return AnalysedFrame(analysis, spoof, embedding)
+
+
+def key(sequence: int) -> str:
+    return f"sessions/{SESSION}/frames/{sequence:08d}.jpg"
+
+
+@dataclass
+class Worker:
+    deps: Deps
+    states: FakeStates
+    store: FakeStore
+    publisher: FakePublisher
+
+    async def deliver(self, order: list[int]) -> None:
+        for sequence in order:
+            event = FrameCaptured(
+                correlation_id=SESSION,
+                session_id=SESSION,
+                connection_id="c1",
+                sequence=sequence,
+                storage_key=key(sequence),
+                width=640,
+                height=480,
+                captured_at=NOW + timedelta(seconds=sequence / FPS),
+            )
+            await handle_frame(event, self.deps)
+
+    def events(self) -> list[str]:
+        return [k for k in self.publisher.routing_keys() if k != EventKey.READINESS_CHECKED]
+
+    def event_bodies(self) -> list[dict[str, Any]]:
+        skip = {"message_id", "occurred_at"}
+        return [m.model_dump(mode="json", exclude=skip) for _, m in self.publisher.sent]
+
+
+@pytest.fixture
+async def worker() -> Worker:
+    states = FakeStates()
+    store = FakeStore(states)
+    for sequence in range(len(POSES)):
+        store.objects[key(sequence)] = f"jpeg {sequence}".encode()
+    await states.create_state(
+        SESSION, challenges=[c.to_dict() for c in CHALLENGES], started_at=NOW, connection_id="c1"
+    )
+    publisher = FakePublisher()
+    deps = Deps(
+        sessions=FakeSessions(session(SESSION, reference_key=f"sessions/{SESSION}/reference-input.jpg")),  # type: ignore[arg-type]
+        states=states,  # type: ignore[arg-type]
+        store=store,
+        publisher=publisher,
+        frames=FakeFrames({n: analysed(n) for n in range(len(POSES))}),
+        identity_threshold=0.35,
+    )
+    return Worker(deps, states, store, publisher)
+
+
+def block_shuffled(seed: int, block: int = GAP_SKIP_AFTER + 1) -> list[int]:
+    rng = random.Random(seed)
+    order: list[int] = []
+    for start in range(0, len(POSES), block):
+        chunk = list(range(start, min(start + block, len(POSES))))
+        rng.shuffle(chunk)
+        order += chunk
+    return order
+
+
+async def test_in_order_each_frame_is_read_once_and_each_event_published_once(worker: Worker) -> None:
+    await worker.deliver(list(range(len(POSES))))
+    assert worker.events() == LIVE_EVENTS
+    decided = max(worker.states.reads)
+    assert decided < len(POSES) - 1  # the frames after the decision are not even read
+    assert worker.states.reads == {sequence: 1 for sequence in range(decided + 1)}
+    # the same verdicts as one replay of every stored frame
+    state = worker.states.states[SESSION]
+    stored = [to_replay_frame(f, NOW) for f in worker.states.frames[SESSION].values()]
+    whole = replay(CHALLENGES, stored, identity_threshold=0.35, readiness=worker.deps.readiness)
+    assert [v.status for v in whole.verdicts] == [ChallengeStatus.PASSED, ChallengeStatus.PASSED]
+    assert state.decision is not None and whole.decision is not None
+    assert (state.decision["isLive"], state.decision["reasons"]) == (True, [])
+    assert state.decision["confidence"] == whole.decision.confidence
+
+
+@pytest.mark.parametrize("seed", range(3))
+async def test_out_of_order_the_same_events_and_a_frame_is_read_again_only_while_a_gap_waits(
+    worker: Worker, seed: int
+) -> None:
+    await worker.deliver(block_shuffled(seed))
+    assert worker.events() == LIVE_EVENTS
+    assert max(worker.states.reads.values()) <= GAP_SKIP_AFTER + 1
+    assert worker.states.states[SESSION].decision is not None
+
+
+async def test_the_decision_copies_its_images_with_no_lock_held_before_it_is_written(worker: Worker) -> None:
+    worker.states.before_save = lambda session_id: worker.store.log.append(("save", session_id))
+    await worker.deliver(list(range(len(POSES))))
+    decision = worker.states.states[SESSION].decision
+    assert decision is not None
+    reference, audit = (
+        f"sessions/{SESSION}/reference.jpg",
+        [f"sessions/{SESSION}/audit-{i}.jpg" for i in range(2)],
+    )
+    assert (decision["referenceKey"], decision["auditKeys"]) == (reference, audit)
+    # the most frontal judged frame (pitch 0 at sequence 20) is the reference
+    judged = [to_replay_frame(f, NOW) for f in worker.states.frames[SESSION].values()]
+    chosen = reference_frame(judged)
+    assert chosen is not None and chosen.sequence == 20
+    assert worker.store.objects[reference] == b"jpeg 20"
+    # every copy was made before the one write that stored the decision
+    puts = [n for n, (op, k) in enumerate(worker.store.log) if op == "put"]
+    saves = [n for n, (op, _) in enumerate(worker.store.log) if op == "save"]
+    assert len(puts) == 3 and max(puts) < saves[-1] and max(puts) > saves[-2]
+
+
+async def test_a_step_that_lost_a_race_starts_again_and_publishes_nothing_twice(worker: Worker) -> None:
+    raced = {"done": False}
+
+    def concurrent_writer(session_id: str) -> None:
+        # another worker's write (a reconnect announced, say) between this step's read and write
+        if not raced["done"] and worker.states.states[session_id].issued == 1:
+            raced["done"] = True
+            worker.states.bump(session_id)
+
+    worker.states.before_save = concurrent_writer
+    await worker.deliver(list(range(len(POSES))))
+    assert raced["done"]
+    assert worker.events() == LIVE_EVENTS
+    bodies = worker.event_bodies()
+    assert len(bodies) == len({repr(sorted(b.items())) for b in bodies})  # no event sent twice
