@@ -250,6 +250,45 @@ def _check(models_dir: Path, file: str, *, verify: bool) -> Path:
     return path
 
 
+def _analysis(
+    frame_bgr: npt.NDArray[np.uint8],
+    mesh: MeshResult,
+    detection: Detection | None,
+    measures: FaceMeasures | None,
+    *,
+    face_count: int,
+    detected: bool,
+    timings: Timings,
+) -> FrameAnalysis:
+    """A frame's analysis from its mesh (and its detection, on a detected frame): the box, how
+    big and how far past the border the face is, its light."""
+    height, width = frame_bgr.shape[:2]
+    box = detection.box if detection is not None else box_from_mesh(mesh)
+    x1, y1, x2, y2 = box
+    xy = mesh.points[:, :2]
+    low, high = xy.min(axis=0), xy.max(axis=0)
+    overflow_px = max(0.0, -float(low[0]), -float(low[1]), float(high[0]) - width, float(high[1]) - height)
+    face_luma, scene_luma = measure_light(frame_bgr, box)
+    return FrameAnalysis(
+        width=width,
+        height=height,
+        face_count=face_count,
+        detected=detected,
+        box=box,
+        detection_score=detection.score if detection is not None else None,
+        presence=mesh.presence,
+        measures=measures,
+        inside_frame=overflow_px == 0.0,
+        frame_overflow=overflow_px / max(x2 - x1, y2 - y1, 1.0),
+        relative_size=max(x2 - x1, y2 - y1) / max(min(width, height), 1),
+        face_luma=face_luma,
+        scene_luma=scene_luma,
+        keypoints=_keypoints(mesh.points),
+        landmarks=mesh.points,
+        timings=timings,
+    )
+
+
 class FrameAnalyzer:
     """Detect (every ``detect_every`` frames), track, mesh and measure the primary face of a stream."""
 
@@ -329,82 +368,80 @@ class FrameAnalyzer:
                 f"expected an H x W x 3 uint8 BGR frame, got {frame_bgr.shape} {frame_bgr.dtype}"
             )
         height, width = frame_bgr.shape[:2]
-        detect_ms = mesh_ms = 0.0
-        mesh: MeshResult | None = None
+        mesh, mesh_ms = self._tracked_mesh(frame_bgr, force_detect)
         detection: Detection | None = None
-        detected = False
-        track = self._track
-        if track is not None and not force_detect and self._since_detection < self.detect_every:
-            start = time.perf_counter()
-            mesh = self.mesh.run(frame_bgr, region_from_points(track.points))
-            mesh_ms += _ms_since(start)
-            if mesh.presence < self.presence_threshold:
-                mesh = None  # lost the face: detect on this very frame
+        detect_ms = 0.0
+        detected = mesh is None
         if mesh is None:
-            start = time.perf_counter()
-            detections = self.detector.detect(frame_bgr)
-            detect_ms = _ms_since(start)
-            detected = True
-            self._since_detection = 0
-            self._last_count = len(detections)
-            if not detections:
-                self._track = None
-                self._since_detection = 1
-                return FrameAnalysis(
-                    width=width,
-                    height=height,
-                    face_count=0,
-                    detected=True,
-                    timings=Timings(detect_ms=detect_ms, mesh_ms=mesh_ms),
-                )
-            detection = detections[0]
-            kps = detection.keypoints
-            region = region_from_box(
-                detection.box, (float(kps[0, 0]), float(kps[0, 1])), (float(kps[1, 0]), float(kps[1, 1]))
-            )
-            start = time.perf_counter()
-            mesh = self.mesh.run(frame_bgr, region)
-            mesh_ms += _ms_since(start)
+            detection, mesh, detect_ms, found_ms = self._detected_mesh(frame_bgr)
+            mesh_ms += found_ms
+            if mesh is None:
+                timings = Timings(detect_ms=detect_ms, mesh_ms=mesh_ms)
+                return FrameAnalysis(width=width, height=height, face_count=0, detected=True, timings=timings)
         self._since_detection += 1
         present = mesh.presence >= self.presence_threshold
         self._track = mesh if present else None
-        box = detection.box if detection is not None else box_from_mesh(mesh)
-        x1, y1, x2, y2 = box
-        relative_size = max(x2 - x1, y2 - y1) / max(min(width, height), 1)
-        eyes_ms = 0.0
-        measures = None
-        if present:
-            contours = None
-            if self.eyes is not None and eyes:
-                start = time.perf_counter()
-                contours = self.eyes.run(frame_bgr, mesh.points)
-                eyes_ms = _ms_since(start)
-            measures = measure_face(mesh.points, (width, height), contours)
-        xy = mesh.points[:, :2]
-        low, high = xy.min(axis=0), xy.max(axis=0)
-        overflow_px = max(
-            0.0, -float(low[0]), -float(low[1]), float(high[0]) - width, float(high[1]) - height
-        )
-        overflow = overflow_px / max(x2 - x1, y2 - y1, 1.0)
-        face_luma, scene_luma = measure_light(frame_bgr, box)
-        return FrameAnalysis(
-            width=width,
-            height=height,
+        measures, eyes_ms = self._measures(frame_bgr, mesh, present=present, eyes=eyes)
+        return _analysis(
+            frame_bgr,
+            mesh,
+            detection,
+            measures,
             face_count=self._last_count,
             detected=detected,
-            box=box,
-            detection_score=detection.score if detection is not None else None,
-            presence=mesh.presence,
-            measures=measures,
-            inside_frame=overflow_px == 0.0,
-            frame_overflow=overflow,
-            relative_size=relative_size,
-            face_luma=face_luma,
-            scene_luma=scene_luma,
-            keypoints=_keypoints(mesh.points),
-            landmarks=mesh.points,
             timings=Timings(detect_ms=detect_ms, mesh_ms=mesh_ms, eyes_ms=eyes_ms),
         )
+
+    def _tracked_mesh(
+        self, frame_bgr: npt.NDArray[np.uint8], force_detect: bool
+    ) -> tuple[MeshResult | None, float]:
+        """The mesh around the tracked face's last points and its milliseconds; None when there
+        is no track, a detection is due, or the face was lost (then detect on this very frame)."""
+        track = self._track
+        if track is None or force_detect or self._since_detection >= self.detect_every:
+            return None, 0.0
+        start = time.perf_counter()
+        mesh = self.mesh.run(frame_bgr, region_from_points(track.points))
+        mesh_ms = _ms_since(start)
+        return (mesh if mesh.presence >= self.presence_threshold else None), mesh_ms
+
+    def _detected_mesh(
+        self, frame_bgr: npt.NDArray[np.uint8]
+    ) -> tuple[Detection | None, MeshResult | None, float, float]:
+        """Detect, then mesh the largest face: (detection, mesh, detect ms, mesh ms); no face: Nones."""
+        start = time.perf_counter()
+        detections = self.detector.detect(frame_bgr)
+        detect_ms = _ms_since(start)
+        self._since_detection = 0
+        self._last_count = len(detections)
+        if not detections:
+            self._track = None
+            self._since_detection = 1
+            return None, None, detect_ms, 0.0
+        detection = detections[0]
+        kps = detection.keypoints
+        region = region_from_box(
+            detection.box, (float(kps[0, 0]), float(kps[0, 1])), (float(kps[1, 0]), float(kps[1, 1]))
+        )
+        start = time.perf_counter()
+        mesh = self.mesh.run(frame_bgr, region)
+        return detection, mesh, detect_ms, _ms_since(start)
+
+    def _measures(
+        self, frame_bgr: npt.NDArray[np.uint8], mesh: MeshResult, *, present: bool, eyes: bool
+    ) -> tuple[FaceMeasures | None, float]:
+        """Head pose, eyes, mouth, nose of a present face (the iris model if wanted) and the
+        iris model's milliseconds."""
+        if not present:
+            return None, 0.0
+        height, width = frame_bgr.shape[:2]
+        contours = None
+        eyes_ms = 0.0
+        if self.eyes is not None and eyes:
+            start = time.perf_counter()
+            contours = self.eyes.run(frame_bgr, mesh.points)
+            eyes_ms = _ms_since(start)
+        return measure_face(mesh.points, (width, height), contours), eyes_ms
 
     def spoof_score(self, frame_bgr: npt.NDArray[np.uint8], box: Box) -> float:
         """Passive anti-spoofing ``real_score`` (0..1) of the face in ``box``; call on sampled frames."""
