@@ -16,6 +16,7 @@ from contracts.events import FacesCompared, ReferencesMatched, SessionStarted
 from contracts.values import SessionStatus
 from infra.db.records import ApiClient, SessionRecord
 from infra.settings import Settings
+from infra.storage.errors import StorageError
 from services.gateway.auth import Authenticator
 from services.gateway.dependencies import Resources
 from services.gateway.problems import install_problem_handlers
@@ -102,6 +103,18 @@ class FakeSessionRows(FakeSessions):
 
 
 @dataclass
+class FakePresigningStore(FakeStore):
+    """The object store, with presigned read URLs (``missing``: keys it cannot sign)."""
+
+    missing: set[str] = field(default_factory=set)
+
+    async def presign_get(self, key: str, expires: timedelta) -> str:
+        if key in self.missing:
+            raise StorageError("the store is down")
+        return f"https://s3.example/{key}?expires={int(expires.total_seconds())}"
+
+
+@dataclass
 class FakeCallAgents:
     """Answers each StartSession with ``answer`` (or raises it when it is an exception)."""
 
@@ -154,7 +167,7 @@ class Gateway:
 
     settings: Settings = field(default_factory=lambda: Settings(rate_limits=False))
     sessions: FakeSessionRows = field(default_factory=FakeSessionRows)
-    store: FakeStore = field(default_factory=FakeStore)
+    store: FakePresigningStore = field(default_factory=FakePresigningStore)
     call_agents: FakeCallAgents = field(default_factory=FakeCallAgents)
     comparisons: FakeComparisons = field(default_factory=FakeComparisons)
 
