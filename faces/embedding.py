@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from faces.errors import ModelError
-from faces.runtime import OnnxModel
+from faces.runtime import Model
 
 __all__ = [
     "ARCFACE_SPEC",
@@ -75,7 +75,7 @@ def l2_normalise(rows: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
 class OnnxEmbedder:
     """An embedding model with one image input and one N x D output."""
 
-    def __init__(self, model: OnnxModel, spec: InputSpec, *, max_batch: int = 32) -> None:
+    def __init__(self, model: Model, spec: InputSpec, *, max_batch: int = 32) -> None:
         shape = model.input_shape
         spatial = shape[2:4] if spec.layout == "NCHW" else shape[1:3]
         if len(shape) != 4 or any(isinstance(d, int) and d != FACE_SIZE for d in spatial):
@@ -122,19 +122,19 @@ class OnnxEmbedder:
 class SfaceEmbedder(OnnxEmbedder):
     """OpenCV Zoo SFace (128-D, Apache-2.0); the model takes one face per run."""
 
-    def __init__(self, model: OnnxModel, *, max_batch: int = 32) -> None:
+    def __init__(self, model: Model, *, max_batch: int = 32) -> None:
         super().__init__(model, SFACE_SPEC, max_batch=max_batch)
 
 
 class MobileFaceNetEmbedder(OnnxEmbedder):
     """SE-MobileFaceNet trained with ArcFace loss (256-D); dynamic batch."""
 
-    def __init__(self, model: OnnxModel, *, max_batch: int = 32) -> None:
+    def __init__(self, model: Model, *, max_batch: int = 32) -> None:
         super().__init__(model, MOBILEFACENET_SPEC, max_batch=max_batch)
 
 
 class ArcFaceEmbedder(OnnxEmbedder):
     """InsightFace ArcFace recognition models (``w600k_mbf``, ``w600k_r50``; 512-D)."""
 
-    def __init__(self, model: OnnxModel, *, max_batch: int = 32) -> None:
+    def __init__(self, model: Model, *, max_batch: int = 32) -> None:
         super().__init__(model, ARCFACE_SPEC, max_batch=max_batch)

@@ -42,6 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from contracts.values import QualityFilter
+from faces.detection import Detection
 from faces.images import decode_image
 from faces.pipeline import Face, FacePipeline
 from faces.quality import passes
@@ -59,8 +60,10 @@ __all__ = [
     "analyse_images",
     "assign_folds",
     "best_accuracy",
+    "embed_centre_faces",
     "equal_error_rate",
     "kfold_accuracy",
+    "nearest_centre",
     "read_pairs",
     "roc_auc",
     "roc_curve",
@@ -143,13 +146,35 @@ class AnalysedImage:
             return None
         if rule is FaceRule.LARGEST:
             return self.faces[0]  # analyze returns the largest first
-        centre = np.array([self.width, self.height], dtype=np.float64) / 2
+        detections = [face.detection for face in self.faces]
+        return self.faces[nearest_centre(detections, self.width, self.height)]
 
-        def distance(face: Face) -> float:
-            x1, y1, x2, y2 = face.detection.box
-            return float(np.hypot((x1 + x2) / 2 - centre[0], (y1 + y2) / 2 - centre[1]))
 
-        return min(self.faces, key=distance)
+def nearest_centre(detections: Sequence[Detection], width: int, height: int) -> int:
+    """Index of the detection whose box centre is nearest the image centre (:attr:`FaceRule.CENTRE`)."""
+
+    def distance(index: int) -> float:
+        x1, y1, x2, y2 = detections[index].box
+        return float(np.hypot((x1 + x2) / 2 - width / 2, (y1 + y2) / 2 - height / 2))
+
+    return min(range(len(detections)), key=distance)
+
+
+def embed_centre_faces(
+    pipeline: FacePipeline, images_dir: Path, files: Sequence[str]
+) -> dict[str, npt.NDArray[np.float32] | None]:
+    """Per file, the embedding of the face nearest the centre (None: no face), embedding only that
+    face: the work a caller who needs one face per photo pays (and the peers' runners do)."""
+    embeddings: dict[str, npt.NDArray[np.float32] | None] = {}
+    for file in files:
+        image = decode_image((images_dir / file).read_bytes(), max_pixels=_MAX_PIXELS)
+        located = pipeline.locate(image)
+        if not located:
+            embeddings[file] = None
+            continue
+        chosen = nearest_centre([detection for detection, _ in located], image.shape[1], image.shape[0])
+        embeddings[file] = pipeline.embedder.embed([located[chosen][1]])[0]
+    return embeddings
 
 
 def analyse_images(

@@ -37,6 +37,7 @@ from faces.evaluation import (
     accuracy_at,
     analyse_images,
     best_accuracy,
+    embed_centre_faces,
     read_pairs,
     score_pairs,
     threshold_at_far,
@@ -105,12 +106,10 @@ def _embed_images(
     pipeline: FacePipeline, images_dir: Path, files: Sequence[str]
 ) -> dict[str, npt.NDArray[np.float64] | None]:
     """The centre face's embedding per file (None: no face); ``faceproof.bench.peers`` uses it."""
-    images = analyse_images(pipeline, images_dir, files, with_quality=False)
-    embeddings: dict[str, npt.NDArray[np.float64] | None] = {}
-    for file, image in images.items():
-        face = image.probe(FaceRule.CENTRE)
-        embeddings[file] = None if face is None else face.embedding.astype(np.float64)
-    return embeddings
+    return {
+        file: None if vector is None else vector.astype(np.float64)
+        for file, vector in embed_centre_faces(pipeline, images_dir, files).items()
+    }
 
 
 def evaluate(

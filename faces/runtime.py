@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -17,7 +17,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from faces.errors import ModelError
 
-__all__ = ["CPU", "CUDA", "TENSORRT", "Dim", "OnnxModel", "select_providers"]
+__all__ = ["CPU", "CUDA", "TENSORRT", "Dim", "Model", "OnnxModel", "select_providers"]
 
 TENSORRT: Final = "TensorrtExecutionProvider"
 CUDA: Final = "CUDAExecutionProvider"
@@ -36,6 +36,32 @@ _LOAD_ERRORS: Final = (
     ort_state.EPFail,
 )
 _QUIET: Final = 3  # onnxruntime log severity: errors only (the SFace int8 file warns hundreds of times)
+
+
+class Model(Protocol):
+    """What detectors and embedders need of a loaded model: :class:`OnnxModel` or
+    :class:`faces.opencv_runtime.OpenCvModel`."""
+
+    path: Path
+
+    @property
+    def input_name(self) -> str: ...
+
+    @property
+    def input_shape(self) -> tuple[Dim, ...]: ...
+
+    @property
+    def output_names(self) -> list[str]: ...
+
+    @property
+    def output_shapes(self) -> list[tuple[Dim, ...]]: ...
+
+    @property
+    def providers(self) -> list[str]: ...
+
+    def run(self, feeds: Mapping[str, npt.NDArray[np.float32]]) -> list[npt.NDArray[np.float32]]: ...
+
+    def warm_up(self, shape: Sequence[int] | None = None) -> None: ...
 
 
 def select_providers(prefer_gpu: bool) -> list[str]:
