@@ -45,13 +45,16 @@ def data_dir() -> Path:
 
 
 def models_dir(explicit: Path | None, settings: Settings) -> Path:
-    """``--models-dir``, else ``FACEPROOF_MODELS_DIR``, else ``../shared/models``, else ``var/models``."""
+    """``--models-dir``, else ``FACEPROOF_MODELS_DIR``, else the service's own ``var/models`` when
+    ``faceproof models fetch`` has put models there (it holds what ``faceproof up`` runs, such as
+    the folded fp32 SFace), else ``../shared/models``."""
     if explicit is not None:
         return explicit.resolve()
-    if settings.models_dir is not None:
-        return settings.resolved_models_dir
+    service = settings.resolved_models_dir
+    if settings.models_dir is not None or any(service.glob("*.onnx")):
+        return service
     shared = shared_dir() / "models"
-    return shared.resolve() if shared.is_dir() else settings.resolved_models_dir
+    return shared.resolve() if shared.is_dir() else service
 
 
 def list_images(directory: Path) -> list[Path]:

@@ -59,6 +59,7 @@ class MatcherBench:
     concurrency: Sequence[int] = DEFAULT_CONCURRENCY
     latency_threads: int = 0
     sweep_threads: int = 1
+    floor: bool = True
 
 
 def default_images(data_dir: Path, *, lfw_sample: int = DEFAULT_LFW_SAMPLE) -> list[Path]:
@@ -85,6 +86,66 @@ def _sweep(
     }
 
 
+def _stage_floor(cpu_s: Sequence[float], flops: Sequence[int], gflops: float) -> dict[str, float]:
+    """CPU ms per call against FLOPs / one core's GEMM rate; ratio = measured / floor (means)."""
+    measured = 1000.0 * float(np.mean(cpu_s))
+    floor_ms = 1000.0 * float(np.mean(flops)) / (gflops * 1e9)
+    return {
+        "cpu_ms_p50": round(1000.0 * float(np.median(cpu_s)), 3),
+        "cpu_ms_mean": round(measured, 3),
+        "gflop_mean": round(float(np.mean(flops)) / 1e9, 4),
+        "floor_ms": round(floor_ms, 3),
+        "ratio_to_floor": round(measured / floor_ms, 2) if floor_ms > 0 else 0.0,
+    }
+
+
+def _floor(config: MatcherBench, decoded: Sequence[Image]) -> dict[str, Any]:
+    """Detection and embedding on one intra-op thread, in thread CPU time, against this CPU's floor.
+
+    The floor of a call is its model's FLOPs (Conv/Gemm/MatMul only) at the input it ran on,
+    over the fp32 GEMM rate one onnxruntime thread reaches here (both measured in this run). CPU
+    time of the calling thread (which is where one intra-op thread runs) includes the stage's
+    pre- and post-processing in Python; the other jobs on a shared machine barely move it.
+    """
+    from faceproof.bench.floor import model_flops, one_core_gflops
+    from faces.alignment import align_face
+    from faces.detection import ScrfdDetector, YunetDetector, first_input_shape
+    from faces.embedding import OnnxEmbedder
+    from faces.packs import load_pack
+
+    gflops = one_core_gflops()
+    pipeline = load_pack(config.pack, config.models_dir, threads=1)
+    pipeline.warm_up()
+    detector, embedder = pipeline.detector, pipeline.embedder
+    if not isinstance(detector, ScrfdDetector | YunetDetector) or not isinstance(embedder, OnnxEmbedder):
+        raise BenchError("the floor needs the built-in ONNX detector and embedder")
+    for image in decoded:
+        pipeline.analyze(image)
+    embed_shape = tuple(d if isinstance(d, int) else 1 for d in embedder.model.input_shape)
+    detect_cpu: list[float] = []
+    detect_flops: list[int] = []
+    embed_cpu: list[float] = []
+    for _ in range(config.iterations):
+        for image in decoded:
+            shape = first_input_shape(*image.shape[:2], size=detector.input_size, free=detector.free_size)
+            started = time.thread_time()
+            detections = detector.detect(image)
+            detect_cpu.append(time.thread_time() - started)
+            detect_flops.append(model_flops(detector.model.path, (1, 3, *shape)))
+            for detection in detections:
+                crop = align_face(image, detection.keypoints)
+                started = time.thread_time()
+                embedder.embed([crop])
+                embed_cpu.append(time.thread_time() - started)
+    embed_flops = model_flops(embedder.model.path, embed_shape)
+    return {
+        "one_core_gemm_gflops": round(gflops, 1),
+        "note": "thread CPU ms per call, 1 intra-op thread; floor = FLOPs / one-core GEMM rate",
+        "detect": _stage_floor(detect_cpu, detect_flops, gflops),
+        "embed": _stage_floor(embed_cpu, [embed_flops] * len(embed_cpu), gflops),
+    }
+
+
 def run_matcher_bench(config: MatcherBench) -> dict[str, Any]:
     from faces.alignment import align_face
     from faces.images import decode_image
@@ -103,6 +164,7 @@ def run_matcher_bench(config: MatcherBench) -> dict[str, Any]:
         decoded.append(decode_image(data, max_pixels=_MAX_PIXELS))
         decode_s.append(time.perf_counter() - started)
 
+    floor = _floor(config, decoded) if config.floor else None
     pipeline = load_pack(config.pack, config.models_dir, threads=config.latency_threads)
     pipeline.warm_up()
     for image in decoded:  # warm-up pass: caches, allocator, lazy kernels for each input size
@@ -163,6 +225,7 @@ def run_matcher_bench(config: MatcherBench) -> dict[str, Any]:
         "images_per_s": {workers: result["images_per_s"] for workers, result in sweep.items()},
         "cores_used": {workers: result["cores_used"] for workers, result in sweep.items()},
         "faces_per_cpu_s": {workers: result["faces_per_cpu_s"] for workers, result in sweep.items()},
+        "floor": floor,
         "faces_per_s_by_intra_op_threads": {
             threads: {workers: result["faces_per_s"] for workers, result in by_workers.items()}
             for threads, by_workers in throughput.items()
