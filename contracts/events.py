@@ -52,8 +52,8 @@ class FrameCaptured(Event):
     ``sequence`` grows by one per sampled frame within a connection (from the connection's
     ``sequence_base``); ``captured_at`` is the call agent's clock when the frame arrived;
     ``shown``: the highest challenge index whose instruction the agent had sent in its video when
-    the frame arrived (-1: none yet; None: not known): when the subject could see an instruction.
-    The liveness worker's replay does not read it yet (docs/liveness.md, "Get ready").
+    the frame arrived (-1: none yet; None: not known): the liveness worker starts the first
+    challenge's clock at the first frame taken while it was on screen (docs/liveness.md).
     """
 
     session_id: str

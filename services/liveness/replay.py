@@ -37,7 +37,7 @@ The rules:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 import numpy as np
@@ -95,6 +95,9 @@ class ReplayFrame:
     storage_key: str = ""
     spoof_score: float | None = None
     embedding: npt.NDArray[np.float32] | None = field(default=None, compare=False, repr=False)
+    #: The highest challenge index the call agent had sent in its video when the frame arrived
+    #: (FrameCaptured.shown; -1: none yet); None: not known (challenge 0 then starts at once).
+    shown: int | None = None
 
 
 @dataclass(frozen=True)
@@ -384,10 +387,17 @@ class _Run:
         if frame.embedding is not None and self.identity.wants(frame.analysis):
             identity_ok = self.identity.check(frame.embedding)
         self._record(frame)
-        if self.sequence is None:
+        if self.sequence is None and self.waiting:
+            self._start_when_shown(frame, identity_ok)
+        elif self.sequence is None:
             self._get_ready(frame, identity_ok)
-            return
-        self._judge(frame, identity_ok)
+        else:
+            self._judge(frame, identity_ok)
+
+    @property
+    def waiting(self) -> bool:
+        """Ready and challenge 0 issued, but its instruction not yet seen in a captured frame."""
+        return self.sequence is None and self.check is not None and self.check.ready_at is not None
 
     def _record(self, frame: ReplayFrame) -> None:
         self.judged.append(frame)
@@ -395,16 +405,37 @@ class _Run:
         self.references.offer(frame)
 
     def _get_ready(self, frame: ReplayFrame, identity_ok: bool | None) -> None:
-        """The pre-checks. Once ready, challenge 0 starts at the clean streak's first frame and
-        judges the streak first: those neutral, frontal frames are its baseline."""
+        """The pre-checks. Once ready, challenge 0 is issued; its clock starts at the first frame
+        captured while the agent showed it (:meth:`_start_when_shown`), or, when frames do not say
+        what was shown, at the clean streak's first frame."""
         assert self.check is not None
         self.check.update(frame.t, frame.analysis)
         self.clean = [*self.clean, (frame, identity_ok)] if not self.check.problems else []
         if self.check.ready_at is None:
             return
-        self._start(self.clean[0][0].t)
+        self.issued.append(Issued(0, self.challenges[0], frame.t))  # ChallengeIssued(0) goes out
+        if frame.shown is None:
+            self._begin(self.clean[0][0].t, rebase=False)
+
+    def _start_when_shown(self, frame: ReplayFrame, identity_ok: bool | None) -> None:
+        """Frames captured before the subject could see challenge 0 are not judged (a backlog in
+        the worker or the broker must not eat the subject's time); past the time limit without one
+        (an agent whose video does not go out), the clock starts anyway."""
+        ready_at = self.check.ready_at if self.check is not None else None
+        assert ready_at is not None
+        seen = frame.shown is None or frame.shown >= 0
+        if not seen and frame.t - ready_at < self.thresholds.time_limit_s:
+            return
+        self._begin(frame.t, rebase=True)
+        self._judge(frame, identity_ok)
+
+    def _begin(self, t: float, *, rebase: bool) -> None:
+        """Start challenge 0's clock at ``t``; judge the clean streak first: those neutral, frontal
+        frames are its baseline (``rebase``: judged as if taken at ``t``, the clock's start)."""
+        self.sequence = ChallengeSequence(self.challenges, t, self.thresholds)
+        self.issued[0] = Issued(0, self.challenges[0], t)
         for clean, ok in self.clean:
-            self._judge(clean, ok)
+            self._judge(replace(clean, t=t) if rebase else clean, ok)
         self.clean = []
 
     def _judge(self, frame: ReplayFrame, identity_ok: bool | None) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from contracts.values import ChallengeType, Precheck
 from services.liveness.analysis import FrameAnalysis
+from services.liveness.challenges import DEFAULT_THRESHOLDS
 from services.liveness.lighting import measure_light
 from services.liveness.readiness import DEFAULT_READINESS, Readiness, ReadinessCheck, prechecks
 from services.liveness.replay import replay
@@ -104,3 +105,29 @@ def test_frames_analysed_before_lighting_was_measured_are_not_held_back() -> Non
     """Stored analyses without the light measures (older rows) pass the lighting pre-checks."""
     assert prechecks(face()) == ()
     assert ChallengeType.TURN_LEFT in {c.type for c in CHALLENGES}
+
+
+def test_challenge_0s_clock_starts_when_the_subject_could_see_it() -> None:
+    """Ready at once, but the instruction reaches the subject's screen 4 s later (a backlog): the
+    frames captured before it was shown are not judged, and the subject who then answers passes.
+    Judged from the moment it was issued, the same frames time out."""
+    ready = [frame(n, lit(face())) for n in range(3)]
+    waiting = [frame(n, lit(face())) for n in range(3, 43)]  # 5 s with nothing on screen
+    answer = [replace(f, sequence=f.sequence + 43, t=f.t + 43 / FPS) for f in live_session(24)]
+    frames = [replace(f, shown=-1) for f in ready + waiting] + [
+        replace(f, analysis=lit(f.analysis), shown=0) for f in answer
+    ]
+    result = replay(CHALLENGES, frames, identity_threshold=0.35, readiness=DEFAULT_READINESS)
+    assert result.issued[0].t == pytest.approx(43 / FPS)  # the first frame taken with it on screen
+    assert [v.status.value for v in result.verdicts] == ["PASSED", "PASSED"]
+    assert result.decision is not None and result.decision.is_live
+
+    unknown = [replace(f, shown=None) for f in frames]  # frames that do not say what was shown
+    late = replay(CHALLENGES, unknown, identity_threshold=0.35, readiness=DEFAULT_READINESS)
+    assert late.issued[0].t == 0.0 and late.verdicts[0].reason is not None
+    assert late.verdicts[0].reason.value == "TIMEOUT"
+
+    # issued, but never seen (the agent's video does not go out): the clock starts anyway
+    never = [replace(f, shown=-1) for f in frames[:70]]
+    stuck = replay(CHALLENGES, never, identity_threshold=0.35, readiness=DEFAULT_READINESS)
+    assert stuck.issued[0].t == pytest.approx(2 / FPS + DEFAULT_THRESHOLDS.time_limit_s)
