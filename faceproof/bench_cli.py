@@ -251,3 +251,48 @@ def bench_guard(
     from faceproof.bench.guard import GuardBench, run_guard_bench
 
     _print(run_guard_bench(GuardBench(size_mib=size_mib, rounds=rounds)), as_json)
+
+
+@bench_app.command("liveness-step")
+def bench_liveness_step(
+    as_json: JsonOption = False,
+    models_dir: ModelsDirOption = None,
+    video: Annotated[
+        Path | None,
+        typer.Option(help="Frames from this video (default ../shared/data/video/liveportrait_d9.mp4)"),
+    ] = None,
+    sizes: Annotated[
+        list[int] | None, typer.Option("--size", min=1, help="Frames per session (repeatable)")
+    ] = None,
+    repeats: Annotated[int, typer.Option(min=1, help="Sessions per size")] = 3,
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="A database the bench may migrate and write (default: a fresh SQLite file)"),
+    ] = None,
+    threads: Annotated[
+        int, typer.Option(min=1, help="Intra-op threads for the analysis made beforehand")
+    ] = 2,
+) -> None:
+    """The liveness worker's step (one FrameCaptured, analysis left out) in ms per frame for sessions
+    of 10, 50 and 200 frames: flat when a step's cost does not grow with the frames before it."""
+    from faceproof.bench.environment import BenchError, data_dir
+    from faceproof.bench.environment import models_dir as resolve_models
+    from faceproof.bench.liveness_step import StepBench, run_step_bench
+    from faces.errors import FaceError
+    from infra.settings import load_settings
+
+    settings = load_settings()
+    try:
+        result = run_step_bench(
+            StepBench(
+                models_dir=resolve_models(models_dir, settings),
+                video=video or data_dir() / "video" / "liveportrait_d9.mp4",
+                sizes=tuple(sizes) if sizes else (10, 50, 200),
+                repeats=repeats,
+                database_url=database_url,
+                threads=threads,
+            )
+        )
+    except (BenchError, FaceError) as error:
+        raise _fail(error) from None
+    _print(result, as_json)
