@@ -163,9 +163,25 @@ def bench_soak(
     ] = 30.0,
     pack: PackOption = None,
     models_dir: ModelsDirOption = None,
+    restart: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Restart this server under the load: rabbitmq, postgres (repeatable; the stack then runs on "
+            "private servers of its own, with the notifier and call flows; exit 1 if a guarantee broke)"
+        ),
+    ] = None,
+    down: Annotated[float, typer.Option(min=0, help="--restart: seconds each server stays down")] = 3.0,
+    call_every: Annotated[
+        float, typer.Option(min=0.1, help="--restart: seconds between two video-call flows")
+    ] = 3.0,
+    logs: Annotated[
+        Path | None, typer.Option(help="--restart: copy every service's and server's log here at the end")
+    ] = None,
 ) -> None:
     """Minutes of compares at a steady rate plus concurrent liveness sessions on a stack of its own:
-    requests sent and answered (lost), compare p50/p95/p99, RSS of every service at start/middle/end."""
+    requests sent and answered (lost), compare p50/p95/p99, RSS of every service at start/middle/end.
+    With --restart: the broker and/or the database restarted under that load (and video-call flows),
+    and the counts of compares, sessions, callbacks and queues that say whether anything was lost."""
     from faceproof.bench.compare import default_pairs
     from faceproof.bench.environment import BenchError, data_dir
     from faceproof.bench.environment import models_dir as resolve_models
@@ -173,6 +189,31 @@ def bench_soak(
     from infra.settings import load_settings
 
     settings = load_settings()
+    if restart:
+        from faceproof.bench.restarts import RestartSoak, run_restart_soak
+
+        try:
+            outcome = run_restart_soak(
+                RestartSoak(
+                    pairs=default_pairs(data_dir(), pairs),
+                    models_dir=resolve_models(models_dir, settings),
+                    pack=pack or settings.model_pack,
+                    faults=tuple(restart),
+                    duration_s=duration,
+                    rate_per_s=rate,
+                    sessions=sessions,
+                    call_every_s=call_every,
+                    down_s=down,
+                    logs_dir=logs,
+                ),
+                warn=lambda message: typer.echo(f"warning: {message}", err=True),
+            )
+        except (BenchError, ValueError) as error:
+            raise _fail(error) from None
+        _print(outcome, as_json)
+        if outcome["problems"]:
+            raise typer.Exit(1)
+        return
     try:
         result = run_soak_bench(
             SoakBench(

@@ -193,8 +193,15 @@ def create_broker(settings: Settings, *, prefetch: int | None = None) -> RabbitB
         # our JSON logs; a line per message received/processed only at DEBUG
         logger=logging.getLogger("faceproof.broker"),
         log_level=logging.DEBUG,
-        middlewares=broker_middlewares(),  # metrics, trace context in headers, log ids
+        # metrics, trace context in headers, log ids; then a pause before a retryable failure's nack
+        middlewares=(*broker_middlewares(), _paced_redelivery()),
     )
+
+
+def _paced_redelivery() -> Any:
+    from infra.redelivery import PacedRedelivery  # (it imports BROKER_DOWN_ERRORS from here)
+
+    return PacedRedelivery
 
 
 async def declare_topology(

@@ -24,6 +24,7 @@ least one session, even when loading the video and the models took the whole dur
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import time
 from collections import Counter
@@ -123,6 +124,9 @@ class CompareTally:
     latencies_s: list[float] = field(default_factory=list)
     statuses: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
+    #: Answers other than 200 and the documented 503/504 problem+json, by status.
+    undocumented: Counter[str] = field(default_factory=Counter)
+    slowest_s: float = 0.0
 
     @property
     def answered(self) -> int:
@@ -135,15 +139,22 @@ class CompareTally:
             "lost": self.sent - self.answered,
             "by_status": dict(sorted(self.statuses.items())),
             "errors": dict(self.errors),
+            "undocumented": dict(self.undocumented),
+            "slowest_ms": round(self.slowest_s * 1000),
             "latency_ms": ms_summary(self.latencies_s) if self.latencies_s else None,
             "sent_per_s": rate(self.sent, elapsed_s),
         }
 
 
 async def _compares(
-    client: httpx.AsyncClient, bodies: Sequence[bytes], config: SoakBench, tally: CompareTally
+    client: httpx.AsyncClient,
+    bodies: Sequence[bytes],
+    config: SoakBench,
+    tally: CompareTally,
+    done: Callable[[], bool] | None = None,
 ) -> float:
-    """The open loop; returns the seconds from the first send to the last answer."""
+    """The open loop, for ``config.duration_s`` (or, with ``done``, until it says so); returns the
+    seconds from the first send to the last answer."""
     loop = asyncio.get_running_loop()
 
     async def one(body: bytes) -> None:
@@ -153,13 +164,26 @@ async def _compares(
         except httpx.HTTPError as error:
             tally.errors[type(error).__name__] += 1
             return
+        elapsed = time.perf_counter() - started
         tally.statuses[str(response.status_code)] += 1
+        tally.slowest_s = max(tally.slowest_s, elapsed)
         if response.status_code == 200:
-            tally.latencies_s.append(time.perf_counter() - started)
+            tally.latencies_s.append(elapsed)
+        elif response.status_code not in (503, 504) or not response.headers.get(
+            "content-type", ""
+        ).startswith("application/problem+json"):
+            tally.undocumented[str(response.status_code)] += 1
 
     start = loop.time()
     tasks = []
-    for index, offset in enumerate(send_times(config.rate_per_s, config.duration_s)):
+    offsets = (
+        send_times(config.rate_per_s, config.duration_s)
+        if done is None
+        else itertools.count(0.0, 1 / config.rate_per_s)
+    )
+    for index, offset in enumerate(offsets):
+        if done is not None and done():
+            break
         await asyncio.sleep(max(0.0, start + offset - loop.time()))
         tally.sent += 1
         tasks.append(asyncio.ensure_future(one(bodies[index % len(bodies)])))
@@ -173,6 +197,8 @@ class SessionTally:
     reasons: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     durations_s: list[float] = field(default_factory=list)
+    #: Every session created (its id), finished or not.
+    ids: list[str] = field(default_factory=list)
 
     def report(self) -> dict[str, Any]:
         return {
@@ -184,8 +210,25 @@ class SessionTally:
         }
 
 
+async def _terminal_status(client: httpx.AsyncClient, session_id: str, until: float) -> dict[str, Any]:
+    """The session's resource once its status is terminal; ``{"status": "UNFINISHED"}`` at ``until``
+    (the gateway unreachable or answering 5xx meanwhile counts as not yet)."""
+    loop = asyncio.get_running_loop()
+    while loop.time() < until:
+        try:
+            response = await client.get(f"/v1/sessions/{session_id}")
+        except httpx.HTTPError:
+            response = None
+        if response is not None and response.status_code == 200:
+            result: dict[str, Any] = response.json()
+            if result.get("status") in TERMINAL:
+                return result
+        await asyncio.sleep(0.5)
+    return {"status": "UNFINISHED"}
+
+
 async def _session_loops(
-    url: str, token: str, config: SoakBench, tally: SessionTally, ends_at: float
+    url: str, token: str, config: SoakBench, tally: SessionTally, done: Callable[[], bool]
 ) -> None:
     from faceproof.testing import webrtc_subject as webrtc
     from faceproof.testing.annotate import load_video_segments as load_segments
@@ -203,12 +246,18 @@ async def _session_loops(
 
     async def one(client: httpx.AsyncClient) -> None:
         started = loop.time()
-        created = await client.post("/v1/sessions", json={"settings": SESSION_SETTINGS})
+        try:
+            created = await client.post("/v1/sessions", json={"settings": SESSION_SETTINGS})
+        except httpx.HTTPError as error:
+            tally.errors[f"create {type(error).__name__}"] += 1
+            await asyncio.sleep(1)
+            return
         if created.status_code != 201:
             tally.errors[f"create {created.status_code}"] += 1
             await asyncio.sleep(1)
             return
         session = created.json()
+        tally.ids.append(session["sessionId"])
         source = webrtc.ScriptedSource(subject_type(media, analyzer, segments=segments))
         try:
             await webrtc.run_subject(
@@ -216,15 +265,9 @@ async def _session_loops(
             )
         except (AssertionError, TimeoutError, OSError, httpx.HTTPError) as error:
             tally.errors[type(error).__name__] += 1
-        result: dict[str, Any] = {}
-        while loop.time() < started + config.session_timeout_s:
-            result = (await client.get(f"/v1/sessions/{session['sessionId']}")).json()
-            if result.get("status") in TERMINAL:
-                break
-            await asyncio.sleep(0.5)
-        status = result.get("status") if result.get("status") in TERMINAL else "UNFINISHED"
-        tally.statuses[str(status)] += 1
-        tally.reasons.update(str(reason) for reason in result.get("reasons") or [])
+        status = await _terminal_status(client, session["sessionId"], loop.time() + config.session_timeout_s)
+        tally.statuses[str(status.get("status", "UNFINISHED"))] += 1
+        tally.reasons.update(str(reason) for reason in status.get("reasons") or [])
         tally.durations_s.append(loop.time() - started)
 
     async def session_loop() -> None:
@@ -232,7 +275,7 @@ async def _session_loops(
             base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30, trust_env=False
         ) as client:
             await one(client)  # at least one, even when loading the subject ate the duration
-            while loop.time() < ends_at:
+            while not done():
                 await one(client)
 
     await asyncio.gather(*(session_loop() for _ in range(config.sessions)))
@@ -269,9 +312,10 @@ async def _soak(url: str, token: str, config: SoakBench, sampler: RssSampler) ->
         compares, sessions = CompareTally(), SessionTally()
         work: list[asyncio.Future[Any]] = [asyncio.ensure_future(_compares(client, bodies, config, compares))]
         if config.sessions > 0:
+            ends_at = loop.time() + config.duration_s
             work.append(
                 asyncio.ensure_future(
-                    _session_loops(base, token, config, sessions, loop.time() + config.duration_s)
+                    _session_loops(base, token, config, sessions, lambda: loop.time() >= ends_at)
                 )
             )
         started = loop.time()

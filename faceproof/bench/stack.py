@@ -137,6 +137,10 @@ class StackConfig:
     ready_timeout_s: float = 120.0
     #: Other workers to start beside the matchers (``faceproof worker NAME``), e.g. the call agent.
     other_workers: tuple[str, ...] = ()
+    #: A database of the caller's (migrated here); None: a temporary SQLite file.
+    database_url: str | None = None
+    #: False: the broker URL's own virtual host (a private broker: nobody else uses it).
+    own_vhost: bool = True
 
 
 @dataclass
@@ -224,13 +228,16 @@ def _wait_ready(stack: Stack, timeout_s: float) -> None:
 
 @contextlib.contextmanager
 def running_stack(config: StackConfig, warn: Warn) -> Iterator[Stack]:
-    """Migrate a fresh SQLite database, start the gateway and ``workers`` matchers, yield, stop them all."""
+    """Migrate a fresh SQLite database (or ``database_url``), start the gateway and ``workers`` matchers
+    (and ``other_workers``), yield, stop them all."""
     if config.workers < 1:
         raise BenchError("--workers must be at least 1")
-    with (
-        tempfile.TemporaryDirectory(prefix="faceproof-bench-") as temp,
-        rabbit_vhost(config.broker_url, warn) as vhost,
-    ):
+    vhosts = (
+        rabbit_vhost(config.broker_url, warn)
+        if config.own_vhost
+        else contextlib.nullcontext(RabbitVhost(config.broker_url, None))
+    )
+    with tempfile.TemporaryDirectory(prefix="faceproof-bench-") as temp, vhosts as vhost:
         root = Path(temp)
         logs = root / "logs"
         logs.mkdir()
@@ -240,7 +247,8 @@ def running_stack(config: StackConfig, warn: Warn) -> Iterator[Stack]:
             **os.environ,
             **config.extra_env,
             "FACEPROOF_DATA_DIR": str(root / "data"),
-            "FACEPROOF_DATABASE_URL": f"sqlite+aiosqlite:///{root / 'data' / 'faceproof.db'}",
+            "FACEPROOF_DATABASE_URL": config.database_url
+            or f"sqlite+aiosqlite:///{root / 'data' / 'faceproof.db'}",
             "FACEPROOF_STORAGE_URL": (root / "data" / "objects").as_uri(),
             "FACEPROOF_BROKER_URL": vhost.url,
             "FACEPROOF_MODELS_DIR": str(config.models_dir),
