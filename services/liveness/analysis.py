@@ -182,6 +182,7 @@ class FrameAnalysis:
                 "mouth_width": m.mouth_width,
                 "nose": list(m.nose),
                 "face_aspect": m.face_aspect,
+                "shape": None if m.shape is None else list(m.shape),
             },
             "inside_frame": self.inside_frame,
             "frame_overflow": self.frame_overflow,
@@ -204,6 +205,7 @@ class FrameAnalysis:
                 mouth_width=float(raw["mouth_width"]),
                 nose=(float(raw["nose"][0]), float(raw["nose"][1])),
                 face_aspect=float(raw["face_aspect"]),
+                shape=None if raw.get("shape") is None else tuple(float(v) for v in raw["shape"]),
             )
         box = data.get("box")
         keypoints = None

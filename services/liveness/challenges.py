@@ -19,7 +19,13 @@ How a challenge is judged (all numbers in :class:`Thresholds`):
    HELD for ``hold_frames`` consecutive frames spanning at least ``hold_s``. The same movement
    the other way (turn right when asked to turn left), held as long, fails with
    WRONG_DIRECTION. A blink is a close-then-reopen of both eyes, not a hold.
-4. **Time limit**: ``time_limit_s`` after the start without a pass fails with TIMEOUT (on the
+4. **3D consistency**: a movement that a single plane explains (a photo or a screen moved by
+   hand: the face's points follow one homography) does not pass, however far it goes: at least
+   ``depth_frames`` frames since the baseline must show the nose tip leaving the plane of the
+   front of the face (turns, looks, coming closer, pointing the nose) or the lips leaving it
+   (opening the mouth), see :mod:`services.liveness.parallax`. A blink keeps the face's
+   proportions instead (the plane that would squash the eyes squashes the face with them).
+5. **Time limit**: ``time_limit_s`` after the start without a pass fails with TIMEOUT (on the
    next frame, or when the worker calls :meth:`ChallengeEvaluator.expire`).
 
 Coordinates: analyses are in the raw camera frame; the user sees a mirrored preview. Head pose
@@ -42,6 +48,7 @@ from typing import Any, Final
 
 from contracts.values import ChallengeType
 from services.liveness.analysis import FrameAnalysis
+from services.liveness.parallax import Shape, median_shape, mouth_deformation, nose_parallax
 from services.liveness.progress import EvaluatorState, SequenceState, StreakState, VerdictState
 
 __all__ = [
@@ -131,6 +138,15 @@ class Thresholds:
       the border is out of frame. A violation must last 0.3 s and 2 frames to fail.
     * Time limit: 6 s per challenge, instruction reading time included (the AWS sample allows
       10 s for its single challenge; ours are 2-4 short ones).
+    * 3D consistency (:mod:`services.liveness.parallax`, in eye-corner distances): a still head
+      reads 0.003-0.026 (5th-95th percentile), turns of 15 degrees or more 0.085-0.21, nods of
+      8 degrees or more 0.03-0.09 (median 0.075), an opening mouth's lips 0.054-0.2; photos
+      and prints moved by hand (tilted up to 35 degrees, bent, brought 1.5x closer, slid) at
+      most 0.064 on the nose (0.093 for a strongly bent photo turned 35 degrees, which reads as
+      a 7-degree turn) and 0.053 on the lips (2nd-largest frame of each movement). So the nose
+      must leave the plane by 0.065 on 2 frames for a turn, coming closer or pointing the nose,
+      by 0.05 for a look (1 in 13 real nods stays under it; photos do not reach a look), the
+      lips by 0.055.
     * Anti-spoofing: the median MiniFASNet ``real_score`` of the sampled frames below 0.5 is a
       suspected spoof (real camera faces score 0.9-1.0, printed and replayed ones 0.0-0.36).
     """
@@ -160,6 +176,10 @@ class Thresholds:
     nose_min_travel: float = 0.10
     nose_target_min_offset: float = 0.22
     nose_target_max_offset: float = 0.30
+    depth_frames: int = 2
+    min_nose_parallax: float = 0.065
+    min_look_parallax: float = 0.05
+    min_mouth_deformation: float = 0.055
     spoof_real_threshold: float = 0.5
     spoof_min_samples: int = 3
 
@@ -272,6 +292,7 @@ class Baseline:
     relative_size: float
     nose: tuple[float, float]
     face_aspect: float
+    shape: Shape | None = None
 
     @classmethod
     def of(cls, frames: Sequence[FrameAnalysis]) -> Baseline:
@@ -279,6 +300,7 @@ class Baseline:
         if not measures:
             raise ValueError("a baseline needs frames with a measured face")
         med = statistics.median
+        shapes = [m.shape for m in measures if m.shape is not None]
         return cls(
             yaw=med(m.pose.yaw for m in measures),
             pitch=med(m.pose.pitch for m in measures),
@@ -288,6 +310,7 @@ class Baseline:
             relative_size=med(f.relative_size for f in frames),
             nose=(med(m.nose_mirrored[0] for m in measures), med(m.nose_mirrored[1] for m in measures)),
             face_aspect=med(m.face_aspect for m in measures),
+            shape=median_shape(shapes) if len(shapes) == len(measures) else None,
         )
 
 
@@ -355,6 +378,8 @@ class ChallengeEvaluator:
     _blink: _BlinkState = field(default_factory=_BlinkState, init=False)
     _last_t: float | None = field(default=None, init=False)
     _max_travel: float = field(default=0.0, init=False)
+    _depth_frames: int = field(default=0, init=False)
+    _flat: bool = field(default=False, init=False)
 
     @property
     def verdict(self) -> Verdict:
@@ -380,6 +405,8 @@ class ChallengeEvaluator:
             blink_closed_since=self._blink.closed_since,
             last_t=self._last_t,
             max_travel=self._max_travel,
+            depth_frames=self._depth_frames,
+            flat=self._flat,
         )
 
     @classmethod
@@ -398,12 +425,17 @@ class ChallengeEvaluator:
         evaluator._blink = _BlinkState(state.blink_closed_since)
         evaluator._last_t = state.last_t
         evaluator._max_travel = state.max_travel
+        evaluator._depth_frames = state.depth_frames
+        evaluator._flat = state.flat
         return evaluator
 
     def expire(self, now: float) -> Verdict:
         """Fail with TIMEOUT if ``now`` is past the deadline and nothing was decided (no frame needed)."""
         if not self._verdict.done and now > self.deadline:
-            self._fail(now, FailureReason.TIMEOUT, f"not answered within {self.thresholds.time_limit_s:g} s")
+            detail = f"not answered within {self.thresholds.time_limit_s:g} s"
+            if self._flat:
+                detail += "; the movement was flat (a single plane explains it: a photo or a screen?)"
+            self._fail(now, FailureReason.TIMEOUT, detail)
         return self._verdict
 
     def update(self, t: float, frame: FrameAnalysis, *, identity_ok: bool | None = None) -> Verdict:
@@ -495,12 +527,34 @@ class ChallengeEvaluator:
         goal, wrong, progress = self._scores(frame, base)
         self._hold.add(t, goal)
         self._wrong.add(t, wrong)
+        if self._shows_depth(frame, base):
+            self._depth_frames += 1
         if self._hold.lasted(t, th.hold_frames, th.hold_s):
-            return self._pass(t)
+            if self._depth_frames >= th.depth_frames:
+                return self._pass(t)
+            self._flat = True
+            progress = min(progress, 0.9)
         if self._wrong.lasted(t, th.hold_frames, th.hold_s):
             return self._fail(t, FailureReason.WRONG_DIRECTION, _WRONG_DETAILS.get(self.challenge.type, ""))
         self._verdict = replace(self._verdict, progress=max(self._verdict.progress, progress))
         return self._verdict
+
+    def _shows_depth(self, frame: FrameAnalysis, base: Baseline) -> bool:
+        """Whether this frame leaves the plane of the baseline's face (:mod:`services.liveness.parallax`).
+
+        Analyses stored without the mesh points (``shape`` None) cannot be checked and count as
+        showing depth, so sessions analysed before the check existed replay as they were judged.
+        """
+        th = self.thresholds
+        shape = frame.measures.shape if frame.measures is not None else None
+        if base.shape is None or shape is None:
+            return True
+        kind = self.challenge.type
+        if kind is ChallengeType.OPEN_MOUTH:
+            return mouth_deformation(base.shape, shape) >= th.min_mouth_deformation
+        if kind in (ChallengeType.LOOK_UP, ChallengeType.LOOK_DOWN):
+            return nose_parallax(base.shape, shape) >= th.min_look_parallax
+        return nose_parallax(base.shape, shape) >= th.min_nose_parallax
 
     # -- blink: both eyes close, then reopen --------------------------------------------------
 

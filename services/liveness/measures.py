@@ -35,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from services.liveness.landmarks import EyeResult
+from services.liveness.parallax import Shape, shape_of
 
 __all__ = [
     "EYE_CONTOUR",
@@ -99,6 +100,8 @@ class FaceMeasures:
     ``nose``: nose tip normalised to the raw frame (0..1, x right, y down).
     ``face_aspect``: eye-line-to-mouth distance over the outer eye-corner distance; stable on a
     live face (a blink does not change it), squashed when a flat photo is tilted.
+    ``shape``: the few mesh points the 3D-consistency check compares between frames
+    (:func:`services.liveness.parallax.shape_of`, 62 floats); None for analyses stored without it.
     """
 
     pose: HeadPose
@@ -108,6 +111,7 @@ class FaceMeasures:
     mouth_width: float
     nose: tuple[float, float]
     face_aspect: float
+    shape: Shape | None = None
 
     @property
     def ear(self) -> float:
@@ -213,4 +217,5 @@ def measure_face(
         mouth_width=mouth_width_ratio(points),
         nose=(float(nose[0]) / max(width, 1), float(nose[1]) / max(height, 1)),
         face_aspect=face_aspect_ratio(points),
+        shape=shape_of(points),
     )

@@ -59,7 +59,8 @@ class EvaluatorState(_Document):
 
     ``baseline_frames``: the neutral frames so far, as ``FrameAnalysis.to_dict`` (at most
     ``Thresholds.baseline_frames``; the baseline is their median); ``gates``: a streak per gate
-    reason code."""
+    reason code; ``depth_frames``: frames so far that left the baseline face's plane, ``flat``: the
+    movement was reached but a plane explained it (:mod:`services.liveness.parallax`)."""
 
     started_at: float
     verdict: VerdictState
@@ -70,6 +71,8 @@ class EvaluatorState(_Document):
     blink_closed_since: float | None = None
     last_t: float | None = None
     max_travel: float = 0.0
+    depth_frames: int = 0
+    flat: bool = False
 
 
 class SequenceState(_Document):

@@ -7,6 +7,7 @@ must time out, so the whole file stays well under 30 s.
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -24,7 +25,13 @@ from faceproof.testing.scripted_subject import (
     ScriptedSubject,
     fit_frame,
 )
-from services.liveness.challenges import Challenge, ChallengeStatus, FailureReason, Thresholds
+from services.liveness.challenges import (
+    DEFAULT_THRESHOLDS,
+    Challenge,
+    ChallengeStatus,
+    FailureReason,
+    Thresholds,
+)
 from services.liveness.session_models import SessionModels
 from tests.paths import DATA_DIR, MODELS_DIR, PEOPLE
 
@@ -78,7 +85,9 @@ def test_a_placement_scales_about_its_pivot() -> None:
     assert fit_frame(np.zeros((1000, 500, 3), dtype=np.uint8)).shape == (480, 240, 3)
 
 
-def test_a_photo_moved_by_hand_answers_the_rigid_challenges_but_cannot_blink() -> None:
+def test_a_photo_moved_by_hand_is_flat_and_cannot_blink() -> None:
+    """Scaled and moved, the photo reaches MOVE_CLOSER's size and the nose target, but a single plane
+    explains the movement: without the 3D-consistency check it passes both, with it neither."""
     subject = ScriptedSubject(photo_media("obama.jpg"), models().analyzer)
     nose = subject.nose_start()
     assert nose is not None
@@ -88,19 +97,22 @@ def test_a_photo_moved_by_hand_answers_the_rigid_challenges_but_cannot_blink() -
         Challenge(ChallengeType.NOSE_TO_TARGET, target),
         Challenge(ChallengeType.BLINK),
     ]
-    session = run_session(subject, challenges, models(), thresholds=SHORT)
-    statuses = [(c.status, c.reason) for c in session.challenges]
-    assert statuses == [
+    flat = run_session(subject, challenges, models(), thresholds=replace(SHORT, depth_frames=0))
+    assert [(c.status, c.reason) for c in flat.challenges] == [
         (ChallengeStatus.PASSED, None),
         (ChallengeStatus.PASSED, None),
         (ChallengeStatus.FAILED, FailureReason.TIMEOUT.value),
     ]
-    assert "scaled" in session.challenges[0].played[0] and "moved" in session.challenges[1].played[0]
+    assert "scaled" in flat.challenges[0].played[0] and "moved" in flat.challenges[1].played[0]
+    subject = ScriptedSubject(photo_media("obama.jpg"), models().analyzer)
+    session = run_session(subject, challenges, models(), thresholds=SHORT)
+    first = session.challenges[0]
+    assert (first.status, first.reason) == (ChallengeStatus.FAILED, FailureReason.TIMEOUT.value)
     decision = session.decision
     assert not decision.is_live and decision.reasons[0] == "TIMEOUT" and decision.confidence < 50
     # a digital photo looks real to the anti-spoofing models: only the challenges stop it
     assert decision.spoof_median is not None and decision.spoof_median > 0.5
-    assert session.identity_min_cosine is not None and session.identity_min_cosine > 0.8
+    assert flat.identity_min_cosine is not None and flat.identity_min_cosine > 0.8
 
 
 class Swapper(ScriptedSubject):
@@ -146,9 +158,13 @@ def test_the_subject_plays_annotated_segments_first_and_can_find_its_own() -> No
 
 
 def test_a_recorded_session_passes_its_challenges() -> None:
+    """A blink the recording has; MOVE_CLOSER, which a recording can only answer by scaling its
+    picture (a plane: the 3D-consistency check rejects it), checked without that check."""
     subject = d0_subject()
     challenges = [Challenge(ChallengeType.BLINK), Challenge(ChallengeType.MOVE_CLOSER)]
-    session = run_session(subject, challenges, models())
+    session = run_session(
+        subject, challenges, models(), thresholds=replace(DEFAULT_THRESHOLDS, depth_frames=0)
+    )
     assert [c.status for c in session.challenges] == [ChallengeStatus.PASSED] * 2, session.challenges
     assert session.challenges[0].played[0].startswith("annotated")
     assert session.decision.is_live and session.decision.confidence >= 50

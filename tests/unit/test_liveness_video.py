@@ -1,4 +1,5 @@
-"""The challenge engine on real frames: annotated video segments, still photos, moved and scaled video.
+"""The challenge engine on real frames: annotated video segments, still photos, moved and scaled video
+(flat: the 3D-consistency check stops them).
 
 Frames are sampled at the worker's 8 fps and analysed with the default analyzer (detection every
 5th frame, tracking in between). Only the annotated second or two of each video is decoded, and
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Final
 
 import cv2
 import numpy as np
@@ -19,11 +22,13 @@ from contracts.values import ChallengeType
 from faceproof.testing.annotate import SEARCHED, load_video_segments, read_frames
 from services.liveness.analysis import FrameAnalysis, FrameAnalyzer
 from services.liveness.challenges import (
+    DEFAULT_THRESHOLDS,
     Challenge,
     ChallengeEvaluator,
     ChallengeSequence,
     ChallengeStatus,
     FailureReason,
+    Thresholds,
     Verdict,
 )
 from tests.faces_support import read_image
@@ -66,8 +71,15 @@ def first_segment(kind: ChallengeType, *, mirrored: bool | None = None) -> tuple
     return found[0]
 
 
-def judge(challenge: Challenge, stream: Stream, start: float, *, until_deadline: bool = False) -> Verdict:
-    evaluator = ChallengeEvaluator(challenge, start)
+def judge(
+    challenge: Challenge,
+    stream: Stream,
+    start: float,
+    *,
+    until_deadline: bool = False,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+) -> Verdict:
+    evaluator = ChallengeEvaluator(challenge, start, thresholds)
     for t, frame in stream:
         if evaluator.update(t, frame).done:
             break
@@ -206,17 +218,27 @@ def moved_stream(kind: str) -> Stream:
     return analyze_all([(t, transform(i, frame)) for i, (t, frame) in enumerate(frames)])
 
 
-def test_coming_closer_passes_move_closer() -> None:
+FLAT: Final = replace(DEFAULT_THRESHOLDS, depth_frames=0)  # the 3D-consistency check switched off
+
+
+def test_a_picture_brought_closer_is_flat_and_does_not_pass_move_closer() -> None:
+    """A real head's video zoomed in: what a photo or a screen brought closer shows. The face grows
+    enough, but a single plane explains the movement, so MOVE_CLOSER times out (saying why)."""
     stream = moved_stream("zoom")
-    verdict = judge(Challenge(ChallengeType.MOVE_CLOSER), stream, 0.0)
-    assert verdict.status is ChallengeStatus.PASSED
+    verdict = judge(Challenge(ChallengeType.MOVE_CLOSER), stream, 0.0, until_deadline=True)
+    assert verdict.status is ChallengeStatus.FAILED and verdict.reason is FailureReason.TIMEOUT
+    assert "flat" in verdict.detail
+    assert (
+        judge(Challenge(ChallengeType.MOVE_CLOSER), stream, 0.0, thresholds=FLAT).status
+        is ChallengeStatus.PASSED
+    )
     assert (
         judge(Challenge(ChallengeType.TURN_LEFT), stream, 0.0, until_deadline=True).reason
         is FailureReason.TIMEOUT
     )
 
 
-def test_moving_the_nose_to_the_target_passes() -> None:
+def test_a_picture_moved_to_the_target_is_flat_and_does_not_pass() -> None:
     stream = moved_stream("move")
     first = stream[0][1].measures
     assert first is not None
@@ -225,8 +247,9 @@ def test_moving_the_nose_to_the_target_passes() -> None:
     x, y = first.nose_mirrored
     on_the_way = Challenge(ChallengeType.NOSE_TO_TARGET, (round(x - 0.2, 3), round(y, 3)))
     elsewhere = Challenge(ChallengeType.NOSE_TO_TARGET, (round(x + 0.2, 3), round(y, 3)))
-    assert judge(on_the_way, stream, 0.0).status is ChallengeStatus.PASSED
-    assert judge(elsewhere, stream, 0.0, until_deadline=True).reason is FailureReason.TIMEOUT
+    assert judge(on_the_way, stream, 0.0, thresholds=FLAT).status is ChallengeStatus.PASSED
+    assert judge(on_the_way, stream, 0.0, until_deadline=True).reason is FailureReason.TIMEOUT
+    assert judge(elsewhere, stream, 0.0, until_deadline=True, thresholds=FLAT).reason is FailureReason.TIMEOUT
 
 
 def test_a_scripted_subject_answers_a_sequence_with_segments() -> None:
