@@ -63,6 +63,9 @@ PUBLISHED: Final[tuple[Published, ...]] = (
     Published("call-agent", "events", EventKey.FRAME_CAPTURED, events.FrameCaptured, "A sampled frame."),
     Published("call-agent", "events", EventKey.CALL_JOINED, events.CallJoined, "Joined a room."),
     Published("call-agent", "events", EventKey.CALL_FAILED, events.CallFailed, "A room call failed."),
+    Published(
+        "liveness", "events", EventKey.READINESS_CHECKED, events.ReadinessChecked, "Get ready: what is wrong."
+    ),
     Published("liveness", "events", EventKey.CHALLENGE_ISSUED, events.ChallengeIssued, "The next challenge."),
     Published(
         "liveness", "events", EventKey.CHALLENGE_VERDICT, events.ChallengeVerdict, "A challenge's verdict."
@@ -115,7 +118,9 @@ def _notifier(settings: Settings) -> RabbitBroker:
     from services.notifier.main import build_notifier
 
     none = cast(Any, None)
-    return build_notifier(settings, flows=none, sessions=none, references=none, sender=none).broker
+    return build_notifier(
+        settings, flows=none, sessions=none, references=none, sender=none, outbox=none
+    ).broker
 
 
 def _ingress(settings: Settings) -> RabbitBroker:

@@ -5,6 +5,8 @@
   sent later than that runs again).
 * ``rate_buckets``: one token bucket per API client, per session and for the static token; a bucket
   idle long enough to be full again is forgotten (it comes back full on the next request).
+* ``outbox``: a message published by the relay (infra/outbox.py) is forgotten
+  ``outbox_keep_s`` after it was sent (unsent ones are never deleted).
 
 Each table is cleaned in statements of at most ``batch`` rows, at most ``max_batches`` of them per
 run (the next run takes the rest), so a large backlog never holds locks for long. The tables are
@@ -21,6 +23,7 @@ from typing import Final, Protocol
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from infra.db.ingress import ProcessedCommands
+from infra.db.outbox import SqlOutbox
 from infra.db.security import RateLimitRepository
 from infra.settings import Settings
 from infra.sweeps import each
@@ -40,6 +43,10 @@ class Buckets(Protocol):
     async def purge_idle(self, now: datetime, *, idle_s: float, limit: int) -> int: ...
 
 
+class SentMessages(Protocol):
+    async def purge(self, before: datetime, *, limit: int) -> int: ...
+
+
 @dataclass(frozen=True)
 class Housekeeping:
     commands: CommandLog
@@ -48,6 +55,9 @@ class Housekeeping:
     bucket_idle_s: float
     batch: int
     max_batches: int = MAX_BATCHES
+    #: The outbox's sent messages, forgotten ``keep_sent_s`` after they were sent (None: kept).
+    sent: SentMessages | None = None
+    keep_sent_s: float = 86_400
 
     @classmethod
     def for_database(cls, sessions: async_sessionmaker[AsyncSession], settings: Settings) -> Housekeeping:
@@ -57,10 +67,12 @@ class Housekeeping:
             keep_commands_s=settings.processed_command_keep_s,
             bucket_idle_s=settings.resolved_rate_bucket_idle_s,
             batch=settings.housekeeping_batch,
+            sent=SqlOutbox(sessions),
+            keep_sent_s=settings.outbox_keep_s,
         )
 
     async def run(self, now: datetime) -> dict[str, int]:
-        """Clean both tables; rows deleted per table (a table that failed is left out)."""
+        """Clean the tables; rows deleted per table (a table that failed is left out)."""
         before = now - timedelta(seconds=self.keep_commands_s)
 
         async def commands(limit: int) -> int:
@@ -73,6 +85,14 @@ class Housekeeping:
             "processed_commands": commands,
             "rate_buckets": buckets,
         }
+        sent = self.sent
+        if sent is not None:
+            sent_before = now - timedelta(seconds=self.keep_sent_s)
+
+            async def outbox(limit: int) -> int:
+                return await sent.purge(sent_before, limit=limit)
+
+            tables["outbox"] = outbox
         done = await each(HOUSEKEEPING_SWEEPER, tables, lambda table: self._drain(tables[table]))
         return dict(done)
 

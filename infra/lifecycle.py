@@ -3,9 +3,11 @@
 The liveness worker (a decision, an ExpireSession command, the expiry sweep), the gateway (the
 lazy expiry on a read, DELETE of an unfinished session) all end sessions through
 :meth:`SessionLifecycle.end`. It asks the domain rule (:func:`domain.sessions.end_session`) what
-the ending is, writes it in one version-checked transaction (status, result, the lockout failure
-when the rule counts it, the SESSION_DECIDED audit record), and only then, for the one caller
-whose write won, publishes SessionFinished. A lost race re-reads the session and asks again.
+the ending is and writes it in one version-checked transaction: status, result, the lockout
+failure when the rule counts it, the SESSION_DECIDED audit record and SessionFinished, which goes
+to the outbox and is published by the process's relay (infra/outbox.py), so it is neither lost
+when the broker is down at commit time nor written twice. A lost race re-reads the session and
+asks again.
 """
 
 from __future__ import annotations
@@ -15,13 +17,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Protocol
 
-from contracts.events import SessionFinished
 from domain.sessions import Outcome, SessionEnding, end_session
 from infra.db.errors import NotFound, VersionConflict
 from infra.db.records import SessionRecord
 from infra.telemetry.metrics import session_status
 
-__all__ = ["EndingSessions", "FinishedEvents", "SessionLifecycle"]
+__all__ = ["EndingSessions", "SessionLifecycle"]
 
 log = logging.getLogger("faceproof.sessions")
 
@@ -33,12 +34,9 @@ class EndingSessions(Protocol):
 
     async def fetch(self, session_id: str) -> SessionRecord | None: ...
 
-    async def end(self, ending: SessionEnding) -> SessionRecord: ...
-
-
-class FinishedEvents(Protocol):
-    async def finished(self, event: SessionFinished) -> None:
-        """Publish that a session reached its terminal status."""
+    async def end(self, ending: SessionEnding) -> SessionRecord:
+        """Write the ending and its SessionFinished (outbox) in one transaction; raises
+        ``VersionConflict`` when the row moved on, ``NotFound`` when it is gone."""
         ...
 
 
@@ -49,14 +47,11 @@ def _now() -> datetime:
 @dataclass(frozen=True)
 class SessionLifecycle:
     sessions: EndingSessions
-    events: FinishedEvents
 
     async def end(self, session_id: str, outcome: Outcome) -> SessionRecord | None:
         """End the session with ``outcome``; the ended record when THIS call ended it, None when
         the rule says it does not end (finished already, not yet due) or it does not exist.
-
-        Publishing comes after the commit: when it fails the error propagates (the session has
-        ended and is audited; the caller decides whether to retry or log)."""
+        SessionFinished is in the outbox when this returns (the relay publishes it)."""
         for _ in range(_ATTEMPTS):
             record = await self.sessions.fetch(session_id)
             if record is None:
@@ -72,6 +67,5 @@ class SessionLifecycle:
                 return None
             session_status(ended.status)
             log.info("session %s finished %s", session_id, ended.status.value)
-            await self.events.finished(ending.event)
             return ended
         raise VersionConflict(f"session {session_id} kept changing while ending it")

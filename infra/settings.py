@@ -197,6 +197,14 @@ class Settings(BaseSettings):
     housekeeping_batch: int = Field(
         default=1000, ge=1, le=100_000, description="Rows deleted per statement by the clean-ups."
     )
+    outbox_keep_s: int = Field(
+        default=86_400, ge=60, description="Forget an outbox message this long after it was published."
+    )
+
+    # The outbox relay (every process that writes outbox rows; infra/outbox.py)
+    outbox_poll_s: float = Field(
+        default=0.2, gt=0, le=60, description="Seconds between looks at the outbox when it is empty."
+    )
 
     # Video-call flows (notifier)
     flow_timeout_s: float = Field(default=300.0, description="A call flow not finished by then fails.")

@@ -3,11 +3,17 @@
 Every transition that must happen once is a conditional ``UPDATE ... WHERE`` whose winner alone
 gets the row back: the outcome is claimed once (so a flow gets exactly one terminal callback), a
 delivery attempt is claimed once per attempt number, and a delivery ends once.
+
+A transition's ``then`` names the messages that follow it (DeliverCallback after the outcome,
+MatchReferences when matching starts, CallbackDelivered when a delivery ends): built from the row
+the winner got back and written to the outbox in the transition's own transaction
+(infra/outbox.py), so none is lost when the broker is down at commit time.
 """
 
 from __future__ import annotations
 
 import builtins
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -18,11 +24,16 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from infra.db.errors import translate_errors
+from infra.db.outbox import stage
 from infra.db.tables import CallFlowRow, utc_now
+from infra.outgoing import Outgoing
 
-__all__ = ["CallFlowRecord", "CallFlowRepository", "DeliveryStatus", "FlowStatus"]
+__all__ = ["CallFlowRecord", "CallFlowRepository", "DeliveryStatus", "FlowStatus", "FollowUp"]
 
 _MAX_ERROR = 500
+
+#: The messages that follow a transition, from the record its winner got back (to the outbox).
+FollowUp = Callable[["CallFlowRecord"], Sequence[Outgoing]]
 
 
 class FlowStatus(StrEnum):
@@ -134,16 +145,23 @@ class CallFlowRepository:
         return await self._one(CallFlowRow.session_id == session_id)
 
     async def start_matching(
-        self, flow_id: str, *, decision: dict[str, Any], deadline: datetime, request_id: str
+        self,
+        flow_id: str,
+        *,
+        decision: dict[str, Any],
+        deadline: datetime,
+        request_id: str,
+        then: FollowUp | None = None,
     ) -> CallFlowRecord | None:
-        """RUNNING (or MATCHING again, for a repeated event) -> MATCHING, waiting for the answer to
-        the MatchReferences ``request_id``; None once concluded."""
+        """RUNNING -> MATCHING, waiting for the answer to the MatchReferences ``request_id`` (in
+        ``then``, so in the outbox with the transition); None once matching or concluded."""
         return await self._update(
             [
                 CallFlowRow.id == flow_id,
                 CallFlowRow.outcome.is_(None),
-                CallFlowRow.status.in_([FlowStatus.RUNNING.value, FlowStatus.MATCHING.value]),
+                CallFlowRow.status == FlowStatus.RUNNING.value,
             ],
+            then=then,
             status=FlowStatus.MATCHING.value,
             decision=decision,
             deadline=deadline,
@@ -158,11 +176,13 @@ class CallFlowRepository:
         status: FlowStatus,
         decision: dict[str, Any],
         first_attempt_at: datetime,
+        then: FollowUp | None = None,
     ) -> CallFlowRecord | None:
         """Claim the flow's one outcome; the record only for the caller that claimed it."""
         now = utc_now()
         return await self._update(
             [CallFlowRow.id == flow_id, CallFlowRow.outcome.is_(None)],
+            then=then,
             outcome=outcome,
             status=status.value,
             decision=decision,
@@ -186,9 +206,12 @@ class CallFlowRepository:
             next_attempt_at=lease_until,
         )
 
-    async def mark_delivered(self, flow_id: str, attempt: int, *, status_code: int) -> CallFlowRecord | None:
+    async def mark_delivered(
+        self, flow_id: str, attempt: int, *, status_code: int, then: FollowUp | None = None
+    ) -> CallFlowRecord | None:
         return await self._update(
             self._attempt(flow_id, attempt),
+            then=then,
             delivery=DeliveryStatus.DELIVERED.value,
             status_code=status_code,
             last_error=None,
@@ -207,10 +230,17 @@ class CallFlowRepository:
         )
 
     async def mark_failed(
-        self, flow_id: str, attempt: int, *, error: str, status_code: int | None
+        self,
+        flow_id: str,
+        attempt: int,
+        *,
+        error: str,
+        status_code: int | None,
+        then: FollowUp | None = None,
     ) -> CallFlowRecord | None:
         return await self._update(
             self._attempt(flow_id, attempt),
+            then=then,
             delivery=DeliveryStatus.FAILED.value,
             next_attempt_at=None,
             last_error=error[:_MAX_ERROR],
@@ -273,7 +303,11 @@ class CallFlowRepository:
             CallFlowRow.attempts == attempt,
         ]
 
-    async def _update(self, criteria: builtins.list[Any], **values: Any) -> CallFlowRecord | None:
+    async def _update(
+        self, criteria: builtins.list[Any], *, then: FollowUp | None = None, **values: Any
+    ) -> CallFlowRecord | None:
+        """The conditional update; for its winner, ``then``'s messages to the outbox (same
+        transaction)."""
         statement = (
             update(CallFlowRow)
             .where(*criteria)
@@ -284,7 +318,10 @@ class CallFlowRepository:
         with translate_errors():
             async with self._sessions.begin() as session:
                 row = (await session.scalars(statement)).one_or_none()
-        return None if row is None else _record(row)
+                record = None if row is None else _record(row)
+                if record is not None and then is not None:
+                    stage(session, *then(record))
+        return record
 
     async def _one(self, *criteria: Any) -> CallFlowRecord | None:
         with translate_errors():

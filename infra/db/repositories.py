@@ -13,10 +13,12 @@ from sqlalchemy import insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from contracts.routing import EventKey
 from domain.sessions import UNFINISHED, SessionEnding, counts_toward_lockout
 from infra.db.audit import AuditAction, audit_row
 from infra.db.errors import AlreadyExists, DatabaseError, NotFound, VersionConflict, translate_errors
 from infra.db.keys import KEY_SCHEME, hash_key, key_prefix, keys_match, new_key
+from infra.db.outbox import stage
 from infra.db.records import ApiClient, SessionRecord, SessionStatus
 from infra.db.security import failure_rows
 from infra.db.tables import (
@@ -29,6 +31,7 @@ from infra.db.tables import (
     session_erased,
     utc_now,
 )
+from infra.outgoing import Outgoing
 
 __all__ = [
     "ApiClient",
@@ -108,8 +111,9 @@ class SessionPort(Protocol):
 
     async def end(self, ending: SessionEnding) -> SessionRecord:
         """Apply :func:`domain.sessions.end_session`'s answer: the terminal status and result, the
-        lockout failure and the audit entry, in one transaction, if the row is still at
-        ``ending.expected_version``. Raises ``VersionConflict`` / ``NotFound`` as ``update_status``."""
+        lockout failure, the audit entry and SessionFinished (to the outbox, infra/outbox.py) in one
+        transaction, if the row is still at ``ending.expected_version``. Raises ``VersionConflict``
+        / ``NotFound`` as ``update_status``."""
         ...
 
     async def overdue(self, *, limit: int = 100) -> builtins.list[str]:
@@ -320,6 +324,7 @@ class SessionRepository:
                             at=now,
                         )
                     )
+                    stage(session, Outgoing.event(ending.event, EventKey.SESSION_FINISHED))
                     return _session(row)
                 if await session.get(SessionRow, ending.session_id) is None:
                     raise NotFound(f"session {ending.session_id} does not exist")

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Dialect,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -35,6 +36,7 @@ __all__ = [
     "LivenessFailureRow",
     "LivenessFrameRow",
     "LivenessStateRow",
+    "OutboxRow",
     "ProcessedCommandRow",
     "RateBucketRow",
     "SessionRow",
@@ -298,3 +300,25 @@ class ProcessedCommandRow(Base):
     status: Mapped[str] = mapped_column(String(16))
     received_at: Mapped[datetime] = mapped_column(index=True)
     finished_at: Mapped[datetime | None]
+
+
+class OutboxRow(Base):
+    """A message that follows a state change, written in the same transaction (infra/outbox.py);
+    the relay publishes the unsent ones in ``id`` order and sets ``sent_at``."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_sent_at_id", "sent_at", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    #: The message's own id (its ``message_id`` on the broker): consumers dedupe by it.
+    message_id: Mapped[str] = mapped_column(String(64), unique=True)
+    exchange: Mapped[str] = mapped_column(String(64))
+    routing_key: Mapped[str] = mapped_column(String(255))
+    correlation_id: Mapped[str] = mapped_column(String(128), index=True)
+    payload: Mapped[dict[str, Any]]
+    headers: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+    #: Failed publishing attempts so far, and the last error (a type name, no payload).
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(String(200))

@@ -14,6 +14,7 @@ from infra.db.engine import create_engine, session_factory
 from infra.db.migrate import upgrade_async
 from infra.db.repositories import ApiClientRepository, SessionRepository
 from infra.db.security import LivenessFailures, RateLimitRepository
+from infra.outbox import OutboxRelay
 from infra.rpc import BrokerRpc
 from infra.settings import Settings
 from infra.storage import open_store
@@ -24,7 +25,7 @@ from services.gateway.comparisons import BrokerComparisons
 from services.gateway.cors import ClientCors
 from services.gateway.dependencies import Resources, admit
 from services.gateway.limits import RequestGuard
-from services.gateway.offers import BrokerCallAgents, BrokerSessionEvents
+from services.gateway.offers import BrokerCallAgents
 from services.gateway.problems import install_problem_handlers
 from services.gateway.ratelimit import RateLimiter, RateLimitHeaders, static_limits
 from services.gateway.routes import admin, calls, compare, erasure, health, sessions
@@ -56,13 +57,14 @@ def create_app(settings: Settings, *, migrate: bool = False) -> FastAPI:
                 ApiClientRepository(sessions_), settings.static_token, static_limits(settings)
             ),
             call_agents=BrokerCallAgents(rpc),
-            events=BrokerSessionEvents(broker),
             limiter=RateLimiter(rate_limits, settings) if settings.rate_limits else None,
             rate_limits=rate_limits,
             failures=LivenessFailures(sessions_),
         )
         try:
-            yield
+            # SessionFinished of the lazy expiry and of erasure, from the outbox
+            async with OutboxRelay.for_process(sessions_, broker, settings).running():
+                yield
         finally:
             await rpc.close()
             await broker.stop()

@@ -15,7 +15,7 @@ from infra.settings import Settings
 from infra.storage.base import ObjectStore
 from services.gateway.auth import Authenticator, Principal, remembered_principal
 from services.gateway.comparisons import Comparisons
-from services.gateway.offers import CallAgents, SessionEvents
+from services.gateway.offers import CallAgents
 from services.gateway.problems import ProblemError
 from services.gateway.ratelimit import RateLimiter
 
@@ -32,7 +32,6 @@ class Resources:
     comparisons: Comparisons
     authenticate: Authenticator
     call_agents: CallAgents
-    events: SessionEvents
     #: None: no rate limits (FACEPROOF_RATE_LIMITS=false).
     limiter: RateLimiter | None = None
     #: Buckets and monthly usage (the admin routes read it).

@@ -13,8 +13,8 @@ Delivery rules (see docs/liveness.md, "The liveness worker"):
   that transaction, so a re-delivered message publishes nothing twice. When publishing fails,
   the counters are wound back (unless another worker moved them on) and the message is retried.
 * A session ends once, through ``infra.lifecycle.SessionLifecycle`` (the rule is
-  ``domain.sessions.end_session``): a version-checked update, and only the caller whose update
-  won publishes SessionFinished.
+  ``domain.sessions.end_session``): a version-checked update that writes SessionFinished to the
+  outbox in the same transaction (the worker's relay publishes it: infra/outbox.py).
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ from contracts.events import (
     LivenessDecided,
     ReadinessChecked,
     ReferencesMatched,
-    SessionFinished,
     SessionStarted,
 )
 from contracts.routing import CommandKey, EventKey
@@ -416,18 +415,8 @@ def _match_request(record: SessionRecord, probe_key: str | None) -> MatchReferen
 # -- finishing --------------------------------------------------------------------------------
 
 
-class _FinishedEvents:
-    """SessionFinished through the worker's publisher (the lifecycle's port)."""
-
-    def __init__(self, publisher: Publisher) -> None:
-        self._publisher = publisher
-
-    async def finished(self, event: SessionFinished) -> None:
-        await self._publisher.event(event, EventKey.SESSION_FINISHED)
-
-
 def _lifecycle(deps: Deps) -> SessionLifecycle:
-    return SessionLifecycle(deps.sessions, _FinishedEvents(deps.publisher))
+    return SessionLifecycle(deps.sessions)
 
 
 async def _end(deps: Deps, session_id: str, outcome: Outcome) -> bool:

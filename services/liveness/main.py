@@ -1,4 +1,4 @@
-"""Composition root of the liveness worker: models, database, storage, broker, sweeper.
+"""Composition root of the liveness worker: models, database, storage, broker, sweepers, relay.
 
 ``faceproof worker liveness`` calls :func:`serve`. Tests run :class:`LivenessWorker` in-process
 (several at once, sharing one :class:`~services.liveness.session_models.SessionModels`).
@@ -15,18 +15,17 @@ import signal
 from datetime import UTC, datetime
 from typing import Final, NoReturn
 
-from faststream.rabbit import RabbitBroker
-
 from contracts.commands import ExpireSession
-from contracts.envelope import Command, Event
 from contracts.events import FrameCaptured, ReferencesMatched, SessionStarted
 from contracts.routing import LIVENESS_EXPIRY, LIVENESS_FRAMES, LIVENESS_MATCHES, LIVENESS_SESSIONS
-from infra.broker import COMMANDS, EVENTS, create_broker, declare_topology, exchange_for, queue_for
+from infra.broker import create_broker, declare_topology, exchange_for, queue_for
 from infra.db.engine import create_engine, session_factory
 from infra.db.liveness import LivenessRepository
 from infra.db.repositories import SessionRepository
 from infra.erasure import ErasureGuardedStore
 from infra.housekeeping import HOUSEKEEPING_SWEEPER, Housekeeping
+from infra.outbox import OutboxRelay
+from infra.publisher import Publisher
 from infra.reconcile import RECONCILE_SWEEPER, Reconciled, Reconciler
 from infra.retention import RETENTION_SWEEPER, Retention
 from infra.settings import Settings
@@ -45,33 +44,11 @@ from services.liveness.handlers import (
 )
 from services.liveness.session_models import SessionModels
 
-__all__ = ["BrokerPublisher", "LivenessWorker", "load_models", "serve"]
+__all__ = ["LivenessWorker", "load_models", "serve"]
 
 log = logging.getLogger("faceproof.liveness")
 
 ROUTES: Final = (LIVENESS_SESSIONS, LIVENESS_FRAMES, LIVENESS_MATCHES, LIVENESS_EXPIRY)
-
-
-class BrokerPublisher:
-    """Events to the events exchange, commands to the commands exchange (persistent, confirmed)."""
-
-    def __init__(self, broker: RabbitBroker) -> None:
-        self._broker = broker
-
-    async def event(self, event: Event, routing_key: str) -> None:
-        await self._broker.publish(
-            event, exchange=EVENTS, routing_key=routing_key, persist=True, correlation_id=event.correlation_id
-        )
-
-    async def command(self, command: Command, routing_key: str) -> None:
-        await self._broker.publish(
-            command,
-            exchange=COMMANDS,
-            routing_key=routing_key,
-            persist=True,
-            correlation_id=command.correlation_id,
-            message_id=command.message_id,
-        )
 
 
 def load_models(settings: Settings) -> SessionModels:
@@ -117,7 +94,7 @@ class LivenessWorker:
             states=LivenessRepository(sessions),
             # Reference and audit images: nothing is written for an erased session.
             store=ErasureGuardedStore(store, repository, writer="liveness"),
-            publisher=BrokerPublisher(self.broker),
+            publisher=Publisher(self.broker),
             frames=self.frames,
             identity_threshold=models.identity_threshold,
             rng=rng,
@@ -125,6 +102,8 @@ class LivenessWorker:
         self.retention = Retention(sessions, store)
         self.reconciler = Reconciler(sessions, store, grace_s=settings.orphan_grace_s)
         self.housekeeping = Housekeeping.for_database(sessions, settings)
+        #: SessionFinished of the sessions this worker ends, from the outbox (infra/outbox.py)
+        self.relay = OutboxRelay.for_process(sessions, self.broker, settings)
         self._sweepers: list[asyncio.Task[NoReturn]] = []
         self._subscribe()
 
@@ -164,6 +143,7 @@ class LivenessWorker:
             asyncio.create_task(run_forever(name, step, interval_s=every), name=f"liveness-{name}")
             for name, step, every in loops
         ]
+        self._sweepers.append(asyncio.create_task(self.relay.run(), name="liveness-outbox-relay"))
 
     async def stop(self) -> None:
         for task in self._sweepers:

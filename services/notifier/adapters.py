@@ -1,5 +1,5 @@
 """I/O of the notifier: the controller's reference list and images (through infra/safe_fetch.py,
-the one fetcher), the callback PUT (the same address policy), and the broker."""
+the one fetcher) and the callback PUT (the same address policy). The broker: infra/publisher.py."""
 
 from __future__ import annotations
 
@@ -8,17 +8,11 @@ import base64
 import binascii
 import json
 import logging
-from typing import Any, Final
+from typing import Final
 from urllib.parse import quote
 
 import httpx
-from aio_pika.exceptions import AMQPError
-from faststream.rabbit import RabbitBroker
 
-from contracts.commands import DeliverCallback
-from contracts.envelope import Command, Event
-from contracts.routing import NOTIFIER_CALLBACKS
-from infra.broker import COMMANDS, DEAD_LETTERS, EVENTS
 from infra.db.flows import CallFlowRecord
 from infra.safe_fetch import (
     FetchError,
@@ -34,14 +28,12 @@ from infra.safe_fetch import (
 from services.notifier.ports import (
     CallbackRefused,
     CallbackUnreachable,
-    PublishFailed,
     ReferenceImages,
     ReferencesUnavailable,
 )
 
 __all__ = [
     "MAX_RESPONSE_BYTES",
-    "BrokerPublisher",
     "HttpCallbackSender",
     "SafeReferenceSource",
     "parse_reference",
@@ -52,38 +44,6 @@ log = logging.getLogger("faceproof.notifier")
 _DATA_URL: Final = "data:"
 #: How much of a controller's answer to a callback is read (only its status counts).
 MAX_RESPONSE_BYTES: Final = 64 * 1024
-
-
-class BrokerPublisher:
-    def __init__(self, broker: RabbitBroker) -> None:
-        self._broker = broker
-
-    async def event(self, event: Event, routing_key: str) -> None:
-        await self._publish(event, EVENTS, routing_key)
-
-    async def command(self, command: Command, routing_key: str) -> None:
-        await self._publish(command, COMMANDS, routing_key)
-
-    async def dead_letter(self, command: DeliverCallback, reason: str) -> None:
-        await self._publish(
-            command, DEAD_LETTERS, NOTIFIER_CALLBACKS.queue, headers={"x-faceproof-reason": reason[:200]}
-        )
-
-    async def _publish(
-        self, message: Command | Event, exchange: Any, routing_key: str, headers: dict[str, Any] | None = None
-    ) -> None:
-        try:
-            await self._broker.publish(
-                message,
-                exchange=exchange,
-                routing_key=routing_key,
-                correlation_id=message.correlation_id,
-                message_id=message.message_id,
-                headers=headers,
-                persist=True,
-            )
-        except (AMQPError, ConnectionError) as error:
-            raise PublishFailed(type(error).__name__) from error
 
 
 def parse_reference(item: object) -> tuple[str, str]:

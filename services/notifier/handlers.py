@@ -5,6 +5,11 @@ conditional update claims the flow's outcome once (duplicate and late events fin
 Each delivery attempt is claimed once by number, so a redelivered DeliverCallback does nothing,
 and nothing is sent after a delivery succeeded or failed for good. Retries are scheduled in the
 database (``next_attempt_at``), and the sweeper publishes them: see docs/calls.md.
+
+The messages that follow a transition (DeliverCallback, MatchReferences, CallbackDelivered, the
+dead-letter record) are written to the outbox in the transition's transaction (``then=``) and
+published by the notifier's relay (infra/outbox.py): none is lost when the broker is down, and a
+relay's resend is a duplicate these handlers ignore (the flow's state says it was handled).
 """
 
 from __future__ import annotations
@@ -19,12 +24,13 @@ from urllib.parse import urlsplit
 
 from contracts.commands import DeliverCallback, MatchReferences
 from contracts.events import CallbackDelivered, CallFailed, ReferencesMatched, SessionFinished
-from contracts.routing import CommandKey, EventKey
+from contracts.routing import NOTIFIER_CALLBACKS, CommandKey, EventKey
 from contracts.values import CallbackOutcome, Fusion, ImageData, SessionStatus
 from infra.db.audit import AuditAction, AuditLog
 from infra.db.errors import DatabaseError
 from infra.db.flows import CallFlowRecord, CallFlowRepository, DeliveryStatus, FlowStatus
 from infra.db.records import SessionRecord
+from infra.outgoing import Outgoing
 from infra.sweeps import each
 from infra.telemetry.metrics import callback_delivery
 from services.notifier.outcome import (
@@ -130,17 +136,14 @@ async def conclude(
         outcome=outcome.value,
         status=status,
         decision=decision,
-        # If the DeliverCallback below is lost, the sweeper sends attempt 1 after the lease.
+        # If attempt 1 is not made by then (a notifier that died with it), the sweeper sends it.
         first_attempt_at=_now() + timedelta(seconds=deps.config.lease_s),
+        then=lambda won: [Outgoing.command(_deliver_command(won, 1), CommandKey.DELIVER_CALLBACK)],
     )
     if concluded is None:
         return False
     log.info("flow %s %s (%s)", flow.id, outcome.value, ", ".join(decision.get("reasons") or []) or "-")
     await _audit_decision(deps, concluded, status, decision)
-    try:
-        await deps.publisher.command(_deliver_command(concluded, 1), CommandKey.DELIVER_CALLBACK)
-    except PublishFailed:
-        log.warning("flow %s: DeliverCallback not published; the sweeper will send it", flow.id)
     return True
 
 
@@ -179,8 +182,8 @@ async def _session_result(deps: Deps, session_id: str) -> dict[str, Any] | None:
 async def handle_session_finished(event: SessionFinished, deps: Deps) -> None:
     """A flow's liveness session ended: fail the flow, or fetch the references and match."""
     flow = await deps.flows.by_session(event.session_id)
-    if flow is None or flow.outcome is not None:
-        return  # a hosted-page session, or this flow has ended already
+    if flow is None or flow.outcome is not None or flow.status is not FlowStatus.RUNNING:
+        return  # a hosted-page session, or a repeated event: this flow is matching or has ended
     result = await _session_result(deps, event.session_id)
     decision = liveness_part(result)
     if event.status is not SessionStatus.SUCCEEDED or not decision["isLive"]:
@@ -205,15 +208,13 @@ async def handle_session_finished(event: SessionFinished, deps: Deps) -> None:
         references=[ImageData(inline=image) for image in references.images],
         fusion=Fusion.MAX,
     )
-    matching = await deps.flows.start_matching(
+    await deps.flows.start_matching(  # None: another delivery of the event started it first
         flow.id,
         decision={**decision, "referencesUsed": len(references.images), "referenceErrors": references.errors},
         deadline=max(flow.deadline, _now() + timedelta(seconds=deps.config.match_timeout_s)),
         request_id=command.message_id,
+        then=lambda _: [Outgoing.command(command, CommandKey.MATCH_REFERENCES)],
     )
-    if matching is None:
-        return
-    await deps.publisher.command(command, CommandKey.MATCH_REFERENCES)  # raises: nack, retried
 
 
 async def handle_references_matched(event: ReferencesMatched, deps: Deps) -> None:
@@ -275,12 +276,17 @@ async def handle_deliver_callback(command: DeliverCallback, deps: Deps) -> None:
         await _retry_or_give_up(deps, claimed, command, str(error), None)
         return
     if 200 <= status < 300:
-        if await deps.flows.mark_delivered(claimed.id, command.attempt, status_code=status) is not None:
+        delivered = await deps.flows.mark_delivered(
+            claimed.id,
+            command.attempt,
+            status_code=status,
+            then=lambda flow: [_delivered_event(flow, command.attempt, True, status)],
+        )
+        if delivered is not None:
             callback_delivery("delivered")
             log.info(
                 "flow %s: %s callback delivered (attempt %d)", claimed.id, outcome.value, command.attempt
             )
-            await _delivered_event(deps, claimed, command.attempt, True, status)
     elif is_retryable_status(status):
         await _retry_or_give_up(deps, claimed, command, f"HTTP {status}", status)
     else:
@@ -305,20 +311,23 @@ async def _retry_or_give_up(
 async def _give_up(
     deps: Deps, flow: CallFlowRecord, command: DeliverCallback, error: str, status: int | None
 ) -> None:
-    if await deps.flows.mark_failed(flow.id, command.attempt, error=error, status_code=status) is None:
+    failed = await deps.flows.mark_failed(
+        flow.id,
+        command.attempt,
+        error=error,
+        status_code=status,
+        then=lambda ended: [
+            Outgoing.dead_letter(command, NOTIFIER_CALLBACKS.queue, error),
+            _delivered_event(ended, command.attempt, False, status),
+        ],
+    )
+    if failed is None:
         return
     callback_delivery("failed")
     log.warning("flow %s: callback not delivered after %d attempts: %s", flow.id, command.attempt, error)
-    try:
-        await deps.publisher.dead_letter(command, error)
-    except PublishFailed:
-        log.warning("flow %s: the dead-letter record could not be published", flow.id)
-    await _delivered_event(deps, flow, command.attempt, False, status)
 
 
-async def _delivered_event(
-    deps: Deps, flow: CallFlowRecord, attempts: int, delivered: bool, status: int | None
-) -> None:
+def _delivered_event(flow: CallFlowRecord, attempts: int, delivered: bool, status: int | None) -> Outgoing:
     event = CallbackDelivered(
         correlation_id=flow.id,
         flow_id=flow.id,
@@ -327,10 +336,7 @@ async def _delivered_event(
         attempts=attempts,
         status_code=status,
     )
-    try:
-        await deps.publisher.event(event, EventKey.CALLBACK_DELIVERED)
-    except PublishFailed:
-        log.warning("flow %s: CallbackDelivered not published", flow.id)
+    return Outgoing.event(event, EventKey.CALLBACK_DELIVERED)
 
 
 # -- the sweeper ------------------------------------------------------------------------------

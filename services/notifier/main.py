@@ -18,10 +18,12 @@ from infra.db.audit import AuditLog
 from infra.db.engine import create_engine, session_factory
 from infra.db.flows import CallFlowRepository
 from infra.db.repositories import SessionRepository
+from infra.outbox import OutboxRelay, OutboxStore, SqlOutbox
+from infra.publisher import Publisher
 from infra.safe_fetch import FetchPolicy
 from infra.settings import Settings
 from infra.sweeps import run_forever
-from services.notifier.adapters import BrokerPublisher, HttpCallbackSender, SafeReferenceSource
+from services.notifier.adapters import HttpCallbackSender, SafeReferenceSource
 from services.notifier.handlers import (
     FLOWS_SWEEPER,
     Config,
@@ -59,25 +61,32 @@ def config_from(settings: Settings) -> Config:
 
 
 class Notifier:
-    """The broker with the notifier's four subscribers, and the sweeper task."""
+    """The broker with the notifier's four subscribers, the sweeper task and the outbox relay
+    (what follows each flow transition: DeliverCallback, MatchReferences, CallbackDelivered)."""
 
-    def __init__(self, settings: Settings, broker: RabbitBroker, deps: Deps) -> None:
+    def __init__(self, settings: Settings, broker: RabbitBroker, deps: Deps, relay: OutboxRelay) -> None:
         self.settings = settings
         self.broker = broker
         self.deps = deps
-        self._sweeper: asyncio.Task[NoReturn] | None = None
+        self.relay = relay
+        self._tasks: list[asyncio.Task[NoReturn]] = []
 
     async def start(self) -> None:
         await self.broker.connect()
         await declare_topology(self.broker, ROUTES, delivery_limit=self.settings.delivery_limit)
         await self.broker.start()
-        self._sweeper = asyncio.create_task(self._sweep_forever(), name="notifier-sweeper")
+        self._tasks = [
+            asyncio.create_task(self._sweep_forever(), name="notifier-sweeper"),
+            asyncio.create_task(self.relay.run(), name="notifier-outbox-relay"),
+        ]
 
     async def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+                await task
+        self._tasks = []
         await self.broker.stop()
 
     async def _sweep_forever(self) -> NoReturn:
@@ -92,14 +101,17 @@ def build_notifier(
     sessions: Sessions,
     references: ReferenceSource,
     sender: CallbackSender,
+    outbox: OutboxStore,
     audit: AuditLog | None = None,
 ) -> Notifier:
-    """Wire the handlers to the broker; resources are created by the caller."""
+    """Wire the handlers to the broker; resources are created by the caller (``outbox``: the
+    table the flow transitions write to, ``infra.outbox.SqlOutbox`` of the same database)."""
     broker = create_broker(settings)
+    publisher = Publisher(broker)
     deps = Deps(
         flows=flows,
         sessions=sessions,
-        publisher=BrokerPublisher(broker),
+        publisher=publisher,
         references=references,
         sender=sender,
         config=config_from(settings),
@@ -123,7 +135,8 @@ def build_notifier(
     async def on_deliver_callback(command: DeliverCallback) -> None:
         await handle_deliver_callback(command, deps)
 
-    return Notifier(settings, broker, deps)
+    relay = OutboxRelay(outbox, publisher, poll_s=settings.outbox_poll_s)
+    return Notifier(settings, broker, deps, relay)
 
 
 async def serve(settings: Settings) -> None:
@@ -138,6 +151,7 @@ async def serve(settings: Settings) -> None:
         sessions=SessionRepository(factory),
         references=SafeReferenceSource(policy, max_references=settings.max_references),
         sender=sender,
+        outbox=SqlOutbox(factory),
         audit=AuditLog(factory),
     )
     stop = asyncio.Event()

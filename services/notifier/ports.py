@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from contracts.commands import DeliverCallback
-from contracts.envelope import Command, Event
+from contracts.envelope import Command
 from infra.db.flows import CallFlowRecord
+from infra.publisher import PublishFailed
 
 __all__ = [
     "CallbackRefused",
@@ -19,10 +19,6 @@ __all__ = [
     "ReferenceSource",
     "ReferencesUnavailable",
 ]
-
-
-class PublishFailed(Exception):
-    """The broker did not take a message (retryable)."""
 
 
 class ReferencesUnavailable(Exception):
@@ -45,12 +41,11 @@ class ReferenceImages:
 
 
 class Publisher(Protocol):
-    async def event(self, event: Event, routing_key: str) -> None: ...
+    """What the sweeper publishes itself (a due retry: a leased row, sent again if lost); the
+    messages that follow a transition go to the outbox instead. ``infra.publisher.Publisher``."""
 
-    async def command(self, command: Command, routing_key: str) -> None: ...
-
-    async def dead_letter(self, command: DeliverCallback, reason: str) -> None:
-        """Keep an undeliverable callback in the notifier's dead-letter queue."""
+    async def command(self, command: Command, routing_key: str) -> None:
+        """Raises ``PublishFailed`` (``infra.publisher``'s, re-exported here)."""
         ...
 
 

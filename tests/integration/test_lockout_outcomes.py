@@ -16,14 +16,15 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 
 from contracts.envelope import Command, Event
 from contracts.events import SessionFinished
+from contracts.routing import EventKey
 from infra.db.engine import create_engine, session_factory
 from infra.db.liveness import LivenessRepository
 from infra.db.repositories import ApiClientRepository, SessionRepository
-from infra.db.tables import SessionRow, utc_now
+from infra.db.tables import OutboxRow, SessionRow, utc_now
 from infra.settings import Settings
 from infra.storage import open_store
 from services.gateway.app import create_app
@@ -96,13 +97,15 @@ class Gateway:
 
     def sweep_expired(self) -> list[str]:
         """The liveness worker's expiry sweep (``services.liveness.handlers.sweep``); the sessions
-        it ended (its SessionFinished events)."""
+        it ended (its SessionFinished events, written to the outbox with each ending)."""
 
         async def run() -> list[str]:
             engine = create_engine(self.database_url)
             publisher = Published()
             try:
                 factory = session_factory(engine)
+                async with factory() as session:
+                    before = await session.scalar(select(func.max(OutboxRow.id))) or 0
                 deps = Deps(
                     sessions=SessionRepository(factory),
                     states=LivenessRepository(factory),
@@ -112,9 +115,17 @@ class Gateway:
                     identity_threshold=0.5,
                 )
                 await sweep(deps, match_timeout_s=30)
+                async with factory() as session:
+                    rows = await session.scalars(
+                        select(OutboxRow).where(
+                            OutboxRow.id > before, OutboxRow.routing_key == EventKey.SESSION_FINISHED
+                        )
+                    )
+                    ended = [SessionFinished.model_validate(row.payload).session_id for row in rows]
             finally:
                 await engine.dispose()
-            return [e.session_id for e in publisher.events if isinstance(e, SessionFinished)]
+            assert publisher.events == []  # an expiry publishes nothing itself
+            return ended
 
         result: list[str] = _run(run())
         return result

@@ -36,6 +36,7 @@ from infra.broker import EVENTS, create_broker, declare_topology
 from infra.db.audit import AuditAction, AuditLog
 from infra.db.engine import create_engine, session_factory
 from infra.db.flows import CallFlowRecord, CallFlowRepository, DeliveryStatus, FlowStatus
+from infra.db.outbox import SqlOutbox
 from infra.db.repositories import SessionRepository
 from infra.safe_fetch import FetchPolicy
 from infra.settings import Settings
@@ -164,6 +165,7 @@ class Harness:
             sessions=self.sessions,
             references=SafeReferenceSource(FetchPolicy.from_settings(settings), max_references=10),
             sender=self.sender,
+            outbox=SqlOutbox(factory),
             audit=self.audit,
         )
 

@@ -8,7 +8,6 @@ import asyncio
 import builtins
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,9 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from contracts.envelope import Command, Event
 from contracts.events import SessionFinished
+from contracts.routing import EventKey
 from contracts.values import SessionStatus
+from domain.sessions import SessionEnding
 from infra.db.engine import session_factory
+from infra.db.errors import DatabaseUnavailable
 from infra.db.liveness import LivenessRepository
+from infra.db.outbox import SqlOutbox
+from infra.db.records import SessionRecord
 from infra.db.repositories import SessionRepository
 from infra.db.tables import SessionRow
 from infra.retention import RETENTION_SWEEPER, Retention, session_prefix
@@ -112,17 +116,24 @@ async def test_a_session_whose_purge_fails_blocks_neither_the_others_nor_the_loo
     assert item_failures(RETENTION_SWEEPER) >= before + 3
 
 
-@dataclass
-class Publisher:
-    """Publishes nothing for one session (the broker refuses it); records the rest."""
+class OneBrokenSession(SessionRepository):
+    """Cannot end one session (its transaction fails); the others end as usual."""
 
-    broken_session: str
-    events: list[Event] = field(default_factory=list)
+    def __init__(self, factory: async_sessionmaker[AsyncSession], broken_session: str) -> None:
+        super().__init__(factory)
+        self.broken_session = broken_session
+
+    async def end(self, ending: SessionEnding) -> SessionRecord:
+        if ending.session_id == self.broken_session:
+            raise DatabaseUnavailable("connection lost")
+        return await super().end(ending)
+
+
+class NoPublisher:
+    """An expiry publishes nothing itself: its SessionFinished goes to the outbox."""
 
     async def event(self, event: Event, routing_key: str) -> None:
-        if isinstance(event, SessionFinished) and event.session_id == self.broken_session:
-            raise ConnectionResetError("broker connection lost")
-        self.events.append(event)
+        raise AssertionError(f"published {type(event).__name__} outside the outbox")
 
     async def command(self, command: Command, routing_key: str) -> None:
         raise AssertionError("an expiry sends no command")
@@ -155,12 +166,11 @@ async def test_an_expiry_that_fails_for_one_session_still_expires_the_others(
             .where(SessionRow.id.in_(overdue))
             .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
         )
-    publisher = Publisher(broken_session=overdue[1])
     deps = Deps(
-        sessions=sessions,
+        sessions=OneBrokenSession(factory, broken_session=overdue[1]),
         states=LivenessRepository(factory),
         store=s3_store,
-        publisher=publisher,
+        publisher=NoPublisher(),
         frames=NoFrames(),
         identity_threshold=0.5,
     )
@@ -168,10 +178,16 @@ async def test_an_expiry_that_fails_for_one_session_still_expires_the_others(
 
     await sweep(deps, match_timeout_s=30)
 
-    finished = {e.session_id for e in publisher.events if isinstance(e, SessionFinished)}
-    assert {overdue[0], overdue[2]} <= finished
-    assert overdue[1] not in finished
+    outbox = SqlOutbox(factory)
     for session_id in overdue:
         record = await sessions.fetch(session_id)
-        assert record is not None and record.status is SessionStatus.EXPIRED
+        finished = await outbox.messages(session_id, routing_key=EventKey.SESSION_FINISHED)
+        assert record is not None
+        if session_id == overdue[1]:  # not ended: the next sweep tries again
+            assert record.status is SessionStatus.CREATED and finished == []
+        else:  # ended, with exactly one SessionFinished waiting for the relay
+            assert record.status is SessionStatus.EXPIRED
+            assert [SessionFinished.model_validate(m.payload).status for m in finished] == [
+                SessionStatus.EXPIRED
+            ]
     assert item_failures(EXPIRY_SWEEPER) == before + 1

@@ -1,5 +1,6 @@
-"""infra.lifecycle.SessionLifecycle with in-memory fakes of its two ports: the ending is written
-once (version-checked), published only after it was written, and a lost race is decided again."""
+"""infra.lifecycle.SessionLifecycle with an in-memory fake of its port: the ending is written once
+(version-checked) together with its one SessionFinished (the repository puts it in the outbox in
+the same transaction), and a lost race is decided again."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from contracts.events import SessionFinished
 from contracts.values import SessionStatus
 from domain.sessions import Decided, Erased, Expired, SessionEnding
 from infra.db.errors import VersionConflict
@@ -61,34 +61,20 @@ class FakeSessions:
         return self.record
 
 
-class FakeEvents:
-    def __init__(self, sessions: FakeSessions, *, broken: bool = False) -> None:
-        self.published: list[SessionFinished] = []
-        self._sessions, self._broken = sessions, broken
-
-    async def finished(self, event: SessionFinished) -> None:
-        assert self._sessions.record.status.terminal, "published before the ending was written"
-        if self._broken:
-            raise ConnectionError("broker down")
-        self.published.append(event)
-
-
-async def test_concurrent_endings_write_and_publish_once() -> None:
+async def test_concurrent_endings_write_once_with_one_session_finished() -> None:
     sessions = FakeSessions(_record())
-    events = FakeEvents(sessions)
-    lifecycle = SessionLifecycle(sessions, events)
+    lifecycle = SessionLifecycle(sessions)
     results = await asyncio.gather(*(lifecycle.end("s1", Expired()) for _ in range(3)))
     assert sum(result is not None for result in results) == 1
     assert len(sessions.endings) == 1 and sessions.record.status is SessionStatus.EXPIRED
-    assert [(e.session_id, e.status, e.reasons) for e in events.published] == [
+    assert [(e.event.session_id, e.event.status, e.event.reasons) for e in sessions.endings] == [
         ("s1", SessionStatus.EXPIRED, ["EXPIRED"])
     ]
 
 
 async def test_a_lost_race_is_decided_again_on_what_the_session_now_is() -> None:
     sessions = FakeSessions(_record(), moves_before_end=2)
-    events = FakeEvents(sessions)
-    ended = await SessionLifecycle(sessions, events).end("s1", Erased())
+    ended = await SessionLifecycle(sessions).end("s1", Erased())
     assert ended is not None and ended.status is SessionStatus.FAILED
     assert sessions.endings[0].expected_version == 4  # read again after two conflicts
 
@@ -96,20 +82,12 @@ async def test_a_lost_race_is_decided_again_on_what_the_session_now_is() -> None
 async def test_a_session_that_keeps_changing_is_given_up_loudly() -> None:
     sessions = FakeSessions(_record(), moves_before_end=99)
     with pytest.raises(VersionConflict):
-        await SessionLifecycle(sessions, FakeEvents(sessions)).end("s1", Erased())
+        await SessionLifecycle(sessions).end("s1", Erased())
 
 
 async def test_nothing_happens_to_a_finished_or_missing_session() -> None:
     sessions = FakeSessions(_record(status=SessionStatus.SUCCEEDED))
-    events = FakeEvents(sessions)
-    lifecycle = SessionLifecycle(sessions, events)
+    lifecycle = SessionLifecycle(sessions)
     assert await lifecycle.end("s1", Decided({"isLive": False, "confidence": 0.1})) is None
     assert await lifecycle.end("missing", Expired()) is None
-    assert sessions.endings == [] and events.published == []
-
-
-async def test_a_failed_publish_propagates_after_the_ending_was_written() -> None:
-    sessions = FakeSessions(_record())
-    with pytest.raises(ConnectionError):
-        await SessionLifecycle(sessions, FakeEvents(sessions, broken=True)).end("s1", Expired())
-    assert sessions.record.status is SessionStatus.EXPIRED and len(sessions.endings) == 1
+    assert sessions.endings == []

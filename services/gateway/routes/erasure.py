@@ -22,7 +22,6 @@ from infra.db.engine import session_factory
 from infra.lifecycle import SessionLifecycle
 from infra.retention import Retention
 from infra.storage.errors import StorageError
-from services.gateway.comparisons import BrokerUnavailable
 from services.gateway.dependencies import PrincipalDep, Resources, ResourcesDep
 from services.gateway.problems import ProblemError
 
@@ -43,10 +42,7 @@ ERASE_ERRORS: dict[int | str, dict[str, Any]] = {
 async def _end_unfinished(session_id: str, res: Resources) -> None:
     """End an unfinished session FAILED, reason ERASED (``infra.lifecycle``: one SessionFinished,
     one SESSION_DECIDED record, the lockout rule); nothing when it had ended already."""
-    try:
-        await SessionLifecycle(res.sessions, res.events).end(session_id, Erased())
-    except BrokerUnavailable:
-        log.warning("session %s erased unfinished; SessionFinished could not be published", session_id)
+    await SessionLifecycle(res.sessions).end(session_id, Erased())
 
 
 @router.delete(

@@ -110,12 +110,8 @@ async def _expire_if_due(record: SessionRecord, res: Resources) -> SessionRecord
     SessionFinished, one SESSION_DECIDED record, the lockout rule) and is answered as it now is."""
     if record.status.terminal or record.expires_at > datetime.now(UTC):
         return record
-    try:
-        ended = await SessionLifecycle(res.sessions, res.events).end(record.id, Expired())
-    except BrokerUnavailable:
-        log.warning("session %s expired but SessionFinished could not be published", record.id)
-        ended = None
-    # None: someone else finished or expired it first (or the event was not published)
+    ended = await SessionLifecycle(res.sessions).end(record.id, Expired())
+    # None: someone else finished or expired it first
     return ended or await res.sessions.fetch(record.id) or record
 
 

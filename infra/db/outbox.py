@@ -1,0 +1,155 @@
+"""The outbox table (``outbox``): messages written in the transaction of the state change they
+follow (:func:`stage`), read and marked by the relay (infra/outbox.py), forgotten once sent
+(infra/housekeeping.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+from sqlalchemy import Update, delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from infra.db.errors import translate_errors
+from infra.db.tables import OutboxRow, utc_now
+from infra.outgoing import Outgoing
+
+__all__ = ["RELAY_LOCK_KEY", "Pending", "SqlOutbox", "stage"]
+
+#: PostgreSQL advisory lock a relay batch holds: one relay publishes at a time.
+RELAY_LOCK_KEY: Final = 0x6F757462  # "outb"
+
+
+def stage(session: AsyncSession, *messages: Outgoing) -> None:
+    """Write ``messages`` to the outbox in ``session``'s transaction (after the state change, so
+    that one subject's messages get ids in the order of its changes)."""
+    now = utc_now()
+    for message in messages:
+        session.add(
+            OutboxRow(
+                message_id=message.message_id,
+                exchange=message.exchange,
+                routing_key=message.routing_key,
+                correlation_id=message.correlation_id,
+                payload=message.payload,
+                headers=message.headers,
+                created_at=now,
+                sent_at=None,
+                attempts=0,
+            )
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    id: int
+    message: Outgoing
+
+
+class _SqlBatch:
+    """A batch read under the relay lock (PostgreSQL: marked in the same transaction) or, on
+    SQLite, read in one short transaction and marked in another (a SQLite read transaction that
+    writes after someone else committed fails: no lock is held across the publishing there)."""
+
+    def __init__(
+        self,
+        messages: Sequence[Pending],
+        *,
+        session: AsyncSession | None,
+        sessions: async_sessionmaker[AsyncSession],
+    ) -> None:
+        self.messages = messages
+        self._session = session
+        self._sessions = sessions
+
+    async def mark_sent(self, ids: Sequence[int]) -> None:
+        if ids:
+            await self._execute(update(OutboxRow).where(OutboxRow.id.in_(ids)).values(sent_at=utc_now()))
+
+    async def mark_failed(self, row_id: int, error: str) -> None:
+        await self._execute(
+            update(OutboxRow)
+            .where(OutboxRow.id == row_id)
+            .values(attempts=OutboxRow.attempts + 1, last_error=error[:200])
+        )
+
+    async def _execute(self, statement: Update) -> None:
+        if self._session is not None:
+            await self._session.execute(statement)
+            return
+        with translate_errors():
+            async with self._sessions.begin() as session:
+                await session.execute(statement)
+
+
+class SqlOutbox:
+    """The outbox table (``outbox``) as the relay and the housekeeping use it."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    @asynccontextmanager
+    async def batch(self, limit: int) -> AsyncIterator[_SqlBatch | None]:
+        """The oldest unsent rows, under the relay lock (None: another relay holds it); what the
+        caller marks is committed when the block ends."""
+        query = select(OutboxRow).where(OutboxRow.sent_at.is_(None)).order_by(OutboxRow.id).limit(limit)
+        with translate_errors():
+            async with self._sessions.begin() as session:
+                if session.get_bind().dialect.name == "postgresql":
+                    if not await session.scalar(select(func.pg_try_advisory_xact_lock(RELAY_LOCK_KEY))):
+                        yield None
+                        return
+                    rows = (await session.scalars(query)).all()
+                    yield _SqlBatch(_pending(rows), session=session, sessions=self._sessions)
+                    return
+                rows = (await session.scalars(query)).all()
+            yield _SqlBatch(_pending(rows), session=None, sessions=self._sessions)
+
+    async def purge(self, before: datetime, *, limit: int) -> int:
+        """Forget at most ``limit`` rows sent before ``before``; how many."""
+        ids = (
+            select(OutboxRow.id)
+            .where(OutboxRow.sent_at.is_not(None), OutboxRow.sent_at < before)
+            .order_by(OutboxRow.id)
+            .limit(limit)
+            .scalar_subquery()
+        )
+        with translate_errors():
+            async with self._sessions.begin() as session:
+                result = await session.execute(delete(OutboxRow).where(OutboxRow.id.in_(ids)))
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    async def messages(self, correlation_id: str, *, routing_key: str | None = None) -> list[Outgoing]:
+        """The messages written for ``correlation_id`` (sent or not), oldest first."""
+        query = select(OutboxRow).where(OutboxRow.correlation_id == correlation_id)
+        if routing_key is not None:
+            query = query.where(OutboxRow.routing_key == routing_key)
+        with translate_errors():
+            async with self._sessions() as session:
+                rows = (await session.scalars(query.order_by(OutboxRow.id))).all()
+        return [_outgoing(row) for row in rows]
+
+    async def unsent(self) -> int:
+        """How many messages wait for the relay."""
+        query = select(func.count()).select_from(OutboxRow).where(OutboxRow.sent_at.is_(None))
+        with translate_errors():
+            async with self._sessions() as session:
+                return int(await session.scalar(query) or 0)
+
+
+def _pending(rows: Sequence[OutboxRow]) -> list[Pending]:
+    return [Pending(row.id, _outgoing(row)) for row in rows]
+
+
+def _outgoing(row: OutboxRow) -> Outgoing:
+    return Outgoing(
+        exchange=row.exchange,
+        routing_key=row.routing_key,
+        message_id=row.message_id,
+        correlation_id=row.correlation_id,
+        payload=row.payload,
+        headers=row.headers,
+    )

@@ -1,0 +1,126 @@
+"""The transactional outbox: a message that follows a state change is written in the state
+change's own transaction (:func:`infra.db.outbox.stage`), and a relay publishes it (:class:`OutboxRelay`).
+
+So the change and its message commit together or not at all: a broker that is down, or a process
+that dies, between the commit and the publish delays the message and never loses it. The relay
+publishes the unsent rows in ``id`` order, waits for each publisher confirm, marks the confirmed
+ones sent and stops at the first failure (a later row never overtakes an earlier one); it tries
+again after a back-off. A process that dies after a confirm and before marking sends that row
+again: the message keeps its ``message_id``, and its consumers are idempotent (docs/reliability.md).
+
+Every process that writes outbox rows runs a relay. On PostgreSQL a batch holds a transaction
+advisory lock (:data:`RELAY_LOCK_KEY`), so one relay publishes at a time, in order, whichever
+process wrote the rows; on SQLite (one process) the batch is read and marked in two short
+transactions. Sent rows are forgotten by the housekeeping sweep (infra/housekeeping.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import Final, NoReturn, Protocol
+
+from faststream.rabbit import RabbitBroker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from infra.db.outbox import Pending, SqlOutbox, stage
+from infra.outgoing import Outgoing
+from infra.publisher import Publisher, PublishFailed
+from infra.settings import Settings
+
+__all__ = ["Batch", "OutboxRelay", "OutboxStore", "Sender", "SqlOutbox", "stage"]
+
+log = logging.getLogger("faceproof.outbox")
+
+DEFAULT_BATCH: Final = 100
+DEFAULT_POLL_S: Final = 0.2
+MAX_BACKOFF_S: Final = 10.0
+
+
+class Batch(Protocol):
+    messages: Sequence[Pending]
+
+    async def mark_sent(self, ids: Sequence[int]) -> None: ...
+
+    async def mark_failed(self, row_id: int, error: str) -> None: ...
+
+
+class OutboxStore(Protocol):
+    def batch(self, limit: int) -> AbstractAsyncContextManager[Batch | None]:
+        """The oldest unsent messages (None: another relay has them); marks commit at the end."""
+        ...
+
+
+class Sender(Protocol):
+    async def send(self, outgoing: Outgoing) -> None:
+        """Publish and wait for the confirm; raises ``PublishFailed``."""
+        ...
+
+
+@dataclass(frozen=True)
+class OutboxRelay:
+    """Publishes the outbox's unsent messages in order (see the module's docstring)."""
+
+    store: OutboxStore
+    sender: Sender
+    batch: int = DEFAULT_BATCH
+    poll_s: float = DEFAULT_POLL_S
+
+    @classmethod
+    def for_process(
+        cls, sessions: async_sessionmaker[AsyncSession], broker: RabbitBroker, settings: Settings
+    ) -> OutboxRelay:
+        """The relay of a process: its database, its broker (publisher confirms), its settings."""
+        return cls(SqlOutbox(sessions), Publisher(broker), poll_s=settings.outbox_poll_s)
+
+    async def relay_once(self) -> int:
+        """One batch: the number of messages sent. Raises ``PublishFailed`` after marking those
+        confirmed before the failure (the rest wait for the next try, in order)."""
+        failure: PublishFailed | None = None
+        async with self.store.batch(self.batch) as batch:
+            if batch is None:  # another relay holds the lock
+                return 0
+            sent: list[int] = []
+            for pending in batch.messages:
+                try:
+                    await self.sender.send(pending.message)
+                except PublishFailed as error:
+                    failure = error
+                    await batch.mark_failed(pending.id, str(error))
+                    break
+                sent.append(pending.id)
+            await batch.mark_sent(sent)
+        if failure is not None:
+            raise failure
+        return len(sent)
+
+    async def run(self) -> NoReturn:
+        """Relay until cancelled: at once while there is more, every ``poll_s`` when idle, with a
+        growing back-off (at most :data:`MAX_BACKOFF_S`) while the broker or database fails."""
+        backoff = self.poll_s
+        while True:
+            try:
+                sent = await self.relay_once()
+            except Exception as error:  # the broker, the database, anything: never the loop's end
+                log.warning("outbox relay: %s; again in %.1f s", type(error).__name__, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(MAX_BACKOFF_S, backoff * 2)
+                continue
+            backoff = self.poll_s
+            if sent < self.batch:
+                await asyncio.sleep(self.poll_s)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Relay in the background while the block runs (a composition root's lifespan)."""
+        task = asyncio.create_task(self.run(), name="outbox-relay")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

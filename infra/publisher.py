@@ -1,0 +1,84 @@
+"""The one broker publisher every process uses (services keep their small ports; this is the one
+implementation behind them).
+
+Every message is persistent and, as the processes' brokers open their channels with publisher
+confirms (:func:`infra.broker.create_broker`), a publish returns once RabbitMQ took it. A broker
+that cannot take it raises :class:`PublishFailed`, the one error each service translates at its
+edge (a 503, a nack, a retry later).
+
+Events that follow a state change are not published here directly: they are written to the
+outbox in the state change's transaction, and the relay sends them through :meth:`Publisher.send`
+(infra/outbox.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Final
+
+from faststream.rabbit import RabbitBroker, RabbitExchange
+
+from contracts.envelope import Command, Event, Message
+from contracts.routing import COMMANDS_EXCHANGE, DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE
+from infra.broker import BROKER_DOWN_ERRORS, COMMANDS, DEAD_LETTERS, EVENTS
+from infra.outgoing import Outgoing
+
+__all__ = ["Outgoing", "PublishFailed", "Publisher", "exchange_named"]
+
+#: How long one publish (and its confirm) may take before it counts as failed.
+PUBLISH_TIMEOUT_S: Final = 10.0
+
+_EXCHANGES: Final = {
+    COMMANDS_EXCHANGE: COMMANDS,
+    EVENTS_EXCHANGE: EVENTS,
+    DEAD_LETTER_EXCHANGE: DEAD_LETTERS,
+}
+
+
+class PublishFailed(Exception):
+    """The broker did not take a message (retryable); the message is the error's type name."""
+
+
+def exchange_named(name: str) -> RabbitExchange:
+    """The declared exchange called ``name`` (commands, events or dead letters)."""
+    try:
+        return _EXCHANGES[name]
+    except KeyError:
+        raise ValueError(f"no exchange {name!r} is published to") from None
+
+
+class Publisher:
+    """Events to the events exchange, commands to the commands exchange, records to the
+    dead-letter exchange: persistent, confirmed, with the message id and correlation id."""
+
+    def __init__(self, broker: RabbitBroker, *, timeout_s: float = PUBLISH_TIMEOUT_S) -> None:
+        self._broker = broker
+        self._timeout_s = timeout_s
+
+    async def event(self, event: Event, routing_key: str) -> None:
+        await self.send(Outgoing.event(event, routing_key))
+
+    async def command(self, command: Command, routing_key: str, *, reply_to: str | None = None) -> None:
+        await self.send(Outgoing.command(command, routing_key), reply_to=reply_to)
+
+    async def dead_letter(self, message: Message, queue: str, reason: str) -> None:
+        await self.send(Outgoing.dead_letter(message, queue, reason))
+
+    async def send(self, outgoing: Outgoing, *, reply_to: str | None = None) -> None:
+        """Publish ``outgoing`` and wait for the broker's confirm; raises :class:`PublishFailed`."""
+        try:
+            await asyncio.wait_for(
+                self._broker.publish(
+                    outgoing.payload,
+                    exchange=exchange_named(outgoing.exchange),
+                    routing_key=outgoing.routing_key,
+                    persist=True,
+                    correlation_id=outgoing.correlation_id,
+                    message_id=outgoing.message_id,
+                    headers=outgoing.headers,
+                    reply_to=reply_to,
+                ),
+                self._timeout_s,
+            )
+        except BROKER_DOWN_ERRORS + (TimeoutError,) as error:  # noqa: RUF005 (mypy refuses `*` here)
+            raise PublishFailed(type(error).__name__) from error

@@ -1,0 +1,187 @@
+"""infra.outbox.OutboxRelay with in-memory fakes of its two ports (the outbox table, the broker):
+messages go out in order, each marked sent only once the broker confirmed it; a failure stops the
+batch there (nothing overtakes the message that failed) and the next try resumes with it; what
+was confirmed before a crash is sent again with the same message id."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import pytest
+
+from contracts.events import SessionFinished
+from contracts.routing import EventKey
+from contracts.values import SessionStatus
+from infra.db.outbox import Pending
+from infra.outbox import OutboxRelay
+from infra.outgoing import Outgoing
+from infra.publisher import PublishFailed
+
+
+def _finished(session_id: str) -> Outgoing:
+    event = SessionFinished(
+        correlation_id=session_id, session_id=session_id, status=SessionStatus.EXPIRED, reasons=["EXPIRED"]
+    )
+    return Outgoing.event(event, EventKey.SESSION_FINISHED)
+
+
+@dataclass
+class FakeBatch:
+    messages: Sequence[Pending]
+    sent: list[int] = field(default_factory=list)
+    failed: list[tuple[int, str]] = field(default_factory=list)
+
+    async def mark_sent(self, ids: Sequence[int]) -> None:
+        self.sent.extend(ids)
+
+    async def mark_failed(self, row_id: int, error: str) -> None:
+        self.failed.append((row_id, error))
+
+
+class FakeOutbox:
+    """Rows in id order; a batch's marks count only when the batch ends without an exception
+    (a transaction); ``locked``: another relay holds the lock."""
+
+    def __init__(self, messages: list[Outgoing]) -> None:
+        self.rows = {index + 1: message for index, message in enumerate(messages)}
+        self.sent_ids: set[int] = set()
+        self.attempts: dict[int, int] = {}
+        self.locked = False
+
+    @asynccontextmanager
+    async def batch(self, limit: int) -> AsyncIterator[FakeBatch | None]:
+        if self.locked:
+            yield None
+            return
+        unsent = [Pending(i, m) for i, m in sorted(self.rows.items()) if i not in self.sent_ids]
+        batch = FakeBatch(unsent[:limit])
+        yield batch
+        self.sent_ids.update(batch.sent)  # committed
+        for row_id, _ in batch.failed:
+            self.attempts[row_id] = self.attempts.get(row_id, 0) + 1
+
+    def add(self, message: Outgoing) -> None:
+        self.rows[max(self.rows, default=0) + 1] = message
+
+
+class FakeBroker:
+    """Confirms every message, except while ``down`` or for the next ``fail_next`` messages."""
+
+    def __init__(self) -> None:
+        self.received: list[Outgoing] = []
+        self.down = False
+        self.fail_next = 0
+
+    async def send(self, outgoing: Outgoing) -> None:
+        if self.down:
+            raise PublishFailed("ConnectionRefusedError")
+        if self.fail_next:
+            self.fail_next -= 1
+            raise PublishFailed("ChannelInvalidStateError")
+        self.received.append(outgoing)
+
+
+def _ids(messages: list[Outgoing]) -> list[str]:
+    return [m.correlation_id for m in messages]
+
+
+async def test_messages_go_out_in_order_and_are_marked_sent_once() -> None:
+    outbox = FakeOutbox([_finished(f"s{n}") for n in range(5)])
+    broker = FakeBroker()
+    relay = OutboxRelay(outbox, broker, batch=2)
+
+    sent = [await relay.relay_once() for _ in range(4)]
+
+    assert sent == [2, 2, 1, 0]
+    assert _ids(broker.received) == ["s0", "s1", "s2", "s3", "s4"]
+    assert outbox.sent_ids == {1, 2, 3, 4, 5}
+
+
+async def test_a_failure_stops_the_batch_and_the_next_try_resumes_in_order() -> None:
+    outbox = FakeOutbox([_finished(f"s{n}") for n in range(4)])
+    broker = FakeBroker()
+    relay = OutboxRelay(outbox, broker)
+
+    async def fail_third(outgoing: Outgoing) -> None:
+        if outgoing.correlation_id == "s2" and not failed:
+            failed.append(outgoing)
+            raise PublishFailed("ConnectionResetError")
+        broker.received.append(outgoing)
+
+    failed: list[Outgoing] = []
+    broker.send = fail_third  # type: ignore[method-assign]
+    with pytest.raises(PublishFailed):
+        await relay.relay_once()
+    assert _ids(broker.received) == ["s0", "s1"]  # s3 did not overtake s2
+    assert outbox.sent_ids == {1, 2} and outbox.attempts == {3: 1}
+
+    assert await relay.relay_once() == 2
+    assert _ids(broker.received) == ["s0", "s1", "s2", "s3"]
+    assert outbox.sent_ids == {1, 2, 3, 4}
+
+
+async def test_a_broker_that_is_down_loses_nothing_and_sends_nothing_twice() -> None:
+    outbox = FakeOutbox([_finished("s0")])
+    broker = FakeBroker()
+    relay = OutboxRelay(outbox, broker)
+    broker.down = True
+    for _ in range(3):
+        with pytest.raises(PublishFailed):
+            await relay.relay_once()
+    outbox.add(_finished("s1"))  # written while the broker was down
+    broker.down = False
+
+    assert await relay.relay_once() == 2
+    assert await relay.relay_once() == 0
+    assert _ids(broker.received) == ["s0", "s1"]
+    assert outbox.attempts == {1: 3}
+
+
+async def test_a_crash_after_the_confirm_sends_the_same_message_again() -> None:
+    """The marks of a batch that did not commit are lost: the message goes again, with its id
+    (the consumers dedupe by it)."""
+    outbox = FakeOutbox([_finished("s0")])
+    broker = FakeBroker()
+    relay = OutboxRelay(outbox, broker)
+    real_batch = outbox.batch
+
+    @asynccontextmanager
+    async def crashing(limit: int) -> AsyncIterator[FakeBatch | None]:
+        async with real_batch(limit) as batch:
+            yield batch
+            raise ConnectionResetError("database connection lost before the commit")
+
+    outbox.batch = crashing  # type: ignore[method-assign]
+    with pytest.raises(ConnectionResetError):
+        await relay.relay_once()
+    outbox.batch = real_batch  # type: ignore[method-assign]
+    assert await relay.relay_once() == 1
+
+    assert [m.message_id for m in broker.received] == [broker.received[0].message_id] * 2
+
+
+async def test_a_relay_that_finds_the_lock_taken_sends_nothing() -> None:
+    outbox = FakeOutbox([_finished("s0")])
+    broker = FakeBroker()
+    outbox.locked = True
+    assert await OutboxRelay(outbox, broker).relay_once() == 0
+    assert broker.received == []
+
+
+async def test_the_relay_loop_outlives_failures_and_catches_up() -> None:
+    outbox = FakeOutbox([_finished("s0"), _finished("s1")])
+    broker = FakeBroker()
+    broker.fail_next = 3
+    relay = OutboxRelay(outbox, broker, poll_s=0.01)
+    async with relay.running():
+        async with asyncio.timeout(5):
+            while len(broker.received) < 2:  # noqa: ASYNC110 - the relay runs in the background
+                await asyncio.sleep(0.01)
+            outbox.add(_finished("s2"))
+            while len(broker.received) < 3:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+    assert _ids(broker.received) == ["s0", "s1", "s2"]
+    assert outbox.attempts == {1: 3}
