@@ -6,7 +6,6 @@ import logging
 from dataclasses import dataclass
 from uuid import uuid4
 
-from aio_pika.exceptions import AMQPError
 from faststream import AckPolicy, FastStream
 from faststream.rabbit import RabbitBroker, RabbitMessage, RabbitQueue
 
@@ -18,13 +17,14 @@ from infra.broker import COMMANDS, EVENTS, create_broker, declare_topology, queu
 from infra.db.engine import create_engine, session_factory
 from infra.db.repositories import SessionRepository
 from infra.erasure import ErasureGuardedStore
+from infra.publisher import Publisher
 from infra.settings import Settings
 from infra.storage import ObjectStore, open_store
 from infra.telemetry.metrics import WEBRTC_CONNECTIONS
 from services.call_agent.agent import CallAgent
 from services.call_agent.capacity import CallSlots
 from services.call_agent.connection import StreamConfig, parse_ice_servers
-from services.call_agent.ports import PublishFailed, SessionRows
+from services.call_agent.ports import SessionRows
 from services.call_agent.room.handler import RoomCalls, call_config
 
 __all__ = ["BrokerEvents", "CallAgentApp", "build_app", "serve", "stream_config"]
@@ -33,16 +33,13 @@ log = logging.getLogger("faceproof.call_agent")
 
 
 class BrokerEvents:
-    """``EventSink`` on the events exchange."""
+    """``EventSink`` through the one publisher (infra/publisher.py; raises its ``PublishFailed``)."""
 
     def __init__(self, broker: RabbitBroker) -> None:
-        self._broker = broker
+        self._publisher = Publisher(broker)
 
     async def publish(self, event: Event, routing_key: str) -> None:
-        try:
-            await self._broker.publish(event, exchange=EVENTS, routing_key=routing_key, persist=True)
-        except (AMQPError, ConnectionError) as error:
-            raise PublishFailed(type(error).__name__) from error
+        await self._publisher.event(event, routing_key)
 
 
 def stream_config(settings: Settings) -> StreamConfig:

@@ -7,6 +7,7 @@ from typing import Protocol
 from contracts.envelope import Event
 from infra.db.records import SessionRecord
 from infra.erasure import Tombstones
+from infra.publisher import PublishFailed  # raised by EventSink (a sampled frame's event is dropped)
 
 __all__ = ["EventSink", "PublishFailed", "SessionLeases", "SessionRows"]
 
@@ -31,5 +32,3 @@ class SessionRows(SessionLeases, Tombstones, Protocol):
     """The leases and the erasure tombstones (the store the agent writes frames to checks them)."""
 
 
-class PublishFailed(Exception):
-    """The broker did not take an event (it is dropped: frames are sampled, not precious)."""

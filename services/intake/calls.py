@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
-from aio_pika.exceptions import AMQPError
 from faststream.rabbit import RabbitBroker
 
 from contracts.commands import JoinCall
@@ -18,9 +17,9 @@ from contracts.http import CallCreatedResponse, CallSettings, JoinCallRequest
 from contracts.languages import choose_language
 from contracts.routing import CommandKey
 from contracts.values import SessionStatus
-from infra.broker import COMMANDS
 from infra.db.flows import CallFlowRecord
 from infra.db.records import SessionRecord
+from infra.publisher import Publisher, PublishFailed
 from infra.safe_fetch import WEBSOCKET_SCHEMES, FetchPolicy, UrlRefused, precheck_url
 from infra.settings import Settings
 from infra.telemetry.metrics import session_status
@@ -49,22 +48,19 @@ def check_room_url(ws_url: str, settings: Settings) -> None:
 
 
 class BrokerCallCommands:
-    """:class:`~services.intake.ports.CallCommands` over RabbitMQ (persistent, on the commands exchange)."""
+    """:class:`~services.intake.ports.CallCommands` through the one publisher (infra/publisher.py).
+
+    JoinCall is published while the request waits, not through the outbox: the caller learns at
+    once (503) that no call agent was asked, and the flow row left behind ends at its deadline
+    with one failure callback."""
 
     def __init__(self, broker: RabbitBroker) -> None:
-        self._broker = broker
+        self._publisher = Publisher(broker)
 
     async def join(self, command: JoinCall) -> None:
         try:
-            await self._broker.publish(
-                command,
-                exchange=COMMANDS,
-                routing_key=CommandKey.JOIN_CALL,
-                correlation_id=command.flow_id,
-                message_id=command.message_id,
-                persist=True,
-            )
-        except (AMQPError, ConnectionError):
+            await self._publisher.command(command, CommandKey.JOIN_CALL)
+        except PublishFailed:
             detail = "The message broker cannot be reached."
             raise Unavailable(
                 "BROKER_UNAVAILABLE", "Service unavailable", detail, retry_after_s=RETRY_AFTER_S

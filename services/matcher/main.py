@@ -12,7 +12,8 @@ from contracts.commands import CompareFaces, MatchReferences
 from contracts.events import FacesCompared, ReferencesMatched
 from contracts.routing import MATCHER_COMPARE, MATCHER_REFERENCES, EventKey
 from faces.packs import load_pack
-from infra.broker import COMMANDS, EVENTS, create_broker, declare_topology, queue_for
+from infra.broker import COMMANDS, create_broker, declare_topology, queue_for
+from infra.publisher import Publisher
 from infra.settings import Settings
 from infra.storage import open_store
 from services.matcher.adapters import OnnxFaceEngine, StoredImages
@@ -25,6 +26,7 @@ log = logging.getLogger("faceproof.matcher")
 def build_app(settings: Settings, *, engine: FaceEngine, images: ImageSource) -> FastStream:
     """Wire the handlers to the broker; resources are created by the caller."""
     broker = create_broker(settings)
+    publisher = Publisher(broker)
 
     @broker.subscriber(
         queue_for(MATCHER_COMPARE, delivery_limit=settings.delivery_limit),
@@ -35,7 +37,7 @@ def build_app(settings: Settings, *, engine: FaceEngine, images: ImageSource) ->
     async def on_compare(command: CompareFaces, message: RabbitMessage) -> FacesCompared:
         event = await handle_compare(command, engine=engine, images=images)
         if not message.reply_to:
-            await broker.publish(event, exchange=EVENTS, routing_key=EventKey.FACES_COMPARED, persist=True)
+            await publisher.event(event, EventKey.FACES_COMPARED)
         return event
 
     @broker.subscriber(
@@ -47,9 +49,7 @@ def build_app(settings: Settings, *, engine: FaceEngine, images: ImageSource) ->
     async def on_match_references(command: MatchReferences, message: RabbitMessage) -> ReferencesMatched:
         event = await handle_match_references(command, engine=engine, images=images)
         if not message.reply_to:
-            await broker.publish(
-                event, exchange=EVENTS, routing_key=EventKey.REFERENCES_MATCHED, persist=True
-            )
+            await publisher.event(event, EventKey.REFERENCES_MATCHED)
         return event
 
     app = FastStream(broker, logger=logging.getLogger("faceproof.app"))
