@@ -13,13 +13,14 @@ from fastapi import FastAPI
 
 from contracts.commands import CompareFaces, MatchReferences, StartSession
 from contracts.events import FacesCompared, ReferencesMatched, SessionStarted
-from contracts.values import SessionStatus
+from contracts.values import FaceBox, ModelInfo, ScoredFace, SessionStatus, Threshold, ThresholdSource
 from infra.db.records import ApiClient, SessionRecord
 from infra.settings import Settings
 from infra.storage.errors import StorageError
 from services.gateway.auth import Authenticator
 from services.gateway.dependencies import Resources
 from services.gateway.problems import install_problem_handlers
+from services.gateway.ratelimit import RateLimiter, RateLimitHeaders
 from services.gateway.routes import compare, sessions
 from services.intake.client_tokens import new_client_token
 from tests.unit.intake.fakes import FakeFailures, FakeSessions, FakeStore
@@ -137,6 +138,25 @@ class FakeCallAgents:
         return self.answer(command)
 
 
+MODEL = ModelInfo(pack="permissive", licence="MIT + Apache-2.0", commercial_use=True)
+THRESHOLD = Threshold(value=0.6, source=ThresholdSource.DEFAULT, false_match_rate=0.001)
+FACE = FaceBox(box=(1.0, 2.0, 30.0, 40.0), score=0.98)
+
+
+def compared(command: CompareFaces) -> FacesCompared:
+    return FacesCompared(
+        correlation_id=command.correlation_id,
+        client_id=command.client_id,
+        request_id=command.message_id,
+        model=MODEL,
+        similarity=0.83,
+        match=True,
+        threshold=THRESHOLD,
+        source_face=FACE,
+        target_faces=[ScoredFace(**FACE.model_dump(), similarity=0.83, match=True)],
+    )
+
+
 @dataclass
 class FakeComparisons:
     """The matcher: ``compared`` and ``matched`` answer (or are raised when exceptions)."""
@@ -170,10 +190,13 @@ class Gateway:
     store: FakePresigningStore = field(default_factory=FakePresigningStore)
     call_agents: FakeCallAgents = field(default_factory=FakeCallAgents)
     comparisons: FakeComparisons = field(default_factory=FakeComparisons)
+    #: The real RateLimiter over fake buckets (None: no rate limits).
+    limiter: RateLimiter | None = None
 
     def app(self) -> FastAPI:
         app = FastAPI()
         install_problem_handlers(app)
+        app.add_middleware(RateLimitHeaders)
         app.include_router(compare.router)
         app.include_router(sessions.router)
         values: dict[str, Any] = {
@@ -186,6 +209,7 @@ class Gateway:
             "authenticate": Authenticator(FakeApiKeys(), STATIC_TOKEN),
             "call_agents": self.call_agents,
             "failures": FakeFailures(),
+            "limiter": self.limiter,
         }
         # Every field Resources requires (None for those these routes never use), and those above.
         app.state.resources = Resources(

@@ -14,38 +14,16 @@ from contracts.events import FacesCompared, ReferencesMatched
 from contracts.values import (
     ErrorCode,
     ErrorInfo,
-    FaceBox,
     Fusion,
-    ModelInfo,
     ReferenceScore,
-    ScoredFace,
-    Threshold,
-    ThresholdSource,
 )
 from infra.rpc import BrokerUnavailable, ReplyTimeout
 from infra.settings import Settings
-from tests.unit.gateway.fakes import API_KEY, FakeComparisons, Gateway
+from tests.unit.gateway.fakes import API_KEY, FACE, MODEL, THRESHOLD, FakeComparisons, Gateway, compared
 from tests.unit.intake.fakes import jpeg
 
-MODEL = ModelInfo(pack="permissive", licence="MIT + Apache-2.0", commercial_use=True)
-THRESHOLD = Threshold(value=0.6, source=ThresholdSource.DEFAULT, false_match_rate=0.001)
-FACE = FaceBox(box=(1.0, 2.0, 30.0, 40.0), score=0.98)
 IMAGE = base64.b64encode(jpeg()).decode()
 KEY = {"Authorization": f"Bearer {API_KEY}"}
-
-
-def compared(command: CompareFaces) -> FacesCompared:
-    return FacesCompared(
-        correlation_id=command.correlation_id,
-        client_id=command.client_id,
-        request_id=command.message_id,
-        model=MODEL,
-        similarity=0.83,
-        match=True,
-        threshold=THRESHOLD,
-        source_face=FACE,
-        target_faces=[ScoredFace(**FACE.model_dump(), similarity=0.83, match=True)],
-    )
 
 
 def failed(code: ErrorCode) -> FakeComparisons:
