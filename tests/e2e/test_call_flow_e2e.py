@@ -38,15 +38,19 @@ def scripted(media: Media, analyzer: FrameAnalyzer) -> ScriptedSource:
     return ScriptedSource(ScriptedSubject(media, analyzer, segments=load_video_segments()))
 
 
-async def follow_instructions(stack: Stack, source: FrameSource, session: asyncio.Future[str]) -> None:
+async def follow_instructions(
+    stack: Stack, source: FrameSource, session: asyncio.Future[str], bound: asyncio.Event
+) -> None:
     """The subject in the room sees the instructions drawn in the video; the script reads them
-    from the ChallengeIssued events instead (what the agent draws is checked elsewhere)."""
+    from the ChallengeIssued events instead (what the agent draws is checked elsewhere). ``bound``
+    is set once its queue is bound: a flow started before would lose its first instruction."""
     connection = await aio_pika.connect_robust(stack.vhost.url)
     async with connection:
         channel = await connection.channel()
         events = await channel.get_exchange("faceproof.events", ensure=False)
         queue = await channel.declare_queue(exclusive=True, auto_delete=True)
         await queue.bind(events, routing_key="challenge.issued")
+        bound.set()
         async with queue.iterator() as messages:
             async for message in messages:
                 async with message.process():
@@ -68,8 +72,11 @@ async def run_flow(
     """Start a flow (in the test SFU's room, or at a room URL), answer its instructions, wait for
     the controller's callback; (flow, callback)."""
     session: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-    follower = asyncio.ensure_future(follow_instructions(stack, source, session)) if source else None
+    bound = asyncio.Event()
+    follower = asyncio.ensure_future(follow_instructions(stack, source, session, bound)) if source else None
     try:
+        if follower is not None:
+            await asyncio.wait_for(bound.wait(), 30)
         async with httpx.AsyncClient(
             base_url=stack.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30
         ) as http:
