@@ -415,6 +415,14 @@ def liveness(
     ] = None,
     threads: Annotated[int, typer.Option(help="ONNX Runtime threads (0: its default)")] = 0,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False,
+    cooperating: Annotated[
+        bool,
+        typer.Option(
+            "--cooperating",
+            help="Draw each row's challenges only from its movements column (the types the recording "
+            "visibly contains); live rows labelled with none of the allowed types are left out",
+        ),
+    ] = False,
 ) -> None:
     """Presentation-attack detection error rates (ISO/IEC 30107-3) of the liveness analysis.
 
@@ -456,7 +464,9 @@ def liveness(
         if not rows:
             _fail(f"{manifest} has no rows")
         try:
-            report = _liveness_run(rows, allowed, challenges, seed, max_seconds, models_dir, threads)
+            report = _liveness_run(
+                rows, allowed, challenges, seed, max_seconds, models_dir, threads, cooperating=cooperating
+            )
         except (FaceError, OSError, ValueError) as exc:
             _fail(str(exc))
     if json_output:
@@ -486,6 +496,8 @@ def _liveness_run(
     max_seconds: float | None,
     models_dir: Path | None,
     threads: int,
+    *,
+    cooperating: bool = False,
 ) -> dict[str, Any]:
     from faceproof.evaluation.liveness import PresentationResult, evaluable_types, evaluate, report
     from faceproof.testing.annotate import load_video_segments
@@ -519,8 +531,10 @@ def _liveness_run(
         max_seconds=max_seconds,
         segments=segments,
         on_result=progress,
+        cooperating=cooperating,
     )
     out = report(results, seed=seed, challenges=challenges, types=types)
+    out["cooperating"] = cooperating
     out["seconds"] = round(time.perf_counter() - started, 1)
     return out
 
@@ -552,4 +566,19 @@ def _liveness_human(report: dict[str, Any]) -> str:
     lines.append(f"  BPCER  {pct(report['bpcer'])}  ({report['bona_fide']} live presentations)")
     for kind, rate in report["apcer"].items():
         lines.append(f"  APCER  {pct(rate)}  {kind} ({report['attacks'][kind]} presentations)")
+    lines += ["", "  each layer alone and combined (errors/count = rate [95 % Clopper-Pearson]):"]
+    for layer, rates in report["layers"].items():
+        lines.append(f"  {layer:<10}  BPCER {_ci(rates['bpcer'])}")
+        for kind, rate in rates["apcer"].items():
+            lines.append(f"  {'':<10}  APCER {kind}: {_ci(rate)}")
+    lines += ["", "  per challenge type (reached challenges): FRR on live rows, FAR on attacks"]
+    for kind, rates in report["per_challenge"].items():
+        lines.append(f"  {kind:<15} FRR {_ci(rates['frr'])}  FAR {_ci(rates['far'])}")
     return "\n".join(lines)
+
+
+def _ci(rate: dict[str, Any]) -> str:
+    if not rate["count"]:
+        return "n/a"
+    low, high = rate["ci95"]
+    return f"{rate['errors']}/{rate['count']} = {rate['rate']:.2f} [{low:.2f}, {high:.2f}]"

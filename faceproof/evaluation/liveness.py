@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from contracts.values import ChallengeType
+from faceproof.evaluation.intervals import Rate
 from faceproof.testing.annotate import VideoSegments, load_video_segments
 from faceproof.testing.scripted_subject import (
     WORKER_FPS,
@@ -53,6 +54,7 @@ from services.liveness.challenges import (
     ChallengeStatus,
     Thresholds,
     draw_challenges,
+    spoof_suspected,
 )
 from services.liveness.decision import IdentityCheck, LivenessDecision, decide
 from services.liveness.frames import IDENTITY_EVERY_FRAMES, SPOOF_EVERY_FRAMES
@@ -63,16 +65,19 @@ __all__ = [
     "DEFAULT_CHALLENGES",
     "DEFAULT_LIVE",
     "DEFAULT_SEED",
+    "LAYERS",
     "ChallengeResult",
     "ErrorRates",
     "Label",
     "ManifestRow",
     "PresentationResult",
+    "challenge_rates",
     "default_manifest",
     "draw_for",
     "error_rates",
     "evaluable_types",
     "evaluate",
+    "layer_rates",
     "read_manifest",
     "report",
     "run_session",
@@ -113,6 +118,7 @@ class ManifestRow:
     path: Path
     label: Label
     attack_type: str | None
+    movements: tuple[ChallengeType, ...] | None = None
 
     @property
     def still(self) -> bool:
@@ -123,7 +129,9 @@ def read_manifest(path: Path, *, check_files: bool = True) -> list[ManifestRow]:
     """Rows of a ``video,label,attack_type`` CSV; paths relative to the CSV's folder.
 
     ``label`` is ``live`` or ``attack`` (any case); ``attack_type`` must be empty for live rows
-    and is ``unspecified`` when an attack row leaves it empty. Blank rows and rows whose video
+    and is ``unspecified`` when an attack row leaves it empty. An optional ``movements`` column
+    lists the challenge types the recording visibly contains (space- or semicolon-separated;
+    ``-`` for none; empty: not labelled), for the cooperating evaluation. Blank rows and rows whose video
     starts with ``#`` are skipped. Raises ValueError on a malformed row, or (with
     ``check_files``) when files are missing.
     """
@@ -149,12 +157,23 @@ def read_manifest(path: Path, *, check_files: bool = True) -> list[ManifestRow]:
             raise ValueError(f"line {line}: a live row has no attack_type (got {attack_type!r})")
         if label is Label.ATTACK and attack_type is None:
             attack_type = "unspecified"
-        rows.append(ManifestRow(video, path.parent / video, label, attack_type))
+        movements = _movements(values.get("movements", ""), line)
+        rows.append(ManifestRow(video, path.parent / video, label, attack_type, movements))
     if check_files:
         missing = [row.video for row in rows if not row.path.is_file()]
         if missing:
             raise ValueError(f"{len(missing)} file(s) not found next to {path}: {', '.join(missing)}")
     return rows
+
+
+def _movements(raw: str, line: int) -> tuple[ChallengeType, ...] | None:
+    if not raw:
+        return None
+    names = [n.strip().upper() for n in raw.replace(";", " ").split() if n.strip() and n.strip() != "-"]
+    try:
+        return tuple(ChallengeType(n) for n in names)
+    except ValueError:
+        raise ValueError(f"line {line}: unknown challenge type in movements {raw!r}") from None
 
 
 def default_manifest(shared_data: Path) -> list[tuple[Path, Label, str | None]]:
@@ -377,16 +396,28 @@ def evaluate(
     segments: VideoSegments | None = None,
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
     on_result: Callable[[PresentationResult], None] | None = None,
+    cooperating: bool = False,
 ) -> list[PresentationResult]:
-    """Run every row as a session; ``on_result`` hears each result as it is ready."""
+    """Run every row as a session; ``on_result`` hears each result as it is ready.
+
+    ``cooperating``: a row with a ``movements`` label draws only from those types (at most
+    ``challenges`` of them); a live row labelled with none of the allowed types is left out
+    (nobody asked it anything it did). Rows without the label draw from every allowed type.
+    """
     segments = segments if segments is not None else load_video_segments()
     types = tuple(allowed) if allowed is not None else evaluable_types(segments)
     results = []
     for row in rows:
+        pool = types
+        if cooperating and row.movements is not None:
+            pool = tuple(t for t in types if t in row.movements)
+            if not pool:
+                continue
         started = time.perf_counter()
         media = Media.from_path(row.path, max_seconds=max_seconds)
         subject = ScriptedSubject(media, models.analyzer, segments=segments, thresholds=thresholds)
-        drawn = draw_for(row.path.name, challenges, seed, types, subject.nose_start(), thresholds)
+        count = min(challenges, len(pool))
+        drawn = draw_for(row.path.name, count, seed, pool, subject.nose_start(), thresholds)
         session = run_session(subject, drawn, models, thresholds=thresholds)
         result = PresentationResult(row, session, time.perf_counter() - started)
         results.append(result)
@@ -406,9 +437,13 @@ def report(
     challenges: int,
     types: Sequence[ChallengeType],
 ) -> dict[str, Any]:
-    """The JSON report: ``videos``, ``bpcer``, ``apcer`` per attack type, ``decisions``, and context."""
+    """The JSON report: ``videos``, ``bpcer``, ``apcer`` per attack type, ``decisions``, and context;
+    ``layers``: the same rates for each layer alone and combined, and ``per_challenge`` false
+    reject / accept rates, each with its 95 % Clopper-Pearson interval (see :func:`layer_rates`)."""
     rates = error_rates((r.row.label, r.row.attack_type, r.decision.is_live) for r in results)
     return {
+        "layers": layer_rates(results),
+        "per_challenge": challenge_rates(results),
         "videos": len(results),
         "bpcer": _rate(rates.bpcer),
         "apcer": {kind: round(rate, 4) for kind, rate in rates.apcer.items()},
@@ -420,3 +455,56 @@ def report(
         "types": [t.value for t in types],
         "decisions": [r.to_dict() for r in results],
     }
+
+
+# -- each layer alone, and per challenge type -------------------------------------------------
+
+#: What each layer alone says about a presentation: every challenge passed (the challenge engine
+#: with passive anti-spoofing switched off); the anti-spoofing median at or above its threshold
+#: (anti-spoofing alone); the decision (both).
+LAYERS: Final[dict[str, Callable[[PresentationResult], bool]]] = {
+    "challenges": lambda r: all(c.status is ChallengeStatus.PASSED for c in r.session.challenges),
+    "antispoof": lambda r: spoof_suspected(r.session.spoof_scores) is False,
+    "combined": lambda r: r.decision.is_live,
+}
+
+
+def layer_rates(results: Sequence[PresentationResult]) -> dict[str, Any]:
+    """Per layer: ``bpcer`` and ``apcer`` per attack type, each ``{rate, errors, count, ci95}``."""
+    out: dict[str, Any] = {}
+    for name, accepts in LAYERS.items():
+        live = [accepts(r) for r in results if r.row.label is Label.LIVE]
+        by_type: dict[str, list[bool]] = {}
+        for r in results:
+            if r.row.label is Label.ATTACK:
+                by_type.setdefault(r.row.attack_type or "unspecified", []).append(accepts(r))
+        out[name] = {
+            "bpcer": Rate(sum(not a for a in live), len(live)).to_dict(),
+            "apcer": {kind: Rate(sum(v), len(v)).to_dict() for kind, v in sorted(by_type.items())},
+        }
+    return out
+
+
+def challenge_rates(results: Sequence[PresentationResult]) -> dict[str, Any]:
+    """Per challenge type, over the challenges a session reached (passed or failed, not left
+    pending behind an earlier failure): ``frr`` on live rows (failed / reached) and ``far`` on
+    attacks (passed / reached), with their reasons for failing."""
+    out: dict[str, Any] = {}
+    for kind in ChallengeType:
+        counts = {Label.LIVE: [0, 0], Label.ATTACK: [0, 0]}
+        reasons: dict[str, int] = {}
+        for r in results:
+            for c in r.session.challenges:
+                if c.challenge.type is not kind or c.status is ChallengeStatus.PENDING:
+                    continue
+                passed = c.status is ChallengeStatus.PASSED
+                counts[r.row.label][0] += (not passed) if r.row.label is Label.LIVE else passed
+                counts[r.row.label][1] += 1
+                if not passed and r.row.label is Label.LIVE:
+                    reasons[c.reason or "-"] = reasons.get(c.reason or "-", 0) + 1
+        out[kind.value] = {
+            "frr": Rate(*counts[Label.LIVE]).to_dict(),
+            "far": Rate(*counts[Label.ATTACK]).to_dict(),
+            "live_failures": reasons,
+        }
+    return out
