@@ -54,6 +54,7 @@ from services.liveness.progress import EvaluatorState, SequenceState, StreakStat
 __all__ = [
     "ALL_CHALLENGES",
     "DEFAULT_THRESHOLDS",
+    "EXPRESSION_CHALLENGES",
     "MAX_CHALLENGES",
     "MIN_CHALLENGES",
     "MOVEMENT_CHALLENGES",
@@ -80,6 +81,10 @@ MOVEMENT_CHALLENGES: Final = tuple(c for c in ChallengeType if c is not Challeng
 #: Challenges a flat photo moved in front of the camera can answer (it can come closer and
 #: move its nose anywhere); :func:`draw_challenges` never draws only these when others are allowed.
 RIGID_CHALLENGES: Final = (ChallengeType.MOVE_CLOSER, ChallengeType.NOSE_TO_TARGET)
+#: Challenges only a face that changes its shape answers: a rigid 3D object (a statue, a rigid
+#: mask) turns, nods and comes closer with real parallax, but cannot blink or open its mouth.
+#: :func:`draw_challenges` draws at least one of these whenever one is allowed.
+EXPRESSION_CHALLENGES: Final = (ChallengeType.BLINK, ChallengeType.OPEN_MOUTH)
 
 
 class ChallengeStatus(StrEnum):
@@ -240,8 +245,9 @@ def draw_challenges(
     source); pass a seeded :class:`random.Random` only in tests. A NOSE_TO_TARGET target lies
     0.22-0.30 (normalised) from the centre of the mirrored view, or from ``nose_start`` (the
     user's nose in the mirrored view, when known), so it is never where the nose already is.
-    Unless ``allowed`` holds nothing else, at least one drawn challenge needs a live, 3D face
-    (not only MOVE_CLOSER and NOSE_TO_TARGET, which a photo moved by hand can answer).
+    At least one drawn challenge is BLINK or OPEN_MOUTH whenever ``allowed`` holds one (a rigid
+    object, photo or statue, cannot change its shape); otherwise at least one needs more than
+    the picture moving (not only MOVE_CLOSER and NOSE_TO_TARGET), unless nothing else is allowed.
     Sessions use 2-4 challenges; 1 is accepted for tests and special flows.
     """
     source: random.Random = rng if rng is not None else secrets.SystemRandom()
@@ -250,9 +256,12 @@ def draw_challenges(
         raise ValueError(f"the number of challenges must be {MIN_CHALLENGES}-{MAX_CHALLENGES}, got {n}")
     if n > len(pool):
         raise ValueError(f"{n} distinct challenges asked, but only {len(pool)} types are allowed")
-    needs_live = any(c not in RIGID_CHALLENGES for c in pool)
+    if any(c in EXPRESSION_CHALLENGES for c in pool):
+        wanted: tuple[ChallengeType, ...] = EXPRESSION_CHALLENGES
+    else:
+        wanted = tuple(c for c in pool if c not in RIGID_CHALLENGES)
     chosen = source.sample(pool, n)
-    while needs_live and all(c in RIGID_CHALLENGES for c in chosen):
+    while wanted and not any(c in wanted for c in chosen):
         chosen = source.sample(pool, n)  # rejection sampling keeps the draw uniform otherwise
     return [
         Challenge(c, _nose_target(source, thresholds, nose_start))

@@ -12,6 +12,7 @@ from contracts.values import ChallengeType
 from services.liveness.analysis import FrameAnalysis
 from services.liveness.challenges import (
     DEFAULT_THRESHOLDS,
+    EXPRESSION_CHALLENGES,
     RIGID_CHALLENGES,
     Challenge,
     ChallengeEvaluator,
@@ -350,6 +351,17 @@ def test_never_only_challenges_a_photo_can_answer() -> None:
         assert any(c.type not in RIGID_CHALLENGES for c in draw_challenges(2, allowed, rng))
     # unless nothing else is allowed
     assert {c.type for c in draw_challenges(2, RIGID_CHALLENGES, rng)} == set(RIGID_CHALLENGES)
+
+
+def test_every_draw_asks_for_a_face_that_changes_shape_when_one_is_allowed() -> None:
+    """A statue or a rigid mask turns and nods with real parallax; it cannot blink or open its mouth."""
+    rng = random.Random(5)
+    for n in (1, 2, 3, 4):
+        for _ in range(30):
+            assert any(c.type in EXPRESSION_CHALLENGES for c in draw_challenges(n, rng=rng))
+    turns = [ChallengeType.TURN_LEFT, ChallengeType.LOOK_UP, *RIGID_CHALLENGES]
+    for _ in range(30):  # no expression allowed: at least one movement beyond the picture's
+        assert any(c.type not in RIGID_CHALLENGES for c in draw_challenges(2, turns, rng))
 
 
 def test_nose_targets_are_away_from_the_start() -> None:
