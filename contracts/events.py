@@ -137,7 +137,8 @@ class CallJoined(Event):
 
 class CallFailed(Event):
     """The call agent could not run the call: ``reason`` is a stable code
-    (ROOM_UNREACHABLE, ROOM_REFUSED, SIGNALLING_ERROR, SOCKET_DROPPED, NO_VIDEO, CALL_AGENT_BUSY)."""
+    (ROOM_UNREACHABLE, ROOM_REFUSED, SIGNALLING_ERROR, SOCKET_DROPPED, NO_VIDEO, SUBJECT_LEFT,
+    CALL_AGENT_BUSY)."""
 
     flow_id: str
     session_id: str

@@ -24,7 +24,7 @@ from av.video.reformatter import VideoReformatter
 
 from contracts.envelope import utc_now
 from contracts.events import FrameCaptured
-from contracts.routing import EventKey
+from contracts.routing import CONNECTION_SEQUENCE_STRIDE, EventKey
 from infra.erasure import SessionErased
 from infra.storage import ObjectStore, StorageError
 from infra.telemetry.metrics import frame_received, frame_stored
@@ -107,6 +107,13 @@ class FramePipeline:
         shown = self._shown() if self._shown is not None else None
         self._queue.put_nowait((self._next_sequence, frame, utc_now(), shown))
         self._next_sequence += 1
+
+    def reconnect(self) -> None:
+        """The subject's video came back on a new track: number the next frames as a new
+        connection's (the liveness worker restarts the current challenge at its first frame)."""
+        self._next_sequence = (
+            self._next_sequence // CONNECTION_SEQUENCE_STRIDE + 1
+        ) * CONNECTION_SEQUENCE_STRIDE
 
     def stop(self) -> None:
         """Store nothing more (the session finished or was erased); the video still shows frames."""

@@ -69,6 +69,7 @@ class Instructions:
         self.catalog = catalog
         self.screen = Screen(text=catalog.text("status.waiting"))
         self._index = -1
+        self._current: ChallengeIssued | None = None
         self.finished = False
         #: The highest challenge index drawn into a frame of the outgoing video (-1: none yet).
         self.shown = -1
@@ -95,6 +96,7 @@ class Instructions:
             return None
         first = self._index < 0
         self._index = event.index
+        self._current = event
         text = self.catalog.challenge(event.challenge)
         notice = (
             self.screen.notice
@@ -119,6 +121,13 @@ class Instructions:
             "deadlineMs": event.deadline_ms,
             "target": list(event.target) if event.target is not None else None,
         }
+
+    def reshow(self, now: float) -> Message | None:
+        """The subject came back (a reconnect): the current challenge again, with its full time."""
+        current = self._current
+        if current is None or self.screen.challenge is None:
+            return None
+        return self.challenge(current, now)
 
     def verdict(self, event: ChallengeVerdict, now: float) -> Message | None:
         if self.finished or event.index < self._index:

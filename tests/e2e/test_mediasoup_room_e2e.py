@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from examples.controller import Controller
+from faceproof.testing.webrtc_subject import Image, ScriptedSource
 from infra.safe_fetch import FetchPolicy
 from services.liveness.analysis import FrameAnalyzer
 from tests.e2e.conftest import SECRET, Stack
@@ -24,7 +25,8 @@ from tests.e2e.test_call_flow_e2e import (  # the call flow's helpers: one scrip
     scripted,
     write_jpeg,
 )
-from tests.support.mediasoup_room import MediasoupRoom, RoomSubject, room_server_ready, run_bounded
+from tests.paths import PEOPLE
+from faceproof.testing.mediasoup_room import MediasoupRoom, RoomSubject, room_server_ready, run_bounded
 
 #: The first run on a machine builds mediasoup's worker in the module's fixture (~7-13 min).
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]  # the first run may build the worker
@@ -140,8 +142,105 @@ def test_a_subject_who_leaves_mid_call_gets_one_failure_callback(
 
     state, callback, room = run_bounded(scenario())
     assert callback["outcome"] == "failure", (callback, state)
-    assert state["status"] == "FAILED" and state["reasons"], state
+    assert state["status"] == "FAILED" and "SUBJECT_LEFT" in state["reasons"], state
     assert room.of("peerClosed", peerId="subject")
+
+
+class HeldBack:
+    """The scripted subject, who walks away as challenge 1 appears and answers it only once back:
+    the script's instruction for challenge 0 is held until :meth:`release`."""
+
+    def __init__(self, source: ScriptedSource) -> None:
+        self.source = source
+        self.asked = asyncio.Event()
+        self._held: dict[str, Any] | None = None
+        self._released = False
+
+    def instruct(self, message: dict[str, Any]) -> None:
+        if message["index"] == 0 and not self._released:
+            self._held = message
+            self.asked.set()
+            return
+        self.source.instruct(message)
+
+    def release(self) -> None:
+        self._released = True
+        if self._held is not None:
+            self.source.instruct(self._held)
+
+    def next_frame(self) -> Image:
+        return self.source.next_frame()
+
+
+def test_a_subject_who_leaves_mid_challenge_and_comes_back_starts_it_again_and_passes(
+    stack: Stack, controller: Controller, d3: Media, analyzer: FrameAnalyzer
+) -> None:
+    """The subject hangs up once challenge 1 is shown and joins again 4 s later (a new peer, a new
+    producer): the agent consumes the new video as a new connection, the liveness worker starts
+    the challenge again with its full time, and the subject who then follows it passes."""
+    write_jpeg(controller.images / "reference.jpg", d3, len(d3.frames) - 1)
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any], MediasoupRoom]:
+        async with MediasoupRoom() as room:
+            held = HeldBack(scripted(d3, analyzer))
+            first = RoomSubject(SourceTrack(held), policy=LOOPBACK)
+            again = RoomSubject(SourceTrack(held), policy=LOOPBACK)
+
+            async def leave_and_return() -> None:
+                await agent_in_the_room(room, "back")
+                await first.join(room.url("back", "subject"))
+                await asyncio.wait_for(held.asked.wait(), 90)  # challenge 1 is on screen
+                await asyncio.sleep(1.0)
+                await first.leave()
+                await asyncio.sleep(4.0)
+                await again.join(room.url("back", "subject-again"))
+                await room.wait_for(
+                    lambda: bool(room.of("consuming", peerId="faceproof", producerPeerId="subject-again")), 60
+                )
+                await asyncio.sleep(1.5)  # a neutral baseline on the new connection, then the answer
+                held.release()
+
+            visit = asyncio.ensure_future(leave_and_return())
+            try:
+                state, callback = await run_flow(stack, controller, room.url("back", "faceproof"), held)
+            finally:
+                await settle(visit)
+                await again.leave()
+            return state, callback, room
+
+    state, callback, room = run_bounded(scenario())
+    assert callback["outcome"] == "success", (state.get("reasons"), session_log(stack, state))
+    assert state["status"] == "SUCCEEDED" and state["isLive"] is True, state
+    assert room.of("peerClosed", peerId="subject")
+    assert room.of("consuming", peerId="faceproof", producerPeerId="subject-again", kind="video")
+
+
+def test_a_live_subject_whose_reference_shows_someone_else_gets_one_failure_callback(
+    stack: Stack, controller: Controller, d3: Media, analyzer: FrameAnalyzer
+) -> None:
+    """Live, through the real room, but the controller's reference photo is another person."""
+    (controller.images / "obama.jpg").write_bytes((PEOPLE / "obama.jpg").read_bytes())
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
+        async with MediasoupRoom() as room:
+            source = scripted(d3, analyzer)
+            subject = RoomSubject(SourceTrack(source), policy=LOOPBACK)
+
+            async def walk_in() -> None:
+                await agent_in_the_room(room, "other")
+                await subject.join(room.url("other", "subject"))
+
+            arrival = asyncio.ensure_future(walk_in())
+            try:
+                return await run_flow(stack, controller, room.url("other", "faceproof"), source)
+            finally:
+                await settle(arrival)
+                await subject.leave()
+
+    state, callback = run_bounded(scenario())
+    assert callback["outcome"] == "failure", (callback, state)
+    assert state["isLive"] is True and state["match"] is False, state
+    assert "FACE_MISMATCH" in state["reasons"], state
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,14 @@ deadline. Frames are stored and announced only from then on.
 
 The call ends in exactly one way: the session finished (leave after ``hangup_delay_s``), the
 session's deadline passed (leave), or a failure — then :class:`CallFailed` is published with the
-reason (ROOM_UNREACHABLE, ROOM_REFUSED, SIGNALLING_ERROR, SOCKET_DROPPED, NO_VIDEO) and the room is left.
+reason (ROOM_UNREACHABLE, ROOM_REFUSED, SIGNALLING_ERROR, SOCKET_DROPPED, NO_VIDEO, SUBJECT_LEFT)
+and the room is left.
+
+A subject who leaves the room during the session (the room closes our consumer of their video)
+has ``return_timeout_s`` to come back: back in time, their frames are numbered as a new
+connection's, so the liveness worker restarts the current challenge with a fresh baseline and its
+full time (the instruction video shows it again); not back, the call fails with SUBJECT_LEFT and a
+detail naming the challenge they left during.
 """
 
 from __future__ import annotations
@@ -53,7 +60,13 @@ from services.call_agent.connection import StreamConfig
 from services.call_agent.frames import FramePipeline
 from services.call_agent.instructions import Instructions, Screen
 from services.call_agent.ports import EventSink, PublishFailed
-from services.call_agent.room.errors import NoVideo, RoomError, SignallingError, SocketDropped
+from services.call_agent.room.errors import (
+    NoVideo,
+    RoomError,
+    SignallingError,
+    SocketDropped,
+    SubjectLeft,
+)
 from services.call_agent.room.mediasoup import RoomConfig, RoomPeer
 from services.call_agent.room.protoo import ProtooClient
 from services.call_agent.video import InstructionTrack
@@ -70,6 +83,9 @@ class CallConfig:
     #: The subject's first frame must arrive this long after joining, or the call fails (NO_VIDEO).
     #: The session (and its first challenge's clock) starts when that frame arrives.
     no_video_timeout_s: float = 20.0
+    #: A subject whose video stops during the session (they left the room) must be back this long
+    #: after, or the call fails (SUBJECT_LEFT); back in time, the current challenge starts again.
+    return_timeout_s: float = 15.0
 
 
 @dataclass(frozen=True)
@@ -142,6 +158,9 @@ class RoomCall:
             shown=lambda: self.instructions.shown,
         )
         self._first_frame = asyncio.Event()
+        #: The subject's video stopped during the session: which absence is being waited out.
+        self._away: int | None = None
+        self._absences = 0
         #: SessionStarted was published (the subject's first frame arrived): frames are stored.
         self._started = False
         self._outcome: asyncio.Future[CallOutcome] = asyncio.get_running_loop().create_future()
@@ -151,7 +170,13 @@ class RoomCall:
             request_timeout_s=config.room.request_timeout_s,
             open_timeout_s=config.room.request_timeout_s,
         )
-        self._peer = RoomPeer(self._protoo, config.room, on_track=self._on_track, on_failure=self._fail)
+        self._peer = RoomPeer(
+            self._protoo,
+            config.room,
+            on_track=self._on_track,
+            on_failure=self._fail,
+            on_video_closed=self._subject_gone,
+        )
 
     @property
     def done(self) -> bool:
@@ -254,6 +279,11 @@ class RoomCall:
         task.add_done_callback(self._tasks.discard)
 
     def _on_track(self, track: MediaStreamTrack) -> None:
+        if self._away is not None:  # the subject is back: a new connection, the challenge again
+            self._away = None
+            self.frames.reconnect()
+            self.instructions.reshow(time.monotonic())
+            log.info("the subject's video is back", extra={"flow_id": self.flow_id})
         self._spawn(self._consume(track), "inbound")
 
     async def _consume(self, track: MediaStreamTrack) -> None:
@@ -261,6 +291,7 @@ class RoomCall:
             try:
                 frame = await track.recv()
             except MediaStreamError:
+                self._subject_gone()
                 return
             if not isinstance(frame, VideoFrame):
                 continue
@@ -269,6 +300,30 @@ class RoomCall:
             else:  # shown in the instruction video; not a session frame yet
                 self.frames.latest.frame = frame
                 self._first_frame.set()
+
+    def _subject_gone(self) -> None:
+        """The room closed our consumer of the subject's video (they left), or its track ended."""
+        if not self._started or self.done or self._away is not None:
+            return
+        self._absences += 1
+        self._away = self._absences
+        self._spawn(self._wait_for_return(self._absences, self._where()), "away")
+
+    async def _wait_for_return(self, absence: int, where: str) -> None:
+        """SUBJECT_LEFT unless the subject's video is back within ``return_timeout_s``."""
+        log.info("the subject's video stopped %s", where, extra={"flow_id": self.flow_id})
+        await asyncio.sleep(self._config.return_timeout_s)
+        if self._away == absence:
+            limit = f"{self._config.return_timeout_s:g}"
+            self._fail(SubjectLeft(f"the subject left {where} and did not come back within {limit} s"))
+
+    def _where(self) -> str:
+        screen = self.instructions.screen
+        if screen.challenge is not None and screen.index is not None and screen.count is not None:
+            return f"during challenge {screen.index + 1} of {screen.count} ({screen.challenge.value})"
+        if screen.index is not None:
+            return "between challenges"
+        return "before the first challenge"
 
     async def _watch_socket(self) -> None:
         await self._protoo.dropped.wait()

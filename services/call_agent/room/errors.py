@@ -15,6 +15,7 @@ __all__ = [
     "RoomUnreachable",
     "SignallingError",
     "SocketDropped",
+    "SubjectLeft",
 ]
 
 
@@ -26,6 +27,7 @@ class FailureReason(StrEnum):
     SIGNALLING_ERROR = "SIGNALLING_ERROR"
     SOCKET_DROPPED = "SOCKET_DROPPED"
     NO_VIDEO = "NO_VIDEO"
+    SUBJECT_LEFT = "SUBJECT_LEFT"
     CALL_AGENT_BUSY = "CALL_AGENT_BUSY"
 
 
@@ -81,6 +83,12 @@ class NoVideo(RoomError):
     """No video frame of the subject arrived in time."""
 
     reason = FailureReason.NO_VIDEO
+
+
+class SubjectLeft(RoomError):
+    """The subject's video stopped during the session and did not come back in time."""
+
+    reason = FailureReason.SUBJECT_LEFT
 
 
 class CallAgentBusy(RoomError):

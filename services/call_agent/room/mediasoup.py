@@ -124,11 +124,13 @@ class RoomPeer:
         *,
         on_track: Callable[[MediaStreamTrack], None],
         on_failure: Callable[[RoomError], None],
+        on_video_closed: Callable[[], None] = lambda: None,
     ) -> None:
         self._protoo = protoo
         self._config = config
         self._on_track = on_track
         self._on_failure = on_failure
+        self._on_video_closed = on_video_closed
         self._device: Any = None
         self._send: Any = None
         self._recv: Any = None
@@ -236,9 +238,18 @@ class RoomPeer:
     def _on_notification(self, method: str, data: Data) -> None:
         if method == "consumerClosed":
             consumer_id = data.get("consumerId")
-            if isinstance(consumer_id, str):
-                self._consumers.pop(consumer_id, None)
+            consumer = self._consumers.pop(consumer_id, None) if isinstance(consumer_id, str) else None
+            if consumer is not None:  # its producer left (the subject hung up)
+                if getattr(consumer, "kind", None) == "video":
+                    self._on_video_closed()
+                self._spawn(self._close_consumer(consumer))
         log.debug("room notification %s", method[:64])
+
+    async def _close_consumer(self, consumer: Any) -> None:
+        try:
+            await consumer.close()  # frees its transceiver (a returning subject gets a new one)
+        except Exception as error:  # pymediasoup raises bare Exception (stopReceiving)
+            log.info("closing a consumer failed (%s)", type(error).__name__)
 
     # ------------------------------------------------------------------ transports
 

@@ -1,5 +1,6 @@
-"""A real mediasoup room for tests: tests/support/sfu/room.js (mediasoup 3.8.4 + protoo-server) as a
-process, and a subject that joins it with pymediasoup (the same RoomPeer the call agent uses).
+"""A real mediasoup room for tests and ``faceproof bench room``: tests/support/sfu/room.js
+(mediasoup 3.8.4 + protoo-server) as a process, and a subject that joins it with pymediasoup (the
+same RoomPeer the call agent uses).
 
 ``scripts/mediasoup.sh`` builds the mediasoup worker once per machine (cached under
 ``~/.cache/faceproof``) and installs the room server's node_modules; :func:`room_server_ready`
