@@ -144,11 +144,12 @@ class Thresholds:
     * Time limit: 6 s per challenge, instruction reading time included (the AWS sample allows
       10 s for its single challenge; ours are 2-4 short ones).
     * 3D consistency (:mod:`services.liveness.parallax`, in eye-corner distances): a still head
-      reads 0.003-0.026 (5th-95th percentile), turns of 15 degrees or more 0.085-0.21, nods of
-      8 degrees or more 0.03-0.09 (median 0.075), an opening mouth's lips 0.054-0.2; photos
-      and prints moved by hand (tilted up to 35 degrees, bent, brought 1.5x closer, slid) at
-      most 0.064 on the nose (0.093 for a strongly bent photo turned 35 degrees, which reads as
-      a 7-degree turn) and 0.053 on the lips (2nd-largest frame of each movement). So the nose
+      reads 0.003-0.030 (5th-95th percentile), turns of 15 degrees or more at least 0.085
+      (median 0.135), nods of 8 degrees or more at least 0.031 (median 0.075), an opening
+      mouth's lips at least 0.054 (median 0.10); photos and prints moved by hand (turned or
+      tilted up to 35 degrees, bent, brought 1.5x closer, slid) at most 0.062 on the nose when
+      flat (0.093 for a strongly bent photo turned 35 degrees, which reads as a turn of about 7
+      degrees) and 0.053 on the lips (2nd-largest frame of each movement). So the nose
       must leave the plane by 0.065 on 2 frames for a turn, coming closer or pointing the nose,
       by 0.05 for a look (1 in 13 real nods stays under it; photos do not reach a look), the
       lips by 0.055.

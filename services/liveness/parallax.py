@@ -17,10 +17,11 @@ outer eye-corner distance (mean of both frames):
 * :func:`mouth_deformation`: the inner and lower lip (:data:`LIPS`), for OPEN_MOUTH.
 
 Measured with this project's analysis (8 fps, JPEG 85, detector every 5th frame; see
-docs/liveness.md): a still head reads 0.003-0.026 (5th-95th percentile), head turns of 15
-degrees or more 0.075-0.21 (2nd-largest frame of each turn), nods of 8 degrees or more
-0.028-0.09; photos and prints moved by a hand (tilted up to 35 degrees, bent, brought closer,
-slid) up to 0.057 (2nd-largest frame of each movement).
+docs/liveness.md), nose parallax against the baseline: a still head 0.003-0.030 (5th-95th
+percentile), head turns of 15 degrees or more at least 0.085 (2nd-largest frame up to the held
+turn; median 0.135), nods of 8 degrees or more at least 0.031 (median 0.075); photos and prints
+moved by hand (turned or tilted up to 35 degrees, bent, brought closer, slid) at most 0.062 when
+flat, 0.093 when bent (2nd-largest frame of each movement).
 
 Per-frame state is small and serialisable: :func:`shape_of` keeps the :data:`SHAPE_POINTS`
 (31 mesh points, x and y in frame pixels) as a flat tuple of 62 floats, stored with the frame's
