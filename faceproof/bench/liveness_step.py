@@ -7,7 +7,8 @@ cost does not depend on the session and ``faceproof.bench.liveness_stages`` time
 frames of a video in ``../shared/data/video`` are analysed once beforehand by the worker's
 :class:`~services.liveness.frames.FrameProcessor`, and the step gets that analysis back.
 
-Sessions of N frames each (10, 50 and 200 by default), ``repeats`` sessions per N, on a real
+Sessions of N frames each (10, 50 and 200 by default), ``repeats`` sessions per N (the sizes
+taking turns: 10, 50, 200, 10, 50, 200, ...), on a real
 database (a fresh SQLite file by default; ``--database-url`` for PostgreSQL, migrated by the
 bench) and a local object store. The challenges never end (thresholds no movement reaches, a
 time limit of an hour), so every frame of every session goes through the engine. Per N: the mean
@@ -201,10 +202,12 @@ async def _run(bench: StepBench) -> dict[str, Any]:
                 thresholds=NEVER_DECIDED,
             )
             await _session(deps, store, jpegs, min(bench.sizes))  # warm-up
-            results: dict[str, Any] = {}
-            for size in bench.sizes:
-                sessions = [await _session(deps, store, jpegs, size) for _ in range(bench.repeats)]
-                results[str(size)] = _summary(sessions)
+            # the sizes take turns, so that a change in the machine's load hits each of them alike
+            sessions: dict[int, list[list[tuple[float, float]]]] = {size: [] for size in bench.sizes}
+            for _ in range(bench.repeats):
+                for size in bench.sizes:
+                    sessions[size].append(await _session(deps, store, jpegs, size))
+            results = {str(size): _summary(runs) for size, runs in sessions.items()}
         finally:
             await engine.dispose()
     return results
