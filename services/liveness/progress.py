@@ -122,7 +122,8 @@ class ReplayProgress(_Document):
     * ``skipped``: gaps of lost frames the replay went past ([first, last] inclusive).
     * ``last_t`` / ``connection``: the last judged frame's time and connection (sequence //
       ``CONNECTION_SEQUENCE_STRIDE``); frames running backwards in time are ignored.
-    * ``issued_at``: when each challenge was shown (seconds since the session started).
+    * ``issued_at``: when each challenge was shown (seconds since the session started);
+      ``awaiting_shown``: the challenge issued but not yet seen in a frame (FrameCaptured.shown).
     * ``readiness``: the pre-checks before the first challenge (None: not run); ``clean``: the
       frames of their current clean streak (challenge 0 judges them first once ready).
     * ``engine``: the challenge engine (None until challenge 0 is issued).
@@ -139,6 +140,7 @@ class ReplayProgress(_Document):
     last_t: float | None = None
     connection: int | None = None
     issued_at: list[float] = Field(default_factory=list)
+    awaiting_shown: int | None = None
     readiness: ReadinessState | None = None
     clean: list[CleanFrame] = Field(default_factory=list)
     engine: SequenceState | None = None

@@ -346,6 +346,8 @@ class _Run:
         if progress.engine is not None:
             self.sequence = ChallengeSequence.resume(challenges, progress.engine, thresholds)
         self.issued = [Issued(n, challenges[n], t) for n, t in enumerate(progress.issued_at)]
+        #: A challenge after the first, issued but not yet on the subject's screen.
+        self.awaiting = progress.awaiting_shown
         if self.sequence is None and self.check is None:
             self._start(0.0)
         #: The frames this step judged.
@@ -391,8 +393,28 @@ class _Run:
             self._start_when_shown(frame, identity_ok)
         elif self.sequence is None:
             self._get_ready(frame, identity_ok)
-        else:
+        elif self._on_screen(frame):
             self._judge(frame, identity_ok)
+
+    def _on_screen(self, frame: ReplayFrame) -> bool:
+        """Whether the current challenge's instruction was on the subject's screen when ``frame``
+        was taken. A challenge after the first starts (fresh baseline, full time) at the first
+        frame taken while the agent showed it, not at the frame that passed the previous one:
+        frames in between are not judged (past the time limit without one, it starts anyway)."""
+        awaiting = self.awaiting
+        if awaiting is None or self.sequence is None:
+            return True
+        issued_at = self.issued[awaiting].t
+        if (
+            frame.shown is not None
+            and frame.shown < awaiting
+            and frame.t - issued_at < self.thresholds.time_limit_s
+        ):
+            return False
+        self.sequence.restart(frame.t)
+        self.issued[awaiting] = Issued(awaiting, self.challenges[awaiting], frame.t)
+        self.awaiting = None
+        return True
 
     @property
     def waiting(self) -> bool:
@@ -445,6 +467,8 @@ class _Run:
         sequence.update(frame.t, frame.analysis, identity_ok=identity_ok)
         if sequence.index != before and not sequence.done:
             self.issued.append(Issued(sequence.index, self.challenges[sequence.index], frame.t))
+            if frame.shown is not None:  # frames say what was on screen: wait for the next one
+                self.awaiting = sequence.index
 
     def _decision(self) -> LivenessDecision | None:
         sequence, check = self.sequence, self.check
@@ -479,6 +503,7 @@ class _Run:
             last_t=self.last_t,
             connection=self.connection,
             issued_at=[issued.t for issued in self.issued],
+            awaiting_shown=self.awaiting,
             readiness=None if self.check is None else self.check.snapshot(),
             clean=[_clean_frame(frame, ok) for frame, ok in self.clean],
             engine=None if self.sequence is None else self.sequence.snapshot(),

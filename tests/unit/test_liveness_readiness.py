@@ -115,7 +115,7 @@ def test_challenge_0s_clock_starts_when_the_subject_could_see_it() -> None:
     waiting = [frame(n, lit(face())) for n in range(3, 43)]  # 5 s with nothing on screen
     answer = [replace(f, sequence=f.sequence + 43, t=f.t + 43 / FPS) for f in live_session(24)]
     frames = [replace(f, shown=-1) for f in ready + waiting] + [
-        replace(f, analysis=lit(f.analysis), shown=0) for f in answer
+        replace(f, analysis=lit(f.analysis), shown=0 if n < 9 else 1) for n, f in enumerate(answer)
     ]
     result = replay(CHALLENGES, frames, identity_threshold=0.35, readiness=DEFAULT_READINESS)
     assert result.issued[0].t == pytest.approx(43 / FPS)  # the first frame taken with it on screen
@@ -131,3 +131,20 @@ def test_challenge_0s_clock_starts_when_the_subject_could_see_it() -> None:
     never = [replace(f, shown=-1) for f in frames[:70]]
     stuck = replay(CHALLENGES, never, identity_threshold=0.35, readiness=DEFAULT_READINESS)
     assert stuck.issued[0].t == pytest.approx(2 / FPS + DEFAULT_THRESHOLDS.time_limit_s)
+
+
+def test_each_next_challenges_clock_starts_when_the_subject_could_see_it() -> None:
+    """Challenge 1 passes; the next instruction reaches the screen 5 s later (a backlog): its clock
+    and baseline start there, so the subject who then opens the mouth passes; judged from the
+    frame that passed challenge 1, the same frames time out."""
+    poses = [face()] * 6 + [face(yaw=30.0)] * 4 + [face()] * 52 + [face(mar=0.6)] * 4 + [face()] * 6
+    frames = [frame(n, lit(analysis)) for n, analysis in enumerate(poses)]
+    passed_at = 8  # the 3rd turned frame holds the turn (3 frames spanning 0.25 s)
+    shown = [replace(f, shown=0 if f.sequence <= passed_at + 40 else 1) for f in frames]
+    result = replay(CHALLENGES, shown, identity_threshold=0.35, readiness=DEFAULT_READINESS)
+    assert [v.status.value for v in result.verdicts] == ["PASSED", "PASSED"]
+    assert result.issued[1].t == pytest.approx((passed_at + 41) / FPS)
+
+    untagged = [replace(f, shown=None) for f in frames]
+    late = replay(CHALLENGES, untagged, identity_threshold=0.35, readiness=DEFAULT_READINESS)
+    assert [v.reason.value if v.reason else None for v in late.verdicts] == [None, "TIMEOUT"]
