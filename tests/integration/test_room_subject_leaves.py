@@ -116,3 +116,22 @@ def test_a_subject_who_comes_back_in_time_carries_on_as_a_new_connection(
     after = [s for s in sequences if s >= CONNECTION_SEQUENCE_STRIDE]
     assert before[:3] == [0, 1, 2] and after[0] == CONNECTION_SEQUENCE_STRIDE
     assert room.of("consuming", peerId="faceproof", producerPeerId="subject-again", kind="video")
+
+
+def test_a_room_that_offers_tcp_candidates_only_fails_at_once_saying_why(tmp_path: Path) -> None:
+    """mediasoup with forceTcp: aiortc's ICE (aioice 0.13) gathers and pairs UDP candidates only, so
+    without a TURN relay the media could never flow; the call fails at the transport, not after an
+    ICE timeout, and says so."""
+
+    async def scenario() -> RecordingEvents:
+        events = RecordingEvents()
+        calls = RoomCalls(config(), store=LocalObjectStore(tmp_path), events=events)
+        async with MediasoupRoom("--force-tcp") as room:
+            await calls.start(join_call(room.url("tcp", "faceproof")))
+            await asyncio.wait_for(calls.wait("flow-1"), 60)
+        return events
+
+    events = run_bounded(scenario())
+    failed = events.of(CallFailed)
+    assert [e.reason for e in failed] == ["SIGNALLING_ERROR"]  # type: ignore[attr-defined]
+    assert "TCP candidates only" in failed[0].detail  # type: ignore[attr-defined]

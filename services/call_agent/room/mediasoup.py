@@ -259,13 +259,21 @@ class RoomPeer:
             {"forceTcp": False, "producing": direction == "send", "consuming": direction == "recv"},
         )
         servers = parse_ice_servers_json(info.get("iceServers"))
+        candidates = _candidates(info.get("iceCandidates"))
+        ice_servers = servers if servers is not None else list(self._config.ice_servers)
+        if not ice_servers and not any(str(c.get("protocol", "udp")).lower() == "udp" for c in candidates):
+            # aioice pairs UDP candidates only (no ICE-TCP, RFC 6544): ICE would just time out
+            raise SignallingError(
+                "createWebRtcTransport: the room offered TCP candidates only (forceTcp); the agent's "
+                "ICE needs UDP or a TURN relay (FACEPROOF_ICE_SERVERS)"
+            )
         options = {
             "id": info.get("id"),
             "iceParameters": info.get("iceParameters"),
-            "iceCandidates": _candidates(info.get("iceCandidates")),
+            "iceCandidates": candidates,
             "dtlsParameters": info.get("dtlsParameters"),
             "sctpParameters": info.get("sctpParameters"),
-            "iceServers": servers if servers is not None else list(self._config.ice_servers),
+            "iceServers": ice_servers,
             "iceTransportPolicy": "relay" if self._config.relay_only else "all",
         }
         try:
