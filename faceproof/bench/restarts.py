@@ -373,7 +373,12 @@ async def _load(
         ]
         if config.sessions:
             work.append(_session_loops(stack.url, stack.token, soak, tallies.sessions, window.done))
-        await asyncio.gather(*work)
+        # every loop ends by itself once the window closes (the faults failing close it too): a task
+        # cancelled mid-WebRTC could swallow its cancellation and keep asyncio.run from returning
+        results = await asyncio.gather(*work, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
 
 
 def _wait_callbacks(receiver: CallbackReceiver, tokens: list[str], timeout_s: float) -> None:

@@ -22,6 +22,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -132,6 +133,7 @@ class PrivateRabbitMQ:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,  # its script and the Erlang VM: one group, killed together
             )
         self.starts += 1
         deadline = time.monotonic() + _START_TIMEOUT_S
@@ -151,18 +153,36 @@ class PrivateRabbitMQ:
             time.sleep(0.5)
         raise BenchError(f"RabbitMQ node {self.node} did not start:\n{_tail(self.log_path)}")
 
-    def stop(self) -> None:
-        """A clean shutdown (``rabbitmqctl shutdown``: clients see their connections closed), then
-        SIGKILL if the node is still there."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        with contextlib.suppress(BenchError, subprocess.TimeoutExpired):
-            self.ctl("shutdown", timeout_s=60)
+    def _node_pid(self) -> int | None:
+        """The Erlang VM's process id (the node writes it at boot), if it is still running."""
         try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+            pid = int((self.root / "rabbitmq.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if Path(f"/proc/{pid}").exists() else None
+
+    def stop(self) -> None:
+        """A clean shutdown (``rabbitmqctl shutdown``: clients see their connections closed; under
+        a heavy load it may take a minute), else SIGKILL to the server's process group; returns once
+        the Erlang VM is gone (a new node on the same ports fails while it lives)."""
+        if self.process is None:
+            return
+        if self.process.poll() is None or self._node_pid() is not None:
+            with contextlib.suppress(BenchError, subprocess.TimeoutExpired):
+                self.ctl("shutdown", timeout_s=120)
+        deadline = time.monotonic() + 30
+        while (self.process.poll() is None or self._node_pid() is not None) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if self.process.poll() is None or self._node_pid() is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            node = self._node_pid()
+            if node is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(node, signal.SIGKILL)
             self.process.wait(10)
+            while self._node_pid() is not None and time.monotonic() < deadline + 10:
+                time.sleep(0.2)
 
     def restart(self, down_s: float) -> None:
         self.stop()
