@@ -26,9 +26,9 @@ from contracts.commands import DeliverCallback, MatchReferences
 from contracts.events import CallbackDelivered, CallFailed, ReferencesMatched, SessionFinished
 from contracts.routing import NOTIFIER_CALLBACKS, CommandKey, EventKey
 from contracts.values import CallbackOutcome, Fusion, ImageData, SessionStatus
-from infra.db.audit import AuditAction, AuditLog
+from infra.db.audit import AuditAction
 from infra.db.errors import DatabaseError
-from infra.db.flows import CallFlowRecord, CallFlowRepository, DeliveryStatus, FlowStatus
+from infra.db.flows import CallFlowRecord, DeliveryStatus, FlowStatus
 from infra.db.records import SessionRecord
 from infra.outgoing import Outgoing
 from infra.sweeps import each
@@ -53,9 +53,11 @@ from services.notifier.outcome import (
     with_reasons,
 )
 from services.notifier.ports import (
+    AuditTrail,
     CallbackRefused,
     CallbackSender,
     CallbackUnreachable,
+    FlowStore,
     Publisher,
     PublishFailed,
     ReferenceSource,
@@ -97,14 +99,14 @@ class Config:
 
 @dataclass(frozen=True)
 class Deps:
-    flows: CallFlowRepository
+    flows: FlowStore
     sessions: Sessions
     publisher: Publisher
     references: ReferenceSource
     sender: CallbackSender
     config: Config
     rng: random.Random = field(default_factory=random.SystemRandom, repr=False)
-    audit: AuditLog | None = None
+    audit: AuditTrail | None = None
 
 
 def _now() -> datetime:

@@ -3,7 +3,7 @@ rows with CallFlowRepository's once-only transitions, the session results, the b
 controller's reference list and its callback URL, and the audit log.
 
 What the handlers send is read in one list, :meth:`Notifier.sent`, whichever way it left: staged
-with a flow transition (``then=``, the outbox) or published directly."""
+with a flow transition (``then=``, for the outbox) or published directly (the sweeper's resends)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from contracts.commands import DeliverCallback
-from contracts.envelope import Command, Event, Message
-from contracts.routing import COMMANDS_EXCHANGE, DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE, NOTIFIER_CALLBACKS
+from contracts.envelope import Command, Message
+from contracts.routing import COMMANDS_EXCHANGE
 from contracts.values import SessionStatus
 from infra.db.audit import AuditAction
 from infra.db.flows import CallFlowRecord, DeliveryStatus, FlowStatus
@@ -246,7 +245,7 @@ class FakeSessionResults:
 
 @dataclass
 class FakePublisher:
-    """The broker (``down``: every publish raises PublishFailed)."""
+    """The broker, for what the sweeper publishes itself (``down``: PublishFailed)."""
 
     sent: list[Sent] = field(default_factory=list)
     down: bool = False
@@ -258,14 +257,6 @@ class FakePublisher:
 
     async def command(self, command: Command, routing_key: str) -> None:
         self._take(_sent(command, COMMANDS_EXCHANGE, routing_key))
-
-    async def event(self, event: Event, routing_key: str) -> None:
-        self._take(_sent(event, EVENTS_EXCHANGE, routing_key))
-
-    async def dead_letter(self, command: DeliverCallback, reason: str) -> None:
-        self._take(
-            _sent(command, DEAD_LETTER_EXCHANGE, NOTIFIER_CALLBACKS.queue, {"x-faceproof-reason": reason})
-        )
 
 
 @dataclass
@@ -351,14 +342,14 @@ class Notifier:
     @property
     def deps(self) -> Deps:
         return Deps(
-            flows=self.flows,  # type: ignore[arg-type]
+            flows=self.flows,
             sessions=self.sessions,
-            publisher=self.publisher,  # type: ignore[arg-type]
+            publisher=self.publisher,
             references=self.references,
             sender=self.controller,
             config=Config(retry=self.retry, secret=self.secret),
             rng=random.Random(7),
-            audit=self.audit,  # type: ignore[arg-type]
+            audit=self.audit,
         )
 
     def sent(self, exchange: str | None = None, routing_key: str | None = None) -> list[Sent]:

@@ -344,3 +344,23 @@ async def test_the_sweeper_resends_a_due_attempt_and_leases_it() -> None:
     assert (delivery.attempt, delivery.outcome) == (3, CallbackOutcome.SUCCESS)
     lease = notifier.flows.rows["flow-1"].next_attempt_at
     assert lease is not None and lease > now
+
+
+async def test_a_resend_the_broker_refuses_waits_for_the_lease_and_the_sweep_goes_on() -> None:
+    notifier = Notifier()
+    notifier.publisher.down = True
+    now = datetime.now(UTC)
+    for flow_id in ("a", "b"):
+        notifier.flows.add(
+            id=flow_id,
+            outcome="FAILURE",
+            status=FlowStatus.FAILED,
+            delivery=DeliveryStatus.PENDING,
+            attempts=1,
+            next_attempt_at=now - timedelta(seconds=1),
+        )
+    await sweep(notifier.deps)  # does not raise
+    assert deliveries(notifier) == []
+    for flow in notifier.flows.rows.values():
+        assert flow.delivery is DeliveryStatus.PENDING and flow.next_attempt_at is not None
+        assert flow.next_attempt_at >= now + timedelta(seconds=29)  # retried once the lease is over
