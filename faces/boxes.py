@@ -39,19 +39,20 @@ def letterbox(image_bgr: npt.NDArray[np.uint8], size: int) -> Letterbox:
     return _place(image_bgr, size / max(height, width), size, size)
 
 
-def own_scale(image_bgr: npt.NDArray[np.uint8], *, cap: int, multiple: int = 32) -> Letterbox:
-    """The image at its own size (scaled down only when its longer side is over ``cap``), padded up to
-    multiples of ``multiple`` on each side: a 250x250 photo becomes a 256x256 canvas, not 640x640."""
+def own_scale(image_bgr: npt.NDArray[np.uint8], *, cap: int, floor: int = 0, multiple: int = 32) -> Letterbox:
+    """The image near its own size, padded up to multiples of ``multiple`` on each side: scaled down
+    when its longer side is over ``cap``, up when under ``floor``, else left as it is."""
     height, width = image_bgr.shape[:2]
-    scale, canvas = own_scale_canvas(height, width, cap=cap, multiple=multiple)
+    scale, canvas = own_scale_canvas(height, width, cap=cap, floor=floor, multiple=multiple)
     return _place(image_bgr, scale, *canvas)
 
 
 def own_scale_canvas(
-    height: int, width: int, *, cap: int, multiple: int = 32
+    height: int, width: int, *, cap: int, floor: int = 0, multiple: int = 32
 ) -> tuple[float, tuple[int, int]]:
     """The scale and the (height, width) of the canvas :func:`own_scale` makes for an image of this size."""
-    scale = min(1.0, cap / max(height, width))
+    longer = max(height, width)
+    scale = cap / longer if longer > cap else (floor / longer if longer < floor else 1.0)
     rows = max(1, round(height * scale))
     cols = max(1, round(width * scale))
     return scale, (-(-rows // multiple) * multiple, -(-cols // multiple) * multiple)

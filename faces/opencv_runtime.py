@@ -2,7 +2,7 @@
 
 Measured here (thread CPU time, one thread, batch of one; ``faceproof bench matcher``'s floor
 section and docs/benchmarks.md): SFace (the folded fp32 file) takes about 16 ms in OpenCV 5's DNN
-engine against about 29 ms in onnxruntime 1.31 with every graph optimisation, for the same
+engine against about 30 ms in onnxruntime 1.31 with every graph optimisation, for the same
 embedding to 1.5e-6. For YuNet, SCRFD and SE-MobileFaceNet onnxruntime is as fast or faster (or
 OpenCV cannot run them), so they stay there; :data:`faces.packs.OPENCV_EMBEDDERS` says which.
 

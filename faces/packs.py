@@ -239,7 +239,7 @@ def _verified_sha256(path: Path, entry: ModelEntry, *, verify: bool) -> str:
 
 
 #: Embedders that run on OpenCV's DNN module on CPU, where it is faster than onnxruntime for the same
-#: output (SFace: about 16 against 29 ms of CPU per face; faces/opencv_runtime.py). With a GPU preferred,
+#: output (SFace: about 16 against 30 ms of CPU per face; faces/opencv_runtime.py). With a GPU preferred,
 #: onnxruntime runs them (CUDA / TensorRT).
 OPENCV_EMBEDDERS: Final = frozenset({"sface"})
 

@@ -103,6 +103,9 @@ class OnnxModel:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads > 0:
             options.intra_op_num_threads = threads
+        # Idle pool threads sleep rather than spin: measured on 2 shared cores (YuNet 640x640, 2 intra-op
+        # threads), spinning doubled the CPU per call (19.8 against 10.5 ms) and tripled the wall time.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         chosen = list(providers) if providers is not None else select_providers(prefer_gpu)
         try:
             self._session = ort.InferenceSession(source, sess_options=options, providers=chosen)

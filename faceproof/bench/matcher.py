@@ -127,7 +127,9 @@ def _floor(config: MatcherBench, decoded: Sequence[Image]) -> dict[str, Any]:
     embed_cpu: list[float] = []
     for _ in range(config.iterations):
         for image in decoded:
-            shape = first_input_shape(*image.shape[:2], size=detector.input_size, free=detector.free_size)
+            shape = first_input_shape(
+                *image.shape[:2], size=detector.input_size, floor=detector.min_input, free=detector.free_size
+            )
             started = time.thread_time()
             detections = detector.detect(image)
             detect_cpu.append(time.thread_time() - started)
