@@ -17,8 +17,8 @@ A frame's problems (:func:`prechecks`, :class:`contracts.values.Precheck`), most
   neutral, frontal face).
 
 The subject is ready after ``ready_frames`` consecutive frames without a problem spanning at
-least ``ready_s`` (the replay starts challenge 0 at the first of them: they are its neutral
-baseline, and the subject was not told anything before them); past ``limit_s`` without that,
+least ``ready_s`` (then the replay issues challenge 0, whose clock starts when the subject can
+see it: services/liveness/replay.py); past ``limit_s`` without that,
 the session fails with NOT_READY and the problems seen most often (at most two).
 
 Thresholds, checked against the shared face videos (../shared/data/video, 11 clips, every 6th

@@ -20,7 +20,8 @@ The rules:
 * With ``readiness`` (the worker always passes it), the first frames go through the pre-checks
   (:mod:`services.liveness.readiness`: one face, in the frame, not too far or too close, lit,
   looking at the camera); challenge 0 is issued once they pass, and its clock starts at the first
-  frame of the clean streak that passed them (those neutral frames are its baseline). Until
+  frame taken while the call agent showed it (``ReplayFrame.shown``; each next challenge's too);
+  frames that do not say start it at the clean streak's first frame, its baseline. Until
   then :attr:`ReplayResult.guidance` says what is wrong on the newest frame; a subject not
   ready within ``Readiness.limit_s`` fails with NOT_READY and the problems.
 * The first frame of a new connection (a reconnect) restarts the current challenge: a fresh
@@ -37,7 +38,7 @@ The rules:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import numpy as np
@@ -437,27 +438,33 @@ class _Run:
             return
         self.issued.append(Issued(0, self.challenges[0], frame.t))  # ChallengeIssued(0) goes out
         if frame.shown is None:
-            self._begin(self.clean[0][0].t, rebase=False)
+            self._begin(self.clean[0][0].t, clean_baseline=True)
 
     def _start_when_shown(self, frame: ReplayFrame, identity_ok: bool | None) -> None:
         """Frames captured before the subject could see challenge 0 are not judged (a backlog in
-        the worker or the broker must not eat the subject's time); past the time limit without one
-        (an agent whose video does not go out), the clock starts anyway."""
+        the worker or the broker must not eat the subject's time): its clock and its baseline
+        start at the first frame taken while it was on screen; past the time limit without one
+        (an agent whose video does not go out), they start anyway."""
         ready_at = self.check.ready_at if self.check is not None else None
         assert ready_at is not None
         seen = frame.shown is None or frame.shown >= 0
         if not seen and frame.t - ready_at < self.thresholds.time_limit_s:
             return
-        self._begin(frame.t, rebase=True)
+        self._begin(frame.t, clean_baseline=False)
         self._judge(frame, identity_ok)
 
-    def _begin(self, t: float, *, rebase: bool) -> None:
-        """Start challenge 0's clock at ``t``; judge the clean streak first: those neutral, frontal
-        frames are its baseline (``rebase``: judged as if taken at ``t``, the clock's start)."""
+    def _begin(self, t: float, *, clean_baseline: bool) -> None:
+        """Start challenge 0's clock at ``t``. ``clean_baseline`` (frames that do not say what was
+        shown, the clock at the clean streak's first frame): judge the clean streak first, as its
+        baseline. Otherwise the baseline is the first frames from ``t`` on, as for every other
+        challenge: the subject reads the instruction before moving (found with the real room:
+        a subject who shifts between the pre-checks and the instruction must not be measured
+        against the pose before)."""
         self.sequence = ChallengeSequence(self.challenges, t, self.thresholds)
         self.issued[0] = Issued(0, self.challenges[0], t)
-        for clean, ok in self.clean:
-            self._judge(replace(clean, t=t) if rebase else clean, ok)
+        if clean_baseline:
+            for clean, ok in self.clean:
+                self._judge(clean, ok)
         self.clean = []
 
     def _judge(self, frame: ReplayFrame, identity_ok: bool | None) -> None:
