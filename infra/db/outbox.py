@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
-from sqlalchemy import Update, delete, func, select, update
+from sqlalchemy import Update, delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from infra.db.errors import translate_errors
@@ -21,6 +21,8 @@ __all__ = ["RELAY_LOCK_KEY", "Pending", "SqlOutbox", "stage"]
 
 #: PostgreSQL advisory lock a relay batch holds: one relay publishes at a time.
 RELAY_LOCK_KEY: Final = 0x6F757462  # "outb"
+#: How long a relay's batch transaction may sit idle (publishing) before Postgres ends it.
+_IDLE_LIMIT: Final = "SET LOCAL idle_in_transaction_session_timeout = '60s'"
 
 
 def stage(session: AsyncSession, *messages: Outgoing) -> None:
@@ -99,6 +101,9 @@ class SqlOutbox:
         with translate_errors():
             async with self._sessions.begin() as session:
                 if session.get_bind().dialect.name == "postgresql":
+                    # a relay that hangs (or whose connection is half-open) must not hold the lock,
+                    # and so every relay, for ever: Postgres ends the transaction after this long
+                    await session.execute(text(_IDLE_LIMIT))
                     if not await session.scalar(select(func.pg_try_advisory_xact_lock(RELAY_LOCK_KEY))):
                         yield None
                         return
