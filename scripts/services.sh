@@ -53,6 +53,16 @@ ensure_docker_compose() {  # `docker-compose config` validates deploy/compose st
     || { echo "ERROR: could not install docker-compose (apt-get install docker-compose)" >&2; return 1; }
 }
 
+ensure_docker() {  # Debian's docker.io and debootstrap: tests/e2e/test_compose_stack_e2e.py builds the images
+  # (scripts/local-images) and runs the compose stack on a private dockerd; without them it skips, saying why
+  command -v dockerd >/dev/null 2>&1 && command -v debootstrap >/dev/null 2>&1 && return 0
+  echo "==> installing Debian's docker.io and debootstrap"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io debootstrap >/dev/null \
+    || echo "WARNING: could not install docker.io and debootstrap; the compose stack test will skip" >&2
+}
+
 find_shared() {  # the shared models and face data: ../shared next to the checkout, or FACEPROOF_SHARED_DIR
   local shared="${FACEPROOF_SHARED_DIR:-}" candidate
   for candidate in ../shared ../../shared /work/shared; do

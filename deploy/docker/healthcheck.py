@@ -6,9 +6,11 @@ One image runs every service, so the check looks at what the container's facepro
 
 - ``faceproof gateway``: GET http://127.0.0.1:$FACEPROOF_PORT/healthz must answer 200
   (``--ready`` asks /readyz instead: database, broker and storage reachable).
-- ``faceproof worker ...``: workers have no HTTP port; the process must hold an established
-  TCP connection to the broker's port (from FACEPROOF_BROKER_URL). A worker that lost RabbitMQ
-  and is reconnecting reports unhealthy until it is back.
+- ``faceproof worker ...``: workers have no HTTP port; the faceproof process itself must hold an
+  established TCP connection to the broker's port (from FACEPROOF_BROKER_URL): its own sockets
+  only, so another process's connection in a shared network namespace (host networking, a pod's
+  sidecar) does not count. A worker that lost RabbitMQ and is reconnecting reports unhealthy until
+  it is back.
 - anything else (``db upgrade``, ``models fetch``, a shell): healthy while it runs.
 
 Standard library only; exits 0 (healthy) or 1 (unhealthy) and prints one line.
@@ -40,6 +42,39 @@ def process_argvs(proc: Path = Path("/proc")) -> list[list[str]]:
     return argvs
 
 
+def faceproof_pids(proc: Path = Path("/proc")) -> list[int]:
+    """The processes whose command line runs ``faceproof`` (tini's and the service's)."""
+    pids: list[int] = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if "faceproof" in [Path(part.decode(errors="replace")).name for part in raw.split(b"\0") if part]:
+            pids.append(int(entry.name))
+    return pids
+
+
+def socket_inodes(pids: list[int], proc: Path = Path("/proc")) -> set[int]:
+    """The inodes of the sockets these processes hold open."""
+    inodes: set[int] = set()
+    for pid in pids:
+        try:
+            fds = list((proc / str(pid) / "fd").iterdir())
+        except OSError:  # gone, or not ours to read
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(int(target[len("socket:[") : -1]))
+    return inodes
+
+
 def role(argvs: list[list[str]]) -> str:
     """``gateway``, ``worker`` or ``other``: what the first ``faceproof`` process runs."""
     for argv in argvs:
@@ -60,8 +95,9 @@ def broker_port(url: str) -> int:
     return parts.port or DEFAULT_AMQP_PORTS.get(parts.scheme, 5672)
 
 
-def established_remote_ports(proc: Path = Path("/proc")) -> set[int]:
-    """Remote ports of the established TCP connections in this network namespace."""
+def established_remote_ports(proc: Path = Path("/proc"), inodes: set[int] | None = None) -> set[int]:
+    """Remote ports of the established TCP connections in this network namespace (only those of
+    the sockets in ``inodes`` when given)."""
     ports: set[int] = set()
     for name in ("tcp", "tcp6"):
         table = proc / "net" / name
@@ -69,7 +105,9 @@ def established_remote_ports(proc: Path = Path("/proc")) -> set[int]:
             continue
         for line in table.read_text().splitlines()[1:]:
             fields = line.split()
-            if len(fields) > 3 and fields[3] == TCP_ESTABLISHED:
+            if len(fields) > 9 and fields[3] == TCP_ESTABLISHED:
+                if inodes is not None and int(fields[9]) not in inodes:
+                    continue
                 ports.add(int(fields[2].rsplit(":", 1)[1], 16))
     return ports
 
@@ -89,7 +127,7 @@ def check_http(path: str) -> tuple[bool, str]:
 
 def check_broker_connection() -> tuple[bool, str]:
     port = broker_port(os.environ.get("FACEPROOF_BROKER_URL", "amqp://127.0.0.1:5672/"))
-    connected = port in established_remote_ports()
+    connected = port in established_remote_ports(inodes=socket_inodes(faceproof_pids()))
     return connected, f"broker connection to port {port}: {'up' if connected else 'none'}"
 
 

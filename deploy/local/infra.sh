@@ -60,7 +60,11 @@ PY
 
 health() {
     case "$1" in
-        rabbitmq) exec rabbitmq-diagnostics -q check_port_connectivity ;;
+        # an AMQP handshake (the server's Connection.Start frame), without starting an Erlang VM
+        rabbitmq) exec python3 -c "import socket, sys
+with socket.create_connection(('127.0.0.1', ${RABBITMQ_NODE_PORT:?}), timeout=4) as amqp:
+    amqp.sendall(b'AMQP\\x00\\x00\\x09\\x01')
+    sys.exit(0 if amqp.recv(1) == b'\\x01' else 'RabbitMQ: no Connection.Start')" ;;
         postgres) exec pg_isready -q -h 127.0.0.1 -p "${POSTGRES_PORT:?}" -U "${POSTGRES_USER:?}" ;;
         s3) exec python3 -c "import sys, urllib.request, urllib.error
 try:

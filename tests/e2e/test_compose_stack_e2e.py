@@ -45,6 +45,7 @@ from tests.support.compose_stack import (
     build_images,
     compose_stack,
     docker_env,
+    stop_docker,
 )
 from tests.support.test_sfu import TestSfu
 
@@ -79,10 +80,15 @@ def compose(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComposeStack]:
         env = docker_env()
     except Unavailable as reason:
         pytest.skip(f"dockerd cannot start here: {reason}")
-    build_s = build_images(env)
-    with compose_stack(tmp_path_factory.mktemp("compose"), env, SETTINGS, token=TOKEN) as running:
-        print(f"\nimages (scripts/local-images) {build_s:.0f} s; `up` to a ready stack {running.up_s:.0f} s")
-        yield running
+    try:
+        build_s = build_images(env)
+        with compose_stack(tmp_path_factory.mktemp("compose"), env, SETTINGS, token=TOKEN) as running:
+            print(
+                f"\nimages (scripts/local-images) {build_s:.0f} s; `up` to a ready stack {running.up_s:.0f} s"
+            )
+            yield running
+    finally:
+        stop_docker(env)
 
 
 @pytest.fixture(scope="module")

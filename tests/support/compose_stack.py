@@ -49,7 +49,8 @@ def _run(args: list[str], *, env: dict[str, str], timeout: float, check: bool = 
 
 
 def docker_env() -> dict[str, str]:
-    """The environment that reaches the private dockerd (started by scripts/local-images --daemon)."""
+    """The environment that reaches the private dockerd (scripts/local-images --daemon starts it, or
+    finds it running); ``FACEPROOF_DOCKERD_STARTED=yes`` in it when this call started it."""
     env = {key: value for key, value in os.environ.items() if key != "DOCKER_HOST"}
     result = subprocess.run(
         ["scripts/local-images", "--daemon"],
@@ -63,7 +64,16 @@ def docker_env() -> dict[str, str]:
         raise Unavailable((result.stderr or result.stdout).strip())
     host = next(line for line in result.stdout.splitlines() if line.startswith("DOCKER_HOST="))
     env["DOCKER_HOST"] = host.partition("=")[2]
+    env["FACEPROOF_DOCKERD_STARTED"] = "yes" if "STARTED=yes" in result.stdout.splitlines() else "no"
     return env
+
+
+def stop_docker(env: dict[str, str]) -> None:
+    """Stop the private dockerd if ``docker_env`` started it (one found running is left running)."""
+    if env.get("FACEPROOF_DOCKERD_STARTED") == "yes":
+        subprocess.run(
+            ["scripts/local-images", "--stop"], env=env, cwd=REPO_ROOT, capture_output=True, timeout=60
+        )
 
 
 def build_images(env: dict[str, str]) -> float:
@@ -161,11 +171,17 @@ class ComposeStack:
         raise RuntimeError(f"the stack was not ready in {seconds} s ({missing}):\n{self.logs_tail()}")
 
     def logs_tail(self, lines: int = 30) -> str:
-        return "\n".join(
-            f"--- {service}\n"
-            + _run(["docker", "logs", "--tail", str(lines), name], env=self.env, timeout=60, check=False)
-            for service, name in self.containers.items()
-        )
+        parts = []
+        for service, name in self.containers.items():
+            result = subprocess.run(
+                ["docker", "logs", "--tail", str(lines), name],
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            parts.append(f"--- {service}\n{result.stdout}{result.stderr}")
+        return "\n".join(parts)
 
     def save_logs(self) -> None:
         for service, name in self.containers.items():
@@ -248,9 +264,12 @@ def compose_stack(
     )
     try:
         started = time.monotonic()
-        stack.compose("up", "-d")
         for service in (*INFRA_SERVICES, *ONE_SHOT, *APP_SERVICES):
             stack.containers[service] = f"{project}_{service}_1"
+        try:
+            stack.compose("up", "-d")
+        except RuntimeError as error:  # (a one-shot step failed, say): say why
+            raise RuntimeError(f"{error}\n{stack.logs_tail()}") from error
         stack.wait_ready()
         stack.up_s = time.monotonic() - started
         yield stack

@@ -274,6 +274,10 @@ def test_dockerfile_is_multi_stage_pinned_non_root_with_health_check(name: str) 
     assert any(keyword == "RUN" and "uv sync --frozen --no-dev" in rest for keyword, rest in steps), (
         "installs the locked packages"
     )
+    project = [rest for keyword, rest in steps if keyword == "RUN" and "--no-editable" in rest]
+    assert project and all("--no-cache" in rest and "type=cache" not in rest for rest in project), (
+        "the project's own wheel is built from the source (a cached one is keyed by pyproject.toml only)"
+    )
     entry = next(rest for keyword, rest in reversed(steps) if keyword == "ENTRYPOINT")
     assert '"faceproof"' in entry
     assert not any("models fetch" in rest for keyword, rest in steps if keyword == "RUN"), "no baked models"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import socket
+import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -49,6 +51,23 @@ def test_established_connections_are_seen() -> None:
             accepted, _ = server.accept()
             with accepted:
                 assert port in hc.established_remote_ports()
+
+
+def test_only_the_given_processes_connections_count() -> None:
+    """Host networking (and a pod's sidecars) share the connection table: the worker's check looks
+    at the faceproof process's own sockets, so another process's broker connection does not count."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=10):
+            accepted, _ = server.accept()
+            with accepted:
+                assert port in hc.established_remote_ports(inodes=hc.socket_inodes([os.getpid()]))
+                other = subprocess.Popen(["sleep", "30"])
+                try:
+                    assert port not in hc.established_remote_ports(inodes=hc.socket_inodes([other.pid]))
+                finally:
+                    other.kill()
+                    other.wait()
 
 
 class Health(BaseHTTPRequestHandler):
