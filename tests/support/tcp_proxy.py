@@ -39,8 +39,7 @@ class TcpProxy:
         with self._lock:
             sockets, self._open = set(self._open), set()
         for sock in sockets:
-            with suppress(OSError):
-                sock.close()
+            _end(sock)
 
     def close(self) -> None:
         self.cut()
@@ -70,8 +69,17 @@ class TcpProxy:
             pass
         finally:
             for sock in (source, target):
-                with suppress(OSError):
-                    sock.close()
+                _end(sock)
             with self._lock:
                 self._open.discard(source)
                 self._open.discard(target)
+
+
+def _end(sock: socket.socket) -> None:
+    """Shut the connection down, then close the socket: a plain close() while another thread is
+    blocked in recv() on it neither wakes that thread nor ends the TCP connection, so the peer
+    (a database holding a transaction open, say) would go on waiting."""
+    with suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    with suppress(OSError):
+        sock.close()

@@ -1,0 +1,132 @@
+"""The outbox table on PostgreSQL and SQLite (infra/db/outbox.py) under the relay (infra/outbox.py):
+rows committed with their transaction only, published oldest first, marked sent once confirmed,
+a failed one kept with its attempt count and nothing after it sent, sent rows forgotten by the
+purge, and on PostgreSQL one relay at a time (the advisory lock). The broker side is a recorder:
+the real broker is in tests/integration/test_outbox.py."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from contracts.events import SessionFinished
+from contracts.routing import EventKey
+from contracts.values import SessionStatus
+from infra.db.engine import create_engine, session_factory
+from infra.db.outbox import RELAY_LOCK_KEY, SqlOutbox, stage
+from infra.db.tables import OutboxRow
+from infra.outbox import OutboxRelay
+from infra.outgoing import Outgoing
+from infra.publisher import PublishFailed
+
+pytestmark = pytest.mark.integration
+
+
+def _finished(session_id: str) -> Outgoing:
+    event = SessionFinished(
+        correlation_id=session_id, session_id=session_id, status=SessionStatus.EXPIRED, reasons=["EXPIRED"]
+    )
+    return Outgoing.event(event, EventKey.SESSION_FINISHED)
+
+
+class Recorder:
+    """The broker: confirms everything except the correlation ids in ``refuse``."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.refuse: set[str] = set()
+
+    async def send(self, outgoing: Outgoing) -> None:
+        if outgoing.correlation_id in self.refuse:
+            raise PublishFailed("ConnectionResetError")
+        self.sent.append(outgoing.correlation_id)
+
+
+async def _drain(relay: OutboxRelay) -> None:
+    while await relay.relay_once():
+        pass
+
+
+async def test_rows_go_out_in_order_once_and_a_failure_holds_back_the_rest(engine: AsyncEngine) -> None:
+    factory = session_factory(engine)
+    tag = uuid.uuid4().hex[:8]
+    names = [f"{tag}-{n}" for n in range(5)]
+    async with factory.begin() as session:  # rolled back: never published
+        stage(session, _finished(f"{tag}-rolled-back"))
+        await session.rollback()
+    for name in names[:3]:
+        async with factory.begin() as session:
+            stage(session, _finished(name))
+    recorder = Recorder()
+    relay = OutboxRelay(SqlOutbox(factory), recorder, batch=2)
+
+    await _drain(relay)
+    assert [n for n in recorder.sent if n.startswith(tag)] == names[:3]
+    await _drain(relay)
+    assert [n for n in recorder.sent if n.startswith(tag)] == names[:3]  # nothing twice
+
+    for name in names[3:]:
+        async with factory.begin() as session:
+            stage(session, _finished(name))
+    recorder.refuse = {names[3]}
+    with pytest.raises(PublishFailed):
+        await _drain(relay)
+    assert [n for n in recorder.sent if n.startswith(tag)] == names[:3]  # names[4] waits behind it
+    async with factory() as session:
+        failed = (await session.scalars(select(OutboxRow).where(OutboxRow.correlation_id == names[3]))).one()
+    assert (failed.sent_at, failed.attempts, failed.last_error) == (None, 1, "ConnectionResetError")
+
+    recorder.refuse = set()
+    await _drain(relay)
+    assert [n for n in recorder.sent if n.startswith(tag)] == names
+
+
+async def test_sent_rows_are_forgotten_and_unsent_ones_kept(engine: AsyncEngine) -> None:
+    factory = session_factory(engine)
+    tag = uuid.uuid4().hex[:8]
+    async with factory.begin() as session:
+        stage(session, _finished(f"{tag}-sent"))
+    await _drain(OutboxRelay(SqlOutbox(factory), Recorder()))
+    async with factory.begin() as session:
+        stage(session, _finished(f"{tag}-unsent"))
+        await session.execute(
+            update(OutboxRow)
+            .where(OutboxRow.correlation_id.like(f"{tag}-%"))
+            .values(created_at=datetime.now(UTC) - timedelta(days=3))
+        )
+        await session.execute(
+            update(OutboxRow)
+            .where(OutboxRow.correlation_id == f"{tag}-sent")
+            .values(sent_at=datetime.now(UTC) - timedelta(days=2))
+        )
+
+    outbox = SqlOutbox(factory)
+    while await outbox.purge(datetime.now(UTC) - timedelta(days=1), limit=1000):
+        pass
+
+    assert await outbox.messages(f"{tag}-sent") == []
+    [kept] = await outbox.messages(f"{tag}-unsent")
+    assert kept.routing_key == EventKey.SESSION_FINISHED
+
+
+async def test_one_relay_at_a_time_on_postgres(postgres_url: str) -> None:
+    engine = create_engine(postgres_url)
+    try:
+        factory = session_factory(engine)
+        tag = uuid.uuid4().hex[:8]
+        async with factory.begin() as session:
+            stage(session, _finished(tag))
+        recorder = Recorder()
+        relay = OutboxRelay(SqlOutbox(factory), recorder)
+        async with factory.begin() as other:  # another process's relay, mid-batch
+            assert await other.scalar(select(func.pg_try_advisory_xact_lock(RELAY_LOCK_KEY)))
+            assert await relay.relay_once() == 0
+        assert tag not in recorder.sent
+        await _drain(relay)
+        assert tag in recorder.sent
+    finally:
+        await engine.dispose()
