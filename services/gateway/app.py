@@ -6,11 +6,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from faststream.rabbit import RabbitBroker
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import Scope
 
 from contracts.routing import ALL_ROUTES
 from infra.broker import create_broker, declare_topology
 from infra.db.engine import create_engine, session_factory
+from infra.db.flows import CallFlowRepository
 from infra.db.migrate import upgrade_async
 from infra.db.repositories import ApiClientRepository, SessionRepository
 from infra.db.security import LivenessFailures, RateLimitRepository
@@ -18,6 +21,7 @@ from infra.outbox import OutboxRelay
 from infra.rpc import BrokerRpc
 from infra.settings import Settings
 from infra.storage import open_store
+from infra.storage.base import ObjectStore
 from infra.telemetry import http as http_telemetry
 from services.gateway.auth import Authenticator, Principal
 from services.gateway.body_rules import BodyRules
@@ -29,6 +33,36 @@ from services.gateway.offers import BrokerCallAgents
 from services.gateway.problems import install_problem_handlers
 from services.gateway.ratelimit import RateLimiter, RateLimitHeaders, static_limits
 from services.gateway.routes import admin, calls, compare, erasure, health, sessions
+from services.intake.calls import BrokerCallCommands
+
+
+def _resources(
+    settings: Settings,
+    database: AsyncEngine,
+    store: ObjectStore,
+    broker: RabbitBroker,
+    rpc: BrokerRpc,
+) -> Resources:
+    """The routes' resources over one database, store, broker connection and RPC client."""
+    sessions_ = session_factory(database)
+    rate_limits = RateLimitRepository(sessions_)
+    return Resources(
+        settings=settings,
+        database=database,
+        sessions=SessionRepository(sessions_),
+        store=store,
+        broker=broker,
+        comparisons=BrokerComparisons(rpc),
+        authenticate=Authenticator(
+            ApiClientRepository(sessions_), settings.static_token, static_limits(settings)
+        ),
+        call_agents=BrokerCallAgents(rpc),
+        flows=CallFlowRepository(sessions_),
+        call_commands=BrokerCallCommands(broker),
+        limiter=RateLimiter(rate_limits, settings) if settings.rate_limits else None,
+        rate_limits=rate_limits,
+        failures=LivenessFailures(sessions_),
+    )
 
 
 def create_app(settings: Settings, *, migrate: bool = False) -> FastAPI:
@@ -37,8 +71,6 @@ def create_app(settings: Settings, *, migrate: bool = False) -> FastAPI:
         database = create_engine(settings.resolved_database_url)
         if migrate:
             await upgrade_async(database)
-        sessions_ = session_factory(database)
-        rate_limits = RateLimitRepository(sessions_)
         store = open_store(settings.resolved_storage_url)
         await store.ensure_buckets()
         broker = create_broker(settings)
@@ -46,24 +78,11 @@ def create_app(settings: Settings, *, migrate: bool = False) -> FastAPI:
         await declare_topology(broker, ALL_ROUTES, delivery_limit=settings.delivery_limit)
         rpc = BrokerRpc(settings.broker_url)
         await rpc.start()
-        app.state.resources = Resources(
-            settings=settings,
-            database=database,
-            sessions=SessionRepository(sessions_),
-            store=store,
-            broker=broker,
-            comparisons=BrokerComparisons(rpc),
-            authenticate=Authenticator(
-                ApiClientRepository(sessions_), settings.static_token, static_limits(settings)
-            ),
-            call_agents=BrokerCallAgents(rpc),
-            limiter=RateLimiter(rate_limits, settings) if settings.rate_limits else None,
-            rate_limits=rate_limits,
-            failures=LivenessFailures(sessions_),
-        )
+        app.state.resources = _resources(settings, database, store, broker, rpc)
         try:
             # SessionFinished of the lazy expiry and of erasure, from the outbox
-            async with OutboxRelay.for_process(sessions_, broker, settings).running():
+            relay = OutboxRelay.for_process(session_factory(database), broker, settings)
+            async with relay.running():
                 yield
         finally:
             await rpc.close()

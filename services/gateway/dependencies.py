@@ -18,6 +18,7 @@ from services.gateway.comparisons import Comparisons
 from services.gateway.offers import CallAgents
 from services.gateway.problems import ProblemError
 from services.gateway.ratelimit import RateLimiter
+from services.intake.ports import CallCommands, FlowRows
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,10 @@ class Resources:
     comparisons: Comparisons
     authenticate: Authenticator
     call_agents: CallAgents
+    #: The call flows (``infra.db.flows.CallFlowRepository``).
+    flows: FlowRows
+    #: Where JoinCall goes (``services.intake.calls.BrokerCallCommands``).
+    call_commands: CallCommands
     #: None: no rate limits (FACEPROOF_RATE_LIMITS=false).
     limiter: RateLimiter | None = None
     #: Buckets and monthly usage (the admin routes read it).

@@ -19,12 +19,11 @@ from contracts.http import (
     JoinCallRequest,
     Problem,
 )
-from infra.db.engine import session_factory
-from infra.db.flows import CallFlowRecord, CallFlowRepository
+from infra.db.flows import CallFlowRecord
 from services.gateway.auth import Principal
 from services.gateway.dependencies import PrincipalDep, Resources, ResourcesDep
 from services.gateway.problems import ProblemError
-from services.intake.calls import BrokerCallCommands, CallStarter
+from services.intake.calls import CallStarter
 
 __all__ = ["router"]
 
@@ -38,15 +37,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _flows(res: Resources) -> CallFlowRepository:
-    return CallFlowRepository(session_factory(res.database))
-
-
 async def _start(
     body: JoinCallRequest, call_settings: CallSettings, principal: Principal, res: Resources
 ) -> CallCreatedResponse:
     """Create the flow and publish JoinCall (services.intake.calls)."""
-    starter = CallStarter(res.settings, res.sessions, _flows(res), BrokerCallCommands(res.broker))
+    starter = CallStarter(res.settings, res.sessions, res.flows, res.call_commands)
     return await starter.start(body, call_settings, principal)
 
 
@@ -106,7 +101,7 @@ def _response(flow: CallFlowRecord) -> CallResponse:
     summary="A video-call flow's status, decision, reasons and callback delivery",
 )
 async def get_call(flow_id: str, principal: PrincipalDep, res: ResourcesDep) -> CallResponse:
-    flow = await _flows(res).get(principal.owner, flow_id)
+    flow = await res.flows.get(principal.owner, flow_id)
     if flow is None:
         raise ProblemError(404, "Not found", f"There is no call flow '{flow_id}'.", code="CALL_NOT_FOUND")
     return _response(flow)

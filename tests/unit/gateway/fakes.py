@@ -21,9 +21,9 @@ from services.gateway.auth import Authenticator
 from services.gateway.dependencies import Resources
 from services.gateway.problems import install_problem_handlers
 from services.gateway.ratelimit import RateLimiter, RateLimitHeaders
-from services.gateway.routes import compare, sessions
+from services.gateway.routes import calls, compare, sessions
 from services.intake.client_tokens import new_client_token
-from tests.unit.intake.fakes import FakeFailures, FakeSessions, FakeStore
+from tests.unit.intake.fakes import FakeCallCommands, FakeFailures, FakeFlows, FakeSessions, FakeStore
 
 API_KEY = "key-of-client-1"
 STATIC_TOKEN = "static-dev-token"
@@ -182,7 +182,7 @@ class FakeComparisons:
 
 @dataclass
 class Gateway:
-    """The session and compare routes over in-memory ports (no request guard: each route admits
+    """The session, call and compare routes over in-memory ports (no request guard: each route admits
     its caller through the ``principal`` dependency, as it does when the guard has not)."""
 
     settings: Settings = field(default_factory=lambda: Settings(rate_limits=False))
@@ -190,6 +190,8 @@ class Gateway:
     store: FakePresigningStore = field(default_factory=FakePresigningStore)
     call_agents: FakeCallAgents = field(default_factory=FakeCallAgents)
     comparisons: FakeComparisons = field(default_factory=FakeComparisons)
+    flows: FakeFlows = field(default_factory=FakeFlows)
+    call_commands: FakeCallCommands = field(default_factory=FakeCallCommands)
     #: The real RateLimiter over fake buckets (None: no rate limits).
     limiter: RateLimiter | None = None
 
@@ -199,6 +201,7 @@ class Gateway:
         app.add_middleware(RateLimitHeaders)
         app.include_router(compare.router)
         app.include_router(sessions.router)
+        app.include_router(calls.router)
         values: dict[str, Any] = {
             "settings": self.settings,
             "database": None,
@@ -208,6 +211,8 @@ class Gateway:
             "comparisons": self.comparisons,
             "authenticate": Authenticator(FakeApiKeys(), STATIC_TOKEN),
             "call_agents": self.call_agents,
+            "flows": self.flows,
+            "call_commands": self.call_commands,
             "failures": FakeFailures(),
             "limiter": self.limiter,
         }
