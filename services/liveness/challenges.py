@@ -537,7 +537,7 @@ class ChallengeEvaluator:
         goal, wrong, progress = self._scores(frame, base)
         self._hold.add(t, goal)
         self._wrong.add(t, wrong)
-        if self._shows_depth(frame, base):
+        if self._depth_frames < th.depth_frames and self._shows_depth(frame, base):
             self._depth_frames += 1
         if self._hold.lasted(t, th.hold_frames, th.hold_s):
             if self._depth_frames >= th.depth_frames:
