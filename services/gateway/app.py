@@ -18,6 +18,7 @@ from infra.db.migrate import upgrade_async
 from infra.db.repositories import ApiClientRepository, SessionRepository
 from infra.db.security import LivenessFailures, RateLimitRepository
 from infra.outbox import OutboxRelay
+from infra.retention import Retention
 from infra.rpc import BrokerRpc
 from infra.settings import Settings
 from infra.storage import open_store
@@ -59,6 +60,7 @@ def _resources(
         call_agents=BrokerCallAgents(rpc),
         flows=CallFlowRepository(sessions_),
         call_commands=BrokerCallCommands(broker),
+        eraser=Retention(sessions_, store),
         limiter=RateLimiter(rate_limits, settings) if settings.rate_limits else None,
         rate_limits=rate_limits,
         failures=LivenessFailures(sessions_),

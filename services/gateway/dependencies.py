@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Protocol
 
 from fastapi import Depends, Header, Request
 from faststream.rabbit import RabbitBroker
@@ -19,6 +19,13 @@ from services.gateway.offers import CallAgents
 from services.gateway.problems import ProblemError
 from services.gateway.ratelimit import RateLimiter
 from services.intake.ports import CallCommands, FlowRows
+
+
+class Eraser(Protocol):
+    """Erases one session's biometric data (``infra.retention.Retention``); True when this call
+    purged it. Raises ``StorageError`` (the tombstone stays: the reconciler finishes it)."""
+
+    async def erase(self, session_id: str, *, actor: str) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,7 @@ class Resources:
     flows: FlowRows
     #: Where JoinCall goes (``services.intake.calls.BrokerCallCommands``).
     call_commands: CallCommands
+    eraser: Eraser
     #: None: no rate limits (FACEPROOF_RATE_LIMITS=false).
     limiter: RateLimiter | None = None
     #: Buckets and monthly usage (the admin routes read it).

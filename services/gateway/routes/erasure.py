@@ -18,9 +18,7 @@ from fastapi.responses import Response
 
 from contracts.http import Problem
 from domain.sessions import Erased
-from infra.db.engine import session_factory
 from infra.lifecycle import SessionLifecycle
-from infra.retention import Retention
 from infra.storage.errors import StorageError
 from services.gateway.dependencies import PrincipalDep, Resources, ResourcesDep
 from services.gateway.problems import ProblemError
@@ -58,9 +56,8 @@ async def erase_session(session_id: str, principal: PrincipalDep, res: Resources
         raise ProblemError(404, "Not found", f"There is no session '{session_id}'.", code="SESSION_NOT_FOUND")
     await res.sessions.request_erasure(session_id)
     await _end_unfinished(session_id, res)
-    retention = Retention(session_factory(res.database), res.store)
     try:
-        await retention.erase(session_id, actor=principal.owner)
+        await res.eraser.erase(session_id, actor=principal.owner)
     except StorageError:
         raise ProblemError(
             503,

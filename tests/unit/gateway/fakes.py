@@ -12,8 +12,10 @@ import httpx
 from fastapi import FastAPI
 
 from contracts.commands import CompareFaces, MatchReferences, StartSession
-from contracts.events import FacesCompared, ReferencesMatched, SessionStarted
+from contracts.events import FacesCompared, ReferencesMatched, SessionFinished, SessionStarted
 from contracts.values import FaceBox, ModelInfo, ScoredFace, SessionStatus, Threshold, ThresholdSource
+from domain.sessions import AuditEntry, SessionEnding
+from infra.db.errors import NotFound, VersionConflict
 from infra.db.records import ApiClient, SessionRecord
 from infra.settings import Settings
 from infra.storage.errors import StorageError
@@ -21,7 +23,7 @@ from services.gateway.auth import Authenticator
 from services.gateway.dependencies import Resources
 from services.gateway.problems import install_problem_handlers
 from services.gateway.ratelimit import RateLimiter, RateLimitHeaders
-from services.gateway.routes import calls, compare, sessions
+from services.gateway.routes import calls, compare, erasure, sessions
 from services.intake.client_tokens import new_client_token
 from tests.unit.intake.fakes import FakeCallCommands, FakeFailures, FakeFlows, FakeSessions, FakeStore
 
@@ -45,6 +47,9 @@ class FakeSessionRows(FakeSessions):
     """The session rows, with SessionRepository's one-connection rule."""
 
     released: list[tuple[str, str]] = field(default_factory=list)
+    #: What SessionRepository.end writes with each ending: the event (outbox) and the audit entry.
+    finished: list[SessionFinished] = field(default_factory=list)
+    audits: list[AuditEntry] = field(default_factory=list)
 
     async def fetch(self, session_id: str) -> SessionRecord | None:
         return self.rows.get(session_id)
@@ -80,24 +85,62 @@ class FakeSessionRows(FakeSessions):
         self.released.append((session_id, connection_id))
         return True
 
-    def add(self, *, status: SessionStatus = SessionStatus.CREATED, language: str = "en") -> tuple[str, str]:
-        """A session of client-1 and the client token its browser holds."""
+    async def end(self, ending: SessionEnding) -> SessionRecord:
+        """The version-checked ending (``VersionConflict`` when the row moved on)."""
+        row = self.rows.get(ending.session_id)
+        if row is None:
+            raise NotFound(ending.session_id)
+        if row.version != ending.expected_version or row.status.terminal:
+            raise VersionConflict(ending.session_id)
+        now = datetime.now(UTC)
+        ended = replace(
+            row,
+            status=ending.status,
+            result=ending.result if ending.result is not None else row.result,
+            finished_at=now,
+            updated_at=now,
+            version=row.version + 1,
+        )
+        self.rows[row.id] = ended
+        self.finished.append(ending.event)
+        self.audits.append(ending.audit)
+        return ended
+
+    async def request_erasure(self, session_id: str) -> bool:
+        row = self.rows.get(session_id)
+        if row is None:
+            return False
+        if row.erase_requested_at is None:
+            self.rows[session_id] = replace(row, erase_requested_at=datetime.now(UTC))
+        return True
+
+    def add(
+        self,
+        *,
+        status: SessionStatus = SessionStatus.CREATED,
+        language: str = "en",
+        expires_in_s: float = 300,
+        connections: int = 0,
+        owner: str = "client-1",
+    ) -> tuple[str, str]:
+        """A session (of client-1 unless told) and the client token its browser holds."""
         token, token_hash = new_client_token()
         now = datetime.now(UTC)
         record = SessionRecord(
             id=f"s{len(self.rows) + 1}",
-            owner="client-1",
+            owner=owner,
             client_request_token=None,
             kind="liveness",
             status=status,
             settings={"language": language},
             created_at=now,
             updated_at=now,
-            expires_at=now + timedelta(minutes=5),
+            expires_at=now + timedelta(seconds=expires_in_s),
             finished_at=now if status.terminal else None,
             result=None,
             version=1,
             client_token_hash=token_hash,
+            connections=connections,
         )
         self.rows[record.id] = record
         return record.id, token
@@ -113,6 +156,22 @@ class FakePresigningStore(FakeStore):
         if key in self.missing:
             raise StorageError("the store is down")
         return f"https://s3.example/{key}?expires={int(expires.total_seconds())}"
+
+
+@dataclass
+class FakeEraser:
+    """Retention.erase: purges a session once (``down``: the store cannot be reached)."""
+
+    purged: list[str] = field(default_factory=list)
+    down: bool = False
+
+    async def erase(self, session_id: str, *, actor: str) -> bool:
+        if self.down:
+            raise StorageError("the store is down")
+        if session_id in self.purged:
+            return False
+        self.purged.append(session_id)
+        return True
 
 
 @dataclass
@@ -182,7 +241,7 @@ class FakeComparisons:
 
 @dataclass
 class Gateway:
-    """The session, call and compare routes over in-memory ports (no request guard: each route admits
+    """The session, erasure, call and compare routes over in-memory ports (no request guard: each route admits
     its caller through the ``principal`` dependency, as it does when the guard has not)."""
 
     settings: Settings = field(default_factory=lambda: Settings(rate_limits=False))
@@ -192,6 +251,7 @@ class Gateway:
     comparisons: FakeComparisons = field(default_factory=FakeComparisons)
     flows: FakeFlows = field(default_factory=FakeFlows)
     call_commands: FakeCallCommands = field(default_factory=FakeCallCommands)
+    eraser: FakeEraser = field(default_factory=FakeEraser)
     #: The real RateLimiter over fake buckets (None: no rate limits).
     limiter: RateLimiter | None = None
 
@@ -202,6 +262,7 @@ class Gateway:
         app.include_router(compare.router)
         app.include_router(sessions.router)
         app.include_router(calls.router)
+        app.include_router(erasure.router)
         values: dict[str, Any] = {
             "settings": self.settings,
             "database": None,
@@ -213,6 +274,7 @@ class Gateway:
             "call_agents": self.call_agents,
             "flows": self.flows,
             "call_commands": self.call_commands,
+            "eraser": self.eraser,
             "failures": FakeFailures(),
             "limiter": self.limiter,
         }
