@@ -211,6 +211,14 @@ def _consumed(rabbit: PrivateRabbitMQ) -> set[str]:
     return {name for name, state in rabbit.queues().items() if name in routes and state.consumers > 0}
 
 
+def _consumed_or_none(rabbit: PrivateRabbitMQ) -> set[str]:
+    """:func:`_consumed`, or nothing when ``rabbitmqctl`` could not tell this time."""
+    try:
+        return _consumed(rabbit)
+    except BenchError:
+        return set()
+
+
 def _restart_rabbitmq(
     rabbit: PrivateRabbitMQ, consumed: set[str], down_s: float, started: float
 ) -> dict[str, Any]:
@@ -270,7 +278,9 @@ def _faults(
     rabbit, postgres = servers
     started = time.monotonic()
     try:
-        consumed = _consumed(rabbit)
+        consumed = set[str]()
+        while not consumed and time.monotonic() < started + 120:  # (rabbitmqctl may time out)
+            consumed = _consumed_or_none(rabbit)
         slots = [0.15 + 0.55 * index / len(config.faults) for index in range(len(config.faults))]
         for fault, slot in zip(config.faults, slots, strict=True):
             time.sleep(max(0.0, started + slot * config.duration_s - time.monotonic()))
@@ -388,11 +398,16 @@ def _wait_callbacks(receiver: CallbackReceiver, tokens: list[str], timeout_s: fl
     time.sleep(_SETTLE_S)  # a duplicate would arrive now
 
 
-def _quiet_queues(rabbit: PrivateRabbitMQ, timeout_s: float = 60) -> dict[str, QueueState]:
+def _quiet_queues(rabbit: PrivateRabbitMQ, timeout_s: float = 180) -> dict[str, QueueState]:
     """Every queue of the node once nothing is ready or unacknowledged any more (or at the timeout)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        states = {name: state for name, state in rabbit.queues().items() if name != FINISHED_QUEUE}
+        try:
+            states = {name: state for name, state in rabbit.queues().items() if name != FINISHED_QUEUE}
+        except BenchError:  # rabbitmqctl too slow this time: again, until the deadline
+            if time.monotonic() > deadline:
+                raise
+            continue
         busy = [state for state in states.values() if state.ready or state.unacked]
         if not busy or time.monotonic() > deadline:
             return states
@@ -556,7 +571,7 @@ def _wait_consumers(rabbit: PrivateRabbitMQ, stack: Stack, timeout_s: float = 18
         "notifier.deliver-callback",
     }
     deadline = time.monotonic() + timeout_s
-    while not wanted <= _consumed(rabbit):
+    while not wanted <= _consumed_or_none(rabbit):
         stack.check_alive()
         if time.monotonic() > deadline:
             raise BenchError(

@@ -36,7 +36,7 @@ from faceproof.bench.stack import free_port
 __all__ = ["PrivatePostgres", "PrivateRabbitMQ", "QueueState"]
 
 _RABBITMQ_BIN: Final = Path("/usr/lib/rabbitmq/bin")
-_START_TIMEOUT_S: Final = 120.0
+_START_TIMEOUT_S: Final = 240.0
 
 
 @dataclass(frozen=True)
@@ -111,14 +111,18 @@ class PrivateRabbitMQ:
         }
 
     def ctl(self, *args: str, timeout_s: float = 60) -> str:
-        """``rabbitmqctl -n NODE ARGS``; its standard output."""
-        done = subprocess.run(
-            [_rabbit_tool("rabbitmqctl"), "-n", self.node, "-q", *args],
-            env=self._env(),
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-        )
+        """``rabbitmqctl -n NODE ARGS``; its standard output. Raises :class:`BenchError` when it fails
+        or takes longer than ``timeout_s`` (each call boots an Erlang VM: seconds on a busy machine)."""
+        try:
+            done = subprocess.run(
+                [_rabbit_tool("rabbitmqctl"), "-n", self.node, "-q", *args],
+                env=self._env(),
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+            )
+        except subprocess.TimeoutExpired:
+            raise BenchError(f"rabbitmqctl {' '.join(args)} took more than {timeout_s:g} s") from None
         if done.returncode != 0:
             raise BenchError(f"rabbitmqctl {' '.join(args)} failed: {done.stderr.strip()[-500:]}")
         return done.stdout
@@ -142,14 +146,11 @@ class PrivateRabbitMQ:
                 raise BenchError(
                     f"rabbitmq-server exited with {self.process.returncode}:\n{_tail(self.log_path)}"
                 )
-            waited = subprocess.run(
-                [_rabbit_tool("rabbitmqctl"), "-n", self.node, "-q", "await_startup", "--timeout", "10"],
-                env=env,
-                capture_output=True,
-                timeout=60,
-            )
-            if waited.returncode == 0:
+            try:
+                self.ctl("await_startup", "--timeout", "10", timeout_s=60)
                 return
+            except BenchError:
+                pass
             time.sleep(0.5)
         raise BenchError(f"RabbitMQ node {self.node} did not start:\n{_tail(self.log_path)}")
 
