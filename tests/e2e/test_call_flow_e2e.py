@@ -32,6 +32,11 @@ pytestmark = pytest.mark.e2e
 
 #: liveportrait_d3 answers these with annotated segments (faceproof/testing/video_segments.json).
 TURNS = ["TURN_LEFT", "TURN_RIGHT"]
+#: What liveportrait_d3's annotated segments answer when judged from a neutral pose. Each
+#: challenge's baseline is the first frames taken once its instruction is on screen, before the
+#: subject reacts; d3's turn and look-up segments start already turned and pass only against their
+#: own first frames (docs/liveness.md, "Get ready").
+ANSWERABLE = ["LOOK_DOWN", "OPEN_MOUTH"]
 
 
 def scripted(media: Media, analyzer: FrameAnalyzer) -> ScriptedSource:
@@ -87,7 +92,7 @@ async def run_flow(
                     "callback_base_url": controller.url,
                     "token": token,
                     "lang": "es",
-                    "settings": {"challenges": 2, "challengeTypes": TURNS, "callbackSecret": SECRET},
+                    "settings": {"challenges": 2, "challengeTypes": ANSWERABLE, "callbackSecret": SECRET},
                     **fields,
                 },
             )
