@@ -51,7 +51,9 @@ from tests.support.compose_stack import (
 )
 from tests.support.test_sfu import TestSfu
 
-pytestmark = pytest.mark.e2e
+#: The first test's setup builds the images (about 6 minutes on a new machine) and brings the stack up;
+#: the last kills and restarts six containers: more than the suite's 300 s each under load.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 
 #: The gateway's compare deadline in this stack (FACEPROOF_COMPARE_TIMEOUT_S): a compare whose
 #: matcher is gone answers 504 after it.
