@@ -160,35 +160,46 @@ def migrate(env: dict[str, str]) -> None:
     subprocess.run([sys.executable, "-m", "faceproof", "db", "upgrade"], env=env, cwd=REPO_ROOT, check=True)
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory, seaweedfs: SeaweedFS) -> Iterator[Stack]:
-    """The gateway and every worker as separate processes on fresh RabbitMQ, Postgres and S3 spaces."""
-    logs = tmp_path_factory.mktemp("logs")
+@contextmanager
+def start_stack(
+    tmp_path_factory: pytest.TempPathFactory,
+    seaweedfs: SeaweedFS,
+    *,
+    services: tuple[tuple[str, list[str]], ...] = SERVICES,
+    overrides: dict[str, str] | None = None,
+    queues: set[str] | None = None,
+    name: str = "stack",
+) -> Iterator[Stack]:
+    """``services`` as separate processes on a fresh vhost, database and the S3 server, with
+    ``overrides`` on top of :func:`stack_env`; yielded once the gateway is ready and ``queues``
+    (default: every worker queue) are consumed; stopped afterwards. Each process serves /metrics
+    on a port of its own (``Stack.metrics_ports``)."""
+    logs = tmp_path_factory.mktemp(f"{name}-logs")
     port = free_port()
     with temporary_vhost() as vhost, postgres_database() as database_url:
         env = stack_env(
-            tmp_path_factory.mktemp("data"),
+            tmp_path_factory.mktemp(f"{name}-data"),
             database_url=database_url,
             vhost=vhost,
             storage_url=seaweedfs.url,
             port=port,
         )
-        env["FACEPROOF_NO_VIDEO_TIMEOUT_S"] = "8"
+        env.update(overrides or {})
         migrate(env)
-        metrics_ports = {name: free_port() for name, _ in SERVICES}
+        metrics_ports = {service: free_port() for service, _ in services}
         processes = [
             subprocess.Popen(
                 [sys.executable, "-m", "faceproof", *argv],
-                env={**env, "FACEPROOF_METRICS_PORT": str(metrics_ports[name])},
+                env={**env, "FACEPROOF_METRICS_PORT": str(metrics_ports[service])},
                 cwd=REPO_ROOT,
-                stdout=(logs / f"{name}.log").open("wb"),
+                stdout=(logs / f"{service}.log").open("wb"),
                 stderr=subprocess.STDOUT,
             )
-            for name, argv in SERVICES
+            for service, argv in services
         ]
         try:
             wait_ready(f"http://127.0.0.1:{port}", processes, logs)
-            wait_consuming(vhost, processes, logs)
+            wait_consuming(vhost, processes, logs, queues=queues)
             yield Stack(
                 url=f"http://127.0.0.1:{port}", env=env, vhost=vhost, logs=logs, metrics_ports=metrics_ports
             )
@@ -200,6 +211,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory, seaweedfs: SeaweedFS) -> Ite
                     process.wait(20)
                 except subprocess.TimeoutExpired:
                     process.kill()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, seaweedfs: SeaweedFS) -> Iterator[Stack]:
+    """The gateway and every worker as separate processes on fresh RabbitMQ, Postgres and S3 spaces."""
+    with start_stack(tmp_path_factory, seaweedfs, overrides={"FACEPROOF_NO_VIDEO_TIMEOUT_S": "8"}) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,6 @@ free again once it hangs up."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,18 +21,7 @@ from aiortc import RTCPeerConnection
 from contracts.routing import CALL_AGENT_CALLS, CALL_AGENT_SESSIONS, NOTIFIER_CALLBACKS, NOTIFIER_CALLS
 from examples.controller import Controller
 from faceproof.testing.webrtc_subject import post_offer
-from tests.e2e.conftest import (
-    TOKEN,
-    Stack,
-    free_port,
-    migrate,
-    postgres_database,
-    stack_env,
-    wait_consuming,
-    wait_ready,
-)
-from tests.paths import REPO_ROOT
-from tests.support.broker import temporary_vhost
+from tests.e2e.conftest import TOKEN, Stack, start_stack
 from tests.support.services import SeaweedFS
 
 pytestmark = pytest.mark.e2e
@@ -49,42 +36,16 @@ SERVICES = (
 
 @pytest.fixture(scope="module")
 def one_slot(tmp_path_factory: pytest.TempPathFactory, seaweedfs: SeaweedFS) -> Iterator[Stack]:
-    logs = tmp_path_factory.mktemp("capacity-logs")
-    port = free_port()
-    with temporary_vhost() as vhost, postgres_database() as database_url:
-        env = stack_env(
-            tmp_path_factory.mktemp("capacity"),
-            database_url=database_url,
-            vhost=vhost,
-            storage_url=seaweedfs.url,
-            port=port,
-        )
-        env["FACEPROOF_MAX_CONCURRENT_CALLS"] = "1"
-        env["FACEPROOF_METRICS_PORT"] = "0"
-        migrate(env)
-        processes = [
-            subprocess.Popen(
-                [sys.executable, "-m", "faceproof", *argv],
-                env=env,
-                cwd=REPO_ROOT,
-                stdout=(logs / f"{name}.log").open("wb"),
-                stderr=subprocess.STDOUT,
-            )
-            for name, argv in SERVICES
-        ]
-        try:
-            wait_ready(f"http://127.0.0.1:{port}", processes, logs)
-            routes = (CALL_AGENT_SESSIONS, CALL_AGENT_CALLS, NOTIFIER_CALLS, NOTIFIER_CALLBACKS)
-            wait_consuming(vhost, processes, logs, queues={route.queue for route in routes})
-            yield Stack(url=f"http://127.0.0.1:{port}", env=env, vhost=vhost, logs=logs)
-        finally:
-            for process in processes:
-                process.terminate()
-            for process in processes:
-                try:
-                    process.wait(20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+    routes = (CALL_AGENT_SESSIONS, CALL_AGENT_CALLS, NOTIFIER_CALLS, NOTIFIER_CALLBACKS)
+    with start_stack(
+        tmp_path_factory,
+        seaweedfs,
+        services=SERVICES,
+        overrides={"FACEPROOF_MAX_CONCURRENT_CALLS": "1"},
+        queues={route.queue for route in routes},
+        name="capacity",
+    ) as running:
+        yield running
 
 
 def create_session(stack: Stack) -> dict[str, Any]:
