@@ -565,7 +565,13 @@ async def test_controller_down_retries_until_the_deadline_then_dead_letters(
     assert ended.attempts >= 2  # retried before giving up
     assert ended.last_error is not None and "retries exhausted" in ended.last_error
     assert flow.token not in ended.last_error
-    letters = [letter for letter in await harness.dead_letters() if letter.get("flow_id") == flow.id]
+
+    async def letters_of_flow() -> list[dict[str, Any]]:
+        return [letter for letter in await harness.dead_letters() if letter.get("flow_id") == flow.id]
+
+    await harness.wait_for(letters_of_flow)  # the outbox relay publishes it after the commit
+    await settle()
+    letters = await letters_of_flow()
     assert len(letters) == 1 and letters[0]["outcome"] == "FAILURE"
 
 
