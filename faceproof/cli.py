@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from faceproof.bench_cli import bench_app
+from faceproof.bench_room_cli import bench_room
 from faceproof.broker_cli import broker_app
 from faceproof.database import api_clients, rate_limits
 from faceproof.eval_cli import eval_app
@@ -31,6 +32,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(models_app, name="models")
 app.add_typer(worker_app, name="worker")
 app.add_typer(eval_app, name="eval")
+bench_app.command("room")(bench_room)
 app.add_typer(bench_app, name="bench")
 app.add_typer(broker_app, name="broker")
 app.add_typer(dlq_app, name="dlq")
