@@ -69,18 +69,9 @@ class CallAgentApp:
     calls: RoomCalls
 
 
-def build_app(settings: Settings, *, leases: SessionRows, store: ObjectStore) -> CallAgentApp:
-    """Wire the handlers to the broker; resources are created by the caller. Frames are written
-    through the erasure guard: nothing is stored for an erased session (``infra.erasure``)."""
-    broker = create_broker(settings)
-    store = ErasureGuardedStore(store, leases, writer="call_agent")
-    slots = CallSlots(settings.max_concurrent_calls)  # hosted sessions and video calls share the cap
-    agent = CallAgent(
-        stream_config(settings), leases=leases, store=store, events=BrokerEvents(broker), slots=slots
-    )
-    calls = RoomCalls(call_config(settings), store=store, events=BrokerEvents(broker), slots=slots)
-    WEBRTC_CONNECTIONS.labels("session").set_function(lambda: len(agent.sessions))
-    WEBRTC_CONNECTIONS.labels("room").set_function(lambda: len(calls.calls))
+def _subscribe(broker: RabbitBroker, settings: Settings, agent: CallAgent, calls: RoomCalls) -> RabbitQueue:
+    """Subscribe the agent and the room calls to their commands and to session events; the events
+    queue (exclusive to this instance, bound in ``build_app``'s start-up)."""
 
     @broker.subscriber(
         queue_for(CALL_AGENT_SESSIONS, delivery_limit=settings.delivery_limit),
@@ -112,6 +103,23 @@ def build_app(settings: Settings, *, leases: SessionRows, store: ObjectStore) ->
     async def on_session_event(body: object, message: RabbitMessage) -> None:
         await agent.on_event(str(message.raw_message.routing_key), message.body)
         await calls.on_event(str(message.raw_message.routing_key), message.body)
+
+    return events_queue
+
+
+def build_app(settings: Settings, *, leases: SessionRows, store: ObjectStore) -> CallAgentApp:
+    """Wire the handlers to the broker; resources are created by the caller. Frames are written
+    through the erasure guard: nothing is stored for an erased session (``infra.erasure``)."""
+    broker = create_broker(settings)
+    store = ErasureGuardedStore(store, leases, writer="call_agent")
+    slots = CallSlots(settings.max_concurrent_calls)  # hosted sessions and video calls share the cap
+    agent = CallAgent(
+        stream_config(settings), leases=leases, store=store, events=BrokerEvents(broker), slots=slots
+    )
+    calls = RoomCalls(call_config(settings), store=store, events=BrokerEvents(broker), slots=slots)
+    WEBRTC_CONNECTIONS.labels("session").set_function(lambda: len(agent.sessions))
+    WEBRTC_CONNECTIONS.labels("room").set_function(lambda: len(calls.calls))
+    events_queue = _subscribe(broker, settings, agent, calls)
 
     app = FastStream(broker, logger=logging.getLogger("faceproof.app"))
 

@@ -258,24 +258,7 @@ class RoomPeer:
             "createWebRtcTransport",
             {"forceTcp": False, "producing": direction == "send", "consuming": direction == "recv"},
         )
-        servers = parse_ice_servers_json(info.get("iceServers"))
-        candidates = _candidates(info.get("iceCandidates"))
-        ice_servers = servers if servers is not None else list(self._config.ice_servers)
-        if not ice_servers and not any(str(c.get("protocol", "udp")).lower() == "udp" for c in candidates):
-            # aioice pairs UDP candidates only (no ICE-TCP, RFC 6544): ICE would just time out
-            raise SignallingError(
-                "createWebRtcTransport: the room offered TCP candidates only (forceTcp); the agent's "
-                "ICE needs UDP or a TURN relay (FACEPROOF_ICE_SERVERS)"
-            )
-        options = {
-            "id": info.get("id"),
-            "iceParameters": info.get("iceParameters"),
-            "iceCandidates": candidates,
-            "dtlsParameters": info.get("dtlsParameters"),
-            "sctpParameters": info.get("sctpParameters"),
-            "iceServers": ice_servers,
-            "iceTransportPolicy": "relay" if self._config.relay_only else "all",
-        }
+        options = self._transport_options(info)
         try:
             if direction == "send":
                 transport = self._device.createSendTransport(**options)
@@ -288,39 +271,12 @@ class RoomPeer:
         transport_id = str(info.get("id"))
 
         async def on_connect(dtls_parameters: DtlsParameters) -> None:
-            try:
-                await self._protoo.request(
-                    "connectWebRtcTransport",
-                    {
-                        "transportId": transport_id,
-                        "dtlsParameters": dtls_parameters.model_dump(exclude_none=True),
-                    },
-                )
-            except RoomError as error:
-                self._on_failure(error)
+            await self._connect_transport(transport_id, dtls_parameters)
 
         async def on_produce(
             kind: str, rtp_parameters: RtpParameters, app_data: dict[str, Any]
         ) -> str | None:
-            # pymediasoup swallows a listener's exception: keep ours to raise it from join().
-            try:
-                answer = await self._protoo.request(
-                    "produce",
-                    {
-                        "transportId": transport_id,
-                        "kind": kind,
-                        "rtpParameters": rtp_parameters.model_dump(exclude_none=True),
-                        "appData": app_data,
-                    },
-                )
-            except RoomError as error:
-                self._produce_error = error
-                return None
-            producer_id = answer.get("id")
-            if not isinstance(producer_id, str) or not producer_id:
-                self._produce_error = SignallingError("produce: the room gave no producer id")
-                return None
-            return producer_id
+            return await self._produce(transport_id, kind, rtp_parameters, app_data)
 
         def on_state(state: str) -> None:
             if state == "failed" and self._joined:
@@ -331,6 +287,62 @@ class RoomPeer:
         if direction == "send":
             transport.on("produce", on_produce)
         return transport
+
+    def _transport_options(self, info: dict[str, Any]) -> dict[str, Any]:
+        """pymediasoup's transport options from the room's createWebRtcTransport answer."""
+        servers = parse_ice_servers_json(info.get("iceServers"))
+        candidates = _candidates(info.get("iceCandidates"))
+        ice_servers = servers if servers is not None else list(self._config.ice_servers)
+        if not ice_servers and not any(str(c.get("protocol", "udp")).lower() == "udp" for c in candidates):
+            # aioice pairs UDP candidates only (no ICE-TCP, RFC 6544): ICE would just time out
+            raise SignallingError(
+                "createWebRtcTransport: the room offered TCP candidates only (forceTcp); the agent's "
+                "ICE needs UDP or a TURN relay (FACEPROOF_ICE_SERVERS)"
+            )
+        return {
+            "id": info.get("id"),
+            "iceParameters": info.get("iceParameters"),
+            "iceCandidates": candidates,
+            "dtlsParameters": info.get("dtlsParameters"),
+            "sctpParameters": info.get("sctpParameters"),
+            "iceServers": ice_servers,
+            "iceTransportPolicy": "relay" if self._config.relay_only else "all",
+        }
+
+    async def _connect_transport(self, transport_id: str, dtls_parameters: DtlsParameters) -> None:
+        try:
+            await self._protoo.request(
+                "connectWebRtcTransport",
+                {
+                    "transportId": transport_id,
+                    "dtlsParameters": dtls_parameters.model_dump(exclude_none=True),
+                },
+            )
+        except RoomError as error:
+            self._on_failure(error)
+
+    async def _produce(
+        self, transport_id: str, kind: str, rtp_parameters: RtpParameters, app_data: dict[str, Any]
+    ) -> str | None:
+        # pymediasoup swallows a listener's exception: keep ours to raise it from join().
+        try:
+            answer = await self._protoo.request(
+                "produce",
+                {
+                    "transportId": transport_id,
+                    "kind": kind,
+                    "rtpParameters": rtp_parameters.model_dump(exclude_none=True),
+                    "appData": app_data,
+                },
+            )
+        except RoomError as error:
+            self._produce_error = error
+            return None
+        producer_id = answer.get("id")
+        if not isinstance(producer_id, str) or not producer_id:
+            self._produce_error = SignallingError("produce: the room gave no producer id")
+            return None
+        return producer_id
 
     def _spawn(self, work: Any) -> None:
         task: asyncio.Task[None] = asyncio.create_task(work)
