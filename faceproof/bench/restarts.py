@@ -527,6 +527,7 @@ def run_restart_soak(config: RestartSoak, warn: Warn) -> dict[str, Any]:
             database_url=postgres.url,
             own_vhost=False,
             other_workers=("call-agent", "liveness", "notifier"),
+            ready_timeout_s=300,  # five processes loading models at once; minutes on a busy machine
             extra_env={
                 "FACEPROOF_RATE_LIMITS": "false",
                 "FACEPROOF_FETCH_ALLOW_HOSTS": "127.0.0.1",
