@@ -8,7 +8,8 @@ once :func:`faces.graphs.free_spatial_dims` has freed its input): the image padd
 of 32, scaled down when its longer side is over ``input_size`` and up when under ``min_input``.
 Only when no face is found there do they look again at the classic square letterbox of
 ``input_size`` (small images scaled up). A model with a fixed input size gets that letterbox
-only. They decode boxes and five keypoints, apply NMS, map back to source pixels and drop faces smaller than ``min_face_px``.
+only. They decode boxes and five keypoints, apply NMS, map back to source pixels and drop faces
+smaller than ``min_face_px``.
 """
 
 from __future__ import annotations
