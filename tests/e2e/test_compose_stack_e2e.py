@@ -7,8 +7,8 @@ while compares stream.
 It skips only where dockerd cannot start here (printing why). The images are cached in
 ~/.cache/faceproof/dockerd (FACEPROOF_DOCKER_DIR): the first build takes minutes (deploy/README.md),
 later runs rebuild only the project's layer when the code changed. The heavy part is the last test:
-each worker loads its models again after its kill (3.5 to 6 minutes of the module's 7 to 10 on 2
-shared cores).
+six kills, each waiting for the container to be ready again (82 s of the module's 204 s on 2 shared
+cores at load average 30 to 38; deploy/README.md).
 """
 
 from __future__ import annotations
