@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from examples.controller import Controller
+from faceproof.testing.mediasoup_room import MediasoupRoom, RoomSubject, room_server_ready, run_bounded
 from faceproof.testing.webrtc_subject import Image, ScriptedSource
 from infra.safe_fetch import FetchPolicy
 from services.liveness.analysis import FrameAnalyzer
@@ -26,7 +27,6 @@ from tests.e2e.test_call_flow_e2e import (  # the call flow's helpers: one scrip
     write_jpeg,
 )
 from tests.paths import PEOPLE
-from faceproof.testing.mediasoup_room import MediasoupRoom, RoomSubject, room_server_ready, run_bounded
 
 #: The first run on a machine builds mediasoup's worker in the module's fixture (~7-13 min).
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]  # the first run may build the worker

@@ -13,12 +13,12 @@ import pytest
 from contracts.events import CallFailed, FrameCaptured, SessionFinished, SessionStarted
 from contracts.routing import EventKey
 from contracts.values import SessionStatus
+from faceproof.testing.mediasoup_room import MediasoupRoom, room_server_ready
 from infra.storage import LocalObjectStore
 from services.call_agent.room.handler import RoomCalls
 from tests.e2e.test_browser_e2e import CHROMIUM, write_y4m
 from tests.integration.test_room_calls import RecordingEvents, config, join_call, until
 from tests.paths import DATA_DIR
-from faceproof.testing.mediasoup_room import MediasoupRoom, room_server_ready
 
 pytestmark = pytest.mark.timeout(1800)  # the first run on a machine builds mediasoup's worker
 
