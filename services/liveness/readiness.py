@@ -54,7 +54,9 @@ class Readiness:
 
     min_relative_size: float = 0.25
     max_relative_size: float = 0.9
-    min_face_luma: float = 40.0
+    #: the darkest shared clip (lestari15_real, a real person) measures 40-42 as stored and just
+    #: under 40 after a VP8 round trip: a limit of 40 refused them, hence the margin
+    min_face_luma: float = 28.0
     backlight_margin: float = 80.0
     backlit_max_face_luma: float = 100.0
     max_yaw_deg: float = 20.0

@@ -31,11 +31,11 @@ def lit(analysis: FrameAnalysis, face_luma: float = 130.0, scene_luma: float = 1
         pytest.param(lit(replace(face(), relative_size=0.2)), (Precheck.FACE_TOO_SMALL,), id="too-far"),
         pytest.param(lit(replace(face(), relative_size=0.95)), (Precheck.FACE_TOO_CLOSE,), id="too-close"),
         pytest.param(lit(replace(face(), frame_overflow=0.2)), (Precheck.FACE_OUT_OF_FRAME,), id="cut-off"),
-        pytest.param(lit(face(), 25.0, 30.0), (Precheck.TOO_DARK,), id="dark"),
+        pytest.param(lit(face(), 20.0, 30.0), (Precheck.TOO_DARK,), id="dark"),
         pytest.param(lit(face(), 70.0, 200.0), (Precheck.BACKLIT,), id="backlit"),
         pytest.param(lit(face(yaw=35.0)), (Precheck.NOT_LOOKING_AT_CAMERA,), id="turned-away"),
         pytest.param(
-            lit(replace(face(pitch=-30.0), relative_size=0.2), 25.0, 30.0),
+            lit(replace(face(pitch=-30.0), relative_size=0.2), 20.0, 30.0),
             (Precheck.FACE_TOO_SMALL, Precheck.TOO_DARK, Precheck.NOT_LOOKING_AT_CAMERA),
             id="far-dark-and-looking-down",
         ),
