@@ -5,7 +5,8 @@
 // 127.0.0.1 with ?roomId=&peerId= in the URL.
 //
 // Requests it answers: getRouterRtpCapabilities, createWebRtcTransport, connectWebRtcTransport,
-// join, produce, closeProducer, pauseConsumer, resumeConsumer, leaveRoom (unless --no-leave-room).
+// join, produce, closeProducer, pauseConsumer, resumeConsumer, setConsumerPreferredLayers,
+// leaveRoom (unless --no-leave-room).
 // It sends a `newConsumer` REQUEST to a peer for each producer of the other joined peers, and the
 // notifications newPeer, peerClosed, consumerClosed.
 //
@@ -164,7 +165,16 @@ class Room {
           appData: { ...(data.appData || {}), peerId: peer.id },
         });
         peer.data.producers.set(producer.id, producer);
-        emit('produced', { roomId: this.id, peerId: peer.id, kind: producer.kind, producerId: producer.id });
+        // per encoding (simulcast layer) the score mediasoup gives what it receives (0: not sent)
+        producer.on('score', (score) => emit('producerScore', { roomId: this.id, peerId: peer.id, score }));
+        emit('produced', {
+          roomId: this.id,
+          peerId: peer.id,
+          kind: producer.kind,
+          producerId: producer.id,
+          type: producer.type,
+          encodings: producer.rtpParameters.encodings.length,
+        });
         setImmediate(() => {
           for (const other of this.joinedPeers(peer)) this.consume(other, peer, producer);
         });
@@ -183,6 +193,12 @@ class Room {
       case 'resumeConsumer':
         await this.consumer(peer, data.consumerId).resume();
         emit('resumed', { roomId: this.id, peerId: peer.id, consumerId: data.consumerId, by: 'client' });
+        return {};
+      case 'setConsumerPreferredLayers':
+        await this.consumer(peer, data.consumerId).setPreferredLayers({
+          spatialLayer: data.spatialLayer,
+          temporalLayer: data.temporalLayer,
+        });
         return {};
       case 'leaveRoom':
         if (!options.leaveRoom) break;
@@ -253,7 +269,11 @@ class Room {
       producerPeerId: producerPeer.id,
       kind: consumer.kind,
       consumerId: consumer.id,
+      type: consumer.type,
     });
+    // which simulcast layer mediasoup forwards (null: none, e.g. paused or not enough bandwidth)
+    consumer.on('layerschange', (layers) =>
+      emit('layerschange', { roomId: this.id, peerId: consumerPeer.id, consumerId: consumer.id, layers: layers || null }));
     if (options.resume === 'server') {
       await consumer.resume();
       emit('resumed', { roomId: this.id, peerId: consumerPeer.id, consumerId: consumer.id, by: 'server' });

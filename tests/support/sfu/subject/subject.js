@@ -2,6 +2,8 @@
 // produces the (fake) camera and shows the video the other peers (the call agent) send.
 // Bundled by esbuild (scripts/mediasoup.sh) into build/subject.js; served by room.js at /subject.
 // The page reports on window.subject: {joined, produced, consumed, framesShown, error}.
+// ?simulcast=N (N >= 2): the camera is produced as N simulcast encodings (VP8), each half the
+// resolution of the next (scaleResolutionDownBy ..., 4, 2, 1), as mediasoup-demo's app does.
 import * as mediasoupClient from 'mediasoup-client';
 import protooClient from 'protoo-client';
 
@@ -72,7 +74,12 @@ async function run() {
   state.joined = true;
   const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 } });
   document.getElementById('local').srcObject = stream;
-  await send.produce({ track: stream.getVideoTracks()[0] });
+  const layers = Number(params.get('simulcast') || 0);
+  const encodings = layers >= 2
+    ? Array.from({ length: layers }, (_, i) => ({ scaleResolutionDownBy: 2 ** (layers - 1 - i) }))
+    : undefined;
+  await send.produce({ track: stream.getVideoTracks()[0], encodings,
+    codecOptions: { videoGoogleStartBitrate: 1000 } });
   state.produced = true;
 }
 
