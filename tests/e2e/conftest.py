@@ -1,9 +1,13 @@
-"""The gateway and the matcher as separate processes, on real RabbitMQ, Postgres and SeaweedFS."""
+"""The gateway and the matcher as separate processes, on real RabbitMQ, Postgres and SeaweedFS;
+the video-call flow's helpers (a scripted subject, one run_flow, a subject who walks into a real
+mediasoup room)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -13,13 +17,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import aio_pika
+import cv2
 import httpx
 import pytest
 
 from contracts.routing import ALL_ROUTES
 from examples.controller import Controller
-from faceproof.testing.scripted_subject import Media
+from faceproof.testing.annotate import load_video_segments
+from faceproof.testing.mediasoup_room import MediasoupRoom, RoomSubject, room_server_ready
+from faceproof.testing.scripted_subject import Media, ScriptedSubject
+from faceproof.testing.webrtc_subject import FrameSource, ScriptedSource, SourceTrack
+from infra.safe_fetch import FetchPolicy
 from services.liveness.analysis import FrameAnalyzer
 from tests.paths import DATA_DIR, MODELS_DIR, REPO_ROOT
 from tests.support.broker import RabbitVhost, temporary_vhost
@@ -28,6 +39,15 @@ from tests.support.services import SeaweedFS, create_test_database, drop_test_da
 TOKEN = "e2e-static-token"
 #: The callback secret of the video-call tests' flows (their controller verifies with it).
 SECRET = "e2e-callback-secret-0123456789"
+#: liveportrait_d3 answers these with annotated segments (faceproof/testing/video_segments.json).
+TURNS = ["TURN_LEFT", "TURN_RIGHT"]
+#: What liveportrait_d3's annotated segments answer when judged from a neutral pose. Each
+#: challenge's baseline is the first frames taken once its instruction is on screen, before the
+#: subject reacts; d3's turn and look-up segments start already turned and pass only against their
+#: own first frames (docs/liveness.md, "Get ready").
+ANSWERABLE = ["LOOK_DOWN", "OPEN_MOUTH"]
+#: The mediasoup room listens on 127.0.0.1: allow-listed, as the stack's FACEPROOF_FETCH_ALLOW_HOSTS.
+LOOPBACK = FetchPolicy.create("127.0.0.1")
 
 
 @contextmanager
@@ -239,3 +259,146 @@ def controller(tmp_path: Path) -> Iterator[Controller]:
     running = Controller(images=folder, secret=SECRET, quiet=True).start()
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="session")
+def room_server() -> None:
+    """The real mediasoup room server (scripts/mediasoup.sh, cached per machine; the first build
+    takes ~7-13 min): a test that needs it skips only when that build fails, with its error."""
+    error = room_server_ready()
+    if error is not None:
+        print(error)
+        pytest.skip(f"the mediasoup room server could not be built: {error[-500:]}")
+
+
+def scripted(media: Media, analyzer: FrameAnalyzer) -> ScriptedSource:
+    return ScriptedSource(ScriptedSubject(media, analyzer, segments=load_video_segments()))
+
+
+def write_jpeg(image_path: Path, media: Media, index: int) -> None:
+    ok, encoded = cv2.imencode(".jpg", media.frame(index))
+    assert ok
+    image_path.write_bytes(encoded.tobytes())
+
+
+async def follow_instructions(
+    stack: Stack, source: FrameSource, session: asyncio.Future[str], bound: asyncio.Event
+) -> None:
+    """The subject in the room sees the instructions drawn in the video; the script reads them
+    from the ChallengeIssued events instead (what the agent draws is checked elsewhere). ``bound``
+    is set once its queue is bound: a flow started before would lose its first instruction."""
+    connection = await aio_pika.connect_robust(stack.vhost.url)
+    async with connection:
+        channel = await connection.channel()
+        events = await channel.get_exchange("faceproof.events", ensure=False)
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(events, routing_key="challenge.issued")
+        bound.set()
+        async with queue.iterator() as messages:
+            async for message in messages:
+                async with message.process():
+                    body = json.loads(message.body)
+                    if session.done() and body["session_id"] == session.result():
+                        source.instruct(body)
+
+
+async def run_flow(
+    stack: Stack,
+    controller: Controller,
+    room_url: str,
+    source: FrameSource | None,
+    *,
+    timeout_s: float = 150,
+    token: str = "call-token-1",
+    **fields: Any,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Start a flow in the room at ``room_url``, answer its instructions, wait for the controller's
+    callback; (flow, callback)."""
+    session: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    bound = asyncio.Event()
+    follower = asyncio.ensure_future(follow_instructions(stack, source, session, bound)) if source else None
+    try:
+        if follower is not None:
+            await asyncio.wait_for(bound.wait(), 30)
+        async with httpx.AsyncClient(
+            base_url=stack.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30
+        ) as http:
+            started = await http.post(
+                "/v1/calls",
+                json={
+                    "ws_url": room_url,
+                    "callback_base_url": controller.url,
+                    "token": token,
+                    "lang": "es",
+                    "settings": {"challenges": 2, "challengeTypes": ANSWERABLE, "callbackSecret": SECRET},
+                    **fields,
+                },
+            )
+            assert started.status_code == 202, started.text
+            flow = started.json()
+            session.set_result(flow["sessionId"])
+            deadline = time.monotonic() + timeout_s
+            while not controller.callbacks and time.monotonic() < deadline:  # noqa: ASYNC110 - a thread fills it
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(3)  # a second callback would arrive now
+            state = (await http.get(f"/v1/calls/{flow['flowId']}")).json()
+    finally:
+        if follower is not None:
+            follower.cancel()
+    assert len(controller.callbacks) == 1, (controller.callbacks, state)
+    callback = controller.callbacks[0]
+    assert callback.signature_valid is True
+    return state, {"outcome": callback.outcome, "result": callback.result}
+
+
+async def agent_in_the_room(room: MediasoupRoom, room_id: str) -> None:
+    """The call agent joined and produces its instruction video."""
+    await room.wait_for(lambda: bool(room.of("produced", roomId=room_id, peerId="faceproof")), 60)
+
+
+async def settle(task: asyncio.Future[None]) -> None:
+    """The subject's part is over once the flow's callback came: stop it if it still waits (the
+    callback's assertion says what went wrong)."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+        await task
+
+
+async def flow_with_subject(
+    stack: Stack,
+    controller: Controller,
+    room: MediasoupRoom,
+    room_id: str,
+    source: ScriptedSource,
+    *,
+    late_s: float = 0.0,
+    **flow: Any,
+) -> tuple[dict[str, Any], dict[str, Any], int]:
+    """A flow in ``room_id`` of the real room, whose scripted subject (a pymediasoup peer) walks in
+    ``late_s`` after the call agent produced its video, as people do; (flow, callback, frames of
+    the agent's instruction video the subject received)."""
+    subject = RoomSubject(SourceTrack(source), policy=LOOPBACK)
+
+    async def walk_in() -> None:
+        await agent_in_the_room(room, room_id)
+        await asyncio.sleep(late_s)
+        await subject.join(room.url(room_id, "subject"))
+
+    arrival = asyncio.ensure_future(walk_in())
+    try:
+        state, callback = await run_flow(stack, controller, room.url(room_id, "faceproof"), source, **flow)
+    finally:
+        await settle(arrival)
+        await subject.leave()
+    return state, callback, subject.received_frames
+
+
+def session_log(stack: Stack, state: dict[str, Any]) -> list[str]:
+    """The liveness worker's and the call agent's lines about this flow (why it failed)."""
+    lines: list[str] = []
+    for name in ("liveness.log", "call-agent.log"):
+        path = stack.logs / name
+        if path.exists():
+            keys = (state.get("sessionId", "?"), state.get("flowId", "?"))
+            lines += [line[:300] for line in path.read_text().splitlines() if any(k in line for k in keys)]
+    return lines[-30:]

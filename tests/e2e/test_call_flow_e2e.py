@@ -1,188 +1,77 @@
-"""The video-call flow end to end: every service as a process on RabbitMQ, Postgres and S3; a
-protoo-speaking test SFU carrying real RTP media (the subject: a real face video); the example
-controller serving reference images and receiving the one callback each flow ends with."""
+"""The video-call flow end to end: every service as a process on RabbitMQ, Postgres and S3; a real
+mediasoup 3.8.4 room (faceproof/testing/mediasoup_room.py) carrying real RTP media, with the
+subject as a pymediasoup peer playing a real face video; the example controller serving reference
+images and receiving the one callback each flow ends with. Only faults a real SFU cannot be made
+to commit (a socket cut while the room stays up, a room whose handshake redirects) are played by
+the stand-in of tests/support/test_sfu.py."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
-import aio_pika
-import cv2
-import httpx
 import pytest
 
 from examples.controller import Controller
-from faceproof.testing.annotate import load_video_segments
-from faceproof.testing.scripted_subject import Media, ScriptedSubject
-from faceproof.testing.webrtc_subject import FrameSource, ScriptedSource, SourceTrack
+from faceproof.testing.mediasoup_room import MediasoupRoom, run_bounded
+from faceproof.testing.scripted_subject import Media
 from services.liveness.analysis import FrameAnalyzer
-from tests.e2e.conftest import SECRET, TOKEN, Stack
-from tests.paths import PEOPLE
+from tests.e2e.conftest import Stack, flow_with_subject, run_flow, scripted, session_log, write_jpeg
 from tests.support.test_sfu import TestSfu, redirecting_room
 
-pytestmark = pytest.mark.e2e
-
-#: liveportrait_d3 answers these with annotated segments (faceproof/testing/video_segments.json).
-TURNS = ["TURN_LEFT", "TURN_RIGHT"]
-#: What liveportrait_d3's annotated segments answer when judged from a neutral pose. Each
-#: challenge's baseline is the first frames taken once its instruction is on screen, before the
-#: subject reacts; d3's turn and look-up segments start already turned and pass only against their
-#: own first frames (docs/liveness.md, "Get ready").
-ANSWERABLE = ["LOOK_DOWN", "OPEN_MOUTH"]
+#: The first run on a machine builds mediasoup's worker in the room_server fixture (~7-13 min).
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 
-def scripted(media: Media, analyzer: FrameAnalyzer) -> ScriptedSource:
-    return ScriptedSource(ScriptedSubject(media, analyzer, segments=load_video_segments()))
-
-
-async def follow_instructions(
-    stack: Stack, source: FrameSource, session: asyncio.Future[str], bound: asyncio.Event
-) -> None:
-    """The subject in the room sees the instructions drawn in the video; the script reads them
-    from the ChallengeIssued events instead (what the agent draws is checked elsewhere). ``bound``
-    is set once its queue is bound: a flow started before would lose its first instruction."""
-    connection = await aio_pika.connect_robust(stack.vhost.url)
-    async with connection:
-        channel = await connection.channel()
-        events = await channel.get_exchange("faceproof.events", ensure=False)
-        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-        await queue.bind(events, routing_key="challenge.issued")
-        bound.set()
-        async with queue.iterator() as messages:
-            async for message in messages:
-                async with message.process():
-                    body = json.loads(message.body)
-                    if session.done() and body["session_id"] == session.result():
-                        source.instruct(body)
-
-
-async def run_flow(
-    stack: Stack,
-    controller: Controller,
-    sfu: TestSfu | str,
-    source: FrameSource | None,
-    *,
-    timeout_s: float = 150,
-    token: str = "call-token-1",
-    **fields: str,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Start a flow (in the test SFU's room, or at a room URL), answer its instructions, wait for
-    the controller's callback; (flow, callback)."""
-    session: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-    bound = asyncio.Event()
-    follower = asyncio.ensure_future(follow_instructions(stack, source, session, bound)) if source else None
-    try:
-        if follower is not None:
-            await asyncio.wait_for(bound.wait(), 30)
-        async with httpx.AsyncClient(
-            base_url=stack.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30
-        ) as http:
-            started = await http.post(
-                "/v1/calls",
-                json={
-                    "ws_url": sfu if isinstance(sfu, str) else sfu.url(),
-                    "callback_base_url": controller.url,
-                    "token": token,
-                    "lang": "es",
-                    "settings": {"challenges": 2, "challengeTypes": ANSWERABLE, "callbackSecret": SECRET},
-                    **fields,
-                },
-            )
-            assert started.status_code == 202, started.text
-            flow = started.json()
-            session.set_result(flow["sessionId"])
-            deadline = time.monotonic() + timeout_s
-            while not controller.callbacks and time.monotonic() < deadline:  # noqa: ASYNC110 - a thread fills it
-                await asyncio.sleep(0.5)
-            await asyncio.sleep(3)  # a second callback would arrive now
-            state = (await http.get(f"/v1/calls/{flow['flowId']}")).json()
-    finally:
-        if follower is not None:
-            follower.cancel()
-    assert len(controller.callbacks) == 1, (controller.callbacks, state)
-    callback = controller.callbacks[0]
-    assert callback.signature_valid is True
-    return state, {"outcome": callback.outcome, "result": callback.result}
-
-
-def write_jpeg(image_path: Path, media: Media, index: int) -> None:
-    ok, encoded = cv2.imencode(".jpg", media.frame(index))
-    assert ok
-    image_path.write_bytes(encoded.tobytes())
-
-
+@pytest.mark.usefixtures("room_server")
 def test_a_live_subject_who_is_on_the_reference_gets_a_success_callback(
     stack: Stack, controller: Controller, d3: Media, analyzer: FrameAnalyzer
 ) -> None:
     write_jpeg(controller.images / "reference.jpg", d3, len(d3.frames) - 1)
 
     async def scenario() -> tuple[dict[str, Any], dict[str, Any], int]:
-        source = scripted(d3, analyzer)
-        async with TestSfu(subject=SourceTrack(source)) as sfu:
-            state, callback = await run_flow(stack, controller, sfu, source)
-            return state, callback, sfu.received_frames
+        async with MediasoupRoom() as room:
+            return await flow_with_subject(stack, controller, room, "live", scripted(d3, analyzer))
 
-    state, callback, instruction_frames = asyncio.run(scenario())
-    assert callback["outcome"] == "success", (callback, state)
+    state, callback, instruction_frames = run_bounded(scenario())
+    assert callback["outcome"] == "success", (state.get("reasons"), session_log(stack, state))
     assert state["status"] == "SUCCEEDED" and state["isLive"] is True and state["match"] is True
     assert state["callback"]["delivery"] == "DELIVERED"
     assert callback["result"]["isLive"] is True and callback["result"]["similarity"] >= 0.5
-    assert instruction_frames > 0, "the room never received the instruction video"
+    assert instruction_frames > 0, "the subject never received the call agent's instruction video"
 
 
+@pytest.mark.usefixtures("room_server")
 def test_a_subject_whose_video_arrives_late_gets_a_success_callback(
     stack: Stack, controller: Controller, d3: Media, analyzer: FrameAnalyzer
 ) -> None:
-    """People arrive in a room after the controller asked faceproof in: the subject's video reaches
-    the room 6 s after the call agent joined. The first challenge's clock starts with that video
-    (not with the agent's join), so the subject who follows the instructions passes."""
+    """People arrive in a room after the controller asked faceproof in: the subject joins the room
+    6 s after the call agent joined and produced its video. The first challenge's clock starts with
+    the subject's video (not with the agent's join), so the subject who follows the instructions
+    passes."""
     write_jpeg(controller.images / "reference.jpg", d3, len(d3.frames) - 1)
 
-    async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
-        source = scripted(d3, analyzer)
-        async with TestSfu(subject=SourceTrack(source), subject_delay_s=6.0) as sfu:
-            return await run_flow(stack, controller, sfu, source)
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any], int]:
+        async with MediasoupRoom() as room:
+            return await flow_with_subject(
+                stack, controller, room, "late", scripted(d3, analyzer), late_s=6.0
+            )
 
-    state, callback = asyncio.run(scenario())
-    assert callback["outcome"] == "success", (callback, state)
+    state, callback, _ = run_bounded(scenario())
+    assert callback["outcome"] == "success", (state.get("reasons"), session_log(stack, state))
     assert state["status"] == "SUCCEEDED" and state["isLive"] is True, state
 
 
-def test_a_live_subject_who_is_someone_else_gets_a_failure_callback(
-    stack: Stack, controller: Controller, d3: Media, analyzer: FrameAnalyzer
-) -> None:
-    (controller.images / "obama.jpg").write_bytes((PEOPLE / "obama.jpg").read_bytes())
-
-    async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
-        source = scripted(d3, analyzer)
-        async with TestSfu(subject=SourceTrack(source)) as sfu:
-            return await run_flow(stack, controller, sfu, source)
-
-    state, callback = asyncio.run(scenario())
-    assert callback["outcome"] == "failure"
-    assert state["isLive"] is True and state["match"] is False, state
-    assert "FACE_MISMATCH" in state["reasons"]
-
-
-def test_no_video_ends_in_a_failure_callback(stack: Stack, controller: Controller) -> None:
-    async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
-        async with TestSfu(send_video=False) as sfu:
-            return await run_flow(stack, controller, sfu, None)
-
-    state, callback = asyncio.run(scenario())
-    assert callback["outcome"] == "failure"
-    assert state["status"] == "FAILED" and "NO_VIDEO" in state["reasons"], state
-
-
 def test_a_dropped_socket_ends_in_a_failure_callback(stack: Stack, controller: Controller) -> None:
+    """The stand-in cuts the agent's socket (no close handshake) while the room stays up and
+    refuses it again: a network cut, which a real room cannot be made to commit (the real room's
+    own death is test_mediasoup_room_e2e's room-killed case)."""
+
     async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
         async with TestSfu() as sfu:
 
@@ -193,7 +82,7 @@ def test_a_dropped_socket_ends_in_a_failure_callback(stack: Stack, controller: C
 
             dropper = asyncio.ensure_future(drop_after_join())
             try:
-                return await run_flow(stack, controller, sfu, None)
+                return await run_flow(stack, controller, sfu.url(), None)
             finally:
                 dropper.cancel()
 
@@ -222,6 +111,7 @@ def redirector() -> Iterator[str]:
     server.server_close()
 
 
+@pytest.mark.usefixtures("room_server")
 def test_reference_urls_to_private_addresses_are_refused(
     stack: Stack, controller: Controller, redirector: str, d3: Media, analyzer: FrameAnalyzer
 ) -> None:
@@ -229,12 +119,11 @@ def test_reference_urls_to_private_addresses_are_refused(
     address: none is fetched, the flow fails, and the notifier's log says why for each."""
     controller.items = ["http://169.254.169.254/latest/meta-data/iam", "file:///etc/passwd", redirector]
 
-    async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
-        source = scripted(d3, analyzer)
-        async with TestSfu(subject=SourceTrack(source)) as sfu:
-            return await run_flow(stack, controller, sfu, source)
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any], int]:
+        async with MediasoupRoom() as room:
+            return await flow_with_subject(stack, controller, room, "refs", scripted(d3, analyzer))
 
-    state, callback = asyncio.run(scenario())
+    state, callback, _ = run_bounded(scenario())
     assert callback["outcome"] == "failure"
     assert "REFERENCES_UNAVAILABLE" in state["reasons"], state
     refusals = [
@@ -249,6 +138,7 @@ def test_reference_urls_to_private_addresses_are_refused(
     assert "reference 2: UrlRefused: 10.0.0.1 resolves to a private address" in line, line
 
 
+@pytest.mark.usefixtures("room_server")
 def test_no_controller_token_or_reference_url_reaches_any_log(
     stack: Stack, controller: Controller, d3: Media, analyzer: FrameAnalyzer
 ) -> None:
@@ -260,14 +150,21 @@ def test_no_controller_token_or_reference_url_reaches_any_log(
     controller.items = [f"{controller.url}/images/reference.jpg", "reference2"]
     token = f"tok-{uuid4().hex}"
 
-    async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
-        source = scripted(d3, analyzer)
-        async with TestSfu(subject=SourceTrack(source)) as sfu:
-            return await run_flow(
-                stack, controller, sfu, source, timeout_s=300, token=token, datastore_base_url=controller.url
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any], int]:
+        async with MediasoupRoom() as room:
+            source = scripted(d3, analyzer)
+            return await flow_with_subject(
+                stack,
+                controller,
+                room,
+                "secrets",
+                source,
+                timeout_s=300,
+                token=token,
+                datastore_base_url=controller.url,
             )
 
-    state, callback = asyncio.run(scenario())
+    state, callback, _ = run_bounded(scenario())
     assert callback["outcome"] == "success", (callback, state)
     assert controller.callbacks[0].token == token
     time.sleep(1)  # the last lines reach the log files
@@ -282,9 +179,9 @@ def test_a_room_that_redirects_to_a_private_address_ends_in_one_failure_callback
     stack: Stack, controller: Controller
 ) -> None:
     """The attack: the room URL is an allow-listed address (it passes the gateway) whose WebSocket
-    handshake redirects to the cloud metadata address. The call agent checks the redirect target,
-    refuses it (ROOM_REFUSED, with the reason in its log) and the flow ends in exactly one failure
-    callback."""
+    handshake redirects to the cloud metadata address (no real SFU can be made to answer so; the
+    stand-in module's redirecting_room does). The call agent checks the redirect target, refuses it
+    (ROOM_REFUSED, with the reason in its log) and the flow ends in exactly one failure callback."""
 
     async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
         async with redirecting_room("ws://169.254.169.254/latest/meta-data/") as url:

@@ -27,9 +27,8 @@ from examples.controller import Controller
 from faceproof.testing.scripted_subject import Media
 from faceproof.testing.webrtc_subject import SourceTrack
 from services.liveness.analysis import FrameAnalyzer
-from tests.e2e.conftest import TOKEN, Stack, image_b64
-from tests.e2e.test_call_flow_e2e import run_flow, write_jpeg
-from tests.e2e.test_call_flow_e2e import scripted as scripted_call_source
+from tests.e2e.conftest import TOKEN, Stack, image_b64, run_flow, write_jpeg
+from tests.e2e.conftest import scripted as scripted_call_source
 from tests.e2e.test_liveness_sessions_e2e import (
     ANSWERABLE,
     create_session,
@@ -176,7 +175,7 @@ def test_a_video_call_flow_succeeds_with_one_callback(
     async def scenario() -> tuple[dict[str, object], dict[str, object]]:
         source = scripted_call_source(d3, analyzer)
         async with TestSfu(subject=SourceTrack(source)) as sfu:
-            return await run_flow(stack, controller, sfu, source)
+            return await run_flow(stack, controller, sfu.url(), source)
 
     state, callback = asyncio.run(scenario())
     assert callback["outcome"] == "success", (callback, state)

@@ -7,66 +7,35 @@ tests skip only when that build fails, with its error."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 import pytest
 
 from examples.controller import Controller
-from faceproof.testing.mediasoup_room import MediasoupRoom, RoomSubject, room_server_ready, run_bounded
-from faceproof.testing.webrtc_subject import Image, ScriptedSource
-from infra.safe_fetch import FetchPolicy
+from faceproof.testing.mediasoup_room import MediasoupRoom, RoomSubject, run_bounded
+from faceproof.testing.scripted_subject import Media
+from faceproof.testing.webrtc_subject import Image, ScriptedSource, SourceTrack
 from services.liveness.analysis import FrameAnalyzer
-from tests.e2e.conftest import SECRET, Stack
-from tests.e2e.test_call_flow_e2e import (  # the call flow's helpers: one scripted subject, one run_flow
+from tests.e2e.conftest import (  # the call flow's helpers: one scripted subject, one run_flow
+    LOOPBACK,
+    SECRET,
     TURNS,
-    Media,
-    SourceTrack,
+    Stack,
+    agent_in_the_room,
+    flow_with_subject,
     run_flow,
     scripted,
+    session_log,
+    settle,
     write_jpeg,
 )
 from tests.paths import PEOPLE
 
-#: The first run on a machine builds mediasoup's worker in the module's fixture (~7-13 min).
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]  # the first run may build the worker
+#: The first run on a machine builds mediasoup's worker in the room_server fixture (~7-13 min).
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900), pytest.mark.usefixtures("room_server")]
 
-#: The room server listens on 127.0.0.1: allow-listed, as the stack's FACEPROOF_FETCH_ALLOW_HOSTS.
-LOOPBACK = FetchPolicy.create("127.0.0.1")
 #: The subject walks in this long after the call agent joined and produced its video.
 LATE_S = 4.0
-
-
-@pytest.fixture(scope="module", autouse=True)
-def room_server() -> None:
-    error = room_server_ready()
-    if error is not None:
-        print(error)
-        pytest.skip(f"the mediasoup room server could not be built: {error[-500:]}")
-
-
-async def agent_in_the_room(room: MediasoupRoom, room_id: str) -> None:
-    """The call agent joined and produces its instruction video."""
-    await room.wait_for(lambda: bool(room.of("produced", roomId=room_id, peerId="faceproof")), 60)
-
-
-def session_log(stack: Stack, state: dict[str, Any]) -> list[str]:
-    """The liveness worker's and the call agent's lines about this flow (why it failed)."""
-    lines: list[str] = []
-    for name in ("liveness.log", "call-agent.log"):
-        path = stack.logs / name
-        if path.exists():
-            keys = (state.get("sessionId", "?"), state.get("flowId", "?"))
-            lines += [line[:300] for line in path.read_text().splitlines() if any(k in line for k in keys)]
-    return lines[-30:]
-
-
-async def settle(task: asyncio.Future[None]) -> None:
-    """The subject's part is over once the flow's callback came: stop it if it still waits (the
-    callback's assertion says what went wrong)."""
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-        await task
 
 
 def test_a_subject_who_joins_late_gets_one_success_callback(
@@ -78,20 +47,10 @@ def test_a_subject_who_joins_late_gets_one_success_callback(
     async def scenario() -> tuple[dict[str, Any], dict[str, Any], MediasoupRoom, int]:
         async with MediasoupRoom("--resume", "server", "--no-leave-room") as room:
             source = scripted(d3, analyzer)
-            subject = RoomSubject(SourceTrack(source), policy=LOOPBACK)
-
-            async def walk_in() -> None:
-                await agent_in_the_room(room, "late")
-                await asyncio.sleep(LATE_S)
-                await subject.join(room.url("late", "subject"))
-
-            arrival = asyncio.ensure_future(walk_in())
-            try:
-                state, callback = await run_flow(stack, controller, room.url("late", "faceproof"), source)
-            finally:
-                await settle(arrival)
-                await subject.leave()
-            return state, callback, room, subject.received_frames
+            state, callback, frames = await flow_with_subject(
+                stack, controller, room, "late", source, late_s=LATE_S
+            )
+            return state, callback, room, frames
 
     state, callback, room, instruction_frames = run_bounded(scenario())
     assert callback["outcome"] == "success", (state.get("reasons"), session_log(stack, state))
@@ -221,23 +180,11 @@ def test_a_live_subject_whose_reference_shows_someone_else_gets_one_failure_call
     """Live, through the real room, but the controller's reference photo is another person."""
     (controller.images / "obama.jpg").write_bytes((PEOPLE / "obama.jpg").read_bytes())
 
-    async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any], int]:
         async with MediasoupRoom() as room:
-            source = scripted(d3, analyzer)
-            subject = RoomSubject(SourceTrack(source), policy=LOOPBACK)
+            return await flow_with_subject(stack, controller, room, "other", scripted(d3, analyzer))
 
-            async def walk_in() -> None:
-                await agent_in_the_room(room, "other")
-                await subject.join(room.url("other", "subject"))
-
-            arrival = asyncio.ensure_future(walk_in())
-            try:
-                return await run_flow(stack, controller, room.url("other", "faceproof"), source)
-            finally:
-                await settle(arrival)
-                await subject.leave()
-
-    state, callback = run_bounded(scenario())
+    state, callback, _ = run_bounded(scenario())
     assert callback["outcome"] == "failure", (callback, state)
     assert state["isLive"] is True and state["match"] is False, state
     assert "FACE_MISMATCH" in state["reasons"], state

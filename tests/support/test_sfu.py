@@ -1,7 +1,11 @@
-"""An honest stand-in for a mediasoup room: a protoo WebSocket server with real WebRTC media.
+"""A stand-in for a mediasoup room, kept only for injected protocol faults: a protoo WebSocket
+server with real WebRTC media that can be told to misbehave in ways a real mediasoup room cannot
+be made to. Ordinary call flows run against the real mediasoup 3.8.4 room
+(faceproof/testing/mediasoup_room.py; tests/e2e/test_call_flow_e2e.py and
+tests/e2e/test_mediasoup_room_e2e.py).
 
-No mediasoup server can be installed here, so this plays one room of mediasoup-demo's protocol
-with aiortc's ORTC objects instead of mediasoup's worker:
+It plays one room of mediasoup-demo's protocol with aiortc's ORTC objects instead of mediasoup's
+worker:
 
 - signalling: protoo JSON over a ``websockets`` server (subprotocol ``protoo``) on 127.0.0.1,
   ``?roomId=..&peerId=..`` in the URL; getRouterRtpCapabilities, createWebRtcTransport,
@@ -10,6 +14,25 @@ with aiortc's ORTC objects instead of mediasoup's worker:
 - media: per transport an ICE-lite agent (aioice answering checks, selecting the pair the peer
   nominates, as mediasoup does), a real DTLS-SRTP transport (RTCDtlsTransport), an RTCRtpSender
   playing a real face video (VP8, ~8 fps) and an RTCRtpReceiver decoding what the peer produces.
+
+Who uses it, and why:
+
+- :meth:`TestSfu.drop` (a socket cut without a close handshake while the room stays up and
+  refuses reconnects: a network cut; the real room can only be killed):
+  tests/e2e/test_call_flow_e2e.py ``test_a_dropped_socket_ends_in_a_failure_callback``,
+  tests/integration/test_room_calls.py ``test_socket_dropped_mid_call_fails_with_socket_dropped``,
+  tests/integration/test_room_broker.py ``test_socket_dropped_over_the_broker_publishes_call_failed``.
+- ``ignore_methods`` (requests never answered: a room that hangs mid-protocol):
+  tests/integration/test_room_calls.py ``test_a_request_the_room_never_answers_times_out``,
+  ``test_join_unanswered_fails_the_call_with_signalling_error``.
+- :func:`redirecting_room` (a room whose WebSocket handshake redirects, the SSRF attack):
+  tests/e2e/test_call_flow_e2e.py
+  ``test_a_room_that_redirects_to_a_private_address_ends_in_one_failure_callback``,
+  tests/integration/test_room_calls.py
+  ``test_a_redirect_to_a_private_address_is_refused_and_a_checked_one_followed``.
+- Not yet moved to the real room (issue 19), though they inject no fault: the in-process room
+  adapter tests of tests/integration/test_room_calls.py and test_room_broker.py (plain rooms,
+  ``send_video=False``, ``subject_delay_s``) and tests/e2e/test_compose_stack_e2e.py's video call.
 
 What it does NOT prove: mediasoup's own SDP-less RTP handling (RTX, simulcast, header extension
 rewriting, BWE), TCP candidates, TURN, or a browser's encoder on the other side. See docs/rooms.md.
@@ -290,7 +313,8 @@ class _Peer:
 
 
 class TestSfu:
-    """A one-room test SFU. ``async with TestSfu() as sfu: url = sfu.url(room, peer)``."""
+    """A one-room stand-in SFU for injected protocol faults (the module's docstring lists who uses
+    it and why). ``async with TestSfu() as sfu: url = sfu.url(room, peer)``."""
 
     __test__ = False  # not a pytest class
 
