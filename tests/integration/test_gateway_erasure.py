@@ -20,7 +20,7 @@ from infra.settings import Settings
 from infra.storage import open_store
 from services.gateway.app import create_app
 from tests.paths import PEOPLE
-from tests.support.broker import RabbitVhost, bind_event_queue, drain_queue, temporary_vhost
+from tests.support.broker import RabbitVhost, bind_event_queue, drain_queue, session_events, temporary_vhost
 from tests.support.services import SeaweedFS
 
 pytestmark = pytest.mark.integration
@@ -134,11 +134,7 @@ def test_delete_ends_an_unfinished_session_once(gateway: tuple[TestClient, Rabbi
     assert client.delete(f"/v1/sessions/{session_id}", headers=API).status_code == 204
     body = client.get(f"/v1/sessions/{session_id}", headers=API).json()
     assert body["status"] == "FAILED" and body["reasons"] == ["ERASED"] and body["purged"] is True
-    finished = [
-        e
-        for e in _run(drain_queue(vhost.url, FINISHED_QUEUE))
-        if e.get("sessionId", e.get("session_id")) == session_id
-    ]
+    finished = _run(session_events(vhost.url, FINISHED_QUEUE, session_id))  # relayed after the commit
     assert len(finished) == 1
 
 

@@ -32,7 +32,7 @@ from infra.settings import Settings
 from infra.storage import open_store
 from services.gateway.app import create_app
 from tests.paths import PEOPLE
-from tests.support.broker import RabbitVhost, bind_event_queue, drain_queue, temporary_vhost
+from tests.support.broker import RabbitVhost, bind_event_queue, drain_queue, session_events, temporary_vhost
 from tests.support.services import SeaweedFS
 
 pytestmark = pytest.mark.integration
@@ -458,23 +458,6 @@ def test_cors_preflight_on_client_routes(gateway: Gateway) -> None:
 # --------------------------------------------------------------------------- status, expiry, results
 
 
-async def _finished_events(gateway: Gateway, session_id: str, wait_s: float = 15.0) -> list[dict[str, Any]]:
-    """The session's SessionFinished events: the outbox relay publishes them after the commit, so
-    wait for the first, then a little longer for a (wrong) second one."""
-    found: list[dict[str, Any]] = []
-    deadline = asyncio.get_running_loop().time() + wait_s
-    while not found and asyncio.get_running_loop().time() < deadline:
-        found += [
-            e for e in await drain_queue(gateway.vhost.url, FINISHED_QUEUE) if e["session_id"] == session_id
-        ]
-        await asyncio.sleep(0.2)
-    await asyncio.sleep(1.5)
-    found += [
-        e for e in await drain_queue(gateway.vhost.url, FINISHED_QUEUE) if e["session_id"] == session_id
-    ]
-    return found
-
-
 def test_lazy_expiry_publishes_session_finished_once(gateway: Gateway) -> None:
     _run(drain_queue(gateway.vhost.url, FINISHED_QUEUE))
     created = gateway.create()
@@ -485,7 +468,7 @@ def test_lazy_expiry_publishes_session_finished_once(gateway: Gateway) -> None:
     assert status.status_code == 200 and status.json() == {"status": "EXPIRED"}
     assert gateway.client.get(f"/v1/sessions/{session_id}", headers=API).json()["status"] == "EXPIRED"
     assert gateway.client.get(f"/session/{session_id}", headers=API).json()["status"] == "EXPIRED"
-    mine = _run(_finished_events(gateway, session_id))
+    mine = _run(session_events(gateway.vhost.url, FINISHED_QUEUE, session_id))
     assert len(mine) == 1
     assert mine[0]["status"] == "EXPIRED" and mine[0]["reasons"] == ["EXPIRED"]
     assert mine[0]["correlation_id"] == session_id

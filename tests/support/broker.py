@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -65,3 +66,23 @@ async def drain_queue(vhost_url: str, queue_name: str) -> list[dict[str, Any]]:
         while (message := await queue.get(fail=False, no_ack=True)) is not None:
             bodies.append(json.loads(message.body))
     return bodies
+
+
+async def session_events(
+    vhost_url: str, queue_name: str, session_id: str, *, wait_s: float = 15.0
+) -> list[dict[str, Any]]:
+    """The session's events that reach the queue (drained): an outbox relay publishes them after
+    the commit, so wait for the first, then a little longer for a (wrong) second one."""
+    loop = asyncio.get_running_loop()
+
+    async def mine() -> list[dict[str, Any]]:
+        events = await drain_queue(vhost_url, queue_name)
+        return [e for e in events if e.get("session_id", e.get("sessionId")) == session_id]
+
+    found: list[dict[str, Any]] = []
+    deadline = loop.time() + wait_s
+    while not found and loop.time() < deadline:
+        found += await mine()
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(1.5)
+    return found + await mine()
