@@ -26,6 +26,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Self
@@ -63,8 +64,43 @@ def _rabbit_tool(name: str) -> str:
     return found
 
 
+class _PrivateServer(ABC):
+    """What both servers share: ``restart`` with a pause, ``close`` that stops and removes the
+    directory, and the context manager that starts it (and cleans up when starting fails)."""
+
+    root: Path
+
+    @abstractmethod
+    def start(self) -> None: ...
+
+    @abstractmethod
+    def stop(self) -> None: ...
+
+    def restart(self, down_s: float) -> None:
+        self.stop()
+        time.sleep(down_s)
+        self.start()
+
+    def close(self) -> None:
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
 @dataclass
-class PrivateRabbitMQ:
+class PrivateRabbitMQ(_PrivateServer):
     """A RabbitMQ node of its own; ``start``, ``stop``, ``restart``; ``close`` removes it all."""
 
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="faceproof-rabbitmq-")))
@@ -185,11 +221,6 @@ class PrivateRabbitMQ:
             while self._node_pid() is not None and time.monotonic() < deadline + 10:
                 time.sleep(0.2)
 
-    def restart(self, down_s: float) -> None:
-        self.stop()
-        time.sleep(down_s)
-        self.start()
-
     def queues(self) -> dict[str, QueueState]:
         listing = self.ctl("list_queues", "name", "messages_ready", "messages_unacknowledged", "consumers")
         states = {}
@@ -198,23 +229,6 @@ class PrivateRabbitMQ:
             if len(fields) == 4 and all(value.isdigit() for value in fields[1:]):
                 states[fields[0]] = QueueState(int(fields[1]), int(fields[2]), int(fields[3]))
         return states
-
-    def close(self) -> None:
-        try:
-            self.stop()
-        finally:
-            shutil.rmtree(self.root, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
 
 
 def _postgres_bin() -> Path:
@@ -230,7 +244,7 @@ def _postgres_bin() -> Path:
 
 
 @dataclass
-class PrivatePostgres:
+class PrivatePostgres(_PrivateServer):
     """A Postgres cluster of its own with one database, ``faceproof``; ``close`` removes it."""
 
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="faceproof-postgres-")))
@@ -274,25 +288,3 @@ class PrivatePostgres:
         """``pg_ctl stop -m fast``: every session is terminated, open transactions roll back."""
         if (self.root / "data" / "postmaster.pid").exists():
             self._run("pg_ctl", "-D", str(self.root / "data"), "-m", "fast", "-w", "stop")
-
-    def restart(self, down_s: float) -> None:
-        self.stop()
-        time.sleep(down_s)
-        self.start()
-
-    def close(self) -> None:
-        try:
-            self.stop()
-        finally:
-            shutil.rmtree(self.root, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
