@@ -1,5 +1,6 @@
-"""Security state shared by every replica: token buckets, monthly usage, client limits, and failed
-liveness sessions (lockout). Pure arithmetic lives in :func:`refill`; the rest are SQL adapters.
+"""Security state shared by every replica, persisted: token buckets, monthly usage, client limits,
+and failed liveness sessions (the lockout's memory). The rules are ``domain.limits``'s (the bucket,
+the quota's month, the lockout window); this module applies their decisions.
 
 The bucket is taken with a row lock (``SELECT ... FOR UPDATE`` on Postgres) and written back with a
 compare-and-set on ``updated_at``, so it is atomic on Postgres and on SQLite alike (a lost race is
@@ -9,8 +10,6 @@ RETURNING`` statement: it never counts past the quota.
 
 from __future__ import annotations
 
-import hashlib
-import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,50 +19,21 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
+from domain.limits import (
+    Limits,
+    LockoutPolicy,
+    RateDecision,
+    decide,
+    lockout_subjects,
+    month_period,
+    take_token,
+)
 from infra.db.errors import translate_errors
 from infra.db.tables import ApiClientRow, LivenessFailureRow, RateBucketRow, UsageRow
 
-__all__ = [
-    "ClientUsage",
-    "Limits",
-    "LivenessFailures",
-    "RateDecision",
-    "RateLimitRepository",
-    "failure_rows",
-    "lockout_end",
-    "lockout_subjects",
-    "month_period",
-    "next_month",
-    "refill",
-    "subject_digest",
-]
+__all__ = ["ClientUsage", "LivenessFailures", "RateLimitRepository", "failure_rows"]
 
 _CAS_ATTEMPTS = 8
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """A client's steady rate (requests/s), burst (bucket size) and monthly quota (0: none allowed;
-    ``None``: not counted, as for the per-session buckets)."""
-
-    rate_per_second: float
-    burst: int
-    monthly_quota: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class RateDecision:
-    allowed: bool
-    #: Why refused: ``RATE_LIMITED`` or ``QUOTA_EXCEEDED``; ``None`` when allowed.
-    code: str | None
-    limit: int
-    remaining: int
-    #: Seconds until the bucket is full again.
-    reset_s: int
-    #: Seconds to wait before retrying (refusals only).
-    retry_after_s: int
-    quota: int | None = None
-    quota_remaining: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,37 +45,6 @@ class ClientUsage:
     limits: Limits
     admin: bool
     revoked: bool
-
-
-def refill(tokens: float, elapsed_s: float, limits: Limits) -> float:
-    """The bucket's tokens after ``elapsed_s`` seconds at the steady rate, capped at the burst."""
-    return min(float(limits.burst), tokens + max(0.0, elapsed_s) * limits.rate_per_second)
-
-
-def month_period(now: datetime) -> str:
-    return now.astimezone(UTC).strftime("%Y-%m")
-
-
-def next_month(now: datetime) -> datetime:
-    now = now.astimezone(UTC)
-    year, month = (now.year + 1, 1) if now.month == 12 else (now.year, now.month + 1)
-    return datetime(year, month, 1, tzinfo=UTC)
-
-
-def subject_digest(owner: str, kind: str, value: str) -> str:
-    """What is stored for a subject key or device id: a SHA-256 scoped by the owning client, so the
-    identifier itself is never kept and one client cannot lock out another's subjects."""
-    return hashlib.sha256(f"{owner}\x00{kind}\x00{value}".encode()).hexdigest()
-
-
-def lockout_subjects(owner: str, settings: dict[str, Any]) -> list[str]:
-    """The digests a session's failure counts against (its subject key and device id, if any)."""
-    subjects = []
-    for kind, snake, camel in (("subject", "subject_key", "subjectKey"), ("device", "device_id", "deviceId")):
-        value = settings.get(snake, settings.get(camel))
-        if isinstance(value, str) and value:
-            subjects.append(subject_digest(owner, kind, value))
-    return subjects
 
 
 def failure_rows(owner: str, settings: dict[str, Any], session_id: str, at: datetime) -> list[dict[str, Any]]:
@@ -156,10 +95,7 @@ class RateLimitRepository:
                 return None
             old_at: datetime = row.updated_at
             old_at = old_at.replace(tzinfo=UTC) if old_at.tzinfo is None else old_at
-            tokens = refill(float(row.tokens), (now - old_at).total_seconds(), limits)
-            stamp = max(now, old_at)
-            allowed = tokens >= 1.0
-            left = tokens - 1.0 if allowed else tokens
+            bucket = take_token(float(row.tokens), old_at, limits, now)
             written = await session.execute(
                 update(RateBucketRow)
                 .where(
@@ -167,46 +103,15 @@ class RateLimitRepository:
                     RateBucketRow.updated_at == row.updated_at,
                     RateBucketRow.tokens == row.tokens,
                 )
-                .values(tokens=left, updated_at=stamp)
+                .values(tokens=bucket.tokens, updated_at=bucket.updated_at)
             )
             if written.rowcount != 1:  # type: ignore[attr-defined]
                 await session.rollback()
                 return None
-            rate = limits.rate_per_second
-            reset_s = math.ceil((limits.burst - left) / rate)
-            if not allowed:
-                return RateDecision(
-                    allowed=False,
-                    code="RATE_LIMITED",
-                    limit=limits.burst,
-                    remaining=0,
-                    reset_s=reset_s,
-                    retry_after_s=max(1, math.ceil((1.0 - left) / rate)),
-                )
-            quota, used = limits.monthly_quota, None
-            if quota is not None:
-                used = await self._count(session, insert_, client_key, quota, now)
-                if used is None:
-                    return RateDecision(
-                        allowed=False,
-                        code="QUOTA_EXCEEDED",
-                        limit=limits.burst,
-                        remaining=math.floor(left),
-                        reset_s=reset_s,
-                        retry_after_s=max(1, math.ceil((next_month(now) - now).total_seconds())),
-                        quota=quota,
-                        quota_remaining=0,
-                    )
-            return RateDecision(
-                allowed=True,
-                code=None,
-                limit=limits.burst,
-                remaining=math.floor(left),
-                reset_s=reset_s,
-                retry_after_s=0,
-                quota=quota,
-                quota_remaining=None if quota is None or used is None else max(0, quota - used),
-            )
+            used = None
+            if bucket.allowed and limits.monthly_quota is not None:
+                used = await self._count(session, insert_, client_key, limits.monthly_quota, now)
+            return decide(bucket, limits, now, quota_used=used)
 
     @staticmethod
     async def _count(
@@ -336,34 +241,19 @@ class LivenessFailures:
                 await session.execute(insert(LivenessFailureRow), rows)
 
     async def locked_until(
-        self, subjects: list[str], now: datetime, *, failures: int, window_s: float, cooldown_s: float
+        self, subjects: list[str], now: datetime, policy: LockoutPolicy
     ) -> datetime | None:
-        """When the lockout of the first locked subject ends, or ``None`` when none is locked.
-
-        A subject is locked when ``failures`` of its failures fall within ``window_s`` of each
-        other, until ``cooldown_s`` after the last of them; so only failures from the last
-        ``window_s + cooldown_s`` matter."""
+        """When the lockout of the last locked of ``subjects`` ends (``policy``'s rule over their
+        failures since ``policy.since(now)``), or ``None`` when none is locked."""
         if not subjects:
             return None
-        since = now - timedelta(seconds=window_s + cooldown_s)
-        query = (
-            select(LivenessFailureRow.subject, LivenessFailureRow.failed_at)
-            .where(LivenessFailureRow.subject.in_(subjects), LivenessFailureRow.failed_at >= since)
-            .order_by(LivenessFailureRow.failed_at)
+        query = select(LivenessFailureRow.subject, LivenessFailureRow.failed_at).where(
+            LivenessFailureRow.subject.in_(subjects), LivenessFailureRow.failed_at >= policy.since(now)
         )
         with translate_errors():
             async with self._sessions() as session:
                 rows = (await session.execute(query)).all()
-        times: dict[str, list[datetime]] = {}
-        for subject, failed_at in rows:
-            times.setdefault(subject, []).append(failed_at)
-        ends = [
-            end
-            for stamps in times.values()
-            if (end := lockout_end(stamps, failures=failures, window_s=window_s, cooldown_s=cooldown_s))
-            and end > now
-        ]
-        return max(ends) if ends else None
+        return policy.locked_until(((subject, failed_at) for subject, failed_at in rows), now)
 
     async def purge(self, before: datetime) -> int:
         """Forget failures older than ``before`` (they no longer lock anything)."""
@@ -373,17 +263,3 @@ class LivenessFailures:
                     delete(LivenessFailureRow).where(LivenessFailureRow.failed_at < before)
                 )
         return int(result.rowcount)  # type: ignore[attr-defined]
-
-
-def lockout_end(
-    stamps: list[datetime], *, failures: int, window_s: float, cooldown_s: float
-) -> datetime | None:
-    """The latest lockout end over sorted failure times: ``failures`` of them within ``window_s``
-    lock until ``cooldown_s`` after the last of those."""
-    end: datetime | None = None
-    window = timedelta(seconds=window_s)
-    for index in range(failures - 1, len(stamps)):
-        if stamps[index] - stamps[index - failures + 1] <= window:
-            candidate = stamps[index] + timedelta(seconds=cooldown_s)
-            end = candidate if end is None or candidate > end else end
-    return end

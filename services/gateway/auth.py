@@ -8,8 +8,8 @@ from typing import Final, Protocol
 
 from starlette.types import Scope
 
+from domain.limits import Limits
 from infra.db.repositories import ApiClient
-from infra.db.security import Limits
 from services.gateway.problems import ProblemError
 from services.intake.caller import Caller
 

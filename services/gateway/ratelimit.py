@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from infra.db.security import Limits, RateDecision, RateLimitRepository
+from domain.limits import Limits, RateDecision
+from infra.db.security import RateLimitRepository
 from infra.settings import Settings
 from services.gateway.problems import ProblemError
 

@@ -25,8 +25,8 @@ from contracts.languages import choose_language
 from contracts.public import CallStarted, CommandRejected, RejectReason, SessionCreated
 from contracts.routing import INGRESS_COMMANDS, PUBLIC_COMMANDS_EXCHANGE, PublicEventKey
 from contracts.values import ImageData
+from domain.limits import Limits, RateDecision
 from infra.db.ingress import BrokerClient, CommandStatus
-from infra.db.security import Limits, RateDecision
 from infra.dead_letters import RedactedLetter
 from infra.settings import Settings
 from services.ingress.envelope import Envelope, Rejected, allowed_reply_to, parse_body, read_envelope

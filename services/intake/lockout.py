@@ -1,22 +1,21 @@
 """Lockout: after ``lockout_failures`` failed liveness sessions of one subject key or device id
 within ``lockout_window_s``, new sessions for it are refused for ``lockout_cooldown_s``.
 
-The sessions repository records a failure (``infra.db.security.lockout_subjects`` of the session's
-settings) in the transaction that ends a session, whoever ends it, when the domain rule counts the
-ending (``domain.sessions.counts_toward_lockout``: FAILED, erased mid-session included, or EXPIRED
-after the subject's camera connected);
-session creation (:class:`services.intake.sessions.SessionCreator`, used by HTTP and the broker
-ingress alike) refuses while any of its subjects is locked. Only SHA-256 digests scoped by the
-owning client are stored (``infra.db.security.subject_digest``).
+The rule is ``domain.limits`` (``LockoutPolicy``, ``lockout_subjects``). The sessions repository
+records a failure (``infra.db.security.failure_rows`` of the session's settings) in the
+transaction that ends a session, whoever ends it, when the domain rule counts the ending
+(``domain.sessions.counts_toward_lockout``: FAILED, erased mid-session included, or EXPIRED after
+the subject's camera connected); session creation (:class:`services.intake.sessions.SessionCreator`,
+used by HTTP and the broker ingress alike) refuses while any of its subjects is locked. Only
+SHA-256 digests scoped by the owning client are stored (``domain.limits.subject_digest``).
 """
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime
 from typing import Any
 
-from infra.db.security import lockout_subjects
+from domain.limits import LockoutPolicy, lockout_subjects, retry_after_s
 from infra.settings import Settings
 from services.intake.errors import LockedOut
 from services.intake.ports import FailureHistory
@@ -37,16 +36,11 @@ async def refuse_if_locked(
     if failures is None or not subjects:
         return
     now = now or datetime.now(UTC)
-    until = await failures.locked_until(
-        subjects,
-        now,
-        failures=settings.lockout_failures,
-        window_s=settings.lockout_window_s,
-        cooldown_s=settings.lockout_cooldown_s,
-    )
+    policy = LockoutPolicy(settings.lockout_failures, settings.lockout_window_s, settings.lockout_cooldown_s)
+    until = await failures.locked_until(subjects, now, policy)
     if until is None:
         return
-    retry_after = max(1, math.ceil((until - now).total_seconds()))
+    retry_after = retry_after_s(until, now)
     raise LockedOut(
         "SUBJECT_LOCKED_OUT",
         "Subject locked out",

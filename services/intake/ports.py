@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from contracts.commands import JoinCall
+from domain.limits import LockoutPolicy
 from infra.db.flows import CallFlowRecord
 from infra.db.records import SessionRecord
 
@@ -54,8 +55,11 @@ class FailureHistory(Protocol):
     """The lockout's memory of failed liveness sessions per subject digest."""
 
     async def locked_until(
-        self, subjects: list[str], now: datetime, *, failures: int, window_s: float, cooldown_s: float
-    ) -> datetime | None: ...
+        self, subjects: list[str], now: datetime, policy: LockoutPolicy
+    ) -> datetime | None:
+        """When the last lockout of ``subjects`` in force at ``now`` ends (``policy``'s rule over
+        their stored failures), or ``None``."""
+        ...
 
 
 class FlowRows(Protocol):

@@ -18,9 +18,10 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from starlette.routing import BaseRoute
 
+from domain.limits import Limits, LockoutPolicy, lockout_subjects
 from infra.db.engine import create_engine, session_factory
 from infra.db.repositories import ApiClientRepository
-from infra.db.security import Limits, LivenessFailures, RateLimitRepository, lockout_subjects
+from infra.db.security import LivenessFailures, RateLimitRepository
 from infra.settings import Settings
 from services.gateway.app import create_app
 from tests.support.broker import temporary_vhost
@@ -207,7 +208,7 @@ def test_lockout_after_failed_sessions_of_a_subject(stack: Stack) -> None:
         try:
             failures = LivenessFailures(session_factory(engine))
             subjects = lockout_subjects(client_id, {"subject_key": "user-7"})
-            return await failures.locked_until(subjects, at, failures=5, window_s=180, cooldown_s=1800)
+            return await failures.locked_until(subjects, at, LockoutPolicy(5, 180, 1800))
         finally:
             await engine.dispose()
 

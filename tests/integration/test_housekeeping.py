@@ -11,10 +11,11 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from domain.limits import Limits
 from infra.db.engine import session_factory
 from infra.db.ingress import CommandStatus, ProcessedCommands
 from infra.db.repositories import ApiClientRepository
-from infra.db.security import Limits, RateLimitRepository
+from infra.db.security import RateLimitRepository
 from infra.db.tables import ProcessedCommandRow, RateBucketRow
 from infra.housekeeping import Housekeeping
 from infra.settings import Settings

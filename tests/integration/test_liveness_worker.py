@@ -27,6 +27,7 @@ from contracts.commands import ExpireSession
 from contracts.events import FrameCaptured, ReferencesMatched, SessionStarted
 from contracts.routing import COMMANDS_EXCHANGE, EVENTS_EXCHANGE, CommandKey, EventKey
 from contracts.values import ChallengeType, ModelInfo
+from domain.limits import Limits
 from faceproof.testing.scripted_subject import Media, fit_frame
 from faces.alignment import align_face
 from infra.broker import COMMANDS, EVENTS, create_broker
@@ -34,7 +35,7 @@ from infra.db.engine import create_engine, session_factory
 from infra.db.ingress import CommandStatus, ProcessedCommands
 from infra.db.liveness import LivenessRepository
 from infra.db.repositories import SessionRepository
-from infra.db.security import Limits, RateLimitRepository
+from infra.db.security import RateLimitRepository
 from infra.db.tables import LivenessFrameRow, ProcessedCommandRow, RateBucketRow
 from infra.settings import Settings
 from infra.storage import ObjectStore, open_store

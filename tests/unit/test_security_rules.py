@@ -1,49 +1,18 @@
-"""Pure security rules: bucket refill, lockout windows, JSON depth, rate-limit headers, and what
-production refuses at startup (each case, with a message that says what to change)."""
+"""Pure security rules: JSON depth, rate-limit headers, and what
+production refuses at startup (each case, with a message that says what to change). The bucket,
+quota and lockout rules: tests/unit/domain/test_domain_limits.py."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from infra.db.security import Limits, RateDecision, lockout_end, lockout_subjects, next_month, refill
+from domain.limits import RateDecision
 from infra.environment import EnvironmentRefused, check_environment, is_loopback
 from infra.settings import DEVELOPMENT_TOKEN, Settings
 from services.gateway.limits import json_depth
 from services.gateway.ratelimit import decision_headers
-
-T0 = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
-
-
-def test_refill_is_capped_at_the_burst() -> None:
-    limits = Limits(rate_per_second=2.0, burst=10, monthly_quota=None)
-    assert refill(0.0, 1.5, limits) == 3.0
-    assert refill(9.0, 60.0, limits) == 10.0
-    assert refill(4.0, -5.0, limits) == 4.0  # a clock step back adds nothing
-
-
-def test_next_month_rolls_over_the_year() -> None:
-    assert next_month(datetime(2026, 12, 31, 23, 59, tzinfo=UTC)) == datetime(2027, 1, 1, tzinfo=UTC)
-
-
-def test_lockout_needs_the_failures_within_the_window() -> None:
-    spread = [T0 + timedelta(seconds=60 * i) for i in range(5)]  # 5 failures in 4 minutes
-    assert lockout_end(spread, failures=5, window_s=180, cooldown_s=1800) is None
-    close = [T0 + timedelta(seconds=30 * i) for i in range(5)]  # 5 failures in 2 minutes
-    assert lockout_end(close, failures=5, window_s=180, cooldown_s=1800) == close[-1] + timedelta(
-        seconds=1800
-    )
-
-
-def test_lockout_subjects_are_scoped_digests() -> None:
-    mine = lockout_subjects("client-a", {"subject_key": "user-42", "device_id": "phone-1"})
-    theirs = lockout_subjects("client-b", {"subjectKey": "user-42"})
-    assert len(mine) == 2 and len(theirs) == 1
-    assert theirs[0] not in mine
-    assert all("user-42" not in digest and len(digest) == 64 for digest in mine)
-    assert lockout_subjects("client-a", {}) == []
 
 
 def test_json_depth_skips_strings() -> None:

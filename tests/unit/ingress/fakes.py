@@ -9,8 +9,8 @@ from typing import Any
 
 from contracts.commands import CompareFaces
 from contracts.envelope import Event
+from domain.limits import Limits, RateDecision
 from infra.db.ingress import BrokerClient, CommandStatus
-from infra.db.security import Limits, RateDecision
 from infra.dead_letters import RedactedLetter
 from infra.settings import Settings
 from services.ingress.handlers import CommandDeps

@@ -11,6 +11,7 @@ from PIL import Image
 
 from contracts.commands import JoinCall
 from contracts.values import SessionStatus
+from domain.limits import LockoutPolicy
 from infra.db.errors import DatabaseError
 from infra.db.flows import CallFlowRecord, FlowStatus
 from infra.db.records import SessionRecord
@@ -97,7 +98,7 @@ class FakeFailures:
     asked: list[list[str]] = field(default_factory=list)
 
     async def locked_until(
-        self, subjects: list[str], now: datetime, *, failures: int, window_s: float, cooldown_s: float
+        self, subjects: list[str], now: datetime, policy: LockoutPolicy
     ) -> datetime | None:
         self.asked.append(subjects)
         return self.until
