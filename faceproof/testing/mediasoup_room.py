@@ -126,11 +126,12 @@ class MediasoupRoom:
 
 class RoomSubject:
     """The person in the call: a pymediasoup peer producing ``camera`` and counting the frames of
-    the instruction video it consumes (the call agent's)."""
+    the instruction video it consumes (the call agent's); ``last_frame`` is the last one."""
 
     def __init__(self, camera: MediaStreamTrack, *, policy: FetchPolicy) -> None:
         self.camera = camera
         self.received_frames = 0
+        self.last_frame: VideoFrame | None = None
         self.failures: list[RoomError] = []
         self._client = ProtooClient(policy=policy, request_timeout_s=15, open_timeout_s=15)
         self._peer = RoomPeer(
@@ -167,6 +168,7 @@ class RoomSubject:
                 return
             if isinstance(frame, VideoFrame):
                 self.received_frames += 1
+                self.last_frame = frame
 
 
 T = TypeVar("T")

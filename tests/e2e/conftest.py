@@ -27,13 +27,14 @@ import pytest
 from contracts.routing import ALL_ROUTES
 from examples.controller import Controller
 from faceproof.testing.annotate import load_video_segments
-from faceproof.testing.mediasoup_room import MediasoupRoom, RoomSubject, room_server_ready
+from faceproof.testing.mediasoup_room import MediasoupRoom, RoomSubject
 from faceproof.testing.scripted_subject import Media, ScriptedSubject
 from faceproof.testing.webrtc_subject import FrameSource, ScriptedSource, SourceTrack
 from infra.safe_fetch import FetchPolicy
 from services.liveness.analysis import FrameAnalyzer
 from tests.paths import DATA_DIR, MODELS_DIR, REPO_ROOT
 from tests.support.broker import RabbitVhost, temporary_vhost
+from tests.support.rooms import room_server  # noqa: F401 - the fixture, shared with tests/integration
 from tests.support.services import SeaweedFS, create_test_database, drop_test_database, start_seaweedfs
 
 TOKEN = "e2e-static-token"
@@ -259,16 +260,6 @@ def controller(tmp_path: Path) -> Iterator[Controller]:
     running = Controller(images=folder, secret=SECRET, quiet=True).start()
     yield running
     running.stop()
-
-
-@pytest.fixture(scope="session")
-def room_server() -> None:
-    """The real mediasoup room server (scripts/mediasoup.sh, cached per machine; the first build
-    takes ~7-13 min): a test that needs it skips only when that build fails, with its error."""
-    error = room_server_ready()
-    if error is not None:
-        print(error)
-        pytest.skip(f"the mediasoup room server could not be built: {error[-500:]}")
 
 
 def scripted(media: Media, analyzer: FrameAnalyzer) -> ScriptedSource:

@@ -13,6 +13,7 @@ from infra.db.engine import create_engine
 from infra.db.migrate import upgrade_async
 from infra.storage import ObjectStore, open_store
 from tests.support import services
+from tests.support.rooms import room_server  # noqa: F401 - the fixture, shared with tests/e2e
 from tests.support.services import SeaweedFS
 
 _HERE = Path(__file__).parent

@@ -14,14 +14,15 @@ import pytest
 from contracts.events import CallFailed, FrameCaptured, SessionFinished, SessionStarted
 from contracts.routing import EventKey
 from contracts.values import SessionStatus
-from faceproof.testing.mediasoup_room import MediasoupRoom, room_server_ready
+from faceproof.testing.mediasoup_room import MediasoupRoom
 from infra.storage import LocalObjectStore
 from services.call_agent.room.handler import RoomCalls
 from tests.e2e.test_browser_e2e import CHROMIUM, write_y4m
 from tests.integration.test_room_calls import RecordingEvents, config, join_call, until
 from tests.paths import DATA_DIR
 
-pytestmark = pytest.mark.timeout(1800)  # the first run on a machine builds mediasoup's worker
+#: The first run on a machine builds mediasoup's worker in the room_server fixture (~7-13 min).
+pytestmark = [pytest.mark.timeout(1800), pytest.mark.usefixtures("room_server")]
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -39,14 +40,6 @@ CHROMIUM_ARGS = [
 def best_layer(events: RecordingEvents) -> bool:
     """A frame of the camera's full 640x480 stored (a simulcast room may start on a lower layer)."""
     return any(frame.width == 640 for frame in events.of(FrameCaptured))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def room_server() -> None:
-    error = room_server_ready()
-    if error is not None:
-        print(error)
-        pytest.skip(f"the mediasoup room server could not be built: {error[-500:]}")
 
 
 @pytest.mark.parametrize("layers", [0, 2], ids=["one-encoding", "simulcast"])

@@ -1,13 +1,20 @@
-"""Video-call rooms against the test SFU (tests/support/test_sfu.py): real protoo over a WebSocket,
-real ICE/DTLS/SRTP and VP8 both ways, a real face video as the subject."""
+"""Video-call rooms, the call agent's side alone (RoomCalls and RoomPeer in this process, no
+broker): real protoo over a WebSocket, real ICE/DTLS/SRTP and VP8 both ways through a real
+mediasoup 3.8.4 room (faceproof/testing/mediasoup_room.py; the ``room_server`` fixture builds or
+reuses it), the subject a pymediasoup peer playing a real face video.
+
+Faults a real room cannot be made to commit (a request never answered, a socket cut while the
+room stays up, a handshake that redirects) are played by the stand-in of
+tests/support/test_sfu.py; an unreachable room is a port nobody listens on."""
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
 import re
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -24,13 +31,18 @@ from contracts.events import (
     CallJoined,
     ChallengeIssued,
     FrameCaptured,
+    ReadinessChecked,
     SessionFinished,
     SessionStarted,
 )
 from contracts.routing import EventKey
 from contracts.values import ChallengeType, SessionStatus
+from faceproof.testing.mediasoup_room import MediasoupRoom, RoomSubject
+from faceproof.testing.scripted_subject import Media
+from faceproof.testing.webrtc_subject import PlaybackSource, SourceTrack
 from infra.safe_fetch import FetchPolicy, IPAddress
 from infra.storage import LocalObjectStore
+from services.call_agent.catalog import load_catalog
 from services.call_agent.connection import StreamConfig
 from services.call_agent.instructions import Screen
 from services.call_agent.room.call import CallConfig
@@ -39,10 +51,14 @@ from services.call_agent.room.handler import RoomCalls
 from services.call_agent.room.mediasoup import RoomConfig, RoomPeer
 from services.call_agent.room.protoo import ProtooClient
 from services.call_agent.video import InstructionTrack, LatestFrame
+from tests.paths import DATA_DIR
 from tests.support.test_sfu import TestSfu, redirecting_room
 
+#: The first run on a machine builds mediasoup's worker in the room_server fixture (~7-13 min).
+pytestmark = pytest.mark.timeout(1800)
+
 WAIT_S = 60.0  # generous: a loaded 2-core machine encodes VP8 both ways
-#: The test SFU listens on 127.0.0.1: allow-listed, as FACEPROOF_FETCH_ALLOW_HOSTS=127.0.0.1 does.
+#: The rooms listen on 127.0.0.1: allow-listed, as FACEPROOF_FETCH_ALLOW_HOSTS=127.0.0.1 does.
 LOOPBACK = FetchPolicy.create("127.0.0.1")
 
 
@@ -86,54 +102,86 @@ def config(*, request_timeout_s: float = 15.0, no_video_timeout_s: float = 30.0)
     )
 
 
-async def test_peer_joins_consumes_the_subject_and_produces_a_track_the_room_receives() -> None:
-    async with TestSfu() as sfu:
-        client = ProtooClient(policy=LOOPBACK, request_timeout_s=15)
-        frames: list[VideoFrame] = []
-        failures: list[RoomError] = []
-        latest = LatestFrame()
+@pytest.fixture(scope="module")
+def media() -> Media:
+    """The subject's camera: a real face video (8 fps), looped."""
+    return Media.from_path(DATA_DIR / "video" / "liveportrait_d3.mp4", max_seconds=4.0)
 
-        async def consume(track: MediaStreamTrack) -> None:
-            while True:
-                frame = await track.recv()
-                assert isinstance(frame, VideoFrame)
-                latest.frame = frame
-                frames.append(frame)
 
-        tasks: list[asyncio.Task[None]] = []
-        peer = RoomPeer(
-            client,
-            RoomConfig(request_timeout_s=15, address_policy=LOOPBACK),
-            on_track=lambda track: tasks.append(asyncio.create_task(consume(track))),
-            on_failure=failures.append,
-        )
-        await client.connect(sfu.url())
-        answer = await peer.join(InstructionTrack(latest, lambda: Screen(text="Turn your head to the left")))
-        assert answer["peers"][0]["id"] == "subject"
-        assert peer.producer_id
+@pytest.fixture
+async def room(room_server: None) -> AsyncIterator[MediasoupRoom]:
+    """A real mediasoup room server of its own (a room waiting for resumeConsumer, with leaveRoom)."""
+    async with MediasoupRoom() as running:
+        yield running
 
-        await until(lambda: len(frames) >= 5 and sfu.received_frames >= 5)
-        picture = frames[-1].to_ndarray(format="bgr24")
-        assert picture.shape[:2] == (512, 512)  # the subject's camera picture, face-sized
-        assert float(np.std(picture)) > 20  # a real picture, not a blank frame
-        assert sfu.last_received is not None and sfu.last_received.shape[0] >= 240
-        assert failures == []
 
-        await peer.leave()
-        await client.close()
-        for task in tasks:
-            task.cancel()
-        assert "leaveRoom" in sfu.methods
-        assert sfu.methods[:4] == [
-            "getRouterRtpCapabilities",
-            "createWebRtcTransport",
-            "createWebRtcTransport",
-            "join",
-        ]
-        assert sfu.errors == []
+@pytest.fixture
+async def subject(media: Media) -> AsyncIterator[RoomSubject]:
+    """The person in the call (joins when a test says so); hung up at the end."""
+    person = RoomSubject(SourceTrack(PlaybackSource(media)), policy=LOOPBACK)
+    yield person
+    await person.leave()
+
+
+def requests_of(room: MediasoupRoom, peer_id: str) -> list[str]:
+    return [event["method"] for event in room.of("request", peerId=peer_id)]
+
+
+async def test_peer_joins_consumes_the_subject_and_produces_a_track_the_subject_receives(
+    room: MediasoupRoom, subject: RoomSubject, media: Media
+) -> None:
+    await subject.join(room.url("r", "subject"))
+    client = ProtooClient(policy=LOOPBACK, request_timeout_s=15)
+    frames: list[VideoFrame] = []
+    failures: list[RoomError] = []
+    latest = LatestFrame()
+
+    async def consume(track: MediaStreamTrack) -> None:
+        while True:
+            frame = await track.recv()
+            assert isinstance(frame, VideoFrame)
+            latest.frame = frame
+            frames.append(frame)
+
+    tasks: list[asyncio.Task[None]] = []
+    peer = RoomPeer(
+        client,
+        RoomConfig(request_timeout_s=15, address_policy=LOOPBACK),
+        on_track=lambda track: tasks.append(asyncio.create_task(consume(track))),
+        on_failure=failures.append,
+    )
+    await client.connect(room.url("r", "faceproof"))
+    answer = await peer.join(InstructionTrack(latest, lambda: Screen(text="Turn your head to the left")))
+    assert [p["id"] for p in answer["peers"]] == ["subject"]
+    assert peer.producer_id
+
+    await until(lambda: len(frames) >= 5 and subject.received_frames >= 5)
+    picture = frames[-1].to_ndarray(format="bgr24")
+    assert picture.shape == media.frames[0].shape  # the subject's camera picture, through mediasoup
+    assert float(np.std(picture)) > 20  # a real picture, not a blank frame
+    assert subject.last_frame is not None and subject.last_frame.height >= 240  # the agent's video
+    assert failures == []
+
+    await peer.leave()
+    await client.close()
+    for task in tasks:
+        task.cancel()
+    await room.wait_for(lambda: bool(room.of("peerClosed", peerId="faceproof")))
+    assert requests_of(room, "faceproof")[:4] == [
+        "getRouterRtpCapabilities",
+        "createWebRtcTransport",
+        "createWebRtcTransport",
+        "join",
+    ]
+    assert "leaveRoom" in requests_of(room, "faceproof")
+    # mediasoup forwarded each peer's video to the other
+    assert room.of("consuming", peerId="faceproof", producerPeerId="subject", kind="video")
+    assert room.of("consuming", peerId="subject", producerPeerId="faceproof", kind="video")
+    assert room.of("refused") == []
 
 
 async def test_a_request_the_room_never_answers_times_out() -> None:
+    """Injected fault (the stand-in): a room that hangs mid-protocol."""
     async with TestSfu(ignore_methods={"getRouterRtpCapabilities"}) as sfu:
         client = ProtooClient(policy=LOOPBACK, request_timeout_s=0.5)
         await client.connect(sfu.url())
@@ -143,6 +191,7 @@ async def test_a_request_the_room_never_answers_times_out() -> None:
 
 
 async def test_join_unanswered_fails_the_call_with_signalling_error(tmp_path: Path) -> None:
+    """Injected fault (the stand-in): the room never answers ``join``."""
     events = RecordingEvents()
     async with TestSfu(ignore_methods={"join"}) as sfu:
         calls = RoomCalls(config(request_timeout_s=1.0), store=LocalObjectStore(tmp_path), events=events)
@@ -156,45 +205,59 @@ async def test_join_unanswered_fails_the_call_with_signalling_error(tmp_path: Pa
     assert events.of(CallJoined) == [] and events.of(SessionStarted) == []
 
 
+def closed_port() -> int:
+    """A loopback port nobody listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 async def test_unreachable_room_fails_with_room_unreachable(tmp_path: Path) -> None:
     events = RecordingEvents()
-    async with TestSfu() as sfu:
-        url = sfu.url()
     calls = RoomCalls(config(request_timeout_s=2.0), store=LocalObjectStore(tmp_path), events=events)
-    await calls.start(join_call(url))  # the server is gone: connection refused
-    await asyncio.wait_for(calls.wait("flow-1"), WAIT_S)
+    await calls.start(join_call(f"ws://127.0.0.1:{closed_port()}/?roomId=r&peerId=faceproof"))
+    await asyncio.wait_for(calls.wait("flow-1"), WAIT_S)  # connection refused
     assert [e.reason for e in events.of(CallFailed)] == ["ROOM_UNREACHABLE"]  # type: ignore[attr-defined]
 
 
-async def test_no_video_fails_with_no_video(tmp_path: Path) -> None:
+async def test_no_video_fails_with_no_video(tmp_path: Path, room: MediasoupRoom) -> None:
+    """The agent joins a room nobody else ever joins."""
     events = RecordingEvents()
-    async with TestSfu(send_video=False) as sfu:
-        calls = RoomCalls(config(no_video_timeout_s=2.0), store=LocalObjectStore(tmp_path), events=events)
-        await calls.start(join_call(sfu.url()))
-        outcome = await asyncio.wait_for(calls.wait("flow-1"), WAIT_S)
-        assert sfu.left.is_set()
+    calls = RoomCalls(config(no_video_timeout_s=2.0), store=LocalObjectStore(tmp_path), events=events)
+    await calls.start(join_call(room.url("empty", "faceproof")))
+    outcome = await asyncio.wait_for(calls.wait("flow-1"), WAIT_S)
+    await room.wait_for(lambda: bool(room.of("peerClosed", peerId="faceproof")))  # it left
     assert outcome.failure is not None
     assert [e.reason for e in events.of(CallFailed)] == ["NO_VIDEO"]  # type: ignore[attr-defined]
     assert len(events.of(CallJoined)) == 1  # it joined; the subject never showed
+    assert room.of("produced", peerId="faceproof", kind="video")  # and showed its instruction video
     assert events.of(SessionStarted) == [] and events.of(FrameCaptured) == []  # no session ran
 
 
-async def test_the_session_starts_when_a_late_subject_s_video_arrives(tmp_path: Path) -> None:
-    """The subject's video reaches the room 6 s after the agent joined: the agent joins at once
-    (CallJoined), but the session (SessionStarted, the first challenge's clock in the liveness
-    worker) starts only when the first frame arrives, and every stored frame comes after it."""
+#: The subject walks into the room this long after the agent joined it (issue 19's case).
+LATE_S = 10.0
+
+
+async def test_the_session_starts_when_a_late_subject_s_video_arrives(
+    tmp_path: Path, room: MediasoupRoom, subject: RoomSubject
+) -> None:
+    """The subject joins the room 10 s after the agent: the agent joins at once (CallJoined), but
+    the session (SessionStarted, the first challenge's clock in the liveness worker) starts only
+    when the subject's first frame arrives, and every stored frame comes after it."""
     events = RecordingEvents()
-    async with TestSfu(subject_delay_s=6.0) as sfu:
-        calls = RoomCalls(config(), store=LocalObjectStore(tmp_path), events=events)
-        await calls.start(join_call(sfu.url()))
-        await sfu.joined.wait()
-        joined_at = time.monotonic()
-        await until(lambda: len(events.of(CallJoined)) == 1)
-        await until(lambda: len(events.of(SessionStarted)) == 1)
-        waited = time.monotonic() - joined_at
-        await until(lambda: len(events.of(FrameCaptured)) >= 3)
-        await calls.close()
-    assert waited >= 5.5, f"the session started {waited:.1f} s after the join, before the video came"
+    calls = RoomCalls(config(), store=LocalObjectStore(tmp_path), events=events)
+    await calls.start(join_call(room.url("late", "faceproof")))
+    await room.wait_for(lambda: bool(room.of("joined", peerId="faceproof")))
+    joined_at = time.monotonic()
+    await until(lambda: len(events.of(CallJoined)) == 1)
+    await asyncio.sleep(LATE_S)
+    assert events.of(SessionStarted) == [] and events.of(CallFailed) == []  # it waits
+    await subject.join(room.url("late", "subject"))
+    await until(lambda: len(events.of(SessionStarted)) == 1)
+    waited = time.monotonic() - joined_at
+    await until(lambda: len(events.of(FrameCaptured)) >= 3)
+    await calls.close()
+    assert waited >= LATE_S, f"the session started {waited:.1f} s after the join"
     started = events.of(SessionStarted)[0]
     frames = events.of(FrameCaptured)
     assert all(f.captured_at >= started.occurred_at for f in frames)  # type: ignore[attr-defined]
@@ -203,6 +266,8 @@ async def test_the_session_starts_when_a_late_subject_s_video_arrives(tmp_path: 
 
 
 async def test_socket_dropped_mid_call_fails_with_socket_dropped(tmp_path: Path) -> None:
+    """Injected fault (the stand-in): the socket is cut while the room stays up and refuses it
+    again (a real room can only be killed: tests/e2e/test_mediasoup_room_e2e.py's room-killed)."""
     events = RecordingEvents()
     async with TestSfu() as sfu:
         calls = RoomCalls(config(), store=LocalObjectStore(tmp_path), events=events)
@@ -215,54 +280,67 @@ async def test_socket_dropped_mid_call_fails_with_socket_dropped(tmp_path: Path)
     assert calls.calls == {}
 
 
-async def test_call_runs_the_session_pipeline_and_leaves_when_the_session_finishes(tmp_path: Path) -> None:
+def session_event(event: Event) -> bytes:
+    return event.model_dump_json().encode()
+
+
+async def test_call_runs_the_session_pipeline_and_leaves_when_the_session_finishes(
+    tmp_path: Path, room: MediasoupRoom, subject: RoomSubject
+) -> None:
     events = RecordingEvents()
     store = LocalObjectStore(tmp_path)
-    async with TestSfu() as sfu:
-        calls = RoomCalls(config(), store=store, events=events)
-        await calls.start(join_call(sfu.url(), language="es"))
-        await calls.start(join_call(sfu.url(), language="es"))  # a redelivered JoinCall: ignored
-        await until(lambda: len(events.of(FrameCaptured)) >= 3)
+    calls = RoomCalls(config(), store=store, events=events)
+    await calls.start(join_call(room.url("r", "faceproof"), language="es"))
+    await calls.start(join_call(room.url("r", "faceproof"), language="es"))  # a redelivery: ignored
+    await room.wait_for(lambda: bool(room.of("produced", peerId="faceproof")))
+    await subject.join(room.url("r", "subject"))
+    await until(lambda: len(events.of(FrameCaptured)) >= 3)
 
-        started = events.of(SessionStarted)
-        assert len(started) == 1 and started[0].session_id == "session-1"  # type: ignore[attr-defined]
-        assert len(events.of(CallJoined)) == 1
-        frame = events.of(FrameCaptured)[0]
-        assert frame.sequence == 0 and frame.storage_key == "sessions/session-1/frames/00000000.jpg"  # type: ignore[attr-defined]
-        image = cv2.imdecode(np.frombuffer(await store.get(frame.storage_key), np.uint8), cv2.IMREAD_COLOR)  # type: ignore[attr-defined]
-        assert image is not None and image.shape[:2] == (480, 480)  # fitted into 640x480, aspect kept
-        assert [e.sequence for e in events.of(FrameCaptured)][:3] == [0, 1, 2]  # type: ignore[attr-defined]
+    started = events.of(SessionStarted)
+    assert len(started) == 1 and started[0].session_id == "session-1"  # type: ignore[attr-defined]
+    assert len(events.of(CallJoined)) == 1 and len(room.of("joined", peerId="faceproof")) == 1
+    frame = events.of(FrameCaptured)[0]
+    assert frame.sequence == 0 and frame.storage_key == "sessions/session-1/frames/00000000.jpg"  # type: ignore[attr-defined]
+    image = cv2.imdecode(np.frombuffer(await store.get(frame.storage_key), np.uint8), cv2.IMREAD_COLOR)  # type: ignore[attr-defined]
+    assert image is not None and image.shape[:2] == (480, 480)  # fitted into 640x480, aspect kept
+    assert [e.sequence for e in events.of(FrameCaptured)][:3] == [0, 1, 2]  # type: ignore[attr-defined]
+    call = calls.calls["flow-1"]
+    spanish = load_catalog("es")
 
-        # The liveness worker's events drive the instruction video the room receives.
-        issued = ChallengeIssued(
-            correlation_id="session-1",
-            session_id="session-1",
-            index=0,
-            count=2,
-            challenge=ChallengeType.TURN_LEFT,
-            deadline_ms=8000,
-        )
-        await calls.on_event(EventKey.CHALLENGE_ISSUED, issued.model_dump_json().encode())
-        call = calls.calls["flow-1"]
-        assert call.screen().challenge is ChallengeType.TURN_LEFT
-        assert call.screen().text != "Turn your head to the left"  # Spanish catalog
-        received = sfu.received_frames
-        await until(lambda: sfu.received_frames > received + 3)
-        # frames tell the liveness worker what the subject could see: nothing before, then challenge 0
-        assert [e.shown for e in events.of(FrameCaptured)][:3] == [-1, -1, -1]  # type: ignore[attr-defined]
-        captured = len(events.of(FrameCaptured))
-        await until(lambda: len(events.of(FrameCaptured)) > captured + 2)
-        assert events.of(FrameCaptured)[-1].shown == 0  # type: ignore[attr-defined]
+    # The liveness worker's events drive the instruction video the subject receives: get ready
+    # (the pre-checks), then the first challenge.
+    readiness = ReadinessChecked(correlation_id="session-1", session_id="session-1", problems=["TOO_DARK"])
+    await calls.on_event(EventKey.READINESS_CHECKED, session_event(readiness))
+    assert call.screen().text == spanish.text("status.get_ready")
+    assert call.screen().challenge is None and call.screen().deadline is None  # no clock yet
+    issued = ChallengeIssued(
+        correlation_id="session-1",
+        session_id="session-1",
+        index=0,
+        count=2,
+        challenge=ChallengeType.TURN_LEFT,
+        deadline_ms=8000,
+    )
+    await calls.on_event(EventKey.CHALLENGE_ISSUED, session_event(issued))
+    assert call.screen().challenge is ChallengeType.TURN_LEFT
+    assert call.screen().text == spanish.challenge(ChallengeType.TURN_LEFT)  # Spanish catalog
+    received = subject.received_frames
+    await until(lambda: subject.received_frames > received + 3)
+    # frames tell the liveness worker what the subject could see: nothing before, then challenge 0
+    assert [e.shown for e in events.of(FrameCaptured)][:3] == [-1, -1, -1]  # type: ignore[attr-defined]
+    captured = len(events.of(FrameCaptured))
+    await until(lambda: len(events.of(FrameCaptured)) > captured + 2)
+    assert events.of(FrameCaptured)[-1].shown == 0  # type: ignore[attr-defined]
 
-        finished = SessionFinished(
-            correlation_id="session-1", session_id="session-1", status=SessionStatus.SUCCEEDED
-        )
-        await calls.on_event(EventKey.SESSION_FINISHED, finished.model_dump_json().encode())
-        outcome = await asyncio.wait_for(calls.wait("flow-1"), WAIT_S)
-        assert outcome.failure is None
-        await until(lambda: sfu.left.is_set())
-        assert "leaveRoom" in sfu.methods
-        assert sfu.errors == []
+    finished = SessionFinished(
+        correlation_id="session-1", session_id="session-1", status=SessionStatus.SUCCEEDED
+    )
+    await calls.on_event(EventKey.SESSION_FINISHED, session_event(finished))
+    outcome = await asyncio.wait_for(calls.wait("flow-1"), WAIT_S)
+    assert outcome.failure is None
+    await room.wait_for(lambda: bool(room.of("peerClosed", peerId="faceproof")))
+    assert "leaveRoom" in requests_of(room, "faceproof")
+    assert room.of("refused") == []
     assert events.of(CallFailed) == []
     assert call.screen().final and call.screen().succeeded
 
@@ -306,33 +384,40 @@ async def test_rooms_at_refused_addresses_are_never_opened(url: str, why: str) -
     assert not client.connected
 
 
-async def test_a_loopback_room_is_refused_unless_allow_listed() -> None:
-    async with TestSfu(send_video=False) as sfu:
-        with pytest.raises(RoomRefused, match=re.escape("127.0.0.1 resolves to a loopback address")):
-            await ProtooClient(policy=FetchPolicy(), request_timeout_s=5).connect(sfu.url())
-        assert sfu.hosts == []  # the room never saw a handshake
+async def test_a_loopback_room_is_refused_unless_allow_listed(room: MediasoupRoom) -> None:
+    with pytest.raises(RoomRefused, match=re.escape("127.0.0.1 resolves to a loopback address")):
+        await ProtooClient(policy=FetchPolicy(), request_timeout_s=5).connect(room.url("r", "faceproof"))
+    await asyncio.sleep(0.5)  # a handshake the room saw would be on its stdout by now
+    assert room.of("connectionrequest") == []  # the room never saw a handshake
 
 
-async def test_the_socket_goes_to_the_checked_address_and_keeps_the_name() -> None:
+async def test_the_socket_goes_to_the_checked_address_and_keeps_the_name(room: MediasoupRoom) -> None:
     resolver = Resolver({"rooms.controller.test": "127.0.0.1"})
-    async with TestSfu(send_video=False) as sfu:
-        client = ProtooClient(policy=LOOPBACK, request_timeout_s=5, resolve=resolver)
-        await client.connect(f"ws://rooms.controller.test:{sfu.port}/?roomId=r&peerId=faceproof")
-        assert client.connected
-        await client.close()
-        assert sfu.hosts == [f"rooms.controller.test:{sfu.port}"]  # Host: the name, not the IP
+    client = ProtooClient(policy=LOOPBACK, request_timeout_s=5, resolve=resolver)
+    await client.connect(f"ws://rooms.controller.test:{room.port}/?roomId=r&peerId=faceproof")
+    assert client.connected
+    assert await client.request("getRouterRtpCapabilities")  # a working protoo socket
+    await client.close()
+    hosts = [event["host"] for event in room.of("connectionrequest")]
+    assert hosts == [f"rooms.controller.test:{room.port}"]  # Host: the name, not the IP
     assert resolver.calls == ["rooms.controller.test"]  # resolved once: no second lookup to rebind
 
 
-async def test_a_redirect_to_a_private_address_is_refused_and_a_checked_one_followed() -> None:
+async def test_a_redirect_to_a_private_address_is_refused_and_a_checked_one_followed(
+    room: MediasoupRoom,
+) -> None:
+    """The redirecting handshake is the stand-in's (no real room answers so); the checked target
+    it redirects to is the real room."""
     async with redirecting_room("ws://10.0.0.1/room") as url:
         with pytest.raises(RoomRefused, match=re.escape("10.0.0.1 resolves to a private address")):
             await ProtooClient(policy=LOOPBACK, request_timeout_s=5).connect(url)
-    async with TestSfu(send_video=False) as sfu, redirecting_room(sfu.url()) as url:
+    async with redirecting_room(room.url("r", "faceproof")) as url:
         client = ProtooClient(policy=LOOPBACK, request_timeout_s=5)
         await client.connect(url)
         assert client.connected
+        assert await client.request("getRouterRtpCapabilities")
         await client.close()
+    assert len(room.of("connected", roomId="r", peerId="faceproof")) == 1
     async with redirecting_room("/again") as url:  # a redirect loop ends too
         with pytest.raises(RoomRefused, match="redirected more than 3 times"):
             await ProtooClient(policy=LOOPBACK, request_timeout_s=5).connect(url)

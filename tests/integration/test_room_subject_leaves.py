@@ -17,7 +17,7 @@ import pytest
 from contracts.events import CallFailed, ChallengeIssued, FrameCaptured, SessionStarted
 from contracts.routing import CONNECTION_SEQUENCE_STRIDE, EventKey
 from contracts.values import ChallengeType
-from faceproof.testing.mediasoup_room import MediasoupRoom, RoomSubject, room_server_ready, run_bounded
+from faceproof.testing.mediasoup_room import MediasoupRoom, RoomSubject, run_bounded
 from faceproof.testing.scripted_subject import Media
 from faceproof.testing.webrtc_subject import PlaybackSource, SourceTrack
 from infra.storage import LocalObjectStore
@@ -28,16 +28,10 @@ from services.call_agent.room.mediasoup import RoomConfig
 from tests.integration.test_room_calls import LOOPBACK, RecordingEvents, join_call, until
 from tests.paths import DATA_DIR
 
-pytestmark = pytest.mark.timeout(1800)  # the first run on a machine builds mediasoup's worker
+#: The first run on a machine builds mediasoup's worker in the room_server fixture (~7-13 min).
+pytestmark = [pytest.mark.timeout(1800), pytest.mark.usefixtures("room_server")]
 
 RETURN_S = 4.0
-
-
-@pytest.fixture(scope="module", autouse=True)
-def room_server() -> None:
-    error = room_server_ready()
-    if error is not None:
-        pytest.skip(f"the mediasoup room server could not be built: {error[-500:]}")
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,9 @@
 """A stand-in for a mediasoup room, kept only for injected protocol faults: a protoo WebSocket
 server with real WebRTC media that can be told to misbehave in ways a real mediasoup room cannot
-be made to. Ordinary call flows run against the real mediasoup 3.8.4 room
-(faceproof/testing/mediasoup_room.py; tests/e2e/test_call_flow_e2e.py and
-tests/e2e/test_mediasoup_room_e2e.py).
+be made to. Ordinary calls run against the real mediasoup 3.8.4 room
+(faceproof/testing/mediasoup_room.py): tests/integration/test_room_calls.py, test_room_broker.py,
+test_room_subject_leaves.py, test_browser_room.py, tests/e2e/test_call_flow_e2e.py and
+test_mediasoup_room_e2e.py.
 
 It plays one room of mediasoup-demo's protocol with aiortc's ORTC objects instead of mediasoup's
 worker:
@@ -15,32 +16,31 @@ worker:
   nominates, as mediasoup does), a real DTLS-SRTP transport (RTCDtlsTransport), an RTCRtpSender
   playing a real face video (VP8, ~8 fps) and an RTCRtpReceiver decoding what the peer produces.
 
-Who uses it, and why:
+Who uses it, and why (every other call test runs through the real room):
 
 - :meth:`TestSfu.drop` (a socket cut without a close handshake while the room stays up and
-  refuses reconnects: a network cut; the real room can only be killed):
+  refuses reconnects: a network cut; the real room can only be killed, which
+  tests/e2e/test_mediasoup_room_e2e.py's room-killed case does):
   tests/e2e/test_call_flow_e2e.py ``test_a_dropped_socket_ends_in_a_failure_callback``,
   tests/integration/test_room_calls.py ``test_socket_dropped_mid_call_fails_with_socket_dropped``,
   tests/integration/test_room_broker.py ``test_socket_dropped_over_the_broker_publishes_call_failed``.
-- ``ignore_methods`` (requests never answered: a room that hangs mid-protocol):
+- ``ignore_methods`` (requests never answered: a room that hangs mid-protocol; a real room answers
+  or refuses every request):
   tests/integration/test_room_calls.py ``test_a_request_the_room_never_answers_times_out``,
   ``test_join_unanswered_fails_the_call_with_signalling_error``.
-- :func:`redirecting_room` (a room whose WebSocket handshake redirects, the SSRF attack):
+- :func:`redirecting_room` (a room whose WebSocket handshake redirects, the SSRF attack; no
+  protoo server answers a handshake with a 3xx):
   tests/e2e/test_call_flow_e2e.py
   ``test_a_room_that_redirects_to_a_private_address_ends_in_one_failure_callback``,
   tests/integration/test_room_calls.py
-  ``test_a_redirect_to_a_private_address_is_refused_and_a_checked_one_followed``.
-- Not yet moved to the real room (issue 19), though they inject no fault: the in-process room
-  adapter tests of tests/integration/test_room_calls.py and test_room_broker.py (plain rooms,
-  ``send_video=False``, ``subject_delay_s``) and tests/e2e/test_compose_stack_e2e.py's video call.
-
+  ``test_a_redirect_to_a_private_address_is_refused_and_a_checked_one_followed`` (the redirect
+  only: the checked target it redirects to is the real room).
 What it does NOT prove: mediasoup's own SDP-less RTP handling (RTX, simulcast, header extension
 rewriting, BWE), TCP candidates, TURN, or a browser's encoder on the other side. See docs/rooms.md.
 
-Controls for tests: ``send_video=False`` (a room where the subject never shows up),
-``subject_delay_s`` (the subject's video is offered that long after the peer joined: a subject
-who arrives late, as people do in real calls), ``ignore_methods`` (requests never answered),
-:meth:`TestSfu.drop` (abort every socket and refuse new ones). Observations: ``received_frames``
+Controls for tests: ``ignore_methods`` (requests never answered), :meth:`TestSfu.drop` (abort
+every socket and refuse new ones), ``subject`` (the subject's camera; default: a real face video
+looped). Observations: ``received_frames``
 (decoded frames of the peer's produced video), ``last_received``, ``methods``, ``joined``, ``left``.
 """
 
@@ -321,15 +321,10 @@ class TestSfu:
     def __init__(
         self,
         *,
-        send_video: bool = True,
         ignore_methods: Iterable[str] = (),
         video: Path = FACE_VIDEO,
         subject: MediaStreamTrack | None = None,
-        subject_delay_s: float = 0.0,
     ) -> None:
-        self.send_video = send_video
-        #: The subject's video is offered (newConsumer) this long after the peer's join.
-        self.subject_delay_s = subject_delay_s
         #: The subject's camera; default: ``video`` looped (a subject who ignores the instructions).
         self.subject = subject
         self.ignore_methods = set(ignore_methods)
@@ -338,8 +333,6 @@ class TestSfu:
         self.received_frames = 0
         self.last_received: np.ndarray | None = None
         self.errors: list[str] = []
-        #: The Host header of every WebSocket handshake the room received.
-        self.hosts: list[str] = []
         self.joined = asyncio.Event()
         self.left = asyncio.Event()
         self.produced = asyncio.Event()
@@ -349,7 +342,7 @@ class TestSfu:
         self._frames: list[np.ndarray] | None = None
 
     async def __aenter__(self) -> TestSfu:
-        if self.send_video and self.subject is None:
+        if self.subject is None:
             self._frames = await asyncio.to_thread(face_frames, self.video)
         self._server = await serve(self._serve, "127.0.0.1", 0, subprotocols=["protoo"])  # type: ignore[list-item]
         return self
@@ -385,8 +378,6 @@ class TestSfu:
     # ------------------------------------------------------------------ protoo
 
     async def _serve(self, socket: ServerConnection) -> None:
-        if socket.request is not None:
-            self.hosts.append(socket.request.headers.get("Host", ""))
         if not self.accepting or socket.request is None:
             await socket.close(code=1013)
             return
@@ -429,7 +420,7 @@ class TestSfu:
             }
         with contextlib.suppress(ConnectionClosed):
             await peer.socket.send(json.dumps(response))
-        if method == "join" and response["ok"] and self.send_video:
+        if method == "join" and response["ok"]:
             self._spawn(peer, self._offer_subject(peer))
 
     async def _handle(self, peer: _Peer, method: str, data: dict[str, Any]) -> dict[str, Any]:
@@ -479,10 +470,8 @@ class TestSfu:
     async def _offer_subject(self, peer: _Peer) -> None:
         """After join: the subject's video producer becomes a consumer of the peer (newConsumer)."""
         transport = peer.consuming_transport
-        if transport is None or not self.send_video:
+        if transport is None:
             return
-        if self.subject_delay_s > 0:
-            await asyncio.sleep(self.subject_delay_s)
         track = self.subject if self.subject is not None else FaceVideoTrack(self._frames or [])
         sender = RTCRtpSender(track, transport.dtls)
         peer.senders.append(sender)

@@ -21,7 +21,7 @@
 // GET /subject?roomId=&peerId= is the browser subject's page (subject/, bundled by esbuild).
 //
 // Every request and room event is written to stdout as one JSON line ({"event": ...}) so a test
-// can follow the room (who joined, produced, consumed, left).
+// can follow the room (who connected with which Host header, joined, produced, consumed, left).
 
 const fs = require('fs');
 const http = require('http');
@@ -313,6 +313,8 @@ async function main() {
   });
   const ws = new protoo.WebSocketServer(server, { maxReceivedFrameSize: 960000, maxReceivedMessageSize: 960000 });
   ws.on('connectionrequest', (info, accept, reject) => {
+    // the Host header the peer sent (a client that pins a checked address must keep the name)
+    emit('connectionrequest', { host: info.request.headers.host || null });
     const query = url.parse(info.request.url, true).query;
     const roomId = query.roomId;
     const peerId = query.peerId;
