@@ -1,6 +1,7 @@
 """Video-call flows (table ``call_flows``): a plain record and the repository.
 
-Every transition that must happen once is a conditional ``UPDATE ... WHERE`` whose winner alone
+The state machine is ``domain.flows``'s: each transition here is its conditional ``UPDATE ...
+WHERE status IN (<the transition's sources>)``, taken from the domain rule, whose winner alone
 gets the row back: the outcome is claimed once (so a flow gets exactly one terminal callback), a
 delivery attempt is claimed once per attempt number, and a delivery ends once.
 
@@ -16,41 +17,34 @@ import builtins
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 from uuid import uuid4
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from domain.flows import (
+    CLAIM_ATTEMPT,
+    GIVE_UP,
+    MARK_DELIVERED,
+    RETRY_LATER,
+    START_MATCHING,
+    DeliveryStatus,
+    FlowStatus,
+    Transition,
+    ending,
+)
 from infra.db.errors import translate_errors
 from infra.db.outbox import stage
 from infra.db.tables import CallFlowRow, utc_now
 from infra.outgoing import Outgoing
 
-__all__ = ["CallFlowRecord", "CallFlowRepository", "DeliveryStatus", "FlowStatus", "FollowUp"]
+__all__ = ["CallFlowRecord", "CallFlowRepository", "FollowUp"]
 
 _MAX_ERROR = 500
 
 #: The messages that follow a transition, from the record its winner got back (to the outbox).
 FollowUp = Callable[["CallFlowRecord"], Sequence[Outgoing]]
-
-
-class FlowStatus(StrEnum):
-    RUNNING = "RUNNING"  # waiting for the call agent and the liveness session
-    MATCHING = "MATCHING"  # live; references fetched, waiting for the matcher
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-
-    @property
-    def terminal(self) -> bool:
-        return self in {FlowStatus.SUCCEEDED, FlowStatus.FAILED}
-
-
-class DeliveryStatus(StrEnum):
-    PENDING = "PENDING"
-    DELIVERED = "DELIVERED"
-    FAILED = "FAILED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,13 +150,9 @@ class CallFlowRepository:
         """RUNNING -> MATCHING, waiting for the answer to the MatchReferences ``request_id`` (in
         ``then``, so in the outbox with the transition); None once matching or concluded."""
         return await self._update(
-            [
-                CallFlowRow.id == flow_id,
-                CallFlowRow.outcome.is_(None),
-                CallFlowRow.status == FlowStatus.RUNNING.value,
-            ],
+            [CallFlowRow.id == flow_id, CallFlowRow.outcome.is_(None), _from(START_MATCHING)],
             then=then,
-            status=FlowStatus.MATCHING.value,
+            status=START_MATCHING.target.value,
             decision=decision,
             deadline=deadline,
             match_request_id=request_id,
@@ -178,13 +168,15 @@ class CallFlowRepository:
         first_attempt_at: datetime,
         then: FollowUp | None = None,
     ) -> CallFlowRecord | None:
-        """Claim the flow's one outcome; the record only for the caller that claimed it."""
+        """Claim the flow's one outcome (``status``: SUCCEEDED or FAILED, the domain's SUCCEED or
+        FAIL); the record only for the caller that claimed it."""
+        claim = ending(status)
         now = utc_now()
         return await self._update(
-            [CallFlowRow.id == flow_id, CallFlowRow.outcome.is_(None)],
+            [CallFlowRow.id == flow_id, CallFlowRow.outcome.is_(None), _from(claim)],
             then=then,
             outcome=outcome,
-            status=status.value,
+            status=claim.target.value,
             decision=decision,
             delivery=DeliveryStatus.PENDING.value,
             attempts=0,
@@ -197,11 +189,7 @@ class CallFlowRepository:
     ) -> CallFlowRecord | None:
         """Make ``attempt`` the delivery attempt in progress (once per number); else None."""
         return await self._update(
-            [
-                CallFlowRow.id == flow_id,
-                CallFlowRow.delivery == DeliveryStatus.PENDING.value,
-                CallFlowRow.attempts == attempt - 1,
-            ],
+            [CallFlowRow.id == flow_id, _from(CLAIM_ATTEMPT), CallFlowRow.attempts == attempt - 1],
             attempts=attempt,
             next_attempt_at=lease_until,
         )
@@ -210,9 +198,9 @@ class CallFlowRepository:
         self, flow_id: str, attempt: int, *, status_code: int, then: FollowUp | None = None
     ) -> CallFlowRecord | None:
         return await self._update(
-            self._attempt(flow_id, attempt),
+            self._attempt(flow_id, attempt, MARK_DELIVERED),
             then=then,
-            delivery=DeliveryStatus.DELIVERED.value,
+            delivery=MARK_DELIVERED.target.value,
             status_code=status_code,
             last_error=None,
             next_attempt_at=None,
@@ -223,7 +211,7 @@ class CallFlowRepository:
         self, flow_id: str, attempt: int, *, at: datetime, error: str, status_code: int | None
     ) -> CallFlowRecord | None:
         return await self._update(
-            self._attempt(flow_id, attempt),
+            self._attempt(flow_id, attempt, RETRY_LATER),
             next_attempt_at=at,
             last_error=error[:_MAX_ERROR],
             status_code=status_code,
@@ -239,9 +227,9 @@ class CallFlowRepository:
         then: FollowUp | None = None,
     ) -> CallFlowRecord | None:
         return await self._update(
-            self._attempt(flow_id, attempt),
+            self._attempt(flow_id, attempt, GIVE_UP),
             then=then,
-            delivery=DeliveryStatus.FAILED.value,
+            delivery=GIVE_UP.target.value,
             next_attempt_at=None,
             last_error=error[:_MAX_ERROR],
             status_code=status_code,
@@ -269,10 +257,7 @@ class CallFlowRepository:
                     (
                         await session.scalars(
                             select(CallFlowRow.id)
-                            .where(
-                                CallFlowRow.delivery == DeliveryStatus.PENDING.value,
-                                CallFlowRow.next_attempt_at <= now,
-                            )
+                            .where(_from(CLAIM_ATTEMPT), CallFlowRow.next_attempt_at <= now)
                             .order_by(CallFlowRow.next_attempt_at)
                             .limit(limit)
                         )
@@ -284,9 +269,7 @@ class CallFlowRepository:
                     await session.scalars(
                         update(CallFlowRow)
                         .where(
-                            CallFlowRow.id.in_(ids),
-                            CallFlowRow.delivery == DeliveryStatus.PENDING.value,
-                            CallFlowRow.next_attempt_at <= now,
+                            CallFlowRow.id.in_(ids), _from(CLAIM_ATTEMPT), CallFlowRow.next_attempt_at <= now
                         )
                         .values(next_attempt_at=lease_until, updated_at=utc_now())
                         .returning(CallFlowRow)
@@ -296,12 +279,8 @@ class CallFlowRepository:
                 return [_record(row) for row in rows]
 
     @staticmethod
-    def _attempt(flow_id: str, attempt: int) -> builtins.list[Any]:
-        return [
-            CallFlowRow.id == flow_id,
-            CallFlowRow.delivery == DeliveryStatus.PENDING.value,
-            CallFlowRow.attempts == attempt,
-        ]
+    def _attempt(flow_id: str, attempt: int, transition: Transition[DeliveryStatus]) -> builtins.list[Any]:
+        return [CallFlowRow.id == flow_id, _from(transition), CallFlowRow.attempts == attempt]
 
     async def _update(
         self, criteria: builtins.list[Any], *, then: FollowUp | None = None, **values: Any
@@ -328,6 +307,12 @@ class CallFlowRepository:
             async with self._sessions() as session:
                 row = (await session.scalars(select(CallFlowRow).where(*criteria))).one_or_none()
         return None if row is None else _record(row)
+
+
+def _from(transition: Transition[FlowStatus] | Transition[DeliveryStatus]) -> Any:
+    """The ``WHERE`` clause of ``transition``: the row is in one of its sources (domain.flows)."""
+    column = CallFlowRow.status if isinstance(transition.target, FlowStatus) else CallFlowRow.delivery
+    return column.in_(sorted(source.value for source in transition.sources))
 
 
 def _record(row: CallFlowRow) -> CallFlowRecord:

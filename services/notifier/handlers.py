@@ -26,9 +26,10 @@ from contracts.commands import DeliverCallback, MatchReferences
 from contracts.events import CallbackDelivered, CallFailed, ReferencesMatched, SessionFinished
 from contracts.routing import NOTIFIER_CALLBACKS, CommandKey, EventKey
 from contracts.values import CallbackOutcome, Fusion, ImageData, SessionStatus
+from domain.flows import CLAIM_ATTEMPT, START_MATCHING, FlowStatus, conclusion
 from infra.db.audit import AuditAction
 from infra.db.errors import DatabaseError
-from infra.db.flows import CallFlowRecord, DeliveryStatus, FlowStatus
+from infra.db.flows import CallFlowRecord
 from infra.db.records import SessionRecord
 from infra.outgoing import Outgoing
 from infra.sweeps import each
@@ -132,7 +133,7 @@ async def conclude(
     deps: Deps, flow: CallFlowRecord, outcome: CallbackOutcome, decision: dict[str, Any]
 ) -> bool:
     """Claim the flow's one outcome and send its callback; False when it was concluded already."""
-    status = FlowStatus.SUCCEEDED if outcome is CallbackOutcome.SUCCESS else FlowStatus.FAILED
+    status = conclusion(outcome).target
     concluded = await deps.flows.conclude(
         flow.id,
         outcome=outcome.value,
@@ -184,7 +185,7 @@ async def _session_result(deps: Deps, session_id: str) -> dict[str, Any] | None:
 async def handle_session_finished(event: SessionFinished, deps: Deps) -> None:
     """A flow's liveness session ended: fail the flow, or fetch the references and match."""
     flow = await deps.flows.by_session(event.session_id)
-    if flow is None or flow.outcome is not None or flow.status is not FlowStatus.RUNNING:
+    if flow is None or flow.outcome is not None or not START_MATCHING.allows(flow.status):
         return  # a hosted-page session, or a repeated event: this flow is matching or has ended
     result = await _session_result(deps, event.session_id)
     decision = liveness_part(result)
@@ -260,7 +261,7 @@ def _request(flow: CallFlowRecord, secret: str | None, url: str) -> tuple[bytes,
 async def handle_deliver_callback(command: DeliverCallback, deps: Deps) -> None:
     """One delivery attempt: PUT, then delivered, a retry scheduled, or failed for good."""
     flow = await deps.flows.fetch(command.flow_id)
-    if flow is None or flow.delivery is not DeliveryStatus.PENDING or flow.attempts != command.attempt - 1:
+    if flow is None or not CLAIM_ATTEMPT.allows(flow.delivery) or flow.attempts != command.attempt - 1:
         return  # delivered, failed, or this attempt was made already
     lease = _now() + timedelta(seconds=deps.config.lease_s)
     claimed = await deps.flows.claim_attempt(flow.id, command.attempt, lease_until=lease)

@@ -7,8 +7,9 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from contracts.envelope import Command
+from domain.flows import FlowStatus
 from infra.db.audit import AuditAction
-from infra.db.flows import CallFlowRecord, FlowStatus, FollowUp
+from infra.db.flows import CallFlowRecord, FollowUp
 from infra.publisher import PublishFailed
 
 __all__ = [

@@ -26,11 +26,12 @@ from sqlalchemy.engine import make_url
 
 from contracts.routing import EVENTS_EXCHANGE, EventKey
 from contracts.values import SessionStatus
+from domain.flows import DeliveryStatus
 from domain.sessions import Expired
 from examples.controller import Controller
 from infra.broker import create_broker, declare_topology
 from infra.db.engine import create_engine, session_factory
-from infra.db.flows import CallFlowRecord, CallFlowRepository, DeliveryStatus
+from infra.db.flows import CallFlowRecord, CallFlowRepository
 from infra.db.outbox import SqlOutbox
 from infra.db.repositories import SessionRepository
 from infra.db.tables import OutboxRow, SessionRow

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import httpx
 
-from infra.db.flows import DeliveryStatus, FlowStatus
+from domain.flows import DeliveryStatus, FlowStatus
 from tests.unit.gateway.fakes import API_KEY, STATIC_TOKEN, Gateway
 
 KEY = {"Authorization": f"Bearer {API_KEY}"}

@@ -11,9 +11,10 @@ from PIL import Image
 
 from contracts.commands import JoinCall
 from contracts.values import SessionStatus
+from domain.flows import FlowStatus
 from domain.limits import LockoutPolicy
 from infra.db.errors import DatabaseError
-from infra.db.flows import CallFlowRecord, FlowStatus
+from infra.db.flows import CallFlowRecord
 from infra.db.records import SessionRecord
 from infra.storage.errors import StorageError
 from services.intake.errors import Unavailable

@@ -16,8 +16,9 @@ from typing import Any
 from contracts.envelope import Command, Message
 from contracts.routing import COMMANDS_EXCHANGE
 from contracts.values import SessionStatus
+from domain.flows import CLAIM_ATTEMPT, START_MATCHING, DeliveryStatus, FlowStatus, ending
 from infra.db.audit import AuditAction
-from infra.db.flows import CallFlowRecord, DeliveryStatus, FlowStatus
+from infra.db.flows import CallFlowRecord
 from infra.db.records import SessionRecord
 from services.notifier.handlers import Config, Deps
 from services.notifier.outcome import RetryPolicy
@@ -123,9 +124,9 @@ class FakeFlows:
     ) -> CallFlowRecord | None:
         return self._update(
             flow_id,
-            lambda row: row.outcome is None and row.status is FlowStatus.RUNNING,
+            lambda row: row.outcome is None and START_MATCHING.allows(row.status),
             then,
-            status=FlowStatus.MATCHING,
+            status=START_MATCHING.target,
             decision=decision,
             deadline=deadline,
             match_request_id=request_id,
@@ -143,10 +144,10 @@ class FakeFlows:
     ) -> CallFlowRecord | None:
         return self._update(
             flow_id,
-            lambda row: row.outcome is None,
+            lambda row: row.outcome is None and ending(status).allows(row.status),
             then,
             outcome=outcome,
-            status=status,
+            status=ending(status).target,
             decision=decision,
             delivery=DeliveryStatus.PENDING,
             attempts=0,
@@ -215,7 +216,7 @@ class FakeFlows:
 
 
 def _attempt(attempts: int) -> Callable[[CallFlowRecord], bool]:
-    return lambda row: row.delivery is DeliveryStatus.PENDING and row.attempts == attempts
+    return lambda row: CLAIM_ATTEMPT.allows(row.delivery) and row.attempts == attempts
 
 
 @dataclass

@@ -13,8 +13,8 @@ from contracts.commands import DeliverCallback
 from contracts.events import CallFailed, ReferencesMatched, SessionFinished
 from contracts.routing import COMMANDS_EXCHANGE, DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE, CommandKey, EventKey
 from contracts.values import CallbackOutcome, ErrorCode, ErrorInfo, Fusion, ModelInfo, SessionStatus
+from domain.flows import DeliveryStatus, FlowStatus
 from infra.db.audit import AuditAction
-from infra.db.flows import DeliveryStatus, FlowStatus
 from services.notifier.handlers import (
     conclude,
     handle_call_failed,
