@@ -401,7 +401,10 @@ class _Run:
         """Whether the current challenge's instruction was on the subject's screen when ``frame``
         was taken. A challenge after the first starts (fresh baseline, full time) at the first
         frame taken while the agent showed it, not at the frame that passed the previous one:
-        frames in between are not judged (past the time limit without one, it starts anyway)."""
+        frames in between are not judged, however long the worker's or the broker's backlog
+        (the agent shows the instruction only once the worker has judged the previous answer).
+        Only when a frame says the agent's video shows nothing (``shown`` -1: it never went
+        out) does the challenge start anyway past its time limit."""
         awaiting = self.awaiting
         if awaiting is None or self.sequence is None:
             return True
@@ -409,7 +412,7 @@ class _Run:
         if (
             frame.shown is not None
             and frame.shown < awaiting
-            and frame.t - issued_at < self.thresholds.time_limit_s
+            and (frame.shown >= 0 or frame.t - issued_at < self.thresholds.time_limit_s)
         ):
             return False
         self.sequence.restart(frame.t)

@@ -148,3 +148,28 @@ def test_each_next_challenges_clock_starts_when_the_subject_could_see_it() -> No
     untagged = [replace(f, shown=None) for f in frames]
     late = replay(CHALLENGES, untagged, identity_threshold=0.35, readiness=DEFAULT_READINESS)
     assert [v.reason.value if v.reason else None for v in late.verdicts] == [None, "TIMEOUT"]
+
+
+def test_a_backlog_longer_than_the_time_limit_does_not_start_the_next_challenge_early() -> None:
+    """The worker falls behind by 15 s (one analysis thread on a loaded machine, `faceproof bench
+    room` at load 24-39): the agent learns of challenge 1 and shows it 15 s of frames after the
+    frame that passed challenge 0. Frames still showing challenge 0 say the agent's video goes out
+    and the instruction has not reached it yet, so the clock waits for it and the subject who then
+    opens the mouth passes. (It used to start 6 s after the pass, on frames the subject took
+    before they could see it, and time out.) A frame whose video showed nothing (-1) still lets
+    it start past the time limit."""
+    backlog = int(15 * FPS)
+    poses = (
+        [face()] * 6 + [face(yaw=30.0)] * 4 + [face()] * (backlog + 12) + [face(mar=0.6)] * 4 + [face()] * 6
+    )
+    frames = [frame(n, lit(analysis)) for n, analysis in enumerate(poses)]
+    passed_at = 8  # the 3rd turned frame holds the turn (3 frames spanning 0.25 s)
+    shown = [replace(f, shown=0 if f.sequence <= passed_at + backlog else 1) for f in frames]
+    result = replay(CHALLENGES, shown, identity_threshold=0.35, readiness=DEFAULT_READINESS)
+    assert [v.status.value for v in result.verdicts] == ["PASSED", "PASSED"]
+    assert result.issued[1].t == pytest.approx((passed_at + backlog + 1) / FPS)
+
+    dark = [replace(f, shown=0 if f.sequence <= passed_at else -1) for f in frames]
+    stuck = replay(CHALLENGES, dark, identity_threshold=0.35, readiness=DEFAULT_READINESS)
+    assert stuck.issued[1].t == pytest.approx(passed_at / FPS + DEFAULT_THRESHOLDS.time_limit_s, abs=0.2)
+    assert [v.reason.value if v.reason else None for v in stuck.verdicts] == [None, "TIMEOUT"]
