@@ -1,13 +1,15 @@
-"""The ``ObjectStore`` port and the key rules every adapter enforces."""
+"""The key rules every adapter of the ``ObjectStore`` port (``domain.ports``) enforces, and the
+scannable store the reconciler walks."""
 
 from __future__ import annotations
 
 import builtins
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Protocol
 
+from domain.ports import ObjectStore
 from infra.storage.errors import InvalidKey
 
 __all__ = [
@@ -22,37 +24,6 @@ __all__ = [
 MAX_KEY_LENGTH = 512
 # Segments start with a letter or digit: no "", ".", "..", hidden or temporary files.
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=-]*(?:/[A-Za-z0-9][A-Za-z0-9._=-]*)*")
-
-
-class ObjectStore(Protocol):
-    """Bytes under '/'-separated keys such as ``sessions/<id>/frames/0001.jpg``."""
-
-    async def ensure_buckets(self) -> None:
-        """Create what the store needs (bucket, directory). Idempotent."""
-        ...
-
-    async def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
-
-    async def get(self, key: str) -> bytes:
-        """Raises ``ObjectNotFound``."""
-        ...
-
-    async def delete(self, key: str) -> None:
-        """Deleting a missing key is not an error."""
-        ...
-
-    async def list(self, prefix: str) -> builtins.list[str]:
-        """Every key under the folder ``prefix`` (``"sessions/<id>/"``, ending in '/'), sorted."""
-        ...
-
-    async def presign_get(self, key: str, expires: timedelta) -> str:
-        """A URL to read the object without credentials until ``expires`` from now.
-        Only S3 gives HTTP URLs; the local store answers a ``file://`` URL."""
-        ...
-
-    async def ping(self) -> None:
-        """Raises ``StorageUnavailable`` when the store cannot be reached."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import Scope
 
 from contracts.routing import ALL_ROUTES
+from domain.ports import ObjectStore
 from infra.broker import create_broker, declare_topology
 from infra.db.engine import create_engine, session_factory
 from infra.db.flows import CallFlowRepository
@@ -22,7 +23,6 @@ from infra.retention import Retention
 from infra.rpc import BrokerRpc
 from infra.settings import Settings
 from infra.storage import open_store
-from infra.storage.base import ObjectStore
 from infra.telemetry import http as http_telemetry
 from services.gateway.auth import Authenticator, Principal
 from services.gateway.body_rules import BodyRules

@@ -9,10 +9,10 @@ from fastapi import Depends, Header, Request
 from faststream.rabbit import RabbitBroker
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from domain.ports import ObjectStore
 from infra.db.repositories import SessionRepository
 from infra.db.security import LivenessFailures, RateLimitRepository
 from infra.settings import Settings
-from infra.storage.base import ObjectStore
 from services.gateway.auth import Authenticator, Principal, remembered_principal
 from services.gateway.comparisons import Comparisons
 from services.gateway.offers import CallAgents

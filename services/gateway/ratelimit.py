@@ -14,13 +14,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from domain.limits import Limits, RateDecision
+from domain.ports import Clock
 from infra.db.security import RateLimitRepository
 from infra.settings import Settings
 from services.gateway.problems import ProblemError
@@ -30,8 +30,6 @@ __all__ = ["RateLimitHeaders", "RateLimiter", "decision_headers", "static_limits
 #: Where the decision's headers wait for :class:`RateLimitHeaders` (the request's state).
 STATE_KEY = "ratelimit_headers"
 SESSION_PREFIX = "session:"
-
-Clock = Callable[[], datetime]
 
 
 def _utc_now() -> datetime:

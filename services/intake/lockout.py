@@ -16,9 +16,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from domain.limits import LockoutPolicy, lockout_subjects, retry_after_s
+from domain.ports import FailureHistory
 from infra.settings import Settings
 from services.intake.errors import LockedOut
-from services.intake.ports import FailureHistory
 
 __all__ = ["refuse_if_locked"]
 

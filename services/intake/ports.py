@@ -1,4 +1,5 @@
-"""The ports of the intake use cases: what they need from storage and the broker, no more.
+"""The ports of the intake use cases that are theirs alone: the session and flow rows, JoinCall.
+The reference store, the fetcher and the lockout's memory are ``domain.ports``'s.
 
 Postgres (``infra.db``), S3 (``infra.storage``) and RabbitMQ
 (:class:`services.intake.calls.BrokerCallCommands`) implement them in production;
@@ -7,20 +8,14 @@ Postgres (``infra.db``), S3 (``infra.storage``) and RabbitMQ
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, Protocol
 
 from contracts.commands import JoinCall
-from domain.limits import LockoutPolicy
 from infra.db.flows import CallFlowRecord
 from infra.db.records import SessionRecord
 
-__all__ = ["CallCommands", "FailureHistory", "FetchReference", "FlowRows", "ReferenceStore", "SessionRows"]
-
-#: Fetches a reference image URL (raises ``infra.safe_fetch``'s ``UrlRefused``, ``TooLarge``,
-#: ``NotAnImage`` or ``FetchFailed``).
-FetchReference = Callable[[str], Awaitable[bytes]]
+__all__ = ["CallCommands", "FlowRows", "SessionRows"]
 
 
 class SessionRows(Protocol):
@@ -41,25 +36,6 @@ class SessionRows(Protocol):
         ...
 
     async def set_client_token_hash(self, session_id: str, client_token_hash: str) -> bool: ...
-
-
-class ReferenceStore(Protocol):
-    """Where a session's reference image is kept (raises ``infra.storage.errors.StorageError``)."""
-
-    async def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
-
-    async def delete(self, key: str) -> None: ...
-
-
-class FailureHistory(Protocol):
-    """The lockout's memory of failed liveness sessions per subject digest."""
-
-    async def locked_until(
-        self, subjects: list[str], now: datetime, policy: LockoutPolicy
-    ) -> datetime | None:
-        """When the last lockout of ``subjects`` in force at ``now`` ends (``policy``'s rule over
-        their stored failures), or ``None``."""
-        ...
 
 
 class FlowRows(Protocol):

@@ -13,6 +13,7 @@ from uuid import uuid4
 
 from contracts.http import CreateSessionRequest
 from contracts.values import SessionStatus
+from domain.ports import FailureHistory, FetchReference, ReferenceStore
 from infra.db.errors import DatabaseError
 from infra.db.records import SessionRecord
 from infra.safe_fetch import (
@@ -32,7 +33,7 @@ from services.intake.caller import Caller
 from services.intake.client_tokens import new_client_token
 from services.intake.images import read_image_field
 from services.intake.lockout import refuse_if_locked
-from services.intake.ports import FailureHistory, FetchReference, ReferenceStore, SessionRows
+from services.intake.ports import SessionRows
 
 __all__ = ["SessionCreator", "client_url", "reference_bytes", "safe_fetcher"]
 

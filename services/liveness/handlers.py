@@ -31,7 +31,7 @@ from typing import Any, Final, Protocol
 import numpy as np
 
 from contracts.commands import ExpireSession, MatchReferences
-from contracts.envelope import Command, Event, utc_now
+from contracts.envelope import Event, utc_now
 from contracts.events import (
     ChallengeIssued,
     ChallengeVerdict,
@@ -43,6 +43,7 @@ from contracts.events import (
 )
 from contracts.routing import CommandKey, EventKey
 from contracts.values import ChallengeType, ImageData, SessionStatus
+from domain.ports import Publisher
 from domain.sessions import Decided, Expired, Outcome
 from infra.db.errors import VersionConflict
 from infra.db.liveness import LivenessFrame, LivenessRepository, LivenessState
@@ -77,7 +78,6 @@ __all__ = [
     "EXPIRY_SWEEPER",
     "Deps",
     "FrameSource",
-    "Publisher",
     "advance",
     "audit_image_count",
     "finish",
@@ -100,12 +100,6 @@ DEFAULT_CHALLENGE_COUNT: Final = 3
 SHOWN_KEY: Final = "shown"
 DEFAULT_AUDIT_IMAGES: Final = 2
 MAX_AUDIT_IMAGES: Final = 4
-
-
-class Publisher(Protocol):
-    async def event(self, event: Event, routing_key: str) -> None: ...
-
-    async def command(self, command: Command, routing_key: str) -> None: ...
 
 
 class FrameSource(Protocol):

@@ -9,13 +9,13 @@ import numpy as np
 import numpy.typing as npt
 
 from contracts.values import ErrorCode, FaceQualityInfo, ImageData, ModelInfo, QualityFilter
+from domain.ports import ObjectStore
 from faces.calibration import DEFAULT_FALSE_MATCH_RATE
 from faces.detection import Detection
 from faces.errors import ImageTooLargeError, InvalidImageError
 from faces.images import decode_image
 from faces.pipeline import FacePipeline
 from faces.quality import FaceQuality, assess_quality, failed_checks
-from infra.storage.base import ObjectStore
 from infra.storage.errors import ObjectNotFound
 from infra.telemetry.metrics import inference
 from services.matcher.batching import MicroBatcher

@@ -27,6 +27,7 @@ from contracts.events import CallbackDelivered, CallFailed, ReferencesMatched, S
 from contracts.routing import NOTIFIER_CALLBACKS, CommandKey, EventKey
 from contracts.values import CallbackOutcome, Fusion, ImageData, SessionStatus
 from domain.flows import CLAIM_ATTEMPT, START_MATCHING, FlowStatus, conclusion
+from domain.ports import CommandPublisher
 from infra.db.audit import AuditAction
 from infra.db.errors import DatabaseError
 from infra.db.flows import CallFlowRecord
@@ -59,7 +60,6 @@ from services.notifier.ports import (
     CallbackSender,
     CallbackUnreachable,
     FlowStore,
-    Publisher,
     PublishFailed,
     ReferenceSource,
     ReferencesUnavailable,
@@ -102,7 +102,9 @@ class Config:
 class Deps:
     flows: FlowStore
     sessions: Sessions
-    publisher: Publisher
+    #: What the sweeper publishes itself (a due retry: a leased row, sent again if lost); the
+    #: messages that follow a transition go to the outbox instead.
+    publisher: CommandPublisher
     references: ReferenceSource
     sender: CallbackSender
     config: Config

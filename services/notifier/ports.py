@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from contracts.envelope import Command
 from domain.flows import FlowStatus
 from infra.db.audit import AuditAction
 from infra.db.flows import CallFlowRecord, FollowUp
@@ -19,7 +18,6 @@ __all__ = [
     "CallbackUnreachable",
     "FlowStore",
     "PublishFailed",
-    "Publisher",
     "ReferenceImages",
     "ReferenceSource",
     "ReferencesUnavailable",
@@ -43,15 +41,6 @@ class ReferenceImages:
     images: list[bytes]
     #: Why some listed references were left out (no URL, no token: only an index and a reason).
     errors: list[str] = field(default_factory=list)
-
-
-class Publisher(Protocol):
-    """What the sweeper publishes itself (a due retry: a leased row, sent again if lost); the
-    messages that follow a transition go to the outbox instead. ``infra.publisher.Publisher``."""
-
-    async def command(self, command: Command, routing_key: str) -> None:
-        """Raises ``PublishFailed`` (``infra.publisher``'s, re-exported here)."""
-        ...
 
 
 class ReferenceSource(Protocol):
