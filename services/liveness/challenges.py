@@ -48,6 +48,7 @@ from typing import Any, Final
 
 from contracts.values import ChallengeType
 from services.liveness.analysis import FrameAnalysis
+from services.liveness.measures import FaceMeasures
 from services.liveness.parallax import Shape, median_shape, mouth_deformation, nose_parallax
 from services.liveness.progress import EvaluatorState, SequenceState, StreakState, VerdictState
 
@@ -124,13 +125,17 @@ class Thresholds:
     * Eyes. Open eyes give an eye aspect ratio of 0.18-0.40 (LFW 5th-95th percentiles, iris
       model contours), closed eyes 0.04-0.10 (stills with closed eyes; blinks in the videos
       bottom out at 0.05-0.12). A blink is both eyes below 55 % of their baseline, then both
-      back above 75 %, within 1.5 s. Meanwhile the pitch must stay within 10 degrees (looking
-      down lowers the lids: the videos show EAR at 35-40 % of the baseline on an 8-degree look
-      down) and the face's proportions within 15 % (a photo tilted away squashes the eyes,
-      and the whole face with them).
+      back above 75 %, within 1.5 s. The closed frames and the reopened one must keep the pitch
+      within 10 degrees of the baseline (looking down lowers the lids: the videos show EAR at
+      35-40 % of the baseline on an 8-degree look down) and the face's proportions within 15 %
+      (a photo tilted away squashes the eyes, and the whole face with them); a frame in between
+      that does not is skipped, not a reset: a tracked and a detected crop of one picture differ
+      by up to 4-5 degrees of pitch, and one such frame dropped a real blink (issue 15).
     * Mouth. A closed mouth has an inner-mouth aspect ratio of 0.0-0.15 (LFW median 0.10,
       talking 0.1-0.3); a deliberately open mouth 0.4-0.8. Open mouth: >= 0.35 and >= 0.2
-      above the baseline.
+      above the most closed mouth since the challenge began (the baseline, or a later frame: a
+      subject still talking when the instruction appears has a half-open baseline, 0.42 in
+      liveportrait_d12, then closes the mouth and opens it).
     * Move closer: the face box's longer side grows by 25 % and stays there (chosen, not
       measured: no video has such a movement; talking heads in them vary by about 10 % around
       their median size and never pass it by chance).
@@ -388,6 +393,8 @@ class ChallengeEvaluator:
     _blink: _BlinkState = field(default_factory=_BlinkState, init=False)
     _last_t: float | None = field(default=None, init=False)
     _max_travel: float = field(default=0.0, init=False)
+    _mouth_closed: float | None = field(default=None, init=False)
+    _mouth_shape: Shape | None = field(default=None, init=False)
     _depth_frames: int = field(default=0, init=False)
     _flat: bool = field(default=False, init=False)
 
@@ -415,6 +422,8 @@ class ChallengeEvaluator:
             blink_closed_since=self._blink.closed_since,
             last_t=self._last_t,
             max_travel=self._max_travel,
+            mouth_closed=self._mouth_closed,
+            mouth_shape=None if self._mouth_shape is None else list(self._mouth_shape),
             depth_frames=self._depth_frames,
             flat=self._flat,
         )
@@ -435,6 +444,8 @@ class ChallengeEvaluator:
         evaluator._blink = _BlinkState(state.blink_closed_since)
         evaluator._last_t = state.last_t
         evaluator._max_travel = state.max_travel
+        evaluator._mouth_closed = state.mouth_closed
+        evaluator._mouth_shape = None if state.mouth_shape is None else tuple(state.mouth_shape)
         evaluator._depth_frames = state.depth_frames
         evaluator._flat = state.flat
         return evaluator
@@ -512,7 +523,7 @@ class ChallengeEvaluator:
             wrong = -delta >= th.look_min_delta_deg and -absolute >= th.look_min_abs_deg
             return goal, wrong, min(max(delta / th.look_min_delta_deg, 0.0), 1.0)
         if kind is ChallengeType.OPEN_MOUTH:
-            delta = m.mar - base.mar
+            delta = m.mar - self._mouth_reference(m, base)[0]
             goal = m.mar >= th.mouth_open_mar and delta >= th.mouth_open_delta
             return goal, False, min(max(delta / th.mouth_open_delta, 0.0), 1.0)
         if kind is ChallengeType.MOVE_CLOSER:
@@ -531,6 +542,20 @@ class ChallengeEvaluator:
             start_distance - th.nose_target_radius, 1e-6
         )
         return goal, False, min(max(progress, 0.0), 1.0)
+
+    def _mouth_reference(self, m: FaceMeasures, base: Baseline) -> tuple[float, Shape | None]:
+        """The most closed mouth since the challenge began, before this frame: (MAR, mesh
+        points). The baseline's, unless a later frame closed the mouth further: a subject still
+        talking while the instruction appears gives a half-open baseline, then closes the mouth
+        and opens it; the opening is measured, and the lips' deformation judged, from the closed
+        mouth. This frame becomes the reference when it is more closed."""
+        if self._mouth_closed is None:
+            reference = (base.mar, base.shape)
+        else:
+            reference = (self._mouth_closed, self._mouth_shape)
+        if m.mar < reference[0]:
+            self._mouth_closed, self._mouth_shape = m.mar, m.shape
+        return reference
 
     def _movement_update(self, t: float, frame: FrameAnalysis, base: Baseline) -> Verdict:
         th = self.thresholds
@@ -560,8 +585,9 @@ class ChallengeEvaluator:
         if base.shape is None or shape is None:
             return True
         kind = self.challenge.type
-        if kind is ChallengeType.OPEN_MOUTH:
-            return mouth_deformation(base.shape, shape) >= th.min_mouth_deformation
+        if kind is ChallengeType.OPEN_MOUTH:  # the lips against the most closed mouth so far
+            closed = base.shape if self._mouth_closed is None else self._mouth_shape
+            return closed is None or mouth_deformation(closed, shape) >= th.min_mouth_deformation
         if kind in (ChallengeType.LOOK_UP, ChallengeType.LOOK_DOWN):
             return nose_parallax(base.shape, shape) >= th.min_look_parallax
         return nose_parallax(base.shape, shape) >= th.min_nose_parallax
@@ -585,9 +611,9 @@ class ChallengeEvaluator:
                 state.closed_since = t
             self._verdict = replace(self._verdict, progress=max(self._verdict.progress, 0.5))
         elif state.closed_since is not None:
-            if t - state.closed_since > th.blink_max_closed_s or not steady:
+            if t - state.closed_since > th.blink_max_closed_s:
                 state.closed_since = None
-            elif min(ratios) >= th.blink_open_ratio:
+            elif steady and min(ratios) >= th.blink_open_ratio:
                 return self._pass(t)
         return self._verdict
 

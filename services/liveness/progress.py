@@ -60,7 +60,9 @@ class EvaluatorState(_Document):
     ``baseline_frames``: the neutral frames so far, as ``FrameAnalysis.to_dict`` (at most
     ``Thresholds.baseline_frames``; the baseline is their median); ``gates``: a streak per gate
     reason code; ``depth_frames``: frames so far that left the baseline face's plane, ``flat``: the
-    movement was reached but a plane explained it (:mod:`services.liveness.parallax`)."""
+    movement was reached but a plane explained it (:mod:`services.liveness.parallax`);
+    ``mouth_closed`` / ``mouth_shape``: OPEN_MOUTH's most closed mouth after the baseline (MAR and
+    the 31 mesh points), which the opening is measured from."""
 
     started_at: float
     verdict: VerdictState
@@ -71,6 +73,8 @@ class EvaluatorState(_Document):
     blink_closed_since: float | None = None
     last_t: float | None = None
     max_travel: float = 0.0
+    mouth_closed: float | None = None
+    mouth_shape: list[float] | None = None
     depth_frames: int = 0
     flat: bool = False
 

@@ -203,6 +203,35 @@ def test_eyes_closed_for_long_are_not_a_blink() -> None:
     assert verdict.status is ChallengeStatus.PASSED
 
 
+def test_one_unsteady_frame_does_not_drop_a_blink() -> None:
+    # the analysis of one frame of the reopening eyes reads the head a little further down (a
+    # tracked crop against a detected one): that frame is skipped, the blink goes on
+    closed, wobbly = face(ear=0.08), face(ear=0.2, pitch=11.0)
+    verdict = run(ChallengeType.BLINK, seq((NEUTRAL, 4), (closed, 1), (wobbly, 1), (NEUTRAL, 1)))
+    assert verdict.status is ChallengeStatus.PASSED
+    # but eyes reopening on unsteady frames only are not a blink (nor is closing on them)
+    reopened_down = face(pitch=11.0)
+    assert run(ChallengeType.BLINK, seq((NEUTRAL, 4), (closed, 1), (reopened_down, 4))).status is (
+        ChallengeStatus.PENDING
+    )
+    squashed = face(ear=0.08, aspect=0.6)
+    assert run(ChallengeType.BLINK, seq((NEUTRAL, 4), (squashed, 1), (NEUTRAL, 2))).status is (
+        ChallengeStatus.PENDING
+    )
+
+
+def test_an_open_mouth_counts_from_the_most_closed_mouth() -> None:
+    # the subject is still talking when the instruction appears: a half-open baseline (0.4)
+    half_open, closed, open_ = face(mar=0.4), face(mar=0.05), face(mar=0.5)
+    assert run(ChallengeType.OPEN_MOUTH, seq((half_open, 4), (open_, 5))).status is ChallengeStatus.PENDING
+    verdict = run(ChallengeType.OPEN_MOUTH, seq((half_open, 4), (closed, 2), (open_, 3)))
+    assert verdict.status is ChallengeStatus.PASSED
+    # still 0.2 above the closed mouth and 0.35 at least
+    assert run(ChallengeType.OPEN_MOUTH, seq((half_open, 4), (closed, 2), (face(mar=0.3), 5))).status is (
+        ChallengeStatus.PENDING
+    )
+
+
 # -- nose to target -----------------------------------------------------------------------------
 
 
