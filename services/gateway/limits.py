@@ -7,7 +7,8 @@ One ASGI middleware, :class:`RequestGuard`, in this order:
    read a different copy;
 2. a NUL character in the path or the query string: 400 ``INVALID_CHARACTER``;
 3. the caller, before a byte of the body is read: on the routes that take an API key, the key
-   (401) and the client's rate limit and quota (429), and the
+   (401) and the client's rate limit and quota (429; 503 ``DATABASE_UNAVAILABLE`` while Postgres,
+   which holds them, cannot be reached), and the
    :class:`~services.gateway.auth.Principal` is kept for the route; a bearer token at all on the
    browser's routes;
 4. the route's body limit (:mod:`services.gateway.body_rules`): 413 ``BODY_TOO_LARGE`` from a
@@ -27,12 +28,13 @@ from typing import Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from infra.db.errors import DatabaseUnavailable
 from services.gateway.auth import Principal, remember_principal
 from services.gateway.body_rules import Auth, BodyRules
 from services.gateway.client_tokens import bearer_token, client_unauthorized
 from services.gateway.json_body import OFFLOAD_ABOVE_BYTES
 from services.gateway.json_scan import JsonScan, json_depth, scan_json
-from services.gateway.problems import ProblemError, problem_response
+from services.gateway.problems import ProblemError, database_unavailable, problem_response
 
 #: json_depth: re-exported for the callers that check a body's depth alone.
 __all__ = ["SINGLE_HEADERS", "RequestGuard", "json_depth"]
@@ -65,6 +67,9 @@ class RequestGuard:
             body = await self._check(scope, receive)
         except ProblemError as error:
             await problem_response(error.problem, error.headers)(scope, receive, send)
+            return
+        except DatabaseUnavailable as error:  # the key's and the rate limit's rows are in Postgres
+            await database_unavailable(scope["method"], scope["path"], error)(scope, receive, send)
             return
         if body is None:  # the client went away before sending its body
             await self._app(scope, _replay([{"type": "http.disconnect"}]), send)

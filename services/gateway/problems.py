@@ -109,9 +109,10 @@ async def _on_http(_: Request, exc: Exception) -> JSONResponse:
 DATABASE_RETRY_AFTER_S = 5
 
 
-async def _on_database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    """Postgres unreachable, restarting or full, on any route: 503, retryable (no 500)."""
-    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+def database_unavailable(method: str, path: str, exc: Exception) -> JSONResponse:
+    """Postgres unreachable, restarting or full, on any route or in the request guard (the key and
+    the rate limit are read there): 503, retryable (no 500)."""
+    log.warning("database unavailable on %s %s: %s", method, path, type(exc).__name__)
     problem = Problem(
         title="Service unavailable",
         status=503,
@@ -119,6 +120,10 @@ async def _on_database_unavailable(request: Request, exc: Exception) -> JSONResp
         code="DATABASE_UNAVAILABLE",
     )
     return problem_response(problem, {"Retry-After": str(DATABASE_RETRY_AFTER_S)})
+
+
+async def _on_database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    return database_unavailable(request.method, request.url.path, exc)
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from starlette.types import Message, Scope
 
+from infra.db.errors import DatabaseUnavailable
 from infra.settings import Settings
 from services.gateway.app import create_app
 from services.gateway.auth import Authenticator, Principal, remembered_principal
@@ -50,11 +51,15 @@ class _App:
 
 
 def _call(
-    method: str, path: str, headers: list[tuple[bytes, bytes]], chunks: list[bytes] | None
+    method: str,
+    path: str,
+    headers: list[tuple[bytes, bytes]],
+    chunks: list[bytes] | None,
+    admit: Any = _admit,
 ) -> tuple[int, dict[str, Any], _App, int]:
     """Run one request through the guard; ``chunks=None``: reading the body fails the test."""
     app = _App()
-    guard = RequestGuard(app, rules=BodyRules(SETTINGS), max_depth=8, admit=_admit)
+    guard = RequestGuard(app, rules=BodyRules(SETTINGS), max_depth=8, admit=admit)
     pending = list(chunks) if chunks is not None else None
     reads = 0
     sent: list[Message] = []
@@ -76,6 +81,21 @@ def _call(
     payload = b"".join(message.get("body", b"") for message in sent[1:])
     answer = json.loads(payload) if status != 200 else {}
     return status, answer, app, reads
+
+
+def test_a_database_that_cannot_be_reached_while_admitting_the_caller_answers_503() -> None:
+    """The key and the rate limit are rows in Postgres: while it restarts, the guard answers what
+    every route answers then (503 DATABASE_UNAVAILABLE, Retry-After), never a 500 (the compose
+    stack's Postgres restart under load answered 500, tests/e2e/test_compose_stack_e2e.py)."""
+
+    async def database_down(_: Scope, authorization: str | None) -> Principal:
+        raise DatabaseUnavailable("connection refused")
+
+    status, answer, app, reads = _call(
+        "POST", "/v1/compare", [(b"authorization", b"Bearer static-token")], None, admit=database_down
+    )
+    assert status == 503 and answer["code"] == "DATABASE_UNAVAILABLE", answer
+    assert app.body is None and reads == 0  # nothing read, nothing passed on
 
 
 BEARER = (b"authorization", b"Bearer static-token")
