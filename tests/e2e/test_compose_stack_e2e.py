@@ -1,14 +1,15 @@
 """The deployment as an operator brings it up: the images of deploy/ built (scripts/local-images, on a
 private dockerd), `docker compose up` of deploy/compose/compose.yaml with the test-only
 compose.local.yaml (scripts/local-compose), then a compare, a hosted liveness session with a scripted
-WebRTC subject and a video-call flow through it, and every faceproof container killed and restarted
-while compares stream.
+WebRTC subject and a video-call flow through a real mediasoup room, and then the faults: every
+faceproof container killed and restarted, the RabbitMQ and the Postgres container restarted, while
+compares stream and hosted sessions and call flows run (tests/e2e/compose_load.py).
 
 It skips only where dockerd cannot start here (printing why). The images are cached in
 ~/.cache/faceproof/dockerd (FACEPROOF_DOCKER_DIR): the first build takes minutes (deploy/README.md),
 later runs rebuild only the project's layer when the code changed. The heavy part is the last test:
-six kills, each waiting for the container to be ready again (82 s of the module's 204 s on 2 shared
-cores at load average 30 to 38; deploy/README.md).
+eight faults, each waiting for the stack to be ready again, then for every session and flow to end
+(deploy/README.md has the times measured).
 """
 
 from __future__ import annotations
@@ -19,15 +20,24 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
 
 from examples.controller import Controller
+from faceproof.testing.mediasoup_room import MediasoupRoom, run_bounded
 from faceproof.testing.scripted_subject import Media
-from faceproof.testing.webrtc_subject import SourceTrack
 from services.liveness.analysis import FrameAnalyzer
-from tests.e2e.conftest import TOKEN, Stack, image_b64, run_flow, write_jpeg
+from tests.e2e.compose_load import (
+    FINISHED_QUEUE,
+    SESSION_EXPIRES_S,
+    TERMINAL,
+    Load,
+    bind_finished,
+    count_finished,
+)
+from tests.e2e.conftest import TOKEN, Stack, flow_with_subject, image_b64, write_jpeg
 from tests.e2e.conftest import scripted as scripted_call_source
 from tests.e2e.test_liveness_sessions_e2e import (
     ANSWERABLE,
@@ -41,6 +51,7 @@ from tests.paths import PEOPLE
 from tests.support.compose_stack import (
     APP_SERVICES,
     IMAGE,
+    INFRA_SERVICES,
     ComposeStack,
     Unavailable,
     build_images,
@@ -48,10 +59,9 @@ from tests.support.compose_stack import (
     docker_env,
     stop_docker,
 )
-from tests.support.test_sfu import TestSfu
 
 #: The first test's setup builds the images (about 6 minutes on a new machine) and brings the stack up;
-#: the last kills and restarts six containers: more than the suite's 300 s each under load.
+#: the last runs eight faults under load: more than the suite's 300 s each under load.
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 
 #: The gateway's compare deadline in this stack (FACEPROOF_COMPARE_TIMEOUT_S): a compare whose
@@ -62,7 +72,7 @@ ANSWER_WITHIN_S = COMPARE_TIMEOUT_S + 4.0
 
 SETTINGS = {
     "FACEPROOF_COMPARE_TIMEOUT_S": str(COMPARE_TIMEOUT_S),
-    "FACEPROOF_FETCH_ALLOW_HOSTS": "127.0.0.1",  # the example controller and the test SFU
+    "FACEPROOF_FETCH_ALLOW_HOSTS": "127.0.0.1",  # the example controller and the mediasoup room
     "FACEPROOF_INFERENCE_THREADS": "1",  # 2 cores, six processes
     "FACEPROOF_MATCHER_CONCURRENCY": "1",
     "FACEPROOF_LIVENESS_CONCURRENCY": "1",
@@ -167,20 +177,23 @@ def test_a_hosted_session_with_a_scripted_webrtc_subject_succeeds(
     assert image.status_code == 200 and image.content[:2] == b"\xff\xd8"
 
 
-def test_a_video_call_flow_succeeds_with_one_callback(
+@pytest.mark.usefixtures("room_server")
+def test_a_video_call_flow_through_a_real_mediasoup_room_succeeds_with_one_callback(
     stack: Stack, controller: Controller, d3: Media, analyzer: FrameAnalyzer
 ) -> None:
     write_jpeg(controller.images / "reference.jpg", d3, len(d3.frames) - 1)
 
-    async def scenario() -> tuple[dict[str, object], dict[str, object]]:
-        source = scripted_call_source(d3, analyzer)
-        async with TestSfu(subject=SourceTrack(source)) as sfu:
-            return await run_flow(stack, controller, sfu.url(), source)
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any], int]:
+        async with MediasoupRoom() as room:
+            return await flow_with_subject(
+                stack, controller, room, "compose", scripted_call_source(d3, analyzer)
+            )
 
-    state, callback = asyncio.run(scenario())
+    state, callback, instruction_frames = run_bounded(scenario())
     assert callback["outcome"] == "success", (callback, state)
     assert state["status"] == "SUCCEEDED" and state["match"] is True, state
     assert state["callback"]["delivery"] == "DELIVERED", state
+    assert instruction_frames > 0, "the subject never received the call agent's instruction video"
 
 
 @dataclass
@@ -232,37 +245,154 @@ ANSWERS = {"200", "503", "504"}
 NO_GATEWAY = {"ConnectError", "RemoteProtocolError", "ReadError"}
 
 
-def test_each_faceproof_container_killed_and_restarted_under_a_compare_stream(compose: ComposeStack) -> None:
-    """`docker kill` (SIGKILL, no shutdown) of each faceproof container in turn, then `docker start`,
-    while compares stream: every compare answers 200, 503 or 504 within its deadline (a killed
-    gateway refuses connections instead), every worker has its queues' consumers back, and the stream
-    answers 200 again. The counts are printed."""
-    report: dict[str, Counter[str]] = {}
-    with CompareStream(compose.url) as stream:
-        time.sleep(3)
-        for service in APP_SERVICES:
-            began = time.monotonic()
-            compose.docker("kill", compose.containers[service])
+#: The faults in order: `docker kill` + `docker start` of each faceproof container, then a restart
+#: (`docker stop`, down a few seconds, `docker start`) of the RabbitMQ and the Postgres container.
+FAULTS = (*APP_SERVICES, "rabbitmq", "postgres")
+#: What a session creation or a call start may answer instead of 201/202 while a fault lasts.
+REFUSALS = {"503", "504"} | NO_GATEWAY
+#: The infra containers' seconds down (as `faceproof bench soak --restart`'s --down).
+DOWN_S = 3
+
+
+@dataclass
+class Fault:
+    target: str
+    #: Seconds from the container's start until the stack was ready again (every queue consumed).
+    back_s: float
+    compares: Counter[str]
+    late: list[tuple[str, float]]
+    #: Sessions and flows under way when the fault began, and all that overlapped it.
+    running: tuple[int, int]
+    overlapped: tuple[int, int]
+
+    def line(self) -> str:
+        return (
+            f"{self.target}: ready again in {self.back_s:.0f} s; under way at the fault "
+            f"{self.running[0]} session(s), {self.running[1]} call flow(s) (overlapping it "
+            f"{self.overlapped[0]}, {self.overlapped[1]}); compares {dict(self.compares)}"
+        )
+
+
+def run_faults(compose: ComposeStack, stream: CompareStream, load: Load) -> list[Fault]:
+    """Each fault of FAULTS in turn, once a session and a flow are under way (or after 180 s)."""
+    faults: list[Fault] = []
+    for target in FAULTS:
+        deadline = time.monotonic() + 180
+        while min(load.running(time.monotonic())) == 0 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        began = time.monotonic()
+        running = load.running(began)
+        container = compose.containers[target]
+        if target in APP_SERVICES:
+            compose.docker("kill", container)
             time.sleep(2)
-            compose.docker("start", compose.containers[service])
-            back_s = compose.wait_ready(seconds=180)
-            time.sleep(2)  # compares after the return
-            seen = stream.since(began)
-            report[service] = Counter(outcome.answer for outcome in seen)
-            allowed = ANSWERS | (NO_GATEWAY if service == "gateway" else set())
-            assert {outcome.answer for outcome in seen} <= allowed, (service, report[service])
-            late = [o for o in seen if o.answer in ANSWERS and o.seconds > ANSWER_WITHIN_S]
-            assert not late, (service, [(o.answer, round(o.seconds, 1)) for o in late])
-            print(
-                f"\n{service}: killed, started, ready again in {back_s:.0f} s; "
-                f"compares {dict(report[service])}"
-            )
+        else:
+            compose.docker("stop", "--time", "30", container, timeout=120)
+            time.sleep(DOWN_S)
+        compose.docker("start", container)
+        back_s = compose.wait_ready(seconds=300, services=(*APP_SERVICES, *INFRA_SERVICES))
+        time.sleep(2)  # compares after the return
+        seen = stream.since(began)
+        late = [
+            (o.answer, round(o.seconds, 1))
+            for o in seen
+            if o.answer in ANSWERS and o.seconds > ANSWER_WITHIN_S
+        ]
+        fault = Fault(
+            target,
+            back_s,
+            Counter(o.answer for o in seen),
+            late,
+            running,
+            load.overlapping(began, time.monotonic()),
+        )
+        print(f"\n{fault.line()}", flush=True)
+        faults.append(fault)
+    return faults
+
+
+def session_ends(compose: ComposeStack, ids: list[str], within_s: float) -> dict[str, dict[str, Any]]:
+    """Each session's resource once all are terminal (or at ``within_s``: ``status`` UNKNOWN if
+    never read)."""
+    ends: dict[str, dict[str, Any]] = {session_id: {"status": "UNKNOWN"} for session_id in ids}
+    deadline = time.monotonic() + within_s
+    with httpx.Client(
+        base_url=compose.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30
+    ) as client:
+        while True:
+            for session_id in [s for s, end in ends.items() if end["status"] not in TERMINAL]:
+                answer = client.get(f"/v1/sessions/{session_id}")
+                if answer.status_code == 200:
+                    ends[session_id] = answer.json()
+            if all(end["status"] in TERMINAL for end in ends.values()) or time.monotonic() > deadline:
+                return ends
+            time.sleep(1)
+
+
+def quiet_queues(compose: ComposeStack, within_s: float = 120) -> dict[str, tuple[int, int, int]]:
+    """Every queue (but the test's own) once none holds a ready or unacknowledged message (or at
+    ``within_s``): a compare queued while the matcher was down may still be in work."""
+    deadline = time.monotonic() + within_s
+    while True:
+        queues = {name: state for name, state in compose.queues().items() if name != FINISHED_QUEUE}
+        if not any(ready or unacked for _, ready, unacked in queues.values()) or time.monotonic() > deadline:
+            return queues
+        time.sleep(1)
+
+
+@pytest.mark.timeout(1800)
+@pytest.mark.usefixtures("room_server")
+def test_faults_under_compares_sessions_and_call_flows_lose_nothing(
+    compose: ComposeStack, stack: Stack, controller: Controller, d3: Media, analyzer: FrameAnalyzer
+) -> None:
+    """While compares stream, hosted sessions (scripted WebRTC subject) run one after another and
+    video-call flows run one after another through a real mediasoup room: `docker kill` and
+    `docker start` of each faceproof container in turn, then a restart of the RabbitMQ container and
+    of the Postgres container, each once a session and a flow are under way. Then: every compare
+    answered 200, 503 or 504 within its deadline (a killed gateway refuses connections instead);
+    every session in exactly one terminal status, with exactly one SessionFinished; every accepted
+    flow exactly one signed callback; every queue consumed again, nothing ready, unacknowledged
+    or dead-lettered. The counts are printed."""
+    write_jpeg(controller.images / "reference.jpg", d3, len(d3.frames) - 1)
+    asyncio.run(bind_finished(compose.broker_url))
+    load = Load(stack, controller, d3, analyzer)
+    started = time.monotonic()
+    with CompareStream(compose.url) as stream:
+        faults = run_bounded(load.run(lambda: run_faults(compose, stream, load)))
+        load_s = time.monotonic() - started
+        ends = session_ends(compose, list(load.sessions), within_s=SESSION_EXPIRES_S + 60)
+    statuses = {session_id: end["status"] for session_id, end in ends.items()}
+    reasons = Counter(reason for end in ends.values() for reason in end.get("reasons") or [])
+    time.sleep(5)  # a second callback or SessionFinished would arrive now
+    queues = quiet_queues(compose)
+    finished = asyncio.run(count_finished(compose.broker_url))
+
+    callbacks = {token: load.callbacks(token) for token in load.flows}
+    mine = [c for c in controller.callbacks if c.token in load.flows]
+    compares = Counter(o.answer for o in stream.outcomes)
+    print(
+        f"\nfaults under load ({load_s:.0f} s): compares {dict(compares)}; "
+        f"sessions {len(load.sessions)} {dict(Counter(statuses.values()))} (reasons {dict(reasons)}), "
+        f"SessionFinished per "
+        f"session {dict(Counter(finished[s] for s in load.sessions))}; call flows {len(load.flows)}, "
+        f"callbacks per flow {dict(Counter(callbacks.values()))}, "
+        f"{dict(Counter(c.outcome for c in mine))}; refused starts "
+        f"{dict(Counter(f'{kind} {answer}' for _, kind, answer in load.refused))}; subject-side errors "
+        f"{dict(load.subject_errors)}; queues after {queues}",
+        flush=True,
+    )
+
+    for fault in faults:
+        allowed = ANSWERS | (NO_GATEWAY if fault.target == "gateway" else set())
+        assert set(fault.compares) <= allowed, fault.line()
+        assert not fault.late, (fault.target, fault.late)
+        assert fault.running[0] >= 1 and fault.running[1] >= 1, f"nothing under way: {fault.line()}"
+    assert {answer for _, _, answer in load.refused} <= REFUSALS, load.refused
+    assert all(status in TERMINAL for status in statuses.values()), statuses
+    assert all(finished[s] == 1 for s in load.sessions), {s: finished[s] for s in load.sessions}
+    assert all(count == 1 for count in callbacks.values()), callbacks
+    assert all(c.signature_valid is True for c in mine)
+    assert not compose.unconsumed()
+    assert all(ready == unacked == 0 for _, ready, unacked in queues.values()), queues
     after = compare(compose.url, image_b64(PEOPLE / "obama.jpg"), image_b64(PEOPLE / "obama2.jpg"))
     assert after.status_code == 200 and after.json()["match"] is True, after.text
-    assert not compose.unconsumed()
-    # a compare queued while the matcher was down may still be in work: unacked until it is done
-    deadline = time.monotonic() + 60
-    while (stuck := {n: c for n, c in compose.queues().items() if c[2] > 0}) and time.monotonic() < deadline:
-        time.sleep(1)
-    assert stuck == {}, f"unacknowledged messages left after 60 s: {stuck}"
-    assert any(outcome.answer == "200" for outcome in stream.outcomes[-3:])

@@ -164,8 +164,12 @@ class ComposeStack:
             except httpx.HTTPError:
                 ready = False
             unhealthy = [name for name in services if self.health(name) != "healthy"]
-            missing = ("gateway not ready" if not ready else None, unhealthy, sorted(self.unconsumed()))
-            if ready and not unhealthy and not missing[2]:
+            try:
+                unconsumed: list[str] = sorted(self.unconsumed())
+            except (RuntimeError, subprocess.TimeoutExpired):  # RabbitMQ down or rabbitmqctl too slow
+                unconsumed = ["(rabbitmqctl did not answer)"]
+            missing = ("gateway not ready" if not ready else None, unhealthy, unconsumed)
+            if ready and not unhealthy and not unconsumed:
                 return time.monotonic() - started
             time.sleep(1)
         raise RuntimeError(f"the stack was not ready in {seconds} s ({missing}):\n{self.logs_tail()}")
