@@ -101,6 +101,37 @@ class SwitchingSource:
         return (self.second if self._switched else self.first).next_frame()
 
 
+@dataclass
+class OnScreen:
+    """A subject in a video call who answers a challenge once the call agent's video shows it, as
+    a person reacts to the picture: each ChallengeIssued (``instruct``) is held until a frame the
+    agent captured says it had drawn that instruction (:meth:`seen` with FrameCaptured.shown).
+    Handed the event itself, a scripted subject raced the agent under load and moved before the
+    frames that make the challenge's baseline (the first ones taken while it was shown)."""
+
+    source: FrameSource
+    #: The highest challenge index the agent's video showed (-1: none yet).
+    shown: int = -1
+    _pending: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    def instruct(self, message: dict[str, Any]) -> None:
+        self._pending[int(message["index"])] = message
+        self._release()
+
+    def seen(self, shown: int | None) -> None:
+        """A FrameCaptured of the session arrived (``shown`` None: the agent does not say)."""
+        if shown is not None:
+            self.shown = max(self.shown, shown)
+        self._release()
+
+    def next_frame(self) -> Image:
+        return self.source.next_frame()
+
+    def _release(self) -> None:
+        for index in sorted(i for i in self._pending if i <= self.shown):
+            self.source.instruct(self._pending.pop(index))
+
+
 def moved_in_plane(image: Image, index: int) -> Image:
     """The photo rotated up to 25 degrees in the image plane and slid around, as a hand would."""
     height, width = image.shape[:2]

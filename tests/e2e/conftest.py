@@ -29,7 +29,7 @@ from examples.controller import Controller
 from faceproof.testing.annotate import load_video_segments
 from faceproof.testing.mediasoup_room import MediasoupRoom, RoomSubject
 from faceproof.testing.scripted_subject import Media, ScriptedSubject
-from faceproof.testing.webrtc_subject import FrameSource, ScriptedSource, SourceTrack
+from faceproof.testing.webrtc_subject import FrameSource, OnScreen, ScriptedSource, SourceTrack
 from infra.safe_fetch import FetchPolicy
 from services.liveness.analysis import FrameAnalyzer
 from tests.paths import DATA_DIR, MODELS_DIR, REPO_ROOT
@@ -236,8 +236,10 @@ def start_stack(
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory, seaweedfs: SeaweedFS) -> Iterator[Stack]:
-    """The gateway and every worker as separate processes on fresh RabbitMQ, Postgres and S3 spaces."""
-    with start_stack(tmp_path_factory, seaweedfs, overrides={"FACEPROOF_NO_VIDEO_TIMEOUT_S": "8"}) as running:
+    """The gateway and every worker as separate processes on fresh RabbitMQ, Postgres and S3 spaces.
+    A call waits 25 s for its subject's video (a subject walks in 10 s after the agent)."""
+    overrides = {"FACEPROOF_NO_VIDEO_TIMEOUT_S": "25"}
+    with start_stack(tmp_path_factory, seaweedfs, overrides=overrides) as running:
         yield running
 
 
@@ -276,21 +278,29 @@ async def follow_instructions(
     stack: Stack, source: FrameSource, session: asyncio.Future[str], bound: asyncio.Event
 ) -> None:
     """The subject in the room sees the instructions drawn in the video; the script reads them
-    from the ChallengeIssued events instead (what the agent draws is checked elsewhere). ``bound``
-    is set once its queue is bound: a flow started before would lose its first instruction."""
+    from the ChallengeIssued events instead (what the agent draws is checked elsewhere), and
+    answers each once the agent's video shows it (a FrameCaptured's ``shown``; OnScreen), as a
+    person would. ``bound`` is set once its queue is bound: a flow started before would lose its
+    first instruction."""
+    screen = OnScreen(source)
     connection = await aio_pika.connect_robust(stack.vhost.url)
     async with connection:
         channel = await connection.channel()
         events = await channel.get_exchange("faceproof.events", ensure=False)
         queue = await channel.declare_queue(exclusive=True, auto_delete=True)
         await queue.bind(events, routing_key="challenge.issued")
+        await queue.bind(events, routing_key="frame.captured")
         bound.set()
         async with queue.iterator() as messages:
             async for message in messages:
                 async with message.process():
                     body = json.loads(message.body)
-                    if session.done() and body["session_id"] == session.result():
-                        source.instruct(body)
+                    if not session.done() or body["session_id"] != session.result():
+                        continue
+                    if message.routing_key == "challenge.issued":
+                        screen.instruct(body)
+                    else:
+                        screen.seen(body.get("shown"))
 
 
 async def run_flow(
