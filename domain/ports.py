@@ -1,5 +1,6 @@
 """The ports the services depend on that need nothing but contracts and the domain: the clock, the
-broker publisher, the object store, the reference fetcher and the lockout's memory. One place for
+broker publisher, the object store, the reference fetcher, the rate buckets and the lockout's
+memory. One place for
 each Protocol; the adapters live in ``infra`` (which names them), the fakes in ``tests/unit``.
 
 Errors are the adapters' and are named here only in words: a publisher raises
@@ -18,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from contracts.envelope import Command, Event
-from domain.limits import LockoutPolicy
+from domain.limits import Limits, LockoutPolicy, RateDecision
 
 __all__ = [
     "Clock",
@@ -27,6 +28,7 @@ __all__ = [
     "FetchReference",
     "ObjectStore",
     "Publisher",
+    "RateBuckets",
     "ReferenceStore",
 ]
 
@@ -100,6 +102,16 @@ class FetchReference(Protocol):
     ``infra.safe_fetch``'s ``UrlRefused``, ``TooLarge``, ``NotAnImage`` or ``FetchFailed``)."""
 
     async def __call__(self, url: str, /) -> bytes: ...
+
+
+class RateBuckets(Protocol):
+    """Every client's token bucket and monthly count, shared by the replicas
+    (``infra.db.security.RateLimitRepository``)."""
+
+    async def take(self, client_key: str, limits: Limits, now: datetime) -> RateDecision:
+        """Take one token from ``client_key``'s bucket and count the request against its quota
+        (``domain.limits.take_token`` and ``decide``, applied atomically)."""
+        ...
 
 
 class FailureHistory(Protocol):

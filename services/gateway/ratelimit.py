@@ -20,8 +20,7 @@ from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from domain.limits import Limits, RateDecision
-from domain.ports import Clock
-from infra.db.security import RateLimitRepository
+from domain.ports import Clock, RateBuckets
 from infra.settings import Settings
 from services.gateway.problems import ProblemError
 
@@ -59,7 +58,7 @@ def decision_headers(decision: RateDecision) -> dict[str, str]:
 class RateLimiter:
     """Charges requests to buckets; raises a 429 :class:`ProblemError` when one is empty."""
 
-    def __init__(self, repository: RateLimitRepository, settings: Settings, clock: Clock = _utc_now) -> None:
+    def __init__(self, repository: RateBuckets, settings: Settings, clock: Clock = _utc_now) -> None:
         self._repository = repository
         self._session_limits = Limits(settings.session_rate_per_second, settings.session_burst, None)
         self._clock = clock

@@ -25,7 +25,8 @@ from contracts.languages import choose_language
 from contracts.public import CallStarted, CommandRejected, RejectReason, SessionCreated
 from contracts.routing import INGRESS_COMMANDS, PUBLIC_COMMANDS_EXCHANGE, PublicEventKey
 from contracts.values import ImageData
-from domain.limits import Limits, RateDecision
+from domain.limits import Limits
+from domain.ports import RateBuckets
 from infra.db.ingress import BrokerClient, CommandStatus
 from infra.dead_letters import RedactedLetter
 from infra.settings import Settings
@@ -62,10 +63,6 @@ class Processed(Protocol):
     async def claim(self, client_id: str, message_id: str, command: str, *, redelivered: bool) -> bool: ...
 
     async def finish(self, client_id: str, message_id: str, status: CommandStatus) -> None: ...
-
-
-class Limiter(Protocol):
-    async def take(self, client_key: str, limits: Limits, now: datetime) -> RateDecision: ...
 
 
 class Outbox(Protocol):
@@ -109,7 +106,7 @@ class CommandDeps:
     settings: Settings
     identities: Identities
     processed: Processed
-    limiter: Limiter | None
+    limiter: RateBuckets | None
     sessions: SessionCreator
     calls: CallStarter
     outbox: Outbox
