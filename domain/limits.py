@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Final
+
+from contracts.documents import SessionSettingsDocument
 
 __all__ = [
     "QUOTA_EXCEEDED",
@@ -163,12 +165,11 @@ def subject_digest(owner: str, kind: str, value: str) -> str:
     return hashlib.sha256(f"{owner}\x00{kind}\x00{value}".encode()).hexdigest()
 
 
-def lockout_subjects(owner: str, settings: Mapping[str, Any]) -> list[str]:
+def lockout_subjects(owner: str, settings: SessionSettingsDocument) -> list[str]:
     """The digests a session's failure counts against (its subject key and device id, if any)."""
     subjects = []
-    for kind, snake, camel in (("subject", "subject_key", "subjectKey"), ("device", "device_id", "deviceId")):
-        value = settings.get(snake, settings.get(camel))
-        if isinstance(value, str) and value:
+    for kind, value in (("subject", settings.subject_key), ("device", settings.device_id)):
+        if value:
             subjects.append(subject_digest(owner, kind, value))
     return subjects
 

@@ -10,11 +10,11 @@ the lockout failure and the audit entry in one version-checked transaction, then
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 
+from contracts.documents import LivenessDecisionDocument, SessionDecidedDetails, SessionResult
 from contracts.events import ReferencesMatched, SessionFinished
 from contracts.values import SessionStatus
 
@@ -61,7 +61,7 @@ class SessionFacts(Protocol):
     @property
     def expires_at(self) -> datetime: ...
     @property
-    def result(self) -> Mapping[str, Any] | None: ...
+    def result(self) -> SessionResult | None: ...
     @property
     def reference_key(self) -> str | None: ...
     @property
@@ -70,11 +70,11 @@ class SessionFacts(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Decided:
-    """The liveness worker decided: ``decision`` is its stored document (isLive, confidence,
-    reasons, referenceKey, auditKeys, challenges). ``comparison``: the matcher's answer;
+    """The liveness worker decided: ``decision`` is its stored document (live or not, confidence,
+    reasons, the kept images, the challenges). ``comparison``: the matcher's answer;
     ``matcher_late``: it did not come in time."""
 
-    decision: Mapping[str, Any]
+    decision: LivenessDecisionDocument
     comparison: ReferencesMatched | None = None
     matcher_late: bool = False
 
@@ -100,7 +100,7 @@ class AuditEntry:
     action: str
     subject_id: str
     outcome: str
-    details: dict[str, Any]
+    details: SessionDecidedDetails
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +112,7 @@ class SessionEnding:
     expected_version: int
     status: SessionStatus
     #: The result document to store; None: the session keeps none (an expiry).
-    result: dict[str, Any] | None
+    result: SessionResult | None
     event: SessionFinished
     audit: AuditEntry
     counts_toward_lockout: bool
@@ -160,27 +160,24 @@ def end_session(session: SessionFacts, outcome: Outcome, now: datetime) -> Sessi
     )
 
 
-def _ending(
-    session: SessionFacts, outcome: Outcome
-) -> tuple[SessionStatus, dict[str, Any] | None, list[str]]:
+def _ending(session: SessionFacts, outcome: Outcome) -> tuple[SessionStatus, SessionResult | None, list[str]]:
     if isinstance(outcome, Expired):
         return SessionStatus.EXPIRED, None, [EXPIRED]
     if isinstance(outcome, Erased):
-        return (
-            SessionStatus.FAILED,
-            {**(session.result or {}), "isLive": False, "reasons": [ERASED]},
-            [ERASED],
-        )
+        erased = SessionResult(is_live=False, reasons=[ERASED])
+        if session.result is not None:
+            erased = session.result.model_copy(update={"is_live": False, "reasons": [ERASED]})
+        return SessionStatus.FAILED, erased, [ERASED]
     result = decided_result(session, outcome)
-    status = SessionStatus.SUCCEEDED if result["isLive"] else SessionStatus.FAILED
-    return status, result, list(result["reasons"])
+    status = SessionStatus.SUCCEEDED if result.is_live else SessionStatus.FAILED
+    return status, result, list(result.reasons)
 
 
-def decided_result(session: SessionFacts, outcome: Decided) -> dict[str, Any]:
+def decided_result(session: SessionFacts, outcome: Decided) -> SessionResult:
     """The result document of a decided session: the decision, and the comparison with the
     reference image the app gave (COMPARISON_UNAVAILABLE when there is none to give)."""
     decision = outcome.decision
-    reasons = list(decision.get("reasons", []))
+    reasons = list(decision.reasons)
     similarity: float | None = None
     match: bool | None = None
     comparison = outcome.comparison
@@ -189,26 +186,27 @@ def decided_result(session: SessionFacts, outcome: Decided) -> dict[str, Any]:
             reasons.append(comparison.error.code.value)
         else:
             similarity, match = comparison.similarity, comparison.match
-    elif session.reference_key is not None and (outcome.matcher_late or decision.get("referenceKey") is None):
+    elif session.reference_key is not None and (outcome.matcher_late or decision.reference_image_key is None):
         reasons.append(COMPARISON_UNAVAILABLE)
-    return {
-        "isLive": bool(decision["isLive"]),
-        "confidence": decision["confidence"],
-        "reasons": reasons,
-        "referenceImageKey": decision.get("referenceKey"),
-        "auditImageKeys": list(decision.get("auditKeys", [])),
-        "comparisonResult": similarity,
-        "comparisonMatch": match,
-        "challenges": list(decision.get("challenges", [])),
-    }
+    return SessionResult(
+        is_live=decision.is_live,
+        confidence=decision.confidence,
+        reasons=reasons,
+        reference_image_key=decision.reference_image_key,
+        audit_image_keys=list(decision.audit_image_keys),
+        comparison_result=similarity,
+        comparison_match=match,
+        challenges=list(decision.challenges),
+    )
 
 
-def _audit_details(result: Mapping[str, Any] | None, reasons: list[str]) -> dict[str, Any]:
-    result = result or {}
-    return {
-        "isLive": result.get("isLive"),
-        "confidence": result.get("confidence"),
-        "reasons": list(reasons),
-        "comparisonResult": result.get("comparisonResult"),
-        "comparisonMatch": result.get("comparisonMatch"),
-    }
+def _audit_details(result: SessionResult | None, reasons: list[str]) -> SessionDecidedDetails:
+    if result is None:
+        return SessionDecidedDetails(reasons=list(reasons))
+    return SessionDecidedDetails(
+        is_live=result.is_live,
+        confidence=result.confidence,
+        reasons=list(reasons),
+        comparison_result=result.comparison_result,
+        comparison_match=result.comparison_match,
+    )

@@ -21,6 +21,7 @@ from typing import Any, Final
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from contracts.documents import ErasureDetails, LivenessDecisionDocument, SessionResult
 from contracts.values import SessionStatus
 from infra.db.audit import SYSTEM_ACTOR, AuditAction, audit_row
 from infra.db.errors import translate_errors
@@ -52,17 +53,17 @@ def session_prefix(session_id: str) -> str:
 
 
 def scrub_result(result: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A session result without image keys (the decision, scores and reasons stay)."""
+    """A ``sessions.result`` row without image keys (the decision, scores and reasons stay)."""
     if result is None:
         return None
-    return {**result, "referenceImageKey": None, "auditImageKeys": []}
+    return SessionResult.from_row(result).scrubbed().to_row()
 
 
 def scrub_decision(decision: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A liveness decision document without image keys."""
+    """A ``liveness_states.decision`` row without image keys."""
     if decision is None:
         return None
-    return {**decision, "referenceKey": None, "auditKeys": []}
+    return LivenessDecisionDocument.from_row(decision).scrubbed().to_row()
 
 
 @dataclass(frozen=True)
@@ -127,11 +128,11 @@ class Retention:
                         action=action,
                         subject_id=session_id,
                         outcome=row.status,
-                        details={
-                            "owner": row.owner,
-                            "objectsDeleted": removed,
-                            "framesDeleted": int(getattr(frames, "rowcount", 0) or 0),
-                        },
+                        details=ErasureDetails(
+                            owner=row.owner,
+                            objects_deleted=removed,
+                            frames_deleted=int(getattr(frames, "rowcount", 0) or 0),
+                        ),
                         at=now,
                     )
                 )

@@ -32,6 +32,7 @@ from typing import Any, Final
 
 import cv2
 
+from contracts.documents import SessionSettingsDocument, StoredChallenge
 from contracts.envelope import Command, Event
 from contracts.events import FrameCaptured
 from contracts.values import ChallengeType
@@ -130,12 +131,15 @@ async def _session(
     record, _ = await deps.sessions.create(
         "bench",
         client_request_token=None,
-        settings={"challenges": len(CHALLENGES)},
+        settings=SessionSettingsDocument(challenges=len(CHALLENGES)),
         expires_at=datetime.now(UTC) + timedelta(hours=1),
     )
     started = datetime.now(UTC)
     await deps.states.create_state(
-        record.id, challenges=[c.to_dict() for c in CHALLENGES], started_at=started, connection_id="c1"
+        record.id,
+        challenges=[StoredChallenge(type=c.type, target=c.target) for c in CHALLENGES],
+        started_at=started,
+        connection_id="c1",
     )
     steps: list[tuple[float, float]] = []
     for sequence in range(size):

@@ -16,10 +16,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from contracts.documents import CallDecidedDetails, ErasureDetails, SessionDecidedDetails
 from infra.db.errors import translate_errors
 from infra.db.tables import AuditEventRow, utc_now
 
-__all__ = ["SYSTEM_ACTOR", "AuditAction", "AuditEvent", "AuditLog", "audit_row"]
+__all__ = ["SYSTEM_ACTOR", "AuditAction", "AuditDetails", "AuditEvent", "AuditLog", "audit_row"]
 
 #: The purge's actor (the retention sweeper), as opposed to an API client.
 SYSTEM_ACTOR = "system:retention"
@@ -32,6 +33,16 @@ class AuditAction(StrEnum):
     SESSION_PURGED = "SESSION_PURGED"
 
 
+#: What an audit record's ``details`` hold (contracts/documents.py), by action.
+AuditDetails = SessionDecidedDetails | CallDecidedDetails | ErasureDetails
+_DETAILS: dict[str, type[AuditDetails]] = {
+    AuditAction.SESSION_DECIDED: SessionDecidedDetails,
+    AuditAction.CALL_DECIDED: CallDecidedDetails,
+    AuditAction.SESSION_ERASED: ErasureDetails,
+    AuditAction.SESSION_PURGED: ErasureDetails,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class AuditEvent:
     id: int
@@ -40,6 +51,7 @@ class AuditEvent:
     action: str
     subject_id: str | None
     outcome: str | None
+    #: The details as the listing shows them (camelCase, as they always were shown).
     details: dict[str, Any] | None
 
     def to_dict(self) -> dict[str, Any]:
@@ -60,7 +72,7 @@ def audit_row(
     action: AuditAction,
     subject_id: str | None,
     outcome: str | None,
-    details: dict[str, Any] | None = None,
+    details: AuditDetails | None = None,
     at: datetime | None = None,
 ) -> AuditEventRow:
     return AuditEventRow(
@@ -69,7 +81,7 @@ def audit_row(
         action=action.value,
         subject_id=subject_id,
         outcome=None if outcome is None else outcome[:32],
-        details=details,
+        details=None if details is None else details.to_row(),
     )
 
 
@@ -84,7 +96,7 @@ class AuditLog:
         action: AuditAction,
         subject_id: str | None,
         outcome: str | None,
-        details: dict[str, Any] | None = None,
+        details: AuditDetails | None = None,
     ) -> None:
         row = audit_row(actor=actor, action=action, subject_id=subject_id, outcome=outcome, details=details)
         with translate_errors():
@@ -122,5 +134,13 @@ def _event(row: AuditEventRow) -> AuditEvent:
         action=row.action,
         subject_id=row.subject_id,
         outcome=row.outcome,
-        details=None if row.details is None else dict(row.details),
+        details=_shown(row.action, row.details),
     )
+
+
+def _shown(action: str, details: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A row's details read through their document and shown in the listing's spelling."""
+    document = _DETAILS.get(action)
+    if details is None or document is None:
+        return None if details is None else dict(details)
+    return document.from_row(details).model_dump(mode="json", by_alias=True, exclude={"version"})

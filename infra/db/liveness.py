@@ -27,6 +27,12 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from contracts.documents import (
+    FrameEmbedding,
+    LivenessDecisionDocument,
+    LivenessStateDocument,
+    StoredChallenge,
+)
 from infra.db.errors import NotFound, VersionConflict, translate_errors
 from infra.db.records import SessionStatus
 from infra.db.tables import LivenessFrameRow, LivenessStateRow, SessionRow, session_erased, utc_now
@@ -36,20 +42,19 @@ __all__ = ["LivenessFrame", "LivenessRepository", "LivenessState", "LockedState"
 
 @dataclass(frozen=True, slots=True)
 class LivenessState:
-    """``challenges``: the drawn challenges ([{"type", "target"}]); ``connection_id``: the last
-    connection announced;
+    """``challenges``: the drawn challenges; ``connection_id``: the last connection announced;
     ``issued`` / ``verdicts``: events published so far; ``decision`` once decided;
     ``match_request_id``: the MatchReferences sent for the decision (only its answer counts);
     ``progress``: the replay's own document (``services.liveness.progress.ReplayProgress``),
     None before its first step."""
 
     session_id: str
-    challenges: list[dict[str, Any]]
+    challenges: list[StoredChallenge]
     connection_id: str
     started_at: datetime
     issued: int
     verdicts: int
-    decision: dict[str, Any] | None
+    decision: LivenessDecisionDocument | None
     decided_at: datetime | None
     version: int
     match_request_id: str | None = None
@@ -68,29 +73,26 @@ class LivenessFrame:
 
 
 def _document(
-    challenges: list[dict[str, Any]], connection: str, progress: dict[str, Any] | None = None
+    challenges: list[StoredChallenge], connection: str, progress: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """The ``challenges`` column: the drawn challenges, the connection and the replay's progress."""
-    document: dict[str, Any] = {"items": challenges, "connection": connection}
-    if progress is not None:
-        document["progress"] = progress
-    return document
+    return LivenessStateDocument(challenges=challenges, connection=connection, progress=progress).to_row()
 
 
 def _state(row: LivenessStateRow) -> LivenessState:
-    document = row.challenges
+    document = LivenessStateDocument.from_row(row.challenges)
     return LivenessState(
         session_id=row.session_id,
-        challenges=list(document.get("items", [])),
-        connection_id=str(document.get("connection", "")),
+        challenges=list(document.challenges),
+        connection_id=document.connection,
         started_at=row.started_at,
         issued=row.issued,
         verdicts=row.verdicts,
-        decision=None if row.decision is None else dict(row.decision),
+        decision=None if row.decision is None else LivenessDecisionDocument.from_row(row.decision),
         decided_at=row.decided_at,
         version=row.version,
         match_request_id=row.match_request_id,
-        progress=document.get("progress"),
+        progress=document.progress,
     )
 
 
@@ -103,7 +105,7 @@ def _frame(row: LivenessFrameRow) -> LivenessFrame:
         storage_key=row.storage_key,
         analysis=dict(row.analysis),
         spoof_score=row.spoof_score,
-        embedding=None if embedding is None else [float(x) for x in embedding["vector"]],
+        embedding=None if embedding is None else FrameEmbedding.from_row(embedding).vector,
     )
 
 
@@ -132,7 +134,7 @@ class LivenessRepository:
         self,
         session_id: str,
         *,
-        challenges: list[dict[str, Any]],
+        challenges: list[StoredChallenge],
         started_at: datetime,
         connection_id: str = "",
         issued: int = 0,
@@ -206,7 +208,7 @@ class LivenessRepository:
         issued: int,
         verdicts: int,
         progress: dict[str, Any],
-        decision: dict[str, Any] | None = None,
+        decision: LivenessDecisionDocument | None = None,
         match_request_id: str | None = None,
     ) -> None:
         """Write a replay step's result, computed from ``state``: the published-event counters, the
@@ -221,7 +223,11 @@ class LivenessRepository:
             "version": LivenessStateRow.version + 1,
         }
         if decision is not None:
-            values |= {"decision": decision, "decided_at": utc_now(), "match_request_id": match_request_id}
+            values |= {
+                "decision": decision.to_row(),
+                "decided_at": utc_now(),
+                "match_request_id": match_request_id,
+            }
         statement = (
             update(LivenessStateRow)
             .where(
@@ -265,7 +271,7 @@ class LivenessRepository:
             "storage_key": storage_key,
             "analysis": analysis,
             "spoof_score": spoof_score,
-            "embedding": None if embedding is None else {"vector": embedding},
+            "embedding": None if embedding is None else FrameEmbedding(vector=embedding).to_row(),
         }
         with translate_errors():
             async with self._sessions.begin() as session:

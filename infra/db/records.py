@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
+from contracts.documents import SessionResult, SessionSettingsDocument
 from contracts.values import SessionStatus
 
 __all__ = ["ApiClient", "SessionRecord", "SessionStatus"]
@@ -38,12 +38,12 @@ class SessionRecord:
     client_request_token: str | None
     kind: str
     status: SessionStatus
-    settings: dict[str, Any]
+    settings: SessionSettingsDocument
     created_at: datetime
     updated_at: datetime
     expires_at: datetime
     finished_at: datetime | None
-    result: dict[str, Any] | None
+    result: SessionResult | None
     version: int
     reference_key: str | None = None
     client_token_hash: str | None = None

@@ -13,6 +13,7 @@ from sqlalchemy import insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from contracts.documents import SessionResult, SessionSettingsDocument
 from contracts.routing import EventKey
 from domain.sessions import UNFINISHED, SessionEnding, counts_toward_lockout
 from infra.db.audit import AuditAction, audit_row
@@ -78,7 +79,7 @@ class SessionPort(Protocol):
         owner: str,
         *,
         client_request_token: str | None,
-        settings: dict[str, Any],
+        settings: SessionSettingsDocument,
         expires_at: datetime,
         kind: str = "liveness",
     ) -> tuple[SessionRecord, bool]:
@@ -100,7 +101,7 @@ class SessionPort(Protocol):
         *,
         expected_version: int,
         status: SessionStatus,
-        result: dict[str, Any] | None = None,
+        result: SessionResult | None = None,
     ) -> SessionRecord:
         """Set the status (and the result, when given) if the row is still at ``expected_version``.
         A terminal status stamps ``finished_at``. Raises ``VersionConflict`` when the row moved on
@@ -198,7 +199,7 @@ class SessionRepository:
         owner: str,
         *,
         client_request_token: str | None,
-        settings: dict[str, Any],
+        settings: SessionSettingsDocument,
         expires_at: datetime,
         kind: str = "liveness",
         reference_key: str | None = None,
@@ -217,7 +218,7 @@ class SessionRepository:
             client_request_token=client_request_token,
             kind=kind,
             status=SessionStatus.CREATED.value,
-            settings=settings,
+            settings=settings.to_row(),
             created_at=now,
             updated_at=now,
             expires_at=expires_at,
@@ -256,7 +257,7 @@ class SessionRepository:
         *,
         expected_version: int,
         status: SessionStatus,
-        result: dict[str, Any] | None = None,
+        result: SessionResult | None = None,
     ) -> SessionRecord:
         now = utc_now()
         values: dict[str, Any] = {
@@ -267,7 +268,7 @@ class SessionRepository:
         if status.terminal:
             values["finished_at"] = now
         if result is not None:
-            values["result"] = result
+            values["result"] = result.to_row()
         statement = (
             update(SessionRow)
             .where(SessionRow.id == session_id, SessionRow.version == expected_version)
@@ -296,7 +297,7 @@ class SessionRepository:
             "version": SessionRow.version + 1,
         }
         if ending.result is not None:
-            values["result"] = ending.result
+            values["result"] = ending.result.to_row()
         statement = (
             update(SessionRow)
             .where(
@@ -457,7 +458,11 @@ async def _count_lockout(session: AsyncSession, row: SessionRow, now: datetime, 
     """Count a session that just ended against its subjects when the domain rule says it counts
     (``domain.sessions.counts_toward_lockout``), in the transaction that ended it: the one place
     lockout failures are recorded."""
-    failures = failure_rows(row.owner, dict(row.settings), row.id, now) if counted else []
+    failures = (
+        failure_rows(row.owner, SessionSettingsDocument.from_row(row.settings), row.id, now)
+        if counted
+        else []
+    )
     if failures:
         await session.execute(insert(LivenessFailureRow), failures)
 
@@ -483,12 +488,12 @@ def _session(row: SessionRow) -> SessionRecord:
         client_request_token=row.client_request_token,
         kind=row.kind,
         status=SessionStatus(row.status),
-        settings=dict(row.settings),
+        settings=SessionSettingsDocument.from_row(row.settings),
         created_at=row.created_at,
         updated_at=row.updated_at,
         expires_at=row.expires_at,
         finished_at=row.finished_at,
-        result=None if row.result is None else dict(row.result),
+        result=None if row.result is None else SessionResult.from_row(row.result),
         version=row.version,
         reference_key=row.reference_key,
         client_token_hash=row.client_token_hash,

@@ -19,6 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
+from contracts.documents import SessionSettingsDocument
 from domain.limits import (
     Limits,
     LockoutPolicy,
@@ -47,7 +48,9 @@ class ClientUsage:
     revoked: bool
 
 
-def failure_rows(owner: str, settings: dict[str, Any], session_id: str, at: datetime) -> list[dict[str, Any]]:
+def failure_rows(
+    owner: str, settings: SessionSettingsDocument, session_id: str, at: datetime
+) -> list[dict[str, Any]]:
     """The ``liveness_failures`` rows of one session whose ending counts toward the lockout
     (``domain.sessions.counts_toward_lockout``; the sessions repository records them in the
     transaction that ends the session, so no path that ends a session can skip it)."""

@@ -7,12 +7,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from uuid import uuid4
 
 from faststream.rabbit import RabbitBroker
 
 from contracts.commands import JoinCall
+from contracts.documents import FlowSettingsDocument, SessionSettingsDocument
 from contracts.http import CallCreatedResponse, CallSettings, JoinCallRequest
 from contracts.languages import choose_language
 from contracts.routing import CommandKey
@@ -67,16 +67,17 @@ class BrokerCallCommands:
             ) from None
 
 
-def _session_settings(call_settings: CallSettings, language: str, session_ttl: int) -> dict[str, Any]:
-    challenge_types = call_settings.challenge_types
-    return {
-        "challenges": call_settings.challenges,
-        "challengeTypes": None if challenge_types is None else [t.value for t in challenge_types],
-        "auditImages": 2,
-        "language": language,
-        "expiresInS": session_ttl,
-        "readyTimeoutS": call_settings.ready_timeout_s,
-    }
+def _session_settings(
+    call_settings: CallSettings, language: str, session_ttl: int
+) -> SessionSettingsDocument:
+    return SessionSettingsDocument(
+        challenges=call_settings.challenges,
+        challenge_types=call_settings.challenge_types,
+        audit_images=2,
+        language=language,
+        expires_in_s=session_ttl,
+        ready_timeout_s=call_settings.ready_timeout_s,
+    )
 
 
 def _join_call(
@@ -84,7 +85,7 @@ def _join_call(
     caller: Caller,
     flow: CallFlowRecord,
     session: SessionRecord,
-    settings: dict[str, Any],
+    settings: SessionSettingsDocument,
 ) -> JoinCall:
     """The command for a call agent: the flow's room and language, the session's deadline."""
     return JoinCall(
@@ -98,7 +99,7 @@ def _join_call(
         token=body.token,
         language=flow.language,
         expires_at=session.expires_at,
-        settings=settings,
+        settings=settings.to_row(),
     )
 
 
@@ -141,7 +142,9 @@ class CallStarter:
             datastore_base_url=None if body.datastore_base_url is None else str(body.datastore_base_url),
             token=body.token,
             language=language,
-            settings={**session_settings, "timeoutS": flow_ttl},
+            settings=FlowSettingsDocument(
+                **session_settings.model_dump(exclude={"version"}), timeout_s=flow_ttl
+            ).to_row(),
             callback_secret=call_settings.callback_secret,
             deadline=now + timedelta(seconds=flow_ttl),
             flow_id=flow_id or str(uuid4()),

@@ -13,8 +13,8 @@ SHA-256 digests scoped by the owning client are stored (``domain.limits.subject_
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
+from contracts.documents import SessionSettingsDocument
 from domain.limits import LockoutPolicy, lockout_subjects, retry_after_s
 from domain.ports import FailureHistory
 from infra.settings import Settings
@@ -27,7 +27,7 @@ async def refuse_if_locked(
     failures: FailureHistory | None,
     settings: Settings,
     owner: str,
-    session_settings: dict[str, Any],
+    session_settings: SessionSettingsDocument,
     now: datetime | None = None,
 ) -> None:
     """Raise :class:`LockedOut` ``SUBJECT_LOCKED_OUT`` (with the seconds to wait) while a subject

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from contracts.commands import JoinCall
+from contracts.documents import SessionSettingsDocument
 from infra.db.flows import CallFlowRecord
 from infra.db.records import SessionRecord
 
@@ -24,7 +25,7 @@ class SessionRows(Protocol):
         owner: str,
         *,
         client_request_token: str | None,
-        settings: dict[str, Any],
+        settings: SessionSettingsDocument,
         expires_at: datetime,
         kind: str = "liveness",
         reference_key: str | None = None,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
+from contracts.documents import SessionSettingsDocument
 from contracts.http import CreateSessionRequest
 from contracts.values import SessionStatus
 from domain.ports import FailureHistory, FetchReference, ReferenceStore
@@ -105,9 +106,8 @@ class SessionCreator:
         """Create (or, for a repeated clientRequestToken, find) the session; returns it and a new
         client token (a replay replaces the previous token). A locked-out subject or device is
         refused here (:class:`~services.intake.errors.LockedOut`), whichever door the request came in by."""
-        await refuse_if_locked(
-            self.failures, self.settings, caller.owner, body.settings.model_dump(mode="json")
-        )
+        stored = SessionSettingsDocument.model_validate(body.settings.model_dump())
+        await refuse_if_locked(self.failures, self.settings, caller.owner, stored)
         reference = (
             await reference_bytes(body.reference, self.settings, self.fetch) if body.reference else None
         )
@@ -122,7 +122,7 @@ class SessionCreator:
             record, created = await self.sessions.create(
                 caller.owner,
                 client_request_token=body.client_request_token,
-                settings=body.settings.model_dump(mode="json"),
+                settings=stored,
                 expires_at=datetime.now(UTC) + timedelta(seconds=ttl),
                 reference_key=reference_key,
                 client_token_hash=token_hash,

@@ -26,11 +26,17 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 
 import numpy as np
 
 from contracts.commands import ExpireSession, MatchReferences
+from contracts.documents import (
+    ChallengeResult,
+    LivenessDecisionDocument,
+    SessionSettingsDocument,
+    StoredChallenge,
+)
 from contracts.envelope import Event, utc_now
 from contracts.events import (
     ChallengeIssued,
@@ -42,7 +48,7 @@ from contracts.events import (
     SessionStarted,
 )
 from contracts.routing import CommandKey, EventKey
-from contracts.values import ChallengeType, ImageData, SessionStatus
+from contracts.values import ImageData, SessionStatus
 from domain.ports import Publisher
 from domain.sessions import Decided, Expired, Outcome
 from infra.db.errors import VersionConflict
@@ -128,28 +134,24 @@ class Deps:
 # -- session settings -------------------------------------------------------------------------
 
 
-def _setting(settings: dict[str, Any], snake: str, camel: str, default: Any) -> Any:
-    value = settings.get(snake, settings.get(camel))
-    return default if value is None else value
-
-
-def session_challenges(settings: dict[str, Any], rng: random.Random | None = None) -> list[Challenge]:
+def session_challenges(
+    settings: SessionSettingsDocument, rng: random.Random | None = None
+) -> list[Challenge]:
     """Draw the session's challenges from its settings (``challenges``, ``challenge_types``)."""
-    types = _setting(settings, "challenge_types", "challengeTypes", None)
-    allowed = [ChallengeType(t) for t in types] if types else None
-    count = int(_setting(settings, "challenges", "challenges", DEFAULT_CHALLENGE_COUNT))
+    allowed = list(settings.challenge_types) if settings.challenge_types else None
+    count = DEFAULT_CHALLENGE_COUNT if settings.challenges is None else settings.challenges
     count = min(max(count, MIN_CHALLENGES), MAX_CHALLENGES, len(allowed) if allowed else MAX_CHALLENGES)
     return draw_challenges(count, allowed, rng if rng is not None else secrets.SystemRandom())
 
 
-def session_readiness(settings: dict[str, Any], base: Readiness = DEFAULT_READINESS) -> Readiness:
+def session_readiness(settings: SessionSettingsDocument, base: Readiness = DEFAULT_READINESS) -> Readiness:
     """The pre-checks of a session: ``base`` with the session's ``ready_timeout_s``, if it set one."""
-    limit = _setting(settings, "ready_timeout_s", "readyTimeoutS", None)
+    limit = settings.ready_timeout_s
     return base if limit is None else replace(base, limit_s=float(limit))
 
 
-def audit_image_count(settings: dict[str, Any]) -> int:
-    count = int(_setting(settings, "audit_images", "auditImages", DEFAULT_AUDIT_IMAGES))
+def audit_image_count(settings: SessionSettingsDocument) -> int:
+    count = DEFAULT_AUDIT_IMAGES if settings.audit_images is None else settings.audit_images
     return min(max(count, 0), MAX_AUDIT_IMAGES)
 
 
@@ -224,7 +226,7 @@ STEP_ATTEMPTS: Final = 5
 class _Decided:
     """What a decision stores (the document) and sends (LivenessDecided, maybe MatchReferences)."""
 
-    document: dict[str, Any]
+    document: LivenessDecisionDocument
     event: LivenessDecided
     match: MatchReferences | None
 
@@ -286,7 +288,7 @@ async def _replay(
     """Resume the replay from the stored progress with the frames stored since (read once)."""
     stored = await deps.states.frames_from(state.session_id, progress.next_sequence)
     return replay_step(
-        [Challenge.from_dict(c) for c in state.challenges],
+        [Challenge(c.type, c.target) for c in state.challenges],
         progress,
         [to_replay_frame(f, state.started_at) for f in stored],
         identity_threshold=deps.identity_threshold,
@@ -312,12 +314,17 @@ async def _decide(deps: Deps, record: SessionRecord, result: ReplayResult) -> _D
     reference_key, audit_keys = await _keep_images(
         deps, record.id, result.progress, audit_image_count(record.settings)
     )
-    document = {
-        **decision.to_dict(),
-        "referenceKey": reference_key,
-        "auditKeys": audit_keys,
-        "challenges": [o.to_dict() for o in result.outcomes],
-    }
+    document = LivenessDecisionDocument(
+        is_live=decision.is_live,
+        confidence=decision.confidence,
+        reasons=list(decision.reasons),
+        reference_image_key=reference_key,
+        audit_image_keys=audit_keys,
+        challenges=[
+            ChallengeResult(type=o.challenge.type, status=o.status.value, reason=o.reason)
+            for o in result.outcomes
+        ],
+    )
     event = LivenessDecided(
         correlation_id=record.id,
         session_id=record.id,
@@ -459,7 +466,7 @@ async def handle_session_started(event: SessionStarted, deps: Deps) -> None:
         challenges = session_challenges(record.settings, deps.rng)
         state, created = await deps.states.create_state(
             session_id,
-            challenges=[c.to_dict() for c in challenges],
+            challenges=[StoredChallenge(type=c.type, target=c.target) for c in challenges],
             # The session's clock (the pre-checks' limit; the first challenge's starts when the
             # subject is ready) starts now, not when the call agent answered: a backlog of this
             # worker must not eat the user's time. Frames before are ignored (t < 0). max():

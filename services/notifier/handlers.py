@@ -23,6 +23,7 @@ from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
 
 from contracts.commands import DeliverCallback, MatchReferences
+from contracts.documents import CallDecidedDetails, SessionResult
 from contracts.events import CallbackDelivered, CallFailed, ReferencesMatched, SessionFinished
 from contracts.routing import NOTIFIER_CALLBACKS, CommandKey, EventKey
 from contracts.values import CallbackOutcome, Fusion, ImageData, SessionStatus
@@ -159,14 +160,14 @@ async def _audit_decision(
     the flow's own row keeps the decision). No images, URLs, tokens or embeddings."""
     if deps.audit is None:
         return
-    details = {
-        "sessionId": flow.session_id,
-        "isLive": decision.get("isLive"),
-        "confidence": decision.get("confidence"),
-        "reasons": list(decision.get("reasons") or []),
-        "similarity": decision.get("similarity"),
-        "match": decision.get("match"),
-    }
+    details = CallDecidedDetails(
+        session_id=flow.session_id,
+        is_live=decision.get("isLive"),
+        confidence=decision.get("confidence"),
+        reasons=list(decision.get("reasons") or []),
+        similarity=decision.get("similarity"),
+        match=decision.get("match"),
+    )
     try:
         await deps.audit.record(
             actor=flow.owner,
@@ -179,7 +180,7 @@ async def _audit_decision(
         log.warning("flow %s: audit record not written: %s", flow.id, type(error).__name__)
 
 
-async def _session_result(deps: Deps, session_id: str) -> dict[str, Any] | None:
+async def _session_result(deps: Deps, session_id: str) -> SessionResult | None:
     record = await deps.sessions.fetch(session_id)
     return None if record is None else record.result
 
@@ -195,8 +196,8 @@ async def handle_session_finished(event: SessionFinished, deps: Deps) -> None:
         reasons = list(event.reasons) or [event.status.value]
         await conclude(deps, flow, CallbackOutcome.FAILURE, with_reasons(decision, *reasons))
         return
-    probe = (result or {}).get("referenceImageKey")
-    if not isinstance(probe, str) or not probe:
+    probe = None if result is None else result.reference_image_key
+    if not probe:
         await conclude(deps, flow, CallbackOutcome.FAILURE, with_reasons(decision, NO_REFERENCE_FRAME))
         return
     try:

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 from urllib.parse import quote
 
+from contracts.documents import SessionResult
 from contracts.events import ReferencesMatched
 from contracts.values import CallbackOutcome
 
@@ -52,15 +53,14 @@ SIGNATURE_HEADER: Final = "X-Faceproof-Signature"
 CALLBACK_METHOD: Final = "PUT"
 
 
-def liveness_part(result: Mapping[str, Any] | None) -> dict[str, Any]:
+def liveness_part(result: SessionResult | None) -> dict[str, Any]:
     """What a flow's decision keeps of its liveness session's result."""
-    result = result or {}
     return {
-        "isLive": result.get("isLive"),
-        "confidence": result.get("confidence"),
+        "isLive": None if result is None else result.is_live,
+        "confidence": None if result is None else result.confidence,
         "similarity": None,
         "match": None,
-        "reasons": [str(reason) for reason in result.get("reasons") or []],
+        "reasons": [] if result is None else list(result.reasons),
     }
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from contracts.documents import CallDecidedDetails
 from domain.flows import FlowStatus
 from infra.db.audit import AuditAction
 from infra.db.flows import CallFlowRecord, FollowUp
@@ -118,5 +119,5 @@ class AuditTrail(Protocol):
         action: AuditAction,
         subject_id: str | None,
         outcome: str | None,
-        details: dict[str, Any] | None = None,
+        details: CallDecidedDetails | None = None,
     ) -> None: ...

@@ -24,6 +24,7 @@ from faststream import TestApp
 from faststream.rabbit import RabbitBroker
 
 from contracts.commands import StartSession
+from contracts.documents import SessionSettingsDocument
 from contracts.envelope import utc_now
 from contracts.events import ChallengeIssued, FrameCaptured, SessionFinished, SessionStarted
 from contracts.routing import EVENTS_EXCHANGE, CommandKey, EventKey
@@ -216,7 +217,9 @@ async def running(tmp_path: Path, postgres_url: str, repository: SessionReposito
 async def new_session(
     repository: SessionRepository, expires_at: datetime, connection_id: str
 ) -> tuple[SessionRecord, SessionRecord]:
-    record, _ = await repository.create("app", client_request_token=None, settings={}, expires_at=expires_at)
+    record, _ = await repository.create(
+        "app", client_request_token=None, settings=SessionSettingsDocument(), expires_at=expires_at
+    )
     claimed = await repository.claim_connection(record.id, connection_id, stale_after_s=15)
     assert claimed is not None
     return record, claimed
@@ -234,7 +237,7 @@ async def test_a_session_streams_frames_and_shows_instructions_until_it_finishes
     assert claimed is not None and claimed.connections == 2
     sequence_base = (claimed.connections - 1) * 100_000
     finished_record, _ = await repository.create(
-        "app", client_request_token=None, settings={}, expires_at=expires_at
+        "app", client_request_token=None, settings=SessionSettingsDocument(), expires_at=expires_at
     )
     await repository.update_status(finished_record.id, expected_version=1, status=SessionStatus.FAILED)
     observer, store, broker = running.observer, running.store, running.broker

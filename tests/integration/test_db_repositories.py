@@ -12,13 +12,16 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from contracts.documents import LivenessDecisionDocument, SessionResult, SessionSettingsDocument
+from contracts.values import ChallengeType
 from domain.sessions import Expired, end_session
 from infra.db.audit import AuditLog
 from infra.db.engine import create_engine, ping, session_factory
 from infra.db.errors import AlreadyExists, DatabaseUnavailable, NotFound, VersionConflict
+from infra.db.liveness import LivenessRepository
 from infra.db.records import SessionStatus
 from infra.db.repositories import ApiClientRepository, SessionRepository
-from infra.db.tables import SessionRow
+from infra.db.tables import LivenessStateRow, SessionRow
 from tests.support.services import free_ports
 
 
@@ -39,6 +42,11 @@ def sessions(engine: AsyncEngine) -> SessionRepository:
 
 def in_ten_minutes() -> datetime:
     return datetime.now(UTC) + timedelta(minutes=10)
+
+
+SETTINGS = SessionSettingsDocument(
+    challenges=2, challenge_types=[ChallengeType.BLINK, ChallengeType.TURN_LEFT], subject_key="user-1"
+)
 
 
 # --------------------------------------------------------------------------- API clients
@@ -114,16 +122,81 @@ async def test_plaintext_key_is_stored_nowhere(clients: ApiClientRepository, eng
 # --------------------------------------------------------------------------- sessions
 
 
+async def test_rows_written_before_the_typed_documents_are_read(
+    sessions: SessionRepository, engine: AsyncEngine
+) -> None:
+    """Rows exactly as the code before contracts/documents.py wrote them (a call's camelCase
+    settings, the camelCase result and liveness decision, the ``items`` of the state) read
+    through the documents; what is written back is the one spelling with its version."""
+    record, _ = await sessions.create(
+        unique("legacy"), client_request_token=None, settings=SETTINGS, expires_at=in_ten_minutes()
+    )
+    settings = {"challenges": 2, "challengeTypes": ["BLINK", "TURN_LEFT"], "auditImages": 2, "language": "es",
+                "expiresInS": 300, "readyTimeoutS": None}  # fmt: skip
+    result = {"isLive": True, "confidence": 97.5, "reasons": [], "referenceImageKey": "k/ref.jpg",
+              "auditImageKeys": ["k/a0.jpg"], "comparisonResult": 0.91, "comparisonMatch": True,
+              "challenges": [{"type": "BLINK", "status": "PASSED", "reason": None}]}  # fmt: skip
+    decision = {"isLive": True, "confidence": 97.5, "reasons": [], "referenceKey": "k/ref.jpg",
+                "auditKeys": ["k/a0.jpg"], "challenges": result["challenges"]}  # fmt: skip
+    factory = session_factory(engine)
+    async with factory.begin() as session:
+        await session.execute(
+            SessionRow.__table__.update()
+            .where(SessionRow.id == record.id)
+            .values(settings=settings, result=result, status=SessionStatus.SUCCEEDED.value)
+        )
+        session.add(
+            LivenessStateRow(
+                session_id=record.id,
+                challenges={
+                    "items": [{"type": "NOSE_TO_TARGET", "target": [0.25, 0.75]}],
+                    "connection": "c1",
+                },
+                started_at=datetime.now(UTC),
+                issued=1,
+                verdicts=1,
+                decision=decision,
+                decided_at=datetime.now(UTC),
+                version=1,
+            )
+        )
+    read = await sessions.fetch(record.id)
+    assert read is not None and read.result is not None
+    assert read.settings.language == "es" and read.settings.challenge_types == [
+        ChallengeType.BLINK,
+        ChallengeType.TURN_LEFT,
+    ]
+    assert read.result == SessionResult.from_row(result)
+    assert (read.result.reference_image_key, read.result.comparison_match) == ("k/ref.jpg", True)
+    state = await LivenessRepository(factory).get(record.id)
+    assert state is not None and state.connection_id == "c1"
+    assert state.challenges[0].type is ChallengeType.NOSE_TO_TARGET and state.challenges[0].target == (
+        0.25,
+        0.75,
+    )
+    assert state.decision == LivenessDecisionDocument.from_row(decision)
+    assert state.decision.reference_image_key == "k/ref.jpg"
+    # Written back (a new connection rewrites the state document): the one spelling, versioned.
+    assert await LivenessRepository(factory).set_connection(record.id, "c2")
+    async with engine.connect() as connection:
+        stored = (
+            await connection.execute(
+                select(LivenessStateRow.challenges).where(LivenessStateRow.session_id == record.id)
+            )
+        ).scalar_one()
+    assert stored["version"] == 1 and "items" not in stored and stored["connection"] == "c2"
+
+
 async def test_create_and_get_session(sessions: SessionRepository) -> None:
     owner, expires = unique("owner"), in_ten_minutes()
     record, created = await sessions.create(
-        owner, client_request_token=None, settings={"challenge": "nose", "n": [1, 2]}, expires_at=expires
+        owner, client_request_token=None, settings=SETTINGS, expires_at=expires
     )
     assert created
     assert record.status is SessionStatus.CREATED and record.version == 1 and record.kind == "liveness"
     fetched = await sessions.get(owner, record.id)
     assert fetched == record
-    assert fetched.settings == {"challenge": "nose", "n": [1, 2]}
+    assert fetched.settings == SETTINGS
     assert fetched.expires_at == expires and fetched.expires_at.tzinfo is not None
     assert fetched.result is None and fetched.finished_at is None
 
@@ -131,10 +204,10 @@ async def test_create_and_get_session(sessions: SessionRepository) -> None:
 async def test_same_token_returns_the_same_session(sessions: SessionRepository) -> None:
     owner = unique("owner")
     first, created1 = await sessions.create(
-        owner, client_request_token="tok", settings={}, expires_at=in_ten_minutes()
+        owner, client_request_token="tok", settings=SessionSettingsDocument(), expires_at=in_ten_minutes()
     )
     again, created2 = await sessions.create(
-        owner, client_request_token="tok", settings={}, expires_at=in_ten_minutes()
+        owner, client_request_token="tok", settings=SessionSettingsDocument(), expires_at=in_ten_minutes()
     )
     assert (created1, created2) == (True, False)
     assert again == first
@@ -147,7 +220,10 @@ async def test_concurrent_creates_with_one_token_make_one_row(
     results = await asyncio.gather(
         *(
             sessions.create(
-                owner, client_request_token="race", settings={"i": i}, expires_at=in_ten_minutes()
+                owner,
+                client_request_token="race",
+                settings=SessionSettingsDocument(challenges=i),
+                expires_at=in_ten_minutes(),
             )
             for i in range(5)
         )
@@ -161,9 +237,11 @@ async def test_concurrent_creates_with_one_token_make_one_row(
 
 async def test_sessions_are_owner_scoped(sessions: SessionRepository) -> None:
     alice, bob = unique("alice"), unique("bob")
-    mine, _ = await sessions.create(alice, client_request_token="t", settings={}, expires_at=in_ten_minutes())
+    mine, _ = await sessions.create(
+        alice, client_request_token="t", settings=SessionSettingsDocument(), expires_at=in_ten_minutes()
+    )
     theirs, created = await sessions.create(
-        bob, client_request_token="t", settings={}, expires_at=in_ten_minutes()
+        bob, client_request_token="t", settings=SessionSettingsDocument(), expires_at=in_ten_minutes()
     )
     assert created and theirs.id != mine.id  # tokens are per owner
     assert await sessions.get(bob, mine.id) is None
@@ -173,15 +251,19 @@ async def test_sessions_are_owner_scoped(sessions: SessionRepository) -> None:
 
 async def test_sessions_without_token_are_always_new(sessions: SessionRepository) -> None:
     owner = unique("owner")
-    a, _ = await sessions.create(owner, client_request_token=None, settings={}, expires_at=in_ten_minutes())
-    b, _ = await sessions.create(owner, client_request_token=None, settings={}, expires_at=in_ten_minutes())
+    a, _ = await sessions.create(
+        owner, client_request_token=None, settings=SessionSettingsDocument(), expires_at=in_ten_minutes()
+    )
+    b, _ = await sessions.create(
+        owner, client_request_token=None, settings=SessionSettingsDocument(), expires_at=in_ten_minutes()
+    )
     assert a.id != b.id
 
 
 async def test_update_status_checks_the_version(sessions: SessionRepository) -> None:
     owner = unique("owner")
     record, _ = await sessions.create(
-        owner, client_request_token=None, settings={}, expires_at=in_ten_minutes()
+        owner, client_request_token=None, settings=SessionSettingsDocument(), expires_at=in_ten_minutes()
     )
     running = await sessions.update_status(record.id, expected_version=1, status=SessionStatus.IN_PROGRESS)
     assert running.version == 2 and running.finished_at is None and running.updated_at >= record.updated_at
@@ -191,10 +273,10 @@ async def test_update_status_checks_the_version(sessions: SessionRepository) -> 
         record.id,
         expected_version=2,
         status=SessionStatus.SUCCEEDED,
-        result={"isLive": True, "confidence": 0.97},
+        result=SessionResult(is_live=True, confidence=0.97),
     )
     assert done.status is SessionStatus.SUCCEEDED and done.version == 3
-    assert done.finished_at is not None and done.result == {"isLive": True, "confidence": 0.97}
+    assert done.finished_at is not None and done.result == SessionResult(is_live=True, confidence=0.97)
     assert await sessions.get(owner, record.id) == done
     with pytest.raises(NotFound):
         await sessions.update_status("missing", expected_version=1, status=SessionStatus.FAILED)
@@ -202,7 +284,10 @@ async def test_update_status_checks_the_version(sessions: SessionRepository) -> 
 
 async def test_concurrent_updates_have_one_winner(sessions: SessionRepository) -> None:
     record, _ = await sessions.create(
-        unique("owner"), client_request_token=None, settings={}, expires_at=in_ten_minutes()
+        unique("owner"),
+        client_request_token=None,
+        settings=SessionSettingsDocument(),
+        expires_at=in_ten_minutes(),
     )
     outcomes = await asyncio.gather(
         *(
@@ -219,11 +304,15 @@ async def test_concurrent_updates_have_one_winner(sessions: SessionRepository) -
 
 async def test_overdue_lists_only_unfinished_sessions_past_their_time(sessions: SessionRepository) -> None:
     owner, past = unique("owner"), datetime.now(UTC) - timedelta(seconds=1)
-    late, _ = await sessions.create(owner, client_request_token=None, settings={}, expires_at=past)
-    on_time, _ = await sessions.create(
-        owner, client_request_token=None, settings={}, expires_at=in_ten_minutes()
+    late, _ = await sessions.create(
+        owner, client_request_token=None, settings=SessionSettingsDocument(), expires_at=past
     )
-    finished, _ = await sessions.create(owner, client_request_token=None, settings={}, expires_at=past)
+    on_time, _ = await sessions.create(
+        owner, client_request_token=None, settings=SessionSettingsDocument(), expires_at=in_ten_minutes()
+    )
+    finished, _ = await sessions.create(
+        owner, client_request_token=None, settings=SessionSettingsDocument(), expires_at=past
+    )
     await sessions.update_status(finished.id, expected_version=1, status=SessionStatus.SUCCEEDED)
     overdue = await sessions.overdue(limit=10_000)
     assert late.id in overdue and on_time.id not in overdue and finished.id not in overdue
@@ -233,7 +322,9 @@ async def test_end_writes_the_ending_and_its_audit_once(
     sessions: SessionRepository, engine: AsyncEngine
 ) -> None:
     owner, past = unique("owner"), datetime.now(UTC) - timedelta(seconds=1)
-    late, _ = await sessions.create(owner, client_request_token=None, settings={}, expires_at=past)
+    late, _ = await sessions.create(
+        owner, client_request_token=None, settings=SessionSettingsDocument(), expires_at=past
+    )
     ending = end_session(late, Expired(), datetime.now(UTC))
     assert ending is not None
     ended = await sessions.end(ending)

@@ -144,7 +144,7 @@ def test_a_purge_the_store_failed_is_retried_by_the_reconciler(rig: Rig) -> None
     record = rig.record(session_id)
     assert record.erase_requested_at is not None and record.purged_at is None
     assert record.status.value == "FAILED" and record.result is not None
-    assert record.result["reasons"] == ["ERASED"]
+    assert record.result.reasons == ["ERASED"]
     assert len(rig.keys(session_id)) == 4  # nothing deleted yet: the store was down
 
     # the tombstone holds meanwhile: a writer (the call agent, the liveness worker) stores nothing

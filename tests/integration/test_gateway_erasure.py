@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from contracts.documents import SessionResult
 from contracts.routing import EventKey
 from contracts.values import SessionStatus
 from infra.db.audit import AuditLog
@@ -70,7 +71,10 @@ async def _finish(database_url: str, session_id: str) -> None:
             "comparisonMatch": True,
         }
         await sessions.update_status(
-            session_id, expected_version=record.version, status=SessionStatus.SUCCEEDED, result=result
+            session_id,
+            expected_version=record.version,
+            status=SessionStatus.SUCCEEDED,
+            result=SessionResult.from_row(result),
         )
     finally:
         await engine.dispose()

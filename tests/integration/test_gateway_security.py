@@ -18,6 +18,7 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from starlette.routing import BaseRoute
 
+from contracts.documents import SessionSettingsDocument
 from domain.limits import Limits, LockoutPolicy, lockout_subjects
 from infra.db.engine import create_engine, session_factory
 from infra.db.repositories import ApiClientRepository
@@ -173,7 +174,7 @@ def test_lockout_after_failed_sessions_of_a_subject(stack: Stack) -> None:
         engine = create_engine(stack.database_url)
         try:
             failures = LivenessFailures(session_factory(engine))
-            subjects = lockout_subjects(client_id, {"subject_key": "user-7"})
+            subjects = lockout_subjects(client_id, SessionSettingsDocument(subject_key="user-7"))
             for index in range(count):
                 await failures.record(client_id, subjects, f"s-{index}", at)
         finally:
@@ -207,7 +208,7 @@ def test_lockout_after_failed_sessions_of_a_subject(stack: Stack) -> None:
         engine = create_engine(stack.database_url)
         try:
             failures = LivenessFailures(session_factory(engine))
-            subjects = lockout_subjects(client_id, {"subject_key": "user-7"})
+            subjects = lockout_subjects(client_id, SessionSettingsDocument(subject_key="user-7"))
             return await failures.locked_until(subjects, at, LockoutPolicy(5, 180, 1800))
         finally:
             await engine.dispose()

@@ -21,6 +21,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
+from contracts.documents import SessionResult
 from contracts.events import SessionStarted
 from contracts.routing import CALL_AGENT_SESSIONS, EventKey
 from contracts.values import ErrorCode, ErrorInfo, SessionStatus
@@ -108,7 +109,7 @@ def test_create_returns_client_token_and_url(gateway: Gateway) -> None:
     assert created["clientUrl"] == f"{PUBLIC_URL}/v1/sessions/{session_id}/client#token={token}"
     record = _run(_fetch(gateway, session_id))
     assert record.client_token_hash and token not in record.client_token_hash
-    assert record.settings["language"] == "es" and record.reference_key is None
+    assert record.settings.language == "es" and record.reference_key is None
 
 
 async def _fetch(gateway: Gateway, session_id: str) -> Any:
@@ -337,7 +338,8 @@ async def _update(
     engine = create_engine(gateway.database_url)
     try:
         repository = SessionRepository(make_session_factory(engine))
-        await repository.update_status(session_id, expected_version=version, status=status, result=result)
+        stored = SessionResult.from_row(result)  # a legacy (camelCase) row
+        await repository.update_status(session_id, expected_version=version, status=status, result=stored)
     finally:
         await engine.dispose()
 

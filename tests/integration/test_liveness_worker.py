@@ -24,6 +24,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from contracts.commands import ExpireSession
+from contracts.documents import ChallengeResult, SessionSettingsDocument, StoredChallenge
 from contracts.events import FrameCaptured, ReferencesMatched, SessionStarted
 from contracts.routing import COMMANDS_EXCHANGE, EVENTS_EXCHANGE, CommandKey, EventKey
 from contracts.values import ChallengeType, ModelInfo
@@ -153,7 +154,7 @@ class Harness:
         record, _ = await self.sessions.create(
             "test",
             client_request_token=None,
-            settings={"challenges": 2, "audit_images": audit_images},
+            settings=SessionSettingsDocument(challenges=2, audit_images=audit_images),
             expires_at=datetime.now(UTC) + timedelta(seconds=expires_in_s),
             reference_key=reference_key,
         )
@@ -162,7 +163,7 @@ class Harness:
     async def start_session(self, session_id: str, challenges: list[Challenge], started_at: datetime) -> None:
         await self.states.create_state(
             session_id,
-            challenges=[c.to_dict() for c in challenges],
+            challenges=[StoredChallenge(type=c.type, target=c.target) for c in challenges],
             started_at=started_at,
             connection_id="c1",
         )
@@ -330,26 +331,27 @@ async def test_shuffled_frames_on_two_workers_give_the_in_order_verdicts(
 
     record = await harness.sessions.fetch(session_id)
     assert record is not None and record.status.value == "SUCCEEDED" and record.result is not None
-    result = record.result
+    result = record.result.to_row()  # the stored document: one spelling, versioned
     assert set(result) == {
-        "isLive",
+        "version",
+        "is_live",
         "confidence",
         "reasons",
-        "referenceImageKey",
-        "auditImageKeys",
-        "comparisonResult",
-        "comparisonMatch",
+        "reference_image_key",
+        "audit_image_keys",
+        "comparison_result",
+        "comparison_match",
         "challenges",
     }
-    assert result["isLive"] is True and result["confidence"] >= 50 and result["reasons"] == []
+    assert result["is_live"] is True and result["confidence"] >= 50 and result["reasons"] == []
     assert result["challenges"] == [
         {"type": "LOOK_DOWN", "status": "PASSED", "reason": None},
         {"type": "LOOK_UP", "status": "PASSED", "reason": None},
     ]
-    assert result["comparisonResult"] is None and result["comparisonMatch"] is None
-    assert result["referenceImageKey"] == f"sessions/{session_id}/reference.jpg"
-    assert result["auditImageKeys"] == [f"sessions/{session_id}/audit-{i}.jpg" for i in range(3)]
-    for key in [result["referenceImageKey"], *result["auditImageKeys"]]:
+    assert result["comparison_result"] is None and result["comparison_match"] is None
+    assert result["reference_image_key"] == f"sessions/{session_id}/reference.jpg"
+    assert result["audit_image_keys"] == [f"sessions/{session_id}/audit-{i}.jpg" for i in range(3)]
+    for key in [result["reference_image_key"], *result["audit_image_keys"]]:
         assert (await harness.store.get(key))[:2] == b"\xff\xd8"
     decided = harness.events(EventKey.LIVENESS_DECIDED, session_id)
     assert len(decided) == 1 and decided[0]["is_live"] is True
@@ -497,7 +499,10 @@ async def test_a_printed_photo_fails_and_the_matchers_answer_completes_the_resul
     assert finished["status"] == "FAILED" and "TIMEOUT" in finished["reasons"]
     record = await harness.sessions.fetch(session_id)
     assert record is not None and record.status.value == "FAILED" and record.result is not None
-    assert record.result["isLive"] is False and record.result["confidence"] < 50
-    assert record.result["comparisonResult"] == 0.91 and record.result["comparisonMatch"] is True
-    assert record.result["challenges"][0] == {"type": "TURN_LEFT", "status": "FAILED", "reason": "TIMEOUT"}
-    assert record.result["challenges"][1]["status"] == "PENDING"
+    result = record.result
+    assert result.is_live is False and result.confidence is not None and result.confidence < 50
+    assert result.comparison_result == 0.91 and result.comparison_match is True
+    assert result.challenges[0] == ChallengeResult(
+        type=ChallengeType.TURN_LEFT, status="FAILED", reason="TIMEOUT"
+    )
+    assert result.challenges[1].status == "PENDING"

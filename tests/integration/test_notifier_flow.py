@@ -27,6 +27,7 @@ import pytest
 from faststream.rabbit import RabbitBroker
 
 import examples.controller
+from contracts.documents import SessionResult, SessionSettingsDocument
 from contracts.events import CallFailed, ReferencesMatched, SessionFinished
 from contracts.routing import MATCHER_REFERENCES, NOTIFIER_CALLBACKS, NOTIFIER_MATCHES, EventKey
 from contracts.values import ModelInfo, SessionStatus
@@ -193,13 +194,16 @@ class Harness:
         session, _ = await self.sessions.create(
             "static",
             client_request_token=None,
-            settings={},
+            settings=SessionSettingsDocument(),
             expires_at=now + timedelta(minutes=5),
             kind="call",
         )
         if status is not SessionStatus.CREATED:
             session = await self.sessions.update_status(
-                session.id, expected_version=session.version, status=status, result=result
+                session.id,
+                expected_version=session.version,
+                status=status,
+                result=None if result is None else SessionResult.from_row(result),  # a legacy row
             )
         return await self.flows.create(
             "static",

@@ -24,6 +24,7 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.engine import make_url
 
+from contracts.documents import SessionSettingsDocument
 from contracts.routing import EVENTS_EXCHANGE, EventKey
 from contracts.values import SessionStatus
 from domain.flows import DeliveryStatus
@@ -164,7 +165,7 @@ async def _call_flow(database_url: str, controller: Controller) -> CallFlowRecor
         session, _ = await SessionRepository(factory).create(
             "static",
             client_request_token=None,
-            settings={},
+            settings=SessionSettingsDocument(),
             expires_at=now + timedelta(minutes=5),
             kind="call",
         )

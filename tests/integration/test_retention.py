@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from contracts.values import SessionStatus
+from contracts.documents import SessionResult, SessionSettingsDocument, StoredChallenge
+from contracts.values import ChallengeType, SessionStatus
 from infra.db.audit import SYSTEM_ACTOR, AuditAction, AuditLog
 from infra.db.engine import session_factory
 from infra.db.liveness import LivenessRepository
@@ -37,7 +38,7 @@ async def finished_session(
     record, _ = await sessions.create(
         "client-a",
         client_request_token=None,
-        settings={},
+        settings=SessionSettingsDocument(),
         expires_at=datetime.now(UTC) + timedelta(minutes=5),
     )
     prefix = session_prefix(record.id)
@@ -45,7 +46,9 @@ async def finished_session(
     keys += [f"{prefix}frames/{n:08d}.jpg" for n in range(3)]
     for key in keys:
         await store.put(key, b"\xff\xd8 not really a face", "image/jpeg")
-    await states.create_state(record.id, challenges=[{"type": "BLINK"}], started_at=datetime.now(UTC))
+    await states.create_state(
+        record.id, challenges=[StoredChallenge(type=ChallengeType.BLINK)], started_at=datetime.now(UTC)
+    )
     for n in range(3):
         await states.add_frame(
             record.id,
@@ -83,7 +86,10 @@ async def finished_session(
     current = await sessions.fetch(record.id)
     assert current is not None
     await sessions.update_status(
-        record.id, expected_version=current.version, status=SessionStatus.SUCCEEDED, result=result
+        record.id,
+        expected_version=current.version,
+        status=SessionStatus.SUCCEEDED,
+        result=SessionResult.from_row(result),
     )
     fetched_before = await sessions.fetch(record.id)
     assert fetched_before is not None
@@ -128,11 +134,12 @@ async def test_the_purge_erases_sessions_past_retention_once(
     assert erased.status is SessionStatus.SUCCEEDED  # the decision stays
     assert erased.reference_key is None
     assert erased.result is not None
-    assert erased.result["isLive"] is True and erased.result["comparisonResult"] == 0.8
-    assert erased.result["referenceImageKey"] is None and erased.result["auditImageKeys"] == []
+    assert erased.result.is_live is True and erased.result.comparison_result == 0.8
+    assert erased.result.reference_image_key is None and erased.result.audit_image_keys == []
     state = await LivenessRepository(factory).get(old.id)
     assert state is not None and state.decision is not None
-    assert state.decision["referenceKey"] is None and state.decision["auditKeys"] == []
+    assert state.decision.reference_image_key is None and state.decision.audit_image_keys == []
+    assert state.decision.is_live is True  # the legacy row's decision, scrubbed, stays
 
     # the young one is untouched
     assert len(await s3_store.list(session_prefix(young.id))) == 6
@@ -156,7 +163,7 @@ async def test_an_unfinished_session_within_its_expiry_is_not_purged(
     record, _ = await sessions.create(
         "client-a",
         client_request_token=None,
-        settings={},
+        settings=SessionSettingsDocument(),
         expires_at=datetime.now(UTC) + timedelta(days=3),
     )
     now = datetime.now(UTC) + timedelta(days=2)  # past retention, before its expiry

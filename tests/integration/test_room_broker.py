@@ -17,6 +17,7 @@ from faststream import TestApp
 from faststream.rabbit import RabbitBroker
 
 from contracts.commands import JoinCall
+from contracts.documents import SessionSettingsDocument
 from contracts.envelope import utc_now
 from contracts.events import CallFailed, CallJoined, FrameCaptured, SessionFinished, SessionStarted
 from contracts.routing import EVENTS_EXCHANGE, CommandKey, EventKey
@@ -69,7 +70,10 @@ class Agent:
         """Publish JoinCall for a new session (the call agent stores frames only for a session that
         exists and is not erased); returns the session id."""
         session, _ = await self.sessions.create(
-            "static", client_request_token=None, settings={}, expires_at=utc_now() + timedelta(minutes=2)
+            "static",
+            client_request_token=None,
+            settings=SessionSettingsDocument(),
+            expires_at=utc_now() + timedelta(minutes=2),
         )
         command = JoinCall(
             correlation_id=flow_id,

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from contracts.documents import SessionSettingsDocument
 from contracts.envelope import Command, Event
 from contracts.events import SessionFinished
 from contracts.routing import EventKey
@@ -156,7 +157,7 @@ async def test_an_expiry_that_fails_for_one_session_still_expires_the_others(
         record, _ = await sessions.create(
             "client-a",
             client_request_token=None,
-            settings={},
+            settings=SessionSettingsDocument(),
             expires_at=datetime.now(UTC) + timedelta(hours=1),
         )
         overdue.append(record.id)

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from contracts.documents import SessionSettingsDocument
 from contracts.values import ChallengeType
 from services.liveness.analysis import FrameAnalysis
 from services.liveness.challenges import Challenge, ChallengeStatus
@@ -266,12 +267,14 @@ def test_reference_is_the_most_frontal_single_face_and_audit_frames_spread() -> 
 
 def test_session_settings_choose_the_challenges_and_audit_images() -> None:
     rng = random.Random(1)
-    drawn = session_challenges({"challenges": 2, "challenge_types": ["BLINK", "TURN_LEFT"]}, rng)
+    drawn = session_challenges(
+        SessionSettingsDocument.from_row({"challenges": 2, "challenge_types": ["BLINK", "TURN_LEFT"]}), rng
+    )
     assert sorted(c.type.value for c in drawn) == ["BLINK", "TURN_LEFT"]
-    assert len(session_challenges({"challenges": 4}, rng)) == 4
-    assert audit_image_count({}) == 2
-    assert audit_image_count({"auditImages": 3}) == 3
-    assert audit_image_count({"audit_images": 9}) == 4
+    assert len(session_challenges(SessionSettingsDocument(challenges=4), rng)) == 4
+    assert audit_image_count(SessionSettingsDocument()) == 2
+    assert audit_image_count(SessionSettingsDocument.from_row({"auditImages": 3})) == 3  # a call's legacy row
+    assert audit_image_count(SessionSettingsDocument(audit_images=9)) == 4
 
 
 @pytest.mark.parametrize("seed", range(4))

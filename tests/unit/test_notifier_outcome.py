@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from contracts.documents import SessionResult
 from contracts.events import ReferencesMatched
 from contracts.values import CallbackOutcome, ErrorCode, ErrorInfo, ModelInfo
 from examples.controller import verify
@@ -24,7 +25,9 @@ from services.notifier.outcome import (
     sign,
 )
 
-LIVE = liveness_part({"isLive": True, "confidence": 96.5, "reasons": [], "referenceImageKey": "k"})
+LIVE = liveness_part(
+    SessionResult.from_row({"isLive": True, "confidence": 96.5, "reasons": [], "referenceImageKey": "k"})
+)
 
 
 def matched(**values: object) -> ReferencesMatched:
@@ -47,7 +50,9 @@ def test_no_match_or_a_matcher_error_is_failure_with_a_reason() -> None:
 
 
 def test_a_match_without_liveness_is_still_failure() -> None:
-    outcome, _ = match_outcome(liveness_part({"isLive": False}), matched(similarity=0.9, match=True))
+    outcome, _ = match_outcome(
+        liveness_part(SessionResult(is_live=False)), matched(similarity=0.9, match=True)
+    )
     assert outcome is CallbackOutcome.FAILURE
 
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from contracts.documents import SessionSettingsDocument
 from contracts.values import SessionStatus
 from domain.sessions import Decided, Erased, Expired, SessionEnding
 from infra.db.errors import VersionConflict
@@ -25,7 +26,7 @@ def _record(**fields: object) -> SessionRecord:
         client_request_token=None,
         kind="liveness",
         status=SessionStatus.IN_PROGRESS,
-        settings={},
+        settings=SessionSettingsDocument(),
         created_at=now,
         updated_at=now,
         expires_at=now - timedelta(seconds=1),

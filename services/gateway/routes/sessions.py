@@ -12,6 +12,7 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response
 
 from contracts.commands import StartSession
+from contracts.documents import SessionResult
 from contracts.envelope import new_id
 from contracts.events import SessionStarted
 from contracts.http import (
@@ -73,6 +74,8 @@ OFFER_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 #: Seconds a browser refused with CALL_AGENT_BUSY waits before it offers again (Retry-After).
 BUSY_RETRY_AFTER_S = 5
+#: What a session without a result reads as (it has not finished, or expired undecided).
+_NO_RESULT = SessionResult(is_live=False)
 
 # Content served to browsers: same-origin only, camera streams as media, nothing inline.
 CSP = (
@@ -216,26 +219,24 @@ for _name in _ASSETS:
 )
 async def get_session(session_id: str, principal: PrincipalDep, res: ResourcesDep) -> SessionResponse:
     record = await _read(session_id, principal, res)
-    result = record.result or {}
-    audit = [await _presign(res, key) for key in result.get("auditImageKeys") or []]
+    result = record.result or _NO_RESULT
+    audit = [await _presign(res, key) for key in result.audit_image_keys]
     return SessionResponse(
         session_id=record.id,
         client_request_token=record.client_request_token,
         status=record.status,
         created_at=record.created_at,
         expires_at=record.expires_at,
-        is_live=result.get("isLive"),
-        confidence=result.get("confidence"),
-        reasons=result.get("reasons", []),
-        comparison_result=result.get("comparisonResult"),
-        comparison_match=result.get("comparisonMatch"),
-        reference_image=await _presign(res, result.get("referenceImageKey")),
+        is_live=None if record.result is None else result.is_live,
+        confidence=result.confidence,
+        reasons=list(result.reasons),
+        comparison_result=result.comparison_result,
+        comparison_match=result.comparison_match,
+        reference_image=await _presign(res, result.reference_image_key),
         audit_images=[image for image in audit if image is not None],
         purged=record.purged_at is not None,
         challenges=[
-            ChallengeOut(type=str(c.get("type")), status=str(c.get("status")), reason=c.get("reason"))
-            for c in result.get("challenges") or []
-            if isinstance(c, dict)
+            ChallengeOut(type=c.type.value, status=c.status, reason=c.reason) for c in result.challenges
         ],
     )
 
@@ -281,7 +282,7 @@ async def _start_session(
             session_id=claimed.id,
             connection_id=connection_id,
             offer_sdp=sdp,
-            language=str(claimed.settings.get("language") or "en"),
+            language=claimed.settings.language,
             expires_at=claimed.expires_at,
             sequence_base=(claimed.connections - 1) * CONNECTION_SEQUENCE_STRIDE,
         )
@@ -405,9 +406,8 @@ async def get_session_legacy(
     session_id: str, principal: PrincipalDep, res: ResourcesDep
 ) -> LegacySessionResponse:
     record = await _read(session_id, principal, res)
-    result = record.result or {}
     return LegacySessionResponse(
         clientRequestToken=record.client_request_token,
         status=record.status.value,
-        comparisonResult=result.get("comparisonResult"),
+        comparisonResult=None if record.result is None else record.result.comparison_result,
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 
+from contracts.documents import SessionSettingsDocument
 from domain.limits import (
     QUOTA_EXCEEDED,
     RATE_LIMITED,
@@ -157,9 +158,10 @@ def test_lockout_is_per_subject_and_the_latest_end_wins() -> None:
 
 
 def test_lockout_subjects_are_scoped_digests() -> None:
-    mine = lockout_subjects("client-a", {"subject_key": "user-42", "device_id": "phone-1"})
-    theirs = lockout_subjects("client-b", {"subjectKey": "user-42"})
+    mine = lockout_subjects("client-a", SessionSettingsDocument(subject_key="user-42", device_id="phone-1"))
+    # A legacy call-flow session's camelCase settings row counts the same subject.
+    theirs = lockout_subjects("client-b", SessionSettingsDocument.from_row({"subjectKey": "user-42"}))
     assert len(mine) == 2 and len(theirs) == 1
     assert theirs[0] not in mine
     assert all("user-42" not in digest and len(digest) == 64 for digest in mine)
-    assert lockout_subjects("client-a", {}) == []
+    assert lockout_subjects("client-a", SessionSettingsDocument()) == []

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from contracts.documents import LivenessDecisionDocument, SessionResult
 from contracts.events import ReferencesMatched
 from contracts.values import ErrorCode, ErrorInfo, ModelInfo, SessionStatus
 from domain.sessions import (
@@ -23,7 +24,8 @@ from domain.sessions import (
 
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
 MODEL = ModelInfo(pack="p", licence="MIT", commercial_use=True)
-DECISION: dict[str, Any] = {
+# A decision as the liveness worker stored it before contracts/documents.py (camelCase).
+LEGACY_DECISION: dict[str, Any] = {
     "isLive": True,
     "confidence": 0.93,
     "reasons": [],
@@ -31,6 +33,7 @@ DECISION: dict[str, Any] = {
     "auditKeys": ["sessions/s1/audit-0.jpg"],
     "challenges": [{"type": "BLINK", "status": "PASSED"}],
 }
+DECISION = LivenessDecisionDocument.from_row(LEGACY_DECISION)
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,7 @@ class Session:
     status: SessionStatus = SessionStatus.IN_PROGRESS
     version: int = 3
     expires_at: datetime = NOW + timedelta(minutes=1)
-    result: dict[str, Any] | None = None
+    result: SessionResult | None = None
     reference_key: str | None = None
     connections: int = 1
 
@@ -55,29 +58,31 @@ def test_a_live_decision_ends_succeeded_with_its_result_event_and_audit() -> Non
     ending = end_session(Session(), Decided(DECISION), NOW)
     assert ending is not None
     assert ending.status is SessionStatus.SUCCEEDED and ending.expected_version == 3
-    assert ending.result == {
-        "isLive": True,
+    assert ending.result is not None
+    assert ending.result.to_row() == {
+        "version": 1,
+        "is_live": True,
         "confidence": 0.93,
         "reasons": [],
-        "referenceImageKey": "sessions/s1/reference.jpg",
-        "auditImageKeys": ["sessions/s1/audit-0.jpg"],
-        "comparisonResult": None,
-        "comparisonMatch": None,
-        "challenges": [{"type": "BLINK", "status": "PASSED"}],
+        "reference_image_key": "sessions/s1/reference.jpg",
+        "audit_image_keys": ["sessions/s1/audit-0.jpg"],
+        "comparison_result": None,
+        "comparison_match": None,
+        "challenges": [{"type": "BLINK", "status": "PASSED", "reason": None}],
     }
     assert ending.event.session_id == "s1" and ending.event.status is SessionStatus.SUCCEEDED
     assert ending.event.reasons == []
     assert ending.audit.action == SESSION_DECIDED and ending.audit.actor == "client-a"
     assert ending.audit.subject_id == "s1" and ending.audit.outcome == "SUCCEEDED"
-    assert ending.audit.details["isLive"] is True and ending.audit.details["confidence"] == 0.93
+    assert ending.audit.details.is_live is True and ending.audit.details.confidence == 0.93
     assert not ending.counts_toward_lockout
 
 
 def test_a_failed_decision_ends_failed_and_counts_toward_the_lockout() -> None:
-    decision = {**DECISION, "isLive": False, "reasons": ["SPOOF"]}
+    decision = DECISION.model_copy(update={"is_live": False, "reasons": ["SPOOF"]})
     ending = end_session(Session(connections=1), Decided(decision), NOW)
     assert ending is not None and ending.status is SessionStatus.FAILED
-    assert ending.event.reasons == ["SPOOF"] and ending.audit.details["reasons"] == ["SPOOF"]
+    assert ending.event.reasons == ["SPOOF"] and ending.audit.details.reasons == ["SPOOF"]
     assert ending.counts_toward_lockout
 
 
@@ -85,15 +90,15 @@ def test_the_comparison_joins_the_result_or_its_error_the_reasons() -> None:
     session = Session(reference_key="sessions/s1/reference-input.jpg")
     matched = end_session(session, Decided(DECISION, _answer(similarity=0.81, match=True)), NOW)
     assert matched is not None and matched.result is not None
-    assert matched.result["comparisonResult"] == 0.81 and matched.result["comparisonMatch"] is True
-    assert matched.audit.details["comparisonMatch"] is True
+    assert matched.result.comparison_result == 0.81 and matched.result.comparison_match is True
+    assert matched.audit.details.comparison_match is True
     error = ErrorInfo(code=ErrorCode.NO_FACE_IN_REFERENCES, detail="no face in the reference")
     failed = end_session(session, Decided(DECISION, _answer(error=error)), NOW)
     assert failed is not None and failed.event.reasons == ["NO_FACE_IN_REFERENCES"]
     late = end_session(session, Decided(DECISION, matcher_late=True), NOW)
     assert late is not None and late.event.reasons == [COMPARISON_UNAVAILABLE]
     assert late.status is SessionStatus.SUCCEEDED  # live; the comparison is what is missing
-    no_frame = end_session(session, Decided({**DECISION, "referenceKey": None}), NOW)
+    no_frame = end_session(session, Decided(DECISION.scrubbed()), NOW)
     assert no_frame is not None and no_frame.event.reasons == [COMPARISON_UNAVAILABLE]
     # without a reference image of the app's, nothing is missing
     plain = end_session(Session(), Decided(DECISION, matcher_late=True), NOW)
@@ -104,8 +109,8 @@ def test_an_overdue_session_expires_without_a_result() -> None:
     ending = end_session(Session(expires_at=NOW), Expired(), NOW)
     assert ending is not None and ending.status is SessionStatus.EXPIRED and ending.result is None
     assert ending.event.reasons == ["EXPIRED"]
-    assert ending.audit.outcome == "EXPIRED" and ending.audit.details["reasons"] == ["EXPIRED"]
-    assert ending.audit.details["isLive"] is None
+    assert ending.audit.outcome == "EXPIRED" and ending.audit.details.reasons == ["EXPIRED"]
+    assert ending.audit.details.is_live is None
 
 
 def test_a_session_before_its_deadline_does_not_expire() -> None:
@@ -119,9 +124,10 @@ def test_an_ended_session_never_ends_again(status: SessionStatus, outcome: Any) 
 
 
 def test_an_erased_session_fails_with_reason_erased_and_keeps_what_it_had() -> None:
-    ending = end_session(Session(connections=0, result={"confidence": 0.4}), Erased(), NOW)
+    had = SessionResult(is_live=True, confidence=0.4, reasons=[])
+    ending = end_session(Session(connections=0, result=had), Erased(), NOW)
     assert ending is not None and ending.status is SessionStatus.FAILED
-    assert ending.result == {"confidence": 0.4, "isLive": False, "reasons": ["ERASED"]}
+    assert ending.result == SessionResult(is_live=False, confidence=0.4, reasons=["ERASED"])
     assert ending.event.reasons == ["ERASED"] and ending.audit.outcome == "FAILED"
     assert not ending.counts_toward_lockout  # never opened: the app's session, not an attempt
     started = end_session(Session(connections=1), Erased(), NOW)

@@ -12,6 +12,7 @@ import httpx
 from fastapi import FastAPI
 
 from contracts.commands import CompareFaces, MatchReferences, StartSession
+from contracts.documents import SessionSettingsDocument
 from contracts.events import FacesCompared, ReferencesMatched, SessionFinished, SessionStarted
 from contracts.values import FaceBox, ModelInfo, ScoredFace, SessionStatus, Threshold, ThresholdSource
 from domain.sessions import AuditEntry, SessionEnding
@@ -132,7 +133,7 @@ class FakeSessionRows(FakeSessions):
             client_request_token=None,
             kind="liveness",
             status=status,
-            settings={"language": language},
+            settings=SessionSettingsDocument(language=language),
             created_at=now,
             updated_at=now,
             expires_at=now + timedelta(seconds=expires_in_s),

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import httpx
 
+from contracts.documents import SessionResult
 from contracts.values import SessionStatus
 from infra.settings import Settings
 from tests.unit.gateway.fakes import API_KEY, STATIC_TOKEN, Gateway
@@ -65,7 +66,9 @@ async def test_a_session_reads_back_its_result_with_presigned_images() -> None:
         "comparisonMatch": True,
     }
     gateway.sessions.rows[session_id] = replace(
-        gateway.sessions.rows[session_id], status=SessionStatus.SUCCEEDED, result=result
+        gateway.sessions.rows[session_id],
+        status=SessionStatus.SUCCEEDED,
+        result=SessionResult.from_row(result),
     )
     gateway.store.missing.add(f"sessions/{session_id}/audit-1.jpg")  # left out, not a 500
     response = await call(gateway, "GET", f"/v1/sessions/{session_id}", headers=KEY)

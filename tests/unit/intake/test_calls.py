@@ -28,13 +28,13 @@ async def test_a_call_stores_its_session_and_flow_then_sends_join_call() -> None
     created = await starter.start(request(), CallSettings(session_timeout_s=60), CALLER, flow_id="flow-1")
     assert (created.flow_id, created.language, created.language_fallback) == ("flow-1", "es", False)
     session = sessions.rows[created.session_id]
-    assert session.kind == "call" and session.settings["language"] == "es"
+    assert session.kind == "call" and session.settings.language == "es"
     flow = flows.rows["flow-1"]
-    assert flow.session_id == session.id and flow.settings["timeoutS"] >= 60 + FLOW_MARGIN_S
+    assert flow.session_id == session.id and flow.settings["timeout_s"] >= 60 + FLOW_MARGIN_S
     [command] = commands.sent
     assert (command.flow_id, command.session_id, command.client_id) == ("flow-1", session.id, "client-1")
     assert command.language == "es" and command.expires_at == session.expires_at
-    assert command.settings == session.settings and command.token == "controller-token"
+    assert command.settings == session.settings.to_row() and command.token == "controller-token"
 
 
 async def test_an_unknown_language_falls_back_to_english_and_says_so() -> None:

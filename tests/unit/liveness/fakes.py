@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from contracts.documents import LivenessDecisionDocument, SessionSettingsDocument, StoredChallenge
 from contracts.envelope import Command, Event
 from contracts.values import SessionStatus
 from infra.db.errors import VersionConflict
@@ -30,7 +31,7 @@ def session(session_id: str = "s-1", *, reference_key: str | None = None) -> Ses
         client_request_token=None,
         kind="liveness",
         status=SessionStatus.IN_PROGRESS,
-        settings={"challenges": 2, "audit_images": 2},
+        settings=SessionSettingsDocument(challenges=2, audit_images=2),
         created_at=NOW,
         updated_at=NOW,
         expires_at=NOW + timedelta(minutes=5),
@@ -66,7 +67,7 @@ class FakeStates:
         self,
         session_id: str,
         *,
-        challenges: list[dict[str, Any]],
+        challenges: list[StoredChallenge],
         started_at: datetime,
         connection_id: str = "",
     ) -> tuple[LivenessState, bool]:
@@ -144,7 +145,7 @@ class FakeStates:
         issued: int,
         verdicts: int,
         progress: dict[str, Any],
-        decision: dict[str, Any] | None = None,
+        decision: LivenessDecisionDocument | None = None,
         match_request_id: str | None = None,
     ) -> None:
         if self.before_save is not None:

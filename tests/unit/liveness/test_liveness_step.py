@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from contracts.documents import StoredChallenge
 from contracts.events import FrameCaptured
 from contracts.routing import CommandKey, EventKey
 from contracts.values import ChallengeType
@@ -117,7 +118,10 @@ async def worker() -> Worker:
     for sequence in range(len(POSES)):
         store.objects[key(sequence)] = f"jpeg {sequence}".encode()
     await states.create_state(
-        SESSION, challenges=[c.to_dict() for c in CHALLENGES], started_at=NOW, connection_id="c1"
+        SESSION,
+        challenges=[StoredChallenge(type=c.type, target=c.target) for c in CHALLENGES],
+        started_at=NOW,
+        connection_id="c1",
     )
     publisher = FakePublisher()
     deps = Deps(
@@ -153,8 +157,8 @@ async def test_in_order_each_frame_is_read_once_and_each_event_published_once(wo
     whole = replay(CHALLENGES, stored, identity_threshold=0.35, readiness=worker.deps.readiness)
     assert [v.status for v in whole.verdicts] == [ChallengeStatus.PASSED, ChallengeStatus.PASSED]
     assert state.decision is not None and whole.decision is not None
-    assert (state.decision["isLive"], state.decision["reasons"]) == (True, [])
-    assert state.decision["confidence"] == whole.decision.confidence
+    assert (state.decision.is_live, state.decision.reasons) == (True, [])
+    assert state.decision.confidence == whole.decision.confidence
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -176,7 +180,7 @@ async def test_the_decision_copies_its_images_with_no_lock_held_before_it_is_wri
         f"sessions/{SESSION}/reference.jpg",
         [f"sessions/{SESSION}/audit-{i}.jpg" for i in range(2)],
     )
-    assert (decision["referenceKey"], decision["auditKeys"]) == (reference, audit)
+    assert (decision.reference_image_key, decision.audit_image_keys) == (reference, audit)
     # the most frontal judged frame (pitch 0 at sequence 20) is the reference
     judged = [to_replay_frame(f, NOW) for f in worker.states.frames[SESSION].values()]
     chosen = reference_frame(judged)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from contracts.documents import CallDecidedDetails, SessionResult, SessionSettingsDocument
 from contracts.envelope import Command, Message
 from contracts.routing import COMMANDS_EXCHANGE
 from contracts.values import SessionStatus
@@ -234,12 +235,12 @@ class FakeSessionResults:
             client_request_token=None,
             kind="call",
             status=status,
-            settings={},
+            settings=SessionSettingsDocument(),
             created_at=now,
             updated_at=now,
             expires_at=now + timedelta(minutes=5),
             finished_at=None if status is SessionStatus.CREATED else now,
-            result=result,
+            result=None if result is None else SessionResult.from_row(result),
             version=1,
         )
 
@@ -308,7 +309,7 @@ class FakeAudit:
         action: AuditAction,
         subject_id: str | None,
         outcome: str | None,
-        details: dict[str, Any] | None = None,
+        details: CallDecidedDetails | None = None,
     ) -> None:
         self.records.append(
             {
@@ -316,7 +317,7 @@ class FakeAudit:
                 "action": action,
                 "subject_id": subject_id,
                 "outcome": outcome,
-                "details": details,
+                "details": None if details is None else details.to_row(),
             }
         )
 
