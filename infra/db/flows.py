@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.flows import (
     CLAIM_ATTEMPT,
+    FAIL,
     GIVE_UP,
     MARK_DELIVERED,
     RETRY_LATER,
@@ -236,10 +237,10 @@ class CallFlowRepository:
         )
 
     async def overdue(self, *, now: datetime, limit: int = 100) -> builtins.list[CallFlowRecord]:
-        """Unconcluded flows past their deadline (the caller concludes them; one wins each)."""
+        """Unconcluded flows past their deadline (the caller fails them; one wins each)."""
         query = (
             select(CallFlowRow)
-            .where(CallFlowRow.outcome.is_(None), CallFlowRow.deadline <= now)
+            .where(CallFlowRow.outcome.is_(None), _from(FAIL), CallFlowRow.deadline <= now)
             .order_by(CallFlowRow.deadline)
             .limit(limit)
         )
