@@ -3,8 +3,11 @@
 A stack of its own (gateway, call agent, liveness worker, one matcher; temporary SQLite and object
 store, a RabbitMQ virtual host of its own), the room server of tests/support/sfu (mediasoup 3.8.4,
 built once by scripts/mediasoup.sh) and, per repeat, one flow: ``POST /v1/calls`` into a new room,
-then a pymediasoup subject playing a real face video (the scripted subject, answering each
-ChallengeIssued as the tests' subject does) joins it. Per repeat:
+then a pymediasoup subject playing a real face video (the scripted subject) joins it. The subject
+answers each ChallengeIssued once the call agent's video shows it (a FrameCaptured whose ``shown``
+reaches the challenge), as a person reacts to the picture: reacting to the event itself, it
+raced the agent under load and moved before the frames that make the challenge's baseline. Per
+repeat:
 
 * ``stored_fps``: frames per second the call agent took from the subject's video and handed on
   (FrameCaptured, sampled at most at ``FACEPROOF_FRAME_RATE``), from the first to the decision;
@@ -40,7 +43,7 @@ from faceproof.bench.stack import Stack, StackConfig, running_stack
 from faceproof.testing.annotate import load_video_segments
 from faceproof.testing.mediasoup_room import MediasoupRoom, RoomSubject, room_server_ready, run_bounded
 from faceproof.testing.scripted_subject import Media, ScriptedSubject
-from faceproof.testing.webrtc_subject import ScriptedSource, SourceTrack
+from faceproof.testing.webrtc_subject import OnScreen, ScriptedSource, SourceTrack
 from faces.packs import get_pack
 from infra.db.engine import create_engine, session_factory
 from infra.db.liveness import LivenessRepository
@@ -160,7 +163,7 @@ async def _one(
     stack: Stack, bench: RoomBench, subject: StampedSource, media: Media, threshold: float, repeat: int
 ) -> dict[str, Any]:
     flow = _Flow()
-    async with MediasoupRoom() as room, _events(stack, flow, subject) as listening:
+    async with MediasoupRoom() as room, _events(stack, flow, OnScreen(subject)) as listening:
         await listening
         room_id = f"bench-{repeat}"
         async with httpx.AsyncClient(
@@ -194,7 +197,7 @@ async def _one(
 
 
 @contextlib.asynccontextmanager
-async def _events(stack: Stack, flow: _Flow, subject: StampedSource) -> Any:
+async def _events(stack: Stack, flow: _Flow, subject: OnScreen) -> Any:
     """Consume challenge.issued (the script follows it), frame.captured and liveness.decided."""
     ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -221,13 +224,14 @@ async def _events(stack: Stack, flow: _Flow, subject: StampedSource) -> Any:
             await task
 
 
-def _on_event(flow: _Flow, subject: StampedSource, key: str, body: dict[str, Any]) -> None:
+def _on_event(flow: _Flow, subject: OnScreen, key: str, body: dict[str, Any]) -> None:
     if not flow.session_id or body.get("session_id") != flow.session_id:
         return
     if key == "challenge.issued":
-        subject.instruct(body)
+        subject.instruct(body)  # answered once the agent's video shows it
     elif key == "frame.captured":
         flow.frames.append(time.time())
+        subject.seen(body.get("shown"))
     elif key == "liveness.decided" and flow.decided_at is None:
         flow.decided_at, flow.decided = time.time(), body
 
