@@ -38,6 +38,7 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 
+from contracts.documents import SessionSettingsDocument
 from faceproof.bench.environment import BenchError, machine_info
 from faceproof.bench.stack import Stack, StackConfig, running_stack
 from faceproof.testing.annotate import load_video_segments
@@ -259,9 +260,12 @@ async def _measure(
         "decision_ms": None,
     }
     frames = [to_replay_frame(f, state.started_at) for f in stored]
-    challenges = [Challenge.from_dict(c) for c in state.challenges]
+    challenges = [Challenge(c.type, c.target) for c in state.challenges]
     result = replay(
-        challenges, frames, identity_threshold=threshold, readiness=session_readiness({}, DEFAULT_READINESS)
+        challenges,
+        frames,
+        identity_threshold=threshold,
+        readiness=session_readiness(SessionSettingsDocument(), DEFAULT_READINESS),
     )
     last = result.verdicts[-1] if result.verdicts else None
     passing = next((f for f in frames if last is not None and f.t == last.decided_at), None)

@@ -23,6 +23,7 @@ from uuid import uuid4
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from contracts.documents import FlowDecision, FlowSettingsDocument
 from domain.flows import (
     CLAIM_ATTEMPT,
     FAIL,
@@ -59,10 +60,10 @@ class CallFlowRecord:
     datastore_base_url: str | None
     token: str
     language: str
-    settings: dict[str, Any]
+    settings: FlowSettingsDocument
     callback_secret: str | None
     deadline: datetime
-    decision: dict[str, Any] | None
+    decision: FlowDecision | None
     outcome: str | None
     delivery: DeliveryStatus | None
     attempts: int
@@ -94,7 +95,7 @@ class CallFlowRepository:
         datastore_base_url: str | None,
         token: str,
         language: str,
-        settings: dict[str, Any],
+        settings: FlowSettingsDocument,
         callback_secret: str | None,
         deadline: datetime,
         flow_id: str | None = None,
@@ -110,7 +111,7 @@ class CallFlowRepository:
             datastore_base_url=datastore_base_url,
             token=token,
             language=language,
-            settings=settings,
+            settings=settings.to_row(),
             callback_secret=callback_secret or None,
             deadline=deadline,
             decision=None,
@@ -143,7 +144,7 @@ class CallFlowRepository:
         self,
         flow_id: str,
         *,
-        decision: dict[str, Any],
+        decision: FlowDecision,
         deadline: datetime,
         request_id: str,
         then: FollowUp | None = None,
@@ -154,7 +155,7 @@ class CallFlowRepository:
             [CallFlowRow.id == flow_id, CallFlowRow.outcome.is_(None), _from(START_MATCHING)],
             then=then,
             status=START_MATCHING.target.value,
-            decision=decision,
+            decision=decision.to_row(),
             deadline=deadline,
             match_request_id=request_id,
         )
@@ -165,7 +166,7 @@ class CallFlowRepository:
         *,
         outcome: str,
         status: FlowStatus,
-        decision: dict[str, Any],
+        decision: FlowDecision,
         first_attempt_at: datetime,
         then: FollowUp | None = None,
     ) -> CallFlowRecord | None:
@@ -178,7 +179,7 @@ class CallFlowRepository:
             then=then,
             outcome=outcome,
             status=claim.target.value,
-            decision=decision,
+            decision=decision.to_row(),
             delivery=DeliveryStatus.PENDING.value,
             attempts=0,
             finished_at=now,
@@ -327,10 +328,10 @@ def _record(row: CallFlowRow) -> CallFlowRecord:
         datastore_base_url=row.datastore_base_url,
         token=row.token,
         language=row.language,
-        settings=dict(row.settings),
+        settings=FlowSettingsDocument.from_row(row.settings),
         callback_secret=row.callback_secret,
         deadline=row.deadline,
-        decision=None if row.decision is None else dict(row.decision),
+        decision=None if row.decision is None else FlowDecision.from_row(row.decision),
         outcome=row.outcome,
         delivery=None if row.delivery is None else DeliveryStatus(row.delivery),
         attempts=row.attempts,

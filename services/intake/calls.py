@@ -144,7 +144,7 @@ class CallStarter:
             language=language,
             settings=FlowSettingsDocument(
                 **session_settings.model_dump(exclude={"version"}), timeout_s=flow_ttl
-            ).to_row(),
+            ),
             callback_secret=call_settings.callback_secret,
             deadline=now + timedelta(seconds=flow_ttl),
             flow_id=flow_id or str(uuid4()),

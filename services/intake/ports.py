@@ -9,10 +9,10 @@ Postgres (``infra.db``), S3 (``infra.storage``) and RabbitMQ
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from contracts.commands import JoinCall
-from contracts.documents import SessionSettingsDocument
+from contracts.documents import FlowSettingsDocument, SessionSettingsDocument
 from infra.db.flows import CallFlowRecord
 from infra.db.records import SessionRecord
 
@@ -50,7 +50,7 @@ class FlowRows(Protocol):
         datastore_base_url: str | None,
         token: str,
         language: str,
-        settings: dict[str, Any],
+        settings: FlowSettingsDocument,
         callback_secret: str | None,
         deadline: datetime,
         flow_id: str | None = None,

@@ -19,11 +19,11 @@ import random
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Protocol
+from typing import Final, Protocol
 from urllib.parse import urlsplit
 
 from contracts.commands import DeliverCallback, MatchReferences
-from contracts.documents import CallDecidedDetails, SessionResult
+from contracts.documents import CallDecidedDetails, FlowDecision, SessionResult
 from contracts.events import CallbackDelivered, CallFailed, ReferencesMatched, SessionFinished
 from contracts.routing import NOTIFIER_CALLBACKS, CommandKey, EventKey
 from contracts.values import CallbackOutcome, Fusion, ImageData, SessionStatus
@@ -127,13 +127,13 @@ def _deliver_command(flow: CallFlowRecord, attempt: int) -> DeliverCallback:
         flow_id=flow.id,
         url=callback_url(flow.callback_base_url, outcome, flow.token),
         outcome=outcome,
-        body=callback_body(flow.id, flow.decision or {}),
+        body=callback_body(flow.id, flow.decision),
         attempt=attempt,
     )
 
 
 async def conclude(
-    deps: Deps, flow: CallFlowRecord, outcome: CallbackOutcome, decision: dict[str, Any]
+    deps: Deps, flow: CallFlowRecord, outcome: CallbackOutcome, decision: FlowDecision
 ) -> bool:
     """Claim the flow's one outcome and send its callback; False when it was concluded already."""
     status = conclusion(outcome).target
@@ -148,13 +148,13 @@ async def conclude(
     )
     if concluded is None:
         return False
-    log.info("flow %s %s (%s)", flow.id, outcome.value, ", ".join(decision.get("reasons") or []) or "-")
+    log.info("flow %s %s (%s)", flow.id, outcome.value, ", ".join(decision.reasons) or "-")
     await _audit_decision(deps, concluded, status, decision)
     return True
 
 
 async def _audit_decision(
-    deps: Deps, flow: CallFlowRecord, status: FlowStatus, decision: dict[str, Any]
+    deps: Deps, flow: CallFlowRecord, status: FlowStatus, decision: FlowDecision
 ) -> None:
     """One CALL_DECIDED record for the flow's one outcome (a failed write is logged, not retried:
     the flow's own row keeps the decision). No images, URLs, tokens or embeddings."""
@@ -162,11 +162,11 @@ async def _audit_decision(
         return
     details = CallDecidedDetails(
         session_id=flow.session_id,
-        is_live=decision.get("isLive"),
-        confidence=decision.get("confidence"),
-        reasons=list(decision.get("reasons") or []),
-        similarity=decision.get("similarity"),
-        match=decision.get("match"),
+        is_live=decision.is_live,
+        confidence=decision.confidence,
+        reasons=list(decision.reasons),
+        similarity=decision.similarity,
+        match=decision.match,
     )
     try:
         await deps.audit.record(
@@ -192,7 +192,7 @@ async def handle_session_finished(event: SessionFinished, deps: Deps) -> None:
         return  # a hosted-page session, or a repeated event: this flow is matching or has ended
     result = await _session_result(deps, event.session_id)
     decision = liveness_part(result)
-    if event.status is not SessionStatus.SUCCEEDED or not decision["isLive"]:
+    if event.status is not SessionStatus.SUCCEEDED or not decision.is_live:
         reasons = list(event.reasons) or [event.status.value]
         await conclude(deps, flow, CallbackOutcome.FAILURE, with_reasons(decision, *reasons))
         return
@@ -205,7 +205,9 @@ async def handle_session_finished(event: SessionFinished, deps: Deps) -> None:
     except ReferencesUnavailable as error:
         log.info("flow %s: references unavailable: %s", flow.id, error)
         failed = with_reasons(decision, REFERENCES_UNAVAILABLE)
-        await conclude(deps, flow, CallbackOutcome.FAILURE, {**failed, "referenceErrors": [str(error)]})
+        await conclude(
+            deps, flow, CallbackOutcome.FAILURE, failed.model_copy(update={"reference_errors": [str(error)]})
+        )
         return
     command = MatchReferences(
         correlation_id=flow.id,
@@ -216,7 +218,9 @@ async def handle_session_finished(event: SessionFinished, deps: Deps) -> None:
     )
     await deps.flows.start_matching(  # None: another delivery of the event started it first
         flow.id,
-        decision={**decision, "referencesUsed": len(references.images), "referenceErrors": references.errors},
+        decision=decision.model_copy(
+            update={"references_used": len(references.images), "reference_errors": list(references.errors)}
+        ),
         deadline=max(flow.deadline, _now() + timedelta(seconds=deps.config.match_timeout_s)),
         request_id=command.message_id,
         then=lambda _: [Outgoing.command(command, CommandKey.MATCH_REFERENCES)],
@@ -233,7 +237,7 @@ async def handle_references_matched(event: ReferencesMatched, deps: Deps) -> Non
     if flow.match_request_id != event.request_id or event.client_id != flow.owner:
         log.warning("flow %s: an answer to a request it did not send was ignored", flow.id)
         return
-    outcome, decision = match_outcome(flow.decision or {}, event)
+    outcome, decision = match_outcome(flow.decision or FlowDecision(), event)
     await conclude(deps, flow, outcome, decision)
 
 
@@ -254,7 +258,7 @@ def _request(flow: CallFlowRecord, secret: str | None, url: str) -> tuple[bytes,
     method, the URL's path, the time and the body)."""
     if not secret:
         return b"", {}
-    body = encode_body(callback_body(flow.id, flow.decision or {}))
+    body = encode_body(callback_body(flow.id, flow.decision))
     signature = sign(
         secret, method=CALLBACK_METHOD, path=urlsplit(url).path, body=body, timestamp=int(time.time())
     )
@@ -348,7 +352,7 @@ def _delivered_event(flow: CallFlowRecord, attempts: int, delivered: bool, statu
 # -- the sweeper ------------------------------------------------------------------------------
 
 
-async def _timeout_reasons(deps: Deps, flow: CallFlowRecord) -> dict[str, Any]:
+async def _timeout_reasons(deps: Deps, flow: CallFlowRecord) -> FlowDecision:
     record = await deps.sessions.fetch(flow.session_id)
     decision = flow.decision or liveness_part(None if record is None else record.result)
     if flow.status is FlowStatus.MATCHING:

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 from urllib.parse import quote
 
-from contracts.documents import SessionResult
+from contracts.documents import FlowDecision, SessionResult
 from contracts.events import ReferencesMatched
 from contracts.values import CallbackOutcome
 
@@ -53,33 +53,26 @@ SIGNATURE_HEADER: Final = "X-Faceproof-Signature"
 CALLBACK_METHOD: Final = "PUT"
 
 
-def liveness_part(result: SessionResult | None) -> dict[str, Any]:
+def liveness_part(result: SessionResult | None) -> FlowDecision:
     """What a flow's decision keeps of its liveness session's result."""
-    return {
-        "isLive": None if result is None else result.is_live,
-        "confidence": None if result is None else result.confidence,
-        "similarity": None,
-        "match": None,
-        "reasons": [] if result is None else list(result.reasons),
-    }
+    if result is None:
+        return FlowDecision()
+    return FlowDecision(is_live=result.is_live, confidence=result.confidence, reasons=list(result.reasons))
 
 
-def with_reasons(decision: Mapping[str, Any], *reasons: str) -> dict[str, Any]:
-    merged = [str(reason) for reason in decision.get("reasons") or []]
-    merged += [reason for reason in reasons if reason not in merged]
-    return {**decision, "reasons": merged}
+def with_reasons(decision: FlowDecision, *reasons: str) -> FlowDecision:
+    """``decision`` with ``reasons`` added after its own (each once)."""
+    return decision.with_reasons(*reasons)
 
 
-def match_outcome(
-    decision: Mapping[str, Any], event: ReferencesMatched
-) -> tuple[CallbackOutcome, dict[str, Any]]:
+def match_outcome(decision: FlowDecision, event: ReferencesMatched) -> tuple[CallbackOutcome, FlowDecision]:
     """The flow's outcome once the matcher answered: live (the flow got here) AND a match."""
     if event.error is not None:
-        return CallbackOutcome.FAILURE, with_reasons(decision, event.error.code.value)
-    decided = {**decision, "similarity": event.similarity, "match": event.match}
-    if event.match and decision.get("isLive"):
+        return CallbackOutcome.FAILURE, decision.with_reasons(event.error.code.value)
+    decided = decision.model_copy(update={"similarity": event.similarity, "match": event.match})
+    if event.match and decision.is_live:
         return CallbackOutcome.SUCCESS, decided
-    return CallbackOutcome.FAILURE, with_reasons(decided, FACE_MISMATCH)
+    return CallbackOutcome.FAILURE, decided.with_reasons(FACE_MISMATCH)
 
 
 def callback_url(base_url: str, outcome: CallbackOutcome, token: str) -> str:
@@ -87,14 +80,15 @@ def callback_url(base_url: str, outcome: CallbackOutcome, token: str) -> str:
     return f"{base_url.rstrip('/')}/{outcome.value.lower()}/{quote(token, safe='')}"
 
 
-def callback_body(flow_id: str, decision: Mapping[str, Any]) -> dict[str, Any]:
-    """The result a signed callback carries."""
+def callback_body(flow_id: str, decision: FlowDecision | None) -> dict[str, Any]:
+    """The result a signed callback carries (docs/calls.md: camelCase, unchanged)."""
+    decision = decision or FlowDecision()
     return {
         "flowId": flow_id,
-        "isLive": decision.get("isLive"),
-        "confidence": decision.get("confidence"),
-        "similarity": decision.get("similarity"),
-        "reasons": list(decision.get("reasons") or []),
+        "isLive": decision.is_live,
+        "confidence": decision.confidence,
+        "similarity": decision.similarity,
+        "reasons": list(decision.reasons),
     }
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
-from contracts.documents import CallDecidedDetails
+from contracts.documents import CallDecidedDetails, FlowDecision
 from domain.flows import FlowStatus
 from infra.db.audit import AuditAction
 from infra.db.flows import CallFlowRecord, FollowUp
@@ -69,7 +69,7 @@ class FlowStore(Protocol):
         self,
         flow_id: str,
         *,
-        decision: dict[str, Any],
+        decision: FlowDecision,
         deadline: datetime,
         request_id: str,
         then: FollowUp | None = None,
@@ -81,7 +81,7 @@ class FlowStore(Protocol):
         *,
         outcome: str,
         status: FlowStatus,
-        decision: dict[str, Any],
+        decision: FlowDecision,
         first_attempt_at: datetime,
         then: FollowUp | None = None,
     ) -> CallFlowRecord | None: ...

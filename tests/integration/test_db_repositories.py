@@ -12,16 +12,23 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from contracts.documents import LivenessDecisionDocument, SessionResult, SessionSettingsDocument
+from contracts.documents import (
+    FlowDecision,
+    FlowSettingsDocument,
+    LivenessDecisionDocument,
+    SessionResult,
+    SessionSettingsDocument,
+)
 from contracts.values import ChallengeType
 from domain.sessions import Expired, end_session
 from infra.db.audit import AuditLog
 from infra.db.engine import create_engine, ping, session_factory
 from infra.db.errors import AlreadyExists, DatabaseUnavailable, NotFound, VersionConflict
+from infra.db.flows import CallFlowRepository
 from infra.db.liveness import LivenessRepository
 from infra.db.records import SessionStatus
 from infra.db.repositories import ApiClientRepository, SessionRepository
-from infra.db.tables import LivenessStateRow, SessionRow
+from infra.db.tables import CallFlowRow, LivenessStateRow, SessionRow
 from tests.support.services import free_ports
 
 
@@ -185,6 +192,44 @@ async def test_rows_written_before_the_typed_documents_are_read(
             )
         ).scalar_one()
     assert stored["version"] == 1 and "items" not in stored and stored["connection"] == "c2"
+
+
+async def test_a_flow_row_written_before_the_typed_documents_is_read(
+    sessions: SessionRepository, engine: AsyncEngine
+) -> None:
+    """A call flow's settings and decision as the notifier and intake wrote them (camelCase)."""
+    factory = session_factory(engine)
+    record, _ = await sessions.create(
+        unique("legacy"), client_request_token=None, settings=SETTINGS, expires_at=in_ten_minutes()
+    )
+    flows = CallFlowRepository(factory)
+    flow = await flows.create(
+        record.owner,
+        session_id=record.id,
+        ws_url="wss://room.example/r",
+        callback_base_url="https://controller.example/cb",
+        datastore_base_url=None,
+        token="t",
+        language="en",
+        settings=FlowSettingsDocument(timeout_s=600),
+        callback_secret=None,
+        deadline=in_ten_minutes(),
+    )
+    settings = {"challenges": 3, "challengeTypes": None, "auditImages": 2, "language": "en",
+                "expiresInS": 300, "readyTimeoutS": 20.0, "timeoutS": 900}  # fmt: skip
+    decision = {"isLive": True, "confidence": 0.9, "similarity": None, "match": None, "reasons": [],
+                "referencesUsed": 2, "referenceErrors": ["reference 1: HTTP 404"]}  # fmt: skip
+    async with factory.begin() as session:
+        await session.execute(
+            CallFlowRow.__table__.update()
+            .where(CallFlowRow.id == flow.id)
+            .values(settings=settings, decision=decision)
+        )
+    read = await flows.fetch(flow.id)
+    assert read is not None and read.decision is not None
+    assert (read.settings.timeout_s, read.settings.ready_timeout_s) == (900, 20.0)
+    assert read.decision == FlowDecision.from_row(decision)
+    assert (read.decision.references_used, read.decision.reference_errors) == (2, ["reference 1: HTTP 404"])
 
 
 async def test_create_and_get_session(sessions: SessionRepository) -> None:

@@ -27,7 +27,7 @@ import pytest
 from faststream.rabbit import RabbitBroker
 
 import examples.controller
-from contracts.documents import SessionResult, SessionSettingsDocument
+from contracts.documents import FlowSettingsDocument, SessionResult, SessionSettingsDocument
 from contracts.events import CallFailed, ReferencesMatched, SessionFinished
 from contracts.routing import MATCHER_REFERENCES, NOTIFIER_CALLBACKS, NOTIFIER_MATCHES, EventKey
 from contracts.values import ModelInfo, SessionStatus
@@ -213,7 +213,7 @@ class Harness:
             datastore_base_url=controller.url,
             token=f"tok/{uuid4().hex[:8]} x",  # path characters: escaped in every URL
             language="en",
-            settings={},
+            settings=FlowSettingsDocument(),
             callback_secret=secret,
             deadline=now + timedelta(seconds=deadline_s),
         )
@@ -319,7 +319,7 @@ async def test_live_and_matching_reference_calls_success_once(
     assert result["flowId"] == flow.id and result["isLive"] is True and result["reasons"] == []
     assert result["similarity"] > 0.6
     assert ended.status is FlowStatus.SUCCEEDED and ended.delivery is DeliveryStatus.DELIVERED
-    assert ended.decision is not None and ended.decision["referencesUsed"] == 2
+    assert ended.decision is not None and ended.decision.references_used == 2
     [audited] = await harness.audit.list(subject_id=flow.id, action=AuditAction.CALL_DECIDED)
     assert (audited.actor, audited.outcome) == ("static", "SUCCEEDED")
     assert audited.details is not None and audited.details["match"] is True
@@ -341,8 +341,8 @@ async def test_a_different_person_calls_failure(
     assert [c.outcome for c in received] == ["failure"]
     assert received[0].body == b""  # no secret: the seed's empty body
     assert ended.status is FlowStatus.FAILED
-    assert ended.decision is not None and "FACE_MISMATCH" in ended.decision["reasons"]
-    assert ended.decision["match"] is False
+    assert ended.decision is not None and "FACE_MISMATCH" in ended.decision.reasons
+    assert ended.decision.match is False
 
 
 async def test_answers_the_notifier_did_not_ask_for_change_nothing(
@@ -386,7 +386,7 @@ async def _only_the_answer_to_its_request_counts(harness: Harness, controller: C
     await harness.publish_answer(ReferencesMatched(**own, similarity=0.2, match=False, model=model))
     ended = await harness.delivery_ended(flow)
     assert [c.outcome for c in callbacks_for(controller, flow)] == ["failure"]
-    assert ended.decision is not None and ended.decision["match"] is False
+    assert ended.decision is not None and ended.decision.match is False
 
 
 async def test_references_that_cannot_be_fetched_call_failure(
@@ -401,7 +401,7 @@ async def test_references_that_cannot_be_fetched_call_failure(
     ended = await harness.delivery_ended(flow)
 
     assert [c.outcome for c in callbacks_for(controller, flow)] == ["failure"]
-    assert ended.decision is not None and "REFERENCES_UNAVAILABLE" in ended.decision["reasons"]
+    assert ended.decision is not None and "REFERENCES_UNAVAILABLE" in ended.decision.reasons
 
 
 async def test_duplicate_session_finished_still_one_callback(
@@ -419,7 +419,7 @@ async def test_duplicate_session_finished_still_one_callback(
 
     assert [c.outcome for c in callbacks_for(controller, flow)] == ["failure"]
     assert ended.attempts == 1
-    assert ended.decision is not None and "CHALLENGE_FAILED" in ended.decision["reasons"]
+    assert ended.decision is not None and "CHALLENGE_FAILED" in ended.decision.reasons
     audited = await harness.audit.list(subject_id=flow.id)  # one record for four events
     assert [(a.action, a.outcome) for a in audited] == [("CALL_DECIDED", "FAILED")]
     assert audited[0].details is not None and "CHALLENGE_FAILED" in audited[0].details["reasons"]
@@ -590,7 +590,7 @@ async def test_a_flow_past_its_deadline_fails_from_the_sweeper(
     await settle()
 
     assert [c.outcome for c in callbacks_for(controller, flow)] == ["failure"]
-    assert ended.decision is not None and ended.decision["reasons"] == ["NO_VIDEO", "FLOW_TIMEOUT"]
+    assert ended.decision is not None and ended.decision.reasons == ["NO_VIDEO", "FLOW_TIMEOUT"]
 
 
 async def test_a_retry_survives_a_notifier_restart(

@@ -24,7 +24,7 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.engine import make_url
 
-from contracts.documents import SessionSettingsDocument
+from contracts.documents import FlowSettingsDocument, SessionSettingsDocument
 from contracts.routing import EVENTS_EXCHANGE, EventKey
 from contracts.values import SessionStatus
 from domain.flows import DeliveryStatus
@@ -186,7 +186,7 @@ async def _call_flow(database_url: str, controller: Controller) -> CallFlowRecor
             datastore_base_url=controller.url,
             token=f"tok-{uuid4().hex[:8]}",
             language="en",
-            settings={},
+            settings=FlowSettingsDocument(),
             callback_secret=None,
             deadline=now + timedelta(minutes=5),
         )

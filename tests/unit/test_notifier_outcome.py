@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from contracts.documents import SessionResult
+from contracts.documents import FlowDecision, SessionResult
 from contracts.events import ReferencesMatched
 from contracts.values import CallbackOutcome, ErrorCode, ErrorInfo, ModelInfo
 from examples.controller import verify
@@ -38,15 +38,22 @@ def matched(**values: object) -> ReferencesMatched:
 def test_live_and_a_match_is_success_with_the_similarity() -> None:
     outcome, decision = match_outcome(LIVE, matched(similarity=0.91, match=True))
     assert outcome is CallbackOutcome.SUCCESS
-    assert decision == {"isLive": True, "confidence": 96.5, "similarity": 0.91, "match": True, "reasons": []}
+    assert decision == FlowDecision(is_live=True, confidence=96.5, similarity=0.91, match=True, reasons=[])
+    assert callback_body("f1", decision) == {
+        "flowId": "f1",
+        "isLive": True,
+        "confidence": 96.5,
+        "similarity": 0.91,
+        "reasons": [],
+    }
 
 
 def test_no_match_or_a_matcher_error_is_failure_with_a_reason() -> None:
     outcome, decision = match_outcome(LIVE, matched(similarity=0.2, match=False))
-    assert outcome is CallbackOutcome.FAILURE and decision["reasons"] == ["FACE_MISMATCH"]
+    assert outcome is CallbackOutcome.FAILURE and decision.reasons == ["FACE_MISMATCH"]
     error = ErrorInfo(code=ErrorCode.NO_FACE_IN_REFERENCES, detail="no face")
     outcome, decision = match_outcome(LIVE, matched(error=error))
-    assert outcome is CallbackOutcome.FAILURE and decision["reasons"] == ["NO_FACE_IN_REFERENCES"]
+    assert outcome is CallbackOutcome.FAILURE and decision.reasons == ["NO_FACE_IN_REFERENCES"]
 
 
 def test_a_match_without_liveness_is_still_failure() -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from contracts.documents import FlowDecision
 from contracts.http import (
     CallbackOut,
     CallCreatedResponse,
@@ -70,7 +71,7 @@ async def create_call(
 
 
 def _response(flow: CallFlowRecord) -> CallResponse:
-    decision = flow.decision or {}
+    decision = flow.decision or FlowDecision()
     return CallResponse(
         flow_id=flow.id,
         session_id=flow.session_id,
@@ -79,11 +80,11 @@ def _response(flow: CallFlowRecord) -> CallResponse:
         created_at=flow.created_at,
         deadline=flow.deadline,
         finished_at=flow.finished_at,
-        is_live=decision.get("isLive"),
-        confidence=decision.get("confidence"),
-        similarity=decision.get("similarity"),
-        match=decision.get("match"),
-        reasons=list(decision.get("reasons") or []),
+        is_live=decision.is_live,
+        confidence=decision.confidence,
+        similarity=decision.similarity,
+        match=decision.match,
+        reasons=list(decision.reasons),
         callback=CallbackOut(
             outcome=flow.outcome,
             delivery=None if flow.delivery is None else flow.delivery.value,

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import httpx
 
+from contracts.documents import FlowDecision
 from domain.flows import DeliveryStatus, FlowStatus
 from tests.unit.gateway.fakes import API_KEY, STATIC_TOKEN, Gateway
 
@@ -68,7 +69,7 @@ async def test_a_flow_reads_back_its_decision_and_callback() -> None:
         gateway.flows.rows[flow_id],
         status=FlowStatus.FAILED,
         outcome="FAILURE",
-        decision={"isLive": False, "confidence": 0.3, "reasons": ["NO_FACE", "FLOW_TIMEOUT"]},
+        decision=FlowDecision(is_live=False, confidence=0.3, reasons=["NO_FACE", "FLOW_TIMEOUT"]),
         delivery=DeliveryStatus.PENDING,
         attempts=2,
         last_error="HTTP 503",

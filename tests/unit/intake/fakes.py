@@ -5,11 +5,11 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
 
 from PIL import Image
 
 from contracts.commands import JoinCall
+from contracts.documents import FlowSettingsDocument, SessionSettingsDocument
 from contracts.values import SessionStatus
 from domain.flows import FlowStatus
 from domain.limits import LockoutPolicy
@@ -37,7 +37,7 @@ class FakeSessions:
         owner: str,
         *,
         client_request_token: str | None,
-        settings: dict[str, Any],
+        settings: SessionSettingsDocument,
         expires_at: datetime,
         kind: str = "liveness",
         reference_key: str | None = None,
@@ -119,7 +119,7 @@ class FakeFlows:
         datastore_base_url: str | None,
         token: str,
         language: str,
-        settings: dict[str, Any],
+        settings: FlowSettingsDocument,
         callback_secret: str | None,
         deadline: datetime,
         flow_id: str | None = None,

@@ -30,7 +30,11 @@ async def test_a_call_stores_its_session_and_flow_then_sends_join_call() -> None
     session = sessions.rows[created.session_id]
     assert session.kind == "call" and session.settings.language == "es"
     flow = flows.rows["flow-1"]
-    assert flow.session_id == session.id and flow.settings["timeout_s"] >= 60 + FLOW_MARGIN_S
+    assert (
+        flow.session_id == session.id
+        and flow.settings.timeout_s is not None
+        and flow.settings.timeout_s >= 60 + FLOW_MARGIN_S
+    )
     [command] = commands.sent
     assert (command.flow_id, command.session_id, command.client_id) == ("flow-1", session.id, "client-1")
     assert command.language == "es" and command.expires_at == session.expires_at

@@ -13,7 +13,13 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from contracts.documents import CallDecidedDetails, SessionResult, SessionSettingsDocument
+from contracts.documents import (
+    CallDecidedDetails,
+    FlowDecision,
+    FlowSettingsDocument,
+    SessionResult,
+    SessionSettingsDocument,
+)
 from contracts.envelope import Command, Message
 from contracts.routing import COMMANDS_EXCHANGE
 from contracts.values import SessionStatus
@@ -58,7 +64,7 @@ def flow_record(**values: Any) -> CallFlowRecord:
         "datastore_base_url": None,
         "token": "tok/1",
         "language": "en",
-        "settings": {},
+        "settings": FlowSettingsDocument(),
         "callback_secret": None,
         "deadline": now + timedelta(minutes=5),
         "decision": None,
@@ -118,7 +124,7 @@ class FakeFlows:
         self,
         flow_id: str,
         *,
-        decision: dict[str, Any],
+        decision: FlowDecision,
         deadline: datetime,
         request_id: str,
         then: FollowUp | None = None,
@@ -139,7 +145,7 @@ class FakeFlows:
         *,
         outcome: str,
         status: FlowStatus,
-        decision: dict[str, Any],
+        decision: FlowDecision,
         first_attempt_at: datetime,
         then: FollowUp | None = None,
     ) -> CallFlowRecord | None:

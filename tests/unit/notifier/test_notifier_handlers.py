@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from contracts.commands import DeliverCallback
+from contracts.documents import FlowDecision
 from contracts.events import CallFailed, ReferencesMatched, SessionFinished
 from contracts.routing import COMMANDS_EXCHANGE, DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE, CommandKey, EventKey
 from contracts.values import CallbackOutcome, ErrorCode, ErrorInfo, Fusion, ModelInfo, SessionStatus
@@ -92,7 +93,7 @@ async def test_a_failed_session_fails_its_flow_once_with_the_sessions_reasons() 
         "FAILURE",
         DeliveryStatus.PENDING,
     )
-    assert flow.decision is not None and flow.decision["reasons"] == ["SPOOF", "CHALLENGE_FAILED"]
+    assert flow.decision is not None and flow.decision.reasons == ["SPOOF", "CHALLENGE_FAILED"]
     [delivery] = deliveries(notifier)
     assert (delivery.flow_id, delivery.attempt, delivery.outcome) == ("flow-1", 1, CallbackOutcome.FAILURE)
     assert str(delivery.url) == "https://controller.example/cb/failure/tok%2F1"
@@ -122,7 +123,7 @@ async def test_a_live_session_sends_the_best_frame_and_the_references_to_the_mat
     flow = notifier.flows.rows["flow-1"]
     assert flow.status is FlowStatus.MATCHING and flow.match_request_id == command["message_id"]
     assert flow.decision is not None
-    assert (flow.decision["referencesUsed"], flow.decision["referenceErrors"]) == (
+    assert (flow.decision.references_used, flow.decision.reference_errors) == (
         2,
         ["reference 2: NotAnImage"],
     )
@@ -145,7 +146,7 @@ async def test_a_live_session_without_what_matching_needs_fails(
     notifier.sessions.add("session-1", SessionStatus.SUCCEEDED, result)
     await handle_session_finished(finished(), notifier.deps)
     flow = notifier.flows.rows["flow-1"]
-    assert flow.outcome == "FAILURE" and flow.decision is not None and reason in flow.decision["reasons"]
+    assert flow.outcome == "FAILURE" and flow.decision is not None and reason in flow.decision.reasons
     assert notifier.sent(COMMANDS_EXCHANGE, CommandKey.MATCH_REFERENCES) == []
     assert len(deliveries(notifier)) == 1
 
@@ -156,7 +157,7 @@ async def test_a_match_succeeds_with_its_similarity() -> None:
     await handle_references_matched(answer(notifier), notifier.deps)
     flow = notifier.flows.rows["flow-1"]
     assert (flow.status, flow.outcome) == (FlowStatus.SUCCEEDED, "SUCCESS")
-    assert flow.decision is not None and (flow.decision["similarity"], flow.decision["match"]) == (0.88, True)
+    assert flow.decision is not None and (flow.decision.similarity, flow.decision.match) == (0.88, True)
     [delivery] = deliveries(notifier)
     assert delivery.outcome is CallbackOutcome.SUCCESS and str(delivery.url).endswith("/success/tok%2F1")
     assert delivery.body["similarity"] == 0.88 and delivery.body["isLive"] is True
@@ -181,7 +182,7 @@ async def test_no_match_or_a_matcher_error_fails_the_flow(values: dict[str, obje
     await matching(notifier)
     await handle_references_matched(answer(notifier, **values), notifier.deps)
     flow = notifier.flows.rows["flow-1"]
-    assert flow.outcome == "FAILURE" and flow.decision is not None and reason in flow.decision["reasons"]
+    assert flow.outcome == "FAILURE" and flow.decision is not None and reason in flow.decision.reasons
 
 
 @pytest.mark.parametrize(
@@ -207,9 +208,7 @@ async def test_a_late_answer_after_the_flow_ended_sends_no_second_callback() -> 
     await handle_references_matched(late, notifier.deps)
     flow = notifier.flows.rows["flow-1"]
     assert (
-        flow.outcome == "FAILURE"
-        and flow.decision is not None
-        and "SOCKET_DROPPED" in flow.decision["reasons"]
+        flow.outcome == "FAILURE" and flow.decision is not None and "SOCKET_DROPPED" in flow.decision.reasons
     )
     assert len(deliveries(notifier)) == 1 and len(notifier.audit.records) == 1
 
@@ -217,8 +216,10 @@ async def test_a_late_answer_after_the_flow_ended_sends_no_second_callback() -> 
 async def test_two_endings_racing_on_the_same_read_make_one_callback() -> None:
     notifier = Notifier()
     flow = notifier.flows.add()  # both read the flow before either concluded it
-    first = await conclude(notifier.deps, flow, CallbackOutcome.SUCCESS, {"isLive": True, "reasons": []})
-    second = await conclude(notifier.deps, flow, CallbackOutcome.FAILURE, {"reasons": ["FLOW_TIMEOUT"]})
+    first = await conclude(notifier.deps, flow, CallbackOutcome.SUCCESS, FlowDecision(is_live=True))
+    second = await conclude(
+        notifier.deps, flow, CallbackOutcome.FAILURE, FlowDecision(reasons=["FLOW_TIMEOUT"])
+    )
     assert (first, second) == (True, False)
     assert notifier.flows.rows["flow-1"].outcome == "SUCCESS"
     assert [delivery.outcome for delivery in deliveries(notifier)] == [CallbackOutcome.SUCCESS]
@@ -314,15 +315,19 @@ async def test_the_sweeper_fails_overdue_flows_with_why() -> None:
     past = datetime.now(UTC) - timedelta(seconds=1)
     notifier.flows.add(id="never-joined", session_id="s-created", deadline=past)
     notifier.flows.add(
-        id="matching", session_id="s-live", deadline=past, status=FlowStatus.MATCHING, decision=LIVE
+        id="matching",
+        session_id="s-live",
+        deadline=past,
+        status=FlowStatus.MATCHING,
+        decision=FlowDecision(is_live=True, confidence=0.93),
     )
     notifier.flows.add(id="still-time", session_id="s-other")
     notifier.sessions.add("s-created", SessionStatus.CREATED, None)
     await sweep(notifier.deps)
     rows = notifier.flows.rows
     assert rows["never-joined"].decision is not None and rows["matching"].decision is not None
-    assert rows["never-joined"].decision["reasons"] == ["NO_VIDEO", "FLOW_TIMEOUT"]
-    assert rows["matching"].decision["reasons"] == ["COMPARISON_UNAVAILABLE", "FLOW_TIMEOUT"]
+    assert rows["never-joined"].decision.reasons == ["NO_VIDEO", "FLOW_TIMEOUT"]
+    assert rows["matching"].decision.reasons == ["COMPARISON_UNAVAILABLE", "FLOW_TIMEOUT"]
     assert rows["still-time"].outcome is None
     assert sorted(delivery.flow_id for delivery in deliveries(notifier)) == ["matching", "never-joined"]
 
@@ -333,7 +338,7 @@ async def test_the_sweeper_resends_a_due_attempt_and_leases_it() -> None:
     notifier.flows.add(
         outcome="SUCCESS",
         status=FlowStatus.SUCCEEDED,
-        decision={"isLive": True, "reasons": []},
+        decision=FlowDecision(is_live=True),
         delivery=DeliveryStatus.PENDING,
         attempts=2,
         next_attempt_at=now - timedelta(seconds=1),
