@@ -76,8 +76,15 @@ class JoinCall(Command):
 
 
 class MatchReferences(Decision):
-    """Is the probe (e.g. the best live frame) any of these references? (matcher)"""
+    """Is the probe (e.g. the best live frame) any of these references? (matcher)
 
+    Whose comparison it is: ``session_id`` (a liveness session's, asked by the liveness worker)
+    or ``flow_id`` (a call flow's, asked by the notifier); the answer carries the same.
+    ``correlation_id`` only ties the messages together.
+    """
+
+    session_id: str | None = None
+    flow_id: str | None = None
     probe: ImageData
     references: list[ImageData] = Field(min_length=1, max_length=20)
     fusion: Fusion = Fusion.MAX

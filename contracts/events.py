@@ -110,8 +110,11 @@ class LivenessDecided(Event):
 
 
 class ReferencesMatched(Answer):
-    """Answer to MatchReferences: the fused similarity and every reference's own, or ``error``."""
+    """Answer to MatchReferences: the fused similarity and every reference's own, or ``error``.
+    ``session_id`` / ``flow_id``: the request's, copied (whose comparison it is)."""
 
+    session_id: str | None = None
+    flow_id: str | None = None
     error: ErrorInfo | None = None
     similarity: float | None = Field(default=None, ge=0.0, le=1.0)
     match: bool | None = None

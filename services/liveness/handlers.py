@@ -407,6 +407,7 @@ def _match_request(record: SessionRecord, probe_key: str | None) -> MatchReferen
         return None
     return MatchReferences(
         correlation_id=record.id,
+        session_id=record.id,
         client_id=record.owner,
         probe=ImageData(storage_key=probe_key),
         references=[ImageData(storage_key=record.reference_key)],
@@ -526,8 +527,12 @@ async def handle_frame(event: FrameCaptured, deps: Deps) -> None:
 
 async def handle_references_matched(event: ReferencesMatched, deps: Deps) -> None:
     """The matcher's answer to the MatchReferences this worker sent for a decided session (its
-    stored request id, for the session's owner); anything else is ignored."""
-    session_id = event.correlation_id
+    stored request id, for the session's owner); anything else (a call flow's answer) is ignored."""
+    session_id = event.session_id
+    if session_id is None and event.flow_id is None:
+        session_id = event.correlation_id  # an answer to a request sent before session_id existed
+    if session_id is None:
+        return
     record = await deps.sessions.fetch(session_id)
     if record is None or record.status.terminal or record.reference_key is None:
         return

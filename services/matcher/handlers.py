@@ -89,11 +89,15 @@ async def handle_match_references(
     except ComparisonError as error:
         return ReferencesMatched(
             **_reply(command, engine),
+            session_id=command.session_id,
+            flow_id=command.flow_id,
             fusion=command.fusion,
             error=ErrorInfo(code=error.code, detail=error.detail),
         )
     return ReferencesMatched(
         **_reply(command, engine),
+        session_id=command.session_id,
+        flow_id=command.flow_id,
         similarity=result.similarity,
         match=result.match,
         threshold=threshold,

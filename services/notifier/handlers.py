@@ -211,6 +211,7 @@ async def handle_session_finished(event: SessionFinished, deps: Deps) -> None:
         return
     command = MatchReferences(
         correlation_id=flow.id,
+        flow_id=flow.id,
         client_id=flow.owner,
         probe=ImageData(storage_key=probe),
         references=[ImageData(inline=image) for image in references.images],
@@ -231,7 +232,12 @@ async def handle_references_matched(event: ReferencesMatched, deps: Deps) -> Non
     """The matcher's answer to the MatchReferences this notifier sent for a flow waiting for it
     (its stored request id, for the flow's owner); anything else (answers for sessions, forged or
     stale answers) is ignored."""
-    flow = await deps.flows.fetch(event.correlation_id)
+    flow_id = event.flow_id
+    if flow_id is None and event.session_id is None:
+        flow_id = event.correlation_id  # an answer to a request sent before flow_id existed
+    if flow_id is None:
+        return
+    flow = await deps.flows.fetch(flow_id)
     if flow is None or flow.outcome is not None or flow.status is not FlowStatus.MATCHING:
         return
     if flow.match_request_id != event.request_id or event.client_id != flow.owner:

@@ -467,6 +467,7 @@ async def test_a_printed_photo_fails_and_the_matchers_answer_completes_the_resul
     match = harness.events(CommandKey.MATCH_REFERENCES, session_id)[0]
     assert match["probe"] == {"inline": None, "storage_key": f"sessions/{session_id}/reference.jpg"}
     assert match["references"] == [{"inline": None, "storage_key": "sessions/reference-input.jpg"}]
+    assert (match["session_id"], match["flow_id"]) == (session_id, None)  # whose comparison it is
     record = await harness.sessions.fetch(session_id)
     assert record is not None and not record.status.terminal  # waiting for the matcher
 
@@ -474,11 +475,12 @@ async def test_a_printed_photo_fails_and_the_matchers_answer_completes_the_resul
     # events exchange, or straight into its queue as a reply_to answer would): another session,
     # a forged request id, another client. Only the answer to its own request finishes it.
     model = ModelInfo(pack="test", licence="test", commercial_use=True)
-    own = {"request_id": match["message_id"], "client_id": match["client_id"]}
+    own = {"request_id": match["message_id"], "client_id": match["client_id"], "correlation_id": session_id}
     forged = [
-        {**own, "correlation_id": "not-a-session"},
-        {**own, "correlation_id": session_id, "request_id": "forged"},
-        {**own, "correlation_id": session_id, "client_id": "another-client"},
+        {**own, "session_id": "not-a-session"},
+        {**own, "session_id": session_id, "request_id": "forged"},
+        {**own, "session_id": session_id, "client_id": "another-client"},
+        {**own, "flow_id": session_id},  # a call flow's answer, whatever its correlation id says
     ]
     for values in forged:
         answer = ReferencesMatched(**values, similarity=0.12, match=False, model=model)
@@ -491,7 +493,7 @@ async def test_a_printed_photo_fails_and_the_matchers_answer_completes_the_resul
     await asyncio.sleep(2)
     record = await harness.sessions.fetch(session_id)
     assert record is not None and not record.status.terminal  # still waiting for its own answer
-    answer = ReferencesMatched(**own, correlation_id=session_id, similarity=0.91, match=True, model=model)
+    answer = ReferencesMatched(**own, session_id=session_id, similarity=0.91, match=True, model=model)
     await harness.broker.publish(
         answer, exchange=EVENTS, routing_key=EventKey.REFERENCES_MATCHED, persist=True
     )

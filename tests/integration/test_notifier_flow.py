@@ -374,7 +374,12 @@ async def _only_the_answer_to_its_request_counts(harness: Harness, controller: C
     waiting = await harness.flows.fetch(flow.id)
     assert waiting is not None and waiting.match_request_id
     model = ModelInfo(pack="forged", licence="-", commercial_use=True)
-    own = {"correlation_id": flow.id, "request_id": waiting.match_request_id, "client_id": flow.owner}
+    own = {
+        "correlation_id": flow.id,
+        "flow_id": flow.id,
+        "request_id": waiting.match_request_id,
+        "client_id": flow.owner,
+    }
     for values in ({**own, "request_id": "forged"}, {**own, "client_id": "another-client"}):
         forged = ReferencesMatched(**values, similarity=0.99, match=True, model=model)
         await harness.publish_answer(forged)

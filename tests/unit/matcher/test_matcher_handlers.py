@@ -157,3 +157,21 @@ async def test_no_usable_probe_or_reference_is_an_error(
     )
     assert answer.error is not None and answer.error.code is code
     assert answer.match is None and answer.references == []
+
+
+@pytest.mark.parametrize("owner", [{"session_id": "s-1"}, {"flow_id": "flow-1"}])
+async def test_the_answer_names_whose_comparison_it_is_as_the_request_did(owner: dict[str, str]) -> None:
+    engine, images = FakeFaceEngine(), FakeImages()
+    answered = await handle_match_references(
+        match(inline(b"alice"), inline(b"alice"), **owner), engine=engine, images=images
+    )
+    failed = await handle_match_references(
+        match(inline(b"empty room"), inline(b"alice"), **owner), engine=engine, images=images
+    )
+    assert answered.error is None and failed.error is not None
+    for answer in (answered, failed):
+        assert {"session_id": answer.session_id, "flow_id": answer.flow_id} == {
+            "session_id": None,
+            "flow_id": None,
+            **owner,
+        }

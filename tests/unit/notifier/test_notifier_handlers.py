@@ -59,6 +59,7 @@ def answer(notifier: Notifier, *, match: bool = True, **values: object) -> Refer
     flow = notifier.flows.rows["flow-1"]
     fields: dict[str, object] = {
         "correlation_id": flow.id,
+        "flow_id": flow.id,
         "client_id": flow.owner,
         "request_id": flow.match_request_id,
         "model": MODEL,
@@ -120,6 +121,7 @@ async def test_a_live_session_sends_the_best_frame_and_the_references_to_the_mat
     command = sent.payload
     assert command["probe"] == {"inline": None, "storage_key": "sessions/session-1/best.jpg"}
     assert len(command["references"]) == 2 and command["client_id"] == "client-1"
+    assert (command["flow_id"], command["session_id"]) == ("flow-1", None)  # whose comparison it is
     flow = notifier.flows.rows["flow-1"]
     assert flow.status is FlowStatus.MATCHING and flow.match_request_id == command["message_id"]
     assert flow.decision is not None
@@ -186,13 +188,27 @@ async def test_no_match_or_a_matcher_error_fails_the_flow(values: dict[str, obje
 
 
 @pytest.mark.parametrize(
-    "forged", [{"request_id": "another-request"}, {"client_id": "client-2"}, {"correlation_id": "flow-2"}]
+    "forged",
+    [
+        {"request_id": "another-request"},
+        {"client_id": "client-2"},
+        {"flow_id": "flow-2"},
+        # a session's answer, whatever its correlation id says
+        {"flow_id": None, "session_id": "session-1"},
+    ],
 )
 async def test_an_answer_to_a_request_the_flow_did_not_send_is_ignored(forged: dict[str, object]) -> None:
     notifier = Notifier()
     await matching(notifier)
     await handle_references_matched(answer(notifier, **forged), notifier.deps)
     assert notifier.flows.rows["flow-1"].status is FlowStatus.MATCHING and deliveries(notifier) == []
+
+
+async def test_an_answer_to_a_request_sent_before_flow_id_existed_is_taken_by_its_correlation_id() -> None:
+    notifier = Notifier()
+    await matching(notifier)
+    await handle_references_matched(answer(notifier, flow_id=None), notifier.deps)
+    assert notifier.flows.rows["flow-1"].outcome == "SUCCESS"
 
 
 async def test_a_late_answer_after_the_flow_ended_sends_no_second_callback() -> None:
