@@ -60,6 +60,7 @@ __all__ = [
     "MIN_CHALLENGES",
     "MOVEMENT_CHALLENGES",
     "RIGID_CHALLENGES",
+    "UNPASSED_MAX_PROGRESS",
     "Baseline",
     "Challenge",
     "ChallengeEvaluator",
@@ -293,6 +294,11 @@ class Verdict:
 
 
 PENDING: Final = Verdict(ChallengeStatus.PENDING)
+#: A movement challenge's progress until it passes: every condition counts (the change from the
+#: baseline and the absolute pose or mouth opening), and reaching them on a frame without the hold
+#: (or without leaving the plane, 0.9) is not 1.0. A candidate "progress 1.00" used to be a start
+#: that only changed enough from its baseline, and timed out (issue 15).
+UNPASSED_MAX_PROGRESS: Final = 0.95
 
 
 @dataclass(frozen=True)
@@ -515,17 +521,25 @@ class ChallengeEvaluator:
             delta, absolute = sign * (m.pose.yaw - base.yaw), sign * m.pose.yaw
             goal = delta >= th.turn_min_delta_deg and absolute >= th.turn_min_abs_deg
             wrong = -delta >= th.turn_min_delta_deg and -absolute >= th.turn_min_abs_deg
-            return goal, wrong, min(max(delta / th.turn_min_delta_deg, 0.0), 1.0)
+            return (
+                goal,
+                wrong,
+                min(_share(delta, th.turn_min_delta_deg), _share(absolute, th.turn_min_abs_deg)),
+            )
         if kind in (ChallengeType.LOOK_UP, ChallengeType.LOOK_DOWN):
             sign = 1.0 if kind is ChallengeType.LOOK_UP else -1.0
             delta, absolute = sign * (m.pose.pitch - base.pitch), sign * m.pose.pitch
             goal = delta >= th.look_min_delta_deg and absolute >= th.look_min_abs_deg
             wrong = -delta >= th.look_min_delta_deg and -absolute >= th.look_min_abs_deg
-            return goal, wrong, min(max(delta / th.look_min_delta_deg, 0.0), 1.0)
+            return (
+                goal,
+                wrong,
+                min(_share(delta, th.look_min_delta_deg), _share(absolute, th.look_min_abs_deg)),
+            )
         if kind is ChallengeType.OPEN_MOUTH:
             delta = m.mar - self._mouth_reference(m, base)[0]
             goal = m.mar >= th.mouth_open_mar and delta >= th.mouth_open_delta
-            return goal, False, min(max(delta / th.mouth_open_delta, 0.0), 1.0)
+            return goal, False, min(_share(delta, th.mouth_open_delta), _share(m.mar, th.mouth_open_mar))
         if kind is ChallengeType.MOVE_CLOSER:
             growth = frame.relative_size / max(base.relative_size, 1e-6)
             goal = growth >= th.closer_min_growth
@@ -541,7 +555,7 @@ class ChallengeEvaluator:
         progress = 1.0 - (distance - th.nose_target_radius) / max(
             start_distance - th.nose_target_radius, 1e-6
         )
-        return goal, False, min(max(progress, 0.0), 1.0)
+        return goal, False, min(max(progress, 0.0), 1.0, _share(self._max_travel, th.nose_min_travel))
 
     def _mouth_reference(self, m: FaceMeasures, base: Baseline) -> tuple[float, Shape | None]:
         """The most closed mouth since the challenge began, before this frame: (MAR, mesh
@@ -571,6 +585,7 @@ class ChallengeEvaluator:
             progress = min(progress, 0.9)
         if self._wrong.lasted(t, th.hold_frames, th.hold_s):
             return self._fail(t, FailureReason.WRONG_DIRECTION, _WRONG_DETAILS.get(self.challenge.type, ""))
+        progress = min(progress, UNPASSED_MAX_PROGRESS)  # 1.0 only when it passes
         self._verdict = replace(self._verdict, progress=max(self._verdict.progress, progress))
         return self._verdict
 
@@ -632,6 +647,11 @@ class ChallengeEvaluator:
             decided_at=t,
         )
         return self._verdict
+
+
+def _share(value: float, needed: float) -> float:
+    """How much of ``needed`` ``value`` reaches, 0..1."""
+    return min(max(value / needed, 0.0), 1.0)
 
 
 def _streak_state(streak: _Streak) -> StreakState:

@@ -14,6 +14,7 @@ from services.liveness.challenges import (
     DEFAULT_THRESHOLDS,
     EXPRESSION_CHALLENGES,
     RIGID_CHALLENGES,
+    UNPASSED_MAX_PROGRESS,
     Challenge,
     ChallengeEvaluator,
     ChallengeSequence,
@@ -128,6 +129,19 @@ def test_the_opposite_movement_fails(challenge: ChallengeType, opposite: FrameAn
     verdict = run(challenge, seq((NEUTRAL, 4), (opposite, 3)))
     assert verdict.status is ChallengeStatus.FAILED
     assert verdict.reason is FailureReason.WRONG_DIRECTION
+
+
+def test_progress_reaches_one_only_when_the_challenge_passes() -> None:
+    # a talking mouth: 0.2 above the baseline but under 0.35, or 0.35 for two frames only
+    assert run(ChallengeType.OPEN_MOUTH, seq((NEUTRAL, 4), (face(mar=0.3), 8))).progress < 0.9
+    flicker = seq((NEUTRAL, 4), (face(mar=0.5), 2), (NEUTRAL, 1), (face(mar=0.5), 2), (NEUTRAL, 4))
+    verdict = run(ChallengeType.OPEN_MOUTH, flicker)
+    assert verdict.status is ChallengeStatus.PENDING and verdict.progress == UNPASSED_MAX_PROGRESS
+    # a chin raised 8 degrees from a head bowed 6 degrees: 2 degrees up, not the 4 asked for
+    bowed = face(pitch=-6.0)
+    assert run(ChallengeType.LOOK_UP, seq((bowed, 4), (face(pitch=2.0), 8))).progress == pytest.approx(0.5)
+    # a turn from the other side: 20 degrees of change, 0 to the left
+    assert run(ChallengeType.TURN_LEFT, seq((face(yaw=-20.0), 4), (NEUTRAL, 8))).progress == 0.0
 
 
 def test_small_movements_do_not_count() -> None:
