@@ -368,6 +368,7 @@ def test_faults_under_compares_sessions_and_call_flows_lose_nothing(
     finished = asyncio.run(count_finished(compose.broker_url))
 
     callbacks = {token: load.callbacks(token) for token in load.flows}
+    late_callbacks = {token: load.callbacks(token) for token in load.refused_tokens}
     mine = [c for c in controller.callbacks if c.token in load.flows]
     compares = Counter(o.answer for o in stream.outcomes)
     print(
@@ -376,7 +377,8 @@ def test_faults_under_compares_sessions_and_call_flows_lose_nothing(
         f"SessionFinished per "
         f"session {dict(Counter(finished[s] for s in load.sessions))}; call flows {len(load.flows)}, "
         f"callbacks per flow {dict(Counter(callbacks.values()))}, "
-        f"{dict(Counter(c.outcome for c in mine))}; refused starts "
+        f"{dict(Counter(c.outcome for c in mine))}, callbacks for refused starts "
+        f"{sum(late_callbacks.values())}; refused starts "
         f"{dict(Counter(f'{kind} {answer}' for _, kind, answer in load.refused))}; subject-side errors "
         f"{dict(load.subject_errors)}; queues after {queues}",
         flush=True,
@@ -391,6 +393,7 @@ def test_faults_under_compares_sessions_and_call_flows_lose_nothing(
     assert all(status in TERMINAL for status in statuses.values()), statuses
     assert all(finished[s] == 1 for s in load.sessions), {s: finished[s] for s in load.sessions}
     assert all(count == 1 for count in callbacks.values()), callbacks
+    assert all(count <= 1 for count in late_callbacks.values()), late_callbacks
     assert all(c.signature_valid is True for c in mine)
     assert not compose.unconsumed()
     assert all(ready == unacked == 0 for _, ready, unacked in queues.values()), queues
