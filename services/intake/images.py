@@ -6,19 +6,28 @@ import asyncio
 import base64
 import binascii
 import re
+from typing import Final
 
 from faces.errors import ImageTooLargeError, InvalidImageError
 from faces.images import probe_image
 from services.intake.errors import InvalidInput, TooLarge
 
-__all__ = ["decode_image_field", "read_image_field"]
+__all__ = ["DECODE_IN_THREAD_ABOVE_CHARS", "decode_image_field", "read_image_field"]
 
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?:;[\w-]+=[^;,]*)*;base64,", re.IGNORECASE)
 
 
+#: Fields longer than this are decoded in a worker thread; a shorter one (a 250x250 JPEG is about
+#: 11 KiB of base64) costs 0.09 ms of CPU here, the hop to a thread and back 0.07 ms more.
+DECODE_IN_THREAD_ABOVE_CHARS: Final = 32 * 1024
+
+
 async def read_image_field(value: str, *, field: str, max_bytes: int, max_pixels: int) -> bytes:
-    """:func:`decode_image_field` in a worker thread: base64 of up to ``max_bytes`` and the image
-    header checks take tens of milliseconds, which the event loop (every other request) must not wait."""
+    """:func:`decode_image_field`, in a worker thread for a large field: base64 of up to ``max_bytes``
+    and the image header checks take tens of milliseconds, which the event loop (every other request)
+    must not wait."""
+    if len(value) <= DECODE_IN_THREAD_ABOVE_CHARS:
+        return decode_image_field(value, field=field, max_bytes=max_bytes, max_pixels=max_pixels)
     return await asyncio.to_thread(
         decode_image_field, value, field=field, max_bytes=max_bytes, max_pixels=max_pixels
     )

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import base64
+import io
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from services.intake import errors
-from services.intake.images import decode_image_field, read_image_field
+from services.intake.images import DECODE_IN_THREAD_ABOVE_CHARS, decode_image_field, read_image_field
 from tests.unit.intake.fakes import jpeg
 
 
@@ -40,6 +43,21 @@ def test_refused_fields_name_the_field_and_the_code(
     assert refused.value.code == code and "'source'" in refused.value.detail
 
 
-async def test_the_async_reader_decodes_off_the_loop_alike() -> None:
-    value = base64.b64encode(jpeg()).decode()
-    assert await read_image_field(value, field="target", max_bytes=64 * 1024, max_pixels=1_000_000) == jpeg()
+def _noise_jpeg(size: int) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(np.random.default_rng(7).integers(0, 256, (size, size, 3), dtype=np.uint8)).save(
+        out, format="JPEG", quality=95
+    )
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "data", [jpeg(), _noise_jpeg(160)], ids=["short field, on the loop", "long, in a thread"]
+)
+async def test_the_async_reader_decodes_short_and_long_fields_alike(data: bytes) -> None:
+    value = base64.b64encode(data).decode()
+    assert (len(value) > DECODE_IN_THREAD_ABOVE_CHARS) == (len(data) > 1000)
+    assert await read_image_field(value, field="target", max_bytes=len(data), max_pixels=1_000_000) == data
+    with pytest.raises(errors.TooLarge) as refused:
+        await read_image_field(value, field="target", max_bytes=len(data) - 1, max_pixels=1_000_000)
+    assert refused.value.code == "IMAGE_TOO_LARGE" and "'target'" in refused.value.detail
