@@ -15,6 +15,9 @@ Each column, its document, who writes it and who reads it:
   replay progress inside is ``services.liveness.progress.ReplayProgress``, versioned on its own).
 * ``liveness_states.decision``: :class:`LivenessDecisionDocument`; written by the liveness worker
   and retention (scrubbed); read by the liveness worker (``domain.sessions.decided_result``).
+* ``liveness_frames.analysis``: :class:`FrameAnalysisDocument`; written by the liveness worker
+  (each analysed frame), read by its replay step (the analysis inside is
+  ``services.liveness.analysis.FrameAnalysis.to_dict``'s, read by its ``from_dict``).
 * ``liveness_frames.embedding``: :class:`FrameEmbedding`; ``infra.db.liveness`` only.
 * ``call_flows.settings``: :class:`FlowSettingsDocument`; written by intake (call creation).
 * ``call_flows.decision``: :class:`FlowDecision`; written by the notifier; read by the notifier
@@ -30,9 +33,8 @@ the class's ``LEGACY_KEYS``) before the same strict validation, so old rows stay
 typo is still caught. Displays that showed the legacy spelling (the audit listing) render with
 ``model_dump(by_alias=True)``.
 
-Not here: ``outbox.payload`` / ``outbox.headers`` (a message's own JSON, a ``contracts``
-message model dumped as sent) and ``liveness_frames.analysis`` (``FrameAnalysis.to_dict``, the
-liveness worker's own record of a frame).
+Not here: ``outbox.payload`` / ``outbox.headers`` (a message's own JSON: a ``contracts``
+message model dumped as sent, read back by that model when a consumer receives it).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ __all__ = [
     "ErasureDetails",
     "FlowDecision",
     "FlowSettingsDocument",
+    "FrameAnalysisDocument",
     "FrameEmbedding",
     "LivenessDecisionDocument",
     "LivenessStateDocument",
@@ -202,6 +205,26 @@ class LivenessStateDocument(StoredDocument):
     challenges: list[StoredChallenge] = Field(default_factory=list)
     connection: str = ""
     progress: dict[str, Any] | None = None
+
+
+class FrameAnalysisDocument(StoredDocument):
+    """An analysed frame (``liveness_frames.analysis``): the analysis (``FrameAnalysis.to_dict``,
+    the liveness worker's own record of the face, its measures and quality, opaque here) and what
+    the subject could see when the frame was taken (``FrameCaptured.shown``). Legacy rows are
+    the analysis itself with ``shown`` mixed into it."""
+
+    analysis: dict[str, Any]
+    shown: int | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_frame(cls, data: Any) -> Any:
+        # A legacy row is the analysis itself (which has no "analysis" key); built in code, the
+        # document is given its fields by name without a version.
+        if isinstance(data, Mapping) and "version" not in data and "analysis" not in data:
+            rest = {key: value for key, value in data.items() if key != "shown"}
+            return {"version": DOCUMENT_VERSION, "analysis": rest, "shown": data.get("shown")}
+        return data
 
 
 class FrameEmbedding(StoredDocument):

@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from contracts.documents import (
+    FrameAnalysisDocument,
     FrameEmbedding,
     LivenessDecisionDocument,
     LivenessStateDocument,
@@ -67,9 +68,12 @@ class LivenessFrame:
     sequence: int
     captured_at: datetime
     storage_key: str
+    #: ``FrameAnalysis.to_dict`` (services/liveness/analysis.py reads it back).
     analysis: dict[str, Any]
     spoof_score: float | None
     embedding: list[float] | None
+    #: What the subject could see when it was taken (``FrameCaptured.shown``).
+    shown: int | None = None
 
 
 def _document(
@@ -98,14 +102,16 @@ def _state(row: LivenessStateRow) -> LivenessState:
 
 def _frame(row: LivenessFrameRow) -> LivenessFrame:
     embedding = row.embedding
+    analysed = FrameAnalysisDocument.from_row(row.analysis)
     return LivenessFrame(
         session_id=row.session_id,
         sequence=row.sequence,
         captured_at=row.captured_at,
         storage_key=row.storage_key,
-        analysis=dict(row.analysis),
+        analysis=analysed.analysis,
         spoof_score=row.spoof_score,
         embedding=None if embedding is None else FrameEmbedding.from_row(embedding).vector,
+        shown=analysed.shown,
     )
 
 
@@ -259,6 +265,7 @@ class LivenessRepository:
         analysis: dict[str, Any],
         spoof_score: float | None,
         embedding: list[float] | None,
+        shown: int | None = None,
     ) -> bool:
         """Store an analysed frame; False when (session, sequence) was stored already (first wins)
         or the session's erasure was requested: its embedding is never kept. The session row is
@@ -269,7 +276,7 @@ class LivenessRepository:
             "sequence": sequence,
             "captured_at": captured_at,
             "storage_key": storage_key,
-            "analysis": analysis,
+            "analysis": FrameAnalysisDocument(analysis=analysis, shown=shown).to_row(),
             "spoof_score": spoof_score,
             "embedding": None if embedding is None else FrameEmbedding(vector=embedding).to_row(),
         }

@@ -102,8 +102,6 @@ log = logging.getLogger("faceproof.liveness")
 #: The expiry sweep's name in logs and in ``faceproof_sweep_failures_total``.
 EXPIRY_SWEEPER: Final = "expiry"
 DEFAULT_CHALLENGE_COUNT: Final = 3
-#: A stored frame's analysis document also keeps FrameCaptured.shown under this key.
-SHOWN_KEY: Final = "shown"
 DEFAULT_AUDIT_IMAGES: Final = 2
 MAX_AUDIT_IMAGES: Final = 4
 
@@ -181,7 +179,7 @@ def to_replay_frame(frame: LivenessFrame, started_at: datetime) -> ReplayFrame:
         storage_key=frame.storage_key,
         spoof_score=frame.spoof_score,
         embedding=None if frame.embedding is None else np.asarray(frame.embedding, dtype=np.float32),
-        shown=frame.analysis.get(SHOWN_KEY),
+        shown=frame.shown,
     )
 
 
@@ -517,10 +515,10 @@ async def handle_frame(event: FrameCaptured, deps: Deps) -> None:
         sequence=event.sequence,
         captured_at=event.captured_at,
         storage_key=event.storage_key,
-        # what the subject could see then (FrameCaptured.shown), kept beside the analysis
-        analysis={**analysed.analysis.to_dict(), SHOWN_KEY: event.shown},
+        analysis=analysed.analysis.to_dict(),
         spoof_score=analysed.spoof_score,
         embedding=analysed.embedding,
+        shown=event.shown,  # what the subject could see then, kept beside the analysis
     )
     await advance(deps, session_id)
 

@@ -28,7 +28,7 @@ from infra.db.flows import CallFlowRepository
 from infra.db.liveness import LivenessRepository
 from infra.db.records import SessionStatus
 from infra.db.repositories import ApiClientRepository, SessionRepository
-from infra.db.tables import CallFlowRow, LivenessStateRow, SessionRow
+from infra.db.tables import CallFlowRow, LivenessFrameRow, LivenessStateRow, SessionRow
 from tests.support.services import free_ports
 
 
@@ -183,6 +183,21 @@ async def test_rows_written_before_the_typed_documents_are_read(
     )
     assert state.decision == LivenessDecisionDocument.from_row(decision)
     assert state.decision.reference_image_key == "k/ref.jpg"
+    async with factory.begin() as session:
+        session.add(
+            LivenessFrameRow(
+                session_id=record.id,
+                sequence=0,
+                captured_at=datetime.now(UTC),
+                storage_key="k/f0.jpg",
+                analysis={"width": 640, "height": 480, "face_count": 1, "shown": 0},  # shown mixed in
+                spoof_score=0.9,
+                embedding={"vector": [0.5, -0.25]},
+            )
+        )
+    [frame] = await LivenessRepository(factory).frames_from(record.id, 0)
+    assert frame.analysis == {"width": 640, "height": 480, "face_count": 1} and frame.shown == 0
+    assert frame.embedding == [0.5, -0.25]
     # Written back (a new connection rewrites the state document): the one spelling, versioned.
     assert await LivenessRepository(factory).set_connection(record.id, "c2")
     async with engine.connect() as connection:

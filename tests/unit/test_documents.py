@@ -13,6 +13,7 @@ from contracts.documents import (
     ErasureDetails,
     FlowDecision,
     FlowSettingsDocument,
+    FrameAnalysisDocument,
     FrameEmbedding,
     LivenessDecisionDocument,
     LivenessStateDocument,
@@ -154,3 +155,16 @@ def test_a_misspelt_key_or_unknown_version_is_refused(
 ) -> None:
     with pytest.raises(ValidationError):
         document.from_row(row)
+
+
+def test_a_legacy_frame_analysis_keeps_shown_beside_the_analysis() -> None:
+    legacy = {"width": 640, "height": 480, "face_count": 1, "measures": None, "shown": 2}
+    frame = FrameAnalysisDocument.from_row(legacy)
+    assert frame.shown == 2 and frame.analysis == {k: v for k, v in legacy.items() if k != "shown"}
+    row = frame.to_row()
+    assert row == {"version": 1, "analysis": frame.analysis, "shown": 2}
+    assert FrameAnalysisDocument.from_row(row) == frame
+    assert FrameAnalysisDocument(analysis=frame.analysis, shown=2) == frame  # built in code
+    assert FrameAnalysisDocument.from_row({"width": 640}).shown is None  # before FrameCaptured.shown
+    with pytest.raises(ValidationError):
+        FrameAnalysisDocument.from_row({"version": 1, "analysis": {}, "shwon": 1})

@@ -119,12 +119,13 @@ class FakeStates:
         analysis: dict[str, Any],
         spoof_score: float | None,
         embedding: list[float] | None,
+        shown: int | None = None,
     ) -> bool:
         frames = self.frames.setdefault(session_id, {})
         if sequence in frames:
             return False
         frames[sequence] = LivenessFrame(
-            session_id, sequence, captured_at, storage_key, analysis, spoof_score, embedding
+            session_id, sequence, captured_at, storage_key, analysis, spoof_score, embedding, shown
         )
         return True
 
