@@ -528,8 +528,9 @@ def run_restart_soak(config: RestartSoak, warn: Warn) -> dict[str, Any]:
             own_vhost=False,
             other_workers=("call-agent", "liveness", "notifier"),
             ready_timeout_s=300,  # five processes loading models at once; minutes on a busy machine
+            # rate limits on, as deployed: the gateway admits each caller (key, rate limit, quota)
+            # in Postgres before any route, so the database restart reaches that path too
             extra_env={
-                "FACEPROOF_RATE_LIMITS": "false",
                 "FACEPROOF_FETCH_ALLOW_HOSTS": "127.0.0.1",
                 "FACEPROOF_COMPARE_TIMEOUT_S": str(config.compare_timeout_s),
                 "FACEPROOF_SESSION_TTL_S": "60",
