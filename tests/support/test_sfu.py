@@ -39,9 +39,9 @@ What it does NOT prove: mediasoup's own SDP-less RTP handling (RTX, simulcast, h
 rewriting, BWE), TCP candidates, TURN, or a browser's encoder on the other side. See docs/rooms.md.
 
 Controls for tests: ``ignore_methods`` (requests never answered), :meth:`TestSfu.drop` (abort
-every socket and refuse new ones), ``subject`` (the subject's camera; default: a real face video
-looped). Observations: ``received_frames``
-(decoded frames of the peer's produced video), ``last_received``, ``methods``, ``joined``, ``left``.
+every socket and refuse new ones); the subject is ``video`` looped. Observations:
+``received_frames`` (decoded frames of the peer's produced video), ``last_received``, ``methods``,
+``joined``, ``left``.
 """
 
 from __future__ import annotations
@@ -323,10 +323,7 @@ class TestSfu:
         *,
         ignore_methods: Iterable[str] = (),
         video: Path = FACE_VIDEO,
-        subject: MediaStreamTrack | None = None,
     ) -> None:
-        #: The subject's camera; default: ``video`` looped (a subject who ignores the instructions).
-        self.subject = subject
         self.ignore_methods = set(ignore_methods)
         self.video = video
         self.methods: list[str] = []
@@ -342,8 +339,7 @@ class TestSfu:
         self._frames: list[np.ndarray] | None = None
 
     async def __aenter__(self) -> TestSfu:
-        if self.subject is None:
-            self._frames = await asyncio.to_thread(face_frames, self.video)
+        self._frames = await asyncio.to_thread(face_frames, self.video)
         self._server = await serve(self._serve, "127.0.0.1", 0, subprotocols=["protoo"])  # type: ignore[list-item]
         return self
 
@@ -472,7 +468,7 @@ class TestSfu:
         transport = peer.consuming_transport
         if transport is None:
             return
-        track = self.subject if self.subject is not None else FaceVideoTrack(self._frames or [])
+        track = FaceVideoTrack(self._frames or [])  # the subject: ``video`` looped
         sender = RTCRtpSender(track, transport.dtls)
         peer.senders.append(sender)
         ssrc = sender._ssrc
