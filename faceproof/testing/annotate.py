@@ -17,7 +17,7 @@ same search runs on the horizontally mirrored videos (``mirrored_segments``).
 NOSE_TO_TARGET is not searched: its target is random, and the subject answers it by moving
 the picture so the nose lands on the target. MOVE_CLOSER is searched, but none of the videos
 has a face that grows by 25 %; the subject answers it by scaling the picture up (both shown in
-tests/unit/test_liveness_video.py and docs/liveness.md).
+tests/component/test_liveness_video.py and docs/liveness.md).
 
     nice -n 10 .venv/bin/python -m faceproof.testing.annotate \\
         --models-dir ../shared/models --videos ../shared/data/video \\
