@@ -111,6 +111,12 @@ def bench_compare(
     token: Annotated[
         str | None, typer.Option(help="Bearer token for --url (default FACEPROOF_API_TOKEN)")
     ] = None,
+    profile: Annotated[
+        Path | None,
+        typer.Option(
+            help="py-spy the gateway and matchers during the load into DIR; top items in the result"
+        ),
+    ] = None,
 ) -> None:
     """End-to-end POST /v1/compare p50/p95/p99 and requests/s, and the overhead over in-process compare."""
     from faceproof.bench.compare import CompareBench, default_pairs, run_compare_bench
@@ -138,6 +144,7 @@ def bench_compare(
                 else inference_threads,
                 max_target_faces=settings.max_target_faces,
                 matcher_concurrency=matcher_concurrency or settings.matcher_concurrency,
+                profile_dir=profile,
                 inprocess_rounds=inprocess_rounds,
             ),
             warn=lambda message: typer.echo(f"warning: {message}", err=True),

@@ -13,16 +13,20 @@ in-process baseline has no queueing); at higher concurrency it includes waiting 
 CPU time is counted too, because wall-clock times on a shared machine depend on what else runs:
 ``stack_cpu_ms_per_request`` (gateway + matcher processes, from ``/proc``; RabbitMQ's own CPU is
 not included) over ``inprocess_cpu_ms_per_compare`` is the ``cpu_overhead_ratio``, and
-``load_client_cpu_ms_per_request`` is what the load generator itself used.
+``load_client_cpu_ms_per_request`` is what the load generator itself used. With ``--profile DIR``,
+py-spy samples the gateway and every matcher during the load (:mod:`faceproof.bench.profile`);
+the result's ``profile`` holds each process's top items.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -30,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Final
 from contracts.values import ImageData
 from faceproof.bench.environment import BenchError, machine_info
 from faceproof.bench.load import LoadResult, check_local_url, drive_load
+from faceproof.bench.profile import sampling, top_items
 from faceproof.bench.stack import StackConfig, running_stack, terminate_on_sigterm
 from faceproof.bench.stats import evenly, ms_summary, rate
 
@@ -69,6 +74,8 @@ class CompareBench:
     matcher_concurrency: int = 2
     inprocess_rounds: int = 5
     warmup_requests: int | None = None
+    #: py-spy the stack's processes during the load into this folder (``--profile``).
+    profile_dir: Path | None = None
 
 
 def default_pairs(data_dir: Path, count: int = DEFAULT_PAIRS) -> list[ImagePair]:
@@ -175,6 +182,7 @@ def _measure(
     images: Sequence[tuple[bytes, bytes]],
     logs: Callable[[], str],
     stack_cpu_s: Callable[[], float | None] = lambda: None,
+    profiled: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext,
 ) -> dict[str, Any]:
     bodies = [compare_body(source, target) for source, target in images]
     warm = config.warmup_requests or max(len(bodies), 2 * config.workers * config.matcher_concurrency)
@@ -191,16 +199,17 @@ def _measure(
     _check_warm_up(warm_up, logs)
     inprocess = asyncio.run(_inprocess_handler(config, images))
     stack_cpu_before, client_cpu_before = stack_cpu_s(), time.process_time()
-    load = asyncio.run(
-        drive_load(
-            url,
-            bodies,
-            token=token,
-            concurrency=config.concurrency,
-            duration_s=config.duration_s,
-            max_requests=config.max_requests,
+    with profiled():
+        load = asyncio.run(
+            drive_load(
+                url,
+                bodies,
+                token=token,
+                concurrency=config.concurrency,
+                duration_s=config.duration_s,
+                max_requests=config.max_requests,
+            )
         )
-    )
     if not load.latencies_s:
         raise BenchError(f"no request succeeded ({dict(load.errors)}); logs:\n{logs()}")
     stack_cpu_after, client_cpu_s = stack_cpu_s(), time.process_time() - client_cpu_before
@@ -235,9 +244,17 @@ def _measure(
     }
 
 
+def _profiler(out_dir: Path | None, pids: dict[str, int]) -> Callable[[], AbstractContextManager[None]]:
+    if out_dir is None:
+        return contextlib.nullcontext
+    return lambda: sampling(pids, out_dir)
+
+
 def run_compare_bench(config: CompareBench, warn: Warn) -> dict[str, Any]:
     if not config.pairs:
         raise BenchError("no image pairs")
+    if config.url is not None and config.profile_dir is not None:
+        raise BenchError("--profile samples the bench's own stack: leave out --url")
     images = [(source.read_bytes(), target.read_bytes()) for source, target in config.pairs]
     machine = machine_info()
     header: dict[str, Any] = {
@@ -269,7 +286,14 @@ def run_compare_bench(config: CompareBench, warn: Warn) -> dict[str, Any]:
                 },
             )
             with running_stack(stack_config, warn) as stack:
-                measured = _measure(config, stack.url, stack.token, images, stack.log_tail, stack.cpu_seconds)
+                profiled = _profiler(config.profile_dir, {name: p.pid for name, p in stack.processes.items()})
+                measured = _measure(
+                    config, stack.url, stack.token, images, stack.log_tail, stack.cpu_seconds, profiled
+                )
                 stack.check_alive()
                 header["vhost"] = stack.vhost.name or "(broker URL's own)"
+            if config.profile_dir is not None:
+                header["profile"] = {
+                    name: top_items(config.profile_dir / f"{name}.txt") for name in stack.processes
+                }
     return {**measured, **header, "load_average_after": machine_info()["load_average"]}

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -48,11 +49,11 @@ def test_bench_matcher_prints_stage_latencies_and_throughput() -> None:
     assert all(value > 0 for value in result["faces_per_cpu_s"].values())
 
 
-def test_bench_compare_runs_its_own_stack_and_stops_it() -> None:
+def test_bench_compare_runs_its_own_stack_and_stops_it(tmp_path: Path) -> None:
     result = bench(
         "compare",
         "--workers", "1", "--duration", "3", "--max-requests", "10",
-        "--pairs", "3", "--inprocess-rounds", "1",
+        "--pairs", "3", "--inprocess-rounds", "1", "--profile", str(tmp_path),
         timeout=150,
     )  # fmt: skip
     for key in ("p50_ms", "p95_ms", "p99_ms", "rps", "inprocess_p50_ms", "overhead_ratio"):
@@ -67,6 +68,12 @@ def test_bench_compare_runs_its_own_stack_and_stops_it() -> None:
     assert result["cpu_overhead_ratio"] > 0
     assert 0 < result["requests"] <= 10
     assert result["errors"] == 0
+    # --profile: py-spy's collapsed stacks of each process during the load, and their top items.
+    assert set(result["profile"]) == {"gateway", "matcher-1"}
+    assert (tmp_path / "gateway.txt").stat().st_size > 0 and (tmp_path / "matcher-1.txt").stat().st_size > 0
+    matcher = result["profile"]["matcher-1"]
+    assert matcher["busy_samples"] > 0
+    assert any(item["function"].startswith("OnnxModel.run (faces/") for item in matcher["ours"])
     vhost = result["vhost"]
     if vhost.startswith("faceproof-bench-"):  # made with rabbitmqctl: it must be gone again
         listing = subprocess.run(
