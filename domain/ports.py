@@ -1,6 +1,6 @@
 """The ports the services depend on that need nothing but contracts and the domain: the clock, the
-broker publisher, the object store, the reference fetcher, the rate buckets and the lockout's
-memory. One place for
+broker publisher, the object store, the reference fetcher, the rate buckets, the lockout's memory
+and the repositories of sessions and call flows (which return ``domain.records``). One place for
 each Protocol; the adapters live in ``infra`` (which names them), the fakes in ``tests/unit``.
 
 Errors are the adapters' and are named here only in words: a publisher raises
@@ -8,28 +8,41 @@ Errors are the adapters' and are named here only in words: a publisher raises
 ``StorageUnavailable``), a fetcher ``infra.safe_fetch``'s refusals, a repository
 ``infra.db.errors.DatabaseError``.
 
-The repositories whose rows are ``infra`` records (sessions, call flows) keep their ports beside
-the services that use them (``services/<name>/ports.py``) until the records move to ``domain``.
+A service's ports that are its alone stay beside it (``services/<name>/ports.py``: the intake's
+``CallCommands``, the notifier's callback sender, reference source and audit trail, the
+matcher's face engine and image source).
 """
 
 from __future__ import annotations
 
 import builtins
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from contracts.documents import FlowDecision, FlowSettingsDocument, SessionSettingsDocument
 from contracts.envelope import Command, Event
+from domain.flows import FlowStatus
 from domain.limits import Limits, LockoutPolicy, RateDecision
+from domain.outgoing import Outgoing
+from domain.records import CallFlowRecord, SessionRecord
 
 __all__ = [
     "Clock",
     "CommandPublisher",
     "FailureHistory",
     "FetchReference",
+    "FlowRows",
+    "FlowStore",
+    "FollowUp",
+    "LeasedSessions",
     "ObjectStore",
     "Publisher",
     "RateBuckets",
     "ReferenceStore",
+    "SessionLeases",
+    "SessionRows",
+    "Tombstones",
 ]
 
 
@@ -124,3 +137,130 @@ class FailureHistory(Protocol):
         """When the last lockout of ``subjects`` in force at ``now`` ends (``policy``'s rule over
         their stored failures), or ``None``."""
         ...
+
+
+class SessionRows(Protocol):
+    """Creating sessions (``infra.db.repositories.SessionRepository``; the intake's use cases)."""
+
+    async def create(
+        self,
+        owner: str,
+        *,
+        client_request_token: str | None,
+        settings: SessionSettingsDocument,
+        expires_at: datetime,
+        kind: str = "liveness",
+        reference_key: str | None = None,
+        client_token_hash: str | None = None,
+        session_id: str | None = None,
+    ) -> tuple[SessionRecord, bool]:
+        """The new session and ``True``, or the owner's session of the same client request token
+        and ``False``. Raises ``infra.db.errors.DatabaseError``."""
+        ...
+
+    async def set_client_token_hash(self, session_id: str, client_token_hash: str) -> bool: ...
+
+
+class FlowRows(Protocol):
+    """Creating and reading call flows (``infra.db.flows.CallFlowRepository``; the intake's use
+    cases and the gateway's GET /v1/calls)."""
+
+    async def create(
+        self,
+        owner: str,
+        *,
+        session_id: str,
+        ws_url: str,
+        callback_base_url: str,
+        datastore_base_url: str | None,
+        token: str,
+        language: str,
+        settings: FlowSettingsDocument,
+        callback_secret: str | None,
+        deadline: datetime,
+        flow_id: str | None = None,
+    ) -> CallFlowRecord: ...
+
+    async def get(self, owner: str, flow_id: str) -> CallFlowRecord | None: ...
+
+
+#: The messages that follow a flow's transition, from the record its winner got back (to the outbox).
+FollowUp = Callable[[CallFlowRecord], Sequence[Outgoing]]
+
+
+class FlowStore(Protocol):
+    """The call flows (``infra.db.flows.CallFlowRepository``; tests/unit/notifier/fakes.py keeps
+    its rules in memory). Each transition is taken once: its one winner gets the record back
+    (others None), and ``then``'s messages go to the outbox in the same transaction."""
+
+    async def fetch(self, flow_id: str) -> CallFlowRecord | None: ...
+
+    async def by_session(self, session_id: str) -> CallFlowRecord | None: ...
+
+    async def start_matching(
+        self,
+        flow_id: str,
+        *,
+        decision: FlowDecision,
+        deadline: datetime,
+        request_id: str,
+        then: FollowUp | None = None,
+    ) -> CallFlowRecord | None: ...
+
+    async def conclude(
+        self,
+        flow_id: str,
+        *,
+        outcome: str,
+        status: FlowStatus,
+        decision: FlowDecision,
+        first_attempt_at: datetime,
+        then: FollowUp | None = None,
+    ) -> CallFlowRecord | None: ...
+
+    async def claim_attempt(
+        self, flow_id: str, attempt: int, *, lease_until: datetime
+    ) -> CallFlowRecord | None: ...
+
+    async def mark_delivered(
+        self, flow_id: str, attempt: int, *, status_code: int, then: FollowUp | None = None
+    ) -> CallFlowRecord | None: ...
+
+    async def retry_later(
+        self, flow_id: str, attempt: int, *, at: datetime, error: str, status_code: int | None
+    ) -> CallFlowRecord | None: ...
+
+    async def mark_failed(
+        self, flow_id: str, attempt: int, *, error: str, status_code: int | None, then: FollowUp | None = None
+    ) -> CallFlowRecord | None: ...
+
+    async def overdue(self, *, now: datetime, limit: int = 100) -> list[CallFlowRecord]: ...
+
+    async def claim_due_deliveries(
+        self, *, now: datetime, lease_until: datetime, limit: int = 100
+    ) -> list[CallFlowRecord]: ...
+
+
+class SessionLeases(Protocol):
+    """A live session's connection lease (``infra.db.repositories.SessionRepository``; the call
+    agent)."""
+
+    async def fetch(self, session_id: str) -> SessionRecord | None: ...
+
+    async def touch_connection(self, session_id: str, connection_id: str) -> bool: ...
+
+    async def release_connection(self, session_id: str, connection_id: str) -> bool: ...
+
+
+class Tombstones(Protocol):
+    """Which sessions are erased (``infra.db.repositories.SessionRepository``; the erasure guard of
+    ``infra.erasure``)."""
+
+    async def erased(self, session_id: str) -> bool:
+        """True when nothing may be stored for the session (erasure requested, purged, missing)."""
+        ...
+
+
+class LeasedSessions(SessionLeases, Tombstones, Protocol):
+    """The leases and the erasure tombstones (the call agent: the store it writes frames to checks
+    them)."""

@@ -48,7 +48,7 @@ SESSION_DECIDED: Final = "SESSION_DECIDED"
 
 
 class SessionFacts(Protocol):
-    """What the rule reads of a stored session (``infra.db.records.SessionRecord`` has it)."""
+    """What the rule reads of a stored session (``domain.records.SessionRecord`` has it)."""
 
     @property
     def id(self) -> str: ...

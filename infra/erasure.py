@@ -18,27 +18,20 @@ import builtins
 import logging
 from collections import OrderedDict
 from datetime import timedelta
-from typing import Final, NoReturn, Protocol
+from typing import Final, NoReturn
 
+from domain.ports import Tombstones
 from infra.db.errors import DatabaseError
 from infra.storage import ObjectStore, StorageError, StorageUnavailable
 from infra.telemetry.metrics import erased_write
 
-__all__ = ["ErasureGuardedStore", "SessionErased", "Tombstones", "session_of_key"]
+__all__ = ["ErasureGuardedStore", "SessionErased", "session_of_key"]
 
 log = logging.getLogger("faceproof.erasure")
 
 _SESSIONS: Final = "sessions/"
 #: Erased session ids remembered per process (refused without asking the database again).
 _REMEMBERED: Final = 4096
-
-
-class Tombstones(Protocol):
-    """``infra.db.repositories.SessionRepository`` fits."""
-
-    async def erased(self, session_id: str) -> bool:
-        """True when nothing may be stored for the session (erasure requested, purged, missing)."""
-        ...
 
 
 class SessionErased(StorageError):

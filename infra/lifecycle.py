@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Protocol
 
+from domain.records import SessionRecord
 from domain.sessions import Outcome, SessionEnding, end_session
 from infra.db.errors import NotFound, VersionConflict
-from infra.db.records import SessionRecord
 from infra.telemetry.metrics import session_status
 
 __all__ = ["EndingSessions", "SessionLifecycle"]

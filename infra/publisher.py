@@ -20,8 +20,8 @@ from faststream.rabbit import RabbitBroker, RabbitExchange
 
 from contracts.envelope import Command, Event, Message
 from contracts.routing import COMMANDS_EXCHANGE, DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE
+from domain.outgoing import Outgoing
 from infra.broker import BROKER_DOWN_ERRORS, COMMANDS, DEAD_LETTERS, EVENTS
-from infra.outgoing import Outgoing
 
 __all__ = ["Outgoing", "PublishFailed", "Publisher", "exchange_named"]
 

@@ -14,8 +14,6 @@ the winner got back and written to the outbox in the transition's own transactio
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import uuid4
@@ -36,49 +34,15 @@ from domain.flows import (
     Transition,
     ending,
 )
+from domain.ports import FollowUp
+from domain.records import CallFlowRecord
 from infra.db.errors import translate_errors
 from infra.db.outbox import stage
 from infra.db.tables import CallFlowRow, utc_now
-from infra.outgoing import Outgoing
 
-__all__ = ["CallFlowRecord", "CallFlowRepository", "FollowUp"]
+__all__ = ["CallFlowRepository"]
 
 _MAX_ERROR = 500
-
-#: The messages that follow a transition, from the record its winner got back (to the outbox).
-FollowUp = Callable[["CallFlowRecord"], Sequence[Outgoing]]
-
-
-@dataclass(frozen=True, slots=True)
-class CallFlowRecord:
-    id: str
-    owner: str
-    session_id: str
-    status: FlowStatus
-    ws_url: str
-    callback_base_url: str
-    datastore_base_url: str | None
-    token: str
-    language: str
-    settings: FlowSettingsDocument
-    callback_secret: str | None
-    deadline: datetime
-    decision: FlowDecision | None
-    outcome: str | None
-    delivery: DeliveryStatus | None
-    attempts: int
-    last_error: str | None
-    status_code: int | None
-    next_attempt_at: datetime | None
-    created_at: datetime
-    updated_at: datetime
-    finished_at: datetime | None
-    delivered_at: datetime | None
-    #: The MatchReferences sent when the flow started MATCHING (only its answer is accepted).
-    match_request_id: str | None = None
-
-    def __repr__(self) -> str:  # the controller's token and the secret stay out of logs
-        return f"CallFlowRecord(id={self.id!r}, status={self.status.value}, delivery={self.delivery})"
 
 
 class CallFlowRepository:

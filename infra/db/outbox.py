@@ -13,9 +13,9 @@ from typing import Final
 from sqlalchemy import Update, delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from domain.outgoing import Outgoing
 from infra.db.errors import translate_errors
 from infra.db.tables import OutboxRow, utc_now
-from infra.outgoing import Outgoing
 
 __all__ = ["RELAY_LOCK_KEY", "Pending", "SqlOutbox", "stage"]
 

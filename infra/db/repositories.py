@@ -15,12 +15,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from contracts.documents import SessionResult, SessionSettingsDocument
 from contracts.routing import EventKey
+from domain.outgoing import Outgoing
+from domain.records import SessionRecord
 from domain.sessions import UNFINISHED, SessionEnding, counts_toward_lockout
 from infra.db.audit import AuditAction, audit_row
 from infra.db.errors import AlreadyExists, DatabaseError, NotFound, VersionConflict, translate_errors
 from infra.db.keys import KEY_SCHEME, hash_key, key_prefix, keys_match, new_key
 from infra.db.outbox import stage
-from infra.db.records import ApiClient, SessionRecord, SessionStatus
+from infra.db.records import ApiClient, SessionStatus
 from infra.db.security import failure_rows
 from infra.db.tables import (
     DEFAULT_BURST,
@@ -32,14 +34,12 @@ from infra.db.tables import (
     session_erased,
     utc_now,
 )
-from infra.outgoing import Outgoing
 
 __all__ = [
     "ApiClient",
     "ApiClientPort",
     "ApiClientRepository",
     "SessionPort",
-    "SessionRecord",
     "SessionRepository",
     "SessionStatus",
 ]

@@ -19,10 +19,11 @@ from contracts.events import (
 )
 from contracts.routing import EventKey
 from contracts.values import ErrorCode, ErrorInfo
+from domain.ports import SessionLeases
 from infra.storage import ObjectStore
 from services.call_agent.capacity import CallSlots, Slot
 from services.call_agent.connection import InvalidOffer, PeerSession, StreamConfig
-from services.call_agent.ports import EventSink, PublishFailed, SessionLeases
+from services.call_agent.ports import EventSink, PublishFailed
 
 __all__ = ["SESSION_EVENTS", "CallAgent", "parse_session_event"]
 

@@ -36,12 +36,13 @@ from contracts.events import (
     SessionFinished,
 )
 from contracts.values import SessionStatus
+from domain.ports import SessionLeases
 from infra.db.errors import DatabaseError
 from infra.storage import ObjectStore
 from services.call_agent.catalog import load_catalog
 from services.call_agent.frames import FramePipeline
 from services.call_agent.instructions import Instructions, Screen
-from services.call_agent.ports import EventSink, SessionLeases
+from services.call_agent.ports import EventSink
 from services.call_agent.video import InstructionTrack
 
 __all__ = [

@@ -13,6 +13,7 @@ from contracts.commands import JoinCall, StartSession
 from contracts.envelope import Event
 from contracts.events import SessionStarted
 from contracts.routing import CALL_AGENT_CALLS, CALL_AGENT_SESSION_EVENTS, CALL_AGENT_SESSIONS
+from domain.ports import LeasedSessions
 from infra.broker import COMMANDS, EVENTS, create_broker, declare_topology, queue_for
 from infra.db.engine import create_engine, session_factory
 from infra.db.repositories import SessionRepository
@@ -24,7 +25,6 @@ from infra.telemetry.metrics import WEBRTC_CONNECTIONS
 from services.call_agent.agent import CallAgent
 from services.call_agent.capacity import CallSlots
 from services.call_agent.connection import StreamConfig, parse_ice_servers
-from services.call_agent.ports import SessionRows
 from services.call_agent.room.handler import RoomCalls, call_config
 
 __all__ = ["BrokerEvents", "CallAgentApp", "build_app", "serve", "stream_config"]
@@ -107,7 +107,7 @@ def _subscribe(broker: RabbitBroker, settings: Settings, agent: CallAgent, calls
     return events_queue
 
 
-def build_app(settings: Settings, *, leases: SessionRows, store: ObjectStore) -> CallAgentApp:
+def build_app(settings: Settings, *, leases: LeasedSessions, store: ObjectStore) -> CallAgentApp:
     """Wire the handlers to the broker; resources are created by the caller. Frames are written
     through the erasure guard: nothing is stored for an erased session (``infra.erasure``)."""
     broker = create_broker(settings)

@@ -9,7 +9,7 @@ from fastapi import Depends, Header, Request
 from faststream.rabbit import RabbitBroker
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from domain.ports import ObjectStore
+from domain.ports import FlowRows, ObjectStore
 from infra.db.repositories import SessionRepository
 from infra.db.security import LivenessFailures, RateLimitRepository
 from infra.settings import Settings
@@ -18,7 +18,7 @@ from services.gateway.comparisons import Comparisons
 from services.gateway.offers import CallAgents
 from services.gateway.problems import ProblemError
 from services.gateway.ratelimit import RateLimiter
-from services.intake.ports import CallCommands, FlowRows
+from services.intake.ports import CallCommands
 
 
 class Eraser(Protocol):

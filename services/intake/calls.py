@@ -17,15 +17,15 @@ from contracts.http import CallCreatedResponse, CallSettings, JoinCallRequest
 from contracts.languages import choose_language
 from contracts.routing import CommandKey
 from contracts.values import SessionStatus
-from infra.db.flows import CallFlowRecord
-from infra.db.records import SessionRecord
+from domain.ports import FlowRows, SessionRows
+from domain.records import CallFlowRecord, SessionRecord
 from infra.publisher import Publisher, PublishFailed
 from infra.safe_fetch import WEBSOCKET_SCHEMES, FetchPolicy, UrlRefused, precheck_url
 from infra.settings import Settings
 from infra.telemetry.metrics import session_status
 from services.intake.caller import Caller
 from services.intake.errors import Refused, Unavailable
-from services.intake.ports import CallCommands, FlowRows, SessionRows
+from services.intake.ports import CallCommands
 from services.intake.sessions import RETRY_AFTER_S
 
 __all__ = ["FLOW_MARGIN_S", "BrokerCallCommands", "CallStarter", "check_room_url"]

@@ -14,9 +14,9 @@ from uuid import uuid4
 from contracts.documents import SessionSettingsDocument
 from contracts.http import CreateSessionRequest
 from contracts.values import SessionStatus
-from domain.ports import FailureHistory, FetchReference, ReferenceStore
+from domain.ports import FailureHistory, FetchReference, ReferenceStore, SessionRows
+from domain.records import SessionRecord
 from infra.db.errors import DatabaseError
-from infra.db.records import SessionRecord
 from infra.safe_fetch import (
     FetchFailed,
     FetchPolicy,
@@ -34,7 +34,6 @@ from services.intake.caller import Caller
 from services.intake.client_tokens import new_client_token
 from services.intake.images import read_image_field
 from services.intake.lockout import refuse_if_locked
-from services.intake.ports import SessionRows
 
 __all__ = ["SessionCreator", "client_url", "reference_bytes", "safe_fetcher"]
 

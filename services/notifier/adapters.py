@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import httpx
 
-from infra.db.flows import CallFlowRecord
+from domain.records import CallFlowRecord
 from infra.safe_fetch import (
     FetchError,
     FetchPolicy,

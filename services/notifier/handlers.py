@@ -28,12 +28,11 @@ from contracts.events import CallbackDelivered, CallFailed, ReferencesMatched, S
 from contracts.routing import NOTIFIER_CALLBACKS, CommandKey, EventKey
 from contracts.values import CallbackOutcome, Fusion, ImageData, SessionStatus
 from domain.flows import CLAIM_ATTEMPT, START_MATCHING, FlowStatus, conclusion
-from domain.ports import CommandPublisher
+from domain.outgoing import Outgoing
+from domain.ports import CommandPublisher, FlowStore
+from domain.records import CallFlowRecord, SessionRecord
 from infra.db.audit import AuditAction
 from infra.db.errors import DatabaseError
-from infra.db.flows import CallFlowRecord
-from infra.db.records import SessionRecord
-from infra.outgoing import Outgoing
 from infra.sweeps import each
 from infra.telemetry.metrics import callback_delivery
 from services.notifier.outcome import (
@@ -60,7 +59,6 @@ from services.notifier.ports import (
     CallbackRefused,
     CallbackSender,
     CallbackUnreachable,
-    FlowStore,
     PublishFailed,
     ReferenceSource,
     ReferencesUnavailable,

@@ -29,9 +29,9 @@ from contracts.envelope import utc_now
 from contracts.events import ChallengeIssued, FrameCaptured, SessionFinished, SessionStarted
 from contracts.routing import EVENTS_EXCHANGE, CommandKey, EventKey
 from contracts.values import ChallengeType, ErrorCode, SessionStatus
+from domain.records import SessionRecord
 from infra.broker import COMMANDS, EVENTS
 from infra.db.engine import create_engine, session_factory
-from infra.db.records import SessionRecord
 from infra.db.repositories import SessionRepository
 from infra.settings import Settings
 from infra.storage import LocalObjectStore

@@ -26,11 +26,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from contracts.http import CreateSessionRequest
+from domain.records import SessionRecord
 from infra.db.audit import AuditLog
 from infra.db.engine import create_engine, session_factory
 from infra.db.errors import DatabaseError
 from infra.db.liveness import LivenessRepository
-from infra.db.repositories import SessionRecord, SessionRepository
+from infra.db.repositories import SessionRepository
 from infra.db.tables import LivenessFrameRow, utc_now
 from infra.erasure import ErasureGuardedStore, SessionErased
 from infra.reconcile import Reconciler

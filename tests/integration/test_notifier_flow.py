@@ -32,12 +32,13 @@ from contracts.events import CallFailed, ReferencesMatched, SessionFinished
 from contracts.routing import MATCHER_REFERENCES, NOTIFIER_CALLBACKS, NOTIFIER_MATCHES, EventKey
 from contracts.values import ModelInfo, SessionStatus
 from domain.flows import DeliveryStatus, FlowStatus
+from domain.records import CallFlowRecord
 from examples.controller import Controller
 from faces.packs import load_pack
 from infra.broker import EVENTS, create_broker, declare_topology
 from infra.db.audit import AuditAction, AuditLog
 from infra.db.engine import create_engine, session_factory
-from infra.db.flows import CallFlowRecord, CallFlowRepository
+from infra.db.flows import CallFlowRepository
 from infra.db.outbox import SqlOutbox
 from infra.db.repositories import SessionRepository
 from infra.safe_fetch import FetchPolicy

@@ -28,17 +28,18 @@ from contracts.documents import FlowSettingsDocument, SessionSettingsDocument
 from contracts.routing import EVENTS_EXCHANGE, EventKey
 from contracts.values import SessionStatus
 from domain.flows import DeliveryStatus
+from domain.outgoing import Outgoing
+from domain.records import CallFlowRecord
 from domain.sessions import Expired
 from examples.controller import Controller
 from infra.broker import create_broker, declare_topology
 from infra.db.engine import create_engine, session_factory
-from infra.db.flows import CallFlowRecord, CallFlowRepository
+from infra.db.flows import CallFlowRepository
 from infra.db.outbox import SqlOutbox
 from infra.db.repositories import SessionRepository
 from infra.db.tables import OutboxRow, SessionRow
 from infra.lifecycle import SessionLifecycle
 from infra.outbox import OutboxRelay
-from infra.outgoing import Outgoing
 from infra.publisher import Publisher
 from infra.safe_fetch import FetchPolicy
 from infra.settings import Settings

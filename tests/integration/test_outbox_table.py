@@ -16,11 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from contracts.events import SessionFinished
 from contracts.routing import EventKey
 from contracts.values import SessionStatus
+from domain.outgoing import Outgoing
 from infra.db.engine import create_engine, session_factory
 from infra.db.outbox import RELAY_LOCK_KEY, SqlOutbox, stage
 from infra.db.tables import OutboxRow
 from infra.outbox import OutboxRelay
-from infra.outgoing import Outgoing
 from infra.publisher import PublishFailed
 
 pytestmark = pytest.mark.integration

@@ -13,10 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from contracts.documents import SessionResult, SessionSettingsDocument, StoredChallenge
 from contracts.values import ChallengeType, SessionStatus
+from domain.records import SessionRecord
 from infra.db.audit import SYSTEM_ACTOR, AuditAction, AuditLog
 from infra.db.engine import session_factory
 from infra.db.liveness import LivenessRepository
-from infra.db.repositories import SessionRecord, SessionRepository
+from infra.db.repositories import SessionRepository
 from infra.db.tables import LivenessFrameRow, LivenessStateRow, SessionRow
 from infra.retention import Retention, session_prefix
 from infra.storage import ObjectStore, S3ObjectStore, StorageError

@@ -12,9 +12,9 @@ import pytest
 
 from contracts.documents import SessionSettingsDocument
 from contracts.values import SessionStatus
+from domain.records import SessionRecord
 from domain.sessions import Decided, Erased, Expired, SessionEnding
 from infra.db.errors import VersionConflict
-from infra.db.records import SessionRecord
 from infra.lifecycle import SessionLifecycle
 
 

@@ -20,7 +20,7 @@ from contracts.http import (
     JoinCallRequest,
     Problem,
 )
-from infra.db.flows import CallFlowRecord
+from domain.records import CallFlowRecord
 from services.gateway.auth import Principal
 from services.gateway.dependencies import PrincipalDep, Resources, ResourcesDep
 from services.gateway.problems import ProblemError

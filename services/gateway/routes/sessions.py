@@ -30,8 +30,8 @@ from contracts.http import (
 )
 from contracts.routing import CONNECTION_SEQUENCE_STRIDE
 from contracts.values import ErrorCode
+from domain.records import SessionRecord
 from domain.sessions import Expired
-from infra.db.repositories import SessionRecord
 from infra.lifecycle import SessionLifecycle
 from infra.storage.errors import StorageError
 from services.gateway.auth import Principal

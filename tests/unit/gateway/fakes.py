@@ -15,9 +15,10 @@ from contracts.commands import CompareFaces, MatchReferences, StartSession
 from contracts.documents import SessionSettingsDocument
 from contracts.events import FacesCompared, ReferencesMatched, SessionFinished, SessionStarted
 from contracts.values import FaceBox, ModelInfo, ScoredFace, SessionStatus, Threshold, ThresholdSource
+from domain.records import SessionRecord
 from domain.sessions import AuditEntry, SessionEnding
 from infra.db.errors import NotFound, VersionConflict
-from infra.db.records import ApiClient, SessionRecord
+from infra.db.records import ApiClient
 from infra.settings import Settings
 from infra.storage.errors import StorageError
 from services.gateway.auth import Authenticator

@@ -13,9 +13,8 @@ from contracts.documents import FlowSettingsDocument, SessionSettingsDocument
 from contracts.values import SessionStatus
 from domain.flows import FlowStatus
 from domain.limits import LockoutPolicy
+from domain.records import CallFlowRecord, SessionRecord
 from infra.db.errors import DatabaseError
-from infra.db.flows import CallFlowRecord
-from infra.db.records import SessionRecord
 from infra.storage.errors import StorageError
 from services.intake.errors import Unavailable
 

@@ -24,9 +24,8 @@ from contracts.envelope import Command, Message
 from contracts.routing import COMMANDS_EXCHANGE
 from contracts.values import SessionStatus
 from domain.flows import CLAIM_ATTEMPT, START_MATCHING, DeliveryStatus, FlowStatus, ending
+from domain.records import CallFlowRecord, SessionRecord
 from infra.db.audit import AuditAction
-from infra.db.flows import CallFlowRecord
-from infra.db.records import SessionRecord
 from services.notifier.handlers import Config, Deps
 from services.notifier.outcome import RetryPolicy
 from services.notifier.ports import (
