@@ -102,10 +102,14 @@ def _free_port_run(count: int) -> int:
     raise RuntimeError(f"no {count} consecutive free ports")
 
 
-def _free_ports(count: int) -> list[int]:
+def _free_ports(count: int, *, taken: range) -> list[int]:
+    """``count`` ports free now and outside ``taken`` (the S3 server's run: free now too, but its
+    ports are bound only once the stack starts, so a port picked inside it would clash)."""
     ports: set[int] = set()
     while len(ports) < count:
-        ports.add(_free_port_run(1))
+        port = _free_port_run(1)
+        if port not in taken:
+            ports.add(port)
     return sorted(ports)
 
 
@@ -233,7 +237,9 @@ def compose_stack(
     """`scripts/local-compose up -d` on fresh ports and volumes; `down -v` afterwards (logs kept in
     ``workdir``)."""
     s3_port = _free_port_run(10)
-    gateway, rabbit, dist, epmd, postgres, *metrics = _free_ports(5 + len(APP_SERVICES))
+    gateway, rabbit, dist, epmd, postgres, *metrics = _free_ports(
+        5 + len(APP_SERVICES), taken=range(s3_port, s3_port + 10)
+    )
     ports = {
         "LOCAL_GATEWAY_PORT": gateway,
         "LOCAL_RABBITMQ_PORT": rabbit,
