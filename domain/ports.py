@@ -30,6 +30,7 @@ from domain.records import CallFlowRecord, SessionRecord
 __all__ = [
     "Clock",
     "CommandPublisher",
+    "EventPublisher",
     "FailureHistory",
     "FetchReference",
     "FlowRows",
@@ -61,12 +62,17 @@ class CommandPublisher(Protocol):
         ...
 
 
-class Publisher(CommandPublisher, Protocol):
-    """Publishes events and commands straight to the broker (``infra.publisher.Publisher``)."""
+class EventPublisher(Protocol):
+    """Publishes an event straight to the broker (``infra.publisher.Publisher``): the call agent's
+    frames, challenges' start and a call's failure, which follow no row of its own."""
 
     async def event(self, event: Event, routing_key: str) -> None:
         """Raises ``PublishFailed``."""
         ...
+
+
+class Publisher(CommandPublisher, EventPublisher, Protocol):
+    """Publishes events and commands straight to the broker (``infra.publisher.Publisher``)."""
 
 
 class ObjectStore(Protocol):

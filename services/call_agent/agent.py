@@ -19,11 +19,11 @@ from contracts.events import (
 )
 from contracts.routing import EventKey
 from contracts.values import ErrorCode, ErrorInfo
-from domain.ports import SessionLeases
+from domain.ports import EventPublisher, SessionLeases
+from infra.publisher import PublishFailed
 from infra.storage import ObjectStore
 from services.call_agent.capacity import CallSlots, Slot
 from services.call_agent.connection import InvalidOffer, PeerSession, StreamConfig
-from services.call_agent.ports import EventSink, PublishFailed
 
 __all__ = ["SESSION_EVENTS", "CallAgent", "parse_session_event"]
 
@@ -60,7 +60,7 @@ class CallAgent:
         *,
         leases: SessionLeases,
         store: ObjectStore,
-        events: EventSink,
+        events: EventPublisher,
         slots: CallSlots | None = None,
     ) -> None:
         self._config = config
@@ -120,9 +120,7 @@ class CallAgent:
         self._sessions[command.session_id] = session
         started = self._started(command, answer_sdp=answer_sdp)
         try:
-            await self._events.publish(
-                started.model_copy(update={"answer_sdp": ""}), EventKey.SESSION_STARTED
-            )
+            await self._events.event(started.model_copy(update={"answer_sdp": ""}), EventKey.SESSION_STARTED)
         except PublishFailed:
             await session.close(release=False, why="SessionStarted could not be published")
             raise

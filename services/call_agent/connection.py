@@ -36,13 +36,12 @@ from contracts.events import (
     SessionFinished,
 )
 from contracts.values import SessionStatus
-from domain.ports import SessionLeases
+from domain.ports import EventPublisher, SessionLeases
 from infra.db.errors import DatabaseError
 from infra.storage import ObjectStore
 from services.call_agent.catalog import load_catalog
 from services.call_agent.frames import FramePipeline
 from services.call_agent.instructions import Instructions, Screen
-from services.call_agent.ports import EventSink
 from services.call_agent.video import InstructionTrack
 
 __all__ = [
@@ -107,7 +106,7 @@ class PeerSession:
         *,
         config: StreamConfig,
         store: ObjectStore,
-        events: EventSink,
+        events: EventPublisher,
         leases: SessionLeases,
         on_closed: Callable[[PeerSession], None],
     ) -> None:

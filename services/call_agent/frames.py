@@ -25,10 +25,11 @@ from av.video.reformatter import VideoReformatter
 from contracts.envelope import utc_now
 from contracts.events import FrameCaptured
 from contracts.routing import CONNECTION_SEQUENCE_STRIDE, EventKey
+from domain.ports import EventPublisher
 from infra.erasure import SessionErased
+from infra.publisher import PublishFailed
 from infra.storage import ObjectStore, StorageError
 from infra.telemetry.metrics import frame_received, frame_stored
-from services.call_agent.ports import EventSink, PublishFailed
 from services.call_agent.sampling import FrameSampler, encode_jpeg, fit_size
 from services.call_agent.video import LatestFrame
 
@@ -72,7 +73,7 @@ class FramePipeline:
         frame_rate: float,
         jpeg_quality: int,
         store: ObjectStore,
-        events: EventSink,
+        events: EventPublisher,
         kind: str,
         log_extra: dict[str, Any],
         on_erased: Callable[[], None] | None = None,
@@ -130,7 +131,7 @@ class FramePipeline:
             key = frame_key(self.session_id, sequence)
             try:
                 await self._store.put(key, data, "image/jpeg")
-                await self._events.publish(
+                await self._events.event(
                     FrameCaptured(
                         correlation_id=self.session_id,
                         client_id=self._client_id,

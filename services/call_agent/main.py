@@ -10,7 +10,6 @@ from faststream import AckPolicy, FastStream
 from faststream.rabbit import RabbitBroker, RabbitMessage, RabbitQueue
 
 from contracts.commands import JoinCall, StartSession
-from contracts.envelope import Event
 from contracts.events import SessionStarted
 from contracts.routing import CALL_AGENT_CALLS, CALL_AGENT_SESSION_EVENTS, CALL_AGENT_SESSIONS
 from domain.ports import LeasedSessions
@@ -27,19 +26,9 @@ from services.call_agent.capacity import CallSlots
 from services.call_agent.connection import StreamConfig, parse_ice_servers
 from services.call_agent.room.handler import RoomCalls, call_config
 
-__all__ = ["BrokerEvents", "CallAgentApp", "build_app", "serve", "stream_config"]
+__all__ = ["CallAgentApp", "build_app", "serve", "stream_config"]
 
 log = logging.getLogger("faceproof.call_agent")
-
-
-class BrokerEvents:
-    """``EventSink`` through the one publisher (infra/publisher.py; raises its ``PublishFailed``)."""
-
-    def __init__(self, broker: RabbitBroker) -> None:
-        self._publisher = Publisher(broker)
-
-    async def publish(self, event: Event, routing_key: str) -> None:
-        await self._publisher.event(event, routing_key)
 
 
 def stream_config(settings: Settings) -> StreamConfig:
@@ -113,10 +102,9 @@ def build_app(settings: Settings, *, leases: LeasedSessions, store: ObjectStore)
     broker = create_broker(settings)
     store = ErasureGuardedStore(store, leases, writer="call_agent")
     slots = CallSlots(settings.max_concurrent_calls)  # hosted sessions and video calls share the cap
-    agent = CallAgent(
-        stream_config(settings), leases=leases, store=store, events=BrokerEvents(broker), slots=slots
-    )
-    calls = RoomCalls(call_config(settings), store=store, events=BrokerEvents(broker), slots=slots)
+    events = Publisher(broker)  # the one publisher (infra/publisher.py; raises its PublishFailed)
+    agent = CallAgent(stream_config(settings), leases=leases, store=store, events=events, slots=slots)
+    calls = RoomCalls(call_config(settings), store=store, events=events, slots=slots)
     WEBRTC_CONNECTIONS.labels("session").set_function(lambda: len(agent.sessions))
     WEBRTC_CONNECTIONS.labels("room").set_function(lambda: len(calls.calls))
     events_queue = _subscribe(broker, settings, agent, calls)

@@ -33,11 +33,11 @@ __all__ = ["repository"]  # the fixture, re-used
 
 @dataclass
 class Events:
-    """EventSink that keeps what the agent publishes."""
+    """The EventPublisher port (domain/ports.py), keeping what the agent publishes."""
 
     published: list[tuple[str, Event]] = field(default_factory=list)
 
-    async def publish(self, event: Event, routing_key: str) -> None:
+    async def event(self, event: Event, routing_key: str) -> None:
         self.published.append((routing_key, event))
 
 

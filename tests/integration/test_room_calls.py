@@ -63,12 +63,13 @@ LOOPBACK = FetchPolicy.create("127.0.0.1")
 
 
 class RecordingEvents:
-    """The EventSink port, recording (the broker adapter is services/call_agent/main.py's)."""
+    """The EventPublisher port (domain/ports.py), recording (in production: infra/publisher.py's
+    Publisher)."""
 
     def __init__(self) -> None:
         self.published: list[tuple[str, Event]] = []
 
-    async def publish(self, event: Event, routing_key: str) -> None:
+    async def event(self, event: Event, routing_key: str) -> None:
         self.published.append((routing_key, event))
 
     def of(self, kind: type[Event]) -> list[Event]:

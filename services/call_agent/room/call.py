@@ -54,12 +54,13 @@ from contracts.events import (
 )
 from contracts.routing import EventKey
 from contracts.values import SessionStatus
+from domain.ports import EventPublisher
+from infra.publisher import PublishFailed
 from infra.storage import ObjectStore
 from services.call_agent.catalog import load_catalog
 from services.call_agent.connection import StreamConfig
 from services.call_agent.frames import FramePipeline
 from services.call_agent.instructions import Instructions, Screen
-from services.call_agent.ports import EventSink, PublishFailed
 from services.call_agent.room.errors import (
     NoVideo,
     RoomError,
@@ -96,7 +97,7 @@ class CallOutcome:
     failure: RoomError | None = None
 
 
-async def publish_call_failed(events: EventSink, command: JoinCall, failure: RoomError) -> None:
+async def publish_call_failed(events: EventPublisher, command: JoinCall, failure: RoomError) -> None:
     """Publish the flow's CallFailed (the notifier sends the one failure callback). PublishFailed is
     logged, not raised: the notifier's sweeper still ends the flow at its deadline."""
     log.warning(
@@ -106,7 +107,7 @@ async def publish_call_failed(events: EventSink, command: JoinCall, failure: Roo
         extra={"session_id": command.session_id, "flow_id": command.flow_id},
     )
     try:
-        await events.publish(
+        await events.event(
             CallFailed(
                 correlation_id=command.flow_id,
                 client_id=command.client_id,
@@ -130,7 +131,7 @@ class RoomCall:
         *,
         config: CallConfig,
         store: ObjectStore,
-        events: EventSink,
+        events: EventPublisher,
         on_closed: Callable[[RoomCall], None] = lambda call: None,
     ) -> None:
         self.command = command
@@ -239,7 +240,7 @@ class RoomCall:
         self._spawn(self._watch_socket(), "socket")
         self._spawn(self._start_with_the_subject(), "no-video")
         try:
-            await self._events.publish(
+            await self._events.event(
                 CallJoined(
                     correlation_id=self.flow_id,
                     client_id=self.command.client_id,
@@ -340,7 +341,7 @@ class RoomCall:
             self._fail(NoVideo(f"no video from the subject within {self._config.no_video_timeout_s:g} s"))
             return
         try:
-            await self._events.publish(
+            await self._events.event(
                 SessionStarted(
                     correlation_id=self.session_id,
                     client_id=self.command.client_id,

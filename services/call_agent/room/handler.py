@@ -18,13 +18,13 @@ from collections import OrderedDict
 
 from contracts.commands import JoinCall
 from contracts.envelope import Event
+from domain.ports import EventPublisher
 from infra.safe_fetch import FetchPolicy
 from infra.settings import Settings
 from infra.storage import ObjectStore
 from services.call_agent.agent import parse_session_event
 from services.call_agent.capacity import CallSlots
 from services.call_agent.connection import StreamConfig, parse_ice_servers
-from services.call_agent.ports import EventSink
 from services.call_agent.room.call import CallConfig, CallOutcome, RoomCall, publish_call_failed
 from services.call_agent.room.errors import CallAgentBusy
 from services.call_agent.room.mediasoup import RoomConfig
@@ -60,7 +60,12 @@ class RoomCalls:
     """This process's video calls, by flow id."""
 
     def __init__(
-        self, config: CallConfig, *, store: ObjectStore, events: EventSink, slots: CallSlots | None = None
+        self,
+        config: CallConfig,
+        *,
+        store: ObjectStore,
+        events: EventPublisher,
+        slots: CallSlots | None = None,
     ) -> None:
         self._config = config
         self._store = store
