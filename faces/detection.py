@@ -79,14 +79,6 @@ class _Candidates:
     scores: FloatArray  # N
     keypoints: FloatArray  # N x 5 x 2
 
-    @staticmethod
-    def concat(parts: list[_Candidates]) -> _Candidates:
-        return _Candidates(
-            boxes=np.concatenate([p.boxes for p in parts]).reshape(-1, 4),
-            scores=np.concatenate([p.scores for p in parts]).reshape(-1),
-            keypoints=np.concatenate([p.keypoints for p in parts]).reshape(-1, 5, 2),
-        )
-
 
 def _finalize(
     candidates: _Candidates, *, scale: float, nms_threshold: float, min_face_px: float
@@ -127,9 +119,9 @@ def _grid(height: int, width: int, stride: int, repeats: int) -> FloatArray:
 
 
 @cache
-def _cells(height: int, width: int) -> tuple[FloatArray, FloatArray]:
+def _cells(height: int, width: int, repeats: int) -> tuple[FloatArray, FloatArray]:
     """The three strides' grids one after the other (as :func:`_grid`) and each cell's stride (N x 1)."""
-    grids = [_grid(height, width, stride, 1) for stride in STRIDES]
+    grids = [_grid(height, width, stride, repeats) for stride in STRIDES]
     strides = np.concatenate(
         [np.full((len(g), 1), stride, np.float32) for g, stride in zip(grids, STRIDES, strict=True)]
     )
@@ -212,37 +204,37 @@ class ScrfdDetector:
         blob /= 128.0
         outputs = self.model.run({self.model.input_name: blob})
         height, width = boxed.canvas.shape[:2]
-        parts = [
-            self._decode(stride, height, width, *heads)
-            for stride, heads in zip(STRIDES, self._by_stride(outputs), strict=True)
-        ]
         return _finalize(
-            _Candidates.concat(parts),
+            self._decode(height, width, *self._heads(outputs)),
             scale=boxed.scale,
             nms_threshold=self.nms_threshold,
             min_face_px=self.min_face_px,
         )
 
     @staticmethod
-    def _by_stride(outputs: list[FloatArray]) -> list[tuple[FloatArray, FloatArray, FloatArray]]:
-        """Group the 9 outputs into (scores, boxes, keypoints) per stride, using their shapes."""
+    def _heads(outputs: list[FloatArray]) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """The 9 outputs as (scores, boxes, keypoints), each with the strides 8, 16, 32 one after the
+        other, told apart by their shapes."""
         flat = [o.reshape(-1, o.shape[-1]) for o in outputs]
         heads = []
         for channels in (1, 4, 10):
             group = sorted((o for o in flat if o.shape[1] == channels), key=lambda o: -o.shape[0])
             if len(group) != 3:
                 raise ModelError(f"SCRFD outputs do not have the expected shapes: {[o.shape for o in flat]}")
-            heads.append(group)
-        return list(zip(*heads, strict=True))
+            heads.append(np.concatenate(group))
+        return heads[0], heads[1], heads[2]
 
     def _decode(
-        self, stride: int, height: int, width: int, scores: FloatArray, dists: FloatArray, kps: FloatArray
+        self, height: int, width: int, scores: FloatArray, dists: FloatArray, kps: FloatArray
     ) -> _Candidates:
+        """All three strides at once: one pass of numpy calls, not one per stride."""
         keep = np.flatnonzero(scores[:, 0] >= self.score_threshold)
-        centers = _grid(height, width, stride, self._ANCHORS)[keep] * stride
-        dists = dists[keep] * stride
+        all_cells, all_strides = _cells(height, width, self._ANCHORS)
+        strides = all_strides[keep]
+        centers = all_cells[keep] * strides
+        dists = dists[keep] * strides
         boxes = np.concatenate([centers - dists[:, :2], centers + dists[:, 2:]], axis=1)
-        points = centers[:, np.newaxis, :] + kps[keep].reshape(-1, 5, 2) * stride
+        points = centers[:, np.newaxis, :] + kps[keep].reshape(-1, 5, 2) * strides[:, np.newaxis, :]
         return _Candidates(boxes=boxes, scores=scores[keep, 0], keypoints=points)
 
 
@@ -301,7 +293,7 @@ class YunetDetector:
         obj = np.clip(head("obj", 1).reshape(-1), 0.0, 1.0)
         scores = np.sqrt(cls * obj)
         keep = np.flatnonzero(scores >= self.score_threshold)
-        all_cells, all_strides = _cells(height, width)
+        all_cells, all_strides = _cells(height, width, 1)
         cells, strides = all_cells[keep], all_strides[keep]
         bbox = head("bbox", 4)[keep]
         centers = (cells + bbox[:, :2]) * strides
