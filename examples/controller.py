@@ -33,6 +33,7 @@ from urllib.parse import unquote
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 SIGNATURE_HEADER = "X-Faceproof-Signature"
+DELIVERY_HEADER = "X-Faceproof-Delivery"  # the same on a callback sent again: act on it once
 
 
 @dataclass
@@ -120,9 +121,15 @@ class Controller:
             return self.put_statuses.pop(0) if self.put_statuses else 200
 
     def record(self, callback: Callback) -> None:
+        delivery = callback.headers.get(DELIVERY_HEADER)
         with self._lock:
+            repeat = delivery is not None and any(
+                seen.headers.get(DELIVERY_HEADER) == delivery for seen in self.callbacks
+            )
             self.callbacks.append(callback)
-        if not self.quiet:
+        if repeat and not self.quiet:
+            print(f"callback {callback.outcome.upper()}: a repeat of {delivery}, ignored", flush=True)
+        elif not self.quiet:
             result = callback.result
             print(
                 f"callback {callback.outcome.upper()}: "

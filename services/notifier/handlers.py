@@ -14,6 +14,7 @@ relay's resend is a duplicate these handlers ignore (the flow's state says it wa
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -32,12 +33,13 @@ from domain.outgoing import Outgoing
 from domain.ports import CommandPublisher, FlowStore
 from domain.records import CallFlowRecord, SessionRecord
 from infra.db.audit import AuditAction
-from infra.db.errors import DatabaseError
+from infra.db.errors import DatabaseError, DatabaseUnavailable
 from infra.sweeps import each
 from infra.telemetry.metrics import callback_delivery
 from services.notifier.outcome import (
     CALLBACK_METHOD,
     COMPARISON_UNAVAILABLE,
+    DELIVERY_HEADER,
     FLOW_TIMEOUT,
     NO_REFERENCE_FRAME,
     NO_VIDEO,
@@ -80,6 +82,11 @@ log = logging.getLogger("faceproof.notifier")
 
 #: The flow sweep's name in logs and in ``faceproof_sweep_failures_total``.
 FLOWS_SWEEPER: Final = "flows"
+#: Recording a delivered callback while the database is down: the first pause, the longest, and
+#: how long before the attempt's lease ends the notifier stops trying (the message is then retried).
+RECORD_RETRY_FIRST_S: Final = 0.5
+RECORD_RETRY_MAX_S: Final = 4.0
+RECORD_LEASE_MARGIN_S: Final = 2.0
 
 
 class Sessions(Protocol):
@@ -261,12 +268,12 @@ def _request(flow: CallFlowRecord, secret: str | None, url: str) -> tuple[bytes,
     """Without a secret, the seed's empty body; with one, the result and its signature (over the
     method, the URL's path, the time and the body)."""
     if not secret:
-        return b"", {}
+        return b"", {DELIVERY_HEADER: flow.id}
     body = encode_body(callback_body(flow.id, flow.decision))
     signature = sign(
         secret, method=CALLBACK_METHOD, path=urlsplit(url).path, body=body, timestamp=int(time.time())
     )
-    return body, {"Content-Type": "application/json", SIGNATURE_HEADER: signature}
+    return body, {"Content-Type": "application/json", SIGNATURE_HEADER: signature, DELIVERY_HEADER: flow.id}
 
 
 async def handle_deliver_callback(command: DeliverCallback, deps: Deps) -> None:
@@ -290,12 +297,7 @@ async def handle_deliver_callback(command: DeliverCallback, deps: Deps) -> None:
         await _retry_or_give_up(deps, claimed, command, str(error), None)
         return
     if 200 <= status < 300:
-        delivered = await deps.flows.mark_delivered(
-            claimed.id,
-            command.attempt,
-            status_code=status,
-            then=lambda flow: [_delivered_event(flow, command.attempt, True, status)],
-        )
+        delivered = await _record_delivered(deps, claimed, command.attempt, status, lease)
         if delivered is not None:
             callback_delivery("delivered")
             log.info(
@@ -305,6 +307,30 @@ async def handle_deliver_callback(command: DeliverCallback, deps: Deps) -> None:
         await _retry_or_give_up(deps, claimed, command, f"HTTP {status}", status)
     else:
         await _give_up(deps, claimed, command, f"HTTP {status}", status)
+
+
+async def _record_delivered(
+    deps: Deps, flow: CallFlowRecord, attempt: int, status: int, lease: datetime
+) -> CallFlowRecord | None:
+    """Record a callback the controller took. While the database is unavailable (a restart), try
+    again until shortly before the attempt's lease ends: once it ends the sweeper sends the
+    callback again, and the controller would get it twice (it can drop the repeat by its
+    ``X-Faceproof-Delivery``, but most controllers would not)."""
+    pause_s = RECORD_RETRY_FIRST_S
+    while True:
+        try:
+            return await deps.flows.mark_delivered(
+                flow.id,
+                attempt,
+                status_code=status,
+                then=lambda ended: [_delivered_event(ended, attempt, True, status)],
+            )
+        except DatabaseUnavailable:
+            if _now() + timedelta(seconds=pause_s + RECORD_LEASE_MARGIN_S) >= lease:
+                raise
+            log.warning("flow %s: callback delivered, recording it waits for the database", flow.id)
+            await asyncio.sleep(pause_s)
+            pause_s = min(2 * pause_s, RECORD_RETRY_MAX_S)
 
 
 async def _retry_or_give_up(

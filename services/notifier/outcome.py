@@ -21,6 +21,7 @@ __all__ = [
     "CALLBACK_METHOD",
     "CALL_FAILED",
     "COMPARISON_UNAVAILABLE",
+    "DELIVERY_HEADER",
     "FACE_MISMATCH",
     "FLOW_TIMEOUT",
     "NO_REFERENCE_FRAME",
@@ -49,6 +50,9 @@ COMPARISON_UNAVAILABLE: Final = "COMPARISON_UNAVAILABLE"
 CALL_FAILED: Final = "CALL_FAILED"
 
 SIGNATURE_HEADER: Final = "X-Faceproof-Signature"
+#: The flow's id on every attempt of its callback: a controller that gets a second callback with the
+#: same delivery (sent again because its first could not be recorded, docs/calls.md) drops it.
+DELIVERY_HEADER: Final = "X-Faceproof-Delivery"
 #: The method of every callback (the seed's PUT success/ and failure/).
 CALLBACK_METHOD: Final = "PUT"
 

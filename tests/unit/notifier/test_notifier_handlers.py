@@ -16,6 +16,8 @@ from contracts.routing import COMMANDS_EXCHANGE, DEAD_LETTER_EXCHANGE, EVENTS_EX
 from contracts.values import CallbackOutcome, ErrorCode, ErrorInfo, Fusion, ModelInfo, SessionStatus
 from domain.flows import DeliveryStatus, FlowStatus
 from infra.db.audit import AuditAction
+from infra.db.errors import DatabaseUnavailable
+from services.notifier import handlers
 from services.notifier.handlers import (
     conclude,
     handle_call_failed,
@@ -24,7 +26,7 @@ from services.notifier.handlers import (
     handle_session_finished,
     sweep,
 )
-from services.notifier.outcome import SIGNATURE_HEADER, sign
+from services.notifier.outcome import DELIVERY_HEADER, SIGNATURE_HEADER, sign
 from tests.unit.notifier.fakes import (
     REFUSED,
     UNREACHABLE,
@@ -261,7 +263,8 @@ async def test_a_delivered_callback_is_reported_once() -> None:
     await handle_deliver_callback(command, notifier.deps)
     await handle_deliver_callback(command, notifier.deps)  # redelivered: no second PUT
     [put] = notifier.controller.puts
-    assert put.url == "https://controller.example/cb/failure/tok%2F1" and (put.body, put.headers) == (b"", {})
+    assert put.url == "https://controller.example/cb/failure/tok%2F1" and put.body == b""
+    assert put.headers == {DELIVERY_HEADER: "flow-1"}  # the seed's empty body; the repeat's key
     flow = notifier.flows.rows["flow-1"]
     assert (flow.delivery, flow.attempts, flow.status_code) == (DeliveryStatus.DELIVERED, 1, 200)
     [event] = callback_events(notifier)
@@ -275,12 +278,59 @@ async def test_with_a_secret_the_callback_carries_the_result_and_its_signature()
     [put] = notifier.controller.puts
     body = json.loads(put.body)
     assert body["flowId"] == "flow-1" and body["reasons"] == ["NO_FACE"] and body["isLive"] is False
+    assert put.headers[DELIVERY_HEADER] == "flow-1"
     signature = put.headers[SIGNATURE_HEADER]
     timestamp = int(signature.split(",")[0].removeprefix("t="))
     expected = sign(
         "flow-secret", method="PUT", path="/cb/failure/tok%2F1", body=put.body, timestamp=timestamp
     )
     assert signature == expected and abs(timestamp - datetime.now(UTC).timestamp()) < 60
+
+
+def database_down_for(notifier: Notifier, calls: int) -> None:
+    """The next ``calls`` records of a delivery fail as they do while Postgres restarts."""
+    record = notifier.flows.mark_delivered
+    failures = iter(range(calls))
+
+    async def mark_delivered(*args: object, **kwargs: object) -> object:
+        if next(failures, None) is not None:
+            raise DatabaseUnavailable("the database system is shutting down")
+        return await record(*args, **kwargs)  # type: ignore[arg-type]
+
+    notifier.flows.mark_delivered = mark_delivered  # type: ignore[method-assign]
+
+
+async def test_a_delivery_recorded_after_the_database_returns_is_sent_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(handlers, "RECORD_RETRY_FIRST_S", 0.01)
+    notifier = Notifier()
+    command = await concluded(notifier)
+    database_down_for(notifier, 3)
+    await handle_deliver_callback(command, notifier.deps)
+    await sweep(notifier.deps)  # nothing left to resend
+    assert len(notifier.controller.puts) == 1
+    assert notifier.flows.rows["flow-1"].delivery == DeliveryStatus.DELIVERED
+    [event] = callback_events(notifier)
+    assert (event["delivered"], event["attempts"]) == (True, 1)
+
+
+async def test_a_database_down_past_the_lease_leaves_the_attempt_to_the_sweeper(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(handlers, "RECORD_RETRY_FIRST_S", 0.01)
+    monkeypatch.setattr(handlers, "RECORD_LEASE_MARGIN_S", notifier_lease_s() - 0.05)
+    notifier = Notifier()
+    command = await concluded(notifier)
+    database_down_for(notifier, 1000)
+    with pytest.raises(DatabaseUnavailable):  # the message is retried; it finds the attempt made
+        await handle_deliver_callback(command, notifier.deps)
+    flow = notifier.flows.rows["flow-1"]
+    assert (flow.delivery, flow.attempts) == (DeliveryStatus.PENDING, 1) and callback_events(notifier) == []
+
+
+def notifier_lease_s() -> float:
+    return Notifier().deps.config.lease_s
 
 
 @pytest.mark.parametrize("failure", [503, 429, UNREACHABLE])
