@@ -1,12 +1,13 @@
-"""Repositories: ports (``ApiClientPort``, ``SessionPort``, for hand-written fakes) and their
-SQLAlchemy adapters (``ApiClientRepository``, ``SessionRepository``). They return plain records,
-never ORM rows."""
+"""The API clients' and sessions' repositories over SQLAlchemy (``ApiClientRepository``,
+``SessionRepository``). They return plain records (``infra.db.records.ApiClient``,
+``domain.records.SessionRecord``), never ORM rows; the ports the services see them through are
+``domain.ports``'s (and the gateway's ``ApiKeys``)."""
 
 from __future__ import annotations
 
 import builtins
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 from uuid import uuid4
 
 from sqlalchemy import insert, or_, select, update
@@ -37,89 +38,12 @@ from infra.db.tables import (
 
 __all__ = [
     "ApiClient",
-    "ApiClientPort",
     "ApiClientRepository",
-    "SessionPort",
     "SessionRepository",
     "SessionStatus",
 ]
 
 _MAX_KEY_LENGTH = 128
-
-
-class ApiClientPort(Protocol):
-    async def create(
-        self,
-        name: str,
-        *,
-        rate_per_second: float | None = None,
-        burst: int | None = None,
-        monthly_quota: int | None = None,
-    ) -> tuple[ApiClient, str]:
-        """Create a client; returns it with its plaintext key, which is shown once and never stored.
-        Raises ``AlreadyExists`` for a duplicate name."""
-        ...
-
-    async def authenticate(self, key: str) -> ApiClient | None:
-        """The active client holding ``key``, or ``None`` (unknown, wrong or revoked key)."""
-        ...
-
-    async def revoke(self, name_or_id: str) -> bool:
-        """Revoke an active client; ``False`` when there is none by that name or id."""
-        ...
-
-    async def list(self) -> builtins.list[ApiClient]:
-        """Every client, revoked ones included, oldest first."""
-        ...
-
-
-class SessionPort(Protocol):
-    async def create(
-        self,
-        owner: str,
-        *,
-        client_request_token: str | None,
-        settings: SessionSettingsDocument,
-        expires_at: datetime,
-        kind: str = "liveness",
-    ) -> tuple[SessionRecord, bool]:
-        """Create a session in ``CREATED``. Idempotent per (owner, client_request_token): a repeated
-        token returns the existing session and ``False``."""
-        ...
-
-    async def get(self, owner: str, session_id: str) -> SessionRecord | None:
-        """The session if it exists and belongs to ``owner``."""
-        ...
-
-    async def fetch(self, session_id: str) -> SessionRecord | None:
-        """The session whoever owns it: for workers, never for request handlers."""
-        ...
-
-    async def update_status(
-        self,
-        session_id: str,
-        *,
-        expected_version: int,
-        status: SessionStatus,
-        result: SessionResult | None = None,
-    ) -> SessionRecord:
-        """Set the status (and the result, when given) if the row is still at ``expected_version``.
-        A terminal status stamps ``finished_at``. Raises ``VersionConflict`` when the row moved on
-        (re-read and decide again) and ``NotFound`` when there is no such session. Services use it
-        for CREATED -> IN_PROGRESS only: a session ends through :meth:`end` (``infra.lifecycle``);
-        a terminal status here is a test's shortcut (it writes no audit record)."""
-        ...
-
-    async def end(self, ending: SessionEnding) -> SessionRecord:
-        """Apply :func:`domain.sessions.end_session`'s answer: the terminal status and result, the
-        lockout failure, the audit entry and SessionFinished (to the outbox, infra/outbox.py) in one
-        transaction, if the row is still at ``ending.expected_version``. Raises ``VersionConflict``
-        / ``NotFound`` as ``update_status``."""
-        ...
-
-    async def overdue(self, *, limit: int = 100) -> builtins.list[str]:
-        """Ids of unfinished sessions past their deadline (at most ``limit``)."""
-        ...
 
 
 class ApiClientRepository:
