@@ -42,6 +42,7 @@ __all__ = [
     "RateBuckets",
     "ReferenceStore",
     "SessionLeases",
+    "SessionReader",
     "SessionRows",
     "Tombstones",
 ]
@@ -247,11 +248,16 @@ class FlowStore(Protocol):
     ) -> list[CallFlowRecord]: ...
 
 
-class SessionLeases(Protocol):
-    """A live session's connection lease (``infra.db.repositories.SessionRepository``; the call
-    agent)."""
+class SessionReader(Protocol):
+    """A session by id, whoever owns it (``infra.db.repositories.SessionRepository``; workers,
+    never request handlers: the notifier reads a finished session's result)."""
 
     async def fetch(self, session_id: str) -> SessionRecord | None: ...
+
+
+class SessionLeases(SessionReader, Protocol):
+    """A live session's connection lease (``infra.db.repositories.SessionRepository``; the call
+    agent)."""
 
     async def touch_connection(self, session_id: str, connection_id: str) -> bool: ...
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Protocol
 
+from domain.ports import SessionReader
 from domain.records import SessionRecord
 from domain.sessions import Outcome, SessionEnding, end_session
 from infra.db.errors import NotFound, VersionConflict
@@ -29,10 +30,8 @@ log = logging.getLogger("faceproof.sessions")
 _ATTEMPTS: Final = 5
 
 
-class EndingSessions(Protocol):
+class EndingSessions(SessionReader, Protocol):
     """The sessions repository as this function uses it (``infra.db.repositories.SessionRepository``)."""
-
-    async def fetch(self, session_id: str) -> SessionRecord | None: ...
 
     async def end(self, ending: SessionEnding) -> SessionRecord:
         """Write the ending and its SessionFinished (outbox) in one transaction; raises

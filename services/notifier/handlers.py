@@ -20,7 +20,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Final, Protocol
+from typing import Final
 from urllib.parse import urlsplit
 
 from contracts.commands import DeliverCallback, MatchReferences
@@ -30,8 +30,8 @@ from contracts.routing import NOTIFIER_CALLBACKS, CommandKey, EventKey
 from contracts.values import CallbackOutcome, Fusion, ImageData, SessionStatus
 from domain.flows import CLAIM_ATTEMPT, START_MATCHING, FlowStatus, conclusion
 from domain.outgoing import Outgoing
-from domain.ports import CommandPublisher, FlowStore
-from domain.records import CallFlowRecord, SessionRecord
+from domain.ports import CommandPublisher, FlowStore, SessionReader
+from domain.records import CallFlowRecord
 from infra.db.audit import AuditAction
 from infra.db.errors import DatabaseError, DatabaseUnavailable
 from infra.sweeps import each
@@ -89,10 +89,6 @@ RECORD_RETRY_MAX_S: Final = 4.0
 RECORD_LEASE_MARGIN_S: Final = 2.0
 
 
-class Sessions(Protocol):
-    async def fetch(self, session_id: str) -> SessionRecord | None: ...
-
-
 @dataclass(frozen=True)
 class Config:
     retry: RetryPolicy
@@ -107,7 +103,7 @@ class Config:
 @dataclass(frozen=True)
 class Deps:
     flows: FlowStore
-    sessions: Sessions
+    sessions: SessionReader
     #: What the sweeper publishes itself (a due retry: a leased row, sent again if lost); the
     #: messages that follow a transition go to the outbox instead.
     publisher: CommandPublisher

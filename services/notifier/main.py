@@ -13,6 +13,7 @@ from faststream.rabbit import RabbitBroker
 from contracts.commands import DeliverCallback
 from contracts.events import CallFailed, ReferencesMatched, SessionFinished
 from contracts.routing import NOTIFIER_CALLBACKS, NOTIFIER_CALLS, NOTIFIER_MATCHES, NOTIFIER_SESSIONS
+from domain.ports import SessionReader
 from infra.broker import COMMANDS, EVENTS, create_broker, declare_topology, queue_for
 from infra.db.audit import AuditLog
 from infra.db.engine import create_engine, session_factory
@@ -28,7 +29,6 @@ from services.notifier.handlers import (
     FLOWS_SWEEPER,
     Config,
     Deps,
-    Sessions,
     handle_call_failed,
     handle_deliver_callback,
     handle_references_matched,
@@ -98,7 +98,7 @@ def build_notifier(
     settings: Settings,
     *,
     flows: CallFlowRepository,
-    sessions: Sessions,
+    sessions: SessionReader,
     references: ReferenceSource,
     sender: CallbackSender,
     outbox: OutboxStore,
