@@ -5,8 +5,11 @@ So the change and its message commit together or not at all: a broker that is do
 that dies, between the commit and the publish delays the message and never loses it. The relay
 publishes the unsent rows in ``id`` order, waits for each publisher confirm, marks the confirmed
 ones sent and stops at the first failure (a later row never overtakes an earlier one); it tries
-again after a back-off. A process that dies after a confirm and before marking sends that row
-again: the message keeps its ``message_id``, and its consumers are idempotent (docs/reliability.md).
+again after a back-off. Idle, it polls every ``poll_s``; a writer in the same process calls
+:meth:`OutboxRelay.wake` after its commit, so its rows go out at once rather than at the next poll
+(the poll remains for rows other processes wrote, and for a wake-up that found the lock taken).
+A process that dies after a confirm and before marking sends that row again: the message keeps
+its ``message_id``, and its consumers are idempotent (docs/reliability.md).
 
 Every process that writes outbox rows runs a relay. On PostgreSQL a batch holds a transaction
 advisory lock (:data:`RELAY_LOCK_KEY`), so one relay publishes at a time, in order, whichever
@@ -21,14 +24,14 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, NoReturn, Protocol
 
 from faststream.rabbit import RabbitBroker
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from domain.outgoing import Outgoing
 from infra.db.outbox import Pending, SqlOutbox, stage
-from infra.outgoing import Outgoing
 from infra.publisher import Publisher, PublishFailed
 from infra.settings import Settings
 
@@ -69,6 +72,7 @@ class OutboxRelay:
     sender: Sender
     batch: int = DEFAULT_BATCH
     poll_s: float = DEFAULT_POLL_S
+    _woken: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False, compare=False)
 
     @classmethod
     def for_process(
@@ -76,6 +80,10 @@ class OutboxRelay:
     ) -> OutboxRelay:
         """The relay of a process: its database, its broker (publisher confirms), its settings."""
         return cls(SqlOutbox(sessions), Publisher(broker), poll_s=settings.outbox_poll_s)
+
+    def wake(self) -> None:
+        """Relay now: rows were just committed in this process (the poll is the fallback)."""
+        self._woken.set()
 
     async def relay_once(self) -> int:
         """One batch: the number of messages sent. Raises ``PublishFailed`` after marking those
@@ -99,10 +107,12 @@ class OutboxRelay:
         return len(sent)
 
     async def run(self) -> NoReturn:
-        """Relay until cancelled: at once while there is more, every ``poll_s`` when idle, with a
-        growing back-off (at most :data:`MAX_BACKOFF_S`) while the broker or database fails."""
+        """Relay until cancelled: at once while there is more, when woken (:meth:`wake`) or every
+        ``poll_s`` when idle, with a growing back-off (at most :data:`MAX_BACKOFF_S`) while the
+        broker or database fails."""
         backoff = self.poll_s
         while True:
+            self._woken.clear()  # a wake-up from now on finds the rows this batch may miss
             try:
                 sent = await self.relay_once()
             except Exception as error:  # the broker, the database, anything: never the loop's end
@@ -112,7 +122,8 @@ class OutboxRelay:
                 continue
             backoff = self.poll_s
             if sent < self.batch:
-                await asyncio.sleep(self.poll_s)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._woken.wait(), self.poll_s)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:

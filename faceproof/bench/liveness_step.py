@@ -33,7 +33,6 @@ from typing import Any, Final
 import cv2
 
 from contracts.documents import SessionSettingsDocument, StoredChallenge
-from contracts.envelope import Command, Event
 from contracts.events import FrameCaptured
 from contracts.values import ChallengeType
 from faceproof.bench.environment import BenchError, machine_info
@@ -75,19 +74,6 @@ class StepBench:
     #: None: a fresh SQLite database in a temporary directory.
     database_url: str | None = None
     threads: int = 2
-
-
-class _Discard:
-    """The publisher port: counts and drops (the broker is not what this bench times)."""
-
-    def __init__(self) -> None:
-        self.sent = 0
-
-    async def event(self, event: Event, routing_key: str) -> None:
-        self.sent += 1
-
-    async def command(self, command: Command, routing_key: str) -> None:
-        self.sent += 1
 
 
 class _Analysed:
@@ -200,7 +186,6 @@ async def _run(bench: StepBench) -> dict[str, Any]:
                 sessions=SessionRepository(factory),
                 states=LivenessRepository(factory),
                 store=store,
-                publisher=_Discard(),
                 frames=_Analysed(analyses),
                 identity_threshold=-1.0,
                 thresholds=NEVER_DECIDED,

@@ -3,9 +3,11 @@
 
 A replay step reads the state and the frames stored since its last step without any lock, does
 its work (the object store included) and writes its result with :meth:`LivenessRepository.save_step`,
-a version-checked update: ``VersionConflict`` when another step (or a new connection, or a
-rewind) moved the row on, and the step starts again from the new state. Every change of the row
-advances its ``version``.
+a version-checked update: ``VersionConflict`` when another step (or a new connection) moved the
+row on, and the step starts again from the new state. Every change of the row advances its
+``version``. The messages a change announces (ChallengeIssued, ChallengeVerdict, LivenessDecided,
+MatchReferences, ReadinessChecked) are written to the outbox in its transaction
+(infra/db/outbox.py), in the order given: they commit with it or not at all.
 
 Locking: :meth:`LivenessRepository.locked` opens a short transaction holding the state row's lock
 (``SELECT ... FOR UPDATE`` on PostgreSQL; on SQLite a no-op write first, since SQLite serialises
@@ -34,7 +36,9 @@ from contracts.documents import (
     LivenessStateDocument,
     StoredChallenge,
 )
+from domain.outgoing import Outgoing
 from infra.db.errors import NotFound, VersionConflict, translate_errors
+from infra.db.outbox import stage
 from infra.db.records import SessionStatus
 from infra.db.tables import LivenessFrameRow, LivenessStateRow, SessionRow, session_erased, utc_now
 
@@ -44,7 +48,8 @@ __all__ = ["LivenessFrame", "LivenessRepository", "LivenessState", "LockedState"
 @dataclass(frozen=True, slots=True)
 class LivenessState:
     """``challenges``: the drawn challenges; ``connection_id``: the last connection announced;
-    ``issued`` / ``verdicts``: events published so far; ``decision`` once decided;
+    ``issued`` / ``verdicts``: the ChallengeIssued / ChallengeVerdict events written to the
+    outbox so far; ``decision`` once decided;
     ``match_request_id``: the MatchReferences sent for the decision (only its answer counts);
     ``progress``: the replay's own document (``services.liveness.progress.ReplayProgress``),
     None before its first step."""
@@ -131,6 +136,10 @@ class LockedState:
         self._row.challenges = _document(state.challenges, connection_id, state.progress)
         self._row.version = self._row.version + 1
 
+    def stage(self, messages: Sequence[Outgoing]) -> None:
+        """Write ``messages`` to the outbox in this transaction (after the row's change)."""
+        stage(self._session, *messages)
+
 
 class LivenessRepository:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
@@ -173,8 +182,11 @@ class LivenessRepository:
                 row = await session.get(LivenessStateRow, session_id)
         return None if row is None else _state(row)
 
-    async def set_connection(self, session_id: str, connection_id: str) -> bool:
-        """Record ``connection_id`` as the session's current connection; False when it already was."""
+    async def set_connection(
+        self, session_id: str, connection_id: str, *, announce: Sequence[Outgoing] = ()
+    ) -> bool:
+        """Record ``connection_id`` as the session's current connection, and write ``announce`` to
+        the outbox with it; False (nothing written) when it already was."""
         async with self.locked(session_id) as locked:
             if locked is None:
                 return False
@@ -182,6 +194,7 @@ class LivenessRepository:
             if state.connection_id == connection_id:
                 return False
             locked.set_connection(connection_id)
+            locked.stage(announce)
             return True
 
     async def frames_from(self, session_id: str, first_sequence: int) -> list[LivenessFrame]:
@@ -216,11 +229,14 @@ class LivenessRepository:
         progress: dict[str, Any],
         decision: LivenessDecisionDocument | None = None,
         match_request_id: str | None = None,
+        messages: Sequence[Outgoing] = (),
     ) -> None:
-        """Write a replay step's result, computed from ``state``: the published-event counters, the
-        replay's progress and, once, the decision (with the id of the MatchReferences it asks
-        for, if any). Raises ``VersionConflict`` unless the row is still at ``state.version``,
-        undecided, and its session unfinished (re-read and step again)."""
+        """Write a replay step's result, computed from ``state``: the counts of the events written
+        so far, the replay's progress and, once, the decision (with the id of the MatchReferences
+        it asks for, if any); ``messages`` (the step's new events, in the order a client must see
+        them) go to the outbox in the same transaction. Raises ``VersionConflict``, writing
+        nothing, unless the row is still at ``state.version``, undecided, and its session
+        unfinished (re-read and step again)."""
         unfinished = [status.value for status in SessionStatus if not status.terminal]
         values: dict[str, Any] = {
             "challenges": _document(state.challenges, state.connection_id, progress),
@@ -252,8 +268,11 @@ class LivenessRepository:
         with translate_errors():
             async with self._sessions.begin() as session:
                 updated = int(getattr(await session.execute(statement), "rowcount", 0) or 0)
-        if updated != 1:
-            raise VersionConflict(f"the liveness state of {state.session_id} is no longer at {state.version}")
+                if updated != 1:
+                    raise VersionConflict(
+                        f"the liveness state of {state.session_id} is no longer at {state.version}"
+                    )
+                stage(session, *messages)
 
     async def add_frame(
         self,
@@ -321,23 +340,6 @@ class LivenessRepository:
                     .execution_options(populate_existing=True)
                 )
                 yield None if row is None else LockedState(session, row)
-
-    async def rewind(self, session_id: str, *, issued: tuple[int, int], verdicts: tuple[int, int]) -> None:
-        """Undo a counter advance (``(new, old)`` pairs) after the events could not be published,
-        unless another worker moved the counters on since."""
-        with translate_errors():
-            async with self._sessions.begin() as session:
-                for column, (new, old) in (
-                    (LivenessStateRow.issued, issued),
-                    (LivenessStateRow.verdicts, verdicts),
-                ):
-                    if new != old:
-                        await session.execute(
-                            update(LivenessStateRow)
-                            .where(LivenessStateRow.session_id == session_id, column == new)
-                            .values({column.key: old, "version": LivenessStateRow.version + 1})
-                            .execution_options(synchronize_session=False)
-                        )
 
     async def waiting_for_match(self, *, decided_before: datetime, limit: int = 100) -> list[str]:
         """Sessions decided before ``decided_before`` and still unfinished (the matcher is late)."""

@@ -163,7 +163,7 @@ class LivenessStateRow(Base):
     #: The drawn challenges: [{"type": ..., "target": [x, y] | null}, ...]
     challenges: Mapped[dict[str, Any]]
     started_at: Mapped[datetime]
-    #: How many ChallengeIssued / ChallengeVerdict events were published (so none is sent twice).
+    #: How many ChallengeIssued / ChallengeVerdict events were written to the outbox (none twice).
     issued: Mapped[int] = mapped_column(Integer, default=0)
     verdicts: Mapped[int] = mapped_column(Integer, default=0)
     #: The decision once made (isLive, confidence, reasons, referenceKey, auditKeys).

@@ -8,10 +8,14 @@ Delivery rules (see docs/liveness.md, "The liveness worker"):
   and then writes its result in one version-checked update. When another step (or a reconnect)
   moved the state on meanwhile, nothing is written and the step starts again from the new state.
 
-* Events are published only after the transaction that decided them committed. The state row
-  counts the ChallengeIssued / ChallengeVerdict events published, and the counters advance in
-  that transaction, so a re-delivered message publishes nothing twice. When publishing fails,
-  the counters are wound back (unless another worker moved them on) and the message is retried.
+* The events a step announces (ReadinessChecked, ChallengeIssued, ChallengeVerdict, then
+  LivenessDecided and the MatchReferences command) are written to the outbox in the transaction
+  of that version-checked update, in the order a client must see them (infra/db/liveness.py,
+  ``save_step``): they commit with the step or not at all, so a broker that is down at commit
+  time delays them and a re-delivered message finds them written already (the state row counts
+  the ChallengeIssued / ChallengeVerdict events written). The worker's relay publishes them in
+  that order (infra/outbox.py), woken by ``Deps.wake_relay`` right after the commit. A reconnect's
+  repeated ChallengeIssued is written with the new connection the same way.
 * A session ends once, through ``infra.lifecycle.SessionLifecycle`` (the rule is
   ``domain.sessions.end_session``): a version-checked update that writes SessionFinished to the
   outbox in the same transaction (the worker's relay publishes it: infra/outbox.py).
@@ -23,7 +27,7 @@ import contextlib
 import logging
 import random
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Final, Protocol
@@ -37,7 +41,7 @@ from contracts.documents import (
     SessionSettingsDocument,
     StoredChallenge,
 )
-from contracts.envelope import Event, utc_now
+from contracts.envelope import utc_now
 from contracts.events import (
     ChallengeIssued,
     ChallengeVerdict,
@@ -49,11 +53,11 @@ from contracts.events import (
 )
 from contracts.routing import CommandKey, EventKey
 from contracts.values import ImageData, SessionStatus
-from domain.ports import Publisher
+from domain.outgoing import Outgoing
+from domain.records import SessionRecord
 from domain.sessions import Decided, Expired, Outcome
 from infra.db.errors import VersionConflict
 from infra.db.liveness import LivenessFrame, LivenessRepository, LivenessState
-from infra.db.records import SessionRecord
 from infra.db.repositories import SessionRepository
 from infra.lifecycle import SessionLifecycle
 from infra.storage import ObjectNotFound, ObjectStore
@@ -114,12 +118,15 @@ class FrameSource(Protocol):
     def forget(self, session_id: str) -> None: ...
 
 
+def _no_relay() -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class Deps:
     sessions: SessionRepository
     states: LivenessRepository
     store: ObjectStore
-    publisher: Publisher
     frames: FrameSource
     identity_threshold: float
     thresholds: Thresholds = DEFAULT_THRESHOLDS
@@ -127,6 +134,9 @@ class Deps:
     readiness: Readiness = DEFAULT_READINESS
     #: None: the operating system's cryptographic source (tests may seed it).
     rng: random.Random | None = field(default=None, repr=False)
+    #: Called after a commit that wrote outbox rows: the process's relay publishes them at once
+    #: (``OutboxRelay.wake``; without it, at the relay's next poll).
+    wake_relay: Callable[[], None] = _no_relay
 
 
 # -- session settings -------------------------------------------------------------------------
@@ -252,6 +262,7 @@ async def _step(deps: Deps, session_id: str) -> ReplayResult | None:
     if _unchanged(state, before, result):
         return result
     decided = None if result.decision is None else await _decide(deps, record, result)
+    messages = _step_messages(state, result, decided, deps.thresholds)
     try:
         await deps.states.save_step(
             state,
@@ -260,12 +271,19 @@ async def _step(deps: Deps, session_id: str) -> ReplayResult | None:
             progress=result.progress.dump(),
             decision=None if decided is None else decided.document,
             match_request_id=None if decided is None or decided.match is None else decided.match.message_id,
+            messages=messages,
         )
     except VersionConflict:
         if decided is not None:
             await _restore_images(deps, record)
         raise
-    await _publish(deps, state, result, decided)
+    if messages:
+        deps.wake_relay()  # most steps write none: no relay batch for those
+    if decided is not None:
+        event = decided.event
+        log.info("session %s decided: live=%s reasons=%s", record.id, event.is_live, event.reasons)
+        if decided.match is None:
+            await finish(deps, record.id)
     return result
 
 
@@ -344,20 +362,31 @@ async def _restore_images(deps: Deps, record: SessionRecord) -> None:
         await _keep_images(deps, record.id, progress, audit_image_count(record.settings))
 
 
-def _new_events(
-    state: LivenessState, result: ReplayResult, thresholds: Thresholds
-) -> list[tuple[Event, str]]:
-    """The step's events beyond the published counters, in the order a client must see them."""
+def _step_messages(
+    state: LivenessState, result: ReplayResult, decided: _Decided | None, thresholds: Thresholds
+) -> list[Outgoing]:
+    """What the step announces, in the order a client must see it: its new challenge events
+    (beyond the counts written before), then the decision and the comparison it asks for."""
+    messages = _new_events(state, result, thresholds)
+    if decided is not None:
+        messages.append(Outgoing.event(decided.event, EventKey.LIVENESS_DECIDED))
+        if decided.match is not None:
+            messages.append(Outgoing.command(decided.match, CommandKey.MATCH_REFERENCES))
+    return messages
+
+
+def _new_events(state: LivenessState, result: ReplayResult, thresholds: Thresholds) -> list[Outgoing]:
+    """The step's events beyond the counts written before, in the order a client must see them."""
     session_id, challenges = state.session_id, result.challenges
-    events: list[tuple[int, int, Event, str]] = []
+    events: list[tuple[int, int, Outgoing]] = []
     if result.guidance is not None and result.guidance.changed:
         guidance = ReadinessChecked(
             correlation_id=session_id, session_id=session_id, problems=list(result.guidance.problems)
         )
-        events.append((-1, 0, guidance, EventKey.READINESS_CHECKED))
+        events.append((-1, 0, Outgoing.event(guidance, EventKey.READINESS_CHECKED)))
     for issued in result.issued[state.issued :]:
         message = _issued(session_id, issued.index, challenges, thresholds)
-        events.append((issued.index, 0, message, EventKey.CHALLENGE_ISSUED))
+        events.append((issued.index, 0, Outgoing.event(message, EventKey.CHALLENGE_ISSUED)))
     for index in range(state.verdicts, len(result.verdicts)):
         verdict = result.verdicts[index]
         event = ChallengeVerdict(
@@ -369,33 +398,8 @@ def _new_events(
             passed=verdict.status is ChallengeStatus.PASSED,
             reason=verdict.reason.value if verdict.reason is not None else None,
         )
-        events.append((index, 1, event, EventKey.CHALLENGE_VERDICT))
-    return [(message, key) for _, _, message, key in sorted(events, key=lambda e: (e[0], e[1]))]
-
-
-async def _publish(deps: Deps, state: LivenessState, result: ReplayResult, decided: _Decided | None) -> None:
-    """Publish the step's new events; when that fails, wind the counters back and raise (the
-    message is retried and publishes them again). Then the decision, and what follows it."""
-    session_id = state.session_id
-    try:
-        for message, key in _new_events(state, result, deps.thresholds):
-            await deps.publisher.event(message, key)
-    except Exception:
-        await deps.states.rewind(
-            session_id,
-            issued=(max(state.issued, len(result.issued)), state.issued),
-            verdicts=(max(state.verdicts, len(result.verdicts)), state.verdicts),
-        )
-        raise
-    if decided is None:
-        return
-    event = decided.event
-    log.info("session %s decided: live=%s reasons=%s", session_id, event.is_live, event.reasons)
-    await deps.publisher.event(event, EventKey.LIVENESS_DECIDED)
-    if decided.match is not None:
-        await deps.publisher.command(decided.match, CommandKey.MATCH_REFERENCES)
-    else:
-        await finish(deps, session_id)
+        events.append((index, 1, Outgoing.event(event, EventKey.CHALLENGE_VERDICT)))
+    return [message for _, _, message in sorted(events, key=lambda e: (e[0], e[1]))]
 
 
 def _match_request(record: SessionRecord, probe_key: str | None) -> MatchReferences | None:
@@ -424,6 +428,7 @@ async def _end(deps: Deps, session_id: str, outcome: Outcome) -> bool:
     ended = await _lifecycle(deps).end(session_id, outcome)
     if ended is None:
         return False
+    deps.wake_relay()  # its SessionFinished is in the outbox
     deps.frames.forget(session_id)
     return True
 
@@ -480,17 +485,17 @@ async def handle_session_started(event: SessionStarted, deps: Deps) -> None:
                 session_id, expected_version=record.version, status=SessionStatus.IN_PROGRESS
             )
             session_status(SessionStatus.IN_PROGRESS)
-    published_before = state.issued
+    written_before = state.issued
     result = await advance(deps, session_id)  # ChallengeIssued(0), and frames that came first
     if created or result is None:
         return
-    if await deps.states.set_connection(session_id, event.connection_id):
-        current = len(result.issued) - 1
-        if 0 <= current < published_before:  # not just published by advance (nor still getting ready)
-            challenges = list(result.challenges)
-            await deps.publisher.event(
-                _issued(session_id, current, challenges, deps.thresholds), EventKey.CHALLENGE_ISSUED
-            )
+    current = len(result.issued) - 1
+    announce = []
+    if 0 <= current < written_before:  # not just written by advance (nor still getting ready)
+        issued = _issued(session_id, current, list(result.challenges), deps.thresholds)
+        announce.append(Outgoing.event(issued, EventKey.CHALLENGE_ISSUED))
+    if await deps.states.set_connection(session_id, event.connection_id, announce=announce):
+        deps.wake_relay()
 
 
 async def handle_frame(event: FrameCaptured, deps: Deps) -> None:

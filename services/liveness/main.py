@@ -25,7 +25,6 @@ from infra.db.repositories import SessionRepository
 from infra.erasure import ErasureGuardedStore
 from infra.housekeeping import HOUSEKEEPING_SWEEPER, Housekeeping
 from infra.outbox import OutboxRelay
-from infra.publisher import Publisher
 from infra.reconcile import RECONCILE_SWEEPER, Reconciled, Reconciler
 from infra.retention import RETENTION_SWEEPER, Retention
 from infra.settings import Settings
@@ -89,21 +88,21 @@ class LivenessWorker:
             detect_every=detect_every,
         )
         repository = SessionRepository(sessions)
+        #: The events of the steps and endings this worker writes, from the outbox (infra/outbox.py)
+        self.relay = OutboxRelay.for_process(sessions, self.broker, settings)
         self.deps = Deps(
             sessions=repository,
             states=LivenessRepository(sessions),
             # Reference and audit images: nothing is written for an erased session.
             store=ErasureGuardedStore(store, repository, writer="liveness"),
-            publisher=Publisher(self.broker),
             frames=self.frames,
             identity_threshold=models.identity_threshold,
             rng=rng,
+            wake_relay=self.relay.wake,
         )
         self.retention = Retention(sessions, store)
         self.reconciler = Reconciler(sessions, store, grace_s=settings.orphan_grace_s)
         self.housekeeping = Housekeeping.for_database(sessions, settings)
-        #: SessionFinished of the sessions this worker ends, from the outbox (infra/outbox.py)
-        self.relay = OutboxRelay.for_process(sessions, self.broker, settings)
         self._sweepers: list[asyncio.Task[NoReturn]] = []
         self._subscribe()
 

@@ -18,7 +18,6 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
-from contracts.envelope import Command, Event
 from contracts.events import SessionFinished
 from contracts.routing import EventKey
 from infra.db.engine import create_engine, session_factory
@@ -101,7 +100,6 @@ class Gateway:
 
         async def run() -> list[str]:
             engine = create_engine(self.database_url)
-            publisher = Published()
             try:
                 factory = session_factory(engine)
                 async with factory() as session:
@@ -110,7 +108,6 @@ class Gateway:
                     sessions=SessionRepository(factory),
                     states=LivenessRepository(factory),
                     store=open_store(self.storage_url),
-                    publisher=publisher,
                     frames=NoFrames(),
                     identity_threshold=0.5,
                 )
@@ -124,22 +121,10 @@ class Gateway:
                     ended = [SessionFinished.model_validate(row.payload).session_id for row in rows]
             finally:
                 await engine.dispose()
-            assert publisher.events == []  # an expiry publishes nothing itself
             return ended
 
         result: list[str] = _run(run())
         return result
-
-
-class Published:
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    async def event(self, event: Event, routing_key: str) -> None:
-        self.events.append(event)
-
-    async def command(self, command: Command, routing_key: str) -> None:
-        raise AssertionError("an expiry sends no command")
 
 
 class NoFrames:

@@ -15,16 +15,15 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from contracts.documents import SessionSettingsDocument
-from contracts.envelope import Command, Event
 from contracts.events import SessionFinished
 from contracts.routing import EventKey
 from contracts.values import SessionStatus
+from domain.records import SessionRecord
 from domain.sessions import SessionEnding
 from infra.db.engine import session_factory
 from infra.db.errors import DatabaseUnavailable
 from infra.db.liveness import LivenessRepository
 from infra.db.outbox import SqlOutbox
-from infra.db.records import SessionRecord
 from infra.db.repositories import SessionRepository
 from infra.db.tables import SessionRow
 from infra.retention import RETENTION_SWEEPER, Retention, session_prefix
@@ -130,16 +129,6 @@ class OneBrokenSession(SessionRepository):
         return await super().end(ending)
 
 
-class NoPublisher:
-    """An expiry publishes nothing itself: its SessionFinished goes to the outbox."""
-
-    async def event(self, event: Event, routing_key: str) -> None:
-        raise AssertionError(f"published {type(event).__name__} outside the outbox")
-
-    async def command(self, command: Command, routing_key: str) -> None:
-        raise AssertionError("an expiry sends no command")
-
-
 class NoFrames:
     async def analyse(self, session_id: str, sequence: int, jpeg: bytes) -> AnalysedFrame:
         raise AssertionError("an expiry analyses no frame")
@@ -171,7 +160,6 @@ async def test_an_expiry_that_fails_for_one_session_still_expires_the_others(
         sessions=OneBrokenSession(factory, broken_session=overdue[1]),
         states=LivenessRepository(factory),
         store=s3_store,
-        publisher=NoPublisher(),
         frames=NoFrames(),
         identity_threshold=0.5,
     )

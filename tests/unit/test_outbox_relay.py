@@ -15,9 +15,9 @@ import pytest
 from contracts.events import SessionFinished
 from contracts.routing import EventKey
 from contracts.values import SessionStatus
+from domain.outgoing import Outgoing
 from infra.db.outbox import Pending
 from infra.outbox import OutboxRelay
-from infra.outgoing import Outgoing
 from infra.publisher import PublishFailed
 
 
@@ -185,3 +185,17 @@ async def test_the_relay_loop_outlives_failures_and_catches_up() -> None:
                 await asyncio.sleep(0.01)
     assert _ids(broker.received) == ["s0", "s1", "s2"]
     assert outbox.attempts == {1: 3}
+
+
+async def test_a_wake_up_relays_at_once_not_at_the_next_poll() -> None:
+    outbox = FakeOutbox([])
+    broker = FakeBroker()
+    relay = OutboxRelay(outbox, broker, poll_s=60.0)
+    async with relay.running():
+        await asyncio.sleep(0.05)  # idle: the next poll is a minute away
+        outbox.add(_finished("s0"))  # a writer of this process committed a row
+        relay.wake()
+        async with asyncio.timeout(5):
+            while not broker.received:  # noqa: ASYNC110 - the relay runs in the background
+                await asyncio.sleep(0.01)
+    assert _ids(broker.received) == ["s0"]

@@ -1,7 +1,8 @@
-"""In-memory fakes of the liveness worker's ports (the session rows, the liveness state rows, the
-object store, the publisher, the frame source) for unit tests of its handlers. The state fake
-checks versions as the database does and counts every frame it hands out; the store fake fails
-a test that touches it while a state row is locked."""
+"""In-memory fakes of the liveness worker's ports (the session rows, the liveness state rows with
+their outbox, the object store, the frame source) for unit tests of its handlers. The state fake
+checks versions as the database does, writes a change's outbox messages only when the change is
+written, and counts every frame it hands out; the store fake fails a test that touches it while a
+state row is locked."""
 
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from contracts.documents import LivenessDecisionDocument, SessionSettingsDocument, StoredChallenge
-from contracts.envelope import Command, Event
 from contracts.values import SessionStatus
+from domain.outgoing import Outgoing
+from domain.records import SessionRecord
 from infra.db.errors import VersionConflict
 from infra.db.liveness import LivenessFrame, LivenessState
-from infra.db.records import SessionRecord
 from infra.storage import ObjectNotFound
 from services.liveness.frames import AnalysedFrame
 
@@ -51,15 +52,17 @@ class FakeSessions:
 
 
 class FakeStates:
-    """``liveness_states`` and ``liveness_frames`` in memory. ``reads`` counts how often each
-    frame was handed out; ``before_save`` runs inside :meth:`save_step` before the version check
-    (a concurrent writer); ``locked_now`` is true while a state row lock is held."""
+    """``liveness_states`` and ``liveness_frames`` in memory, and the outbox rows their changes
+    wrote (``outbox``, in order). ``reads`` counts how often each frame was handed out;
+    ``before_save`` runs inside :meth:`save_step` before the version check (a concurrent writer);
+    ``locked_now`` is true while a state row lock is held."""
 
     def __init__(self) -> None:
         self.states: dict[str, LivenessState] = {}
         self.frames: dict[str, dict[int, LivenessFrame]] = {}
         self.reads: Counter[int] = Counter()
         self.saves: list[LivenessState] = []
+        self.outbox: list[Outgoing] = []
         self.before_save: Callable[[str], None] | None = None
         self.locked_now = False
 
@@ -102,11 +105,14 @@ class FakeStates:
         finally:
             self.locked_now = False
 
-    async def set_connection(self, session_id: str, connection_id: str) -> bool:
+    async def set_connection(
+        self, session_id: str, connection_id: str, *, announce: Sequence[Outgoing] = ()
+    ) -> bool:
         async with self.locked(session_id):
             if self.states[session_id].connection_id == connection_id:
                 return False
             self.bump(session_id, connection_id=connection_id)
+            self.outbox.extend(announce)
             return True
 
     async def add_frame(
@@ -148,6 +154,7 @@ class FakeStates:
         progress: dict[str, Any],
         decision: LivenessDecisionDocument | None = None,
         match_request_id: str | None = None,
+        messages: Sequence[Outgoing] = (),
     ) -> None:
         if self.before_save is not None:
             self.before_save(state.session_id)
@@ -166,14 +173,10 @@ class FakeStates:
         )
         self.states[state.session_id] = saved
         self.saves.append(saved)
+        self.outbox.extend(messages)  # in the same transaction
 
-    async def rewind(self, session_id: str, *, issued: tuple[int, int], verdicts: tuple[int, int]) -> None:
-        state = self.states[session_id]
-        self.bump(
-            session_id,
-            issued=issued[1] if state.issued == issued[0] else state.issued,
-            verdicts=verdicts[1] if state.verdicts == verdicts[0] else state.verdicts,
-        )
+    def routing_keys(self) -> list[str]:
+        return [message.routing_key for message in self.outbox]
 
 
 @dataclass
@@ -196,20 +199,6 @@ class FakeStore:
         assert not self.states.locked_now, "object-store I/O while a state row is locked"
         self.log.append(("put", key))
         self.objects[key] = data
-
-
-@dataclass
-class FakePublisher:
-    sent: list[tuple[str, Event | Command]] = field(default_factory=list)
-
-    async def event(self, event: Event, routing_key: str) -> None:
-        self.sent.append((routing_key, event))
-
-    async def command(self, command: Command, routing_key: str) -> None:
-        self.sent.append((routing_key, command))
-
-    def routing_keys(self) -> list[str]:
-        return [key for key, _ in self.sent]
 
 
 class FakeFrames:

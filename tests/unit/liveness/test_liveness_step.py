@@ -1,7 +1,8 @@
 """The liveness worker's step (handle_frame, then advance) over in-memory fakes of its ports:
 each frame is read from the state rows once, object-store I/O happens while no row is locked and
-before the decision is written, and a step that lost a race starts again without publishing
-anything twice."""
+before the decision is written, the step's events are written to the outbox with the step (in the
+order a client sees them, each once, the relay woken after the commit), and a step that lost a
+race starts again without writing anything twice."""
 
 from __future__ import annotations
 
@@ -14,19 +15,18 @@ import numpy as np
 import pytest
 
 from contracts.documents import StoredChallenge
-from contracts.events import FrameCaptured
+from contracts.events import FrameCaptured, SessionStarted
 from contracts.routing import CommandKey, EventKey
 from contracts.values import ChallengeType
 from services.liveness.analysis import FrameAnalysis
 from services.liveness.challenges import Challenge, ChallengeStatus
 from services.liveness.frames import AnalysedFrame
-from services.liveness.handlers import Deps, handle_frame, to_replay_frame
+from services.liveness.handlers import Deps, handle_frame, handle_session_started, to_replay_frame
 from services.liveness.measures import FaceMeasures, HeadPose
 from services.liveness.replay import GAP_SKIP_AFTER, reference_frame, replay
 from tests.unit.liveness.fakes import (
     NOW,
     FakeFrames,
-    FakePublisher,
     FakeSessions,
     FakeStates,
     FakeStore,
@@ -87,7 +87,8 @@ class Worker:
     deps: Deps
     states: FakeStates
     store: FakeStore
-    publisher: FakePublisher
+    #: The outbox's length at each wake-up of the relay.
+    wakes: list[int]
 
     async def deliver(self, order: list[int]) -> None:
         for sequence in order:
@@ -104,11 +105,12 @@ class Worker:
             await handle_frame(event, self.deps)
 
     def events(self) -> list[str]:
-        return [k for k in self.publisher.routing_keys() if k != EventKey.READINESS_CHECKED]
+        """The routing keys of the messages in the outbox, readiness guidance aside."""
+        return [k for k in self.states.routing_keys() if k != EventKey.READINESS_CHECKED]
 
     def event_bodies(self) -> list[dict[str, Any]]:
         skip = {"message_id", "occurred_at"}
-        return [m.model_dump(mode="json", exclude=skip) for _, m in self.publisher.sent]
+        return [{k: v for k, v in m.payload.items() if k not in skip} for m in self.states.outbox]
 
 
 @pytest.fixture
@@ -123,16 +125,16 @@ async def worker() -> Worker:
         started_at=NOW,
         connection_id="c1",
     )
-    publisher = FakePublisher()
+    wakes: list[int] = []
     deps = Deps(
         sessions=FakeSessions(session(SESSION, reference_key=f"sessions/{SESSION}/reference-input.jpg")),  # type: ignore[arg-type]
         states=states,  # type: ignore[arg-type]
         store=store,
-        publisher=publisher,
         frames=FakeFrames({n: analysed(n) for n in range(len(POSES))}),
         identity_threshold=0.35,
+        wake_relay=lambda: wakes.append(len(states.outbox)),
     )
-    return Worker(deps, states, store, publisher)
+    return Worker(deps, states, store, wakes)
 
 
 def block_shuffled(seed: int, block: int = GAP_SKIP_AFTER + 1) -> list[int]:
@@ -145,7 +147,7 @@ def block_shuffled(seed: int, block: int = GAP_SKIP_AFTER + 1) -> list[int]:
     return order
 
 
-async def test_in_order_each_frame_is_read_once_and_each_event_published_once(worker: Worker) -> None:
+async def test_in_order_each_frame_is_read_once_and_each_event_written_once(worker: Worker) -> None:
     await worker.deliver(list(range(len(POSES))))
     assert worker.events() == LIVE_EVENTS
     decided = max(worker.states.reads)
@@ -192,7 +194,7 @@ async def test_the_decision_copies_its_images_with_no_lock_held_before_it_is_wri
     assert len(puts) == 3 and max(puts) < saves[-1] and max(puts) > saves[-2]
 
 
-async def test_a_step_that_lost_a_race_starts_again_and_publishes_nothing_twice(worker: Worker) -> None:
+async def test_a_step_that_lost_a_race_starts_again_and_writes_nothing_twice(worker: Worker) -> None:
     raced = {"done": False}
 
     def concurrent_writer(session_id: str) -> None:
@@ -206,4 +208,39 @@ async def test_a_step_that_lost_a_race_starts_again_and_publishes_nothing_twice(
     assert raced["done"]
     assert worker.events() == LIVE_EVENTS
     bodies = worker.event_bodies()
-    assert len(bodies) == len({repr(sorted(b.items())) for b in bodies})  # no event sent twice
+    assert len(bodies) == len({repr(sorted(b.items())) for b in bodies})  # no event written twice
+
+
+async def test_the_decision_and_its_comparison_follow_the_verdicts_in_one_write(worker: Worker) -> None:
+    await worker.deliver(list(range(len(POSES))))
+    decided = next(n for n, saved in enumerate(worker.states.saves) if saved.decision is not None)
+    assert worker.events()[-2:] == [EventKey.LIVENESS_DECIDED, CommandKey.MATCH_REFERENCES]
+    match = worker.states.outbox[-1]
+    assert match.message_id == worker.states.saves[decided].match_request_id  # only its answer counts
+    assert match.payload["probe"]["storage_key"] == f"sessions/{SESSION}/reference.jpg"
+    # the relay was woken after each write that added rows (the last one: the decision's), only then
+    assert worker.wakes == sorted(set(worker.wakes)) and worker.wakes[-1] == len(worker.states.outbox)
+    assert 0 < len(worker.wakes) < len(worker.states.saves)
+
+
+async def test_a_redelivered_frame_writes_nothing_again(worker: Worker) -> None:
+    await worker.deliver(list(range(12)))
+    written = list(worker.states.outbox)
+    assert EventKey.CHALLENGE_ISSUED in worker.events()
+    await worker.deliver(list(range(12)))
+    assert worker.states.outbox == written
+
+
+async def test_a_reconnect_writes_the_current_challenge_again_with_the_new_connection(worker: Worker) -> None:
+    await worker.deliver(list(range(16)))  # challenge 0 passed, challenge 1 issued
+    assert worker.events() == LIVE_EVENTS[:3]
+
+    def started(connection: str) -> SessionStarted:
+        return SessionStarted(correlation_id=SESSION, session_id=SESSION, connection_id=connection)
+
+    await handle_session_started(started("c2"), worker.deps)
+    assert worker.events() == [*LIVE_EVENTS[:3], EventKey.CHALLENGE_ISSUED]
+    assert worker.states.outbox[-1].payload["index"] == 1
+    assert worker.wakes[-1] == len(worker.states.outbox)
+    await handle_session_started(started("c2"), worker.deps)  # the same connection again
+    assert worker.events() == [*LIVE_EVENTS[:3], EventKey.CHALLENGE_ISSUED]
