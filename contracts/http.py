@@ -208,9 +208,40 @@ class SessionResponse(Body):
     purged: bool = False
 
 
+class CameraRange(Body):
+    """A capability's range as ``getCapabilities()`` reports it."""
+
+    min: float = Field(ge=0, le=100_000)
+    max: float = Field(ge=0, le=100_000)
+
+
+class CameraCapabilities(Body):
+    """``MediaStreamTrack.getCapabilities()`` of the camera track (not every browser has it)."""
+
+    width: CameraRange | None = None
+    height: CameraRange | None = None
+    frame_rate: CameraRange | None = None
+
+
+class CameraReport(Body):
+    """The camera the page streams (its video track): what the browser says it is. Bounded: an
+    unknown field or an oversized value is refused (422). ``device_id_hash``: SHA-256 (hex) of
+    the track's ``deviceId``, never the id itself. docs/liveness.md, "Injected and replayed streams"."""
+
+    label: str = Field(default="", max_length=256)
+    width: int | None = Field(default=None, ge=0, le=16_384)
+    height: int | None = Field(default=None, ge=0, le=16_384)
+    frame_rate: float | None = Field(default=None, ge=0, le=1_000)
+    device_id_hash: str | None = Field(default=None, pattern="^[0-9a-f]{64}$")
+    capabilities: CameraCapabilities | None = None
+
+
 class OfferRequest(Body):
     sdp: str = Field(min_length=1)
     type: str = Field(pattern="^offer$")
+    camera: CameraReport | None = Field(
+        default=None, description="The camera the page streams (the hosted page sends it)."
+    )
 
 
 class OfferResponse(Body):

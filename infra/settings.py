@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     )
     offer_timeout_s: float = Field(default=15.0, description="Gateway's deadline for a call agent's answer.")
     max_sdp_bytes: int = 64 * 1024
+    reject_virtual_cameras: bool = Field(
+        default=True,
+        description="A session whose page reports a virtual or fake camera (OBS, ManyCam, Chromium's fake "
+        "device...) fails at its offer with VIRTUAL_CAMERA (docs/liveness.md). Off only for test stacks "
+        "whose browser streams Chromium's fake camera.",
+    )
     max_json_depth: int = Field(default=32, ge=2, description="Deepest nesting of a JSON request body.")
 
     # Security (docs/security.md)

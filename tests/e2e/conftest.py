@@ -159,7 +159,8 @@ def stack_env(
     data_dir: Path, *, database_url: str, vhost: RabbitVhost, storage_url: str, port: int
 ) -> dict[str, str]:
     """The environment of a test stack: its own database, vhost, bucket and port; one inference
-    thread per process (2 cores); the example controller and the test SFU on 127.0.0.1 allowed."""
+    thread per process (2 cores); the example controller and the test SFU on 127.0.0.1 allowed;
+    virtual cameras accepted (the browser test's camera is Chromium's fake device)."""
     return {
         **os.environ,
         "FACEPROOF_DATA_DIR": str(data_dir),
@@ -174,6 +175,7 @@ def stack_env(
         "FACEPROOF_LIVENESS_CONCURRENCY": "1",
         "FACEPROOF_INFERENCE_THREADS": "1",
         "FACEPROOF_FETCH_ALLOW_HOSTS": "127.0.0.1",
+        "FACEPROOF_REJECT_VIRTUAL_CAMERAS": "false",
     }
 
 

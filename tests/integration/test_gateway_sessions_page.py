@@ -140,7 +140,11 @@ class _AiortcAgent:
 
 
 @pytest.fixture
-def served_gateway(tmp_path: Path, postgres_url: str, seaweedfs: SeaweedFS) -> Iterator[tuple[str, str]]:
+def served_gateway(
+    request: pytest.FixtureRequest, tmp_path: Path, postgres_url: str, seaweedfs: SeaweedFS
+) -> Iterator[tuple[str, str]]:
+    """The gateway; Chromium's fake camera names itself "fake_device_0", so the virtual-camera
+    check is off unless a test asks for it (``indirect`` parameter True)."""
     port = free_ports(1)[0]
     with temporary_vhost() as vhost:
         settings = Settings(
@@ -150,6 +154,7 @@ def served_gateway(tmp_path: Path, postgres_url: str, seaweedfs: SeaweedFS) -> I
             broker_url=vhost.url,
             api_token="api-token",
             offer_timeout_s=30,
+            reject_virtual_cameras=getattr(request, "param", False),
         )
         server = uvicorn.Server(
             uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
@@ -168,24 +173,28 @@ def served_gateway(tmp_path: Path, postgres_url: str, seaweedfs: SeaweedFS) -> I
             thread.join(30)
 
 
-def test_page_streams_and_shows_the_result(served_gateway: tuple[str, str], tmp_path: Path) -> None:
+def _launch(playwright: Any) -> Any:
     if shutil.which("chromium") is None:
         pytest.fail("Debian's chromium is needed for the browser test")
+    return playwright.chromium.launch(
+        executable_path="/usr/bin/chromium",
+        args=[
+            "--no-sandbox",
+            "--disable-gpu",
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+        ],
+    )
+
+
+def test_page_streams_and_shows_the_result(served_gateway: tuple[str, str], tmp_path: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     url, vhost_url = served_gateway
     created = httpx.post(f"{url}/v1/sessions", json={}, headers=API, timeout=30).json()
     results: list[Any] = []
     with _AiortcAgent(vhost_url) as agent, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium",
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--use-fake-ui-for-media-stream",
-                "--use-fake-device-for-media-stream",
-            ],
-        )
+        browser = _launch(playwright)
         try:
             page = browser.new_page(viewport={"width": 390, "height": 844})  # a phone
             page.on("console", lambda message: results.append(message.text))
@@ -198,3 +207,29 @@ def test_page_streams_and_shows_the_result(served_gateway: tuple[str, str], tmp_
         finally:
             browser.close()
     assert agent.video_frames >= 3, results
+
+
+@pytest.mark.parametrize("served_gateway", [True], indirect=True)
+def test_chromiums_fake_camera_fails_as_a_virtual_camera(served_gateway: tuple[str, str]) -> None:
+    """With the check on (production's default), the page's report of Chromium's fake camera
+    fails the session before any video flows: FAILED on the page and over the API, VIRTUAL_CAMERA."""
+    from playwright.sync_api import sync_playwright
+
+    url, vhost_url = served_gateway
+    created = httpx.post(f"{url}/v1/sessions", json={}, headers=API, timeout=30).json()
+    console: list[str] = []
+    with _AiortcAgent(vhost_url) as agent, sync_playwright() as playwright:
+        browser = _launch(playwright)
+        try:
+            page = browser.new_page()
+            page.on("console", lambda message: console.append(message.text))
+            page.goto(created["clientUrl"])
+            page.wait_for_selector("#result[data-status]", timeout=60_000)
+            shown = page.get_attribute("#result", "data-status")
+        finally:
+            browser.close()
+    status = httpx.get(f"{url}/v1/sessions/{created['sessionId']}", headers=API, timeout=30).json()
+    assert shown == "FAILED", console
+    assert status["status"] == "FAILED" and status["reasons"] == ["VIRTUAL_CAMERA"], status
+    assert status["confidence"] == 0
+    assert agent.video_frames == 0  # no call agent was asked: nothing streamed

@@ -12,10 +12,11 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response
 
 from contracts.commands import StartSession
-from contracts.documents import SessionResult
+from contracts.documents import LivenessDecisionDocument, SessionResult
 from contracts.envelope import new_id
 from contracts.events import SessionStarted
 from contracts.http import (
+    CameraReport,
     ChallengeOut,
     ClientStatusResponse,
     CreateSessionRequest,
@@ -30,8 +31,9 @@ from contracts.http import (
 )
 from contracts.routing import CONNECTION_SEQUENCE_STRIDE
 from contracts.values import ErrorCode
+from domain.cameras import VIRTUAL_CAMERA, virtual_camera
 from domain.records import SessionRecord
-from domain.sessions import Expired
+from domain.sessions import Decided, Expired
 from infra.lifecycle import SessionLifecycle
 from infra.storage.errors import StorageError
 from services.gateway.auth import Principal
@@ -63,8 +65,13 @@ OFFER_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": Problem, "description": "INVALID_OFFER: the call agent could not answer it"},
     401: {"model": Problem, "description": "Missing or wrong client token"},
     404: {"model": Problem, "description": "SESSION_NOT_FOUND"},
-    409: {"model": Problem, "description": "SESSION_FINISHED, SESSION_EXPIRED or SESSION_IN_USE"},
+    409: {
+        "model": Problem,
+        "description": "SESSION_FINISHED, SESSION_EXPIRED or SESSION_IN_USE; VIRTUAL_CAMERA: the page "
+        "reported a virtual or fake camera, and the session has failed with that reason",
+    },
     413: {"model": Problem, "description": "SDP_TOO_LARGE"},
+    422: {"model": Problem, "description": "An unknown field or an out-of-range value in the camera report"},
     503: {
         "model": Problem,
         "description": "CALL_AGENT_BUSY: the call agent holds FACEPROOF_MAX_CONCURRENT_CALLS connections "
@@ -323,6 +330,17 @@ def _offer_refused(answer: SessionStarted) -> ProblemError:
     return ProblemError(400, "Invalid offer", detail, code="INVALID_OFFER")
 
 
+async def _fail_virtual_camera(record: SessionRecord, camera: CameraReport, res: Resources) -> None:
+    """A camera that names itself virtual or fake ends the session FAILED with VIRTUAL_CAMERA
+    (a hard failure, confidence 0: no frame of it is judged) and the offer is refused (409)."""
+    found = virtual_camera(camera.label)
+    if found is None:
+        return
+    decision = LivenessDecisionDocument(is_live=False, confidence=0.0, reasons=[VIRTUAL_CAMERA])
+    await SessionLifecycle(res.sessions).end(record.id, Decided(decision))  # None: it ended meanwhile
+    raise _conflict(VIRTUAL_CAMERA, f"The camera is a virtual or fake device ({found!r} in its name).")
+
+
 @router.post(
     "/v1/sessions/{session_id}/offer",
     response_model=OfferResponse,
@@ -348,6 +366,8 @@ async def offer(
         raise ProblemError(
             413, "SDP too large", f"The offer is over {settings.max_sdp_bytes} bytes.", code="SDP_TOO_LARGE"
         )
+    if body.camera is not None and settings.reject_virtual_cameras:
+        await _fail_virtual_camera(record, body.camera, res)
     connection_id = new_id()
     claimed = await _claim_connection(record, connection_id, res)
     answer = await _start_session(claimed, connection_id, body.sdp, res)

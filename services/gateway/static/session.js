@@ -239,11 +239,46 @@
       });
     }
 
+    function hex(buffer) {
+      return Array.prototype.map.call(new Uint8Array(buffer), function (b) {
+        return (b < 16 ? "0" : "") + b.toString(16);
+      }).join("");
+    }
+
+    function range(capability) {
+      if (!capability || typeof capability.min !== "number" || typeof capability.max !== "number") {
+        return undefined;
+      }
+      return { min: capability.min, max: capability.max };
+    }
+
+    // What the browser says the camera is (docs/liveness.md, "Injected and replayed streams"):
+    // its label, settings and capabilities; the device id only as a SHA-256.
+    function cameraReport(track) {
+      var settings = track.getSettings ? track.getSettings() : {};
+      var caps = track.getCapabilities ? track.getCapabilities() : null;
+      var report = { label: String(track.label || "").slice(0, 256) };
+      if (typeof settings.width === "number") { report.width = Math.round(settings.width); }
+      if (typeof settings.height === "number") { report.height = Math.round(settings.height); }
+      if (typeof settings.frameRate === "number") { report.frameRate = settings.frameRate; }
+      if (caps) {
+        report.capabilities = {
+          width: range(caps.width), height: range(caps.height), frameRate: range(caps.frameRate)
+        };
+      }
+      var subtle = global.crypto && global.crypto.subtle;
+      if (!settings.deviceId || !subtle || !global.TextEncoder) { return Promise.resolve(report); }
+      return subtle.digest("SHA-256", new TextEncoder().encode(settings.deviceId)).then(function (digest) {
+        report.deviceIdHash = hex(digest);
+        return report;
+      }, function () { return report; });
+    }
+
     function answerProblem(response) {
       return response.json().catch(function () { return {}; }).then(function (problem) {
         var code = problem.code || "";
         if (response.status === 401 || response.status === 404) { throw { text: texts.badLink, final: true }; }
-        if (code === "SESSION_FINISHED" || code === "SESSION_EXPIRED") {
+        if (code === "SESSION_FINISHED" || code === "SESSION_EXPIRED" || code === "VIRTUAL_CAMERA") {
           return readStatus().then(function (body) {
             var status = body.status && TERMINAL[body.status] ? body.status : "EXPIRED";
             showResult(status, code === "SESSION_FINISHED" ? texts.finished : null);
@@ -300,11 +335,12 @@
         return pc.createOffer()
           .then(function (offer) { return pc.setLocalDescription(offer); })
           .then(function () { return waitForIce(pc, 8000); })
-          .then(function () {
+          .then(function () { return cameraReport(track); })
+          .then(function (report) {
             return request("/offer", {
               method: "POST",
               headers: { "Content-Type": "application/json" },
-              body: JSON.stringify({ sdp: pc.localDescription.sdp, type: "offer" })
+              body: JSON.stringify({ sdp: pc.localDescription.sdp, type: "offer", camera: report })
             }).catch(function () { throw { text: texts.network }; });
           })
           .then(function (response) {
