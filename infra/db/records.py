@@ -1,6 +1,5 @@
 """The API clients' record (never an ORM object). The sessions' and call flows' records are
-``domain.records``'s (``SessionRecord`` is named here too until the liveness worker's modules,
-being changed at the same time, import it from there)."""
+``domain.records``'s."""
 
 from __future__ import annotations
 
@@ -8,9 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from contracts.values import SessionStatus
-from domain.records import SessionRecord
 
-__all__ = ["ApiClient", "SessionRecord", "SessionStatus"]
+__all__ = ["ApiClient", "SessionStatus"]
 
 
 @dataclass(frozen=True, slots=True)
