@@ -24,9 +24,8 @@ from infra.safe_fetch import WEBSOCKET_SCHEMES, FetchPolicy, UrlRefused, prechec
 from infra.settings import Settings
 from infra.telemetry.metrics import session_status
 from services.intake.caller import Caller
-from services.intake.errors import Refused, Unavailable
+from services.intake.errors import Refused, broker_unavailable
 from services.intake.ports import CallCommands
-from services.intake.sessions import RETRY_AFTER_S
 
 __all__ = ["FLOW_MARGIN_S", "BrokerCallCommands", "CallStarter", "check_room_url"]
 
@@ -61,10 +60,7 @@ class BrokerCallCommands:
         try:
             await self._publisher.command(command, CommandKey.JOIN_CALL)
         except PublishFailed:
-            detail = "The message broker cannot be reached."
-            raise Unavailable(
-                "BROKER_UNAVAILABLE", "Service unavailable", detail, retry_after_s=RETRY_AFTER_S
-            ) from None
+            raise broker_unavailable() from None
 
 
 def _session_settings(

@@ -19,9 +19,21 @@ class                  HTTP    codes
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Final
 
-__all__ = ["IntakeError", "InvalidInput", "LockedOut", "Refused", "TooLarge", "Unavailable"]
+__all__ = [
+    "RETRY_AFTER_S",
+    "IntakeError",
+    "InvalidInput",
+    "LockedOut",
+    "Refused",
+    "TooLarge",
+    "Unavailable",
+    "broker_unavailable",
+]
+
+#: Seconds after which a request refused for a dependency that was down may be tried again.
+RETRY_AFTER_S: Final = 5
 
 
 class IntakeError(Exception):
@@ -62,3 +74,14 @@ class Unavailable(IntakeError):
     """A dependency (object store, broker) cannot be reached: retry later."""
 
     retryable: ClassVar[bool] = True
+
+
+def broker_unavailable() -> Unavailable:
+    """The message broker cannot be reached (a command or request could not be sent): the JoinCall
+    of a call's start, and the gateway's compare and offer."""
+    return Unavailable(
+        "BROKER_UNAVAILABLE",
+        "Service unavailable",
+        "The message broker cannot be reached.",
+        retry_after_s=RETRY_AFTER_S,
+    )

@@ -41,8 +41,6 @@ log = logging.getLogger("faceproof.intake")
 
 _CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 _URL_SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):")
-#: A caller refused for a dependency that is down may retry after this many seconds.
-RETRY_AFTER_S = 5
 
 
 def safe_fetcher(settings: Settings) -> FetchReference:
@@ -147,7 +145,7 @@ class SessionCreator:
         except StorageError:
             detail = "The object store cannot be reached."
             raise errors.Unavailable(
-                "STORAGE_UNAVAILABLE", "Service unavailable", detail, retry_after_s=RETRY_AFTER_S
+                "STORAGE_UNAVAILABLE", "Service unavailable", detail, retry_after_s=errors.RETRY_AFTER_S
             ) from None
 
     async def _discard(self, reference_key: str) -> None:

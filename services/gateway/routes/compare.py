@@ -30,6 +30,7 @@ from services.gateway.comparisons import BrokerUnavailable, ReplyTimeout
 from services.gateway.dependencies import PrincipalDep, Resources, ResourcesDep
 from services.gateway.json_body import OffloadedJsonRoute
 from services.gateway.problems import ProblemError
+from services.intake.errors import broker_unavailable
 from services.intake.images import read_image_field
 
 router = APIRouter(tags=["compare"], route_class=OffloadedJsonRoute)  # image bodies
@@ -73,13 +74,7 @@ async def _answer(pending: Awaitable[Answer], deadline_s: float) -> Answer:
             504, "Matcher timeout", f"No matcher answered within {deadline_s:g} s.", code="MATCHER_TIMEOUT"
         ) from None
     except BrokerUnavailable:
-        raise ProblemError(
-            503,
-            "Service unavailable",
-            "The message broker cannot be reached.",
-            code="BROKER_UNAVAILABLE",
-            headers={"Retry-After": "5"},
-        ) from None
+        raise broker_unavailable() from None  # 503, Retry-After (services/gateway/problems.py)
     if answer.error is not None:
         raise _problem(answer.error)
     return answer

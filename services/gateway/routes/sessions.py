@@ -42,6 +42,7 @@ from services.gateway.comparisons import BrokerUnavailable, ReplyTimeout
 from services.gateway.dependencies import PrincipalDep, Resources, ResourcesDep, charge_session
 from services.gateway.json_body import OffloadedJsonRoute
 from services.gateway.problems import ProblemError
+from services.intake.errors import broker_unavailable
 from services.intake.sessions import SessionCreator, client_url
 
 router = APIRouter(tags=["sessions"], route_class=OffloadedJsonRoute)  # image bodies
@@ -304,13 +305,7 @@ async def _start_session(
         ) from None
     except BrokerUnavailable:
         await res.sessions.release_connection(claimed.id, connection_id)
-        raise ProblemError(
-            503,
-            "Service unavailable",
-            "The message broker cannot be reached.",
-            code="BROKER_UNAVAILABLE",
-            headers={"Retry-After": "5"},
-        ) from None
+        raise broker_unavailable() from None  # 503, Retry-After (services/gateway/problems.py)
     except BaseException:
         await res.sessions.release_connection(claimed.id, connection_id)
         raise
