@@ -42,6 +42,7 @@ from services.liveness.landmarks import (
 )
 from services.liveness.lighting import measure_light
 from services.liveness.measures import FaceMeasures, HeadPose, measure_face
+from services.liveness.stream import frame_content
 
 __all__ = [
     "DEFAULT_DETECT_EVERY",
@@ -130,6 +131,8 @@ class FrameAnalysis:
       image-left first, the order of :class:`faces.detection.Detection`), for an embedder.
     * ``face_luma``, ``scene_luma``: mean brightness (0..255) of the face's centre and of the
       scene outside its box (:func:`services.liveness.lighting.measure_light`); None without a face.
+    * ``content``: the frame's 8x8 grid of mean luma (:func:`services.liveness.stream.frame_content`),
+      for the frozen-stream check; None when not measured (analyses stored before it).
     * ``landmarks``: the 468x3 mesh (not serialised).
     """
 
@@ -146,6 +149,7 @@ class FrameAnalysis:
     relative_size: float = 0.0
     face_luma: float | None = None
     scene_luma: float | None = None
+    content: tuple[float, ...] | None = field(default=None, repr=False)
     keypoints: FloatArray | None = field(default=None, compare=False, repr=False)
     landmarks: FloatArray | None = field(default=None, compare=False, repr=False)
     timings: Timings = field(default_factory=Timings, compare=False, repr=False)
@@ -189,6 +193,7 @@ class FrameAnalysis:
             "relative_size": self.relative_size,
             "face_luma": self.face_luma,
             "scene_luma": self.scene_luma,
+            "content": None if self.content is None else list(self.content),
             "keypoints": self.keypoints.tolist() if self.keypoints is not None else None,
         }
 
@@ -229,6 +234,7 @@ class FrameAnalysis:
             relative_size=float(data["relative_size"]),
             face_luma=None if face_luma is None else float(face_luma),
             scene_luma=None if scene_luma is None else float(scene_luma),
+            content=None if data.get("content") is None else tuple(float(v) for v in data["content"]),
             keypoints=keypoints,
         )
 
@@ -260,6 +266,7 @@ def _analysis(
     *,
     face_count: int,
     detected: bool,
+    content: tuple[float, ...],
     timings: Timings,
 ) -> FrameAnalysis:
     """A frame's analysis from its mesh (and its detection, on a detected frame): the box, how
@@ -285,6 +292,7 @@ def _analysis(
         relative_size=max(x2 - x1, y2 - y1) / max(min(width, height), 1),
         face_luma=face_luma,
         scene_luma=scene_luma,
+        content=content,
         keypoints=_keypoints(mesh.points),
         landmarks=mesh.points,
         timings=timings,
@@ -370,6 +378,7 @@ class FrameAnalyzer:
                 f"expected an H x W x 3 uint8 BGR frame, got {frame_bgr.shape} {frame_bgr.dtype}"
             )
         height, width = frame_bgr.shape[:2]
+        content = frame_content(frame_bgr)
         mesh, mesh_ms = self._tracked_mesh(frame_bgr, force_detect)
         detection: Detection | None = None
         detect_ms = 0.0
@@ -379,7 +388,9 @@ class FrameAnalyzer:
             mesh_ms += found_ms
             if mesh is None:
                 timings = Timings(detect_ms=detect_ms, mesh_ms=mesh_ms)
-                return FrameAnalysis(width=width, height=height, face_count=0, detected=True, timings=timings)
+                return FrameAnalysis(
+                    width=width, height=height, face_count=0, detected=True, content=content, timings=timings
+                )
         self._since_detection += 1
         present = mesh.presence >= self.presence_threshold
         self._track = mesh if present else None
@@ -391,6 +402,7 @@ class FrameAnalyzer:
             measures,
             face_count=self._last_count,
             detected=detected,
+            content=content,
             timings=Timings(detect_ms=detect_ms, mesh_ms=mesh_ms, eyes_ms=eyes_ms),
         )
 

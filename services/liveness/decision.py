@@ -15,7 +15,8 @@ in [-1, 1], each >= 0 exactly when its half of the decision says "live":
 * ``spoof_evidence`` from the median real score ``m`` and threshold ``θ``:
   ``(m - θ) / (1 - θ)`` when ``m >= θ`` (0 at the threshold, 1 for a score of 1), else
   ``(m - θ) / θ`` (-1 for a score of 0).
-* ``challenge_evidence``: when all challenges passed, ``0.5 + 0.5 * mean time margin``, the
+* ``challenge_evidence``: -1 when the stream is not a live camera's (``stream`` reasons such as
+  FROZEN_STREAM); when all challenges passed, ``0.5 + 0.5 * mean time margin``, the
   time margin of a challenge being the share of its time limit left when it passed (answering
   at once gives 1, at the deadline 0), so it lies in [0.5, 1]; when one failed, -1 for a hard
   failure (a gate, IDENTITY_CHANGED, WRONG_DIRECTION) and ``-(1 - 0.9 * progress)`` for a
@@ -157,6 +158,7 @@ def decide(
     started_at: float = 0.0,
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
     not_ready: Sequence[str] | None = None,
+    stream: Sequence[str] = (),
 ) -> LivenessDecision:
     """The session's decision from its challenge verdicts and its sampled anti-spoofing scores.
 
@@ -167,12 +169,19 @@ def decide(
     ``not_ready``: the subject never passed the pre-checks (services/liveness/readiness.py), with
     these problems: no challenge was issued, the first reasons are NOT_READY and the problems
     (instead of a challenge's TIMEOUT), and the challenge evidence is -1.
+
+    ``stream``: reasons the stream itself is not a live camera (FROZEN_STREAM,
+    :mod:`services.liveness.stream`), after the challenge's: a hard failure (challenge evidence
+    -1) whatever the challenges did, as a gate is.
     """
     challenges, failure = challenge_evidence(verdicts, challenge_count, started_at, thresholds)
     spoof = spoof_evidence(real_scores, thresholds)
     reasons: list[str] = [failure.value] if failure is not None else []
     if not_ready is not None:
         challenges, reasons = -1.0, [NOT_READY, *not_ready]
+    if stream:
+        challenges = -1.0
+        reasons.extend(reason for reason in stream if reason not in reasons)
     if spoof is not None and spoof < 0:
         reasons.append(FailureReason.SPOOF_SUSPECTED.value)
     if spoof is None and not reasons:

@@ -22,6 +22,7 @@ __all__ = [
     "PROGRESS_VERSION",
     "CleanFrame",
     "EvaluatorState",
+    "FrozenState",
     "Pick",
     "ReadinessState",
     "ReplayProgress",
@@ -118,6 +119,18 @@ class Pick(_Document):
     frontal: float
 
 
+class FrozenState(_Document):
+    """The frozen-stream check (:class:`services.liveness.stream.FrozenCheck`): the last judged
+    frame's content (64 block means), the repeats in a row now, the longest run, repeats and
+    pairs compared."""
+
+    last: list[float] | None = None
+    run: int = 0
+    longest: int = 0
+    repeats: int = 0
+    pairs: int = 0
+
+
 class ReplayProgress(_Document):
     """Where the replay of a session's frames stands (see :mod:`services.liveness.replay`).
 
@@ -136,6 +149,7 @@ class ReplayProgress(_Document):
     * ``judged``: the judged sequences as runs [first, last]; ``judged_count`` their number.
     * ``reference`` / ``reference_fallback``: the most frontal judged frame scoring at least
       ``REFERENCE_MIN_SCORE``, and the most frontal of any score.
+    * ``frozen``: the frozen-stream check over the judged frames (repeated pictures).
     """
 
     version: Literal[1] = PROGRESS_VERSION
@@ -154,6 +168,7 @@ class ReplayProgress(_Document):
     judged_count: int = 0
     reference: Pick | None = None
     reference_fallback: Pick | None = None
+    frozen: FrozenState = Field(default_factory=FrozenState)
 
     @classmethod
     def load(cls, document: dict[str, Any] | None) -> ReplayProgress:

@@ -58,6 +58,7 @@ from services.liveness.challenges import (
 from services.liveness.decision import IdentityCheck, LivenessDecision, decide
 from services.liveness.progress import CleanFrame, Pick, ReplayProgress
 from services.liveness.readiness import Readiness, ReadinessCheck
+from services.liveness.stream import FROZEN_STREAM, FrozenCheck
 
 __all__ = [
     "GAP_SKIP_AFTER",
@@ -358,6 +359,7 @@ class _Run:
         #: The frames of the pre-checks' current clean streak (challenge 0's baseline once ready).
         self.clean = [_from_clean(clean) for clean in progress.clean]
         self.scores = list(progress.spoof_scores)
+        self.frozen = FrozenCheck.resume(progress.frozen)
         self.last_t = progress.last_t
         self.connection = progress.connection
 
@@ -473,6 +475,9 @@ class _Run:
     def _judge(self, frame: ReplayFrame, identity_ok: bool | None) -> None:
         sequence = self.sequence
         assert sequence is not None
+        # the frozen-stream check looks at the frames the challenges judge (not the pre-checks':
+        # a test subject, or a page, may show one picture until the first instruction comes)
+        self.frozen.update(frame.analysis.content)
         before = sequence.index
         sequence.update(frame.t, frame.analysis, identity_ok=identity_ok)
         if sequence.index != before and not sequence.done:
@@ -490,12 +495,22 @@ class _Run:
                 self.scores,
                 started_at=started,
                 thresholds=self.thresholds,
+                stream=self._stream(),
             )
         if check is not None and check.failed is not None:
             return decide(
-                [], len(self.challenges), self.scores, thresholds=self.thresholds, not_ready=check.failed
+                [],
+                len(self.challenges),
+                self.scores,
+                thresholds=self.thresholds,
+                not_ready=check.failed,
+                stream=self._stream(),
             )
         return None
+
+    def _stream(self) -> tuple[str, ...]:
+        """Why the stream is not a live camera's (services/liveness/stream.py)."""
+        return (FROZEN_STREAM,) if self.frozen.frozen else ()
 
     def _guidance(self) -> Guidance | None:
         check = self.check
@@ -523,6 +538,7 @@ class _Run:
             judged_count=self.all_judged.count,
             reference=self.references.good,
             reference_fallback=self.references.fallback,
+            frozen=self.frozen.snapshot(),
         )
 
     def result(self, gaps: tuple[Gap, ...], next_sequence: int) -> ReplayResult:

@@ -1,0 +1,110 @@
+"""Frozen streams: consecutive frames with the same content (pure numpy, no model).
+
+A live camera never delivers the same picture twice: the sensor's noise, the subject's breathing
+and the auto-exposure change every frame a little. An injected stream often does: a still image
+or a paused video fed through a virtual camera repeats one picture for as long as it lasts, and a
+low-frame-rate video pushed through a 30 fps device repeats each picture several times.
+
+Per frame, :func:`frame_content` keeps the mean luma of an 8x8 grid of blocks (64 numbers, one
+decimal: a picture far too coarse to show a face); :func:`same_content` calls two frames the
+same when no block's mean moved more than :data:`SAME_CONTENT_MAX_CHANGE` luma levels.
+:class:`FrozenCheck` follows the judged frames in order and says FROZEN_STREAM once a run of
+``min_run`` consecutive frames repeats one picture (docs/liveness.md, "Injected and replayed
+streams"; thresholds measured there on the shared recordings).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from services.liveness.progress import FrozenState
+
+__all__ = [
+    "FROZEN_STREAM",
+    "GRID",
+    "SAME_CONTENT_MAX_CHANGE",
+    "FrozenCheck",
+    "content_change",
+    "frame_content",
+    "same_content",
+]
+
+#: Reason code of a session whose stream repeated one picture for ``FrozenCheck.min_run`` frames.
+FROZEN_STREAM: Final = "FROZEN_STREAM"
+#: Blocks per side of the content grid.
+GRID: Final = 8
+#: Largest change of a block's mean luma (0..255) between two frames called "the same picture".
+SAME_CONTENT_MAX_CHANGE: Final = 0.5
+#: Consecutive repeats (frames equal to the one before) that make a stream frozen: 8 frames,
+#: one second at the worker's 8 fps.
+FROZEN_MIN_RUN: Final = 8
+
+
+def frame_content(frame_bgr: npt.NDArray[np.uint8]) -> tuple[float, ...]:
+    """The frame's mean luma per block of a ``GRID`` x ``GRID`` grid, row by row, one decimal."""
+    gray = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY)
+    blocks = cv2.resize(gray.astype(np.float32), (GRID, GRID), interpolation=cv2.INTER_AREA)
+    return tuple(round(float(v), 1) for v in blocks.reshape(-1))
+
+
+def content_change(a: Sequence[float], b: Sequence[float]) -> float:
+    """The largest change of one block's mean luma between two frames' contents."""
+    if len(a) != len(b):
+        return float("inf")
+    return max((abs(x - y) for x, y in zip(a, b, strict=True)), default=float("inf"))
+
+
+def same_content(a: Sequence[float] | None, b: Sequence[float] | None) -> bool:
+    """Whether two frames show the same picture (False when either is not known)."""
+    return a is not None and b is not None and content_change(a, b) <= SAME_CONTENT_MAX_CHANGE
+
+
+@dataclass
+class FrozenCheck:
+    """Follows a session's frames in order: ``run`` repeats in a row now, ``longest`` so far,
+    ``repeats`` of ``pairs`` compared. Its fields are its whole state (stored in the replay's
+    progress)."""
+
+    min_run: int = FROZEN_MIN_RUN
+    last: tuple[float, ...] | None = None
+    run: int = 0
+    longest: int = 0
+    repeats: int = 0
+    pairs: int = 0
+
+    def update(self, content: Sequence[float] | None) -> None:
+        """The next frame's content (None: not known, e.g. stored before this check: no verdict)."""
+        if content is None:
+            self.last, self.run = None, 0
+            return
+        current = tuple(content)
+        if self.last is not None:
+            self.pairs += 1
+            if same_content(self.last, current):
+                self.repeats += 1
+                self.run += 1
+                self.longest = max(self.longest, self.run)
+            else:
+                self.run = 0
+        self.last = current
+
+    @property
+    def frozen(self) -> bool:
+        return self.longest >= self.min_run
+
+    def snapshot(self) -> FrozenState:
+        last = None if self.last is None else list(self.last)
+        return FrozenState(
+            last=last, run=self.run, longest=self.longest, repeats=self.repeats, pairs=self.pairs
+        )
+
+    @classmethod
+    def resume(cls, state: FrozenState, min_run: int = FROZEN_MIN_RUN) -> FrozenCheck:
+        last = None if state.last is None else tuple(state.last)
+        return cls(min_run, last, state.run, state.longest, state.repeats, state.pairs)

@@ -1,0 +1,104 @@
+"""The frozen-stream check on real recordings: none of the shared videos, sampled at the worker's
+8 fps and JPEG-compressed as the worker reads them, repeats a picture for anywhere near a second;
+the same recording with one frame held (a paused or frozen injected stream) does, and the
+worker's replay of its real analyses then fails with FROZEN_STREAM."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from contracts.values import ChallengeType
+from faceproof.testing.scripted_subject import camera_round_trip
+from services.liveness.analysis import FrameAnalyzer
+from services.liveness.challenges import Challenge
+from services.liveness.replay import ReplayFrame, replay
+from services.liveness.stream import FROZEN_MIN_RUN, FROZEN_STREAM, FrozenCheck, frame_content
+from tests.paths import DATA_DIR, MODELS_DIR
+
+VIDEOS = sorted((DATA_DIR / "video").glob("*.mp4"))
+WORKER_FPS = 8.0
+Image = npt.NDArray[np.uint8]
+
+
+@functools.cache
+def frames_of(path: Path) -> tuple[Image, ...]:
+    """The recording at about 8 fps, fitted into 640x480 and JPEG round-tripped (as the worker
+    reads the call agent's frames)."""
+    capture = cv2.VideoCapture(str(path))
+    step = (capture.get(cv2.CAP_PROP_FPS) or 30.0) / WORKER_FPS
+    frames: list[Image] = []
+    wanted, index = 0.0, 0
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        if index >= wanted:
+            wanted += step
+            height, width = frame.shape[:2]
+            scale = min(640 / width, 480 / height, 1.0)
+            size = (round(width * scale), round(height * scale))
+            frames.append(camera_round_trip(cv2.resize(frame, size, interpolation=cv2.INTER_AREA)))
+        index += 1
+    capture.release()
+    return tuple(frames)
+
+
+def longest_repeat(frames: tuple[Image, ...] | list[Image]) -> int:
+    check = FrozenCheck()
+    for frame in frames:
+        check.update(frame_content(frame))
+    return check.longest
+
+
+def test_the_shared_recordings_are_videos() -> None:
+    assert len(VIDEOS) >= 10, VIDEOS
+
+
+@pytest.mark.parametrize("video", VIDEOS, ids=lambda p: p.stem)
+def test_no_real_recording_reads_as_frozen(video: Path) -> None:
+    frames = frames_of(video)
+    assert len(frames) >= 20
+    # the longest run measured is 3 (fomm_demo_old_00, whose source repeats frames): well under 8
+    assert longest_repeat(frames) <= FROZEN_MIN_RUN // 2
+
+
+@pytest.mark.parametrize("video", VIDEOS, ids=lambda p: p.stem)
+def test_a_real_recording_with_one_frame_held_for_a_second_reads_as_frozen(video: Path) -> None:
+    frames = list(frames_of(video))
+    held = frames[:20] + [frames[20]] * (FROZEN_MIN_RUN + 1) + frames[21:]  # frame 20, then 8 repeats
+    assert longest_repeat(held) >= FROZEN_MIN_RUN
+    just_under = frames[:20] + [frames[20]] * FROZEN_MIN_RUN + frames[21:]  # 7 repeats
+    assert longest_repeat(just_under) < FROZEN_MIN_RUN
+
+
+def test_the_worker_replay_of_a_frozen_real_stream_fails_with_frozen_stream() -> None:
+    analyzer = FrameAnalyzer.from_models_dir(MODELS_DIR, threads=2, use_antispoof=False)
+    frames = list(frames_of(DATA_DIR / "video" / "lestari15_real.mp4"))[:24]
+    challenges = [Challenge(ChallengeType.TURN_LEFT), Challenge(ChallengeType.BLINK)]
+
+    def session(stream: list[Image]) -> tuple[str, ...]:
+        analyzer.reset()
+        replay_frames = [
+            ReplayFrame(
+                sequence=n,
+                t=n / WORKER_FPS,
+                analysis=analyzer.analyze(frame),
+                storage_key=f"sessions/s/frames/{n:08d}.jpg",
+                spoof_score=0.9 if n % 2 == 0 else None,
+            )
+            for n, frame in enumerate(stream)
+        ]
+        result = replay(challenges, replay_frames, identity_threshold=0.35)
+        # the recording ignores the instructions: undecided, or failed; either way, what it says
+        return () if result.decision is None else result.decision.reasons
+
+    assert FROZEN_STREAM not in session(frames)
+    frozen = frames[:6] + [frames[6]] * (len(frames) * 3)  # paused after 0.75 s, until the time is up
+    reasons = session(frozen)
+    assert FROZEN_STREAM in reasons and "TIMEOUT" in reasons

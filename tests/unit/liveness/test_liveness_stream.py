@@ -1,0 +1,82 @@
+"""The frozen-stream check: a run of repeated pictures makes FROZEN_STREAM, a hard failure of the
+decision; anything that changes between frames breaks the run; the stored progress resumes it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+from services.liveness.decision import decide
+from services.liveness.progress import ReplayProgress
+from services.liveness.replay import ReplayFrame, replay
+from services.liveness.stream import FROZEN_MIN_RUN, FROZEN_STREAM, FrozenCheck, same_content
+from tests.unit.test_liveness_replay import CHALLENGES, deliver, live_session
+
+PICTURE = tuple(float(v) for v in range(64))
+
+
+def moved(by: float) -> tuple[float, ...]:
+    """The picture with one block's mean changed by ``by`` luma levels."""
+    return (PICTURE[0] + by, *PICTURE[1:])
+
+
+def test_a_picture_repeated_for_one_second_is_frozen() -> None:
+    check = FrozenCheck()
+    for _ in range(FROZEN_MIN_RUN):  # the first frame and 7 repeats
+        check.update(PICTURE)
+    assert not check.frozen and check.longest == FROZEN_MIN_RUN - 1
+    check.update(PICTURE)
+    assert check.frozen and (check.repeats, check.pairs) == (FROZEN_MIN_RUN, FROZEN_MIN_RUN)
+
+
+def test_a_change_in_one_block_breaks_the_run_and_unknown_frames_judge_nothing() -> None:
+    assert same_content(PICTURE, moved(0.5)) and not same_content(PICTURE, moved(0.6))
+    check = FrozenCheck()
+    for n in range(40):  # every 5th frame moves one block, or is not known
+        check.update(None if n % 10 == 9 else moved(0.6 if n % 5 == 4 else 0.0))
+    assert not check.frozen and check.longest == 3
+
+
+def test_the_longest_run_counts_even_after_the_stream_moves_again() -> None:
+    check = FrozenCheck()
+    for content in [PICTURE] * 9 + [moved(5.0), PICTURE]:
+        check.update(content)
+    assert check.frozen and check.run == 0
+
+
+def test_the_stored_state_resumes_the_check() -> None:
+    whole, stepped = FrozenCheck(), FrozenCheck()
+    contents = [moved(3.0)] + [PICTURE] * 5 + [moved(1.0)] * 4
+    for n, content in enumerate(contents):
+        whole.update(content)
+        state = json.loads(json.dumps(stepped.snapshot().model_dump()))
+        stepped = FrozenCheck.resume(ReplayProgress(frozen=state).frozen)
+        stepped.update(content)
+        assert stepped == whole, n
+
+
+def test_a_frozen_stream_is_a_hard_failure_of_the_decision() -> None:
+    decision = decide([], 1, [0.95] * 4, stream=(FROZEN_STREAM,))
+    assert not decision.is_live and FROZEN_STREAM in decision.reasons and decision.confidence == 0.0
+
+
+def with_contents(frames: list[ReplayFrame], contents: list[tuple[float, ...]]) -> list[ReplayFrame]:
+    return [
+        replace(f, analysis=replace(f.analysis, content=c)) for f, c in zip(frames, contents, strict=True)
+    ]
+
+
+def test_a_session_that_answers_its_challenges_on_a_frozen_background_fails() -> None:
+    """The engine sees a live subject, but the pictures repeat (the measures differ, the pixels do
+    not: a replay that moves only its metadata): FROZEN_STREAM, whatever the challenges did."""
+    frames = live_session(24)
+    live = replay(
+        CHALLENGES, with_contents(frames, [moved(float(n)) for n in range(24)]), identity_threshold=0.35
+    )
+    assert live.decision is not None and live.decision.is_live
+    frozen = with_contents(frames, [moved(float(n)) for n in range(8)] + [PICTURE] * 16)
+    result = replay(CHALLENGES, frozen, identity_threshold=0.35)
+    assert result.decision is not None and not result.decision.is_live
+    assert result.decision.reasons == (FROZEN_STREAM,)
+    _, stepped, _ = deliver(frozen)  # step by step from the stored progress: the same decision
+    assert stepped.decision == result.decision
