@@ -1,13 +1,17 @@
 """The frozen-stream check on real recordings: none of the shared videos, sampled at the worker's
 8 fps and JPEG-compressed as the worker reads them, repeats a picture for anywhere near a second;
 the same recording with one frame held (a paused or frozen injected stream) does, and the
-worker's replay of its real analyses then fails with FROZEN_STREAM."""
+worker's replay of its real analyses then fails with FROZEN_STREAM. A still photo sent through
+the real VP8 encoder and decoder (aiortc's, as a WebRTC peer streams it) reads as frozen too,
+although the encoder keeps refining the picture."""
 
 from __future__ import annotations
 
+import fractions
 import functools
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import numpy.typing as npt
@@ -19,7 +23,7 @@ from services.liveness.analysis import FrameAnalyzer
 from services.liveness.challenges import Challenge
 from services.liveness.replay import ReplayFrame, replay
 from services.liveness.stream import FROZEN_MIN_RUN, FROZEN_STREAM, FrozenCheck, frame_content
-from tests.paths import DATA_DIR, MODELS_DIR
+from tests.paths import DATA_DIR, MODELS_DIR, PEOPLE
 
 VIDEOS = sorted((DATA_DIR / "video").glob("*.mp4"))
 WORKER_FPS = 8.0
@@ -43,7 +47,8 @@ def frames_of(path: Path) -> tuple[Image, ...]:
             height, width = frame.shape[:2]
             scale = min(640 / width, 480 / height, 1.0)
             size = (round(width * scale), round(height * scale))
-            frames.append(camera_round_trip(cv2.resize(frame, size, interpolation=cv2.INTER_AREA)))
+            fitted = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+            frames.append(camera_round_trip(np.asarray(fitted, dtype=np.uint8)))
         index += 1
     capture.release()
     return tuple(frames)
@@ -102,3 +107,26 @@ def test_the_worker_replay_of_a_frozen_real_stream_fails_with_frozen_stream() ->
     frozen = frames[:6] + [frames[6]] * (len(frames) * 3)  # paused after 0.75 s, until the time is up
     reasons = session(frozen)
     assert FROZEN_STREAM in reasons and "TIMEOUT" in reasons
+
+
+def test_a_still_photo_streamed_through_vp8_reads_as_frozen() -> None:
+    from aiortc.codecs.vpx import Vp8Decoder, Vp8Encoder, VpxPayloadDescriptor
+    from aiortc.jitterbuffer import JitterFrame
+
+    still = cv2.imread(str(PEOPLE / "obama.jpg"), cv2.IMREAD_COLOR)
+    assert still is not None
+    photo = np.asarray(cv2.resize(still, (640, 480)), dtype=np.uint8)
+    encoder, decoder = Vp8Encoder(), Vp8Decoder()
+    sampled: list[Image] = []
+    for n in range(120):  # 4 s of a 30 fps virtual camera showing the photo
+        frame = av.VideoFrame.from_ndarray(photo, format="bgr24")
+        frame.pts, frame.time_base = n * 3000, fractions.Fraction(1, 90_000)
+        payloads, timestamp = encoder.encode(frame, force_keyframe=n == 0)
+        data = b"".join(VpxPayloadDescriptor.parse(payload)[1] for payload in payloads)
+        for decoded in decoder.decode(JitterFrame(data=data, timestamp=timestamp)):
+            assert isinstance(decoded, av.VideoFrame)
+            if n % 4 == 0:  # the call agent's 8 fps (about)
+                picture = np.asarray(decoded.to_ndarray(format="bgr24"), dtype=np.uint8)
+                sampled.append(camera_round_trip(picture))
+    assert len(sampled) == 30
+    assert longest_repeat(sampled) >= 3 * FROZEN_MIN_RUN  # measured: 29 of 29 pairs repeat
