@@ -314,25 +314,27 @@ def _recovered(gateway: str, token: str, compare: bytes, within_s: float = 90) -
 # --------------------------------------------------------------------------- the events
 
 
-async def _bind_finished(url: str) -> None:
+async def bind_finished(url: str, queue_name: str = FINISHED_QUEUE) -> None:
+    """A durable quorum queue bound to SessionFinished: it keeps every one through broker restarts."""
     connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel()
         events = await channel.get_exchange(EVENTS_EXCHANGE, ensure=True)
-        queue = await channel.declare_queue(
-            FINISHED_QUEUE, durable=True, arguments={"x-queue-type": "quorum"}
-        )
+        queue = await channel.declare_queue(queue_name, durable=True, arguments={"x-queue-type": "quorum"})
         await queue.bind(events, routing_key="session.finished")
 
 
-async def _drain_finished(url: str) -> Counter[str]:
+async def drain_finished(url: str, queue_name: str = FINISHED_QUEUE, *, delete: bool = False) -> Counter[str]:
+    """SessionFinished events per session id, drained from :func:`bind_finished`'s queue."""
     counts: Counter[str] = Counter()
     connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel()
-        queue = await channel.get_queue(FINISHED_QUEUE)
+        queue = await channel.get_queue(queue_name)
         while (message := await queue.get(fail=False, no_ack=True)) is not None:
             counts[str(json.loads(message.body).get("session_id"))] += 1
+        if delete:
+            await queue.delete(if_unused=False, if_empty=False)
     return counts
 
 
@@ -541,11 +543,11 @@ def run_restart_soak(config: RestartSoak, warn: Warn) -> dict[str, Any]:
         with running_stack(stack_config, warn) as stack:
             try:
                 _wait_consumers(rabbit, stack)
-                asyncio.run(_bind_finished(rabbit.url))
+                asyncio.run(bind_finished(rabbit.url))
                 asyncio.run(_load(stack, config, (rabbit, postgres), receiver, tallies))
                 _wait_callbacks(receiver, tallies.calls.accepted, config.drain_timeout_s)
                 queues = _quiet_queues(rabbit)
-                finished = asyncio.run(_drain_finished(rabbit.url))
+                finished = asyncio.run(drain_finished(rabbit.url))
                 stack.check_alive()
             finally:
                 if config.logs_dir is not None:

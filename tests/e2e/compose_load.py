@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import secrets
 import threading
 import time
@@ -22,10 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import aio_pika
 import httpx
 
-from contracts.routing import EVENTS_EXCHANGE
 from examples.controller import Controller
 from faceproof.testing.mediasoup_room import MediasoupRoom, RoomSubject
 from faceproof.testing.scripted_subject import Media
@@ -42,7 +39,7 @@ from tests.e2e.conftest import (
     scripted,
 )
 
-__all__ = ["FINISHED_QUEUE", "TERMINAL", "Load", "Span", "bind_finished", "count_finished"]
+__all__ = ["FINISHED_QUEUE", "TERMINAL", "Load", "Span"]
 
 T = TypeVar("T")
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "EXPIRED"})
@@ -239,28 +236,3 @@ class Load:
                 await subject.leave()
             except Exception as error:  # a subject that never joined
                 self.subject_errors[f"flow leave {type(error).__name__}"] += 1
-
-
-async def bind_finished(broker_url: str) -> None:
-    connection = await aio_pika.connect(broker_url)
-    async with connection:
-        channel = await connection.channel()
-        events = await channel.get_exchange(EVENTS_EXCHANGE, ensure=True)
-        queue = await channel.declare_queue(
-            FINISHED_QUEUE, durable=True, arguments={"x-queue-type": "quorum"}
-        )
-        await queue.bind(events, routing_key="session.finished")
-
-
-async def count_finished(broker_url: str) -> Counter[str]:
-    """SessionFinished events per session id, drained; the queue deleted."""
-    counts: Counter[str] = Counter()
-    connection = await aio_pika.connect(broker_url)
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.get_queue(FINISHED_QUEUE)
-        while (message := await queue.get(fail=False, no_ack=True)) is not None:
-            body = json.loads(message.body)
-            counts[str(body.get("session_id", body.get("sessionId")))] += 1
-        await queue.delete(if_unused=False, if_empty=False)
-    return counts

@@ -26,6 +26,7 @@ import httpx
 import pytest
 
 from examples.controller import Controller
+from faceproof.bench.restarts import bind_finished, drain_finished
 from faceproof.testing.mediasoup_room import MediasoupRoom, run_bounded
 from faceproof.testing.scripted_subject import Media
 from services.liveness.analysis import FrameAnalyzer
@@ -34,8 +35,6 @@ from tests.e2e.compose_load import (
     SESSION_EXPIRES_S,
     TERMINAL,
     Load,
-    bind_finished,
-    count_finished,
 )
 from tests.e2e.conftest import TOKEN, Stack, flow_with_subject, image_b64, write_jpeg
 from tests.e2e.conftest import scripted as scripted_call_source
@@ -354,7 +353,7 @@ def test_faults_under_compares_sessions_and_call_flows_lose_nothing(
     flow exactly one signed callback; every queue consumed again, nothing ready, unacknowledged
     or dead-lettered. The counts are printed."""
     write_jpeg(controller.images / "reference.jpg", d3, len(d3.frames) - 1)
-    asyncio.run(bind_finished(compose.broker_url))
+    asyncio.run(bind_finished(compose.broker_url, FINISHED_QUEUE))
     load = Load(stack, controller, d3, analyzer)
     started = time.monotonic()
     with CompareStream(compose.url) as stream:
@@ -365,7 +364,7 @@ def test_faults_under_compares_sessions_and_call_flows_lose_nothing(
     reasons = Counter(reason for end in ends.values() for reason in end.get("reasons") or [])
     time.sleep(5)  # a second callback or SessionFinished would arrive now
     queues = quiet_queues(compose)
-    finished = asyncio.run(count_finished(compose.broker_url))
+    finished = asyncio.run(drain_finished(compose.broker_url, FINISHED_QUEUE, delete=True))
 
     callbacks = {token: load.callbacks(token) for token in load.flows}
     late_callbacks = {token: load.callbacks(token) for token in load.refused_tokens}
