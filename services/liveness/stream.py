@@ -41,9 +41,11 @@ FROZEN_STREAM: Final = "FROZEN_STREAM"
 GRID: Final = 8
 #: Largest change of a block's mean luma (0..255) between two frames called "the same picture".
 SAME_CONTENT_MAX_CHANGE: Final = 0.5
-#: Consecutive repeats (frames equal to the one before) that make a stream frozen: 8 frames,
-#: one second at the worker's 8 fps.
-FROZEN_MIN_RUN: Final = 8
+#: Consecutive repeats (frames equal to the one before) that make a stream frozen: 24 frames,
+#: three seconds at the worker's 8 fps. One second (8) failed a subject who rejoined a call and
+#: waited, still, for the instruction (tests/e2e/test_mediasoup_room_e2e.py); a person holding
+#: still that long is not an attack, and a still or paused injection lasts far longer.
+FROZEN_MIN_RUN: Final = 24
 
 
 def frame_content(frame_bgr: npt.NDArray[np.uint8]) -> tuple[float, ...]:

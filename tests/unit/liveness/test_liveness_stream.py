@@ -10,7 +10,7 @@ from services.liveness.decision import decide
 from services.liveness.progress import ReplayProgress
 from services.liveness.replay import ReplayFrame, replay
 from services.liveness.stream import FROZEN_MIN_RUN, FROZEN_STREAM, FrozenCheck, same_content
-from tests.unit.test_liveness_replay import CHALLENGES, deliver, live_session
+from tests.unit.test_liveness_replay import CHALLENGES, deliver, face, frame
 
 PICTURE = tuple(float(v) for v in range(64))
 
@@ -39,7 +39,7 @@ def test_a_change_in_one_block_breaks_the_run_and_unknown_frames_judge_nothing()
 
 def test_the_longest_run_counts_even_after_the_stream_moves_again() -> None:
     check = FrozenCheck()
-    for content in [PICTURE] * 9 + [moved(5.0), PICTURE]:
+    for content in [PICTURE] * (FROZEN_MIN_RUN + 1) + [moved(5.0), PICTURE]:
         check.update(content)
     assert check.frozen and check.run == 0
 
@@ -69,12 +69,16 @@ def with_contents(frames: list[ReplayFrame], contents: list[tuple[float, ...]]) 
 def test_a_session_that_answers_its_challenges_on_a_frozen_background_fails() -> None:
     """The engine sees a live subject, but the pictures repeat (the measures differ, the pixels do
     not: a replay that moves only its metadata): FROZEN_STREAM, whatever the challenges did."""
-    frames = live_session(24)
+    reading = FROZEN_MIN_RUN + 6  # the subject takes a while over the first instruction
+    poses = [face()] * reading + [face(yaw=30.0)] * 4 + [face()] * 4 + [face(mar=0.6)] * 4 + [face()] * 6
+    frames = [frame(i, analysis) for i, analysis in enumerate(poses)]
     live = replay(
-        CHALLENGES, with_contents(frames, [moved(float(n)) for n in range(24)]), identity_threshold=0.35
+        CHALLENGES,
+        with_contents(frames, [moved(float(n)) for n in range(len(frames))]),
+        identity_threshold=0.35,
     )
     assert live.decision is not None and live.decision.is_live
-    frozen = with_contents(frames, [moved(float(n)) for n in range(8)] + [PICTURE] * 16)
+    frozen = with_contents(frames, [moved(float(n)) for n in range(4)] + [PICTURE] * (len(frames) - 4))
     result = replay(CHALLENGES, frozen, identity_threshold=0.35)
     assert result.decision is not None and not result.decision.is_live
     assert result.decision.reasons == (FROZEN_STREAM,)
