@@ -37,6 +37,15 @@ from tests.paths import DATA_DIR, MODELS_DIR, REPO_ROOT
 VIDEOS = DATA_DIR / "video"
 SEGMENTS = load_video_segments()
 WORKER_FPS = 8.0
+#: The challenge types the shared recordings hold annotated segments of.
+ANNOTATED = (
+    ChallengeType.TURN_LEFT,
+    ChallengeType.TURN_RIGHT,
+    ChallengeType.LOOK_UP,
+    ChallengeType.LOOK_DOWN,
+    ChallengeType.BLINK,
+    ChallengeType.OPEN_MOUTH,
+)
 Image = npt.NDArray[np.uint8]
 Stream = tuple[tuple[float, FrameAnalysis], ...]
 
@@ -116,14 +125,7 @@ def test_the_segment_file_describes_every_video() -> None:
     assert (SEGMENTS.videos["lestari15_fake.mp4"].real_score_median or 0.0) < 0.2
     assert (SEGMENTS.videos["lestari15_real.mp4"].real_score_median or 0.0) > 0.9
     covered = {kind for kind in SEARCHED if SEGMENTS.for_challenge(kind)}
-    assert covered >= {
-        ChallengeType.TURN_LEFT,
-        ChallengeType.TURN_RIGHT,
-        ChallengeType.LOOK_UP,
-        ChallengeType.LOOK_DOWN,
-        ChallengeType.BLINK,
-        ChallengeType.OPEN_MOUTH,
-    }
+    assert covered >= set(ANNOTATED)
 
 
 def test_the_docs_list_the_segments() -> None:
@@ -134,17 +136,7 @@ def test_the_docs_list_the_segments() -> None:
             assert f"{start:g}\N{EN DASH}{end:g}" in text, (kind, start, end)
 
 
-@pytest.mark.parametrize(
-    "kind",
-    [
-        ChallengeType.TURN_LEFT,
-        ChallengeType.TURN_RIGHT,
-        ChallengeType.LOOK_UP,
-        ChallengeType.LOOK_DOWN,
-        ChallengeType.BLINK,
-        ChallengeType.OPEN_MOUTH,
-    ],
-)
+@pytest.mark.parametrize("kind", ANNOTATED)
 def test_an_annotated_segment_passes_its_challenge(kind: ChallengeType) -> None:
     video, start, end, mirrored = first_segment(kind)
     verdict = judge(Challenge(kind), segment_stream(video, start, end, mirrored), start)
