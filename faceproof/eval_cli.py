@@ -25,7 +25,10 @@ from contracts.values import ChallengeType, QualityFilter
 from faces.evaluation import FaceRule
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from faceproof.evaluation.liveness import ManifestRow
+    from faceproof.testing.unready import Unready
     from faces.evaluation import AnalysedImage, Pair, PairScores, VerificationMetrics
     from faces.pipeline import FacePipeline
 
@@ -423,6 +426,26 @@ def liveness(
             "visibly contains); live rows labelled with none of the allowed types are left out",
         ),
     ] = False,
+    no_prechecks: Annotated[
+        bool,
+        typer.Option(
+            "--no-prechecks",
+            help="Judge without the worker's pre-checks: challenge 0 starts on the first frame "
+            "(to compare with the default, which runs them)",
+        ),
+    ] = False,
+    unready: Annotated[
+        str | None,
+        typer.Option(
+            "--unready",
+            help="Comma-separated unready starts (dark, far, cut_off): every live row first shows "
+            "--unready-seconds of its own first frames made unready by one of them (drawn per row), "
+            "then plays as usual: a user who corrects after the get-ready hint",
+        ),
+    ] = None,
+    unready_seconds: Annotated[
+        float, typer.Option("--unready-seconds", min=0.5, max=20.0, help="Length of the unready start")
+    ] = 2.5,
 ) -> None:
     """Presentation-attack detection error rates (ISO/IEC 30107-3) of the liveness analysis.
 
@@ -465,7 +488,17 @@ def liveness(
             _fail(f"{manifest} has no rows")
         try:
             report = _liveness_run(
-                rows, allowed, challenges, seed, max_seconds, models_dir, threads, cooperating=cooperating
+                rows,
+                allowed,
+                challenges,
+                seed,
+                max_seconds,
+                models_dir,
+                threads,
+                cooperating=cooperating,
+                prechecks=not no_prechecks,
+                unready=_unready(unready),
+                unready_seconds=unready_seconds,
             )
         except (FaceError, OSError, ValueError) as exc:
             _fail(str(exc))
@@ -473,6 +506,19 @@ def liveness(
         typer.echo(json.dumps(report))
     else:
         typer.echo(_liveness_human(report))
+
+
+def _unready(raw: str | None) -> list[Unready]:
+    from faceproof.testing.unready import Unready
+
+    if raw is None:
+        return []
+    names = [name.strip().lower() for name in raw.split(",") if name.strip()]
+    try:
+        return [Unready(name) for name in names]
+    except ValueError:
+        _fail(f"--unready: unknown condition in {raw!r}; known: {', '.join(u.value for u in Unready)}")
+    return []  # pragma: no cover
 
 
 def _challenge_types(raw: str | None) -> list[ChallengeType] | None:
@@ -498,10 +544,14 @@ def _liveness_run(
     threads: int,
     *,
     cooperating: bool = False,
+    prechecks: bool = True,
+    unready: Sequence[Unready] = (),
+    unready_seconds: float = 2.5,
 ) -> dict[str, Any]:
     from faceproof.evaluation.liveness import PresentationResult, evaluable_types, evaluate, report
     from faceproof.testing.annotate import load_video_segments
     from infra.settings import load_settings
+    from services.liveness.readiness import DEFAULT_READINESS
     from services.liveness.session_models import SessionModels
 
     if models_dir is None:
@@ -532,8 +582,11 @@ def _liveness_run(
         segments=segments,
         on_result=progress,
         cooperating=cooperating,
+        readiness=DEFAULT_READINESS if prechecks else None,
+        unready=unready,
+        unready_seconds=unready_seconds,
     )
-    out = report(results, seed=seed, challenges=challenges, types=types)
+    out = report(results, seed=seed, challenges=challenges, types=types, prechecks=prechecks, unready=unready)
     out["cooperating"] = cooperating
     out["seconds"] = round(time.perf_counter() - started, 1)
     return out

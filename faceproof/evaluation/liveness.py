@@ -9,13 +9,15 @@ challenges from that material, and reports:
 * **BPCER**: the share of bona fide (live) presentations classified as attacks;
 * each presentation's decision (isLive, confidence, reasons) and its challenges.
 
-A session here is what the liveness worker runs: frames at 8 fps, fitted into 640x480 and
-JPEG-compressed (quality 85) as the call agent stores them, analysed in order by one
-:class:`~services.liveness.analysis.FrameAnalyzer` (detector every 5th frame, tracking in
-between), judged by a :class:`~services.liveness.challenges.ChallengeSequence`; the identity
-gate embeds a frontal frame every 0.5 s (:class:`~services.liveness.decision.IdentityCheck`,
-the permissive pack's embedder on the mesh's keypoints) and the anti-spoofing models score
-every second frame (4 per second); :func:`~services.liveness.decision.decide` makes the call.
+A session here is the liveness worker's own path, not a copy of it: frames at 8 fps, fitted
+into 640x480 and JPEG-compressed (quality 85) as the call agent stores them, analysed in order
+by the worker's :class:`~services.liveness.frames.FrameProcessor` (detector every 5th frame,
+tracking in between; anti-spoofing every 2nd frame, the identity embedding every 4th), the
+analysis stored and read back, and judged one frame at a time by the worker's
+:func:`~services.liveness.replay.replay_step`: the pre-checks (``readiness``; the CLI's
+``--no-prechecks`` leaves them out), challenge 0 issued once ready, each challenge's clock
+started at the first frame taken while it was on the subject's screen (``ReplayFrame.shown``),
+the identity gate, the frozen-stream check and :func:`~services.liveness.decision.decide`.
 
 Challenges are drawn per presentation with ``random.Random(f"{seed}:{file name}")``, so a run
 is reproducible and a presentation gets the same challenges whatever else the manifest holds.
@@ -35,29 +37,35 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
+import numpy as np
+
 from contracts.values import ChallengeType
 from faceproof.evaluation.intervals import Rate
 from faceproof.testing.annotate import VideoSegments, load_video_segments
 from faceproof.testing.scripted_subject import (
     WORKER_FPS,
+    Image,
     Media,
     ScriptedSubject,
-    camera_round_trip,
+    camera_jpeg,
     is_still,
 )
-from faces.alignment import align_face
+from faceproof.testing.unready import Unready, unready_prefix
+from services.liveness.analysis import FrameAnalysis
 from services.liveness.challenges import (
     DEFAULT_THRESHOLDS,
     RIGID_CHALLENGES,
     Challenge,
-    ChallengeSequence,
     ChallengeStatus,
     Thresholds,
     draw_challenges,
     spoof_suspected,
 )
-from services.liveness.decision import IdentityCheck, LivenessDecision, decide
-from services.liveness.frames import IDENTITY_EVERY_FRAMES, SPOOF_EVERY_FRAMES
+from services.liveness.decision import IdentityCheck, LivenessDecision
+from services.liveness.frames import FrameProcessor
+from services.liveness.progress import ReplayProgress
+from services.liveness.readiness import DEFAULT_READINESS, Readiness
+from services.liveness.replay import ReplayFrame, ReplayResult, replay_step
 from services.liveness.session_models import SessionModels
 
 __all__ = [
@@ -65,6 +73,7 @@ __all__ = [
     "DEFAULT_CHALLENGES",
     "DEFAULT_LIVE",
     "DEFAULT_SEED",
+    "DEFAULT_UNREADY_SECONDS",
     "LAYERS",
     "ChallengeResult",
     "ErrorRates",
@@ -78,14 +87,18 @@ __all__ = [
     "evaluable_types",
     "evaluate",
     "layer_rates",
+    "live_rejections",
     "read_manifest",
     "report",
     "run_session",
+    "unready_for",
     "write_manifest",
 ]
 
 DEFAULT_SEED: Final = 30107
 DEFAULT_CHALLENGES: Final = 3
+#: ``--unready``: seconds of unready frames before a live row's own.
+DEFAULT_UNREADY_SECONDS: Final = 2.5
 #: The default manifest for ``../shared/data``: live recordings (glob patterns) ...
 DEFAULT_LIVE: Final = (
     "video/liveportrait_d*.mp4",
@@ -273,6 +286,10 @@ class SessionResult:
     frames: int
     spoof_scores: tuple[float, ...]
     identity_min_cosine: float | None
+    #: When challenge 0's clock started (seconds from the first frame; None: never, NOT_READY).
+    started_s: float | None = 0.0
+    #: The pre-checks' problems while the subject was not ready, each time they changed (t, codes).
+    guidance: tuple[tuple[float, tuple[str, ...]], ...] = ()
 
 
 def run_session(
@@ -281,60 +298,120 @@ def run_session(
     models: SessionModels,
     *,
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    readiness: Readiness | None = DEFAULT_READINESS,
+    lead_in: Sequence[Image] = (),
 ) -> SessionResult:
-    """One liveness session with ``subject`` answering ``challenges``, as the worker would judge it."""
+    """One liveness session with ``subject`` answering ``challenges``, judged by the worker's own
+    session step: each frame JPEG-compressed, analysed by a
+    :class:`~services.liveness.frames.FrameProcessor`, its analysis stored and read back, then one
+    :func:`~services.liveness.replay.replay_step` per frame (pre-checks, challenge clock, frozen
+    stream, identity gate, decision), each frame saying which challenge the subject had on screen.
+
+    ``readiness``: the pre-checks the worker runs (None: challenge 0 starts on the first frame, as
+    a worker without pre-checks would). ``lead_in``: pictures shown before the subject's own (an
+    unready start, :mod:`faceproof.testing.unready`); the subject starts answering after them.
+    """
     subject.prepare(challenges)
     analyzer = models.analyzer
-    analyzer.reset()
-    sequence = ChallengeSequence(challenges, 0.0, thresholds)
-    identity = IdentityCheck(models.identity_threshold)
-    scores: list[float] = []
-    max_frames = math.ceil(len(challenges) * thresholds.time_limit_s * WORKER_FPS) + 2
-    shown = -1
-    frame_number = 0
-    while not sequence.done and frame_number <= max_frames:
-        if sequence.index != shown:
-            shown = sequence.index
-            subject.instruct(shown)
-        t = frame_number / WORKER_FPS
-        frame = camera_round_trip(subject.next_frame())
-        analysis = analyzer.analyze(frame)
-        if frame_number % SPOOF_EVERY_FRAMES == 0 and analysis.box is not None:
-            scores.append(analyzer.spoof_score(frame, analysis.box))
-        identity_ok = None
-        if frame_number % IDENTITY_EVERY_FRAMES == 0 and identity.wants(analysis):
-            assert analysis.keypoints is not None
-            embedding = models.embedder.embed([align_face(frame, analysis.keypoints)])[0]
-            identity_ok = identity.check(embedding)
-        sequence.update(t, analysis, identity_ok=identity_ok)
-        frame_number += 1
-    if not sequence.done:
-        sequence.expire(frame_number / WORKER_FPS + thresholds.time_limit_s)
-    decision = decide(sequence.verdicts, len(challenges), scores, thresholds=thresholds)
-    results = []
-    start = 0.0
-    for index, challenge in enumerate(challenges):
-        verdict = sequence.verdicts[index] if index < len(sequence.verdicts) else None
-        seconds = None
-        if verdict is not None and verdict.decided_at is not None:
-            seconds = verdict.decided_at - start
-            start = verdict.decided_at
-        results.append(
-            ChallengeResult(
-                challenge=challenge,
-                status=verdict.status if verdict is not None else ChallengeStatus.PENDING,
-                reason=verdict.reason.value if verdict is not None and verdict.reason is not None else None,
-                seconds=seconds,
-                played=tuple(subject.played.get(index, [])),
-            )
+    processor = FrameProcessor(analyzer, models.embedder, concurrency=1, detect_every=analyzer.detect_every)
+    try:
+        return _Session(subject, challenges, models, thresholds, readiness, processor).run(lead_in)
+    finally:
+        processor.close()
+
+
+class _Session:
+    """The frame loop of :func:`run_session`: the subject plays, the worker's step judges."""
+
+    def __init__(
+        self,
+        subject: ScriptedSubject,
+        challenges: Sequence[Challenge],
+        models: SessionModels,
+        thresholds: Thresholds,
+        readiness: Readiness | None,
+        processor: FrameProcessor,
+    ) -> None:
+        self.subject = subject
+        self.challenges = tuple(challenges)
+        self.thresholds = thresholds
+        self.readiness = readiness
+        self.processor = processor
+        self.identity_threshold = models.identity_threshold
+        #: Observes the embeddings the replay's identity gate judges, for the report's lowest cosine.
+        self.identity = IdentityCheck(models.identity_threshold)
+        self.guidance: list[tuple[float, tuple[str, ...]]] = []
+
+    def step(self, progress: ReplayProgress, frames: Sequence[ReplayFrame]) -> ReplayResult:
+        return replay_step(
+            self.challenges,
+            progress,
+            frames,
+            identity_threshold=self.identity_threshold,
+            thresholds=self.thresholds,
+            readiness=self.readiness,
         )
-    return SessionResult(
-        decision=decision,
-        challenges=tuple(results),
-        frames=frame_number,
-        spoof_scores=tuple(scores),
-        identity_min_cosine=identity.min_cosine,
-    )
+
+    def frame(self, sequence: int, picture: Image, shown: int) -> ReplayFrame:
+        analysed = self.processor.analyse_now("evaluation", sequence, camera_jpeg(picture))
+        analysis = FrameAnalysis.from_dict(analysed.analysis.to_dict())  # stored, read back
+        embedding = None if analysed.embedding is None else np.asarray(analysed.embedding, np.float32)
+        if embedding is not None and self.identity.wants(analysis):
+            self.identity.check(embedding)
+        return ReplayFrame(
+            sequence,
+            sequence / WORKER_FPS,
+            analysis,
+            spoof_score=analysed.spoof_score,
+            embedding=embedding,
+            shown=shown,
+        )
+
+    def run(self, lead_in: Sequence[Image]) -> SessionResult:
+        result = self.step(ReplayProgress(), [])  # without pre-checks, challenge 0 is issued at once
+        shown = len(result.issued) - 1
+        self.subject.instruct(0)  # getting ready, the subject shows challenge 0's first picture
+        ready_s = self.readiness.limit_s if self.readiness is not None else 0.0
+        limit = (
+            len(lead_in)
+            + math.ceil((ready_s + len(self.challenges) * self.thresholds.time_limit_s) * WORKER_FPS)
+            + 8
+        )
+        sequence = 0
+        while result.decision is None:
+            if sequence > limit:
+                raise RuntimeError(f"no decision after {sequence} frames")
+            picture = lead_in[sequence] if sequence < len(lead_in) else self.subject.next_frame()
+            result = self.step(result.progress, [self.frame(sequence, picture, shown)])
+            if result.guidance is not None and result.guidance.changed:
+                self.guidance.append((sequence / WORKER_FPS, result.guidance.problems))
+            if len(result.issued) - 1 > shown:  # the agent shows the issued challenge from the next frame
+                shown = len(result.issued) - 1
+                self.subject.instruct(shown)
+            sequence += 1
+        return self.result(result, sequence)
+
+    def result(self, result: ReplayResult, frames: int) -> SessionResult:
+        assert result.decision is not None
+        challenges = []
+        for index, outcome in enumerate(result.outcomes):
+            verdict = result.verdicts[index] if index < len(result.verdicts) else None
+            seconds = None
+            if verdict is not None and verdict.decided_at is not None and index < len(result.issued):
+                seconds = verdict.decided_at - result.issued[index].t
+            played = tuple(self.subject.played.get(index, [])) if index < len(result.issued) else ()
+            challenges.append(
+                ChallengeResult(outcome.challenge, outcome.status, outcome.reason, seconds, played)
+            )
+        return SessionResult(
+            decision=result.decision,
+            challenges=tuple(challenges),
+            frames=frames,
+            spoof_scores=result.spoof_scores,
+            identity_min_cosine=self.identity.min_cosine,
+            started_s=result.issued[0].t if result.issued else None,
+            guidance=tuple(self.guidance),
+        )
 
 
 def evaluable_types(segments: VideoSegments) -> tuple[ChallengeType, ...]:
@@ -362,6 +439,8 @@ class PresentationResult:
     row: ManifestRow
     session: SessionResult
     seconds: float
+    #: The unready start shown before the row's material (``--unready``), if any.
+    unready: Unready | None = None
 
     @property
     def decision(self) -> LivenessDecision:
@@ -382,6 +461,9 @@ class PresentationResult:
             else round(session.identity_min_cosine, 4),
             "frames": session.frames,
             "seconds": round(self.seconds, 2),
+            "unready": None if self.unready is None else self.unready.value,
+            "started_s": None if session.started_s is None else round(session.started_s, 3),
+            "guidance": [{"t": round(t, 3), "problems": list(p)} for t, p in session.guidance],
         }
 
 
@@ -397,12 +479,18 @@ def evaluate(
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
     on_result: Callable[[PresentationResult], None] | None = None,
     cooperating: bool = False,
+    readiness: Readiness | None = DEFAULT_READINESS,
+    unready: Sequence[Unready] = (),
+    unready_seconds: float = DEFAULT_UNREADY_SECONDS,
 ) -> list[PresentationResult]:
     """Run every row as a session; ``on_result`` hears each result as it is ready.
 
     ``cooperating``: a row with a ``movements`` label draws only from those types (at most
     ``challenges`` of them); a live row labelled with none of the allowed types is left out
     (nobody asked it anything it did). Rows without the label draw from every allowed type.
+    ``readiness``: the worker's pre-checks (None: without them). ``unready``: every live row
+    starts with ``unready_seconds`` of its own first frames made unready by one of these
+    conditions (:func:`unready_for`), then plays as usual.
     """
     segments = segments if segments is not None else load_video_segments()
     types = tuple(allowed) if allowed is not None else evaluable_types(segments)
@@ -418,12 +506,34 @@ def evaluate(
         subject = ScriptedSubject(media, models.analyzer, segments=segments, thresholds=thresholds)
         count = min(challenges, len(pool))
         drawn = draw_for(row.path.name, count, seed, pool, subject.nose_start(), thresholds)
-        session = run_session(subject, drawn, models, thresholds=thresholds)
-        result = PresentationResult(row, session, time.perf_counter() - started)
+        condition = unready_for(row, unready, seed) if unready else None
+        lead_in = _lead_in(subject, condition, unready_seconds, seed) if condition is not None else ()
+        session = run_session(
+            subject, drawn, models, thresholds=thresholds, readiness=readiness, lead_in=lead_in
+        )
+        result = PresentationResult(
+            row, session, time.perf_counter() - started, condition if lead_in else None
+        )
         results.append(result)
         if on_result is not None:
             on_result(result)
     return results
+
+
+def unready_for(row: ManifestRow, conditions: Sequence[Unready], seed: int) -> Unready | None:
+    """The unready start of ``row``: None for attacks, else one of ``conditions`` drawn with
+    ``random.Random(f"{seed}:{file name}:unready")`` (reproducible, whatever else the manifest holds)."""
+    if row.label is not Label.LIVE or not conditions:
+        return None
+    return random.Random(f"{seed}:{row.path.name}:unready").choice(list(conditions))
+
+
+def _lead_in(subject: ScriptedSubject, condition: Unready, seconds: float, seed: int) -> tuple[Image, ...]:
+    """``seconds`` of the subject's first frames made unready (none when no frame shows a face)."""
+    box = next((r.detected.box for r in subject.rehearsal() if r.detected.box is not None), None)
+    if box is None:
+        return ()
+    return unready_prefix(subject.media.frames, box, condition, round(seconds * WORKER_FPS), seed=seed)
 
 
 def _rate(value: float | None) -> float | None:
@@ -436,14 +546,20 @@ def report(
     seed: int,
     challenges: int,
     types: Sequence[ChallengeType],
+    prechecks: bool = True,
+    unready: Sequence[Unready] = (),
 ) -> dict[str, Any]:
     """The JSON report: ``videos``, ``bpcer``, ``apcer`` per attack type, ``decisions``, and context;
-    ``layers``: the same rates for each layer alone and combined, and ``per_challenge`` false
-    reject / accept rates, each with its 95 % Clopper-Pearson interval (see :func:`layer_rates`)."""
+    ``layers``: the same rates for each layer alone and combined, ``per_challenge`` false
+    reject / accept rates and ``live_rejections`` (live rows by their first reason), each with
+    its 95 % Clopper-Pearson interval (see :func:`layer_rates`)."""
     rates = error_rates((r.row.label, r.row.attack_type, r.decision.is_live) for r in results)
     return {
+        "prechecks": prechecks,
+        "unready": [u.value for u in unready],
         "layers": layer_rates(results),
         "per_challenge": challenge_rates(results),
+        "live_rejections": live_rejections(results),
         "videos": len(results),
         "bpcer": _rate(rates.bpcer),
         "apcer": {kind: round(rate, 4) for kind, rate in rates.apcer.items()},
@@ -483,6 +599,18 @@ def layer_rates(results: Sequence[PresentationResult]) -> dict[str, Any]:
             "apcer": {kind: Rate(sum(v), len(v)).to_dict() for kind, v in sorted(by_type.items())},
         }
     return out
+
+
+def live_rejections(results: Sequence[PresentationResult]) -> dict[str, Any]:
+    """Per first reason of a rejected live row (TIMEOUT, NOT_READY, a gate, ...): that many of
+    the live rows, ``{rate, errors, count, ci95}``."""
+    live = [r for r in results if r.row.label is Label.LIVE]
+    reasons: dict[str, int] = {}
+    for r in live:
+        if not r.decision.is_live:
+            first = r.decision.reasons[0] if r.decision.reasons else "-"
+            reasons[first] = reasons.get(first, 0) + 1
+    return {reason: Rate(n, len(live)).to_dict() for reason, n in sorted(reasons.items())}
 
 
 def challenge_rates(results: Sequence[PresentationResult]) -> dict[str, Any]:

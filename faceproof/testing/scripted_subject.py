@@ -65,6 +65,7 @@ __all__ = [
     "RAMP_FRAMES",
     "STILL_SUFFIXES",
     "WORKER_FPS",
+    "Image",
     "Media",
     "Placement",
     "Plan",
@@ -72,6 +73,7 @@ __all__ = [
     "ScriptedSubject",
     "Step",
     "Trial",
+    "camera_jpeg",
     "camera_round_trip",
     "fit_frame",
     "is_still",
@@ -122,12 +124,17 @@ def fit_frame(image: Image, size: tuple[int, int] = FRAME_SIZE) -> Image:
     return np.asarray(cv2.resize(image, new_size, interpolation=interpolation), dtype=np.uint8)
 
 
-def camera_round_trip(image: Image, quality: int = JPEG_QUALITY) -> Image:
-    """The frame as the worker reads it back: JPEG-compressed at ``quality`` and decoded."""
+def camera_jpeg(image: Image, quality: int = JPEG_QUALITY) -> bytes:
+    """The frame as the call agent stores it: JPEG-compressed at ``quality``."""
     ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise ValueError("JPEG encoding failed")
-    decoded = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    return bytes(data)
+
+
+def camera_round_trip(image: Image, quality: int = JPEG_QUALITY) -> Image:
+    """The frame as the worker reads it back: :func:`camera_jpeg`, decoded."""
+    decoded = cv2.imdecode(np.frombuffer(camera_jpeg(image, quality), dtype=np.uint8), cv2.IMREAD_COLOR)
     return np.asarray(decoded, dtype=np.uint8)
 
 

@@ -13,7 +13,7 @@ Samples, by sequence number (so every worker takes the same ones): anti-spoofing
 :data:`SPOOF_EVERY_FRAMES`-th frame with a face, the identity embedding on every
 :data:`IDENTITY_EVERY_FRAMES`-th frame that
 :meth:`~services.liveness.decision.IdentityCheck.wants`. The offline evaluation
-(``faceproof eval liveness``) samples with the same constants.
+(``faceproof eval liveness``) analyses its frames with this class too (:meth:`analyse_now`).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class FrameProcessor:
 
     async def analyse(self, session_id: str, sequence: int, jpeg: bytes) -> AnalysedFrame:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._analyse, session_id, sequence, jpeg)
+        return await loop.run_in_executor(self._pool, self.analyse_now, session_id, sequence, jpeg)
 
     def forget(self, session_id: str) -> None:
         with self._tracks_lock:
@@ -111,7 +111,8 @@ class FrameProcessor:
             self._tracks.move_to_end(session_id)
             return track
 
-    def _analyse(self, session_id: str, sequence: int, jpeg: bytes) -> AnalysedFrame:
+    def analyse_now(self, session_id: str, sequence: int, jpeg: bytes) -> AnalysedFrame:
+        """:meth:`analyse` in the caller's thread (the offline evaluation judges one frame at a time)."""
         image = cv2.imdecode(np.frombuffer(jpeg, dtype=np.uint8), cv2.IMREAD_COLOR)
         if image is None:
             raise InvalidFrame("the frame is not a decodable image")
