@@ -32,7 +32,9 @@ The rules:
   :data:`~services.liveness.frames.IDENTITY_EVERY_FRAMES`-th sequence when
   :meth:`IdentityCheck.wants` it) goes through one :class:`IdentityCheck` in replay order;
   ``spoof_score`` (every :data:`~services.liveness.frames.SPOOF_EVERY_FRAMES`-th sequence)
-  joins the scores of frames judged until the sequence is done.
+  joins the scores of frames judged until the sequence is done, except on frames the pre-checks
+  refused (too dark, too small, cut off...: the anti-spoofing models read those as spoofs, and
+  the subject was told to fix them; found with ``faceproof eval liveness --unready``).
 """
 
 from __future__ import annotations
@@ -386,18 +388,22 @@ class _Run:
                 self.check.restart()
                 self.clean = []
         self.connection = connection
-        if frame.spoof_score is not None:
-            self.scores.append(frame.spoof_score)
         identity_ok = None
         if frame.embedding is not None and self.identity.wants(frame.analysis):
             identity_ok = self.identity.check(frame.embedding)
         self._record(frame)
+        refused = False
         if self.sequence is None and self.waiting:
             self._start_when_shown(frame, identity_ok)
         elif self.sequence is None:
             self._get_ready(frame, identity_ok)
+            refused = self.check is not None and bool(self.check.problems)
         elif self._on_screen(frame):
             self._judge(frame, identity_ok)
+        # a frame the pre-checks refused gives no anti-spoofing score: the models read a dark, a
+        # tiny or a cut-off face as a spoof, and the subject was just asked to fix exactly that
+        if frame.spoof_score is not None and not refused:
+            self.scores.append(frame.spoof_score)
 
     def _on_screen(self, frame: ReplayFrame) -> bool:
         """Whether the current challenge's instruction was on the subject's screen when ``frame``

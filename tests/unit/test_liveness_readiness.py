@@ -92,6 +92,22 @@ def test_the_first_challenges_clock_starts_when_the_subject_is_ready() -> None:
     assert clean.guidance is not None and clean.guidance.problems == () and clean.guidance.changed
 
 
+def test_frames_the_prechecks_refused_give_no_anti_spoofing_score() -> None:
+    """Two seconds in the dark (which the anti-spoofing models read as a spoof), then lit and
+    live: only the lit frames' scores decide (found with ``faceproof eval liveness --unready``:
+    a user who corrected the light as asked was rejected with SPOOF_SUSPECTED)."""
+    dark = [frame(n, lit(face(), 20.0, 22.0), spoof=0.05) for n in range(16)]
+    answer = [replace(f, sequence=f.sequence + 16, t=f.t + 16 / FPS) for f in live_session(24)]
+    answer = [replace(f, analysis=lit(f.analysis)) for f in answer]
+    result = replay(CHALLENGES, dark + answer, identity_threshold=0.35, readiness=DEFAULT_READINESS)
+    assert result.spoof_scores and set(result.spoof_scores) == {0.95}
+    assert result.decision is not None and result.decision.is_live
+    # without the pre-checks nothing is refused: the dark frames' scores count (and the
+    # challenge's time ran out in the dark)
+    plain = replay(CHALLENGES, dark + answer, identity_threshold=0.35)
+    assert 0.05 in plain.spoof_scores
+
+
 def test_a_session_whose_subject_never_gets_ready_says_why() -> None:
     dark = [frame(n, lit(face(), 20.0, 22.0)) for n in range(int(DEFAULT_READINESS.limit_s * FPS) + 2)]
     result = replay(CHALLENGES, dark, identity_threshold=0.35, readiness=DEFAULT_READINESS)
