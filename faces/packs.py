@@ -7,7 +7,7 @@ same fields as :class:`Pack`). :func:`load_pack` checks files and checksums and 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -26,10 +26,12 @@ from faces.runtime import Model, OnnxModel
 
 __all__ = [
     "BUILTIN_PACKS",
+    "CPU_EMBEDDER_RUNTIMES",
     "DEFAULT_PACK",
     "Pack",
     "create_detector",
     "create_embedder",
+    "embedder_model",
     "get_pack",
     "list_packs",
     "load_pack",
@@ -242,13 +244,45 @@ def _verified_sha256(path: Path, entry: ModelEntry, *, verify: bool) -> str:
     return actual
 
 
-#: Embedders that run on OpenCV's DNN module on CPU, where it is faster than onnxruntime for the same
-#: output (SFace: about 16 against 30 ms of CPU per face; faces/opencv_runtime.py). With a GPU preferred,
-#: onnxruntime runs them (CUDA / TensorRT).
-OPENCV_EMBEDDERS: Final = frozenset({"sface"})
+OPENVINO_RUNTIME: Final = "openvino"
+OPENCV_RUNTIME: Final = "opencv"
+
+#: Embedders that run faster on another CPU runtime than onnxruntime, for the same output: the runtimes
+#: to try, in order; the first that is installed and reads the file runs the model, onnxruntime when
+#: none does. SFace (the folded fp32 file, one thread): OpenVINO 7.6-8.5 ms of CPU per face, OpenCV's
+#: DNN module 14-16, onnxruntime 20-22 (docs/benchmarks.md, "OpenVINO"); OpenVINO cannot read the
+#: int8bq file, which OpenCV runs. With a GPU preferred, onnxruntime runs them (CUDA / TensorRT).
+CPU_EMBEDDER_RUNTIMES: Final[Mapping[str, tuple[str, ...]]] = {"sface": (OPENVINO_RUNTIME, OPENCV_RUNTIME)}
 
 #: Detectors exported at one fixed input size that run at any size once it is freed (see faces.detection).
 FREE_SIZE_DETECTORS: Final = frozenset({"yunet"})
+
+
+def _on_openvino(path: Path, threads: int) -> Model:
+    from faces.openvino_runtime import OpenVinoModel  # ImportError where openvino is not installed
+
+    return OpenVinoModel(path, threads=threads)
+
+
+def _on_opencv(path: Path, threads: int) -> Model:
+    return OpenCvModel(path, threads=threads)
+
+
+_CPU_LOADERS: Final[Mapping[str, Callable[[Path, int], Model]]] = {
+    OPENVINO_RUNTIME: _on_openvino,
+    OPENCV_RUNTIME: _on_opencv,
+}
+
+
+def embedder_model(path: Path, architecture: str, *, prefer_gpu: bool = False, threads: int = 0) -> Model:
+    """The embedder's model on its runtime: see :data:`CPU_EMBEDDER_RUNTIMES`."""
+    if not prefer_gpu:
+        for runtime in CPU_EMBEDDER_RUNTIMES.get(architecture, ()):
+            try:
+                return _CPU_LOADERS[runtime](path, threads)
+            except (ImportError, ModelError):
+                continue  # not installed, or it cannot read this file: the next runtime
+    return OnnxModel(path, prefer_gpu=prefer_gpu, threads=threads)
 
 
 def create_detector(entry: ModelEntry, model: OnnxModel) -> Detector:
@@ -302,13 +336,11 @@ def load_pack(
         threads=threads,
         free_spatial_dims=detector_entry.architecture in FREE_SIZE_DETECTORS,
     )
-    embedder_model: Model = (
-        OpenCvModel(embedder_path, threads=threads)
-        if not prefer_gpu and embedder_entry.architecture in OPENCV_EMBEDDERS
-        else OnnxModel(embedder_path, prefer_gpu=prefer_gpu, threads=threads)
+    embedding_model = embedder_model(
+        embedder_path, embedder_entry.architecture, prefer_gpu=prefer_gpu, threads=threads
     )
     detector = create_detector(detector_entry, detector_model)
-    embedder = create_embedder(embedder_entry, embedder_model)
+    embedder = create_embedder(embedder_entry, embedding_model)
     info = PipelineInfo(
         pack=pack.name,
         licence_summary=pack.licence_summary,
@@ -318,6 +350,6 @@ def load_pack(
         similarity_threshold=pack.calibration.threshold,
         embedding_dimension=embedder.dimension,
         models=tuple(infos),
-        providers=tuple(dict.fromkeys([*detector_model.providers, *embedder_model.providers])),
+        providers=tuple(dict.fromkeys([*detector_model.providers, *embedding_model.providers])),
     )
     return FacePipeline(detector, embedder, pack.calibration, info)

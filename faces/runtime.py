@@ -39,8 +39,8 @@ _QUIET: Final = 3  # onnxruntime log severity: errors only (the SFace int8 file 
 
 
 class Model(Protocol):
-    """What detectors and embedders need of a loaded model: :class:`OnnxModel` or
-    :class:`faces.opencv_runtime.OpenCvModel`."""
+    """What detectors and embedders need of a loaded model: :class:`OnnxModel`,
+    :class:`faces.opencv_runtime.OpenCvModel` or :class:`faces.openvino_runtime.OpenVinoModel`."""
 
     path: Path
 

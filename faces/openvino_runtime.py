@@ -1,0 +1,126 @@
+"""An ONNX model run by OpenVINO's CPU plugin instead of onnxruntime, for the models it runs faster on CPU.
+
+Measured here (thread CPU time per call, one inference thread, batch of one, median of 30, three
+rounds alternating in one process; docs/benchmarks.md, "OpenVINO"): the folded fp32 SFace takes
+7.6-8.5 ms on OpenVINO 2026.4 against 14.1-15.9 ms on OpenCV 5's DNN module and 20-22 ms on
+onnxruntime 1.31, for the same embedding to 2.4e-6. YuNet is slower on it than on onnxruntime at
+every input size tried (3.3-3.6 against 2.7-3.2 ms at 416²), so it stays there;
+:data:`faces.packs.CPU_EMBEDDER_RUNTIMES` says which model runs where.
+
+The precision is pinned to fp32: on CPUs with AMX or AVX-512 BF16 OpenVINO would otherwise run in
+bfloat16, about 2.8x faster again for SFace but a different embedding (cosine 0.99992 to fp32's),
+which the packs' calibration was not fitted on.
+
+One compiled model serves every thread: OpenVINO's compiled models are thread safe, its infer
+requests are not, so each thread gets its own request, made on its first call. A sync request
+runs in the calling thread (its thread CPU time is the call's whole CPU time). CPU pinning is off:
+the service shares its cores with other processes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+import openvino as ov
+
+from faces.errors import ModelError
+from faces.runtime import Dim
+
+__all__ = ["OPENVINO", "OpenVinoModel"]
+
+#: What :attr:`OpenVinoModel.providers` reports (PipelineInfo.providers, the API's model info).
+OPENVINO: Final = "OpenVINO-CPU"
+
+_CONFIG: Final[Mapping[str, str | int | bool]] = {
+    "PERFORMANCE_HINT": "LATENCY",
+    "NUM_STREAMS": 1,
+    "ENABLE_CPU_PINNING": False,
+    "INFERENCE_PRECISION_HINT": "f32",
+}
+
+
+def _shape(port: ov.Output) -> tuple[Dim, ...]:
+    return tuple(dim.get_length() if dim.is_static else None for dim in port.get_partial_shape())
+
+
+class OpenVinoModel:
+    """The surface of :class:`faces.runtime.OnnxModel` that the embedders use, on OpenVINO's CPU plugin.
+
+    ``threads`` sets ``INFERENCE_NUM_THREADS`` (0 keeps OpenVINO's default, a thread per core).
+    """
+
+    def __init__(self, path: Path, *, threads: int = 0) -> None:
+        if not path.is_file():
+            raise ModelError(f"model file not found: {path}")
+        core = ov.Core()
+        config = dict(_CONFIG)
+        if threads > 0:
+            config["INFERENCE_NUM_THREADS"] = threads
+        try:
+            model = core.read_model(str(path))
+        except RuntimeError as exc:
+            raise ModelError(f"OpenVINO cannot load {path.name}: {exc}") from exc
+        if len(model.inputs) != 1:
+            raise ModelError(f"{path.name} has {len(model.inputs)} inputs; face models have exactly one")
+        try:
+            self._compiled = core.compile_model(model, "CPU", config)
+        except RuntimeError as exc:
+            raise ModelError(f"OpenVINO cannot compile {path.name}: {exc}") from exc
+        self.path = path
+        port = self._compiled.inputs[0]
+        self._input: tuple[str, tuple[Dim, ...]] = (str(port.get_any_name()), _shape(port))
+        self._outputs = [(str(port.get_any_name()), _shape(port)) for port in self._compiled.outputs]
+        self._local = threading.local()
+
+    def _request(self) -> ov.InferRequest:
+        request: ov.InferRequest | None = getattr(self._local, "request", None)
+        if request is None:
+            request = self._compiled.create_infer_request()
+            self._local.request = request
+        return request
+
+    @property
+    def input_name(self) -> str:
+        return self._input[0]
+
+    @property
+    def input_shape(self) -> tuple[Dim, ...]:
+        return self._input[1]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [name for name, _ in self._outputs]
+
+    @property
+    def output_shapes(self) -> list[tuple[Dim, ...]]:
+        return [shape for _, shape in self._outputs]
+
+    @property
+    def providers(self) -> list[str]:
+        return [OPENVINO]
+
+    def run(self, feeds: Mapping[str, npt.NDArray[np.float32]]) -> list[npt.NDArray[np.float32]]:
+        """Run the model on this thread's request; outputs come in the model's declared order."""
+        request = self._request()
+        try:
+            request.infer({self.input_name: feeds[self.input_name]})
+            # copies: the request reuses its output buffers on the next call
+            return [
+                np.array(request.get_output_tensor(index).data, dtype=np.float32)
+                for index in range(len(self._outputs))
+            ]
+        except RuntimeError as exc:
+            raise ModelError(f"{self.path.name} failed to run: {exc}") from exc
+
+    def warm_up(self, shape: Sequence[int] | None = None) -> None:
+        dims = (
+            tuple(shape)
+            if shape is not None
+            else tuple(d if isinstance(d, int) else 1 for d in self.input_shape)
+        )
+        self.run({self.input_name: np.zeros(dims, dtype=np.float32)})
