@@ -5,9 +5,11 @@ So the change and its message commit together or not at all: a broker that is do
 that dies, between the commit and the publish delays the message and never loses it. The relay
 publishes the unsent rows in ``id`` order, waits for each publisher confirm, marks the confirmed
 ones sent and stops at the first failure (a later row never overtakes an earlier one); it tries
-again after a back-off. Idle, it polls every ``poll_s``; a writer in the same process calls
-:meth:`OutboxRelay.wake` after its commit, so its rows go out at once rather than at the next poll
-(the poll remains for rows other processes wrote, and for a wake-up that found the lock taken).
+again after a back-off. A commit in the same process that staged rows wakes the relay
+(:meth:`SqlOutbox.wakes`, or :meth:`OutboxRelay.wake` by hand), so its rows go out at once; a
+relay woken while another process's relay held the lock tries again after :data:`RETRY_S`.
+Idle, it polls every ``poll_s`` (2 s): only a fallback, for rows of a process that died before
+its relay sent them.
 A process that dies after a confirm and before marking sends that row again: the message keeps
 its ``message_id``, and its consumers are idempotent (docs/reliability.md).
 
@@ -22,8 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Final, NoReturn, Protocol
 
@@ -40,7 +42,10 @@ __all__ = ["Batch", "OutboxRelay", "OutboxStore", "Sender", "SqlOutbox", "stage"
 log = logging.getLogger("faceproof.outbox")
 
 DEFAULT_BATCH: Final = 100
-DEFAULT_POLL_S: Final = 0.2
+DEFAULT_POLL_S: Final = 2.0
+#: The first back-off after a failure, and the wait before trying again when another relay held
+#: the lock (doubling to :data:`MAX_BACKOFF_S` while failures last).
+RETRY_S: Final = 0.2
 MAX_BACKOFF_S: Final = 10.0
 
 
@@ -55,6 +60,10 @@ class Batch(Protocol):
 class OutboxStore(Protocol):
     def batch(self, limit: int) -> AbstractAsyncContextManager[Batch | None]:
         """The oldest unsent messages (None: another relay has them); marks commit at the end."""
+        ...
+
+    def wakes(self, wake: Callable[[], None]) -> AbstractContextManager[None]:
+        """While the block runs, ``wake()`` after each commit in this process that wrote messages."""
         ...
 
 
@@ -88,10 +97,14 @@ class OutboxRelay:
     async def relay_once(self) -> int:
         """One batch: the number of messages sent. Raises ``PublishFailed`` after marking those
         confirmed before the failure (the rest wait for the next try, in order)."""
+        return await self._relay_batch() or 0
+
+    async def _relay_batch(self) -> int | None:
+        """:meth:`relay_once`, with ``None`` when another relay held the lock."""
         failure: PublishFailed | None = None
         async with self.store.batch(self.batch) as batch:
             if batch is None:  # another relay holds the lock
-                return 0
+                return None
             sent: list[int] = []
             for pending in batch.messages:
                 try:
@@ -107,21 +120,28 @@ class OutboxRelay:
         return len(sent)
 
     async def run(self) -> NoReturn:
-        """Relay until cancelled: at once while there is more, when woken (:meth:`wake`) or every
-        ``poll_s`` when idle, with a growing back-off (at most :data:`MAX_BACKOFF_S`) while the
-        broker or database fails."""
-        backoff = self.poll_s
+        """Relay until cancelled: at once while there is more, when woken (a commit of this
+        process that wrote messages, or :meth:`wake`), after :data:`RETRY_S` when another relay
+        held the lock, every ``poll_s`` when idle; with a growing back-off (from :data:`RETRY_S`
+        to :data:`MAX_BACKOFF_S`) while the broker or database fails."""
+        with self.store.wakes(self.wake):
+            await self._loop()
+
+    async def _loop(self) -> NoReturn:
+        backoff = RETRY_S
         while True:
             self._woken.clear()  # a wake-up from now on finds the rows this batch may miss
             try:
-                sent = await self.relay_once()
+                sent = await self._relay_batch()
             except Exception as error:  # the broker, the database, anything: never the loop's end
                 log.warning("outbox relay: %s; again in %.1f s", type(error).__name__, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(MAX_BACKOFF_S, backoff * 2)
                 continue
-            backoff = self.poll_s
-            if sent < self.batch:
+            backoff = RETRY_S
+            if sent is None:  # another process's relay has the rows (or its own idle look)
+                await asyncio.sleep(RETRY_S)
+            elif sent < self.batch:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._woken.wait(), self.poll_s)
 

@@ -209,7 +209,11 @@ class Settings(BaseSettings):
 
     # The outbox relay (every process that writes outbox rows; infra/outbox.py)
     outbox_poll_s: float = Field(
-        default=0.2, gt=0, le=60, description="Seconds between looks at the outbox when it is empty."
+        default=2.0,
+        gt=0,
+        le=60,
+        description="Seconds between looks at the outbox when it is empty (a fallback: a commit that "
+        "writes to it wakes its own process's relay).",
     )
 
     # Video-call flows (notifier)

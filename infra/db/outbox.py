@@ -1,17 +1,23 @@
 """The outbox table (``outbox``): messages written in the transaction of the state change they
 follow (:func:`stage`), read and marked by the relay (infra/outbox.py), forgotten once sent
-(infra/housekeeping.py)."""
+(infra/housekeeping.py).
+
+A transaction that staged messages wakes, once it has committed, the relays of its own process
+on the same database (:meth:`SqlOutbox.wakes`): every writer's rows go out at once, whichever
+repository wrote them, and the relay's idle poll is only the fallback (rows of a process that
+died, a wake-up that found another process's relay holding the lock)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
-from sqlalchemy import Update, delete, func, select, text, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import Engine, Update, delete, event, func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from domain.outgoing import Outgoing
 from infra.db.errors import translate_errors
@@ -23,11 +29,18 @@ __all__ = ["RELAY_LOCK_KEY", "Pending", "SqlOutbox", "stage"]
 RELAY_LOCK_KEY: Final = 0x6F757462  # "outb"
 #: How long a relay's batch transaction may sit idle (publishing) before Postgres ends it.
 _IDLE_LIMIT: Final = "SET LOCAL idle_in_transaction_session_timeout = '60s'"
+#: ``Session.info`` key: this transaction staged messages (its commit wakes the relays).
+_STAGED: Final = "faceproof.outbox.staged"
+#: The wake-ups of this process's running relays, by the database engine they read.
+_WAKES: dict[Engine, list[Callable[[], None]]] = {}
 
 
 def stage(session: AsyncSession, *messages: Outgoing) -> None:
     """Write ``messages`` to the outbox in ``session``'s transaction (after the state change, so
-    that one subject's messages get ids in the order of its changes)."""
+    that one subject's messages get ids in the order of its changes); its commit wakes this
+    process's relays of the same database."""
+    if messages:
+        session.info[_STAGED] = True
     now = utc_now()
     for message in messages:
         session.add(
@@ -43,6 +56,18 @@ def stage(session: AsyncSession, *messages: Outgoing) -> None:
                 attempts=0,
             )
         )
+
+
+@event.listens_for(Session, "after_commit")
+def _wake_relays(session: Session) -> None:
+    if session.info.pop(_STAGED, False) and isinstance(bind := session.get_bind(), Engine):
+        for wake in _WAKES.get(bind, ()):
+            wake()
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_staged(session: Session) -> None:
+    session.info.pop(_STAGED, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +117,21 @@ class SqlOutbox:
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
+
+    @contextmanager
+    def wakes(self, wake: Callable[[], None]) -> Iterator[None]:
+        """While the block runs, ``wake()`` after each commit in this process that staged
+        messages on this database (whichever session factory of its engine made the session)."""
+        bind: AsyncEngine = self._sessions.kw["bind"]
+        engine = bind.sync_engine
+        wakes = _WAKES.setdefault(engine, [])
+        wakes.append(wake)
+        try:
+            yield
+        finally:
+            wakes.remove(wake)
+            if not wakes:
+                del _WAKES[engine]
 
     @asynccontextmanager
     async def batch(self, limit: int) -> AsyncIterator[_SqlBatch | None]:

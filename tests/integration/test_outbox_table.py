@@ -1,11 +1,13 @@
 """The outbox table on PostgreSQL and SQLite (infra/db/outbox.py) under the relay (infra/outbox.py):
 rows committed with their transaction only, published oldest first, marked sent once confirmed,
 a failed one kept with its attempt count and nothing after it sent, sent rows forgotten by the
-purge, and on PostgreSQL one relay at a time (the advisory lock). The broker side is a recorder:
+purge, on PostgreSQL one relay at a time (the advisory lock), and a commit that wrote rows waking
+its process's relay at once. The broker side is a recorder:
 the real broker is in tests/integration/test_outbox.py."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -111,6 +113,26 @@ async def test_sent_rows_are_forgotten_and_unsent_ones_kept(engine: AsyncEngine)
     assert await outbox.messages(f"{tag}-sent") == []
     [kept] = await outbox.messages(f"{tag}-unsent")
     assert kept.routing_key == EventKey.SESSION_FINISHED
+
+
+async def test_a_commit_that_wrote_rows_wakes_this_process_relay_at_once(engine: AsyncEngine) -> None:
+    """The writer's session factory is not the relay's (as in the gateway: the repositories' and
+    the relay's), only the engine is shared; the relay's idle poll is a minute away."""
+    tag = uuid.uuid4().hex[:8]
+    outbox = SqlOutbox(session_factory(engine))
+    recorder = Recorder()
+    writers = session_factory(engine)
+    async with OutboxRelay(outbox, recorder, poll_s=60.0).running():
+        async with asyncio.timeout(10):
+            while await outbox.unsent():  # noqa: ASYNC110 - the relay's first look sends what other tests left
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(0.1)  # idle now, until a wake-up or the poll
+        async with writers.begin() as session:
+            stage(session, _finished(tag))
+        async with asyncio.timeout(5):
+            while tag not in recorder.sent:  # noqa: ASYNC110 - the relay runs in the background
+                await asyncio.sleep(0.02)
+    assert await outbox.unsent() == 0
 
 
 async def test_one_relay_at_a_time_on_postgres(postgres_url: str) -> None:

@@ -6,8 +6,8 @@ was confirmed before a crash is sent again with the same message id."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 
 import pytest
@@ -50,6 +50,7 @@ class FakeOutbox:
         self.sent_ids: set[int] = set()
         self.attempts: dict[int, int] = {}
         self.locked = False
+        self.wakes_on_commit: list[Callable[[], None]] = []
 
     @asynccontextmanager
     async def batch(self, limit: int) -> AsyncIterator[FakeBatch | None]:
@@ -64,7 +65,18 @@ class FakeOutbox:
             self.attempts[row_id] = self.attempts.get(row_id, 0) + 1
 
     def add(self, message: Outgoing) -> None:
+        """A row committed by a writer of this process: it wakes the running relays."""
         self.rows[max(self.rows, default=0) + 1] = message
+        for wake in self.wakes_on_commit:
+            wake()
+
+    @contextmanager
+    def wakes(self, wake: Callable[[], None]) -> Iterator[None]:
+        self.wakes_on_commit.append(wake)
+        try:
+            yield
+        finally:
+            self.wakes_on_commit.remove(wake)
 
 
 class FakeBroker:
@@ -187,14 +199,47 @@ async def test_the_relay_loop_outlives_failures_and_catches_up() -> None:
     assert outbox.attempts == {1: 3}
 
 
-async def test_a_wake_up_relays_at_once_not_at_the_next_poll() -> None:
+async def test_a_commit_of_this_process_relays_at_once_not_at_the_next_poll() -> None:
     outbox = FakeOutbox([])
     broker = FakeBroker()
     relay = OutboxRelay(outbox, broker, poll_s=60.0)
     async with relay.running():
         await asyncio.sleep(0.05)  # idle: the next poll is a minute away
-        outbox.add(_finished("s0"))  # a writer of this process committed a row
+        outbox.add(_finished("s0"))  # a writer of this process committed a row: the store wakes it
+        async with asyncio.timeout(5):
+            while not broker.received:  # noqa: ASYNC110 - the relay runs in the background
+                await asyncio.sleep(0.01)
+    assert _ids(broker.received) == ["s0"]
+    assert outbox.wakes_on_commit == []  # a stopped relay is no longer woken
+
+
+async def test_a_wake_up_by_hand_relays_at_once() -> None:
+    outbox = FakeOutbox([])
+    broker = FakeBroker()
+    relay = OutboxRelay(outbox, broker, poll_s=60.0)
+    async with relay.running():
+        await asyncio.sleep(0.05)
+        outbox.rows[1] = _finished("s0")  # written by something the store does not see commit
         relay.wake()
+        async with asyncio.timeout(5):
+            while not broker.received:  # noqa: ASYNC110 - the relay runs in the background
+                await asyncio.sleep(0.01)
+    assert _ids(broker.received) == ["s0"]
+
+
+async def test_a_wake_up_that_finds_the_lock_taken_tries_again_soon_not_at_the_next_poll() -> None:
+    """Another process's relay held the lock (its own idle look, say): the rows go out a retry
+    later, not a poll later."""
+    outbox = FakeOutbox([])
+    broker = FakeBroker()
+    relay = OutboxRelay(outbox, broker, poll_s=60.0)
+    async with relay.running():
+        await asyncio.sleep(0.05)
+        outbox.locked = True
+        outbox.add(_finished("s0"))
+        await asyncio.sleep(0.05)  # the woken batch found the lock taken
+        assert broker.received == []
+        outbox.locked = False
         async with asyncio.timeout(5):
             while not broker.received:  # noqa: ASYNC110 - the relay runs in the background
                 await asyncio.sleep(0.01)
