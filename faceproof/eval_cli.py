@@ -459,6 +459,7 @@ def liveness(
     from faceproof.evaluation.liveness import default_manifest, read_manifest, write_manifest
     from faces.errors import FaceError
 
+    conditions = _unready(unready)
     if (manifest is None) == (shared_data is None):
         _fail("give either --manifest CSV or --shared-data DIR")
     if write_manifest_to is not None:
@@ -497,7 +498,7 @@ def liveness(
                 threads,
                 cooperating=cooperating,
                 prechecks=not no_prechecks,
-                unready=_unready(unready),
+                unready=conditions,
                 unready_seconds=unready_seconds,
             )
         except (FaceError, OSError, ValueError) as exc:

@@ -25,6 +25,7 @@ from faceproof.testing.scripted_subject import (
     ScriptedSubject,
     fit_frame,
 )
+from faceproof.testing.unready import Unready, unready_prefix
 from services.liveness.challenges import (
     DEFAULT_THRESHOLDS,
     Challenge,
@@ -169,3 +170,29 @@ def test_a_recorded_session_passes_its_challenges() -> None:
     assert session.challenges[0].played[0].startswith("annotated")
     assert session.decision.is_live and session.decision.confidence >= 50
     assert session.frames < 2 * 6 * WORKER_FPS
+
+
+@pytest.mark.parametrize("condition", [Unready.CUT_OFF, Unready.DARK])
+def test_a_subject_who_starts_unready_waits_with_the_prechecks_and_fails_without(condition: Unready) -> None:
+    """liveportrait_d0 starting 2.5 s unready (its own first frames), then blinking as asked: with
+    the worker's pre-checks the session names the problem, waits, then starts BLINK (live);
+    without them BLINK starts on the unready frames: a cut-off face fails the gate at once, a dark
+    one leaves less of the 6 s to answer (and its anti-spoofing scores count)."""
+    subject = d0_subject()
+    box = subject.rehearsal()[0].detected.box
+    assert box is not None
+    lead_in = unready_prefix(subject.media.frames, box, condition, round(2.5 * WORKER_FPS))
+    blink = [Challenge(ChallengeType.BLINK)]
+    guided = run_session(subject, blink, models(), lead_in=lead_in)
+    problem = {Unready.CUT_OFF: "FACE_OUT_OF_FRAME", Unready.DARK: "TOO_DARK"}[condition]
+    assert guided.guidance[0] == (0.0, (problem,)) and guided.guidance[-1][1] == ()
+    assert guided.started_s is not None and 2.5 < guided.started_s < 3.5
+    assert guided.decision.is_live, guided.decision
+    assert guided.challenges[0].seconds is not None and guided.challenges[0].seconds < 2.0
+    plain = run_session(subject, blink, models(), readiness=None, lead_in=lead_in)
+    assert plain.started_s == 0.0 and plain.guidance == ()
+    if condition is Unready.CUT_OFF:
+        assert plain.decision.reasons == ("FACE_OUT_OF_FRAME",)
+    else:
+        assert plain.challenges[0].seconds is not None and plain.challenges[0].seconds > 2.5
+        assert min(plain.spoof_scores) < min(guided.spoof_scores)
