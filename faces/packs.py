@@ -22,7 +22,7 @@ from faces.embedding import ArcFaceEmbedder, Embedder, MobileFaceNetEmbedder, Sf
 from faces.errors import ModelError
 from faces.opencv_runtime import OpenCvModel
 from faces.pipeline import FacePipeline, ModelInfo, PipelineInfo
-from faces.runtime import Model, OnnxModel
+from faces.runtime import CPU, Model, OnnxModel, select_providers
 
 __all__ = [
     "BUILTIN_PACKS",
@@ -275,8 +275,10 @@ _CPU_LOADERS: Final[Mapping[str, Callable[[Path, int], Model]]] = {
 
 
 def embedder_model(path: Path, architecture: str, *, prefer_gpu: bool = False, threads: int = 0) -> Model:
-    """The embedder's model on its runtime: see :data:`CPU_EMBEDDER_RUNTIMES`."""
-    if not prefer_gpu:
+    """The embedder's model on its runtime: see :data:`CPU_EMBEDDER_RUNTIMES`. A GPU preferred where
+    onnxruntime has none (the services' default, ``FACEPROOF_PREFER_GPU``) still runs on the CPU: the
+    faster CPU runtime then."""
+    if select_providers(prefer_gpu) == [CPU]:
         for runtime in CPU_EMBEDDER_RUNTIMES.get(architecture, ()):
             try:
                 return _CPU_LOADERS[runtime](path, threads)

@@ -78,8 +78,9 @@ def test_sface_runs_on_openvino_then_opencv_then_onnxruntime(
     assert load_pack("permissive", installed, threads=1).info.providers == (CPU, OPENVINO)
     # the int8bq file (what ../shared/models holds): OpenVINO cannot read it, OpenCV runs it
     assert load_pack("permissive", MODELS_DIR, threads=1).info.providers == (CPU, OPENCV)
-    # with a GPU preferred, onnxruntime runs every model (here, without a GPU, on its CPU provider)
-    assert load_pack("permissive", installed, threads=1, prefer_gpu=True).info.providers == (CPU,)
+    # a GPU preferred (the services' default, FACEPROOF_PREFER_GPU) where onnxruntime has none: the
+    # same CPU runtimes (tests/unit/test_faces_runtime_gpu_fallback.py: onnxruntime claiming a GPU)
+    assert load_pack("permissive", installed, threads=1, prefer_gpu=True).info.providers == (CPU, OPENVINO)
 
     # where openvino is not installed, OpenCV runs the folded file: the same embeddings
     monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` raises ImportError
