@@ -117,6 +117,13 @@ def bench_compare(
             help="py-spy the gateway and matchers during the load into DIR; top items in the result"
         ),
     ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="A database the bench may migrate and write, e.g. a fresh PostgreSQL one as deployed "
+            "(default: a fresh SQLite file)"
+        ),
+    ] = None,
 ) -> None:
     """End-to-end POST /v1/compare p50/p95/p99 and requests/s, and the overhead over in-process compare."""
     from faceproof.bench.compare import CompareBench, default_pairs, run_compare_bench
@@ -146,6 +153,7 @@ def bench_compare(
                 matcher_concurrency=matcher_concurrency or settings.matcher_concurrency,
                 profile_dir=profile,
                 inprocess_rounds=inprocess_rounds,
+                database_url=database_url,
             ),
             warn=lambda message: typer.echo(f"warning: {message}", err=True),
         )
@@ -342,5 +350,61 @@ def bench_liveness_step(
             )
         )
     except (BenchError, FaceError) as error:
+        raise _fail(error) from None
+    _print(result, as_json)
+
+
+@bench_app.command("liveness-capacity")
+def bench_liveness_capacity(
+    as_json: JsonOption = False,
+    sessions: Annotated[
+        list[int] | None,
+        typer.Option("--sessions", min=1, help="Concurrent sessions (repeatable; default 1 2 4 6 8 10 12)"),
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Liveness worker processes to start")] = 1,
+    video: Annotated[
+        Path | None,
+        typer.Option(help="The subjects' video (default ../shared/data/video/liveportrait_d3.mp4)"),
+    ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="A database the bench may migrate and write (default: a fresh SQLite file)"),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option(min=1, help="Seconds a level may take; sessions undecided by then count so")
+    ] = 60.0,
+    warmup: Annotated[bool, typer.Option(help="Run one session to its decision first (not reported)")] = True,
+    profile: Annotated[
+        Path | None, typer.Option(help="py-spy the liveness worker(s) during the sweep into DIR")
+    ] = None,
+    pack: PackOption = None,
+    models_dir: ModelsDirOption = None,
+) -> None:
+    """Concurrent liveness sessions at 8 fps against the real liveness worker: per N, frames analysed
+    per second per session, capture-to-analysis lag, last challenge frame to LivenessDecided
+    (p50/p95/max), decisions, worker CPU; the largest N at 8 fps with decisions within 300 ms (p95)."""
+    from faceproof.bench.capacity import CapacityBench, run_capacity_bench
+    from faceproof.bench.environment import BenchError, data_dir
+    from faceproof.bench.environment import models_dir as resolve_models
+    from infra.settings import load_settings
+
+    settings = load_settings()
+    try:
+        result = run_capacity_bench(
+            CapacityBench(
+                models_dir=resolve_models(models_dir, settings),
+                broker_url=settings.broker_url,
+                video=video or data_dir() / "video" / "liveportrait_d3.mp4",
+                sessions=tuple(sessions) if sessions else (1, 2, 4, 6, 8, 10, 12),
+                workers=workers,
+                pack=pack or settings.model_pack,
+                database_url=database_url,
+                timeout_s=timeout,
+                warmup=warmup,
+                profile_dir=profile,
+            ),
+            warn=lambda message: typer.echo(f"warning: {message}", err=True),
+        )
+    except BenchError as error:
         raise _fail(error) from None
     _print(result, as_json)

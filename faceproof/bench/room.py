@@ -22,24 +22,22 @@ repeat:
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import os
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
-import aio_pika
 import cv2
 import httpx
 import numpy as np
 import numpy.typing as npt
 
-from contracts.documents import SessionSettingsDocument
 from faceproof.bench.environment import BenchError, machine_info
+from faceproof.bench.liveness_flow import listening, replay_stored
 from faceproof.bench.stack import Stack, StackConfig, running_stack
 from faceproof.testing.annotate import load_video_segments
 from faceproof.testing.mediasoup_room import MediasoupRoom, RoomSubject, room_server_ready, run_bounded
@@ -50,10 +48,6 @@ from infra.db.engine import create_engine, session_factory
 from infra.db.liveness import LivenessRepository
 from infra.safe_fetch import FetchPolicy
 from services.liveness.analysis import FrameAnalyzer
-from services.liveness.challenges import Challenge
-from services.liveness.handlers import session_readiness, to_replay_frame
-from services.liveness.readiness import DEFAULT_READINESS
-from services.liveness.replay import replay
 
 __all__ = ["RoomBench", "read_stamp", "run_room_bench", "stamp"]
 
@@ -164,8 +158,9 @@ async def _one(
     stack: Stack, bench: RoomBench, subject: StampedSource, media: Media, threshold: float, repeat: int
 ) -> dict[str, Any]:
     flow = _Flow()
-    async with MediasoupRoom() as room, _events(stack, flow, OnScreen(subject)) as listening:
-        await listening
+    on_screen = OnScreen(subject)
+    keys = ("challenge.issued", "frame.captured", "liveness.decided")
+    async with MediasoupRoom() as room, listening(stack.vhost.url, keys, partial(_on_event, flow, on_screen)):
         room_id = f"bench-{repeat}"
         async with httpx.AsyncClient(
             base_url=stack.url, headers={"Authorization": f"Bearer {stack.token}"}
@@ -197,34 +192,6 @@ async def _one(
     return await _measure(stack, flow, subject, media, threshold)
 
 
-@contextlib.asynccontextmanager
-async def _events(stack: Stack, flow: _Flow, subject: OnScreen) -> Any:
-    """Consume challenge.issued (the script follows it), frame.captured and liveness.decided."""
-    ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    async def consume() -> None:
-        connection = await aio_pika.connect_robust(stack.vhost.url)
-        async with connection:
-            channel = await connection.channel()
-            events = await channel.get_exchange("faceproof.events", ensure=False)
-            queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-            for key in ("challenge.issued", "frame.captured", "liveness.decided"):
-                await queue.bind(events, routing_key=key)
-            ready.set_result(None)
-            async with queue.iterator() as messages:
-                async for message in messages:
-                    async with message.process():
-                        _on_event(flow, subject, message.routing_key or "", json.loads(message.body))
-
-    task = asyncio.ensure_future(consume())
-    try:
-        yield ready
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
 def _on_event(flow: _Flow, subject: OnScreen, key: str, body: dict[str, Any]) -> None:
     if not flow.session_id or body.get("session_id") != flow.session_id:
         return
@@ -242,33 +209,24 @@ async def _measure(
 ) -> dict[str, Any]:
     assert flow.decided_at is not None and flow.decided is not None
     root = stack.logs.parent / "data"
-    engine = create_engine(f"sqlite+aiosqlite:///{root / 'faceproof.db'}")
+    engine = create_engine(stack.database_url)
     try:
-        states = LivenessRepository(session_factory(engine))
-        state = await states.get(flow.session_id)
-        stored = await states.frames_from(flow.session_id, 0)
+        replayed = await replay_stored(
+            LivenessRepository(session_factory(engine)), flow.session_id, identity_threshold=threshold
+        )
     finally:
         await engine.dispose()
-    if state is None or not stored or not flow.frames:
+    if replayed is None or not flow.frames:
         raise BenchError("the session left no liveness state or frames")
     span = max(flow.decided_at - flow.frames[0], 1e-6)
     row: dict[str, Any] = {
         "is_live": bool(flow.decided["is_live"]),
         "reasons": list(flow.decided.get("reasons") or []),
         "stored_fps": round(len(flow.frames) / span, 2),
-        "analysed_fps": round(len(stored) / span, 2),
+        "analysed_fps": round(replayed.stored / span, 2),
         "decision_ms": None,
     }
-    frames = [to_replay_frame(f, state.started_at) for f in stored]
-    challenges = [Challenge(c.type, c.target) for c in state.challenges]
-    result = replay(
-        challenges,
-        frames,
-        identity_threshold=threshold,
-        readiness=session_readiness(SessionSettingsDocument(), DEFAULT_READINESS),
-    )
-    last = result.verdicts[-1] if result.verdicts else None
-    passing = next((f for f in frames if last is not None and f.t == last.decided_at), None)
+    passing = replayed.deciding
     if passing is None:
         return row
     image = cv2.imread(str(root / "objects" / passing.storage_key), cv2.IMREAD_COLOR)

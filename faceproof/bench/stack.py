@@ -135,12 +135,15 @@ class StackConfig:
     pack: str | None = None
     extra_env: Mapping[str, str] = field(default_factory=dict)
     ready_timeout_s: float = 120.0
-    #: Other workers to start beside the matchers (``faceproof worker NAME``), e.g. the call agent.
+    #: Other workers to start beside the matchers (``faceproof worker NAME``), e.g. the call agent;
+    #: a name given more than once starts that many (``NAME-1``, ``NAME-2``...).
     other_workers: tuple[str, ...] = ()
     #: A database of the caller's (migrated here); None: a temporary SQLite file.
     database_url: str | None = None
     #: False: the broker URL's own virtual host (a private broker: nobody else uses it).
     own_vhost: bool = True
+    #: False: no gateway (and ``workers`` may be 0): only the workers, e.g. the liveness worker alone.
+    gateway: bool = True
 
 
 @dataclass
@@ -151,6 +154,8 @@ class Stack:
     workers: int
     logs: Path
     processes: dict[str, subprocess.Popen[bytes]]
+    #: The database every process of the stack uses (migrated).
+    database_url: str = ""
 
     def log_tail(self, chars: int = 2000) -> str:
         return "\n".join(
@@ -203,6 +208,8 @@ def _stop(processes: Mapping[str, subprocess.Popen[bytes]]) -> None:
 
 
 def _wait_ready(stack: Stack, timeout_s: float) -> None:
+    if not stack.url:
+        return  # no gateway: the caller waits for its workers (e.g. with queue_consumers)
     deadline = time.monotonic() + timeout_s
     with httpx.Client(timeout=3, trust_env=False) as client:
         while time.monotonic() < deadline:
@@ -230,7 +237,7 @@ def _wait_ready(stack: Stack, timeout_s: float) -> None:
 def running_stack(config: StackConfig, warn: Warn) -> Iterator[Stack]:
     """Migrate a fresh SQLite database (or ``database_url``), start the gateway and ``workers`` matchers
     (and ``other_workers``), yield, stop them all."""
-    if config.workers < 1:
+    if config.workers < (1 if config.gateway else 0):
         raise BenchError("--workers must be at least 1")
     vhosts = (
         rabbit_vhost(config.broker_url, warn)
@@ -243,12 +250,12 @@ def running_stack(config: StackConfig, warn: Warn) -> Iterator[Stack]:
         logs.mkdir()
         port = free_port()
         token = secrets.token_urlsafe(24)
+        database_url = config.database_url or f"sqlite+aiosqlite:///{root / 'data' / 'faceproof.db'}"
         env = {
             **os.environ,
             **config.extra_env,
             "FACEPROOF_DATA_DIR": str(root / "data"),
-            "FACEPROOF_DATABASE_URL": config.database_url
-            or f"sqlite+aiosqlite:///{root / 'data' / 'faceproof.db'}",
+            "FACEPROOF_DATABASE_URL": database_url,
             "FACEPROOF_STORAGE_URL": (root / "data" / "objects").as_uri(),
             "FACEPROOF_BROKER_URL": vhost.url,
             "FACEPROOF_MODELS_DIR": str(config.models_dir),
@@ -272,20 +279,23 @@ def running_stack(config: StackConfig, warn: Warn) -> Iterator[Stack]:
             raise BenchError(f"`faceproof db upgrade` failed:\n{migrated.stderr[-2000:]}")
         processes: dict[str, subprocess.Popen[bytes]] = {}
         try:
-            processes["gateway"] = _start("gateway", ["gateway"], env, logs)
+            if config.gateway:
+                processes["gateway"] = _start("gateway", ["gateway"], env, logs)
             for index in range(config.workers):
                 processes[f"matcher-{index + 1}"] = _start(
                     f"matcher-{index + 1}", ["worker", "matcher"], env, logs
                 )
-            for name in config.other_workers:
-                processes[name] = _start(name, ["worker", name], env, logs)
+            for index, name in enumerate(config.other_workers):
+                label = name if config.other_workers.count(name) == 1 else f"{name}-{index + 1}"
+                processes[label] = _start(label, ["worker", name], env, logs)
             stack = Stack(
-                url=f"http://127.0.0.1:{port}",
+                url=f"http://127.0.0.1:{port}" if config.gateway else "",
                 token=token,
                 vhost=vhost,
                 workers=config.workers,
                 logs=logs,
                 processes=processes,
+                database_url=database_url,
             )
             _wait_ready(stack, config.ready_timeout_s)
             yield stack

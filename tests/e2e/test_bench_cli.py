@@ -1,4 +1,5 @@
-"""`faceproof bench matcher` and `faceproof bench compare` run end to end, quickly (smoke, not numbers).
+"""`faceproof bench matcher`, `compare` and `liveness-capacity` run end to end, quickly (smoke,
+not numbers).
 
 `bench peers` is not run here: it installs a virtual environment of its own.
 """
@@ -80,3 +81,17 @@ def test_bench_compare_runs_its_own_stack_and_stops_it(tmp_path: Path) -> None:
             ["rabbitmqctl", "-q", "list_vhosts"], capture_output=True, text=True, timeout=60, check=True
         ).stdout
         assert vhost not in listing.split()
+
+
+def test_bench_liveness_capacity_decides_sessions_against_the_real_worker() -> None:
+    result = bench("liveness-capacity", "--sessions", "1", "--no-warmup", "--timeout", "20", timeout=120)
+    level = result["levels"]["1"]
+    assert level["sessions"] == level["decided"] == 1
+    assert level["analysed_fps"]["min"] > 0
+    assert level["published_fps"]["min"] > 0
+    assert 0 < level["lag_ms"]["p50"] <= level["lag_ms"]["p95"] <= level["lag_ms"]["max"]
+    assert level["decision_ms"]["n"] == 1 and level["decision_ms"]["max"] > 0
+    assert level["worker_cpu_s"] > 0 and level["cpu_ms_per_frame"] > 0
+    assert result["capacity"] in (None, 1)
+    assert result["capacity"] == (1 if level["meets_target"] else None)
+    assert result["target_met"] is False  # one session cannot show eight
