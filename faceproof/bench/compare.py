@@ -12,7 +12,8 @@ in-process baseline has no queueing); at higher concurrency it includes waiting 
 
 CPU time is counted too, because wall-clock times on a shared machine depend on what else runs:
 ``stack_cpu_ms_per_request`` (gateway + matcher processes, from ``/proc``; RabbitMQ's own CPU is
-not included) over ``inprocess_cpu_ms_per_compare`` is the ``cpu_overhead_ratio``, and
+not included) over ``inprocess_cpu_ms_per_compare`` is the ``cpu_overhead_ratio``,
+``gateway_cpu_ms_per_request`` is the gateway's part of it (all plumbing: no model runs there), and
 ``load_client_cpu_ms_per_request`` is what the load generator itself used. With ``--profile DIR``,
 py-spy samples the gateway and every matcher during the load (:mod:`faceproof.bench.profile`);
 the result's ``profile`` holds each process's top items.
@@ -31,8 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from sqlalchemy.engine import make_url
+
 from contracts.values import ImageData
-from faceproof.bench.environment import BenchError, machine_info
+from faceproof.bench.environment import BenchError, machine_info, process_cpu_s
 from faceproof.bench.load import LoadResult, check_local_url, drive_load
 from faceproof.bench.profile import sampling, top_items
 from faceproof.bench.stack import StackConfig, running_stack, terminate_on_sigterm
@@ -76,6 +79,9 @@ class CompareBench:
     warmup_requests: int | None = None
     #: py-spy the stack's processes during the load into this folder (``--profile``).
     profile_dir: Path | None = None
+    #: The stack's database (``--database-url``: one the bench may migrate and write, such as a
+    #: fresh PostgreSQL database, as deployed); None: a temporary SQLite file.
+    database_url: str | None = None
 
 
 def default_pairs(data_dir: Path, count: int = DEFAULT_PAIRS) -> list[ImagePair]:
@@ -101,6 +107,11 @@ def overhead_ratio(end_to_end_p50_ms: float, inprocess_p50_ms: float) -> float:
     if inprocess_p50_ms <= 0:
         raise ValueError("the in-process p50 must be positive")
     return round(end_to_end_p50_ms / inprocess_p50_ms, 3)
+
+
+def database_backend(database_url: str | None) -> str:
+    """The stack's database as the result names it (never the URL: it may hold a password)."""
+    return "sqlite" if database_url is None else make_url(database_url).get_backend_name()
 
 
 def matcher_settings(config: CompareBench) -> Settings:
@@ -183,6 +194,7 @@ def _measure(
     logs: Callable[[], str],
     stack_cpu_s: Callable[[], float | None] = lambda: None,
     profiled: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext,
+    gateway_cpu_s: Callable[[], float | None] = lambda: None,
 ) -> dict[str, Any]:
     bodies = [compare_body(source, target) for source, target in images]
     warm = config.warmup_requests or max(len(bodies), 2 * config.workers * config.matcher_concurrency)
@@ -199,6 +211,7 @@ def _measure(
     _check_warm_up(warm_up, logs)
     inprocess = asyncio.run(_inprocess_handler(config, images))
     stack_cpu_before, client_cpu_before = stack_cpu_s(), time.process_time()
+    gateway_cpu_before = gateway_cpu_s()
     with profiled():
         load = asyncio.run(
             drive_load(
@@ -213,11 +226,15 @@ def _measure(
     if not load.latencies_s:
         raise BenchError(f"no request succeeded ({dict(load.errors)}); logs:\n{logs()}")
     stack_cpu_after, client_cpu_s = stack_cpu_s(), time.process_time() - client_cpu_before
+    gateway_cpu_after = gateway_cpu_s()
     end_to_end = ms_summary(load.latencies_s)
     ok = len(load.latencies_s)
     stack_cpu_ms: float | None = None
     if stack_cpu_before is not None and stack_cpu_after is not None:
         stack_cpu_ms = round((stack_cpu_after - stack_cpu_before) * 1000.0 / ok, 3)
+    gateway_cpu_ms: float | None = None
+    if gateway_cpu_before is not None and gateway_cpu_after is not None:
+        gateway_cpu_ms = round((gateway_cpu_after - gateway_cpu_before) * 1000.0 / ok, 3)
     return {
         "p50_ms": end_to_end["p50"],
         "p95_ms": end_to_end["p95"],
@@ -234,6 +251,7 @@ def _measure(
         "cpu_overhead_ratio": None
         if stack_cpu_ms is None or inprocess["cpu_ms"] <= 0
         else round(stack_cpu_ms / inprocess["cpu_ms"], 3),
+        "gateway_cpu_ms_per_request": gateway_cpu_ms,
         "load_client_cpu_ms_per_request": round(client_cpu_s * 1000.0 / ok, 3),
         "requests": load.requests,
         "ok": len(load.latencies_s),
@@ -266,6 +284,7 @@ def run_compare_bench(config: CompareBench, warn: Warn) -> dict[str, Any]:
         "pairs": len(images),
         "inference_threads": config.inference_threads,
         "matcher_concurrency": config.matcher_concurrency,
+        "database": None if config.url is not None else database_backend(config.database_url),
         "machine": machine,
     }
     with terminate_on_sigterm():
@@ -284,11 +303,20 @@ def run_compare_bench(config: CompareBench, warn: Warn) -> dict[str, Any]:
                     "FACEPROOF_MATCHER_CONCURRENCY": str(config.matcher_concurrency),
                     "FACEPROOF_MAX_TARGET_FACES": str(config.max_target_faces),
                 },
+                database_url=config.database_url,
             )
             with running_stack(stack_config, warn) as stack:
                 profiled = _profiler(config.profile_dir, {name: p.pid for name, p in stack.processes.items()})
+                gateway = stack.processes["gateway"].pid
                 measured = _measure(
-                    config, stack.url, stack.token, images, stack.log_tail, stack.cpu_seconds, profiled
+                    config,
+                    stack.url,
+                    stack.token,
+                    images,
+                    stack.log_tail,
+                    stack.cpu_seconds,
+                    profiled,
+                    lambda: process_cpu_s(gateway),
                 )
                 stack.check_alive()
                 header["vhost"] = stack.vhost.name or "(broker URL's own)"
