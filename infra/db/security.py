@@ -2,16 +2,24 @@
 and failed liveness sessions (the lockout's memory). The rules are ``domain.limits``'s (the bucket,
 the quota's month, the lockout window); this module applies their decisions.
 
-The bucket is taken with a row lock (``SELECT ... FOR UPDATE`` on Postgres) and written back with a
-compare-and-set on ``updated_at``, so it is atomic on Postgres and on SQLite alike (a lost race is
-retried). The usage counter is one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE requests < quota
-RETURNING`` statement: it never counts past the quota.
+The bucket is written with a compare-and-set: ``UPDATE ... WHERE tokens = :old AND updated_at =
+:old``, the new values computed by ``domain.limits.take_token`` from the old ones. The old ones are
+those this process wrote last, so while this replica is the bucket's only user a request costs that
+one statement (and the month's count); when another replica (or the purge) changed the row, the
+update matches nothing and the take is retried from the row read under a row lock (``SELECT ...
+FOR UPDATE`` on Postgres; inserted full when missing). This process's takes of one bucket go one at
+a time. So it is atomic on Postgres and on SQLite alike, and replicas share one bucket. The usage
+counter is one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE requests < quota RETURNING`` statement,
+in the bucket's transaction: it never counts past the quota.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, insert, or_, select, update
@@ -35,6 +43,9 @@ from infra.db.tables import ApiClientRow, LivenessFailureRow, RateBucketRow, Usa
 __all__ = ["ClientUsage", "LivenessFailures", "RateLimitRepository", "failure_rows"]
 
 _CAS_ATTEMPTS = 8
+#: Buckets remembered per process (a bucket per API client, per session and the static token's);
+#: past this the memory starts afresh (a forgotten bucket costs one locked read).
+_KNOWN_BUCKETS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,24 +76,73 @@ def _upsert(session: AsyncSession) -> Any:
     return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """A bucket's row as this process last wrote it."""
+
+    tokens: float
+    updated_at: datetime
+
+
+_Taken = tuple[RateDecision, _Known]
+
+
+@dataclass(slots=True)
+class _KeyLock:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
 class RateLimitRepository:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
+        #: The buckets this process wrote last, by client key (bounded: :data:`_KNOWN_BUCKETS`).
+        self._known: dict[str, _Known] = {}
+        self._locks: dict[str, _KeyLock] = {}
 
     async def take(self, client_key: str, limits: Limits, now: datetime) -> RateDecision:
         """Take one token from ``client_key``'s bucket and count one request against its quota."""
         with translate_errors():
-            for _ in range(_CAS_ATTEMPTS):
-                decision = await self._try_take(client_key, limits, now)
-                if decision is not None:
-                    return decision
+            async with self._one_at_a_time(client_key):
+                known = self._known.pop(client_key, None)
+                taken = None if known is None else await self._take_known(client_key, known, limits, now)
+                for _ in range(_CAS_ATTEMPTS):
+                    if taken is not None:  # committed
+                        decision, self._known[client_key] = taken
+                        if len(self._known) > _KNOWN_BUCKETS:
+                            self._known.clear()
+                        return decision
+                    taken = await self._take_read(client_key, limits, now)
         raise RuntimeError(f"rate bucket {client_key} kept changing")
 
-    async def _try_take(self, client_key: str, limits: Limits, now: datetime) -> RateDecision | None:
+    @asynccontextmanager
+    async def _one_at_a_time(self, client_key: str) -> AsyncIterator[None]:
+        """This process's takes of one bucket in turn: they would only beat each other's
+        compare-and-set (the other replicas' takes are what a compare-and-set can lose to)."""
+        entry = self._locks.setdefault(client_key, _KeyLock())
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if not entry.users:
+                del self._locks[client_key]
+
+    async def _take_known(
+        self, client_key: str, known: _Known, limits: Limits, now: datetime
+    ) -> _Taken | None:
+        """The common case, one statement (two with a quota): the compare-and-set from the row
+        this process wrote last; ``None`` when the row changed since (another replica, the purge)."""
         async with self._sessions.begin() as session:
-            insert_ = _upsert(session)
+            return await self._write(session, client_key, known, limits, now)
+
+    async def _take_read(self, client_key: str, limits: Limits, now: datetime) -> _Taken | None:
+        """The row read under a row lock (``SELECT ... FOR UPDATE`` on Postgres), inserted full when
+        missing, then the compare-and-set; ``None`` when it still lost (SQLite, or purged)."""
+        async with self._sessions.begin() as session:
             await session.execute(
-                insert_(RateBucketRow)
+                _upsert(session)(RateBucketRow)
                 .values(client_key=client_key, tokens=float(limits.burst), updated_at=now)
                 .on_conflict_do_nothing(index_elements=["client_key"])
             )
@@ -96,25 +156,33 @@ class RateLimitRepository:
             if row is None:  # forgotten (purge_idle) between the two statements: take it again
                 await session.rollback()
                 return None
-            old_at: datetime = row.updated_at
-            old_at = old_at.replace(tzinfo=UTC) if old_at.tzinfo is None else old_at
-            bucket = take_token(float(row.tokens), old_at, limits, now)
-            written = await session.execute(
-                update(RateBucketRow)
-                .where(
-                    RateBucketRow.client_key == client_key,
-                    RateBucketRow.updated_at == row.updated_at,
-                    RateBucketRow.tokens == row.tokens,
-                )
-                .values(tokens=bucket.tokens, updated_at=bucket.updated_at)
+            return await self._write(
+                session, client_key, _Known(float(row.tokens), row.updated_at), limits, now
             )
-            if written.rowcount != 1:  # type: ignore[attr-defined]
-                await session.rollback()
-                return None
-            used = None
-            if bucket.allowed and limits.monthly_quota is not None:
-                used = await self._count(session, insert_, client_key, limits.monthly_quota, now)
-            return decide(bucket, limits, now, quota_used=used)
+
+    async def _write(
+        self, session: AsyncSession, client_key: str, known: _Known, limits: Limits, now: datetime
+    ) -> _Taken | None:
+        """``domain.limits``'s take from ``known``, written if the row is still ``known`` (the
+        month's count in the same transaction): the decision and the row as written."""
+        bucket = take_token(known.tokens, known.updated_at, limits, now)
+        written = await session.execute(
+            update(RateBucketRow)
+            .where(
+                RateBucketRow.client_key == client_key,
+                RateBucketRow.updated_at == known.updated_at,
+                RateBucketRow.tokens == known.tokens,
+            )
+            .values(tokens=bucket.tokens, updated_at=bucket.updated_at)
+            .execution_options(synchronize_session=False)
+        )
+        if written.rowcount != 1:  # type: ignore[attr-defined]
+            await session.rollback()
+            return None
+        used = None
+        if bucket.allowed and limits.monthly_quota is not None:
+            used = await self._count(session, _upsert(session), client_key, limits.monthly_quota, now)
+        return decide(bucket, limits, now, quota_used=used), _Known(bucket.tokens, bucket.updated_at)
 
     @staticmethod
     async def _count(
