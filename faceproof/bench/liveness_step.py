@@ -82,7 +82,9 @@ class _Analysed:
     def __init__(self, analyses: Sequence[AnalysedFrame]) -> None:
         self._analyses = analyses
 
-    async def analyse(self, session_id: str, sequence: int, jpeg: bytes) -> AnalysedFrame:
+    async def analyse(
+        self, session_id: str, sequence: int, jpeg: bytes, *, eyes: bool = True
+    ) -> AnalysedFrame:
         return self._analyses[sequence]
 
     def forget(self, session_id: str) -> None:

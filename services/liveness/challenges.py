@@ -72,6 +72,7 @@ __all__ = [
     "Verdict",
     "draw_challenges",
     "frame_gate",
+    "judges_eyes",
     "spoof_suspected",
 ]
 
@@ -87,6 +88,15 @@ RIGID_CHALLENGES: Final = (ChallengeType.MOVE_CLOSER, ChallengeType.NOSE_TO_TARG
 #: mask) turns, nods and comes closer with real parallax, but cannot blink or open its mouth.
 #: :func:`draw_challenges` draws at least one of these whenever one is allowed.
 EXPRESSION_CHALLENGES: Final = (ChallengeType.BLINK, ChallengeType.OPEN_MOUTH)
+#: The only challenge judged on the eye aspect ratios (the iris model's, far better than the mesh's
+#: on closed lids); no other challenge, pre-check or decision reads them.
+EYE_CHALLENGES: Final = (ChallengeType.BLINK,)
+
+
+def judges_eyes(challenges: Iterable[ChallengeType]) -> bool:
+    """Whether a session with these challenges needs the iris model on its frames: without a BLINK
+    the worker skips it (about a fifth of a frame's analysis) and no verdict changes."""
+    return any(kind in EYE_CHALLENGES for kind in challenges)
 
 
 class ChallengeStatus(StrEnum):

@@ -23,6 +23,7 @@ import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Final
 
 import cv2
@@ -81,9 +82,13 @@ class FrameProcessor:
         self._tracks_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="liveness")
 
-    async def analyse(self, session_id: str, sequence: int, jpeg: bytes) -> AnalysedFrame:
+    async def analyse(
+        self, session_id: str, sequence: int, jpeg: bytes, *, eyes: bool = True
+    ) -> AnalysedFrame:
+        """``eyes=False``: no iris model (the session judges no BLINK: ``challenges.judges_eyes``)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self.analyse_now, session_id, sequence, jpeg)
+        work = partial(self.analyse_now, session_id, sequence, jpeg, eyes=eyes)
+        return await loop.run_in_executor(self._pool, work)
 
     def forget(self, session_id: str) -> None:
         with self._tracks_lock:
@@ -111,7 +116,7 @@ class FrameProcessor:
             self._tracks.move_to_end(session_id)
             return track
 
-    def analyse_now(self, session_id: str, sequence: int, jpeg: bytes) -> AnalysedFrame:
+    def analyse_now(self, session_id: str, sequence: int, jpeg: bytes, *, eyes: bool = True) -> AnalysedFrame:
         """:meth:`analyse` in the caller's thread (the offline evaluation judges one frame at a time)."""
         image = cv2.imdecode(np.frombuffer(jpeg, dtype=np.uint8), cv2.IMREAD_COLOR)
         if image is None:
@@ -121,7 +126,7 @@ class FrameProcessor:
         with track.lock:
             follows = track.last_sequence is not None and track.last_sequence == sequence - 1
             detect = not follows or sequence % self._detect_every == 0
-            analysis = track.analyzer.analyze(frame, force_detect=detect)
+            analysis = track.analyzer.analyze(frame, force_detect=detect, eyes=eyes)
             track.last_sequence = sequence
         spoof = None
         if sequence % SPOOF_EVERY_FRAMES == 0 and analysis.box is not None:

@@ -72,6 +72,7 @@ from services.liveness.challenges import (
     ChallengeStatus,
     Thresholds,
     draw_challenges,
+    judges_eyes,
 )
 from services.liveness.frames import AnalysedFrame, InvalidFrame
 from services.liveness.progress import ReplayProgress
@@ -111,9 +112,12 @@ MAX_AUDIT_IMAGES: Final = 4
 
 
 class FrameSource(Protocol):
-    """Analyses a frame's JPEG (off the event loop); raises InvalidFrame for undecodable bytes."""
+    """Analyses a frame's JPEG (off the event loop); raises InvalidFrame for undecodable bytes.
+    ``eyes=False``: without the iris model (the session judges no BLINK)."""
 
-    async def analyse(self, session_id: str, sequence: int, jpeg: bytes) -> AnalysedFrame: ...
+    async def analyse(
+        self, session_id: str, sequence: int, jpeg: bytes, *, eyes: bool = True
+    ) -> AnalysedFrame: ...
 
     def forget(self, session_id: str) -> None: ...
 
@@ -509,7 +513,9 @@ async def handle_frame(event: FrameCaptured, deps: Deps) -> None:
         return
     try:
         data = await deps.store.get(event.storage_key)
-        analysed = await deps.frames.analyse(session_id, event.sequence, data)
+        # the iris model only where a BLINK will read it (state None: not drawn yet, keep it)
+        eyes = state is None or judges_eyes(c.type for c in state.challenges)
+        analysed = await deps.frames.analyse(session_id, event.sequence, data, eyes=eyes)
     except (ObjectNotFound, InvalidFrame) as error:
         # a frame that cannot be read counts as a frame without a face: no gap waits for it
         log.warning("session %s frame %d unusable: %s", session_id, event.sequence, type(error).__name__)

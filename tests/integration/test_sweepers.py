@@ -130,7 +130,9 @@ class OneBrokenSession(SessionRepository):
 
 
 class NoFrames:
-    async def analyse(self, session_id: str, sequence: int, jpeg: bytes) -> AnalysedFrame:
+    async def analyse(
+        self, session_id: str, sequence: int, jpeg: bytes, *, eyes: bool = True
+    ) -> AnalysedFrame:
         raise AssertionError("an expiry analyses no frame")
 
     def forget(self, session_id: str) -> None:

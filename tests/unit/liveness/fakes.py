@@ -206,8 +206,13 @@ class FakeFrames:
 
     def __init__(self, analyses: dict[int, AnalysedFrame]) -> None:
         self.analyses = analyses
+        #: Per analysed frame, whether the iris model was asked for.
+        self.eyes: list[bool] = []
 
-    async def analyse(self, session_id: str, sequence: int, jpeg: bytes) -> AnalysedFrame:
+    async def analyse(
+        self, session_id: str, sequence: int, jpeg: bytes, *, eyes: bool = True
+    ) -> AnalysedFrame:
+        self.eyes.append(eyes)
         return self.analyses[sequence]
 
     def forget(self, session_id: str) -> None:

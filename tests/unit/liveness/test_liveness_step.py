@@ -19,7 +19,7 @@ from contracts.events import FrameCaptured, SessionStarted
 from contracts.routing import CommandKey, EventKey
 from contracts.values import ChallengeType
 from services.liveness.analysis import FrameAnalysis
-from services.liveness.challenges import Challenge, ChallengeStatus
+from services.liveness.challenges import Challenge, ChallengeStatus, judges_eyes
 from services.liveness.frames import AnalysedFrame
 from services.liveness.handlers import Deps, handle_frame, handle_session_started, to_replay_frame
 from services.liveness.measures import FaceMeasures, HeadPose
@@ -244,3 +244,16 @@ async def test_a_reconnect_writes_the_current_challenge_again_with_the_new_conne
     assert worker.wakes[-1] == len(worker.states.outbox)
     await handle_session_started(started("c2"), worker.deps)  # the same connection again
     assert worker.events() == [*LIVE_EVENTS[:3], EventKey.CHALLENGE_ISSUED]
+
+
+async def test_a_session_without_a_blink_is_analysed_without_the_iris_model(worker: Worker) -> None:
+    await worker.deliver([0, 1, 2])
+    frames = worker.deps.frames
+    assert isinstance(frames, FakeFrames)
+    assert frames.eyes == [False, False, False]  # TURN_LEFT and OPEN_MOUTH read no eye aspect ratio
+
+
+def test_only_a_blink_needs_the_iris_model() -> None:
+    assert judges_eyes([ChallengeType.LOOK_DOWN, ChallengeType.BLINK])
+    assert not judges_eyes([c for c in ChallengeType if c is not ChallengeType.BLINK])
+    assert not judges_eyes([])
