@@ -366,6 +366,13 @@ def bench_liveness_capacity(
         Path | None,
         typer.Option(help="The subjects' video (default ../shared/data/video/liveportrait_d3.mp4)"),
     ] = None,
+    challenge: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A challenge every session draws (repeatable; default LOOK_DOWN and OPEN_MOUTH, which "
+            "liveportrait_d3 answers; e.g. LOOK_UP and BLINK with liveportrait_d6)"
+        ),
+    ] = None,
     database_url: Annotated[
         str | None,
         typer.Option(help="A database the bench may migrate and write (default: a fresh SQLite file)"),
@@ -386,6 +393,7 @@ def bench_liveness_capacity(
     from faceproof.bench.capacity import CapacityBench, run_capacity_bench
     from faceproof.bench.environment import BenchError, data_dir
     from faceproof.bench.environment import models_dir as resolve_models
+    from faceproof.bench.room import ANSWERABLE
     from infra.settings import load_settings
 
     settings = load_settings()
@@ -396,6 +404,7 @@ def bench_liveness_capacity(
                 broker_url=settings.broker_url,
                 video=video or data_dir() / "video" / "liveportrait_d3.mp4",
                 sessions=tuple(sessions) if sessions else (1, 2, 4, 6, 8, 10, 12),
+                challenges=tuple(challenge) if challenge else tuple(ANSWERABLE),
                 workers=workers,
                 pack=pack or settings.model_pack,
                 database_url=database_url,

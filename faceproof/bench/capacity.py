@@ -42,6 +42,7 @@ import os
 import statistics
 import time
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -57,6 +58,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from contracts.documents import SessionSettingsDocument
 from contracts.events import FrameCaptured, SessionStarted
 from contracts.routing import LIVENESS_FRAMES, EventKey
+from contracts.values import ChallengeType
 from faceproof.bench.environment import BenchError, machine_info, process_cpu_s
 from faceproof.bench.liveness_flow import listening, replay_stored
 from faceproof.bench.profile import sampling, top_items
@@ -99,7 +101,6 @@ FPS_KEPT: Final = 0.95
 POLL_S: Final = 0.05
 #: Seconds between two levels of the sweep (the worker finishes what is left).
 SETTLE_S: Final = 1.0
-SESSION_SETTINGS: Final = SessionSettingsDocument(challenges=len(ANSWERABLE), challenge_types=ANSWERABLE)
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,9 @@ class CapacityBench:
     broker_url: str
     video: Path
     sessions: tuple[int, ...] = (1, 2, 4, 6, 8, 10, 12)
+    #: The challenges every session draws (all of them, in a random order): ones the video's
+    #: annotated segments answer (``faceproof/testing/video_segments.json``).
+    challenges: tuple[str, ...] = tuple(ANSWERABLE)
     workers: int = 1
     pack: str | None = None
     #: None: a fresh SQLite database in the stack's temporary directory.
@@ -196,6 +200,7 @@ class _Context:
     media: Media
     analyzer: FrameAnalyzer
     threshold: float
+    settings: SessionSettingsDocument
     jpegs: _Jpegs = field(default_factory=_Jpegs)
     sessions: dict[str, _Session] = field(default_factory=dict)
 
@@ -214,7 +219,7 @@ class _Context:
         record, _ = await SessionRepository(self.factory).create(
             "bench",
             client_request_token=None,
-            settings=SESSION_SETTINGS,
+            settings=self.settings,
             expires_at=datetime.now(UTC) + timedelta(minutes=15),
         )
         session = self.sessions[record.id] = _Session(record.id, OnScreen(ScriptedSource(subject)))
@@ -348,6 +353,7 @@ async def _summarise(
     lags: list[float] = []
     stored_total = 0
     live = 0
+    reasons: Counter[str] = Counter()
     for session in sessions:
         for sequence, at in session.analysed.items():
             if sequence in session.captured:
@@ -355,8 +361,9 @@ async def _summarise(
         if session.decided_at is None or not session.captured:
             continue
         live += bool(session.decided and session.decided.get("is_live"))
+        reasons.update((session.decided or {}).get("reasons") or [])
         replayed = await replay_stored(
-            states, session.id, identity_threshold=ctx.threshold, settings=SESSION_SETTINGS
+            states, session.id, identity_threshold=ctx.threshold, settings=ctx.settings
         )
         if replayed is None:
             continue
@@ -380,6 +387,7 @@ async def _summarise(
         "sessions": len(sessions),
         "decided": decided,
         "live": live,
+        "reasons": dict(reasons),
         "analysed_fps": fps,
         "published_fps": _spread(published_fps),
         "lag_ms": _percentiles(lags),
@@ -434,6 +442,9 @@ async def _sweep(bench: CapacityBench, stack: Stack, media: Media, analyzer: Fra
             media=media,
             analyzer=analyzer,
             threshold=get_pack(bench.pack or "permissive").cosine_threshold,
+            settings=SessionSettingsDocument(
+                challenges=len(bench.challenges), challenge_types=[ChallengeType(c) for c in bench.challenges]
+            ),
         )
         keys = (EventKey.CHALLENGE_ISSUED, EventKey.LIVENESS_DECIDED)
         async with listening(stack.vhost.url, keys, ctx.on_event):
@@ -453,6 +464,9 @@ def run_capacity_bench(bench: CapacityBench, warn: Callable[[str], None]) -> dic
     """Start the liveness worker(s), run the sweep, summarise (see the module docstring)."""
     if not bench.sessions or min(bench.sessions) < 1 or bench.workers < 1:
         raise BenchError("--sessions and --workers must be positive")
+    known = {kind.value for kind in ChallengeType}
+    if not bench.challenges or any(c not in known for c in bench.challenges):
+        raise BenchError(f"--challenge takes {', '.join(sorted(known))}")
     config = StackConfig(
         workers=0,
         gateway=False,
@@ -473,7 +487,7 @@ def run_capacity_bench(bench: CapacityBench, warn: Callable[[str], None]) -> dic
     result: dict[str, Any] = {
         "machine": machine,
         "video": bench.video.name,
-        "challenges": [str(c) for c in ANSWERABLE],
+        "challenges": list(bench.challenges),
         "workers": bench.workers,
         "liveness_concurrency": load_settings().liveness_concurrency,
         "database": "sqlite" if bench.database_url is None else bench.database_url.split(":", 1)[0],
