@@ -7,8 +7,7 @@ whatever the session's length; the liveness worker publishes what the result hol
 was published before (the counters in the state row) and stores the new progress.
 :func:`replay` is one step from the start over every frame (in any order, duplicates allowed):
 the same frames give the same verdicts however they are split into steps. The offline evaluation
-(:func:`faceproof.evaluation.liveness.run_session`) runs the same engine on the same kind of
-input, with the same thresholds, the same identity gate and the same decision.
+(:func:`faceproof.evaluation.liveness.run_session`) runs this very step, one frame at a time.
 
 The rules:
 
@@ -208,7 +207,8 @@ def replay(
     """Run the challenge engine over the usable frames; decide when the sequence is done.
 
     ``readiness``: the pre-checks to pass before challenge 0 is issued (its clock starts at the
-    frame that made the subject ready); None: challenge 0 starts at t = 0 (the offline evaluation).
+    frame that made the subject ready); None: challenge 0 starts at t = 0 (``faceproof eval
+    liveness --no-prechecks``).
     """
     start = ReplayProgress(skipped=sorted((int(a), int(b)) for a, b in skipped))
     return replay_step(
