@@ -28,6 +28,7 @@ from faceproof.evaluation.liveness import (
     write_manifest,
 )
 from faceproof.testing.annotate import load_video_segments
+from faceproof.testing.unready import Unready
 from services.liveness.challenges import RIGID_CHALLENGES, Challenge, ChallengeStatus, Verdict
 from services.liveness.decision import decide
 from tests.paths import DATA_DIR, REPO_ROOT
@@ -226,6 +227,30 @@ def test_the_report_has_the_documented_shape() -> None:
         "seconds": 1.0,
         "played": ["annotated 1-2 s"],
     }
+
+
+def test_the_report_says_which_path_judged_and_why_live_rows_were_rejected() -> None:
+    results = [
+        result("a.mp4", Label.LIVE, None, True),
+        result("b.mp4", Label.LIVE, None, False),
+        result("c.jpg", Label.ATTACK, "print", False),
+    ]
+    default = report(results, seed=1, challenges=1, types=[ChallengeType.BLINK])
+    assert default["prechecks"] is True and default["unready"] == []
+    out = report(
+        results, seed=1, challenges=1, types=[ChallengeType.BLINK], prechecks=False, unready=[Unready.DARK]
+    )
+    assert out["prechecks"] is False and out["unready"] == ["dark"]
+    # the attack's rejection is not counted; the live row's first reason is
+    timeouts = {"rate": 0.5, "errors": 1, "count": 2, "ci95": [0.0126, 0.9874]}
+    assert out["live_rejections"] == {"TIMEOUT": timeouts}
+    assert out["decisions"][0]["started_s"] == 0.0 and out["decisions"][0]["guidance"] == []
+    assert out["decisions"][0]["unready"] is None
+
+
+def test_the_cli_defaults_to_the_prechecks() -> None:
+    parameters = inspect.signature(liveness).parameters
+    assert parameters["no_prechecks"].default is False and parameters["unready"].default is None
 
 
 def test_the_docs_only_show_options_the_command_has() -> None:
