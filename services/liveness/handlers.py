@@ -243,21 +243,24 @@ class _Decided:
     match: MatchReferences | None
 
 
-async def advance(deps: Deps, session_id: str) -> ReplayResult | None:
+async def advance(deps: Deps, session_id: str, *, record: SessionRecord | None = None) -> ReplayResult | None:
     """One replay step (see the module docstring); publish what is new.
 
+    ``record``: the session as the caller just read it (its first attempt does not read it again;
+    the step's write checks that the session is still unfinished, and a retry reads it afresh).
     Returns the step's replay (None when the session has no state, is decided or finished).
     """
     for _ in range(STEP_ATTEMPTS):
         try:
-            return await _step(deps, session_id)
+            return await _step(deps, session_id, record)
         except VersionConflict:
+            record = None
             continue  # another step moved the state on: start again from it
     raise VersionConflict(f"the liveness state of session {session_id} kept changing")
 
 
-async def _step(deps: Deps, session_id: str) -> ReplayResult | None:
-    loaded = await _load(deps, session_id)
+async def _step(deps: Deps, session_id: str, record: SessionRecord | None) -> ReplayResult | None:
+    loaded = await _load(deps, session_id, record)
     if loaded is None:
         return None
     record, state = loaded
@@ -291,9 +294,11 @@ async def _step(deps: Deps, session_id: str) -> ReplayResult | None:
     return result
 
 
-async def _load(deps: Deps, session_id: str) -> tuple[SessionRecord, LivenessState] | None:
-    """The session and its state, or None when there is nothing to replay."""
-    record = await deps.sessions.fetch(session_id)
+async def _load(
+    deps: Deps, session_id: str, record: SessionRecord | None = None
+) -> tuple[SessionRecord, LivenessState] | None:
+    """The session (``record``, or read) and its state, or None when there is nothing to replay."""
+    record = record or await deps.sessions.fetch(session_id)
     if record is None or record.status.terminal:
         return None
     state = await deps.states.get(session_id)
@@ -531,7 +536,7 @@ async def handle_frame(event: FrameCaptured, deps: Deps) -> None:
         embedding=analysed.embedding,
         shown=event.shown,  # what the subject could see then, kept beside the analysis
     )
-    await advance(deps, session_id)
+    await advance(deps, session_id, record=record)
 
 
 async def handle_references_matched(event: ReferencesMatched, deps: Deps) -> None:

@@ -46,8 +46,10 @@ def session(session_id: str = "s-1", *, reference_key: str | None = None) -> Ses
 class FakeSessions:
     def __init__(self, *records: SessionRecord) -> None:
         self.records = {record.id: record for record in records}
+        self.fetches = 0
 
     async def fetch(self, session_id: str) -> SessionRecord | None:
+        self.fetches += 1
         return self.records.get(session_id)
 
 

@@ -257,3 +257,10 @@ def test_only_a_blink_needs_the_iris_model() -> None:
     assert judges_eyes([ChallengeType.LOOK_DOWN, ChallengeType.BLINK])
     assert not judges_eyes([c for c in ChallengeType if c is not ChallengeType.BLINK])
     assert not judges_eyes([])
+
+
+async def test_a_frame_step_reads_the_session_once(worker: Worker) -> None:
+    await worker.deliver([0, 1, 2])
+    sessions = worker.deps.sessions
+    assert isinstance(sessions, FakeSessions)
+    assert sessions.fetches == 3  # handle_frame's read serves its replay step too
