@@ -67,6 +67,9 @@ def test_bench_compare_runs_its_own_stack_and_stops_it(tmp_path: Path) -> None:
     assert result["overhead_ratio"] == round(result["p50_ms"] / result["inprocess_p50_ms"], 3)
     assert result["stack_cpu_ms_per_request"] > 0 and result["inprocess_cpu_ms_per_compare"] > 0
     assert result["cpu_overhead_ratio"] > 0
+    # the gateway's own share of the stack's CPU, on the default database (no URL in the result)
+    assert 0 < result["gateway_cpu_ms_per_request"] < result["stack_cpu_ms_per_request"]
+    assert result["database"] == "sqlite"
     assert 0 < result["requests"] <= 10
     assert result["errors"] == 0
     # --profile: py-spy's collapsed stacks of each process during the load, and their top items.
