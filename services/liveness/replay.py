@@ -31,9 +31,10 @@ The rules:
   :data:`~services.liveness.frames.IDENTITY_EVERY_FRAMES`-th sequence when
   :meth:`IdentityCheck.wants` it) goes through one :class:`IdentityCheck` in replay order;
   ``spoof_score`` (every :data:`~services.liveness.frames.SPOOF_EVERY_FRAMES`-th sequence)
-  joins the scores of frames judged until the sequence is done, except on frames the pre-checks
-  refused (too dark, too small, cut off...: the anti-spoofing models read those as spoofs, and
-  the subject was told to fix them; found with ``faceproof eval liveness --unready``).
+  joins the scores of frames judged until the sequence is done. Frames the pre-checks refused
+  (too dark, too small, cut off...) give neither: the models read those as spoofs, or as another
+  person (the first embedding is the reference), and the subject was told to fix them (found
+  with ``faceproof eval liveness --unready``).
 """
 
 from __future__ import annotations
@@ -388,22 +389,26 @@ class _Run:
                 self.check.restart()
                 self.clean = []
         self.connection = connection
-        identity_ok = None
-        if frame.embedding is not None and self.identity.wants(frame.analysis):
-            identity_ok = self.identity.check(frame.embedding)
         self._record(frame)
-        refused = False
-        if self.sequence is None and self.waiting:
-            self._start_when_shown(frame, identity_ok)
-        elif self.sequence is None:
-            self._get_ready(frame, identity_ok)
-            refused = self.check is not None and bool(self.check.problems)
-        elif self._on_screen(frame):
-            self._judge(frame, identity_ok)
-        # a frame the pre-checks refused gives no anti-spoofing score: the models read a dark, a
-        # tiny or a cut-off face as a spoof, and the subject was just asked to fix exactly that
+        getting_ready = self.sequence is None and not self.waiting and self.check is not None
+        if getting_ready:
+            assert self.check is not None
+            self.check.update(frame.t, frame.analysis)
+        # a frame the pre-checks refused gives no anti-spoofing score and no identity sample: the
+        # models read a dark, a tiny or a cut-off face as a spoof (or as someone else, and the
+        # first sample is the reference), and the subject was just asked to fix exactly that
+        refused = getting_ready and self.check is not None and bool(self.check.problems)
+        identity_ok = None
+        if not refused and frame.embedding is not None and self.identity.wants(frame.analysis):
+            identity_ok = self.identity.check(frame.embedding)
         if frame.spoof_score is not None and not refused:
             self.scores.append(frame.spoof_score)
+        if getting_ready:
+            self._get_ready(frame, identity_ok)
+        elif self.sequence is None:  # ready, challenge 0 issued: waiting for it on screen
+            self._start_when_shown(frame, identity_ok)
+        elif self._on_screen(frame):
+            self._judge(frame, identity_ok)
 
     def _on_screen(self, frame: ReplayFrame) -> bool:
         """Whether the current challenge's instruction was on the subject's screen when ``frame``
@@ -439,11 +444,11 @@ class _Run:
         self.references.offer(frame)
 
     def _get_ready(self, frame: ReplayFrame, identity_ok: bool | None) -> None:
-        """The pre-checks. Once ready, challenge 0 is issued; its clock starts at the first frame
-        captured while the agent showed it (:meth:`_start_when_shown`), or, when frames do not say
-        what was shown, at the clean streak's first frame."""
+        """The pre-checks (the check has judged ``frame`` in :meth:`feed`). Once ready, challenge 0
+        is issued; its clock starts at the first frame captured while the agent showed it
+        (:meth:`_start_when_shown`), or, when frames do not say what was shown, at the clean
+        streak's first frame."""
         assert self.check is not None
-        self.check.update(frame.t, frame.analysis)
         self.clean = [*self.clean, (frame, identity_ok)] if not self.check.problems else []
         if self.check.ready_at is None:
             return

@@ -13,7 +13,7 @@ from services.liveness.challenges import DEFAULT_THRESHOLDS
 from services.liveness.lighting import measure_light
 from services.liveness.readiness import DEFAULT_READINESS, Readiness, ReadinessCheck, prechecks
 from services.liveness.replay import replay
-from tests.unit.test_liveness_replay import CHALLENGES, FPS, face, frame, live_session
+from tests.unit.test_liveness_replay import CHALLENGES, FPS, OTHER_PERSON, face, frame, live_session
 
 
 def lit(analysis: FrameAnalysis, face_luma: float = 130.0, scene_luma: float = 120.0) -> FrameAnalysis:
@@ -106,6 +106,21 @@ def test_frames_the_prechecks_refused_give_no_anti_spoofing_score() -> None:
     # challenge's time ran out in the dark)
     plain = replay(CHALLENGES, dark + answer, identity_threshold=0.35)
     assert 0.05 in plain.spoof_scores
+
+
+def test_frames_the_prechecks_refused_give_no_identity_reference() -> None:
+    """Two seconds with the face cut off by the frame's edge (the embedder reads half a face as
+    someone else), then ready: the identity reference is a clean frame's (found with ``faceproof
+    eval liveness --unready cut_off``: liveportrait_d12 and d6 failed IDENTITY_CHANGED)."""
+    cut = replace(lit(face()), inside_frame=False, frame_overflow=0.4)
+    half = [frame(n, cut, person=OTHER_PERSON) for n in range(16)]
+    answer = [replace(f, sequence=f.sequence + 16, t=f.t + 16 / FPS) for f in live_session(24)]
+    answer = [replace(f, analysis=lit(f.analysis)) for f in answer]
+    result = replay(CHALLENGES, half + answer, identity_threshold=0.35, readiness=DEFAULT_READINESS)
+    assert result.guidance is None and result.issued[0].t == pytest.approx(16 / FPS)
+    assert result.decision is not None and result.decision.is_live, result.decision
+    plain = replay(CHALLENGES, half + answer, identity_threshold=0.35)
+    assert plain.decision is not None and not plain.decision.is_live
 
 
 def test_a_session_whose_subject_never_gets_ready_says_why() -> None:
