@@ -251,7 +251,8 @@ OPENCV_RUNTIME: Final = "opencv"
 #: to try, in order; the first that is installed and reads the file runs the model, onnxruntime when
 #: none does. SFace (the folded fp32 file, one thread): OpenVINO 7.6-8.5 ms of CPU per face, OpenCV's
 #: DNN module 14-16, onnxruntime 20-22 (docs/benchmarks.md, "OpenVINO"); OpenVINO cannot read the
-#: int8bq file, which OpenCV runs. With a GPU preferred, onnxruntime runs them (CUDA / TensorRT).
+#: int8bq file, which OpenCV runs. Where a GPU is preferred and onnxruntime has one, it runs them (CUDA /
+#: TensorRT). Which model runs where, and why: docs/models.md.
 CPU_EMBEDDER_RUNTIMES: Final[Mapping[str, tuple[str, ...]]] = {"sface": (OPENVINO_RUNTIME, OPENCV_RUNTIME)}
 
 #: Detectors exported at one fixed input size that run at any size once it is freed (see faces.detection).
