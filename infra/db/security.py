@@ -16,15 +16,16 @@ in the bucket's transaction: it never counts past the quota.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final, cast
 
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import Float, Table, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
 from contracts.documents import SessionSettingsDocument
@@ -38,7 +39,7 @@ from domain.limits import (
     take_token,
 )
 from infra.db.errors import translate_errors
-from infra.db.tables import ApiClientRow, LivenessFailureRow, RateBucketRow, UsageRow
+from infra.db.tables import ApiClientRow, LivenessFailureRow, RateBucketRow, UsageRow, UtcDateTime
 
 __all__ = ["ClientUsage", "LivenessFailures", "RateLimitRepository", "failure_rows"]
 
@@ -71,11 +72,6 @@ def failure_rows(
     ]
 
 
-def _upsert(session: AsyncSession) -> Any:
-    dialect = session.get_bind().dialect.name
-    return postgresql.insert if dialect == "postgresql" else sqlite.insert
-
-
 @dataclass(frozen=True, slots=True)
 class _Known:
     """A bucket's row as this process last wrote it."""
@@ -85,6 +81,51 @@ class _Known:
 
 
 _Taken = tuple[RateDecision, _Known]
+
+_BUCKETS = cast(Table, RateBucketRow.__table__)
+_USAGE = cast(Table, UsageRow.__table__)
+# The statements of a take, built once (a take binds its values; no statement is built, and no
+# cache key computed, per request). Core, not the ORM: nothing here needs the identity map.
+_SET_BUCKET: Final = (
+    update(_BUCKETS)
+    .where(
+        _BUCKETS.c.client_key == bindparam("key"),
+        _BUCKETS.c.tokens == bindparam("old_tokens"),
+        _BUCKETS.c.updated_at == bindparam("old_at"),
+    )
+    .values(
+        tokens=bindparam("new_tokens", type_=Float()), updated_at=bindparam("new_at", type_=UtcDateTime())
+    )
+)
+_LOCK_BUCKET: Final = (
+    select(_BUCKETS.c.tokens, _BUCKETS.c.updated_at)
+    .where(_BUCKETS.c.client_key == bindparam("key"))
+    .with_for_update()
+)
+
+
+@functools.cache
+def _upserts(dialect: str) -> tuple[Any, Any]:
+    """The dialect's ``INSERT ... ON CONFLICT`` statements of a take: a full bucket unless there
+    is one, and one request counted unless the quota is used up (the month's count returned)."""
+    insert_: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    now = bindparam("now", type_=UtcDateTime())
+    new_bucket = (
+        insert_(_BUCKETS)
+        .values(client_key=bindparam("key"), tokens=bindparam("full", type_=Float()), updated_at=now)
+        .on_conflict_do_nothing(index_elements=["client_key"])
+    )
+    count = (
+        insert_(_USAGE)
+        .values(client_key=bindparam("key"), period=bindparam("period"), requests=1, updated_at=now)
+        .on_conflict_do_update(
+            index_elements=["client_key", "period"],
+            set_={"requests": _USAGE.c.requests + 1, "updated_at": now},
+            where=_USAGE.c.requests < bindparam("quota"),
+        )
+        .returning(_USAGE.c.requests)
+    )
+    return new_bucket, count
 
 
 @dataclass(slots=True)
@@ -96,6 +137,7 @@ class _KeyLock:
 class RateLimitRepository:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
+        self._engine: AsyncEngine = sessions.kw["bind"]
         #: The buckets this process wrote last, by client key (bounded: :data:`_KNOWN_BUCKETS`).
         self._known: dict[str, _Known] = {}
         self._locks: dict[str, _KeyLock] = {}
@@ -134,74 +176,52 @@ class RateLimitRepository:
     ) -> _Taken | None:
         """The common case, one statement (two with a quota): the compare-and-set from the row
         this process wrote last; ``None`` when the row changed since (another replica, the purge)."""
-        async with self._sessions.begin() as session:
-            return await self._write(session, client_key, known, limits, now)
+        async with self._engine.begin() as connection:
+            return await self._write(connection, client_key, known, limits, now)
 
     async def _take_read(self, client_key: str, limits: Limits, now: datetime) -> _Taken | None:
         """The row read under a row lock (``SELECT ... FOR UPDATE`` on Postgres), inserted full when
         missing, then the compare-and-set; ``None`` when it still lost (SQLite, or purged)."""
-        async with self._sessions.begin() as session:
-            await session.execute(
-                _upsert(session)(RateBucketRow)
-                .values(client_key=client_key, tokens=float(limits.burst), updated_at=now)
-                .on_conflict_do_nothing(index_elements=["client_key"])
-            )
-            row = (
-                await session.execute(
-                    select(RateBucketRow.tokens, RateBucketRow.updated_at)
-                    .where(RateBucketRow.client_key == client_key)
-                    .with_for_update()
-                )
-            ).one_or_none()
+        new_bucket, _ = _upserts(self._engine.dialect.name)
+        async with self._engine.begin() as connection:
+            await connection.execute(new_bucket, {"key": client_key, "full": float(limits.burst), "now": now})
+            row = (await connection.execute(_LOCK_BUCKET, {"key": client_key})).one_or_none()
             if row is None:  # forgotten (purge_idle) between the two statements: take it again
-                await session.rollback()
                 return None
-            return await self._write(
-                session, client_key, _Known(float(row.tokens), row.updated_at), limits, now
-            )
+            known = _Known(float(row.tokens), row.updated_at)
+            return await self._write(connection, client_key, known, limits, now)
 
     async def _write(
-        self, session: AsyncSession, client_key: str, known: _Known, limits: Limits, now: datetime
+        self, connection: AsyncConnection, client_key: str, known: _Known, limits: Limits, now: datetime
     ) -> _Taken | None:
         """``domain.limits``'s take from ``known``, written if the row is still ``known`` (the
         month's count in the same transaction): the decision and the row as written."""
         bucket = take_token(known.tokens, known.updated_at, limits, now)
-        written = await session.execute(
-            update(RateBucketRow)
-            .where(
-                RateBucketRow.client_key == client_key,
-                RateBucketRow.updated_at == known.updated_at,
-                RateBucketRow.tokens == known.tokens,
-            )
-            .values(tokens=bucket.tokens, updated_at=bucket.updated_at)
-            .execution_options(synchronize_session=False)
+        written = await connection.execute(
+            _SET_BUCKET,
+            {
+                "key": client_key,
+                "old_tokens": known.tokens,
+                "old_at": known.updated_at,
+                "new_tokens": bucket.tokens,
+                "new_at": bucket.updated_at,
+            },
         )
-        if written.rowcount != 1:  # type: ignore[attr-defined]
-            await session.rollback()
+        if written.rowcount != 1:  # changed since: nothing written
             return None
         used = None
         if bucket.allowed and limits.monthly_quota is not None:
-            used = await self._count(session, _upsert(session), client_key, limits.monthly_quota, now)
+            used = await self._count(connection, client_key, limits.monthly_quota, now)
         return decide(bucket, limits, now, quota_used=used), _Known(bucket.tokens, bucket.updated_at)
 
     @staticmethod
-    async def _count(
-        session: AsyncSession, insert_: Any, client_key: str, quota: int, now: datetime
-    ) -> int | None:
+    async def _count(connection: AsyncConnection, client_key: str, quota: int, now: datetime) -> int | None:
         """Count one request this month; ``None`` (nothing counted) when the quota is used up."""
         if quota <= 0:
             return None
-        statement = (
-            insert_(UsageRow)
-            .values(client_key=client_key, period=month_period(now), requests=1, updated_at=now)
-            .on_conflict_do_update(
-                index_elements=["client_key", "period"],
-                set_={"requests": UsageRow.requests + 1, "updated_at": now},
-                where=UsageRow.requests < quota,
-            )
-            .returning(UsageRow.requests)
-        )
-        used: int | None = (await session.execute(statement)).scalar_one_or_none()
+        _, count = _upserts(connection.dialect.name)
+        values = {"key": client_key, "period": month_period(now), "now": now, "quota": quota}
+        used: int | None = (await connection.execute(count, values)).scalar_one_or_none()
         return used
 
     async def purge_idle(self, now: datetime, *, idle_s: float, limit: int) -> int:
