@@ -149,6 +149,12 @@ class Settings(BaseSettings):
 
     # Liveness worker
     liveness_concurrency: int = Field(default=2, description="Frames analysed at once per liveness worker.")
+    liveness_prefetch: int = Field(
+        default=32,
+        ge=1,
+        description="Messages a liveness worker takes at a time (in place of broker_prefetch): "
+        "frames of different sessions are handled at once, each session's one at a time, in order.",
+    )
     expiry_sweep_s: float = Field(default=2.0, description="Seconds between sweeps for overdue sessions.")
     match_timeout_s: float = Field(
         default=30.0,

@@ -41,6 +41,7 @@ from services.liveness.handlers import (
     handle_session_started,
     sweep,
 )
+from services.liveness.serial import KeyedSerializer
 from services.liveness.session_models import SessionModels
 
 __all__ = ["LivenessWorker", "load_models", "serve"]
@@ -80,7 +81,8 @@ class LivenessWorker:
         self.settings = settings
         self._database = create_engine(settings.resolved_database_url)
         sessions = session_factory(self._database)
-        self.broker = create_broker(settings)
+        # frames of several sessions in flight at once; each session's in order (_subscribe)
+        self.broker = create_broker(settings, prefetch=settings.liveness_prefetch)
         self.frames = FrameProcessor(
             models.analyzer,
             models.embedder,
@@ -108,6 +110,9 @@ class LivenessWorker:
 
     def _subscribe(self) -> None:
         broker, deps, limit = self.broker, self.deps, self.settings.delivery_limit
+        #: A session's frames one at a time, in sequence order (tracking follows the frame just
+        #: before; two steps of a session would conflict); other sessions' frames meanwhile.
+        sessions: KeyedSerializer[str] = KeyedSerializer()
 
         @broker.subscriber(
             queue_for(LIVENESS_SESSIONS, delivery_limit=limit), exchange_for(LIVENESS_SESSIONS)
@@ -117,7 +122,8 @@ class LivenessWorker:
 
         @broker.subscriber(queue_for(LIVENESS_FRAMES, delivery_limit=limit), exchange_for(LIVENESS_FRAMES))
         async def on_frame(event: FrameCaptured) -> None:
-            await handle_frame(event, deps)
+            async with sessions.hold(event.session_id, event.sequence):
+                await handle_frame(event, deps)
 
         @broker.subscriber(queue_for(LIVENESS_MATCHES, delivery_limit=limit), exchange_for(LIVENESS_MATCHES))
         async def on_references_matched(event: ReferencesMatched) -> None:
