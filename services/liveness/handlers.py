@@ -14,7 +14,7 @@ Delivery rules (see docs/liveness.md, "The liveness worker"):
   ``save_step``): they commit with the step or not at all, so a broker that is down at commit
   time delays them and a re-delivered message finds them written already (the state row counts
   the ChallengeIssued / ChallengeVerdict events written). The worker's relay publishes them in
-  that order (infra/outbox.py), woken by ``Deps.wake_relay`` right after the commit. A reconnect's
+  that order (infra/outbox.py), woken by the commit itself (``infra.db.outbox.stage``). A reconnect's
   repeated ChallengeIssued is written with the new connection the same way.
 * A session ends once, through ``infra.lifecycle.SessionLifecycle`` (the rule is
   ``domain.sessions.end_session``): a version-checked update that writes SessionFinished to the
@@ -27,7 +27,7 @@ import contextlib
 import logging
 import random
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Final, Protocol
@@ -122,10 +122,6 @@ class FrameSource(Protocol):
     def forget(self, session_id: str) -> None: ...
 
 
-def _no_relay() -> None:
-    return None
-
-
 @dataclass(frozen=True)
 class Deps:
     sessions: SessionRepository
@@ -138,9 +134,6 @@ class Deps:
     readiness: Readiness = DEFAULT_READINESS
     #: None: the operating system's cryptographic source (tests may seed it).
     rng: random.Random | None = field(default=None, repr=False)
-    #: Called after a commit that wrote outbox rows: the process's relay publishes them at once
-    #: (``OutboxRelay.wake``; without it, at the relay's next poll).
-    wake_relay: Callable[[], None] = _no_relay
 
 
 # -- session settings -------------------------------------------------------------------------
@@ -284,8 +277,6 @@ async def _step(deps: Deps, session_id: str, record: SessionRecord | None) -> Re
         if decided is not None:
             await _restore_images(deps, record)
         raise
-    if messages:
-        deps.wake_relay()  # most steps write none: no relay batch for those
     if decided is not None:
         event = decided.event
         log.info("session %s decided: live=%s reasons=%s", record.id, event.is_live, event.reasons)
@@ -437,7 +428,6 @@ async def _end(deps: Deps, session_id: str, outcome: Outcome) -> bool:
     ended = await _lifecycle(deps).end(session_id, outcome)
     if ended is None:
         return False
-    deps.wake_relay()  # its SessionFinished is in the outbox
     deps.frames.forget(session_id)
     return True
 
@@ -503,8 +493,7 @@ async def handle_session_started(event: SessionStarted, deps: Deps) -> None:
     if 0 <= current < written_before:  # not just written by advance (nor still getting ready)
         issued = _issued(session_id, current, list(result.challenges), deps.thresholds)
         announce.append(Outgoing.event(issued, EventKey.CHALLENGE_ISSUED))
-    if await deps.states.set_connection(session_id, event.connection_id, announce=announce):
-        deps.wake_relay()
+    await deps.states.set_connection(session_id, event.connection_id, announce=announce)
 
 
 async def handle_frame(event: FrameCaptured, deps: Deps) -> None:

@@ -100,7 +100,6 @@ class LivenessWorker:
             frames=self.frames,
             identity_threshold=models.identity_threshold,
             rng=rng,
-            wake_relay=self.relay.wake,
         )
         self.retention = Retention(sessions, store)
         self.reconciler = Reconciler(sessions, store, grace_s=settings.orphan_grace_s)

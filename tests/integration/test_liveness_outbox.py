@@ -156,7 +156,6 @@ async def test_a_decision_waits_out_a_broker_cut_and_goes_out_once_in_order(
             store=store,
             frames=FakeFrames({n: analysed(n) for n in range(len(POSES))}),
             identity_threshold=0.35,
-            wake_relay=relay.wake,
         )
 
         async def deliver(sequences: range) -> None:

@@ -87,8 +87,6 @@ class Worker:
     deps: Deps
     states: FakeStates
     store: FakeStore
-    #: The outbox's length at each wake-up of the relay.
-    wakes: list[int]
 
     async def deliver(self, order: list[int]) -> None:
         for sequence in order:
@@ -125,16 +123,14 @@ async def worker() -> Worker:
         started_at=NOW,
         connection_id="c1",
     )
-    wakes: list[int] = []
     deps = Deps(
         sessions=FakeSessions(session(SESSION, reference_key=f"sessions/{SESSION}/reference-input.jpg")),  # type: ignore[arg-type]
         states=states,  # type: ignore[arg-type]
         store=store,
         frames=FakeFrames({n: analysed(n) for n in range(len(POSES))}),
         identity_threshold=0.35,
-        wake_relay=lambda: wakes.append(len(states.outbox)),
     )
-    return Worker(deps, states, store, wakes)
+    return Worker(deps, states, store)
 
 
 def block_shuffled(seed: int, block: int = GAP_SKIP_AFTER + 1) -> list[int]:
@@ -218,9 +214,6 @@ async def test_the_decision_and_its_comparison_follow_the_verdicts_in_one_write(
     match = worker.states.outbox[-1]
     assert match.message_id == worker.states.saves[decided].match_request_id  # only its answer counts
     assert match.payload["probe"]["storage_key"] == f"sessions/{SESSION}/reference.jpg"
-    # the relay was woken after each write that added rows (the last one: the decision's), only then
-    assert worker.wakes == sorted(set(worker.wakes)) and worker.wakes[-1] == len(worker.states.outbox)
-    assert 0 < len(worker.wakes) < len(worker.states.saves)
 
 
 async def test_a_redelivered_frame_writes_nothing_again(worker: Worker) -> None:
@@ -241,7 +234,6 @@ async def test_a_reconnect_writes_the_current_challenge_again_with_the_new_conne
     await handle_session_started(started("c2"), worker.deps)
     assert worker.events() == [*LIVE_EVENTS[:3], EventKey.CHALLENGE_ISSUED]
     assert worker.states.outbox[-1].payload["index"] == 1
-    assert worker.wakes[-1] == len(worker.states.outbox)
     await handle_session_started(started("c2"), worker.deps)  # the same connection again
     assert worker.events() == [*LIVE_EVENTS[:3], EventKey.CHALLENGE_ISSUED]
 
