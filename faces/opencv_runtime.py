@@ -16,7 +16,7 @@ OpenCV's thread count is one setting per process (``cv2.setNumThreads``): ``thre
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
@@ -27,7 +27,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from faces.errors import ModelError
-from faces.runtime import Dim
+from faces.runtime import Dim, ModelSignature
 
 __all__ = ["OPENCV", "OpenCvModel"]
 
@@ -42,7 +42,7 @@ def _shape(value: onnx.ValueInfoProto) -> tuple[Dim, ...]:
     )
 
 
-class OpenCvModel:
+class OpenCvModel(ModelSignature):
     """The surface of :class:`faces.runtime.OnnxModel` that the embedders use, on ``cv2.dnn``."""
 
     def __init__(self, path: Path, *, threads: int = 0) -> None:
@@ -75,22 +75,6 @@ class OpenCvModel:
         return net
 
     @property
-    def input_name(self) -> str:
-        return self._input[0]
-
-    @property
-    def input_shape(self) -> tuple[Dim, ...]:
-        return self._input[1]
-
-    @property
-    def output_names(self) -> list[str]:
-        return [name for name, _ in self._outputs]
-
-    @property
-    def output_shapes(self) -> list[tuple[Dim, ...]]:
-        return [shape for _, shape in self._outputs]
-
-    @property
     def providers(self) -> list[str]:
         return [OPENCV]
 
@@ -103,11 +87,3 @@ class OpenCvModel:
         except cv2.error as exc:
             raise ModelError(f"{self.path.name} failed to run: {exc}") from exc
         return [np.asarray(output, dtype=np.float32) for output in outputs]
-
-    def warm_up(self, shape: Sequence[int] | None = None) -> None:
-        dims = (
-            tuple(shape)
-            if shape is not None
-            else tuple(d if isinstance(d, int) else 1 for d in self.input_shape)
-        )
-        self.run({self.input_name: np.zeros(dims, dtype=np.float32)})

@@ -20,7 +20,7 @@ the service shares its cores with other processes.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
@@ -29,7 +29,7 @@ import numpy.typing as npt
 import openvino as ov
 
 from faces.errors import ModelError
-from faces.runtime import Dim
+from faces.runtime import Dim, ModelSignature
 
 __all__ = ["OPENVINO", "OpenVinoModel"]
 
@@ -48,7 +48,7 @@ def _shape(port: ov.Output) -> tuple[Dim, ...]:
     return tuple(dim.get_length() if dim.is_static else None for dim in port.get_partial_shape())
 
 
-class OpenVinoModel:
+class OpenVinoModel(ModelSignature):
     """The surface of :class:`faces.runtime.OnnxModel` that the embedders use, on OpenVINO's CPU plugin.
 
     ``threads`` sets ``INFERENCE_NUM_THREADS`` (0 keeps OpenVINO's default, a thread per core).
@@ -73,7 +73,7 @@ class OpenVinoModel:
             raise ModelError(f"OpenVINO cannot compile {path.name}: {exc}") from exc
         self.path = path
         port = self._compiled.inputs[0]
-        self._input: tuple[str, tuple[Dim, ...]] = (str(port.get_any_name()), _shape(port))
+        self._input = (str(port.get_any_name()), _shape(port))
         self._outputs = [(str(port.get_any_name()), _shape(port)) for port in self._compiled.outputs]
         self._local = threading.local()
 
@@ -83,22 +83,6 @@ class OpenVinoModel:
             request = self._compiled.create_infer_request()
             self._local.request = request
         return request
-
-    @property
-    def input_name(self) -> str:
-        return self._input[0]
-
-    @property
-    def input_shape(self) -> tuple[Dim, ...]:
-        return self._input[1]
-
-    @property
-    def output_names(self) -> list[str]:
-        return [name for name, _ in self._outputs]
-
-    @property
-    def output_shapes(self) -> list[tuple[Dim, ...]]:
-        return [shape for _, shape in self._outputs]
 
     @property
     def providers(self) -> list[str]:
@@ -116,11 +100,3 @@ class OpenVinoModel:
             ]
         except RuntimeError as exc:
             raise ModelError(f"{self.path.name} failed to run: {exc}") from exc
-
-    def warm_up(self, shape: Sequence[int] | None = None) -> None:
-        dims = (
-            tuple(shape)
-            if shape is not None
-            else tuple(d if isinstance(d, int) else 1 for d in self.input_shape)
-        )
-        self.run({self.input_name: np.zeros(dims, dtype=np.float32)})

@@ -17,7 +17,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from faces.errors import ModelError
 
-__all__ = ["CPU", "CUDA", "TENSORRT", "Dim", "Model", "OnnxModel", "select_providers"]
+__all__ = ["CPU", "CUDA", "TENSORRT", "Dim", "Model", "ModelSignature", "OnnxModel", "select_providers"]
 
 TENSORRT: Final = "TensorrtExecutionProvider"
 CUDA: Final = "CUDAExecutionProvider"
@@ -73,7 +73,46 @@ def select_providers(prefer_gpu: bool) -> list[str]:
     return [*providers, CPU]
 
 
-class OnnxModel:
+class ModelSignature:
+    """What every runtime's model shares: its one input and its outputs (name and shape, read at
+    load into ``_input`` and ``_outputs``), and the warm-up. Subclasses load and :meth:`run`."""
+
+    _input: tuple[str, tuple[Dim, ...]]
+    _outputs: list[tuple[str, tuple[Dim, ...]]]
+
+    @property
+    def input_name(self) -> str:
+        return self._input[0]
+
+    @property
+    def input_shape(self) -> tuple[Dim, ...]:
+        return self._input[1]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [name for name, _ in self._outputs]
+
+    @property
+    def output_shapes(self) -> list[tuple[Dim, ...]]:
+        return [shape for _, shape in self._outputs]
+
+    def run(self, feeds: Mapping[str, npt.NDArray[np.float32]]) -> list[npt.NDArray[np.float32]]:
+        raise NotImplementedError
+
+    def warm_up(self, shape: Sequence[int] | None = None) -> None:
+        """Run one zero input, so the first real request does not pay for lazy initialisation.
+
+        Dynamic dimensions become 1 unless ``shape`` gives the full input shape.
+        """
+        dims = (
+            tuple(shape)
+            if shape is not None
+            else tuple(d if isinstance(d, int) else 1 for d in self.input_shape)
+        )
+        self.run({self.input_name: np.zeros(dims, dtype=np.float32)})
+
+
+class OnnxModel(ModelSignature):
     """An ``onnxruntime.InferenceSession`` for one model file.
 
     ``threads`` sets ``intra_op_num_threads`` (0 keeps onnxruntime's default, one per core).
@@ -115,24 +154,8 @@ class OnnxModel:
         inputs = self._session.get_inputs()
         if len(inputs) != 1:
             raise ModelError(f"{path.name} has {len(inputs)} inputs; face models have exactly one")
-        self._input = inputs[0]
-        self._outputs = self._session.get_outputs()
-
-    @property
-    def input_name(self) -> str:
-        return str(self._input.name)
-
-    @property
-    def input_shape(self) -> tuple[Dim, ...]:
-        return tuple(self._input.shape)
-
-    @property
-    def output_names(self) -> list[str]:
-        return [str(output.name) for output in self._outputs]
-
-    @property
-    def output_shapes(self) -> list[tuple[Dim, ...]]:
-        return [tuple(output.shape) for output in self._outputs]
+        self._input = (str(inputs[0].name), tuple(inputs[0].shape))
+        self._outputs = [(str(output.name), tuple(output.shape)) for output in self._session.get_outputs()]
 
     @property
     def providers(self) -> list[str]:
@@ -146,15 +169,3 @@ class OnnxModel:
         except _LOAD_ERRORS as exc:
             raise ModelError(f"{self.path.name} failed to run: {exc}") from exc
         return [np.asarray(output, dtype=np.float32) for output in outputs]
-
-    def warm_up(self, shape: Sequence[int] | None = None) -> None:
-        """Run one zero input, so the first real request does not pay for lazy initialisation.
-
-        Dynamic dimensions become 1 unless ``shape`` gives the full input shape.
-        """
-        dims = (
-            tuple(shape)
-            if shape is not None
-            else tuple(d if isinstance(d, int) else 1 for d in self.input_shape)
-        )
-        self.run({self.input_name: np.zeros(dims, dtype=np.float32)})
