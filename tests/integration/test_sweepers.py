@@ -171,13 +171,13 @@ async def test_an_expiry_that_fails_for_one_session_still_expires_the_others(
 
     outbox = SqlOutbox(factory)
     for session_id in overdue:
-        record = await sessions.fetch(session_id)
+        fetched = await sessions.fetch(session_id)
         finished = await outbox.messages(session_id, routing_key=EventKey.SESSION_FINISHED)
-        assert record is not None
+        assert fetched is not None
         if session_id == overdue[1]:  # not ended: the next sweep tries again
-            assert record.status is SessionStatus.CREATED and finished == []
+            assert fetched.status is SessionStatus.CREATED and finished == []
         else:  # ended, with exactly one SessionFinished waiting for the relay
-            assert record.status is SessionStatus.EXPIRED
+            assert fetched.status is SessionStatus.EXPIRED
             assert [SessionFinished.model_validate(m.payload).status for m in finished] == [
                 SessionStatus.EXPIRED
             ]
