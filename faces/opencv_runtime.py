@@ -6,7 +6,7 @@ engine against about 30 ms in onnxruntime 1.31 with every graph optimisation, fo
 embedding to 1.5e-6. OpenVINO (:mod:`faces.openvino_runtime`) is faster again and runs SFace
 where it is installed and reads the file; OpenCV runs it otherwise (the int8bq file, which
 OpenVINO cannot read). For YuNet, SCRFD and SE-MobileFaceNet onnxruntime is as fast or faster (or
-OpenCV cannot run them), so they stay there; :data:`faces.packs.CPU_EMBEDDER_RUNTIMES` says which.
+OpenCV cannot run them), so they stay there; :data:`faces.packs.CPU_MODEL_RUNTIMES` says which.
 
 An OpenCV ``Net`` must not run in two threads at once: each thread gets its own copy of the net,
 made on its first call (the matcher runs two or three threads; about 40 MB each for SFace).

@@ -5,7 +5,7 @@ rounds alternating in one process; docs/benchmarks.md, "OpenVINO"): the folded f
 7.6-8.5 ms on OpenVINO 2026.4 against 14.1-15.9 ms on OpenCV 5's DNN module and 20-22 ms on
 onnxruntime 1.31, for the same embedding to 2.4e-6. YuNet is slower on it than on onnxruntime at
 every input size tried (3.3-3.6 against 2.7-3.2 ms at 416²), so it stays there;
-:data:`faces.packs.CPU_EMBEDDER_RUNTIMES` says which model runs where.
+:data:`faces.packs.CPU_MODEL_RUNTIMES` says which model runs where.
 
 The precision is pinned to fp32: on CPUs with AMX or AVX-512 BF16 OpenVINO would otherwise run in
 bfloat16, about 2.8x faster again for SFace but a different embedding (cosine 0.99992 to fp32's),

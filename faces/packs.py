@@ -26,12 +26,12 @@ from faces.runtime import CPU, Model, OnnxModel, select_providers
 
 __all__ = [
     "BUILTIN_PACKS",
-    "CPU_EMBEDDER_RUNTIMES",
+    "CPU_MODEL_RUNTIMES",
     "DEFAULT_PACK",
     "Pack",
+    "cpu_model",
     "create_detector",
     "create_embedder",
-    "embedder_model",
     "get_pack",
     "list_packs",
     "load_pack",
@@ -247,13 +247,21 @@ def _verified_sha256(path: Path, entry: ModelEntry, *, verify: bool) -> str:
 OPENVINO_RUNTIME: Final = "openvino"
 OPENCV_RUNTIME: Final = "opencv"
 
-#: Embedders that run faster on another CPU runtime than onnxruntime, for the same output: the runtimes
-#: to try, in order; the first that is installed and reads the file runs the model, onnxruntime when
-#: none does. SFace (the folded fp32 file, one thread): OpenVINO 7.6-8.5 ms of CPU per face, OpenCV's
-#: DNN module 14-16, onnxruntime 20-22 (docs/benchmarks.md, "OpenVINO"); OpenVINO cannot read the
-#: int8bq file, which OpenCV runs. Where a GPU is preferred and onnxruntime has one, it runs them (CUDA /
-#: TensorRT). Which model runs where, and why: docs/models.md.
-CPU_EMBEDDER_RUNTIMES: Final[Mapping[str, tuple[str, ...]]] = {"sface": (OPENVINO_RUNTIME, OPENCV_RUNTIME)}
+#: Models (by architecture) that run faster on another CPU runtime than onnxruntime, for the same output:
+#: the runtimes to try, in order; the first that is installed and reads the file runs the model,
+#: onnxruntime when none does. SFace (the folded fp32 file, one thread): OpenVINO 7.6-8.5 ms of CPU per
+#: face, OpenCV's DNN module 14-16, onnxruntime 20-22 (docs/benchmarks.md, "OpenVINO"); OpenVINO cannot
+#: read the int8bq file, which OpenCV runs. The liveness worker's per-frame models (one thread, thread
+#: CPU per call): the face mesh 0.9-1.0 ms on OpenVINO against 3.3-3.6 on onnxruntime, each MiniFASNet
+#: 0.9 against 3.4-3.8, the iris model 1.1 against 2.0, the same outputs to 1e-6 (docs/benchmarks.md,
+#: "CPU per frame"). Where a GPU is preferred and onnxruntime has one, it runs them (CUDA / TensorRT).
+#: Which model runs where, and why: docs/models.md.
+CPU_MODEL_RUNTIMES: Final[Mapping[str, tuple[str, ...]]] = {
+    "sface": (OPENVINO_RUNTIME, OPENCV_RUNTIME),
+    "mediapipe_face_mesh": (OPENVINO_RUNTIME,),
+    "mediapipe_iris": (OPENVINO_RUNTIME,),
+    "minifasnet": (OPENVINO_RUNTIME,),
+}
 
 #: Detectors exported at one fixed input size that run at any size once it is freed (see faces.detection).
 FREE_SIZE_DETECTORS: Final = frozenset({"yunet"})
@@ -275,12 +283,12 @@ _CPU_LOADERS: Final[Mapping[str, Callable[[Path, int], Model]]] = {
 }
 
 
-def embedder_model(path: Path, architecture: str, *, prefer_gpu: bool = False, threads: int = 0) -> Model:
-    """The embedder's model on its runtime: see :data:`CPU_EMBEDDER_RUNTIMES`. A GPU preferred where
-    onnxruntime has none (the services' default, ``FACEPROOF_PREFER_GPU``) still runs on the CPU: the
-    faster CPU runtime then."""
+def cpu_model(path: Path, architecture: str, *, prefer_gpu: bool = False, threads: int = 0) -> Model:
+    """The model on its runtime: see :data:`CPU_MODEL_RUNTIMES`. A GPU preferred where onnxruntime
+    has none (the services' default, ``FACEPROOF_PREFER_GPU``) still runs on the CPU: the faster CPU
+    runtime then."""
     if select_providers(prefer_gpu) == [CPU]:
-        for runtime in CPU_EMBEDDER_RUNTIMES.get(architecture, ()):
+        for runtime in CPU_MODEL_RUNTIMES.get(architecture, ()):
             try:
                 return _CPU_LOADERS[runtime](path, threads)
             except (ImportError, ModelError):
@@ -339,7 +347,7 @@ def load_pack(
         threads=threads,
         free_spatial_dims=detector_entry.architecture in FREE_SIZE_DETECTORS,
     )
-    embedding_model = embedder_model(
+    embedding_model = cpu_model(
         embedder_path, embedder_entry.architecture, prefer_gpu=prefer_gpu, threads=threads
     )
     detector = create_detector(detector_entry, detector_model)

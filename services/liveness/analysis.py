@@ -28,8 +28,8 @@ from faces.catalog import load_catalog
 from faces.checksums import file_sha256
 from faces.detection import Detection, Detector
 from faces.errors import ModelError
-from faces.packs import DEFAULT_PACK, create_detector, get_pack
-from faces.runtime import OnnxModel
+from faces.packs import DEFAULT_PACK, cpu_model, create_detector, get_pack
+from faces.runtime import Model, OnnxModel
 from services.liveness.antispoof import ANTISPOOF_MODELS, AntiSpoof, SpoofModel
 from services.liveness.landmarks import (
     IRIS_MODEL_FILE,
@@ -343,12 +343,18 @@ class FrameAnalyzer:
         ``manifest.json``), as :func:`faces.packs.load_pack` does.
         """
 
-        def load(file: str) -> OnnxModel:
+        catalog = load_catalog(models_dir)
+
+        def load(file: str) -> Model:
+            """On the runtime that runs it fastest (faces.packs.CPU_MODEL_RUNTIMES)."""
             path = _check(models_dir, file, verify=verify_checksums)
-            return OnnxModel(path, threads=threads, prefer_gpu=prefer_gpu)
+            return cpu_model(path, catalog.get(file).architecture, threads=threads, prefer_gpu=prefer_gpu)
 
         detector_file = get_pack(pack, models_dir).detector
-        detector = create_detector(load_catalog(models_dir).get(detector_file), load(detector_file))
+        detector_path = _check(models_dir, detector_file, verify=verify_checksums)
+        detector = create_detector(
+            catalog.get(detector_file), OnnxModel(detector_path, threads=threads, prefer_gpu=prefer_gpu)
+        )
         mesh = FaceMesh(load(MESH_MODEL_FILE))
         eyes = EyeLandmarks(load(IRIS_MODEL_FILE)) if use_iris else None
         antispoof = (

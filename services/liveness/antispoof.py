@@ -24,7 +24,8 @@ import numpy as np
 import numpy.typing as npt
 
 from faces.errors import ModelError
-from faces.runtime import OnnxModel
+from faces.packs import cpu_model
+from faces.runtime import Model
 
 __all__ = [
     "ANTISPOOF_MODELS",
@@ -75,7 +76,7 @@ def minivision_crop_box(
 
 @dataclass(frozen=True)
 class SpoofModel:
-    model: OnnxModel
+    model: Model
     scale: float
 
     def real_probability(
@@ -106,12 +107,10 @@ class AntiSpoof:
 
     @classmethod
     def from_dir(cls, models_dir: Path, *, threads: int = 0, prefer_gpu: bool = False) -> AntiSpoof:
-        return cls(
-            [
-                SpoofModel(OnnxModel(models_dir / file, threads=threads, prefer_gpu=prefer_gpu), scale)
-                for file, scale in ANTISPOOF_MODELS
-            ]
-        )
+        def load(file: str) -> Model:
+            return cpu_model(models_dir / file, "minifasnet", threads=threads, prefer_gpu=prefer_gpu)
+
+        return cls([SpoofModel(load(file), scale) for file, scale in ANTISPOOF_MODELS])
 
     def real_score(self, image_bgr: npt.NDArray[np.uint8], box: tuple[float, float, float, float]) -> float:
         """Mean probability of "real" over the models, 0..1."""

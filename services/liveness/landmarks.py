@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from faces.errors import ModelError
-from faces.runtime import OnnxModel
+from faces.runtime import Model
 
 __all__ = [
     "CROP_SCALE",
@@ -136,7 +136,7 @@ def _sigmoid(x: float) -> float:
 class FaceMesh:
     """MediaPipe face mesh: :meth:`run` a :class:`CropRegion` of a BGR frame."""
 
-    def __init__(self, model: OnnxModel) -> None:
+    def __init__(self, model: Model) -> None:
         shape = model.input_shape
         if len(shape) != 4 or shape[1:] != (MESH_INPUT_SIZE, MESH_INPUT_SIZE, 3):
             raise ModelError(f"{model.path.name}: expected a 1x192x192x3 face mesh input, got {shape}")
@@ -144,7 +144,7 @@ class FaceMesh:
         self._outputs = self._find_outputs(model)
 
     @staticmethod
-    def _find_outputs(model: OnnxModel) -> tuple[int, int]:
+    def _find_outputs(model: Model) -> tuple[int, int]:
         sizes = [math.prod(d if isinstance(d, int) else 1 for d in s) for s in model.output_shapes]
         try:
             return sizes.index(N_POINTS * 3), sizes.index(1)
@@ -212,7 +212,7 @@ class EyeLandmarks:
     model expects the outer corner on the crop's left.
     """
 
-    def __init__(self, model: OnnxModel) -> None:
+    def __init__(self, model: Model) -> None:
         shape = model.input_shape
         if len(shape) != 4 or shape[1:] != (IRIS_INPUT_SIZE, IRIS_INPUT_SIZE, 3):
             raise ModelError(f"{model.path.name}: expected a 1x64x64x3 iris model input, got {shape}")
