@@ -236,24 +236,33 @@ class _Decided:
     match: MatchReferences | None
 
 
-async def advance(deps: Deps, session_id: str, *, record: SessionRecord | None = None) -> ReplayResult | None:
+async def advance(
+    deps: Deps,
+    session_id: str,
+    *,
+    record: SessionRecord | None = None,
+    state: LivenessState | None = None,
+) -> ReplayResult | None:
     """One replay step (see the module docstring); publish what is new.
 
-    ``record``: the session as the caller just read it (its first attempt does not read it again;
-    the step's write checks that the session is still unfinished, and a retry reads it afresh).
+    ``record``, ``state``: the session and its liveness state as the caller just read them (its
+    first attempt does not read them again; the step's write checks that the session is still
+    unfinished and the state still at that version, and a retry reads both afresh).
     Returns the step's replay (None when the session has no state, is decided or finished).
     """
     for _ in range(STEP_ATTEMPTS):
         try:
-            return await _step(deps, session_id, record)
+            return await _step(deps, session_id, record, state)
         except VersionConflict:
-            record = None
+            record, state = None, None
             continue  # another step moved the state on: start again from it
     raise VersionConflict(f"the liveness state of session {session_id} kept changing")
 
 
-async def _step(deps: Deps, session_id: str, record: SessionRecord | None) -> ReplayResult | None:
-    loaded = await _load(deps, session_id, record)
+async def _step(
+    deps: Deps, session_id: str, record: SessionRecord | None, state: LivenessState | None
+) -> ReplayResult | None:
+    loaded = await _load(deps, session_id, record, state)
     if loaded is None:
         return None
     record, state = loaded
@@ -286,13 +295,14 @@ async def _step(deps: Deps, session_id: str, record: SessionRecord | None) -> Re
 
 
 async def _load(
-    deps: Deps, session_id: str, record: SessionRecord | None = None
+    deps: Deps, session_id: str, record: SessionRecord | None = None, state: LivenessState | None = None
 ) -> tuple[SessionRecord, LivenessState] | None:
-    """The session (``record``, or read) and its state, or None when there is nothing to replay."""
+    """The session (``record``, or read) and its state (``state``, or read), or None when there
+    is nothing to replay."""
     record = record or await deps.sessions.fetch(session_id)
     if record is None or record.status.terminal:
         return None
-    state = await deps.states.get(session_id)
+    state = state or await deps.states.get(session_id)
     if state is None or state.decision is not None:
         return None
     return record, state
@@ -525,7 +535,9 @@ async def handle_frame(event: FrameCaptured, deps: Deps) -> None:
         embedding=analysed.embedding,
         shown=event.shown,  # what the subject could see then, kept beside the analysis
     )
-    await advance(deps, session_id, record=record)
+    # the state read above: adding a frame does not change it (a step that did meanwhile makes
+    # the write a VersionConflict, and the step starts again from a fresh read)
+    await advance(deps, session_id, record=record, state=state)
 
 
 async def handle_references_matched(event: ReferencesMatched, deps: Deps) -> None:
