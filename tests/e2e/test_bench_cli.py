@@ -74,7 +74,9 @@ def test_bench_compare_runs_its_own_stack_and_stops_it(tmp_path: Path) -> None:
     assert result["errors"] == 0
     # --profile: py-spy's collapsed stacks of each process during the load, and their top items.
     assert set(result["profile"]) == {"gateway", "matcher-1"}
-    assert (tmp_path / "gateway.txt").stat().st_size > 0 and (tmp_path / "matcher-1.txt").stat().st_size > 0
+    # Each process was sampled; the gateway spends about 5 ms of CPU on each of these 10 compares,
+    # so py-spy may catch none of it busy (CI, 2026-12-06: an empty gateway.txt), the matcher always.
+    assert (tmp_path / "gateway.txt").is_file() and (tmp_path / "matcher-1.txt").stat().st_size > 0
     matcher = result["profile"]["matcher-1"]
     assert matcher["busy_samples"] > 0
     assert any(item["function"].startswith("OnnxModel.run (faces/") for item in matcher["ours"])
