@@ -91,7 +91,12 @@ def bench_compare(
     max_requests: Annotated[int, typer.Option(min=1, help="Requests at most (upper bound)")] = 100_000,
     pairs: Annotated[int, typer.Option(min=1, help="Image pairs from LFW dev-test, sent in turn")] = 10,
     inprocess_rounds: Annotated[
-        int, typer.Option(min=1, help="Rounds over the pairs for the in-process baseline")
+        int,
+        typer.Option(
+            min=1,
+            help="Rounds over the pairs for the in-process baseline before the load, at --concurrency "
+            "above 1 (at 1 each request's pair is compared in process right before it)",
+        ),
     ] = 5,
     inference_threads: Annotated[
         int | None,

@@ -2,13 +2,18 @@
 
 Order of one run: start the stack (or use ``--url``), wait until the gateway is ready and every
 matcher has subscribed, send warm-up requests (each matcher decodes and runs the models on real
-images at least once), then, with the stack idle, time the same pairs **in this process**
-through the matcher's own ``handle_compare`` and ``OnnxFaceEngine``, built as the matcher builds
-them (same pack, intra-op threads, thread pool and micro-batcher; decode, detect, align, quality,
-embed, score), one pair at a time, then drive the load. The **overhead ratio** is end-to-end p50
-/ in-process p50: what HTTP, JSON and base64, the gateway, RabbitMQ and the worker's message
-handling add to the matcher's work itself. It is meaningful at ``--concurrency 1`` (the
-in-process baseline has no queueing); at higher concurrency it includes waiting for a core.
+images at least once), then time the same pairs **in this process** through the matcher's own
+``handle_compare`` and ``OnnxFaceEngine``, built as the matcher builds them (same pack, intra-op
+threads, thread pool and micro-batcher; decode, detect, align, quality, embed, score), one pair at
+a time, and drive the load. At ``--concurrency 1`` the two take turns: each request's pair is
+compared in process right before the request is sent, so that the baseline and the requests see
+the same load from the machine's other jobs (one compare runs at a time, either here or in the
+stack; the in-process time is left out of ``rps``). At higher concurrency the baseline runs
+alone, before the load (``--inprocess-rounds`` rounds over the pairs); ``baseline`` in the result
+says which. The **overhead ratio** is end-to-end p50 / in-process p50: what HTTP, JSON and base64,
+the gateway, RabbitMQ and the worker's message handling add to the matcher's work itself. It is
+meaningful at ``--concurrency 1`` (no queueing); at higher concurrency it includes waiting for a
+core.
 
 CPU time is counted too, because wall-clock times on a shared machine depend on what else runs:
 ``stack_cpu_ms_per_request`` (gateway + matcher processes, from ``/proc``; RabbitMQ's own CPU is
@@ -24,9 +29,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,55 +141,123 @@ class _InlineImages:
         return image.inline
 
 
-async def _inprocess_handler(config: CompareBench, images: Sequence[tuple[bytes, bytes]]) -> dict[str, float]:
+class _InProcess:
     """The matcher's own ``handle_compare`` on its own engine, in this process, one pair at a time.
 
     Built exactly as ``services.matcher.main.serve`` builds it (pack, intra-op threads resolved
     from ``FACEPROOF_INFERENCE_THREADS`` and ``FACEPROOF_MATCHER_CONCURRENCY``, thread pool, micro-
     batcher), so the only difference from the end-to-end path is the plumbing: HTTP, JSON and
-    base64, the gateway, RabbitMQ and the worker's message handling.
+    base64, the gateway, RabbitMQ and the worker's message handling. ``compare(index)`` times one
+    pair (wall time, and this process's CPU time: nothing else of this process runs meanwhile).
     """
-    from contracts.commands import CompareFaces
-    from services.matcher.handlers import handle_compare
-    from services.matcher.main import load_engine
 
-    settings = matcher_settings(config)
-    engine = await load_engine(settings)
-    source = _InlineImages()
-    commands = [
-        CompareFaces(
-            correlation_id=f"bench-{index}",
-            source=ImageData(inline=a),
-            target=ImageData(inline=b),
-            max_target_faces=settings.max_target_faces,
-        )
-        for index, (a, b) in enumerate(images)
-    ]
-    try:
-        for command in commands:  # warm-up round
-            await handle_compare(command, engine=engine, images=source)
-        samples: list[float] = []
-        cpu_started = time.process_time()
+    def __init__(self, config: CompareBench, images: Sequence[tuple[bytes, bytes]]) -> None:
+        self._config = config
+        self._images = images
+        self._source = _InlineImages()
+        self.samples: list[float] = []
+        self.cpu_s = 0.0
+
+    async def __aenter__(self) -> _InProcess:
+        from contracts.commands import CompareFaces
+        from services.matcher.main import load_engine
+
+        settings = matcher_settings(self._config)
+        self.intra_op_threads = settings.resolved_inference_threads
+        self._engine = await load_engine(settings)
+        self._commands = [
+            CompareFaces(
+                correlation_id=f"bench-{index}",
+                source=ImageData(inline=a),
+                target=ImageData(inline=b),
+                max_target_faces=settings.max_target_faces,
+            )
+            for index, (a, b) in enumerate(self._images)
+        ]
+        try:
+            for index in range(len(self._commands)):  # warm-up round, not counted
+                await self._compare(index)
+        except BaseException:
+            await self._engine.close()
+            raise
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self._engine.close()
+
+    async def compare(self, index: int) -> None:
+        cpu_started, started = time.process_time(), time.perf_counter()
+        await self._compare(index)
+        self.samples.append(time.perf_counter() - started)
+        self.cpu_s += time.process_time() - cpu_started
+
+    async def _compare(self, index: int) -> None:
+        from services.matcher.handlers import handle_compare
+
+        event = await handle_compare(self._commands[index], engine=self._engine, images=self._source)
+        if event.error is not None:
+            raise BenchError(f"in-process compare failed: {event.error.code}")
+
+    def summary(self) -> dict[str, float]:
+        return {
+            **ms_summary(self.samples),
+            "cpu_ms": round(self.cpu_s * 1000.0 / max(1, len(self.samples)), 3),
+            "intra_op_threads": self.intra_op_threads,
+        }
+
+
+async def _inprocess_before_load(
+    config: CompareBench, images: Sequence[tuple[bytes, bytes]]
+) -> dict[str, float]:
+    """``--inprocess-rounds`` rounds over the pairs, before the load (``--concurrency`` above 1)."""
+    async with _InProcess(config, images) as baseline:
         for _ in range(max(1, config.inprocess_rounds)):
-            for command in commands:
-                started = time.perf_counter()
-                event = await handle_compare(command, engine=engine, images=source)
-                samples.append(time.perf_counter() - started)
-                if event.error is not None:
-                    raise BenchError(f"in-process compare failed: {event.error.code}")
-        cpu_ms = (time.process_time() - cpu_started) * 1000.0 / len(samples)
-    finally:
-        await engine.close()
-    return {
-        **ms_summary(samples),
-        "cpu_ms": round(cpu_ms, 3),
-        "intra_op_threads": settings.resolved_inference_threads,
-    }
+            for index in range(len(images)):
+                await baseline.compare(index)
+    return baseline.summary()
 
 
 def _check_warm_up(result: LoadResult, logs: Callable[[], str]) -> None:
     if result.errors or not result.latencies_s:
         raise BenchError(f"warm-up requests failed ({dict(result.errors)}); logs:\n{logs()}")
+
+
+@dataclass(frozen=True)
+class _Window:
+    """The load and what the processes used meanwhile (CPU seconds; None: cannot tell)."""
+
+    load: LoadResult
+    stack_cpu_s: float | None
+    gateway_cpu_s: float | None
+    #: This process's CPU less the in-process compares': the load generator's.
+    client_cpu_s: float
+
+
+def _used(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else after - before
+
+
+async def _window(
+    run_load: Callable[[], Awaitable[LoadResult]],
+    *,
+    stack_cpu_s: Callable[[], float | None],
+    gateway_cpu_s: Callable[[], float | None],
+    profiled: Callable[[], AbstractContextManager[None]],
+    inprocess_cpu_s: Callable[[], float] = lambda: 0.0,
+) -> _Window:
+    stack, gateway, client, inprocess = stack_cpu_s(), gateway_cpu_s(), time.process_time(), inprocess_cpu_s()
+    with profiled():
+        load = await run_load()
+    return _Window(
+        load,
+        _used(stack, stack_cpu_s()),
+        _used(gateway, gateway_cpu_s()),
+        time.process_time() - client - (inprocess_cpu_s() - inprocess),
+    )
+
+
+def _per_request_ms(seconds: float | None, ok: int) -> float | None:
+    return None if seconds is None else round(seconds * 1000.0 / ok, 3)
 
 
 def _measure(
@@ -209,38 +283,46 @@ def _measure(
         )
     )
     _check_warm_up(warm_up, logs)
-    inprocess = asyncio.run(_inprocess_handler(config, images))
-    stack_cpu_before, client_cpu_before = stack_cpu_s(), time.process_time()
-    gateway_cpu_before = gateway_cpu_s()
-    with profiled():
-        load = asyncio.run(
-            drive_load(
-                url,
-                bodies,
-                token=token,
-                concurrency=config.concurrency,
-                duration_s=config.duration_s,
-                max_requests=config.max_requests,
-            )
+
+    def load(before_each: Callable[[int], Awaitable[None]] | None = None) -> Awaitable[LoadResult]:
+        return drive_load(
+            url,
+            bodies,
+            token=token,
+            concurrency=config.concurrency,
+            duration_s=config.duration_s,
+            max_requests=config.max_requests,
+            before_each=before_each,
         )
-    if not load.latencies_s:
-        raise BenchError(f"no request succeeded ({dict(load.errors)}); logs:\n{logs()}")
-    stack_cpu_after, client_cpu_s = stack_cpu_s(), time.process_time() - client_cpu_before
-    gateway_cpu_after = gateway_cpu_s()
-    end_to_end = ms_summary(load.latencies_s)
-    ok = len(load.latencies_s)
-    stack_cpu_ms: float | None = None
-    if stack_cpu_before is not None and stack_cpu_after is not None:
-        stack_cpu_ms = round((stack_cpu_after - stack_cpu_before) * 1000.0 / ok, 3)
-    gateway_cpu_ms: float | None = None
-    if gateway_cpu_before is not None and gateway_cpu_after is not None:
-        gateway_cpu_ms = round((gateway_cpu_after - gateway_cpu_before) * 1000.0 / ok, 3)
+
+    counted = functools.partial(
+        _window, stack_cpu_s=stack_cpu_s, gateway_cpu_s=gateway_cpu_s, profiled=profiled
+    )
+    interleaved = config.concurrency == 1
+
+    async def taking_turns() -> tuple[dict[str, float], _Window]:
+        async with _InProcess(config, images) as baseline:
+            window = await counted(lambda: load(baseline.compare), inprocess_cpu_s=lambda: baseline.cpu_s)
+        return baseline.summary(), window
+
+    if interleaved:  # each request's pair in process right before it, in the same minutes
+        inprocess, window = asyncio.run(taking_turns())
+    else:  # C clients keep the stack busy: the baseline alone, before them
+        inprocess = asyncio.run(_inprocess_before_load(config, images))
+        window = asyncio.run(counted(load))
+    result = window.load
+    if not result.latencies_s:
+        raise BenchError(f"no request succeeded ({dict(result.errors)}); logs:\n{logs()}")
+    end_to_end = ms_summary(result.latencies_s)
+    ok = len(result.latencies_s)
+    stack_cpu_ms = _per_request_ms(window.stack_cpu_s, ok)
     return {
         "p50_ms": end_to_end["p50"],
         "p95_ms": end_to_end["p95"],
         "p99_ms": end_to_end["p99"],
         "mean_ms": end_to_end["mean"],
-        "rps": rate(len(load.latencies_s), load.elapsed_s),
+        "rps": rate(ok, result.elapsed_s),
+        "baseline": "interleaved" if interleaved else "before_load",
         "inprocess_p50_ms": inprocess["p50"],
         "inprocess_p95_ms": inprocess["p95"],
         "inprocess_samples": inprocess["n"],
@@ -251,13 +333,13 @@ def _measure(
         "cpu_overhead_ratio": None
         if stack_cpu_ms is None or inprocess["cpu_ms"] <= 0
         else round(stack_cpu_ms / inprocess["cpu_ms"], 3),
-        "gateway_cpu_ms_per_request": gateway_cpu_ms,
-        "load_client_cpu_ms_per_request": round(client_cpu_s * 1000.0 / ok, 3),
-        "requests": load.requests,
-        "ok": len(load.latencies_s),
-        "errors": sum(load.errors.values()),
-        "errors_by_kind": dict(load.errors),
-        "elapsed_s": round(load.elapsed_s, 2),
+        "gateway_cpu_ms_per_request": _per_request_ms(window.gateway_cpu_s, ok),
+        "load_client_cpu_ms_per_request": _per_request_ms(window.client_cpu_s, ok),
+        "requests": result.requests,
+        "ok": ok,
+        "errors": sum(result.errors.values()),
+        "errors_by_kind": dict(result.errors),
+        "elapsed_s": round(result.elapsed_s, 2),
         "warmup_requests": warm_up.requests,
     }
 

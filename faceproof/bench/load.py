@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import urlsplit
@@ -39,6 +39,7 @@ def check_local_url(url: str) -> str:
 class LoadResult:
     latencies_s: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
+    #: Wall time of the load, less the time spent in ``before_each`` (see :func:`drive_load`).
     elapsed_s: float = 0.0
 
     @property
@@ -55,30 +56,42 @@ async def drive_load(
     duration_s: float,
     max_requests: int,
     request_timeout_s: float = 30.0,
+    before_each: Callable[[int], Awaitable[None]] | None = None,
 ) -> LoadResult:
     """``concurrency`` closed-loop clients post ``bodies`` in turn until either bound is reached.
 
     Latency is counted for 200 answers only; anything else is an error keyed by status code or
-    exception name.
+    exception name. ``before_each`` (one client only) is awaited with the index of the next
+    request's body before it is sent, outside its latency, and its time is left out of
+    ``elapsed_s``: ``bench compare`` times the same pair in process there, so that the baseline
+    and the requests take turns under the same machine load.
     """
     base = check_local_url(url)
     if not bodies:
         raise ValueError("no request bodies")
     if concurrency < 1 or max_requests < 1 or duration_s <= 0:
         raise ValueError("concurrency, max_requests and duration_s must be positive")
+    if before_each is not None and concurrency != 1:
+        raise ValueError("before_each takes turns with one client only")
     headers = {"content-type": "application/json"}
     if token:
         headers["authorization"] = f"Bearer {token}"
     result = LoadResult()
     issued = 0
+    beside_s = 0.0  # in before_each
     loop = asyncio.get_running_loop()
     deadline = loop.time() + duration_s
 
     async def client_loop(client: httpx.AsyncClient) -> None:
-        nonlocal issued
+        nonlocal issued, beside_s
         while issued < max_requests and loop.time() < deadline:
-            body = bodies[issued % len(bodies)]
+            index = issued % len(bodies)
             issued += 1
+            if before_each is not None:
+                started = time.perf_counter()
+                await before_each(index)
+                beside_s += time.perf_counter() - started
+            body = bodies[index]
             started = time.perf_counter()
             try:
                 response = await client.post(COMPARE_PATH, content=body, headers=headers)
@@ -100,5 +113,5 @@ async def drive_load(
                 await asyncio.gather(*(client_loop(client) for _ in range(concurrency)))
         except TimeoutError:
             result.errors["load_deadline"] += 1
-        result.elapsed_s = time.perf_counter() - started
+        result.elapsed_s = time.perf_counter() - started - beside_s
     return result

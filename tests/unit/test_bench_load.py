@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from faceproof.bench.load import check_local_url, drive_load
@@ -41,3 +43,40 @@ async def test_load_is_bounded_in_count_against_a_closed_port() -> None:
     assert result.requests == 3
     assert not result.latencies_s
     assert sum(result.errors.values()) == 3
+
+
+async def test_before_each_takes_turns_with_the_requests_outside_their_time() -> None:
+    seen: list[int] = []
+
+    async def before_each(index: int) -> None:
+        seen.append(index)
+        await asyncio.sleep(0.2)
+
+    result = await drive_load(
+        "http://127.0.0.1:9",
+        [b"{}", b"[]"],
+        token=None,
+        concurrency=1,
+        duration_s=5,
+        max_requests=3,
+        before_each=before_each,
+    )
+    assert seen == [0, 1, 0]  # the index of the body about to be sent, every time
+    assert result.requests == 3
+    assert result.elapsed_s < 0.2  # its 0.6 s are not the load's
+
+
+async def test_before_each_needs_a_single_client() -> None:
+    async def before_each(index: int) -> None:
+        return None
+
+    with pytest.raises(ValueError, match="one client"):
+        await drive_load(
+            "http://127.0.0.1:9",
+            [b"{}"],
+            token=None,
+            concurrency=2,
+            duration_s=1,
+            max_requests=2,
+            before_each=before_each,
+        )
