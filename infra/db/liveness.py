@@ -17,17 +17,17 @@ need no I/O outside the database.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Final, cast
 
-from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Row, Table, bindparam, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from contracts.documents import (
     FrameAnalysisDocument,
@@ -88,7 +88,68 @@ def _document(
     return LivenessStateDocument(challenges=challenges, connection=connection, progress=progress).to_row()
 
 
-def _state(row: LivenessStateRow) -> LivenessState:
+_STATES = cast(Table, LivenessStateRow.__table__)
+_FRAMES = cast(Table, LivenessFrameRow.__table__)
+_SESSIONS = cast(Table, SessionRow.__table__)
+_UNFINISHED: Final = tuple(sorted(status.value for status in SessionStatus if not status.terminal))
+
+# The statements of a frame's step (handle_frame: the state read, the frame stored; the replay step:
+# the new frames read, the version-checked write), built once: a step binds its values, and no
+# statement is built, nor its cache key computed, per frame. Core, not the ORM: nothing here needs
+# the identity map (the outbox rows still go through the session that stages them).
+_GET_STATE: Final = select(_STATES).where(_STATES.c.session_id == bindparam("sid"))
+_FRAMES_FROM: Final = (
+    select(_FRAMES)
+    .where(_FRAMES.c.session_id == bindparam("sid"), _FRAMES.c.sequence >= bindparam("first"))
+    .order_by(_FRAMES.c.sequence)
+)
+#: The session row share-locked while a frame is stored (see :meth:`LivenessRepository.add_frame`).
+_TOMBSTONE: Final = (
+    select(_SESSIONS.c.erase_requested_at, _SESSIONS.c.purged_at)
+    .where(_SESSIONS.c.id == bindparam("sid"))
+    .with_for_update(read=True)
+)
+#: A step's write: only while the row is at the version the step read, undecided, and its session
+#: unfinished.
+_SAVE_STEP: Final = (
+    update(_STATES)
+    .where(
+        _STATES.c.session_id == bindparam("sid"),
+        _STATES.c.version == bindparam("expected_version"),
+        _STATES.c.decision.is_(None),
+        _STATES.c.session_id.in_(
+            select(_SESSIONS.c.id).where(
+                _SESSIONS.c.id == bindparam("sid"), _SESSIONS.c.status.in_(_UNFINISHED)
+            )
+        ),
+    )
+    .values(
+        challenges=bindparam("document", type_=_STATES.c.challenges.type),
+        issued=bindparam("issued_count", type_=_STATES.c.issued.type),
+        verdicts=bindparam("verdict_count", type_=_STATES.c.verdicts.type),
+        version=_STATES.c.version + 1,
+    )
+)
+#: The same write with the decision (once).
+_SAVE_DECISION: Final = _SAVE_STEP.values(
+    decision=bindparam("decision_document", type_=_STATES.c.decision.type),
+    decided_at=bindparam("decided", type_=_STATES.c.decided_at.type),
+    match_request_id=bindparam("match_request", type_=_STATES.c.match_request_id.type),
+)
+
+
+@functools.cache
+def _insert_frame(dialect: str) -> Any:
+    """The dialect's ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` of a frame row (first wins)."""
+    insert_: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return (
+        insert_(_FRAMES)
+        .on_conflict_do_nothing(index_elements=["session_id", "sequence"])
+        .returning(_FRAMES.c.sequence)
+    )
+
+
+def _state(row: LivenessStateRow | Row[Any]) -> LivenessState:
     document = LivenessStateDocument.from_row(row.challenges)
     return LivenessState(
         session_id=row.session_id,
@@ -105,7 +166,7 @@ def _state(row: LivenessStateRow) -> LivenessState:
     )
 
 
-def _frame(row: LivenessFrameRow) -> LivenessFrame:
+def _frame(row: Row[Any]) -> LivenessFrame:
     embedding = row.embedding
     analysed = FrameAnalysisDocument.from_row(row.analysis)
     return LivenessFrame(
@@ -144,6 +205,7 @@ class LockedState:
 class LivenessRepository:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
+        self._engine: AsyncEngine = sessions.kw["bind"]
 
     async def create_state(
         self,
@@ -178,8 +240,8 @@ class LivenessRepository:
 
     async def get(self, session_id: str) -> LivenessState | None:
         with translate_errors():
-            async with self._sessions() as session:
-                row = await session.get(LivenessStateRow, session_id)
+            async with self._engine.connect() as connection:
+                row = (await connection.execute(_GET_STATE, {"sid": session_id})).one_or_none()
         return None if row is None else _state(row)
 
     async def set_connection(
@@ -200,14 +262,10 @@ class LivenessRepository:
     async def frames_from(self, session_id: str, first_sequence: int) -> list[LivenessFrame]:
         """The session's stored frames from ``first_sequence`` on, in sequence order (one indexed
         range read: a replay step reads the frames stored since its last step, not all of them)."""
-        query = (
-            select(LivenessFrameRow)
-            .where(LivenessFrameRow.session_id == session_id, LivenessFrameRow.sequence >= first_sequence)
-            .order_by(LivenessFrameRow.sequence)
-        )
         with translate_errors():
-            async with self._sessions() as session:
-                return [_frame(row) for row in await session.scalars(query)]
+            async with self._engine.connect() as connection:
+                rows = await connection.execute(_FRAMES_FROM, {"sid": session_id, "first": first_sequence})
+                return [_frame(row) for row in rows]
 
     async def storage_keys(self, session_id: str, sequences: Sequence[int]) -> dict[int, str]:
         """The object keys of the given stored frames (only that column is read)."""
@@ -237,37 +295,24 @@ class LivenessRepository:
         them) go to the outbox in the same transaction. Raises ``VersionConflict``, writing
         nothing, unless the row is still at ``state.version``, undecided, and its session
         unfinished (re-read and step again)."""
-        unfinished = [status.value for status in SessionStatus if not status.terminal]
         values: dict[str, Any] = {
-            "challenges": _document(state.challenges, state.connection_id, progress),
-            "issued": max(state.issued, issued),
-            "verdicts": max(state.verdicts, verdicts),
-            "version": LivenessStateRow.version + 1,
+            "sid": state.session_id,
+            "expected_version": state.version,
+            "document": _document(state.challenges, state.connection_id, progress),
+            "issued_count": max(state.issued, issued),
+            "verdict_count": max(state.verdicts, verdicts),
         }
+        statement = _SAVE_STEP
         if decision is not None:
+            statement = _SAVE_DECISION
             values |= {
-                "decision": decision.to_row(),
-                "decided_at": utc_now(),
-                "match_request_id": match_request_id,
+                "decision_document": decision.to_row(),
+                "decided": utc_now(),
+                "match_request": match_request_id,
             }
-        statement = (
-            update(LivenessStateRow)
-            .where(
-                LivenessStateRow.session_id == state.session_id,
-                LivenessStateRow.version == state.version,
-                LivenessStateRow.decision.is_(None),
-                LivenessStateRow.session_id.in_(
-                    select(SessionRow.id).where(
-                        SessionRow.id == state.session_id, SessionRow.status.in_(unfinished)
-                    )
-                ),
-            )
-            .values(values)
-            .execution_options(synchronize_session=False)
-        )
         with translate_errors():
             async with self._sessions.begin() as session:
-                updated = int(getattr(await session.execute(statement), "rowcount", 0) or 0)
+                updated = int(getattr(await session.execute(statement, values), "rowcount", 0) or 0)
                 if updated != 1:
                     raise VersionConflict(
                         f"the liveness state of {state.session_id} is no longer at {state.version}"
@@ -300,25 +345,12 @@ class LivenessRepository:
             "embedding": None if embedding is None else FrameEmbedding(vector=embedding).to_row(),
         }
         with translate_errors():
-            async with self._sessions.begin() as session:
-                tombstone = (
-                    await session.execute(
-                        select(SessionRow.erase_requested_at, SessionRow.purged_at)
-                        .where(SessionRow.id == session_id)
-                        .with_for_update(read=True)
-                    )
-                ).one_or_none()
+            async with self._engine.begin() as connection:
+                tombstone = (await connection.execute(_TOMBSTONE, {"sid": session_id})).one_or_none()
                 if session_erased(tombstone):
                     return False
-                dialect = session.get_bind().dialect.name
-                insert = pg_insert if dialect == "postgresql" else sqlite_insert
-                statement = (
-                    insert(LivenessFrameRow)
-                    .values(values)
-                    .on_conflict_do_nothing(index_elements=["session_id", "sequence"])
-                    .returning(LivenessFrameRow.sequence)
-                )
-                inserted = (await session.scalars(statement)).one_or_none()
+                statement = _insert_frame(connection.dialect.name)
+                inserted = (await connection.execute(statement, values)).one_or_none()
         return inserted is not None
 
     @asynccontextmanager

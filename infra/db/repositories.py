@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import builtins
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final, cast
 from uuid import uuid4
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import Row, Table, bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from contracts.documents import SessionResult, SessionSettingsDocument
 from contracts.routing import EventKey
@@ -44,6 +44,9 @@ __all__ = [
 ]
 
 _MAX_KEY_LENGTH = 128
+_SESSIONS = cast(Table, SessionRow.__table__)
+#: A session by id, built once: the liveness worker reads it for every frame (Core, no identity map).
+_FETCH_SESSION: Final = select(_SESSIONS).where(_SESSIONS.c.id == bindparam("sid"))
 
 
 class ApiClientRepository:
@@ -117,6 +120,7 @@ class ApiClientRepository:
 class SessionRepository:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
+        self._engine: AsyncEngine = sessions.kw["bind"]
 
     async def create(
         self,
@@ -173,7 +177,10 @@ class SessionRepository:
         return await self._one(SessionRow.id == session_id, SessionRow.owner == owner)
 
     async def fetch(self, session_id: str) -> SessionRecord | None:
-        return await self._one(SessionRow.id == session_id)
+        with translate_errors():
+            async with self._engine.connect() as connection:
+                row = (await connection.execute(_FETCH_SESSION, {"sid": session_id})).one_or_none()
+        return None if row is None else _session(row)
 
     async def update_status(
         self,
@@ -405,7 +412,7 @@ def _client(row: ApiClientRow) -> ApiClient:
     )
 
 
-def _session(row: SessionRow) -> SessionRecord:
+def _session(row: SessionRow | Row[Any]) -> SessionRecord:
     return SessionRecord(
         id=row.id,
         owner=row.owner,
