@@ -40,13 +40,15 @@ from services.intake.calls import BrokerCallCommands
 def _resources(
     settings: Settings,
     database: AsyncEngine,
+    counters: AsyncEngine,
     store: ObjectStore,
     broker: RabbitBroker,
     rpc: BrokerRpc,
 ) -> Resources:
-    """The routes' resources over one database, store, broker connection and RPC client."""
+    """The routes' resources over one database (``counters``: the rate limit's engine on it, see
+    :func:`create_app`), store, broker connection and RPC client."""
     sessions_ = session_factory(database)
-    rate_limits = RateLimitRepository(sessions_)
+    rate_limits = RateLimitRepository(session_factory(counters))
     return Resources(
         settings=settings,
         database=database,
@@ -71,6 +73,12 @@ def create_app(settings: Settings, *, migrate: bool = False) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         database = create_engine(settings.resolved_database_url)
+        # The rate limit's take (every API request, before its body is read) commits without
+        # waiting for the disk: the flush was most of its time (bench compare, docs/benchmarks.md).
+        # A crash of the database's machine may forget the last fraction of a second of takes (a
+        # client gets those tokens again, the month's count misses them); replicas still share
+        # every bucket, as other connections see a commit at once.
+        counters = create_engine(settings.resolved_database_url, wait_for_disk=False)
         if migrate:
             await upgrade_async(database)
         store = open_store(settings.resolved_storage_url)
@@ -80,7 +88,7 @@ def create_app(settings: Settings, *, migrate: bool = False) -> FastAPI:
         await declare_topology(broker, ALL_ROUTES, delivery_limit=settings.delivery_limit)
         rpc = BrokerRpc(settings.broker_url)
         await rpc.start()
-        app.state.resources = _resources(settings, database, store, broker, rpc)
+        app.state.resources = _resources(settings, database, counters, store, broker, rpc)
         try:
             # SessionFinished of the lazy expiry and of erasure, from the outbox
             relay = OutboxRelay.for_process(session_factory(database), broker, settings)
@@ -89,6 +97,7 @@ def create_app(settings: Settings, *, migrate: bool = False) -> FastAPI:
         finally:
             await rpc.close()
             await broker.stop()
+            await counters.dispose()
             await database.dispose()
 
     app = FastAPI(

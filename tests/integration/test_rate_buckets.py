@@ -2,7 +2,8 @@
 two replicas (each its own engine and repository) share one bucket and never hand out more tokens
 than it holds, however their takes interleave or race; a replica whose remembered row another
 replica changed, or the purge forgot, takes from the row as it is; and the common case costs one
-statement and the month's count."""
+statement and the month's count. The replicas' engines are made as the gateway makes its rate
+limit's: commits that do not wait for the disk."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from domain.limits import Limits
 from infra.db.engine import create_engine, session_factory
@@ -27,13 +29,39 @@ NO_REFILL = Limits(rate_per_second=0.001, burst=10, monthly_quota=None)
 
 @pytest.fixture
 async def replicas(database_url: str) -> AsyncIterator[tuple[RateLimitRepository, RateLimitRepository]]:
-    engines = [create_engine(database_url), create_engine(database_url)]
+    engines = [create_engine(database_url, wait_for_disk=False) for _ in range(2)]
     try:
         a, b = (RateLimitRepository(session_factory(engine)) for engine in engines)
         yield a, b
     finally:
         for engine in engines:
             await engine.dispose()
+
+
+async def _commit_setting(engine: AsyncEngine) -> str:
+    sqlite = engine.dialect.name == "sqlite"
+    async with engine.connect() as connection:
+        value = (
+            await connection.execute(text("PRAGMA synchronous" if sqlite else "SHOW synchronous_commit"))
+        ).scalar_one()
+    return {0: "off", 1: "normal", 2: "full", 3: "extra"}[value] if sqlite else str(value)
+
+
+async def test_the_rate_limit_engine_commits_without_waiting_for_the_disk(database_url: str) -> None:
+    fast, default = create_engine(database_url, wait_for_disk=False), create_engine(database_url)
+    try:
+        if database_url.startswith("sqlite"):  # WAL: a commit is in the log, flushed at checkpoints
+            assert (await _commit_setting(fast), await _commit_setting(default)) == ("normal", "full")
+        else:
+            assert (await _commit_setting(fast), await _commit_setting(default)) == ("off", "on")
+        # and what it commits, the other engine reads at once
+        repository = RateLimitRepository(session_factory(fast))
+        key = _key()
+        await repository.take(key, NO_REFILL, T0)
+        assert (await RateLimitRepository(session_factory(default)).take(key, NO_REFILL, T0)).remaining == 8
+    finally:
+        await fast.dispose()
+        await default.dispose()
 
 
 def _key() -> str:
