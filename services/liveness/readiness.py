@@ -16,6 +16,15 @@ A frame's problems (:func:`prechecks`, :class:`contracts.values.Precheck`), most
 * not looking at the camera (the head turned or tilted away: every challenge's baseline must be a
   neutral, frontal face).
 
+Once the subject is ready the check goes on, with fewer problems (:func:`running_prechecks`): the
+challenges' own gates and too dark, the conditions under which a frame's measures, anti-spoofing
+score and identity embedding cannot be trusted whatever the challenge asks. The replay refuses
+such a frame (no challenge progress, no baseline, no sample) while the challenge's clock runs on,
+and the worker names the problem as before the challenges. Too far (above the gate), too close,
+backlit and not looking at the camera are dropped: the challenges ask for exactly those movements
+(MOVE_CLOSER, turns, looks; a turn towards a window changes the scene's light), and a face in the
+shadow of a bright scene is judged by its own light, TOO_DARK.
+
 The subject is ready after ``ready_frames`` consecutive frames without a problem spanning at
 least ``ready_s`` (then the replay issues challenge 0, whose clock starts when the subject can
 see it: services/liveness/replay.py); past ``limit_s`` without that,
@@ -42,7 +51,7 @@ from services.liveness.challenges import DEFAULT_THRESHOLDS, FailureReason, Thre
 from services.liveness.decision import NOT_READY
 from services.liveness.progress import ReadinessState
 
-__all__ = ["DEFAULT_READINESS", "NOT_READY", "Readiness", "ReadinessCheck", "prechecks"]
+__all__ = ["DEFAULT_READINESS", "NOT_READY", "Readiness", "ReadinessCheck", "prechecks", "running_prechecks"]
 
 #: How many of the most frequent problems a NOT_READY failure reports.
 REPORTED_PROBLEMS: Final = 2
@@ -94,7 +103,7 @@ def prechecks(
     elif frame.relative_size > readiness.max_relative_size:
         problems.append(Precheck.FACE_TOO_CLOSE)
     face, scene = frame.face_luma, frame.scene_luma
-    if face is not None and face < readiness.min_face_luma:
+    if _too_dark(frame, readiness):
         problems.append(Precheck.TOO_DARK)
     elif (
         face is not None
@@ -111,6 +120,28 @@ def prechecks(
     return tuple(problems)
 
 
+def running_prechecks(
+    frame: FrameAnalysis,
+    readiness: Readiness = DEFAULT_READINESS,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+) -> tuple[Precheck, ...]:
+    """What refuses a frame once the challenges run (empty: it counts): the challenges' own gate
+    (:func:`~services.liveness.challenges.frame_gate`, whose 15 % size limit is the mesh's and
+    the anti-spoofing crop's) and too dark (eye ratios and mouth read on a face of luma 16 are
+    noise: ``liveportrait_d9`` "blinked" in the dark, docs/liveness.md)."""
+    gate = frame_gate(frame, thresholds)
+    if gate is FailureReason.NO_FACE or gate is FailureReason.MULTIPLE_FACES:
+        return (_GATES[gate],)
+    problems = [] if gate is None else [_GATES[gate]]
+    if _too_dark(frame, readiness):
+        problems.append(Precheck.TOO_DARK)
+    return tuple(problems)
+
+
+def _too_dark(frame: FrameAnalysis, readiness: Readiness) -> bool:
+    return frame.face_luma is not None and frame.face_luma < readiness.min_face_luma
+
+
 @dataclass
 class ReadinessCheck:
     """The pre-check phase of one session, from ``started_at`` (same clock as the frames)."""
@@ -122,7 +153,8 @@ class ReadinessCheck:
     ready_at: float | None = None
     #: The NOT_READY problems (None: not failed).
     failed: tuple[str, ...] | None = None
-    #: The problems of the latest frame and of the one before it.
+    #: The problems of the latest frame and of the one before it (once ready: the problems that
+    #: refuse a frame while the challenges run, :func:`running_prechecks`).
     problems: tuple[Precheck, ...] = ()
     previous: tuple[Precheck, ...] | None = None
     _seen: Counter[Precheck] = field(default_factory=Counter)
@@ -169,7 +201,11 @@ class ReadinessCheck:
         self._clean = 0
 
     def update(self, t: float, frame: FrameAnalysis) -> None:
-        if not self.pending:
+        if self.failed is not None:
+            return
+        if self.ready_at is not None:
+            self.previous = self.problems
+            self.problems = running_prechecks(frame, self.readiness, self.thresholds)
             return
         self.previous, self.problems = self.problems, prechecks(frame, self.readiness, self.thresholds)
         self._seen.update(self.problems)

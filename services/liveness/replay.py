@@ -127,8 +127,9 @@ class ChallengeOutcome:
 
 @dataclass(frozen=True)
 class Guidance:
-    """What keeps the subject from starting (empty: nothing, hold still); ``changed``: not what
-    the frame before showed (the worker publishes ReadinessChecked then)."""
+    """What keeps the subject from starting, or, once the challenges run, what refuses the newest
+    frame (empty: nothing, hold still / go on); ``changed``: not what the previous step ended on
+    (the worker publishes ReadinessChecked then)."""
 
     problems: tuple[str, ...]
     changed: bool
@@ -143,7 +144,7 @@ class ReplayResult:
     spoof_scores: tuple[float, ...]
     skipped: tuple[Gap, ...]
     decision: LivenessDecision | None
-    #: The pre-checks' problems on the newest frame while the subject is not ready (else None).
+    #: The pre-checks' problems on the newest frame until the decision (None: none, or no check).
     guidance: Guidance | None = None
     #: Where the replay stands after this step (what the next step resumes from).
     progress: ReplayProgress = field(default_factory=ReplayProgress)
@@ -365,6 +366,9 @@ class _Run:
         self.frozen = FrozenCheck.resume(progress.frozen)
         self.last_t = progress.last_t
         self.connection = progress.connection
+        #: The problems the previous step ended on (what its guidance said; None: no frame yet).
+        check = self.check
+        self.announced = None if check is None or check.previous is None else check.problems
 
     @property
     def over(self) -> bool:
@@ -391,13 +395,13 @@ class _Run:
         self.connection = connection
         self._record(frame)
         getting_ready = self.sequence is None and not self.waiting and self.check is not None
-        if getting_ready:
-            assert self.check is not None
+        if self.check is not None:  # the pre-checks; once ready, those that still hold
             self.check.update(frame.t, frame.analysis)
         # a frame the pre-checks refused gives no anti-spoofing score and no identity sample: the
         # models read a dark, a tiny or a cut-off face as a spoof (or as someone else, and the
-        # first sample is the reference), and the subject was just asked to fix exactly that
-        refused = getting_ready and self.check is not None and bool(self.check.problems)
+        # first sample is the reference), and the subject was just asked to fix exactly that;
+        # while the challenges run it gives no challenge progress either (:meth:`_judge`)
+        refused = self.check is not None and bool(self.check.problems)
         identity_ok = None
         if not refused and frame.embedding is not None and self.identity.wants(frame.analysis):
             identity_ok = self.identity.check(frame.embedding)
@@ -406,9 +410,9 @@ class _Run:
         if getting_ready:
             self._get_ready(frame, identity_ok)
         elif self.sequence is None:  # ready, challenge 0 issued: waiting for it on screen
-            self._start_when_shown(frame, identity_ok)
+            self._start_when_shown(frame, identity_ok, refused=refused)
         elif self._on_screen(frame):
-            self._judge(frame, identity_ok)
+            self._judge(frame, identity_ok, refused=refused)
 
     def _on_screen(self, frame: ReplayFrame) -> bool:
         """Whether the current challenge's instruction was on the subject's screen when ``frame``
@@ -456,7 +460,7 @@ class _Run:
         if frame.shown is None:
             self._begin(self.clean[0][0].t, clean_baseline=True)
 
-    def _start_when_shown(self, frame: ReplayFrame, identity_ok: bool | None) -> None:
+    def _start_when_shown(self, frame: ReplayFrame, identity_ok: bool | None, *, refused: bool) -> None:
         """Frames captured before the subject could see challenge 0 are not judged (a backlog in
         the worker or the broker must not eat the subject's time): its clock and its baseline
         start at the first frame taken while it was on screen; past the time limit without one
@@ -467,7 +471,7 @@ class _Run:
         if not seen and frame.t - ready_at < self.thresholds.time_limit_s:
             return
         self._begin(frame.t, clean_baseline=False)
-        self._judge(frame, identity_ok)
+        self._judge(frame, identity_ok, refused=refused)
 
     def _begin(self, t: float, *, clean_baseline: bool) -> None:
         """Start challenge 0's clock at ``t``. ``clean_baseline`` (frames that do not say what was
@@ -483,14 +487,24 @@ class _Run:
                 self._judge(clean, ok)
         self.clean = []
 
-    def _judge(self, frame: ReplayFrame, identity_ok: bool | None) -> None:
+    def _judge(self, frame: ReplayFrame, identity_ok: bool | None, *, refused: bool = False) -> None:
+        """Judge ``frame`` in the current challenge. A frame the pre-checks refuse while the
+        challenges run (:func:`~services.liveness.readiness.running_prechecks`) counts for
+        nothing: the challenge's own gates judge a gated one (never progress; held, a failure),
+        and one too dark is not shown to the challenge at all, as if lost on the way: no
+        baseline, no progress, no break of a hold. The challenge's clock runs on either way (going
+        dark must not stall it)."""
         sequence = self.sequence
         assert sequence is not None
         # the frozen-stream check looks at the frames the challenges judge (not the pre-checks':
-        # a test subject, or a page, may show one picture until the first instruction comes)
+        # a test subject, or a page, may show one picture until the first instruction comes),
+        # refused or not: it is about the stream, not the face
         self.frozen.update(frame.analysis.content)
         before = sequence.index
-        sequence.update(frame.t, frame.analysis, identity_ok=identity_ok)
+        if refused and frame_gate(frame.analysis, self.thresholds) is None:
+            sequence.expire(frame.t)
+        else:
+            sequence.update(frame.t, frame.analysis, identity_ok=identity_ok)
         if sequence.index != before and not sequence.done:
             self.issued.append(Issued(sequence.index, self.challenges[sequence.index], frame.t))
             if frame.shown is not None:  # frames say what was on screen: wait for the next one
@@ -524,11 +538,17 @@ class _Run:
         return (FROZEN_STREAM,) if self.frozen.frozen else ()
 
     def _guidance(self) -> Guidance | None:
-        check = self.check
-        if check is None or not check.pending or not self.judged:
+        """The pre-checks' problems on the newest frame, until the decision: before challenge 0
+        what keeps the subject from starting, then what refuses their frames. ``changed``
+        against what the previous step ended on, so a step over several frames that ends where
+        it started announces nothing, and one that ends elsewhere always does."""
+        check, sequence = self.check, self.sequence
+        if check is None or check.failed is not None or not self.judged:
+            return None
+        if sequence is not None and sequence.done:
             return None
         return Guidance(
-            problems=tuple(p.value for p in check.problems), changed=check.problems != check.previous
+            problems=tuple(p.value for p in check.problems), changed=check.problems != self.announced
         )
 
     def progress(self, gaps: tuple[Gap, ...], next_sequence: int) -> ReplayProgress:

@@ -9,10 +9,10 @@ import pytest
 
 from contracts.values import ChallengeType, Precheck
 from services.liveness.analysis import FrameAnalysis
-from services.liveness.challenges import DEFAULT_THRESHOLDS
+from services.liveness.challenges import DEFAULT_THRESHOLDS, Challenge, FailureReason
 from services.liveness.lighting import measure_light
 from services.liveness.readiness import DEFAULT_READINESS, Readiness, ReadinessCheck, prechecks
-from services.liveness.replay import replay
+from services.liveness.replay import replay, replay_step
 from tests.unit.test_liveness_replay import CHALLENGES, FPS, OTHER_PERSON, face, frame, live_session
 
 
@@ -81,8 +81,13 @@ def test_the_first_challenges_clock_starts_when_the_subject_is_ready() -> None:
     assert [v.status.value for v in result.verdicts] == ["PASSED", "PASSED"]
     assert result.decision is not None and result.decision.is_live
 
-    # while getting ready: no challenge, the problem on the newest frame, said once
-    early = replay(CHALLENGES, frames[:5], identity_threshold=0.35, readiness=DEFAULT_READINESS)
+    # while getting ready: no challenge, the problem on the newest frame, said once (a step says
+    # it when the previous step ended on something else, however many frames it judged)
+    four = replay(CHALLENGES, frames[:4], identity_threshold=0.35, readiness=DEFAULT_READINESS)
+    assert four.guidance is not None and four.guidance.changed is True
+    early = replay_step(
+        CHALLENGES, four.progress, frames[:5], identity_threshold=0.35, readiness=DEFAULT_READINESS
+    )
     assert early.issued == () and early.decision is None
     assert early.guidance is not None and early.guidance.problems == (Precheck.FACE_TOO_SMALL.value,)
     assert early.guidance.changed is False
@@ -204,3 +209,130 @@ def test_a_backlog_longer_than_the_time_limit_does_not_start_the_next_challenge_
     stuck = replay(CHALLENGES, dark, identity_threshold=0.35, readiness=DEFAULT_READINESS)
     assert stuck.issued[1].t == pytest.approx(passed_at / FPS + DEFAULT_THRESHOLDS.time_limit_s, abs=0.2)
     assert [v.reason.value if v.reason else None for v in stuck.verdicts] == [None, "TIMEOUT"]
+
+
+BLINK = [Challenge(ChallengeType.BLINK)]
+DARK = 16.0  # face luma: under the TOO_DARK limit (faceproof eval liveness --unready dark's)
+
+
+def eyes(analysis: FrameAnalysis, ear: float) -> FrameAnalysis:
+    assert analysis.measures is not None
+    return replace(analysis, measures=replace(analysis.measures, ear_right=ear, ear_left=ear))
+
+
+def test_a_blink_read_only_in_dark_frames_does_not_pass_and_the_clock_runs_on() -> None:
+    """Ready and lit, then the light goes out mid-challenge: the eye ratios of a face of luma 16 are
+    noise, and they "close and reopen" (liveportrait_d9 'passed' BLINK that way without the
+    pre-checks). Not a pass: the dark frames count for nothing, and the challenge's clock runs on
+    through them (going dark does not stall it) to TIMEOUT. The same eyes in the light pass."""
+    ready = [lit(face())] * 6
+    blink = [eyes(face(), 0.05)] * 2 + [face()] * 2
+    in_the_dark = ready + [lit(a, DARK, DARK) for a in [face()] * 4 + blink * 3 + [face()] * 60]
+    frames = [frame(n, analysis) for n, analysis in enumerate(in_the_dark)]
+    result = replay(BLINK, frames, identity_threshold=0.35, readiness=DEFAULT_READINESS)
+    assert [(v.status.value, v.reason) for v in result.verdicts] == [("FAILED", FailureReason.TIMEOUT)]
+    assert result.verdicts[0].decided_at == pytest.approx(
+        result.issued[0].t + DEFAULT_THRESHOLDS.time_limit_s, abs=1.5 / FPS
+    )
+    # without the pre-checks nothing is refused: the noise passes as a blink
+    plain = replay(BLINK, frames, identity_threshold=0.35)
+    assert [v.status.value for v in plain.verdicts] == ["PASSED"]
+
+    in_the_light = ready + [lit(a) for a in [face()] * 4 + blink + [face()] * 4]
+    lit_frames = [frame(n, analysis) for n, analysis in enumerate(in_the_light)]
+    passed = replay(BLINK, lit_frames, identity_threshold=0.35, readiness=DEFAULT_READINESS)
+    assert [v.status.value for v in passed.verdicts] == ["PASSED"]
+    assert passed.decision is not None and passed.decision.is_live
+
+    # the light back before the time is up: the real blink then passes
+    relit = (
+        ready + [lit(a, DARK, DARK) for a in [face()] * 4 + blink] + [lit(a) for a in blink + [face()] * 4]
+    )
+    back = replay(
+        BLINK,
+        [frame(n, a) for n, a in enumerate(relit)],
+        identity_threshold=0.35,
+        readiness=DEFAULT_READINESS,
+    )
+    assert [v.status.value for v in back.verdicts] == ["PASSED"]
+    assert back.verdicts[0].decided_at == pytest.approx(
+        (len(ready) + 4 + len(blink) + 2) / FPS
+    )  # reopened, lit
+
+
+def test_a_baseline_is_never_taken_in_the_dark() -> None:
+    """Challenge 0 starts in the dark (the light went out after the pre-checks) where the head pose
+    reads 10 degrees to the right; lit again, the subject turns 12 degrees left. Measured against
+    the dark frames that would be a 22-degree turn; against the lit frames it is 12, under the 15
+    a turn needs. And the real turn after it passes."""
+    ready = [lit(face())] * 3
+    dark = [lit(face(yaw=-10.0), DARK, DARK)] * 6
+    small = [lit(face())] * 4 + [lit(face(yaw=12.0))] * 4
+    frames = [frame(n, a) for n, a in enumerate(ready + dark + small)]
+    shown = [replace(f, shown=0) for f in frames]
+    result = replay(CHALLENGES, shown, identity_threshold=0.35, readiness=DEFAULT_READINESS)
+    assert result.issued[0].t == pytest.approx(3 / FPS)  # the clock starts in the dark all the same
+    assert result.verdicts == ()
+
+    turned = [lit(face(yaw=30.0))] * 4
+    more = [frame(n, a) for n, a in enumerate(ready + dark + small + turned)]
+    passed = replay(
+        CHALLENGES, [replace(f, shown=0) for f in more], identity_threshold=0.35, readiness=DEFAULT_READINESS
+    )
+    assert [v.status.value for v in passed.verdicts] == ["PASSED"]
+    assert passed.verdicts[0].decided_at == pytest.approx((len(more) - 2) / FPS)
+
+
+def test_frames_refused_during_a_challenge_give_no_sample_and_the_subject_is_told() -> None:
+    """Mid-challenge the light goes out, then the face slips half out of the picture, then all is
+    well again: those frames give no anti-spoofing score and no identity sample (the dark one
+    would read as a spoof, the half face as someone else), and the worker's guidance names each
+    problem as it changes, as before the first challenge, then says nothing is wrong."""
+    cut = replace(lit(face()), inside_frame=False, frame_overflow=0.4)
+    ready = [frame(n, lit(face())) for n in range(6)]
+    dark = [frame(n, lit(face(), DARK, DARK), spoof=0.05, person=OTHER_PERSON) for n in range(6, 10)]
+    half = [frame(n, cut, spoof=0.1, person=OTHER_PERSON) for n in range(10, 12)]
+    lit_again = [frame(n, lit(face())) for n in range(12, 16)]
+    frames = ready + dark + half + lit_again
+    result = replay(CHALLENGES, frames, identity_threshold=0.35, readiness=DEFAULT_READINESS)
+    assert result.verdicts == () and result.decision is None  # the cut-off lasted under the gate's 0.3 s
+    assert result.spoof_scores and set(result.spoof_scores) == {0.95}
+    plain = replay(CHALLENGES, frames, identity_threshold=0.35)
+    assert plain.decision is not None and "IDENTITY_CHANGED" in plain.decision.reasons
+
+    said = []
+    progress = replay(CHALLENGES, [], identity_threshold=0.35, readiness=DEFAULT_READINESS).progress
+    for f in frames:
+        step = replay_step(CHALLENGES, progress, [f], identity_threshold=0.35, readiness=DEFAULT_READINESS)
+        progress = step.progress
+        if step.guidance is not None and step.guidance.changed:
+            said.append((f.sequence, step.guidance.problems))
+    assert said == [(0, ()), (6, ("TOO_DARK",)), (10, ("FACE_OUT_OF_FRAME",)), (12, ())]
+
+
+def test_once_the_challenges_run_turning_and_coming_closer_are_not_refused() -> None:
+    """The pre-checks' "not looking at the camera", "too close" and "too far" (above the gate) are
+    what the challenges ask for; once they run, only the gates and darkness refuse a frame."""
+    check = ReadinessCheck()
+    for n in range(3):
+        check.update(n / FPS, lit(face()))
+    assert check.ready_at is not None
+    for analysis in [
+        lit(face(yaw=35.0)),
+        lit(replace(face(), relative_size=0.95)),
+        lit(replace(face(), relative_size=0.2)),
+        lit(face(), 70.0, 200.0),  # backlit: the face's own light is judged (TOO_DARK)
+    ]:
+        check.update(1.0, analysis)
+        assert check.problems == ()
+    for analysis, problems in [
+        (lit(face(), DARK, DARK), (Precheck.TOO_DARK,)),
+        (lit(replace(face(), relative_size=0.1)), (Precheck.FACE_TOO_SMALL,)),
+        (lit(face(faces=2)), (Precheck.MULTIPLE_FACES,)),
+        (
+            lit(replace(face(), frame_overflow=0.2), DARK, DARK),
+            (Precheck.FACE_OUT_OF_FRAME, Precheck.TOO_DARK),
+        ),
+    ]:
+        check.update(1.0, analysis)
+        assert check.problems == problems
