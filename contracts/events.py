@@ -81,9 +81,12 @@ class ChallengeIssued(Event):
 
 
 class ReadinessChecked(Event):
-    """The subject is not ready for the first challenge yet (liveness worker, when what is wrong
-    changes): ``problems`` are :class:`~contracts.values.Precheck` codes, most important first;
-    empty: nothing is wrong, hold still. The call agent draws a "get ready" instruction naming them."""
+    """What is wrong with the subject's frames (liveness worker, when it changes): ``problems`` are
+    :class:`~contracts.values.Precheck` codes, most important first. Before the first challenge:
+    what keeps the subject from starting (empty: nothing is wrong, hold still); the call agent
+    draws a "get ready" instruction naming them. While the challenges run: what makes the worker
+    refuse the frames (the challenges' gates, too dark: none counts, the clock runs on; empty:
+    fixed); the call agent draws the first beside the instruction."""
 
     session_id: str
     problems: list[str] = Field(default_factory=list)

@@ -73,6 +73,9 @@ class Instructions:
         self.finished = False
         #: The highest challenge index drawn into a frame of the outgoing video (-1: none yet).
         self.shown = -1
+        #: While the challenges run: what the worker says refuses the subject's frames (None:
+        #: nothing); it stays beside every instruction until the worker says it changed.
+        self._hint: Notice | None = None
 
     def rendered(self, screen: Screen) -> None:
         """The instruction video sent a frame drawn with ``screen`` (FrameCaptured.shown)."""
@@ -81,10 +84,19 @@ class Instructions:
 
     def guidance(self, event: ReadinessChecked, now: float) -> Message | None:
         """Get ready (before the first challenge): "Get ready" and the most important problem, or
-        "Look at the camera" (green) when nothing is wrong."""
-        if self.finished or self._index >= 0:
+        "Look at the camera" (green) when nothing is wrong. While the challenges run (the worker
+        counts none of the frames it refuses, and the clock runs on): the most important problem
+        beside the instruction, until the worker says it is fixed (empty ``text`` then)."""
+        if self.finished:
             return None
         hints = [self.catalog.text(f"guidance.{p}") for p in event.problems]
+        if self._index >= 0:
+            before, self._hint = self._hint, Notice(hints[0], False, math.inf) if hints else None
+            if self._hint is not None:
+                self.screen = replace(self.screen, notice=self._hint)
+            elif before is not None and self.screen.notice == before:
+                self.screen = replace(self.screen, notice=None)
+            return {"type": "guidance", "problems": list(event.problems), "text": hints[0] if hints else ""}
         shown = hints[0] if hints else self.catalog.text("status.waiting")
         self.screen = Screen(
             text=self.catalog.text("status.get_ready"), notice=Notice(shown, not hints, math.inf)
@@ -103,6 +115,8 @@ class Instructions:
             if not first and self.screen.notice is not None and self.screen.notice.until > now
             else None  # (the first challenge replaces the "get ready" hint)
         )
+        if self._hint is not None:  # what still refuses the subject's frames comes first
+            notice = self._hint
         self.screen = Screen(
             text=text,
             challenge=event.challenge,

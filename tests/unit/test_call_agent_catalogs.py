@@ -153,7 +153,45 @@ def test_get_ready_names_what_is_wrong_until_the_first_challenge() -> None:
     assert state.screen.notice is not None and state.screen.notice.good is True
     state.challenge(issued(0), now=3.0)
     assert state.screen.notice is None  # the first challenge replaces the hint
-    assert state.guidance(checked("TOO_DARK"), now=4.0) is None  # too late: challenges run
+
+
+def test_while_the_challenges_run_the_problem_that_refuses_the_frames_stays_beside_them() -> None:
+    """Mid-challenge the light goes out: the worker counts none of those frames (its clock runs
+    on) and says so; the hint stays beside the instruction, and the next one, until it is fixed."""
+    from contracts.events import ChallengeVerdict, ReadinessChecked
+
+    state = Instructions(load_catalog("en"))
+
+    def checked(*problems: str) -> ReadinessChecked:
+        return ReadinessChecked(correlation_id="s", session_id="s", problems=list(problems))
+
+    state.challenge(issued(0), now=1.0)
+    message = state.guidance(checked("TOO_DARK"), now=2.0)
+    assert message == {
+        "type": "guidance",
+        "problems": ["TOO_DARK"],
+        "text": "Too dark: turn on a light in front of you",
+    }
+    assert state.screen.challenge is not None and state.screen.deadline is not None  # still the challenge
+    assert state.screen.notice is not None and state.screen.notice.text == message["text"]
+    assert not state.screen.notice.good
+    # the worker's events of one step: the hint, then the verdict and the next challenge
+    state.verdict(
+        ChallengeVerdict(
+            correlation_id="s",
+            session_id="s",
+            index=0,
+            count=3,
+            challenge=ChallengeType.TURN_LEFT,
+            passed=True,
+        ),
+        now=3.0,
+    )
+    state.challenge(issued(1), now=3.1)
+    assert state.screen.notice is not None and state.screen.notice.text == message["text"]
+    fixed = state.guidance(checked(), now=4.0)
+    assert fixed == {"type": "guidance", "problems": [], "text": ""}
+    assert state.screen.notice is None and state.screen.challenge is not None
 
 
 def replace_notice(state: Instructions) -> Any:

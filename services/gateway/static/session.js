@@ -84,7 +84,7 @@
     container.innerHTML = "";
     container.appendChild(root);
 
-    var state = { stream: null, pc: null, channel: null, done: false, attempt: 0, poll: null };
+    var state = { stream: null, pc: null, channel: null, done: false, attempt: 0, poll: null, started: false, hint: "" };
 
     function showMessage(text, isError) {
       message.textContent = text || "";
@@ -183,7 +183,11 @@
         if (typeof msg.index === "number" && msg.count) {
           progress.textContent = format(texts.step, { n: msg.index + 1, count: msg.count });
         }
-        showMessage("");
+        state.started = true;
+        showMessage(state.hint, true);  // what still keeps the frames from counting, if anything
+      } else if (msg.type === "guidance" && state.started) {  // during the challenges: beside them
+        state.hint = msg.text || "";
+        showMessage(state.hint, true);
       } else if (msg.type === "guidance") {  // get ready: what to fix before the first challenge
         instruction.textContent = msg.text || "";
         showMessage("");
