@@ -23,6 +23,12 @@ The rules:
   frames that do not say start it at the clean streak's first frame, its baseline. Until
   then :attr:`ReplayResult.guidance` says what is wrong on the newest frame; a subject not
   ready within ``Readiness.limit_s`` fails with NOT_READY and the problems.
+* Once the subject is ready the pre-checks go on with fewer problems
+  (:func:`~services.liveness.readiness.running_prechecks`: the challenges' gates, too dark) until
+  the decision, and ``guidance`` names them as they change. A frame they refuse counts for
+  nothing: the challenge's own gates judge a gated one as always (never progress; held
+  ``gate_tolerance_s``, a failure), and a frame that is only too dark is not shown to the
+  challenge at all (no baseline, no progress, as if lost), while the challenge's clock runs on.
 * The first frame of a new connection (a reconnect) restarts the current challenge: a fresh
   baseline and its full time limit from that frame on.
 * A frame's time is ``captured_at - started_at`` in seconds; frames before the session started,
@@ -32,9 +38,10 @@ The rules:
   :meth:`IdentityCheck.wants` it) goes through one :class:`IdentityCheck` in replay order;
   ``spoof_score`` (every :data:`~services.liveness.frames.SPOOF_EVERY_FRAMES`-th sequence)
   joins the scores of frames judged until the sequence is done. Frames the pre-checks refused
-  (too dark, too small, cut off...) give neither: the models read those as spoofs, or as another
-  person (the first embedding is the reference), and the subject was told to fix them (found
-  with ``faceproof eval liveness --unready``).
+  (too dark, too small, cut off..., before challenge 0 or during the challenges) give neither,
+  and are never the reference frame: the models read those as spoofs, or as another person (the
+  first embedding is the reference), and the subject was told to fix them (found with
+  ``faceproof eval liveness --unready``).
 """
 
 from __future__ import annotations
@@ -393,15 +400,16 @@ class _Run:
                 self.check.restart()
                 self.clean = []
         self.connection = connection
-        self._record(frame)
         getting_ready = self.sequence is None and not self.waiting and self.check is not None
         if self.check is not None:  # the pre-checks; once ready, those that still hold
             self.check.update(frame.t, frame.analysis)
-        # a frame the pre-checks refused gives no anti-spoofing score and no identity sample: the
-        # models read a dark, a tiny or a cut-off face as a spoof (or as someone else, and the
-        # first sample is the reference), and the subject was just asked to fix exactly that;
-        # while the challenges run it gives no challenge progress either (:meth:`_judge`)
+        # a frame the pre-checks refused gives no anti-spoofing score, no identity sample and is
+        # not the reference frame (the face matched against the app's photo): the models read a
+        # dark, a tiny or a cut-off face as a spoof (or as someone else, and the first sample is
+        # the identity reference), and the subject was just asked to fix exactly that; while the
+        # challenges run it gives no challenge progress either (:meth:`_judge`)
         refused = self.check is not None and bool(self.check.problems)
+        self._record(frame, refused=refused)
         identity_ok = None
         if not refused and frame.embedding is not None and self.identity.wants(frame.analysis):
             identity_ok = self.identity.check(frame.embedding)
@@ -442,10 +450,11 @@ class _Run:
         """Ready and challenge 0 issued, but its instruction not yet seen in a captured frame."""
         return self.sequence is None and self.check is not None and self.check.ready_at is not None
 
-    def _record(self, frame: ReplayFrame) -> None:
+    def _record(self, frame: ReplayFrame, *, refused: bool) -> None:
         self.judged.append(frame)
         self.all_judged.add(frame.sequence)
-        self.references.offer(frame)
+        if not refused:
+            self.references.offer(frame)
 
     def _get_ready(self, frame: ReplayFrame, identity_ok: bool | None) -> None:
         """The pre-checks (the check has judged ``frame`` in :meth:`feed`). Once ready, challenge 0
@@ -619,7 +628,8 @@ def reference_frame(
 
 
 def reference_pick(progress: ReplayProgress) -> Pick | None:
-    """The reference frame among every frame a replay judged (:func:`reference_frame`'s rule)."""
+    """The reference frame among every frame a replay judged and the pre-checks did not refuse
+    (:func:`reference_frame`'s rule)."""
     return progress.reference or progress.reference_fallback
 
 

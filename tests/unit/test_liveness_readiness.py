@@ -12,7 +12,7 @@ from services.liveness.analysis import FrameAnalysis
 from services.liveness.challenges import DEFAULT_THRESHOLDS, Challenge, FailureReason
 from services.liveness.lighting import measure_light
 from services.liveness.readiness import DEFAULT_READINESS, Readiness, ReadinessCheck, prechecks
-from services.liveness.replay import replay, replay_step
+from services.liveness.replay import reference_pick, replay, replay_step
 from tests.unit.test_liveness_replay import CHALLENGES, FPS, OTHER_PERSON, face, frame, live_session
 
 
@@ -336,3 +336,18 @@ def test_once_the_challenges_run_turning_and_coming_closer_are_not_refused() -> 
     ]:
         check.update(1.0, analysis)
         assert check.problems == problems
+
+
+def test_a_frame_the_prechecks_refused_is_never_the_reference_frame() -> None:
+    """The reference frame (the live face matched against the app's photo) is the most frontal
+    judged frame; a dark one, however frontal, is not it (before challenge 0 or during one)."""
+    dark = [frame(n, lit(face(), DARK, DARK)) for n in range(4)]
+    ready = [frame(n, lit(face(yaw=4.0))) for n in range(4, 10)]
+    dark_again = [frame(n, lit(face(), DARK, DARK)) for n in range(10, 14)]
+    result = replay(
+        CHALLENGES, dark + ready + dark_again, identity_threshold=0.35, readiness=DEFAULT_READINESS
+    )
+    pick = reference_pick(result.progress)
+    assert pick is not None and pick.sequence == 4
+    plain = replay(CHALLENGES, dark + ready + dark_again, identity_threshold=0.35)
+    assert (chosen := reference_pick(plain.progress)) is not None and chosen.sequence == 0
