@@ -27,7 +27,7 @@ from typing import Any, Final, cast
 from sqlalchemy import Row, Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from contracts.documents import (
     FrameAnalysisDocument,
@@ -166,6 +166,19 @@ def _state(row: LivenessStateRow | Row[Any]) -> LivenessState:
     )
 
 
+def _frame_row(frame: LivenessFrame) -> dict[str, Any]:
+    """The ``liveness_frames`` row of ``frame`` (its documents serialised once, here)."""
+    return {
+        "session_id": frame.session_id,
+        "sequence": frame.sequence,
+        "captured_at": frame.captured_at,
+        "storage_key": frame.storage_key,
+        "analysis": FrameAnalysisDocument(analysis=frame.analysis, shown=frame.shown).to_row(),
+        "spoof_score": frame.spoof_score,
+        "embedding": None if frame.embedding is None else FrameEmbedding(vector=frame.embedding).to_row(),
+    }
+
+
 def _frame(row: Row[Any]) -> LivenessFrame:
     embedding = row.embedding
     analysed = FrameAnalysisDocument.from_row(row.analysis)
@@ -288,13 +301,19 @@ class LivenessRepository:
         decision: LivenessDecisionDocument | None = None,
         match_request_id: str | None = None,
         messages: Sequence[Outgoing] = (),
+        frame: LivenessFrame | None = None,
     ) -> None:
         """Write a replay step's result, computed from ``state``: the counts of the events written
         so far, the replay's progress and, once, the decision (with the id of the MatchReferences
         it asks for, if any); ``messages`` (the step's new events, in the order a client must see
         them) go to the outbox in the same transaction. Raises ``VersionConflict``, writing
         nothing, unless the row is still at ``state.version``, undecided, and its session
-        unfinished (re-read and step again)."""
+        unfinished (re-read and step again).
+
+        ``frame``: the frame the step judged from memory, not stored yet: stored first in the same
+        transaction, by :meth:`add_frame`'s rule; when that refuses it (stored meanwhile, or the
+        session's erasure requested) nothing is written either and ``VersionConflict`` is raised
+        (the caller stores the frame on its own, which refuses it again or not, and steps again)."""
         values: dict[str, Any] = {
             "sid": state.session_id,
             "expected_version": state.version,
@@ -312,6 +331,8 @@ class LivenessRepository:
             }
         with translate_errors():
             async with self._sessions.begin() as session:
+                if frame is not None and not await self._insert(session, frame):
+                    raise VersionConflict(f"frame {frame.sequence} of {frame.session_id} was refused")
                 updated = int(getattr(await session.execute(statement, values), "rowcount", 0) or 0)
                 if updated != 1:
                     raise VersionConflict(
@@ -335,23 +356,21 @@ class LivenessRepository:
         or the session's erasure was requested: its embedding is never kept. The session row is
         share-locked while checking, and the erasure locks it before deleting the frame rows, so
         a frame row is either refused or deleted by the erasure."""
-        values = {
-            "session_id": session_id,
-            "sequence": sequence,
-            "captured_at": captured_at,
-            "storage_key": storage_key,
-            "analysis": FrameAnalysisDocument(analysis=analysis, shown=shown).to_row(),
-            "spoof_score": spoof_score,
-            "embedding": None if embedding is None else FrameEmbedding(vector=embedding).to_row(),
-        }
+        frame = LivenessFrame(
+            session_id, sequence, captured_at, storage_key, analysis, spoof_score, embedding, shown
+        )
         with translate_errors():
             async with self._engine.begin() as connection:
-                tombstone = (await connection.execute(_TOMBSTONE, {"sid": session_id})).one_or_none()
-                if session_erased(tombstone):
-                    return False
-                statement = _insert_frame(connection.dialect.name)
-                inserted = (await connection.execute(statement, values)).one_or_none()
-        return inserted is not None
+                return await self._insert(connection, frame)
+
+    async def _insert(self, executor: AsyncConnection | AsyncSession, frame: LivenessFrame) -> bool:
+        """Store ``frame`` in ``executor``'s transaction (:meth:`add_frame`'s rule); False when it
+        was refused (stored already, or the session's erasure was requested)."""
+        tombstone = (await executor.execute(_TOMBSTONE, {"sid": frame.session_id})).one_or_none()
+        if session_erased(tombstone):
+            return False
+        statement = _insert_frame(self._engine.dialect.name)
+        return (await executor.execute(statement, _frame_row(frame))).one_or_none() is not None
 
     @asynccontextmanager
     async def locked(self, session_id: str) -> AsyncIterator[LockedState | None]:

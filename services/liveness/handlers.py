@@ -7,6 +7,10 @@ Delivery rules (see docs/liveness.md, "The liveness worker"):
   a short one), copies the reference and audit images when it decides, all without any lock,
   and then writes its result in one version-checked update. When another step (or a reconnect)
   moved the state on meanwhile, nothing is written and the step starts again from the new state.
+  The frame a FrameCaptured brings is judged from memory by its own step and stored in that
+  step's write (one transaction per frame, not two); a frame its step does not judge (behind the
+  replay, stored already), one before a step that writes nothing or decides, and one whose step
+  starts again, is stored on its own first and read back like the others.
 
 * The events a step announces (ReadinessChecked, ChallengeIssued, ChallengeVerdict, then
   LivenessDecided and the MatchReferences command) are written to the outbox in the transaction
@@ -242,34 +246,73 @@ async def advance(
     *,
     record: SessionRecord | None = None,
     state: LivenessState | None = None,
+    frame: LivenessFrame | None = None,
 ) -> ReplayResult | None:
     """One replay step (see the module docstring); publish what is new.
 
     ``record``, ``state``: the session and its liveness state as the caller just read them (its
     first attempt does not read them again; the step's write checks that the session is still
     unfinished and the state still at that version, and a retry reads both afresh).
+    ``frame``: a frame just analysed and not stored yet (handle_frame's): the first attempt judges
+    it from memory and stores it in its write's transaction; otherwise, and before any retry, it
+    is stored on its own (:func:`_store`) and read back like any other.
     Returns the step's replay (None when the session has no state, is decided or finished).
     """
     for _ in range(STEP_ATTEMPTS):
         try:
-            return await _step(deps, session_id, record, state)
+            return await _step(deps, session_id, record, state, frame)
         except VersionConflict:
             record, state = None, None
+            if frame is not None:
+                await _store(deps, frame)
+                frame = None
             continue  # another step moved the state on: start again from it
     raise VersionConflict(f"the liveness state of session {session_id} kept changing")
 
 
+async def _store(deps: Deps, frame: LivenessFrame) -> None:
+    """Store an analysed frame on its own (once per sequence: the first stored wins)."""
+    await deps.states.add_frame(
+        frame.session_id,
+        sequence=frame.sequence,
+        captured_at=frame.captured_at,
+        storage_key=frame.storage_key,
+        analysis=frame.analysis,
+        spoof_score=frame.spoof_score,
+        embedding=frame.embedding,
+        shown=frame.shown,
+    )
+
+
 async def _step(
-    deps: Deps, session_id: str, record: SessionRecord | None, state: LivenessState | None
+    deps: Deps,
+    session_id: str,
+    record: SessionRecord | None,
+    state: LivenessState | None,
+    pending: LivenessFrame | None,
 ) -> ReplayResult | None:
     loaded = await _load(deps, session_id, record, state)
     if loaded is None:
+        if pending is not None:
+            await _store(deps, pending)
         return None
     record, state = loaded
     before = ReplayProgress.load(state.progress)
-    result = await _replay(deps, record, state, before)
+    stored = await deps.states.frames_from(state.session_id, before.next_sequence)
+    if pending is not None and (
+        pending.sequence < before.next_sequence or any(f.sequence == pending.sequence for f in stored)
+    ):
+        await _store(deps, pending)  # not this step's to judge (behind the replay, or stored already)
+        pending = None
+    frames = stored if pending is None else sorted([*stored, pending], key=lambda f: f.sequence)
+    result = _replay(deps, record, state, before, frames)
     if _unchanged(state, before, result):
+        if pending is not None:
+            await _store(deps, pending)  # kept for a later step (waiting for a gap before it)
         return result
+    if result.decision is not None and pending is not None:
+        await _store(deps, pending)  # the decision's images are copied from stored frames
+        pending = None
     decided = None if result.decision is None else await _decide(deps, record, result)
     messages = _step_messages(state, result, decided, deps.thresholds)
     try:
@@ -281,6 +324,7 @@ async def _step(
             decision=None if decided is None else decided.document,
             match_request_id=None if decided is None or decided.match is None else decided.match.message_id,
             messages=messages,
+            frame=pending,
         )
     except VersionConflict:
         if decided is not None:
@@ -308,15 +352,18 @@ async def _load(
     return record, state
 
 
-async def _replay(
-    deps: Deps, record: SessionRecord, state: LivenessState, progress: ReplayProgress
+def _replay(
+    deps: Deps,
+    record: SessionRecord,
+    state: LivenessState,
+    progress: ReplayProgress,
+    frames: Sequence[LivenessFrame],
 ) -> ReplayResult:
-    """Resume the replay from the stored progress with the frames stored since (read once)."""
-    stored = await deps.states.frames_from(state.session_id, progress.next_sequence)
+    """Resume the replay from the stored progress with the frames since (each judged once)."""
     return replay_step(
         [Challenge(c.type, c.target) for c in state.challenges],
         progress,
-        [to_replay_frame(f, state.started_at) for f in stored],
+        [to_replay_frame(f, state.started_at) for f in frames],
         identity_threshold=deps.identity_threshold,
         thresholds=deps.thresholds,
         readiness=session_readiness(record.settings, deps.readiness),
@@ -525,8 +572,8 @@ async def handle_frame(event: FrameCaptured, deps: Deps) -> None:
         log.warning("session %s frame %d unusable: %s", session_id, event.sequence, type(error).__name__)
         empty = FrameAnalysis(width=event.width, height=event.height, face_count=0, detected=True)
         analysed = AnalysedFrame(empty, None, None)
-    await deps.states.add_frame(
-        session_id,
+    frame = LivenessFrame(
+        session_id=session_id,
         sequence=event.sequence,
         captured_at=event.captured_at,
         storage_key=event.storage_key,
@@ -535,9 +582,9 @@ async def handle_frame(event: FrameCaptured, deps: Deps) -> None:
         embedding=analysed.embedding,
         shown=event.shown,  # what the subject could see then, kept beside the analysis
     )
-    # the state read above: adding a frame does not change it (a step that did meanwhile makes
-    # the write a VersionConflict, and the step starts again from a fresh read)
-    await advance(deps, session_id, record=record, state=state)
+    # the state read above (a step that moved it meanwhile makes the write a VersionConflict, and
+    # the step starts again from a fresh read); the frame is stored with the step that judges it
+    await advance(deps, session_id, record=record, state=state, frame=frame)
 
 
 async def handle_references_matched(event: ReferencesMatched, deps: Deps) -> None:

@@ -157,12 +157,18 @@ class FakeStates:
         decision: LivenessDecisionDocument | None = None,
         match_request_id: str | None = None,
         messages: Sequence[Outgoing] = (),
+        frame: LivenessFrame | None = None,
     ) -> None:
         if self.before_save is not None:
             self.before_save(state.session_id)
         current = self.states[state.session_id]
         if current.version != state.version or current.decision is not None:
             raise VersionConflict(f"{state.session_id} is no longer at {state.version}")
+        if frame is not None:  # stored in the same transaction, first wins (else nothing is written)
+            frames = self.frames.setdefault(frame.session_id, {})
+            if frame.sequence in frames:
+                raise VersionConflict(f"frame {frame.sequence} was stored meanwhile")
+            frames[frame.sequence] = frame
         saved = replace(
             current,
             issued=max(current.issued, issued),

@@ -1,14 +1,16 @@
 """The liveness worker's step (handle_frame, then advance) over in-memory fakes of its ports:
-each frame is read from the state rows once, object-store I/O happens while no row is locked and
-before the decision is written, the step's events are written to the outbox with the step (in the
-order a client sees them, each once, the relay woken after the commit), and a step that lost a
-race starts again without writing anything twice."""
+each frame is judged once (from memory by the step it came with, stored in that step's write),
+object-store I/O happens while no row is locked and before the decision is written, the step's
+events are written to the outbox with the step (in the order a client sees them, each once, the
+relay woken after the commit), and a step that lost a race starts again without writing anything
+twice."""
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
-from datetime import timedelta
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -18,12 +20,14 @@ from contracts.documents import StoredChallenge
 from contracts.events import FrameCaptured, SessionStarted
 from contracts.routing import CommandKey, EventKey
 from contracts.values import ChallengeType
+from infra.db.liveness import LivenessFrame
+from services.liveness import handlers
 from services.liveness.analysis import FrameAnalysis
 from services.liveness.challenges import Challenge, ChallengeStatus, judges_eyes
 from services.liveness.frames import AnalysedFrame
 from services.liveness.handlers import Deps, handle_frame, handle_session_started, to_replay_frame
 from services.liveness.measures import FaceMeasures, HeadPose
-from services.liveness.replay import GAP_SKIP_AFTER, reference_frame, replay
+from services.liveness.replay import GAP_SKIP_AFTER, ReplayFrame, reference_frame, replay
 from tests.unit.liveness.fakes import (
     NOW,
     FakeFrames,
@@ -87,6 +91,8 @@ class Worker:
     deps: Deps
     states: FakeStates
     store: FakeStore
+    #: How often each frame was handed to the replay (from memory or read back from the rows).
+    judged: Counter[int] = field(default_factory=Counter)
 
     async def deliver(self, order: list[int]) -> None:
         for sequence in order:
@@ -112,7 +118,7 @@ class Worker:
 
 
 @pytest.fixture
-async def worker() -> Worker:
+async def worker(monkeypatch: pytest.MonkeyPatch) -> Worker:
     states = FakeStates()
     store = FakeStore(states)
     for sequence in range(len(POSES)):
@@ -130,7 +136,14 @@ async def worker() -> Worker:
         frames=FakeFrames({n: analysed(n) for n in range(len(POSES))}),
         identity_threshold=0.35,
     )
-    return Worker(deps, states, store)
+    worker = Worker(deps, states, store)
+
+    def judging(frame: LivenessFrame, started_at: datetime) -> ReplayFrame:
+        worker.judged[frame.sequence] += 1
+        return to_replay_frame(frame, started_at)
+
+    monkeypatch.setattr(handlers, "to_replay_frame", judging)
+    return worker
 
 
 def block_shuffled(seed: int, block: int = GAP_SKIP_AFTER + 1) -> list[int]:
@@ -143,12 +156,15 @@ def block_shuffled(seed: int, block: int = GAP_SKIP_AFTER + 1) -> list[int]:
     return order
 
 
-async def test_in_order_each_frame_is_read_once_and_each_event_written_once(worker: Worker) -> None:
+async def test_in_order_each_frame_is_judged_once_and_each_event_written_once(worker: Worker) -> None:
     await worker.deliver(list(range(len(POSES))))
     assert worker.events() == LIVE_EVENTS
-    decided = max(worker.states.reads)
+    decided = max(worker.judged)
     assert decided < len(POSES) - 1  # the frames after the decision are not even read
-    assert worker.states.reads == {sequence: 1 for sequence in range(decided + 1)}
+    assert worker.judged == {sequence: 1 for sequence in range(decided + 1)}
+    # each judged from memory by the step it came with and stored in its write: none read back
+    assert not worker.states.reads
+    assert sorted(worker.states.frames[SESSION]) == list(range(decided + 1))
     # the same verdicts as one replay of every stored frame
     state = worker.states.states[SESSION]
     stored = [to_replay_frame(f, NOW) for f in worker.states.frames[SESSION].values()]
@@ -165,7 +181,7 @@ async def test_out_of_order_the_same_events_and_a_frame_is_read_again_only_while
 ) -> None:
     await worker.deliver(block_shuffled(seed))
     assert worker.events() == LIVE_EVENTS
-    assert max(worker.states.reads.values()) <= GAP_SKIP_AFTER + 1
+    assert max(worker.judged.values()) <= GAP_SKIP_AFTER + 1
     assert worker.states.states[SESSION].decision is not None
 
 
