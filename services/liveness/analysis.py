@@ -47,6 +47,8 @@ from services.liveness.stream import frame_content
 __all__ = [
     "DEFAULT_DETECT_EVERY",
     "DEFAULT_PRESENCE_THRESHOLD",
+    "LFW_BOX_RELATION",
+    "BoxRelation",
     "FrameAnalysis",
     "FrameAnalyzer",
     "Timings",
@@ -61,13 +63,48 @@ DEFAULT_DETECT_EVERY: Final = 5
 #: The mesh's face-presence probability below which a crop holds no face (MediaPipe uses 0.5).
 DEFAULT_PRESENCE_THRESHOLD: Final = 0.5
 
-# A detector-like box from the mesh's bounding box, so ``box`` means the same thing on detected
-# and tracked frames (and feeds the anti-spoofing crop, which expects a detector's box). Median
-# YuNet box relative to the mesh box over 194 LFW dev-test photos: centre 5 % of the mesh height
-# higher, width x0.92, height x1.07 (10th-90th percentiles: width 0.86-0.98, height 1.04-1.10).
-_MESH_TO_BOX_DY: Final = -0.05
-_MESH_TO_BOX_W: Final = 0.92
-_MESH_TO_BOX_H: Final = 1.07
+
+@dataclass(frozen=True)
+class BoxRelation:
+    """A detector's face box relative to the mesh's bounding box: the centre's offset in mesh-box
+    widths and heights, and the size ratios. Tracked frames have no detector box, so their
+    ``box`` is the mesh's box mapped by a relation, to mean the same as on detected frames (it
+    feeds the anti-spoofing crop, which expects a detector's box, and ``relative_size``)."""
+
+    dx: float
+    dy: float
+    width: float
+    height: float
+
+    @classmethod
+    def between(cls, box: Box, mesh_box: Box) -> BoxRelation:
+        """The relation that maps ``mesh_box`` onto ``box`` (a detection and its own mesh)."""
+        mx1, my1, mx2, my2 = mesh_box
+        mw, mh = max(mx2 - mx1, 1e-6), max(my2 - my1, 1e-6)
+        x1, y1, x2, y2 = box
+        return cls(
+            dx=((x1 + x2) - (mx1 + mx2)) / 2 / mw,
+            dy=((y1 + y2) - (my1 + my2)) / 2 / mh,
+            width=(x2 - x1) / mw,
+            height=(y2 - y1) / mh,
+        )
+
+    def box(self, mesh_box: Box) -> Box:
+        """The detector-like box of a mesh whose bounding box is ``mesh_box``."""
+        x1, y1, x2, y2 = mesh_box
+        w, h = x2 - x1, y2 - y1
+        cx, cy = (x1 + x2) / 2 + self.dx * w, (y1 + y2) / 2 + self.dy * h
+        half_w, half_h = w * self.width / 2, h * self.height / 2
+        return cx - half_w, cy - half_h, cx + half_w, cy + half_h
+
+
+#: The relation before any detection of a track: the median YuNet box relative to the mesh box
+#: over 194 LFW dev-test photos: centre 5 % of the mesh height higher, width x0.92, height x1.07
+#: (10th-90th percentiles: width 0.86-0.98, height 1.04-1.10). A tracked face uses its own last
+#: detection's relation instead (:class:`FrameAnalyzer`): the median is off by up to 7 % of the
+#: face's width sideways on a turned face (fomm_demo_old_04, yaw about 7 degrees), and the
+#: anti-spoofing score moves a lot with such a shift (issue 15, docs/liveness.md).
+LFW_BOX_RELATION: Final = BoxRelation(dx=0.0, dy=-0.05, width=0.92, height=1.07)
 
 # Mesh points for the five alignment keypoints (ArcFace order, image left first): eye centres
 # as the midpoint of the eye corners, nose tip, mouth corners.
@@ -76,13 +113,9 @@ _KP_NOSE: Final = 1
 _KP_MOUTH: Final = (61, 291)
 
 
-def box_from_mesh(mesh: MeshResult) -> Box:
-    """A YuNet-like face box (x1, y1, x2, y2) from the mesh's bounding box."""
-    x1, y1, x2, y2 = mesh.box
-    w, h = x2 - x1, y2 - y1
-    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2 + _MESH_TO_BOX_DY * h
-    half_w, half_h = w * _MESH_TO_BOX_W / 2, h * _MESH_TO_BOX_H / 2
-    return cx - half_w, cy - half_h, cx + half_w, cy + half_h
+def box_from_mesh(mesh: MeshResult, relation: BoxRelation = LFW_BOX_RELATION) -> Box:
+    """A detector-like face box (x1, y1, x2, y2) from the mesh's bounding box."""
+    return relation.box(mesh.box)
 
 
 def _keypoints(points: FloatArray) -> FloatArray:
@@ -268,11 +301,13 @@ def _analysis(
     detected: bool,
     content: tuple[float, ...],
     timings: Timings,
+    relation: BoxRelation = LFW_BOX_RELATION,
 ) -> FrameAnalysis:
-    """A frame's analysis from its mesh (and its detection, on a detected frame): the box, how
-    big and how far past the border the face is, its light."""
+    """A frame's analysis from its mesh (and its detection, on a detected frame): the box (the
+    detection's, or the mesh's mapped by ``relation``), how big and how far past the border the
+    face is, its light."""
     height, width = frame_bgr.shape[:2]
-    box = detection.box if detection is not None else box_from_mesh(mesh)
+    box = detection.box if detection is not None else box_from_mesh(mesh, relation)
     x1, y1, x2, y2 = box
     xy = mesh.points[:, :2]
     low, high = xy.min(axis=0), xy.max(axis=0)
@@ -323,6 +358,8 @@ class FrameAnalyzer:
         self._track: MeshResult | None = None
         self._since_detection = 0
         self._last_count = 0
+        #: The tracked face's last detection box relative to its mesh (tracked frames' boxes).
+        self._box_relation = LFW_BOX_RELATION
 
     @classmethod
     def from_models_dir(
@@ -369,6 +406,7 @@ class FrameAnalyzer:
         self._track = None
         self._since_detection = 0
         self._last_count = 0
+        self._box_relation = LFW_BOX_RELATION
 
     def analyze(
         self, frame_bgr: npt.NDArray[np.uint8], *, force_detect: bool = False, eyes: bool = True
@@ -400,6 +438,9 @@ class FrameAnalyzer:
         self._since_detection += 1
         present = mesh.presence >= self.presence_threshold
         self._track = mesh if present else None
+        if detection is not None and present:
+            # the frames tracked from here get boxes like this detection's, not the LFW median's
+            self._box_relation = BoxRelation.between(detection.box, mesh.box)
         measures, eyes_ms = self._measures(frame_bgr, mesh, present=present, eyes=eyes)
         return _analysis(
             frame_bgr,
@@ -410,6 +451,7 @@ class FrameAnalyzer:
             detected=detected,
             content=content,
             timings=Timings(detect_ms=detect_ms, mesh_ms=mesh_ms, eyes_ms=eyes_ms),
+            relation=self._box_relation,
         )
 
     def _tracked_mesh(
