@@ -446,6 +446,15 @@ def liveness(
     unready_seconds: Annotated[
         float, typer.Option("--unready-seconds", min=0.5, max=20.0, help="Length of the unready start")
     ] = 2.5,
+    unready_after_ready: Annotated[
+        bool,
+        typer.Option(
+            "--unready-after-ready",
+            help="With --unready: show the unready frames once the subject is ready (after 3 of the "
+            "row's first frames), so that challenge 0 starts on them: the light going out or the face "
+            "slipping away as the challenges begin",
+        ),
+    ] = False,
 ) -> None:
     """Presentation-attack detection error rates (ISO/IEC 30107-3) of the liveness analysis.
 
@@ -500,6 +509,7 @@ def liveness(
                 prechecks=not no_prechecks,
                 unready=conditions,
                 unready_seconds=unready_seconds,
+                unready_after_ready=unready_after_ready,
             )
         except (FaceError, OSError, ValueError) as exc:
             _fail(str(exc))
@@ -548,6 +558,7 @@ def _liveness_run(
     prechecks: bool = True,
     unready: Sequence[Unready] = (),
     unready_seconds: float = 2.5,
+    unready_after_ready: bool = False,
 ) -> dict[str, Any]:
     from faceproof.evaluation.liveness import PresentationResult, evaluable_types, evaluate, report
     from faceproof.testing.annotate import load_video_segments
@@ -586,8 +597,17 @@ def _liveness_run(
         readiness=DEFAULT_READINESS if prechecks else None,
         unready=unready,
         unready_seconds=unready_seconds,
+        unready_after_ready=unready_after_ready,
     )
-    out = report(results, seed=seed, challenges=challenges, types=types, prechecks=prechecks, unready=unready)
+    out = report(
+        results,
+        seed=seed,
+        challenges=challenges,
+        types=types,
+        prechecks=prechecks,
+        unready=unready,
+        unready_after_ready=unready_after_ready,
+    )
     out["cooperating"] = cooperating
     out["seconds"] = round(time.perf_counter() - started, 1)
     return out

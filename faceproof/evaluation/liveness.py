@@ -482,6 +482,7 @@ def evaluate(
     readiness: Readiness | None = DEFAULT_READINESS,
     unready: Sequence[Unready] = (),
     unready_seconds: float = DEFAULT_UNREADY_SECONDS,
+    unready_after_ready: bool = False,
 ) -> list[PresentationResult]:
     """Run every row as a session; ``on_result`` hears each result as it is ready.
 
@@ -490,7 +491,10 @@ def evaluate(
     (nobody asked it anything it did). Rows without the label draw from every allowed type.
     ``readiness``: the worker's pre-checks (None: without them). ``unready``: every live row
     starts with ``unready_seconds`` of its own first frames made unready by one of these
-    conditions (:func:`unready_for`), then plays as usual.
+    conditions (:func:`unready_for`), then plays as usual; ``unready_after_ready``: after
+    ``Readiness.ready_frames`` copies of the row's first frame, so that the subject is ready and
+    challenge 0 starts on the unready frames (the light going out, the face slipping away as the
+    challenges begin; the subject answers after them).
     """
     segments = segments if segments is not None else load_video_segments()
     types = tuple(allowed) if allowed is not None else evaluable_types(segments)
@@ -507,7 +511,11 @@ def evaluate(
         count = min(challenges, len(pool))
         drawn = draw_for(row.path.name, count, seed, pool, subject.nose_start(), thresholds)
         condition = unready_for(row, unready, seed) if unready else None
-        lead_in = _lead_in(subject, condition, unready_seconds, seed) if condition is not None else ()
+        lead_in = (
+            _lead_in(subject, condition, unready_seconds, seed, after_ready=unready_after_ready)
+            if condition is not None
+            else ()
+        )
         session = run_session(
             subject, drawn, models, thresholds=thresholds, readiness=readiness, lead_in=lead_in
         )
@@ -528,12 +536,19 @@ def unready_for(row: ManifestRow, conditions: Sequence[Unready], seed: int) -> U
     return random.Random(f"{seed}:{row.path.name}:unready").choice(list(conditions))
 
 
-def _lead_in(subject: ScriptedSubject, condition: Unready, seconds: float, seed: int) -> tuple[Image, ...]:
-    """``seconds`` of the subject's first frames made unready (none when no frame shows a face)."""
+def _lead_in(
+    subject: ScriptedSubject, condition: Unready, seconds: float, seed: int, *, after_ready: bool = False
+) -> tuple[Image, ...]:
+    """``seconds`` of the subject's first frames made unready (none when no frame shows a face);
+    ``after_ready``: after ``ready_frames`` copies of its first frame as it is (the pre-checks pass
+    on them, so challenge 0 starts on the unready frames)."""
     box = next((r.detected.box for r in subject.rehearsal() if r.detected.box is not None), None)
     if box is None:
         return ()
-    return unready_prefix(subject.media.frames, box, condition, round(seconds * WORKER_FPS), seed=seed)
+    ready = (subject.media.frames[0],) * DEFAULT_READINESS.ready_frames if after_ready else ()
+    return ready + unready_prefix(
+        subject.media.frames, box, condition, round(seconds * WORKER_FPS), seed=seed
+    )
 
 
 def _rate(value: float | None) -> float | None:
@@ -548,6 +563,7 @@ def report(
     types: Sequence[ChallengeType],
     prechecks: bool = True,
     unready: Sequence[Unready] = (),
+    unready_after_ready: bool = False,
 ) -> dict[str, Any]:
     """The JSON report: ``videos``, ``bpcer``, ``apcer`` per attack type, ``decisions``, and context;
     ``layers``: the same rates for each layer alone and combined, ``per_challenge`` false
@@ -557,6 +573,7 @@ def report(
     return {
         "prechecks": prechecks,
         "unready": [u.value for u in unready],
+        "unready_after_ready": unready_after_ready,
         "layers": layer_rates(results),
         "per_challenge": challenge_rates(results),
         "live_rejections": live_rejections(results),

@@ -237,10 +237,17 @@ def test_the_report_says_which_path_judged_and_why_live_rows_were_rejected() -> 
     ]
     default = report(results, seed=1, challenges=1, types=[ChallengeType.BLINK])
     assert default["prechecks"] is True and default["unready"] == []
+    assert default["unready_after_ready"] is False
     out = report(
-        results, seed=1, challenges=1, types=[ChallengeType.BLINK], prechecks=False, unready=[Unready.DARK]
+        results,
+        seed=1,
+        challenges=1,
+        types=[ChallengeType.BLINK],
+        prechecks=False,
+        unready=[Unready.DARK],
+        unready_after_ready=True,
     )
-    assert out["prechecks"] is False and out["unready"] == ["dark"]
+    assert out["prechecks"] is False and out["unready"] == ["dark"] and out["unready_after_ready"] is True
     # the attack's rejection is not counted; the live row's first reason is
     timeouts = {"rate": 0.5, "errors": 1, "count": 2, "ci95": [0.0126, 0.9874]}
     assert out["live_rejections"] == {"TIMEOUT": timeouts}
@@ -251,6 +258,7 @@ def test_the_report_says_which_path_judged_and_why_live_rows_were_rejected() -> 
 def test_the_cli_defaults_to_the_prechecks() -> None:
     parameters = inspect.signature(liveness).parameters
     assert parameters["no_prechecks"].default is False and parameters["unready"].default is None
+    assert parameters["unready_after_ready"].default is False
 
 
 def test_the_docs_only_show_options_the_command_has() -> None:
