@@ -63,6 +63,19 @@ def issued(
     )
 
 
+def turn_left_verdict(*, passed: bool, reason: str | None = None) -> ChallengeVerdict:
+    """The worker's verdict on challenge 0 of 3, TURN_LEFT."""
+    return ChallengeVerdict(
+        correlation_id="s",
+        session_id="s",
+        index=0,
+        count=3,
+        challenge=ChallengeType.TURN_LEFT,
+        passed=passed,
+        reason=reason,
+    )
+
+
 def test_instruction_messages_are_camel_case_json_in_the_session_language() -> None:
     state = Instructions(load_catalog("es"))
     assert state.screen.text == "Mira a la cámara"
@@ -80,15 +93,7 @@ def test_instruction_messages_are_camel_case_json_in_the_session_language() -> N
     assert state.screen.seconds_left(13.2) == 5
     assert state.screen.progress() == "1/3"
     verdict = state.verdict(
-        ChallengeVerdict(
-            correlation_id="s",
-            session_id="s",
-            index=0,
-            count=3,
-            challenge=ChallengeType.TURN_LEFT,
-            passed=False,
-            reason="WRONG_DIRECTION",
-        ),
+        turn_left_verdict(passed=False, reason="WRONG_DIRECTION"),
         now=12.0,
     )
     assert verdict is not None
@@ -158,7 +163,7 @@ def test_get_ready_names_what_is_wrong_until_the_first_challenge() -> None:
 def test_while_the_challenges_run_the_problem_that_refuses_the_frames_stays_beside_them() -> None:
     """Mid-challenge the light goes out: the worker counts none of those frames (its clock runs
     on) and says so; the hint stays beside the instruction, and the next one, until it is fixed."""
-    from contracts.events import ChallengeVerdict, ReadinessChecked
+    from contracts.events import ReadinessChecked
 
     state = Instructions(load_catalog("en"))
 
@@ -177,14 +182,7 @@ def test_while_the_challenges_run_the_problem_that_refuses_the_frames_stays_besi
     assert not state.screen.notice.good
     # the worker's events of one step: the hint, then the verdict and the next challenge
     state.verdict(
-        ChallengeVerdict(
-            correlation_id="s",
-            session_id="s",
-            index=0,
-            count=3,
-            challenge=ChallengeType.TURN_LEFT,
-            passed=True,
-        ),
+        turn_left_verdict(passed=True),
         now=3.0,
     )
     state.challenge(issued(1), now=3.1)
