@@ -506,9 +506,13 @@ class _Run:
         sequence = self.sequence
         assert sequence is not None
         # the frozen-stream check looks at the frames the challenges judge (not the pre-checks':
-        # a test subject, or a page, may show one picture until the first instruction comes),
-        # refused or not: it is about the stream, not the face
-        self.frozen.update(frame.analysis.content)
+        # a test subject, or a page, may show one picture until the first instruction comes) and
+        # only at those that count: a refused frame (too dark, no face) is passed over, neither a
+        # repeat nor a change. A camera left in the dark for seconds repeats its dark picture,
+        # which is not an injected still; and dark frames slipped between the repeats of a still
+        # do not break its run
+        if not refused:
+            self.frozen.update(frame.analysis.content)
         before = sequence.index
         if refused and frame_gate(frame.analysis, self.thresholds) is None:
             sequence.expire(frame.t)

@@ -17,10 +17,11 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from contracts.values import ChallengeType
+from contracts.values import ChallengeType, Precheck
 from faceproof.testing.scripted_subject import camera_round_trip
 from services.liveness.analysis import FrameAnalyzer
 from services.liveness.challenges import Challenge
+from services.liveness.readiness import running_prechecks
 from services.liveness.replay import ReplayFrame, replay
 from services.liveness.stream import FROZEN_MIN_RUN, FROZEN_STREAM, FrozenCheck, frame_content
 from tests.paths import DATA_DIR, MODELS_DIR, PEOPLE
@@ -130,3 +131,33 @@ def test_a_still_photo_streamed_through_vp8_reads_as_frozen() -> None:
                 sampled.append(camera_round_trip(picture))
     assert len(sampled) == 30
     assert longest_repeat(sampled) == len(sampled) - 1 >= FROZEN_MIN_RUN  # every pair repeats
+
+
+def in_the_dark(frames: tuple[Image, ...], light: float, seed: int = 0) -> list[Image]:
+    """The recording with ``light`` of its light and a dark sensor's noise (2 levels), JPEG 85."""
+    rng = np.random.default_rng(seed)
+    return [
+        camera_round_trip(
+            np.asarray(
+                np.clip(f.astype(np.float32) * light + rng.normal(0, 2, f.shape), 0, 255), dtype=np.uint8
+            )
+        )
+        for f in frames
+    ]
+
+
+def test_a_real_recording_in_the_dark_repeats_its_picture_and_the_prechecks_refuse_it() -> None:
+    """Why the frozen-stream check passes over the frames the pre-checks refuse: a real subject in
+    a dark room barely changes the coarse picture (18 repeats in a row in lestari15_real's 30
+    frames at a quarter of its light, against 1 in the light), so a few seconds of dark would read
+    as an injected still. Every such frame is refused TOO_DARK by the real analyzer, so the
+    replay does not count it; frames lit enough to count repeat no more than in the light."""
+    analyzer = FrameAnalyzer.from_models_dir(MODELS_DIR, threads=2, use_antispoof=False)
+    dark = in_the_dark(frames_of(DATA_DIR / "video" / "lestari15_real.mp4"), 0.25)
+    assert longest_repeat(dark) >= FROZEN_MIN_RUN // 2
+    assert all(Precheck.TOO_DARK in running_prechecks(analyzer.analyze(f)) for f in dark)
+
+    analyzer.reset()
+    dim = in_the_dark(frames_of(DATA_DIR / "video" / "liveportrait_d9.mp4")[:40], 0.4)
+    assert not any(running_prechecks(analyzer.analyze(f)) for f in dim)  # counted: face luma ~49
+    assert longest_repeat(dim) <= FROZEN_MIN_RUN // 4

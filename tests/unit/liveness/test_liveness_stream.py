@@ -8,8 +8,10 @@ from dataclasses import replace
 
 from services.liveness.decision import decide
 from services.liveness.progress import ReplayProgress
+from services.liveness.readiness import DEFAULT_READINESS
 from services.liveness.replay import ReplayFrame, replay
 from services.liveness.stream import FROZEN_MIN_RUN, FROZEN_STREAM, FrozenCheck, same_content
+from tests.unit.test_liveness_readiness import DARK, lit
 from tests.unit.test_liveness_replay import CHALLENGES, deliver, face, frame
 
 PICTURE = tuple(float(v) for v in range(64))
@@ -84,3 +86,38 @@ def test_a_session_that_answers_its_challenges_on_a_frozen_background_fails() ->
     assert result.decision.reasons == (FROZEN_STREAM,)
     _, stepped, _ = deliver(frozen)  # step by step from the stored progress: the same decision
     assert stepped.decision == result.decision
+
+
+def test_seconds_in_the_dark_mid_challenge_are_not_a_frozen_stream() -> None:
+    """The light goes out after challenge 0 has started and comes back: the dark frames repeat
+    one dark picture for longer than a frozen run (a camera in the dark shows no change), but the
+    pre-checks refuse them, so they are neither a repeat nor a change. The subject answers in the
+    light and passes. An injected still with dark frames slipped between its repeats stays frozen."""
+    ready = [lit(face())] * 6
+    dark = [lit(face(), DARK, DARK)] * (FROZEN_MIN_RUN + 6)
+    answers = [face(yaw=30.0)] * 4 + [face()] * 4 + [face(mar=0.6)] * 4 + [face()] * 6
+    poses = ready + dark + [lit(a) for a in answers]
+    frames = [frame(n, a) for n, a in enumerate(poses)]
+    dark_picture = tuple(3.0 for _ in PICTURE)
+    contents = [moved(float(n)) for n in range(len(ready))]
+    contents += [dark_picture] * len(dark) + [moved(float(n)) for n in range(len(answers))]
+    result = replay(
+        CHALLENGES, with_contents(frames, contents), identity_threshold=0.35, readiness=DEFAULT_READINESS
+    )
+    assert result.decision is not None and result.decision.is_live, result.decision
+    _, stepped, _ = deliver(with_contents(frames, contents), readiness=DEFAULT_READINESS)
+    assert stepped.decision == result.decision
+
+    # the same session, but its lit frames are one picture (an injected still) and every third
+    # frame of it dark: the still's run goes on over the dark frames
+    frames += [frame(len(frames) + n, lit(face())) for n in range(60)]  # past the time limit
+    slipped = [n >= len(ready) and n % 3 == 2 for n in range(len(frames))]
+    still = [dark_picture if dark else PICTURE for dark in slipped]
+    spliced = [
+        replace(f, analysis=lit(f.analysis, DARK, DARK)) if dark else f
+        for f, dark in zip(frames, slipped, strict=True)
+    ]
+    frozen = replay(
+        CHALLENGES, with_contents(spliced, still), identity_threshold=0.35, readiness=DEFAULT_READINESS
+    )
+    assert frozen.decision is not None and FROZEN_STREAM in frozen.decision.reasons
