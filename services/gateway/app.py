@@ -105,6 +105,7 @@ def create_app(settings: Settings, *, migrate: bool = False) -> FastAPI:
         summary="Is a live human in front of the camera, and is it the person on the reference photo?",
         version="0.1.0",
         lifespan=lifespan,
+        telemetry=http_telemetry.FASTAPI_TELEMETRY_OFF,  # HttpTelemetry below is the one
     )
     install_problem_handlers(app)
 

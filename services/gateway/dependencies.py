@@ -53,9 +53,15 @@ class Resources:
     failures: LivenessFailures | None = None
 
 
-def resources(request: Request) -> Resources:
+def _resources(request: Request) -> Resources:
     value: Resources = request.app.state.resources
     return value
+
+
+async def resources(request: Request) -> Resources:
+    """The process's resources. A coroutine, as every dependency here: FastAPI runs a plain ``def``
+    dependency in its thread pool, a hop to a thread and back on every request."""
+    return _resources(request)
 
 
 async def admit(request: Request, res: Resources, authorization: str | None) -> Principal:
@@ -73,13 +79,13 @@ async def principal(
     """The caller of a route that needs an API key, admitted once (so every such route is rate
     limited): by the request guard before it reads the body, on the routes that take one
     (services.gateway.limits), else here."""
-    return remembered_principal(request.scope) or await admit(request, resources(request), authorization)
+    return remembered_principal(request.scope) or await admit(request, _resources(request), authorization)
 
 
 async def charge_session(request: Request, session_id: str) -> None:
     """The browser's routes, once the client token is checked: one small bucket per session, no
     quota (the owner's quota was charged when the session was created)."""
-    res = resources(request)
+    res = _resources(request)
     if res.limiter is not None:
         await res.limiter.charge_session(request, session_id)
 
