@@ -65,7 +65,8 @@ class OnnxFaceEngine:
         self, image: bytes, *, max_faces: int | None, quality_filter: QualityFilter
     ) -> list[AnalyzedFace]:
         loop = asyncio.get_running_loop()
-        located = await loop.run_in_executor(self._executor, self._locate, image, max_faces)
+        with self._embeddings.expecting():
+            located = await loop.run_in_executor(self._executor, self._locate, image, max_faces)
         embeddings = await self._embeddings.submit([crop for _, crop, _ in located])
         return [
             AnalyzedFace(

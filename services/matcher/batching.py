@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -22,6 +23,11 @@ class _Request(Generic[Item, Result]):
 
 class MicroBatcher(Generic[Item, Result]):
     """Collects items until ``max_batch`` of them or ``max_wait_s`` after the first, then runs them.
+
+    It waits for company only while some caller has said more items are on the way
+    (:meth:`expecting`): with nothing expected, a collected batch goes out at once. A compare
+    locates its two photos' faces side by side; the first to finish waits for the second (up to
+    ``max_wait_s``) and they share a model call, but the last one never waits for nobody.
 
     ``run`` maps a list of items to a list of results of the same length; it is blocking and runs
     on ``executor``. Up to ``concurrency`` batches run at once (ONNX Runtime sessions take
@@ -46,7 +52,19 @@ class MicroBatcher(Generic[Item, Result]):
         self._worker: asyncio.Task[None] | None = None
         self._slots = asyncio.Semaphore(max(1, concurrency))
         self._running: set[asyncio.Task[None]] = set()
+        self._expected = 0
         self.batches = 0
+
+    @contextmanager
+    def expecting(self) -> Iterator[None]:
+        """Run the work that prepares a submission inside: while it runs, a collected batch waits
+        (up to ``max_wait_s``) for its items. Leave it right before :meth:`submit`, in the same
+        step of the event loop, so the batcher never sees it gone and its items not yet queued."""
+        self._expected += 1
+        try:
+            yield
+        finally:
+            self._expected -= 1
 
     async def submit(self, items: Sequence[Item]) -> list[Result]:
         if not items:
@@ -70,6 +88,8 @@ class MicroBatcher(Generic[Item, Result]):
             size = len(batch[0].items)
             deadline = loop.time() + self._max_wait_s
             while size < self._max_batch:
+                if self._expected == 0 and self._queue.empty():
+                    break  # no one else is coming
                 try:
                     request = await asyncio.wait_for(self._queue.get(), max(0.0, deadline - loop.time()))
                 except TimeoutError:

@@ -96,3 +96,48 @@ async def test_batches_run_side_by_side_up_to_the_concurrency() -> None:
         assert peak[0] == expected
         await batcher.close()
         pool.shutdown()
+
+
+async def test_with_nothing_expected_a_lone_request_goes_at_once(executor: ThreadPoolExecutor) -> None:
+    batcher: MicroBatcher[int, int] = MicroBatcher(doubled, executor=executor, max_batch=64, max_wait_s=5.0)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await batcher.submit([3]) == [6]
+    assert loop.time() - started < 1.0  # not the 5 s of max_wait_s
+    await batcher.close()
+
+
+async def test_a_batch_waits_for_items_on_their_way_and_shares_the_call(executor: ThreadPoolExecutor) -> None:
+    """A compare's two photos: the first face located waits for the second, which is still being
+    located, and both are embedded in one call; the second does not wait out ``max_wait_s``."""
+    batcher: MicroBatcher[int, int] = MicroBatcher(doubled, executor=executor, max_batch=64, max_wait_s=5.0)
+    loop = asyncio.get_running_loop()
+
+    async def photo(item: int, locating_s: float) -> list[int]:
+        with batcher.expecting():
+            await asyncio.sleep(locating_s)
+        return await batcher.submit([item])
+
+    started = loop.time()
+    assert await asyncio.gather(photo(1, 0.0), photo(2, 0.1)) == [[2], [4]]
+    assert calls == [2] and batcher.batches == 1
+    assert loop.time() - started < 1.0
+    await batcher.close()
+
+
+async def test_an_expected_caller_that_brings_nothing_costs_at_most_the_deadline(
+    executor: ThreadPoolExecutor,
+) -> None:
+    """A photo without a face submits nothing: the batch waiting for it goes at the deadline."""
+    batcher: MicroBatcher[int, int] = MicroBatcher(doubled, executor=executor, max_batch=64, max_wait_s=0.2)
+    loop = asyncio.get_running_loop()
+
+    async def faceless() -> list[int]:
+        with batcher.expecting():
+            await asyncio.sleep(0.01)
+        return await batcher.submit([])
+
+    started = loop.time()
+    assert await asyncio.gather(batcher.submit([5]), faceless()) == [[10], []]
+    assert 0.2 <= loop.time() - started < 1.5 and calls == [1]
+    await batcher.close()
