@@ -340,25 +340,11 @@ class LivenessRepository:
                     )
                 stage(session, *messages)
 
-    async def add_frame(
-        self,
-        session_id: str,
-        *,
-        sequence: int,
-        captured_at: datetime,
-        storage_key: str,
-        analysis: dict[str, Any],
-        spoof_score: float | None,
-        embedding: list[float] | None,
-        shown: int | None = None,
-    ) -> bool:
+    async def add_frame(self, frame: LivenessFrame) -> bool:
         """Store an analysed frame; False when (session, sequence) was stored already (first wins)
         or the session's erasure was requested: its embedding is never kept. The session row is
         share-locked while checking, and the erasure locks it before deleting the frame rows, so
         a frame row is either refused or deleted by the erasure."""
-        frame = LivenessFrame(
-            session_id, sequence, captured_at, storage_key, analysis, spoof_score, embedding, shown
-        )
         with translate_errors():
             async with self._engine.begin() as connection:
                 return await self._insert(connection, frame)

@@ -272,16 +272,7 @@ async def advance(
 
 async def _store(deps: Deps, frame: LivenessFrame) -> None:
     """Store an analysed frame on its own (once per sequence: the first stored wins)."""
-    await deps.states.add_frame(
-        frame.session_id,
-        sequence=frame.sequence,
-        captured_at=frame.captured_at,
-        storage_key=frame.storage_key,
-        analysis=frame.analysis,
-        spoof_score=frame.spoof_score,
-        embedding=frame.embedding,
-        shown=frame.shown,
-    )
+    await deps.states.add_frame(frame)
 
 
 async def _step(

@@ -30,7 +30,7 @@ from domain.records import SessionRecord
 from infra.db.audit import AuditLog
 from infra.db.engine import create_engine, session_factory
 from infra.db.errors import DatabaseError
-from infra.db.liveness import LivenessRepository
+from infra.db.liveness import LivenessFrame, LivenessRepository
 from infra.db.repositories import SessionRepository
 from infra.db.tables import LivenessFrameRow, utc_now
 from infra.erasure import ErasureGuardedStore, SessionErased
@@ -226,13 +226,15 @@ def test_no_frame_row_or_embedding_is_kept_for_an_erased_session(rig: Rig) -> No
         engine = create_engine(rig.settings.resolved_database_url)
         try:
             stored: bool = await LivenessRepository(session_factory(engine)).add_frame(
-                session_id,
-                sequence=sequence,
-                captured_at=utc_now(),
-                storage_key=f"{session_prefix(session_id)}frames/{sequence:08d}.jpg",
-                analysis={"faceCount": 1},
-                spoof_score=0.1,
-                embedding=[0.25] * 8,
+                LivenessFrame(
+                    session_id,
+                    sequence=sequence,
+                    captured_at=utc_now(),
+                    storage_key=f"{session_prefix(session_id)}frames/{sequence:08d}.jpg",
+                    analysis={"faceCount": 1},
+                    spoof_score=0.1,
+                    embedding=[0.25] * 8,
+                )
             )
             return stored
         finally:

@@ -16,7 +16,7 @@ from contracts.values import ChallengeType, SessionStatus
 from domain.records import SessionRecord
 from infra.db.audit import SYSTEM_ACTOR, AuditAction, AuditLog
 from infra.db.engine import session_factory
-from infra.db.liveness import LivenessRepository
+from infra.db.liveness import LivenessFrame, LivenessRepository
 from infra.db.repositories import SessionRepository
 from infra.db.tables import LivenessFrameRow, LivenessStateRow, SessionRow
 from infra.retention import Retention, session_prefix
@@ -52,13 +52,15 @@ async def finished_session(
     )
     for n in range(3):
         await states.add_frame(
-            record.id,
-            sequence=n,
-            captured_at=datetime.now(UTC),
-            storage_key=f"{prefix}frames/{n:08d}.jpg",
-            analysis={"faceCount": 1},
-            spoof_score=0.1,
-            embedding=[0.25] * 8,
+            LivenessFrame(
+                record.id,
+                sequence=n,
+                captured_at=datetime.now(UTC),
+                storage_key=f"{prefix}frames/{n:08d}.jpg",
+                analysis={"faceCount": 1},
+                spoof_score=0.1,
+                embedding=[0.25] * 8,
+            )
         )
     async with factory.begin() as session:
         state = await session.get(LivenessStateRow, record.id)

@@ -117,24 +117,11 @@ class FakeStates:
             self.outbox.extend(announce)
             return True
 
-    async def add_frame(
-        self,
-        session_id: str,
-        *,
-        sequence: int,
-        captured_at: datetime,
-        storage_key: str,
-        analysis: dict[str, Any],
-        spoof_score: float | None,
-        embedding: list[float] | None,
-        shown: int | None = None,
-    ) -> bool:
-        frames = self.frames.setdefault(session_id, {})
-        if sequence in frames:
+    async def add_frame(self, frame: LivenessFrame) -> bool:
+        frames = self.frames.setdefault(frame.session_id, {})
+        if frame.sequence in frames:
             return False
-        frames[sequence] = LivenessFrame(
-            session_id, sequence, captured_at, storage_key, analysis, spoof_score, embedding, shown
-        )
+        frames[frame.sequence] = frame
         return True
 
     async def frames_from(self, session_id: str, first_sequence: int) -> list[LivenessFrame]:
