@@ -1,7 +1,9 @@
-"""`faceproof bench matcher`, `compare` and `liveness-capacity` run end to end, quickly (smoke,
-not numbers).
+"""`faceproof bench matcher`, `compare`, `peers` and `liveness-capacity` run end to end, quickly
+(smoke, not numbers).
 
-`bench peers` is not run here: it installs a virtual environment of its own.
+`bench peers` installs the peers' own virtual environment from PyPI (pinned in
+``faceproof/bench/peers-requirements*.txt``; about 40 s with uv's cache warm) into the test's
+temporary folder.
 """
 
 from __future__ import annotations
@@ -90,6 +92,27 @@ def test_bench_compare_runs_its_own_stack_and_stops_it(tmp_path: Path) -> None:
             ["rabbitmqctl", "-q", "list_vhosts"], capture_output=True, text=True, timeout=60, check=True
         ).stdout
         assert vhost not in listing.split()
+
+
+def test_bench_peers_runs_ours_and_both_peers_on_the_same_pairs(tmp_path: Path) -> None:
+    result = bench("peers", "--limit", "4", "--peers-venv", str(tmp_path / "peers-venv"), timeout=900)
+    assert result["pairs"] == 4 and result["images"] == 8
+    assert result["pairs_file"].endswith("lfw-devtest/pairs.csv")
+    for library in ("ours", "face_recognition", "deepface"):
+        run = result[library]
+        assert run["pairs"] == 4 and run["images"] == 8, library
+        assert 0.0 <= run["accuracy"] <= 1.0 and run["images_per_s"] > 0, library
+        assert 0 < run["cores_used"] <= result["machine"]["cpus"] + 0.5, library
+    assert result["ours"]["no_face"] == 0  # LFW: a face in every image
+    for peer in ("face_recognition", "deepface"):  # the ratios the issue's target reads
+        run = result[peer]
+        assert run["ratio_images_per_s_vs_ours"] == pytest.approx(
+            result["ours"]["images_per_s"] / run["images_per_s"], rel=0.02
+        )
+        assert run["ratio_images_per_cpu_s_vs_ours"] > 0
+        assert run["accuracy_minus_ours"] == pytest.approx(
+            run["accuracy"] - result["ours"]["accuracy"], abs=1e-6
+        )
 
 
 def test_bench_liveness_capacity_decides_sessions_against_the_real_worker() -> None:
