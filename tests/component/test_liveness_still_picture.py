@@ -14,7 +14,9 @@ start frames. Framing the tracking crop as a detection frames it removes the dri
 reads the same on every frame) but was not committed: a printed photo moved by hand then passes
 OPEN_MOUTH (its detected frames read the mouth opening as the photo tilts, and tracked frames no
 longer drift the other way) and real nods lose pitch and parallax that tracked frames had added
-(docs/liveness.md, "A still picture opens its mouth"). When the attack is closed these xfails
+(docs/liveness.md, "A still picture opens its mouth"). Holding the pass until a detected frame
+confirms the opening stops the attack too, but also ``liveportrait_d11``'s short real openings
+(cooperating BPCER 1/9 -> 2/9); not committed either. When the attack is closed these xfails
 turn into failures: drop the marks. Real openings and blinks in the shared recordings pass.
 """
 
