@@ -27,7 +27,7 @@ class MicroBatcher(Generic[Item, Result]):
     It waits for company only while some caller has said more items are on the way
     (:meth:`expecting`): with nothing expected, a collected batch goes out at once. A compare
     locates its two photos' faces side by side; the first to finish waits for the second (up to
-    ``max_wait_s``) and they share a model call, but the last one never waits for nobody.
+    ``max_wait_s``) and they share a model call; the last one goes at once.
 
     ``run`` maps a list of items to a list of results of the same length; it is blocking and runs
     on ``executor``. Up to ``concurrency`` batches run at once (ONNX Runtime sessions take
