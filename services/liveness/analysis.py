@@ -17,7 +17,7 @@ but model files. The analyzer keeps tracking state: one instance per stream of f
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -42,6 +42,7 @@ from services.liveness.landmarks import (
 )
 from services.liveness.lighting import measure_light
 from services.liveness.measures import FaceMeasures, HeadPose, measure_face
+from services.liveness.mouth_area import area_from_text, area_to_text, mouth_area
 from services.liveness.stream import frame_content
 
 __all__ = [
@@ -220,6 +221,7 @@ class FrameAnalysis:
                 "nose": list(m.nose),
                 "face_aspect": m.face_aspect,
                 "shape": None if m.shape is None else list(m.shape),
+                "mouth_area": None if m.mouth_area is None else area_to_text(m.mouth_area),
             },
             "inside_frame": self.inside_frame,
             "frame_overflow": self.frame_overflow,
@@ -244,6 +246,7 @@ class FrameAnalysis:
                 nose=(float(raw["nose"][0]), float(raw["nose"][1])),
                 face_aspect=float(raw["face_aspect"]),
                 shape=None if raw.get("shape") is None else tuple(float(v) for v in raw["shape"]),
+                mouth_area=None if raw.get("mouth_area") is None else area_from_text(raw["mouth_area"]),
             )
         box = data.get("box")
         keypoints = None
@@ -360,6 +363,8 @@ class FrameAnalyzer:
         self._last_count = 0
         #: The tracked face's last detection box relative to its mesh (tracked frames' boxes).
         self._box_relation = LFW_BOX_RELATION
+        #: The tracked face's last detection box: the mouth area's frame on every frame after it.
+        self._detection_box: Box | None = None
 
     @classmethod
     def from_models_dir(
@@ -407,6 +412,7 @@ class FrameAnalyzer:
         self._since_detection = 0
         self._last_count = 0
         self._box_relation = LFW_BOX_RELATION
+        self._detection_box = None
 
     def analyze(
         self, frame_bgr: npt.NDArray[np.uint8], *, force_detect: bool = False, eyes: bool = True
@@ -441,7 +447,10 @@ class FrameAnalyzer:
         if detection is not None and present:
             # the frames tracked from here get boxes like this detection's, not the LFW median's
             self._box_relation = BoxRelation.between(detection.box, mesh.box)
+            self._detection_box = detection.box
         measures, eyes_ms = self._measures(frame_bgr, mesh, present=present, eyes=eyes)
+        if measures is not None and self._detection_box is not None:
+            measures = replace(measures, mouth_area=mouth_area(frame_bgr, self._detection_box))
         return _analysis(
             frame_bgr,
             mesh,

@@ -49,6 +49,7 @@ from typing import Any, Final
 from contracts.values import ChallengeType
 from services.liveness.analysis import FrameAnalysis
 from services.liveness.measures import FaceMeasures
+from services.liveness.mouth_area import area_from_text, area_similarity, area_to_text
 from services.liveness.parallax import Shape, median_shape, mouth_deformation, nose_parallax
 from services.liveness.progress import EvaluatorState, SequenceState, StreakState, VerdictState
 
@@ -169,6 +170,11 @@ class Thresholds:
       must leave the plane by 0.065 on 2 frames for a turn, coming closer or pointing the nose,
       by 0.05 for a look (1 in 13 real nods stays under it; photos do not reach a look), the
       lips by 0.055.
+    * Mouth area (:mod:`services.liveness.mouth_area`): the mesh can read a still picture's
+      mouth as opening (0.25 to 0.49 on an LFW photo, tracked frames against detected ones), so
+      an opening must also change the picture of the mouth and chin: similarity to the most
+      closed mouth's at most 0.75. Stills held with noise and a sway of up to 8 px stay at 0.82
+      or more between any two frames; real openings read 0.01-0.64 on most frames, 0.79 at most.
     * Anti-spoofing: the median MiniFASNet ``real_score`` of the sampled frames below 0.5 is a
       suspected spoof (real camera faces score 0.9-1.0, printed and replayed ones 0.0-0.36).
     """
@@ -202,6 +208,7 @@ class Thresholds:
     min_nose_parallax: float = 0.065
     min_look_parallax: float = 0.05
     min_mouth_deformation: float = 0.055
+    max_mouth_area_similarity: float = 0.75
     spoof_real_threshold: float = 0.5
     spoof_min_samples: int = 3
 
@@ -324,6 +331,8 @@ class Baseline:
     nose: tuple[float, float]
     face_aspect: float
     shape: Shape | None = None
+    #: The most closed mouth's area among the baseline frames (None if one has none).
+    mouth_area: bytes | None = field(default=None, repr=False)
 
     @classmethod
     def of(cls, frames: Sequence[FrameAnalysis]) -> Baseline:
@@ -342,6 +351,9 @@ class Baseline:
             nose=(med(m.nose_mirrored[0] for m in measures), med(m.nose_mirrored[1] for m in measures)),
             face_aspect=med(m.face_aspect for m in measures),
             shape=median_shape(shapes) if len(shapes) == len(measures) else None,
+            mouth_area=min(measures, key=lambda m: m.mar).mouth_area
+            if all(m.mouth_area is not None for m in measures)
+            else None,
         )
 
 
@@ -411,6 +423,7 @@ class ChallengeEvaluator:
     _max_travel: float = field(default=0.0, init=False)
     _mouth_closed: float | None = field(default=None, init=False)
     _mouth_shape: Shape | None = field(default=None, init=False)
+    _mouth_area: bytes | None = field(default=None, init=False)
     _depth_frames: int = field(default=0, init=False)
     _flat: bool = field(default=False, init=False)
 
@@ -440,6 +453,7 @@ class ChallengeEvaluator:
             max_travel=self._max_travel,
             mouth_closed=self._mouth_closed,
             mouth_shape=None if self._mouth_shape is None else list(self._mouth_shape),
+            mouth_area=None if self._mouth_area is None else area_to_text(self._mouth_area),
             depth_frames=self._depth_frames,
             flat=self._flat,
         )
@@ -462,6 +476,7 @@ class ChallengeEvaluator:
         evaluator._max_travel = state.max_travel
         evaluator._mouth_closed = state.mouth_closed
         evaluator._mouth_shape = None if state.mouth_shape is None else tuple(state.mouth_shape)
+        evaluator._mouth_area = None if state.mouth_area is None else area_from_text(state.mouth_area)
         evaluator._depth_frames = state.depth_frames
         evaluator._flat = state.flat
         return evaluator
@@ -567,18 +582,19 @@ class ChallengeEvaluator:
         )
         return goal, False, min(max(progress, 0.0), 1.0, _share(self._max_travel, th.nose_min_travel))
 
-    def _mouth_reference(self, m: FaceMeasures, base: Baseline) -> tuple[float, Shape | None]:
+    def _mouth_reference(self, m: FaceMeasures, base: Baseline) -> tuple[float, Shape | None, bytes | None]:
         """The most closed mouth since the challenge began, before this frame: (MAR, mesh
-        points). The baseline's, unless a later frame closed the mouth further: a subject still
-        talking while the instruction appears gives a half-open baseline, then closes the mouth
-        and opens it; the opening is measured, and the lips' deformation judged, from the closed
-        mouth. This frame becomes the reference when it is more closed."""
+        points, mouth area). The baseline's, unless a later frame closed the mouth further: a
+        subject still talking while the instruction appears gives a half-open baseline, then
+        closes the mouth and opens it; the opening is measured, and the lips' deformation and
+        the area's change judged, from the closed mouth. This frame becomes the reference when it
+        is more closed."""
         if self._mouth_closed is None:
-            reference = (base.mar, base.shape)
+            reference = (base.mar, base.shape, base.mouth_area)
         else:
-            reference = (self._mouth_closed, self._mouth_shape)
+            reference = (self._mouth_closed, self._mouth_shape, self._mouth_area)
         if m.mar < reference[0]:
-            self._mouth_closed, self._mouth_shape = m.mar, m.shape
+            self._mouth_closed, self._mouth_shape, self._mouth_area = m.mar, m.shape, m.mouth_area
         return reference
 
     def _movement_update(self, t: float, frame: FrameAnalysis, base: Baseline) -> Verdict:
@@ -610,12 +626,28 @@ class ChallengeEvaluator:
         if base.shape is None or shape is None:
             return True
         kind = self.challenge.type
-        if kind is ChallengeType.OPEN_MOUTH:  # the lips against the most closed mouth so far
-            closed = base.shape if self._mouth_closed is None else self._mouth_shape
-            return closed is None or mouth_deformation(closed, shape) >= th.min_mouth_deformation
+        if kind is ChallengeType.OPEN_MOUTH:  # the lips and the area against the most closed mouth so far
+            return self._mouth_moved(frame.measures, base)
         if kind in (ChallengeType.LOOK_UP, ChallengeType.LOOK_DOWN):
             return nose_parallax(base.shape, shape) >= th.min_look_parallax
         return nose_parallax(base.shape, shape) >= th.min_nose_parallax
+
+    def _mouth_moved(self, m: FaceMeasures | None, base: Baseline) -> bool:
+        """The lips leave the face's plane and the mouth area's picture changes, both against the
+        most closed mouth so far (what was not stored counts as moved, as in :meth:`_shows_depth`)."""
+        th = self.thresholds
+        assert m is not None and m.shape is not None
+        if self._mouth_closed is None:
+            shape, area = base.shape, base.mouth_area
+        else:
+            shape, area = self._mouth_shape, self._mouth_area
+        deformed = shape is None or mouth_deformation(shape, m.shape) >= th.min_mouth_deformation
+        changed = (
+            area is None
+            or m.mouth_area is None
+            or area_similarity(area, m.mouth_area) <= th.max_mouth_area_similarity
+        )
+        return deformed and changed
 
     # -- blink: both eyes close, then reopen --------------------------------------------------
 

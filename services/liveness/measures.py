@@ -28,7 +28,7 @@ median raw pitch over LFW dev-test photos (mostly frontal portraits).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 import numpy as np
@@ -102,6 +102,9 @@ class FaceMeasures:
     live face (a blink does not change it), squashed when a flat photo is tilted.
     ``shape``: the few mesh points the 3D-consistency check compares between frames
     (:func:`services.liveness.parallax.shape_of`, 62 floats); None for analyses stored without it.
+    ``mouth_area``: the grey picture of the mouth and chin that OPEN_MOUTH compares
+    (:func:`services.liveness.mouth_area.mouth_area`; the analyzer adds it, the mesh alone cannot);
+    None for analyses stored without it.
     """
 
     pose: HeadPose
@@ -112,6 +115,7 @@ class FaceMeasures:
     nose: tuple[float, float]
     face_aspect: float
     shape: Shape | None = None
+    mouth_area: bytes | None = field(default=None, repr=False)
 
     @property
     def ear(self) -> float:

@@ -62,8 +62,9 @@ class EvaluatorState(_Document):
     ``Thresholds.baseline_frames``; the baseline is their median); ``gates``: a streak per gate
     reason code; ``depth_frames``: frames so far that left the baseline face's plane, ``flat``: the
     movement was reached but a plane explained it (:mod:`services.liveness.parallax`);
-    ``mouth_closed`` / ``mouth_shape``: OPEN_MOUTH's most closed mouth after the baseline (MAR and
-    the 31 mesh points), which the opening is measured from."""
+    ``mouth_closed`` / ``mouth_shape`` / ``mouth_area``: OPEN_MOUTH's most closed mouth after the
+    baseline (MAR, the 31 mesh points and the mouth area as base64), which the opening is measured
+    from."""
 
     started_at: float
     verdict: VerdictState
@@ -76,6 +77,7 @@ class EvaluatorState(_Document):
     max_travel: float = 0.0
     mouth_closed: float | None = None
     mouth_shape: list[float] | None = None
+    mouth_area: str | None = None
     depth_frames: int = 0
     flat: bool = False
 
