@@ -2,7 +2,9 @@
 
 A session's biometric data is: every object under ``sessions/<id>/`` (frames, the app's
 reference, the live reference frame, audit images), the analysed frame rows with their
-embeddings (``liveness_frames``) and the image keys in its result and liveness decision. Erasing
+embeddings (``liveness_frames``), the liveness worker's progress (``liveness_states``: the
+identity check's reference embedding, the baseline frames' mesh points and mouth areas) and the
+image keys in its result and liveness decision. Erasing
 keeps the session's status and decision (live or not, confidence, reasons, similarity), stamps
 ``purged_at`` and writes one audit record, in the transaction that erases the rows.
 
@@ -21,7 +23,7 @@ from typing import Any, Final
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from contracts.documents import ErasureDetails, LivenessDecisionDocument, SessionResult
+from contracts.documents import ErasureDetails, LivenessDecisionDocument, LivenessStateDocument, SessionResult
 from contracts.values import SessionStatus
 from infra.db.audit import SYSTEM_ACTOR, AuditAction, audit_row
 from infra.db.errors import translate_errors
@@ -64,6 +66,12 @@ def scrub_decision(decision: dict[str, Any] | None) -> dict[str, Any] | None:
     if decision is None:
         return None
     return LivenessDecisionDocument.from_row(decision).scrubbed().to_row()
+
+
+def scrub_progress(challenges: dict[str, Any]) -> dict[str, Any]:
+    """A ``liveness_states.challenges`` row without the replay's progress (the drawn challenges
+    and the connection stay)."""
+    return LivenessStateDocument.from_row(challenges).model_copy(update={"progress": None}).to_row()
 
 
 @dataclass(frozen=True)
@@ -120,8 +128,9 @@ class Retention:
                 if not getattr(marked, "rowcount", 0):
                     return False
                 state = await session.get(LivenessStateRow, session_id)
-                if state is not None and state.decision is not None:
+                if state is not None:
                     state.decision = scrub_decision(state.decision)
+                    state.challenges = scrub_progress(state.challenges)
                 session.add(
                     audit_row(
                         actor=actor,

@@ -34,7 +34,8 @@ async def factory(engine: AsyncEngine) -> AsyncIterator[async_sessionmaker[Async
 async def finished_session(
     factory: async_sessionmaker[AsyncSession], store: ObjectStore, *, age_s: float = 0
 ) -> SessionRecord:
-    """A SUCCEEDED session with a reference, frames (with embeddings), a decision and audit images."""
+    """A SUCCEEDED session with a reference, frames (with embeddings), the liveness worker's progress
+    (with the identity check's reference embedding), a decision and audit images."""
     sessions, states = SessionRepository(factory), LivenessRepository(factory)
     record, _ = await sessions.create(
         "client-a",
@@ -65,6 +66,7 @@ async def finished_session(
     async with factory.begin() as session:
         state = await session.get(LivenessStateRow, record.id)
         assert state is not None
+        state.challenges = {**state.challenges, "progress": {"identity_reference": [0.75] * 8}}
         state.decision = {
             "isLive": True,
             "confidence": 0.9,
@@ -143,10 +145,14 @@ async def test_the_purge_erases_sessions_past_retention_once(
     assert state is not None and state.decision is not None
     assert state.decision.reference_image_key is None and state.decision.audit_image_keys == []
     assert state.decision.is_live is True  # the legacy row's decision, scrubbed, stays
+    assert state.progress is None  # the identity check's reference embedding is gone with it
+    assert [c.type for c in state.challenges] == [ChallengeType.BLINK]
 
     # the young one is untouched
     assert len(await s3_store.list(session_prefix(young.id))) == 6
     assert await frame_rows(factory, young.id) == 3
+    young_state = await LivenessRepository(factory).get(young.id)
+    assert young_state is not None and young_state.progress == {"identity_reference": [0.75] * 8}
 
     # idempotent: nothing more to do, one audit record
     assert old.id not in await retention.purge_expired(datetime.now(UTC), retention_s=DAY)
