@@ -130,6 +130,8 @@ def test_the_mesh_reads_a_still_mouth_wider_when_tracked_but_its_mouth_area_stay
         ("lfw_photo", 2.0, 4.0, 2),
         ("lfw_photo", 2.0, 1.0, 1),
         ("lfw_photo", 4.0, 8.0, 1),
+        ("lfw_photo", 6.0, 12.0, 3),  # passed OPEN_MOUTH from 18 start frames before the mouth area
+        ("lfw_photo", 2.0, 24.0, 6),  # from 23
         ("frozen_frame", 0.0, 0.0, 0),  # the frozen frame repeated as it is
         ("frozen_frame", 2.0, 1.0, 1),
         ("frozen_frame", 4.0, 8.0, 2),
