@@ -15,9 +15,9 @@ import pytest
 from contracts.values import ChallengeType
 from services.liveness.analysis import FrameAnalysis
 from services.liveness.challenges import DEFAULT_THRESHOLDS, Challenge, ChallengeEvaluator, ChallengeStatus
-from services.liveness.measures import FaceMeasures, HeadPose
 from services.liveness.mouth_area import AREA_CELLS, area_from_text, area_similarity, area_to_text, mouth_area
 from services.liveness.parallax import LIPS, shape_of
+from tests.unit.test_liveness_challenges import face
 
 Image = npt.NDArray[np.uint8]
 BOX = (220.0, 120.0, 420.0, 360.0)
@@ -86,27 +86,10 @@ def _mesh(*, lips_down: float) -> npt.NDArray[np.float32]:
 
 
 def _frame(mar: float, lips_down: float, area: bytes) -> FrameAnalysis:
-    return FrameAnalysis(
-        width=640,
-        height=480,
-        face_count=1,
-        detected=True,
-        box=BOX,
-        presence=1.0,
-        measures=FaceMeasures(
-            pose=HeadPose(yaw=0.0, pitch=0.0, roll=0.0),
-            ear_right=0.3,
-            ear_left=0.3,
-            mar=mar,
-            mouth_width=0.55,
-            nose=(0.5, 0.5),
-            face_aspect=0.9,
-            shape=shape_of(_mesh(lips_down=lips_down)),
-            mouth_area=area,
-        ),
-        inside_frame=True,
-        relative_size=0.5,
-    )
+    frame = face(mar=mar, size=0.5)
+    assert frame.measures is not None
+    measures = replace(frame.measures, shape=shape_of(_mesh(lips_down=lips_down)), mouth_area=area)
+    return replace(frame, measures=measures)
 
 
 def _judge(frames: list[FrameAnalysis]) -> ChallengeStatus:
