@@ -562,7 +562,7 @@ class ChallengeEvaluator:
                 min(_share(delta, th.look_min_delta_deg), _share(absolute, th.look_min_abs_deg)),
             )
         if kind is ChallengeType.OPEN_MOUTH:
-            delta = m.mar - self._mouth_reference(m, base)[0]
+            delta = m.mar - self._mouth_reference(m, base)
             goal = m.mar >= th.mouth_open_mar and delta >= th.mouth_open_delta
             return goal, False, min(_share(delta, th.mouth_open_delta), _share(m.mar, th.mouth_open_mar))
         if kind is ChallengeType.MOVE_CLOSER:
@@ -582,18 +582,15 @@ class ChallengeEvaluator:
         )
         return goal, False, min(max(progress, 0.0), 1.0, _share(self._max_travel, th.nose_min_travel))
 
-    def _mouth_reference(self, m: FaceMeasures, base: Baseline) -> tuple[float, Shape | None, bytes | None]:
-        """The most closed mouth since the challenge began, before this frame: (MAR, mesh
-        points, mouth area). The baseline's, unless a later frame closed the mouth further: a
-        subject still talking while the instruction appears gives a half-open baseline, then
-        closes the mouth and opens it; the opening is measured, and the lips' deformation and
-        the area's change judged, from the closed mouth. This frame becomes the reference when it
-        is more closed."""
-        if self._mouth_closed is None:
-            reference = (base.mar, base.shape, base.mouth_area)
-        else:
-            reference = (self._mouth_closed, self._mouth_shape, self._mouth_area)
-        if m.mar < reference[0]:
+    def _mouth_reference(self, m: FaceMeasures, base: Baseline) -> float:
+        """The MAR of the most closed mouth since the challenge began, before this frame. The
+        baseline's, unless a later frame closed the mouth further: a subject still talking while
+        the instruction appears gives a half-open baseline, then closes the mouth and opens it; the
+        opening is measured, and the lips' deformation and the area's change judged
+        (:meth:`_mouth_moved`), from the closed mouth. This frame becomes the reference when it is
+        more closed."""
+        reference = base.mar if self._mouth_closed is None else self._mouth_closed
+        if m.mar < reference:
             self._mouth_closed, self._mouth_shape, self._mouth_area = m.mar, m.shape, m.mouth_area
         return reference
 
