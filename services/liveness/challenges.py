@@ -174,7 +174,7 @@ class Thresholds:
       mouth as opening (0.25 to 0.49 on an LFW photo, tracked frames against detected ones), so
       an opening must also change the picture of the mouth and chin: similarity to the most
       closed mouth's at most 0.75. Stills held with noise and a sway of up to 8 px stay at 0.82
-      or more between any two frames; real openings read 0.01-0.64 on most frames, 0.79 at most.
+      or more between any two frames; real openings read 0.14-0.64 on most frames, 0.79 at most.
     * Anti-spoofing: the median MiniFASNet ``real_score`` of the sampled frames below 0.5 is a
       suspected spoof (real camera faces score 0.9-1.0, printed and replayed ones 0.0-0.36).
     """
