@@ -20,8 +20,9 @@ between any two of their frames; the annotated real openings of the shared recor
 (``liveportrait_d11``, MAR 0.4-0.6) reads 0.70-0.86 and passes less often (docs/liveness.md).
 
 Per frame the picture is :data:`AREA_CELLS` grey levels (``bytes``), stored with the frame's
-measures so a replay of stored analyses judges the same. It shows the lower face at 26 x 22
-cells: far too coarse to recognise anyone, and stored with the frame analyses' retention.
+measures so a replay of stored analyses judges the same. It is a coarse picture of the lower face
+(26 x 22 cells), biometric all the same: it lives in the frame rows and the liveness worker's
+progress, and the session's erasure removes both (``infra.retention``).
 """
 
 from __future__ import annotations
