@@ -173,8 +173,10 @@ class Thresholds:
     * Mouth area (:mod:`services.liveness.mouth_area`): the mesh can read a still picture's
       mouth as opening (0.25 to 0.49 on an LFW photo, tracked frames against detected ones), so
       an opening must also change the picture of the mouth and chin: similarity to the most
-      closed mouth's at most 0.75. Stills held with noise and a sway of up to 8 px stay at 0.82
-      or more between any two frames; real openings read 0.14-0.64 on most frames, 0.79 at most.
+      closed mouth's at most 0.85. Stills held with noise and a sway of up to 8 px stay at 0.82
+      or more between any two frames, and no still stream passed at 0.85 (sways up to 24 px);
+      wide real openings read 0.14-0.64, small ones 0.70-0.86 (``liveportrait_d6``'s 0.76-0.82,
+      which 0.75 rejected: 16 of 85 starts passed before the area, 6 at 0.75, 16 at 0.85).
     * Anti-spoofing: the median MiniFASNet ``real_score`` of the sampled frames below 0.5 is a
       suspected spoof (real camera faces score 0.9-1.0, printed and replayed ones 0.0-0.36).
     """
@@ -208,7 +210,7 @@ class Thresholds:
     min_nose_parallax: float = 0.065
     min_look_parallax: float = 0.05
     min_mouth_deformation: float = 0.055
-    max_mouth_area_similarity: float = 0.75
+    max_mouth_area_similarity: float = 0.85
     spoof_real_threshold: float = 0.5
     spoof_min_samples: int = 3
 

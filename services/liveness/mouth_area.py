@@ -17,7 +17,8 @@ not a change. Measured on this project's path (8 fps, JPEG 85, detector every 5t
 LFW photo and a frozen video frame held with noise and a sway of up to 8 px stay at 0.82 or more
 between any two of their frames; the annotated real openings of the shared recordings read
 0.14-0.64 against their closed mouth on most frames, 0.79 at most; a small, brief opening
-(``liveportrait_d11``, MAR 0.4-0.6) reads 0.70-0.86 and passes less often (docs/liveness.md).
+(``liveportrait_d11``, MAR 0.4-0.6) reads 0.70-0.86, which sets the threshold
+(``Thresholds.max_mouth_area_similarity``, 0.85; docs/liveness.md).
 
 Per frame the picture is :data:`AREA_CELLS` grey levels (``bytes``), stored with the frame's
 measures so a replay of stored analyses judges the same. It is a coarse picture of the lower face
