@@ -119,7 +119,9 @@ _SAVE_STEP: Final = (
         _STATES.c.decision.is_(None),
         _STATES.c.session_id.in_(
             select(_SESSIONS.c.id).where(
-                _SESSIONS.c.id == bindparam("sid"), _SESSIONS.c.status.in_(_UNFINISHED)
+                _SESSIONS.c.id == bindparam("sid"),
+                _SESSIONS.c.status.in_(_UNFINISHED),
+                _SESSIONS.c.purged_at.is_(None),
             )
         ),
     )
@@ -308,7 +310,8 @@ class LivenessRepository:
         it asks for, if any); ``messages`` (the step's new events, in the order a client must see
         them) go to the outbox in the same transaction. Raises ``VersionConflict``, writing
         nothing, unless the row is still at ``state.version``, undecided, and its session
-        unfinished (re-read and step again).
+        unfinished and not erased (re-read and step again): an erasure scrubs the progress, and
+        a step computed before it must not write it back.
 
         ``frame``: the frame the step judged from memory, not stored yet: stored first in the same
         transaction, by :meth:`add_frame`'s rule; when that refuses it (stored meanwhile, or the

@@ -335,7 +335,7 @@ async def _load(
     """The session (``record``, or read) and its state (``state``, or read), or None when there
     is nothing to replay."""
     record = record or await deps.sessions.fetch(session_id)
-    if record is None or record.status.terminal:
+    if record is None or record.status.terminal or record.purged_at is not None:
         return None
     state = state or await deps.states.get(session_id)
     if state is None or state.decision is not None:

@@ -16,6 +16,7 @@ from contracts.values import ChallengeType, SessionStatus
 from domain.records import SessionRecord
 from infra.db.audit import SYSTEM_ACTOR, AuditAction, AuditLog
 from infra.db.engine import session_factory
+from infra.db.errors import VersionConflict
 from infra.db.liveness import LivenessFrame, LivenessRepository
 from infra.db.repositories import SessionRepository
 from infra.db.tables import LivenessFrameRow, LivenessStateRow, SessionRow
@@ -217,3 +218,39 @@ async def test_concurrent_erasures_record_one_event(
     results = await asyncio.gather(*(retention.erase(record.id, actor="client-a") for _ in range(3)))
     assert sorted(results) == [False, False, True]
     assert len(await AuditLog(factory).list(subject_id=record.id)) == 1
+
+
+async def test_a_step_computed_before_the_erasure_does_not_write_its_progress_back(
+    factory: async_sessionmaker[AsyncSession], s3_store: ObjectStore
+) -> None:
+    # An unfinished session past its expiry (no one marked it) is purged while the liveness worker
+    # holds a step computed from its state: the step must not store its progress (the identity
+    # check's reference embedding) after the erasure scrubbed it.
+    sessions, states = SessionRepository(factory), LivenessRepository(factory)
+    record, _ = await sessions.create(
+        "client-a",
+        client_request_token=None,
+        settings=SessionSettingsDocument(),
+        expires_at=datetime.now(UTC) - timedelta(minutes=1),
+    )
+    async with factory.begin() as session:
+        await session.execute(
+            update(SessionRow)
+            .where(SessionRow.id == record.id)
+            .values(created_at=record.created_at - timedelta(seconds=DAY + 60))
+        )
+    await states.create_state(
+        record.id, challenges=[StoredChallenge(type=ChallengeType.BLINK)], started_at=datetime.now(UTC)
+    )
+    read_by_the_step = await states.get(record.id)
+    assert read_by_the_step is not None
+
+    assert record.id in await Retention(factory, s3_store).purge_expired(datetime.now(UTC), retention_s=DAY)
+    with pytest.raises(VersionConflict):
+        await states.save_step(
+            read_by_the_step, issued=1, verdicts=0, progress={"identity_reference": [0.75] * 8}
+        )
+    after = await states.get(record.id)
+    assert after is not None and after.progress is None
+    erased = await sessions.fetch(record.id)
+    assert erased is not None and erased.purged_at is not None

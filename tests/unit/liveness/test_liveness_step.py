@@ -7,6 +7,7 @@ twice."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -272,3 +273,13 @@ async def test_a_frame_step_reads_the_session_once(worker: Worker) -> None:
     sessions = worker.deps.sessions
     assert isinstance(sessions, FakeSessions)
     assert sessions.fetches == 3  # handle_frame's read serves its replay step too
+
+
+async def test_an_erased_session_that_never_finished_gets_no_step(worker: Worker) -> None:
+    # The retention purge erases a session past its expiry that no one marked finished: a late
+    # frame must not start its replay again (nothing judged, written or published).
+    sessions = worker.deps.sessions
+    assert isinstance(sessions, FakeSessions)
+    sessions.records[SESSION] = dataclasses.replace(sessions.records[SESSION], purged_at=NOW)
+    await worker.deliver([0, 1, 2])
+    assert worker.states.saves == [] and worker.states.outbox == [] and not worker.judged
