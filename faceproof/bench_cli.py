@@ -75,6 +75,7 @@ def bench_matcher(
                 iterations=iterations,
                 latency_threads=threads,
                 sweep_threads=sweep_threads,
+                embedder_precision=settings.embedder_precision,
             )
         )
     except (BenchError, FaceError) as error:
@@ -293,6 +294,7 @@ def bench_peers(
                 venv=peers_venv.resolve(),
                 limit=limit,
                 threads=threads,
+                embedder_precision=settings.embedder_precision,
             ),
             log=lambda message: typer.echo(f"bench peers: {message}", err=True),
         )

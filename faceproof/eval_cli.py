@@ -139,11 +139,10 @@ def _run(
     from faces.packs import load_pack
     from infra.settings import load_settings
 
-    if pack is None or models_dir is None:
-        settings = load_settings()
-        pack = pack or settings.model_pack
-        models_dir = models_dir or settings.resolved_models_dir
-    pipeline = load_pack(pack, models_dir, threads=threads)
+    settings = load_settings()
+    pack = pack or settings.model_pack
+    models_dir = models_dir or settings.resolved_models_dir
+    pipeline = load_pack(pack, models_dir, threads=threads, embedder_precision=settings.embedder_precision)
     pipeline.warm_up()
     files = sorted({file for pair in pairs for file in (pair.file_a, pair.file_b)})
     started = time.perf_counter()
@@ -566,13 +565,13 @@ def _liveness_run(
     from services.liveness.readiness import DEFAULT_READINESS
     from services.liveness.session_models import SessionModels
 
-    if models_dir is None:
-        models_dir = load_settings().resolved_models_dir
+    settings = load_settings()
+    models_dir = models_dir or settings.resolved_models_dir
     segments = load_video_segments()
     types = allowed if allowed is not None else list(evaluable_types(segments))
     if challenges > len(types):
         raise ValueError(f"{challenges} challenges asked, but only {len(types)} types are allowed")
-    models = SessionModels.load(models_dir, threads=threads)
+    models = SessionModels.load(models_dir, threads=threads, embedder_precision=settings.embedder_precision)
     started = time.perf_counter()
 
     def progress(result: PresentationResult) -> None:

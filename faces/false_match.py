@@ -85,8 +85,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pack", required=True)
     parser.add_argument("--models-dir", type=Path, required=True)
     parser.add_argument("--images", type=Path, required=True, help="one folder per person")
+    parser.add_argument(
+        "--embedder-precision",
+        choices=("f32", "bf16"),
+        default="f32",
+        help="bf16: where the CPU computes it natively (FACEPROOF_EMBEDDER_PRECISION)",
+    )
     args = parser.parse_args(argv)
-    pipeline = load_pack(args.pack, args.models_dir)
+    pipeline = load_pack(args.pack, args.models_dir, embedder_precision=args.embedder_precision)
     files = sorted(str(path.relative_to(args.images)) for path in args.images.glob("*/*.jpg"))
     analysed = analyse_images(pipeline, args.images, files, with_quality=False)
     kept = [(file, face) for file in files if (face := analysed[file].probe(FaceRule.CENTRE)) is not None]

@@ -159,9 +159,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--models-dir", type=Path, default=Path("../shared/models"))
     parser.add_argument("--far", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument(
+        "--embedder-precision",
+        choices=("f32", "bf16"),
+        default="f32",
+        help="bf16: where the CPU computes it natively (FACEPROOF_EMBEDDER_PRECISION)",
+    )
     args = parser.parse_args(argv)
     try:
-        pipeline = load_pack(args.pack, args.models_dir, threads=args.threads)
+        pipeline = load_pack(
+            args.pack, args.models_dir, threads=args.threads, embedder_precision=args.embedder_precision
+        )
         report = evaluate(pipeline, read_pairs(args.pairs), args.images, far=args.far)
     except FaceError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -7,9 +7,12 @@ onnxruntime 1.31, for the same embedding to 2.4e-6. YuNet is slower on it than o
 every input size tried (3.3-3.6 against 2.7-3.2 ms at 416²), so it stays there;
 :data:`faces.packs.CPU_MODEL_RUNTIMES` says which model runs where.
 
-The precision is pinned to fp32: on CPUs with AMX or AVX-512 BF16 OpenVINO would otherwise run in
-bfloat16, about 2.8x faster again for SFace but a different embedding (cosine 0.99992 to fp32's),
-which the packs' calibration was not fitted on.
+The precision is fp32 unless the caller asks for ``bf16`` and the CPU computes bfloat16 natively
+(AVX-512 BF16 or AMX; OpenVINO's default there): for SFace 1.6x faster on an AMD EPYC (Zen 4),
+about 2.8x on an Intel Xeon with AMX, with embeddings within cosine 0.999 of fp32's. Only the
+embedder is offered it (:func:`faces.packs.load_pack`), where it was measured against the packs'
+calibration (docs/models.md, "bfloat16 embeddings"); the liveness models' thresholds were fitted
+on fp32.
 
 One compiled model serves every thread: OpenVINO's compiled models are thread safe, its infer
 requests are not, so each thread gets its own request, made on its first call. A sync request
@@ -19,6 +22,7 @@ the service shares its cores with other processes.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,19 +33,26 @@ import numpy.typing as npt
 import openvino as ov
 
 from faces.errors import ModelError
-from faces.runtime import Dim, ModelSignature
+from faces.runtime import Dim, ModelSignature, Precision
 
-__all__ = ["OPENVINO", "OpenVinoModel"]
+__all__ = ["OPENVINO", "OPENVINO_BF16", "OpenVinoModel", "native_bf16"]
 
 #: What :attr:`OpenVinoModel.providers` reports (PipelineInfo.providers, the API's model info).
 OPENVINO: Final = "OpenVINO-CPU"
+#: The same, computing in bfloat16.
+OPENVINO_BF16: Final = "OpenVINO-CPU-bf16"
 
 _CONFIG: Final[Mapping[str, str | int | bool]] = {
     "PERFORMANCE_HINT": "LATENCY",
     "NUM_STREAMS": 1,
     "ENABLE_CPU_PINNING": False,
-    "INFERENCE_PRECISION_HINT": "f32",
 }
+
+
+@functools.cache
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (OpenVINO's ``BF16`` capability)."""
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def _shape(port: ov.Output) -> tuple[Dim, ...]:
@@ -51,14 +62,16 @@ def _shape(port: ov.Output) -> tuple[Dim, ...]:
 class OpenVinoModel(ModelSignature):
     """The surface of :class:`faces.runtime.OnnxModel` that the embedders use, on OpenVINO's CPU plugin.
 
-    ``threads`` sets ``INFERENCE_NUM_THREADS`` (0 keeps OpenVINO's default, a thread per core).
+    ``threads`` sets ``INFERENCE_NUM_THREADS`` (0 keeps OpenVINO's default, a thread per core);
+    ``precision``: see the module docstring (:attr:`precision` is what runs).
     """
 
-    def __init__(self, path: Path, *, threads: int = 0) -> None:
+    def __init__(self, path: Path, *, threads: int = 0, precision: Precision = "f32") -> None:
         if not path.is_file():
             raise ModelError(f"model file not found: {path}")
         core = ov.Core()
-        config = dict(_CONFIG)
+        self.precision: Precision = "bf16" if precision == "bf16" and native_bf16() else "f32"
+        config = dict(_CONFIG, INFERENCE_PRECISION_HINT=self.precision)
         if threads > 0:
             config["INFERENCE_NUM_THREADS"] = threads
         try:
@@ -86,7 +99,7 @@ class OpenVinoModel(ModelSignature):
 
     @property
     def providers(self) -> list[str]:
-        return [OPENVINO]
+        return [OPENVINO_BF16 if self.precision == "bf16" else OPENVINO]
 
     def run(self, feeds: Mapping[str, npt.NDArray[np.float32]]) -> list[npt.NDArray[np.float32]]:
         """Run the model on this thread's request; outputs come in the model's declared order."""

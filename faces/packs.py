@@ -22,7 +22,7 @@ from faces.embedding import ArcFaceEmbedder, Embedder, MobileFaceNetEmbedder, Sf
 from faces.errors import ModelError
 from faces.opencv_runtime import OpenCvModel
 from faces.pipeline import FacePipeline, ModelInfo, PipelineInfo
-from faces.runtime import CPU, Model, OnnxModel, select_providers
+from faces.runtime import CPU, Model, OnnxModel, Precision, select_providers
 
 __all__ = [
     "BUILTIN_PACKS",
@@ -267,30 +267,37 @@ CPU_MODEL_RUNTIMES: Final[Mapping[str, tuple[str, ...]]] = {
 FREE_SIZE_DETECTORS: Final = frozenset({"yunet"})
 
 
-def _on_openvino(path: Path, threads: int) -> Model:
+def _on_openvino(path: Path, threads: int, precision: Precision) -> Model:
     from faces.openvino_runtime import OpenVinoModel  # ImportError where openvino is not installed
 
-    return OpenVinoModel(path, threads=threads)
+    return OpenVinoModel(path, threads=threads, precision=precision)
 
 
-def _on_opencv(path: Path, threads: int) -> Model:
-    return OpenCvModel(path, threads=threads)
+def _on_opencv(path: Path, threads: int, precision: Precision) -> Model:
+    return OpenCvModel(path, threads=threads)  # fp32 only
 
 
-_CPU_LOADERS: Final[Mapping[str, Callable[[Path, int], Model]]] = {
+_CPU_LOADERS: Final[Mapping[str, Callable[[Path, int, Precision], Model]]] = {
     OPENVINO_RUNTIME: _on_openvino,
     OPENCV_RUNTIME: _on_opencv,
 }
 
 
-def cpu_model(path: Path, architecture: str, *, prefer_gpu: bool = False, threads: int = 0) -> Model:
+def cpu_model(
+    path: Path,
+    architecture: str,
+    *,
+    prefer_gpu: bool = False,
+    threads: int = 0,
+    precision: Precision = "f32",
+) -> Model:
     """The model on its runtime: see :data:`CPU_MODEL_RUNTIMES`. A GPU preferred where onnxruntime
     has none (the services' default, ``FACEPROOF_PREFER_GPU``) still runs on the CPU: the faster CPU
-    runtime then."""
+    runtime then. ``precision``: see :data:`faces.runtime.Precision`."""
     if select_providers(prefer_gpu) == [CPU]:
         for runtime in CPU_MODEL_RUNTIMES.get(architecture, ()):
             try:
-                return _CPU_LOADERS[runtime](path, threads)
+                return _CPU_LOADERS[runtime](path, threads, precision)
             except (ImportError, ModelError):
                 continue  # not installed, or it cannot read this file: the next runtime
     return OnnxModel(path, prefer_gpu=prefer_gpu, threads=threads)
@@ -321,8 +328,11 @@ def load_pack(
     prefer_gpu: bool = False,
     threads: int = 0,
     verify_checksums: bool = True,
+    embedder_precision: Precision = "f32",
 ) -> FacePipeline:
-    """Check the pack's files (presence, sha256 against the catalog) and load its ONNX sessions."""
+    """Check the pack's files (presence, sha256 against the catalog) and load its ONNX sessions.
+    ``embedder_precision``: the embedder's (see :data:`faces.runtime.Precision`); the detector
+    runs fp32."""
     pack = get_pack(name, models_dir)
     catalog: Catalog = load_catalog(models_dir)
     detector_path, embedder_path = resolve_files(pack, models_dir)
@@ -348,7 +358,11 @@ def load_pack(
         free_spatial_dims=detector_entry.architecture in FREE_SIZE_DETECTORS,
     )
     embedding_model = cpu_model(
-        embedder_path, embedder_entry.architecture, prefer_gpu=prefer_gpu, threads=threads
+        embedder_path,
+        embedder_entry.architecture,
+        prefer_gpu=prefer_gpu,
+        threads=threads,
+        precision=embedder_precision,
     )
     detector = create_detector(detector_entry, detector_model)
     embedder = create_embedder(embedder_entry, embedding_model)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Final, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -17,11 +17,25 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from faces.errors import ModelError
 
-__all__ = ["CPU", "CUDA", "TENSORRT", "Dim", "Model", "ModelSignature", "OnnxModel", "select_providers"]
+__all__ = [
+    "CPU",
+    "CUDA",
+    "TENSORRT",
+    "Dim",
+    "Model",
+    "ModelSignature",
+    "OnnxModel",
+    "Precision",
+    "select_providers",
+]
 
 TENSORRT: Final = "TensorrtExecutionProvider"
 CUDA: Final = "CUDAExecutionProvider"
 CPU: Final = "CPUExecutionProvider"
+
+#: The floating-point precision asked of a CPU runtime: ``bf16`` is honoured only where the CPU
+#: computes bfloat16 natively (AVX-512 BF16, AMX) and only by OpenVINO; everything else runs fp32.
+Precision = Literal["f32", "bf16"]
 
 #: A tensor dimension as onnxruntime reports it: a number, or a symbolic name / None when dynamic.
 Dim = int | str | None

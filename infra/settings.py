@@ -241,6 +241,12 @@ class Settings(BaseSettings):
     model_pack: str = "permissive"
     prefer_gpu: bool = True
     inference_threads: int = 0
+    embedder_precision: Literal["f32", "bf16"] = Field(
+        default="bf16",
+        description="The face embedder's precision (matcher, liveness identity check): bf16 where the "
+        "CPU computes it natively (AVX-512 BF16, AMX), fp32 elsewhere; f32: fp32 everywhere. The same "
+        "calibration holds for both (docs/models.md, 'bfloat16 embeddings').",
+    )
     matcher_concurrency: int = 2
     matcher_batch_size: int = 16
     matcher_batch_wait_ms: float = 2.0

@@ -19,13 +19,16 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
 from faceproof.bench.environment import BenchError, list_images, machine_info
 from faceproof.bench.stats import evenly, ms_summary, rate
+
+if TYPE_CHECKING:
+    from faces.runtime import Precision
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
@@ -60,6 +63,8 @@ class MatcherBench:
     latency_threads: int = 0
     sweep_threads: int = 1
     floor: bool = True
+    #: The embedder's precision (FACEPROOF_EMBEDDER_PRECISION; faces.runtime.Precision).
+    embedder_precision: Precision = "f32"
 
 
 def default_images(data_dir: Path, *, lfw_sample: int = DEFAULT_LFW_SAMPLE) -> list[Path]:
@@ -114,7 +119,8 @@ def _floor(config: MatcherBench, decoded: Sequence[Image]) -> dict[str, Any]:
     from faces.packs import load_pack
 
     gflops = one_core_gflops()
-    pipeline = load_pack(config.pack, config.models_dir, threads=1)
+    # fp32 whatever the service runs: the floor is fp32 FLOPs at the fp32 GEMM rate
+    pipeline = load_pack(config.pack, config.models_dir, threads=1, embedder_precision="f32")
     pipeline.warm_up()
     detector, embedder = pipeline.detector, pipeline.embedder
     if not isinstance(detector, ScrfdDetector | YunetDetector) or not isinstance(embedder, OnnxEmbedder):
@@ -142,7 +148,7 @@ def _floor(config: MatcherBench, decoded: Sequence[Image]) -> dict[str, Any]:
     embed_flops = model_flops(embedder.model.path, embed_shape)
     return {
         "one_core_gemm_gflops": round(gflops, 1),
-        "note": "thread CPU ms per call, 1 intra-op thread; floor = FLOPs / one-core GEMM rate",
+        "note": "thread CPU ms per call, 1 intra-op thread, fp32; floor = FLOPs / one-core fp32 GEMM rate",
         "detect": _stage_floor(detect_cpu, detect_flops, gflops),
         "embed": _stage_floor(embed_cpu, [embed_flops] * len(embed_cpu), gflops),
     }
@@ -167,7 +173,12 @@ def run_matcher_bench(config: MatcherBench) -> dict[str, Any]:
         decode_s.append(time.perf_counter() - started)
 
     floor = _floor(config, decoded) if config.floor else None
-    pipeline = load_pack(config.pack, config.models_dir, threads=config.latency_threads)
+    pipeline = load_pack(
+        config.pack,
+        config.models_dir,
+        threads=config.latency_threads,
+        embedder_precision=config.embedder_precision,
+    )
     pipeline.warm_up()
     for image in decoded:  # warm-up pass: caches, allocator, lazy kernels for each input size
         pipeline.analyze(image)
@@ -197,7 +208,9 @@ def run_matcher_bench(config: MatcherBench) -> dict[str, Any]:
         swept = (
             pipeline
             if threads == config.latency_threads
-            else load_pack(config.pack, config.models_dir, threads=threads)
+            else load_pack(
+                config.pack, config.models_dir, threads=threads, embedder_precision=config.embedder_precision
+            )
         )
         swept.warm_up()
         throughput[str(threads)] = {

@@ -26,11 +26,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from faceproof.bench.environment import BenchError, machine_info
+
+if TYPE_CHECKING:
+    from faces.runtime import Precision
 
 __all__ = [
     "NODEPS_REQUIREMENTS",
@@ -216,6 +219,8 @@ class PeersBench:
     threads: int = 1
     warmup: int = 5
     libraries: Sequence[str] = PEERS
+    #: The embedder's precision (FACEPROOF_EMBEDDER_PRECISION; faces.runtime.Precision).
+    embedder_precision: Precision = "f32"
 
 
 def _run_peer(python: Path, library: str, request: dict[str, Any], pairs: int, venv: Path) -> LibraryRun:
@@ -247,7 +252,9 @@ def _run_ours(config: PeersBench, files: Sequence[str], pairs: Sequence[tuple[in
     from faces.fit_calibration import _embed_images
     from faces.packs import load_pack
 
-    pipeline = load_pack(config.pack, config.models_dir, threads=config.threads)
+    pipeline = load_pack(
+        config.pack, config.models_dir, threads=config.threads, embedder_precision=config.embedder_precision
+    )
     pipeline.warm_up()
     _embed_images(pipeline, config.images_dir, files[: config.warmup])
     wall, cpu = time.perf_counter(), time.process_time()
@@ -268,6 +275,7 @@ def _run_ours(config: PeersBench, files: Sequence[str], pairs: Sequence[tuple[in
             "pack": pipeline.info.pack,
             "models": ", ".join(model.file for model in pipeline.info.models),
             "threads": str(config.threads),
+            "providers": ", ".join(pipeline.info.providers),
         },
         metric="cosine similarity",
         higher_is_same=True,

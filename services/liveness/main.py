@@ -62,6 +62,7 @@ def load_models(settings: Settings) -> SessionModels:
         threads=threads,
         prefer_gpu=settings.prefer_gpu,
         verify_checksums=settings.verify_model_checksums,
+        embedder_precision=settings.embedder_precision,
     )
 
 

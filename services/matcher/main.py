@@ -72,6 +72,7 @@ async def load_engine(settings: Settings) -> OnnxFaceEngine:
         prefer_gpu=settings.prefer_gpu,
         threads=settings.resolved_inference_threads,
         verify_checksums=settings.verify_model_checksums,
+        embedder_precision=settings.embedder_precision,
     )
     await asyncio.to_thread(pipeline.warm_up)
     return OnnxFaceEngine(

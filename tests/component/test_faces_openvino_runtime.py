@@ -1,4 +1,5 @@
-"""SFace on OpenVINO gives onnxruntime's embeddings, from several threads at once; which runtime runs it."""
+"""SFace on OpenVINO gives onnxruntime's embeddings, from several threads at once; which runtime runs it;
+bfloat16 where the CPU computes it."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from faces.embedding import SfaceEmbedder
 from faces.errors import ModelError
 from faces.fetch import fetch_models
 from faces.opencv_runtime import OPENCV
-from faces.openvino_runtime import OPENVINO, OpenVinoModel
+from faces.openvino_runtime import OPENVINO, OPENVINO_BF16, OpenVinoModel, native_bf16
 from faces.packs import load_pack
 from faces.runtime import CPU, OnnxModel
 from tests.faces_support import pipeline, read_image
@@ -90,3 +91,30 @@ def test_sface_runs_on_openvino_then_opencv_then_onnxruntime(
     faces = crops()
     with_openvino = SfaceEmbedder(OpenVinoModel(installed / FOLDED_SFACE, threads=1)).embed(faces)
     assert float(np.abs(without.embedder.embed(faces) - with_openvino).max()) < 1e-5
+
+
+def test_bf16_runs_only_where_the_cpu_computes_it_and_keeps_the_embeddings(installed: Path) -> None:
+    faces = crops()
+    fp32 = SfaceEmbedder(OpenVinoModel(installed / FOLDED_SFACE, threads=1)).embed(faces)
+    model = OpenVinoModel(installed / FOLDED_SFACE, threads=1, precision="bf16")
+    asked = SfaceEmbedder(model).embed(faces)
+    if not native_bf16():  # no AVX-512 BF16 or AMX here: fp32, the same embeddings
+        assert model.precision == "f32" and model.providers == [OPENVINO]
+        np.testing.assert_array_equal(asked, fp32)
+        return
+    assert model.precision == "bf16" and model.providers == [OPENVINO_BF16]
+    agreement = np.sum(asked * fp32, axis=1)
+    assert float(agreement.min()) > 0.998  # 0.999 and above on LFW dev-test (docs/models.md)
+    assert float(np.abs(asked - fp32).max()) > 1e-5  # a different computation, not fp32 relabelled
+    # every pair's cosine within 0.02 of fp32's (LFW dev-test: mean 0.001, at most 0.016)
+    pairs = np.triu_indices(len(faces), 1)
+    bf16_cosines = (asked @ asked.T)[pairs]
+    fp32_cosines = (fp32 @ fp32.T)[pairs]
+    assert float(np.abs(bf16_cosines - fp32_cosines).max()) < 0.02
+
+
+def test_only_the_embedder_gets_the_precision_asked(installed: Path) -> None:
+    pipeline = load_pack("permissive", installed, threads=1, embedder_precision="bf16")
+    expected = OPENVINO_BF16 if native_bf16() else OPENVINO
+    assert pipeline.info.providers == (CPU, expected)  # YuNet stays on onnxruntime, fp32
+    assert load_pack("permissive", installed, threads=1).info.providers == (CPU, OPENVINO)
