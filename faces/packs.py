@@ -25,6 +25,7 @@ from faces.pipeline import FacePipeline, ModelInfo, PipelineInfo
 from faces.runtime import CPU, Model, OnnxModel, Precision, select_providers
 
 __all__ = [
+    "BF16_EMBEDDERS",
     "BUILTIN_PACKS",
     "CPU_MODEL_RUNTIMES",
     "DEFAULT_PACK",
@@ -254,14 +255,23 @@ OPENCV_RUNTIME: Final = "opencv"
 #: read the int8bq file, which OpenCV runs. The liveness worker's per-frame models (one thread, thread
 #: CPU per call): the face mesh 0.9-1.0 ms on OpenVINO against 3.3-3.6 on onnxruntime, each MiniFASNet
 #: 0.9 against 3.4-3.8, the iris model 1.1 against 2.0, the same outputs to 1e-6 (docs/benchmarks.md,
-#: "CPU per frame"). Where a GPU is preferred and onnxruntime has one, it runs them (CUDA / TensorRT).
+#: "CPU per frame"). SE-MobileFaceNet (the `mobilefacenet` pack): 6.9-7.4 ms on OpenVINO against 12.7 on
+#: onnxruntime, the same cosines to 1e-4 (docs/models.md, "bfloat16 embeddings").
+#: Where a GPU is preferred and onnxruntime has one, it runs them (CUDA / TensorRT).
 #: Which model runs where, and why: docs/models.md.
 CPU_MODEL_RUNTIMES: Final[Mapping[str, tuple[str, ...]]] = {
     "sface": (OPENVINO_RUNTIME, OPENCV_RUNTIME),
+    "mobilefacenet": (OPENVINO_RUNTIME,),
     "mediapipe_face_mesh": (OPENVINO_RUNTIME,),
     "mediapipe_iris": (OPENVINO_RUNTIME,),
     "minifasnet": (OPENVINO_RUNTIME,),
 }
+
+#: Embedders (by architecture) whose pack calibration holds in bfloat16, measured on LFW dev-test's
+#: 1.2 M impostor pairs (docs/models.md, "bfloat16 embeddings"): SFace's thresholds per false-match
+#: rate move by at most 0.001. SE-MobileFaceNet's move by up to 0.024 (1e-3: 0.292 -> 0.309), so it
+#: runs fp32 whatever precision is asked.
+BF16_EMBEDDERS: Final = frozenset({"sface"})
 
 #: Detectors exported at one fixed input size that run at any size once it is freed (see faces.detection).
 FREE_SIZE_DETECTORS: Final = frozenset({"yunet"})
@@ -331,8 +341,8 @@ def load_pack(
     embedder_precision: Precision = "f32",
 ) -> FacePipeline:
     """Check the pack's files (presence, sha256 against the catalog) and load its ONNX sessions.
-    ``embedder_precision``: the embedder's (see :data:`faces.runtime.Precision`); the detector
-    runs fp32."""
+    ``embedder_precision``: the embedder's (see :data:`faces.runtime.Precision`) where its
+    calibration holds in it (:data:`BF16_EMBEDDERS`), fp32 otherwise; the detector runs fp32."""
     pack = get_pack(name, models_dir)
     catalog: Catalog = load_catalog(models_dir)
     detector_path, embedder_path = resolve_files(pack, models_dir)
@@ -362,7 +372,7 @@ def load_pack(
         embedder_entry.architecture,
         prefer_gpu=prefer_gpu,
         threads=threads,
-        precision=embedder_precision,
+        precision=embedder_precision if embedder_entry.architecture in BF16_EMBEDDERS else "f32",
     )
     detector = create_detector(detector_entry, detector_model)
     embedder = create_embedder(embedder_entry, embedding_model)

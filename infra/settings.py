@@ -244,8 +244,8 @@ class Settings(BaseSettings):
     embedder_precision: Literal["f32", "bf16"] = Field(
         default="bf16",
         description="The face embedder's precision (matcher, liveness identity check): bf16 where the "
-        "CPU computes it natively (AVX-512 BF16, AMX), fp32 elsewhere; f32: fp32 everywhere. The same "
-        "calibration holds for both (docs/models.md, 'bfloat16 embeddings').",
+        "CPU computes it natively (AVX-512 BF16, AMX) and the pack's calibration holds in it (SFace, "
+        "the permissive pack), fp32 elsewhere; f32: fp32 everywhere (docs/models.md, 'bfloat16 embeddings').",
     )
     matcher_concurrency: int = 2
     matcher_batch_size: int = 16
