@@ -13,7 +13,7 @@ detection is ``detect_every`` or more sequences old. So a second face is noticed
 the box the mouth area is framed on (:mod:`services.liveness.mouth_area`) is never older than on
 one worker. Two workers sharing a session's frames detected on every frame before (19.6-23.1 ms
 of analysis per frame on three recordings against 9.9-13.9 for one worker in order); now on 40 %
-of them (11.6-18.0 ms), with head poses closer to the one worker's (docs/benchmarks.md,
+of them (13.9-18.0 ms), with head poses closer to the one worker's (docs/benchmarks.md,
 "Tracking across two workers").
 
 Samples, by sequence number (so every worker takes the same ones): anti-spoofing on every
