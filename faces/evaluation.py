@@ -30,6 +30,7 @@ Metric side (scores and boolean labels in, "same" when ``score >= threshold``):
 
 from __future__ import annotations
 
+import argparse
 import csv
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -57,6 +58,7 @@ __all__ = [
     "Roc",
     "VerificationMetrics",
     "accuracy_at",
+    "add_precision_option",
     "analyse_images",
     "assign_folds",
     "best_accuracy",
@@ -461,4 +463,14 @@ def verification_metrics(
         eer=equal_error_rate(x, y),
         auc=roc_auc(x, y),
         kfold=kfold,
+    )
+
+
+def add_precision_option(parser: argparse.ArgumentParser) -> None:
+    """``--embedder-precision`` for the calibration commands (:data:`faces.runtime.Precision`)."""
+    parser.add_argument(
+        "--embedder-precision",
+        choices=("f32", "bf16"),
+        default="f32",
+        help="bf16: where the CPU computes it natively (FACEPROOF_EMBEDDER_PRECISION)",
     )

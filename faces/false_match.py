@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from faces.evaluation import FaceRule, analyse_images, threshold_at_far
+from faces.evaluation import FaceRule, add_precision_option, analyse_images, threshold_at_far
 from faces.packs import load_pack
 
 RATES = (1e-2, 1e-3, 1e-4, 1e-5)
@@ -85,12 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pack", required=True)
     parser.add_argument("--models-dir", type=Path, required=True)
     parser.add_argument("--images", type=Path, required=True, help="one folder per person")
-    parser.add_argument(
-        "--embedder-precision",
-        choices=("f32", "bf16"),
-        default="f32",
-        help="bf16: where the CPU computes it natively (FACEPROOF_EMBEDDER_PRECISION)",
-    )
+    add_precision_option(parser)
     args = parser.parse_args(argv)
     pipeline = load_pack(args.pack, args.models_dir, embedder_precision=args.embedder_precision)
     files = sorted(str(path.relative_to(args.images)) for path in args.images.glob("*/*.jpg"))

@@ -35,6 +35,7 @@ from faces.evaluation import (
     FaceRule,
     Pair,
     accuracy_at,
+    add_precision_option,
     analyse_images,
     best_accuracy,
     embed_centre_faces,
@@ -159,12 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--models-dir", type=Path, default=Path("../shared/models"))
     parser.add_argument("--far", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument(
-        "--embedder-precision",
-        choices=("f32", "bf16"),
-        default="f32",
-        help="bf16: where the CPU computes it natively (FACEPROOF_EMBEDDER_PRECISION)",
-    )
+    add_precision_option(parser)
     args = parser.parse_args(argv)
     try:
         pipeline = load_pack(
