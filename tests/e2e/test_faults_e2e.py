@@ -468,7 +468,7 @@ def test_services_reconnect_after_their_broker_and_database_connections_are_cut(
 
     assert asyncio.run(_terminate_database_connections(faults.database_url)) >= 1
     after_database = _recovers(faults)
-    assert after_database == [200, 201], after_database  # closed connections replaced at checkout: not one failed request
+    assert after_database == [200, 201], after_database  # not one failed request: closed ones are replaced
     for name, process in faults.processes.items():
         assert process.poll() is None, f"{name} died; logs:\n{_tail(faults.logs)}"
 
