@@ -37,7 +37,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -47,6 +47,7 @@ from faces.detection import Detection
 from faces.images import decode_image
 from faces.pipeline import Face, FacePipeline
 from faces.quality import passes
+from faces.runtime import Precision
 
 __all__ = [
     "NO_FACE_SCORE",
@@ -470,7 +471,7 @@ def add_precision_option(parser: argparse.ArgumentParser) -> None:
     """``--embedder-precision`` for the calibration commands (:data:`faces.runtime.Precision`)."""
     parser.add_argument(
         "--embedder-precision",
-        choices=("f32", "bf16"),
+        choices=get_args(Precision),
         default="f32",
         help="bf16: where the CPU computes it natively (FACEPROOF_EMBEDDER_PRECISION)",
     )
