@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from uuid import uuid4
 
 from faststream import AckPolicy, FastStream
-from faststream.rabbit import RabbitBroker, RabbitMessage, RabbitQueue
+from faststream.rabbit import Channel, RabbitBroker, RabbitMessage, RabbitQueue
 
 from contracts.commands import JoinCall, StartSession
 from contracts.events import SessionStarted
@@ -85,7 +85,12 @@ def _subscribe(broker: RabbitBroker, settings: Settings, agent: CallAgent, calls
     @broker.subscriber(
         events_queue,
         EVENTS,
-        ack_policy=AckPolicy.ACK,  # an event this agent cannot use is dropped, never redelivered
+        # One at a time, in the order published: the client must see a challenge's verdict before
+        # the next challenge (a verdict that comes after it is stale and is not shown). With the
+        # broker's prefetch, each delivery is a task of its own, and on an event loop busy with
+        # media a later event's task overtook an earlier one's (the verdict was lost, CI).
+        channel=Channel(prefetch_count=1),
+        ack_policy=AckPolicy.ACK,  # after the handler; an event it cannot use is dropped, not redelivered
         title="SessionEvents",
         description="ChallengeIssued, ChallengeVerdict, LivenessDecided, SessionFinished of held sessions.",
     )

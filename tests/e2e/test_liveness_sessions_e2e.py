@@ -162,6 +162,10 @@ def test_a_subject_who_reconnects_within_the_window_resumes(
                 second = await run_subject(stack.url, created["sessionId"], created["clientToken"], source)
                 return first, second
             except AssertionError as refused:
+                if "SESSION_FINISHED" in str(refused):  # say why it ended, and what the first run saw
+                    ended = wait_terminal(stack, created["sessionId"])
+                    seen = first.messages
+                    raise AssertionError(f"{refused}; the session: {ended}; first run: {seen}") from None
                 if "409" not in str(refused) or asyncio.get_running_loop().time() > deadline:
                     raise
                 await asyncio.sleep(1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -26,7 +27,7 @@ from faststream.rabbit import RabbitBroker
 from contracts.commands import StartSession
 from contracts.documents import SessionSettingsDocument
 from contracts.envelope import utc_now
-from contracts.events import ChallengeIssued, FrameCaptured, SessionFinished, SessionStarted
+from contracts.events import ChallengeIssued, ChallengeVerdict, FrameCaptured, SessionFinished, SessionStarted
 from contracts.routing import EVENTS_EXCHANGE, CommandKey, EventKey
 from contracts.values import ChallengeType, ErrorCode, SessionStatus
 from domain.records import SessionRecord
@@ -159,6 +160,7 @@ class Running:
     broker: RabbitBroker
     observer: Observer
     store: LocalObjectStore
+    url: str
 
     async def start(
         self, session_id: str, connection_id: str, sdp: str, *, expires_at: datetime, base: int = 0
@@ -208,7 +210,7 @@ async def running(tmp_path: Path, postgres_url: str, repository: SessionReposito
             await queue.consume(observer.handle)
             await client_broker.start()
             async with TestApp(built.app):
-                yield Running(built, client_broker, observer, store)
+                yield Running(built, client_broker, observer, store, vhost.url)
         finally:
             await client_broker.stop()
             await connection.close()
@@ -331,6 +333,74 @@ async def test_a_session_streams_frames_and_shows_instructions_until_it_finishes
         assert after is not None and after.connection_id is None and after.connection_seen_at is None
     finally:
         await client.pc.close()
+
+
+async def test_each_verdict_reaches_the_client_before_the_next_challenge(
+    running: Running, repository: SessionRepository
+) -> None:
+    """The worker publishes a challenge's verdict, then the next challenge; the page must get them
+    in that order (a verdict that comes after the next challenge is stale: the agent drops it, and
+    the subject never learns they passed). The agent's event loop is kept busy, as media keeps it
+    in a call: with a prefetch above 1 each delivery is a task of its own, and a later event's
+    task overtook an earlier one's (found in CI: the reconnecting subject waited for a verdict)."""
+    expires_at = utc_now() + timedelta(seconds=120)
+    record, _ = await new_session(repository, expires_at, "conn-1")
+    count = 40
+    events: list[tuple[ChallengeIssued | ChallengeVerdict, str]] = []
+    for index in range(count):
+        issued = ChallengeIssued(
+            correlation_id=record.id,
+            session_id=record.id,
+            index=index,
+            count=count,
+            challenge=ChallengeType.BLINK,
+            deadline_ms=8000,
+        )
+        verdict = ChallengeVerdict(
+            correlation_id=record.id,
+            session_id=record.id,
+            index=index,
+            count=count,
+            challenge=ChallengeType.BLINK,
+            passed=True,
+        )
+        events += [(issued, EventKey.CHALLENGE_ISSUED), (verdict, EventKey.CHALLENGE_VERDICT)]
+    client = Client()
+    busy = asyncio.create_task(keep_busy())
+    try:
+        offer = await client.offer(load_frames())
+        started = await running.start(record.id, "conn-1", offer, expires_at=expires_at)
+        assert started.error is None
+        await client.pc.setRemoteDescription(RTCSessionDescription(sdp=started.answer_sdp, type="answer"))
+        await eventually(lambda: running.observer.frames, "the stream flows")
+        # published in one burst, in order, from a connection of their own (as the outbox relay does)
+        await asyncio.to_thread(asyncio.run, publish_in_order(running.url, events))
+        got: list[tuple[str, int]] = []
+        async with asyncio.timeout(WAIT_S):
+            while len(got) < 2 * count and not (got and got[-1] == ("verdict", count - 1)):
+                message = await client.messages.get()
+                if message["type"] in ("challenge", "verdict"):
+                    got.append((message["type"], message["index"]))
+        assert got == [(kind, i) for i in range(count) for kind in ("challenge", "verdict")]
+    finally:
+        busy.cancel()
+        await client.pc.close()
+
+
+async def keep_busy() -> None:
+    """Hold the event loop 3 ms at a time, as decoding and encoding video does."""
+    while True:
+        time.sleep(0.003)  # noqa: ASYNC251 - holding the loop is the point
+        await asyncio.sleep(0.001)
+
+
+async def publish_in_order(url: str, events: list[tuple[ChallengeIssued | ChallengeVerdict, str]]) -> None:
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=False)
+        exchange = await channel.get_exchange(EVENTS_EXCHANGE)
+        for event, key in events:
+            await exchange.publish(aio_pika.Message(event.model_dump_json().encode()), routing_key=key)
 
 
 def hung_up(client: Client) -> bool:
