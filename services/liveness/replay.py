@@ -29,8 +29,9 @@ The rules:
   nothing: the challenge's own gates judge a gated one as always (never progress; held
   ``gate_tolerance_s``, a failure), and a frame that is only too dark is not shown to the
   challenge at all (no baseline, no progress, as if lost), while the challenge's clock runs on.
-* The first frame of a new connection (a reconnect) restarts the current challenge: a fresh
-  baseline and its full time limit from that frame on.
+* A new connection (a reconnect) restarts the current challenge: a fresh baseline and its full
+  time limit, from the first frame taken while the new connection's video showed it (frames that
+  do not say what was shown: from the connection's first frame).
 * A frame's time is ``captured_at - started_at`` in seconds; frames before the session started,
   and frames whose time runs backwards, are ignored.
 * Each frame's ``identity`` embedding (computed by the worker on every
@@ -396,6 +397,12 @@ class _Run:
             # a reconnect: the current challenge is shown again (or the pre-checks go on)
             if self.sequence is not None:
                 self.sequence.restart(frame.t)
+                if frame.shown is not None and not self.sequence.done:
+                    # the new connection's video shows it once the agent hears of it again: its
+                    # clock and baseline start then, as every challenge's (:meth:`_on_screen`)
+                    index = self.sequence.index
+                    self.issued[index] = Issued(index, self.challenges[index], frame.t)
+                    self.awaiting = index
             elif self.check is not None:
                 self.check.restart()
                 self.clean = []

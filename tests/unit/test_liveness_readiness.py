@@ -211,6 +211,32 @@ def test_a_backlog_longer_than_the_time_limit_does_not_start_the_next_challenge_
     assert [v.reason.value if v.reason else None for v in stuck.verdicts] == [None, "TIMEOUT"]
 
 
+def test_after_a_reconnect_the_challenge_starts_again_when_the_new_connection_shows_it() -> None:
+    """Challenge 0 passes, challenge 1 is on screen, the subject hangs up and comes back: the new
+    connection's video shows nothing for 4 s (the agent hears of the session again, a backlog),
+    then challenge 1; the subject opens the mouth 3 s after seeing it. Its clock restarts at the
+    first frame taken with it on the new connection's screen, so they pass; restarted at the new
+    connection's first frame, as frames that do not say what was shown still are, 7 s is a
+    time-out."""
+    first = [face()] * 6 + [face(yaw=30.0)] * 4 + [face()] * 4
+    frames = [frame(n, lit(analysis)) for n, analysis in enumerate(first)]
+    shown = [replace(f, shown=0 if f.sequence <= 10 else 1) for f in frames]
+    blank, asked = int(4 * FPS), int(3 * FPS)
+    later = [face()] * (blank + asked) + [face(mar=0.6)] * 4 + [face()] * 4
+    base, start = 100_000, frames[-1].t + 10.0  # away for 10 s
+    back = [
+        replace(frame(base + n, lit(analysis)), t=start + n / FPS, shown=-1 if n < blank else 1)
+        for n, analysis in enumerate(later)
+    ]
+    result = replay(CHALLENGES, shown + back, identity_threshold=0.35, readiness=DEFAULT_READINESS)
+    assert [v.status.value for v in result.verdicts] == ["PASSED", "PASSED"]
+    assert result.issued[1].t == pytest.approx(start + blank / FPS)
+
+    untagged = [replace(f, shown=None) for f in shown + back]
+    late = replay(CHALLENGES, untagged, identity_threshold=0.35, readiness=DEFAULT_READINESS)
+    assert [v.reason.value if v.reason else None for v in late.verdicts] == [None, "TIMEOUT"]
+
+
 BLINK = [Challenge(ChallengeType.BLINK)]
 DARK = 16.0  # face luma: under the TOO_DARK limit (faceproof eval liveness --unready dark's)
 
