@@ -4,10 +4,17 @@
 of ``liveness_concurrency`` threads. Frames of one session may reach different workers in any
 order, so tracking is kept only where it is correct: a worker keeps a session's tracking state
 (a :class:`~services.liveness.analysis.FrameAnalyzer` sharing the loaded models) and tracks frame
-``n`` from frame ``n - 1`` only when it analysed ``n - 1`` itself, just before; any other frame,
-and every ``detect_every``-th sequence whatever happened before, runs the detector. So a second
-face is noticed within ``detect_every`` frames, as in the offline evaluation, whichever worker
-analyses which frame.
+``n`` from the last frame of that session it analysed itself when that frame is at most
+:data:`MAX_TRACK_GAP` sequences back (``n - 1`` in order; ``n - 2`` where two workers share a
+session's frames, as the broker's round robin deals them). It runs the detector instead on any
+other frame, on every ``detect_every``-th sequence whatever happened before, and when its own last
+detection is ``detect_every`` or more sequences old. So a second face is noticed within
+``detect_every`` frames, as in the offline evaluation, whichever worker analyses which frame, and
+the box the mouth area is framed on (:mod:`services.liveness.mouth_area`) is never older than on
+one worker. Two workers sharing a session's frames detected on every frame before (19.6-23.1 ms
+of analysis per frame on three recordings against 9.9-13.9 for one worker in order); now on 40 %
+of them (13.9-18.0 ms), with head poses closer to the one worker's (docs/benchmarks.md,
+"Tracking across two workers").
 
 Samples, by sequence number (so every worker takes the same ones): anti-spoofing on every
 :data:`SPOOF_EVERY_FRAMES`-th frame with a face, the identity embedding on every
@@ -35,12 +42,21 @@ from faces.embedding import Embedder
 from services.liveness.analysis import DEFAULT_DETECT_EVERY, FrameAnalysis, FrameAnalyzer
 from services.liveness.decision import IdentityCheck
 
-__all__ = ["IDENTITY_EVERY_FRAMES", "SPOOF_EVERY_FRAMES", "AnalysedFrame", "FrameProcessor", "InvalidFrame"]
+__all__ = [
+    "IDENTITY_EVERY_FRAMES",
+    "MAX_TRACK_GAP",
+    "SPOOF_EVERY_FRAMES",
+    "AnalysedFrame",
+    "FrameProcessor",
+    "InvalidFrame",
+]
 
 #: Anti-spoofing on every 2nd frame (4 scores a second at 8 fps).
 SPOOF_EVERY_FRAMES: Final = 2
 #: The identity check on every 4th frame (every 0.5 s), when the face is frontal.
 IDENTITY_EVERY_FRAMES: Final = 4
+#: The furthest back (in sequences) a worker's own last frame of a session may be to track from it.
+MAX_TRACK_GAP: Final = 2
 #: Sessions whose tracking state a worker keeps (least recently used dropped first).
 MAX_TRACKED_SESSIONS: Final = 256
 
@@ -61,6 +77,15 @@ class _Track:
     analyzer: FrameAnalyzer
     lock: threading.Lock
     last_sequence: int | None = None
+    detected_sequence: int | None = None
+
+    def must_detect(self, sequence: int, detect_every: int) -> bool:
+        """Whether ``sequence`` runs the detector (see the module docstring)."""
+        if self.last_sequence is None or self.detected_sequence is None:
+            return True
+        follows = 0 < sequence - self.last_sequence <= MAX_TRACK_GAP
+        stale = sequence - self.detected_sequence >= detect_every
+        return not follows or stale or sequence % detect_every == 0
 
 
 class FrameProcessor:
@@ -124,10 +149,11 @@ class FrameProcessor:
         frame: npt.NDArray[np.uint8] = np.ascontiguousarray(image, dtype=np.uint8)
         track = self._track(session_id)
         with track.lock:
-            follows = track.last_sequence is not None and track.last_sequence == sequence - 1
-            detect = not follows or sequence % self._detect_every == 0
+            detect = track.must_detect(sequence, self._detect_every)
             analysis = track.analyzer.analyze(frame, force_detect=detect, eyes=eyes)
             track.last_sequence = sequence
+            if analysis.detected:
+                track.detected_sequence = sequence
         spoof = None
         if sequence % SPOOF_EVERY_FRAMES == 0 and analysis.box is not None:
             spoof = float(self._models.spoof_score(frame, analysis.box))
