@@ -129,7 +129,9 @@ def test_a_subject_who_reconnects_within_the_window_resumes(
     It was a non-strict xfail from 2026-12-05 (after the other e2e modules the first challenge
     ended TIMEOUT under the stack's backlog); since each challenge's clock starts at the first
     frame taken while its instruction was on screen (7d719cf, a909c71, 6679f0e) it passed in
-    every full run, so it is a plain test again."""
+    every full run, so it is a plain test again. It failed once more in stop 28's CI: the call
+    agent had handled ChallengeIssued(1) before ChallengeVerdict(0) and dropped the verdict, so
+    this subject never hung up (events now one at a time, 9da1078)."""
     created = create_session(stack, settings={"challenges": 2, "challengeTypes": ANSWERABLE})
     source = scripted(d3, analyzer)
 
