@@ -31,7 +31,9 @@ The rules:
   challenge at all (no baseline, no progress, as if lost), while the challenge's clock runs on.
 * A new connection (a reconnect) restarts the current challenge: a fresh baseline and its full
   time limit, from the first frame taken while the new connection's video showed it (frames that
-  do not say what was shown: from the connection's first frame).
+  do not say what was shown: from the connection's first frame). Before challenge 0 was seen, the
+  wait for it starts again too: its fallback (a video that shows nothing, past the time limit)
+  counts from the new connection's first frame, not from the moment the subject was ready.
 * A frame's time is ``captured_at - started_at`` in seconds; frames before the session started,
   and frames whose time runs backwards, are ignored.
 * Each frame's ``identity`` embedding (computed by the worker on every
@@ -406,6 +408,8 @@ class _Run:
             elif self.check is not None:
                 self.check.restart()
                 self.clean = []
+                if self.waiting:  # challenge 0 issued, not seen yet: the new video shows it afresh
+                    self.issued[0] = Issued(0, self.challenges[0], frame.t)
         self.connection = connection
         getting_ready = self.sequence is None and not self.waiting and self.check is not None
         if self.check is not None:  # the pre-checks; once ready, those that still hold
@@ -480,11 +484,11 @@ class _Run:
         """Frames captured before the subject could see challenge 0 are not judged (a backlog in
         the worker or the broker must not eat the subject's time): its clock and its baseline
         start at the first frame taken while it was on screen; past the time limit without one
-        (an agent whose video does not go out), they start anyway."""
-        ready_at = self.check.ready_at if self.check is not None else None
-        assert ready_at is not None
+        (an agent whose video does not go out), they start anyway, counted from the moment it
+        was issued (the subject was ready) or, after a reconnect, from the new connection's first
+        frame."""
         seen = frame.shown is None or frame.shown >= 0
-        if not seen and frame.t - ready_at < self.thresholds.time_limit_s:
+        if not seen and frame.t - self.issued[0].t < self.thresholds.time_limit_s:
             return
         self._begin(frame.t, clean_baseline=False)
         self._judge(frame, identity_ok, refused=refused)

@@ -237,6 +237,42 @@ def test_after_a_reconnect_the_challenge_starts_again_when_the_new_connection_sh
     assert [v.reason.value if v.reason else None for v in late.verdicts] == [None, "TIMEOUT"]
 
 
+def test_a_reconnect_before_the_first_instruction_was_seen_waits_for_it_afresh() -> None:
+    """Ready, challenge 0 issued, but the subject hangs up before the agent's video showed it, and
+    comes back 10 s later (past the time limit since they were ready): the new connection's video
+    shows nothing for 4 s, then challenge 0, which they answer 2 s later. The clock starts when it
+    is on the new screen, so they pass. Counted from the moment they were ready, the fallback
+    started the clock at the new connection's first frame, 4 s before the instruction could be
+    seen, and the same answer timed out."""
+    ready = [replace(frame(n, lit(face())), shown=-1) for n in range(3)]
+    blank, asked = int(4 * FPS), int(2 * FPS)
+    later = [face()] * (blank + asked) + [face(yaw=30.0)] * 4 + [face()] * 52 + [face(mar=0.6)] * 4
+    base, start = 100_000, ready[-1].t + 10.0  # away for 10 s
+    turned = blank + asked + 3  # the 3rd turned frame holds the turn
+    back = [
+        replace(
+            frame(base + n, lit(analysis)),
+            t=start + n / FPS,
+            shown=-1 if n < blank else 0 if n <= turned + 40 else 1,
+        )
+        for n, analysis in enumerate(later)
+    ]
+    result = replay(CHALLENGES, ready + back, identity_threshold=0.35, readiness=DEFAULT_READINESS)
+    assert result.issued[0].t == pytest.approx(start + blank / FPS)
+    assert [v.status.value for v in result.verdicts] == ["PASSED", "PASSED"]
+
+    # a step per stored frame, as the worker takes them (each step sees every frame stored, the
+    # reconnect's gap is skipped once enough follow it): the same clock and verdicts
+    stored = ready + back
+    stepped = replay(CHALLENGES, [], identity_threshold=0.35, readiness=DEFAULT_READINESS)
+    for n in range(1, len(stored) + 1):
+        stepped = replay_step(
+            CHALLENGES, stepped.progress, stored[:n], identity_threshold=0.35, readiness=DEFAULT_READINESS
+        )
+    assert stepped.issued[0].t == result.issued[0].t
+    assert [v.status.value for v in stepped.verdicts] == ["PASSED", "PASSED"]
+
+
 BLINK = [Challenge(ChallengeType.BLINK)]
 DARK = 16.0  # face luma: under the TOO_DARK limit (faceproof eval liveness --unready dark's)
 
