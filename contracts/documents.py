@@ -210,11 +210,13 @@ class LivenessStateDocument(StoredDocument):
 class FrameAnalysisDocument(StoredDocument):
     """An analysed frame (``liveness_frames.analysis``): the analysis (``FrameAnalysis.to_dict``,
     the liveness worker's own record of the face, its measures and quality, opaque here) and what
-    the subject could see when the frame was taken (``FrameCaptured.shown``). Legacy rows are
+    the subject could see when the frame was taken (``FrameCaptured.shown``), and how far the
+    stream's media clock had run ahead then (``FrameCaptured.media_lead_s``). Legacy rows are
     the analysis itself with ``shown`` mixed into it."""
 
     analysis: dict[str, Any]
     shown: int | None = None
+    media_lead_s: float | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -53,7 +53,10 @@ class FrameCaptured(Event):
     ``sequence_base``); ``captured_at`` is the call agent's clock when the frame arrived;
     ``shown``: the highest challenge index whose instruction the agent had sent in its video when
     the frame arrived (-1: none yet; None: not known): the liveness worker starts the first
-    challenge's clock at the first frame taken while it was on screen (docs/liveness.md).
+    challenge's clock at the first frame taken while it was on screen (docs/liveness.md);
+    ``media_lead_s``: how far the stream's media clock (its frames' timestamps) had run ahead of the
+    agent's clock on this connection when the frame arrived (None: frames without timestamps;
+    services/call_agent/media_clock.py): a live camera's stays under a first frame's delay.
     """
 
     session_id: str
@@ -64,6 +67,7 @@ class FrameCaptured(Event):
     height: int
     captured_at: datetime = Field(default_factory=utc_now)
     shown: int | None = Field(default=None, ge=-1)
+    media_lead_s: float | None = Field(default=None, allow_inf_nan=False)
 
 
 class ChallengeIssued(Event):

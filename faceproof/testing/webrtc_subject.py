@@ -144,12 +144,15 @@ def moved_in_plane(image: Image, index: int) -> Image:
 
 
 class SourceTrack(VideoStreamTrack):
-    """A camera track at 8 fps fed by a :class:`FrameSource`."""
+    """A camera track at 8 fps fed by a :class:`FrameSource`. ``media_clock``: media seconds per
+    real second in the frames' timestamps (1, a camera; more, a stream pushed ahead of real time,
+    which the call agent's media clock catches)."""
 
-    def __init__(self, source: FrameSource, fps: float = WORKER_FPS) -> None:
+    def __init__(self, source: FrameSource, fps: float = WORKER_FPS, media_clock: float = 1.0) -> None:
         super().__init__()
         self.source = source
         self.fps = fps
+        self.media_clock = media_clock
         self._count = 0
         self._began: float | None = None
 
@@ -161,7 +164,7 @@ class SourceTrack(VideoStreamTrack):
         await asyncio.sleep(max(0.0, due - loop.time()))
         image = self.source.next_frame()
         frame = av.VideoFrame.from_ndarray(image, format="bgr24")
-        frame.pts = round(self._count * VIDEO_CLOCK_RATE / self.fps)
+        frame.pts = round(self._count * self.media_clock * VIDEO_CLOCK_RATE / self.fps)
         frame.time_base = fractions.Fraction(1, VIDEO_CLOCK_RATE)
         self._count += 1
         return frame
@@ -204,13 +207,15 @@ async def run_subject(
     *,
     timeout_s: float = 90.0,
     stop_after: Callable[[SessionRun], bool] | None = None,
+    media_clock: float = 1.0,
 ) -> SessionRun:
-    """Join the session, stream until the ``finished`` message (or ``stop_after``), hang up."""
+    """Join the session, stream until the ``finished`` message (or ``stop_after``), hang up
+    (``media_clock``: :class:`SourceTrack`'s)."""
     run = SessionRun()
     done = asyncio.Event()
     pc = RTCPeerConnection()
     channel = pc.createDataChannel("faceproof")
-    pc.addTransceiver(SourceTrack(source), direction="sendrecv")
+    pc.addTransceiver(SourceTrack(source, media_clock=media_clock), direction="sendrecv")
 
     @channel.on("message")
     def on_message(raw: str | bytes) -> None:

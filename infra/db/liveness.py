@@ -79,6 +79,8 @@ class LivenessFrame:
     embedding: list[float] | None
     #: What the subject could see when it was taken (``FrameCaptured.shown``).
     shown: int | None = None
+    #: How far the stream's media clock had run ahead of the agent's (``FrameCaptured.media_lead_s``).
+    media_lead_s: float | None = None
 
 
 def _document(
@@ -175,7 +177,9 @@ def _frame_row(frame: LivenessFrame) -> dict[str, Any]:
         "sequence": frame.sequence,
         "captured_at": frame.captured_at,
         "storage_key": frame.storage_key,
-        "analysis": FrameAnalysisDocument(analysis=frame.analysis, shown=frame.shown).to_row(),
+        "analysis": FrameAnalysisDocument(
+            analysis=frame.analysis, shown=frame.shown, media_lead_s=frame.media_lead_s
+        ).to_row(),
         "spoof_score": frame.spoof_score,
         "embedding": None if frame.embedding is None else FrameEmbedding(vector=frame.embedding).to_row(),
     }
@@ -193,6 +197,7 @@ def _frame(row: Row[Any]) -> LivenessFrame:
         spoof_score=row.spoof_score,
         embedding=None if embedding is None else FrameEmbedding.from_row(embedding).vector,
         shown=analysed.shown,
+        media_lead_s=analysed.media_lead_s,
     )
 
 

@@ -30,6 +30,7 @@ from infra.erasure import SessionErased
 from infra.publisher import PublishFailed
 from infra.storage import ObjectStore, StorageError
 from infra.telemetry.metrics import frame_received, frame_stored
+from services.call_agent.media_clock import MediaClock
 from services.call_agent.sampling import FrameSampler, encode_jpeg, fit_size
 from services.call_agent.video import LatestFrame
 
@@ -86,6 +87,7 @@ class FramePipeline:
         self._client_id = client_id
         self._next_sequence = sequence_base
         self._sampler = FrameSampler(frame_rate)
+        self._clock = MediaClock()
         self._quality = jpeg_quality
         self._store = store
         self._events = events
@@ -94,37 +96,42 @@ class FramePipeline:
         self._on_erased = on_erased
         self._shown = shown
         self._stopped = False
-        self._queue: asyncio.Queue[tuple[int, VideoFrame, datetime, int | None]] = asyncio.Queue(
-            maxsize=FRAME_BACKLOG
+        self._queue: asyncio.Queue[tuple[int, VideoFrame, datetime, int | None, float | None]] = (
+            asyncio.Queue(maxsize=FRAME_BACKLOG)
         )
 
     def offer(self, frame: VideoFrame) -> None:
         """A frame arrived: show it in the instruction video; keep it if the sampler wants it."""
         frame_received(self._kind)
         self.latest.frame = frame
-        at = frame.time if frame.time is not None else time.monotonic()
+        now = time.monotonic()
+        lead = self._clock.tick(frame.time, now)
+        at = frame.time if frame.time is not None else now
         if self._stopped or self._queue.full() or not self._sampler.keep(at):
             return
         shown = self._shown() if self._shown is not None else None
-        self._queue.put_nowait((self._next_sequence, frame, utc_now(), shown))
+        self._queue.put_nowait((self._next_sequence, frame, utc_now(), shown, lead))
         self._next_sequence += 1
 
     def reconnect(self) -> None:
         """The subject's video came back on a new track: number the next frames as a new
         connection's (the liveness worker restarts the current challenge at its first frame)."""
+        self._clock.restart()
         self._next_sequence = (
             self._next_sequence // CONNECTION_SEQUENCE_STRIDE + 1
         ) * CONNECTION_SEQUENCE_STRIDE
 
     def stop(self) -> None:
         """Store nothing more (the session finished or was erased); the video still shows frames."""
+        if not self._stopped:
+            log.info("the media clock led by at most %.3f s", self._clock.most, extra=self._log_extra)
         self._stopped = True
 
     async def run(self) -> None:
         """Encode, store and announce the kept frames, until cancelled."""
         reformatter = VideoReformatter()
         while True:
-            sequence, frame, captured_at, shown = await self._queue.get()
+            sequence, frame, captured_at, shown, lead = await self._queue.get()
             if self._stopped:
                 continue
             data, width, height = await asyncio.to_thread(encode_frame, frame, self._quality, reformatter)
@@ -143,6 +150,7 @@ class FramePipeline:
                         height=height,
                         captured_at=captured_at,
                         shown=shown,
+                        media_lead_s=None if lead is None else round(lead, 3),
                     ),
                     EventKey.FRAME_CAPTURED,
                 )

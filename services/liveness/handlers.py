@@ -191,6 +191,7 @@ def to_replay_frame(frame: LivenessFrame, started_at: datetime) -> ReplayFrame:
         spoof_score=frame.spoof_score,
         embedding=None if frame.embedding is None else np.asarray(frame.embedding, dtype=np.float32),
         shown=frame.shown,
+        media_lead_s=frame.media_lead_s,
     )
 
 
@@ -572,6 +573,7 @@ async def handle_frame(event: FrameCaptured, deps: Deps) -> None:
         spoof_score=analysed.spoof_score,
         embedding=analysed.embedding,
         shown=event.shown,  # what the subject could see then, kept beside the analysis
+        media_lead_s=event.media_lead_s,
     )
     # the state read above (a step that moved it meanwhile makes the write a VersionConflict, and
     # the step starts again from a fresh read); the frame is stored with the step that judges it

@@ -152,6 +152,8 @@ class ReplayProgress(_Document):
     * ``reference`` / ``reference_fallback``: the most frontal judged frame scoring at least
       ``REFERENCE_MIN_SCORE``, and the most frontal of any score.
     * ``frozen``: the frozen-stream check over the judged frames (repeated pictures).
+    * ``media_lead_s``: the largest lead of the stream's media clock over the call agent's in any
+      frame so far (None: no frame said).
     """
 
     version: Literal[1] = PROGRESS_VERSION
@@ -171,6 +173,7 @@ class ReplayProgress(_Document):
     reference: Pick | None = None
     reference_fallback: Pick | None = None
     frozen: FrozenState = Field(default_factory=FrozenState)
+    media_lead_s: float | None = None
 
     @classmethod
     def load(cls, document: dict[str, Any] | None) -> ReplayProgress:

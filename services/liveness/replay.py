@@ -70,7 +70,7 @@ from services.liveness.challenges import (
 from services.liveness.decision import IdentityCheck, LivenessDecision, decide
 from services.liveness.progress import CleanFrame, Pick, ReplayProgress
 from services.liveness.readiness import Readiness, ReadinessCheck
-from services.liveness.stream import FROZEN_STREAM, FrozenCheck
+from services.liveness.stream import FROZEN_STREAM, MEDIA_CLOCK_AHEAD, FrozenCheck, media_clock_ahead
 
 __all__ = [
     "GAP_SKIP_AFTER",
@@ -112,6 +112,8 @@ class ReplayFrame:
     #: The highest challenge index the call agent had sent in its video when the frame arrived
     #: (FrameCaptured.shown; -1: none yet); None: not known (challenge 0 then starts at once).
     shown: int | None = None
+    #: How far the stream's media clock had run ahead of the agent's (FrameCaptured.media_lead_s).
+    media_lead_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -374,6 +376,8 @@ class _Run:
         self.clean = [_from_clean(clean) for clean in progress.clean]
         self.scores = list(progress.spoof_scores)
         self.frozen = FrozenCheck.resume(progress.frozen)
+        #: The largest lead of the stream's media clock over the agent's in any frame so far.
+        self.media_lead = progress.media_lead_s
         self.last_t = progress.last_t
         self.connection = progress.connection
         #: The problems the previous step ended on (what its guidance said; None: no frame yet).
@@ -394,6 +398,8 @@ class _Run:
         if frame.t < 0.0 or (self.last_t is not None and frame.t < self.last_t):
             return
         self.last_t = frame.t
+        if frame.media_lead_s is not None:
+            self.media_lead = max(frame.media_lead_s, self.media_lead or frame.media_lead_s)
         connection = frame.sequence // CONNECTION_SEQUENCE_STRIDE
         if self.connection is not None and connection != self.connection:
             # a reconnect: the current challenge is shown again (or the pre-checks go on)
@@ -559,7 +565,8 @@ class _Run:
 
     def _stream(self) -> tuple[str, ...]:
         """Why the stream is not a live camera's (services/liveness/stream.py)."""
-        return (FROZEN_STREAM,) if self.frozen.frozen else ()
+        frozen = (FROZEN_STREAM,) if self.frozen.frozen else ()
+        return (*frozen, MEDIA_CLOCK_AHEAD) if media_clock_ahead(self.media_lead) else frozen
 
     def _guidance(self) -> Guidance | None:
         """The pre-checks' problems on the newest frame, until the decision: before challenge 0
@@ -594,6 +601,7 @@ class _Run:
             reference=self.references.good,
             reference_fallback=self.references.fallback,
             frozen=self.frozen.snapshot(),
+            media_lead_s=self.media_lead,
         )
 
     def result(self, gaps: tuple[Gap, ...], next_sequence: int) -> ReplayResult:

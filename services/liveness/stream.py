@@ -1,4 +1,5 @@
-"""Frozen streams: consecutive frames with the same content (pure numpy, no model).
+"""Streams that are not a live camera's: frozen pictures, and a media clock running ahead (pure
+numpy, no model).
 
 A live camera never delivers the same picture twice: the sensor's noise, the subject's breathing
 and the auto-exposure change every frame a little. An injected stream often does: a still image
@@ -11,6 +12,12 @@ same when no block's mean moved more than :data:`SAME_CONTENT_MAX_CHANGE` luma l
 :class:`FrozenCheck` follows the judged frames in order and says FROZEN_STREAM once a run of
 ``min_run`` consecutive frames repeats one picture (docs/liveness.md, "Injected and replayed
 streams"; thresholds measured there on the shared recordings).
+
+A live camera's frames cannot arrive before they were taken, so their timestamps never run ahead
+of the call agent's clock by more than a first frame's delay (``services/call_agent/media_clock.py``
+measures the lead, ``FrameCaptured.media_lead_s``); :func:`media_clock_ahead` says
+MEDIA_CLOCK_AHEAD past :data:`MEDIA_LEAD_LIMIT_S`: a recording pushed faster than real time, or
+timestamps that jump forward.
 """
 
 from __future__ import annotations
@@ -28,10 +35,13 @@ from services.liveness.progress import FrozenState
 __all__ = [
     "FROZEN_STREAM",
     "GRID",
+    "MEDIA_CLOCK_AHEAD",
+    "MEDIA_LEAD_LIMIT_S",
     "SAME_CONTENT_MAX_CHANGE",
     "FrozenCheck",
     "content_change",
     "frame_content",
+    "media_clock_ahead",
     "same_content",
 ]
 
@@ -46,6 +56,11 @@ SAME_CONTENT_MAX_CHANGE: Final = 0.5
 #: waited, still, for the instruction (tests/e2e/test_mediasoup_room_e2e.py); a person holding
 #: still that long is not an attack, and a still or paused injection lasts far longer.
 FROZEN_MIN_RUN: Final = 24
+#: Reason code of a session whose stream's media clock ran ahead of the call agent's.
+MEDIA_CLOCK_AHEAD: Final = "MEDIA_CLOCK_AHEAD"
+#: The largest lead a live camera's media clock may show, in seconds: what its first frame's delay
+#: can explain (network, decoder, a busy agent), with a wide margin (docs/liveness.md).
+MEDIA_LEAD_LIMIT_S: Final = 5.0
 
 
 def frame_content(frame_bgr: npt.NDArray[np.uint8]) -> tuple[float, ...]:
@@ -53,6 +68,11 @@ def frame_content(frame_bgr: npt.NDArray[np.uint8]) -> tuple[float, ...]:
     gray = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY)
     blocks = cv2.resize(gray.astype(np.float32), (GRID, GRID), interpolation=cv2.INTER_AREA)
     return tuple(round(float(v), 1) for v in blocks.reshape(-1))
+
+
+def media_clock_ahead(lead_s: float | None) -> bool:
+    """Whether a stream's media clock ran ahead of the call agent's by more than a camera's can."""
+    return lead_s is not None and lead_s > MEDIA_LEAD_LIMIT_S
 
 
 def content_change(a: Sequence[float], b: Sequence[float]) -> float:

@@ -37,6 +37,7 @@ from infra.db.repositories import SessionRepository
 from infra.settings import Settings
 from infra.storage import LocalObjectStore
 from services.call_agent.main import CallAgentApp, build_app
+from services.liveness.stream import MEDIA_LEAD_LIMIT_S
 from tests.paths import DATA_DIR
 from tests.support.broker import temporary_vhost
 
@@ -59,13 +60,15 @@ def load_frames(count: int = 24) -> list[np.ndarray]:
 
 
 class PlayedVideo(MediaStreamTrack):
-    """The camera: the video's frames in a loop at FPS frames a second."""
+    """The camera: the video's frames in a loop at FPS frames a second, stamped at ``media_clock``
+    media seconds per real second (1: a camera)."""
 
     kind = "video"
 
-    def __init__(self, frames: list[np.ndarray]) -> None:
+    def __init__(self, frames: list[np.ndarray], media_clock: float = 1.0) -> None:
         super().__init__()
         self._frames = frames
+        self._media_clock = media_clock
         self._index = 0
         self._start: float | None = None
 
@@ -77,7 +80,7 @@ class PlayedVideo(MediaStreamTrack):
         if wait > 0:
             await asyncio.sleep(wait)
         frame = VideoFrame.from_ndarray(self._frames[self._index % len(self._frames)], format="rgb24")
-        frame.pts = self._index * (90_000 // FPS)
+        frame.pts = round(self._index * self._media_clock * 90_000 / FPS)
         frame.time_base = fractions.Fraction(1, 90_000)
         self._index += 1
         return frame
@@ -93,11 +96,11 @@ class Client:
     channel_closed: asyncio.Event = field(default_factory=asyncio.Event)
     watchers: list[asyncio.Future[None]] = field(default_factory=list)
 
-    async def offer(self, frames: list[np.ndarray]) -> str:
+    async def offer(self, frames: list[np.ndarray], media_clock: float = 1.0) -> str:
         channel = self.pc.createDataChannel("faceproof")
         channel.on("message", lambda text: self.messages.put_nowait(json.loads(text)))
         channel.on("close", self.channel_closed.set)
-        self.pc.addTrack(PlayedVideo(frames))
+        self.pc.addTrack(PlayedVideo(frames, media_clock))
 
         @self.pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
@@ -385,6 +388,48 @@ async def test_each_verdict_reaches_the_client_before_the_next_challenge(
     finally:
         busy.cancel()
         await client.pc.close()
+
+
+async def test_the_frames_say_how_far_the_streams_media_clock_ran_ahead(
+    running: Running, repository: SessionRepository
+) -> None:
+    """Two real peers at once: a camera (frames stamped at real time) and a stream stamped at 3
+    media seconds per real second (a recording pushed faster than it was taken). Each FrameCaptured
+    carries the lead of its stream's media clock over the agent's: the camera's stays under a
+    second; the fast stream's passes MEDIA_LEAD_LIMIT_S (the liveness worker fails the session
+    then) within seconds. Printed: the largest lead of each."""
+    expires_at = utc_now() + timedelta(seconds=120)
+    frames = load_frames()
+    clients = {clock: Client() for clock in (1.0, 3.0)}
+    sessions: dict[float, str] = {}
+    try:
+        for clock, client in clients.items():
+            record, _ = await new_session(repository, expires_at, f"conn-{clock}")
+            sessions[clock] = record.id
+            offer = await client.offer(frames, media_clock=clock)
+            started = await running.start(record.id, f"conn-{clock}", offer, expires_at=expires_at)
+            assert started.error is None
+            await client.pc.setRemoteDescription(RTCSessionDescription(sdp=started.answer_sdp, type="answer"))
+
+        def leads(clock: float) -> list[float]:
+            frames = running.observer.frames
+            return [
+                f.media_lead_s
+                for f in frames
+                if f.session_id == sessions[clock] and f.media_lead_s is not None
+            ]
+
+        try:
+            await eventually(lambda: max(leads(3.0), default=0.0) > MEDIA_LEAD_LIMIT_S, "the lead")
+        except TimeoutError:
+            pytest.fail(f"the fast stream's lead stayed under the limit: {leads(3.0)} (camera {leads(1.0)})")
+        camera = leads(1.0)
+        fast = max(leads(3.0))
+        print(f"largest lead: camera {max(camera):.3f} s over {len(camera)} frames, fast {fast:.3f} s")
+        assert len(camera) >= 10 and max(camera) < 1.0, camera
+    finally:
+        for client in clients.values():
+            await client.pc.close()
 
 
 async def keep_busy() -> None:

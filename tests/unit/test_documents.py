@@ -162,7 +162,7 @@ def test_a_legacy_frame_analysis_keeps_shown_beside_the_analysis() -> None:
     frame = FrameAnalysisDocument.from_row(legacy)
     assert frame.shown == 2 and frame.analysis == {k: v for k, v in legacy.items() if k != "shown"}
     row = frame.to_row()
-    assert row == {"version": 1, "analysis": frame.analysis, "shown": 2}
+    assert row == {"version": 1, "analysis": frame.analysis, "shown": 2, "media_lead_s": None}
     assert FrameAnalysisDocument.from_row(row) == frame
     assert FrameAnalysisDocument(analysis=frame.analysis, shown=2) == frame  # built in code
     assert FrameAnalysisDocument.from_row({"width": 640}).shown is None  # before FrameCaptured.shown

@@ -10,7 +10,14 @@ from services.liveness.decision import decide
 from services.liveness.progress import ReplayProgress
 from services.liveness.readiness import DEFAULT_READINESS
 from services.liveness.replay import ReplayFrame, replay
-from services.liveness.stream import FROZEN_MIN_RUN, FROZEN_STREAM, FrozenCheck, same_content
+from services.liveness.stream import (
+    FROZEN_MIN_RUN,
+    FROZEN_STREAM,
+    MEDIA_CLOCK_AHEAD,
+    MEDIA_LEAD_LIMIT_S,
+    FrozenCheck,
+    same_content,
+)
 from tests.unit.test_liveness_readiness import DARK, lit
 from tests.unit.test_liveness_replay import CHALLENGES, deliver, face, frame
 
@@ -121,3 +128,25 @@ def test_seconds_in_the_dark_mid_challenge_are_not_a_frozen_stream() -> None:
         CHALLENGES, with_contents(spliced, still), identity_threshold=0.35, readiness=DEFAULT_READINESS
     )
     assert frozen.decision is not None and FROZEN_STREAM in frozen.decision.reasons
+
+
+def test_a_session_whose_media_clock_ran_ahead_fails_whatever_the_challenges_said() -> None:
+    """The subject answers both challenges, but from the 10th frame on the call agent saw the
+    stream's media clock run ahead of its own by more than a camera's can (MEDIA_LEAD_LIMIT_S):
+    MEDIA_CLOCK_AHEAD, a hard failure, also when the replay goes step by step from the stored
+    progress. A lead under the limit, or frames that do not say, change nothing."""
+    poses = [face()] * 6 + [face(yaw=30.0)] * 4 + [face()] * 4 + [face(mar=0.6)] * 4 + [face()] * 6
+    frames = [frame(n, analysis) for n, analysis in enumerate(poses)]
+
+    def leading(limit: float) -> list[ReplayFrame]:
+        return [replace(f, media_lead_s=0.0 if f.sequence < 10 else limit) for f in frames]
+
+    for live in (frames, leading(MEDIA_LEAD_LIMIT_S)):
+        result = replay(CHALLENGES, live, identity_threshold=0.35)
+        assert result.decision is not None and result.decision.is_live
+    ahead = leading(MEDIA_LEAD_LIMIT_S + 0.5)
+    result = replay(CHALLENGES, ahead, identity_threshold=0.35)
+    assert result.decision is not None and not result.decision.is_live
+    assert result.decision.reasons == (MEDIA_CLOCK_AHEAD,) and result.decision.confidence == 0.0
+    _, stepped, _ = deliver(ahead)
+    assert stepped.decision == result.decision
