@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from examples.controller import Controller
+from examples.controller import DELIVERY_HEADER, Controller
 from faceproof.bench.restarts import bind_finished, drain_finished
 from faceproof.testing.mediasoup_room import MediasoupRoom, run_bounded
 from faceproof.testing.scripted_subject import Media
@@ -339,6 +339,20 @@ def quiet_queues(compose: ComposeStack, within_s: float = 120) -> dict[str, tupl
         time.sleep(1)
 
 
+def repeats(compose: ComposeStack, controller: Controller, callbacks: dict[str, int]) -> list[str]:
+    """For each flow called back more than once: each callback's outcome and delivery id, then the
+    notifier's and call agent's log lines about those flows (ids and outcomes only)."""
+    tokens = {token for token, count in callbacks.items() if count > 1}
+    sent = [
+        (c.token, c.outcome, c.headers.get(DELIVERY_HEADER))
+        for c in controller.callbacks
+        if c.token in tokens
+    ]
+    flows = {flow_id for _, _, flow_id in sent if flow_id}
+    lines = compose.logs_tail(lines=100_000, services=("notifier", "call-agent")).splitlines()
+    return [*map(str, sent), *(line for line in lines if any(flow_id in line for flow_id in flows))]
+
+
 @pytest.mark.timeout(1800)
 @pytest.mark.usefixtures("room_server")
 def test_faults_under_compares_sessions_and_call_flows_lose_nothing(
@@ -391,7 +405,10 @@ def test_faults_under_compares_sessions_and_call_flows_lose_nothing(
     assert {answer for _, _, answer in load.refused} <= REFUSALS, load.refused
     assert all(status in TERMINAL for status in statuses.values()), statuses
     assert all(finished[s] == 1 for s in load.sessions), {s: finished[s] for s in load.sessions}
-    assert all(count == 1 for count in callbacks.values()), callbacks
+    assert all(count == 1 for count in callbacks.values()), (
+        callbacks,
+        repeats(compose, controller, callbacks),
+    )
     assert all(count <= 1 for count in late_callbacks.values()), late_callbacks
     assert all(c.signature_valid is True for c in mine)
     assert not compose.unconsumed()

@@ -178,9 +178,11 @@ class ComposeStack:
             time.sleep(1)
         raise RuntimeError(f"the stack was not ready in {seconds} s ({missing}):\n{self.logs_tail()}")
 
-    def logs_tail(self, lines: int = 30) -> str:
+    def logs_tail(self, lines: int = 30, services: tuple[str, ...] | None = None) -> str:
         parts = []
         for service, name in self.containers.items():
+            if services is not None and service not in services:
+                continue
             result = subprocess.run(
                 ["docker", "logs", "--tail", str(lines), name],
                 env=self.env,
