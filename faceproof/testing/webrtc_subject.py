@@ -144,9 +144,9 @@ def moved_in_plane(image: Image, index: int) -> Image:
 
 
 class SourceTrack(VideoStreamTrack):
-    """A camera track at 8 fps fed by a :class:`FrameSource`. ``media_clock``: media seconds per
-    real second in the frames' timestamps (1, a camera; more, a stream pushed ahead of real time,
-    which the call agent's media clock catches)."""
+    """A camera track at 8 fps fed by a :class:`FrameSource`. ``media_clock``: how fast the clock
+    that stamps its frames runs against real time (1, a camera; more, a stream pushed ahead of
+    real time, which the call agent's media clock catches)."""
 
     def __init__(self, source: FrameSource, fps: float = WORKER_FPS, media_clock: float = 1.0) -> None:
         super().__init__()
@@ -164,7 +164,10 @@ class SourceTrack(VideoStreamTrack):
         await asyncio.sleep(max(0.0, due - loop.time()))
         image = self.source.next_frame()
         frame = av.VideoFrame.from_ndarray(image, format="bgr24")
-        frame.pts = round(self._count * self.media_clock * VIDEO_CLOCK_RATE / self.fps)
+        # a camera stamps its frames on schedule; a fast clock, media_clock times the real time
+        # elapsed (however late a loaded sender makes its frames)
+        elapsed = self._count / self.fps if self.media_clock == 1.0 else loop.time() - self._began
+        frame.pts = round(elapsed * self.media_clock * VIDEO_CLOCK_RATE)
         frame.time_base = fractions.Fraction(1, VIDEO_CLOCK_RATE)
         self._count += 1
         return frame

@@ -250,14 +250,14 @@ def test_a_stream_whose_media_clock_runs_ahead_of_real_time_fails(
     stack: Stack, d3: Media, analyzer: FrameAnalyzer
 ) -> None:
     """The attack: a client that answers every instruction (the scripted subject) but stamps its
-    frames at 4 media seconds per real second, as a recording pushed faster than it was taken, or
-    an injector whose timestamps jump ahead. The frames arrive before they could have been taken:
-    FAILED with MEDIA_CLOCK_AHEAD, whatever the challenges said. (The honest subjects of this
-    module stream at 1.0 and pass.)"""
+    frames by a clock running 10 times as fast as real time, as a recording pushed faster than it
+    was taken, or an injector whose timestamps jump ahead. The frames arrive before they could have
+    been taken: FAILED with MEDIA_CLOCK_AHEAD, whatever the challenges said. (The honest subjects
+    of this module stream at 1.0 and pass.)"""
     created = create_session(stack, settings={"challenges": 2, "challengeTypes": ANSWERABLE})
     run = asyncio.run(
         run_subject(
-            stack.url, created["sessionId"], created["clientToken"], scripted(d3, analyzer), media_clock=4.0
+            stack.url, created["sessionId"], created["clientToken"], scripted(d3, analyzer), media_clock=10.0
         )
     )
     result = wait_terminal(stack, created["sessionId"])

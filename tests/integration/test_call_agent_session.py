@@ -60,8 +60,8 @@ def load_frames(count: int = 24) -> list[np.ndarray]:
 
 
 class PlayedVideo(MediaStreamTrack):
-    """The camera: the video's frames in a loop at FPS frames a second, stamped at ``media_clock``
-    media seconds per real second (1: a camera)."""
+    """The camera: the video's frames in a loop at FPS frames a second, stamped by a clock that
+    runs ``media_clock`` times as fast as real time (1: a camera)."""
 
     kind = "video"
 
@@ -80,7 +80,10 @@ class PlayedVideo(MediaStreamTrack):
         if wait > 0:
             await asyncio.sleep(wait)
         frame = VideoFrame.from_ndarray(self._frames[self._index % len(self._frames)], format="rgb24")
-        frame.pts = round(self._index * self._media_clock * 90_000 / FPS)
+        # a camera stamps its frames on schedule; a fast clock, media_clock times the real time
+        # elapsed (however late a loaded sender makes its frames)
+        elapsed = self._index / FPS if self._media_clock == 1.0 else loop.time() - self._start
+        frame.pts = round(elapsed * self._media_clock * 90_000)
         frame.time_base = fractions.Fraction(1, 90_000)
         self._index += 1
         return frame
@@ -393,14 +396,16 @@ async def test_each_verdict_reaches_the_client_before_the_next_challenge(
 async def test_the_frames_say_how_far_the_streams_media_clock_ran_ahead(
     running: Running, repository: SessionRepository
 ) -> None:
-    """Two real peers at once: a camera (frames stamped at real time) and a stream stamped at 3
-    media seconds per real second (a recording pushed faster than it was taken). Each FrameCaptured
+    """Two real peers at once: a camera (frames stamped at real time) and a stream stamped by a clock
+    running 10 times as fast (a recording pushed faster than it was taken). Each FrameCaptured
     carries the lead of its stream's media clock over the agent's: the camera's stays under a
     second; the fast stream's passes MEDIA_LEAD_LIMIT_S (the liveness worker fails the session
-    then) within seconds. Printed: the largest lead of each."""
+    then) within seconds. Printed: the largest lead of each. (At 3 times, a machine at load 10
+    delayed the frames more each second than the clock gained: in 2 of 9 runs the lead fell back
+    under the limit; what a slow path does to a fast clock, docs/liveness.md.)"""
     expires_at = utc_now() + timedelta(seconds=120)
     frames = load_frames()
-    clients = {clock: Client() for clock in (1.0, 3.0)}
+    clients = {clock: Client() for clock in (1.0, 10.0)}
     sessions: dict[float, str] = {}
     try:
         for clock, client in clients.items():
@@ -420,13 +425,14 @@ async def test_the_frames_say_how_far_the_streams_media_clock_ran_ahead(
             ]
 
         try:
-            await eventually(lambda: max(leads(3.0), default=0.0) > MEDIA_LEAD_LIMIT_S, "the lead")
+            await eventually(lambda: max(leads(10.0), default=0.0) > MEDIA_LEAD_LIMIT_S, "the lead")
         except TimeoutError:
-            pytest.fail(f"the fast stream's lead stayed under the limit: {leads(3.0)} (camera {leads(1.0)})")
+            pytest.fail(f"the fast stream's lead stayed under the limit: {leads(10.0)} (camera {leads(1.0)})")
+        await eventually(lambda: len(leads(1.0)) >= 2 * FPS, "two seconds of the camera")
         camera = leads(1.0)
-        fast = max(leads(3.0))
+        fast = max(leads(10.0))
         print(f"largest lead: camera {max(camera):.3f} s over {len(camera)} frames, fast {fast:.3f} s")
-        assert len(camera) >= 10 and max(camera) < 1.0, camera
+        assert max(camera) < 1.0, camera
     finally:
         for client in clients.values():
             await client.pc.close()
