@@ -229,6 +229,8 @@ class CompareStream:
                 started = time.monotonic()
                 try:
                     answer = str(client.post("/v1/compare", json=self._body).status_code)
+                    if answer == "503":  # refused at once: back off a little, as a client should (a
+                        time.sleep(0.5)  # stream that spun was rate limited, 429, in 1 run of 10)
                 except httpx.HTTPError as error:
                     answer = type(error).__name__
                     time.sleep(0.5)  # the gateway is down: do not spin
