@@ -398,8 +398,9 @@ class _Run:
         if frame.t < 0.0 or (self.last_t is not None and frame.t < self.last_t):
             return
         self.last_t = frame.t
-        if frame.media_lead_s is not None:
-            self.media_lead = max(frame.media_lead_s, self.media_lead or frame.media_lead_s)
+        lead = frame.media_lead_s
+        if lead is not None:
+            self.media_lead = lead if self.media_lead is None else max(self.media_lead, lead)
         connection = frame.sequence // CONNECTION_SEQUENCE_STRIDE
         if self.connection is not None and connection != self.connection:
             # a reconnect: the current challenge is shown again (or the pre-checks go on)
