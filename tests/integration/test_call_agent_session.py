@@ -398,8 +398,8 @@ async def test_the_frames_say_how_far_the_streams_media_clock_ran_ahead(
 ) -> None:
     """Two real peers at once: a camera (frames stamped at real time) and a stream stamped by a clock
     running 10 times as fast (a recording pushed faster than it was taken). Each FrameCaptured
-    carries the lead of its stream's media clock over the agent's: the camera's stays under a
-    second; the fast stream's passes MEDIA_LEAD_LIMIT_S (the liveness worker fails the session
+    carries the lead of its stream's media clock over the agent's: the camera's stays far under
+    the limit; the fast stream's passes MEDIA_LEAD_LIMIT_S (the liveness worker fails the session
     then) within seconds. Printed: the largest lead of each. (At 3 times, a machine at load 10
     delayed the frames more each second than the clock gained: in 2 of 9 runs the lead fell back
     under the limit; what a slow path does to a fast clock, docs/liveness.md.)"""
@@ -432,7 +432,7 @@ async def test_the_frames_say_how_far_the_streams_media_clock_ran_ahead(
         camera = leads(1.0)
         fast = max(leads(10.0))
         print(f"largest lead: camera {max(camera):.3f} s over {len(camera)} frames, fast {fast:.3f} s")
-        assert max(camera) < 1.0, camera
+        assert max(camera) < MEDIA_LEAD_LIMIT_S / 4, camera  # 0.000-0.381 s measured, load 4-10
     finally:
         for client in clients.values():
             await client.pc.close()
