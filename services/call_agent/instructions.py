@@ -189,7 +189,13 @@ class Instructions:
         self.screen = Screen(
             text=text, final=True, succeeded=status is SessionStatus.SUCCEEDED, detail=detail
         )
-        return {"type": "finished", "status": status.value, "reasons": list(reasons), "text": text}
+        return {
+            "type": "finished",
+            "status": status.value,
+            "reasons": list(reasons),
+            "text": text,
+            "detail": detail,
+        }
 
     def session_finished(self, event: SessionFinished) -> Message | None:
         return self.finish(event.status, event.reasons)

@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import pytest
 
+from services.call_agent.catalog import load_catalog
 from tests.e2e.conftest import Stack
 from tests.paths import DATA_DIR
 
@@ -78,6 +79,7 @@ def test_the_hosted_page_runs_a_session_in_chromium(stack: Stack, tmp_path: Path
             page.wait_for_selector("#result[data-status]", timeout=90_000)
             shown = page.get_attribute("#result", "data-status")
             instruction = page.text_content("#instruction") or ""
+            reason = page.text_content("#reason") if page.query_selector("#reason") else None
         finally:
             browser.close()  # Playwright gave it a fresh, temporary profile
     with stack.client() as client:
@@ -87,3 +89,5 @@ def test_the_hosted_page_runs_a_session_in_chromium(stack: Stack, tmp_path: Path
     # the camera file ignores the instructions: a live person who does not follow them fails
     assert shown == "FAILED" and "TIMEOUT" in status["reasons"], (status, console)
     assert instruction, "the page never showed an instruction"
+    # and tells the user why, in the session's language (English here)
+    assert reason == load_catalog("en").reason(status["reasons"][0]) and reason, (reason, status)

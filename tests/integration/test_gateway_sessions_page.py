@@ -226,10 +226,12 @@ def test_chromiums_fake_camera_fails_as_a_virtual_camera(served_gateway: tuple[s
             page.goto(created["clientUrl"])
             page.wait_for_selector("#result[data-status]", timeout=60_000)
             shown = page.get_attribute("#result", "data-status")
+            reason = page.text_content("#reason") if page.query_selector("#reason") else None
         finally:
             browser.close()
     status = httpx.get(f"{url}/v1/sessions/{created['sessionId']}", headers=API, timeout=30).json()
     assert shown == "FAILED", console
+    assert reason == "Use your device's own camera, not a virtual one.", reason  # what to do instead
     assert status["status"] == "FAILED" and status["reasons"] == ["VIRTUAL_CAMERA"], status
     assert status["confidence"] == 0
     assert agent.video_frames == 0  # no call agent was asked: nothing streamed

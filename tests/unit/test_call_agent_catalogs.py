@@ -10,7 +10,7 @@ import pytest
 
 from contracts.events import ChallengeIssued, ChallengeVerdict, LivenessDecided, SessionFinished
 from contracts.languages import SUPPORTED_LANGUAGES
-from contracts.values import ChallengeType, SessionStatus
+from contracts.values import ChallengeType, Precheck, SessionStatus
 from services.call_agent.catalog import available_languages, catalog_files, load_catalog, required_keys
 from services.call_agent.instructions import Instructions
 
@@ -122,10 +122,60 @@ def test_instruction_messages_are_camel_case_json_in_the_session_language() -> N
         "status": "FAILED",
         "reasons": ["WRONG_DIRECTION"],
         "text": "La verificación ha fallado",
+        "detail": "Dirección equivocada",
     }
     assert state.screen.final and state.screen.succeeded is False
     assert state.challenge(issued(2), now=15.0) is None  # nothing after the end
     assert state.finish(SessionStatus.EXPIRED, ["EXPIRED"]) is None
+
+
+def session_reason_codes() -> set[str]:
+    """Every reason code a session can end with first, from the modules that raise them (the
+    comparison's codes only ever follow the decision's)."""
+    from domain.cameras import VIRTUAL_CAMERA
+    from domain.sessions import ERASED, EXPIRED
+    from services.liveness.challenges import FailureReason
+    from services.liveness.decision import INSUFFICIENT_EVIDENCE, NOT_READY
+    from services.liveness.stream import FROZEN_STREAM, MEDIA_CLOCK_AHEAD
+
+    return (
+        {r.value for r in FailureReason}
+        | {p.value for p in Precheck}
+        | {INSUFFICIENT_EVIDENCE, NOT_READY, FROZEN_STREAM, MEDIA_CLOCK_AHEAD}
+        | {VIRTUAL_CAMERA, EXPIRED, ERASED}
+    )
+
+
+@pytest.mark.parametrize("language", available_languages())
+def test_every_reason_a_session_can_end_with_has_a_text_in_every_language(language: str) -> None:
+    catalog = load_catalog(language)
+    missing = sorted(code for code in session_reason_codes() if f"reason.{code}" not in catalog.texts)
+    assert not missing, missing
+
+
+@pytest.mark.parametrize(
+    ("language", "reasons", "detail"),
+    [
+        ("de", ["TIMEOUT", "FROZEN_STREAM"], "Die Zeit ist abgelaufen"),
+        ("en", ["MEDIA_CLOCK_AHEAD"], "The video did not come from a live camera"),
+        ("fr", ["FROZEN_STREAM"], "L'image de la caméra s'est figée"),
+        ("en", ["SOMETHING_NEW", "SPOOF_SUSPECTED"], "A live person is required"),
+        ("en", ["SOMETHING_NEW"], None),
+    ],
+)
+def test_a_failed_session_tells_the_user_its_first_reason_in_their_language(
+    language: str, reasons: list[str], detail: str | None
+) -> None:
+    state = Instructions(load_catalog(language))
+    finished = state.finish(SessionStatus.FAILED, reasons)
+    assert finished is not None and finished["detail"] == detail
+    assert state.screen.detail == detail  # the instruction video's closing screen says the same
+
+
+def test_a_session_that_did_not_fail_shows_no_reason() -> None:
+    for status in (SessionStatus.SUCCEEDED, SessionStatus.EXPIRED):
+        finished = Instructions(load_catalog("en")).finish(status, ["EXPIRED"])
+        assert finished is not None and finished["detail"] is None
 
 
 def test_the_catalog_files_are_exactly_the_supported_languages() -> None:

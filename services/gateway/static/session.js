@@ -5,7 +5,8 @@
    Streams the front camera to the service over WebRTC, shows the video the service sends back
    (the user's own, mirrored, with the instructions drawn in), shows the data channel's
    instructions as text (#instruction) and progress, and ends on a result screen
-   (#result, data-status SUCCEEDED | FAILED | EXPIRED). No external resources. docs/sessions.md. */
+   (#result, data-status SUCCEEDED | FAILED | EXPIRED; #reason: why it failed, in the session's
+   language). No external resources. docs/sessions.md. */
 (function (global) {
   "use strict";
 
@@ -32,7 +33,8 @@
       FAILED: ["Check not passed", "We could not confirm a live person. You can close this page."],
       EXPIRED: ["Session expired", "This session has expired. Ask for a new link."]
     },
-    finished: "This session has already finished."
+    finished: "This session has already finished.",
+    virtualCamera: "Use your device's own camera, not a virtual one."
   };
 
   var TERMINAL = { SUCCEEDED: true, FAILED: true, EXPIRED: true };
@@ -112,7 +114,7 @@
       state.stream = null;
     }
 
-    function showResult(status, text, reasons) {
+    function showResult(status, text, reasons, detail) {
       if (state.done) { return; }
       state.done = true;
       stopPolling();
@@ -121,6 +123,7 @@
       result.innerHTML = "";
       result.appendChild(el("h1", {}, copy[0]));
       result.appendChild(el("p", {}, text || copy[1]));
+      if (detail) { result.appendChild(el("p", { id: "reason" }, detail)); }
       result.hidden = false;
       stage.hidden = true;
       instruction.hidden = true;
@@ -200,7 +203,7 @@
       } else if (msg.type === "decided") {
         instruction.textContent = msg.text || "";
       } else if (msg.type === "finished" && TERMINAL[msg.status]) {
-        showResult(msg.status, msg.text, msg.reasons);
+        showResult(msg.status, msg.text, msg.reasons, msg.detail);
       }
     }
 
@@ -285,7 +288,8 @@
         if (code === "SESSION_FINISHED" || code === "SESSION_EXPIRED" || code === "VIRTUAL_CAMERA") {
           return readStatus().then(function (body) {
             var status = body.status && TERMINAL[body.status] ? body.status : "EXPIRED";
-            showResult(status, code === "SESSION_FINISHED" ? texts.finished : null);
+            showResult(status, code === "SESSION_FINISHED" ? texts.finished : null,
+              code === "VIRTUAL_CAMERA" ? [code] : [], code === "VIRTUAL_CAMERA" ? texts.virtualCamera : null);
             throw { handled: true };
           });
         }
