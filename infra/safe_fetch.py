@@ -289,6 +289,18 @@ def _check_addresses(host: str, addresses: Iterable[IPAddress], policy: FetchPol
             raise UrlRefused(f"{host} resolves to a {reason}")
 
 
+def _ascii_host(host: str) -> str:
+    """The host's ASCII (IDNA) name: what DNS resolves anyway, and what the policy's allow-list,
+    the Host header and SNI must see ("localhost" in fullwidth letters is ``localhost``). A name
+    IDNA refuses is refused."""
+    if host.isascii():
+        return host
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError as error:
+        raise UrlRefused("the host is not a valid domain name") from error
+
+
 def _parse(url: str, policy: FetchPolicy, schemes: Mapping[str, int]) -> _Parsed:
     try:
         parts = urlsplit(url)
@@ -301,7 +313,7 @@ def _parse(url: str, policy: FetchPolicy, schemes: Mapping[str, int]) -> _Parsed
         raise UrlRefused(f"scheme {scheme or '(none)'!r} is not allowed ({allowed} only)")
     if parts.username is not None or parts.password is not None:
         raise UrlRefused("credentials in the URL are not allowed")
-    host = (parts.hostname or "").rstrip(".")
+    host = _ascii_host((parts.hostname or "").rstrip("."))
     if not host:
         raise UrlRefused("the URL has no host")
     try:

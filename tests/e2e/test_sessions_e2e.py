@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 
 from tests.e2e.conftest import Stack
+from tests.paths import PEOPLE
+from tests.support.hosts import fullwidth
 
 pytestmark = pytest.mark.e2e
 
@@ -27,6 +33,50 @@ def test_create_and_read_a_session(stack: Stack) -> None:
         assert read["clientRequestToken"] == token and read["status"] == "CREATED"
         legacy = client.get(f"/session/{body['sessionId']}").json()
         assert legacy == {"clientRequestToken": token, "status": "CREATED", "comparisonResult": None}
+
+
+@pytest.fixture
+def image_server() -> Iterator[tuple[int, list[str]]]:
+    """A reference image on 127.0.0.1 (the stack's allow-listed address): its port, and the Host
+    header of every request it got."""
+    hosts: list[str] = []
+    image = (PEOPLE / "obama.jpg").read_bytes()
+
+    class Image(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hosts.append(self.headers.get("Host", ""))
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(image)))
+            self.end_headers()
+            self.wfile.write(image)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Image)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1], hosts
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_reference_url_whose_host_is_written_in_unicode_is_fetched_by_its_ascii_name(
+    stack: Stack, image_server: tuple[int, list[str]]
+) -> None:
+    """Fullwidth letters name the same host to DNS: the fetch goes through the address policy as
+    any other and sends the ASCII name (it was a 500: the Unicode name could not be a Host header);
+    a name that is not a valid domain name is a 422 with the reason."""
+    port, hosts = image_server
+    with stack.client() as client:
+        created = client.post(
+            "/v1/sessions", json={"reference": f"http://{fullwidth('localhost')}:{port}/ref.jpg"}
+        )
+        assert created.status_code == 201, created.text
+        assert hosts == [f"localhost:{port}"]
+        invalid = client.post("/v1/sessions", json={"reference": "http://" + "é" * 70 + ".test/ref.jpg"})
+    assert invalid.status_code == 422, invalid.text
+    assert invalid.json()["code"] == "REFERENCE_URL_REFUSED" and "domain name" in invalid.json()["detail"]
 
 
 def test_seed_session_route(stack: Stack) -> None:

@@ -25,6 +25,7 @@ from infra.safe_fetch import (
     fetch_image,
 )
 from infra.settings import Settings
+from tests.support.hosts import fullwidth
 
 
 @pytest.mark.parametrize(
@@ -215,6 +216,26 @@ async def test_allow_listed_name_connects_to_pinned_address_and_keeps_host(serve
     url = f"http://images.test:{server.port}/image.png"
     assert await fetch_image(url, policy=policy, resolve=_resolver("127.0.0.1")) == PNG
     assert _Handler.hosts_seen == [f"images.test:{server.port}"]
+
+
+async def test_a_unicode_host_is_fetched_by_its_ascii_name(server: Server) -> None:
+    """Fullwidth letters name the same host to DNS; the allow-list, the Host header and SNI see
+    its ASCII name (an unencodable Host header was a 500 at the gateway)."""
+    allowed_address = FetchPolicy.create("127.0.0.1", timeout_s=20)
+    _Handler.hosts_seen.clear()
+    url = server.url("/image.png", host=fullwidth("localhost"))
+    assert await fetch_image(url, policy=allowed_address) == PNG
+    assert _Handler.hosts_seen == [f"localhost:{server.port}"]
+    allowed_name = FetchPolicy.create("images.test", timeout_s=20)
+    url = f"http://{fullwidth('images.test')}:{server.port}/image.png"
+    assert await fetch_image(url, policy=allowed_name, resolve=_resolver("127.0.0.1")) == PNG
+    with pytest.raises(UrlRefused, match="loopback"):  # and the same name is refused by default
+        await fetch_image(server.url("/image.png", host=fullwidth("localhost")), policy=FetchPolicy())
+
+
+async def test_a_host_idna_refuses_is_refused() -> None:
+    with pytest.raises(UrlRefused, match="not a valid domain name"):
+        await fetch_image("http://" + "é" * 70 + ".test/image.png", policy=FetchPolicy())
 
 
 async def test_redirect_to_private_address_refused(server: Server) -> None:
