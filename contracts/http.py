@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, Final
+from urllib.parse import quote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from contracts.values import ChallengeType, Fusion, QualityFilter, SessionStatus, ThresholdSource
+from contracts.values import (
+    CallbackOutcome,
+    ChallengeType,
+    Fusion,
+    QualityFilter,
+    SessionStatus,
+    ThresholdSource,
+)
 
 
 class Body(BaseModel):
@@ -277,6 +284,18 @@ class Problem(BaseModel):
 # --------------------------------------------------------------------------- video-call flows
 
 
+#: The longest base URL a flow keeps (its table's columns), counted once normalised.
+MAX_BASE_URL_LENGTH: Final = 2048
+#: The longest callback URL (base, ``/failure/``, the escaped token): what URL types and most HTTP
+#: servers accept (pydantic's ``HttpUrl``, which the DeliverCallback command carries, stops there).
+MAX_CALLBACK_URL_LENGTH: Final = 2083
+
+
+def callback_url(base_url: str, outcome: CallbackOutcome, token: str) -> str:
+    """``{base}/success/{token}`` or ``{base}/failure/{token}`` (the token path-escaped)."""
+    return f"{base_url.rstrip('/')}/{outcome.value.lower()}/{quote(token, safe='')}"
+
+
 class JoinCallRequest(Body):
     """The seed's POST /join-call body (snake_case, as the 2060 Vision Service sends it)."""
 
@@ -298,6 +317,23 @@ class JoinCallRequest(Body):
         if parts.scheme.lower() not in {"ws", "wss"} or not parts.hostname:
             raise ValueError("ws_url must be a ws:// or wss:// URL with a host")
         return value
+
+    @model_validator(mode="after")
+    def _urls_fit(self) -> JoinCallRequest:
+        """Every URL the flow keeps or calls fits, so the flow can be stored and called back."""
+        for name, url in (
+            ("callback_base_url", self.callback_base_url),
+            ("datastore_base_url", self.datastore_base_url),
+        ):
+            if url is not None and len(str(url)) > MAX_BASE_URL_LENGTH:
+                raise ValueError(f"{name} is over {MAX_BASE_URL_LENGTH} characters once normalised")
+        longest = callback_url(str(self.callback_base_url), CallbackOutcome.FAILURE, self.token)
+        if len(longest) > MAX_CALLBACK_URL_LENGTH:
+            raise ValueError(
+                f"the callback URL (callback_base_url, /failure/ and the path-escaped token) is over "
+                f"{MAX_CALLBACK_URL_LENGTH} characters"
+            )
+        return self
 
 
 class CallSettings(Body):

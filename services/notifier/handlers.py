@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from contracts.commands import DeliverCallback, MatchReferences
 from contracts.documents import CallDecidedDetails, FlowDecision, SessionResult
 from contracts.events import CallbackDelivered, CallFailed, ReferencesMatched, SessionFinished
+from contracts.http import callback_url
 from contracts.routing import NOTIFIER_CALLBACKS, CommandKey, EventKey
 from contracts.values import CallbackOutcome, Fusion, ImageData, SessionStatus
 from domain.flows import CLAIM_ATTEMPT, START_MATCHING, FlowStatus, conclusion
@@ -47,7 +48,6 @@ from services.notifier.outcome import (
     SIGNATURE_HEADER,
     RetryPolicy,
     callback_body,
-    callback_url,
     encode_body,
     is_retryable_status,
     liveness_part,

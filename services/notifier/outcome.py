@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
-from urllib.parse import quote
 
 from contracts.documents import FlowDecision, SessionResult
 from contracts.events import ReferencesMatched
@@ -30,7 +29,6 @@ __all__ = [
     "SIGNATURE_HEADER",
     "RetryPolicy",
     "callback_body",
-    "callback_url",
     "encode_body",
     "is_retryable_status",
     "liveness_part",
@@ -77,11 +75,6 @@ def match_outcome(decision: FlowDecision, event: ReferencesMatched) -> tuple[Cal
     if event.match and decision.is_live:
         return CallbackOutcome.SUCCESS, decided
     return CallbackOutcome.FAILURE, decided.with_reasons(FACE_MISMATCH)
-
-
-def callback_url(base_url: str, outcome: CallbackOutcome, token: str) -> str:
-    """``{base}/success/{token}`` or ``{base}/failure/{token}`` (the token path-escaped)."""
-    return f"{base_url.rstrip('/')}/{outcome.value.lower()}/{quote(token, safe='')}"
 
 
 def callback_body(flow_id: str, decision: FlowDecision | None) -> dict[str, Any]:

@@ -199,6 +199,30 @@ def test_a_room_that_redirects_to_a_private_address_ends_in_one_failure_callback
     assert "169.254.169.254 resolves to a link-local address" in refusals[0]
 
 
+def test_a_call_whose_urls_cannot_be_kept_or_called_back_is_refused_at_once(
+    stack: Stack, controller: Controller
+) -> None:
+    """A callback base URL over its column once normalised was a 500 on PostgreSQL (after the call's
+    session was stored); a token whose callback URL is over the URL limit was accepted, and the
+    flow could then never be called back. Both are a 422 now, nothing starts, no callback comes."""
+    room = "ws://127.0.0.1:9/?roomId=r&peerId=p"
+    asks = [
+        (
+            {"callback_base_url": controller.url + "/" + "é" * 340, "token": "t"},
+            "callback_base_url is over 2048",
+        ),
+        ({"callback_base_url": controller.url, "token": "é" * 512}, "the callback URL"),
+    ]
+    with stack.client() as http:
+        for path in ("/v1/calls", "/join-call"):
+            for fields, reason in asks:
+                answer = http.post(path, json={"ws_url": room, **fields})
+                assert answer.status_code == 422, answer.text
+                assert reason in answer.text, answer.text
+    time.sleep(3)
+    assert controller.callbacks == []
+
+
 def test_a_room_at_a_private_address_is_refused_at_once(stack: Stack, controller: Controller) -> None:
     """The attack without a redirect: the gateway answers 422 ROOM_REFUSED with the reason, and
     no flow starts (no callback ever comes)."""

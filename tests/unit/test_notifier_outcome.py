@@ -10,13 +10,13 @@ import pytest
 
 from contracts.documents import FlowDecision, SessionResult
 from contracts.events import ReferencesMatched
+from contracts.http import callback_url
 from contracts.values import CallbackOutcome, ErrorCode, ErrorInfo, ModelInfo
 from examples.controller import verify
 from services.notifier.adapters import parse_reference
 from services.notifier.outcome import (
     RetryPolicy,
     callback_body,
-    callback_url,
     encode_body,
     is_retryable_status,
     liveness_part,

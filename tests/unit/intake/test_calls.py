@@ -81,3 +81,37 @@ async def test_the_broker_down_is_retryable_and_the_flow_stays_for_its_deadline(
 )
 def test_language_tags_and_the_fallback_rule(asked: str, chosen: tuple[str, bool]) -> None:
     assert choose_language(asked) == chosen
+
+
+def test_every_url_a_flow_keeps_or_calls_fits_or_the_request_is_refused() -> None:
+    """A base URL over its column (once normalised: 340 é are 2,040 characters escaped) and a
+    token whose callback URL would be over the URL limit are refused when the call is asked for;
+    the longest accepted callback URL is one the notifier's DeliverCallback carries (before, such a
+    flow was stored and then never called back: the command could not be built)."""
+    from pydantic import ValidationError
+
+    from contracts.commands import DeliverCallback
+    from contracts.http import MAX_CALLBACK_URL_LENGTH, callback_url
+    from contracts.values import CallbackOutcome
+
+    def join(base: str, token: str, datastore: str | None = None) -> JoinCallRequest:
+        return JoinCallRequest(
+            ws_url="wss://rooms.example/r", callback_base_url=base, datastore_base_url=datastore, token=token
+        )
+
+    with pytest.raises(ValidationError, match="callback_base_url is over 2048 characters once normalised"):
+        join("https://controller.example/" + "é" * 340, "t")
+    with pytest.raises(ValidationError, match="datastore_base_url is over 2048"):
+        join("https://controller.example", "t", datastore="https://store.example/" + "é" * 340)
+    with pytest.raises(ValidationError, match=r"the callback URL .* is over 2083 characters"):
+        join("https://controller.example", "é" * 512)  # 512 characters, 3,072 once escaped
+    token = "a" * 512  # the longest token
+    path = "b" * (
+        MAX_CALLBACK_URL_LENGTH - len("https://controller.example/") - len("/failure/") - len(token)
+    )
+    fits = join(f"https://controller.example/{path}/", token)
+    url = callback_url(str(fits.callback_base_url), CallbackOutcome.FAILURE, fits.token)
+    assert len(url) == MAX_CALLBACK_URL_LENGTH
+    DeliverCallback(correlation_id="f", flow_id="f", url=url, outcome=CallbackOutcome.FAILURE)
+    with pytest.raises(ValidationError, match="the callback URL"):
+        join(f"https://controller.example/{path}b/", token)
