@@ -1,6 +1,6 @@
 """The outbox table (``outbox``): messages written in the transaction of the state change they
 follow (:func:`stage`), read and marked by the relay (infra/outbox.py), forgotten once sent
-(infra/housekeeping.py).
+(infra/housekeeping.py); a sent row keeps no payload.
 
 A transaction that staged messages wakes, once it has committed, the relays of its own process
 on the same database (:meth:`SqlOutbox.wakes`): every writer's rows go out at once, whichever
@@ -93,8 +93,12 @@ class _SqlBatch:
         self._sessions = sessions
 
     async def mark_sent(self, ids: Sequence[int]) -> None:
+        """Sent: the row keeps what went where and when, not the message (a call's reference
+        photos travel inline in its MatchReferences; the sent row must not keep them)."""
         if ids:
-            await self._execute(update(OutboxRow).where(OutboxRow.id.in_(ids)).values(sent_at=utc_now()))
+            await self._execute(
+                update(OutboxRow).where(OutboxRow.id.in_(ids)).values(sent_at=utc_now(), payload={})
+            )
 
     async def mark_failed(self, row_id: int, error: str) -> None:
         await self._execute(

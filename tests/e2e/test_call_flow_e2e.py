@@ -8,6 +8,7 @@ the stand-in of tests/support/test_sfu.py."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +17,8 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
+import sqlalchemy
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from examples.controller import Controller
 from faceproof.testing.mediasoup_room import MediasoupRoom, run_bounded
@@ -44,6 +47,29 @@ def test_a_live_subject_who_is_on_the_reference_gets_a_success_callback(
     assert state["callback"]["delivery"] == "DELIVERED"
     assert callback["result"]["isLive"] is True and callback["result"]["similarity"] >= 0.5
     assert instruction_frames > 0, "the subject never received the call agent's instruction video"
+    # the reference photo went to the matcher inline, through the notifier's outbox: no row keeps it
+    photo = (controller.images / "reference.jpg").read_bytes()
+    encoded = {base64.b64encode(photo).decode()[:400], base64.urlsafe_b64encode(photo).decode()[:400]}
+    payloads = outbox_payloads(stack, state["flowId"])
+    assert payloads and not [p for p in payloads for e in encoded if e in p], "the outbox keeps the photo"
+
+
+def outbox_payloads(stack: Stack, correlation_id: str) -> list[str]:
+    """The stack's outbox rows for ``correlation_id``, their payloads as JSON text."""
+
+    async def read() -> list[str]:
+        engine = create_async_engine(stack.env["FACEPROOF_DATABASE_URL"])
+        try:
+            async with engine.connect() as connection:
+                rows = await connection.execute(
+                    sqlalchemy.text("SELECT payload::text FROM outbox WHERE correlation_id = :id"),
+                    {"id": correlation_id},
+                )
+                return [str(row[0]) for row in rows]
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(read())
 
 
 @pytest.mark.usefixtures("room_server")

@@ -85,6 +85,10 @@ async def test_rows_go_out_in_order_once_and_a_failure_holds_back_the_rest(engin
     recorder.refuse = set()
     await _drain(relay)
     assert [n for n in recorder.sent if n.startswith(tag)] == names
+    # a sent row keeps what went where, not the message (a call's MatchReferences carries photos)
+    async with factory() as session:
+        sent = (await session.scalars(select(OutboxRow).where(OutboxRow.correlation_id.in_(names)))).all()
+    assert [(row.sent_at is not None, row.payload) for row in sent] == [(True, {})] * len(names)
 
 
 async def test_sent_rows_are_forgotten_and_unsent_ones_kept(engine: AsyncEngine) -> None:
