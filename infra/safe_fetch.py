@@ -55,6 +55,7 @@ __all__ = [
     "TooLarge",
     "UrlRefused",
     "check_address",
+    "check_host",
     "check_image",
     "check_url",
     "fetch",
@@ -301,6 +302,14 @@ def _ascii_host(host: str) -> str:
         raise UrlRefused("the host is not a valid domain name") from error
 
 
+def _literal_address(host: str) -> IPAddress | None:
+    """``host`` as an IP address (an IPv6 zone id dropped), or None for a name."""
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+
+
 def _parse(url: str, policy: FetchPolicy, schemes: Mapping[str, int]) -> _Parsed:
     try:
         parts = urlsplit(url)
@@ -316,13 +325,23 @@ def _parse(url: str, policy: FetchPolicy, schemes: Mapping[str, int]) -> _Parsed
     host = _ascii_host((parts.hostname or "").rstrip("."))
     if not host:
         raise UrlRefused("the URL has no host")
-    try:
-        literal: IPAddress | None = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        literal = None
+    literal = _literal_address(host)
     if literal is not None:
         _check_addresses(host, [literal], policy)
     return _Parsed(scheme, host, port or schemes[scheme], schemes[scheme], literal)
+
+
+async def check_host(
+    host: str, policy: FetchPolicy, resolve: Resolver = resolve_host, *, port: int = 0
+) -> None:
+    """Check a bare host (a name or a literal address: a room's ICE candidate or TURN server)
+    against the policy, every address a name resolves to. Raises :class:`UrlRefused`, or
+    :class:`FetchFailed` for a name that does not resolve."""
+    host = _ascii_host(host.strip().removeprefix("[").removesuffix("]").rstrip("."))
+    if not host:
+        raise UrlRefused("no host")
+    literal = _literal_address(host)
+    _check_addresses(host, [literal] if literal is not None else await resolve(host, port), policy)
 
 
 def precheck_url(url: str, policy: FetchPolicy, *, schemes: Mapping[str, int] = HTTP_SCHEMES) -> None:

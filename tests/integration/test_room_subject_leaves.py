@@ -129,3 +129,23 @@ def test_a_room_that_offers_tcp_candidates_only_fails_at_once_saying_why(tmp_pat
     failed = events.of(CallFailed)
     assert [e.reason for e in failed] == ["SIGNALLING_ERROR"]  # type: ignore[attr-defined]
     assert "TCP candidates only" in failed[0].detail  # type: ignore[attr-defined]
+
+
+def test_a_room_whose_ice_candidates_name_an_internal_address_is_refused(tmp_path: Path) -> None:
+    """A room is any server a caller names; its createWebRtcTransport answer names the addresses
+    the agent then sends STUN checks and media to. A real mediasoup room whose transports announce
+    the cloud metadata address is refused at once, saying why (the same room announcing its own
+    allow-listed 127.0.0.1 runs every other room test here)."""
+
+    async def scenario() -> RecordingEvents:
+        events = RecordingEvents()
+        calls = RoomCalls(config(), store=LocalObjectStore(tmp_path), events=events)
+        async with MediasoupRoom("--announced-ip", "169.254.169.254") as room:
+            await calls.start(join_call(room.url("ice", "faceproof")))
+            await asyncio.wait_for(calls.wait("flow-1"), 60)
+        return events
+
+    failed = run_bounded(scenario()).of(CallFailed)
+    assert [e.reason for e in failed] == ["ROOM_REFUSED"]  # type: ignore[attr-defined]
+    why = "every ICE candidate was refused (169.254.169.254 resolves to a link-local address)"
+    assert why in failed[0].detail  # type: ignore[attr-defined]

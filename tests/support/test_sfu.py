@@ -178,6 +178,17 @@ class LiteConnection(Connection):  # type: ignore[misc]
         super().__init__(ice_controlling=False, use_ipv6=False)
         self._lite_nominated = asyncio.Event()
 
+    async def gather_candidates(self) -> None:
+        """Host candidates on 127.0.0.1 only, where the real room listens (tests/support/sfu/room.js)
+        and what the tests' address policy allows (aioice leaves loopback out by default)."""
+        if not self._local_candidates_start:
+            self._local_candidates_start = True
+            for component in self._components:
+                self._local_candidates += await self.get_component_candidates(
+                    component=component, addresses=["127.0.0.1"]
+                )
+            self._local_candidates_end = True
+
     def _valid_username(self, username: str) -> bool:
         local, colon, _ = username.partition(":")
         return colon == ":" and local == self.local_username

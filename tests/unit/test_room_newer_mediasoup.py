@@ -124,7 +124,7 @@ def test_candidates_keep_both_fields_and_take_address_when_ip_is_gone() -> None:
 async def test_a_newer_rooms_answers_make_a_device_and_its_transports() -> None:
     peer = RoomPeer(
         ProtooClient(policy=FetchPolicy(), request_timeout_s=1.0),
-        RoomConfig(),
+        RoomConfig(address_policy=FetchPolicy.create("203.0.113.7")),  # a documentation address
         on_track=lambda track: None,
         on_failure=lambda error: None,
     )
@@ -144,6 +144,6 @@ async def test_a_newer_rooms_answers_make_a_device_and_its_transports() -> None:
             ],
         },
     ):
-        transport = device.createRecvTransport(**peer._transport_options(answer))
+        transport = device.createRecvTransport(**(await peer._transport_options(answer)))
         assert transport.id == ANSWER_3_14["id"]
         await transport.close()

@@ -28,8 +28,8 @@ from pymediasoup.handlers.aiortc_handler import AiortcHandler  # type: ignore[im
 from pymediasoup.models.transport import DtlsParameters  # type: ignore[import-untyped]
 from pymediasoup.rtp_parameters import RtpCapabilities, RtpParameters  # type: ignore[import-untyped]
 
-from infra.safe_fetch import FetchPolicy
-from services.call_agent.room.errors import RoomError, SignallingError
+from infra.safe_fetch import FetchError, FetchPolicy, Resolver, check_host, resolve_host
+from services.call_agent.room.errors import RoomError, RoomRefused, SignallingError
 from services.call_agent.room.protoo import Data, ProtooClient
 
 __all__ = ["DISPLAY_NAME", "RoomConfig", "RoomPeer", "parse_ice_servers_json"]
@@ -44,9 +44,11 @@ _MEDIA_ERRORS = (MediaSoupError, ValidationError, ValueError, TypeError, KeyErro
 @dataclass(frozen=True)
 class RoomConfig:
     request_timeout_s: float = 10.0
-    #: Which room URLs may be opened (infra/safe_fetch.py; FACEPROOF_FETCH_ALLOW_HOSTS). The default
-    #: allows public addresses only.
+    #: Which room URLs may be opened, and which ICE candidates and TURN/STUN servers a room's
+    #: answer may name (infra/safe_fetch.py; FACEPROOF_FETCH_ALLOW_HOSTS). The default allows
+    #: public addresses only.
     address_policy: FetchPolicy = field(default_factory=FetchPolicy)
+    resolve: Resolver = resolve_host
     #: Only TURN relay candidates (the agent behind a strict firewall); needs TURN servers.
     relay_only: bool = False
     #: Used when the room's createWebRtcTransport answer brings no ``iceServers`` of its own.
@@ -86,6 +88,19 @@ def _candidates(raw: object) -> list[dict[str, Any]]:
                 entry["ip"] = entry["address"]
             out.append(entry)
     return out
+
+
+def ice_url_host(url: str) -> str | None:
+    """The host of a ``stun:``/``stuns:``/``turn:``/``turns:`` URL (RFC 7064/7065), else None."""
+    scheme, colon, rest = url.partition(":")
+    if not colon or scheme.lower() not in {"stun", "stuns", "turn", "turns"}:
+        return None
+    rest = rest.split("?", 1)[0]
+    if rest.startswith("["):
+        host, bracket, _port = rest[1:].partition("]")
+        return host if bracket else None
+    host = rest.split(":", 1)[0] if rest.count(":") <= 1 else ""
+    return host or None
 
 
 class _RoomHandler(AiortcHandler):  # type: ignore[misc]
@@ -258,7 +273,7 @@ class RoomPeer:
             "createWebRtcTransport",
             {"forceTcp": False, "producing": direction == "send", "consuming": direction == "recv"},
         )
-        options = self._transport_options(info)
+        options = await self._transport_options(info)
         try:
             if direction == "send":
                 transport = self._device.createSendTransport(**options)
@@ -288,11 +303,16 @@ class RoomPeer:
             transport.on("produce", on_produce)
         return transport
 
-    def _transport_options(self, info: dict[str, Any]) -> dict[str, Any]:
-        """pymediasoup's transport options from the room's createWebRtcTransport answer."""
+    async def _transport_options(self, info: dict[str, Any]) -> dict[str, Any]:
+        """pymediasoup's transport options from the room's createWebRtcTransport answer: only the
+        ICE candidates and the room's own STUN/TURN servers the address policy allows (a room is
+        any server a caller names: its answer must not send the agent's packets to internal
+        addresses, as its URL may not)."""
         servers = parse_ice_servers_json(info.get("iceServers"))
-        candidates = _candidates(info.get("iceCandidates"))
-        ice_servers = servers if servers is not None else list(self._config.ice_servers)
+        candidates = await self._allowed_candidates(_candidates(info.get("iceCandidates")))
+        ice_servers = (
+            await self._allowed_servers(servers) if servers is not None else list(self._config.ice_servers)
+        )
         if not ice_servers and not any(str(c.get("protocol", "udp")).lower() == "udp" for c in candidates):
             # aioice pairs UDP candidates only (no ICE-TCP, RFC 6544): ICE would just time out
             raise SignallingError(
@@ -308,6 +328,47 @@ class RoomPeer:
             "iceServers": ice_servers,
             "iceTransportPolicy": "relay" if self._config.relay_only else "all",
         }
+
+    async def _refusal(self, host: str) -> str | None:
+        """Why the address policy refuses ``host`` (None: allowed)."""
+        try:
+            await check_host(host, self._config.address_policy, self._config.resolve)
+        except FetchError as error:
+            return str(error)
+        return None
+
+    async def _allowed_candidates(self, candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        allowed: list[dict[str, Any]] = []
+        refusals: list[str] = []
+        for candidate in candidates:
+            refusal = await self._refusal(str(candidate.get("ip") or ""))
+            if refusal is None:
+                allowed.append(candidate)
+            else:
+                refusals.append(refusal)
+        if refusals and not allowed:
+            raise RoomRefused(f"createWebRtcTransport: every ICE candidate was refused ({refusals[0]})")
+        if refusals:
+            log.info("createWebRtcTransport: %d ICE candidates refused (%s)", len(refusals), refusals[0])
+        return allowed
+
+    async def _allowed_servers(self, servers: list[RTCIceServer]) -> list[RTCIceServer]:
+        allowed: list[RTCIceServer] = []
+        for server in servers:
+            urls = [server.urls] if isinstance(server.urls, str) else list(server.urls)
+            kept = []
+            for url in urls:
+                host = ice_url_host(url)
+                refusal = "not a STUN or TURN URL" if host is None else await self._refusal(host)
+                if refusal is None:
+                    kept.append(url)
+                else:
+                    log.info("createWebRtcTransport: an ICE server the room named was refused (%s)", refusal)
+            if kept:
+                allowed.append(
+                    RTCIceServer(urls=kept, username=server.username, credential=server.credential)
+                )
+        return allowed
 
     async def _connect_transport(self, transport_id: str, dtls_parameters: DtlsParameters) -> None:
         try:

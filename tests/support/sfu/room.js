@@ -17,6 +17,7 @@
 //   --no-leave-room      refuse leaveRoom as an unknown request (mediasoup-demo has none)
 //   --refuse METHOD      answer METHOD with an error (e.g. produce), repeatable
 //   --force-tcp          WebRTC transports with TCP candidates only
+//   --announced-ip IP    the address the transports' ICE candidates name (a room behind NAT)
 //
 // GET /subject?roomId=&peerId= is the browser subject's page (subject/, bundled by esbuild).
 //
@@ -41,7 +42,9 @@ const MEDIA_CODECS = [
 ];
 
 function parseArgs(argv) {
-  const options = { port: 0, resume: 'client', leaveRoom: true, refuse: new Set(), forceTcp: false };
+  const options = {
+    port: 0, resume: 'client', leaveRoom: true, refuse: new Set(), forceTcp: false, announcedIp: null,
+  };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === '--port') options.port = Number(argv[++i]);
@@ -49,6 +52,7 @@ function parseArgs(argv) {
     else if (arg === '--no-leave-room') options.leaveRoom = false;
     else if (arg === '--refuse') options.refuse.add(argv[++i]);
     else if (arg === '--force-tcp') options.forceTcp = true;
+    else if (arg === '--announced-ip') options.announcedIp = argv[++i];
     else throw new Error(`unknown option ${arg}`);
   }
   if (!['client', 'server'].includes(options.resume)) throw new Error('--resume client|server');
@@ -113,7 +117,7 @@ class Room {
       case 'createWebRtcTransport': {
         const forceTcp = options.forceTcp || Boolean(data.forceTcp);
         const transport = await this.router.createWebRtcTransport({
-          listenIps: [{ ip: '127.0.0.1', announcedIp: null }],
+          listenIps: [{ ip: '127.0.0.1', announcedIp: options.announcedIp }],
           enableUdp: !forceTcp,
           enableTcp: true,
           preferUdp: !forceTcp,

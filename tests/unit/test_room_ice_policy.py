@@ -1,0 +1,114 @@
+"""A room's createWebRtcTransport answer names addresses the agent will send packets to: its ICE
+candidates (STUN checks, then media) and, if it brings any, STUN/TURN servers (TURN over TCP opens
+a connection). A room is any server a caller names, so these go through the same address policy
+as its URL (infra/safe_fetch.py): the ones it refuses are dropped, and a room that leaves none is
+refused (ROOM_REFUSED)."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import pytest
+from aiortc import RTCIceServer
+
+from infra.safe_fetch import FetchFailed, FetchPolicy, IPAddress
+from services.call_agent.room.errors import RoomRefused
+from services.call_agent.room.mediasoup import RoomConfig, RoomPeer, ice_url_host
+from services.call_agent.room.protoo import ProtooClient
+
+NAMES = {"stun.example.org": "198.18.0.1", "turn.public.example": "8.8.4.4", "turn.internal": "10.1.2.3"}
+
+
+async def resolve(host: str, port: int) -> list[IPAddress]:
+    if host not in NAMES:
+        raise FetchFailed(f"cannot resolve {host!r}")
+    return [ipaddress.ip_address(NAMES[host])]
+
+
+def peer(policy: FetchPolicy | None = None) -> RoomPeer:
+    return RoomPeer(
+        ProtooClient(policy=FetchPolicy(), request_timeout_s=1.0),
+        RoomConfig(address_policy=policy or FetchPolicy(), resolve=resolve),
+        on_track=lambda track: None,
+        on_failure=lambda error: None,
+    )
+
+
+def answer(*ips: str, servers: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    candidates = [
+        {"foundation": "udp", "priority": 1, "ip": ip, "protocol": "udp", "port": 40000 + n, "type": "host"}
+        for n, ip in enumerate(ips)
+    ]
+    body: dict[str, Any] = {"id": "t", "iceParameters": {}, "iceCandidates": candidates, "dtlsParameters": {}}
+    if servers is not None:
+        body["iceServers"] = servers
+    return body
+
+
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("stun:stun.example.org", "stun.example.org"),
+        ("stun:stun.example.org:19302", "stun.example.org"),
+        ("turn:10.1.2.3:3478?transport=tcp", "10.1.2.3"),
+        ("turns:[fd00::1]:5349", "fd00::1"),
+        ("TURN:127.0.0.1", "127.0.0.1"),
+        ("http://127.0.0.1/", None),
+        ("turn:", None),
+        ("turn:[::1", None),
+        ("stun:fd00::1:3478", None),  # an IPv6 address must be bracketed
+    ],
+)
+def test_the_host_of_a_stun_or_turn_url(url: str, host: str | None) -> None:
+    assert ice_url_host(url) == host
+
+
+async def test_candidates_at_internal_addresses_are_dropped() -> None:
+    options = await peer()._transport_options(
+        answer("8.8.8.8", "127.0.0.1", "169.254.169.254", "10.0.0.7", "")
+    )
+    assert [c["ip"] for c in options["iceCandidates"]] == ["8.8.8.8"]
+
+
+async def test_a_room_whose_candidates_are_all_refused_is_refused_saying_why() -> None:
+    with pytest.raises(
+        RoomRefused, match=r"every ICE candidate was refused \(10\.0\.0\.7 resolves to a private"
+    ):
+        await peer()._transport_options(answer("10.0.0.7", "169.254.169.254"))
+
+
+async def test_allow_listed_addresses_pass_as_for_the_room_url() -> None:
+    options = await peer(FetchPolicy.create("10.0.0.0/8"))._transport_options(answer("10.0.0.7"))
+    assert [c["ip"] for c in options["iceCandidates"]] == ["10.0.0.7"]
+
+
+async def test_the_rooms_own_stun_and_turn_servers_at_internal_addresses_are_dropped() -> None:
+    servers = [
+        {
+            "urls": ["turn:127.0.0.1:6379?transport=tcp", "turn:turn.public.example:3478"],
+            "username": "u",
+            "credential": "c",
+        },
+        {"urls": "stun:stun.example.org"},  # resolves to a benchmarking (reserved) address
+        {"urls": "turn:turn.internal?transport=tcp"},
+        {"urls": "stun:unknown.invalid"},
+        {"urls": "https://turn.public.example/"},
+    ]
+    options = await peer()._transport_options(answer("8.8.8.8", servers=servers))
+    kept: list[RTCIceServer] = options["iceServers"]
+    assert [(s.urls, s.username, s.credential) for s in kept] == [
+        (["turn:turn.public.example:3478"], "u", "c")
+    ]
+
+
+async def test_the_operators_own_ice_servers_are_not_filtered() -> None:
+    mine = (RTCIceServer(urls="turn:10.9.9.9:3478", username="me", credential="secret"),)
+    room = RoomPeer(
+        ProtooClient(policy=FetchPolicy(), request_timeout_s=1.0),
+        RoomConfig(ice_servers=mine, resolve=resolve),
+        on_track=lambda track: None,
+        on_failure=lambda error: None,
+    )
+    options = await room._transport_options(answer("8.8.8.8"))
+    assert options["iceServers"] == list(mine)
