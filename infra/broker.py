@@ -49,6 +49,11 @@ BROKER_DOWN_ERRORS: Final[tuple[type[Exception], ...]] = (
     ChannelInvalidStateError,
 )
 
+#: The largest message body a process publishes: RabbitMQ 4's default ``max_message_size`` (16 MiB;
+#: 3.x took 128 MiB) less room for the properties and headers. The broker refuses a larger one,
+#: and would again on every retry: publishers check first (``MessageTooLarge``).
+MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024 - 64 * 1024
+
 log = logging.getLogger("faceproof.broker")
 
 #: What a full dead-letter queue does: drop its oldest letters. Not ``reject-publish``: RabbitMQ

@@ -5,7 +5,9 @@ So the change and its message commit together or not at all: a broker that is do
 that dies, between the commit and the publish delays the message and never loses it. The relay
 publishes the unsent rows in ``id`` order, waits for each publisher confirm, marks the confirmed
 ones sent and stops at the first failure (a later row never overtakes an earlier one); it tries
-again after a back-off. A commit in the same process that staged rows wakes the relay
+again after a back-off. A message no broker would take (over ``MAX_MESSAGE_BYTES``) is set aside
+instead, logged, without its payload: retrying it would hold back every row after it for ever.
+A commit in the same process that staged rows wakes the relay
 (:meth:`SqlOutbox.wakes`, or :meth:`OutboxRelay.wake` by hand), so its rows go out at once; a
 relay woken while another process's relay held the lock tries again after :data:`RETRY_S`.
 Idle, it polls every ``poll_s`` (2 s): only a fallback, for rows of a process that died before
@@ -34,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.outgoing import Outgoing
 from infra.db.outbox import Pending, SqlOutbox, stage
-from infra.publisher import Publisher, PublishFailed
+from infra.publisher import MessageTooLarge, Publisher, PublishFailed
 from infra.settings import Settings
 
 __all__ = ["Batch", "OutboxRelay", "OutboxStore", "Sender", "SqlOutbox", "stage"]
@@ -55,6 +57,8 @@ class Batch(Protocol):
     async def mark_sent(self, ids: Sequence[int]) -> None: ...
 
     async def mark_failed(self, row_id: int, error: str) -> None: ...
+
+    async def set_aside(self, row_id: int, error: str) -> None: ...
 
 
 class OutboxStore(Protocol):
@@ -109,6 +113,15 @@ class OutboxRelay:
             for pending in batch.messages:
                 try:
                     await self.sender.send(pending.message)
+                except MessageTooLarge as error:  # no broker takes it, ever: the rest must not wait
+                    log.error(
+                        "outbox message %s (%s) set aside: %s",
+                        pending.message.message_id,
+                        pending.message.routing_key,
+                        error,
+                    )
+                    await batch.set_aside(pending.id, str(error))
+                    continue
                 except PublishFailed as error:
                     failure = error
                     await batch.mark_failed(pending.id, str(error))

@@ -14,6 +14,7 @@ outbox in the state change's transaction, and the relay sends them through :meth
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Final
 
 from faststream.rabbit import RabbitBroker, RabbitExchange
@@ -21,9 +22,17 @@ from faststream.rabbit import RabbitBroker, RabbitExchange
 from contracts.envelope import Command, Event, Message
 from contracts.routing import COMMANDS_EXCHANGE, DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE
 from domain.outgoing import Outgoing
-from infra.broker import BROKER_DOWN_ERRORS, COMMANDS, DEAD_LETTERS, EVENTS
+from infra.broker import BROKER_DOWN_ERRORS, COMMANDS, DEAD_LETTERS, EVENTS, MAX_MESSAGE_BYTES
 
-__all__ = ["Outgoing", "PublishFailed", "Publisher", "exchange_named"]
+__all__ = [
+    "MessageTooLarge",
+    "Outgoing",
+    "PublishFailed",
+    "Publisher",
+    "body_size",
+    "check_size",
+    "exchange_named",
+]
 
 #: How long one publish (and its confirm) may take before it counts as failed.
 PUBLISH_TIMEOUT_S: Final = 10.0
@@ -37,6 +46,21 @@ _EXCHANGES: Final = {
 
 class PublishFailed(Exception):
     """The broker did not take a message (retryable); the message is the error's type name."""
+
+
+class MessageTooLarge(PublishFailed):
+    """The message's body is over ``MAX_MESSAGE_BYTES``: never sent, and retrying cannot help."""
+
+
+def check_size(body_bytes: int) -> None:
+    """Raise :class:`MessageTooLarge` for a body the broker would refuse."""
+    if body_bytes > MAX_MESSAGE_BYTES:
+        raise MessageTooLarge(f"a body of {body_bytes} bytes is over {MAX_MESSAGE_BYTES}")
+
+
+def body_size(outgoing: Outgoing) -> int:
+    """The bytes of ``outgoing``'s body as :meth:`Publisher.send` publishes it (JSON)."""
+    return len(json.dumps(outgoing.payload).encode())
 
 
 def exchange_named(name: str) -> RabbitExchange:
@@ -65,7 +89,9 @@ class Publisher:
         await self.send(Outgoing.dead_letter(message, queue, reason))
 
     async def send(self, outgoing: Outgoing, *, reply_to: str | None = None) -> None:
-        """Publish ``outgoing`` and wait for the broker's confirm; raises :class:`PublishFailed`."""
+        """Publish ``outgoing`` and wait for the broker's confirm; raises :class:`PublishFailed`
+        (:class:`MessageTooLarge` without trying: a body the broker would refuse)."""
+        check_size(body_size(outgoing))
         try:
             await asyncio.wait_for(
                 self._broker.publish(

@@ -18,10 +18,11 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, Abstrac
 
 from contracts.envelope import Command
 from infra.broker import BROKER_DOWN_ERRORS
+from infra.publisher import MessageTooLarge, check_size
 from infra.telemetry.metrics import MESSAGES_PUBLISH_FAILED, MESSAGES_PUBLISHED
 from infra.telemetry.tracing import inject
 
-__all__ = ["BrokerRpc", "BrokerUnavailable", "ReplyTimeout"]
+__all__ = ["BrokerRpc", "BrokerUnavailable", "MessageTooLarge", "ReplyTimeout"]
 
 
 class ReplyTimeout(Exception):
@@ -59,9 +60,12 @@ class BrokerRpc:
             await self._connection.close()
 
     async def request(self, command: Command, *, exchange: str, routing_key: str, deadline_s: float) -> bytes:
-        """Publish ``command`` and wait for the reply's body; raises ReplyTimeout, BrokerUnavailable."""
+        """Publish ``command`` and wait for the reply's body; raises ReplyTimeout, BrokerUnavailable,
+        MessageTooLarge (a body the broker would refuse: not sent)."""
         if self._channel is None:
             raise BrokerUnavailable("the RPC client is not started")
+        body = command.model_dump_json().encode()
+        check_size(len(body))
         request_id = uuid4().hex
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future
@@ -70,7 +74,7 @@ class BrokerRpc:
                 target = await self._channel.get_exchange(exchange, ensure=False)
                 await target.publish(
                     aio_pika.Message(
-                        command.model_dump_json().encode(),
+                        body,
                         content_type="application/json",
                         correlation_id=request_id,
                         message_id=command.message_id,

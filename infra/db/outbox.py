@@ -107,6 +107,19 @@ class _SqlBatch:
             .values(attempts=OutboxRow.attempts + 1, last_error=error[:200])
         )
 
+    async def set_aside(self, row_id: int, error: str) -> None:
+        """A message no broker will take (too large): done with, unsent, without its payload."""
+        await self._execute(
+            update(OutboxRow)
+            .where(OutboxRow.id == row_id)
+            .values(
+                sent_at=utc_now(),
+                payload={},
+                attempts=OutboxRow.attempts + 1,
+                last_error=f"set aside, not sent: {error}"[:200],
+            )
+        )
+
     async def _execute(self, statement: Update) -> None:
         if self._session is not None:
             await self._session.execute(statement)

@@ -8,9 +8,9 @@ from contracts.commands import CompareFaces, MatchReferences
 from contracts.envelope import Command, Event
 from contracts.events import FacesCompared, ReferencesMatched
 from contracts.routing import COMMANDS_EXCHANGE, CommandKey
-from infra.rpc import BrokerRpc, BrokerUnavailable, ReplyTimeout
+from infra.rpc import BrokerRpc, BrokerUnavailable, MessageTooLarge, ReplyTimeout
 
-__all__ = ["BrokerComparisons", "BrokerUnavailable", "Comparisons", "ReplyTimeout"]
+__all__ = ["BrokerComparisons", "BrokerUnavailable", "Comparisons", "MessageTooLarge", "ReplyTimeout"]
 
 Reply = TypeVar("Reply", bound=Event)
 

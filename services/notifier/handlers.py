@@ -33,8 +33,10 @@ from domain.flows import CLAIM_ATTEMPT, START_MATCHING, FlowStatus, conclusion
 from domain.outgoing import Outgoing
 from domain.ports import CommandPublisher, FlowStore, SessionReader
 from domain.records import CallFlowRecord
+from infra.broker import MAX_MESSAGE_BYTES
 from infra.db.audit import AuditAction
 from infra.db.errors import DatabaseError, DatabaseUnavailable
+from infra.publisher import MessageTooLarge, body_size, check_size
 from infra.sweeps import each
 from infra.telemetry.metrics import callback_delivery
 from services.notifier.outcome import (
@@ -203,6 +205,7 @@ async def handle_session_finished(event: SessionFinished, deps: Deps) -> None:
         return
     try:
         references = await deps.references.fetch(flow)
+        outgoing = _match_references(flow, probe, references.images)
     except ReferencesUnavailable as error:
         log.info("flow %s: references unavailable: %s", flow.id, error)
         failed = with_reasons(decision, REFERENCES_UNAVAILABLE)
@@ -210,23 +213,36 @@ async def handle_session_finished(event: SessionFinished, deps: Deps) -> None:
             deps, flow, CallbackOutcome.FAILURE, failed.model_copy(update={"reference_errors": [str(error)]})
         )
         return
-    command = MatchReferences(
-        correlation_id=flow.id,
-        flow_id=flow.id,
-        client_id=flow.owner,
-        probe=ImageData(storage_key=probe),
-        references=[ImageData(inline=image) for image in references.images],
-        fusion=Fusion.MAX,
-    )
     await deps.flows.start_matching(  # None: another delivery of the event started it first
         flow.id,
         decision=decision.model_copy(
             update={"references_used": len(references.images), "reference_errors": list(references.errors)}
         ),
         deadline=max(flow.deadline, _now() + timedelta(seconds=deps.config.match_timeout_s)),
-        request_id=command.message_id,
-        then=lambda _: [Outgoing.command(command, CommandKey.MATCH_REFERENCES)],
+        request_id=outgoing.message_id,
+        then=lambda _: [outgoing],
     )
+
+
+def _match_references(flow: CallFlowRecord, probe: str, images: list[bytes]) -> Outgoing:
+    """The MatchReferences for a flow's references. The images travel inline, so together they must
+    fit one message: else ReferencesUnavailable (the broker would refuse it, for ever)."""
+    command = MatchReferences(
+        correlation_id=flow.id,
+        flow_id=flow.id,
+        client_id=flow.owner,
+        probe=ImageData(storage_key=probe),
+        references=[ImageData(inline=image) for image in images],
+        fusion=Fusion.MAX,
+    )
+    outgoing = Outgoing.command(command, CommandKey.MATCH_REFERENCES)
+    try:
+        check_size(body_size(outgoing))
+    except MessageTooLarge:
+        raise ReferencesUnavailable(
+            f"the {len(images)} reference images are over {MAX_MESSAGE_BYTES} bytes together"
+        ) from None
+    return outgoing
 
 
 async def handle_references_matched(event: ReferencesMatched, deps: Deps) -> None:

@@ -152,3 +152,16 @@ def test_body_over_the_request_limit_is_413(stack: Stack) -> None:
             "/v1/compare", content=b"x" * (33 * 1024 * 1024), headers={"content-type": "application/json"}
         )
     assert response.status_code == 413 and response.json()["code"] == "BODY_TOO_LARGE"
+
+
+def test_two_images_each_under_the_limit_but_together_too_large_for_one_message_are_413(stack: Stack) -> None:
+    """Two photos of 7 MiB each (under the 10 MiB image limit) are over what one broker message may
+    carry once base64-encoded (RabbitMQ 4 refuses bodies over 16 MiB by default): a 413 that says
+    so, rather than a 503 on every retry."""
+    big = image_b64(PEOPLE / "obama.jpg")
+    padded = base64.b64encode(base64.b64decode(big) + b"\x00" * (7 * 1024 * 1024)).decode()  # after EOI
+    status, body = compare(stack, padded, padded)
+    assert status == 413 and body["code"] == "IMAGE_TOO_LARGE", body
+    assert "Together the images are over 16,711,680 bytes once base64-encoded" in str(body["detail"])
+    status, body = compare(stack, padded, image_b64(PEOPLE / "obama2.jpg"))  # one of them fits
+    assert status == 200 and body["match"] is True, body

@@ -23,7 +23,7 @@ from infra.db.engine import create_engine, session_factory
 from infra.db.outbox import RELAY_LOCK_KEY, SqlOutbox, stage
 from infra.db.tables import OutboxRow
 from infra.outbox import OutboxRelay
-from infra.publisher import PublishFailed
+from infra.publisher import MessageTooLarge, PublishFailed
 
 pytestmark = pytest.mark.integration
 
@@ -41,8 +41,11 @@ class Recorder:
     def __init__(self) -> None:
         self.sent: list[str] = []
         self.refuse: set[str] = set()
+        self.too_large: set[str] = set()
 
     async def send(self, outgoing: Outgoing) -> None:
+        if outgoing.correlation_id in self.too_large:
+            raise MessageTooLarge("a body of 17000000 bytes is over 16711680")
         if outgoing.correlation_id in self.refuse:
             raise PublishFailed("ConnectionResetError")
         self.sent.append(outgoing.correlation_id)
@@ -89,6 +92,23 @@ async def test_rows_go_out_in_order_once_and_a_failure_holds_back_the_rest(engin
     async with factory() as session:
         sent = (await session.scalars(select(OutboxRow).where(OutboxRow.correlation_id.in_(names)))).all()
     assert [(row.sent_at is not None, row.payload) for row in sent] == [(True, {})] * len(names)
+
+
+async def test_a_row_no_broker_would_take_is_set_aside_without_its_payload(engine: AsyncEngine) -> None:
+    factory = session_factory(engine)
+    tag = uuid.uuid4().hex[:8]
+    names = [f"{tag}-{n}" for n in range(3)]
+    for name in names:
+        async with factory.begin() as session:
+            stage(session, _finished(name))
+    recorder = Recorder()
+    recorder.too_large = {names[1]}
+    await _drain(OutboxRelay(SqlOutbox(factory), recorder))
+    assert [n for n in recorder.sent if n.startswith(tag)] == [names[0], names[2]]  # nothing held back
+    async with factory() as session:
+        aside = (await session.scalars(select(OutboxRow).where(OutboxRow.correlation_id == names[1]))).one()
+    assert aside.sent_at is not None and aside.payload == {} and aside.attempts == 1
+    assert aside.last_error == "set aside, not sent: a body of 17000000 bytes is over 16711680"
 
 
 async def test_sent_rows_are_forgotten_and_unsent_ones_kept(engine: AsyncEngine) -> None:

@@ -16,9 +16,10 @@ from contracts.events import SessionFinished
 from contracts.routing import EventKey
 from contracts.values import SessionStatus
 from domain.outgoing import Outgoing
+from infra.broker import MAX_MESSAGE_BYTES
 from infra.db.outbox import Pending
 from infra.outbox import OutboxRelay
-from infra.publisher import PublishFailed
+from infra.publisher import MessageTooLarge, Publisher, PublishFailed
 
 
 def _finished(session_id: str) -> Outgoing:
@@ -33,12 +34,16 @@ class FakeBatch:
     messages: Sequence[Pending]
     sent: list[int] = field(default_factory=list)
     failed: list[tuple[int, str]] = field(default_factory=list)
+    aside: list[tuple[int, str]] = field(default_factory=list)
 
     async def mark_sent(self, ids: Sequence[int]) -> None:
         self.sent.extend(ids)
 
     async def mark_failed(self, row_id: int, error: str) -> None:
         self.failed.append((row_id, error))
+
+    async def set_aside(self, row_id: int, error: str) -> None:
+        self.aside.append((row_id, error))
 
 
 class FakeOutbox:
@@ -61,6 +66,7 @@ class FakeOutbox:
         batch = FakeBatch(unsent[:limit])
         yield batch
         self.sent_ids.update(batch.sent)  # committed
+        self.sent_ids.update(row_id for row_id, _ in batch.aside)  # done with, not sent
         for row_id, _ in batch.failed:
             self.attempts[row_id] = self.attempts.get(row_id, 0) + 1
 
@@ -244,3 +250,31 @@ async def test_a_wake_up_that_finds_the_lock_taken_tries_again_soon_not_at_the_n
             while not broker.received:  # noqa: ASYNC110 - the relay runs in the background
                 await asyncio.sleep(0.01)
     assert _ids(broker.received) == ["s0"]
+
+
+async def test_a_message_no_broker_would_take_is_set_aside_and_the_rest_go_out() -> None:
+    """The real Publisher refuses a body over MAX_MESSAGE_BYTES before it reaches the broker; the
+    relay sets that row aside (retrying it would hold back every row after it, for ever)."""
+
+    class Broker:
+        def __init__(self) -> None:
+            self.published: list[str] = []
+
+        async def publish(self, payload: dict[str, object], **options: object) -> None:
+            self.published.append(str(options["correlation_id"]))
+
+    huge = _finished("s1")
+    huge = Outgoing(
+        huge.exchange, huge.routing_key, huge.message_id, "huge", {"blob": "x" * MAX_MESSAGE_BYTES}, None
+    )
+    outbox = FakeOutbox([_finished("s0"), huge, _finished("s2")])
+    broker = Broker()
+    publisher = Publisher(broker)  # type: ignore[arg-type]
+    with pytest.raises(MessageTooLarge):
+        await publisher.send(huge)
+    assert broker.published == []  # refused before it was sent
+
+    assert await OutboxRelay(outbox, publisher).relay_once() == 2
+    assert broker.published == ["s0", "s2"]
+    assert outbox.sent_ids == {1, 2, 3} and outbox.attempts == {}
+    assert await OutboxRelay(outbox, publisher).relay_once() == 0  # not tried again

@@ -26,7 +26,8 @@ from contracts.http import (
     VerifyResponse,
 )
 from contracts.values import ErrorCode, ErrorInfo, FaceBox, ImageData, ModelInfo, Threshold
-from services.gateway.comparisons import BrokerUnavailable, ReplyTimeout
+from infra.broker import MAX_MESSAGE_BYTES
+from services.gateway.comparisons import BrokerUnavailable, MessageTooLarge, ReplyTimeout
 from services.gateway.dependencies import PrincipalDep, Resources, ResourcesDep
 from services.gateway.json_body import OffloadedJsonRoute
 from services.gateway.problems import ProblemError
@@ -75,6 +76,14 @@ async def _answer(pending: Awaitable[Answer], deadline_s: float) -> Answer:
         ) from None
     except BrokerUnavailable:
         raise broker_unavailable() from None  # 503, Retry-After (services/gateway/problems.py)
+    except MessageTooLarge:
+        raise ProblemError(
+            413,
+            "Images too large",
+            f"Together the images are over {MAX_MESSAGE_BYTES:,} bytes once base64-encoded (about "
+            f"{MAX_MESSAGE_BYTES * 3 // 4 // 1_000_000} MB of image data in all): send smaller images.",
+            code=ErrorCode.IMAGE_TOO_LARGE,
+        ) from None
     if answer.error is not None:
         raise _problem(answer.error)
     return answer

@@ -155,6 +155,29 @@ async def test_a_live_session_without_what_matching_needs_fails(
     assert len(deliveries(notifier)) == 1
 
 
+async def test_references_too_large_for_one_message_fail_the_flow_saying_so() -> None:
+    """Two photos of 7 MiB (each under the 10 MiB image limit) are over what one message may carry
+    once base64-encoded: the broker would refuse the MatchReferences for ever (and the outbox relay
+    would have retried it, holding back every message after it). The flow fails at once, with one
+    callback that says why, and nothing is written for the matcher."""
+    seven_mib = b"\xff" * (7 * 1024 * 1024)
+    notifier = Notifier(references=FakeReferences(images=[seven_mib, seven_mib]))
+    notifier.flows.add()
+    notifier.sessions.add("session-1", SessionStatus.SUCCEEDED, LIVE)
+    await handle_session_finished(finished(), notifier.deps)
+    flow = notifier.flows.rows["flow-1"]
+    assert flow.outcome == "FAILURE" and flow.decision is not None
+    assert "REFERENCES_UNAVAILABLE" in flow.decision.reasons
+    assert flow.decision.reference_errors == ["the 2 reference images are over 16711680 bytes together"]
+    assert notifier.sent(COMMANDS_EXCHANGE, CommandKey.MATCH_REFERENCES) == []
+    assert len(deliveries(notifier)) == 1
+    one = Notifier(references=FakeReferences(images=[seven_mib]))  # one of them fits
+    one.flows.add()
+    one.sessions.add("session-1", SessionStatus.SUCCEEDED, LIVE)
+    await handle_session_finished(finished(), one.deps)
+    assert len(one.sent(COMMANDS_EXCHANGE, CommandKey.MATCH_REFERENCES)) == 1
+
+
 async def test_a_match_succeeds_with_its_similarity() -> None:
     notifier = Notifier()
     await matching(notifier)
