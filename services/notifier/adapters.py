@@ -92,7 +92,7 @@ class SafeReferenceSource:
             items = json.loads(resource.body)
         except FetchError as error:
             raise ReferencesUnavailable(f"the reference list: {type(error).__name__}: {error}") from error
-        except (ValueError, UnicodeDecodeError) as error:
+        except (ValueError, UnicodeDecodeError, RecursionError) as error:  # (nested too deep to parse)
             raise ReferencesUnavailable("the reference list is not JSON") from error
         if not isinstance(items, list):
             raise ReferencesUnavailable("the reference list is not a JSON array")

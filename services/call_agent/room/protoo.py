@@ -230,7 +230,7 @@ class ProtooClient:
     def _dispatch(self, raw: str | bytes) -> None:
         try:
             message = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # (nested too deep to parse)
             log.warning("ignoring a message that is not JSON")
             return
         if not isinstance(message, dict):

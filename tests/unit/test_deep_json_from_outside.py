@@ -1,0 +1,54 @@
+"""JSON nested too deep to parse, from a server a caller names: the controller's reference list
+and a room's protoo message. ``json.loads`` raises RecursionError (not a ValueError) there; it
+must be "not JSON" like any other bad body, not an exception that escapes the handler (the
+notifier's would be redelivered until dead-lettered, and the flow end at its deadline with the
+wrong reason)."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from collections.abc import Iterator
+from types import SimpleNamespace
+
+import pytest
+
+from infra.safe_fetch import FetchPolicy
+from services.call_agent.room.protoo import ProtooClient
+from services.notifier.adapters import SafeReferenceSource
+from services.notifier.ports import ReferencesUnavailable
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+@pytest.fixture
+def deep_list_server() -> Iterator[str]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(DEEP)))
+            self.end_headers()
+            self.wfile.write(DEEP)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+async def test_a_reference_list_nested_too_deep_is_not_json(deep_list_server: str) -> None:
+    source = SafeReferenceSource(FetchPolicy.create("127.0.0.1", timeout_s=20), max_references=10)
+    flow = SimpleNamespace(callback_base_url=deep_list_server, token="t", datastore_base_url=None)
+    with pytest.raises(ReferencesUnavailable, match="the reference list is not JSON"):
+        await source.fetch(flow)  # type: ignore[arg-type]
+
+
+def test_a_room_message_nested_too_deep_is_ignored() -> None:
+    client = ProtooClient(policy=FetchPolicy(), request_timeout_s=1.0)
+    client._dispatch(DEEP)  # logged and dropped, as any message that is not JSON
+    client._dispatch(DEEP.decode())
