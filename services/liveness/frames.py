@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Final
 
@@ -59,6 +60,10 @@ IDENTITY_EVERY_FRAMES: Final = 4
 MAX_TRACK_GAP: Final = 2
 #: Sessions whose tracking state a worker keeps (least recently used dropped first).
 MAX_TRACKED_SESSIONS: Final = 256
+#: A session's tracking state (its last face mesh) is dropped once no frame of it came for this long:
+#: an ended or erased session's landmarks do not stay in memory, and a subject back later only
+#: costs one detection.
+TRACK_IDLE_S: Final = 60.0
 
 
 class InvalidFrame(ValueError):
@@ -78,6 +83,7 @@ class _Track:
     lock: threading.Lock
     last_sequence: int | None = None
     detected_sequence: int | None = None
+    used_at: float = field(default_factory=time.monotonic)
 
     def must_detect(self, sequence: int, detect_every: int) -> bool:
         """Whether ``sequence`` runs the detector (see the module docstring)."""
@@ -119,6 +125,16 @@ class FrameProcessor:
         with self._tracks_lock:
             self._tracks.pop(session_id, None)
 
+    def forget_idle(self, now: float | None = None) -> int:
+        """Drop the tracking state of sessions with no frame for :data:`TRACK_IDLE_S`; how many."""
+        now = time.monotonic() if now is None else now
+        dropped = 0
+        with self._tracks_lock:
+            while self._tracks and now - next(iter(self._tracks.values())).used_at > TRACK_IDLE_S:
+                self._tracks.popitem(last=False)  # least recently used first
+                dropped += 1
+        return dropped
+
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
@@ -139,6 +155,7 @@ class FrameProcessor:
                 while len(self._tracks) > MAX_TRACKED_SESSIONS:
                     self._tracks.popitem(last=False)
             self._tracks.move_to_end(session_id)
+            track.used_at = time.monotonic()
             return track
 
     def analyse_now(self, session_id: str, sequence: int, jpeg: bytes, *, eyes: bool = True) -> AnalysedFrame:

@@ -162,8 +162,10 @@ class LivenessWorker:
         await self._database.dispose()
 
     async def expire(self) -> None:
-        """Expire overdue sessions; finish those the matcher left waiting too long."""
+        """Expire overdue sessions; finish those the matcher left waiting too long; drop the
+        tracking state of sessions that sent no frame for a while."""
         await sweep(self.deps, match_timeout_s=self.settings.match_timeout_s)
+        self.frames.forget_idle()
 
     async def purge(self) -> list[str]:
         """Erase the biometric data of sessions past retention (every worker may run it: each

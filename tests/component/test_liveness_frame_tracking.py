@@ -78,3 +78,30 @@ def test_a_worker_that_missed_more_than_one_frame_detects() -> None:
     # a worker that gets every third frame has nothing recent to track from
     frames = analyse(3, [n % 3 for n in range(FRAMES)])
     assert detected(frames, range(FRAMES)) == list(range(FRAMES))
+
+
+def test_a_session_that_sent_no_frame_for_a_while_leaves_no_tracking_state() -> None:
+    """Its last face mesh is dropped once it was idle TRACK_IDLE_S (an ended or erased session's
+    landmarks do not stay in the worker's memory); a frame after that is detected afresh."""
+    import time
+
+    from services.liveness.frames import TRACK_IDLE_S
+
+    async def run() -> tuple[int, int, bool]:
+        m = models()
+        processor = FrameProcessor(m.analyzer, m.embedder, concurrency=1)
+        try:
+            for sequence in range(3):
+                await processor.analyse("idle", sequence, jpegs()[sequence], eyes=False)
+            await processor.analyse("busy", 0, jpegs()[0], eyes=False)
+            now = time.monotonic()
+            kept = processor.forget_idle(now + TRACK_IDLE_S / 2)  # nobody idle long enough yet
+            dropped = processor.forget_idle(now + TRACK_IDLE_S + 1)
+            again = await processor.analyse("idle", 3, jpegs()[3], eyes=False)  # would be tracked
+            return kept, dropped, again.analysis.detected
+        finally:
+            processor.close()
+
+    kept, dropped, detected_again = asyncio.run(run())
+    assert (kept, dropped) == (0, 2)
+    assert detected_again
