@@ -155,8 +155,16 @@ class HttpCallbackSender:
         )
 
     async def put(self, url: str, body: bytes, headers: dict[str, str]) -> int:
+        # one time limit for the lookup and the PUT: an attempt must end well within its lease, or
+        # the sweeper would send the next one while this one still runs (a second callback)
+        deadline = asyncio.get_running_loop().time() + self._timeout
         try:
-            target = await check_url(url, self._policy, self._resolve)
+            async with asyncio.timeout_at(deadline):
+                target = await check_url(url, self._policy, self._resolve)
+        except TimeoutError as error:
+            raise CallbackUnreachable(
+                f"the callback host was not resolved within {self._timeout:g} s"
+            ) from error
         except UrlRefused as error:
             raise CallbackRefused(f"the callback URL is refused: {error.reason}") from error
         except FetchError as error:
@@ -166,7 +174,6 @@ class HttpCallbackSender:
         request = self._client.build_request(
             "PUT", target.pinned_url, content=body, headers=sent, extensions=extensions
         )
-        deadline = asyncio.get_running_loop().time() + self._timeout
         try:
             async with asyncio.timeout_at(deadline):
                 response = await self._client.send(request, stream=True)

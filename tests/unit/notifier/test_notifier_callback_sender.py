@@ -82,3 +82,26 @@ async def test_a_name_that_does_not_resolve_is_unreachable_not_refused() -> None
             await sender.put(URL, b"", {})
     finally:
         await sender.close()
+
+
+async def test_a_slow_lookup_counts_against_the_same_time_limit() -> None:
+    """The attempt must end well within its lease (else the sweeper sends the next one while this
+    one still runs: a second callback); the lookup and the PUT share the one limit."""
+    seen: list[httpx.Request] = []
+
+    async def slow(host: str, port: int) -> list[IPAddress]:
+        await asyncio.sleep(5)
+        return await public(host, port)
+
+    sender = HttpCallbackSender(
+        FetchPolicy(),
+        timeout_s=0.2,
+        transport=httpx.MockTransport(lambda request: seen.append(request) or httpx.Response(200)),
+        resolve=slow,
+    )
+    try:
+        with pytest.raises(CallbackUnreachable, match=r"not resolved within 0\.2 s"):
+            await sender.put(URL, b"", {})
+    finally:
+        await sender.close()
+    assert seen == []  # nothing was sent
