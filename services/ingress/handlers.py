@@ -24,11 +24,13 @@ from contracts.http import CompareRequest, CreateCallRequest, CreateSessionReque
 from contracts.languages import choose_language
 from contracts.public import CallStarted, CommandRejected, RejectReason, SessionCreated
 from contracts.routing import INGRESS_COMMANDS, PUBLIC_COMMANDS_EXCHANGE, PublicEventKey
-from contracts.values import ImageData
+from contracts.values import ErrorCode, ImageData
 from domain.limits import Limits
 from domain.ports import RateBuckets
+from infra.broker import MAX_MESSAGE_BYTES
 from infra.db.ingress import BrokerClient, CommandStatus
 from infra.dead_letters import RedactedLetter
+from infra.publisher import MessageTooLarge, check_size
 from infra.settings import Settings
 from services.ingress.envelope import Envelope, Rejected, allowed_reply_to, parse_body, read_envelope
 from services.intake.caller import Caller
@@ -263,6 +265,14 @@ async def _compare(
         quality_filter=body.quality_filter,
         max_target_faces=settings.max_target_faces,
     )
+    try:  # the images travel inline: together they must fit one message (the broker refuses more)
+        check_size(len(command.model_dump_json().encode()))
+    except MessageTooLarge:
+        raise Rejected(
+            ErrorCode.IMAGE_TOO_LARGE.value,
+            f"together the images are over {MAX_MESSAGE_BYTES} bytes once base64-encoded: "
+            "send smaller images",
+        ) from None
     # The matcher answers reply_to itself (or publishes FacesCompared, which we relay).
     await deps.outbox.compare(command, reply_to=envelope.reply_to, correlation_id=correlation_id)
 

@@ -198,6 +198,18 @@ async def test_a_body_over_the_limit_is_rejected_before_it_is_parsed() -> None:
     assert event.reason == "BODY_TOO_LARGE"
 
 
+async def test_images_together_over_what_one_message_carries_are_rejected_and_nothing_is_sent() -> None:
+    """Two photos of 7 MiB (each under the image limit): the forwarded CompareFaces would be over
+    the 16 MiB a broker takes (RabbitMQ 4's default), refused on every redelivery."""
+    padded = base64.b64encode(jpeg() + b"\x00" * (7 * 1024 * 1024)).decode()  # bytes after the image's end
+    ingress = Ingress()
+    await run(ingress, delivery("compare.faces"), body({"source": padded, "target": padded}))
+    _, event = rejection(ingress.outbox)
+    assert event.reason == "IMAGE_TOO_LARGE" and "together the images are over 16711680 bytes" in event.detail
+    assert [m for m in ingress.outbox.sent if m.where == "inside"] == []
+    assert [letter.reason for letter in ingress.dead_letters.letters] == ["IMAGE_TOO_LARGE"]
+
+
 async def test_over_the_rate_limit_is_rejected_and_may_be_sent_again() -> None:
     ingress = Ingress(limiter=FakeLimiter(allowance=0))
     await run(ingress, delivery("compare.faces"), compare_body())
