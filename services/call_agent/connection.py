@@ -13,8 +13,6 @@ from datetime import datetime
 from typing import Any
 
 from aiortc import (
-    InvalidAccessError,
-    InvalidStateError,
     MediaStreamTrack,
     RTCConfiguration,
     RTCDataChannel,
@@ -92,7 +90,7 @@ def parse_ice_servers(raw: str) -> tuple[RTCIceServer, ...]:
 def _has_video(sdp: str) -> bool:
     try:
         description = SessionDescription.parse(sdp)
-    except (ValueError, LookupError, TypeError) as error:
+    except Exception as error:  # the browser's text: aiortc's parser raises many kinds on bad SDP
         raise InvalidOffer(f"unparsable SDP ({type(error).__name__})") from None
     return any(media.kind == "video" for media in description.media)
 
@@ -169,7 +167,8 @@ class PeerSession:
                 InstructionTrack(self.frames.latest, self.screen, rendered=self.instructions.rendered)
             )
             await pc.setLocalDescription(await pc.createAnswer())
-        except (ValueError, LookupError, TypeError, InvalidAccessError, InvalidStateError) as error:
+        except Exception as error:  # an offer aiortc cannot apply or answer (OperationError: no codec
+            # in common, AttributeError or RuntimeError on lines it half parses): the browser's fault
             raise InvalidOffer(f"the offer cannot be answered ({type(error).__name__})") from None
         description = pc.localDescription
         if description is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -46,6 +47,21 @@ pytestmark = pytest.mark.integration
 VIDEO = DATA_DIR / "video" / "lestari15_real.mp4"
 FPS = 8
 WAIT_S = 20.0
+
+
+def broken_offers(offer: str) -> dict[str, str]:
+    """A browser's offer spoiled three ways that aiortc meets with AttributeError, StopIteration
+    and OperationError (not ValueError): each must be an INVALID_OFFER answer, not a redelivered
+    command and a 504 at the gateway."""
+    video = offer.index("m=video")
+    return {
+        "a bare a=ssrc line": offer[:video]
+        + re.sub(r"(m=video[^\r\n]*\r\n)", r"\1a=ssrc\r\n", offer[video:], count=1),
+        "fmtp of a payload type without rtpmap": offer.replace(
+            "a=rtcp-mux\r\n", "a=rtcp-mux\r\na=fmtp:123 apt=96\r\n", 1
+        ),
+        "a video codec aiortc has not": re.sub(r"(a=rtpmap:\d+ )(VP8|H264|rtx)/", r"\1H265/", offer),
+    }
 
 
 def load_frames(count: int = 24) -> list[np.ndarray]:
@@ -259,6 +275,9 @@ async def test_a_session_streams_frames_and_shows_instructions_until_it_finishes
         garbage = await running.start(record.id, "conn-2", "this is not SDP", expires_at=expires_at)
         assert garbage.error is not None and garbage.error.code is ErrorCode.INVALID_OFFER
         assert not garbage.answer_sdp
+        for name, bad in broken_offers(offer).items():  # aiortc raises other errors on these
+            refused = await running.start(record.id, "conn-2", bad, expires_at=expires_at)
+            assert refused.error is not None and refused.error.code is ErrorCode.INVALID_OFFER, name
 
         started = await running.start(record.id, "conn-2", offer, expires_at=expires_at, base=sequence_base)
         assert started.error is None and started.connection_id == "conn-2"
