@@ -206,6 +206,28 @@ async def test_join_unanswered_fails_the_call_with_signalling_error(tmp_path: Pa
     assert events.of(CallJoined) == [] and events.of(SessionStarted) == []
 
 
+async def test_an_unexpected_error_while_joining_ends_the_call_with_one_call_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Injected fault: joining raises what no RoomError names (a room's answer nobody foresaw, a
+    bug). The call ends at once with one CallFailed(SIGNALLING_ERROR) naming it, instead of its
+    join task dying unseen and the call holding a slot until its deadline."""
+
+    async def broken(self: RoomPeer, outbound: MediaStreamTrack) -> dict[str, object]:
+        raise RuntimeError("unforeseen")
+
+    monkeypatch.setattr(RoomPeer, "join", broken)
+    events = RecordingEvents()
+    async with TestSfu() as sfu:
+        calls = RoomCalls(config(request_timeout_s=2.0), store=LocalObjectStore(tmp_path), events=events)
+        await calls.start(join_call(sfu.url()))
+        outcome = await asyncio.wait_for(calls.wait("flow-1"), WAIT_S)
+    assert outcome.failure is not None
+    failed = events.of(CallFailed)
+    assert [e.reason for e in failed] == ["SIGNALLING_ERROR"]  # type: ignore[attr-defined]
+    assert failed[0].detail == "join failed (RuntimeError)"  # type: ignore[attr-defined]
+
+
 def closed_port() -> int:
     """A loopback port nobody listens on (bound, then released)."""
     with socket.socket() as sock:

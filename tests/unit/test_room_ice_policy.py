@@ -94,6 +94,8 @@ async def test_the_rooms_own_stun_and_turn_servers_at_internal_addresses_are_dro
         {"urls": "turn:turn.internal?transport=tcp"},
         {"urls": "stun:unknown.invalid"},
         {"urls": "https://turn.public.example/"},
+        {"urls": [1, None, {"u": "x"}]},  # not strings: dropped, not a crash
+        {"urls": 5},
     ]
     options = await peer()._transport_options(answer("8.8.8.8", servers=servers))
     kept: list[RTCIceServer] = options["iceServers"]

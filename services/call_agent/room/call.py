@@ -278,6 +278,25 @@ class RoomCall:
         task: asyncio.Task[None] = asyncio.create_task(work, name=f"room-call-{name}-{self.flow_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda done: self._died(done, name))
+
+    def _died(self, task: asyncio.Task[None], name: str) -> None:
+        """A task that raised what the room or the subject sent unexpectedly ends the call as a
+        signalling failure (one CallFailed), rather than leaving it stuck until its deadline."""
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        log.warning(
+            "the call's %s task failed (%s)",
+            name,
+            type(error).__name__,
+            extra={"session_id": self.session_id, "flow_id": self.flow_id},
+        )
+        self._fail(
+            error
+            if isinstance(error, RoomError)
+            else SignallingError(f"{name} failed ({type(error).__name__})")
+        )
 
     def _on_track(self, track: MediaStreamTrack) -> None:
         if self._away is not None:  # the subject is back: a new connection, the challenge again

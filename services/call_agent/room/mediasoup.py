@@ -56,19 +56,27 @@ class RoomConfig:
     display_name: str = DISPLAY_NAME
 
 
+def _urls(raw: object) -> list[str]:
+    """An RTCIceServer's ``urls``: one string or a list of them (anything else is dropped)."""
+    if isinstance(raw, str):
+        return [raw]
+    return [url for url in raw if isinstance(url, str)] if isinstance(raw, list) else []
+
+
 def parse_ice_servers_json(entries: object) -> list[RTCIceServer] | None:
     """The ``iceServers`` a room may send with a transport (RTCIceServer dicts); None if absent."""
     if not isinstance(entries, list):
         return None
     servers: list[RTCIceServer] = []
     for entry in entries:
-        if not isinstance(entry, dict) or not isinstance(entry.get("urls"), str | list):
+        urls = _urls(entry.get("urls")) if isinstance(entry, dict) else []
+        if not urls:
             continue
         username = entry.get("username")
         credential = entry.get("credential")
         servers.append(
             RTCIceServer(
-                urls=entry["urls"],
+                urls=urls,
                 username=username if isinstance(username, str) else None,
                 credential=credential if isinstance(credential, str) else None,
             )
@@ -332,7 +340,10 @@ class RoomPeer:
     async def _refusal(self, host: str) -> str | None:
         """Why the address policy refuses ``host`` (None: allowed)."""
         try:
-            await check_host(host, self._config.address_policy, self._config.resolve)
+            async with asyncio.timeout(self._config.request_timeout_s):  # a name's lookup included
+                await check_host(host, self._config.address_policy, self._config.resolve)
+        except TimeoutError:
+            return f"{host} was not resolved within {self._config.request_timeout_s:g} s"
         except FetchError as error:
             return str(error)
         return None

@@ -206,7 +206,7 @@ class ProtooClient:
         if self._socket is not None:
             await self._socket.close()
         if self._reader is not None:
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # closing: how it ended is moot
                 await self._reader
         for task in list(self._handlers):
             task.cancel()
@@ -230,7 +230,8 @@ class ProtooClient:
     def _dispatch(self, raw: str | bytes) -> None:
         try:
             message = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # (nested too deep to parse)
+        except (ValueError, RecursionError):  # (JSONDecodeError, bad UTF-8, an int of 4,300+ digits,
+            # nested too deep): the room's text, not ours to fail on
             log.warning("ignoring a message that is not JSON")
             return
         if not isinstance(message, dict):
