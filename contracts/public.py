@@ -56,6 +56,7 @@ class RejectReason(StrEnum):
     BODY_TOO_LARGE = "BODY_TOO_LARGE"
     MALFORMED_JSON = "MALFORMED_JSON"
     INVALID_REQUEST = "INVALID_REQUEST"  # valid JSON that does not match the command's schema
+    INVALID_CHARACTER = "INVALID_CHARACTER"  # a NUL character in the body's strings or the ids
     UNAVAILABLE = "UNAVAILABLE"  # storage or database down while the command was valid
 
 

@@ -1,7 +1,7 @@
 """`faceproof bench guard`: what the gateway's request guard costs per MiB of body, on honest and on
 crafted bodies (docs/benchmarks.md).
 
-Two figures per body: ``scan`` is the linear JSON scan alone (services/gateway/json_scan.py, the
+Two figures per body: ``scan`` is the linear JSON scan alone (services/intake/json_scan.py, the
 whole body, no early stop); ``guard`` is the ASGI middleware as the gateway runs it (headers,
 authentication by the static token, the body read in 64 KiB messages as uvicorn hands it over,
 the scan in a worker thread, the body passed on), with nothing behind it. No network, no database.
@@ -26,8 +26,8 @@ from faceproof.bench.stats import ms_summary
 from infra.settings import Settings
 from services.gateway.auth import Authenticator, Principal
 from services.gateway.body_rules import BodyRules
-from services.gateway.json_scan import scan_json
 from services.gateway.limits import RequestGuard
+from services.intake.json_scan import scan_json
 
 __all__ = ["GuardBench", "guard_bodies", "run_guard_bench"]
 

@@ -13,7 +13,7 @@ One ASGI middleware, :class:`RequestGuard`, in this order:
    browser's routes;
 4. the route's body limit (:mod:`services.gateway.body_rules`): 413 ``BODY_TOO_LARGE`` from a
    declared ``Content-Length``, or as soon as the bytes read pass it;
-5. one linear scan of the body (:mod:`services.gateway.json_scan`), off the event loop when the
+5. one linear scan of the body (:mod:`services.intake.json_scan`), off the event loop when the
    body is large: 400 ``JSON_TOO_DEEP``, 400 ``INVALID_CHARACTER`` (every body, whatever its
    ``Content-Type``).
 
@@ -33,8 +33,8 @@ from services.gateway.auth import Principal, remember_principal
 from services.gateway.body_rules import Auth, BodyRules
 from services.gateway.client_tokens import bearer_token, client_unauthorized
 from services.gateway.json_body import OFFLOAD_ABOVE_BYTES
-from services.gateway.json_scan import JsonScan, json_depth, scan_json
 from services.gateway.problems import ProblemError, database_unavailable, problem_response
+from services.intake.json_scan import JsonScan, json_depth, scan_json
 
 #: json_depth: re-exported for the callers that check a body's depth alone.
 __all__ = ["SINGLE_HEADERS", "RequestGuard", "json_depth"]

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ValidationError
 
 from contracts.public import PUBLIC_COMMAND_BODIES, SCHEMA_VERSION_HEADER, RejectReason
 from contracts.routing import PUBLIC_API_VERSION
+from services.intake.json_scan import has_nul
 
 __all__ = ["Envelope", "Rejected", "allowed_reply_to", "parse_body", "read_envelope"]
 
@@ -77,6 +78,10 @@ def read_envelope(
     )
     if envelope.message_id is None or len(envelope.message_id) > MAX_MESSAGE_ID:
         raise Rejected(RejectReason.MISSING_MESSAGE_ID, f"set message_id (1 to {MAX_MESSAGE_ID} characters)")
+    if "\x00" in envelope.message_id or "\x00" in (envelope.correlation_id or ""):
+        raise Rejected(
+            RejectReason.INVALID_CHARACTER, "NUL characters are not allowed in message_id or correlation_id"
+        )
     if envelope.reply_to is not None and allowed_reply_to(envelope.reply_to, envelope.user_id) is None:
         raise Rejected(
             RejectReason.INVALID_REPLY_TO,
@@ -103,6 +108,8 @@ def read_envelope(
 def parse_body(command: str, body: bytes) -> BaseModel:
     """The command's body as its HTTP request model; never echoes the input (images, tokens)."""
     model = PUBLIC_COMMAND_BODIES[command]
+    if has_nul(body):  # no text column or JSONB value stores one (the gateway refuses it too)
+        raise Rejected(RejectReason.INVALID_CHARACTER, "NUL characters are not allowed in JSON strings")
     try:
         return model.model_validate_json(body or b"{}")
     except ValidationError as error:

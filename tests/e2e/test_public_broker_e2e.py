@@ -226,18 +226,21 @@ async def test_malformed_and_oversized_commands_are_rejected_and_dead_lettered(
         channel, upstream, "session.start", {"reference": "http://169.254.169.254/latest/meta-data"}
     )
     assert refused_url.reason == "REFERENCE_URL_REFUSED"
+    # PostgreSQL stores no NUL: it was a database error, a nack, and the whole body dead-lettered
+    nul = await _rejection(channel, upstream, "session.start", {"clientRequestToken": "a\u0000b"})
+    assert nul.reason == "INVALID_CHARACTER"
 
     # the same events on the client's public events, and each command in the dead-letter queue
-    reasons = {CommandRejected.model_validate_json((await _next(events)).body).reason for _ in range(6)}
+    reasons = {CommandRejected.model_validate_json((await _next(events)).body).reason for _ in range(7)}
     assert reasons == {
         "MALFORMED_JSON", "INVALID_REQUEST", "IMAGE_TOO_LARGE", "INVALID_IMAGE", "UNKNOWN_COMMAND",
-        "REFERENCE_URL_REFUSED",
+        "REFERENCE_URL_REFUSED", "INVALID_CHARACTER",
     }  # fmt: skip
     for _ in range(60):
-        if await _dead_letters(stack) >= before + 6:
+        if await _dead_letters(stack) >= before + 7:
             break
         await asyncio.sleep(0.5)
-    assert await _dead_letters(stack) >= before + 6
+    assert await _dead_letters(stack) >= before + 7
 
 
 async def test_a_reply_to_outside_the_publishers_namespace_is_refused_and_nothing_is_published(

@@ -1,4 +1,4 @@
-"""The request guard's body scan (services/gateway/json_scan.py): JSON depth and NUL characters in
+"""The request guard's body scan (services/intake/json_scan.py): JSON depth and NUL characters in
 one linear pass, checked against a plain byte-by-byte state machine on every split into chunks."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from services.gateway.json_scan import scan_json
+from services.intake.json_scan import scan_json
 
 
 def _reference(body: bytes) -> tuple[int, bool]:

@@ -178,6 +178,8 @@ async def test_a_refused_command_is_dead_lettered_without_its_body() -> None:
         (delivery("delete.everything"), b"{}", "UNKNOWN_COMMAND"),
         (delivery("compare.faces"), b'{"source": "x"}', "INVALID_REQUEST"),
         (delivery("session.start"), body({"reference": "bm90IGFuIGltYWdl"}), "INVALID_IMAGE"),
+        (delivery("session.start"), body({"clientRequestToken": "a\u0000b"}), "INVALID_CHARACTER"),
+        (delivery("session.start", message_id="m\x00-1"), b"{}", "INVALID_CHARACTER"),
     ],
 )
 async def test_each_bad_command_is_rejected_with_its_reason(
