@@ -28,6 +28,7 @@ from contracts.values import ErrorCode, ImageData
 from domain.limits import Limits
 from domain.ports import RateBuckets
 from infra.broker import MAX_MESSAGE_BYTES
+from infra.db.errors import DatabaseError, DatabaseUnavailable
 from infra.db.ingress import BrokerClient, CommandStatus
 from infra.dead_letters import RedactedLetter
 from infra.publisher import MessageTooLarge, check_size
@@ -203,6 +204,19 @@ async def handle_command(
             raise
         await deps.processed.finish(client.client_id, envelope.message_id, CommandStatus.REJECTED)
         refused = Rejected(error.code, error.detail)
+        refused.client_id = client.client_id
+        raise refused from None
+    except DatabaseUnavailable:
+        raise  # retry
+    except DatabaseError as error:  # permanent: what the command holds cannot be stored; a nack
+        # would redeliver it until RabbitMQ dead-lettered it whole (images, tokens)
+        log.warning(
+            "%s %s refused by the database (%s)", envelope.command, envelope.message_id, type(error).__name__
+        )
+        await deps.processed.finish(client.client_id, envelope.message_id, CommandStatus.REJECTED)
+        refused = Rejected(
+            RejectReason.INVALID_REQUEST, f"the command could not be stored ({type(error).__name__})"
+        )
         refused.client_id = client.client_id
         raise refused from None
     await deps.processed.finish(client.client_id, envelope.message_id, CommandStatus.DONE)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -210,6 +211,31 @@ async def test_images_together_over_what_one_message_carries_are_rejected_and_no
     assert event.reason == "IMAGE_TOO_LARGE" and "together the images are over 16711680 bytes" in event.detail
     assert [m for m in ingress.outbox.sent if m.where == "inside"] == []
     assert [letter.reason for letter in ingress.dead_letters.letters] == ["IMAGE_TOO_LARGE"]
+
+
+async def test_a_command_the_database_refuses_for_good_is_rejected_not_redelivered() -> None:
+    """Injected fault: a permanent database error while the command runs (what it holds cannot be
+    stored). A nack would redeliver it until RabbitMQ dead-lettered the whole body; it is rejected
+    and dead-lettered redacted instead. The database down (retryable) still raises for a retry."""
+    from infra.db.errors import DatabaseError, DatabaseUnavailable
+
+    def refusing(error: DatabaseError) -> Callable[..., Awaitable[object]]:
+        async def refuse(*args: object, **kwargs: object) -> object:
+            raise error
+
+        return refuse
+
+    for error, rejected in ((DatabaseError("22021"), True), (DatabaseUnavailable("08006"), False)):
+        ingress = Ingress()
+        ingress.sessions.create = refusing(error)  # type: ignore[method-assign]
+        if rejected:
+            await run(ingress, delivery("session.start"), body({}))
+            _, event = rejection(ingress.outbox)
+            assert event.reason == "INVALID_REQUEST" and "could not be stored (DatabaseError)" in event.detail
+            assert [letter.reason for letter in ingress.dead_letters.letters] == ["INVALID_REQUEST"]
+        else:
+            with pytest.raises(DatabaseUnavailable):
+                await run(ingress, delivery("session.start"), body({}))
 
 
 async def test_over_the_rate_limit_is_rejected_and_may_be_sent_again() -> None:
