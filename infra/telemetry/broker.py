@@ -23,6 +23,7 @@ from faststream.exceptions import AckMessage, RejectMessage
 from faststream.rabbit.opentelemetry import RabbitTelemetryMiddleware
 from faststream.rabbit.response import RabbitPublishCommand
 
+from contracts.routing import PUBLIC_EVENTS_EXCHANGE
 from infra.telemetry import context as log_context
 from infra.telemetry.metrics import (
     HANDLER_DURATION,
@@ -50,11 +51,15 @@ def message_ids(body: bytes) -> dict[str, str]:
 
 
 def publish_labels(cmd: RabbitPublishCommand) -> tuple[str, str]:
-    """(exchange, routing key) labels of a publish; a reply (default exchange) is ('default', 'reply')."""
+    """(exchange, routing key) labels of a publish; a reply (default exchange) is ('default', 'reply');
+    a public event's key ``<client id>.<event key>`` is ``*.<event key>`` (labels hold no ids)."""
     exchange = cmd.exchange.name if cmd.exchange is not None else ""
     if not exchange:
         return "default", "reply"
-    return exchange, cmd.destination or ""
+    key = cmd.destination or ""
+    if exchange == PUBLIC_EVENTS_EXCHANGE:
+        key = "*." + key.partition(".")[2]
+    return exchange, key
 
 
 class BrokerMetrics(BaseMiddleware[RabbitPublishCommand, Any]):

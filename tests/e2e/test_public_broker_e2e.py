@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
+import httpx
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 from aio_pika.exceptions import ChannelClosed
@@ -241,6 +242,11 @@ async def test_malformed_and_oversized_commands_are_rejected_and_dead_lettered(
             break
         await asyncio.sleep(0.5)
     assert await _dead_letters(stack) >= before + 7
+    # the ingress counts what it published on the client's public keys, and names no client
+    async with httpx.AsyncClient(timeout=10) as http:
+        metrics = (await http.get(f"http://127.0.0.1:{stack.metrics_ports['ingress']}/metrics")).text
+    assert 'routing_key="*.command.rejected"' in metrics
+    assert upstream.client_id not in metrics
 
 
 async def test_a_reply_to_outside_the_publishers_namespace_is_refused_and_nothing_is_published(
