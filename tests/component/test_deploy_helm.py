@@ -360,3 +360,20 @@ def test_the_scaled_gpu_values_scale_each_worker_on_its_own() -> None:
     assert agent["hostNetwork"] is True and "podAntiAffinity" in agent["affinity"]
     for name in ("gateway", "call-agent", "liveness", "notifier"):
         assert not container(deployments[f"fp-faceproof-{name}"])["image"].endswith("-gpu"), name
+
+
+def test_a_call_agent_on_the_nodes_network_keeps_its_metrics_off_other_interfaces_and_ports() -> None:
+    """With hostNetwork its ports are the node's: /metrics binds the node's own address
+    (status.podIP), not 0.0.0.0 (the node may face the internet for WebRTC), on a port of its own
+    (9100 is node-exporter's hostPort on most clusters: the pod would never schedule)."""
+    objects = render({**BASE, "services": {"callAgent": {"hostNetwork": True}}})
+    deployments = by_kind(objects, "Deployment")
+    agent = deployments["fp-faceproof-call-agent"]
+    assert agent["spec"]["template"]["spec"]["hostNetwork"] is True
+    env = {item["name"]: item for item in container(agent)["env"]}
+    assert env["FACEPROOF_HOST"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert env["FACEPROOF_METRICS_PORT"]["value"] == "9109"
+    assert {p["name"]: p["containerPort"] for p in container(agent)["ports"]} == {"metrics": 9109}
+    assert agent["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == "9109"
+    matcher = {item["name"]: item for item in container(deployments["fp-faceproof-matcher"])["env"]}
+    assert "FACEPROOF_HOST" not in matcher and matcher["FACEPROOF_METRICS_PORT"]["value"] == "9100"
