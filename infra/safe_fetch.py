@@ -27,6 +27,7 @@ Errors form a small hierarchy (:class:`FetchError`): :class:`UrlRefused` (with a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import ipaddress
 import socket
@@ -128,7 +129,10 @@ class FetchPolicy:
             try:
                 networks.append(ipaddress.ip_network(item, strict=False))
             except ValueError:
-                hosts.add(item.rstrip("."))
+                name = item.rstrip(".")
+                with contextlib.suppress(UrlRefused):  # a name IDNA refuses matches no URL's host
+                    name = _ascii_host(name)  # as the hosts it is compared with
+                hosts.add(name)
         return frozenset(hosts), tuple(networks)
 
     @classmethod

@@ -233,6 +233,10 @@ async def test_a_unicode_host_is_fetched_by_its_ascii_name(server: Server) -> No
         await fetch_image(server.url("/image.png", host=fullwidth("localhost")), policy=FetchPolicy())
 
 
+def test_an_allow_listed_name_in_unicode_matches_its_ascii_spelling() -> None:
+    assert FetchPolicy.create("Bücher.example, images.test").host_allowed("xn--bcher-kva.example")
+
+
 async def test_a_host_idna_refuses_is_refused() -> None:
     with pytest.raises(UrlRefused, match="not a valid domain name"):
         await fetch_image("http://" + "é" * 70 + ".test/image.png", policy=FetchPolicy())
