@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 
 from tests.e2e.conftest import Stack
 from tests.paths import PEOPLE
 from tests.support.hosts import fullwidth
+from tests.support.static_server import StaticServer, serving
 
 pytestmark = pytest.mark.e2e
 
@@ -36,38 +34,19 @@ def test_create_and_read_a_session(stack: Stack) -> None:
 
 
 @pytest.fixture
-def image_server() -> Iterator[tuple[int, list[str]]]:
-    """A reference image on 127.0.0.1 (the stack's allow-listed address): its port, and the Host
-    header of every request it got."""
-    hosts: list[str] = []
-    image = (PEOPLE / "obama.jpg").read_bytes()
-
-    class Image(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            hosts.append(self.headers.get("Host", ""))
-            self.send_response(200)
-            self.send_header("Content-Type", "image/jpeg")
-            self.send_header("Content-Length", str(len(image)))
-            self.end_headers()
-            self.wfile.write(image)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Image)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1], hosts
-    server.shutdown()
-    server.server_close()
+def image_server() -> Iterator[StaticServer]:
+    """A reference image on 127.0.0.1 (the stack's allow-listed address)."""
+    with serving((PEOPLE / "obama.jpg").read_bytes(), "image/jpeg") as server:
+        yield server
 
 
 def test_a_reference_url_whose_host_is_written_in_unicode_is_fetched_by_its_ascii_name(
-    stack: Stack, image_server: tuple[int, list[str]]
+    stack: Stack, image_server: StaticServer
 ) -> None:
     """Fullwidth letters name the same host to DNS: the fetch goes through the address policy as
     any other and sends the ASCII name (it was a 500: the Unicode name could not be a Host header);
     a name that is not a valid domain name is a 422 with the reason."""
-    port, hosts = image_server
+    port, hosts = image_server.port, image_server.hosts
     with stack.client() as client:
         created = client.post(
             "/v1/sessions", json={"reference": f"http://{fullwidth('localhost')}:{port}/ref.jpg"}

@@ -6,8 +6,6 @@ wrong reason)."""
 
 from __future__ import annotations
 
-import http.server
-import threading
 from collections.abc import Iterator
 from types import SimpleNamespace
 
@@ -17,28 +15,15 @@ from infra.safe_fetch import FetchPolicy
 from services.call_agent.room.protoo import ProtooClient
 from services.notifier.adapters import SafeReferenceSource
 from services.notifier.ports import ReferencesUnavailable
+from tests.support.static_server import serving
 
 DEEP = b"[" * 100_000 + b"]" * 100_000
 
 
 @pytest.fixture
 def deep_list_server() -> Iterator[str]:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(DEEP)))
-            self.end_headers()
-            self.wfile.write(DEEP)
-
-        def log_message(self, format: str, *args: object) -> None:
-            return
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(DEEP, "application/json") as server:
+        yield server.url
 
 
 async def test_a_reference_list_nested_too_deep_is_not_json(deep_list_server: str) -> None:
