@@ -58,9 +58,14 @@ def check_size(body_bytes: int) -> None:
         raise MessageTooLarge(f"a body of {body_bytes} bytes is over {MAX_MESSAGE_BYTES}")
 
 
+def encode_body(outgoing: Outgoing) -> bytes:
+    """``outgoing``'s body as :meth:`Publisher.send` publishes it: compact JSON."""
+    return json.dumps(outgoing.payload, separators=(",", ":")).encode()
+
+
 def body_size(outgoing: Outgoing) -> int:
-    """The bytes of ``outgoing``'s body as :meth:`Publisher.send` publishes it (JSON)."""
-    return len(json.dumps(outgoing.payload).encode())
+    """The bytes of ``outgoing``'s body as :meth:`Publisher.send` publishes it."""
+    return len(encode_body(outgoing))
 
 
 def exchange_named(name: str) -> RabbitExchange:
@@ -91,11 +96,13 @@ class Publisher:
     async def send(self, outgoing: Outgoing, *, reply_to: str | None = None) -> None:
         """Publish ``outgoing`` and wait for the broker's confirm; raises :class:`PublishFailed`
         (:class:`MessageTooLarge` without trying: a body the broker would refuse)."""
-        check_size(body_size(outgoing))
+        body = encode_body(outgoing)  # once: measured, then sent as it is
+        check_size(len(body))
         try:
             await asyncio.wait_for(
                 self._broker.publish(
-                    outgoing.payload,
+                    body,
+                    content_type="application/json",
                     exchange=exchange_named(outgoing.exchange),
                     routing_key=outgoing.routing_key,
                     persist=True,
