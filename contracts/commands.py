@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from pydantic import Field, HttpUrl, model_validator
 
 from contracts.envelope import Command
 from contracts.values import CallbackOutcome, Fusion, ImageData, QualityFilter
+
+#: The most references one verify or one call flow compares against (FACEPROOF_MAX_REFERENCES sets
+#: a lower limit): a request with more is refused before its items are read.
+MAX_REFERENCES: Final = 20
 
 
 class Decision(Command):
@@ -86,7 +90,7 @@ class MatchReferences(Decision):
     session_id: str | None = None
     flow_id: str | None = None
     probe: ImageData
-    references: list[ImageData] = Field(min_length=1, max_length=20)
+    references: list[ImageData] = Field(min_length=1, max_length=MAX_REFERENCES)
     fusion: Fusion = Fusion.MAX
 
 

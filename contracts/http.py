@@ -9,6 +9,7 @@ from urllib.parse import quote, urlsplit
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from contracts.commands import MAX_REFERENCES
 from contracts.values import (
     CallbackOutcome,
     ChallengeType,
@@ -52,7 +53,9 @@ class CompareRequest(DecisionRequest):
 
 class VerifyRequest(DecisionRequest):
     probe: str = Field(description="The image of the person to verify (largest face): base64 or data URL.")
-    references: list[str] = Field(min_length=1, description="Reference images (largest face of each).")
+    references: list[str] = Field(
+        min_length=1, max_length=MAX_REFERENCES, description="Reference images (largest face of each)."
+    )
     fusion: Fusion = Field(default=Fusion.MAX, description="MAX: any reference; MEAN: all together.")
 
 
@@ -126,6 +129,7 @@ class SessionSettings(Body):
     challenges: int = Field(default=3, ge=2, le=4, description="Number of challenges")
     challenge_types: list[ChallengeType] | None = Field(
         default=None,
+        max_length=len(ChallengeType),
         description="Challenge types to draw from (all by default); at least 2 and at least "
         "`challenges` distinct types.",
     )
@@ -338,7 +342,9 @@ class JoinCallRequest(Body):
 
 class CallSettings(Body):
     challenges: int = Field(default=3, ge=2, le=4, description="Number of challenges")
-    challenge_types: list[ChallengeType] | None = Field(default=None, description="Types to draw from.")
+    challenge_types: list[ChallengeType] | None = Field(
+        default=None, max_length=len(ChallengeType), description="Types to draw from."
+    )
     ready_timeout_s: float | None = Field(
         default=None,
         ge=5,

@@ -451,9 +451,11 @@ async def fetch_image(
     resolve: Resolver = resolve_host,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> bytes:
-    """The bytes of the JPEG, PNG or WebP image at ``url``; raises a :class:`FetchError`."""
+    """The bytes of the JPEG, PNG or WebP image at ``url``; raises a :class:`FetchError`. The image is
+    checked on a worker thread: reading a file of many chunks takes Pillow seconds, which the
+    caller's event loop must not wait out."""
     resource = await fetch(url, policy=policy, resolve=resolve, transport=transport)
-    check_image(resource.body, max_pixels=policy.max_pixels)
+    await asyncio.to_thread(check_image, resource.body, max_pixels=policy.max_pixels)
     return resource.body
 
 

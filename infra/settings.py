@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contracts.commands import MAX_REFERENCES
+
 #: The seeds' temporary token; refused in production by the security layer.
 DEVELOPMENT_TOKEN = "faceproof-dev-token"
 
@@ -250,7 +252,9 @@ class Settings(BaseSettings):
     matcher_concurrency: int = 2
     matcher_batch_size: int = 16
     matcher_batch_wait_ms: float = 2.0
-    max_references: int = 10
+    max_references: int = Field(
+        default=10, ge=1, le=MAX_REFERENCES, description="References per verify or call flow, at most."
+    )
     max_target_faces: int = 20
     verify_model_checksums: bool = True
 

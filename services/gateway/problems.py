@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
-from typing import Any
+from typing import Any, Final
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -56,11 +57,16 @@ def problem_response(problem: Problem, headers: dict[str, str] | None = None) ->
     )
 
 
+#: The most validation errors one 422 lists: a body of many bad items gets the first ones, not an
+#: answer as large as the body.
+MAX_REPORTED_ERRORS: Final = 20
+
+
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     # Never echo the input back: it may be an image or a token.
     return [
         {"loc": list(error.get("loc", ())), "msg": error.get("msg", ""), "type": error.get("type", "")}
-        for error in exc.errors()
+        for error in itertools.islice(exc.errors(), MAX_REPORTED_ERRORS)
     ]
 
 

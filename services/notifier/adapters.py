@@ -89,14 +89,15 @@ class SafeReferenceSource:
         list_url = f"{flow.callback_base_url.rstrip('/')}/list/{quote(flow.token, safe='')}"
         try:
             resource = await fetch(list_url, policy=self._policy)
-            items = json.loads(resource.body)
+            items = await asyncio.to_thread(json.loads, resource.body)
         except FetchError as error:
             raise ReferencesUnavailable(f"the reference list: {type(error).__name__}: {error}") from error
         except (ValueError, UnicodeDecodeError, RecursionError) as error:  # (nested too deep to parse)
             raise ReferencesUnavailable("the reference list is not JSON") from error
         if not isinstance(items, list):
             raise ReferencesUnavailable("the reference list is not a JSON array")
-        errors = [f"reference {i}: more than {self._max} references" for i in range(self._max, len(items))]
+        surplus = len(items) - self._max
+        errors = [f"{surplus} references over the limit of {self._max}: not used"] if surplus > 0 else []
         results = await asyncio.gather(*(self._one(item, flow) for item in items[: self._max]))
         images: list[bytes] = []
         for index, result in enumerate(results):
@@ -115,11 +116,7 @@ class SafeReferenceSource:
         try:
             kind, value = parse_reference(item)
             if kind == "data":
-                data = _decode_data_url(value)
-                check_image(data, max_pixels=self._policy.max_pixels)
-                if len(data) > self._policy.max_bytes:
-                    return "over the byte limit"
-                return data
+                return await asyncio.to_thread(self._data_image, value)
             if kind == "id":
                 if not flow.datastore_base_url:
                     return "a Data Store id, but the flow has no datastore_base_url"
@@ -129,6 +126,15 @@ class SafeReferenceSource:
             return f"{type(error).__name__}: {error}"
         except ValueError as error:
             return str(error)
+
+
+    def _data_image(self, data_url: str) -> bytes | str:
+        """A data URL's image, decoded and checked (on a worker thread: both take CPU)."""
+        data = _decode_data_url(data_url)
+        check_image(data, max_pixels=self._policy.max_pixels)
+        if len(data) > self._policy.max_bytes:
+            return "over the byte limit"
+        return data
 
 
 class HttpCallbackSender:

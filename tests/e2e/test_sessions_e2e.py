@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import io
+import struct
+import time
 import uuid
+import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from PIL import Image
 
 from tests.e2e.conftest import Stack
 from tests.paths import PEOPLE
@@ -81,3 +87,39 @@ def test_probes_and_docs(stack: Stack) -> None:
         assert client.get("/docs").status_code == 200
         paths = client.get("/openapi.json").json()["paths"]
         assert {"/v1/compare", "/compare", "/v1/sessions", "/session", "/healthz", "/readyz"} <= set(paths)
+
+
+def many_chunk_png(size: int) -> bytes:
+    """A valid 8x8 PNG grown to ``size`` bytes with empty text chunks before and after its pixels:
+    each chunk is 12 bytes that Pillow walks in Python (about a second of CPU for 8 MiB)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 120, 90)).save(buffer, "PNG")
+    png = buffer.getvalue()
+    empty_text = struct.pack(">I", 0) + b"tEXt" + struct.pack(">I", zlib.crc32(b"tEXt"))
+    half = (size - len(png)) // len(empty_text) // 2
+    header, pixels, end = png[:33], png[33:-12], png[-12:]  # signature + IHDR, IDAT, IEND
+    return header + empty_text * half + pixels + empty_text * half + end
+
+
+def test_reference_images_that_take_seconds_to_read_never_stall_the_gateway(stack: Stack) -> None:
+    """The attack: sessions whose reference URL serves an 8 MiB PNG of 700,000 empty chunks. Reading
+    it took Pillow about a second on the gateway's event loop, so a few such requests stalled every
+    other client; the image is checked on a worker thread now, and the gateway keeps answering."""
+    with (
+        serving(many_chunk_png(8 * 1024 * 1024), "image/png") as server,
+        stack.client() as client,
+        stack.client() as prober,
+        ThreadPoolExecutor(3) as pool,
+    ):
+        creations = [
+            pool.submit(client.post, "/v1/sessions", json={"reference": f"{server.url}/ref{i}.png"})
+            for i in range(3)
+        ]
+        probes: list[float] = []
+        while not all(creation.done() for creation in creations):
+            started = time.monotonic()
+            assert prober.get("/readyz").status_code == 200
+            probes.append(time.monotonic() - started)
+        answers = [creation.result() for creation in creations]
+    assert [answer.status_code for answer in answers] == [201, 201, 201], answers[0].text
+    assert len(probes) >= 3 and max(probes) < 0.5, probes

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import time
+
 import pytest
 
 from tests.e2e.conftest import Stack, image_b64
@@ -60,6 +63,34 @@ def test_a_reference_without_a_face_is_reported_not_fatal(stack: Stack) -> None:
 def test_too_many_references_is_413(stack: Stack) -> None:
     status, body = verify(stack, "obama.jpg", ["obama2.jpg"] * 11)
     assert status == 413 and body["code"] == "TOO_MANY_REFERENCES"
+
+
+def test_a_body_of_a_million_bad_references_is_refused_at_once_and_the_gateway_stays_responsive(
+    stack: Stack,
+) -> None:
+    """The attack: one request whose list holds 800,000 invalid items (1.6 MB, under verify's body
+    limit). Validating every item built one error each and an answer as large: seconds of the
+    gateway's event loop and a gigabyte. The list's length is refused before its items."""
+    body = b'{"probe": "x", "references": [' + b",".join([b"1"] * 800_000) + b"]}"
+    with stack.client() as client, stack.client() as prober, concurrent.futures.ThreadPoolExecutor(1) as pool:
+        started = time.monotonic()
+        attack = pool.submit(
+            client.post, "/v1/verify", content=body, headers={"content-type": "application/json"}
+        )
+        health: list[float] = []
+        while not attack.done():
+            probe = time.monotonic()
+            assert prober.get("/readyz").status_code == 200
+            health.append(time.monotonic() - probe)
+        response = attack.result()
+        elapsed = time.monotonic() - started
+    assert response.status_code == 422, response.text[:500]
+    problem = response.json()
+    assert problem["code"] == "INVALID_REQUEST"
+    assert [error["type"] for error in problem["errors"]] == ["too_long"]
+    assert problem["errors"][0]["loc"][-1] == "references"
+    assert len(response.content) < 2_000
+    assert elapsed < 5.0 and max(health, default=0.0) < 1.0
 
 
 def test_default_threshold_says_where_it_comes_from(stack: Stack) -> None:

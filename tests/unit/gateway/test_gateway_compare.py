@@ -155,3 +155,13 @@ async def test_verify_refuses_more_references_than_the_limit() -> None:
     response = await post(gateway, "/v1/verify", {"probe": IMAGE, "references": [IMAGE] * 3})
     assert response.status_code == 413 and response.json()["code"] == "TOO_MANY_REFERENCES"
     assert gateway.comparisons.asked == []
+
+
+async def test_a_body_with_many_mistakes_gets_the_first_twenty_not_an_answer_as_large() -> None:
+    gateway = Gateway(comparisons=FakeComparisons(compared=compared))
+    body: dict[str, object] = {"source": IMAGE, "target": IMAGE} | {f"unknown{i}": 1 for i in range(500)}
+    response = await post(gateway, "/v1/compare", body)
+    assert response.status_code == 422 and response.json()["code"] == "INVALID_REQUEST"
+    errors = response.json()["errors"]
+    assert len(errors) == 20 and {error["type"] for error in errors} == {"extra_forbidden"}
+    assert gateway.comparisons.asked == []
