@@ -92,7 +92,9 @@ class OutboxRelay:
         cls, sessions: async_sessionmaker[AsyncSession], broker: RabbitBroker, settings: Settings
     ) -> OutboxRelay:
         """The relay of a process: its database, its broker (publisher confirms), its settings."""
-        return cls(SqlOutbox(sessions), Publisher(broker), poll_s=settings.outbox_poll_s)
+        return cls(
+            SqlOutbox(sessions), Publisher.for_settings(broker, settings), poll_s=settings.outbox_poll_s
+        )
 
     def wake(self) -> None:
         """Relay now: rows were just committed in this process (the poll is the fallback)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import timedelta
 from typing import Final
 
 from faststream.rabbit import RabbitBroker, RabbitExchange
@@ -23,6 +24,7 @@ from contracts.envelope import Command, Event, Message
 from contracts.routing import COMMANDS_EXCHANGE, DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE
 from domain.outgoing import Outgoing
 from infra.broker import BROKER_DOWN_ERRORS, COMMANDS, DEAD_LETTERS, EVENTS, MAX_MESSAGE_BYTES
+from infra.settings import Settings
 
 __all__ = [
     "MessageTooLarge",
@@ -78,11 +80,22 @@ def exchange_named(name: str) -> RabbitExchange:
 
 class Publisher:
     """Events to the events exchange, commands to the commands exchange, records to the
-    dead-letter exchange: persistent, confirmed, with the message id and correlation id."""
+    dead-letter exchange: persistent, confirmed, with the message id and correlation id, and (from
+    :meth:`for_settings`) a time to live of the retention period: a message can hold face images,
+    and none outlives the retention period in a queue whose consumers are down (RabbitMQ drops it,
+    or moves it to the queue's dead letters, which are bounded by the same period)."""
 
-    def __init__(self, broker: RabbitBroker, *, timeout_s: float = PUBLISH_TIMEOUT_S) -> None:
+    def __init__(
+        self, broker: RabbitBroker, *, timeout_s: float = PUBLISH_TIMEOUT_S, message_ttl_s: int | None = None
+    ) -> None:
         self._broker = broker
         self._timeout_s = timeout_s
+        self._expiration = None if message_ttl_s is None else timedelta(seconds=message_ttl_s)
+
+    @classmethod
+    def for_settings(cls, broker: RabbitBroker, settings: Settings) -> Publisher:
+        """A process's publisher: its messages live in a queue for the retention period at most."""
+        return cls(broker, message_ttl_s=settings.retention_s)
 
     async def event(self, event: Event, routing_key: str) -> None:
         await self.send(Outgoing.event(event, routing_key))
@@ -110,6 +123,7 @@ class Publisher:
                     message_id=outgoing.message_id,
                     headers=outgoing.headers,
                     reply_to=reply_to,
+                    expiration=self._expiration,
                 ),
                 self._timeout_s,
             )

@@ -80,6 +80,9 @@ class BrokerRpc:
                         message_id=command.message_id,
                         reply_to=self._reply_queue,
                         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        # nobody waits for the answer after the deadline: the request (face images)
+                        # leaves the queue then, and no worker spends a second on it
+                        expiration=deadline_s,
                         headers=dict(inject({})),  # the trace context (traceparent)
                     ),
                     routing_key=routing_key,

@@ -430,7 +430,8 @@ def _profiled(stack: Stack, out: Path | None) -> Iterator[None]:
 
 async def _sweep(bench: CapacityBench, stack: Stack, media: Media, analyzer: FrameAnalyzer) -> dict[str, Any]:
     engine = create_engine(stack.database_url)
-    broker = create_broker(load_settings().model_copy(update={"broker_url": stack.vhost.url}))
+    settings = load_settings().model_copy(update={"broker_url": stack.vhost.url})
+    broker = create_broker(settings)
     await broker.connect()
     try:
         store = open_store((stack.logs.parent / "data" / "objects").as_uri())
@@ -438,7 +439,7 @@ async def _sweep(bench: CapacityBench, stack: Stack, media: Media, analyzer: Fra
             stack=stack,
             factory=session_factory(engine),
             store=store,
-            publisher=Publisher(broker),
+            publisher=Publisher.for_settings(broker, settings),
             media=media,
             analyzer=analyzer,
             threshold=get_pack(bench.pack or "permissive").cosine_threshold,

@@ -19,6 +19,7 @@ from infra.db.migrate import upgrade_async
 from infra.db.repositories import ApiClientRepository, SessionRepository
 from infra.db.security import LivenessFailures, RateLimitRepository
 from infra.outbox import OutboxRelay
+from infra.publisher import Publisher
 from infra.retention import Retention
 from infra.rpc import BrokerRpc
 from infra.settings import Settings
@@ -61,7 +62,7 @@ def _resources(
         ),
         call_agents=BrokerCallAgents(rpc),
         flows=CallFlowRepository(sessions_),
-        call_commands=BrokerCallCommands(broker),
+        call_commands=BrokerCallCommands(Publisher.for_settings(broker, settings)),
         eraser=Retention(sessions_, store),
         limiter=RateLimiter(rate_limits, settings) if settings.rate_limits else None,
         rate_limits=rate_limits,

@@ -54,6 +54,7 @@ from infra.db.ingress import Owners as OwnerRows
 from infra.db.repositories import SessionRepository
 from infra.db.security import LivenessFailures, RateLimitRepository
 from infra.dead_letters import RedactedLetter
+from infra.publisher import Publisher
 from infra.settings import Settings
 from infra.storage import open_store
 from services.ingress.handlers import CommandDeps, Delivery, Outbox, Owners, receive, relay
@@ -287,7 +288,12 @@ async def serve(settings: Settings) -> None:
         processed=ProcessedCommands(factory),
         limiter=RateLimitRepository(factory),
         sessions=SessionCreator(settings, sessions, store, LivenessFailures(factory)),
-        calls=CallStarter(settings, sessions, CallFlowRepository(factory), BrokerCallCommands(broker)),
+        calls=CallStarter(
+            settings,
+            sessions,
+            CallFlowRepository(factory),
+            BrokerCallCommands(Publisher.for_settings(broker, settings)),
+        ),
         outbox=BrokerOutbox(broker),
     )
     try:

@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
-from faststream.rabbit import RabbitBroker
-
 from contracts.commands import JoinCall
 from contracts.documents import FlowSettingsDocument, SessionSettingsDocument
 from contracts.http import CallCreatedResponse, CallSettings, JoinCallRequest
@@ -53,8 +51,8 @@ class BrokerCallCommands:
     once (503) that no call agent was asked, and the flow row left behind ends at its deadline
     with one failure callback."""
 
-    def __init__(self, broker: RabbitBroker) -> None:
-        self._publisher = Publisher(broker)
+    def __init__(self, publisher: Publisher) -> None:
+        self._publisher = publisher
 
     async def join(self, command: JoinCall) -> None:
         try:

@@ -30,7 +30,6 @@ measures (``FaceMeasures.shape``) so a replay of stored analyses judges the same
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from typing import Final
 
@@ -119,14 +118,9 @@ def _homography(source: FloatArray, target: FloatArray) -> FloatArray:
 def _off_plane(base: Sequence[float], current: Sequence[float], rows: tuple[int, ...]) -> float:
     """Mean distance of ``rows`` from where the front points' homography puts them.
 
-    In units of the outer eye-corner distance (the mean of both frames'). Cached: a replay, and a
-    scripted subject trying every start of its material, ask for the same pairs many times.
+    In units of the outer eye-corner distance (the mean of both frames'). Not cached: the points
+    are a face's shape, which must not outlive its session in the worker's memory.
     """
-    return _off_plane_cached(tuple(base), tuple(current), rows)
-
-
-@functools.lru_cache(maxsize=8192)
-def _off_plane_cached(base: Shape, current: Shape, rows: tuple[int, ...]) -> float:
     b, c = _points(base), _points(current)
     front = list(_FRONT_ROWS)
     homography = _homography(b[front], c[front])

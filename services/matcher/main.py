@@ -26,7 +26,7 @@ log = logging.getLogger("faceproof.matcher")
 def build_app(settings: Settings, *, engine: FaceEngine, images: ImageSource) -> FastStream:
     """Wire the handlers to the broker; resources are created by the caller."""
     broker = create_broker(settings)
-    publisher = Publisher(broker)
+    publisher = Publisher.for_settings(broker, settings)
 
     @broker.subscriber(
         queue_for(MATCHER_COMPARE, delivery_limit=settings.delivery_limit),

@@ -127,7 +127,6 @@ class SafeReferenceSource:
         except ValueError as error:
             return str(error)
 
-
     def _data_image(self, data_url: str) -> bytes | str:
         """A data URL's image, decoded and checked (on a worker thread: both take CPU)."""
         data = _decode_data_url(data_url)

@@ -107,7 +107,7 @@ def build_notifier(
     """Wire the handlers to the broker; resources are created by the caller (``outbox``: the
     table the flow transitions write to, ``infra.outbox.SqlOutbox`` of the same database)."""
     broker = create_broker(settings)
-    publisher = Publisher(broker)
+    publisher = Publisher.for_settings(broker, settings)
     deps = Deps(
         flows=flows,
         sessions=sessions,

@@ -1,0 +1,99 @@
+"""Messages that carry face images leave RabbitMQ's queues when nobody can use them any more,
+even while their consumers are down (docs/security.md, "Retention"): a compare request when its
+deadline passes (the gateway has answered 504), any other message after the retention period.
+Against the real broker and the real topology (quorum queues with bounded dead letters)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import aio_pika
+import pytest
+
+from contracts.commands import CompareFaces
+from contracts.routing import COMMANDS_EXCHANGE, MATCHER_COMPARE
+from contracts.values import ImageData
+from infra.broker import DeadLetterLimits, create_broker, declare_topology
+from infra.publisher import Publisher
+from infra.rpc import BrokerRpc, ReplyTimeout
+from infra.settings import Settings
+from tests.paths import PEOPLE
+from tests.support.broker import RabbitVhost, temporary_vhost
+
+pytestmark = pytest.mark.integration
+
+LIMITS = DeadLetterLimits(ttl_s=3600, max_messages=100, max_bytes=64 * 1024 * 1024)
+
+
+@pytest.fixture
+def vhost() -> Iterator[RabbitVhost]:
+    with temporary_vhost() as vhost:
+        yield vhost
+
+
+@pytest.fixture
+async def settings(vhost: RabbitVhost) -> AsyncIterator[Settings]:
+    """The matcher's queue declared as a deployment declares it, and no matcher consuming."""
+    settings = Settings(broker_url=vhost.url, retention_s=60)
+    broker = create_broker(settings)
+    await broker.connect()
+    try:
+        await declare_topology(broker, (MATCHER_COMPARE,), delivery_limit=3, dead_letters=LIMITS)
+    finally:
+        await broker.stop()
+    yield settings
+
+
+def compare_command() -> CompareFaces:
+    photo = ImageData(inline=(PEOPLE / "obama.jpg").read_bytes())
+    return CompareFaces(correlation_id="c-1", client_id="client-1", source=photo, target=photo)
+
+
+async def waiting(vhost: RabbitVhost, queue: str) -> int:
+    connection = await aio_pika.connect(vhost.url)
+    async with connection:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        return declared.declaration_result.message_count or 0
+
+
+async def test_a_compare_nobody_waits_for_leaves_the_matchers_queue_at_its_deadline(
+    vhost: RabbitVhost, settings: Settings
+) -> None:
+    rpc = BrokerRpc(settings.broker_url)
+    await rpc.start()
+    try:
+        asked = asyncio.create_task(
+            rpc.request(
+                compare_command(),
+                exchange=COMMANDS_EXCHANGE,
+                routing_key=MATCHER_COMPARE.routing_key,
+                deadline_s=3.0,
+            )
+        )
+        await asyncio.sleep(1.0)
+        assert await waiting(vhost, MATCHER_COMPARE.queue) == 1  # no matcher is up: the request waits...
+        with pytest.raises(ReplyTimeout):
+            await asked
+    finally:
+        await rpc.close()
+    await asyncio.sleep(0.5)
+    assert await waiting(vhost, MATCHER_COMPARE.queue) == 0  # ...until its deadline, not for a matcher
+
+
+async def test_a_process_publishes_with_the_retention_period_as_time_to_live(
+    vhost: RabbitVhost, settings: Settings
+) -> None:
+    broker = create_broker(settings)
+    await broker.connect()
+    try:
+        await Publisher.for_settings(broker, settings).command(compare_command(), MATCHER_COMPARE.routing_key)
+    finally:
+        await broker.stop()
+    connection = await aio_pika.connect(vhost.url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(MATCHER_COMPARE.queue, ensure=False)
+        message = await queue.get(no_ack=True, timeout=5)
+    assert message.expiration == 60.0  # FACEPROOF_RETENTION_S of the process
