@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from contracts.envelope import Command, Event, Message
@@ -55,5 +55,9 @@ class Outgoing:
 
     @classmethod
     def dead_letter(cls, message: Message, queue: str, reason: str) -> Outgoing:
-        """A record of ``message`` in ``queue``'s dead-letter queue, with why."""
-        return cls.of(message, DEAD_LETTER_EXCHANGE, queue, headers={REASON_HEADER: reason[:200]})
+        """A record of ``message`` in ``queue``'s dead-letter queue, with why. Its own message id
+        (``<id>.dead-letter``; the message's is in the payload): staged in the outbox beside the
+        message itself (the notifier's last DeliverCallback), the same id broke the outbox's
+        unique key, and the give-up was rolled back and its PUT repeated."""
+        record = cls.of(message, DEAD_LETTER_EXCHANGE, queue, headers={REASON_HEADER: reason[:200]})
+        return replace(record, message_id=f"{message.message_id}.dead-letter")

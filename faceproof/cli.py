@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -270,7 +271,6 @@ def keys_set(
 @keys_app.command("usage")
 def keys_usage(name: Annotated[str | None, typer.Argument(help="One client (name or id)")] = None) -> None:
     """Requests this month (UTC) beside each client's limits, one JSON line per client."""
-    from datetime import UTC, datetime
 
     async def run() -> list[dict[str, object]]:
         async with rate_limits(_settings()) as limits:
@@ -334,6 +334,35 @@ def keys_revoke(name: str) -> None:
         typer.echo(f"no active API client {name!r}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked {name}")
+
+
+@keys_app.command("callback-key")
+def keys_callback_key(name: str) -> None:
+    """Print the key that signs a client's call-flow callbacks (by name or id; `static` for
+    FACEPROOF_API_TOKEN's client), for that client's controller. Derived from
+    FACEPROOF_CALLBACK_SECRET and the client's id: each client verifies with its own key, so no
+    client's flow can produce a callback another client's controller accepts. A flow started
+    with `callbackSecret` is signed with that secret instead."""
+    from services.gateway.auth import STATIC_OWNER
+    from services.notifier.outcome import client_callback_key
+
+    settings = _settings()
+    if settings.callback_secret is None:
+        typer.echo("FACEPROOF_CALLBACK_SECRET is not set: callbacks are not signed", err=True)
+        raise typer.Exit(1)
+
+    async def client_id() -> str | None:
+        if name == STATIC_OWNER:
+            return STATIC_OWNER
+        async with rate_limits(settings) as limits:
+            rows = await limits.usage(datetime.now(UTC), name)
+        return rows[0].client_key if rows else None
+
+    owner = asyncio.run(client_id())
+    if owner is None:
+        typer.echo(f"no API client {name!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(client_callback_key(settings.callback_secret.get_secret_value(), owner))
 
 
 @docs_app.command("generate")

@@ -50,6 +50,7 @@ from services.notifier.outcome import (
     SIGNATURE_HEADER,
     RetryPolicy,
     callback_body,
+    client_callback_key,
     encode_body,
     is_retryable_status,
     liveness_part,
@@ -98,7 +99,8 @@ class Config:
     match_timeout_s: float = 30.0
     #: A claimed attempt (or a published-but-unconsumed one) is re-sent after this long.
     lease_s: float = 30.0
-    #: The deployment's callback secret; a flow's own secret takes precedence.
+    #: The deployment's callback secret, from which each client's signing key is derived
+    #: (:func:`client_callback_key`); a flow's own secret takes precedence.
     secret: str | None = None
 
 
@@ -265,15 +267,31 @@ async def handle_references_matched(event: ReferencesMatched, deps: Deps) -> Non
 
 
 async def handle_call_failed(event: CallFailed, deps: Deps) -> None:
-    """The call agent could not join or keep the room."""
+    """The call agent could not join or keep the room: the flow fails, unless its session has
+    ended already. Then the session's own ending decides (:func:`handle_session_finished`): a room
+    that drops during the hang-up after a passed session must not fail a flow that is matching, or
+    whose SessionFinished is still on its way (the two events come in on different queues)."""
     flow = await deps.flows.fetch(event.flow_id)
-    if flow is None or flow.outcome is not None:
+    if flow is None or flow.outcome is not None or flow.status is not FlowStatus.RUNNING:
         return
-    decision = liveness_part(await _session_result(deps, flow.session_id))
+    if event.session_id != flow.session_id:
+        log.warning("flow %s: a CallFailed for another session was ignored", flow.id)
+        return
+    session = await deps.sessions.fetch(flow.session_id)
+    if session is not None and session.status.terminal:
+        return
+    decision = liveness_part(None if session is None else session.result)
     await conclude(deps, flow, CallbackOutcome.FAILURE, with_reasons(decision, event.reason))
 
 
 # -- delivery ---------------------------------------------------------------------------------
+
+
+def _signing_key(flow: CallFlowRecord, config: Config) -> str | None:
+    """The flow's own secret, else its client's key (derived from the deployment's secret), else none."""
+    if flow.callback_secret:
+        return flow.callback_secret
+    return client_callback_key(config.secret, flow.owner) if config.secret else None
 
 
 def _request(flow: CallFlowRecord, secret: str | None, url: str) -> tuple[bytes, dict[str, str]]:
@@ -299,7 +317,7 @@ async def handle_deliver_callback(command: DeliverCallback, deps: Deps) -> None:
         return
     outcome = CallbackOutcome(claimed.outcome or CallbackOutcome.FAILURE.value)
     url = callback_url(claimed.callback_base_url, outcome, claimed.token)
-    body, headers = _request(claimed, claimed.callback_secret or deps.config.secret, url)
+    body, headers = _request(claimed, _signing_key(claimed, deps.config), url)
     try:
         status = await deps.sender.put(url, body, headers)
     except CallbackRefused as error:

@@ -100,6 +100,18 @@ def signed_message(timestamp: int, method: str, path: str, body: bytes) -> bytes
     return f"{timestamp}.{method.upper()}.{path}.".encode() + body
 
 
+def client_callback_key(deployment_secret: str, owner: str) -> str:
+    """The key that signs the callbacks of ``owner``'s flows that have no ``callbackSecret`` of their
+    own: hex HMAC-SHA256(FACEPROOF_CALLBACK_SECRET, "faceproof callback key:" + client id).
+
+    One key per client, so a flow one API client starts (with another controller's token and
+    callback path) never carries a signature that another client's controller accepts, as one
+    deployment-wide key did. ``faceproof keys callback-key NAME`` prints a client's key; the
+    deployment secret itself signs nothing and is given to no controller."""
+    message = f"faceproof callback key:{owner}".encode()
+    return hmac.new(deployment_secret.encode(), message, hashlib.sha256).hexdigest()
+
+
 def sign(secret: str, *, method: str, path: str, body: bytes, timestamp: int) -> str:
     """``t=<unix>,v1=<hex HMAC-SHA256(secret, signed_message(...))>`` (docs/calls.md shows how a
     controller verifies it; examples/controller.py's ``verify`` is that snippet)."""

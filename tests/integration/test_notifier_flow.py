@@ -48,6 +48,7 @@ from services.matcher.adapters import OnnxFaceEngine, StoredImages
 from services.matcher.main import build_app as build_matcher
 from services.notifier.adapters import HttpCallbackSender, SafeReferenceSource
 from services.notifier.main import Notifier, build_notifier
+from services.notifier.outcome import client_callback_key
 from tests.integration.conftest import migrate
 from tests.paths import MODELS_DIR, PEOPLE, REPO_ROOT
 from tests.support import services
@@ -190,10 +191,12 @@ class Harness:
         result: dict[str, Any] | None = None,
         deadline_s: float = 300,
         secret: str | None = None,
+        owner: str = "static",
+        token: str | None = None,
     ) -> CallFlowRecord:
         now = datetime.now(UTC)
         session, _ = await self.sessions.create(
-            "static",
+            owner,
             client_request_token=None,
             settings=SessionSettingsDocument(),
             expires_at=now + timedelta(minutes=5),
@@ -207,12 +210,12 @@ class Harness:
                 result=None if result is None else SessionResult.from_row(result),  # a legacy row
             )
         return await self.flows.create(
-            "static",
+            owner,
             session_id=session.id,
             ws_url="wss://room.example/protoo",
             callback_base_url=controller.url,
             datastore_base_url=controller.url,
-            token=f"tok/{uuid4().hex[:8]} x",  # path characters: escaped in every URL
+            token=token or f"tok/{uuid4().hex[:8]} x",  # path characters: escaped in every URL
             language="en",
             settings=FlowSettingsDocument(),
             callback_secret=secret,
@@ -305,7 +308,9 @@ async def test_live_and_matching_reference_calls_success_once(
     harness: Harness = await make_harness(callback_secret=SECRET)
     (controller.images / "biden.jpg").write_bytes((PEOPLE / "biden.jpg").read_bytes())
     controller.items = [data_url(PEOPLE / "obama2.jpg"), f"{controller.url}/images/biden.jpg"]
-    controller.secret = SECRET
+    controller.secret = client_callback_key(
+        SECRET, "static"
+    )  # what `faceproof keys callback-key static` prints
     flow = await harness.live_session(controller, PEOPLE / "obama.jpg")
 
     await harness.finished(flow, SessionStatus.SUCCEEDED)
@@ -325,6 +330,31 @@ async def test_live_and_matching_reference_calls_success_once(
     assert (audited.actor, audited.outcome) == ("static", "SUCCEEDED")
     assert audited.details is not None and audited.details["match"] is True
     assert audited.details["sessionId"] == flow.session_id and audited.details["reasons"] == []
+
+
+async def test_a_flow_of_another_client_cannot_produce_a_callback_this_controller_accepts(
+    make_harness: Callable[..., Any], controller: Controller
+) -> None:
+    """The attack: another API client starts a flow with this controller's token and callback URL
+    (its own room, its own reference list elsewhere) to get faceproof to sign an outcome for that
+    token. Signed with one deployment-wide key, it verified at this controller; each client's key
+    is its own now, so the controller refuses it (401, not retried) and accepts its own flow's."""
+    harness: Harness = await make_harness(callback_secret=SECRET)
+    controller.secret = client_callback_key(SECRET, "static")
+    intruder = await harness.flow(
+        controller, owner="intruder", status=SessionStatus.FAILED, token="tok-victim"
+    )
+    await harness.finished(intruder, SessionStatus.FAILED, "NO_FACE")
+    forged = await harness.delivery_ended(intruder)
+    own = await harness.flow(controller, status=SessionStatus.FAILED, token="tok-victim")
+    await harness.finished(own, SessionStatus.FAILED, "NO_FACE")
+    delivered = await harness.delivery_ended(own)
+
+    assert [(c.outcome, c.signature_valid) for c in controller.refused] == [("failure", False)]
+    assert forged.delivery is DeliveryStatus.FAILED and forged.status_code == 401
+    accepted = [c for c in controller.callbacks if c.signature_valid]
+    assert [c.result["flowId"] for c in accepted] == [own.id]
+    assert delivered.delivery is DeliveryStatus.DELIVERED
 
 
 async def test_a_different_person_calls_failure(

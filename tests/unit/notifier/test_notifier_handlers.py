@@ -26,7 +26,7 @@ from services.notifier.handlers import (
     handle_session_finished,
     sweep,
 )
-from services.notifier.outcome import DELIVERY_HEADER, SIGNATURE_HEADER, sign
+from services.notifier.outcome import DELIVERY_HEADER, SIGNATURE_HEADER, client_callback_key, sign
 from tests.unit.notifier.fakes import (
     REFUSED,
     UNREACHABLE,
@@ -240,18 +240,55 @@ async def test_a_late_answer_after_the_flow_ended_sends_no_second_callback() -> 
     notifier = Notifier()
     await matching(notifier)
     late = answer(notifier)
-    await handle_call_failed(
-        CallFailed(
-            correlation_id="flow-1", flow_id="flow-1", session_id="session-1", reason="SOCKET_DROPPED"
-        ),
-        notifier.deps,
-    )
+    flow = notifier.flows.rows["flow-1"]
+    await conclude(notifier.deps, flow, CallbackOutcome.FAILURE, FlowDecision(reasons=["FLOW_TIMEOUT"]))
     await handle_references_matched(late, notifier.deps)
+    flow = notifier.flows.rows["flow-1"]
+    assert (
+        flow.outcome == "FAILURE" and flow.decision is not None and flow.decision.reasons == ["FLOW_TIMEOUT"]
+    )
+    assert len(deliveries(notifier)) == 1 and len(notifier.audit.records) == 1
+
+
+def call_failed(session_id: str = "session-1") -> CallFailed:
+    return CallFailed(
+        correlation_id="flow-1", flow_id="flow-1", session_id=session_id, reason="SOCKET_DROPPED"
+    )
+
+
+async def test_a_room_that_drops_after_the_session_passed_does_not_fail_the_flow() -> None:
+    """The session succeeded and the references went to the matcher; the room socket then drops
+    during the agent's hang-up. The match decides, not the CallFailed."""
+    notifier = Notifier()
+    await matching(notifier)
+    await handle_call_failed(call_failed(), notifier.deps)
+    assert notifier.flows.rows["flow-1"].status is FlowStatus.MATCHING and deliveries(notifier) == []
+    await handle_references_matched(answer(notifier), notifier.deps)
+    assert notifier.flows.rows["flow-1"].outcome == "SUCCESS" and len(deliveries(notifier)) == 1
+
+
+async def test_a_call_failed_that_overtakes_the_sessions_ending_leaves_the_decision_to_the_session() -> None:
+    notifier = Notifier()
+    notifier.flows.add()
+    notifier.sessions.add(
+        "session-1", SessionStatus.SUCCEEDED, {"isLive": True, "confidence": 97.0, "reasons": []}
+    )
+    await handle_call_failed(call_failed(), notifier.deps)  # SessionFinished is still on its way
+    assert notifier.flows.rows["flow-1"].outcome is None and deliveries(notifier) == []
+
+
+async def test_a_call_failed_for_another_session_is_ignored_one_for_a_running_session_fails_it() -> None:
+    notifier = Notifier()
+    notifier.flows.add()
+    notifier.sessions.add("session-1", SessionStatus.IN_PROGRESS, None)
+    await handle_call_failed(call_failed("session-2"), notifier.deps)
+    assert notifier.flows.rows["flow-1"].outcome is None
+    await handle_call_failed(call_failed(), notifier.deps)
     flow = notifier.flows.rows["flow-1"]
     assert (
         flow.outcome == "FAILURE" and flow.decision is not None and "SOCKET_DROPPED" in flow.decision.reasons
     )
-    assert len(deliveries(notifier)) == 1 and len(notifier.audit.records) == 1
+    assert len(deliveries(notifier)) == 1
 
 
 async def test_two_endings_racing_on_the_same_read_make_one_callback() -> None:
@@ -308,6 +345,29 @@ async def test_with_a_secret_the_callback_carries_the_result_and_its_signature()
         "flow-secret", method="PUT", path="/cb/failure/tok%2F1", body=put.body, timestamp=timestamp
     )
     assert signature == expected and abs(timestamp - datetime.now(UTC).timestamp()) < 60
+
+
+@pytest.mark.parametrize("owner", ["client-1", "client-2"])
+async def test_without_a_flow_secret_each_client_signs_with_its_own_key(owner: str) -> None:
+    """One deployment-wide key signed for every client: a flow started by one client, with another
+    controller's token and path, carried a signature that other controller accepted. Now a
+    client's key is derived from the deployment secret and its id; the secret itself signs nothing."""
+    notifier = Notifier(secret="deployment-secret")
+    command = await concluded(notifier, owner=owner)
+    await handle_deliver_callback(command, notifier.deps)
+    [put] = notifier.controller.puts
+    signature = put.headers[SIGNATURE_HEADER]
+    timestamp = int(signature.split(",")[0].removeprefix("t="))
+
+    def signed_with(key: str) -> bool:
+        return signature == sign(
+            key, method="PUT", path="/cb/failure/tok%2F1", body=put.body, timestamp=timestamp
+        )
+
+    others = {"client-1", "client-2"} - {owner}
+    assert signed_with(client_callback_key("deployment-secret", owner))
+    assert not signed_with("deployment-secret")
+    assert not any(signed_with(client_callback_key("deployment-secret", other)) for other in others)
 
 
 def database_down_for(notifier: Notifier, calls: int) -> None:
