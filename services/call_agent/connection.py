@@ -53,6 +53,11 @@ __all__ = [
 log = logging.getLogger("faceproof.call_agent")
 
 DATA_CHANNEL_LABEL = "faceproof"
+#: Data channels a peer may open on one connection (the page opens one); past it, a hang-up.
+MAX_DATA_CHANNELS = 4
+#: The largest camera frame the agent decodes (pixels: 1920x1080 in any shape); the page asks for
+#: 640x480. A larger stream costs every other session on the agent its decoding and scaling time.
+MAX_FRAME_PIXELS = 1920 * 1080
 
 
 class InvalidOffer(Exception):
@@ -87,12 +92,24 @@ def parse_ice_servers(raw: str) -> tuple[RTCIceServer, ...]:
     )
 
 
-def _has_video(sdp: str) -> bool:
+def check_offer_shape(sdp: str) -> None:
+    """What the hosted page offers, and nothing else: one video section, at most one data section,
+    no audio. Raises :class:`InvalidOffer`. Every other section would start a receiver whose
+    frames nobody reads: aiortc queues them without bound (an unpaced audio track grew the agent's
+    memory by megabytes a second), and each extra video track decodes on a thread of its own."""
     try:
         description = SessionDescription.parse(sdp)
     except Exception as error:  # the browser's text: aiortc's parser raises many kinds on bad SDP
         raise InvalidOffer(f"unparsable SDP ({type(error).__name__})") from None
-    return any(media.kind == "video" for media in description.media)
+    kinds = [media.kind for media in description.media]
+    if kinds.count("video") != 1:
+        raise InvalidOffer(
+            "the offer has no video to receive"
+            if "video" not in kinds
+            else "the offer has more than one video"
+        )
+    if kinds.count("application") > 1 or set(kinds) - {"video", "application"}:
+        raise InvalidOffer("the offer has sections other than one video and one data channel")
 
 
 class PeerSession:
@@ -134,6 +151,7 @@ class PeerSession:
             shown=lambda: self.instructions.shown,
         )
         self._channel: RTCDataChannel | None = None
+        self._data_channels = 0
         self._pending: list[str] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -153,8 +171,7 @@ class PeerSession:
 
     async def answer(self) -> str:
         """Apply the offer and answer it (after ICE gathering). Raises :class:`InvalidOffer`."""
-        if not _has_video(self._command.offer_sdp):
-            raise InvalidOffer("the offer has no video to receive")
+        check_offer_shape(self._command.offer_sdp)
         pc = self._pc
         pc.on("track", self._on_track)
         pc.on("datachannel", self._on_datachannel)
@@ -163,6 +180,7 @@ class PeerSession:
             await pc.setRemoteDescription(
                 RTCSessionDescription(sdp=self._command.offer_sdp, type=self._command.offer_type)
             )
+            self._guard_data_channel()
             pc.addTrack(
                 InstructionTrack(self.frames.latest, self.screen, rendered=self.instructions.rendered)
             )
@@ -247,8 +265,36 @@ class PeerSession:
         for text in pending:
             channel.send(text)
 
+    def _guard_data_channel(self) -> None:
+        """Hang up on a peer whose data-channel messages overrun the receive window the agent
+        advertises (1 MiB). aiortc reassembles whatever arrives, past the window and past the
+        message size the answer states, rescanning its list on every chunk: one 32 MiB message
+        held the agent's event loop for minutes. A conforming sender never does this (it stops at
+        the window), and the page sends a few small messages."""
+        sctp = self._pc.sctp
+        if sctp is None:
+            return
+        receive = sctp._receive_data_chunk
+        overrun = False
+
+        async def guarded(chunk: Any) -> None:
+            nonlocal overrun
+            if overrun:
+                return
+            await receive(chunk)
+            if sctp._advertised_rwnd < 0:
+                overrun = True
+                self._spawn(self.close(why="the peer overran the data channel's receive window"), "overrun")
+
+        sctp._receive_data_chunk = guarded  # type: ignore[method-assign]
+
     def _on_datachannel(self, channel: RTCDataChannel) -> None:
-        if channel.label != DATA_CHANNEL_LABEL:
+        self._data_channels += 1
+        if self._data_channels > MAX_DATA_CHANNELS:
+            self._spawn(self.close(why="the peer opened too many data channels"), "channels")
+            return
+        if channel.label != DATA_CHANNEL_LABEL or self._channel is not None:
+            channel.close()
             return
         self._channel = channel
         channel.on("open", self._flush)
@@ -269,6 +315,9 @@ class PeerSession:
             except MediaStreamError:
                 break
             if isinstance(frame, VideoFrame):
+                if frame.width * frame.height > MAX_FRAME_PIXELS:
+                    await self.close(why=f"the camera sends frames of {frame.width}x{frame.height}")
+                    return
                 self.frames.offer(frame)
         if not self._closed:
             await self.close(why="the camera track ended")

@@ -31,7 +31,7 @@ from infra.publisher import PublishFailed
 from infra.storage import ObjectStore, StorageError
 from infra.telemetry.metrics import frame_received, frame_stored
 from services.call_agent.media_clock import MediaClock
-from services.call_agent.sampling import FrameSampler, encode_jpeg, fit_size
+from services.call_agent.sampling import ArrivalLimit, FrameSampler, encode_jpeg, fit_size
 from services.call_agent.video import LatestFrame
 
 __all__ = ["FRAME_BACKLOG", "FramePipeline", "encode_frame", "frame_key"]
@@ -40,6 +40,9 @@ log = logging.getLogger("faceproof.call_agent")
 
 #: Sampled frames waiting to be encoded and stored; beyond this a frame is dropped (never blocks).
 FRAME_BACKLOG = 16
+#: Frames kept per second of the agent's clock, at most, as a multiple of the frame rate
+#: (:class:`ArrivalLimit`): the sender's timestamps alone decide nothing.
+ARRIVAL_RATE_FACTOR = 1.25
 
 
 def frame_key(session_id: str, sequence: int) -> str:
@@ -87,6 +90,7 @@ class FramePipeline:
         self._client_id = client_id
         self._next_sequence = sequence_base
         self._sampler = FrameSampler(frame_rate)
+        self._arrivals = ArrivalLimit(rate=ARRIVAL_RATE_FACTOR * frame_rate, burst=2 * frame_rate)
         self._clock = MediaClock()
         self._quality = jpeg_quality
         self._store = store
@@ -107,8 +111,9 @@ class FramePipeline:
         now = time.monotonic()
         lead = self._clock.tick(frame.time, now)
         at = frame.time if frame.time is not None else now
-        if self._stopped or self._queue.full() or not self._sampler.keep(at):
+        if self._stopped or self._queue.full() or not self._sampler.wants(at) or not self._arrivals.take(now):
             return
+        self._sampler.keep(at)
         shown = self._shown() if self._shown is not None else None
         self._queue.put_nowait((self._next_sequence, frame, utc_now(), shown, lead))
         self._next_sequence += 1

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["MAX_HEIGHT", "MAX_WIDTH", "FrameSampler", "encode_jpeg", "fit_image", "fit_size"]
+__all__ = ["MAX_HEIGHT", "MAX_WIDTH", "ArrivalLimit", "FrameSampler", "encode_jpeg", "fit_image", "fit_size"]
 
 MAX_WIDTH = 640
 MAX_HEIGHT = 480
@@ -33,11 +33,42 @@ class FrameSampler:
         if not self.fps > 0:
             raise ValueError("fps must be positive")
 
-    def keep(self, time_s: float) -> bool:
+    def wants(self, time_s: float) -> bool:
+        """Whether :meth:`keep` would keep a frame of ``time_s`` (nothing changes)."""
         slot = math.floor(time_s * self.fps + 0.5)
-        if self._last_slot is not None and self._last_slot - 2 * self.fps <= slot <= self._last_slot:
+        return self._last_slot is None or not (self._last_slot - 2 * self.fps <= slot <= self._last_slot)
+
+    def keep(self, time_s: float) -> bool:
+        if not self.wants(time_s):
             return False
-        self._last_slot = slot
+        self._last_slot = math.floor(time_s * self.fps + 0.5)
+        return True
+
+
+@dataclass
+class ArrivalLimit:
+    """At most ``rate`` frames a second of the agent's own clock, ``burst`` at once (a token bucket).
+
+    The sampler reads the sender's timestamps; a sender that stamps its frames a second apart and
+    sends 30 a second had every frame kept, each one encoded, stored and analysed. This bounds
+    what any stream costs downstream, whatever its timestamps say; a real camera sampled at
+    ``fps`` never reaches it (``rate`` is above ``fps``, and ``burst`` covers frames that arrive
+    together after a network stall)."""
+
+    rate: float
+    burst: float
+    _tokens: float = field(default=0.0, init=False)
+    _at: float | None = field(default=None, init=False)
+
+    def take(self, now: float) -> bool:
+        if self._at is None:
+            self._tokens = self.burst
+        else:
+            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
         return True
 
 

@@ -19,7 +19,13 @@ import av
 import cv2
 import numpy as np
 import pytest
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    AudioStreamTrack,
+    MediaStreamTrack,
+    RTCDataChannel,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
 from aiortc.mediastreams import MediaStreamError
 from av import VideoFrame
 from faststream import TestApp
@@ -81,24 +87,29 @@ class PlayedVideo(MediaStreamTrack):
 
     kind = "video"
 
-    def __init__(self, frames: list[np.ndarray], media_clock: float = 1.0) -> None:
+    def __init__(self, frames: list[np.ndarray], media_clock: float = 1.0, fps: float = FPS) -> None:
         super().__init__()
         self._frames = frames
         self._media_clock = media_clock
+        self._fps = fps
         self._index = 0
         self._start: float | None = None
+
+    @property
+    def sent(self) -> int:
+        return self._index
 
     async def recv(self) -> VideoFrame:
         loop = asyncio.get_running_loop()
         if self._start is None:
             self._start = loop.time()
-        wait = self._start + self._index / FPS - loop.time()
+        wait = self._start + self._index / self._fps - loop.time()
         if wait > 0:
             await asyncio.sleep(wait)
         frame = VideoFrame.from_ndarray(self._frames[self._index % len(self._frames)], format="rgb24")
         # a camera stamps its frames on schedule; a fast clock, media_clock times the real time
         # elapsed (however late a loaded sender makes its frames)
-        elapsed = self._index / FPS if self._media_clock == 1.0 else loop.time() - self._start
+        elapsed = self._index / self._fps if self._media_clock == 1.0 else loop.time() - self._start
         frame.pts = round(elapsed * self._media_clock * 90_000)
         frame.time_base = fractions.Fraction(1, 90_000)
         self._index += 1
@@ -114,12 +125,25 @@ class Client:
     received: list[np.ndarray] = field(default_factory=list)
     channel_closed: asyncio.Event = field(default_factory=asyncio.Event)
     watchers: list[asyncio.Future[None]] = field(default_factory=list)
+    channel: RTCDataChannel | None = None
+    camera: PlayedVideo | None = None
 
-    async def offer(self, frames: list[np.ndarray], media_clock: float = 1.0) -> str:
-        channel = self.pc.createDataChannel("faceproof")
+    async def offer(
+        self,
+        frames: list[np.ndarray],
+        media_clock: float = 1.0,
+        *,
+        fps: float = FPS,
+        extra: tuple[Any, ...] = (),
+    ) -> str:
+        """The offer (ICE gathered); ``extra``: tracks added after the camera (not what a page sends)."""
+        self.channel = channel = self.pc.createDataChannel("faceproof")
         channel.on("message", lambda text: self.messages.put_nowait(json.loads(text)))
         channel.on("close", self.channel_closed.set)
-        self.pc.addTrack(PlayedVideo(frames, media_clock))
+        self.camera = PlayedVideo(frames, media_clock, fps)
+        self.pc.addTrack(self.camera)
+        for track in extra:
+            self.pc.addTrack(track)
 
         @self.pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
@@ -510,3 +534,117 @@ async def test_the_agent_hangs_up_at_expiry_and_releases_a_peer_that_left(
     finally:
         await expiring_client.pc.close()
         await leaving_client.pc.close()
+
+
+# --------------------------------------------------------------------------- what a peer may not do
+
+
+async def connected_client(
+    running: Running,
+    repository: SessionRepository,
+    frames: list[np.ndarray],
+    *,
+    fps: float = FPS,
+    answer: Any = None,
+) -> tuple[Client, str]:
+    """A client whose offer the agent answered (``answer``: rewrites the answer first), connected."""
+    record, _ = await new_session(repository, utc_now() + timedelta(seconds=120), "conn-a")
+    client = Client()
+    started = await running.start(
+        record.id,
+        "conn-a",
+        await client.offer(frames, fps=fps),
+        expires_at=utc_now() + timedelta(seconds=120),
+    )
+    assert started.error is None, started.error
+    sdp = started.answer_sdp if answer is None else answer(started.answer_sdp)
+    await client.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+    await eventually(lambda: client.pc.connectionState == "connected", "connected")
+    return client, record.id
+
+
+async def test_an_offer_with_audio_or_a_second_video_is_refused(
+    running: Running, repository: SessionRepository
+) -> None:
+    """The attack: sections the page never offers. Each started a receiver whose frames nobody read
+    (an unpaced audio track queued megabytes a second in the agent, without bound)."""
+    frames = load_frames(4)
+    record, _ = await new_session(repository, utc_now() + timedelta(seconds=120), "conn-x")
+    for extra in ((AudioStreamTrack(),), (PlayedVideo(frames),)):
+        client = Client()
+        try:
+            offer = await client.offer(frames, extra=extra)
+            refused = await running.start(
+                record.id, "conn-x", offer, expires_at=utc_now() + timedelta(seconds=120)
+            )
+            assert refused.error is not None and refused.error.code is ErrorCode.INVALID_OFFER, extra
+            assert not refused.answer_sdp
+        finally:
+            await client.pc.close()
+
+
+async def test_a_peer_that_overruns_the_data_channel_is_hung_up(
+    running: Running, repository: SessionRepository
+) -> None:
+    """The attack: the answer's max-message-size rewritten to 0 (no limit) and one 8 MiB message.
+    aiortc reassembled it whole, rescanning its list on every chunk (minutes of the agent's event
+    loop for 32 MiB); past the 1 MiB receive window the agent hangs up."""
+    client, _ = await connected_client(
+        running,
+        repository,
+        load_frames(8),
+        answer=lambda sdp: re.sub(r"a=max-message-size:\d+", "a=max-message-size:0", sdp),
+    )
+    try:
+        assert client.channel is not None
+        await eventually(
+            lambda: client.channel is not None and client.channel.readyState == "open", "channel open"
+        )
+        client.channel.send(b"x" * (8 * 1024 * 1024))
+        await eventually(lambda: not running.built.agent.sessions, "hung up")
+    finally:
+        await client.pc.close()
+
+
+async def test_a_stream_whose_timestamps_run_ahead_is_kept_at_the_frame_rate(
+    running: Running, repository: SessionRepository
+) -> None:
+    """The attack: 30 frames a second, stamped a second apart. The sampler reads the timestamps and
+    kept every frame, each one stored and analysed; the agent's own clock bounds them now."""
+    small = [cv2.resize(frame, (160, 106)) for frame in load_frames(8)]
+    record, _ = await new_session(repository, utc_now() + timedelta(seconds=120), "conn-f")
+    client = Client()
+    try:
+        offer = await client.offer(small, media_clock=30.0, fps=30.0)
+        started = await running.start(
+            record.id, "conn-f", offer, expires_at=utc_now() + timedelta(seconds=120)
+        )
+        assert started.error is None
+        await client.pc.setRemoteDescription(RTCSessionDescription(sdp=started.answer_sdp, type="answer"))
+
+        def stored() -> int:
+            return sum(1 for f in running.observer.frames if f.session_id == record.id)
+
+        await eventually(lambda: stored() >= 2 * FPS, "the first frames")
+        await asyncio.sleep(1.0)  # past the first burst (2 s of frames at once)
+        assert client.camera is not None
+        sent, kept = client.camera.sent, stored()
+        await asyncio.sleep(6.0)
+        sent, kept = client.camera.sent - sent, stored() - kept
+        print(f"in 6 s: {sent} frames sent, {kept} stored")
+        assert sent > 2 * 1.25 * FPS * 6, "the sender was too slow to show anything"
+        assert kept <= 1.25 * FPS * 6 + 8, (sent, kept)  # + the frames on their way at either end
+    finally:
+        await client.pc.close()
+
+
+async def test_a_camera_larger_than_full_hd_is_hung_up_before_a_frame_is_stored(
+    running: Running, repository: SessionRepository
+) -> None:
+    huge = [np.zeros((1152, 2048, 3), dtype=np.uint8)] * 2
+    client, session_id = await connected_client(running, repository, huge)
+    try:
+        await eventually(lambda: not running.built.agent.sessions, "hung up")
+        assert not [f for f in running.observer.frames if f.session_id == session_id]
+    finally:
+        await client.pc.close()
