@@ -33,6 +33,15 @@ class CommandStatus(StrEnum):
     REJECTED = "REJECTED"
 
 
+def retaken(*, redelivered: bool) -> frozenset[CommandStatus]:
+    """Which taken commands run again when their message id comes back. A redelivery (the broker's,
+    after a crash or a nack) finishes one left RUNNING; a new publication may try one REJECTED
+    again (say, after a rate limit). Not a REJECTED one redelivered: its rejection was published
+    already (the nack came after, from its dead-letter record), and running it then gave the
+    client CommandRejected and SessionCreated for the same id."""
+    return frozenset({CommandStatus.RUNNING}) if redelivered else frozenset({CommandStatus.REJECTED})
+
+
 @dataclass(frozen=True, slots=True)
 class BrokerClient:
     """The API client a broker user acts for, with its rate limit and monthly quota."""
@@ -119,9 +128,8 @@ class ProcessedCommands:
         self._sessions = sessions
 
     async def claim(self, client_id: str, message_id: str, command: str, *, redelivered: bool) -> bool:
-        """Take the command; ``False`` for a duplicate of one taken. A command that was REJECTED
-        may be sent again with the same id (say, after a rate limit), and a redelivery of one still
-        RUNNING (its worker died before finishing) is taken again: the handlers are safe to repeat."""
+        """Take the command; ``False`` for a duplicate of one taken, or one not :func:`retaken`
+        (the handlers are safe to repeat)."""
         row = ProcessedCommandRow(
             client_id=client_id,
             message_id=message_id,
@@ -137,9 +145,7 @@ class ProcessedCommands:
                 return True
             except IntegrityError:
                 pass
-            retake = [CommandStatus.REJECTED.value]
-            if redelivered:
-                retake.append(CommandStatus.RUNNING.value)
+            retake = [status.value for status in retaken(redelivered=redelivered)]
             statement = (
                 update(ProcessedCommandRow)
                 .where(

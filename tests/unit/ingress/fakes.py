@@ -10,7 +10,7 @@ from typing import Any
 from contracts.commands import CompareFaces
 from contracts.envelope import Event
 from domain.limits import Limits, RateDecision
-from infra.db.ingress import BrokerClient, CommandStatus
+from infra.db.ingress import BrokerClient, CommandStatus, retaken
 from infra.dead_letters import RedactedLetter
 from infra.settings import Settings
 from services.ingress.handlers import CommandDeps
@@ -33,15 +33,14 @@ class FakeIdentities:
 
 @dataclass
 class FakeProcessed:
-    """ProcessedCommands' rule: a new id is taken; a REJECTED one may be sent again; a RUNNING one
-    is taken again only when redelivered; a DONE one never."""
+    """ProcessedCommands' rule (``infra.db.ingress.retaken``): a new id is taken; a REJECTED one
+    may be sent again, not redelivered; a RUNNING one is taken again only when redelivered."""
 
     rows: dict[tuple[str, str], CommandStatus] = field(default_factory=dict)
 
     async def claim(self, client_id: str, message_id: str, command: str, *, redelivered: bool) -> bool:
         status = self.rows.get((client_id, message_id))
-        retake = {CommandStatus.REJECTED} | ({CommandStatus.RUNNING} if redelivered else set())
-        if status is not None and status not in retake:
+        if status is not None and status not in retaken(redelivered=redelivered):
             return False
         self.rows[(client_id, message_id)] = CommandStatus.RUNNING
         return True
