@@ -19,7 +19,7 @@ from typing import Final, Protocol
 
 from domain.ports import SessionReader
 from domain.records import SessionRecord
-from domain.sessions import Outcome, SessionEnding, end_session
+from domain.sessions import Expired, Outcome, SessionEnding, end_session
 from infra.db.errors import NotFound, VersionConflict
 from infra.telemetry.metrics import session_status
 
@@ -38,6 +38,10 @@ class EndingSessions(SessionReader, Protocol):
         ``VersionConflict`` when the row moved on, ``NotFound`` when it is gone."""
         ...
 
+    async def decided(self, session_id: str) -> bool:
+        """Whether the liveness worker has stored the session's decision."""
+        ...
+
 
 def _now() -> datetime:
     return datetime.now(UTC)
@@ -51,6 +55,8 @@ class SessionLifecycle:
         """End the session with ``outcome``; the ended record when THIS call ended it, None when
         the rule says it does not end (finished already, not yet due) or it does not exist.
         SessionFinished is in the outbox when this returns (the relay publishes it)."""
+        if isinstance(outcome, Expired) and await self.sessions.decided(session_id):
+            return None  # decided: it ends with its decision (the matcher's answer, or late), not EXPIRED
         for _ in range(_ATTEMPTS):
             record = await self.sessions.fetch(session_id)
             if record is None:

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final, cast
 from uuid import uuid4
 
-from sqlalchemy import Row, Table, bindparam, insert, or_, select, update
+from sqlalchemy import ColumnElement, Row, Table, bindparam, exists, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -31,6 +31,7 @@ from infra.db.tables import (
     DEFAULT_RATE_PER_SECOND,
     ApiClientRow,
     LivenessFailureRow,
+    LivenessStateRow,
     SessionRow,
     session_erased,
     utc_now,
@@ -115,6 +116,14 @@ class ApiClientRepository:
         with translate_errors():
             async with self._sessions() as session:
                 return [_client(row) for row in await session.scalars(query)]
+
+
+def _decided(session_id: Any) -> ColumnElement[bool]:
+    """The session's liveness decision is stored: it ends with that decision (when the matcher
+    answers, or the worker's sweep at most ``FACEPROOF_MATCH_TIMEOUT_S`` after it), never EXPIRED.
+    A slow matcher past the expiry turned a passed session into EXPIRED, counted against its
+    subject, and its LivenessDecided(live) contradicted its SessionFinished."""
+    return exists().where(LivenessStateRow.session_id == session_id, LivenessStateRow.decided_at.is_not(None))
 
 
 class SessionRepository:
@@ -264,10 +273,21 @@ class SessionRepository:
             f"session {ending.session_id} is no longer at version {ending.expected_version}"
         )
 
+    async def decided(self, session_id: str) -> bool:
+        """Whether the liveness worker has stored its decision (:func:`_decided`)."""
+        with translate_errors():
+            async with self._sessions() as session:
+                return bool(await session.scalar(select(_decided(bindparam("id", session_id)))))
+
     async def overdue(self, *, limit: int = 100) -> builtins.list[str]:
+        """Unfinished sessions past their expiry, but for decided ones (:func:`_decided`)."""
         query = (
             select(SessionRow.id)
-            .where(SessionRow.status.in_(_UNFINISHED), SessionRow.expires_at <= utc_now())
+            .where(
+                SessionRow.status.in_(_UNFINISHED),
+                SessionRow.expires_at <= utc_now(),
+                ~_decided(SessionRow.id),
+            )
             .order_by(SessionRow.expires_at)
             .limit(limit)
         )

@@ -14,18 +14,19 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from contracts.documents import SessionSettingsDocument
+from contracts.documents import LivenessDecisionDocument, SessionSettingsDocument
 from contracts.events import SessionFinished
 from contracts.routing import EventKey
 from contracts.values import SessionStatus
 from domain.records import SessionRecord
-from domain.sessions import SessionEnding
+from domain.sessions import Expired, SessionEnding
 from infra.db.engine import session_factory
 from infra.db.errors import DatabaseUnavailable
 from infra.db.liveness import LivenessRepository
 from infra.db.outbox import SqlOutbox
 from infra.db.repositories import SessionRepository
-from infra.db.tables import SessionRow
+from infra.db.tables import LivenessStateRow, SessionRow
+from infra.lifecycle import SessionLifecycle
 from infra.retention import RETENTION_SWEEPER, Retention, session_prefix
 from infra.storage import ObjectStore
 from infra.sweeps import ITEM, run_forever
@@ -182,3 +183,53 @@ async def test_an_expiry_that_fails_for_one_session_still_expires_the_others(
                 SessionStatus.EXPIRED
             ]
     assert item_failures(EXPIRY_SWEEPER) == before + 1
+
+
+async def test_a_decided_session_past_its_expiry_ends_with_its_decision_not_expired(
+    factory: async_sessionmaker[AsyncSession], s3_store: ObjectStore
+) -> None:
+    """The race: the session was decided (live) and its reference sent to a matcher that is slow;
+    the expiry came first. The sweep and the gateway's lazy expiry turned it EXPIRED (counted
+    against a subject who passed, after a LivenessDecided that said live). Now a decided session
+    waits for the matcher's answer, and the sweep finishes it with its decision once the answer
+    is late (COMPARISON_UNAVAILABLE for its reference)."""
+    sessions, states = SessionRepository(factory), LivenessRepository(factory)
+    ids = []
+    for _ in range(2):
+        record, _ = await sessions.create(
+            "client-a",
+            client_request_token=None,
+            settings=SessionSettingsDocument(),
+            expires_at=datetime.now(UTC) + timedelta(hours=1),
+            reference_key="sessions/ref/reference-input.jpg",
+        )
+        ids.append(record.id)
+        await states.create_state(record.id, challenges=[], started_at=datetime.now(UTC))
+    decided, undecided = ids
+    decision = LivenessDecisionDocument(is_live=True, confidence=97.0)
+    async with factory.begin() as session:
+        await session.execute(
+            update(LivenessStateRow)
+            .where(LivenessStateRow.session_id == decided)
+            .values(decision=decision.to_row(), decided_at=datetime.now(UTC), match_request_id="m-1")
+        )
+        await session.execute(
+            update(SessionRow)
+            .where(SessionRow.id.in_(ids))
+            .values(
+                expires_at=datetime.now(UTC) - timedelta(seconds=1), status=SessionStatus.IN_PROGRESS.value
+            )
+        )
+    deps = Deps(sessions=sessions, states=states, store=s3_store, frames=NoFrames(), identity_threshold=0.5)
+
+    await sweep(deps, match_timeout_s=30)
+    assert await SessionLifecycle(sessions).end(decided, Expired()) is None  # the gateway's lazy expiry
+    assert (await sessions.fetch(undecided)).status is SessionStatus.EXPIRED  # type: ignore[union-attr]
+    assert (await sessions.fetch(decided)).status is SessionStatus.IN_PROGRESS  # type: ignore[union-attr]
+
+    await sweep(deps, match_timeout_s=0)  # the matcher's answer is late now
+    ended = await sessions.fetch(decided)
+    assert ended is not None and ended.status is SessionStatus.SUCCEEDED, ended
+    assert ended.result is not None and "COMPARISON_UNAVAILABLE" in ended.result.reasons
+    finished = await SqlOutbox(factory).messages(decided, routing_key=EventKey.SESSION_FINISHED)
+    assert [SessionFinished.model_validate(m.payload).status for m in finished] == [SessionStatus.SUCCEEDED]

@@ -49,6 +49,9 @@ class FakeSessions:
     async def fetch(self, session_id: str) -> SessionRecord | None:
         return self.record if session_id == self.record.id else None
 
+    async def decided(self, session_id: str) -> bool:
+        return False
+
     async def end(self, ending: SessionEnding) -> SessionRecord:
         if self._moves:  # another writer moves the row on between our read and our write
             self._moves -= 1

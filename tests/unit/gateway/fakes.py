@@ -52,6 +52,8 @@ class FakeSessionRows(FakeSessions):
     #: What SessionRepository.end writes with each ending: the event (outbox) and the audit entry.
     finished: list[SessionFinished] = field(default_factory=list)
     audits: list[AuditEntry] = field(default_factory=list)
+    #: Sessions whose liveness decision is stored (the liveness worker's; they do not expire).
+    decisions: set[str] = field(default_factory=set)
 
     async def fetch(self, session_id: str) -> SessionRecord | None:
         return self.rows.get(session_id)
@@ -86,6 +88,9 @@ class FakeSessionRows(FakeSessions):
         self.rows[session_id] = replace(row, connection_id=None, connection_seen_at=None)
         self.released.append((session_id, connection_id))
         return True
+
+    async def decided(self, session_id: str) -> bool:
+        return session_id in self.decisions
 
     async def end(self, ending: SessionEnding) -> SessionRecord:
         """The version-checked ending (``VersionConflict`` when the row moved on)."""
