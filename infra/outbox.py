@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -48,6 +49,10 @@ DEFAULT_POLL_S: Final = 2.0
 #: The first back-off after a failure, and the wait before trying again when another relay held
 #: the lock (doubling to :data:`MAX_BACKOFF_S` while failures last).
 RETRY_S: Final = 0.2
+#: A batch marks what it has sent at least this often: on PostgreSQL its transaction holds the relay
+#: lock, and one idle for 60 s (publishing 100 rows of a slow broker, or large ones) was ended by
+#: the server, its marks with it; the next batch sent the same rows again, and as slowly, for ever.
+MARK_EVERY_S: Final = 10.0
 MAX_BACKOFF_S: Final = 10.0
 
 
@@ -112,7 +117,11 @@ class OutboxRelay:
             if batch is None:  # another relay holds the lock
                 return None
             sent: list[int] = []
+            total, marked_at = 0, time.monotonic()
             for pending in batch.messages:
+                if sent and time.monotonic() - marked_at >= MARK_EVERY_S:
+                    await batch.mark_sent(sent)  # and the batch's transaction is not idle for long
+                    total, sent, marked_at = total + len(sent), [], time.monotonic()
                 try:
                     await self.sender.send(pending.message)
                 except MessageTooLarge as error:  # no broker takes it, ever: the rest must not wait
@@ -132,7 +141,7 @@ class OutboxRelay:
             await batch.mark_sent(sent)
         if failure is not None:
             raise failure
-        return len(sent)
+        return total + len(sent)
 
     async def run(self) -> NoReturn:
         """Relay until cancelled: at once while there is more, when woken (a commit of this

@@ -15,10 +15,12 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+import infra.outbox
 from contracts.events import SessionFinished
 from contracts.routing import EventKey
 from contracts.values import SessionStatus
 from domain.outgoing import Outgoing
+from infra.db import outbox as outbox_table
 from infra.db.engine import create_engine, session_factory
 from infra.db.outbox import RELAY_LOCK_KEY, SqlOutbox, stage
 from infra.db.tables import OutboxRow
@@ -173,5 +175,45 @@ async def test_one_relay_at_a_time_on_postgres(postgres_url: str) -> None:
         assert tag not in recorder.sent
         await _drain(relay)
         assert tag in recorder.sent
+    finally:
+        await engine.dispose()
+
+
+class SlowRecorder(Recorder):
+    """A broker that takes ``delay_s`` to confirm each message."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__()
+        self.delay_s = delay_s
+
+    async def send(self, outgoing: Outgoing) -> None:
+        await asyncio.sleep(self.delay_s)
+        await super().send(outgoing)
+
+
+async def test_a_batch_slower_than_the_idle_limit_still_gets_its_rows_marked(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch whose publishing outlasts PostgreSQL's idle-in-transaction limit (60 s; 1 s here)
+    lost its marks with its transaction: the same rows went out again on every try, for ever, and
+    everything behind them waited. The batch marks its progress as it goes now."""
+    monkeypatch.setattr(outbox_table, "_IDLE_LIMIT", "SET LOCAL idle_in_transaction_session_timeout = '1s'")
+    monkeypatch.setattr(infra.outbox, "MARK_EVERY_S", 0.3)
+    engine = create_engine(postgres_url)
+    try:
+        factory = session_factory(engine)
+        tag = uuid.uuid4().hex[:8]
+        names = [f"{tag}-{n}" for n in range(20)]  # 20 x 0.1 s: twice the idle limit
+        async with factory.begin() as session:
+            for name in names:
+                stage(session, _finished(name))
+        recorder = SlowRecorder(0.1)
+        relay = OutboxRelay(SqlOutbox(factory), recorder, batch=100)
+        await relay.relay_once()
+        async with factory() as session:
+            rows = (await session.scalars(select(OutboxRow).where(OutboxRow.correlation_id.in_(names)))).all()
+        assert len(rows) == len(names) and all(row.sent_at is not None for row in rows)
+        await _drain(relay)
+        assert [n for n in recorder.sent if n.startswith(tag)] == names  # each once
     finally:
         await engine.dispose()
