@@ -107,9 +107,8 @@ def build_app(settings: Settings, *, leases: LeasedSessions, store: ObjectStore)
     broker = create_broker(settings)
     store = ErasureGuardedStore(store, leases, writer="call_agent")
     slots = CallSlots(settings.max_concurrent_calls)  # hosted sessions and video calls share the cap
-    events = Publisher.for_settings(
-        broker, settings
-    )  # the one publisher (infra/publisher.py; raises its PublishFailed)
+    # the one publisher (infra/publisher.py; raises its PublishFailed)
+    events = Publisher.for_settings(broker, settings)
     agent = CallAgent(stream_config(settings), leases=leases, store=store, events=events, slots=slots)
     calls = RoomCalls(call_config(settings), store=store, events=events, slots=slots)
     WEBRTC_CONNECTIONS.labels("session").set_function(lambda: len(agent.sessions))
