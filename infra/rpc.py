@@ -36,8 +36,13 @@ class BrokerUnavailable(Exception):
 class BrokerRpc:
     """One connection, one channel with publisher confirms, one exclusive reply queue."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, message_ttl_s: int | None = None) -> None:
+        """``message_ttl_s``: how long a request may wait in a queue (a process passes its
+        retention period: a request carries face images, and none outlives it while the workers
+        are down). Not the request's deadline: RabbitMQ dead-letters what expires, and every
+        compare a restarting matcher missed would then wait in a dead-letter queue for a day."""
         self._url = url
+        self._message_ttl_s = message_ttl_s
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
         self._reply_queue = f"faceproof.rpc.{uuid4().hex}"
@@ -80,9 +85,7 @@ class BrokerRpc:
                         message_id=command.message_id,
                         reply_to=self._reply_queue,
                         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                        # nobody waits for the answer after the deadline: the request (face images)
-                        # leaves the queue then, and no worker spends a second on it
-                        expiration=deadline_s,
+                        expiration=self._message_ttl_s,
                         headers=dict(inject({})),  # the trace context (traceparent)
                     ),
                     routing_key=routing_key,
