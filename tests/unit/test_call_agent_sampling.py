@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from services.call_agent.sampling import FrameSampler, encode_jpeg, fit_image, fit_size
+from services.call_agent.sampling import ArrivalLimit, FrameSampler, encode_jpeg, fit_image, fit_size
 
 
 def kept(sampler: FrameSampler, times: list[float]) -> list[float]:
@@ -35,6 +35,26 @@ def test_repeated_or_slightly_late_times_are_dropped_and_a_clock_reset_starts_af
     assert sampler.keep(100.125)
     assert sampler.keep(0.0)  # a new stream: time jumped back by minutes
     assert sampler.keep(0.125)
+
+
+def test_wants_says_what_keep_would_do_and_changes_nothing() -> None:
+    sampler = FrameSampler(8.0)
+    assert sampler.wants(100.0) and sampler.wants(100.0)
+    assert sampler.keep(100.0)
+    assert not sampler.wants(100.0) and sampler.wants(100.125)
+
+
+def test_arrivals_are_bounded_by_the_agents_clock_after_a_burst() -> None:
+    limit = ArrivalLimit(rate=10.0, burst=16.0)
+    burst = [limit.take(0.0) for _ in range(20)]
+    assert burst.count(True) == 16  # frames that arrive together after a stall
+    steady = [limit.take(1.0 + i / 30) for i in range(90)]  # 30 a second for 3 s
+    assert 38 <= steady.count(True) <= 41  # the 10 refilled in the second before, then 10 a second
+
+
+def test_a_camera_at_the_frame_rate_never_meets_the_limit() -> None:
+    limit = ArrivalLimit(rate=10.0, burst=16.0)
+    assert all(limit.take(i / 8) for i in range(80))
 
 
 def test_fps_must_be_positive() -> None:
