@@ -146,7 +146,14 @@ class FailureHistory(Protocol):
         ...
 
 
-class SessionRows(Protocol):
+class SessionReader(Protocol):
+    """A session by id, whoever owns it (``infra.db.repositories.SessionRepository``; workers and
+    use cases, never a request's lookup: the notifier reads a finished session's result)."""
+
+    async def fetch(self, session_id: str) -> SessionRecord | None: ...
+
+
+class SessionRows(SessionReader, Protocol):
     """Creating sessions (``infra.db.repositories.SessionRepository``; the intake's use cases)."""
 
     async def create(
@@ -189,6 +196,8 @@ class FlowRows(Protocol):
     ) -> CallFlowRecord: ...
 
     async def get(self, owner: str, flow_id: str) -> CallFlowRecord | None: ...
+
+    async def mark_join_sent(self, flow_id: str) -> None: ...
 
 
 #: The messages that follow a flow's transition, from the record its winner got back (to the outbox).
@@ -246,13 +255,6 @@ class FlowStore(Protocol):
     async def claim_due_deliveries(
         self, *, now: datetime, lease_until: datetime, limit: int = 100
     ) -> list[CallFlowRecord]: ...
-
-
-class SessionReader(Protocol):
-    """A session by id, whoever owns it (``infra.db.repositories.SessionRepository``; workers,
-    never request handlers: the notifier reads a finished session's result)."""
-
-    async def fetch(self, session_id: str) -> SessionRecord | None: ...
 
 
 class SessionLeases(SessionReader, Protocol):

@@ -65,6 +65,8 @@ class CallFlowRecord:
     delivered_at: datetime | None
     #: The MatchReferences sent when the flow started MATCHING (only its answer is accepted).
     match_request_id: str | None = None
+    #: When its JoinCall went to the broker (None: not yet; its publish failed).
+    join_sent_at: datetime | None = None
 
     def __repr__(self) -> str:  # the controller's token and the secret stay out of logs
         return f"CallFlowRecord(id={self.id!r}, status={self.status.value}, delivery={self.delivery})"

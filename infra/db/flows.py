@@ -101,6 +101,14 @@ class CallFlowRepository:
     async def fetch(self, flow_id: str) -> CallFlowRecord | None:
         return await self._one(CallFlowRow.id == flow_id)
 
+    async def mark_join_sent(self, flow_id: str) -> None:
+        """Its JoinCall is with the broker (a redelivered start does not ask again)."""
+        with translate_errors():
+            async with self._sessions.begin() as session:
+                await session.execute(
+                    update(CallFlowRow).where(CallFlowRow.id == flow_id).values(join_sent_at=utc_now())
+                )
+
     async def by_session(self, session_id: str) -> CallFlowRecord | None:
         return await self._one(CallFlowRow.session_id == session_id)
 
@@ -307,4 +315,5 @@ def _record(row: CallFlowRow) -> CallFlowRecord:
         finished_at=row.finished_at,
         delivered_at=row.delivered_at,
         match_request_id=row.match_request_id,
+        join_sent_at=row.join_sent_at,
     )

@@ -227,6 +227,8 @@ class CallFlowRow(Base):
     delivered_at: Mapped[datetime | None]
     #: The MatchReferences sent when the flow started MATCHING: only the answer to it is accepted.
     match_request_id: Mapped[str | None] = mapped_column(String(64))
+    #: When its JoinCall went to the broker (None: not yet, its publish failed).
+    join_sent_at: Mapped[datetime | None]
 
 
 class RateBucketRow(Base):

@@ -331,6 +331,7 @@ async def _join_call(
             correlation_id=correlation_id, client_id=client.client_id, **created.model_dump(by_alias=False)
         )
     else:
+        await deps.calls.resume(body, _caller(client), existing)  # the first ask may not have gone out
         event = CallStarted(
             correlation_id=correlation_id,
             client_id=client.client_id,

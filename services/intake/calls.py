@@ -143,7 +143,7 @@ class CallStarter:
             deadline=now + timedelta(seconds=flow_ttl),
             flow_id=flow_id or str(uuid4()),
         )
-        await self.commands.join(_join_call(body, caller, flow, session, session_settings))
+        await self._ask_agent(_join_call(body, caller, flow, session, session_settings))
         log.info("flow %s started (session %s, language %s)", flow.id, session.id, language)
         return CallCreatedResponse(
             flow_id=flow.id,
@@ -154,3 +154,19 @@ class CallStarter:
             language_fallback=fallback,
             deadline=flow.deadline,
         )
+
+    async def resume(self, body: JoinCallRequest, caller: Caller, flow: CallFlowRecord) -> None:
+        """A start found its flow already stored (a redelivered ``call.join``): ask a call agent
+        if the first delivery could not (its JoinCall publish failed); never twice (two agents in
+        one room). Raises :class:`Unavailable` as :meth:`start` does."""
+        if flow.join_sent_at is not None or flow.outcome is not None:
+            return
+        session = await self.sessions.fetch(flow.session_id)
+        if session is None or session.status.terminal:
+            return
+        await self._ask_agent(_join_call(body, caller, flow, session, session.settings))
+        log.info("flow %s: the call agent asked again (the first ask did not go out)", flow.id)
+
+    async def _ask_agent(self, command: JoinCall) -> None:
+        await self.commands.join(command)
+        await self.flows.mark_join_sent(command.flow_id)

@@ -245,6 +245,10 @@ async def test_a_flow_row_written_before_the_typed_documents_is_read(
     assert (read.settings.timeout_s, read.settings.ready_timeout_s) == (900, 20.0)
     assert read.decision == FlowDecision.from_row(decision)
     assert (read.decision.references_used, read.decision.reference_errors) == (2, ["reference 1: HTTP 404"])
+    assert read.join_sent_at is None  # its JoinCall not published yet
+    await flows.mark_join_sent(flow.id)
+    joined = await flows.fetch(flow.id)
+    assert joined is not None and joined.join_sent_at is not None
 
 
 async def test_create_and_get_session(sessions: SessionRepository) -> None:

@@ -19,6 +19,7 @@ from contracts.values import SessionStatus
 from infra.db.ingress import CommandStatus
 from infra.settings import Settings
 from services.ingress.handlers import Delivery, receive, relay
+from services.intake.errors import Unavailable
 from tests.unit.ingress.fakes import FakeLimiter, FakeOutbox, Ingress
 from tests.unit.intake.fakes import jpeg
 
@@ -115,6 +116,24 @@ async def test_call_join_starts_one_flow_even_when_redelivered() -> None:
     [join] = ingress.commands.sent  # one JoinCall for the call agents
     assert join.flow_id == first.flow_id and join.client_id == "client-1"
     assert list(ingress.flows.rows) == [first.flow_id]
+
+
+async def test_a_call_join_whose_first_ask_did_not_go_out_asks_on_redelivery() -> None:
+    """The flow was stored, then the broker refused its JoinCall: the command is nacked. Its
+    redelivery found the flow and answered CallStarted, but no call agent was ever asked (the flow
+    failed at its deadline). Now it asks then, once; a later redelivery does not ask again."""
+    ingress = Ingress()
+    ingress.commands.fail_first = 1
+    with pytest.raises(Unavailable):  # transient: nacked, redelivered by the broker
+        await run(ingress, delivery("call.join"), body(ROOM))
+    assert ingress.commands.sent == [] and ingress.outbox.sent == []
+    for _ in range(2):
+        await run(ingress, delivery("call.join", redelivered=True), body(ROOM))
+        ingress.processed.rows[("client-1", "m-1")] = CommandStatus.RUNNING  # as if it died again
+    [join] = ingress.commands.sent
+    [flow_id] = list(ingress.flows.rows)
+    assert join.flow_id == flow_id and ingress.flows.rows[flow_id].join_sent_at is not None
+    assert [sent.message.flow_id for sent in ingress.outbox.sent] == [flow_id, flow_id]  # type: ignore[attr-defined]
 
 
 async def test_a_duplicate_message_id_is_dropped() -> None:

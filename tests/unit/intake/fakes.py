@@ -71,6 +71,9 @@ class FakeSessions:
         self.rows[record.id] = record
         return record, True
 
+    async def fetch(self, session_id: str) -> SessionRecord | None:
+        return self.rows.get(session_id)
+
     async def set_client_token_hash(self, session_id: str, client_token_hash: str) -> bool:
         self.rows[session_id] = replace(self.rows[session_id], client_token_hash=client_token_hash)
         return True
@@ -156,13 +159,21 @@ class FakeFlows:
         row = self.rows.get(flow_id)
         return row if row is not None and row.owner == owner else None
 
+    async def mark_join_sent(self, flow_id: str) -> None:
+        self.rows[flow_id] = replace(self.rows[flow_id], join_sent_at=datetime.now(UTC))
+
 
 @dataclass
 class FakeCallCommands:
     sent: list[JoinCall] = field(default_factory=list)
     down: bool = False
+    #: Refuse this many publishes first (the broker went away for a moment), then take them.
+    fail_first: int = 0
 
     async def join(self, command: JoinCall) -> None:
+        if self.fail_first:
+            self.fail_first -= 1
+            raise Unavailable("BROKER_UNAVAILABLE", "Service unavailable", "down", retry_after_s=5)
         if self.down:
             raise Unavailable("BROKER_UNAVAILABLE", "Service unavailable", "down", retry_after_s=5)
         self.sent.append(command)
