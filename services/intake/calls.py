@@ -17,6 +17,7 @@ from contracts.routing import CommandKey
 from contracts.values import SessionStatus
 from domain.ports import FlowRows, SessionRows
 from domain.records import CallFlowRecord, SessionRecord
+from infra.db.errors import DatabaseError
 from infra.publisher import Publisher, PublishFailed
 from infra.safe_fetch import WEBSOCKET_SCHEMES, FetchPolicy, UrlRefused, precheck_url
 from infra.settings import Settings
@@ -169,4 +170,7 @@ class CallStarter:
 
     async def _ask_agent(self, command: JoinCall) -> None:
         await self.commands.join(command)
-        await self.flows.mark_join_sent(command.flow_id)
+        try:
+            await self.flows.mark_join_sent(command.flow_id)
+        except DatabaseError as error:  # the call is under way: a caller must not be told it is not
+            log.warning("flow %s: the ask is not recorded (%s)", command.flow_id, type(error).__name__)

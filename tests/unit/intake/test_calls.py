@@ -6,6 +6,7 @@ import pytest
 
 from contracts.http import CallSettings, JoinCallRequest
 from contracts.languages import choose_language
+from infra.db.errors import DatabaseUnavailable
 from infra.settings import Settings
 from services.intake import errors
 from services.intake.caller import Caller
@@ -67,6 +68,22 @@ async def test_the_broker_down_is_retryable_and_the_flow_stays_for_its_deadline(
         )
     assert refused.value.code == "BROKER_UNAVAILABLE" and refused.value.retryable
     assert len(flows.rows) == 1  # its deadline ends it with one failure callback
+    [flow] = flows.rows.values()
+    assert flow.join_sent_at is None  # a redelivered call.join asks then (CallStarter.resume)
+
+
+class UnrecordedFlows(FakeFlows):
+    async def mark_join_sent(self, flow_id: str) -> None:
+        raise DatabaseUnavailable("the database went away after the publish")
+
+
+async def test_a_call_whose_ask_went_out_is_started_even_if_the_ask_cannot_be_recorded() -> None:
+    commands = FakeCallCommands()
+    created = await CallStarter(SETTINGS, FakeSessions(), UnrecordedFlows(), commands).start(
+        request(), CallSettings(), CALLER
+    )
+    [command] = commands.sent
+    assert command.flow_id == created.flow_id
 
 
 @pytest.mark.parametrize(
