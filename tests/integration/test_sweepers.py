@@ -140,25 +140,38 @@ class NoFrames:
         pass
 
 
-async def test_an_expiry_that_fails_for_one_session_still_expires_the_others(
-    factory: async_sessionmaker[AsyncSession], s3_store: ObjectStore
-) -> None:
+async def overdue_sessions(
+    factory: async_sessionmaker[AsyncSession],
+    count: int,
+    *,
+    status: SessionStatus | None = None,
+    reference_key: str | None = None,
+) -> list[str]:
+    """``count`` sessions of one client, their expiry a second ago (``status``: moved there too)."""
     sessions = SessionRepository(factory)
-    overdue = []
-    for _ in range(3):
+    ids = []
+    for _ in range(count):
         record, _ = await sessions.create(
             "client-a",
             client_request_token=None,
             settings=SessionSettingsDocument(),
             expires_at=datetime.now(UTC) + timedelta(hours=1),
+            reference_key=reference_key,
         )
-        overdue.append(record.id)
+        ids.append(record.id)
+    moved: dict[str, object] = {"expires_at": datetime.now(UTC) - timedelta(seconds=1)}
+    if status is not None:
+        moved["status"] = status.value
     async with factory.begin() as session:
-        await session.execute(
-            update(SessionRow)
-            .where(SessionRow.id.in_(overdue))
-            .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
-        )
+        await session.execute(update(SessionRow).where(SessionRow.id.in_(ids)).values(**moved))
+    return ids
+
+
+async def test_an_expiry_that_fails_for_one_session_still_expires_the_others(
+    factory: async_sessionmaker[AsyncSession], s3_store: ObjectStore
+) -> None:
+    sessions = SessionRepository(factory)
+    overdue = await overdue_sessions(factory, 3)
     deps = Deps(
         sessions=OneBrokenSession(factory, broken_session=overdue[1]),
         states=LivenessRepository(factory),
@@ -194,17 +207,11 @@ async def test_a_decided_session_past_its_expiry_ends_with_its_decision_not_expi
     waits for the matcher's answer, and the sweep finishes it with its decision once the answer
     is late (COMPARISON_UNAVAILABLE for its reference)."""
     sessions, states = SessionRepository(factory), LivenessRepository(factory)
-    ids = []
-    for _ in range(2):
-        record, _ = await sessions.create(
-            "client-a",
-            client_request_token=None,
-            settings=SessionSettingsDocument(),
-            expires_at=datetime.now(UTC) + timedelta(hours=1),
-            reference_key="sessions/ref/reference-input.jpg",
-        )
-        ids.append(record.id)
-        await states.create_state(record.id, challenges=[], started_at=datetime.now(UTC))
+    ids = await overdue_sessions(
+        factory, 2, status=SessionStatus.IN_PROGRESS, reference_key="sessions/ref/reference-input.jpg"
+    )
+    for session_id in ids:
+        await states.create_state(session_id, challenges=[], started_at=datetime.now(UTC))
     decided, undecided = ids
     decision = LivenessDecisionDocument(is_live=True, confidence=97.0)
     async with factory.begin() as session:
@@ -212,13 +219,6 @@ async def test_a_decided_session_past_its_expiry_ends_with_its_decision_not_expi
             update(LivenessStateRow)
             .where(LivenessStateRow.session_id == decided)
             .values(decision=decision.to_row(), decided_at=datetime.now(UTC), match_request_id="m-1")
-        )
-        await session.execute(
-            update(SessionRow)
-            .where(SessionRow.id.in_(ids))
-            .values(
-                expires_at=datetime.now(UTC) - timedelta(seconds=1), status=SessionStatus.IN_PROGRESS.value
-            )
         )
     deps = Deps(sessions=sessions, states=states, store=s3_store, frames=NoFrames(), identity_threshold=0.5)
 
