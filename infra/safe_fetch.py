@@ -175,6 +175,11 @@ class FetchPolicy:
             address.version == network.version and address in network for network in self.allow_networks
         )
 
+    def refusal(self, address: IPAddress) -> str | None:
+        """Why this policy refuses ``address`` (a short reason), or ``None``: public or allowed."""
+        reason = check_address(address)
+        return None if reason is None or self.address_allowed(address) else reason
+
 
 @dataclass(frozen=True)
 class FetchedResource:
@@ -287,10 +292,11 @@ class _Parsed:
 
 
 def _check_addresses(host: str, addresses: Iterable[IPAddress], policy: FetchPolicy) -> None:
-    host_allowed = policy.host_allowed(host)
+    if policy.host_allowed(host):
+        return
     for address in addresses:
-        reason = check_address(address)
-        if reason is not None and not (host_allowed or policy.address_allowed(address)):
+        reason = policy.refusal(address)
+        if reason is not None:
             raise UrlRefused(f"{host} resolves to a {reason}")
 
 

@@ -8,7 +8,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -36,7 +36,9 @@ from contracts.events import (
 from contracts.values import SessionStatus
 from domain.ports import EventPublisher, SessionLeases
 from infra.db.errors import DatabaseError
+from infra.safe_fetch import FetchPolicy
 from infra.storage import ObjectStore
+from services.call_agent.candidates import filter_candidates
 from services.call_agent.catalog import load_catalog
 from services.call_agent.frames import FramePipeline
 from services.call_agent.instructions import Instructions, Screen
@@ -74,6 +76,8 @@ class StreamConfig:
     #: A peer not connected (ICE and DTLS) this long after the answer is hung up: it would hold a
     #: call agent slot (FACEPROOF_MAX_CONCURRENT_CALLS) and the session's claim until expiry.
     connect_timeout_s: float = 20.0
+    #: The browser's ICE candidates this refuses are taken out of its offer (candidates.py).
+    address_policy: FetchPolicy = field(default_factory=FetchPolicy)
 
 
 def parse_ice_servers(raw: str) -> tuple[RTCIceServer, ...]:
@@ -172,14 +176,13 @@ class PeerSession:
     async def answer(self) -> str:
         """Apply the offer and answer it (after ICE gathering). Raises :class:`InvalidOffer`."""
         check_offer_shape(self._command.offer_sdp)
+        offer = filter_candidates(self._command.offer_sdp, self._config.address_policy)
         pc = self._pc
         pc.on("track", self._on_track)
         pc.on("datachannel", self._on_datachannel)
         pc.on("connectionstatechange", self._on_state)
         try:
-            await pc.setRemoteDescription(
-                RTCSessionDescription(sdp=self._command.offer_sdp, type=self._command.offer_type)
-            )
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer.sdp, type=self._command.offer_type))
             self._guard_data_channel()
             pc.addTrack(
                 InstructionTrack(self.frames.latest, self.screen, rendered=self.instructions.rendered)

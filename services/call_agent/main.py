@@ -18,6 +18,7 @@ from infra.db.engine import create_engine, session_factory
 from infra.db.repositories import SessionRepository
 from infra.erasure import ErasureGuardedStore
 from infra.publisher import Publisher
+from infra.safe_fetch import FetchPolicy
 from infra.settings import Settings
 from infra.storage import ObjectStore, open_store
 from infra.telemetry.metrics import WEBRTC_CONNECTIONS
@@ -37,6 +38,7 @@ def stream_config(settings: Settings) -> StreamConfig:
         jpeg_quality=settings.frame_jpeg_quality,
         heartbeat_s=settings.heartbeat_s,
         ice_servers=parse_ice_servers(settings.ice_servers),
+        address_policy=FetchPolicy.from_settings(settings),
     )
 
 

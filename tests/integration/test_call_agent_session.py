@@ -545,15 +545,17 @@ async def connected_client(
     frames: list[np.ndarray],
     *,
     fps: float = FPS,
+    offer: Any = None,
     answer: Any = None,
 ) -> tuple[Client, str]:
-    """A client whose offer the agent answered (``answer``: rewrites the answer first), connected."""
+    """A client whose offer the agent answered, connected (``offer``, ``answer``: rewrite either first)."""
     record, _ = await new_session(repository, utc_now() + timedelta(seconds=120), "conn-a")
     client = Client()
+    sdp = await client.offer(frames, fps=fps)
     started = await running.start(
         record.id,
         "conn-a",
-        await client.offer(frames, fps=fps),
+        sdp if offer is None else offer(sdp),
         expires_at=utc_now() + timedelta(seconds=120),
     )
     assert started.error is None, started.error
@@ -636,6 +638,44 @@ async def test_a_stream_whose_timestamps_run_ahead_is_kept_at_the_frame_rate(
         assert kept <= 1.25 * FPS * 6 + 8, (sent, kept)  # + the frames on their way at either end
     finally:
         await client.pc.close()
+
+
+class Datagrams(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.received = 0
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self.received += 1
+
+
+async def test_an_offers_candidates_at_internal_addresses_get_no_packets_and_the_peer_connects(
+    running: Running, repository: SessionRepository
+) -> None:
+    """The attack: an offer whose ICE candidates name internal addresses (169.254.169.254, 10.x, a
+    loopback port); the agent's ICE sent its STUN checks to each. A UDP socket on 127.0.0.2, which
+    the address policy refuses like those, stands for the internal service here. The refused
+    candidates are taken out (the client's own private ones too) and the client still connects:
+    the agent learns its address from the checks the client sends."""
+    loop = asyncio.get_running_loop()
+    transport, internal = await loop.create_datagram_endpoint(Datagrams, local_addr=("127.0.0.2", 0))
+    port = transport.get_extra_info("sockname")[1]
+    named = f"a=candidate:internal 1 udp 2130706431 127.0.0.2 {port} typ host\r\n"
+    try:
+        client, session_id = await connected_client(
+            running,
+            repository,
+            load_frames(8),
+            offer=lambda sdp: sdp.replace("a=candidate:", named + "a=candidate:", 1),
+        )
+        try:
+            await eventually(
+                lambda: any(f.session_id == session_id for f in running.observer.frames), "a frame stored"
+            )
+            assert internal.received == 0
+        finally:
+            await client.pc.close()
+    finally:
+        transport.close()
 
 
 async def test_a_camera_larger_than_full_hd_is_hung_up_before_a_frame_is_stored(
