@@ -1,5 +1,5 @@
-"""`faceproof bench matcher`, `compare`, `peers` and `liveness-capacity` run end to end, quickly
-(smoke, not numbers).
+"""`faceproof bench matcher`, `compare`, `peers`, `liveness-capacity`, `liveness-step` and `room`
+run end to end, quickly (smoke, not numbers).
 
 `bench peers` installs the peers' own virtual environment from PyPI (pinned in
 ``faceproof/bench/peers-requirements*.txt``; about 40 s with uv's cache warm) into the test's
@@ -127,3 +127,23 @@ def test_bench_liveness_capacity_decides_sessions_against_the_real_worker() -> N
     assert result["capacity"] in (None, 1)
     assert result["capacity"] == (1 if level["meets_target"] else None)
     assert result["target_met"] is False  # one session cannot show eight
+
+
+def test_bench_liveness_step_prints_the_cost_per_frame_by_session_length() -> None:
+    result = bench("liveness-step", "--size", "5", "--size", "10", "--repeats", "1", timeout=120)
+    assert set(result["frames"]) == {"5", "10"}
+    for size in ("5", "10"):
+        frames = result["frames"][size]
+        assert frames["ms_per_frame"] > 0 and frames["cpu_ms_per_frame"] > 0, size
+    assert result["ratio_last_to_first_size"] == pytest.approx(
+        result["frames"]["10"]["ms_per_frame"] / result["frames"]["5"]["ms_per_frame"], abs=0.01
+    )
+
+
+def test_bench_room_runs_a_video_call_through_a_real_mediasoup_room() -> None:
+    result = bench("room", "--repeats", "1", timeout=300)
+    [flow] = result["repeats"]
+    assert flow["is_live"] is True, flow["reasons"]  # the default subject video is a live person
+    assert flow["stored_fps"] > 0 and flow["analysed_fps"] > 0
+    assert flow["decision_ms"] > 0
+    assert result["summary"]["live"] == 1
