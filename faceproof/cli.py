@@ -394,9 +394,23 @@ def models_fetch(
     ] = None,
     dest: Annotated[Path | None, typer.Option(help="Models directory (FACEPROOF_MODELS_DIR)")] = None,
 ) -> None:
-    """Download the official model files (or copy from a mirror), verifying every checksum."""
-    from faces.fetch import fetch_models
+    """Download the official model files (or copy from a mirror), verifying every checksum.
 
-    target = dest or _settings().resolved_models_dir
-    for path in fetch_models(target, pack=pack, from_dir=from_dir):
+    Without --pack (what compose and the chart run), the files the services need (the liveness
+    worker's and FACEPROOF_MODEL_PACK's detector) must be among them: it fails before fetching
+    anything otherwise, rather than leave a worker that cannot start."""
+    from faces.errors import ModelError
+    from faces.fetch import fetch_models
+    from faces.packs import get_pack
+    from services.liveness.analysis import MODEL_FILES
+
+    settings = _settings()
+    target = dest or settings.resolved_models_dir
+    required = () if pack else (*MODEL_FILES, get_pack(settings.model_pack, target).detector)
+    try:
+        paths = fetch_models(target, pack=pack, from_dir=from_dir, required=required)
+    except ModelError as error:
+        typer.echo(f"faceproof models fetch: {error}", err=True)
+        raise typer.Exit(1) from None
+    for path in paths:
         typer.echo(f"ok {path}")

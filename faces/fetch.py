@@ -40,6 +40,7 @@ def fetch_models(
     from_dir: Path | None,
     client: httpx.Client | None = None,
     progress: bool = True,
+    required: Iterable[str] = (),
 ) -> list[Path]:
     """Make the files of ``pack`` (or, with ``pack=None``, every catalog file that can be got) present.
 
@@ -47,11 +48,18 @@ def fetch_models(
     catalog's sources. Files already in ``dest`` with the right checksum are kept. Returns the
     paths of the pack's files in ``dest`` (for ``pack=None``: of every file fetched or kept).
     Raises :class:`ModelError` for a missing source file, a failed download or a checksum
-    mismatch (the bad copy is deleted).
+    mismatch (the bad copy is deleted), and, before fetching anything, when a ``required`` file
+    (one a service cannot start without) can be got neither from ``from_dir`` nor by download.
     """
     dest.mkdir(parents=True, exist_ok=True)
     catalog = load_catalog(dest)
-    wanted = _wanted(catalog, dest, pack=pack, from_dir=from_dir)
+    wanted, unobtainable = _wanted(catalog, dest, pack=pack, from_dir=from_dir, required=required)
+    if unobtainable:
+        where = f"not in {from_dir}" if from_dir is not None else "no public download"
+        raise ModelError(
+            f"{', '.join(unobtainable)}: {where}, and the services cannot start without them; copy them "
+            f"from a directory that has them (`faceproof models fetch --from DIR`, docs/models.md)"
+        )
     missing = [entry for entry in wanted if not _is_good(dest / entry.file, entry)]
     derived = [entry for entry in missing if entry.derived_from is not None]
     sources = [catalog.get(entry.derived_from) for entry in derived if entry.derived_from is not None]
@@ -68,7 +76,12 @@ def fetch_models(
     return [dest / entry.file for entry in wanted]
 
 
-def _wanted(catalog: Catalog, dest: Path, *, pack: str | None, from_dir: Path | None) -> list[ModelEntry]:
+def _wanted(
+    catalog: Catalog, dest: Path, *, pack: str | None, from_dir: Path | None, required: Iterable[str]
+) -> tuple[list[ModelEntry], list[str]]:
+    """The entries to make present (the pack's, or every obtainable one; and the required ones),
+    and the required files that cannot be got."""
+
     def obtainable(entry: ModelEntry, *, download: bool = True) -> bool:
         if _is_good(dest / entry.file, entry):
             return True
@@ -78,8 +91,10 @@ def _wanted(catalog: Catalog, dest: Path, *, pack: str | None, from_dir: Path | 
             return (from_dir / entry.file).is_file()
         return download and bool(entry.sources)
 
+    needed = [catalog.get(file) for file in dict.fromkeys(required)]
+    unobtainable = [entry.file for entry in needed if not obtainable(entry)]
     if pack is None:
-        return [entry for entry in catalog if obtainable(entry)]
+        return [entry for entry in catalog if obtainable(entry)], unobtainable
     chosen = get_pack(pack, dest)
     wanted = [catalog.get(chosen.detector)]
     alternatives = [catalog.get(file) for file in chosen.embedders]
@@ -89,7 +104,7 @@ def _wanted(catalog: Catalog, dest: Path, *, pack: str | None, from_dir: Path | 
         entry for entry in alternatives if obtainable(entry)
     ]
     wanted.append(candidates[0] if candidates else alternatives[0])
-    return wanted
+    return wanted + [entry for entry in needed if entry not in wanted], unobtainable
 
 
 def _is_good(path: Path, entry: ModelEntry) -> bool:

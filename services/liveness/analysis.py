@@ -49,6 +49,7 @@ __all__ = [
     "DEFAULT_DETECT_EVERY",
     "DEFAULT_PRESENCE_THRESHOLD",
     "LFW_BOX_RELATION",
+    "MODEL_FILES",
     "BoxRelation",
     "FrameAnalysis",
     "FrameAnalyzer",
@@ -58,6 +59,9 @@ __all__ = [
 
 Box = tuple[float, float, float, float]
 FloatArray = npt.NDArray[np.float32]
+
+#: The files the liveness worker loads besides its pack's detector (``FrameAnalyzer.load``).
+MODEL_FILES: Final = (MESH_MODEL_FILE, IRIS_MODEL_FILE, *(file for file, _ in ANTISPOOF_MODELS))
 
 #: Run the detector on every 5th frame when tracking works (at the worker's 8 fps: every 0.6 s).
 DEFAULT_DETECT_EVERY: Final = 5

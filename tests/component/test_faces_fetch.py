@@ -13,7 +13,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from faceproof.cli import app as cli
 from faces.catalog import MANIFEST_NAME, builtin_catalog
 from faces.checksums import file_sha256
 from faces.embedding import SfaceEmbedder
@@ -236,3 +238,24 @@ def test_http_errors_become_model_errors(tmp_path: Path) -> None:
 def test_files_without_a_public_source_need_a_mirror(tmp_path: Path) -> None:
     with Server({}).client() as client, pytest.raises(ModelError, match="no public download"):
         fetch_models(tmp_path, pack="mobilefacenet", from_dir=None, client=client, progress=False)
+
+
+def test_a_fetch_that_leaves_out_a_file_a_service_needs_fails_before_fetching(tmp_path: Path) -> None:
+    """Without a mirror, the liveness worker's files (no public download) were skipped and the fetch
+    succeeded: compose's models step passed, the liveness worker never started, and with it the
+    retention sweeps. Now the fetch fails first, naming them."""
+    mesh = "mediapipe_face_landmark_468.onnx"
+    with Server({}).client() as client, pytest.raises(ModelError, match=rf"{mesh}: no public download"):
+        fetch_models(tmp_path, pack=None, from_dir=None, client=client, progress=False, required=[mesh])
+    assert list(tmp_path.iterdir()) == []  # nothing downloaded
+
+    paths = fetch_models(tmp_path, pack="permissive", from_dir=MODELS_DIR, progress=False, required=[mesh])
+    assert (tmp_path / mesh).read_bytes() == (MODELS_DIR / mesh).read_bytes()
+    assert paths[-1].name == mesh
+
+
+def test_the_models_command_without_a_mirror_says_which_files_the_services_would_lack(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["models", "fetch", "--dest", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "mediapipe_face_landmark_468.onnx" in result.output and "--from DIR" in result.output
+    assert list(tmp_path.iterdir()) == []
