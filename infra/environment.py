@@ -168,6 +168,17 @@ def _model_problems(settings: Settings) -> list[str]:
     ]
 
 
+def _forwarded_token_problems(settings: Settings) -> list[str]:
+    """Behind a reverse proxy (or with TLS of its own) a gateway on loopback serves other machines."""
+    if settings.static_token != DEVELOPMENT_TOKEN or settings.tls_termination is TlsTermination.NONE:
+        return []
+    return [
+        f"FACEPROOF_API_TOKEN is the public development token and FACEPROOF_TLS_TERMINATION is "
+        f"{settings.tls_termination.value!r}: other machines reach the gateway even on loopback; set "
+        "FACEPROOF_API_TOKEN to a secret of your own or empty (API keys: `faceproof keys create NAME`)"
+    ]
+
+
 def check_environment(settings: Settings, *, bind: str | None = None) -> None:
     """Raise :class:`EnvironmentRefused` when the settings are unfit for their environment, or (a
     gateway listening on ``bind``) when it would accept a public secret on a non-loopback address."""
@@ -178,6 +189,6 @@ def check_environment(settings: Settings, *, bind: str | None = None) -> None:
         for reason in problems(settings):
             log.info("%s would refuse to start: %s", Environment.PRODUCTION.value, reason)
         if bind is not None:  # (production refuses these on any address already)
-            refused += bind_problems(settings, bind)
+            refused += bind_problems(settings, bind) + _forwarded_token_problems(settings)
     if refused:
         raise EnvironmentRefused(refused)

@@ -10,6 +10,8 @@ from starlette.types import Scope
 
 from domain.limits import Limits
 from infra.db.repositories import ApiClient
+from infra.environment import is_loopback
+from infra.settings import DEVELOPMENT_TOKEN
 from services.gateway.problems import ProblemError
 from services.intake.caller import Caller
 
@@ -40,12 +42,17 @@ class Authenticator:
         self._static = static_token
         self._static_limits = static_limits
 
-    async def __call__(self, authorization: str | None) -> Principal:
+    async def __call__(self, authorization: str | None, host: str | None = None) -> Principal:
+        """The caller of a request with this Authorization header, sent to ``host`` (the Host header)."""
         scheme, _, token = (authorization or "").partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise _unauthorized("Send 'Authorization: Bearer <token>'.")
         if self._static and hmac.compare_digest(token.encode(), self._static.encode()):
+            if self._static == DEVELOPMENT_TOKEN and not is_loopback(_hostname(host)):
+                # a public token: only for requests to this machine by name, so that a web page whose
+                # name now resolves to 127.0.0.1 (DNS rebinding) cannot use it from a browser here
+                raise _unauthorized("The development token is accepted only at localhost; use an API key.")
             return Principal(owner=STATIC_OWNER, client_id=None, limits=self._static_limits, admin=True)
         client = await self._keys.authenticate(token)
         if client is None:
@@ -63,6 +70,15 @@ def remembered_principal(scope: Scope) -> Principal | None:
     state = scope.get("state")
     principal = state.get(_STATE_KEY) if isinstance(state, dict) else None
     return principal if isinstance(principal, Principal) else None
+
+
+def _hostname(host: str | None) -> str:
+    """The name or address in a Host header: ``[::1]:8000`` -> ``::1``, ``localhost:80`` -> ``localhost``."""
+    host = (host or "").strip()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    name, colon, _port = host.rpartition(":")
+    return name if colon and ":" not in name else host
 
 
 def _unauthorized(detail: str) -> ProblemError:

@@ -67,7 +67,7 @@ async def resources(request: Request) -> Resources:
 async def admit(request: Request, res: Resources, authorization: str | None) -> Principal:
     """The authenticated caller, charged one request to its rate limit and monthly quota (401,
     429 as :class:`ProblemError`)."""
-    caller = await res.authenticate(authorization)
+    caller = await res.authenticate(authorization, request.headers.get("host"))
     if res.limiter is not None and caller.limits is not None:
         await res.limiter.charge(request, caller.owner, caller.limits)
     return caller

@@ -5,6 +5,7 @@ refused at its port."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -120,6 +121,40 @@ def own_broker_url() -> Iterator[str]:
             subprocess.run([*ctl, "delete_user", user], check=False, capture_output=True, timeout=60)
 
 
+@contextlib.contextmanager
+def running_gateway(env: dict[str, str], log_path: Path) -> Iterator[str]:
+    """`faceproof gateway --migrate` with ``env``, ready; yields its URL on 127.0.0.1."""
+    log = log_path.open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "faceproof", "gateway", "--migrate"],
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{env['FACEPROOF_PORT']}"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            assert process.poll() is None, log_path.read_text()
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        else:
+            pytest.fail("the gateway was not ready:\n" + log_path.read_text())
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
 def test_own_secrets_start_on_every_interface_and_the_development_token_is_refused(
     tmp_path: Path, own_broker_url: str
 ) -> None:
@@ -131,36 +166,30 @@ def test_own_secrets_start_on_every_interface_and_the_development_token_is_refus
         FACEPROOF_API_TOKEN=token,
         FACEPROOF_BROKER_URL=own_broker_url,
     )
-    log = (tmp_path / "gateway.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "faceproof", "gateway", "--migrate"],
-        env=env,
-        cwd=REPO_ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            assert process.poll() is None, (tmp_path / "gateway.log").read_text()
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            pytest.fail("the gateway was not ready:\n" + (tmp_path / "gateway.log").read_text())
+    with running_gateway(env, tmp_path / "gateway.log") as url:
         unknown = f"{url}/v1/sessions/{uuid.uuid4().hex}"
         attacker = httpx.get(unknown, headers={"Authorization": f"Bearer {DEVELOPMENT_TOKEN}"}, timeout=10)
         assert attacker.status_code == 401
         operator = httpx.get(unknown, headers={"Authorization": f"Bearer {token}"}, timeout=10)
         assert operator.status_code == 404  # authenticated; the session does not exist
-    finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+
+
+def test_the_development_token_is_refused_for_another_host_name_dns_rebinding(
+    tmp_path: Path, own_broker_url: str
+) -> None:
+    """The attack: `faceproof up` on 127.0.0.1 with the public development token, and a web page the
+    developer opens whose name the attacker re-resolves to 127.0.0.1 (DNS rebinding): the page's
+    requests reach the gateway from the developer's own browser, same-origin, with Host: its name.
+    Every admin route answered them (201, 200)."""
+    env = gateway_env(tmp_path, free_port(), FACEPROOF_API_TOKEN=DEVELOPMENT_TOKEN)
+    env["FACEPROOF_BROKER_URL"] = own_broker_url
+    bearer = {"Authorization": f"Bearer {DEVELOPMENT_TOKEN}"}
+    with running_gateway(env, tmp_path / "gateway.log") as url:
+        port = env["FACEPROOF_PORT"]
+        for host in (f"attacker.example:{port}", "attacker.example", f"192.0.2.7:{port}"):
+            rebound = httpx.get(f"{url}/v1/admin/usage", headers={**bearer, "Host": host}, timeout=10)
+            assert rebound.status_code == 401, host
+            assert "only at localhost" in rebound.json()["detail"]
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", "localhost"):
+            own = httpx.get(f"{url}/v1/admin/usage", headers={**bearer, "Host": host}, timeout=10)
+            assert own.status_code == 200, host

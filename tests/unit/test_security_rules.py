@@ -134,6 +134,25 @@ def test_the_development_token_only_on_loopback(tmp_path: Path) -> None:
     assert "FACEPROOF_HOST" in message and "'0.0.0.0'" in message
 
 
+@pytest.mark.parametrize("termination", ["proxy", "native"])
+def test_the_development_token_behind_a_proxy_or_with_tls_is_refused_on_loopback_too(
+    tmp_path: Path, termination: str
+) -> None:
+    """A reverse proxy on the same machine forwards other machines' requests to 127.0.0.1."""
+    tls = {"tls_cert_file": tmp_path / "c.pem", "tls_key_file": tmp_path / "k.pem"}
+    for file in tls.values():
+        file.write_text("x")
+    settings = Settings(
+        data_dir=tmp_path,
+        api_token=DEVELOPMENT_TOKEN,
+        tls_termination=termination,
+        **(tls if termination == "native" else {}),  # type: ignore[arg-type]
+    )
+    with pytest.raises(EnvironmentRefused) as refused:
+        check_environment(settings, bind="127.0.0.1")
+    assert any(f"FACEPROOF_TLS_TERMINATION is '{termination}'" in r for r in refused.value.reasons)
+
+
 @pytest.mark.parametrize("setting", sorted(COMPOSE_DEFAULTS))
 def test_a_default_password_only_on_loopback(tmp_path: Path, setting: str) -> None:
     values: dict[str, object] = {"data_dir": tmp_path, "api_token": "", **OWN_SECRETS}
