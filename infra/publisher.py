@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+from collections.abc import Awaitable
 from datetime import timedelta
 from typing import Final
 
+from aiormq.exceptions import DeliveryError
 from faststream.rabbit import RabbitBroker, RabbitExchange
 
 from contracts.envelope import Command, Event, Message
@@ -34,7 +37,10 @@ __all__ = [
     "body_size",
     "check_size",
     "exchange_named",
+    "to_client",
 ]
+
+log = logging.getLogger("faceproof.broker")
 
 #: How long one publish (and its confirm) may take before it counts as failed.
 PUBLISH_TIMEOUT_S: Final = 10.0
@@ -52,6 +58,21 @@ class PublishFailed(Exception):
 
 class MessageTooLarge(PublishFailed):
     """The message's body is over ``MAX_MESSAGE_BYTES``: never sent, and retrying cannot help."""
+
+
+async def to_client(publishing: Awaitable[object], what: str) -> bool:
+    """Await a publish to a queue an upstream client controls (its ``reply_to``, the queues it binds
+    to its public events); False when RabbitMQ refused it there (a nack: the client's queue is full
+    with ``x-overflow: reject-publish``, or refuses otherwise). That is the client's business: it
+    is logged and dropped. Raised, it held the shared queue's slot through paced retries while
+    every other client's messages waited, and redelivery ended in the dead-letter queue with the
+    command's whole body. Any other failure (the broker down) still raises."""
+    try:
+        await publishing
+    except DeliveryError:
+        log.warning("%s refused by the broker at the client's queue: dropped", what)
+        return False
+    return True
 
 
 def check_size(body_bytes: int) -> None:

@@ -54,7 +54,7 @@ from infra.db.ingress import Owners as OwnerRows
 from infra.db.repositories import SessionRepository
 from infra.db.security import LivenessFailures, RateLimitRepository
 from infra.dead_letters import RedactedLetter
-from infra.publisher import Publisher
+from infra.publisher import Publisher, to_client
 from infra.settings import Settings
 from infra.storage import open_store
 from services.ingress.handlers import CommandDeps, Delivery, Outbox, Owners, receive, relay
@@ -111,8 +111,9 @@ async def dead_letter_redacted(broker: RabbitBroker, letter: RedactedLetter) -> 
 class BrokerOutbox:
     """Publishes inside (CompareFaces), to reply queues, and to the public events exchange."""
 
-    def __init__(self, broker: RabbitBroker) -> None:
+    def __init__(self, broker: RabbitBroker, commands: Publisher) -> None:
         self._broker = broker
+        self._commands = commands  # with the retention period as the messages' time to live
         self._events = {
             PublicEventKey.COMMAND_REJECTED: broker.publisher(
                 exchange=PUBLIC_EVENTS,
@@ -145,28 +146,21 @@ class BrokerOutbox:
         )
 
     async def compare(self, command: CompareFaces, *, reply_to: str | None, correlation_id: str) -> None:
-        await self._broker.publish(
-            command,
-            exchange=COMMANDS,
-            routing_key=CommandKey.COMPARE_FACES,
-            reply_to=reply_to or "",
-            correlation_id=correlation_id,
-            message_id=command.message_id,
-            persist=True,
-        )
+        await self._commands.command(command, CommandKey.COMPARE_FACES, reply_to=reply_to or None)
 
     async def reply(self, event: Event, *, reply_to: str, correlation_id: str) -> None:
-        await self._broker.publish(
+        publishing = self._broker.publish(
             event,
             routing_key=reply_to,
             correlation_id=correlation_id,
             message_id=event.message_id,
             headers=_HEADERS,
         )
+        await to_client(publishing, f"the answer {event.message_id}")
 
     async def public(self, event: Event, *, client_id: str, key: str) -> None:
         publisher = self._events.get(key, self._relayed)
-        await publisher.publish(
+        publishing = publisher.publish(
             event,
             routing_key=public_event_key(client_id, key),
             correlation_id=event.correlation_id,
@@ -174,6 +168,7 @@ class BrokerOutbox:
             headers=_HEADERS,
             persist=True,
         )
+        await to_client(publishing, f"the public event {event.message_id}")
 
 
 def _delivery(message: RabbitMessage) -> Delivery:
@@ -294,7 +289,7 @@ async def serve(settings: Settings) -> None:
             CallFlowRepository(factory),
             BrokerCallCommands(Publisher.for_settings(broker, settings)),
         ),
-        outbox=BrokerOutbox(broker),
+        outbox=BrokerOutbox(broker, Publisher.for_settings(broker, settings)),
     )
     try:
         await build_app(settings, deps=deps, owners=OwnerRows(factory), broker=broker).run()

@@ -180,12 +180,28 @@ async def test_compare_without_reply_to_goes_to_the_clients_events(
     assert FacesCompared.model_validate_json(answer.body).correlation_id == f"corr-{sent}"
 
 
-async def _dead_letters(stack: Stack) -> int:
+async def _dead_letters(stack: Stack, queue_name: str = "ingress.public-commands.dlq") -> int:
+    connection = await aio_pika.connect_robust(stack.vhost.url)
+    try:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(queue_name, passive=True)
+        return int(queue.declaration_result.message_count or 0)
+    finally:
+        await connection.close()
+
+
+async def _letters_of(stack: Stack, message_ids: set[str]) -> list[AbstractIncomingMessage]:
+    """The ingress's dead letters of these commands (every letter is read, then put back)."""
     connection = await aio_pika.connect_robust(stack.vhost.url)
     try:
         channel = await connection.channel()
         queue = await channel.declare_queue("ingress.public-commands.dlq", passive=True)
-        return int(queue.declaration_result.message_count or 0)
+        read: list[AbstractIncomingMessage] = []
+        while (letter := await queue.get(no_ack=False, fail=False)) is not None:
+            read.append(letter)
+        for letter in read:
+            await letter.nack(requeue=True)
+        return [letter for letter in read if letter.message_id in message_ids]
     finally:
         await connection.close()
 
@@ -247,6 +263,57 @@ async def test_malformed_and_oversized_commands_are_rejected_and_dead_lettered(
         metrics = (await http.get(f"http://127.0.0.1:{stack.metrics_ports['ingress']}/metrics")).text
     assert 'routing_key="*.command.rejected"' in metrics
     assert upstream.client_id not in metrics
+
+
+async def test_a_reply_queue_that_refuses_every_answer_stalls_no_one_and_keeps_no_photo(
+    stack: Stack, connection: AbstractRobustConnection, upstream: Upstream
+) -> None:
+    """The attack: the client's own reply queue refuses every message (``x-max-length: 0``,
+    ``x-overflow: reject-publish``); it sends as many commands that will be refused as the ingress
+    takes at once, photos inside, and a compare, all answering there. RabbitMQ's nack of each
+    answer counted as "the broker is down": each held its slot through paced retries while every
+    client's commands waited (29.7 s), then RabbitMQ dead-lettered the whole body, photos and all,
+    and the matcher redid the compare until its images went to its dead letters. Now the answer
+    is dropped; the command is refused as any other, with a redacted record."""
+    channel = await connection.channel(publisher_confirms=True)
+    refusing = await channel.declare_queue(
+        f"upstream.{upstream.user}.{uuid.uuid4().hex[:8]}",
+        exclusive=True,
+        auto_delete=True,
+        arguments={"x-max-length": 0, "x-overflow": "reject-publish"},
+    )
+    photo = image_b64(PEOPLE / "obama.jpg")
+    matcher_letters = await _dead_letters(stack, "matcher.compare-faces.dlq")
+    refused = {
+        await _publish(
+            channel, upstream, "compare.faces", {"source": photo, "target": photo, "threshold": "high"},
+            reply_to=refusing.name,
+        )
+        for _ in range(4)  # the ingress's prefetch (FACEPROOF_BROKER_PREFETCH)
+    }  # fmt: skip
+    await _publish(
+        channel, upstream, "compare.faces", {"source": photo, "target": photo}, reply_to=refusing.name
+    )
+
+    replies = await _own_queue(channel, upstream)
+    sent = await _publish(
+        channel,
+        upstream,
+        "compare.faces",
+        {"source": photo, "target": image_b64(PEOPLE / "obama2.jpg")},
+        reply_to=replies.name,
+    )
+    answer = await _next(replies, within_s=15)  # behind the four refused ones
+    assert answer.correlation_id == f"corr-{sent}"
+    assert FacesCompared.model_validate_json(answer.body).match is True
+
+    async with asyncio.timeout(30):
+        while len(letters := await _letters_of(stack, refused)) < len(refused):  # noqa: ASYNC110
+            await asyncio.sleep(0.5)
+    assert {letter.message_id for letter in letters} == refused
+    for letter in letters:
+        assert letter.headers.get("x-faceproof-redacted") and letter.body == b"", letter.headers
+    assert await _dead_letters(stack, "matcher.compare-faces.dlq") == matcher_letters
 
 
 async def test_a_reply_to_outside_the_publishers_namespace_is_refused_and_nothing_is_published(
