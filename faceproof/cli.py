@@ -347,7 +347,8 @@ def keys_callback_key(name: str) -> None:
     from services.notifier.outcome import client_callback_key
 
     settings = _settings()
-    if settings.callback_secret is None:
+    secret = settings.callback_signing_secret
+    if secret is None:
         typer.echo("FACEPROOF_CALLBACK_SECRET is not set: callbacks are not signed", err=True)
         raise typer.Exit(1)
 
@@ -362,7 +363,7 @@ def keys_callback_key(name: str) -> None:
     if owner is None:
         typer.echo(f"no API client {name!r}", err=True)
         raise typer.Exit(1)
-    typer.echo(client_callback_key(settings.callback_secret.get_secret_value(), owner))
+    typer.echo(client_callback_key(secret, owner))
 
 
 @docs_app.command("generate")

@@ -327,6 +327,12 @@ class Settings(BaseSettings):
         token = self.api_token.get_secret_value() if self.api_token else ""
         return token or None
 
+    @property
+    def callback_signing_secret(self) -> str | None:
+        """The deployment's callback secret; None when unset or empty (callbacks unsigned)."""
+        secret = self.callback_secret.get_secret_value() if self.callback_secret else ""
+        return secret or None
+
 
 def load_settings() -> Settings:
     return Settings()

@@ -1,7 +1,10 @@
 #!/bin/sh
 # Generate the compose file's secrets once: writes deploy/compose/.env (or the path given) with a
-# random password for Postgres, RabbitMQ and MinIO and a random static API token, readable by you
-# only, and prints where. Refuses to overwrite an existing file (your data volumes use those values).
+# random password for Postgres, RabbitMQ and MinIO, a random static API token and a random callback
+# secret (signs the notifier's callbacks), readable by you only, and prints where. Refuses to overwrite
+# an existing file (your data volumes use those values; controllers verify with keys derived from the
+# callback secret). A file written before the callback secret existed lacks it: add a line
+# FACEPROOF_CALLBACK_SECRET=<48 random hex characters> yourself.
 #
 #   sh deploy/compose/make-secrets.sh            # -> deploy/compose/.env, read by docker compose
 #   sh deploy/compose/make-secrets.sh other.env  # -> elsewhere (then: docker compose --env-file other.env ...)
@@ -20,5 +23,7 @@ umask 077
     echo "S3_SECRET_KEY=$(random)"
     echo "# The static bearer token; empty (FACEPROOF_API_TOKEN=) to use API keys only."
     echo "FACEPROOF_API_TOKEN=$(random)"
+    echo "# Signs callbacks; each client's controller verifies with its own key (faceproof keys callback-key NAME)."
+    echo "FACEPROOF_CALLBACK_SECRET=$(random)"
 } > "$target"
-echo "make-secrets: wrote $target (POSTGRES_PASSWORD, RABBITMQ_PASSWORD, S3_SECRET_KEY, FACEPROOF_API_TOKEN)"
+echo "make-secrets: wrote $target (POSTGRES_PASSWORD, RABBITMQ_PASSWORD, S3_SECRET_KEY, FACEPROOF_API_TOKEN, FACEPROOF_CALLBACK_SECRET)"

@@ -5,7 +5,9 @@ One image runs every service, so the check looks at what the container's facepro
 (PID 1 is tini, its child is ``faceproof ...``):
 
 - ``faceproof gateway``: GET http://127.0.0.1:$FACEPROOF_PORT/healthz must answer 200
-  (``--ready`` asks /readyz instead: database, broker and storage reachable).
+  (``--ready`` asks /readyz instead: database, broker and storage reachable); https:// when the
+  gateway serves TLS itself (FACEPROOF_TLS_TERMINATION=native), its certificate not verified (it
+  names the public host, not 127.0.0.1, and may be self-signed).
 - ``faceproof worker ...``: workers have no HTTP port; the faceproof process itself must hold an
   established TCP connection to the broker's port (from FACEPROOF_BROKER_URL): its own sockets
   only, so another process's connection in a shared network namespace (host networking, a pod's
@@ -19,6 +21,7 @@ Standard library only; exits 0 (healthy) or 1 (unhealthy) and prints one line.
 from __future__ import annotations
 
 import os
+import ssl
 import sys
 import urllib.error
 import urllib.request
@@ -114,9 +117,14 @@ def established_remote_ports(proc: Path = Path("/proc"), inodes: set[int] | None
 
 def check_http(path: str) -> tuple[bool, str]:
     port = os.environ.get("FACEPROOF_PORT", "8000")
-    url = f"http://127.0.0.1:{port}{path}"
+    context = None
+    if os.environ.get("FACEPROOF_TLS_TERMINATION", "").strip().lower() == "native":
+        context = ssl.create_default_context()
+        context.check_hostname = False  # a probe of our own gateway on loopback
+        context.verify_mode = ssl.CERT_NONE
+    url = f"{'https' if context else 'http'}://127.0.0.1:{port}{path}"
     try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
+        with urllib.request.urlopen(url, timeout=TIMEOUT_S, context=context) as response:
             status = int(response.status)
     except urllib.error.HTTPError as error:
         status = error.code

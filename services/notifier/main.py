@@ -46,7 +46,6 @@ ROUTES = (NOTIFIER_SESSIONS, NOTIFIER_MATCHES, NOTIFIER_CALLS, NOTIFIER_CALLBACK
 
 
 def config_from(settings: Settings) -> Config:
-    secret = settings.callback_secret.get_secret_value() if settings.callback_secret else ""
     return Config(
         retry=RetryPolicy(
             deadline_s=settings.callback_retry_deadline_s,
@@ -56,7 +55,7 @@ def config_from(settings: Settings) -> Config:
         ),
         match_timeout_s=settings.match_timeout_s,
         lease_s=2 * settings.callback_timeout_s + 10,
-        secret=secret or None,
+        secret=settings.callback_signing_secret,
     )
 
 

@@ -103,7 +103,13 @@ def compose_command() -> list[str] | None:
 
 
 #: The operator's secrets: without any of them `config` (and so `up`) refuses, naming it.
-SECRETS = ("POSTGRES_PASSWORD", "RABBITMQ_PASSWORD", "S3_SECRET_KEY", "FACEPROOF_API_TOKEN")
+SECRETS = (
+    "POSTGRES_PASSWORD",
+    "RABBITMQ_PASSWORD",
+    "S3_SECRET_KEY",
+    "FACEPROOF_API_TOKEN",
+    "FACEPROOF_CALLBACK_SECRET",
+)
 MAKE_SECRETS = COMPOSE.parent / "make-secrets.sh"
 
 
@@ -159,6 +165,12 @@ def test_compose_config_renders_with_the_generated_secrets(tmp_path: Path, profi
         == f"postgresql+asyncpg://faceproof:{values['POSTGRES_PASSWORD']}@postgres:5432/faceproof"
     )
     assert gateway["environment"]["FACEPROOF_API_TOKEN"] == values["FACEPROOF_API_TOKEN"]
+    # a variable of the env file reaches a container only through `environment:`: the notifier signs
+    # callbacks with it, `gateway keys callback-key NAME` derives a client's key from it
+    for name in ("notifier", "gateway"):
+        environment = rendered["services"][name]["environment"]
+        assert environment["FACEPROOF_CALLBACK_SECRET"] == values["FACEPROOF_CALLBACK_SECRET"], name
+        assert environment["FACEPROOF_BROKER_URL"] == gateway["environment"]["FACEPROOF_BROKER_URL"], name
     assert rendered["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"] == values["POSTGRES_PASSWORD"]
     udp = [p for p in rendered["services"]["call-agent"]["ports"] if "udp" in str(p)]
     assert udp

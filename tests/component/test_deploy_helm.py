@@ -7,6 +7,7 @@ Without it those tests are skipped with the reason, and the static checks below 
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -14,15 +15,16 @@ from typing import Any
 import pytest
 import yaml
 
-from contracts.routing import ALL_ROUTES
+from contracts.routing import ALL_ROUTES, INGRESS_ROUTES
 
 CHART = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "faceproof"
-SERVICES = {"gateway", "matcher", "call-agent", "liveness", "notifier"}
+SERVICES = {"gateway", "matcher", "call-agent", "liveness", "notifier", "ingress"}
+SECRETS = {"FACEPROOF_API_TOKEN": "a-token", "FACEPROOF_CALLBACK_SECRET": "a-callback-secret"}
 BASE = {
     "externalPostgres": {"url": "postgresql+asyncpg://faceproof:pw@postgres:5432/faceproof"},
     "externalRabbitmq": {"url": "amqp://faceproof:pw@rabbitmq:5672/"},
     "externalS3": {"url": "s3://key:secret@s3:9000/faceproof?secure=false"},
-    "secretSettings": {"FACEPROOF_API_TOKEN": "a-token"},
+    "secretSettings": SECRETS,
 }
 ALL_ON: dict[str, Any] = {
     **BASE,
@@ -63,7 +65,7 @@ def test_chart_metadata_and_values_parse() -> None:
 
 def test_keda_queues_are_real_queues() -> None:
     """A ScaledObject on a queue nobody declares would never scale: the names come from contracts."""
-    queues = {route.queue for route in ALL_ROUTES}
+    queues = {route.queue for route in (*ALL_ROUTES, *INGRESS_ROUTES)}
     for key, svc in values()["services"].items():
         for queue in svc["keda"].get("queues", []):
             assert queue["name"] in queues, f"{key}: unknown queue {queue['name']}"
@@ -131,16 +133,18 @@ def test_default_render_runs_each_service_with_its_command() -> None:
     assert args["fp-faceproof-matcher"] == ["worker", "matcher"]
     assert args["fp-faceproof-call-agent"] == ["worker", "call-agent"]
     assert args["fp-faceproof-liveness"] == ["worker", "liveness"]
+    assert args["fp-faceproof-notifier"] == ["worker", "notifier"]
+    assert args["fp-faceproof-ingress"] == ["worker", "ingress"]  # the public broker API's consumer
     for deployment in deployments.values():
         pod = deployment["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert container(deployment)["resources"]["requests"]
         selector = deployment["spec"]["selector"]["matchLabels"]
         assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
-    # CPU HPAs by default, one per autoscaled service (the notifier runs a fixed count); no KEDA
-    # objects unless asked for
+    # CPU HPAs by default, one per autoscaled service (the notifier and the ingress run a fixed
+    # count); no KEDA objects unless asked for
     hpas = by_kind(objects, "HorizontalPodAutoscaler")
-    assert set(hpas) == set(deployments) - {"fp-faceproof-notifier"}
+    assert set(hpas) == set(deployments) - {"fp-faceproof-notifier", "fp-faceproof-ingress"}
     assert by_kind(objects, "ScaledObject") == {}
     assert set(by_kind(objects, "PodDisruptionBudget")) == set(deployments)
 
@@ -165,9 +169,32 @@ def test_gateway_probes_service_and_settings() -> None:
     assert env_from == {"fp-faceproof-settings"}  # the ConfigMap and the Secret share the name
 
 
+def test_gateway_probes_use_https_when_the_gateway_serves_tls() -> None:
+    def schemes(overrides: dict[str, Any]) -> set[str]:
+        gateway = container(by_kind(render(overrides), "Deployment")["fp-faceproof-gateway"])
+        probes = ("startupProbe", "livenessProbe", "readinessProbe")
+        return {gateway[probe]["httpGet"]["scheme"] for probe in probes}
+
+    assert schemes(BASE) == {"HTTP"}  # proxy: the Ingress terminates TLS
+    assert schemes({**BASE, "settings": {"FACEPROOF_TLS_TERMINATION": "native"}}) == {"HTTPS"}
+    # set by hand, e.g. for native TLS set through services.gateway.extraEnv
+    assert schemes({**BASE, "probes": {"gateway": {"scheme": "https"}}}) == {"HTTPS"}
+
+
+def test_the_ingress_worker_runs_without_models() -> None:
+    """The public broker API's consumer (`faceproof worker ingress`), as in compose: no models, so no
+    fetch init container and no models volume."""
+    ingress = by_kind(render(BASE), "Deployment")["fp-faceproof-ingress"]
+    pod = ingress["spec"]["template"]["spec"]
+    assert container(ingress)["args"] == ["worker", "ingress"]
+    assert "initContainers" not in pod
+    assert "models" not in {volume["name"] for volume in pod["volumes"]}
+    assert container(ingress)["readinessProbe"]["exec"]["command"] == ["faceproof-healthcheck"]
+
+
 def test_workers_use_exec_probes_not_http() -> None:
     deployments = by_kind(render(ALL_ON), "Deployment")
-    for name in ("matcher", "call-agent", "liveness", "notifier"):
+    for name in ("matcher", "call-agent", "liveness", "notifier", "ingress"):
         worker = container(deployments[f"fp-faceproof-{name}"])
         assert [port["name"] for port in worker["ports"]] == ["metrics"]  # no HTTP API on a worker
         assert worker["readinessProbe"]["exec"]["command"] == ["faceproof-healthcheck"]
@@ -268,9 +295,44 @@ def test_well_known_passwords_are_refused(value: str, url: str) -> None:
 def test_the_development_token_is_refused() -> None:
     helm = pytest.importorskip("helm_python", reason="helm-python-sdk is not installed")
     with pytest.raises(helm.HelmError, match=r"FACEPROOF_API_TOKEN is the public development token"):
-        render({**BASE, "secretSettings": {"FACEPROOF_API_TOKEN": "faceproof-dev-token"}})
-    secret = by_kind(render({**BASE, "secretSettings": {"FACEPROOF_API_TOKEN": ""}}), "Secret")
+        render({**BASE, "secretSettings": {**SECRETS, "FACEPROOF_API_TOKEN": "faceproof-dev-token"}})
+    secret = by_kind(render({**BASE, "secretSettings": {**SECRETS, "FACEPROOF_API_TOKEN": ""}}), "Secret")
     assert secret["fp-faceproof-settings"]["stringData"]["FACEPROOF_API_TOKEN"] == ""  # API keys only
+
+
+def test_the_callback_secret_is_required_and_reaches_every_pod() -> None:
+    """As compose's FACEPROOF_CALLBACK_SECRET: the notifier signs callbacks with it, and
+    `faceproof keys callback-key NAME` (in any pod) derives a client's key from it."""
+    helm = pytest.importorskip("helm_python", reason="helm-python-sdk is not installed")
+    with pytest.raises(helm.HelmError, match=r"secretSettings\.FACEPROOF_CALLBACK_SECRET is required"):
+        render({**BASE, "secretSettings": {"FACEPROOF_API_TOKEN": ""}})
+    objects = render(BASE)
+    secret = by_kind(objects, "Secret")["fp-faceproof-settings"]["stringData"]
+    assert secret["FACEPROOF_CALLBACK_SECRET"] == "a-callback-secret"
+    notifier = container(by_kind(objects, "Deployment")["fp-faceproof-notifier"])
+    assert {"secretRef": {"name": "fp-faceproof-settings"}} in notifier["envFrom"]
+
+
+def test_the_chart_defaults_pass_the_production_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every pod gets the ConfigMap and the Secret: with the chart's defaults (production, API keys
+    only) and the install command's values, infra/environment.py lets every process start (it used
+    to refuse FACEPROOF_TLS_TERMINATION=none)."""
+    from infra.environment import check_environment
+    from infra.settings import Environment, Settings, TlsTermination
+
+    objects = render({**BASE, "secretSettings": {**SECRETS, "FACEPROOF_API_TOKEN": ""}})
+    env = {
+        **by_kind(objects, "ConfigMap")["fp-faceproof-settings"]["data"],
+        **by_kind(objects, "Secret")["fp-faceproof-settings"]["stringData"],
+    }
+    for name in [name for name in os.environ if name.startswith("FACEPROOF_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings(_env_file=None)
+    assert settings.environment is Environment.PRODUCTION
+    assert settings.tls_termination is TlsTermination.PROXY
+    check_environment(settings, bind=env["FACEPROOF_HOST"])  # raises EnvironmentRefused otherwise
 
 
 # ---------------------------------------------------------------- Kubernetes schemas (kubernetes-validate)
@@ -358,7 +420,7 @@ def test_the_scaled_gpu_values_scale_each_worker_on_its_own() -> None:
     assert matcher["spec"]["template"]["spec"]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     agent = deployments["fp-faceproof-call-agent"]["spec"]["template"]["spec"]
     assert agent["hostNetwork"] is True and "podAntiAffinity" in agent["affinity"]
-    for name in ("gateway", "call-agent", "liveness", "notifier"):
+    for name in ("gateway", "call-agent", "liveness", "notifier", "ingress"):
         assert not container(deployments[f"fp-faceproof-{name}"])["image"].endswith("-gpu"), name
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import socket
+import ssl
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -96,3 +98,38 @@ def test_gateway_check_asks_healthz_or_readyz(http_port: int, monkeypatch: pytes
     monkeypatch.setenv("FACEPROOF_PORT", "1")
     healthy, _ = hc.check_http("/healthz")
     assert not healthy
+
+
+def test_gateway_check_speaks_https_when_the_gateway_serves_tls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FACEPROOF_TLS_TERMINATION=native: the gateway answers TLS only, with a certificate for its
+    public name (here self-signed), which a probe on 127.0.0.1 does not verify."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed (needed to make a self-signed certificate)")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    self_signed = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=fp.example"]
+    subprocess.run(
+        [openssl, *self_signed, "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("FACEPROOF_PORT", str(server.server_address[1]))
+        monkeypatch.setenv("FACEPROOF_TLS_TERMINATION", "native")
+        assert hc.check_http("/healthz") == (True, "/healthz: 200")
+        assert hc.check_http("/readyz") == (False, "/readyz: 503")
+        monkeypatch.setenv("FACEPROOF_TLS_TERMINATION", "proxy")  # plain HTTP to a TLS port fails
+        healthy, _ = hc.check_http("/healthz")
+        assert not healthy
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 
 import pytest
 
 from contracts.http import CompareRequest
-from faceproof.broker_cli import upstream_permissions
+from faceproof.broker_cli import setup, upstream_permissions
 from services.ingress.envelope import Rejected, parse_body, read_envelope
 from tests.paths import REPO_ROOT
 
@@ -81,3 +82,9 @@ def test_the_definitions_file_grants_what_broker_setup_grants() -> None:
         perms.read,
     )
     assert definitions["topic_permissions"][0]["read"] == perms.events_read
+    # in the vhost faceproof runs in by default: `broker setup`'s and compose's (a broker URL ending in /)
+    default_vhost = inspect.signature(setup).parameters["vhost"].default
+    kinds = ("permissions", "topic_permissions", "exchanges")
+    entries = [entry for kind in kinds for entry in definitions[kind]]
+    assert {entry["vhost"] for entry in entries} == {default_vhost} == {"/"}
+    assert definitions["vhosts"] == [{"name": default_vhost}]

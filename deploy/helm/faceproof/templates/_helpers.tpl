@@ -51,6 +51,20 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s:%s" .Values.gpuImage.repository (default (printf "%s-gpu" .Chart.AppVersion) .Values.gpuImage.tag) -}}
 {{- end -}}
 
+{{/*
+The gateway's probe scheme: probes.gateway.scheme when set, else HTTPS when the gateway serves TLS
+itself (settings.FACEPROOF_TLS_TERMINATION=native), else HTTP.
+*/}}
+{{- define "faceproof.probeScheme" -}}
+{{- if .Values.probes.gateway.scheme -}}
+{{- .Values.probes.gateway.scheme | upper -}}
+{{- else if eq (index .Values.settings "FACEPROOF_TLS_TERMINATION" | default "" | toString | lower) "native" -}}
+HTTPS
+{{- else -}}
+HTTP
+{{- end -}}
+{{- end -}}
+
 {{/* Settings for every container: the ConfigMap, then the Secret. */}}
 {{- define "faceproof.envFrom" -}}
 - configMapRef:
