@@ -20,10 +20,21 @@ from contracts.events import (
 from contracts.values import ChallengeType, SessionStatus
 from services.call_agent.catalog import Catalog
 
-__all__ = ["NOTICE_S", "Instructions", "Notice", "Screen"]
+__all__ = ["HIDDEN_REASONS", "NOTICE_S", "Instructions", "Notice", "Screen", "shown_reasons"]
 
 #: How long a verdict ("Well done!") stays on screen beside the next instruction.
 NOTICE_S = 1.5
+
+#: Reasons the browser is never told: which detector caught a replay, a deepfake or a still. Told,
+#: someone presenting one learns what to defeat and tries again; the app reads them from the API.
+#: What a user can act on (too dark, too far, time is up, a virtual camera) is still shown.
+HIDDEN_REASONS = frozenset({"SPOOF_SUSPECTED", "FROZEN_STREAM", "MEDIA_CLOCK_AHEAD", "IDENTITY_CHANGED"})
+
+
+def shown_reasons(reasons: list[str]) -> list[str]:
+    """The reasons the browser may see (data channel, instruction video), in their order."""
+    return [reason for reason in reasons if reason not in HIDDEN_REASONS]
+
 
 Message = dict[str, Any]
 
@@ -147,7 +158,8 @@ class Instructions:
         if self.finished or event.index < self._index:
             return None
         text = self.catalog.text("verdict.passed" if event.passed else "verdict.failed")
-        reason_text = self.catalog.reason(event.reason)
+        reason = event.reason if event.reason not in HIDDEN_REASONS else None
+        reason_text = self.catalog.reason(reason)
         shown = text if event.passed or reason_text is None else f"{text}: {reason_text}"
         notice = Notice(shown, event.passed, now + NOTICE_S)
         if event.index == self._index:
@@ -168,7 +180,7 @@ class Instructions:
             "count": event.count,
             "challenge": event.challenge.value,
             "passed": event.passed,
-            "reason": event.reason,
+            "reason": reason,
             "text": shown,
         }
 
@@ -184,6 +196,7 @@ class Instructions:
             return None
         self.finished = True
         text = self.catalog.finished(status)
+        reasons = shown_reasons(reasons)
         details = [t for t in (self.catalog.reason(r) for r in reasons) if t is not None]
         detail = details[0] if details and status is SessionStatus.FAILED else None
         self.screen = Screen(
