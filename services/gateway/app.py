@@ -22,7 +22,7 @@ from infra.outbox import OutboxRelay
 from infra.publisher import Publisher
 from infra.retention import Retention
 from infra.rpc import BrokerRpc
-from infra.settings import Settings
+from infra.settings import Settings, TlsTermination
 from infra.storage import open_store
 from infra.telemetry import http as http_telemetry
 from services.gateway.auth import Authenticator, Principal
@@ -30,6 +30,7 @@ from services.gateway.body_rules import BodyRules
 from services.gateway.comparisons import BrokerComparisons
 from services.gateway.cors import ClientCors
 from services.gateway.dependencies import Resources, admit
+from services.gateway.headers import ResponseHeaders
 from services.gateway.limits import RequestGuard
 from services.gateway.offers import BrokerCallAgents
 from services.gateway.problems import install_problem_handlers
@@ -118,6 +119,7 @@ def create_app(settings: Settings, *, migrate: bool = False) -> FastAPI:
     )
     app.add_middleware(RateLimitHeaders)
     app.add_middleware(ClientCors)
+    app.add_middleware(ResponseHeaders, hsts=settings.tls_termination is TlsTermination.NATIVE)
     http_telemetry.install(app)  # outermost: request metrics, span, request id (/metrics: own port)
     for module in (health, compare, sessions, calls, admin):
         app.include_router(module.router)

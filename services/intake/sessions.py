@@ -99,10 +99,14 @@ class SessionCreator:
     #: Fetches reference URLs (``None``: :func:`safe_fetcher` of the settings).
     fetch: FetchReference | None = None
 
-    async def create(self, body: CreateSessionRequest, caller: Caller) -> tuple[SessionRecord, str]:
+    async def create(
+        self, body: CreateSessionRequest, caller: Caller, *, reissue: bool = True
+    ) -> tuple[SessionRecord, str]:
         """Create (or, for a repeated clientRequestToken, find) the session; returns it and a new
-        client token (a replay replaces the previous token). A locked-out subject or device is
-        refused here (:class:`~services.intake.errors.LockedOut`), whichever door the request came in by."""
+        client token (a replay replaces the previous token; with ``reissue=False``, for a caller
+        that does not pass the token on, it leaves the issued one working and returns ""). A
+        locked-out subject or device is refused here (:class:`~services.intake.errors.LockedOut`),
+        whichever door the request came in by."""
         stored = SessionSettingsDocument.model_validate(body.settings.model_dump())
         await refuse_if_locked(self.failures, self.settings, caller.owner, stored)
         reference = (
@@ -136,6 +140,8 @@ class SessionCreator:
         else:  # an idempotent replay: the first call's session (and reference) stand
             if reference_key is not None:
                 await self._discard(reference_key)
+            if not reissue:
+                return record, ""
             await self.sessions.set_client_token_hash(record.id, token_hash)
         return record, token
 

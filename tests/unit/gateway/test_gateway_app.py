@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
@@ -67,3 +68,26 @@ def test_no_route_dependency_runs_in_the_thread_pool() -> None:
     assert sync == set()
     compare = next(route for route in routes if route.path == "/v1/compare")
     assert inspect.iscoroutinefunction(compare.endpoint)
+
+
+def test_every_answer_is_kept_by_no_cache_and_never_sniffed() -> None:
+    """Session reads hold decisions and links to face images (presigned for minutes); the guard's
+    refusals and 404s echo a path. None may sit in a cache or be read as HTML (outermost but the
+    telemetry: every route's answer, the guard's refusals included)."""
+    client = TestClient(create_app(Settings()))  # no lifespan: these two need no resources
+    for response in (
+        client.get("/healthz"),
+        client.get("/v1/<img src=x onerror=alert(1)>"),  # a 404
+    ):
+        assert response.headers["cache-control"] == "no-store", response.request.url
+        assert response.headers["x-content-type-options"] == "nosniff", response.request.url
+        assert "strict-transport-security" not in response.headers
+
+
+def test_a_gateway_serving_tls_itself_asks_for_tls_only(tmp_path: Path) -> None:
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    cert.write_text("x")
+    key.write_text("x")
+    settings = Settings(tls_termination="native", tls_cert_file=cert, tls_key_file=key)
+    response = TestClient(create_app(settings)).get("/healthz")
+    assert response.headers["strict-transport-security"].startswith("max-age=")

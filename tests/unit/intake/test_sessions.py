@@ -67,6 +67,17 @@ async def test_a_replayed_request_token_finds_the_first_session_and_only_the_new
     assert list(store.objects) == [f"sessions/{first.id}/reference-input.jpg"]  # the replay's is gone
 
 
+async def test_a_replay_that_does_not_pass_the_token_on_leaves_the_issued_one_working() -> None:
+    """The seed's POST /session answers no token: its replay of a clientRequestToken broke the link
+    that POST /v1/sessions had given the user (the page showed a bad link, even mid-session)."""
+    sessions = FakeSessions()
+    body = CreateSessionRequest(client_request_token="once")
+    first, token = await creator(sessions).create(body, CALLER)
+    again, none = await creator(sessions).create(body, CALLER, reissue=False)
+    assert again.id == first.id and none == ""
+    assert sessions.rows[first.id].client_token_hash == hash_client_token(token)
+
+
 async def test_a_locked_out_subject_is_refused_before_anything_is_stored() -> None:
     sessions, store = FakeSessions(), FakeStore()
     failures = FakeFailures(until=datetime.now(UTC) + timedelta(seconds=90))
