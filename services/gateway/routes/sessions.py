@@ -151,9 +151,8 @@ async def _client_session(session_id: str, authorization: str | None, res: Resou
     if token is None:
         raise client_unauthorized()
     record = await res.sessions.fetch(session_id)
-    if record is None:
-        raise _not_found(session_id)
-    if not token_matches(token, record.client_token_hash):
+    # an unknown session answers as a wrong token: without a key, nobody learns which ids exist
+    if record is None or not token_matches(token, record.client_token_hash):
         raise client_unauthorized()
     return record
 

@@ -60,9 +60,12 @@ async def test_an_offer_needs_this_sessions_client_token(which: str) -> None:
     assert gateway.call_agents.asked == []
 
 
-async def test_an_unknown_session_is_404() -> None:
+async def test_an_unknown_session_answers_as_a_wrong_token() -> None:
+    """The browser's routes need no API key: a 404 told anyone which session ids exist (and echoed
+    the id). Unknown or not yours, the answer is the same 401."""
     response = await offer(Gateway(), "nope", "token")
-    assert response.status_code == 404 and response.json()["code"] == "SESSION_NOT_FOUND"
+    assert response.status_code == 401 and response.json()["code"] == "UNAUTHORIZED"
+    assert "nope" not in response.text
 
 
 async def test_a_finished_session_takes_no_offer() -> None:
