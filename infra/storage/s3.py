@@ -47,7 +47,11 @@ class S3ObjectStore:
         *,
         secure: bool = True,
         region: str = "us-east-1",
+        public: tuple[str, bool] | None = None,
     ) -> None:
+        """``public``: the (endpoint, secure) that presigned links name, when the services reach
+        the server at an address the apps cannot (compose's ``s3:9000``); a link is signed for the
+        host it names, so it is made by a client of that endpoint (the same keys, no I/O)."""
         self.endpoint = endpoint
         self.bucket = bucket
         self.secure = secure
@@ -70,6 +74,11 @@ class S3ObjectStore:
             region=region,
             http_client=http,
         )
+        self._signer = self._client
+        if public is not None:
+            self._signer = Minio(
+                public[0], access_key=access_key, secret_key=secret_key, secure=public[1], region=region
+            )
 
     def __repr__(self) -> str:
         scheme = "https" if self.secure else "http"
@@ -102,7 +111,7 @@ class S3ObjectStore:
 
     async def presign_get(self, key: str, expires: timedelta) -> str:
         validate_key(key)
-        return await self._call(key, self._client.presigned_get_object, self.bucket, key, expires)
+        return await self._call(key, self._signer.presigned_get_object, self.bucket, key, expires)
 
     async def ping(self) -> None:
         """Raises ``StorageUnavailable`` when unreachable; other ``StorageError``s (wrong credentials)

@@ -20,7 +20,9 @@ def open_store(url: str) -> ScannableStore:
 
     - ``file:///abs/path`` or a plain path: ``LocalObjectStore``.
     - ``s3://ACCESS:SECRET@host:port/bucket?secure=false&region=us-east-1`` (``secure`` defaults to
-      true), or ``http://ACCESS:SECRET@host:port/bucket`` / ``https://...``: ``S3ObjectStore``.
+      true), or ``http://ACCESS:SECRET@host:port/bucket`` / ``https://...``: ``S3ObjectStore``;
+      ``&public=https://files.example.com`` names the endpoint presigned links point to (the
+      apps' way to the server, when the services' is an internal name).
 
     Credentials may be percent-encoded. Raises ``ValueError``; messages never contain them.
     """
@@ -56,7 +58,21 @@ def open_store(url: str) -> ScannableStore:
         bucket,
         secure=secure,
         region=query.get("region", "us-east-1"),
+        public=_public_endpoint(query["public"]) if "public" in query else None,
     )
+
+
+def _public_endpoint(url: str) -> tuple[str, bool]:
+    """``public=https://files.example.com[:port]``: where presigned links point."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/") or parts.username:
+        raise ValueError("public= in a storage URL is http(s)://host[:port] (no path, no credentials)")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("public= in a storage URL has an invalid port") from None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return (f"{host}:{port}" if port else host), parts.scheme == "https"
 
 
 def _flag(value: str) -> bool:

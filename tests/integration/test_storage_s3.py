@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from uuid import uuid4
 
+import httpx
 import pytest
 from minio import Minio
 
@@ -55,3 +57,19 @@ def test_secrets_stay_out_of_repr(seaweedfs: SeaweedFS) -> None:
     store = open_store(seaweedfs.url)
     assert seaweedfs.secret_key not in repr(store)
     assert seaweedfs.secret_key not in repr(vars(store))
+
+
+async def test_presigned_links_name_the_public_endpoint_and_open_there(seaweedfs: SeaweedFS) -> None:
+    """compose's services reach the server as s3:9000, which no app can: a link to a face image
+    must name the address the apps use (``public=``), and be signed for that host."""
+    port = seaweedfs.endpoint.rsplit(":", 1)[1]
+    store = open_store(f"{seaweedfs.url}{'&' if '?' in seaweedfs.url else '?'}public=http://localhost:{port}")
+    await store.ensure_buckets()
+    await store.put("sessions/x/audit.jpg", b"face", "image/jpeg")
+    url = await store.presign_get("sessions/x/audit.jpg", timedelta(minutes=5))
+    assert url.startswith(f"http://localhost:{port}/")
+    async with httpx.AsyncClient() as http:
+        answer = await http.get(url)
+    assert answer.status_code == 200 and answer.content == b"face"
+    internal = await open_store(seaweedfs.url).presign_get("sessions/x/audit.jpg", timedelta(minutes=5))
+    assert not internal.startswith("http://localhost")  # without public=: the services' address

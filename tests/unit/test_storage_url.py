@@ -57,6 +57,10 @@ def test_percent_encoded_secret_is_hidden() -> None:
         "s3://AK:topsecret@host:9000/bucket?secure=maybe",
         "s3://AK:topsecret@host:notaport/bucket",
         "file://remotehost/srv/objects",
+        "s3://AK:topsecret@host:9000/bucket?public=ftp://files.example.com",
+        "s3://AK:topsecret@host:9000/bucket?public=https://files.example.com/bucket",
+        "s3://AK:topsecret@host:9000/bucket?public=https://u:p@files.example.com",
+        "s3://AK:topsecret@host:9000/bucket?public=https://files.example.com:x",
     ],
 )
 def test_bad_urls_raise_value_error_without_secrets(url: str) -> None:
