@@ -9,6 +9,7 @@ RabbitMQ itself.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shutil
 import subprocess
@@ -24,7 +25,7 @@ from infra.db.engine import create_engine, session_factory
 from infra.db.ingress import BrokerUsers
 from infra.settings import Settings, load_settings
 
-__all__ = ["UpstreamPermissions", "broker_app", "upstream_permissions"]
+__all__ = ["UpstreamLimits", "UpstreamPermissions", "broker_app", "setup_commands", "upstream_permissions"]
 
 broker_app = typer.Typer(
     help="RabbitMQ users of upstream systems (public command API).", no_args_is_help=True
@@ -57,15 +58,52 @@ def upstream_permissions(user: str, client_id: str) -> UpstreamPermissions:
     )
 
 
-def setup_commands(vhost: str, user: str, password: str, client_id: str) -> list[list[str]]:
-    """The rabbitmqctl invocations that create the vhost, the user and its permissions."""
+#: The operator policy that bounds every upstream user's queues (``upstream.<user>.*``).
+UPSTREAM_POLICY = "faceproof-upstream-queues"
+
+
+@dataclass(frozen=True)
+class UpstreamLimits:
+    """What one upstream user may hold in RabbitMQ. Its permissions let it declare queues of its
+    own and publish into them (its reply queues, its event queues); unbounded, one user could
+    fill the broker's memory or disk, and RabbitMQ's alarm then blocks every publisher, faceproof's
+    workers included."""
+
+    max_connections: int = 16
+    max_channels: int = 128
+    #: Per queue: past it the oldest messages are dropped (an operator policy: the user's own
+    #: ``x-max-length-bytes`` may only lower it).
+    max_queue_bytes: int = 64 * 1024 * 1024
+    #: A message left unread this long is dropped (the deployment's retention period).
+    message_ttl_s: int = 86_400
+    #: A queue nobody uses this long is deleted.
+    idle_queue_s: int = 86_400
+
+
+def setup_commands(
+    vhost: str, user: str, client_id: str, limits: UpstreamLimits | None = None
+) -> list[list[str]]:
+    """The rabbitmqctl invocations that create the vhost, the user, its permissions and its limits
+    (``add_user`` reads the password from its standard input: on the command line, ``ps`` shows it)."""
     perms = upstream_permissions(user, client_id)
+    limits = limits or UpstreamLimits()
+    user_limits = {"max-connections": limits.max_connections, "max-channels": limits.max_channels}
+    queue_limits = {
+        "max-length-bytes": limits.max_queue_bytes,
+        "message-ttl": limits.message_ttl_s * 1000,
+        "expires": limits.idle_queue_s * 1000,
+    }
     return [
         ["add_vhost", vhost],
-        ["add_user", user, password],
+        ["add_user", user],
         ["set_permissions", "-p", vhost, user, perms.configure, perms.write, perms.read],
         ["set_topic_permissions", "-p", vhost, user, PUBLIC_EVENTS_EXCHANGE, "^$", perms.events_read],
-    ]
+        ["set_user_limits", user, json.dumps(user_limits)],
+        [
+            "set_operator_policy", "-p", vhost, "--apply-to", "queues",
+            UPSTREAM_POLICY, r"^upstream\.", json.dumps(queue_limits),
+        ],
+    ]  # fmt: skip
 
 
 @asynccontextmanager
@@ -77,10 +115,18 @@ async def _broker_users(settings: Settings) -> AsyncIterator[BrokerUsers]:
         await engine.dispose()
 
 
-def _ctl(args: list[str]) -> subprocess.CompletedProcess[str]:
+def _ctl(args: list[str], secret: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60, check=False
+        ["rabbitmqctl", "-q", *args], input=secret, capture_output=True, text=True, timeout=60, check=False
     )
+
+
+def _check_user_name(user: str) -> None:
+    """A dotted name's namespace would lie inside another's: user ``a``'s permissions
+    (``upstream.a.*``) would cover ``a.b``'s queues (``upstream.a.b.*``), client tokens included."""
+    if not _USER_NAME.match(user):
+        typer.echo("the user name may hold letters, digits, '_' and '-' only (no '.')", err=True)
+        raise typer.Exit(2)
 
 
 @broker_app.command("setup")
@@ -91,15 +137,21 @@ def setup(
         str | None, typer.Option(help="Its password (prompted when not given)", show_default=False)
     ] = None,
     vhost: Annotated[str, typer.Option(help="The virtual host faceproof runs in")] = "/",
+    max_queue_bytes: Annotated[
+        int, typer.Option(min=1, help="Bytes one of its queues may hold (the oldest go first)")
+    ] = UpstreamLimits.max_queue_bytes,
+    max_connections: Annotated[
+        int, typer.Option(min=1, help="Connections it may open")
+    ] = UpstreamLimits.max_connections,
     print_only: Annotated[
         bool, typer.Option("--print", help="Print the rabbitmqctl commands instead of running them")
     ] = False,
 ) -> None:
-    """Create (or update) an upstream RabbitMQ user with the public API's permissions only, and map
-    it to an API client. Runs rabbitmqctl on this host (use --print for a remote broker)."""
-    if not _USER_NAME.match(user):
-        typer.echo("the user name may hold letters, digits, '_' and '-' only (no '.')", err=True)
-        raise typer.Exit(2)
+    """Create (or update) an upstream RabbitMQ user with the public API's permissions only, bounded
+    (connections, channels; its queues' bytes, message age and idle time: an operator policy on
+    upstream.*), and map it to an API client. Runs rabbitmqctl on this host (use --print for a
+    remote broker)."""
+    _check_user_name(user)
     settings = load_settings()
 
     async def link() -> str:
@@ -118,23 +170,29 @@ def setup(
                 raise typer.Exit(1) from None
 
     client_id = asyncio.run(link())
-    secret = password or typer.prompt("password", hide_input=True, confirmation_prompt=True)
-    commands = setup_commands(vhost, user, secret, client_id)
+    limits = UpstreamLimits(
+        max_connections=max_connections,
+        max_channels=8 * max_connections,
+        max_queue_bytes=max_queue_bytes,
+        message_ttl_s=settings.retention_s,
+    )
+    commands = setup_commands(vhost, user, client_id, limits)
     if print_only:
         for args in commands:
-            shown = ["<password>" if arg == secret else arg for arg in args]
-            typer.echo("rabbitmqctl " + " ".join(f"'{arg}'" for arg in shown))
+            stdin = "   # reads the password from its standard input" if args[0] == "add_user" else ""
+            typer.echo("rabbitmqctl " + " ".join(f"'{arg}'" for arg in args) + stdin)
         return
     if shutil.which("rabbitmqctl") is None:
         typer.echo("rabbitmqctl is not on this host: run with --print and apply them there", err=True)
         raise typer.Exit(1)
+    secret = password or typer.prompt("password", hide_input=True, confirmation_prompt=True)
     for args in commands:
-        result = _ctl(args)
+        result = _ctl(args, secret if args[0] == "add_user" else None)
         if result.returncode != 0:
             if args[0] == "add_vhost" and "already" in (result.stderr + result.stdout):
                 continue
             if args[0] == "add_user" and "already" in (result.stderr + result.stdout):
-                result = _ctl(["change_password", user, secret])
+                result = _ctl(["change_password", user], secret)
                 if result.returncode == 0:
                     continue
             typer.echo(f"rabbitmqctl {args[0]} failed: {result.stderr.strip()[:300]}", err=True)
@@ -147,6 +205,8 @@ def setup(
 def link(user: str, client: str) -> None:
     """Map an existing RabbitMQ user to an API client (name or id), without touching RabbitMQ."""
     from infra.db.errors import AlreadyExists, NotFound
+
+    _check_user_name(user)
 
     async def run() -> str:
         async with _broker_users(load_settings()) as users:

@@ -32,6 +32,8 @@ pytestmark = pytest.mark.e2e
 COMMANDS = "faceproof.public.v1.commands"
 EVENTS = "faceproof.public.v1.events"
 WAIT_S = 120
+#: What each of the upstream user's own queues may hold (`broker setup --max-queue-bytes`).
+QUEUE_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ def upstream(stack: Stack) -> Iterator[Upstream]:
     user, password = f"up-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
     out = _cli(
         stack, "broker", "setup", "--user", user, "--password", password, "--client", name,
-        "--vhost", stack.vhost.name,
+        "--vhost", stack.vhost.name, "--max-queue-bytes", str(QUEUE_BYTES),
     )  # fmt: skip
     client_id = out.split("acts for API client ")[1].split()[0]
     yield Upstream(
@@ -530,6 +532,31 @@ async def test_join_call_starts_a_flow_like_post_join_call(
     # the room cannot be reached: the call agent's CallFailed reaches the client's events
     failed = CallFailed.model_validate_json((await _next(events)).body)
     assert failed.flow_id == started.flow_id and failed.reason == "ROOM_UNREACHABLE"
+
+
+async def test_an_upstream_users_own_queues_and_connections_are_bounded(
+    connection: AbstractRobustConnection, upstream: Upstream
+) -> None:
+    """The attack: an upstream user fills queues of its own (its permissions let it declare them and
+    an exchange to publish into them) until RabbitMQ's memory or disk alarm blocks every
+    publisher, faceproof's workers included. `broker setup` bounds its queues (an operator policy
+    it cannot raise: bytes, message age, idle time) and its connections and channels."""
+    channel = await connection.channel(publisher_confirms=True)
+    own = f"upstream.{upstream.user}.{uuid.uuid4().hex[:8]}"
+    store = await channel.declare_queue(f"{own}.store", auto_delete=True)
+    fill = await channel.declare_exchange(f"{own}.fill", aio_pika.ExchangeType.FANOUT, auto_delete=True)
+    await store.bind(fill)
+    for _ in range(6):
+        await fill.publish(aio_pika.Message(b"x" * (QUEUE_BYTES // 2)), routing_key="")
+    kept = await channel.declare_queue(store.name, passive=True)
+    assert (kept.declaration_result.message_count or 0) <= 2  # six were published
+    listed = await asyncio.to_thread(
+        subprocess.run,
+        ["rabbitmqctl", "-q", "list_user_limits", "--user", upstream.user],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    limits = listed.stdout
+    assert json.loads(limits) == {"max-connections": 16, "max-channels": 128}
 
 
 async def test_rabbitmq_refuses_the_internal_exchanges_to_an_upstream_user(upstream: Upstream) -> None:
