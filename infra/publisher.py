@@ -60,19 +60,17 @@ class MessageTooLarge(PublishFailed):
     """The message's body is over ``MAX_MESSAGE_BYTES``: never sent, and retrying cannot help."""
 
 
-async def to_client(publishing: Awaitable[object], what: str) -> bool:
+async def to_client(publishing: Awaitable[object], what: str) -> None:
     """Await a publish to a queue an upstream client controls (its ``reply_to``, the queues it binds
-    to its public events); False when RabbitMQ refused it there (a nack: the client's queue is full
-    with ``x-overflow: reject-publish``, or refuses otherwise). That is the client's business: it
-    is logged and dropped. Raised, it held the shared queue's slot through paced retries while
+    to its public events). RabbitMQ refusing it there (a nack: the client's queue is full with
+    ``x-overflow: reject-publish``, or refuses otherwise) is the client's business: it is logged
+    and dropped. Raised, it held the shared queue's slot through paced retries while
     every other client's messages waited, and redelivery ended in the dead-letter queue with the
     command's whole body. Any other failure (the broker down) still raises."""
     try:
         await publishing
     except DeliveryError:
         log.warning("%s refused by the broker at the client's queue: dropped", what)
-        return False
-    return True
 
 
 def check_size(body_bytes: int) -> None:
