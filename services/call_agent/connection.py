@@ -97,8 +97,8 @@ def parse_ice_servers(raw: str) -> tuple[RTCIceServer, ...]:
 
 
 def check_offer_shape(sdp: str) -> None:
-    """What the hosted page offers, and nothing else: one video section, at most one data section,
-    no audio. Raises :class:`InvalidOffer`. Every other section would start a receiver whose
+    """What the hosted page offers, and nothing else: one video section (sendrecv), at most one
+    data section, no audio. Raises :class:`InvalidOffer`. Every other section would start a receiver whose
     frames nobody reads: aiortc queues them without bound (an unpaced audio track grew the agent's
     memory by megabytes a second), and each extra video track decodes on a thread of its own."""
     try:
@@ -114,6 +114,11 @@ def check_offer_shape(sdp: str) -> None:
         )
     if kinds.count("application") > 1 or set(kinds) - {"video", "application"}:
         raise InvalidOffer("the offer has sections other than one video and one data channel")
+    video = next(media for media in description.media if media.kind == "video")
+    if video.direction not in (None, "sendrecv"):
+        # the instruction video must go back: with a sendonly offer nothing was ever shown, and
+        # every challenge's clock started late by its time limit, with nothing judged meanwhile
+        raise InvalidOffer("the offer's video must be sendrecv (the page shows the instruction video)")
 
 
 class PeerSession:

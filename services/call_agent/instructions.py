@@ -27,8 +27,10 @@ NOTICE_S = 1.5
 
 #: Reasons the browser is never told: which detector caught a replay, a deepfake or a still. Told,
 #: someone presenting one learns what to defeat and tries again; the app reads them from the API.
-#: What a user can act on (too dark, too far, time is up, a virtual camera) is still shown.
-HIDDEN_REASONS = frozenset({"SPOOF_SUSPECTED", "FROZEN_STREAM", "MEDIA_CLOCK_AHEAD", "IDENTITY_CHANGED"})
+#: What a user can act on (too dark, too far, time is up, a virtual camera, another person in the
+#: picture) is still shown. None of these is a challenge's verdict: a verdict's reason left out
+#: would name it as surely as the reason itself.
+HIDDEN_REASONS = frozenset({"SPOOF_SUSPECTED", "FROZEN_STREAM", "MEDIA_CLOCK_AHEAD"})
 
 
 def shown_reasons(reasons: list[str]) -> list[str]:

@@ -141,6 +141,8 @@ class ReplayProgress(_Document):
     * ``skipped``: gaps of lost frames the replay went past ([first, last] inclusive).
     * ``last_t`` / ``connection``: the last judged frame's time and connection (sequence //
       ``CONNECTION_SEQUENCE_STRIDE``); frames running backwards in time are ignored.
+    * ``restarts``: reconnects that restarted the current challenge with its full time (bounded:
+      ``replay.FULL_TIME_RESTARTS``).
     * ``issued_at``: when each challenge was shown (seconds since the session started);
       ``awaiting_shown``: the challenge issued but not yet seen in a frame (FrameCaptured.shown).
     * ``readiness``: the pre-checks before the first challenge (None: not run); ``clean``: the
@@ -161,6 +163,7 @@ class ReplayProgress(_Document):
     skipped: list[tuple[int, int]] = Field(default_factory=list)
     last_t: float | None = None
     connection: int | None = None
+    restarts: int = 0
     issued_at: list[float] = Field(default_factory=list)
     awaiting_shown: int | None = None
     readiness: ReadinessState | None = None

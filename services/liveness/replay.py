@@ -84,7 +84,6 @@ __all__ = [
     "audit_positions",
     "audit_sequences",
     "challenge_outcomes",
-    "reference_frame",
     "reference_pick",
     "replay",
     "replay_order",
@@ -95,6 +94,11 @@ __all__ = [
 GAP_SKIP_AFTER: Final = 4
 #: A reference frame candidate's detection score (mesh presence on tracked frames) at least this.
 REFERENCE_MIN_SCORE: Final = 0.7
+#: Reconnects after which the current challenge starts again with its full time (a dropped
+#: network, a reloaded page). Past them a reconnect changes nothing: the challenge goes on by its
+#: clock. Without a bound, dropping before each deadline and coming back gave a subject unlimited
+#: tries at every challenge (and each challenge read in advance) until the session expired.
+FULL_TIME_RESTARTS: Final = 2
 
 Gap = tuple[int, int]  # missing sequences first..last, inclusive
 
@@ -380,6 +384,8 @@ class _Run:
         self.media_lead = progress.media_lead_s
         self.last_t = progress.last_t
         self.connection = progress.connection
+        #: Challenges restarted by a reconnect so far (at most FULL_TIME_RESTARTS).
+        self.restarts = progress.restarts
         #: The problems the previous step ended on (what its guidance said; None: no frame yet).
         check = self.check
         self.announced = None if check is None or check.previous is None else check.problems
@@ -405,13 +411,15 @@ class _Run:
         if self.connection is not None and connection != self.connection:
             # a reconnect: the current challenge is shown again (or the pre-checks go on)
             if self.sequence is not None:
-                self.sequence.restart(frame.t)
-                if frame.shown is not None and not self.sequence.done:
-                    # the new connection's video shows it once the agent hears of it again: its
-                    # clock and baseline start then, as every challenge's (:meth:`_on_screen`)
-                    index = self.sequence.index
-                    self.issued[index] = Issued(index, self.challenges[index], frame.t)
-                    self.awaiting = index
+                if self.restarts < FULL_TIME_RESTARTS:
+                    self.restarts += 1
+                    self.sequence.restart(frame.t)
+                    if frame.shown is not None and not self.sequence.done:
+                        # the new connection's video shows it once the agent hears of it again:
+                        # its clock and baseline start then, as every challenge's (:meth:`_on_screen`)
+                        index = self.sequence.index
+                        self.issued[index] = Issued(index, self.challenges[index], frame.t)
+                        self.awaiting = index
             elif self.check is not None:
                 self.check.restart()
                 self.clean = []
@@ -427,10 +435,10 @@ class _Run:
         # the identity reference), and the subject was just asked to fix exactly that; while the
         # challenges run it gives no challenge progress either (:meth:`_judge`)
         refused = self.check is not None and bool(self.check.problems)
-        self._record(frame, refused=refused)
         identity_ok = None
         if not refused and frame.embedding is not None and self.identity.wants(frame.analysis):
             identity_ok = self.identity.check(frame.embedding)
+        self._record(frame, refused=refused, identity_ok=identity_ok)
         if frame.spoof_score is not None and not refused:
             self.scores.append(frame.spoof_score)
         if getting_ready:
@@ -468,10 +476,14 @@ class _Run:
         """Ready and challenge 0 issued, but its instruction not yet seen in a captured frame."""
         return self.sequence is None and self.check is not None and self.check.ready_at is not None
 
-    def _record(self, frame: ReplayFrame, *, refused: bool) -> None:
+    def _record(self, frame: ReplayFrame, *, refused: bool, identity_ok: bool | None) -> None:
         self.judged.append(frame)
         self.all_judged.add(frame.sequence)
-        if not refused:
+        if not refused and identity_ok is True:
+            # only a frame whose face was embedded and is the person of the identity check (the
+            # one who answers the challenges) may be matched against the app's photo: any frame
+            # could, and a photo of someone else shown before the challenges (where no identity
+            # check fails the session), or on the frames the worker does not embed, was matched
             self.references.offer(frame)
 
     def _get_ready(self, frame: ReplayFrame, identity_ok: bool | None) -> None:
@@ -590,6 +602,7 @@ class _Run:
             skipped=list(gaps),
             last_t=self.last_t,
             connection=self.connection,
+            restarts=self.restarts,
             issued_at=[issued.t for issued in self.issued],
             awaiting_shown=self.awaiting,
             readiness=None if self.check is None else self.check.snapshot(),
@@ -639,21 +652,11 @@ def _score(analysis: FrameAnalysis) -> float:
     return analysis.presence or 0.0
 
 
-def reference_frame(
-    frames: Sequence[ReplayFrame], thresholds: Thresholds = DEFAULT_THRESHOLDS
-) -> ReplayFrame | None:
-    """The most frontal (smallest |yaw| + |pitch|) single-face frame passing the gates, preferring
-    frames scored at least :data:`REFERENCE_MIN_SCORE`; the earliest on a tie; None without one."""
-    references = _References(thresholds)
-    for frame in frames:
-        references.offer(frame)
-    chosen = references.chosen
-    return None if chosen is None else next(f for f in frames if f.sequence == chosen.sequence)
-
-
 def reference_pick(progress: ReplayProgress) -> Pick | None:
-    """The reference frame among every frame a replay judged and the pre-checks did not refuse
-    (:func:`reference_frame`'s rule)."""
+    """The reference frame: the most frontal (smallest |yaw| + |pitch|) single-face frame passing
+    the gates among every frame a replay judged, the pre-checks did not refuse and the identity
+    check embedded and accepted; one scored at least :data:`REFERENCE_MIN_SCORE` first, the
+    earliest on a tie."""
     return progress.reference or progress.reference_fallback
 
 

@@ -585,6 +585,27 @@ async def test_an_offer_with_audio_or_a_second_video_is_refused(
             await client.pc.close()
 
 
+async def test_an_offer_that_would_not_receive_the_instruction_video_is_refused(
+    running: Running, repository: SessionRepository
+) -> None:
+    """The attack: the video offered sendonly. aiortc answered recvonly, the instruction video never
+    went out, and the agent reported every challenge as never shown: the worker then started each
+    challenge's clock only after its time limit, judging nothing meanwhile, while the browser had
+    read the challenge on the data channel."""
+    frames = load_frames(4)
+    record, _ = await new_session(repository, utc_now() + timedelta(seconds=120), "conn-s")
+    client = Client()
+    try:
+        offer = (await client.offer(frames)).replace("a=sendrecv", "a=sendonly")
+        refused = await running.start(
+            record.id, "conn-s", offer, expires_at=utc_now() + timedelta(seconds=120)
+        )
+        assert refused.error is not None and refused.error.code is ErrorCode.INVALID_OFFER
+        assert "sendrecv" in refused.error.detail
+    finally:
+        await client.pc.close()
+
+
 async def test_a_peer_that_overruns_the_data_channel_is_hung_up(
     running: Running, repository: SessionRepository
 ) -> None:

@@ -20,12 +20,12 @@ from services.liveness.measures import FaceMeasures, HeadPose
 from services.liveness.progress import ReplayProgress
 from services.liveness.readiness import DEFAULT_READINESS
 from services.liveness.replay import (
+    FULL_TIME_RESTARTS,
     GAP_SKIP_AFTER,
     ReplayFrame,
     ReplayResult,
     audit_frames,
     audit_sequences,
-    reference_frame,
     reference_pick,
     replay,
     replay_step,
@@ -210,6 +210,34 @@ def test_a_reconnect_restarts_the_current_challenge_with_its_full_time() -> None
     assert run(stalled).verdicts[-1].reason is not None
 
 
+def test_reconnects_restart_a_challenge_only_a_bounded_number_of_times() -> None:
+    """The attack: drop the connection before each deadline and come back: every reconnect gave
+    the challenge its full time again, so a subject had unlimited tries (and read each challenge
+    in advance) until the session expired. Past FULL_TIME_RESTARTS the challenge goes on by its
+    clock: an absence past its deadline is a time-out."""
+    still = [face()] * 6
+    t, sequence, frames = 0.0, 0, []
+    for connection in range(FULL_TIME_RESTARTS + 2):  # each connection: 6 still frames, then 10 s away
+        base = connection * 100000
+        for offset, analysis in enumerate(still):
+            frames.append(replace(frame(sequence, analysis), sequence=base + offset, t=t))
+            sequence, t = sequence + 1, t + 1 / FPS
+        t += 10.0
+    result = run(frames)
+    assert result.progress.restarts == FULL_TIME_RESTARTS
+    assert [v.reason.value for v in result.verdicts if v.reason is not None] == ["TIMEOUT"]
+    assert result.decision is not None and not result.decision.is_live
+    # within the bound, the same absences are forgiven: the last connection turns and passes
+    forgiven = frames[: 6 * (FULL_TIME_RESTARTS + 1)]
+    last = forgiven[-1]
+    answer = [face(yaw=30.0)] * 4 + [face()] * 4 + [face(mar=0.6)] * 4 + [face()] * 4
+    forgiven += [
+        replace(frame(n, analysis), sequence=last.sequence + 1 + n, t=last.t + (1 + n) / FPS)
+        for n, analysis in enumerate(answer)
+    ]
+    assert run(forgiven).decision is not None and run(forgiven).decision.is_live  # type: ignore[union-attr]
+
+
 def test_duplicate_frames_count_once_and_the_first_stored_wins() -> None:
     frames = live_session()
     expected = run(frames)
@@ -236,6 +264,22 @@ def test_a_still_photo_fails_with_a_reason() -> None:
     assert "TIMEOUT" in result.decision.reasons and "SPOOF_SUSPECTED" in result.decision.reasons
 
 
+@pytest.mark.parametrize("readiness", [None, DEFAULT_READINESS])
+def test_another_persons_photo_is_never_the_frame_matched_against_the_apps_photo(readiness: object) -> None:
+    """The attack: the live person answers every challenge, and a frontal photo of someone else is
+    shown for a frame where no identity check fails the session (before the challenges, or on a
+    frame the worker does not embed). The most frontal frame was matched against the app's photo,
+    whoever it showed; now only a frame the identity check embedded and accepted is."""
+    turned = [face(yaw=6.0)] * 6 + [face(yaw=30.0)] * 4 + [face(yaw=6.0)] * 4 + [face(yaw=6.0, mar=0.6)] * 4
+    session = [frame(n, analysis) for n, analysis in enumerate(turned + [face(yaw=6.0)] * 6)]
+    for sequence, person in ((2, SAME_PERSON), (8, OTHER_PERSON)):  # (2: a frame no one embeds)
+        photo = replace(frame(sequence, face()), embedding=None if sequence % 4 else person)
+        frames = [photo if f.sequence == sequence else f for f in session]
+        result = replay(CHALLENGES, frames, identity_threshold=0.35, readiness=readiness)  # type: ignore[arg-type]
+        pick = reference_pick(result.progress)
+        assert pick is not None and pick.sequence != sequence, (sequence, readiness)
+
+
 def test_another_person_fails_with_identity_changed() -> None:
     frames = live_session()
     swapped = [replace(f, embedding=OTHER_PERSON) if f.sequence == 4 else f for f in frames]
@@ -251,15 +295,20 @@ def test_frames_after_the_decision_are_not_judged() -> None:
     assert max(f.sequence for f in result.judged) < 20
 
 
-def test_reference_is_the_most_frontal_single_face_and_audit_frames_spread() -> None:
+def embedded(sequence: int, analysis: FrameAnalysis) -> ReplayFrame:
+    return replace(frame(sequence, analysis), embedding=SAME_PERSON)
+
+
+def test_reference_is_the_most_frontal_single_face_of_the_checked_person_and_audit_frames_spread() -> None:
     frames = [
-        frame(0, face(yaw=12.0)),
-        frame(1, face(yaw=3.0, pitch=-2.0)),
-        frame(2, face(yaw=1.0, pitch=1.0, faces=2)),
-        frame(3, face(yaw=-4.0)),
+        embedded(0, face(yaw=12.0)),
+        embedded(1, face(yaw=3.0, pitch=-2.0)),
+        embedded(2, face(yaw=1.0, pitch=1.0, faces=2)),
+        embedded(3, face(yaw=-4.0)),
+        frame(5, face(yaw=0.5)),  # not embedded: the identity check never saw this face
     ]
-    chosen = reference_frame(frames)
-    assert chosen is not None and chosen.sequence == 3
+    pick = reference_pick(run(frames).progress)
+    assert pick is not None and pick.sequence == 3
     assert [f.sequence for f in audit_frames(live_session(), 2)] == [6, 18]
     assert audit_frames(frames, 0) == []
     assert len(audit_frames(frames[:1], 3)) == 1
@@ -291,7 +340,7 @@ def test_step_by_step_from_the_stored_progress_equals_one_replay_of_every_frame(
     assert stepped.verdicts == whole.verdicts
     assert stepped.decision == whole.decision and stepped.decision is not None
     assert [(i.index, i.t) for i in stepped.issued] == [(i.index, i.t) for i in whole.issued]
-    expected = reference_frame(whole.judged)
+    expected = reference_pick(whole.progress)
     pick = reference_pick(stepped.progress)
     assert expected is not None and pick is not None and pick.sequence == expected.sequence
     for count in range(5):
