@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 from aiortc import RTCIceServer
+from aiortc.rtcicetransport import connection_kwargs
 
 from infra.safe_fetch import FetchFailed, FetchPolicy, IPAddress
 from services.call_agent.room.errors import RoomRefused
-from services.call_agent.room.mediasoup import RoomConfig, RoomPeer, ice_url_host
+from services.call_agent.room.mediasoup import RoomConfig, RoomPeer, ice_url_host, pin_ice_url
 from services.call_agent.room.protoo import ProtooClient
 
 NAMES = {"stun.example.org": "198.18.0.1", "turn.public.example": "8.8.4.4", "turn.internal": "10.1.2.3"}
@@ -100,7 +101,7 @@ async def test_the_rooms_own_stun_and_turn_servers_at_internal_addresses_are_dro
     options = await peer()._transport_options(answer("8.8.8.8", servers=servers))
     kept: list[RTCIceServer] = options["iceServers"]
     assert [(s.urls, s.username, s.credential) for s in kept] == [
-        (["turn:turn.public.example:3478"], "u", "c")
+        (["turn:8.8.4.4:3478"], "u", "c")  # the checked address, not the name (see below)
     ]
 
 
@@ -114,3 +115,58 @@ async def test_the_operators_own_ice_servers_are_not_filtered() -> None:
     )
     options = await room._transport_options(answer("8.8.8.8"))
     assert options["iceServers"] == list(mine)
+
+
+class Rebinding:
+    """A room's DNS: the first answer passes the check, every later one names an internal address
+    (what aioice would get when it resolves the TURN server's name again to use it)."""
+
+    def __init__(self) -> None:
+        self.lookups: list[str] = []
+
+    async def __call__(self, host: str, port: int) -> list[IPAddress]:
+        self.lookups.append(host)
+        first = len(self.lookups) == 1
+        return [ipaddress.ip_address("8.8.4.4" if first else "127.0.0.1")]
+
+
+async def test_a_named_stun_or_turn_server_is_pinned_to_the_address_that_was_checked() -> None:
+    """DNS rebinding past the check: aioice resolves the URL's host itself when it uses the
+    server, so a name kept in the URL could then answer 127.0.0.1. The URL carries the checked
+    address, resolved once."""
+    dns = Rebinding()
+    room = RoomPeer(
+        ProtooClient(policy=FetchPolicy(), request_timeout_s=1.0),
+        RoomConfig(resolve=dns),
+        on_track=lambda track: None,
+        on_failure=lambda error: None,
+    )
+    servers = [{"urls": "turn:rebind.example:3478?transport=tcp", "username": "u", "credential": "c"}]
+    options = await room._transport_options(answer("8.8.8.8", servers=servers))
+    kept: list[RTCIceServer] = options["iceServers"]
+    assert [s.urls for s in kept] == [["turn:8.8.4.4:3478?transport=tcp"]]
+    assert dns.lookups == ["rebind.example"]
+    kwargs = connection_kwargs(kept)  # what aiortc hands aioice: an address, no name to resolve
+    assert kwargs["turn_server"] == ("8.8.4.4", 3478) and kwargs["turn_transport"] == "tcp"
+
+
+async def test_named_tls_servers_of_the_room_are_dropped_and_literal_ones_pinned_as_they_are() -> None:
+    servers = [
+        {"urls": ["turns:turn.public.example:5349", "stuns:stun.example.org"]},  # TLS needs the name
+        {"urls": ["turns:8.8.4.4:443?transport=tcp", "STUN:8.8.8.8"]},
+        {"urls": ["turn:[2001:4860:4860::8888]:3478"]},  # aiortc parses no IPv6 address here
+    ]
+    options = await peer()._transport_options(answer("8.8.8.8", servers=servers))
+    assert [s.urls for s in options["iceServers"]] == [["turns:8.8.4.4:443?transport=tcp", "stun:8.8.8.8"]]
+
+
+@pytest.mark.parametrize(
+    ("url", "pinned"),
+    [
+        ("stun:stun.example.org", "stun:8.8.4.4"),
+        ("TURN:turn.example:3478?transport=udp", "turn:8.8.4.4:3478?transport=udp"),
+        ("turn:[fd00::1]:3478", "turn:8.8.4.4:3478"),
+    ],
+)
+def test_pinning_keeps_the_port_and_transport(url: str, pinned: str) -> None:
+    assert pin_ice_url(url, ipaddress.ip_address("8.8.4.4")) == pinned

@@ -22,6 +22,9 @@ has ``return_timeout_s`` to come back: back in time, their frames are numbered a
 connection's, so the liveness worker restarts the current challenge with a fresh baseline and its
 full time (the instruction video shows it again); not back, the call fails with SUBJECT_LEFT and a
 detail naming the challenge they left during.
+
+A camera frame larger than a hosted session accepts (connection.py's MAX_FRAME_PIXELS, 1920x1080)
+fails the call (SIGNALLING_ERROR) before it is shown or stored.
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ from domain.ports import EventPublisher
 from infra.publisher import PublishFailed
 from infra.storage import ObjectStore
 from services.call_agent.catalog import load_catalog
-from services.call_agent.connection import StreamConfig
+from services.call_agent.connection import MAX_FRAME_PIXELS, StreamConfig
 from services.call_agent.frames import FramePipeline
 from services.call_agent.instructions import Instructions, Screen
 from services.call_agent.room.errors import (
@@ -315,6 +318,14 @@ class RoomCall:
                 return
             if not isinstance(frame, VideoFrame):
                 continue
+            if frame.width * frame.height > MAX_FRAME_PIXELS:  # the hosted session's limit
+                self._fail(
+                    SignallingError(
+                        f"the subject's camera sends frames of {frame.width}x{frame.height}, "
+                        f"more than {MAX_FRAME_PIXELS} pixels (1920x1080)"
+                    )
+                )
+                return
             if self._started:
                 self.frames.offer(frame)
             else:  # shown in the instruction video; not a session frame yet

@@ -6,6 +6,11 @@ for receiving -> ``join`` -> ``produce`` the instruction track (the send transpo
 producer of the other peers; we create the consumer and answer ``ok``, hand the subject's video
 track to ``on_track``, and ask ``resumeConsumer``. ``leave`` says ``leaveRoom`` and closes.
 
+What a room may make us receive is bounded: the join advertises video codecs only (a compliant
+room never offers audio); ``newConsumer`` is answered ``ok: false`` for anything but video, for a
+video while another is live (the first stays the subject's camera until the room closes it), for
+a consumer id already in use, and past :data:`MAX_CONSUMERS` consumers over the peer's life.
+
 pymediasoup is untyped: its objects are ``Any`` here, and whatever it raises on the room's data is
 translated into :class:`SignallingError` at this edge.
 """
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +27,7 @@ from typing import Any, Literal
 
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConnection
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
+from aiortc.rtcicetransport import parse_stun_turn_uri
 from pydantic import ValidationError
 from pymediasoup import Device  # type: ignore[import-untyped]
 from pymediasoup.errors import Error as MediaSoupError  # type: ignore[import-untyped]
@@ -28,15 +35,18 @@ from pymediasoup.handlers.aiortc_handler import AiortcHandler  # type: ignore[im
 from pymediasoup.models.transport import DtlsParameters  # type: ignore[import-untyped]
 from pymediasoup.rtp_parameters import RtpCapabilities, RtpParameters  # type: ignore[import-untyped]
 
-from infra.safe_fetch import FetchError, FetchPolicy, Resolver, check_host, resolve_host
+from infra.safe_fetch import FetchError, FetchPolicy, IPAddress, Resolver, check_host, resolve_host
 from services.call_agent.room.errors import RoomError, RoomRefused, SignallingError
 from services.call_agent.room.protoo import Data, ProtooClient
 
-__all__ = ["DISPLAY_NAME", "RoomConfig", "RoomPeer", "parse_ice_servers_json"]
+__all__ = ["DISPLAY_NAME", "MAX_CONSUMERS", "RoomConfig", "RoomPeer", "parse_ice_servers_json"]
 
 log = logging.getLogger("faceproof.call_agent.room")
 
 DISPLAY_NAME = "faceproof"
+#: Consumers one peer accepts over its life (one live at a time): the subject's camera and a few
+#: returns (each return restarts the challenge; the flow's deadline bounds them anyway).
+MAX_CONSUMERS = 16
 #: What pymediasoup and pydantic raise on data they cannot use.
 _MEDIA_ERRORS = (MediaSoupError, ValidationError, ValueError, TypeError, KeyError, LookupError)
 
@@ -98,6 +108,19 @@ def _candidates(raw: object) -> list[dict[str, Any]]:
     return out
 
 
+def _receivable(capabilities: dict[str, Any]) -> dict[str, Any]:
+    """The RTP capabilities we send at ``join`` (what the room may make us consume): no audio codec
+    or header extension. We consume the subject's camera only; an audio consumer's aiortc track
+    would queue decoded frames nobody reads. A compliant room (mediasoup's ``canConsume``) then
+    never offers audio; ``newConsumer`` still refuses it from one that does."""
+    receivable = dict(capabilities)
+    for key in ("codecs", "headerExtensions"):
+        entries = capabilities.get(key)
+        if isinstance(entries, list):
+            receivable[key] = [e for e in entries if not (isinstance(e, dict) and e.get("kind") == "audio")]
+    return receivable
+
+
 def ice_url_host(url: str) -> str | None:
     """The host of a ``stun:``/``stuns:``/``turn:``/``turns:`` URL (RFC 7064/7065), else None."""
     scheme, colon, rest = url.partition(":")
@@ -109,6 +132,16 @@ def ice_url_host(url: str) -> str | None:
         return host if bracket else None
     host = rest.split(":", 1)[0] if rest.count(":") <= 1 else ""
     return host or None
+
+
+def pin_ice_url(url: str, address: IPAddress) -> str:
+    """``url`` (a ``stun:``/``turn:`` URL, see :func:`ice_url_host`) with its host replaced by
+    ``address``: the scheme in lower case, port and ``?transport=`` kept."""
+    scheme, _, rest = url.partition(":")
+    rest, question, query = rest.partition("?")
+    port = rest.partition("]")[2].removeprefix(":") if rest.startswith("[") else rest.partition(":")[2]
+    host = f"[{address}]" if address.version == 6 else str(address)
+    return f"{scheme.lower()}:{host}{':' + port if port else ''}{question}{query}"
 
 
 class _RoomHandler(AiortcHandler):  # type: ignore[misc]
@@ -159,6 +192,9 @@ class RoomPeer:
         self._recv: Any = None
         self._producer: Any = None
         self._consumers: dict[str, Any] = {}
+        #: Consumer ids being created (newConsumer not answered yet): True once the room closed one.
+        self._creating: dict[str, bool] = {}
+        self._consumed = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._joined = False
         self._produce_error: RoomError | None = None
@@ -187,7 +223,7 @@ class RoomPeer:
             {
                 "displayName": self._config.display_name,
                 "device": {"flag": "faceproof", "name": "faceproof", "version": "1"},
-                "rtpCapabilities": self._device.rtpCapabilities.model_dump(exclude_none=True),
+                "rtpCapabilities": _receivable(self._device.rtpCapabilities.model_dump(exclude_none=True)),
             },
         )
         self._joined = True
@@ -225,6 +261,8 @@ class RoomPeer:
         raise SignallingError(f"not supported: {method[:64]}")
 
     async def _new_consumer(self, data: Data) -> None:
+        """Consume the subject's camera: one video at a time (SignallingError: the room gets
+        ``ok: false`` and the call goes on)."""
         if self._recv is None:
             raise SignallingError("newConsumer before the receive transport exists")
         consumer_id = data.get("id")
@@ -234,8 +272,21 @@ class RoomPeer:
             not isinstance(consumer_id, str)
             or not isinstance(producer_id, str)
             or kind not in ("audio", "video")
+            or not 0 < len(consumer_id) <= 256
         ):
             raise SignallingError("newConsumer: missing id, producerId or kind")
+        if kind != "video":
+            raise SignallingError(f"newConsumer: {kind} is not consumed (video only)")
+        if consumer_id in self._consumers or consumer_id in self._creating:
+            raise SignallingError("newConsumer: the consumer id is already in use")
+        if self._consumers or self._creating:
+            raise SignallingError(
+                "newConsumer: a video is already consumed (the subject's camera; one at a time)"
+            )
+        if self._consumed >= MAX_CONSUMERS:
+            raise SignallingError(f"newConsumer: {MAX_CONSUMERS} consumers already accepted in this call")
+        self._consumed += 1
+        self._creating[consumer_id] = False
         try:
             consumer = await self._recv.consume(
                 id=consumer_id,
@@ -246,8 +297,13 @@ class RoomPeer:
             )
         except _MEDIA_ERRORS as error:
             raise SignallingError(f"newConsumer: cannot consume ({type(error).__name__})") from None
+        finally:
+            closed_meanwhile = self._creating.pop(consumer_id, False)
+        if closed_meanwhile:  # the room closed it before we answered: no consumer to keep
+            self._spawn(self._close_consumer(consumer))
+            raise SignallingError("newConsumer: the room closed the consumer while it was created")
         self._consumers[consumer_id] = consumer
-        if kind == "video" and consumer.track is not None:
+        if consumer.track is not None:
             self._on_track(consumer.track)
         self._spawn(self._resume(consumer_id))
 
@@ -261,6 +317,8 @@ class RoomPeer:
     def _on_notification(self, method: str, data: Data) -> None:
         if method == "consumerClosed":
             consumer_id = data.get("consumerId")
+            if isinstance(consumer_id, str) and consumer_id in self._creating:
+                self._creating[consumer_id] = True
             consumer = self._consumers.pop(consumer_id, None) if isinstance(consumer_id, str) else None
             if consumer is not None:  # its producer left (the subject hung up)
                 if getattr(consumer, "kind", None) == "video":
@@ -337,11 +395,11 @@ class RoomPeer:
             "iceTransportPolicy": "relay" if self._config.relay_only else "all",
         }
 
-    async def _refusal(self, host: str) -> str | None:
+    async def _refusal(self, host: str, resolve: Resolver | None = None) -> str | None:
         """Why the address policy refuses ``host`` (None: allowed)."""
         try:
             async with asyncio.timeout(self._config.request_timeout_s):  # a name's lookup included
-                await check_host(host, self._config.address_policy, self._config.resolve)
+                await check_host(host, self._config.address_policy, resolve or self._config.resolve)
         except TimeoutError:
             return f"{host} was not resolved within {self._config.request_timeout_s:g} s"
         except FetchError as error:
@@ -369,10 +427,9 @@ class RoomPeer:
             urls = [server.urls] if isinstance(server.urls, str) else list(server.urls)
             kept = []
             for url in urls:
-                host = ice_url_host(url)
-                refusal = "not a STUN or TURN URL" if host is None else await self._refusal(host)
-                if refusal is None:
-                    kept.append(url)
+                pinned, refusal = await self._pinned_server(url)
+                if pinned is not None:
+                    kept.append(pinned)
                 else:
                     log.info("createWebRtcTransport: an ICE server the room named was refused (%s)", refusal)
             if kept:
@@ -380,6 +437,39 @@ class RoomPeer:
                     RTCIceServer(urls=kept, username=server.username, credential=server.credential)
                 )
         return allowed
+
+    async def _pinned_server(self, url: str) -> tuple[str | None, str]:
+        """A STUN/TURN URL the room named, its host replaced by the address the policy checked
+        (aioice would resolve a name again when it uses the server: a second answer, past the
+        check); else None and why. ``stuns:``/``turns:`` by name are dropped (TLS needs the name,
+        and the name would be resolved again); aiortc takes no IPv6 address in these URLs."""
+        host = ice_url_host(url)
+        if host is None:
+            return None, "not a STUN or TURN URL"
+        try:
+            literal: IPAddress | None = ipaddress.ip_address(host)
+        except ValueError:
+            literal = None
+        if literal is None and url.partition(":")[0].lower() in ("stuns", "turns"):
+            return None, f"{host}: a TLS STUN/TURN server by name (its address cannot be pinned)"
+        resolved: list[IPAddress] = []
+
+        async def resolve_once(name: str, port: int) -> list[IPAddress]:
+            resolved[:] = await self._config.resolve(name, port)
+            return resolved
+
+        refusal = await self._refusal(host, resolve_once)
+        if refusal is not None:
+            return None, refusal
+        address = literal or next((a for a in resolved if a.version == 4), None)
+        if address is None or address.version != 4:
+            return None, f"{host}: IPv6 only (aiortc takes no IPv6 address in a STUN/TURN URL)"
+        pinned = pin_ice_url(url, address)
+        try:
+            parse_stun_turn_uri(pinned)
+        except ValueError:
+            return None, f"{host}: a malformed STUN/TURN URL"
+        return pinned, ""
 
     async def _connect_transport(self, transport_id: str, dtls_parameters: DtlsParameters) -> None:
         try:

@@ -17,6 +17,9 @@ The room URL comes from the caller, so opening it follows the safe fetcher's add
 checked (private, loopback, link-local ... refused unless allow-listed), the TCP connection goes to
 the checked address while the handshake's ``Host`` and the TLS SNI keep the name, no proxy is used,
 and redirects are followed by hand (at most ``max_redirects``), each target checked again.
+
+The socket is opened without permessage-deflate and takes messages of at most
+:data:`MAX_MESSAGE_BYTES` (a larger one closes it, 1009: the call fails with SOCKET_DROPPED).
 """
 
 from __future__ import annotations
@@ -58,8 +61,11 @@ __all__ = ["SUBPROTOCOL", "Data", "ProtooClient"]
 log = logging.getLogger("faceproof.call_agent.room")
 
 SUBPROTOCOL = "protoo"
-#: Larger than any mediasoup message (SDP-free JSON), small enough to refuse junk.
-MAX_MESSAGE_BYTES = 1024 * 1024
+#: Larger than any protoo message of a mediasoup room many times over (SDP-free JSON; the largest,
+#: getRouterRtpCapabilities' answer, is a few KB), small enough that parsing one on the event loop
+#: the calls share stays short. The socket is opened without compression (permessage-deflate):
+#: websockets applies this limit after decompression, so a ~1 KB frame could inflate into it.
+MAX_MESSAGE_BYTES = 256 * 1024
 
 Data = dict[str, Any]
 RequestHandler = Callable[[str, Data], Awaitable[Data]]
@@ -140,6 +146,7 @@ class ProtooClient:
                     subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
                     open_timeout=self.open_timeout_s,
                     max_size=MAX_MESSAGE_BYTES,
+                    compression=None,  # no permessage-deflate: see MAX_MESSAGE_BYTES
                     ping_interval=10,
                     ping_timeout=10,
                     proxy=None,
