@@ -155,8 +155,16 @@ class HttpCallbackSender:
         self._timeout = timeout_s
         self._resolve = resolve
         self._max_response = max_response_bytes
+        # No connection is kept between callbacks: each goes to the checked address with the name
+        # only in SNI and Host, and httpx's pool keys a connection by address, not name: a TLS
+        # connection opened (and its certificate checked) for one controller's name would carry
+        # another client's signed callback to a host that shares the address.
         self._client = httpx.AsyncClient(
-            transport=transport, timeout=httpx.Timeout(timeout_s), follow_redirects=False, trust_env=False
+            transport=transport,
+            timeout=httpx.Timeout(timeout_s),
+            follow_redirects=False,
+            trust_env=False,
+            limits=httpx.Limits(max_keepalive_connections=0),
         )
 
     async def put(self, url: str, body: bytes, headers: dict[str, str]) -> int:

@@ -3,6 +3,8 @@ Host, and a cap on how much of the controller's answer is read."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 from collections.abc import AsyncIterator
 
@@ -75,3 +77,33 @@ async def test_a_private_callback_address_is_refused_before_any_request() -> Non
     finally:
         await sender.close()
     assert seen == []
+
+
+async def test_no_connection_is_kept_from_one_callback_to_the_next() -> None:
+    """Callbacks go to the checked address, with the name only in Host and SNI; httpx keys a kept
+    connection by address, so one opened (and its certificate checked) for one controller's name
+    carried the next callback for another name at the same address: behind a TLS front that routes
+    by SNI, another client's signed callback reached the first controller."""
+    connections = 0
+
+    async def controller(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        with contextlib.suppress(ConnectionError):
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n")
+                await writer.drain()
+
+    async def loopback(host: str, port: int) -> list[IPAddress]:
+        return [ipaddress.ip_address("127.0.0.1")]
+
+    server = await asyncio.start_server(controller, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    sender = HttpCallbackSender(FetchPolicy.create("127.0.0.1"), timeout_s=5, resolve=loopback)
+    try:
+        for name in ("controller-a.example", "controller-b.example"):
+            assert await sender.put(f"http://{name}:{port}/success/t", b"", {}) == 200
+    finally:
+        await sender.close()
+        server.close()
+    assert connections == 2

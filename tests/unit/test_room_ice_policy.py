@@ -15,7 +15,14 @@ from aiortc.rtcicetransport import connection_kwargs
 
 from infra.safe_fetch import FetchFailed, FetchPolicy, IPAddress
 from services.call_agent.room.errors import RoomRefused
-from services.call_agent.room.mediasoup import RoomConfig, RoomPeer, ice_url_host, pin_ice_url
+from services.call_agent.room.mediasoup import (
+    MAX_ROOM_CANDIDATES,
+    MAX_ROOM_SERVERS,
+    RoomConfig,
+    RoomPeer,
+    ice_url_host,
+    pin_ice_url,
+)
 from services.call_agent.room.protoo import ProtooClient
 
 NAMES = {"stun.example.org": "198.18.0.1", "turn.public.example": "8.8.4.4", "turn.internal": "10.1.2.3"}
@@ -103,6 +110,28 @@ async def test_the_rooms_own_stun_and_turn_servers_at_internal_addresses_are_dro
     assert [(s.urls, s.username, s.credential) for s in kept] == [
         (["turn:8.8.4.4:3478"], "u", "c")  # the checked address, not the name (see below)
     ]
+
+
+async def test_a_room_naming_hundreds_of_candidates_and_servers_gets_a_bounded_number_looked_up() -> None:
+    """The attack: hundreds of candidate and server names whose lookups answer just before the
+    request timeout: the agent looked up every one, holding a call slot for the whole session."""
+    looked_up: list[str] = []
+
+    async def counting(host: str, port: int) -> list[IPAddress]:
+        looked_up.append(host)
+        return [ipaddress.ip_address("8.8.8.8")]
+
+    room = RoomPeer(
+        ProtooClient(policy=FetchPolicy(), request_timeout_s=1.0),
+        RoomConfig(resolve=counting),
+        on_track=lambda track: None,
+        on_failure=lambda error: None,
+    )
+    body = answer(*(f"host-{n}.example" for n in range(300)))
+    body["iceServers"] = [{"urls": [f"stun:stun-{n}-{m}.example" for m in range(50)]} for n in range(50)]
+    options = await room._transport_options(body)
+    assert len(options["iceCandidates"]) == MAX_ROOM_CANDIDATES
+    assert len(looked_up) == MAX_ROOM_CANDIDATES + MAX_ROOM_SERVERS * MAX_ROOM_SERVERS
 
 
 async def test_the_operators_own_ice_servers_are_not_filtered() -> None:

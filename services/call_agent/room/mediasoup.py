@@ -47,6 +47,11 @@ DISPLAY_NAME = "faceproof"
 #: Consumers one peer accepts over its life (one live at a time): the subject's camera and a few
 #: returns (each return restarts the challenge; the flow's deadline bounds them anyway).
 MAX_CONSUMERS = 16
+#: The ICE candidates and STUN/TURN servers (and URLs per server) of a room's answer looked at;
+#: the rest are ignored. Each name is looked up (up to the request timeout) before the call goes
+#: on: hundreds of slow names held a call slot for the session's whole lifetime.
+MAX_ROOM_CANDIDATES = 16
+MAX_ROOM_SERVERS = 4
 #: What pymediasoup and pydantic raise on data they cannot use.
 _MEDIA_ERRORS = (MediaSoupError, ValidationError, ValueError, TypeError, KeyError, LookupError)
 
@@ -409,7 +414,7 @@ class RoomPeer:
     async def _allowed_candidates(self, candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
         allowed: list[dict[str, Any]] = []
         refusals: list[str] = []
-        for candidate in candidates:
+        for candidate in candidates[:MAX_ROOM_CANDIDATES]:
             refusal = await self._refusal(str(candidate.get("ip") or ""))
             if refusal is None:
                 allowed.append(candidate)
@@ -423,8 +428,8 @@ class RoomPeer:
 
     async def _allowed_servers(self, servers: list[RTCIceServer]) -> list[RTCIceServer]:
         allowed: list[RTCIceServer] = []
-        for server in servers:
-            urls = [server.urls] if isinstance(server.urls, str) else list(server.urls)
+        for server in servers[:MAX_ROOM_SERVERS]:
+            urls = [server.urls] if isinstance(server.urls, str) else list(server.urls)[:MAX_ROOM_SERVERS]
             kept = []
             for url in urls:
                 pinned, refusal = await self._pinned_server(url)
