@@ -149,7 +149,8 @@ class ReplayProgress(_Document):
       frames of their current clean streak (challenge 0 judges them first once ready).
     * ``engine``: the challenge engine (None until challenge 0 is issued).
     * ``identity_reference``: the identity check's reference embedding, once taken.
-    * ``spoof_scores``: the anti-spoofing scores of the judged frames, in order.
+    * ``spoof_scores``: the anti-spoofing scores of the judged frames, in order; ``vote_from``:
+      where the challenges' start (the decision reads those: ``replay._Run._vote``).
     * ``judged``: the judged sequences as runs [first, last]; ``judged_count`` their number.
     * ``reference`` / ``reference_fallback``: the most frontal judged frame scoring at least
       ``REFERENCE_MIN_SCORE``, and the most frontal of any score.
@@ -171,6 +172,7 @@ class ReplayProgress(_Document):
     engine: SequenceState | None = None
     identity_reference: list[float] | None = None
     spoof_scores: list[float] = Field(default_factory=list)
+    vote_from: int | None = None
     judged: list[tuple[int, int]] = Field(default_factory=list)
     judged_count: int = 0
     reference: Pick | None = None

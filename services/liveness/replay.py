@@ -40,7 +40,8 @@ The rules:
   :data:`~services.liveness.frames.IDENTITY_EVERY_FRAMES`-th sequence when
   :meth:`IdentityCheck.wants` it) goes through one :class:`IdentityCheck` in replay order;
   ``spoof_score`` (every :data:`~services.liveness.frames.SPOOF_EVERY_FRAMES`-th sequence)
-  joins the scores of frames judged until the sequence is done. Frames the pre-checks refused
+  joins the scores of frames judged until the sequence is done; the decision reads those of the
+  challenges' frames (``_Run._vote``). Frames the pre-checks refused
   (too dark, too small, cut off..., before challenge 0 or during the challenges) give neither,
   and are never the reference frame: the models read those as spoofs, or as another person (the
   first embedding is the reference), and the subject was told to fix them (found with
@@ -157,6 +158,7 @@ class ReplayResult:
     issued: tuple[Issued, ...]
     verdicts: tuple[Verdict, ...]
     judged: tuple[ReplayFrame, ...]
+    #: The anti-spoofing scores the decision reads (the challenges' frames', see ``_Run._vote``).
     spoof_scores: tuple[float, ...]
     skipped: tuple[Gap, ...]
     decision: LivenessDecision | None
@@ -363,6 +365,9 @@ class _Run:
         self.identity = IdentityCheck(identity_threshold)
         if progress.identity_reference is not None:
             self.identity.reference = np.asarray(progress.identity_reference, dtype=np.float32)
+        self.scores = list(progress.spoof_scores)
+        #: Where the challenges' scores start in ``scores`` (None: not started, or an older row).
+        self.vote_from = progress.vote_from
         self.check = _check(readiness, thresholds, progress)
         self.sequence: ChallengeSequence | None = None
         if progress.engine is not None:
@@ -378,7 +383,6 @@ class _Run:
         self.references = _References(thresholds, progress.reference, progress.reference_fallback)
         #: The frames of the pre-checks' current clean streak (challenge 0's baseline once ready).
         self.clean = [_from_clean(clean) for clean in progress.clean]
-        self.scores = list(progress.spoof_scores)
         self.frozen = FrozenCheck.resume(progress.frozen)
         #: The largest lead of the stream's media clock over the agent's in any frame so far.
         self.media_lead = progress.media_lead_s
@@ -398,6 +402,7 @@ class _Run:
 
     def _start(self, t: float) -> None:
         self.sequence = ChallengeSequence(self.challenges, t, self.thresholds)
+        self.vote_from = len(self.scores)
         self.issued.append(Issued(0, self.challenges[0], t))
 
     def feed(self, frame: ReplayFrame) -> None:
@@ -520,6 +525,7 @@ class _Run:
         a subject who shifts between the pre-checks and the instruction must not be measured
         against the pose before)."""
         self.sequence = ChallengeSequence(self.challenges, t, self.thresholds)
+        self.vote_from = len(self.scores)
         self.issued[0] = Issued(0, self.challenges[0], t)
         if clean_baseline:
             for clean, ok in self.clean:
@@ -560,7 +566,7 @@ class _Run:
             return decide(
                 sequence.verdicts,
                 len(self.challenges),
-                self.scores,
+                self._vote(),
                 started_at=started,
                 thresholds=self.thresholds,
                 stream=self._stream(),
@@ -569,12 +575,20 @@ class _Run:
             return decide(
                 [],
                 len(self.challenges),
-                self.scores,
+                self._vote(),
                 thresholds=self.thresholds,
                 not_ready=check.failed,
                 stream=self._stream(),
             )
         return None
+
+    def _vote(self) -> list[float]:
+        """The anti-spoofing scores the decision reads: the challenges' frames', unless they are
+        too few for an opinion (a fast single challenge), then every judged frame's. Every frame's
+        counted, a presentation held still before the challenges (about 4 scores a second while
+        the pre-checks go on) outvoted another one that answered them (docs/liveness.md)."""
+        ours = self.scores if self.vote_from is None else self.scores[self.vote_from :]
+        return ours if len(ours) >= self.thresholds.spoof_min_samples else self.scores
 
     def _stream(self) -> tuple[str, ...]:
         """Why the stream is not a live camera's (services/liveness/stream.py)."""
@@ -610,6 +624,7 @@ class _Run:
             engine=None if self.sequence is None else self.sequence.snapshot(),
             identity_reference=None if reference is None else [float(x) for x in reference],
             spoof_scores=self.scores,
+            vote_from=self.vote_from,
             judged=[(first, last) for first, last in self.all_judged.runs],
             judged_count=self.all_judged.count,
             reference=self.references.good,
@@ -625,7 +640,7 @@ class _Run:
             issued=tuple(self.issued),
             verdicts=tuple(sequence.verdicts) if sequence is not None else (),
             judged=tuple(self.judged),
-            spoof_scores=tuple(self.scores),
+            spoof_scores=tuple(self._vote()),
             skipped=gaps,
             decision=self._decision(),
             guidance=self._guidance(),

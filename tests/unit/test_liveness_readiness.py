@@ -97,6 +97,28 @@ def test_the_first_challenges_clock_starts_when_the_subject_is_ready() -> None:
     assert clean.guidance is not None and clean.guidance.problems == () and clean.guidance.changed
 
 
+def test_a_presentation_held_still_before_the_challenges_cannot_outvote_the_one_that_answers_them() -> None:
+    """The attack: while the pre-checks go on (a problem every third frame keeps the subject from
+    being ready), a presentation that scores as real (a good screen) adds its scores; then another
+    (scoring 0.05) answers the challenges. Every judged frame's score went into the median: live.
+    The decision reads the challenges' frames' scores now."""
+    good, bad = lit(face()), lit(replace(face(), relative_size=0.2))
+    padding = [replace(frame(n, good if n % 3 else bad), spoof_score=0.95) for n in range(40)]
+    answer = [replace(f, sequence=f.sequence + 40, t=f.t + 40 / FPS) for f in live_session(24)]
+    answer = [
+        replace(f, analysis=lit(f.analysis), spoof_score=0.05 if f.spoof_score else None) for f in answer
+    ]
+    result = replay(CHALLENGES, padding + answer, identity_threshold=0.35, readiness=DEFAULT_READINESS)
+    assert [v.status.value for v in result.verdicts] == ["PASSED", "PASSED"]
+    assert result.decision is not None and not result.decision.is_live
+    assert result.decision.reasons == (FailureReason.SPOOF_SUSPECTED.value,)
+    # a session whose challenges gave too few scores for an opinion is judged on all of them
+    quick = [replace(f, spoof_score=None) for f in answer]
+    quick[-1] = replace(quick[-1], spoof_score=0.05)
+    result = replay(CHALLENGES, padding + quick, identity_threshold=0.35, readiness=DEFAULT_READINESS)
+    assert result.decision is not None and result.decision.is_live
+
+
 def test_frames_the_prechecks_refused_give_no_anti_spoofing_score() -> None:
     """Two seconds in the dark (which the anti-spoofing models read as a spoof), then lit and
     live: only the lit frames' scores decide (found with ``faceproof eval liveness --unready``:
