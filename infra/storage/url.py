@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
 from infra.storage.base import ScannableStore
 from infra.storage.local import LocalObjectStore
@@ -46,13 +46,8 @@ def open_store(url: str) -> ScannableStore:
         raise ValueError("S3 storage URLs look like s3://ACCESS:SECRET@host:port/bucket")
     if not parts.username or parts.password is None:
         raise ValueError("S3 storage URLs need credentials: s3://ACCESS:SECRET@host:port/bucket")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError("S3 storage URL has an invalid port") from None
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     return S3ObjectStore(
-        f"{host}:{port}" if port else host,
+        _endpoint(parts, "S3 storage URL"),
         unquote(parts.username),
         unquote(parts.password),
         bucket,
@@ -67,12 +62,19 @@ def _public_endpoint(url: str) -> tuple[str, bool]:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/") or parts.username:
         raise ValueError("public= in a storage URL is http(s)://host[:port] (no path, no credentials)")
+    return _endpoint(parts, "public= in a storage URL"), parts.scheme == "https"
+
+
+def _endpoint(parts: SplitResult, what: str) -> str:
+    """``host[:port]`` as the minio client takes it (an IPv6 address bracketed); the caller checked
+    that there is a host."""
     try:
         port = parts.port
     except ValueError:
-        raise ValueError("public= in a storage URL has an invalid port") from None
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return (f"{host}:{port}" if port else host), parts.scheme == "https"
+        raise ValueError(f"{what} has an invalid port") from None
+    name = parts.hostname or ""
+    host = f"[{name}]" if ":" in name else name
+    return f"{host}:{port}" if port else host
 
 
 def _flag(value: str) -> bool:

@@ -9,9 +9,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from faceproof.testing.mediasoup_room import MediasoupRoom
+from faceproof.testing.scripted_subject import Media
 from infra.db.engine import create_engine
 from infra.db.migrate import upgrade_async
 from infra.storage import ObjectStore, open_store
+from tests.paths import DATA_DIR
 from tests.support import services
 from tests.support.rooms import room_server  # noqa: F401 - the fixture, shared with tests/e2e
 from tests.support.services import SeaweedFS
@@ -75,3 +78,16 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(database_url)
     yield engine
     await engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def media() -> Media:
+    """A room subject's camera: a real face video (8 fps), looped."""
+    return Media.from_path(DATA_DIR / "video" / "liveportrait_d3.mp4", max_seconds=4.0)
+
+
+@pytest.fixture
+async def room(room_server: None) -> AsyncIterator[MediasoupRoom]:  # noqa: F811 - the fixture above
+    """A real mediasoup room server of its own (a room waiting for resumeConsumer, with leaveRoom)."""
+    async with MediasoupRoom() as running:
+        yield running

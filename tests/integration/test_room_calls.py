@@ -51,7 +51,6 @@ from services.call_agent.room.handler import RoomCalls
 from services.call_agent.room.mediasoup import RoomConfig, RoomPeer
 from services.call_agent.room.protoo import ProtooClient
 from services.call_agent.video import InstructionTrack, LatestFrame
-from tests.paths import DATA_DIR
 from tests.support.test_sfu import TestSfu, redirecting_room
 
 #: The first run on a machine builds mediasoup's worker in the room_server fixture (~7-13 min).
@@ -101,19 +100,6 @@ def config(*, request_timeout_s: float = 15.0, no_video_timeout_s: float = 30.0)
         stream=StreamConfig(hangup_delay_s=0.2),
         no_video_timeout_s=no_video_timeout_s,
     )
-
-
-@pytest.fixture(scope="module")
-def media() -> Media:
-    """The subject's camera: a real face video (8 fps), looped."""
-    return Media.from_path(DATA_DIR / "video" / "liveportrait_d3.mp4", max_seconds=4.0)
-
-
-@pytest.fixture
-async def room(room_server: None) -> AsyncIterator[MediasoupRoom]:
-    """A real mediasoup room server of its own (a room waiting for resumeConsumer, with leaveRoom)."""
-    async with MediasoupRoom() as running:
-        yield running
 
 
 @pytest.fixture

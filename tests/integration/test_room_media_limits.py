@@ -33,21 +33,9 @@ from services.call_agent.room.handler import RoomCalls
 from services.call_agent.room.mediasoup import RoomConfig
 from services.call_agent.room.protoo import Data
 from tests.integration.test_room_calls import LOOPBACK, RecordingEvents, join_call, until
-from tests.paths import DATA_DIR
 
 #: The first run on a machine builds mediasoup's worker in the room_server fixture (~7-13 min).
 pytestmark = pytest.mark.timeout(1800)
-
-
-@pytest.fixture(scope="module")
-def media() -> Media:
-    return Media.from_path(DATA_DIR / "video" / "liveportrait_d3.mp4", max_seconds=4.0)
-
-
-@pytest.fixture
-async def room(room_server: None) -> AsyncIterator[MediasoupRoom]:
-    async with MediasoupRoom() as running:
-        yield running
 
 
 @pytest.fixture
@@ -101,11 +89,12 @@ def offered_audio(room: MediasoupRoom, producer_id: str) -> bool:
     )
 
 
-async def test_the_agent_never_receives_audio_its_join_does_not_ask_for_any(
+async def call_with_a_voice(
     tmp_path: Path, room: MediasoupRoom, media: Media, people: list[RoomSubject]
-) -> None:
-    """A peer producing audio (the subject's microphone): the agent's join advertises no audio
-    codec, so mediasoup cannot make a consumer of it for the agent, and the call goes on."""
+) -> tuple[RecordingEvents, str]:
+    """A call whose room holds the subject's camera and another peer's microphone, run until the
+    room offered the agent that audio (or could not) and the frames went on; the events and the
+    audio producer's id. The agent consumed no audio."""
     events, calls = await start_call(tmp_path, room)
     await bring(people, room, "subject", camera(media))
     await bring(people, room, "subject-voice", AudioStreamTrack())
@@ -116,7 +105,16 @@ async def test_the_agent_never_receives_audio_its_join_does_not_ask_for_any(
     await frames_go_on(events)
     await calls.close()
     assert room.of("consuming", peerId="faceproof", kind="audio") == []
-    assert room.of("cannotConsume", peerId="faceproof", producerId=produced[0]["producerId"])
+    return events, produced[0]["producerId"]
+
+
+async def test_the_agent_never_receives_audio_its_join_does_not_ask_for_any(
+    tmp_path: Path, room: MediasoupRoom, media: Media, people: list[RoomSubject]
+) -> None:
+    """A peer producing audio (the subject's microphone): the agent's join advertises no audio
+    codec, so mediasoup cannot make a consumer of it for the agent, and the call goes on."""
+    events, producer = await call_with_a_voice(tmp_path, room, media, people)
+    assert room.of("cannotConsume", peerId="faceproof", producerId=producer)
     assert room.of("consuming", peerId="faceproof", producerPeerId="subject", kind="video")
     assert events.of(CallFailed) == []
 
@@ -131,16 +129,7 @@ async def test_audio_a_room_offers_anyway_is_refused_and_the_call_goes_on(
     """A room that offers audio whatever the join said (here the real room, made to by an agent
     that advertises audio as it used to): newConsumer for audio is answered ok:false."""
     monkeypatch.setattr(mediasoup, "_receivable", lambda capabilities: capabilities, raising=False)
-    events, calls = await start_call(tmp_path, room)
-    await bring(people, room, "subject", camera(media))
-    await bring(people, room, "subject-voice", AudioStreamTrack())
-    await until(lambda: len(events.of(FrameCaptured)) >= 3)
-    produced = room.of("produced", peerId="subject-voice", kind="audio")
-    assert produced
-    await room.wait_for(lambda: offered_audio(room, produced[0]["producerId"]))
-    await frames_go_on(events)
-    await calls.close()
-    assert room.of("consuming", peerId="faceproof", kind="audio") == []
+    events, _ = await call_with_a_voice(tmp_path, room, media, people)
     refused = room.of("newConsumerRefused", peerId="faceproof")
     assert len(refused) == 1 and "audio" in refused[0]["reason"]
     assert events.of(CallFailed) == []

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 from aiortc import MediaStreamTrack
@@ -29,12 +28,6 @@ from tests.integration.test_room_calls import LOOPBACK, until
 from tests.paths import DATA_DIR
 
 pytestmark = pytest.mark.timeout(1800)
-
-
-@pytest.fixture
-async def room(room_server: None) -> AsyncIterator[MediasoupRoom]:
-    async with MediasoupRoom() as running:
-        yield running
 
 
 async def test_the_agent_offers_no_compression_and_a_real_call_fits_the_size_limit_many_times(

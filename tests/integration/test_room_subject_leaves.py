@@ -26,17 +26,11 @@ from services.call_agent.room.call import CallConfig
 from services.call_agent.room.handler import RoomCalls
 from services.call_agent.room.mediasoup import RoomConfig
 from tests.integration.test_room_calls import LOOPBACK, RecordingEvents, join_call, until
-from tests.paths import DATA_DIR
 
 #: The first run on a machine builds mediasoup's worker in the room_server fixture (~7-13 min).
 pytestmark = [pytest.mark.timeout(1800), pytest.mark.usefixtures("room_server")]
 
 RETURN_S = 4.0
-
-
-@pytest.fixture(scope="module")
-def media() -> Media:
-    return Media.from_path(DATA_DIR / "video" / "liveportrait_d3.mp4", max_seconds=4.0)
 
 
 def config() -> CallConfig:
