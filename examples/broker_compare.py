@@ -31,7 +31,8 @@ async def main(source: Path, target: Path) -> None:
         # Without reply_to, answers go to the client's public events.
         events = await client.events(os.environ["FACEPROOF_CLIENT_ID"], "session.created")
         await client.publish("session.start", {"settings": {"challenges": 2}})
-        created = await asyncio.wait_for(anext(events), 60)
+        async with asyncio.timeout(60):
+            created = await anext(events)
         assert isinstance(created, SessionCreated)
         print(f"session={created.session_id} status={created.status.value}")
 

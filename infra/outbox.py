@@ -167,7 +167,8 @@ class OutboxRelay:
                 await asyncio.sleep(RETRY_S)
             elif sent < self.batch:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._woken.wait(), self.poll_s)
+                    async with asyncio.timeout(self.poll_s):  # not wait_for: docs/reliability.md
+                        await self._woken.wait()
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:

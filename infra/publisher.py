@@ -131,8 +131,8 @@ class Publisher:
         body = encode_body(outgoing)  # once: measured, then sent as it is
         check_size(len(body))
         try:
-            await asyncio.wait_for(
-                self._broker.publish(
+            async with asyncio.timeout(self._timeout_s):  # not wait_for: docs/reliability.md
+                await self._broker.publish(
                     body,
                     content_type="application/json",
                     exchange=exchange_named(outgoing.exchange),
@@ -143,8 +143,6 @@ class Publisher:
                     headers=outgoing.headers,
                     reply_to=reply_to,
                     expiration=self._expiration,
-                ),
-                self._timeout_s,
-            )
+                )
         except BROKER_DOWN_ERRORS + (TimeoutError,) as error:  # noqa: RUF005 (mypy refuses `*` here)
             raise PublishFailed(type(error).__name__) from error

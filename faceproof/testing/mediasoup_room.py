@@ -72,7 +72,8 @@ class MediasoupRoom:
             stderr=asyncio.subprocess.PIPE,
         )
         assert self._process.stdout is not None
-        first = await asyncio.wait_for(self._process.stdout.readline(), 30)
+        async with asyncio.timeout(30):
+            first = await self._process.stdout.readline()
         if not first:
             stderr = await self._process.stderr.read() if self._process.stderr else b""
             raise RuntimeError(f"the room server did not start: {stderr.decode(errors='replace')[-2000:]}")
@@ -109,7 +110,8 @@ class MediasoupRoom:
         if self._process is not None and self._process.returncode is None:
             self._process.terminate()
             try:
-                await asyncio.wait_for(self._process.wait(), 10)
+                async with asyncio.timeout(10):
+                    await self._process.wait()
             except TimeoutError:
                 await self.kill()
         if self._reader is not None:

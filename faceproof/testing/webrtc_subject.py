@@ -257,7 +257,8 @@ async def run_subject(
             raise AssertionError(f"offer refused: {response.status_code} {response.text}")
         answer = response.json()
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
-        await asyncio.wait_for(done.wait(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            await done.wait()
         await asyncio.sleep(0.5)  # let the last messages and frames arrive
     finally:
         await pc.close()

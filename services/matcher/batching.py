@@ -91,7 +91,8 @@ class MicroBatcher(Generic[Item, Result]):
                 if self._expected == 0 and self._queue.empty():
                     break  # no one else is coming
                 try:
-                    request = await asyncio.wait_for(self._queue.get(), max(0.0, deadline - loop.time()))
+                    async with asyncio.timeout_at(deadline):  # not wait_for: docs/reliability.md
+                        request = await self._queue.get()
                 except TimeoutError:
                     break
                 batch.append(request)

@@ -141,3 +141,20 @@ async def test_an_expected_caller_that_brings_nothing_costs_at_most_the_deadline
     assert await asyncio.gather(batcher.submit([5]), faceless()) == [[10], []]
     assert 0.2 <= loop.time() - started < 1.5 and calls == [1]
     await batcher.close()
+
+
+async def test_closing_as_an_item_arrives_still_closes(executor: ThreadPoolExecutor) -> None:
+    """The batcher waits for company; a request lands in the very step the worker closes it: the
+    close must end (asyncio's 3.11 ``wait_for`` returned the item and dropped the cancellation,
+    and the batcher went back to waiting, forever)."""
+    batcher: MicroBatcher[int, int] = MicroBatcher(doubled, executor=executor, max_batch=64, max_wait_s=60.0)
+    with batcher.expecting():  # a second photo on its way: the first waits for it
+        first = asyncio.create_task(batcher.submit([1]))
+        await asyncio.sleep(0.05)
+        second = asyncio.create_task(batcher.submit([2]))
+        await asyncio.sleep(0)  # the second request is queued in this step, and the close comes
+        async with asyncio.timeout(2):
+            await batcher.close()
+    for task in (first, second):
+        task.cancel()
+    await asyncio.gather(first, second, return_exceptions=True)

@@ -278,3 +278,17 @@ async def test_a_message_no_broker_would_take_is_set_aside_and_the_rest_go_out()
     assert broker.published == ["s0", "s2"]
     assert outbox.sent_ids == {1, 2, 3} and outbox.attempts == {}
     assert await OutboxRelay(outbox, publisher).relay_once() == 0  # not tried again
+
+
+async def test_a_stop_that_meets_a_wake_up_still_stops_the_relay() -> None:
+    """The worker stops in the very step a commit wakes its relay: the relay must end (asyncio's
+    3.11 ``wait_for`` returned the wake-up and dropped the cancellation; the relay ran on and the
+    worker's stop waited forever: a CI teardown stalled 300 s on it)."""
+    relay = OutboxRelay(FakeOutbox([]), FakeBroker(), poll_s=60.0)
+    task = asyncio.create_task(relay.run())
+    await asyncio.sleep(0.05)  # idle, waiting to be woken
+    relay.wake()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):  # not TimeoutError: it ended
+        async with asyncio.timeout(2):
+            await task
