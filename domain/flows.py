@@ -42,6 +42,7 @@ __all__ = [
     "GIVE_UP",
     "MARK_DELIVERED",
     "OUTCOMES",
+    "POSTPONE",
     "RETRY_LATER",
     "START_MATCHING",
     "SUCCEED",
@@ -110,12 +111,15 @@ _PENDING: Final = frozenset({DeliveryStatus.PENDING})
 
 CLAIM_ATTEMPT: Final = Transition("claim_attempt", _PENDING, DeliveryStatus.PENDING)
 RETRY_LATER: Final = Transition("retry_later", _PENDING, DeliveryStatus.PENDING)
+#: An attempt not made yet, put off (its client's share of the notifier was in use): no attempt counted.
+POSTPONE: Final = Transition("postpone", _PENDING, DeliveryStatus.PENDING)
 MARK_DELIVERED: Final = Transition("mark_delivered", _PENDING, DeliveryStatus.DELIVERED, (CallbackDelivered,))
 #: Given up: CallbackDelivered (delivered false) and the DeliverCallback's dead-letter record.
 GIVE_UP: Final = Transition("mark_failed", _PENDING, DeliveryStatus.FAILED, (CallbackDelivered,))
 DELIVERY_TRANSITIONS: Final[tuple[Transition[DeliveryStatus], ...]] = (
     CLAIM_ATTEMPT,
     RETRY_LATER,
+    POSTPONE,
     MARK_DELIVERED,
     GIVE_UP,
 )

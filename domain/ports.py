@@ -246,6 +246,10 @@ class FlowStore(Protocol):
         self, flow_id: str, attempt: int, *, at: datetime, error: str, status_code: int | None
     ) -> CallFlowRecord | None: ...
 
+    async def postpone(self, flow_id: str, attempt: int, *, at: datetime) -> CallFlowRecord | None:
+        """Put ``attempt``, not made yet, off until ``at`` (no attempt counted); else None."""
+        ...
+
     async def mark_failed(
         self, flow_id: str, attempt: int, *, error: str, status_code: int | None, then: FollowUp | None = None
     ) -> CallFlowRecord | None: ...

@@ -237,6 +237,12 @@ class Settings(BaseSettings):
     callback_secret: SecretStr | None = Field(
         default=None, description="Sign callbacks (HMAC-SHA256), send results in them."
     )
+    callbacks_per_client: int = Field(
+        default=2,
+        ge=1,
+        description="Callback attempts of one client a notifier runs at once (of broker_prefetch); "
+        "more are put off a second, so a client whose controller is slow cannot hold up the others.",
+    )
 
     # Matcher
     models_dir: Path | None = Field(default=None, description="Empty: data_dir/models.")

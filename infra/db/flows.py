@@ -27,6 +27,7 @@ from domain.flows import (
     FAIL,
     GIVE_UP,
     MARK_DELIVERED,
+    POSTPONE,
     RETRY_LATER,
     START_MATCHING,
     DeliveryStatus,
@@ -166,6 +167,12 @@ class CallFlowRepository:
             [CallFlowRow.id == flow_id, _from(CLAIM_ATTEMPT), CallFlowRow.attempts == attempt - 1],
             attempts=attempt,
             next_attempt_at=lease_until,
+        )
+
+    async def postpone(self, flow_id: str, attempt: int, *, at: datetime) -> CallFlowRecord | None:
+        return await self._update(
+            [CallFlowRow.id == flow_id, _from(POSTPONE), CallFlowRow.attempts == attempt - 1],
+            next_attempt_at=at,
         )
 
     async def mark_delivered(

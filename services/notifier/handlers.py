@@ -68,6 +68,7 @@ from services.notifier.ports import (
     ReferenceSource,
     ReferencesUnavailable,
 )
+from services.notifier.shares import ClientShares
 
 __all__ = [
     "FLOWS_SWEEPER",
@@ -87,6 +88,8 @@ log = logging.getLogger("faceproof.notifier")
 FLOWS_SWEEPER: Final = "flows"
 #: Recording a delivered callback while the database is down: the first pause, the longest, and
 #: how long before the attempt's lease ends the notifier stops trying (the message is then retried).
+#: An attempt put off because its client had its share running waits about this long.
+POSTPONE_S: Final = 1.0
 RECORD_RETRY_FIRST_S: Final = 0.5
 RECORD_RETRY_MAX_S: Final = 4.0
 RECORD_LEASE_MARGIN_S: Final = 2.0
@@ -114,6 +117,8 @@ class Deps:
     references: ReferenceSource
     sender: CallbackSender
     config: Config
+    #: Each client's share of this process's callback attempts (FACEPROOF_CALLBACKS_PER_CLIENT).
+    shares: ClientShares
     rng: random.Random = field(default_factory=random.SystemRandom, repr=False)
     audit: AuditTrail | None = None
 
@@ -307,10 +312,27 @@ def _request(flow: CallFlowRecord, secret: str | None, url: str) -> tuple[bytes,
 
 
 async def handle_deliver_callback(command: DeliverCallback, deps: Deps) -> None:
-    """One delivery attempt: PUT, then delivered, a retry scheduled, or failed for good."""
+    """One delivery attempt: PUT, then delivered, a retry scheduled, or failed for good; put
+    off when the flow's client has its share of attempts running (services/notifier/shares.py)."""
     flow = await deps.flows.fetch(command.flow_id)
     if flow is None or not CLAIM_ATTEMPT.allows(flow.delivery) or flow.attempts != command.attempt - 1:
         return  # delivered, failed, or this attempt was made already
+    with deps.shares.place(flow.owner) as placed:
+        if placed:
+            await _attempt(command, flow, deps)
+        else:
+            await _postpone(command, flow, deps)
+
+
+async def _postpone(command: DeliverCallback, flow: CallFlowRecord, deps: Deps) -> None:
+    """Put the attempt off by about :data:`POSTPONE_S` (the sweeper sends it again then)."""
+    at = _now() + timedelta(seconds=POSTPONE_S * deps.rng.uniform(0.5, 1.5))
+    if await deps.flows.postpone(flow.id, command.attempt, at=at) is not None:
+        callback_delivery("postponed")
+        log.info("flow %s: callback attempt %d put off (its client's share in use)", flow.id, command.attempt)
+
+
+async def _attempt(command: DeliverCallback, flow: CallFlowRecord, deps: Deps) -> None:
     lease = _now() + timedelta(seconds=deps.config.lease_s)
     claimed = await deps.flows.claim_attempt(flow.id, command.attempt, lease_until=lease)
     if claimed is None:

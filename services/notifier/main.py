@@ -37,6 +37,7 @@ from services.notifier.handlers import (
 )
 from services.notifier.outcome import RetryPolicy
 from services.notifier.ports import CallbackSender, ReferenceSource
+from services.notifier.shares import ClientShares
 
 __all__ = ["ROUTES", "Notifier", "build_notifier", "config_from", "serve"]
 
@@ -114,6 +115,7 @@ def build_notifier(
         references=references,
         sender=sender,
         config=config_from(settings),
+        shares=ClientShares(settings.callbacks_per_client),
         audit=audit,
     )
     limit = settings.delivery_limit

@@ -528,12 +528,30 @@ async def test_a_captured_failure_callback_replayed_to_success_is_refused(
     ]
 
 
+class QuietHandler(BaseHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+@contextlib.contextmanager
+def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """An HTTP server on a free local port, one thread per request: its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture
 def endless_controller() -> Iterator[Endpoint]:
     """A controller that takes every callback (200), then streams an answer that never ends."""
     sent: list[int] = []
 
-    class Endless(BaseHTTPRequestHandler):
+    class Endless(QuietHandler):
         protocol_version = "HTTP/1.1"
 
         def do_PUT(self) -> None:
@@ -547,15 +565,8 @@ def endless_controller() -> Iterator[Endpoint]:
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
                     sent.append(len(chunk))
 
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Endless)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield Endpoint(f"http://127.0.0.1:{server.server_address[1]}", sent)
-    server.shutdown()
-    server.server_close()
+    with serving(Endless) as url:
+        yield Endpoint(url, sent)
 
 
 async def test_an_endless_answer_to_a_callback_does_not_hold_the_notifier(
@@ -572,6 +583,52 @@ async def test_an_endless_answer_to_a_callback_does_not_hold_the_notifier(
     ended = await harness.delivery_ended(flow)
     assert time.monotonic() - started < 5.0
     assert ended.delivery is DeliveryStatus.DELIVERED and ended.attempts == 1 and ended.status_code == 200
+
+
+@pytest.fixture
+def silent_controller() -> Iterator[Endpoint]:
+    """A controller that reads each callback and never answers (until the test ends)."""
+    received: list[int] = []
+    ended = threading.Event()
+
+    class Silent(QuietHandler):
+        def do_PUT(self) -> None:
+            received.append(len(self.rfile.read(int(self.headers.get("Content-Length") or 0))))
+            ended.wait()
+
+    with serving(Silent) as url:
+        yield Endpoint(url, received)
+        ended.set()
+
+
+async def test_a_client_whose_controller_never_answers_does_not_hold_up_another_clients_callback(
+    make_harness: Callable[..., Any], controller: Controller, silent_controller: Endpoint
+) -> None:
+    """The attack: client A ends six flows at once; its controller takes each callback and never
+    answers, so every attempt lasts the whole time limit (6 s). Before, A's attempts filled the
+    notifier's four places and client B's callback waited behind them (6 s and more); now A runs
+    at most its share (FACEPROOF_CALLBACKS_PER_CLIENT, 2), the rest of A's is put off, and B's
+    goes out at once."""
+    harness: Harness = await make_harness(callback_timeout_s=6.0)
+    slow = [await harness.flow(silent_controller, owner="client-a") for _ in range(6)]
+    fast = await harness.flow(controller, owner="client-b")
+    for flow in slow:
+        event = CallFailed(correlation_id=flow.id, flow_id=flow.id, session_id=flow.session_id, reason="X")
+        await harness.publish(event, EventKey.CALL_FAILED)
+    async with asyncio.timeout(WAIT_S):
+        while not silent_controller.sent:  # noqa: ASYNC110 - A's first attempt is at its controller
+            await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)  # and the rest of A's attempts reached the notifier
+
+    started = time.monotonic()
+    event = CallFailed(correlation_id=fast.id, flow_id=fast.id, session_id=fast.session_id, reason="X")
+    await harness.publish(event, EventKey.CALL_FAILED)
+    ended = await harness.delivery_ended(fast)
+
+    assert time.monotonic() - started < 3.0
+    assert ended.delivery is DeliveryStatus.DELIVERED
+    assert [c.outcome for c in callbacks_for(controller, fast)] == ["failure"]
+    assert len(silent_controller.sent) <= 2  # A's share, not the notifier
 
 
 async def test_5xx_is_retried_then_delivered_once(

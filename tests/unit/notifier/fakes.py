@@ -35,6 +35,7 @@ from services.notifier.ports import (
     ReferenceImages,
     ReferencesUnavailable,
 )
+from services.notifier.shares import ClientShares
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,9 @@ class FakeFlows:
         return self._update(
             flow_id, _attempt(attempt - 1), None, attempts=attempt, next_attempt_at=lease_until
         )
+
+    async def postpone(self, flow_id: str, attempt: int, *, at: datetime) -> CallFlowRecord | None:
+        return self._update(flow_id, _attempt(attempt - 1), None, next_attempt_at=at)
 
     async def mark_delivered(
         self, flow_id: str, attempt: int, *, status_code: int, then: FollowUp | None = None
@@ -345,6 +349,7 @@ class Notifier:
         default_factory=lambda: RetryPolicy(deadline_s=3600, max_attempts=3, backoff_s=1, backoff_max_s=10)
     )
     secret: str | None = None
+    shares: ClientShares = field(default_factory=lambda: ClientShares(2))
 
     @property
     def deps(self) -> Deps:
@@ -355,6 +360,7 @@ class Notifier:
             references=self.references,
             sender=self.controller,
             config=Config(retry=self.retry, secret=self.secret),
+            shares=self.shares,
             rng=random.Random(7),
             audit=self.audit,
         )

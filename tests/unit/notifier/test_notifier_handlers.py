@@ -4,8 +4,10 @@ DeliverCallback, CallbackDelivered, the dead letter) and what the controller rec
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -27,6 +29,7 @@ from services.notifier.handlers import (
     sweep,
 )
 from services.notifier.outcome import DELIVERY_HEADER, SIGNATURE_HEADER, client_callback_key, sign
+from services.notifier.shares import ClientShares
 from tests.unit.notifier.fakes import (
     REFUSED,
     UNREACHABLE,
@@ -518,3 +521,71 @@ async def test_a_resend_the_broker_refuses_waits_for_the_lease_and_the_sweep_goe
     for flow in notifier.flows.rows.values():
         assert flow.delivery is DeliveryStatus.PENDING and flow.next_attempt_at is not None
         assert flow.next_attempt_at >= now + timedelta(seconds=29)  # retried once the lease is over
+
+
+# --------------------------------------------------------------------------- each client's share
+
+
+class HeldController(FakeController):
+    """A controller of ``slow_host`` that holds every PUT until ``release`` is set."""
+
+    def __init__(self, slow_host: str) -> None:
+        super().__init__()
+        self.slow_host = slow_host
+        self.release = asyncio.Event()
+
+    async def put(self, url: str, body: bytes, headers: dict[str, str]) -> int:
+        if self.slow_host in url:
+            await self.release.wait()
+        return await super().put(url, body, headers)
+
+
+def pending_flow(notifier: Notifier, flow_id: str, owner: str, host: str) -> DeliverCallback:
+    notifier.flows.add(
+        id=flow_id,
+        owner=owner,
+        session_id=f"session-{flow_id}",
+        callback_base_url=f"https://{host}/cb/",
+        outcome="FAILURE",
+        status=FlowStatus.FAILED,
+        decision=FlowDecision(is_live=False, reasons=["NO_FACE"]),
+        delivery=DeliveryStatus.PENDING,
+        next_attempt_at=datetime.now(UTC) + timedelta(seconds=30),
+    )
+    return DeliverCallback(
+        correlation_id=flow_id,
+        flow_id=flow_id,
+        url=f"https://{host}/cb/failure/tok",
+        outcome=CallbackOutcome.FAILURE,
+        attempt=1,
+    )
+
+
+async def test_a_client_with_a_slow_controller_holds_only_its_share_of_the_attempts() -> None:
+    """Client A's controller holds every PUT: its attempts take its share (one here) and no
+    more; its next attempt is put off (no attempt counted) and client B's goes out at once."""
+    controller = HeldController("slow.example")
+    notifier = Notifier(controller=controller, shares=ClientShares(1))
+    a1, a2 = (pending_flow(notifier, f"a{i}", "client-a", "slow.example") for i in (1, 2))
+    b1 = pending_flow(notifier, "b1", "client-b", "fast.example")
+
+    held = asyncio.create_task(handle_deliver_callback(a1, notifier.deps))
+    await asyncio.sleep(0.01)  # A's first attempt is at its controller
+    async with asyncio.timeout(2):  # neither waits for A's controller
+        await handle_deliver_callback(a2, notifier.deps)
+        await handle_deliver_callback(b1, notifier.deps)
+
+    assert [urlsplit(put.url).hostname for put in controller.puts] == ["fast.example"]
+    put_off = notifier.flows.rows["a2"]
+    assert (put_off.delivery, put_off.attempts) == (DeliveryStatus.PENDING, 0)  # no attempt spent
+    assert put_off.next_attempt_at is not None
+    assert put_off.next_attempt_at - datetime.now(UTC) < timedelta(seconds=2)  # soon, not the lease
+
+    controller.release.set()
+    await held
+    await handle_deliver_callback(a2, notifier.deps)  # the sweeper's resend: A's share is free
+    assert {flow_id: notifier.flows.rows[flow_id].delivery for flow_id in ("a1", "a2", "b1")} == {
+        "a1": DeliveryStatus.DELIVERED,
+        "a2": DeliveryStatus.DELIVERED,
+        "b1": DeliveryStatus.DELIVERED,
+    }
