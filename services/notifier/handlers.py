@@ -86,10 +86,10 @@ log = logging.getLogger("faceproof.notifier")
 
 #: The flow sweep's name in logs and in ``faceproof_sweep_failures_total``.
 FLOWS_SWEEPER: Final = "flows"
-#: Recording a delivered callback while the database is down: the first pause, the longest, and
-#: how long before the attempt's lease ends the notifier stops trying (the message is then retried).
 #: An attempt put off because its client had its share running waits about this long.
 POSTPONE_S: Final = 1.0
+#: Recording a delivered callback while the database is down: the first pause, the longest, and
+#: how long before the attempt's lease ends the notifier stops trying (the message is then retried).
 RECORD_RETRY_FIRST_S: Final = 0.5
 RECORD_RETRY_MAX_S: Final = 4.0
 RECORD_LEASE_MARGIN_S: Final = 2.0
