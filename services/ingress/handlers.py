@@ -21,7 +21,6 @@ from pydantic import BaseModel
 from contracts.commands import CompareFaces
 from contracts.envelope import Event
 from contracts.http import CompareRequest, CreateCallRequest, CreateSessionRequest
-from contracts.languages import choose_language
 from contracts.public import CallStarted, CommandRejected, RejectReason, SessionCreated
 from contracts.routing import INGRESS_COMMANDS, PUBLIC_COMMANDS_EXCHANGE, PublicEventKey
 from contracts.values import ErrorCode, ImageData
@@ -35,7 +34,7 @@ from infra.publisher import MessageTooLarge, check_size
 from infra.settings import Settings
 from services.ingress.envelope import Envelope, Rejected, allowed_reply_to, parse_body, read_envelope
 from services.intake.caller import Caller
-from services.intake.calls import CallStarter
+from services.intake.calls import CallStarter, call_created
 from services.intake.errors import IntakeError
 from services.intake.images import read_image_field
 from services.intake.sessions import SessionCreator, client_url
@@ -324,26 +323,16 @@ async def _join_call(
 ) -> None:
     # A flow id derived from the command: a redelivery finds the flow instead of starting another.
     flow_id = str(uuid5(NAMESPACE_URL, f"faceproof:call:{client.client_id}:{envelope.message_id}"))
-    existing = await deps.calls.flows.get(client.client_id, flow_id)
-    if existing is None:
-        created = await deps.calls.start(body, body.settings, _caller(client), flow_id=flow_id)
-        event = CallStarted(
-            correlation_id=correlation_id, client_id=client.client_id, **created.model_dump(by_alias=False)
-        )
-    else:
-        await deps.calls.resume(body, _caller(client), existing)  # the first ask may not have gone out
-        event = CallStarted(
-            correlation_id=correlation_id,
-            client_id=client.client_id,
-            flow_id=existing.id,
-            session_id=existing.session_id,
-            status=existing.status.value,
-            language=existing.language,
-            requested_language=body.lang,
-            language_fallback=choose_language(body.lang)[1],
-            deadline=existing.deadline,
-        )
+    flow = await deps.calls.flows.get(client.client_id, flow_id)
+    if flow is None:
+        flow = await deps.calls.create(body, body.settings, _caller(client), flow_id=flow_id)
+    created = call_created(flow, body.lang)
+    event = CallStarted(
+        correlation_id=correlation_id, client_id=client.client_id, **created.model_dump(by_alias=False)
+    )
+    # The answer before the ask: a room that fails at once must not have its call.failed overtake it.
     await _answer(event, envelope, client, PublicEventKey.CALL_STARTED, correlation_id, deps)
+    await deps.calls.resume(body, _caller(client), flow)  # once: not again on a redelivery
 
 
 async def _answer(

@@ -26,7 +26,7 @@ from services.intake.caller import Caller
 from services.intake.errors import Refused, broker_unavailable
 from services.intake.ports import CallCommands
 
-__all__ = ["FLOW_MARGIN_S", "BrokerCallCommands", "CallStarter", "check_room_url"]
+__all__ = ["FLOW_MARGIN_S", "BrokerCallCommands", "CallStarter", "call_created", "check_room_url"]
 
 log = logging.getLogger("faceproof.intake")
 
@@ -60,6 +60,19 @@ class BrokerCallCommands:
             await self._publisher.command(command, CommandKey.JOIN_CALL)
         except PublishFailed:
             raise broker_unavailable() from None
+
+
+def call_created(flow: CallFlowRecord, requested_language: str) -> CallCreatedResponse:
+    """What starting a call answers (``POST /v1/calls``, the broker's ``call.started``)."""
+    return CallCreatedResponse(
+        flow_id=flow.id,
+        session_id=flow.session_id,
+        status=flow.status.value,
+        language=flow.language,
+        requested_language=requested_language,
+        language_fallback=choose_language(requested_language)[1],
+        deadline=flow.deadline,
+    )
 
 
 def _session_settings(
@@ -106,17 +119,29 @@ class CallStarter:
     commands: CallCommands
 
     async def start(
-        self,
-        body: JoinCallRequest,
-        call_settings: CallSettings,
-        caller: Caller,
-        *,
-        flow_id: str | None = None,
+        self, body: JoinCallRequest, call_settings: CallSettings, caller: Caller
     ) -> CallCreatedResponse:
         """Create the call's session and flow rows, then publish JoinCall for a call agent. When the
         broker is down the flow row stays: its deadline ends it with a failure callback."""
+        flow, join = await self._open(body, call_settings, caller, flow_id=None)
+        await self._ask_agent(join)
+        log.info("flow %s started (session %s, language %s)", flow.id, flow.session_id, flow.language)
+        return call_created(flow, body.lang)
+
+    async def create(
+        self, body: JoinCallRequest, call_settings: CallSettings, caller: Caller, *, flow_id: str
+    ) -> CallFlowRecord:
+        """The rows of :meth:`start` and no call agent asked yet: the broker's ``call.join``
+        answers ``call.started`` first, then asks (:meth:`resume`), so that no event of the
+        flow (a room that fails at once: ``call.failed``) reaches its client before the answer."""
+        flow, _ = await self._open(body, call_settings, caller, flow_id=flow_id)
+        return flow
+
+    async def _open(
+        self, body: JoinCallRequest, call_settings: CallSettings, caller: Caller, *, flow_id: str | None
+    ) -> tuple[CallFlowRecord, JoinCall]:
         check_room_url(body.ws_url, self.settings)
-        language, fallback = choose_language(body.lang)
+        language, _ = choose_language(body.lang)
         now = datetime.now(UTC)
         session_ttl = call_settings.session_timeout_s or self.settings.session_ttl_s
         flow_ttl = max(call_settings.timeout_s or self.settings.flow_timeout_s, session_ttl + FLOW_MARGIN_S)
@@ -144,22 +169,12 @@ class CallStarter:
             deadline=now + timedelta(seconds=flow_ttl),
             flow_id=flow_id or str(uuid4()),
         )
-        await self._ask_agent(_join_call(body, caller, flow, session, session_settings))
-        log.info("flow %s started (session %s, language %s)", flow.id, session.id, language)
-        return CallCreatedResponse(
-            flow_id=flow.id,
-            session_id=session.id,
-            status=flow.status.value,
-            language=language,
-            requested_language=body.lang,
-            language_fallback=fallback,
-            deadline=flow.deadline,
-        )
+        return flow, _join_call(body, caller, flow, session, session_settings)
 
     async def resume(self, body: JoinCallRequest, caller: Caller, flow: CallFlowRecord) -> None:
-        """A start found its flow already stored (a redelivered ``call.join``): ask a call agent
-        if the first delivery could not (its JoinCall publish failed); never twice (two agents in
-        one room). Raises :class:`Unavailable` as :meth:`start` does."""
+        """Ask a call agent for a stored flow (:meth:`create`; a redelivered ``call.join`` whose
+        first delivery could not ask) unless one was asked: never twice (two agents in one room).
+        Raises :class:`Unavailable` as :meth:`start` does."""
         if flow.join_sent_at is not None or flow.outcome is not None:
             return
         session = await self.sessions.fetch(flow.session_id)

@@ -119,21 +119,24 @@ async def test_call_join_starts_one_flow_even_when_redelivered() -> None:
 
 
 async def test_a_call_join_whose_first_ask_did_not_go_out_asks_on_redelivery() -> None:
-    """The flow was stored, then the broker refused its JoinCall: the command is nacked. Its
-    redelivery found the flow and answered CallStarted, but no call agent was ever asked (the flow
-    failed at its deadline). Now it asks then, once; a later redelivery does not ask again."""
+    """The flow was stored and answered (call.started goes out before the call agent is asked, so
+    that a room failing at once cannot have its call.failed overtake it), then the broker refused
+    its JoinCall: the command is nacked. Its redelivery found the flow and answered again, but no
+    call agent was ever asked (the flow failed at its deadline). Now it asks then, once; a later
+    redelivery does not ask again."""
     ingress = Ingress()
     ingress.commands.fail_first = 1
     with pytest.raises(Unavailable):  # transient: nacked, redelivered by the broker
         await run(ingress, delivery("call.join"), body(ROOM))
-    assert ingress.commands.sent == [] and ingress.outbox.sent == []
+    [flow_id] = list(ingress.flows.rows)
+    assert ingress.commands.sent == []
+    assert [sent.message.flow_id for sent in ingress.outbox.sent] == [flow_id]  # type: ignore[attr-defined]
     for _ in range(2):
         await run(ingress, delivery("call.join", redelivered=True), body(ROOM))
         ingress.processed.rows[("client-1", "m-1")] = CommandStatus.RUNNING  # as if it died again
     [join] = ingress.commands.sent
-    [flow_id] = list(ingress.flows.rows)
     assert join.flow_id == flow_id and ingress.flows.rows[flow_id].join_sent_at is not None
-    assert [sent.message.flow_id for sent in ingress.outbox.sent] == [flow_id, flow_id]  # type: ignore[attr-defined]
+    assert [sent.message.flow_id for sent in ingress.outbox.sent] == [flow_id] * 3  # type: ignore[attr-defined]
 
 
 async def test_a_duplicate_message_id_is_dropped() -> None:

@@ -26,18 +26,18 @@ def request(ws_url: str = "wss://rooms.example/room/1", lang: str = "es-MX") -> 
 async def test_a_call_stores_its_session_and_flow_then_sends_join_call() -> None:
     sessions, flows, commands = FakeSessions(), FakeFlows(), FakeCallCommands()
     starter = CallStarter(SETTINGS, sessions, flows, commands)
-    created = await starter.start(request(), CallSettings(session_timeout_s=60), CALLER, flow_id="flow-1")
-    assert (created.flow_id, created.language, created.language_fallback) == ("flow-1", "es", False)
+    created = await starter.start(request(), CallSettings(session_timeout_s=60), CALLER)
+    assert (created.language, created.language_fallback) == ("es", False)
     session = sessions.rows[created.session_id]
     assert session.kind == "call" and session.settings.language == "es"
-    flow = flows.rows["flow-1"]
+    flow = flows.rows[created.flow_id]
     assert (
         flow.session_id == session.id
         and flow.settings.timeout_s is not None
         and flow.settings.timeout_s >= 60 + FLOW_MARGIN_S
     )
     [command] = commands.sent
-    assert (command.flow_id, command.session_id, command.client_id) == ("flow-1", session.id, "client-1")
+    assert (command.flow_id, command.session_id, command.client_id) == (flow.id, session.id, "client-1")
     assert command.language == "es" and command.expires_at == session.expires_at
     assert command.settings == session.settings.to_row() and command.token == "controller-token"
 
