@@ -125,7 +125,6 @@ class CallStarter:
         broker is down the flow row stays: its deadline ends it with a failure callback."""
         flow, join = await self._open(body, call_settings, caller, flow_id=None)
         await self._ask_agent(join)
-        log.info("flow %s started (session %s, language %s)", flow.id, flow.session_id, flow.language)
         return call_created(flow, body.lang)
 
     async def create(
@@ -181,10 +180,12 @@ class CallStarter:
         if session is None or session.status.terminal:
             return
         await self._ask_agent(_join_call(body, caller, flow, session, session.settings))
-        log.info("flow %s: the call agent asked again (the first ask did not go out)", flow.id)
 
     async def _ask_agent(self, command: JoinCall) -> None:
         await self.commands.join(command)
+        log.info(
+            "flow %s started (session %s, language %s)", command.flow_id, command.session_id, command.language
+        )
         try:
             await self.flows.mark_join_sent(command.flow_id)
         except DatabaseError as error:  # the call is under way: a caller must not be told it is not
