@@ -401,9 +401,13 @@ class _Run:
         return self.check is not None and self.check.failed is not None
 
     def _start(self, t: float) -> None:
+        self._new_sequence(t)
+        self.issued.append(Issued(0, self.challenges[0], t))
+
+    def _new_sequence(self, t: float) -> None:
+        """Challenge 0's clock from ``t``; the anti-spoofing vote counts the scores from here on."""
         self.sequence = ChallengeSequence(self.challenges, t, self.thresholds)
         self.vote_from = len(self.scores)
-        self.issued.append(Issued(0, self.challenges[0], t))
 
     def feed(self, frame: ReplayFrame) -> None:
         if frame.t < 0.0 or (self.last_t is not None and frame.t < self.last_t):
@@ -524,8 +528,7 @@ class _Run:
         challenge: the subject reads the instruction before moving (found with the real room:
         a subject who shifts between the pre-checks and the instruction must not be measured
         against the pose before)."""
-        self.sequence = ChallengeSequence(self.challenges, t, self.thresholds)
-        self.vote_from = len(self.scores)
+        self._new_sequence(t)
         self.issued[0] = Issued(0, self.challenges[0], t)
         if clean_baseline:
             for clean, ok in self.clean:
