@@ -94,6 +94,13 @@ class MatchReferences(Decision):
     fusion: Fusion = Fusion.MAX
 
 
+class FetchReferences(Command):
+    """Fetch a live flow's reference images from its controller and send them to the matcher
+    (notifier; its own command, so that one client's slow controller can be put off)."""
+
+    flow_id: str
+
+
 class DeliverCallback(Command):
     """Tell a controller how its video-call flow ended (notifier)."""
 

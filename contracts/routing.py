@@ -20,6 +20,7 @@ class CommandKey:
     JOIN_CALL = "call.join"
     MATCH_REFERENCES = "references.match"
     DELIVER_CALLBACK = "callback.deliver"
+    FETCH_REFERENCES = "references.fetch"
     EXPIRE_SESSION = "session.expire"
 
 
@@ -61,6 +62,7 @@ MATCHER_REFERENCES = Route("matcher.match-references", COMMANDS_EXCHANGE, Comman
 CALL_AGENT_SESSIONS = Route("call-agent.start-session", COMMANDS_EXCHANGE, CommandKey.START_SESSION)
 CALL_AGENT_CALLS = Route("call-agent.join-call", COMMANDS_EXCHANGE, CommandKey.JOIN_CALL)
 NOTIFIER_CALLBACKS = Route("notifier.deliver-callback", COMMANDS_EXCHANGE, CommandKey.DELIVER_CALLBACK)
+NOTIFIER_FETCHES = Route("notifier.fetch-references", COMMANDS_EXCHANGE, CommandKey.FETCH_REFERENCES)
 
 # Liveness worker: events from the call agent and the matcher, and expiry commands.
 LIVENESS_SESSIONS = Route("liveness.session-started", EVENTS_EXCHANGE, EventKey.SESSION_STARTED)
@@ -89,6 +91,7 @@ ALL_ROUTES: tuple[Route, ...] = (
     CALL_AGENT_SESSIONS,
     CALL_AGENT_CALLS,
     NOTIFIER_CALLBACKS,
+    NOTIFIER_FETCHES,
     LIVENESS_SESSIONS,
     LIVENESS_FRAMES,
     LIVENESS_MATCHES,

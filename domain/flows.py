@@ -3,9 +3,14 @@ them, which are terminal, and which message follows each transition.
 
 A flow's life::
 
-    RUNNING ──start_matching──> MATCHING          emits MatchReferences
+    RUNNING ──start_matching──> MATCHING          emits FetchReferences (its session was live)
+    MATCHING ─send_references─> MATCHING          emits MatchReferences (references fetched; once)
+    MATCHING ─postpone_fetch──> MATCHING          (its client's share of fetches was in use)
     RUNNING ──succeed / fail──> SUCCEEDED / FAILED emits DeliverCallback (attempt 1): the callback
     MATCHING ─succeed / fail──> SUCCEEDED / FAILED
+
+A MATCHING flow fetches its references until ``send_references`` records the MatchReferences it
+sent (``match_request_id``; :func:`fetching`); from then on it waits for the matcher's answer.
 
 SUCCEEDED and FAILED are terminal: nothing leaves them, and the one transition into them is the
 flow's one outcome, so every flow ends with exactly one callback (SUCCESS or FAILURE). The outcome
@@ -29,7 +34,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final, Generic, TypeVar
 
-from contracts.commands import DeliverCallback, MatchReferences
+from contracts.commands import DeliverCallback, FetchReferences, MatchReferences
 from contracts.envelope import Message
 from contracts.events import CallbackDelivered
 from contracts.values import CallbackOutcome
@@ -43,7 +48,9 @@ __all__ = [
     "MARK_DELIVERED",
     "OUTCOMES",
     "POSTPONE",
+    "POSTPONE_FETCH",
     "RETRY_LATER",
+    "SEND_REFERENCES",
     "START_MATCHING",
     "SUCCEED",
     "DeliveryStatus",
@@ -51,12 +58,13 @@ __all__ = [
     "Transition",
     "conclusion",
     "ending",
+    "fetching",
 ]
 
 
 class FlowStatus(StrEnum):
     RUNNING = "RUNNING"  # waiting for the call agent and the liveness session
-    MATCHING = "MATCHING"  # live; references fetched, waiting for the matcher
+    MATCHING = "MATCHING"  # live; fetching its references, then waiting for the matcher
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
 
@@ -98,14 +106,24 @@ class Transition(Generic[S]):
 _LIVE: Final = frozenset({FlowStatus.RUNNING, FlowStatus.MATCHING})
 
 START_MATCHING: Final = Transition(
-    "start_matching", frozenset({FlowStatus.RUNNING}), FlowStatus.MATCHING, (MatchReferences,)
+    "start_matching", frozenset({FlowStatus.RUNNING}), FlowStatus.MATCHING, (FetchReferences,)
 )
+_MATCHING: Final = frozenset({FlowStatus.MATCHING})
+#: The references fetched: the MatchReferences sent, once (only a flow still :func:`fetching`).
+SEND_REFERENCES: Final = Transition("send_references", _MATCHING, FlowStatus.MATCHING, (MatchReferences,))
+#: A fetch put off (its client's share of the notifier's fetches was in use; only while fetching).
+POSTPONE_FETCH: Final = Transition("postpone_fetch", _MATCHING, FlowStatus.MATCHING)
 #: The flow's outcome, SUCCESS or FAILURE: its one callback (DeliverCallback, attempt 1).
 SUCCEED: Final = Transition("succeed", _LIVE, FlowStatus.SUCCEEDED, (DeliverCallback,))
 FAIL: Final = Transition("fail", _LIVE, FlowStatus.FAILED, (DeliverCallback,))
 #: The transitions that give a flow its one outcome (and its one callback).
 OUTCOMES: Final[tuple[Transition[FlowStatus], ...]] = (SUCCEED, FAIL)
-FLOW_TRANSITIONS: Final[tuple[Transition[FlowStatus], ...]] = (START_MATCHING, *OUTCOMES)
+FLOW_TRANSITIONS: Final[tuple[Transition[FlowStatus], ...]] = (
+    START_MATCHING,
+    SEND_REFERENCES,
+    POSTPONE_FETCH,
+    *OUTCOMES,
+)
 
 _PENDING: Final = frozenset({DeliveryStatus.PENDING})
 
@@ -137,3 +155,8 @@ def ending(status: FlowStatus) -> Transition[FlowStatus]:
         if transition.target is status:
             return transition
     raise ValueError(f"{status.value} is not a flow's outcome")
+
+
+def fetching(status: FlowStatus, outcome: str | None, match_request_id: str | None) -> bool:
+    """Whether a flow is fetching its references: MATCHING, no outcome, no MatchReferences sent."""
+    return status is FlowStatus.MATCHING and outcome is None and match_request_id is None

@@ -219,9 +219,27 @@ class FlowStore(Protocol):
         *,
         decision: FlowDecision,
         deadline: datetime,
+        fetch_at: datetime,
+        then: FollowUp | None = None,
+    ) -> CallFlowRecord | None:
+        """RUNNING -> MATCHING, fetching its references (sent again by the sweeper at ``fetch_at``)."""
+        ...
+
+    async def send_references(
+        self,
+        flow_id: str,
+        *,
+        decision: FlowDecision,
+        deadline: datetime,
         request_id: str,
         then: FollowUp | None = None,
-    ) -> CallFlowRecord | None: ...
+    ) -> CallFlowRecord | None:
+        """A flow still fetching waits for the answer to MatchReferences ``request_id``; else None."""
+        ...
+
+    async def postpone_fetch(self, flow_id: str, *, at: datetime) -> CallFlowRecord | None:
+        """Put a flow's fetch off until ``at`` (only while it is fetching); else None."""
+        ...
 
     async def conclude(
         self,
@@ -257,6 +275,10 @@ class FlowStore(Protocol):
     async def overdue(self, *, now: datetime, limit: int = 100) -> list[CallFlowRecord]: ...
 
     async def claim_due_deliveries(
+        self, *, now: datetime, lease_until: datetime, limit: int = 100
+    ) -> list[CallFlowRecord]: ...
+
+    async def claim_due_fetches(
         self, *, now: datetime, lease_until: datetime, limit: int = 100
     ) -> list[CallFlowRecord]: ...
 

@@ -9,7 +9,7 @@ from datetime import datetime
 
 from contracts.documents import FlowDecision, FlowSettingsDocument, SessionResult, SessionSettingsDocument
 from contracts.values import SessionStatus
-from domain.flows import DeliveryStatus, FlowStatus
+from domain.flows import DeliveryStatus, FlowStatus, fetching
 
 __all__ = ["CallFlowRecord", "SessionRecord"]
 
@@ -58,6 +58,7 @@ class CallFlowRecord:
     attempts: int
     last_error: str | None
     status_code: int | None
+    #: When the sweeper sends the flow's FetchReferences (while fetching) or callback again.
     next_attempt_at: datetime | None
     created_at: datetime
     updated_at: datetime
@@ -67,6 +68,11 @@ class CallFlowRecord:
     match_request_id: str | None = None
     #: When its JoinCall went to the broker (None: not yet; its publish failed).
     join_sent_at: datetime | None = None
+
+    @property
+    def fetching(self) -> bool:
+        """Fetching its references (MATCHING, no MatchReferences sent yet: domain.flows)."""
+        return fetching(self.status, self.outcome, self.match_request_id)
 
     def __repr__(self) -> str:  # the controller's token and the secret stay out of logs
         return f"CallFlowRecord(id={self.id!r}, status={self.status.value}, delivery={self.delivery})"

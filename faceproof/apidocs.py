@@ -78,6 +78,9 @@ PUBLISHED: Final[tuple[Published, ...]] = (
         "liveness", "commands", CommandKey.MATCH_REFERENCES, commands.MatchReferences, "Session vs reference."
     ),
     Published(
+        "notifier", "commands", CommandKey.FETCH_REFERENCES, commands.FetchReferences, "A flow's references."
+    ),
+    Published(
         "notifier", "commands", CommandKey.MATCH_REFERENCES, commands.MatchReferences, "Call vs references."
     ),
     Published(

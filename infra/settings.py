@@ -243,6 +243,13 @@ class Settings(BaseSettings):
         description="Callback attempts of one client a notifier runs at once (of broker_prefetch); "
         "more are put off a second, so a client whose controller is slow cannot hold up the others.",
     )
+    reference_fetches_per_client: int = Field(
+        default=2,
+        ge=1,
+        description="Reference fetches of one client a notifier runs at once (of broker_prefetch); "
+        "more are put off a second, so a client whose reference list or Data Store is slow cannot "
+        "hold up the others' decisions.",
+    )
 
     # Matcher
     models_dir: Path | None = Field(default=None, description="Empty: data_dir/models.")

@@ -6,7 +6,8 @@ gets the row back: the outcome is claimed once (so a flow gets exactly one termi
 delivery attempt is claimed once per attempt number, and a delivery ends once.
 
 A transition's ``then`` names the messages that follow it (DeliverCallback after the outcome,
-MatchReferences when matching starts, CallbackDelivered when a delivery ends): built from the row
+FetchReferences when matching starts, MatchReferences once the references are fetched,
+CallbackDelivered when a delivery ends): built from the row
 the winner got back and written to the outbox in the transition's own transaction
 (infra/outbox.py), so none is lost when the broker is down at commit time.
 """
@@ -28,7 +29,9 @@ from domain.flows import (
     GIVE_UP,
     MARK_DELIVERED,
     POSTPONE,
+    POSTPONE_FETCH,
     RETRY_LATER,
+    SEND_REFERENCES,
     START_MATCHING,
     DeliveryStatus,
     FlowStatus,
@@ -119,19 +122,43 @@ class CallFlowRepository:
         *,
         decision: FlowDecision,
         deadline: datetime,
-        request_id: str,
+        fetch_at: datetime,
         then: FollowUp | None = None,
     ) -> CallFlowRecord | None:
-        """RUNNING -> MATCHING, waiting for the answer to the MatchReferences ``request_id`` (in
-        ``then``, so in the outbox with the transition); None once matching or concluded."""
+        """RUNNING -> MATCHING: its references to fetch (the FetchReferences in ``then``; the sweeper
+        sends it again at ``fetch_at`` if no fetch ended by then); None once matching or concluded."""
         return await self._update(
             [CallFlowRow.id == flow_id, CallFlowRow.outcome.is_(None), _from(START_MATCHING)],
             then=then,
             status=START_MATCHING.target.value,
             decision=decision.to_row(),
             deadline=deadline,
-            match_request_id=request_id,
+            match_request_id=None,
+            next_attempt_at=fetch_at,
         )
+
+    async def send_references(
+        self,
+        flow_id: str,
+        *,
+        decision: FlowDecision,
+        deadline: datetime,
+        request_id: str,
+        then: FollowUp | None = None,
+    ) -> CallFlowRecord | None:
+        """References fetched: wait for the answer to the MatchReferences ``request_id`` (in ``then``,
+        so in the outbox with the transition); None unless the flow was still fetching."""
+        return await self._update(
+            _fetching(flow_id, SEND_REFERENCES),
+            then=then,
+            decision=decision.to_row(),
+            deadline=deadline,
+            match_request_id=request_id,
+            next_attempt_at=None,
+        )
+
+    async def postpone_fetch(self, flow_id: str, *, at: datetime) -> CallFlowRecord | None:
+        return await self._update(_fetching(flow_id, POSTPONE_FETCH), next_attempt_at=at)
 
     async def conclude(
         self,
@@ -232,13 +259,28 @@ class CallFlowRepository:
         self, *, now: datetime, lease_until: datetime, limit: int = 100
     ) -> builtins.list[CallFlowRecord]:
         """Pending deliveries whose next attempt is due, each leased to this caller alone."""
+        return await self._claim_due(_from(CLAIM_ATTEMPT), now=now, lease_until=lease_until, limit=limit)
+
+    async def claim_due_fetches(
+        self, *, now: datetime, lease_until: datetime, limit: int = 100
+    ) -> builtins.list[CallFlowRecord]:
+        """Flows fetching their references whose fetch is due (put off, or lost), each leased to
+        this caller alone."""
+        return await self._claim_due(
+            *_fetching(None, SEND_REFERENCES), now=now, lease_until=lease_until, limit=limit
+        )
+
+    async def _claim_due(
+        self, *criteria: Any, now: datetime, lease_until: datetime, limit: int
+    ) -> builtins.list[CallFlowRecord]:
+        """The rows matching ``criteria`` whose ``next_attempt_at`` is due, moved to ``lease_until``."""
         with translate_errors():
             async with self._sessions.begin() as session:
                 ids = list(
                     (
                         await session.scalars(
                             select(CallFlowRow.id)
-                            .where(_from(CLAIM_ATTEMPT), CallFlowRow.next_attempt_at <= now)
+                            .where(*criteria, CallFlowRow.next_attempt_at <= now)
                             .order_by(CallFlowRow.next_attempt_at)
                             .limit(limit)
                         )
@@ -249,9 +291,7 @@ class CallFlowRepository:
                 rows = (
                     await session.scalars(
                         update(CallFlowRow)
-                        .where(
-                            CallFlowRow.id.in_(ids), _from(CLAIM_ATTEMPT), CallFlowRow.next_attempt_at <= now
-                        )
+                        .where(CallFlowRow.id.in_(ids), *criteria, CallFlowRow.next_attempt_at <= now)
                         .values(next_attempt_at=lease_until, updated_at=utc_now())
                         .returning(CallFlowRow)
                         .execution_options(synchronize_session=False)
@@ -288,6 +328,13 @@ class CallFlowRepository:
             async with self._sessions() as session:
                 row = (await session.scalars(select(CallFlowRow).where(*criteria))).one_or_none()
         return None if row is None else _record(row)
+
+
+def _fetching(flow_id: str | None, transition: Transition[FlowStatus]) -> builtins.list[Any]:
+    """The ``WHERE`` clause of a transition only a flow fetching its references may take
+    (``domain.flows.fetching``): in its sources, no outcome, no MatchReferences sent."""
+    criteria = [_from(transition), CallFlowRow.outcome.is_(None), CallFlowRow.match_request_id.is_(None)]
+    return criteria if flow_id is None else [CallFlowRow.id == flow_id, *criteria]
 
 
 def _from(transition: Transition[FlowStatus] | Transition[DeliveryStatus]) -> Any:

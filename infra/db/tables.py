@@ -194,7 +194,9 @@ class CallFlowRow(Base):
     """A video-call flow (POST /join-call, /v1/calls): its liveness session, its one callback.
 
     ``outcome`` is set once (a conditional update claims it), then ``delivery`` goes PENDING ->
-    DELIVERED or FAILED; ``next_attempt_at`` is when the notifier's sweeper (re)sends the callback.
+    DELIVERED or FAILED; ``next_attempt_at`` is when the notifier's sweeper (re)sends the flow's
+    next step: its FetchReferences while it fetches its references (MATCHING, no
+    ``match_request_id``), its callback once it has an outcome.
     ``token`` is the controller's (never logged); ``callback_secret`` is never returned.
     """
 

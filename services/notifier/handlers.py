@@ -6,10 +6,14 @@ Each delivery attempt is claimed once by number, so a redelivered DeliverCallbac
 and nothing is sent after a delivery succeeded or failed for good. Retries are scheduled in the
 database (``next_attempt_at``), and the sweeper publishes them: see docs/calls.md.
 
-The messages that follow a transition (DeliverCallback, MatchReferences, CallbackDelivered, the
-dead-letter record) are written to the outbox in the transition's transaction (``then=``) and
-published by the notifier's relay (infra/outbox.py): none is lost when the broker is down, and a
-relay's resend is a duplicate these handlers ignore (the flow's state says it was handled).
+The messages that follow a transition (FetchReferences, MatchReferences, DeliverCallback,
+CallbackDelivered, the dead-letter record) are written to the outbox in the transition's
+transaction (``then=``) and published by the notifier's relay (infra/outbox.py): none is lost when
+the broker is down, and a relay's resend is a duplicate these handlers ignore (the flow's state
+says it was handled).
+
+A live flow's references are fetched by a command of its own (FetchReferences), not in the
+SessionFinished consumer: a client over its share of fetches is put off like a callback attempt.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Final
 from urllib.parse import urlsplit
 
-from contracts.commands import DeliverCallback, MatchReferences
+from contracts.commands import DeliverCallback, FetchReferences, MatchReferences
 from contracts.documents import CallDecidedDetails, FlowDecision, SessionResult
 from contracts.events import CallbackDelivered, CallFailed, ReferencesMatched, SessionFinished
 from contracts.http import callback_url
@@ -77,6 +81,7 @@ __all__ = [
     "conclude",
     "handle_call_failed",
     "handle_deliver_callback",
+    "handle_fetch_references",
     "handle_references_matched",
     "handle_session_finished",
     "sweep",
@@ -86,7 +91,7 @@ log = logging.getLogger("faceproof.notifier")
 
 #: The flow sweep's name in logs and in ``faceproof_sweep_failures_total``.
 FLOWS_SWEEPER: Final = "flows"
-#: An attempt put off because its client had its share running waits about this long.
+#: An attempt or a fetch put off because its client had its share running waits about this long.
 POSTPONE_S: Final = 1.0
 #: Recording a delivered callback while the database is down: the first pause, the longest, and
 #: how long before the attempt's lease ends the notifier stops trying (the message is then retried).
@@ -119,6 +124,8 @@ class Deps:
     config: Config
     #: Each client's share of this process's callback attempts (FACEPROOF_CALLBACKS_PER_CLIENT).
     shares: ClientShares
+    #: ... and of its reference fetches (FACEPROOF_REFERENCE_FETCHES_PER_CLIENT).
+    fetch_shares: ClientShares
     rng: random.Random = field(default_factory=random.SystemRandom, repr=False)
     audit: AuditTrail | None = None
 
@@ -196,7 +203,8 @@ async def _session_result(deps: Deps, session_id: str) -> SessionResult | None:
 
 
 async def handle_session_finished(event: SessionFinished, deps: Deps) -> None:
-    """A flow's liveness session ended: fail the flow, or fetch the references and match."""
+    """A flow's liveness session ended: fail the flow, or start matching (its references are
+    fetched by :func:`handle_fetch_references`, a command of its own that can be put off)."""
     flow = await deps.flows.by_session(event.session_id)
     if flow is None or flow.outcome is not None or not START_MATCHING.allows(flow.status):
         return  # a hosted-page session, or a repeated event: this flow is matching or has ended
@@ -206,8 +214,45 @@ async def handle_session_finished(event: SessionFinished, deps: Deps) -> None:
         reasons = list(event.reasons) or [event.status.value]
         await conclude(deps, flow, CallbackOutcome.FAILURE, with_reasons(decision, *reasons))
         return
-    probe = None if result is None else result.reference_image_key
-    if not probe:
+    if not _probe(result):
+        await conclude(deps, flow, CallbackOutcome.FAILURE, with_reasons(decision, NO_REFERENCE_FRAME))
+        return
+    now = _now()
+    await deps.flows.start_matching(  # None: another delivery of the event started it first
+        flow.id,
+        decision=decision,
+        deadline=max(flow.deadline, now + timedelta(seconds=deps.config.match_timeout_s)),
+        fetch_at=now + timedelta(seconds=deps.config.lease_s),
+        then=lambda won: [Outgoing.command(_fetch_command(won), CommandKey.FETCH_REFERENCES)],
+    )
+
+
+def _probe(result: SessionResult | None) -> str | None:
+    """The session's live reference frame, compared with the controller's references."""
+    return None if result is None else result.reference_image_key
+
+
+def _fetch_command(flow: CallFlowRecord) -> FetchReferences:
+    return FetchReferences(correlation_id=flow.id, flow_id=flow.id)
+
+
+async def handle_fetch_references(command: FetchReferences, deps: Deps) -> None:
+    """Fetch a flow's references and send them to the matcher; put off when the flow's client has
+    its share of fetches running (services/notifier/shares.py), as callback attempts are."""
+    flow = await deps.flows.fetch(command.flow_id)
+    if flow is None or not flow.fetching:
+        return  # sent to the matcher already, or concluded
+    with deps.fetch_shares.place(flow.owner) as placed:
+        if placed:
+            await _fetch_and_match(flow, deps)
+        elif await deps.flows.postpone_fetch(flow.id, at=_postponed(deps)) is not None:
+            log.info("flow %s: reference fetch put off (its client's share in use)", flow.id)
+
+
+async def _fetch_and_match(flow: CallFlowRecord, deps: Deps) -> None:
+    decision = flow.decision or FlowDecision()
+    probe = _probe(await _session_result(deps, flow.session_id))
+    if not probe:  # the session was erased meanwhile
         await conclude(deps, flow, CallbackOutcome.FAILURE, with_reasons(decision, NO_REFERENCE_FRAME))
         return
     try:
@@ -220,7 +265,7 @@ async def handle_session_finished(event: SessionFinished, deps: Deps) -> None:
             deps, flow, CallbackOutcome.FAILURE, failed.model_copy(update={"reference_errors": [str(error)]})
         )
         return
-    await deps.flows.start_matching(  # None: another delivery of the event started it first
+    await deps.flows.send_references(  # None: another fetch of the flow sent them first
         flow.id,
         decision=decision.model_copy(
             update={"references_used": len(references.images), "reference_errors": list(references.errors)}
@@ -324,10 +369,15 @@ async def handle_deliver_callback(command: DeliverCallback, deps: Deps) -> None:
             await _postpone(command, flow, deps)
 
 
+def _postponed(deps: Deps) -> datetime:
+    """When a put-off attempt or fetch is due: in about :data:`POSTPONE_S` (the sweeper sends it
+    again then), jittered so that a client's put-off work does not come back all at once."""
+    return _now() + timedelta(seconds=POSTPONE_S * deps.rng.uniform(0.5, 1.5))
+
+
 async def _postpone(command: DeliverCallback, flow: CallFlowRecord, deps: Deps) -> None:
-    """Put the attempt off by about :data:`POSTPONE_S` (the sweeper sends it again then)."""
-    at = _now() + timedelta(seconds=POSTPONE_S * deps.rng.uniform(0.5, 1.5))
-    if await deps.flows.postpone(flow.id, command.attempt, at=at) is not None:
+    """Put the attempt off (the sweeper sends it again)."""
+    if await deps.flows.postpone(flow.id, command.attempt, at=_postponed(deps)) is not None:
         callback_delivery("postponed")
         log.info("flow %s: callback attempt %d put off (its client's share in use)", flow.id, command.attempt)
 
@@ -437,6 +487,8 @@ def _delivered_event(flow: CallFlowRecord, attempts: int, delivered: bool, statu
 async def _timeout_reasons(deps: Deps, flow: CallFlowRecord) -> FlowDecision:
     record = await deps.sessions.fetch(flow.session_id)
     decision = flow.decision or liveness_part(None if record is None else record.result)
+    if flow.fetching:
+        return with_reasons(decision, REFERENCES_UNAVAILABLE, FLOW_TIMEOUT)
     if flow.status is FlowStatus.MATCHING:
         return with_reasons(decision, COMPARISON_UNAVAILABLE, FLOW_TIMEOUT)
     if record is None or record.status is SessionStatus.CREATED:
@@ -460,8 +512,16 @@ async def sweep(deps: Deps) -> None:
         except PublishFailed:
             log.warning("flow %s: retry not published; again after the lease", flow.id)
 
+    async def refetch(flow: CallFlowRecord) -> None:
+        try:
+            await deps.publisher.command(_fetch_command(flow), CommandKey.FETCH_REFERENCES)
+        except PublishFailed:
+            log.warning("flow %s: reference fetch not published; again after the lease", flow.id)
+
     await each(FLOWS_SWEEPER, await deps.flows.overdue(now=now), time_out, name=_flow_name)
     lease = now + timedelta(seconds=deps.config.lease_s)
+    fetches = await deps.flows.claim_due_fetches(now=now, lease_until=lease)
+    await each(FLOWS_SWEEPER, fetches, refetch, name=_flow_name)
     due = await deps.flows.claim_due_deliveries(now=now, lease_until=lease)
     await each(FLOWS_SWEEPER, due, resend, name=_flow_name)
 

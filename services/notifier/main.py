@@ -10,9 +10,15 @@ from typing import NoReturn
 
 from faststream.rabbit import RabbitBroker
 
-from contracts.commands import DeliverCallback
+from contracts.commands import DeliverCallback, FetchReferences
 from contracts.events import CallFailed, ReferencesMatched, SessionFinished
-from contracts.routing import NOTIFIER_CALLBACKS, NOTIFIER_CALLS, NOTIFIER_MATCHES, NOTIFIER_SESSIONS
+from contracts.routing import (
+    NOTIFIER_CALLBACKS,
+    NOTIFIER_CALLS,
+    NOTIFIER_FETCHES,
+    NOTIFIER_MATCHES,
+    NOTIFIER_SESSIONS,
+)
 from domain.ports import SessionReader
 from infra.broker import COMMANDS, EVENTS, create_broker, declare_topology, queue_for
 from infra.db.audit import AuditLog
@@ -31,6 +37,7 @@ from services.notifier.handlers import (
     Deps,
     handle_call_failed,
     handle_deliver_callback,
+    handle_fetch_references,
     handle_references_matched,
     handle_session_finished,
     sweep,
@@ -43,7 +50,7 @@ __all__ = ["ROUTES", "Notifier", "build_notifier", "config_from", "serve"]
 
 log = logging.getLogger("faceproof.notifier")
 
-ROUTES = (NOTIFIER_SESSIONS, NOTIFIER_MATCHES, NOTIFIER_CALLS, NOTIFIER_CALLBACKS)
+ROUTES = (NOTIFIER_SESSIONS, NOTIFIER_MATCHES, NOTIFIER_CALLS, NOTIFIER_FETCHES, NOTIFIER_CALLBACKS)
 
 
 def config_from(settings: Settings) -> Config:
@@ -61,8 +68,9 @@ def config_from(settings: Settings) -> Config:
 
 
 class Notifier:
-    """The broker with the notifier's four subscribers, the sweeper task and the outbox relay
-    (what follows each flow transition: DeliverCallback, MatchReferences, CallbackDelivered)."""
+    """The broker with the notifier's five subscribers, the sweeper task and the outbox relay
+    (what follows each flow transition: FetchReferences, MatchReferences, DeliverCallback,
+    CallbackDelivered)."""
 
     def __init__(self, settings: Settings, broker: RabbitBroker, deps: Deps, relay: OutboxRelay) -> None:
         self.settings = settings
@@ -116,6 +124,7 @@ def build_notifier(
         sender=sender,
         config=config_from(settings),
         shares=ClientShares(settings.callbacks_per_client),
+        fetch_shares=ClientShares(settings.reference_fetches_per_client),
         audit=audit,
     )
     limit = settings.delivery_limit
@@ -131,6 +140,10 @@ def build_notifier(
     @broker.subscriber(queue_for(NOTIFIER_CALLS, delivery_limit=limit), EVENTS, title="CallFailed")
     async def on_call_failed(event: CallFailed) -> None:
         await handle_call_failed(event, deps)
+
+    @broker.subscriber(queue_for(NOTIFIER_FETCHES, delivery_limit=limit), COMMANDS, title="FetchReferences")
+    async def on_fetch_references(command: FetchReferences) -> None:
+        await handle_fetch_references(command, deps)
 
     @broker.subscriber(queue_for(NOTIFIER_CALLBACKS, delivery_limit=limit), COMMANDS, title="DeliverCallback")
     async def on_deliver_callback(command: DeliverCallback) -> None:

@@ -1,10 +1,13 @@
-"""Each client's share of a notifier: how many of its callback attempts run at once.
+"""Each client's share of a notifier: how many of its callback attempts (or reference fetches)
+run at once.
 
 Callback attempts run in the DeliverCallback consumer, a few at a time (the broker's prefetch),
-each up to ``FACEPROOF_CALLBACK_TIMEOUT_S``. Without a share, one client whose controller answers
-slowly (or never) fills every place with its own attempts and every other client's callbacks wait
-behind them. With one, an attempt of a client already at its share is put off (a second or so, no
-attempt counted) and the place goes to the next message (docs/security.md).
+each up to ``FACEPROOF_CALLBACK_TIMEOUT_S``; reference fetches likewise in the FetchReferences
+consumer, each up to twice ``FACEPROOF_FETCH_TIMEOUT_S`` (the list, then its images). Without a
+share, one client whose controller answers slowly (or never) fills every place with its own work
+and every other client's callbacks and decisions wait behind them. With one, work of a client
+already at its share is put off (a second or so, no attempt counted) and the place goes to the next
+message (docs/security.md).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ __all__ = ["ClientShares"]
 
 
 class ClientShares:
-    """At most ``per_client`` attempts of one client at a time in this process."""
+    """At most ``per_client`` attempts (or fetches) of one client at a time in this process."""
 
     def __init__(self, per_client: int) -> None:
         self.per_client = max(1, per_client)

@@ -20,6 +20,7 @@ from contracts.documents import (
     SessionSettingsDocument,
 )
 from contracts.values import ChallengeType
+from domain.records import CallFlowRecord
 from domain.sessions import Expired, end_session
 from infra.db.audit import AuditLog
 from infra.db.engine import create_engine, ping, session_factory
@@ -209,16 +210,12 @@ async def test_rows_written_before_the_typed_documents_are_read(
     assert stored["version"] == 1 and "items" not in stored and stored["connection"] == "c2"
 
 
-async def test_a_flow_row_written_before_the_typed_documents_is_read(
-    sessions: SessionRepository, engine: AsyncEngine
-) -> None:
-    """A call flow's settings and decision as the notifier and intake wrote them (camelCase)."""
-    factory = session_factory(engine)
+async def new_flow(sessions: SessionRepository, flows: CallFlowRepository, owner: str) -> CallFlowRecord:
+    """A RUNNING call flow of a new session of a new owner."""
     record, _ = await sessions.create(
-        unique("legacy"), client_request_token=None, settings=SETTINGS, expires_at=in_ten_minutes()
+        unique(owner), client_request_token=None, settings=SETTINGS, expires_at=in_ten_minutes()
     )
-    flows = CallFlowRepository(factory)
-    flow = await flows.create(
+    return await flows.create(
         record.owner,
         session_id=record.id,
         ws_url="wss://room.example/r",
@@ -230,6 +227,15 @@ async def test_a_flow_row_written_before_the_typed_documents_is_read(
         callback_secret=None,
         deadline=in_ten_minutes(),
     )
+
+
+async def test_a_flow_row_written_before_the_typed_documents_is_read(
+    sessions: SessionRepository, engine: AsyncEngine
+) -> None:
+    """A call flow's settings and decision as the notifier and intake wrote them (camelCase)."""
+    factory = session_factory(engine)
+    flows = CallFlowRepository(factory)
+    flow = await new_flow(sessions, flows, "legacy")
     settings = {"challenges": 3, "challengeTypes": None, "auditImages": 2, "language": "en",
                 "expiresInS": 300, "readyTimeoutS": 20.0, "timeoutS": 900}  # fmt: skip
     decision = {"isLive": True, "confidence": 0.9, "similarity": None, "match": None, "reasons": [],
@@ -249,6 +255,39 @@ async def test_a_flow_row_written_before_the_typed_documents_is_read(
     await flows.mark_join_sent(flow.id)
     joined = await flows.fetch(flow.id)
     assert joined is not None and joined.join_sent_at is not None
+
+
+async def test_a_flow_fetching_its_references_is_put_off_claimed_and_sent_once(
+    sessions: SessionRepository, engine: AsyncEngine
+) -> None:
+    """The fetch's transitions (domain.flows): started once, put off and claimed by the sweeper only
+    while fetching, its MatchReferences recorded once; then nothing claims or puts it off."""
+    flows = CallFlowRepository(session_factory(engine))
+    flow = await new_flow(sessions, flows, "fetch")
+    now = datetime.now(UTC)
+    live = FlowDecision(is_live=True, confidence=0.9)
+    started = await flows.start_matching(flow.id, decision=live, deadline=in_ten_minutes(), fetch_at=now)
+    assert started is not None and started.fetching
+    again = await flows.start_matching(flow.id, decision=live, deadline=in_ten_minutes(), fetch_at=now)
+    assert again is None  # a repeated SessionFinished
+
+    lease = now + timedelta(seconds=30)
+    claimed = await flows.claim_due_fetches(now=now + timedelta(seconds=1), lease_until=lease)
+    assert flow.id in [due.id for due in claimed]
+    assert flow.id not in [due.id for due in await flows.claim_due_fetches(now=now, lease_until=lease)]
+    put_off = await flows.postpone_fetch(flow.id, at=now - timedelta(seconds=1))
+    assert put_off is not None and put_off.fetching
+
+    sent = await flows.send_references(flow.id, decision=live, deadline=in_ten_minutes(), request_id="r-1")
+    assert sent is not None and not sent.fetching and sent.match_request_id == "r-1"
+    assert sent.next_attempt_at is None
+    assert (
+        await flows.send_references(flow.id, decision=live, deadline=in_ten_minutes(), request_id="r-2")
+        is None
+    )
+    assert await flows.postpone_fetch(flow.id, at=now) is None
+    due = await flows.claim_due_fetches(now=now + timedelta(seconds=60), lease_until=lease)
+    assert flow.id not in [row.id for row in due]
 
 
 async def test_create_and_get_session(sessions: SessionRepository) -> None:

@@ -222,12 +222,14 @@ class Harness:
             deadline=now + timedelta(seconds=deadline_s),
         )
 
-    async def live_session(self, controller: Controller, probe: Path) -> CallFlowRecord:
+    async def live_session(
+        self, controller: Controller | Endpoint, probe: Path, *, owner: str = "static"
+    ) -> CallFlowRecord:
         """A flow whose session SUCCEEDED, its best live frame in storage."""
         key = f"sessions/{uuid4()}/reference.jpg"
         await self.store.put(key, await asyncio.to_thread(probe.read_bytes), "image/jpeg")
         result = {"isLive": True, "confidence": 97.0, "reasons": [], "referenceImageKey": key}
-        return await self.flow(controller, status=SessionStatus.SUCCEEDED, result=result)
+        return await self.flow(controller, status=SessionStatus.SUCCEEDED, result=result, owner=owner)
 
     async def publish(self, event: SessionFinished | CallFailed, key: str) -> None:
         await self.broker.publish(event, exchange=EVENTS, routing_key=key, persist=True)
@@ -397,9 +399,9 @@ async def _only_the_answer_to_its_request_counts(harness: Harness, controller: C
     flow = await harness.live_session(controller, PEOPLE / "obama.jpg")
     await harness.finished(flow, SessionStatus.SUCCEEDED)
 
-    async def matching() -> bool:
+    async def matching() -> bool:  # its references fetched and sent to the matcher
         current = await harness.flows.fetch(flow.id)
-        return current is not None and current.status is FlowStatus.MATCHING
+        return current is not None and current.match_request_id is not None
 
     await harness.wait_for(matching)
     waiting = await harness.flows.fetch(flow.id)
@@ -587,7 +589,8 @@ async def test_an_endless_answer_to_a_callback_does_not_hold_the_notifier(
 
 @pytest.fixture
 def silent_controller() -> Iterator[Endpoint]:
-    """A controller that reads each callback and never answers (until the test ends)."""
+    """A controller that reads each callback (and each request for its reference list) and never
+    answers (until the test ends)."""
     received: list[int] = []
     ended = threading.Event()
 
@@ -596,9 +599,22 @@ def silent_controller() -> Iterator[Endpoint]:
             received.append(len(self.rfile.read(int(self.headers.get("Content-Length") or 0))))
             ended.wait()
 
+        def do_GET(self) -> None:
+            received.append(0)
+            ended.wait()
+
     with serving(Silent) as url:
         yield Endpoint(url, received)
         ended.set()
+
+
+async def reached(endpoint: Endpoint) -> None:
+    """Until the notifier's first request is at ``endpoint``, and half a second more (for the rest
+    of what was published to reach the notifier)."""
+    async with asyncio.timeout(WAIT_S):
+        while not endpoint.sent:  # noqa: ASYNC110 - the server's thread appends to it
+            await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)
 
 
 async def test_a_client_whose_controller_never_answers_does_not_hold_up_another_clients_callback(
@@ -615,10 +631,7 @@ async def test_a_client_whose_controller_never_answers_does_not_hold_up_another_
     for flow in slow:
         event = CallFailed(correlation_id=flow.id, flow_id=flow.id, session_id=flow.session_id, reason="X")
         await harness.publish(event, EventKey.CALL_FAILED)
-    async with asyncio.timeout(WAIT_S):
-        while not silent_controller.sent:  # noqa: ASYNC110 - A's first attempt is at its controller
-            await asyncio.sleep(0.05)
-    await asyncio.sleep(0.5)  # and the rest of A's attempts reached the notifier
+    await reached(silent_controller)
 
     started = time.monotonic()
     event = CallFailed(correlation_id=fast.id, flow_id=fast.id, session_id=fast.session_id, reason="X")
@@ -628,6 +641,36 @@ async def test_a_client_whose_controller_never_answers_does_not_hold_up_another_
     assert time.monotonic() - started < 3.0
     assert ended.delivery is DeliveryStatus.DELIVERED
     assert [c.outcome for c in callbacks_for(controller, fast)] == ["failure"]
+    assert len(silent_controller.sent) <= 2  # A's share, not the notifier
+
+
+async def test_a_client_whose_reference_list_never_answers_does_not_hold_up_another_clients_decision(
+    make_harness: Callable[..., Any], controller: Controller, silent_controller: Endpoint, matcher: None
+) -> None:
+    """The attack: client A ends six live flows at once; its controller takes each request for the
+    reference list and never answers, so every fetch lasts the whole time limit (8 s). Before, A's
+    fetches filled the notifier's four places in the SessionFinished consumer and client B's flow
+    waited behind them for its decision (8 s and more); now the fetch is a command of its own, A
+    runs at most its share (FACEPROOF_REFERENCE_FETCHES_PER_CLIENT, 2), the rest of A's is put
+    off, and B's flow is matched and called back at once."""
+    harness: Harness = await make_harness(fetch_timeout_s=8.0)
+    slow = [
+        await harness.live_session(silent_controller, PEOPLE / "obama.jpg", owner="client-a")
+        for _ in range(6)
+    ]
+    controller.items = [data_url(PEOPLE / "obama2.jpg")]
+    fast = await harness.live_session(controller, PEOPLE / "obama.jpg", owner="client-b")
+    for flow in slow:
+        await harness.finished(flow, SessionStatus.SUCCEEDED)
+    await reached(silent_controller)
+
+    started = time.monotonic()
+    await harness.finished(fast, SessionStatus.SUCCEEDED)
+    ended = await harness.delivery_ended(fast)
+
+    assert time.monotonic() - started < 4.0
+    assert ended.delivery is DeliveryStatus.DELIVERED and ended.status is FlowStatus.SUCCEEDED
+    assert [c.outcome for c in callbacks_for(controller, fast)] == ["success"]
     assert len(silent_controller.sent) <= 2  # A's share, not the notifier
 
 

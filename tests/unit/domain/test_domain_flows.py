@@ -7,7 +7,7 @@ from itertools import product
 
 import pytest
 
-from contracts.commands import DeliverCallback, MatchReferences
+from contracts.commands import DeliverCallback, FetchReferences, MatchReferences
 from contracts.events import CallbackDelivered
 from contracts.values import CallbackOutcome
 from domain.flows import (
@@ -17,7 +17,9 @@ from domain.flows import (
     FLOW_TRANSITIONS,
     GIVE_UP,
     MARK_DELIVERED,
+    POSTPONE_FETCH,
     RETRY_LATER,
+    SEND_REFERENCES,
     START_MATCHING,
     SUCCEED,
     DeliveryStatus,
@@ -25,17 +27,20 @@ from domain.flows import (
     Transition,
     conclusion,
     ending,
+    fetching,
 )
 
 RUNNING, MATCHING, SUCCEEDED, FAILED = FlowStatus
 
-#: Every move a flow may make, written out by hand: (from, to) -> the message that follows it.
-ALLOWED: dict[tuple[FlowStatus, FlowStatus], type] = {
-    (RUNNING, MATCHING): MatchReferences,
-    (RUNNING, SUCCEEDED): DeliverCallback,
-    (RUNNING, FAILED): DeliverCallback,
-    (MATCHING, SUCCEEDED): DeliverCallback,
-    (MATCHING, FAILED): DeliverCallback,
+#: Every move a flow may make, written out by hand: (from, to) -> what follows each move between
+#: them (a MATCHING flow sends its references once, or puts its fetch off: nothing follows that).
+ALLOWED: dict[tuple[FlowStatus, FlowStatus], set[tuple[type, ...]]] = {
+    (RUNNING, MATCHING): {(FetchReferences,)},
+    (MATCHING, MATCHING): {(MatchReferences,), ()},
+    (RUNNING, SUCCEEDED): {(DeliverCallback,)},
+    (RUNNING, FAILED): {(DeliverCallback,)},
+    (MATCHING, SUCCEEDED): {(DeliverCallback,)},
+    (MATCHING, FAILED): {(DeliverCallback,)},
 }
 
 
@@ -47,7 +52,7 @@ def _moves(source: FlowStatus) -> list[Transition[FlowStatus]]:
 def test_each_flow_move_is_allowed_only_if_listed(source: FlowStatus, target: FlowStatus) -> None:
     taken = [transition for transition in _moves(source) if transition.target is target]
     if (source, target) in ALLOWED:
-        assert len(taken) == 1 and taken[0].emits == (ALLOWED[source, target],)
+        assert sorted(map(str, (move.emits for move in taken))) == sorted(map(str, ALLOWED[source, target]))
     else:
         assert taken == []
 
@@ -65,12 +70,20 @@ def _endings(
     """Every path from ``status`` to a terminal state."""
     if status.terminal:
         return [path]
-    return [end for move in _moves(status) for end in _endings(move.target, (*path, move))]
+    return [
+        end
+        for move in _moves(status)
+        if move not in path  # a move that keeps the status is taken once at most (see below)
+        for end in _endings(move.target, (*path, move))
+    ]
 
 
 def test_every_way_to_end_sends_exactly_one_callback() -> None:
     paths = _endings(RUNNING)
-    assert len(paths) == 4  # fail or succeed, with or without matching
+    # fail or succeed while running; or matching, then fail or succeed with or without the
+    # references sent, with or without a fetch put off (the status allows either order;
+    # ``fetching`` below refuses a put-off after the send)
+    assert len(paths) == 2 + 2 * 5
     for path in paths:
         callbacks = [move for move in path if DeliverCallback in move.emits]
         assert len(callbacks) == 1 and callbacks[0] is path[-1], [move.name for move in path]
@@ -88,6 +101,15 @@ def test_the_outcome_names_its_transition_and_its_status() -> None:
 def test_matching_starts_once_and_only_from_running() -> None:
     assert START_MATCHING.allows(RUNNING)
     assert not START_MATCHING.allows(MATCHING)  # a repeated SessionFinished finds it matching
+
+
+def test_only_a_matching_flow_without_an_outcome_or_a_request_sent_is_fetching() -> None:
+    """What SEND_REFERENCES and POSTPONE_FETCH also require: sent once, never put off after."""
+    assert SEND_REFERENCES.sources == POSTPONE_FETCH.sources == {MATCHING}
+    assert fetching(MATCHING, None, None)
+    assert not fetching(MATCHING, None, "request-1")  # sent to the matcher: a repeat does nothing
+    assert not fetching(MATCHING, "FAILURE", None)
+    assert not any(fetching(status, None, None) for status in (RUNNING, SUCCEEDED, FAILED))
 
 
 PENDING, DELIVERED, UNDELIVERED = DeliveryStatus

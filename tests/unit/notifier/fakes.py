@@ -126,7 +126,7 @@ class FakeFlows:
         *,
         decision: FlowDecision,
         deadline: datetime,
-        request_id: str,
+        fetch_at: datetime,
         then: FollowUp | None = None,
     ) -> CallFlowRecord | None:
         return self._update(
@@ -136,8 +136,31 @@ class FakeFlows:
             status=START_MATCHING.target,
             decision=decision,
             deadline=deadline,
-            match_request_id=request_id,
+            match_request_id=None,
+            next_attempt_at=fetch_at,
         )
+
+    async def send_references(
+        self,
+        flow_id: str,
+        *,
+        decision: FlowDecision,
+        deadline: datetime,
+        request_id: str,
+        then: FollowUp | None = None,
+    ) -> CallFlowRecord | None:
+        return self._update(
+            flow_id,
+            lambda row: row.fetching,
+            then,
+            decision=decision,
+            deadline=deadline,
+            match_request_id=request_id,
+            next_attempt_at=None,
+        )
+
+    async def postpone_fetch(self, flow_id: str, *, at: datetime) -> CallFlowRecord | None:
+        return self._update(flow_id, lambda row: row.fetching, None, next_attempt_at=at)
 
     async def conclude(
         self,
@@ -213,12 +236,22 @@ class FakeFlows:
     async def claim_due_deliveries(
         self, *, now: datetime, lease_until: datetime, limit: int = 100
     ) -> list[CallFlowRecord]:
+        return self._claim_due(
+            lambda row: row.delivery is DeliveryStatus.PENDING, now=now, lease_until=lease_until, limit=limit
+        )
+
+    async def claim_due_fetches(
+        self, *, now: datetime, lease_until: datetime, limit: int = 100
+    ) -> list[CallFlowRecord]:
+        return self._claim_due(lambda row: row.fetching, now=now, lease_until=lease_until, limit=limit)
+
+    def _claim_due(
+        self, which: Callable[[CallFlowRecord], bool], *, now: datetime, lease_until: datetime, limit: int
+    ) -> list[CallFlowRecord]:
         due = [
             row
             for row in self.rows.values()
-            if row.delivery is DeliveryStatus.PENDING
-            and row.next_attempt_at is not None
-            and row.next_attempt_at <= now
+            if which(row) and row.next_attempt_at is not None and row.next_attempt_at <= now
         ]
         claimed = [replace(row, next_attempt_at=lease_until) for row in due[:limit]]
         self.rows.update({row.id: row for row in claimed})
@@ -350,6 +383,7 @@ class Notifier:
     )
     secret: str | None = None
     shares: ClientShares = field(default_factory=lambda: ClientShares(2))
+    fetch_shares: ClientShares = field(default_factory=lambda: ClientShares(2))
 
     @property
     def deps(self) -> Deps:
@@ -361,6 +395,7 @@ class Notifier:
             sender=self.controller,
             config=Config(retry=self.retry, secret=self.secret),
             shares=self.shares,
+            fetch_shares=self.fetch_shares,
             rng=random.Random(7),
             audit=self.audit,
         )

@@ -6,17 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import pytest
 
-from contracts.commands import DeliverCallback
+from contracts.commands import DeliverCallback, FetchReferences
 from contracts.documents import FlowDecision
 from contracts.events import CallFailed, ReferencesMatched, SessionFinished
 from contracts.routing import COMMANDS_EXCHANGE, DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE, CommandKey, EventKey
 from contracts.values import CallbackOutcome, ErrorCode, ErrorInfo, Fusion, ModelInfo, SessionStatus
 from domain.flows import DeliveryStatus, FlowStatus
+from domain.records import CallFlowRecord
 from infra.db.audit import AuditAction
 from infra.db.errors import DatabaseUnavailable
 from services.notifier import handlers
@@ -24,11 +26,13 @@ from services.notifier.handlers import (
     conclude,
     handle_call_failed,
     handle_deliver_callback,
+    handle_fetch_references,
     handle_references_matched,
     handle_session_finished,
     sweep,
 )
 from services.notifier.outcome import DELIVERY_HEADER, SIGNATURE_HEADER, client_callback_key, sign
+from services.notifier.ports import ReferenceImages
 from services.notifier.shares import ClientShares
 from tests.unit.notifier.fakes import (
     REFUSED,
@@ -60,6 +64,26 @@ def callback_events(notifier: Notifier) -> list[dict[str, object]]:
     return [sent.payload for sent in notifier.sent(EVENTS_EXCHANGE, EventKey.CALLBACK_DELIVERED)]
 
 
+def fetches(notifier: Notifier) -> list[FetchReferences]:
+    return [
+        FetchReferences.model_validate(sent.payload)
+        for sent in notifier.sent(COMMANDS_EXCHANGE, CommandKey.FETCH_REFERENCES)
+    ]
+
+
+def matched(notifier: Notifier) -> list[str]:
+    """The flows whose MatchReferences went to the matcher, in order."""
+    return [sent.payload["flow_id"] for sent in notifier.sent(COMMANDS_EXCHANGE, CommandKey.MATCH_REFERENCES)]
+
+
+async def finish(notifier: Notifier) -> None:
+    """The flow's live session ended; then each FetchReferences it caused is handled (as the
+    notifier's own consumer would), repeats included."""
+    await handle_session_finished(finished(), notifier.deps)
+    for command in fetches(notifier):
+        await handle_fetch_references(command, notifier.deps)
+
+
 def answer(notifier: Notifier, *, match: bool = True, **values: object) -> ReferencesMatched:
     flow = notifier.flows.rows["flow-1"]
     fields: dict[str, object] = {
@@ -79,7 +103,7 @@ async def matching(notifier: Notifier) -> None:
     """A flow whose live session ended: references fetched, MatchReferences sent."""
     notifier.flows.add()
     notifier.sessions.add("session-1", SessionStatus.SUCCEEDED, LIVE)
-    await handle_session_finished(finished(), notifier.deps)
+    await finish(notifier)
 
 
 # --------------------------------------------------------------------------- how a flow ends
@@ -121,7 +145,7 @@ async def test_a_hosted_page_session_has_no_flow_and_sends_nothing() -> None:
 async def test_a_live_session_sends_the_best_frame_and_the_references_to_the_matcher_once() -> None:
     notifier = Notifier(references=FakeReferences(errors=["reference 2: NotAnImage"]))
     await matching(notifier)
-    await handle_session_finished(finished(), notifier.deps)  # a repeated event
+    await finish(notifier)  # a repeated event, and its FetchReferences again
     [sent] = notifier.sent(COMMANDS_EXCHANGE, CommandKey.MATCH_REFERENCES)
     command = sent.payload
     assert command["probe"] == {"inline": None, "storage_key": "sessions/session-1/best.jpg"}
@@ -151,7 +175,7 @@ async def test_a_live_session_without_what_matching_needs_fails(
     notifier = Notifier(references=references)
     notifier.flows.add()
     notifier.sessions.add("session-1", SessionStatus.SUCCEEDED, result)
-    await handle_session_finished(finished(), notifier.deps)
+    await finish(notifier)
     flow = notifier.flows.rows["flow-1"]
     assert flow.outcome == "FAILURE" and flow.decision is not None and reason in flow.decision.reasons
     assert notifier.sent(COMMANDS_EXCHANGE, CommandKey.MATCH_REFERENCES) == []
@@ -167,7 +191,7 @@ async def test_references_too_large_for_one_message_fail_the_flow_saying_so() ->
     notifier = Notifier(references=FakeReferences(images=[seven_mib, seven_mib]))
     notifier.flows.add()
     notifier.sessions.add("session-1", SessionStatus.SUCCEEDED, LIVE)
-    await handle_session_finished(finished(), notifier.deps)
+    await finish(notifier)
     flow = notifier.flows.rows["flow-1"]
     assert flow.outcome == "FAILURE" and flow.decision is not None
     assert "REFERENCES_UNAVAILABLE" in flow.decision.reasons
@@ -177,7 +201,7 @@ async def test_references_too_large_for_one_message_fail_the_flow_saying_so() ->
     one = Notifier(references=FakeReferences(images=[seven_mib]))  # one of them fits
     one.flows.add()
     one.sessions.add("session-1", SessionStatus.SUCCEEDED, LIVE)
-    await handle_session_finished(finished(), one.deps)
+    await finish(one)
     assert len(one.sent(COMMANDS_EXCHANGE, CommandKey.MATCH_REFERENCES)) == 1
 
 
@@ -466,12 +490,13 @@ async def test_the_sweeper_fails_overdue_flows_with_why() -> None:
     notifier = Notifier()
     past = datetime.now(UTC) - timedelta(seconds=1)
     notifier.flows.add(id="never-joined", session_id="s-created", deadline=past)
+    live = FlowDecision(is_live=True, confidence=0.93)
     notifier.flows.add(
-        id="matching",
-        session_id="s-live",
-        deadline=past,
-        status=FlowStatus.MATCHING,
-        decision=FlowDecision(is_live=True, confidence=0.93),
+        id="matching", session_id="s-live", deadline=past, status=FlowStatus.MATCHING, decision=live,
+        match_request_id="request-1",
+    )  # fmt: skip
+    notifier.flows.add(
+        id="fetching", session_id="s-live-2", deadline=past, status=FlowStatus.MATCHING, decision=live
     )
     notifier.flows.add(id="still-time", session_id="s-other")
     notifier.sessions.add("s-created", SessionStatus.CREATED, None)
@@ -480,8 +505,14 @@ async def test_the_sweeper_fails_overdue_flows_with_why() -> None:
     assert rows["never-joined"].decision is not None and rows["matching"].decision is not None
     assert rows["never-joined"].decision.reasons == ["NO_VIDEO", "FLOW_TIMEOUT"]
     assert rows["matching"].decision.reasons == ["COMPARISON_UNAVAILABLE", "FLOW_TIMEOUT"]
+    assert rows["fetching"].decision is not None
+    assert rows["fetching"].decision.reasons == ["REFERENCES_UNAVAILABLE", "FLOW_TIMEOUT"]
     assert rows["still-time"].outcome is None
-    assert sorted(delivery.flow_id for delivery in deliveries(notifier)) == ["matching", "never-joined"]
+    assert sorted(delivery.flow_id for delivery in deliveries(notifier)) == [
+        "fetching",
+        "matching",
+        "never-joined",
+    ]
 
 
 async def test_the_sweeper_resends_a_due_attempt_and_leases_it() -> None:
@@ -589,3 +620,84 @@ async def test_a_client_with_a_slow_controller_holds_only_its_share_of_the_attem
         "a2": DeliveryStatus.DELIVERED,
         "b1": DeliveryStatus.DELIVERED,
     }
+
+
+class HeldReferences(FakeReferences):
+    """A reference source whose fetches for ``slow_owner`` wait until ``release`` is set."""
+
+    def __init__(self, slow_owner: str) -> None:
+        super().__init__()
+        self.slow_owner = slow_owner
+        self.release = asyncio.Event()
+        self.fetched: list[str] = []
+
+    async def fetch(self, flow: CallFlowRecord) -> ReferenceImages:
+        self.fetched.append(flow.id)
+        if flow.owner == self.slow_owner:
+            await self.release.wait()
+        return await super().fetch(flow)
+
+
+async def test_a_client_with_a_slow_reference_list_holds_only_its_share_of_the_fetches() -> None:
+    """Client A's reference list never answers: its fetches take its share (one here) and no more;
+    its next fetch is put off (the sweeper sends it again) and client B's flow goes to the matcher
+    at once."""
+    references = HeldReferences("client-a")
+    notifier = Notifier(references=references, fetch_shares=ClientShares(1))
+    for flow_id, owner in (("a1", "client-a"), ("a2", "client-a"), ("b1", "client-b")):
+        notifier.flows.add(id=flow_id, owner=owner, session_id=f"s-{flow_id}")
+        notifier.sessions.add(f"s-{flow_id}", SessionStatus.SUCCEEDED, LIVE)
+        await handle_session_finished(
+            finished().model_copy(update={"session_id": f"s-{flow_id}"}), notifier.deps
+        )
+    a1, a2, b1 = fetches(notifier)
+    assert [command.flow_id for command in (a1, a2, b1)] == ["a1", "a2", "b1"]
+
+    held = asyncio.create_task(handle_fetch_references(a1, notifier.deps))
+    await asyncio.sleep(0.01)  # A's first fetch waits for its controller
+    async with asyncio.timeout(2):  # neither waits for A's controller
+        await handle_fetch_references(a2, notifier.deps)
+        await handle_fetch_references(b1, notifier.deps)
+
+    assert references.fetched == ["a1", "b1"]
+    matched = [
+        sent.payload["flow_id"] for sent in notifier.sent(COMMANDS_EXCHANGE, CommandKey.MATCH_REFERENCES)
+    ]
+    assert matched == ["b1"]
+    put_off = notifier.flows.rows["a2"]
+    assert put_off.fetching and put_off.next_attempt_at is not None
+    assert put_off.next_attempt_at - datetime.now(UTC) < timedelta(seconds=2)  # soon, not the lease
+
+    references.release.set()
+    await held
+    await sweep(notifier.deps)  # not due yet: nothing sent again
+    assert len(fetches(notifier)) == 3
+    notifier.flows.rows["a2"] = replace(put_off, next_attempt_at=datetime.now(UTC))
+    await sweep(notifier.deps)  # due: sent again, and leased
+    again = fetches(notifier)[3:]
+    assert [command.flow_id for command in again] == ["a2"]
+    await handle_fetch_references(again[0], notifier.deps)  # A's share is free now
+    matched = [
+        sent.payload["flow_id"] for sent in notifier.sent(COMMANDS_EXCHANGE, CommandKey.MATCH_REFERENCES)
+    ]
+    assert sorted(matched) == ["a1", "a2", "b1"]
+    assert all(notifier.flows.rows[flow_id].match_request_id for flow_id in ("a1", "a2", "b1"))
+
+
+async def test_a_fetch_whose_message_was_lost_is_sent_again_after_its_lease() -> None:
+    """The FetchReferences of a flow is in the outbox with the flow's change; should it still never
+    be handled (a notifier that died with it, past the broker's redeliveries), the sweeper sends
+    it again once its lease is over, and only once per lease."""
+    notifier = Notifier()
+    notifier.flows.add()
+    notifier.sessions.add("session-1", SessionStatus.SUCCEEDED, LIVE)
+    await handle_session_finished(finished(), notifier.deps)
+    flow = notifier.flows.rows["flow-1"]
+    assert flow.fetching and flow.next_attempt_at is not None
+    assert flow.next_attempt_at - datetime.now(UTC) > timedelta(seconds=20)  # the lease, not at once
+    await sweep(notifier.deps)
+    assert len(fetches(notifier)) == 1  # the first one only: its lease is not over
+    notifier.flows.rows["flow-1"] = replace(flow, next_attempt_at=datetime.now(UTC) - timedelta(seconds=1))
+    await sweep(notifier.deps)
+    await sweep(notifier.deps)  # leased again: not sent twice
+    assert [command.flow_id for command in fetches(notifier)] == ["flow-1", "flow-1"]
