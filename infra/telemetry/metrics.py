@@ -46,6 +46,7 @@ __all__ = [
     "inference",
     "orphan_removed",
     "queue_label",
+    "reference_fetch",
     "session_status",
 ]
 
@@ -122,6 +123,12 @@ CALLBACK_DELIVERIES = Counter(
     "Controller callback attempts by outcome: delivered, retry (scheduled) or failed (given up).",
     ["outcome"],
 )
+REFERENCE_FETCHES = Counter(
+    "faceproof_reference_fetches_total",
+    "Call flows' reference fetches by outcome: sent (to the matcher), unavailable (the flow failed) "
+    "or postponed (the client's share of the notifier was in use).",
+    ["outcome"],
+)
 # -- sweepers (infra/sweeps.py) ----------------------------------------------------------------
 SWEEP_FAILURES = Counter(
     "faceproof_sweep_failures_total",
@@ -182,6 +189,7 @@ METRIC_NAMES: Final = frozenset(
         "faceproof_inference_batch_size",
         "faceproof_session_transitions_total",
         "faceproof_callback_deliveries_total",
+        "faceproof_reference_fetches_total",
         "faceproof_sweep_failures_total",
         "faceproof_webrtc_connections",
         "faceproof_webrtc_frames_received_total",
@@ -220,6 +228,10 @@ def session_status(status: object) -> None:
 
 def callback_delivery(outcome: str) -> None:
     CALLBACK_DELIVERIES.labels(outcome).inc()
+
+
+def reference_fetch(outcome: str) -> None:
+    REFERENCE_FETCHES.labels(outcome).inc()
 
 
 def frame_received(kind: str) -> None:

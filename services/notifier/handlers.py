@@ -42,7 +42,7 @@ from infra.db.audit import AuditAction
 from infra.db.errors import DatabaseError, DatabaseUnavailable
 from infra.publisher import MessageTooLarge, body_size, check_size
 from infra.sweeps import each
-from infra.telemetry.metrics import callback_delivery
+from infra.telemetry.metrics import callback_delivery, reference_fetch
 from services.notifier.outcome import (
     CALLBACK_METHOD,
     COMPARISON_UNAVAILABLE,
@@ -107,6 +107,9 @@ class Config:
     match_timeout_s: float = 30.0
     #: A claimed attempt (or a published-but-unconsumed one) is re-sent after this long.
     lease_s: float = 30.0
+    #: A flow's FetchReferences not handled (or still fetching) this long after it went out is
+    #: sent again (a fetch takes up to twice FACEPROOF_FETCH_TIMEOUT_S: the list, then the images).
+    fetch_lease_s: float = 30.0
     #: The deployment's callback secret, from which each client's signing key is derived
     #: (:func:`client_callback_key`); a flow's own secret takes precedence.
     secret: str | None = None
@@ -222,7 +225,7 @@ async def handle_session_finished(event: SessionFinished, deps: Deps) -> None:
         flow.id,
         decision=decision,
         deadline=max(flow.deadline, now + timedelta(seconds=deps.config.match_timeout_s)),
-        fetch_at=now + timedelta(seconds=deps.config.lease_s),
+        fetch_at=now + timedelta(seconds=deps.config.fetch_lease_s),
         then=lambda won: [Outgoing.command(_fetch_command(won), CommandKey.FETCH_REFERENCES)],
     )
 
@@ -246,6 +249,7 @@ async def handle_fetch_references(command: FetchReferences, deps: Deps) -> None:
         if placed:
             await _fetch_and_match(flow, deps)
         elif await deps.flows.postpone_fetch(flow.id, at=_postponed(deps)) is not None:
+            reference_fetch("postponed")
             log.info("flow %s: reference fetch put off (its client's share in use)", flow.id)
 
 
@@ -259,13 +263,14 @@ async def _fetch_and_match(flow: CallFlowRecord, deps: Deps) -> None:
         references = await deps.references.fetch(flow)
         outgoing = _match_references(flow, probe, references.images)
     except ReferencesUnavailable as error:
+        reference_fetch("unavailable")
         log.info("flow %s: references unavailable: %s", flow.id, error)
         failed = with_reasons(decision, REFERENCES_UNAVAILABLE)
         await conclude(
             deps, flow, CallbackOutcome.FAILURE, failed.model_copy(update={"reference_errors": [str(error)]})
         )
         return
-    await deps.flows.send_references(  # None: another fetch of the flow sent them first
+    sent = await deps.flows.send_references(  # None: another fetch of the flow sent them first
         flow.id,
         decision=decision.model_copy(
             update={"references_used": len(references.images), "reference_errors": list(references.errors)}
@@ -274,6 +279,8 @@ async def _fetch_and_match(flow: CallFlowRecord, deps: Deps) -> None:
         request_id=outgoing.message_id,
         then=lambda _: [outgoing],
     )
+    if sent is not None:
+        reference_fetch("sent")
 
 
 def _match_references(flow: CallFlowRecord, probe: str, images: list[bytes]) -> Outgoing:
@@ -519,9 +526,10 @@ async def sweep(deps: Deps) -> None:
             log.warning("flow %s: reference fetch not published; again after the lease", flow.id)
 
     await each(FLOWS_SWEEPER, await deps.flows.overdue(now=now), time_out, name=_flow_name)
-    lease = now + timedelta(seconds=deps.config.lease_s)
-    fetches = await deps.flows.claim_due_fetches(now=now, lease_until=lease)
+    fetch_lease = now + timedelta(seconds=deps.config.fetch_lease_s)
+    fetches = await deps.flows.claim_due_fetches(now=now, lease_until=fetch_lease)
     await each(FLOWS_SWEEPER, fetches, refetch, name=_flow_name)
+    lease = now + timedelta(seconds=deps.config.lease_s)
     due = await deps.flows.claim_due_deliveries(now=now, lease_until=lease)
     await each(FLOWS_SWEEPER, due, resend, name=_flow_name)
 

@@ -63,6 +63,7 @@ def config_from(settings: Settings) -> Config:
         ),
         match_timeout_s=settings.match_timeout_s,
         lease_s=2 * settings.callback_timeout_s + 10,
+        fetch_lease_s=2 * settings.fetch_timeout_s + 10,
         secret=settings.callback_signing_secret,
     )
 

@@ -21,6 +21,7 @@ from domain.flows import DeliveryStatus, FlowStatus
 from domain.records import CallFlowRecord
 from infra.db.audit import AuditAction
 from infra.db.errors import DatabaseUnavailable
+from infra.telemetry.metrics import REGISTRY
 from services.notifier import handlers
 from services.notifier.handlers import (
     conclude,
@@ -622,6 +623,10 @@ async def test_a_client_with_a_slow_controller_holds_only_its_share_of_the_attem
     }
 
 
+def fetch_count(outcome: str) -> float:
+    return REGISTRY.get_sample_value("faceproof_reference_fetches_total", {"outcome": outcome}) or 0.0
+
+
 class HeldReferences(FakeReferences):
     """A reference source whose fetches for ``slow_owner`` wait until ``release`` is set."""
 
@@ -644,6 +649,7 @@ async def test_a_client_with_a_slow_reference_list_holds_only_its_share_of_the_f
     at once."""
     references = HeldReferences("client-a")
     notifier = Notifier(references=references, fetch_shares=ClientShares(1))
+    postponed, sent = fetch_count("postponed"), fetch_count("sent")
     for flow_id, owner in (("a1", "client-a"), ("a2", "client-a"), ("b1", "client-b")):
         notifier.flows.add(id=flow_id, owner=owner, session_id=f"s-{flow_id}")
         notifier.sessions.add(f"s-{flow_id}", SessionStatus.SUCCEEDED, LIVE)
@@ -667,6 +673,7 @@ async def test_a_client_with_a_slow_reference_list_holds_only_its_share_of_the_f
     put_off = notifier.flows.rows["a2"]
     assert put_off.fetching and put_off.next_attempt_at is not None
     assert put_off.next_attempt_at - datetime.now(UTC) < timedelta(seconds=2)  # soon, not the lease
+    assert (fetch_count("postponed"), fetch_count("sent")) == (postponed + 1, sent + 1)
 
     references.release.set()
     await held
