@@ -8,9 +8,12 @@ frames that arrive faster). A stream whose media clock keeps running ahead (a re
 faster than it was taken, timestamps that jump forward) is not a live camera.
 
 :class:`MediaClock` sums, over consecutive frames, how much further the media clock moved than the
-agent's: ``lead``. A media clock that goes back (a new track, a timestamp wrap, a reconnect) is a
-break: that pair is not counted, and what was summed stays, so a stream cannot clear its lead by
-jumping back. The liveness worker decides on it (``services/liveness/stream.py``).
+agent's: ``lead``. A media clock that goes back (a new track, a timestamp wrap) is a break: that
+pair is not counted, and what was summed stays, so a stream cannot clear its lead by jumping back.
+A new connection (a reconnect, in a room or on the hosted page, where it may reach another agent)
+starts its own lead at 0: the liveness worker adds up the connections' largest leads and decides
+on the sum (``services/liveness/replay.py``, ``services/liveness/stream.py``), so a reconnect
+clears nothing either.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ class MediaClock:
     """The lead of one stream's media clock over the agent's, in seconds (see the module)."""
 
     lead: float = 0.0
-    #: The largest lead so far (what the agent logs when the session finishes).
+    #: The largest lead so far, over every connection (what the agent logs when the session finishes).
     most: float = 0.0
     _last: tuple[float, float] | None = None
 
@@ -42,5 +45,7 @@ class MediaClock:
         return self.lead
 
     def restart(self) -> None:
-        """A new connection: its first frame follows no other (its clock has its own origin)."""
+        """A new connection: its first frame follows no other (its clock has its own origin), and
+        its lead starts at 0 (the liveness worker adds the connections' leads up)."""
         self._last = None
+        self.lead = 0.0

@@ -155,8 +155,9 @@ class ReplayProgress(_Document):
     * ``reference`` / ``reference_fallback``: the most frontal judged frame scoring at least
       ``REFERENCE_MIN_SCORE``, and the most frontal of any score.
     * ``frozen``: the frozen-stream check over the judged frames (repeated pictures).
-    * ``media_lead_s``: the largest lead of the stream's media clock over the call agent's in any
-      frame so far (None: no frame said).
+    * ``media_lead_s``: how far the stream's media clock ran ahead of the call agent's: each
+      connection's largest lead, added up over the connections (None: no frame said);
+      ``media_lead_banked_s``: what the connections before the current one added.
     """
 
     version: Literal[1] = PROGRESS_VERSION
@@ -179,6 +180,7 @@ class ReplayProgress(_Document):
     reference_fallback: Pick | None = None
     frozen: FrozenState = Field(default_factory=FrozenState)
     media_lead_s: float | None = None
+    media_lead_banked_s: float = 0.0
 
     @classmethod
     def load(cls, document: dict[str, Any] | None) -> ReplayProgress:

@@ -384,8 +384,10 @@ class _Run:
         #: The frames of the pre-checks' current clean streak (challenge 0's baseline once ready).
         self.clean = [_from_clean(clean) for clean in progress.clean]
         self.frozen = FrozenCheck.resume(progress.frozen)
-        #: The largest lead of the stream's media clock over the agent's in any frame so far.
+        #: How far the stream's media clock ran ahead of the agent's: the connections' largest
+        #: leads added up (:meth:`_count_lead`), and what the connections before the current gave.
         self.media_lead = progress.media_lead_s
+        self.media_banked = progress.media_lead_banked_s
         self.last_t = progress.last_t
         self.connection = progress.connection
         #: Challenges restarted by a reconnect so far (at most FULL_TIME_RESTARTS).
@@ -409,15 +411,25 @@ class _Run:
         self.sequence = ChallengeSequence(self.challenges, t, self.thresholds)
         self.vote_from = len(self.scores)
 
+    def _count_lead(self, lead: float | None, reconnected: bool) -> None:
+        """The media clock's lead over the session: each connection's own (the agent starts it at 0
+        on every connection) at its largest, added up over the connections, so that reconnecting
+        clears nothing of what a stream gained before (and a connection's negative lead banks
+        nothing for the next)."""
+        if reconnected and self.media_lead is not None:
+            self.media_banked = max(self.media_banked, self.media_lead)
+        if lead is not None:
+            current = None if self.media_lead is None else self.media_lead - self.media_banked
+            self.media_lead = self.media_banked + (lead if current is None else max(current, lead))
+
     def feed(self, frame: ReplayFrame) -> None:
         if frame.t < 0.0 or (self.last_t is not None and frame.t < self.last_t):
             return
         self.last_t = frame.t
-        lead = frame.media_lead_s
-        if lead is not None:
-            self.media_lead = lead if self.media_lead is None else max(self.media_lead, lead)
         connection = frame.sequence // CONNECTION_SEQUENCE_STRIDE
-        if self.connection is not None and connection != self.connection:
+        reconnected = self.connection is not None and connection != self.connection
+        self._count_lead(frame.media_lead_s, reconnected)
+        if reconnected:
             # a reconnect: the current challenge is shown again (or the pre-checks go on)
             if self.sequence is not None:
                 if self.restarts < FULL_TIME_RESTARTS:
@@ -634,6 +646,7 @@ class _Run:
             reference_fallback=self.references.fallback,
             frozen=self.frozen.snapshot(),
             media_lead_s=self.media_lead,
+            media_lead_banked_s=self.media_banked,
         )
 
     def result(self, gaps: tuple[Gap, ...], next_sequence: int) -> ReplayResult:

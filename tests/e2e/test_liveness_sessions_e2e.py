@@ -121,6 +121,31 @@ def test_a_live_subject_answering_the_instructions_succeeds(
     assert again == 409
 
 
+async def rejoin(
+    stack: Stack,
+    created: dict[str, Any],
+    source: FrameSource,
+    first: SessionRun | None,
+    media_clock: float = 1.0,
+) -> SessionRun:
+    """Join the session again once the agent has noticed the first connection's hang-up and
+    released it (until then the offer is 409); ``first``: what the first run saw, for the error."""
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        try:
+            return await run_subject(
+                stack.url, created["sessionId"], created["clientToken"], source, media_clock=media_clock
+            )
+        except AssertionError as refused:
+            if "SESSION_FINISHED" in str(refused):  # say why it ended, and what the first run saw
+                ended = wait_terminal(stack, created["sessionId"])
+                seen = None if first is None else first.messages
+                raise AssertionError(f"{refused}; the session: {ended}; first run: {seen}") from None
+            if "409" not in str(refused) or asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(1)
+
+
 def test_a_subject_who_reconnects_within_the_window_resumes(
     stack: Stack, d3: Media, analyzer: FrameAnalyzer
 ) -> None:
@@ -158,19 +183,7 @@ def test_a_subject_who_reconnects_within_the_window_resumes(
             timeout_s=90,
             stop_after=lambda run: any(m["passed"] for m in run.of_type("verdict")),
         )
-        deadline = asyncio.get_running_loop().time() + 30
-        while True:  # the agent notices the hang-up and releases the session
-            try:
-                second = await run_subject(stack.url, created["sessionId"], created["clientToken"], source)
-                return first, second
-            except AssertionError as refused:
-                if "SESSION_FINISHED" in str(refused):  # say why it ended, and what the first run saw
-                    ended = wait_terminal(stack, created["sessionId"])
-                    seen = first.messages
-                    raise AssertionError(f"{refused}; the session: {ended}; first run: {seen}") from None
-                if "409" not in str(refused) or asyncio.get_running_loop().time() > deadline:
-                    raise
-                await asyncio.sleep(1)
+        return first, await rejoin(stack, created, source, first)
 
     first, second = asyncio.run(twice())
     assert first.finished is None and first.of_type("verdict")[0]["index"] == 0
@@ -264,6 +277,39 @@ def test_a_stream_whose_media_clock_runs_ahead_of_real_time_fails(
     assert result["status"] == "FAILED", (result, run.messages)
     assert "MEDIA_CLOCK_AHEAD" in result["reasons"] and result["isLive"] is False, result
     assert run.finished is not None and run.finished["status"] == "FAILED"
+
+
+def test_a_stream_cannot_hide_its_media_clocks_lead_by_reconnecting(
+    stack: Stack, d3: Media, analyzer: FrameAnalyzer
+) -> None:
+    """The attack: the fast clock of the test above, split over two connections so that neither
+    alone leads by more than MEDIA_LEAD_LIMIT_S (5 s). The first stamps its frames at 2.5 times
+    real time for 3.5 s (a lead of up to about 4 s, while the subject gets ready and takes the
+    first instruction) and hangs up; the second comes back at 1.8 times and answers every
+    instruction (about 0.8 s of lead per second). Before, each hosted connection's lead started at
+    0 and the worker took the largest of the frames', so a session the second connection decided
+    within about 6 s passed; now the worker adds the connections' leads up: FAILED with
+    MEDIA_CLOCK_AHEAD. (The unit test `tests/unit/liveness/test_liveness_stream.py::
+    test_a_reconnect_clears_nothing_of_the_media_clocks_lead` fails on the code before.)"""
+    created = create_session(stack, settings={"challenges": 2, "challengeTypes": ANSWERABLE})
+    source = scripted(d3, analyzer)
+
+    async def twice() -> SessionRun:
+        with pytest.raises(TimeoutError):  # the first connection hangs up, unfinished
+            await run_subject(
+                stack.url,
+                created["sessionId"],
+                created["clientToken"],
+                source,
+                timeout_s=3.5,
+                media_clock=2.5,
+            )
+        return await rejoin(stack, created, source, None, media_clock=1.8)
+
+    run = asyncio.run(twice())
+    result = wait_terminal(stack, created["sessionId"])
+    assert result["status"] == "FAILED", (result, run.messages)
+    assert "MEDIA_CLOCK_AHEAD" in result["reasons"] and result["isLive"] is False, result
 
 
 def test_a_session_nobody_joins_expires(stack: Stack) -> None:

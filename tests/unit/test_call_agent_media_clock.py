@@ -1,5 +1,6 @@
 """The media clock's lead over the agent's: a camera's stays under its first frame's delay; a
-stream stamped faster than real time, or jumping ahead, builds a lead that a jump back keeps."""
+stream stamped faster than real time, or jumping ahead, builds a lead that a jump back keeps; a
+new connection's lead is its own."""
 
 from __future__ import annotations
 
@@ -39,5 +40,14 @@ def test_jumping_back_does_not_clear_the_lead_and_frames_without_time_tell_nothi
     assert clock.tick(0.0, 0.2) == pytest.approx(5.9)  # back to 0: a break, not counted
     assert clock.tick(0.1, 0.3) == pytest.approx(5.9)
     assert clock.tick(None, 0.4) is None
-    clock.restart()  # a new connection: its first frame follows none
-    assert clock.tick(90_000.0, 0.5) == pytest.approx(5.9)
+
+
+def test_a_new_connection_starts_its_own_lead_and_the_largest_is_remembered() -> None:
+    """The liveness worker adds the connections' leads up (tests/unit/liveness/test_liveness_stream.py)."""
+    clock = MediaClock()
+    clock.tick(0.0, 0.0)
+    assert clock.tick(4.0, 0.1) == pytest.approx(3.9)
+    clock.restart()  # a new connection: its first frame follows none, its lead starts at 0
+    assert clock.tick(90_000.0, 0.5) == 0.0
+    assert clock.tick(90_001.0, 1.5) == 0.0
+    assert clock.most == pytest.approx(3.9)

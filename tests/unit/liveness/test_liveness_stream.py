@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+from contracts.routing import CONNECTION_SEQUENCE_STRIDE
 from services.liveness.decision import decide
 from services.liveness.progress import ReplayProgress
 from services.liveness.readiness import DEFAULT_READINESS
@@ -150,3 +151,34 @@ def test_a_session_whose_media_clock_ran_ahead_fails_whatever_the_challenges_sai
     assert result.decision.reasons == (MEDIA_CLOCK_AHEAD,) and result.decision.confidence == 0.0
     _, stepped, _ = deliver(ahead)
     assert stepped.decision == result.decision
+
+
+def test_a_reconnect_clears_nothing_of_the_media_clocks_lead() -> None:
+    """Each connection's lead starts at 0 in the call agent (a hosted page's reconnect may reach
+    another agent): a stream that gains 3 s before reconnecting and 3 s after is 6 s ahead, past
+    the limit, though no frame says more than 3 (before, the worker took the largest: 3, live).
+    A connection whose clock fell behind gives the next nothing, and two live connections' small
+    leads stay small; stepped from the stored progress, the same."""
+    poses = [face()] * 10 + [face(yaw=30.0)] * 4 + [face()] * 4 + [face(mar=0.6)] * 4 + [face()] * 6
+    frames = [frame(n, analysis) for n, analysis in enumerate(poses)]
+
+    def connections(before: float, after: float) -> list[ReplayFrame]:
+        """The first 4 frames on connection 0 leading by up to ``before`` (while the subject gets
+        ready), the rest on connection 1 leading by ``after``."""
+        return [
+            replace(f, media_lead_s=before * f.sequence / 3)
+            if f.sequence < 4
+            else replace(f, sequence=CONNECTION_SEQUENCE_STRIDE + f.sequence, media_lead_s=after)
+            for f in frames
+        ]
+
+    assert 3.0 < MEDIA_LEAD_LIMIT_S < 6.0
+    ahead = connections(3.0, 3.0)
+    result = replay(CHALLENGES, ahead, identity_threshold=0.35)
+    assert result.decision is not None and MEDIA_CLOCK_AHEAD in result.decision.reasons
+    assert not result.decision.is_live and result.decision.confidence == 0.0
+    _, stepped, _ = deliver(ahead)
+    assert stepped.decision == result.decision
+    for before, after in ((-10.0, 4.0), (0.4, 0.4)):  # behind, then ahead; a live camera's twice
+        kept = replay(CHALLENGES, connections(before, after), identity_threshold=0.35)
+        assert kept.decision is not None and kept.decision.is_live, kept.decision
