@@ -7,9 +7,9 @@ delivery attempt is claimed once per attempt number, and a delivery ends once.
 
 A transition's ``then`` names the messages that follow it (DeliverCallback after the outcome,
 FetchReferences when matching starts, MatchReferences once the references are fetched,
-CallbackDelivered when a delivery ends): built from the row
-the winner got back and written to the outbox in the transition's own transaction
-(infra/outbox.py), so none is lost when the broker is down at commit time.
+CallbackDelivered when a delivery ends): built from the row the winner got back and written to
+the outbox in the transition's own transaction (infra/outbox.py), so none is lost when the broker
+is down at commit time.
 """
 
 from __future__ import annotations
