@@ -346,8 +346,9 @@ async def run_flow(
             await asyncio.sleep(3)  # a second callback would arrive now
             state = (await http.get(f"/v1/calls/{flow['flowId']}")).json()
     finally:
-        if follower is not None:
+        if follower is not None:  # stopped while its broker connection can still close cleanly
             follower.cancel()
+            await asyncio.gather(follower, return_exceptions=True)
     assert len(controller.callbacks) == 1, (controller.callbacks, state)
     callback = controller.callbacks[0]
     assert callback.signature_valid is True
