@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from contracts.documents import ErasureDetails, LivenessDecisionDocument, LivenessStateDocument, SessionResult
@@ -30,6 +30,7 @@ from infra.db.errors import translate_errors
 from infra.db.tables import LivenessFrameRow, LivenessStateRow, SessionRow, utc_now
 from infra.storage import ObjectStore
 from infra.sweeps import each
+from infra.telemetry.metrics import RETENTION_OVERDUE
 
 __all__ = [
     "RETENTION_SWEEPER",
@@ -43,7 +44,7 @@ __all__ = [
 log = logging.getLogger("faceproof.retention")
 
 SESSION_PREFIX: Final = "sessions/"
-#: Sessions purged per sweep at most (the next sweep takes the rest).
+#: Sessions read and erased per batch (a purge goes on batch after batch until none is due).
 PURGE_BATCH: Final = 100
 #: The retention purge's name in logs and in ``faceproof_sweep_failures_total``.
 RETENTION_SWEEPER: Final = "retention"
@@ -149,38 +150,64 @@ class Retention:
         return True
 
     async def due(self, now: datetime, *, retention_s: float, limit: int = PURGE_BATCH) -> list[str]:
-        """Sessions past retention and not yet purged: created before ``now - retention_s`` and
-        finished (or past their expiry, should no one have marked them)."""
+        """Sessions past retention and not yet purged, oldest first (at most ``limit``)."""
+        return [session_id for _, session_id in await self._due_page(now, retention_s, limit, after=None)]
+
+    async def overdue_s(self, now: datetime, *, retention_s: float) -> float:
+        """How long the oldest session still holding biometric data is past its retention (0: none)."""
+        page = await self._due_page(now, retention_s, 1, after=None)
+        if not page:
+            return 0.0
+        created_at, _ = page[0]
+        return max(0.0, (now - created_at).total_seconds() - retention_s)
+
+    async def _due_page(
+        self, now: datetime, retention_s: float, limit: int, *, after: tuple[datetime, str] | None
+    ) -> list[tuple[datetime, str]]:
+        """(created_at, id) of sessions past retention and not yet purged, in that order, after
+        ``after``: created before ``now - retention_s`` and finished (or past their expiry, should
+        no one have marked them)."""
         cutoff = now - timedelta(seconds=retention_s)
-        statement = (
-            select(SessionRow.id)
-            .where(
-                SessionRow.purged_at.is_(None),
-                SessionRow.created_at <= cutoff,
-                (SessionRow.status.in_(_TERMINAL)) | (SessionRow.expires_at <= now),
-            )
-            .order_by(SessionRow.created_at)
-            .limit(limit)
+        statement = select(SessionRow.created_at, SessionRow.id).where(
+            SessionRow.purged_at.is_(None),
+            SessionRow.created_at <= cutoff,
+            (SessionRow.status.in_(_TERMINAL)) | (SessionRow.expires_at <= now),
         )
+        if after is not None:
+            statement = statement.where(tuple_(SessionRow.created_at, SessionRow.id) > tuple_(*after))
+        statement = statement.order_by(SessionRow.created_at, SessionRow.id).limit(limit)
         with translate_errors():
             async with self.sessions() as session:
-                return list(await session.scalars(statement))
+                return [
+                    (created_at, session_id) for created_at, session_id in await session.execute(statement)
+                ]
 
     async def purge_expired(
         self, now: datetime, *, retention_s: float, limit: int = PURGE_BATCH
     ) -> list[str]:
-        """Erase every session past retention (at most ``limit``); the ids this call purged. A
-        session whose erasure fails is logged and counted, and the others are erased all the same
-        (infra/sweeps.py); the next purge tries it again."""
+        """Erase every session past retention, ``limit`` at a time, until none is left; the ids
+        this call purged. A session whose erasure fails is logged and counted, and the ones after it
+        are erased all the same (infra/sweeps.py); the next purge tries it again. Sets
+        ``faceproof_retention_overdue_seconds`` from what is left."""
 
         async def purge(session_id: str) -> bool:
             return await self.erase(
                 session_id, actor=SYSTEM_ACTOR, action=AuditAction.SESSION_PURGED, now=now
             )
 
-        due = await self.due(now, retention_s=retention_s, limit=limit)
-        erased = await each(RETENTION_SWEEPER, due, purge, name=lambda session_id: f"session {session_id}")
-        purged = [session_id for session_id, marked in erased if marked]
+        purged: list[str] = []
+        after: tuple[datetime, str] | None = None
+        while page := await self._due_page(now, retention_s, limit, after=after):
+            erased = await each(RETENTION_SWEEPER, [session_id for _, session_id in page], purge, name=_named)
+            purged += [session_id for session_id, marked in erased if marked]
+            if len(page) < limit:
+                break
+            after = page[-1]
         if purged:
             log.info("retention purge: %d sessions erased", len(purged))
+        RETENTION_OVERDUE.set(await self.overdue_s(now, retention_s=retention_s))
         return purged
+
+
+def _named(session_id: str) -> str:
+    return f"session {session_id}"

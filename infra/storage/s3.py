@@ -16,6 +16,7 @@ import certifi
 import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
+from minio.helpers import MIN_PART_SIZE
 
 from infra.storage.base import StoredObject, validate_key, validate_prefix
 from infra.storage.errors import ObjectNotFound, StorageError, StorageUnavailable
@@ -89,8 +90,18 @@ class S3ObjectStore:
 
     async def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         validate_key(key)
+        # One PUT whatever the size: past 5 MiB minio's default is a multipart upload, and one cut
+        # off between its parts leaves face bytes in parts that listing never shows, so no erasure,
+        # retention purge or reconciler would ever delete them.
         await self._call(
-            key, self._client.put_object, self.bucket, key, io.BytesIO(data), len(data), content_type
+            key,
+            self._client.put_object,
+            self.bucket,
+            key,
+            io.BytesIO(data),
+            len(data),
+            content_type,
+            part_size=max(len(data), MIN_PART_SIZE),
         )
 
     async def get(self, key: str) -> bytes:

@@ -32,6 +32,7 @@ __all__ = [
     "METRIC_NAMES",
     "ORPHAN_OBJECTS_REMOVED",
     "REGISTRY",
+    "RETENTION_OVERDUE",
     "SESSION_TRANSITIONS",
     "SWEEP_FAILURES",
     "WEBRTC_CONNECTIONS",
@@ -167,6 +168,11 @@ ERASURE_RETRIES = Counter(
     "Erasures whose purge had not finished, retried by the reconciler: purged or failed (again).",
     ["outcome"],
 )
+RETENTION_OVERDUE = Gauge(
+    "faceproof_retention_overdue_seconds",
+    "How long the oldest session still holding biometric data is past its retention period, after "
+    "this worker's last purge (0: none; it grows when the purge falls behind or keeps failing).",
+)
 ORPHAN_OBJECTS_REMOVED = Counter(
     "faceproof_orphan_objects_removed_total",
     "Objects under sessions/ removed by the reconciler: no_row (no session owns them, past the "
@@ -198,6 +204,7 @@ METRIC_NAMES: Final = frozenset(
         "faceproof_erased_writes_total",
         "faceproof_erasure_retries_total",
         "faceproof_orphan_objects_removed_total",
+        "faceproof_retention_overdue_seconds",
     }
 )
 

@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 import pytest
 from sqlalchemy import func, select, update
@@ -22,6 +23,7 @@ from infra.db.repositories import SessionRepository
 from infra.db.tables import LivenessFrameRow, LivenessStateRow, SessionRow
 from infra.retention import Retention, session_prefix
 from infra.storage import ObjectStore, S3ObjectStore, StorageError
+from infra.telemetry.metrics import REGISTRY
 from tests.support.services import free_ports
 
 DAY = 86_400
@@ -254,3 +256,46 @@ async def test_a_step_computed_before_the_erasure_does_not_write_its_progress_ba
     assert after is not None and after.progress is None
     erased = await sessions.fetch(record.id)
     assert erased is not None and erased.purged_at is not None
+
+
+class RefusingStore:
+    """The real store, refusing to list one session's objects (a purge that keeps failing)."""
+
+    def __init__(self, store: ObjectStore, refused_prefix: str) -> None:
+        self._store, self._refused = store, refused_prefix
+
+    async def list(self, prefix: str) -> list[str]:
+        if prefix == self._refused:
+            raise StorageError("refused")
+        return await self._store.list(prefix)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+async def test_one_purge_erases_every_session_past_retention_past_one_that_keeps_failing(
+    factory: async_sessionmaker[AsyncSession], s3_store: ObjectStore
+) -> None:
+    # A purge took one batch per sweep (100 sessions every 5 minutes), oldest first: more sessions
+    # than that a day piled up past retention, and a batch whose erasures kept failing held back
+    # every later one. Now it goes on, batch after batch, past the failing ones.
+    oldest = await finished_session(factory, s3_store, age_s=DAY + 600)
+    others = [await finished_session(factory, s3_store, age_s=DAY + 500 - n) for n in range(5)]
+    store = RefusingStore(s3_store, session_prefix(oldest.id))
+    retention = Retention(factory, cast(ObjectStore, store))
+    now = datetime.now(UTC)
+
+    purged = await retention.purge_expired(now, retention_s=DAY, limit=2)
+
+    assert {record.id for record in others} <= set(purged)
+    assert oldest.id not in purged
+    for record in others:
+        assert await s3_store.list(session_prefix(record.id)) == []
+    assert len(await s3_store.list(session_prefix(oldest.id))) == 6
+    overdue = REGISTRY.get_sample_value("faceproof_retention_overdue_seconds")
+    assert overdue is not None and 595 <= overdue <= 700  # the one still holding data, past by ~600 s
+    assert overdue == await retention.overdue_s(now, retention_s=DAY)
+
+    purged_later = await Retention(factory, s3_store).purge_expired(datetime.now(UTC), retention_s=DAY)
+    assert oldest.id in purged_later
+    assert REGISTRY.get_sample_value("faceproof_retention_overdue_seconds") == 0.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from datetime import timedelta
 from uuid import uuid4
@@ -73,3 +74,18 @@ async def test_presigned_links_name_the_public_endpoint_and_open_there(seaweedfs
     assert answer.status_code == 200 and answer.content == b"face"
     internal = await open_store(seaweedfs.url).presign_get("sessions/x/audit.jpg", timedelta(minutes=5))
     assert not internal.startswith("http://localhost")  # without public=: the services' address
+
+
+async def test_a_large_image_is_stored_in_one_put_never_in_parts(seaweedfs: SeaweedFS) -> None:
+    # Past 5 MiB minio uploads in parts by default; an upload cut off between two parts leaves
+    # face bytes in parts that no listing shows, so no erasure or retention purge would find them.
+    # One PUT: the object's ETag is its MD5 (a multipart upload's is "<md5 of md5s>-<parts>").
+    store = open_store(seaweedfs.url)
+    data = bytes(range(256)) * (10 * 1024 * 1024 // 256)  # 10 MiB, FACEPROOF_MAX_IMAGE_BYTES
+    key = f"sessions/{uuid4().hex}/reference-input.jpg"
+    await store.ensure_buckets()
+    await store.put(key, data, "image/jpeg")
+    client = Minio(seaweedfs.endpoint, seaweedfs.access_key, seaweedfs.secret_key, secure=False)
+    stat = client.stat_object(seaweedfs.bucket, key)
+    assert stat.etag == hashlib.md5(data).hexdigest()  # the S3 ETag's MD5
+    assert await store.get(key) == data
