@@ -52,8 +52,11 @@ def probe_image(data: bytes, *, max_pixels: int) -> ImageInfo:
         except _DECODE_ERRORS as exc:
             raise InvalidImageError("corrupt", f"{fmt} image is corrupt: {exc}") from exc
     with _open(data, max_pixels=max_pixels) as image:  # verify() leaves the image unusable
+        # A PNG's eXIf chunk may follow its pixels, and Pillow's getexif() decodes every pixel to
+        # look for it (a 150 KB PNG of 40 Mpx: 0.4 s of CPU, 150 MB): only one read before them.
+        header_exif = image.format != "PNG" or "exif" in image.info
         try:
-            orientation = image.getexif().get(_ORIENTATION_TAG)
+            orientation = image.getexif().get(_ORIENTATION_TAG) if header_exif else None
         except _DECODE_ERRORS:
             orientation = None  # broken EXIF: decode_image ignores it too
     if orientation in _TRANSPOSED_ORIENTATIONS:

@@ -30,6 +30,7 @@ from faststream.rabbit import ExchangeType, QueueType, RabbitBroker, RabbitExcha
 from faststream.rabbit.schemas import Channel
 
 from contracts.routing import COMMANDS_EXCHANGE, DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE, Route
+from infra.amqp_strings import tolerate_undecodable_strings
 from infra.settings import Settings, load_settings
 from infra.telemetry.broker import broker_middlewares
 
@@ -188,7 +189,9 @@ async def _until_gone(connection: AbstractConnection, name: str, *, within_s: fl
 
 
 def create_broker(settings: Settings, *, prefetch: int | None = None) -> RabbitBroker:
-    """A broker with publisher confirms and a small prefetch, so a slow worker hoards little."""
+    """A broker with publisher confirms and a small prefetch, so a slow worker hoards little; a
+    message whose properties are not UTF-8 costs it nothing (infra/amqp_strings.py)."""
+    tolerate_undecodable_strings()
     return RabbitBroker(
         settings.broker_url,
         default_channel=Channel(prefetch_count=prefetch or settings.broker_prefetch, publisher_confirms=True),

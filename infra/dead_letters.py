@@ -28,10 +28,11 @@ from datetime import datetime
 from typing import Any, Final
 
 import aio_pika
-from aio_pika.abc import AbstractIncomingMessage
+from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 from aio_pika.exceptions import ChannelClosed
 
 from contracts.routing import ALL_ROUTES, DEAD_LETTER_EXCHANGE, INGRESS_ROUTES
+from infra.amqp_strings import tolerate_undecodable_strings
 from infra.broker import DeadLetterLimits, DeadLetterQueueState, ensure_dead_letter_queue
 
 __all__ = [
@@ -181,7 +182,7 @@ def dead_letter_queues() -> list[str]:
 async def list_queues(url: str, queues: Iterable[str] | None = None) -> list[QueueDepth]:
     """Message counts of the dead-letter queues that exist (passive declares: nothing is created)."""
     depths = []
-    connection = await aio_pika.connect(url)
+    connection = await _connect(url)
     async with connection:
         for name in queues if queues is not None else dead_letter_queues():
             channel = await connection.channel()
@@ -244,6 +245,11 @@ def _text(value: object) -> str | None:
     return None if value is None else str(value)
 
 
+async def _connect(url: str) -> AbstractConnection:
+    tolerate_undecodable_strings()  # a letter whose properties are not UTF-8 must still be shown
+    return await aio_pika.connect(url)
+
+
 def _check(queue: str) -> None:
     if not queue.endswith(DLQ_SUFFIX):
         raise ValueError(f"{queue!r} is not a dead-letter queue (its name ends in {DLQ_SUFFIX})")
@@ -253,7 +259,7 @@ async def show(url: str, queue: str, *, limit: int = 20) -> list[DeadLetter]:
     """The first ``limit`` dead letters, left in the queue (read unacknowledged, then returned)."""
     _check(queue)
     letters: list[DeadLetter] = []
-    connection = await aio_pika.connect(url)
+    connection = await _connect(url)
     async with connection:
         channel = await connection.channel()
         dlq = await channel.declare_queue(queue, passive=True)
@@ -273,7 +279,7 @@ async def replay(
     returns those replayed. Others read on the way stay in the dead-letter queue."""
     _check(queue)
     replayed: list[DeadLetter] = []
-    connection = await aio_pika.connect(url)
+    connection = await _connect(url)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         dlq = await channel.declare_queue(queue, passive=True)
@@ -323,7 +329,7 @@ async def upgrade(url: str, limits: DeadLetterLimits, *, discard: bool = False) 
     and reported, unless ``discard`` (its letters are deleted with it: look at them first)."""
     routes = {route.dead_letter_queue: route for route in (*ALL_ROUTES, *INGRESS_ROUTES)}
     upgraded = []
-    connection = await aio_pika.connect(url)
+    connection = await _connect(url)
     async with connection:
         channel = await connection.channel()
         await channel.declare_exchange(DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True)

@@ -17,6 +17,7 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
 
 from contracts.envelope import Command
+from infra.amqp_strings import tolerate_undecodable_strings
 from infra.broker import BROKER_DOWN_ERRORS
 from infra.publisher import MessageTooLarge, check_size
 from infra.telemetry.metrics import MESSAGES_PUBLISH_FAILED, MESSAGES_PUBLISHED
@@ -49,6 +50,7 @@ class BrokerRpc:
         self._waiting: dict[str, asyncio.Future[bytes]] = {}
 
     async def start(self) -> None:
+        tolerate_undecodable_strings()  # a reply's bad bytes must not close the connection
         try:
             self._connection = await aio_pika.connect_robust(self._url)
             self._channel = await self._connection.channel(publisher_confirms=True)

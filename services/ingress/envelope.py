@@ -9,6 +9,7 @@ from pydantic import BaseModel, ValidationError
 
 from contracts.public import PUBLIC_COMMAND_BODIES, SCHEMA_VERSION_HEADER, RejectReason
 from contracts.routing import PUBLIC_API_VERSION
+from infra.amqp_strings import UNDECODABLE, UNDECODABLE_HEADERS
 from services.intake.json_scan import has_nul
 
 __all__ = ["Envelope", "Rejected", "allowed_reply_to", "parse_body", "read_envelope"]
@@ -81,6 +82,12 @@ def read_envelope(
     if "\x00" in envelope.message_id or "\x00" in (envelope.correlation_id or ""):
         raise Rejected(
             RejectReason.INVALID_CHARACTER, "NUL characters are not allowed in message_id or correlation_id"
+        )
+    ids = (envelope.message_id, envelope.correlation_id or "", envelope.reply_to or "")
+    if any(UNDECODABLE in value for value in ids) or UNDECODABLE_HEADERS in headers:
+        raise Rejected(
+            RejectReason.INVALID_CHARACTER,
+            "message_id, correlation_id, reply_to and header names must be UTF-8 (U+FFFD is refused too)",
         )
     if envelope.reply_to is not None and allowed_reply_to(envelope.reply_to, envelope.user_id) is None:
         raise Rejected(

@@ -16,6 +16,7 @@ from typing import Any
 
 import aio_pika
 import httpx
+import pamqp.encode
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 from aio_pika.exceptions import ChannelClosed
@@ -592,3 +593,43 @@ async def test_rabbitmq_refuses_the_internal_exchanges_to_an_upstream_user(upstr
         assert "PRECONDITION_FAILED" in str(forged.value)
     finally:
         await connection.close()
+
+
+async def test_properties_that_are_not_utf8_are_refused_and_cost_no_one_else_anything(
+    stack: Stack, connection: AbstractRobustConnection, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # RabbitMQ passes AMQP short strings through unchecked; pamqp decoded them as strict UTF-8, so
+    # one command whose message_id was b"\xff\xfe" closed the ingress's connection before any
+    # handler ran, again on every redelivery, and each time counted every message in flight (other
+    # clients' commands, the event relays') against its delivery limit. This publisher writes such
+    # bytes (its own encoder patched: aio-pika refuses to), then a well-formed compare behind them.
+    # (Header names that are not UTF-8: tests/unit/test_amqp_strings.py.)
+    strict = pamqp.encode._string
+
+    def raw_bytes_allowed(encoder: Any, value: Any) -> bytes:
+        return encoder.pack(len(value)) + value if isinstance(value, bytes) else strict(encoder, value)
+
+    monkeypatch.setattr(pamqp.encode, "_string", raw_bytes_allowed)
+    channel = await connection.channel(publisher_confirms=True)
+    events = await _own_queue(channel, upstream, f"{upstream.client_id}.command.rejected")
+    replies = await _own_queue(channel, upstream)
+    body = json.dumps(
+        {"source": image_b64(PEOPLE / "obama.jpg"), "target": image_b64(PEOPLE / "obama2.jpg")}
+    ).encode()
+    exchange = await channel.get_exchange(COMMANDS, ensure=False)
+    poisoned: list[dict[str, Any]] = [
+        {"message_id": b"\xff\xfe-bad", "correlation_id": "poison-1"},
+        {"message_id": uuid.uuid4().hex, "correlation_id": b"\xc3("},
+    ]
+    for properties in poisoned:
+        message = aio_pika.Message(body, user_id=upstream.user, content_type="application/json")
+        for name, value in properties.items():
+            setattr(message, name, value)
+        await exchange.publish(message, routing_key="compare.faces")
+    await _publish(channel, upstream, "compare.faces", body, reply_to=replies.name)
+
+    answer = FacesCompared.model_validate_json((await _next(replies, within_s=60)).body)
+    assert answer.match is True
+    rejected = [CommandRejected.model_validate_json((await _next(events, 30)).body) for _ in poisoned]
+    assert {r.reason for r in rejected} == {"INVALID_CHARACTER"}
+    assert await _nothing_more(replies, 3)  # the poisoned compares ran nowhere
