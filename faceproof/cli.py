@@ -122,6 +122,7 @@ def gateway(
 
     from infra.logs import configure_logging
     from services.gateway.app import create_app
+    from services.gateway.limits import MAX_HEADER_BYTES
 
     settings = _service_settings(gateway=True, host=host)
     configure_logging(settings.log_level, "gateway")
@@ -136,6 +137,11 @@ def gateway(
         ssl_certfile=settings.tls_cert_file if native else None,
         ssl_keyfile=settings.tls_key_file if native else None,
         proxy_headers=settings.tls_termination is TlsTermination.PROXY,
+        # h11, not httptools: httptools reads headers of any size (one 200 MiB header: 280 MB of
+        # memory); h11 refuses a request line and headers over MAX_HEADER_BYTES with 400
+        http="h11",
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        limit_concurrency=settings.max_connections,
     )
 
 

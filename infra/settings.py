@@ -79,6 +79,24 @@ class Settings(BaseSettings):
         "whose browser streams Chromium's fake camera.",
     )
     max_json_depth: int = Field(default=32, ge=2, description="Deepest nesting of a JSON request body.")
+    max_json_values: int = Field(
+        default=10_000,
+        ge=100,
+        description="Values a JSON request body may hold (arrays and objects opened, plus commas; strings "
+        "count once whatever their length): 28 MiB of '[{},{},...' parsed into 9.8 million objects, 715 MB.",
+    )
+    body_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Time a request's body may take to arrive, from its headers (408 REQUEST_TIMEOUT past "
+        "it): a client trickling a byte at a time no longer holds a connection and its buffer for ever.",
+    )
+    max_connections: int = Field(
+        default=1000,
+        ge=1,
+        description="Open connections (and requests in progress) a gateway process serves at once; past "
+        "it a request is answered 503 at once (file descriptors and memory stay bounded).",
+    )
 
     # Security (docs/security.md)
     tls_termination: TlsTermination = Field(

@@ -134,6 +134,8 @@ def run_guard_bench(bench: GuardBench) -> dict[str, Any]:
         rules=BodyRules(settings),
         max_depth=settings.max_json_depth,
         admit=partial(_admit, Authenticator(_Keys(), _TOKEN)),
+        body_timeout_s=settings.body_timeout_s,
+        max_values=settings.max_json_values,
     )
     machine = machine_info()
     bodies: dict[str, Any] = {}

@@ -115,7 +115,12 @@ def create_app(settings: Settings, *, migrate: bool = False) -> FastAPI:
         return await admit(Request(scope), app.state.resources, authorization)
 
     app.add_middleware(
-        RequestGuard, rules=BodyRules(settings), max_depth=settings.max_json_depth, admit=admit_caller
+        RequestGuard,
+        rules=BodyRules(settings),
+        max_depth=settings.max_json_depth,
+        admit=admit_caller,
+        body_timeout_s=settings.body_timeout_s,
+        max_values=settings.max_json_values,
     )
     app.add_middleware(RateLimitHeaders)
     app.add_middleware(ClientCors)

@@ -12,10 +12,11 @@ One ASGI middleware, :class:`RequestGuard`, in this order:
    :class:`~services.gateway.auth.Principal` is kept for the route; a bearer token at all on the
    browser's routes;
 4. the route's body limit (:mod:`services.gateway.body_rules`): 413 ``BODY_TOO_LARGE`` from a
-   declared ``Content-Length``, or as soon as the bytes read pass it;
+   declared ``Content-Length``, or as soon as the bytes read pass it; 408 ``REQUEST_TIMEOUT`` when
+   the whole body has not arrived within ``FACEPROOF_BODY_TIMEOUT_S``;
 5. one linear scan of the body (:mod:`services.intake.json_scan`), off the event loop when the
-   body is large: 400 ``JSON_TOO_DEEP``, 400 ``INVALID_CHARACTER`` (every body, whatever its
-   ``Content-Type``).
+   body is large: 400 ``JSON_TOO_DEEP``, 400 ``INVALID_CHARACTER``, 400 ``JSON_TOO_MANY_VALUES``
+   (every body, whatever its ``Content-Type``).
 
 The body is then handed on unchanged.
 """
@@ -37,13 +38,15 @@ from services.gateway.problems import ProblemError, database_unavailable, proble
 from services.intake.json_scan import JsonScan, json_depth, scan_json
 
 #: json_depth: re-exported for the callers that check a body's depth alone.
-__all__ = ["SINGLE_HEADERS", "RequestGuard", "json_depth"]
+__all__ = ["MAX_HEADER_BYTES", "SINGLE_HEADERS", "RequestGuard", "json_depth"]
 
 #: Headers a request may carry once.
 SINGLE_HEADERS: Final = frozenset(
     {b"content-type", b"content-length", b"transfer-encoding", b"authorization"}
 )
 NUL_DETAIL: Final = "NUL characters are not allowed in paths, query strings or JSON strings."
+#: The request line and headers together at most (the server refuses more with 400: faceproof/cli.py).
+MAX_HEADER_BYTES: Final = 32 * 1024
 
 #: Authenticates the ``Authorization`` header and charges the caller's rate limit (ProblemError).
 Admit = Callable[[Scope, str | None], Awaitable[Principal]]
@@ -53,11 +56,22 @@ class RequestGuard:
     """ASGI middleware: see the module's doc. ``admit`` is the gateway's
     :func:`services.gateway.dependencies.admit` (the same as the routes' own)."""
 
-    def __init__(self, app: ASGIApp, *, rules: BodyRules, max_depth: int, admit: Admit) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        rules: BodyRules,
+        max_depth: int,
+        admit: Admit,
+        body_timeout_s: float,
+        max_values: int,
+    ) -> None:
         self._app = app
         self._rules = rules
         self._max_depth = max_depth
+        self._max_values = max_values
         self._admit = admit
+        self._body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -95,7 +109,16 @@ class RequestGuard:
                 )
             if int(declared) > rule.limit:
                 raise _too_large(rule.limit)
-        body = await _read_body(receive, rule.limit)
+        try:
+            async with asyncio.timeout(self._body_timeout_s):  # not wait_for: docs/reliability.md
+                body = await _read_body(receive, rule.limit)
+        except TimeoutError:
+            raise ProblemError(
+                408,
+                "Request timeout",
+                f"The request body did not arrive within {self._body_timeout_s:g} s.",
+                code="REQUEST_TIMEOUT",
+            ) from None
         if body is None:
             return None
         scan = await self._scan(body)
@@ -108,6 +131,13 @@ class RequestGuard:
             )
         if scan.nul:
             raise _invalid_character()
+        if scan.values > self._max_values:
+            raise ProblemError(
+                400,
+                "JSON too large",
+                f"The JSON body holds more than {self._max_values} values.",
+                code="JSON_TOO_MANY_VALUES",
+            )
         return body
 
     async def _scan(self, body: bytes) -> JsonScan:

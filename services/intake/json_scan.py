@@ -1,8 +1,9 @@
-"""One linear pass over a raw JSON body, before it is parsed: how deep it nests and whether it
-holds a NUL character (raw, or the ``\\u0000`` escape, which no text column or JSONB value stores).
+"""One linear pass over a raw JSON body, before it is parsed: how deep it nests, how many values
+it holds, and whether it holds a NUL character (raw, or the ``\\u0000`` escape, which no text column
+or JSONB value stores).
 
 No regular expression: the old string-stripping regex backtracked, quadratic in crafted input.
-Here only the bytes that matter (``"`` ``\\`` ``[`` ``]`` ``{`` ``}``) are picked out, in C
+Here only the bytes that matter (``"`` ``\\`` ``[`` ``]`` ``{`` ``}`` ``,``) are picked out, in C
 (``bytes.translate``, ``numpy.flatnonzero``), and the string/escape state is worked out on them
 with numpy prefix sums, chunk by chunk, carrying three values between chunks. Every step is a
 constant number of passes over the chunk, so the cost is O(n) in the body, whatever its content
@@ -24,12 +25,13 @@ __all__ = ["JsonScan", "has_nul", "json_depth", "scan_json"]
 
 _QUOTE: Final = ord('"')
 _BACKSLASH: Final = ord("\\")
+_COMMA: Final = ord(",")
 #: The nesting step of each byte: +1 opens an array or object, -1 closes one.
 _STEPS: Final = np.zeros(256, dtype=np.int8)
 _STEPS[[ord("["), ord("{")]] = 1
 _STEPS[[ord("]"), ord("}")]] = -1
-#: ``bytes.translate`` table: the six structural bytes keep their value, every other byte becomes 0.
-_MARKS: Final = bytes(c if c in b'"\\[]{}' else 0 for c in range(256))
+#: ``bytes.translate`` table: the seven structural bytes keep their value, every other byte becomes 0.
+_MARKS: Final = bytes(c if c in b'"\\[]{},' else 0 for c in range(256))
 _NUL_ESCAPE_TAIL: Final = np.frombuffer(b"u0000", dtype=np.uint8)
 #: Bytes scanned per step: bounds the scan's working memory (~20 bytes per structural byte).
 CHUNK_BYTES: Final = 1 << 20
@@ -41,6 +43,9 @@ class JsonScan:
     depth: int
     #: A raw NUL byte, or a ``\u0000`` escape (its backslash not itself escaped).
     nul: bool
+    #: Arrays and objects opened plus commas, outside strings: about the number of values the body
+    #: parses into (``[{},{}]``: 4), whatever their size in bytes.
+    values: int = 0
 
 
 def scan_json(body: bytes, *, stop_above: int | None = None, chunk_bytes: int = CHUNK_BYTES) -> JsonScan:
@@ -50,7 +55,7 @@ def scan_json(body: bytes, *, stop_above: int | None = None, chunk_bytes: int = 
     data = np.frombuffer(body, dtype=np.uint8)
     nul = b"\x00" in body
     look_for_escapes = b"\\u0000" in body  # else no escaped NUL can be there (memmem: fast)
-    depth = deepest = 0
+    depth = deepest = values = 0
     in_string = 0  # 1 while inside a string at the chunk's start
     escape_next = False  # the previous chunk ended with a backslash that escapes this chunk's first byte
     for start in range(0, len(body), chunk_bytes):
@@ -73,6 +78,7 @@ def scan_json(body: bytes, *, stop_above: int | None = None, chunk_bytes: int = 
             quote &= ~escaped
             escape_next = bool(escaper[-1]) and int(positions[-1]) == len(piece) - 1
         steps = _STEPS[marks]
+        separates = marks == _COMMA
         if in_string or quote.any():
             quotes = np.cumsum(quote, dtype=np.int32)
             quotes += in_string
@@ -80,9 +86,12 @@ def scan_json(body: bytes, *, stop_above: int | None = None, chunk_bytes: int = 
             if escapes:
                 structural &= ~escaped
             steps *= structural
+            separates &= structural
             in_string = int(quotes[-1] & 1)
         elif escapes:
             steps *= ~escaped
+            separates &= ~escaped
+        values += int(np.count_nonzero(separates)) + int(np.count_nonzero(steps > 0))
         running = np.cumsum(steps, dtype=np.int32)
         deepest = max(deepest, depth + int(running.max()))
         depth += int(running[-1])
@@ -90,7 +99,7 @@ def scan_json(body: bytes, *, stop_above: int | None = None, chunk_bytes: int = 
             nul = _nul_escape(data, start + positions[escaper & (positions >= 0)])
         if stop_above is not None and (nul or deepest > stop_above):
             break
-    return JsonScan(depth=deepest, nul=nul)
+    return JsonScan(depth=deepest, nul=nul, values=values)
 
 
 def _escapers(marks: npt.NDArray[np.uint8], positions: npt.NDArray[np.intp]) -> npt.NDArray[np.bool_]:

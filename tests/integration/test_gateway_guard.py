@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import os
 import socket
@@ -35,6 +36,8 @@ TOKEN = "guard-static-token"
 MiB = 1024 * 1024
 #: What "well under a second" means here, on a shared 2-core machine.
 FAST_S = 1.0
+BODY_TIMEOUT_S = 3
+MAX_CONNECTIONS = 40
 
 
 @dataclass
@@ -64,6 +67,8 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, postgres_url: str) -> Iter
             "FACEPROOF_STATIC_BURST": "100000",
             "FACEPROOF_COMPARE_TIMEOUT_S": "1",
             "FACEPROOF_OFFER_TIMEOUT_S": "1",
+            "FACEPROOF_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
+            "FACEPROOF_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
         }
         log = (data / "gateway.log").open("wb")
         process = subprocess.Popen(
@@ -257,3 +262,81 @@ def test_honest_requests_still_pass_the_guard(gateway: Gateway) -> None:
             f"/v1/sessions/{session['sessionId']}/offer", json={"sdp": "v=0\r\n", "type": "offer"}
         )
         assert offer.status_code == 504 and offer.json()["code"] == "CALL_AGENT_TIMEOUT", offer.text
+
+
+def test_headers_past_the_limit_are_refused_without_being_held(gateway: Gateway) -> None:
+    """httptools read a header of any size into memory (one 200 MiB header: 280 MB, then 200 OK);
+    the server now refuses the request once its head passes 32 KiB and closes the connection."""
+    answer = b""
+    sent = 0
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        try:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Filler: ")
+            for _ in range(256):  # 16 MiB, if the server took it all
+                sock.sendall(b"a" * 65536)
+                sent += 65536
+            sock.sendall(b"\r\n\r\n")
+            answer = sock.recv(65536)
+        except (BrokenPipeError, ConnectionResetError):
+            with contextlib.suppress(OSError):
+                answer = sock.recv(65536)
+    assert sent < 16 * MiB, "the gateway read 16 MiB of headers"
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 400"), answer[:100]
+    assert httpx.get(f"{gateway.url}/readyz", timeout=5).status_code == 200
+
+
+def test_a_body_that_trickles_in_is_cut_off_at_the_body_timeout(gateway: Gateway) -> None:
+    """A client sending its body a byte at a time held the connection and its buffer for ever."""
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=BODY_TIMEOUT_S + 10) as sock:
+        sock.sendall(
+            b"POST /v1/sessions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {TOKEN}\r\n".encode() + b"Content-Length: 1000\r\n\r\n{"
+        )  # fmt: skip
+        started = time.monotonic()
+        sock.settimeout(0.5)
+        head = b""
+        while not head and time.monotonic() - started < BODY_TIMEOUT_S + 10:
+            with contextlib.suppress(TimeoutError):
+                sock.sendall(b" ")
+                head = sock.recv(65536)
+        elapsed = time.monotonic() - started
+    assert head.startswith(b"HTTP/1.1 408"), head[:200]
+    assert b"REQUEST_TIMEOUT" in head
+    assert BODY_TIMEOUT_S - 0.5 <= elapsed < BODY_TIMEOUT_S + 5
+
+
+def test_connections_past_the_limit_are_answered_503_and_the_gateway_recovers(gateway: Gateway) -> None:
+    """Idle half-sent requests held a file descriptor each without bound; past
+    FACEPROOF_MAX_CONNECTIONS a request is answered 503 at once instead."""
+    held = [socket.create_connection(("127.0.0.1", gateway.port), timeout=10) for _ in range(MAX_CONNECTIONS)]
+    try:
+        for sock in held:
+            sock.sendall(b"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never finished
+        time.sleep(0.5)
+        started = time.perf_counter()
+        refused = httpx.get(f"{gateway.url}/readyz", timeout=10)
+        assert refused.status_code == 503 and time.perf_counter() - started < FAST_S
+    finally:
+        for sock in held:
+            sock.close()
+    for _ in range(50):
+        if httpx.get(f"{gateway.url}/readyz", timeout=5).status_code == 200:
+            break
+        time.sleep(0.1)
+    assert httpx.get(f"{gateway.url}/readyz", timeout=5).status_code == 200
+
+
+def test_a_small_body_of_many_values_is_refused_before_it_is_parsed(gateway: Gateway) -> None:
+    """28 MiB of ``[{},{},...`` parsed into 9.8 million dicts: 715 MB and 0.6 s per request, then a
+    422. The guard's scan counts the values first."""
+    body = b"[" + b"{}," * (8 * MiB // 3) + b"{}]"
+    prober = _Prober(gateway.url)
+    prober.start()
+    with gateway.client() as client:
+        started = time.perf_counter()
+        response = client.post("/v1/compare", content=body, headers={"content-type": "application/json"})
+        elapsed = time.perf_counter() - started
+    answers = prober.stop()
+    assert response.status_code == 400 and response.json()["code"] == "JSON_TOO_MANY_VALUES", response.text
+    assert elapsed < 5 * FAST_S
+    assert answers and all(status == 200 for status, _ in answers), answers

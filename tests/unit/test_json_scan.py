@@ -12,9 +12,9 @@ import pytest
 from services.intake.json_scan import scan_json
 
 
-def _reference(body: bytes) -> tuple[int, bool]:
+def _reference(body: bytes) -> tuple[int, bool, int]:
     """What a JSON tokenizer sees, one byte at a time (slow; the definition the scan must match)."""
-    depth = deepest = 0
+    depth = deepest = values = 0
     in_string = escaped = False
     nul = b"\x00" in body
     for index, byte in enumerate(body):
@@ -27,10 +27,13 @@ def _reference(body: bytes) -> tuple[int, bool]:
             in_string = not in_string
         elif not in_string and byte in b"[{":
             depth += 1
+            values += 1
             deepest = max(deepest, depth)
+        elif not in_string and byte == ord(","):
+            values += 1
         elif not in_string and byte in b"]}":
             depth -= 1
-    return deepest, nul
+    return deepest, nul, values
 
 
 def test_depth_skips_brackets_inside_strings() -> None:
@@ -53,13 +56,13 @@ def test_nul_escape_counts_the_backslashes_before_it() -> None:
 def test_a_body_split_anywhere_scans_the_same() -> None:
     """Escapes, strings and nesting carried across chunk edges, on random bodies of JSON's bytes."""
     rng = random.Random(13)
-    pieces = [b'"', b"\\", b"[", b"]", b"{", b"}", b"u", b"0", b"a", b"\\u0000", b"\x00", b" ", b"\\\\"]
+    pieces = [b'"', b"\\", b"[", b"]", b"{", b"}", b"u", b"0", b"a", b"\\u0000", b"\x00", b" ", b"\\\\", b","]
     for _ in range(500):
         body = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 30)))
         expected = _reference(body)
         for chunk_bytes in (1, 2, 3, 7, 1 << 20):
             scan = scan_json(body, chunk_bytes=chunk_bytes)
-            assert (scan.depth, scan.nul) == expected, (body, chunk_bytes)
+            assert (scan.depth, scan.nul, scan.values) == expected, (body, chunk_bytes)
 
 
 def test_real_json_is_scanned_exactly() -> None:
@@ -98,3 +101,12 @@ def test_cost_grows_linearly_with_crafted_input(crafted: bytes) -> None:
 
     small, large = crafted[: len(crafted) // 4], crafted
     assert cost(large) < 8 * cost(small) + 0.05
+
+
+def test_values_are_counted_outside_strings_whatever_their_size() -> None:
+    assert scan_json(b"[{},{}]").values == 4
+    assert scan_json(b'{"a": "x,y,[{", "b": [1, 2, 3]}').values == 5
+    assert scan_json(json.dumps({"source": "A" * 100_000, "target": "B" * 100_000}).encode()).values == 2
+    crafted = b"[" + b"{}," * 1_000_000 + b"{}]"  # 3 MiB that json.loads makes a million dicts of
+    assert scan_json(crafted).values == 2_000_002
+    assert scan_json(crafted, chunk_bytes=4097).values == 2_000_002

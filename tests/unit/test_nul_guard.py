@@ -28,7 +28,14 @@ def _app() -> FastAPI:
     async def write(body: dict[str, str]) -> dict[str, str]:
         return body
 
-    app.add_middleware(RequestGuard, rules=BodyRules(Settings()), max_depth=8, admit=_nobody)
+    app.add_middleware(
+        RequestGuard,
+        rules=BodyRules(Settings()),
+        max_depth=8,
+        admit=_nobody,
+        body_timeout_s=5,
+        max_values=1000,
+    )
     return app
 
 

@@ -59,7 +59,9 @@ def _call(
 ) -> tuple[int, dict[str, Any], _App, int]:
     """Run one request through the guard; ``chunks=None``: reading the body fails the test."""
     app = _App()
-    guard = RequestGuard(app, rules=BodyRules(SETTINGS), max_depth=8, admit=admit)
+    guard = RequestGuard(
+        app, rules=BodyRules(SETTINGS), max_depth=8, admit=admit, body_timeout_s=5, max_values=1000
+    )
     pending = list(chunks) if chunks is not None else None
     reads = 0
     sent: list[Message] = []
@@ -117,7 +119,9 @@ def test_a_refusal_of_the_admission_is_answered_before_the_body_is_read() -> Non
         )
 
     app = _App()
-    guard = RequestGuard(app, rules=BodyRules(SETTINGS), max_depth=8, admit=over_limit)
+    guard = RequestGuard(
+        app, rules=BodyRules(SETTINGS), max_depth=8, admit=over_limit, body_timeout_s=5, max_values=1000
+    )
     sent: list[Message] = []
 
     async def receive() -> Message:
