@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any, Final
 
 from contracts.envelope import Command, Event, Message
@@ -31,6 +32,9 @@ class Outgoing:
     correlation_id: str
     payload: dict[str, Any]
     headers: dict[str, Any] | None = field(default=None)
+    #: When the data it carries came in (an outbox row: its state change; None: now). A message
+    #: lives in queues for the message time to live counted from here (infra/publisher.py).
+    origin: datetime | None = field(default=None)
 
     @classmethod
     def of(

@@ -20,7 +20,7 @@ from typing import Annotated
 
 import typer
 
-from contracts.routing import PUBLIC_COMMANDS_EXCHANGE, PUBLIC_EVENTS_EXCHANGE
+from contracts.routing import INGRESS_COMMANDS, PUBLIC_COMMANDS_EXCHANGE, PUBLIC_EVENTS_EXCHANGE
 from infra.db.engine import create_engine, session_factory
 from infra.db.ingress import BrokerUsers
 from infra.settings import Settings, load_settings
@@ -60,6 +60,9 @@ def upstream_permissions(user: str, client_id: str) -> UpstreamPermissions:
 
 #: The operator policy that bounds every upstream user's queues (``upstream.<user>.*``).
 UPSTREAM_POLICY = "faceproof-upstream-queues"
+#: The operator policy that bounds how long a public command waits in the ingress's queue: an
+#: upstream publisher sets its messages' expiration as it likes, and a compare carries two photos.
+INGRESS_POLICY = "faceproof-ingress-commands"
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,8 @@ class UpstreamLimits:
     message_ttl_s: int = 86_400
     #: A queue nobody uses this long is deleted.
     idle_queue_s: int = 86_400
+    #: How long a public command may wait in the ingress's queue (``Settings.public_command_ttl_s``).
+    command_ttl_s: int = 21_600
 
 
 def setup_commands(
@@ -102,6 +107,11 @@ def setup_commands(
         [
             "set_operator_policy", "-p", vhost, "--apply-to", "queues",
             UPSTREAM_POLICY, r"^upstream\.", json.dumps(queue_limits),
+        ],
+        [
+            "set_operator_policy", "-p", vhost, "--apply-to", "queues",
+            INGRESS_POLICY, f"^{re.escape(INGRESS_COMMANDS.queue)}$",
+            json.dumps({"message-ttl": limits.command_ttl_s * 1000}),
         ],
     ]  # fmt: skip
 
@@ -149,7 +159,8 @@ def setup(
 ) -> None:
     """Create (or update) an upstream RabbitMQ user with the public API's permissions only, bounded
     (connections, channels; its queues' bytes, message age and idle time: an operator policy on
-    upstream.*), and map it to an API client. Runs rabbitmqctl on this host (use --print for a
+    upstream.*; how long its commands wait for the ingress: one on ingress.public-commands), and map
+    it to an API client. Runs rabbitmqctl on this host (use --print for a
     remote broker)."""
     _check_user_name(user)
     settings = load_settings()
@@ -175,6 +186,7 @@ def setup(
         max_channels=8 * max_connections,
         max_queue_bytes=max_queue_bytes,
         message_ttl_s=settings.retention_s,
+        command_ttl_s=settings.public_command_ttl_s,
     )
     commands = setup_commands(vhost, user, client_id, limits)
     if print_only:

@@ -52,11 +52,22 @@ def dlq_replay(
     message_id: Annotated[str | None, typer.Option("--message-id")] = None,
 ) -> None:
     """Republish dead letters to the queue they died in; each is acknowledged from the
-    dead-letter queue only after the broker confirmed the copy."""
+    dead-letter queue only after the broker confirmed the copy. A letter whose data is older than
+    the message time to live (FACEPROOF_RETENTION_S less FACEPROOF_DEAD_LETTER_TTL_S) is left: it
+    may hold face images, and expires with the dead-letter queue's own time to live."""
     from infra.dead_letters import replay
 
     try:
-        letters = asyncio.run(replay(load_settings().broker_url, queue, limit=limit, message_id=message_id))
+        settings = load_settings()
+        letters = asyncio.run(
+            replay(
+                settings.broker_url,
+                queue,
+                limit=limit,
+                message_id=message_id,
+                message_ttl_s=settings.message_ttl_s,
+            )
+        )
     except ValueError as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(2) from None

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import aio_pika
@@ -34,6 +34,7 @@ from aio_pika.exceptions import ChannelClosed
 from contracts.routing import ALL_ROUTES, DEAD_LETTER_EXCHANGE, INGRESS_ROUTES
 from infra.amqp_strings import tolerate_undecodable_strings
 from infra.broker import DeadLetterLimits, DeadLetterQueueState, ensure_dead_letter_queue
+from infra.publisher import MessageExpired, remaining_ttl
 
 __all__ = [
     "DeadLetter",
@@ -250,6 +251,16 @@ async def _connect(url: str) -> AbstractConnection:
     return await aio_pika.connect(url)
 
 
+def _origin(message: AbstractIncomingMessage, letter: DeadLetter, message_ttl_s: int) -> datetime:
+    """When a letter's data came in: its AMQP timestamp (infra/publisher.py sets it), else as if it
+    had waited its whole time to live before it died."""
+    if message.timestamp is not None:
+        stamp = message.timestamp
+        return stamp.astimezone(UTC) if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+    died = letter.first_death_at or datetime.now(UTC)
+    return died - timedelta(seconds=message_ttl_s)
+
+
 def _check(queue: str) -> None:
     if not queue.endswith(DLQ_SUFFIX):
         raise ValueError(f"{queue!r} is not a dead-letter queue (its name ends in {DLQ_SUFFIX})")
@@ -273,17 +284,26 @@ async def show(url: str, queue: str, *, limit: int = 20) -> list[DeadLetter]:
 
 
 async def replay(
-    url: str, queue: str, *, limit: int = 100, message_id: str | None = None
+    url: str,
+    queue: str,
+    *,
+    limit: int = 100,
+    message_id: str | None = None,
+    message_ttl_s: int | None = None,
 ) -> list[DeadLetter]:
     """Republish up to ``limit`` dead letters (or only ``message_id``) to the queue each died in;
-    returns those replayed. Others read on the way stay in the dead-letter queue."""
+    returns those replayed. Others read on the way stay in the dead-letter queue. With
+    ``message_ttl_s`` (``Settings.message_ttl_s``) a copy lives in its queue only for what is left
+    of that time counted from the letter's origin (its AMQP timestamp; a letter without one is taken
+    to have waited the whole time before it died), and a letter with nothing left is not replayed:
+    it stays until the dead-letter queue's own time to live ends (it may hold face images)."""
     _check(queue)
     replayed: list[DeadLetter] = []
     connection = await _connect(url)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         dlq = await channel.declare_queue(queue, passive=True)
-        scanned = 0
+        scanned, now = 0, datetime.now(UTC)
         backlog = int(dlq.declaration_result.message_count or 0)
         while len(replayed) < limit and scanned < backlog:
             message = await dlq.get(no_ack=False, fail=False)
@@ -296,6 +316,12 @@ async def replay(
                 continue  # left unacknowledged: back in the queue when the channel closes
             if letter.redacted:
                 continue  # a refused command's record: no body to run again, it stays
+            expiration = None
+            if message_ttl_s is not None:
+                try:
+                    expiration = remaining_ttl(message_ttl_s, _origin(message, letter, message_ttl_s), now)
+                except MessageExpired:
+                    continue  # past its time to live: left to the dead-letter queue's own
             headers = {k: v for k, v in (message.headers or {}).items() if k not in _BROKER_HEADERS}
             copy = aio_pika.Message(
                 message.body,
@@ -308,6 +334,7 @@ async def replay(
                 type=message.type,
                 timestamp=message.timestamp,
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                expiration=expiration,
             )
             # returns once the broker confirmed it (publisher confirms); raises if refused
             await channel.default_exchange.publish(copy, routing_key=target, mandatory=True)

@@ -6,7 +6,9 @@
 * ``rate_buckets``: one token bucket per API client, per session and for the static token; a bucket
   idle long enough to be full again is forgotten (it comes back full on the next request).
 * ``outbox``: a message published by the relay (infra/outbox.py) is forgotten
-  ``outbox_keep_s`` after it was sent (unsent ones are never deleted).
+  ``outbox_keep_s`` after it was sent; an unsent one whose data came in longer ago than the message
+  time to live (``Settings.message_ttl_s``: the broker down that long) is set aside without its
+  payload (``outbox_expired``), as the relay would do; other unsent ones are never touched.
 
 Each table is cleaned in statements of at most ``batch`` rows, at most ``max_batches`` of them per
 run (the next run takes the rest), so a large backlog never holds locks for long. The tables are
@@ -46,6 +48,8 @@ class Buckets(Protocol):
 class SentMessages(Protocol):
     async def purge(self, before: datetime, *, limit: int) -> int: ...
 
+    async def expire_unsent(self, before: datetime, *, limit: int) -> int: ...
+
 
 @dataclass(frozen=True)
 class Housekeeping:
@@ -58,6 +62,8 @@ class Housekeeping:
     #: The outbox's sent messages, forgotten ``keep_sent_s`` after they were sent (None: kept).
     sent: SentMessages | None = None
     keep_sent_s: float = 86_400
+    #: Unsent messages older than this are set aside (None: never).
+    message_ttl_s: float | None = None
 
     @classmethod
     def for_database(cls, sessions: async_sessionmaker[AsyncSession], settings: Settings) -> Housekeeping:
@@ -69,6 +75,7 @@ class Housekeeping:
             batch=settings.housekeeping_batch,
             sent=SqlOutbox(sessions),
             keep_sent_s=settings.outbox_keep_s,
+            message_ttl_s=settings.message_ttl_s,
         )
 
     async def run(self, now: datetime) -> dict[str, int]:
@@ -93,6 +100,13 @@ class Housekeeping:
                 return await sent.purge(sent_before, limit=limit)
 
             tables["outbox"] = outbox
+            if self.message_ttl_s is not None:
+                expired_before = now - timedelta(seconds=self.message_ttl_s)
+
+                async def outbox_expired(limit: int) -> int:
+                    return await sent.expire_unsent(expired_before, limit=limit)
+
+                tables["outbox_expired"] = outbox_expired
         done = await each(HOUSEKEEPING_SWEEPER, tables, lambda table: self._drain(tables[table]))
         return dict(done)
 

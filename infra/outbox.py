@@ -37,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from domain.outgoing import Outgoing
 from infra.db.outbox import Pending, SqlOutbox, stage
-from infra.publisher import MessageTooLarge, Publisher, PublishFailed
+from infra.publisher import MessageExpired, MessageTooLarge, Publisher, PublishFailed
 from infra.settings import Settings
 
 __all__ = ["Batch", "OutboxRelay", "OutboxStore", "Sender", "SqlOutbox", "stage"]
@@ -124,7 +124,7 @@ class OutboxRelay:
                     total, sent, marked_at = total + len(sent), [], time.monotonic()
                 try:
                     await self.sender.send(pending.message)
-                except MessageTooLarge as error:  # no broker takes it, ever: the rest must not wait
+                except (MessageTooLarge, MessageExpired) as error:  # never to be sent: the rest must not wait
                     log.error(
                         "outbox message %s (%s) set aside: %s",
                         pending.message.message_id,

@@ -17,7 +17,8 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable
-from datetime import timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from aiormq.exceptions import DeliveryError
@@ -30,6 +31,7 @@ from infra.broker import BROKER_DOWN_ERRORS, COMMANDS, DEAD_LETTERS, EVENTS, MAX
 from infra.settings import Settings
 
 __all__ = [
+    "MessageExpired",
     "MessageTooLarge",
     "Outgoing",
     "PublishFailed",
@@ -37,6 +39,7 @@ __all__ = [
     "body_size",
     "check_size",
     "exchange_named",
+    "remaining_ttl",
     "to_client",
 ]
 
@@ -58,6 +61,23 @@ class PublishFailed(Exception):
 
 class MessageTooLarge(PublishFailed):
     """The message's body is over ``MAX_MESSAGE_BYTES``: never sent, and retrying cannot help."""
+
+
+class MessageExpired(PublishFailed):
+    """The data the message carries came in longer ago than the message time to live: never sent
+    (it could hold face images past the retention period), and retrying cannot help."""
+
+
+def remaining_ttl(ttl_s: float, origin: datetime, now: datetime) -> timedelta:
+    """What is left of a message's time to live ``ttl_s``, counted from ``origin``; raises
+    :class:`MessageExpired` when nothing is (a message is never sent to expire at once: RabbitMQ
+    would move it to a dead-letter queue, whose clock starts again)."""
+    left = timedelta(seconds=ttl_s) - (now - origin)
+    if left < timedelta(seconds=1):
+        raise MessageExpired(
+            f"its data came in {(now - origin).total_seconds():.0f} s ago (time to live {ttl_s:g} s)"
+        )
+    return left
 
 
 async def to_client(publishing: Awaitable[object], what: str) -> None:
@@ -99,37 +119,50 @@ def exchange_named(name: str) -> RabbitExchange:
 
 class Publisher:
     """Events to the events exchange, commands to the commands exchange, records to the
-    dead-letter exchange: persistent, confirmed, with the message id and correlation id, and (from
-    :meth:`for_settings`) a time to live of the retention period: a message can hold face images,
-    and none outlives the retention period in a queue whose consumers are down (RabbitMQ drops it,
-    or moves it to the queue's dead letters, which are bounded by the same period)."""
+    dead-letter exchange: persistent, confirmed, with the message id and correlation id, the AMQP
+    timestamp of its origin and (from :meth:`for_settings`) what is left of the message time to live
+    counted from that origin: a message can hold face images, and none outlives the retention period
+    in a queue whose consumers are down (RabbitMQ moves it to the queue's dead letters, whose time
+    to live makes up the rest of the period; ``Settings.message_ttl_s``)."""
 
     def __init__(
         self, broker: RabbitBroker, *, timeout_s: float = PUBLISH_TIMEOUT_S, message_ttl_s: int | None = None
     ) -> None:
         self._broker = broker
         self._timeout_s = timeout_s
-        self._expiration = None if message_ttl_s is None else timedelta(seconds=message_ttl_s)
+        self._ttl_s = message_ttl_s
 
     @classmethod
     def for_settings(cls, broker: RabbitBroker, settings: Settings) -> Publisher:
-        """A process's publisher: its messages live in a queue for the retention period at most."""
-        return cls(broker, message_ttl_s=settings.retention_s)
+        """A process's publisher: its messages live in queues for ``message_ttl_s`` at most."""
+        return cls(broker, message_ttl_s=settings.message_ttl_s)
 
     async def event(self, event: Event, routing_key: str) -> None:
         await self.send(Outgoing.event(event, routing_key))
 
-    async def command(self, command: Command, routing_key: str, *, reply_to: str | None = None) -> None:
-        await self.send(Outgoing.command(command, routing_key), reply_to=reply_to)
+    async def command(
+        self,
+        command: Command,
+        routing_key: str,
+        *,
+        reply_to: str | None = None,
+        origin: datetime | None = None,
+    ) -> None:
+        outgoing = Outgoing.command(command, routing_key)
+        await self.send(outgoing if origin is None else replace(outgoing, origin=origin), reply_to=reply_to)
 
     async def dead_letter(self, message: Message, queue: str, reason: str) -> None:
         await self.send(Outgoing.dead_letter(message, queue, reason))
 
     async def send(self, outgoing: Outgoing, *, reply_to: str | None = None) -> None:
         """Publish ``outgoing`` and wait for the broker's confirm; raises :class:`PublishFailed`
-        (:class:`MessageTooLarge` without trying: a body the broker would refuse)."""
+        (:class:`MessageTooLarge` and :class:`MessageExpired` without trying: a body the broker
+        would refuse, data past its time to live)."""
         body = encode_body(outgoing)  # once: measured, then sent as it is
         check_size(len(body))
+        now = datetime.now(UTC)
+        origin = outgoing.origin or now
+        expiration = None if self._ttl_s is None else remaining_ttl(self._ttl_s, origin, now)
         try:
             async with asyncio.timeout(self._timeout_s):  # not wait_for: docs/reliability.md
                 await self._broker.publish(
@@ -142,7 +175,8 @@ class Publisher:
                     message_id=outgoing.message_id,
                     headers=outgoing.headers,
                     reply_to=reply_to,
-                    expiration=self._expiration,
+                    expiration=expiration,
+                    timestamp=origin,
                 )
         except BROKER_DOWN_ERRORS + (TimeoutError,) as error:  # noqa: RUF005 (mypy refuses `*` here)
             raise PublishFailed(type(error).__name__) from error

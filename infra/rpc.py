@@ -11,6 +11,7 @@ request's ``correlation_id``.
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from uuid import uuid4
 
 import aio_pika
@@ -38,10 +39,11 @@ class BrokerRpc:
     """One connection, one channel with publisher confirms, one exclusive reply queue."""
 
     def __init__(self, url: str, *, message_ttl_s: int | None = None) -> None:
-        """``message_ttl_s``: how long a request may wait in a queue (a process passes its
-        retention period: a request carries face images, and none outlives it while the workers
-        are down). Not the request's deadline: RabbitMQ dead-letters what expires, and every
-        compare a restarting matcher missed would then wait in a dead-letter queue for a day."""
+        """``message_ttl_s``: how long a request may wait in a queue (a process passes
+        ``Settings.message_ttl_s``: a request carries face images, and with its dead letter's time
+        none outlives the retention period while the workers are down). Not the request's deadline:
+        RabbitMQ dead-letters what expires, and every compare a restarting matcher missed would
+        then wait in a dead-letter queue for hours."""
         self._url = url
         self._message_ttl_s = message_ttl_s
         self._connection: AbstractRobustConnection | None = None
@@ -88,6 +90,7 @@ class BrokerRpc:
                         reply_to=self._reply_queue,
                         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                         expiration=self._message_ttl_s,
+                        timestamp=datetime.now(UTC),  # its origin (infra/publisher.py)
                         headers=dict(inject({})),  # the trace context (traceparent)
                     ),
                     routing_key=routing_key,

@@ -199,8 +199,10 @@ class Settings(BaseSettings):
     dead_letter_ttl_s: int | None = Field(
         default=None,
         ge=1,
-        description="Seconds a dead letter is kept (x-message-ttl of every <queue>.dlq); empty: "
-        "retention_s, and never more (a dead letter may hold images).",
+        description="Seconds a dead letter is kept (x-message-ttl of every <queue>.dlq); empty: half of "
+        "retention_s. Less than retention_s: a message lives in queues retention_s minus this, counted from "
+        "when its data came in, so that with its dead letter's time it stays within retention (it may hold "
+        "images).",
     )
     dead_letter_max_messages: int = Field(
         default=10_000, ge=1, description="Dead letters kept per queue (x-max-length; the oldest go first)."
@@ -312,17 +314,33 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _dead_letters_within_retention(self) -> Settings:
-        if self.dead_letter_ttl_s is not None and self.dead_letter_ttl_s > self.retention_s:
+        if self.dead_letter_ttl_s is not None and self.dead_letter_ttl_s >= self.retention_s:
             raise ValueError(
-                f"FACEPROOF_DEAD_LETTER_TTL_S ({self.dead_letter_ttl_s}) must not exceed "
-                f"FACEPROOF_RETENTION_S ({self.retention_s}): a dead letter may hold face images"
+                f"FACEPROOF_DEAD_LETTER_TTL_S ({self.dead_letter_ttl_s}) must be less than "
+                f"FACEPROOF_RETENTION_S ({self.retention_s}): a dead letter may hold face images, and its "
+                "time in a queue before it died counts too"
             )
         return self
 
     @property
     def resolved_dead_letter_ttl_s(self) -> int:
-        """How long a dead letter is kept: the setting, or the retention period."""
-        return self.dead_letter_ttl_s or self.retention_s
+        """How long a dead letter is kept: the setting, or half the retention period."""
+        return self.dead_letter_ttl_s or self.retention_s // 2
+
+    @property
+    def message_ttl_s(self) -> int:
+        """How long a message may live in queues, counted from when the data it carries came in
+        (``Outgoing.origin``): with its dead letter's time (RabbitMQ starts that clock again) it
+        stays within the retention period (docs/security.md, "Retention")."""
+        return self.retention_s - self.resolved_dead_letter_ttl_s
+
+    @property
+    def public_command_ttl_s(self) -> int:
+        """How long a public command may wait in the ingress's queue (an upstream client sets its
+        own messages' expiration, so ``faceproof broker setup`` puts an operator policy on that
+        queue): half of ``message_ttl_s``. The ingress forwards a command as if it had waited that
+        long, so that the two waits together stay within ``message_ttl_s``."""
+        return self.message_ttl_s // 2
 
     @property
     def resolved_rate_bucket_idle_s(self) -> float:

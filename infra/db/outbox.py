@@ -108,7 +108,8 @@ class _SqlBatch:
         )
 
     async def set_aside(self, row_id: int, error: str) -> None:
-        """A message no broker will take (too large): done with, unsent, without its payload."""
+        """A message no broker may take (too large, or past its time to live): done with, unsent,
+        without its payload."""
         await self._execute(
             update(OutboxRow)
             .where(OutboxRow.id == row_id)
@@ -184,6 +185,28 @@ class SqlOutbox:
                 result = await session.execute(delete(OutboxRow).where(OutboxRow.id.in_(ids)))
         return int(getattr(result, "rowcount", 0) or 0)
 
+    async def expire_unsent(self, before: datetime, *, limit: int) -> int:
+        """Set aside at most ``limit`` unsent messages whose data came in before ``before`` (past the
+        message time to live, the relay would never send them, and they may hold face images: a
+        broker down that long no longer leaves them in the table); how many."""
+        ids = (
+            select(OutboxRow.id)
+            .where(OutboxRow.sent_at.is_(None), OutboxRow.created_at < before)
+            .order_by(OutboxRow.id)
+            .limit(limit)
+            .scalar_subquery()
+        )
+        statement = (
+            update(OutboxRow)
+            .where(OutboxRow.id.in_(ids), OutboxRow.sent_at.is_(None))
+            .values(sent_at=utc_now(), payload={}, last_error="set aside, not sent: past its time to live")
+            .execution_options(synchronize_session=False)
+        )
+        with translate_errors():
+            async with self._sessions.begin() as session:
+                result = await session.execute(statement)
+        return int(getattr(result, "rowcount", 0) or 0)
+
     async def messages(self, correlation_id: str, *, routing_key: str | None = None) -> list[Outgoing]:
         """The messages written for ``correlation_id`` (sent or not), oldest first."""
         query = select(OutboxRow).where(OutboxRow.correlation_id == correlation_id)
@@ -214,4 +237,5 @@ def _outgoing(row: OutboxRow) -> Outgoing:
         correlation_id=row.correlation_id,
         payload=row.payload,
         headers=row.headers,
+        origin=row.created_at,
     )

@@ -88,7 +88,7 @@ def create_app(settings: Settings, *, migrate: bool = False) -> FastAPI:
         broker = create_broker(settings)
         await broker.connect()
         await declare_topology(broker, ALL_ROUTES, delivery_limit=settings.delivery_limit)
-        rpc = BrokerRpc(settings.broker_url, message_ttl_s=settings.retention_s)
+        rpc = BrokerRpc(settings.broker_url, message_ttl_s=settings.message_ttl_s)
         await rpc.start()
         app.state.resources = _resources(settings, database, counters, store, broker, rpc)
         try:

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from faststream import FastStream
@@ -111,9 +112,12 @@ async def dead_letter_redacted(broker: RabbitBroker, letter: RedactedLetter) -> 
 class BrokerOutbox:
     """Publishes inside (CompareFaces), to reply queues, and to the public events exchange."""
 
-    def __init__(self, broker: RabbitBroker, commands: Publisher) -> None:
+    def __init__(self, broker: RabbitBroker, commands: Publisher, *, waited_s: int) -> None:
+        """``waited_s``: how long a command may have waited in the ingress's queue
+        (``Settings.public_command_ttl_s``): a compare is forwarded with its photos as if it had."""
         self._broker = broker
-        self._commands = commands  # with the retention period as the messages' time to live
+        self._commands = commands  # with the message time to live, counted from the origin
+        self._waited = timedelta(seconds=waited_s)
         self._events = {
             PublicEventKey.COMMAND_REJECTED: broker.publisher(
                 exchange=PUBLIC_EVENTS,
@@ -146,7 +150,10 @@ class BrokerOutbox:
         )
 
     async def compare(self, command: CompareFaces, *, reply_to: str | None, correlation_id: str) -> None:
-        await self._commands.command(command, CommandKey.COMPARE_FACES, reply_to=reply_to or None)
+        origin = datetime.now(UTC) - self._waited
+        await self._commands.command(
+            command, CommandKey.COMPARE_FACES, reply_to=reply_to or None, origin=origin
+        )
 
     async def reply(self, event: Event, *, reply_to: str, correlation_id: str) -> None:
         publishing = self._broker.publish(
@@ -289,7 +296,9 @@ async def serve(settings: Settings) -> None:
             CallFlowRepository(factory),
             BrokerCallCommands(Publisher.for_settings(broker, settings)),
         ),
-        outbox=BrokerOutbox(broker, Publisher.for_settings(broker, settings)),
+        outbox=BrokerOutbox(
+            broker, Publisher.for_settings(broker, settings), waited_s=settings.public_command_ttl_s
+        ),
     )
     try:
         await build_app(settings, deps=deps, owners=OwnerRows(factory), broker=broker).run()

@@ -8,7 +8,7 @@ import hashlib
 import json
 import subprocess
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import aio_pika
 import pytest
@@ -46,8 +46,9 @@ async def _topology(url: str) -> None:
         await copy.bind(LIVENESS_FRAMES.exchange, routing_key=LIVENESS_FRAMES.routing_key)
 
 
-async def _poison(url: str, message_id: str) -> None:
-    """Publish to the events exchange, then fail it until RabbitMQ dead-letters it."""
+async def _poison(url: str, message_id: str, *, origin: datetime | None = None) -> None:
+    """Publish to the events exchange (``origin``: its AMQP timestamp, as infra/publisher.py sets
+    it), then fail it until RabbitMQ dead-letters it."""
     connection = await aio_pika.connect(url)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
@@ -57,6 +58,7 @@ async def _poison(url: str, message_id: str) -> None:
             message_id=message_id,
             correlation_id=f"session-{message_id}",
             content_type="application/json",
+            timestamp=origin,
         )
         await exchange.publish(message, routing_key=LIVENESS_FRAMES.routing_key)
         queue = await channel.get_queue(LIVENESS_FRAMES.queue)
@@ -266,3 +268,22 @@ async def test_a_redacted_letter_is_shown_without_a_body_and_never_replayed(vhos
     assert "FFFF" not in json.dumps(shown.to_dict()) and "FFFF" not in json.dumps(letter.headers())
     assert await replay(vhost.url, DLQ) == []  # nothing to run again: it stays
     assert await _depth(vhost.url, DLQ) == 1
+
+
+async def test_a_replay_gives_a_letter_only_what_is_left_of_its_time_to_live(vhost: RabbitVhost) -> None:
+    """A replayed copy had no time to live at all: a letter holding images went back to its queue
+    for good, and into the dead-letter queue again with a fresh clock. Now it lives what is left of
+    the message time to live counted from its origin, and one with nothing left stays (to expire)."""
+    await _topology(vhost.url)
+    now = datetime.now(UTC)
+    await _poison(vhost.url, "young", origin=now - timedelta(minutes=10))
+    await _poison(vhost.url, "old", origin=now - timedelta(hours=2))
+    await _poison(vhost.url, "unstamped")  # from before timestamps: as if it waited it all
+
+    replayed = await replay(vhost.url, DLQ, message_ttl_s=3600)
+    assert [letter.message_id for letter in replayed] == ["young"]
+    consumed = await _consume_one(vhost.url, LIVENESS_FRAMES.queue)
+    assert consumed is not None and consumed.message_id == "young"
+    assert consumed.expiration is not None and 3000 - 10 <= consumed.expiration <= 3000
+    left = [letter.message_id for letter in await show(vhost.url, DLQ, limit=10)]
+    assert sorted(left) == ["old", "unstamped"]

@@ -11,12 +11,15 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from contracts.routing import EVENTS_EXCHANGE
 from domain.limits import Limits
+from domain.outgoing import Outgoing
 from infra.db.engine import session_factory
 from infra.db.ingress import CommandStatus, ProcessedCommands
+from infra.db.outbox import SqlOutbox, stage
 from infra.db.repositories import ApiClientRepository
 from infra.db.security import RateLimitRepository
-from infra.db.tables import ProcessedCommandRow, RateBucketRow
+from infra.db.tables import OutboxRow, ProcessedCommandRow, RateBucketRow
 from infra.housekeeping import Housekeeping
 from infra.settings import Settings
 
@@ -141,3 +144,43 @@ def test_the_idle_time_covers_the_slowest_refill_of_the_settings() -> None:
     housekeeping = Housekeeping.for_database(async_sessionmaker(), settings)
     assert housekeeping.keep_commands_s == 3600
     assert housekeeping.bucket_idle_s == 600  # a session's bucket needs 600 s to refill: never less
+
+
+async def test_unsent_messages_past_their_time_to_live_are_set_aside_without_their_payload(
+    factory: async_sessionmaker[AsyncSession],
+) -> None:
+    """A broker down longer than the message time to live left staged messages, a call's reference
+    photos among them, in the outbox for as long as it stayed down; the relay would never send them."""
+    tag = uuid.uuid4().hex[:8]
+    photos = {"references": ["A" * 200]}  # stands for a MatchReferences with the photos inline
+    old, recent = (
+        Outgoing(EVENTS_EXCHANGE, "references.match", f"{tag}-{name}", f"{tag}-{name}", photos)
+        for name in ("old", "recent")
+    )
+    async with factory.begin() as session:
+        stage(session, old, recent)
+    async with factory.begin() as session:
+        await session.execute(
+            update(OutboxRow)
+            .where(OutboxRow.message_id == old.message_id)
+            .values(created_at=datetime.now(UTC) - timedelta(hours=2))
+        )
+    housekeeping = Housekeeping(
+        commands=ProcessedCommands(factory),
+        buckets=RateLimitRepository(factory),
+        keep_commands_s=7 * DAY,
+        bucket_idle_s=DAY,
+        batch=10,
+        sent=SqlOutbox(factory),
+        keep_sent_s=DAY,
+        message_ttl_s=3600,
+    )
+    done = await housekeeping.run(datetime.now(UTC))
+    assert done["outbox_expired"] >= 1
+    async with factory() as session:
+        rows = {
+            row.message_id: row
+            for row in await session.scalars(select(OutboxRow).where(OutboxRow.message_id.like(f"{tag}-%")))
+        }
+    assert rows[old.message_id].payload == {} and rows[old.message_id].sent_at is not None
+    assert rows[recent.message_id].payload == photos and rows[recent.message_id].sent_at is None

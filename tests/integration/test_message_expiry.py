@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 
 import aio_pika
 import pytest
@@ -15,7 +16,7 @@ from contracts.commands import CompareFaces
 from contracts.routing import COMMANDS_EXCHANGE, MATCHER_COMPARE
 from contracts.values import ImageData
 from infra.broker import DeadLetterLimits, create_broker, declare_topology
-from infra.publisher import Publisher
+from infra.publisher import MessageExpired, Publisher
 from infra.rpc import BrokerRpc, ReplyTimeout
 from infra.settings import Settings
 from tests.paths import PEOPLE
@@ -82,18 +83,39 @@ async def test_a_compare_waits_for_a_matcher_no_longer_than_the_retention_period
     assert await waiting(vhost, f"{MATCHER_COMPARE.queue}.dlq") == 1  # kept there within the same period
 
 
-async def test_a_process_publishes_with_the_retention_period_as_time_to_live(
+async def test_a_message_lives_in_queues_what_is_left_of_its_time_to_live_counted_from_its_origin(
     vhost: RabbitVhost, settings: Settings
 ) -> None:
+    """FACEPROOF_RETENTION_S 60 here, so dead letters keep 30 s and a message lives 30 s in queues
+    counted from when its data came in: a message and its dead letter together stay within 60 s
+    (RabbitMQ starts a dead letter's clock again). Before, each hop got the whole period afresh."""
+    assert (settings.resolved_dead_letter_ttl_s, settings.message_ttl_s) == (30, 30)
     broker = create_broker(settings)
     await broker.connect()
+    now = datetime.now(UTC)
     try:
-        await Publisher.for_settings(broker, settings).command(compare_command(), MATCHER_COMPARE.routing_key)
+        publisher = Publisher.for_settings(broker, settings)
+        await publisher.command(compare_command(), MATCHER_COMPARE.routing_key)
+        await publisher.command(
+            compare_command(), MATCHER_COMPARE.routing_key, origin=now - timedelta(seconds=20)
+        )
+        with pytest.raises(MessageExpired):  # an outbox row staged 40 s ago, say: never sent
+            await publisher.command(
+                compare_command(), MATCHER_COMPARE.routing_key, origin=now - timedelta(seconds=40)
+            )
     finally:
         await broker.stop()
     connection = await aio_pika.connect(vhost.url)
     async with connection:
         channel = await connection.channel()
         queue = await channel.get_queue(MATCHER_COMPARE.queue, ensure=False)
-        message = await queue.get(no_ack=True, timeout=5)
-    assert message.expiration == 60.0  # FACEPROOF_RETENTION_S of the process
+        fresh = await queue.get(no_ack=True, timeout=5)
+        older = await queue.get(no_ack=True, timeout=5)
+        assert await queue.get(no_ack=True, fail=False) is None
+    assert fresh.expiration is not None and 29 <= fresh.expiration <= 30
+    assert older.expiration is not None and 9 <= older.expiration <= 10
+    assert (
+        fresh.timestamp is not None and abs((fresh.timestamp.replace(tzinfo=UTC) - now).total_seconds()) < 5
+    )
+    assert older.timestamp is not None  # its origin, for a replay of its dead letter
+    assert abs((older.timestamp.replace(tzinfo=UTC) - (now - timedelta(seconds=20))).total_seconds()) < 2

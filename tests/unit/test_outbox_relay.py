@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -292,3 +293,31 @@ async def test_a_stop_that_meets_a_wake_up_still_stops_the_relay() -> None:
     with pytest.raises(asyncio.CancelledError):  # not TimeoutError: it ended
         async with asyncio.timeout(2):
             await task
+
+
+async def test_a_message_past_its_time_to_live_is_set_aside_and_the_others_keep_what_is_left() -> None:
+    """A row staged while the broker was down longer than the message time to live is never sent
+    (it could hold face images past the retention period, and RabbitMQ would only move it to a
+    dead-letter queue whose clock starts again); the others live what is left of it."""
+
+    class Broker:
+        def __init__(self) -> None:
+            self.published: dict[str, object] = {}
+
+        async def publish(self, payload: dict[str, object], **options: object) -> None:
+            self.published[str(options["correlation_id"])] = options["expiration"]
+
+    now = datetime.now(UTC)
+    old, young = replace(_finished("old"), origin=now - timedelta(hours=13)), _finished("young")
+    recent = replace(_finished("recent"), origin=now - timedelta(hours=2))
+    outbox = FakeOutbox([old, young, recent])
+    broker = Broker()
+    publisher = Publisher(broker, message_ttl_s=12 * 3600)  # type: ignore[arg-type]
+
+    assert await OutboxRelay(outbox, publisher).relay_once() == 2
+    assert set(broker.published) == {"young", "recent"}
+    assert outbox.sent_ids == {1, 2, 3}  # the old one done with, unsent
+    young_ttl, recent_ttl = broker.published["young"], broker.published["recent"]
+    assert isinstance(young_ttl, timedelta) and isinstance(recent_ttl, timedelta)
+    assert timedelta(hours=11, minutes=59) < young_ttl <= timedelta(hours=12)
+    assert timedelta(hours=9, minutes=59) < recent_ttl <= timedelta(hours=10)

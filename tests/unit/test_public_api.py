@@ -9,7 +9,9 @@ import re
 import pytest
 
 from contracts.http import CompareRequest
-from faceproof.broker_cli import setup, upstream_permissions
+from contracts.routing import INGRESS_COMMANDS
+from faceproof.broker_cli import INGRESS_POLICY, UpstreamLimits, setup, setup_commands, upstream_permissions
+from infra.settings import Settings
 from services.ingress.envelope import Rejected, parse_body, read_envelope
 from tests.paths import REPO_ROOT
 
@@ -88,3 +90,17 @@ def test_the_definitions_file_grants_what_broker_setup_grants() -> None:
     entries = [entry for kind in kinds for entry in definitions[kind]]
     assert {entry["vhost"] for entry in entries} == {default_vhost} == {"/"}
     assert definitions["vhosts"] == [{"name": default_vhost}]
+
+
+def test_broker_setup_bounds_how_long_a_public_command_waits_for_the_ingress() -> None:
+    """An upstream publisher sets its messages' expiration as it likes: without a policy a compare's
+    photos waited in ingress.public-commands for as long as the ingress was down."""
+    commands = setup_commands("/", "acme", "c-1", UpstreamLimits(command_ttl_s=21_600))
+    [policy] = [args for args in commands if INGRESS_POLICY in args]
+    pattern, definition = policy[-2], json.loads(policy[-1])
+    assert re.fullmatch(pattern, INGRESS_COMMANDS.queue) and not re.fullmatch(
+        pattern, "ingress.public-commands.dlq"
+    )
+    assert definition == {"message-ttl": 21_600 * 1000}
+    settings = Settings(retention_s=86_400)
+    assert settings.public_command_ttl_s == 21_600  # half the message time to live

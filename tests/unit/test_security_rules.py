@@ -190,3 +190,15 @@ def _refusal_on(settings: Settings, host: str) -> str:
     with pytest.raises(EnvironmentRefused) as refused:
         check_environment(settings, bind=host)
     return str(refused.value)
+
+
+def test_a_message_and_its_dead_letter_share_the_retention_period() -> None:
+    """RabbitMQ starts a dead letter's clock again, so a message's time in queues and its dead
+    letter's time must add up to the retention period at most."""
+    default = Settings(retention_s=86_400)
+    assert (default.resolved_dead_letter_ttl_s, default.message_ttl_s) == (43_200, 43_200)
+    chosen = Settings(retention_s=86_400, dead_letter_ttl_s=3_600)
+    assert chosen.message_ttl_s == 82_800
+    for whole_period in (86_400, 90_000):  # nothing left for the message itself, or more than all
+        with pytest.raises(ValueError, match="must be less than FACEPROOF_RETENTION_S"):
+            Settings(retention_s=86_400, dead_letter_ttl_s=whole_period)
