@@ -105,12 +105,25 @@ class CallFlowRepository:
     async def fetch(self, flow_id: str) -> CallFlowRecord | None:
         return await self._one(CallFlowRow.id == flow_id)
 
-    async def mark_join_sent(self, flow_id: str) -> None:
-        """Its JoinCall is with the broker (a redelivered start does not ask again)."""
+    async def claim_join(self, flow_id: str) -> bool:
+        """Take the flow's one ask of a call agent, before its JoinCall is published: True for the
+        one caller that took it (a redelivered start then finds it taken and asks no second agent)."""
+        with translate_errors():
+            async with self._sessions.begin() as session:
+                claimed = await session.execute(
+                    update(CallFlowRow)
+                    .where(CallFlowRow.id == flow_id, CallFlowRow.join_sent_at.is_(None))
+                    .values(join_sent_at=utc_now())
+                    .execution_options(synchronize_session=False)
+                )
+        return bool(getattr(claimed, "rowcount", 0))
+
+    async def release_join(self, flow_id: str) -> None:
+        """Give the ask back: its JoinCall never reached the broker (a redelivery asks then)."""
         with translate_errors():
             async with self._sessions.begin() as session:
                 await session.execute(
-                    update(CallFlowRow).where(CallFlowRow.id == flow_id).values(join_sent_at=utc_now())
+                    update(CallFlowRow).where(CallFlowRow.id == flow_id).values(join_sent_at=None)
                 )
 
     async def by_session(self, session_id: str) -> CallFlowRecord | None:

@@ -23,7 +23,7 @@ from infra.safe_fetch import WEBSOCKET_SCHEMES, FetchPolicy, UrlRefused, prechec
 from infra.settings import Settings
 from infra.telemetry.metrics import session_status
 from services.intake.caller import Caller
-from services.intake.errors import Refused, broker_unavailable
+from services.intake.errors import Refused, Unavailable, broker_unavailable
 from services.intake.ports import CallCommands
 
 __all__ = ["FLOW_MARGIN_S", "BrokerCallCommands", "CallStarter", "call_created", "check_room_url"]
@@ -182,11 +182,20 @@ class CallStarter:
         await self._ask_agent(_join_call(body, caller, flow, session, session.settings))
 
     async def _ask_agent(self, command: JoinCall) -> None:
-        await self.commands.join(command)
+        """Ask once: the ask is claimed in the flow's row before the JoinCall goes out (recorded
+        after it, a database blip in between left it unrecorded, and the redelivered ``call.join``
+        asked a second agent into the same room), and given back when the broker refused it. A
+        claim that cannot be given back leaves the flow to its deadline: one failure callback."""
+        if not await self.flows.claim_join(command.flow_id):
+            return  # asked already
+        try:
+            await self.commands.join(command)
+        except Unavailable:
+            try:
+                await self.flows.release_join(command.flow_id)
+            except DatabaseError as error:
+                log.warning("flow %s: the ask is not given back (%s)", command.flow_id, type(error).__name__)
+            raise
         log.info(
             "flow %s started (session %s, language %s)", command.flow_id, command.session_id, command.language
         )
-        try:
-            await self.flows.mark_join_sent(command.flow_id)
-        except DatabaseError as error:  # the call is under way: a caller must not be told it is not
-            log.warning("flow %s: the ask is not recorded (%s)", command.flow_id, type(error).__name__)

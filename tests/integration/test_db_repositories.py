@@ -252,9 +252,12 @@ async def test_a_flow_row_written_before_the_typed_documents_is_read(
     assert read.decision == FlowDecision.from_row(decision)
     assert (read.decision.references_used, read.decision.reference_errors) == (2, ["reference 1: HTTP 404"])
     assert read.join_sent_at is None  # its JoinCall not published yet
-    await flows.mark_join_sent(flow.id)
+    assert await flows.claim_join(flow.id)
+    assert not await flows.claim_join(flow.id)  # one ask, whoever comes second
     joined = await flows.fetch(flow.id)
     assert joined is not None and joined.join_sent_at is not None
+    await flows.release_join(flow.id)  # its JoinCall never went out
+    assert await flows.claim_join(flow.id)
 
 
 async def test_a_flow_fetching_its_references_is_put_off_claimed_and_sent_once(

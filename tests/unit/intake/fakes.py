@@ -159,8 +159,14 @@ class FakeFlows:
         row = self.rows.get(flow_id)
         return row if row is not None and row.owner == owner else None
 
-    async def mark_join_sent(self, flow_id: str) -> None:
+    async def claim_join(self, flow_id: str) -> bool:
+        if self.rows[flow_id].join_sent_at is not None:
+            return False
         self.rows[flow_id] = replace(self.rows[flow_id], join_sent_at=datetime.now(UTC))
+        return True
+
+    async def release_join(self, flow_id: str) -> None:
+        self.rows[flow_id] = replace(self.rows[flow_id], join_sent_at=None)
 
 
 @dataclass

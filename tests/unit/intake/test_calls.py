@@ -73,17 +73,29 @@ async def test_the_broker_down_is_retryable_and_the_flow_stays_for_its_deadline(
 
 
 class UnrecordedFlows(FakeFlows):
-    async def mark_join_sent(self, flow_id: str) -> None:
-        raise DatabaseUnavailable("the database went away after the publish")
+    async def claim_join(self, flow_id: str) -> bool:
+        raise DatabaseUnavailable("the database went away before the ask")
 
 
-async def test_a_call_whose_ask_went_out_is_started_even_if_the_ask_cannot_be_recorded() -> None:
-    commands = FakeCallCommands()
-    created = await CallStarter(SETTINGS, FakeSessions(), UnrecordedFlows(), commands).start(
-        request(), CallSettings(), CALLER
-    )
-    [command] = commands.sent
-    assert command.flow_id == created.flow_id
+async def test_an_ask_that_cannot_be_claimed_is_not_sent_and_the_flow_stays_for_its_deadline() -> None:
+    commands, flows = FakeCallCommands(), UnrecordedFlows()
+    with pytest.raises(DatabaseUnavailable):
+        await CallStarter(SETTINGS, FakeSessions(), flows, commands).start(request(), CallSettings(), CALLER)
+    assert commands.sent == []  # no agent asked while the ask is unrecorded: no second one later
+    assert len(flows.rows) == 1
+
+
+async def test_a_redelivered_start_never_asks_a_second_agent() -> None:
+    """A redelivered ``call.join`` (its first delivery asked, then failed to answer) finds the ask
+    taken: one JoinCall, one agent in the room."""
+    sessions, flows, commands = FakeSessions(), FakeFlows(), FakeCallCommands()
+    starter = CallStarter(SETTINGS, sessions, flows, commands)
+    flow = await starter.create(request(), CallSettings(), CALLER, flow_id="flow-1")
+    await starter.resume(request(), CALLER, flow)
+    [stored] = flows.rows.values()
+    await starter.resume(request(), CALLER, flow)  # the same stale record, as a redelivery reads it
+    await starter.resume(request(), CALLER, stored)
+    assert [command.flow_id for command in commands.sent] == ["flow-1"]
 
 
 @pytest.mark.parametrize(
