@@ -91,6 +91,16 @@ class Settings(BaseSettings):
         description="Time a request's body may take to arrive, from its headers (408 REQUEST_TIMEOUT past "
         "it): a client trickling a byte at a time no longer holds a connection and its buffer for ever.",
     )
+    failed_logins_per_second: float = Field(
+        default=1.0,
+        gt=0,
+        description="Failed authentications (API keys, client tokens) one client address may make per second "
+        "in a gateway process; past the burst, its requests that need one are refused 429 "
+        "AUTHENTICATION_THROTTLED before any lookup.",
+    )
+    failed_logins_burst: int = Field(
+        default=20, ge=1, description="Failed authentications in a row per address."
+    )
     max_connections: int = Field(
         default=1000,
         ge=1,

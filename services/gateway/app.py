@@ -30,6 +30,7 @@ from services.gateway.body_rules import BodyRules
 from services.gateway.comparisons import BrokerComparisons
 from services.gateway.cors import ClientCors
 from services.gateway.dependencies import Resources, admit
+from services.gateway.failed_logins import FailedLogins
 from services.gateway.headers import ResponseHeaders
 from services.gateway.limits import RequestGuard
 from services.gateway.offers import BrokerCallAgents
@@ -51,6 +52,7 @@ def _resources(
     :func:`create_app`), store, broker connection and RPC client."""
     sessions_ = session_factory(database)
     rate_limits = RateLimitRepository(session_factory(counters))
+    failed_logins = FailedLogins(settings.failed_logins_per_second, settings.failed_logins_burst)
     return Resources(
         settings=settings,
         database=database,
@@ -59,7 +61,7 @@ def _resources(
         broker=broker,
         comparisons=BrokerComparisons(rpc),
         authenticate=Authenticator(
-            ApiClientRepository(sessions_), settings.static_token, static_limits(settings)
+            ApiClientRepository(sessions_), settings.static_token, static_limits(settings), failed_logins
         ),
         call_agents=BrokerCallAgents(rpc),
         flows=CallFlowRepository(sessions_),
@@ -68,6 +70,7 @@ def _resources(
         limiter=RateLimiter(rate_limits, settings) if settings.rate_limits else None,
         rate_limits=rate_limits,
         failures=LivenessFailures(sessions_),
+        failed_logins=failed_logins,
     )
 
 

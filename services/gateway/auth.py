@@ -9,9 +9,11 @@ from typing import Final, Protocol
 from starlette.types import Scope
 
 from domain.limits import Limits
+from infra.db.keys import KEY_SCHEME
 from infra.db.repositories import ApiClient
 from infra.environment import is_loopback
 from infra.settings import DEVELOPMENT_TOKEN
+from services.gateway.failed_logins import FailedLogins
 from services.gateway.problems import ProblemError
 from services.intake.caller import Caller
 
@@ -37,13 +39,23 @@ class ApiKeys(Protocol):
 
 
 class Authenticator:
-    def __init__(self, keys: ApiKeys, static_token: str | None, static_limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        keys: ApiKeys,
+        static_token: str | None,
+        static_limits: Limits | None = None,
+        failed_logins: FailedLogins | None = None,
+    ) -> None:
         self._keys = keys
         self._static = static_token
         self._static_limits = static_limits
+        self._failed = failed_logins
 
-    async def __call__(self, authorization: str | None, host: str | None = None) -> Principal:
-        """The caller of a request with this Authorization header, sent to ``host`` (the Host header)."""
+    async def __call__(
+        self, authorization: str | None, host: str | None = None, address: str = "unknown"
+    ) -> Principal:
+        """The caller of a request with this Authorization header, sent to ``host`` (the Host header)
+        from ``address``: 429 before an API key's lookup while that address has failed too often."""
         scheme, _, token = (authorization or "").partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
@@ -54,8 +66,14 @@ class Authenticator:
                 # name now resolves to 127.0.0.1 (DNS rebinding) cannot use it from a browser here
                 raise _unauthorized("The development token is accepted only at localhost; use an API key.")
             return Principal(owner=STATIC_OWNER, client_id=None, limits=self._static_limits, admin=True)
+        if not token.startswith(KEY_SCHEME):
+            raise _unauthorized("The token is not valid.")  # no key: nothing to look up
+        if self._failed is not None:
+            self._failed.check(address)
         client = await self._keys.authenticate(token)
         if client is None:
+            if self._failed is not None:
+                self._failed.failed(address)
             raise _unauthorized("The token is not valid.")
         limits = Limits(client.rate_per_second, client.burst, client.monthly_quota)
         return Principal(owner=client.id, client_id=client.id, limits=limits, admin=client.admin)

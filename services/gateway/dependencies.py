@@ -15,6 +15,7 @@ from infra.db.security import LivenessFailures, RateLimitRepository
 from infra.settings import Settings
 from services.gateway.auth import Authenticator, Principal, remembered_principal
 from services.gateway.comparisons import Comparisons
+from services.gateway.failed_logins import FailedLogins, client_address
 from services.gateway.offers import CallAgents
 from services.gateway.problems import ProblemError
 from services.gateway.ratelimit import RateLimiter
@@ -51,6 +52,8 @@ class Resources:
     rate_limits: RateLimitRepository | None = None
     #: Failed liveness sessions per subject (lockout); None: no lockout.
     failures: LivenessFailures | None = None
+    #: Failed client-token checks per address (the Authenticator counts API keys' in the same one).
+    failed_logins: FailedLogins | None = None
 
 
 def _resources(request: Request) -> Resources:
@@ -67,7 +70,7 @@ async def resources(request: Request) -> Resources:
 async def admit(request: Request, res: Resources, authorization: str | None) -> Principal:
     """The authenticated caller, charged one request to its rate limit and monthly quota (401,
     429 as :class:`ProblemError`)."""
-    caller = await res.authenticate(authorization, request.headers.get("host"))
+    caller = await res.authenticate(authorization, request.headers.get("host"), client_address(request.scope))
     if res.limiter is not None and caller.limits is not None:
         await res.limiter.charge(request, caller.owner, caller.limits)
     return caller

@@ -340,3 +340,29 @@ def test_a_small_body_of_many_values_is_refused_before_it_is_parsed(gateway: Gat
     assert response.status_code == 400 and response.json()["code"] == "JSON_TOO_MANY_VALUES", response.text
     assert elapsed < 5 * FAST_S
     assert answers and all(status == 200 for status, _ in answers), answers
+
+
+def test_an_address_that_keeps_failing_to_authenticate_is_throttled_before_any_lookup(
+    gateway: Gateway,
+) -> None:
+    """Every made-up API key (``fp_...``) or client token cost a database query, and the rate
+    limits are charged only to callers who authenticated: a flood from one address took the pool's
+    connections until every client got 503. Past FACEPROOF_FAILED_LOGINS_BURST (20) failures the
+    address gets 429 at once, the static token still works, and the address recovers."""
+    statuses = []
+    with httpx.Client(base_url=gateway.url, timeout=10) as client:
+        for n in range(30):
+            fake = {"Authorization": f"Bearer fp_made-up-key-{n:04d}{'x' * 30}"}
+            statuses.append(client.get("/v1/sessions/some-session", headers=fake).status_code)
+        throttled = client.get("/v1/sessions/some-session/status", headers={"Authorization": "Bearer any"})
+    assert statuses[:20] == [401] * 20 and set(statuses[20:]) == {429}, statuses
+    assert throttled.status_code == 429 and throttled.json()["code"] == "AUTHENTICATION_THROTTLED"
+    assert int(throttled.headers["Retry-After"]) >= 1
+    with gateway.client() as client:  # the static token is no lookup: still answered
+        assert client.get("/v1/sessions/none").status_code == 404
+    time.sleep(2.5)  # a failure back every second
+    with httpx.Client(base_url=gateway.url, timeout=10) as client:
+        again = client.get(
+            "/v1/sessions/some-session", headers={"Authorization": "Bearer fp_again" + "x" * 40}
+        )
+    assert again.status_code == 401

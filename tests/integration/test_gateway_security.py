@@ -82,6 +82,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, postgres_url: str) -> Iterat
             broker_url=vhost.url,
             api_token="static-token",
             static_burst=10_000,
+            failed_logins_burst=10_000,  # its tests fail to authenticate on purpose, many times
             max_json_depth=8,
         )
         with TestClient(create_app(settings)) as a, TestClient(create_app(settings)) as b:

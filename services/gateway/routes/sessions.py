@@ -40,6 +40,7 @@ from services.gateway.auth import Principal
 from services.gateway.client_tokens import bearer_token, client_unauthorized, token_matches
 from services.gateway.comparisons import BrokerUnavailable, ReplyTimeout
 from services.gateway.dependencies import PrincipalDep, Resources, ResourcesDep, charge_session
+from services.gateway.failed_logins import client_address
 from services.gateway.json_body import OffloadedJsonRoute
 from services.gateway.problems import ProblemError
 from services.intake.errors import broker_unavailable
@@ -145,14 +146,21 @@ async def _read(session_id: str, principal: Principal, res: Resources) -> Sessio
     return await _expire_if_due(record, res)
 
 
-async def _client_session(session_id: str, authorization: str | None, res: Resources) -> SessionRecord:
+async def _client_session(
+    request: Request, session_id: str, authorization: str | None, res: Resources
+) -> SessionRecord:
     """The session whose client token the caller holds (the API key is not accepted here)."""
     token = bearer_token(authorization)
     if token is None:
         raise client_unauthorized()
+    address, logins = client_address(request.scope), res.failed_logins
+    if logins is not None:
+        logins.check(address)  # before the lookup (services/gateway/failed_logins.py)
     record = await res.sessions.fetch(session_id)
     # an unknown session answers as a wrong token: without a key, nobody learns which ids exist
     if record is None or not token_matches(token, record.client_token_hash):
+        if logins is not None:
+            logins.failed(address)
         raise client_unauthorized()
     return record
 
@@ -350,7 +358,7 @@ async def offer(
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> OfferResponse:
     settings = res.settings
-    record = await _client_session(session_id, authorization, res)
+    record = await _client_session(request, session_id, authorization, res)
     await charge_session(request, session_id)
     if record.status.terminal:
         raise _conflict("SESSION_FINISHED", f"The session has finished ({record.status.value}).")
@@ -384,7 +392,7 @@ async def client_status(
     res: ResourcesDep,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> ClientStatusResponse:
-    record = await _client_session(session_id, authorization, res)
+    record = await _client_session(request, session_id, authorization, res)
     await charge_session(request, session_id)
     record = await _expire_if_due(record, res)
     return ClientStatusResponse(status=record.status)

@@ -29,7 +29,7 @@ from services.gateway.routes import calls, compare, erasure, sessions
 from services.intake.client_tokens import new_client_token
 from tests.unit.intake.fakes import FakeCallCommands, FakeFailures, FakeFlows, FakeSessions, FakeStore
 
-API_KEY = "key-of-client-1"
+API_KEY = "fp_key-of-client-1"  # a real key's shape: the authenticator looks up fp_ tokens only
 STATIC_TOKEN = "static-dev-token"
 
 
