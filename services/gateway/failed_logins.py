@@ -35,6 +35,8 @@ def client_address(scope: Scope) -> str:
 
 
 class FailedLogins:
+    """The failure buckets of the addresses that failed lately (see the module's doc)."""
+
     def __init__(
         self,
         rate_per_second: float,
