@@ -13,6 +13,8 @@ from contracts.values import CallbackOutcome, Fusion, ImageData, QualityFilter
 #: The most references one verify or one call flow compares against (FACEPROOF_MAX_REFERENCES sets
 #: a lower limit): a request with more is refused before its items are read.
 MAX_REFERENCES: Final = 20
+#: The longest SDP offer a StartSession carries (FACEPROOF_MAX_SDP_BYTES may only lower it).
+MAX_OFFER_SDP: Final = 65_536
 
 
 class Decision(Command):
@@ -48,7 +50,7 @@ class StartSession(Command):
 
     session_id: str
     connection_id: str
-    offer_sdp: str = Field(max_length=65536)
+    offer_sdp: str = Field(max_length=MAX_OFFER_SDP)
     offer_type: str = "offer"
     language: str = "en"
     expires_at: datetime

@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from contracts.commands import MAX_REFERENCES
+from contracts.commands import MAX_OFFER_SDP, MAX_REFERENCES
 
 #: The seeds' temporary token; refused in production by the security layer.
 DEVELOPMENT_TOKEN = "faceproof-dev-token"
@@ -71,7 +71,13 @@ class Settings(BaseSettings):
         default="", description="Base URL of the gateway as browsers see it (hosted page links)."
     )
     offer_timeout_s: float = Field(default=15.0, description="Gateway's deadline for a call agent's answer.")
-    max_sdp_bytes: int = 64 * 1024
+    max_sdp_bytes: int = Field(
+        default=MAX_OFFER_SDP,
+        ge=1024,
+        le=MAX_OFFER_SDP,
+        description="Longest SDP offer (413 SDP_TOO_LARGE); at most what StartSession carries (above it an "
+        "offer the gateway accepted failed with a 500).",
+    )
     reject_virtual_cameras: bool = Field(
         default=True,
         description="A session whose page reports a virtual or fake camera (OBS, ManyCam, Chromium's fake "

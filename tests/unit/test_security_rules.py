@@ -202,3 +202,10 @@ def test_a_message_and_its_dead_letter_share_the_retention_period() -> None:
     for whole_period in (86_400, 90_000):  # nothing left for the message itself, or more than all
         with pytest.raises(ValueError, match="must be less than FACEPROOF_RETENTION_S"):
             Settings(retention_s=86_400, dead_letter_ttl_s=whole_period)
+
+
+def test_the_sdp_limit_cannot_pass_what_a_start_session_carries() -> None:
+    """Above 65,536 an offer the gateway accepted could not be put in its StartSession: a 500."""
+    assert Settings().max_sdp_bytes == 65_536
+    with pytest.raises(ValueError, match="max_sdp_bytes"):
+        Settings(max_sdp_bytes=65_537)
