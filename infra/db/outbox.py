@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
 from sqlalchemy import Engine, Update, delete, event, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -113,12 +113,7 @@ class _SqlBatch:
         await self._execute(
             update(OutboxRow)
             .where(OutboxRow.id == row_id)
-            .values(
-                sent_at=utc_now(),
-                payload={},
-                attempts=OutboxRow.attempts + 1,
-                last_error=f"set aside, not sent: {error}"[:200],
-            )
+            .values(**_set_aside(error), attempts=OutboxRow.attempts + 1)
         )
 
     async def _execute(self, statement: Update) -> None:
@@ -199,7 +194,7 @@ class SqlOutbox:
         statement = (
             update(OutboxRow)
             .where(OutboxRow.id.in_(ids), OutboxRow.sent_at.is_(None))
-            .values(sent_at=utc_now(), payload={}, last_error="set aside, not sent: past its time to live")
+            .values(**_set_aside("past its time to live"))
             .execution_options(synchronize_session=False)
         )
         with translate_errors():
@@ -227,6 +222,11 @@ class SqlOutbox:
 
 def _pending(rows: Sequence[OutboxRow]) -> list[Pending]:
     return [Pending(row.id, _outgoing(row)) for row in rows]
+
+
+def _set_aside(error: str) -> dict[str, Any]:
+    """What a row set aside holds: done with (``sent_at``), unsent, without its payload, and why."""
+    return {"sent_at": utc_now(), "payload": {}, "last_error": f"set aside, not sent: {error}"[:200]}
 
 
 def _outgoing(row: OutboxRow) -> Outgoing:
